@@ -1,0 +1,52 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+# Sourced by scripts/test and scripts/demo with the extras to install as $1. Creates .venv on
+# first use and keeps it in step with setup.py, package.xml and constraints.txt; a re-run with
+# nothing changed installs nothing. Afterwards $VENV_PY is the environment's python.
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+venv=${SPARSE_PERCEPTION_VENV:-$repo/.venv}
+python=${PYTHON:-python3}
+# The torch build to install first and alone, so that no looser requirement drags in another
+# (on a CUDA machine: SPARSE_PERCEPTION_TORCH='torch==2.11.0' or whichever build you run).
+torch_spec=${SPARSE_PERCEPTION_TORCH:-torch==2.13.0}
+extras=$1
+
+if [ ! -x "$venv/bin/python" ]; then
+  if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+    echo "sparse_perception needs Python 3.10 or newer; set PYTHON=/path/to/python3.x" >&2
+    exit 1
+  fi
+  echo "Creating $venv (first use) ..." >&2
+  if ! "$python" -m venv "$venv"; then
+    rm -rf "$venv"
+    echo "'$python -m venv' failed; on Debian/Ubuntu: sudo apt-get install python3-venv" >&2
+    exit 1
+  fi
+fi
+
+VENV_PY=$venv/bin/python
+digest=$({ cat "$repo/setup.py" "$repo/package.xml" "$repo/constraints.txt"
+          echo "$torch_spec [$extras]"; } | sha256sum | cut -c1-16)
+stamp="$venv/.installed-$digest"
+if [ ! -e "$stamp" ]; then
+  echo "Installing sparse_perception[$extras] into $venv ..." >&2
+  "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
+  "$VENV_PY" -m pip install -q --disable-pip-version-check "$torch_spec"
+  "$VENV_PY" -m pip install -q --disable-pip-version-check -c "$repo/constraints.txt" \
+    -e "$repo[$extras]"
+  rm -f "$venv"/.installed-*
+  touch "$stamp"
+fi

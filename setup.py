@@ -1,0 +1,103 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Build for colcon (ament_python) and for pip alike."""
+
+from glob import glob
+from pathlib import Path
+import xml.etree.ElementTree as ElementTree
+
+from setuptools import find_packages, setup
+
+PACKAGE = 'sparse_perception'
+HERE = Path(__file__).resolve().parent
+
+# package.xml is the single source of the version and description.
+_manifest = ElementTree.parse(HERE / 'package.xml').getroot()
+VERSION = _manifest.findtext('version').strip()
+DESCRIPTION = ' '.join(_manifest.findtext('description').split())
+
+# One console script per node: `ros2 run sparse_perception <name>`.
+NODES = [
+]
+
+# Exact pins: one ROS distro per environment, and these are test-only (on a robot rclpy and
+# the messages come from the ROS install, never from PyPI).
+ROS_TEST_REQUIRES = [
+    'ros-kilted-rclpy[fastrtps]==9.1.2',
+    'ros-kilted-sensor-msgs==5.5.1',
+    'ros-kilted-std-msgs==5.5.1',
+    'ros-kilted-geometry-msgs==5.5.1',
+    'ros-kilted-visualization-msgs==5.5.1',
+    'ros-kilted-diagnostic-msgs==5.5.1',
+    'ros-kilted-lifecycle-msgs==2.3.0',
+    'ros-kilted-ament-flake8==0.19.2',
+    'ros-kilted-ament-pep257==0.19.2',
+]
+
+TEST_REQUIRES = [
+    'pytest==9.2.0',
+    'hypothesis==6.170.15',
+    # ament_flake8 runs flake8 with these plugins (ROS 2's own lint rules).
+    'flake8==7.5.0',
+    'flake8-builtins==3.1.0',
+    'flake8-comprehensions==3.17.0',
+    'flake8-docstrings==1.7.0',
+    'flake8-import-order==0.19.2',
+    'flake8-quotes==3.4.0',
+    'pydocstyle==6.3.0',
+    # The Triton CPU interpreter runs the GPU kernels' code in CI.
+    'triton==3.6.0',
+]
+
+setup(
+    name=PACKAGE,
+    version=VERSION,
+    description=DESCRIPTION,
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    # The GPU kernels live in the top-level kernels/ folder of the design card but are only
+    # ever imported as sparse_perception.kernels.
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']) + [PACKAGE + '.kernels'],
+    package_dir={PACKAGE + '.kernels': 'kernels'},
+    package_data={PACKAGE: ['data/*', 'data/*/*']},
+    data_files=[
+        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+        ('share/' + PACKAGE, ['package.xml']),
+        ('share/' + PACKAGE + '/launch', sorted(glob('launch/*.launch.py'))),
+        ('share/' + PACKAGE + '/config', sorted(glob('config/*.yaml'))),
+    ],
+    # Only what pip metadata can vouch for on a robot too: OpenCV usually comes from the
+    # distribution there (python3-opencv), which pip cannot see, so it is an extra.
+    install_requires=[
+        'setuptools',
+        'numpy>=1.21',
+        'PyYAML>=5.4',
+        'rosbags>=0.10.4',
+        'torch>=2.1',
+    ],
+    extras_require={
+        'opencv': ['opencv-python-headless>=4.13'],
+        'gpu': ['triton>=3.0'],
+        'test': TEST_REQUIRES,
+        'ros-test': ROS_TEST_REQUIRES,
+    },
+    tests_require=['pytest'],
+    zip_safe=False,
+    entry_points={
+        'console_scripts': [
+            'sparse-perception = sparse_perception.cli:main',
+        ] + [f'{node} = {PACKAGE}.nodes.{node}:main' for node in NODES],
+    },
+)

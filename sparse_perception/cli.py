@@ -1,0 +1,57 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The ``sparse-perception`` command line: one sub-command per job.
+
+Each sub-command lives in its own module, which provides ``register(subparsers)`` (adding a
+parser whose ``func`` default runs it) and imports its heavy dependencies lazily, so that
+``sparse-perception --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from sparse_perception import __version__
+
+# name -> module providing register(subparsers); order is the order shown in --help.
+COMMANDS = (
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog='sparse-perception',
+        description='Incremental sparse CNN perception: replay, models, benchmarks, evaluation.')
+    parser.add_argument('--version', action='version', version=__version__)
+    subparsers = parser.add_subparsers(dest='command', metavar='COMMAND')
+    for module_name in COMMANDS:
+        importlib.import_module(module_name).register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, 'func', None) is None:
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == '__main__':
+    sys.exit(main())

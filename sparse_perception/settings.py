@@ -1,0 +1,347 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Typed settings: the one place where every tunable and its default is written down.
+
+Node parameters, ``config/*.yaml`` and command-line flags are all generated from, or checked
+against, these dataclasses, so the three cannot drift apart. Settings are grouped in sections
+(``change``, ``sparsity``, ``model``, ...); a setting's public name is ``section.field``, which
+is also its ROS parameter name and its command-line flag (``--section.field``).
+
+Each field is declared with :func:`setting`, which records a description, an optional range
+or set of choices, and whether it is read-only at run time. :func:`validate` checks a value
+against that record and raises :class:`SettingError` naming the setting, the bad value and what
+was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+import os
+import typing
+from typing import Any, Iterator, Mapping
+
+# Environment variable that selects the compute backend wherever the settings leave it at
+# 'auto' (see STYLE.md #13: one switch, settable by environment and by parameter).
+BACKEND_ENV = 'SPARSE_PERCEPTION_BACKEND'
+
+
+class SettingError(ValueError):
+    """A setting has a value of the wrong type or outside its range."""
+
+
+@dataclass(frozen=True)
+class SettingInfo:
+    """What a setting means and which values it accepts."""
+
+    description: str
+    low: float | None = None  # inclusive lower bound for numbers
+    high: float | None = None  # inclusive upper bound for numbers
+    choices: tuple[str, ...] | None = None  # the only accepted strings
+    read_only: bool = False  # fixed once a node is configured
+    reload: bool = False  # changing it reloads the model (not applied on the next frame only)
+
+
+def setting(default: Any, description: str, *, low: float | None = None,
+            high: float | None = None, choices: tuple[str, ...] | None = None,
+            read_only: bool = False, reload: bool = False) -> Any:
+    """Declare a dataclass field that is a user-facing setting."""
+    info = SettingInfo(description, low, high, choices, read_only, reload)
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata={'setting': info})
+    return field(default=default, metadata={'setting': info})
+
+
+@dataclass(frozen=True)
+class ChangeSettings:
+    """Temporal change map: which tiles of the camera image changed since last propagated."""
+
+    # Per-pixel difference, in grey levels of an 8-bit image (0-255), below which a pixel
+    # counts as unchanged. Float images are compared in the same units times 1/255.
+    threshold: float = setting(
+        12.0, 'Per-pixel change (0-255 grey levels) below which a pixel is unchanged',
+        low=0.0, high=255.0)
+    # Tile edge in input pixels; the change map and the engine work at this granularity.
+    tile_size: int = setting(
+        16, 'Edge of a change tile in input pixels', low=1, high=256, read_only=True)
+    # Grow the changed region by this many tiles (catches motion at tile borders).
+    dilation: int = setting(0, 'Grow changed regions by this many tiles', low=0, high=16)
+    # Run a full dense frame every N frames (0 = never); bounds drift under thresholds > 0.
+    refresh_period: int = setting(
+        0, 'Full dense refresh every N frames (0 = never)', low=0, high=1_000_000)
+
+
+@dataclass(frozen=True)
+class SparsitySettings:
+    """The engine's sparsity knob: per-layer output thresholds in the DeltaCNN manner."""
+
+    # Multiplies every layer's output threshold; 0 makes the engine exact against dense.
+    scale: float = setting(
+        0.0, 'Global scale of the per-layer output thresholds (0 = exact)', low=0.0, high=100.0)
+    # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps).
+    layer_thresholds: tuple[str, ...] = setting(
+        (), "Per-layer output thresholds as 'layer=value' (override the scaled default)")
+    # Above this active fraction a frame runs dense, which is then cheaper than sparse.
+    dense_fallback: float = setting(
+        1.0, 'Run the frame dense when more than this fraction is active', low=0.0, high=1.0)
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which networks run, where, and how."""
+
+    segmentation: str = setting(
+        '', 'Segmentation model: a registered name or a file path (empty = none)', reload=True)
+    pose: str = setting(
+        '', 'Pose model: a registered name or a file path (empty = none)', reload=True)
+    device: str = setting(
+        'auto', 'Compute device', choices=('auto', 'cpu', 'cuda'), reload=True)
+    precision: str = setting(
+        'fp32', 'Arithmetic precision on CUDA (CPU always runs fp32)',
+        choices=('fp32', 'fp16'), reload=True)
+    backend: str = setting(
+        'auto', 'Sparse backend: GPU kernels, or the pure-torch reference '
+        f'(auto = kernels on CUDA when Triton is present; env {BACKEND_ENV} overrides auto)',
+        choices=('auto', 'kernels', 'reference'), reload=True)
+
+
+@dataclass(frozen=True)
+class PerceptionSettings:
+    """Everything the perception pipeline needs, section by section."""
+
+    change: ChangeSettings = field(default_factory=ChangeSettings)
+    sparsity: SparsitySettings = field(default_factory=SparsitySettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting seen from outside: its public name, Python type, default and info."""
+
+    name: str  # 'section.field'
+    kind: type  # bool, int, float, str or tuple (of str)
+    default: Any
+    info: SettingInfo
+
+
+def _field_type(owner: type, f: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(owner)[f.name]
+    origin = typing.get_origin(hint)
+    return tuple if origin is tuple else hint
+
+
+def specs(settings_type: type = PerceptionSettings, prefix: str = '') -> Iterator[SettingSpec]:
+    """Yield every setting of a (nested) settings dataclass in declaration order."""
+    for f in dataclasses.fields(settings_type):
+        name = prefix + f.name
+        kind = _field_type(settings_type, f)
+        if dataclasses.is_dataclass(kind):
+            yield from specs(kind, name + '.')
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        yield SettingSpec(name, kind, default, f.metadata['setting'])
+
+
+def spec(name: str, settings_type: type = PerceptionSettings) -> SettingSpec:
+    """Look up one setting by its public name."""
+    for s in specs(settings_type):
+        if s.name == name:
+            return s
+    known = ', '.join(s.name for s in specs(settings_type))
+    raise SettingError(f'unknown setting {name!r}; known settings: {known}')
+
+
+def validate(s: SettingSpec, value: Any) -> Any:
+    """Return ``value`` converted to the setting's type, or raise :class:`SettingError`."""
+    info = s.info
+    if s.kind is bool:
+        if not isinstance(value, bool):
+            raise SettingError(f'{s.name} must be true or false, got {value!r}')
+        return value
+    if s.kind in (int, float):
+        # bool is an int in Python; a YAML 'true' for a number is a mistake, not 1.
+        ok = isinstance(value, int) if s.kind is int else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok:
+            raise SettingError(
+                f'{s.name} must be {"an integer" if s.kind is int else "a number"}, '
+                f'got {value!r}')
+        value = s.kind(value)
+        if value != value:  # NaN slips through every range comparison
+            raise SettingError(f'{s.name} must be a number, got NaN')
+        if (info.low is not None and value < info.low) or (
+                info.high is not None and value > info.high):
+            raise SettingError(
+                f'{s.name} = {value!r} is out of range; expected {info.low} to {info.high}')
+        return value
+    if s.kind is str:
+        if not isinstance(value, str):
+            raise SettingError(f'{s.name} must be a string, got {value!r}')
+        if info.choices is not None and value not in info.choices:
+            raise SettingError(
+                f'{s.name} = {value!r} is not one of {", ".join(info.choices)}')
+        return value
+    if s.kind is tuple:
+        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+            raise SettingError(f'{s.name} must be a list of strings, got {value!r}')
+        return tuple(value)
+    raise SettingError(f'{s.name} has unsupported type {s.kind!r}')  # a bug in this module
+
+
+def flatten(settings: Any, prefix: str = '') -> dict[str, Any]:
+    """Turn a settings dataclass into ``{'section.field': value}``."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update(flatten(value, prefix + f.name + '.'))
+        else:
+            out[prefix + f.name] = value
+    return out
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """``{'a.b': 1}`` -> ``{'a': {'b': 1}}`` (the layout of a ROS parameters YAML)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        *path, last = key.split('.')
+        node = out
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def unnest(tree: Mapping[str, Any], prefix: str = '') -> dict[str, Any]:
+    """Inverse of :func:`nest`."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, Mapping):
+            out.update(unnest(value, prefix + key + '.'))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def replace(settings: Any, changes: Mapping[str, Any], settings_type: type | None = None) -> Any:
+    """
+    Return a copy of ``settings`` with dotted-name ``changes`` validated and applied.
+
+    Unknown names and bad values raise :class:`SettingError`; nothing is applied then.
+    """
+    settings_type = settings_type or type(settings)
+    flat = flatten(settings)
+    for name, value in changes.items():
+        flat[name] = validate(spec(name, settings_type), value)
+    return build(settings_type, flat)
+
+
+def build(settings_type: type, flat: Mapping[str, Any], prefix: str = '') -> Any:
+    """Construct a settings dataclass from a complete flat mapping (values already valid)."""
+    kwargs = {}
+    for f in dataclasses.fields(settings_type):
+        kind = _field_type(settings_type, f)
+        name = prefix + f.name
+        if dataclasses.is_dataclass(kind):
+            kwargs[f.name] = build(kind, flat, name + '.')
+        elif name in flat:
+            kwargs[f.name] = flat[name]
+    return settings_type(**kwargs)
+
+
+def resolve_backend(backend: str) -> str:
+    """
+    Turn the ``model.backend`` setting into 'kernels' or 'reference'.
+
+    'auto' defers to the environment variable named by :data:`BACKEND_ENV` when it is set;
+    left at 'auto', the caller picks kernels where they can run.
+    """
+    if backend != 'auto':
+        return backend
+    env = os.environ.get(BACKEND_ENV, 'auto').strip().lower()
+    if env not in ('auto', 'kernels', 'reference'):
+        raise SettingError(
+            f'{BACKEND_ENV}={env!r} is not one of auto, kernels, reference')
+    return env
+
+
+def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
+                     settings_type: type = PerceptionSettings) -> Any:
+    """
+    Read settings from a ROS parameters file (``node_name: ros__parameters: ...``).
+
+    With ``node_name`` None, the file must hold exactly one node's parameters or a ``/**``
+    wildcard section. Parameters that are not settings (topics, QoS, ...) are ignored here:
+    the node that owns them reads them.
+    """
+    import yaml  # only needed here; keeps `import sparse_perception.settings` light
+
+    with open(path, encoding='utf-8') as stream:
+        try:
+            document = yaml.safe_load(stream) or {}
+        except yaml.YAMLError as exc:
+            raise SettingError(f'{path}: not valid YAML: {exc}') from None
+    if not isinstance(document, Mapping):
+        raise SettingError(f'{path}: expected a mapping of node names, got {document!r}')
+    if node_name is None:
+        if len(document) != 1:
+            raise SettingError(
+                f'{path}: holds parameters for {sorted(document)}; say which node to read')
+        node_name = next(iter(document))
+    key = node_name if node_name in document else '/**' if '/**' in document else None
+    if key is None:
+        raise SettingError(f'{path}: no parameters for node {node_name!r}; '
+                           f'found {sorted(document)}')
+    params = (document[key] or {}).get('ros__parameters')
+    if not isinstance(params, Mapping):
+        raise SettingError(f'{path}: node {key!r} has no ros__parameters mapping')
+    known = {s.name for s in specs(settings_type)}
+    changes = {k: v for k, v in unnest(params).items() if k in known}
+    return replace(settings_type(), changes)
+
+
+def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None:
+    """Add one ``--section.field`` flag per setting to an argparse parser."""
+    group = parser.add_argument_group(
+        'settings (same names as the node parameters; default in brackets)')
+    for s in specs(settings_type):
+        kwargs: dict[str, Any] = {'dest': 'setting:' + s.name, 'default': None,
+                                  'help': f'{s.info.description} [{s.default!r}]'}
+        if s.kind is bool:
+            kwargs['type'] = _parse_bool
+            kwargs['metavar'] = 'true|false'
+        elif s.kind is tuple:
+            kwargs['nargs'] = '*'
+        elif s.info.choices:
+            kwargs['choices'] = s.info.choices
+        else:
+            kwargs['type'] = s.kind
+        group.add_argument('--' + s.name, **kwargs)
+
+
+def from_cli(args: Any, base: Any = None, settings_type: type = PerceptionSettings) -> Any:
+    """Apply the flags added by :func:`add_cli_flags` on top of ``base`` (or the defaults)."""
+    changes = {key.split(':', 1)[1]: value for key, value in vars(args).items()
+               if key.startswith('setting:') and value is not None}
+    return replace(base if base is not None else settings_type(), changes, settings_type)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ('1', 'true', 'yes', 'on'):
+        return True
+    if lowered in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(f'expected true or false, got {text!r}')

@@ -1,0 +1,53 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Where the evaluation data and third-party models live (never inside this repository).
+
+DAVIS, JHMDB, the COCO stills and the Coral models may not be redistributed with the package,
+so tests, benchmarks and ``sparse-perception eval`` read them from a folder beside the
+checkout: ``../shared`` from the repository root, or wherever ``SPARSE_PERCEPTION_SHARED``
+points.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+SHARED_ENV = 'SPARSE_PERCEPTION_SHARED'
+REPO_ROOT = Path(__file__).resolve().parent.parent  # meaningful in a source checkout only
+BUNDLED_DIR = Path(__file__).resolve().parent / 'data'
+
+
+class SharedDataMissing(FileNotFoundError):
+    """A file from the shared data folder is not there."""
+
+
+def shared_root() -> Path:
+    """Return the shared data folder (it may not exist on a user's machine)."""
+    configured = os.environ.get(SHARED_ENV)
+    if configured:
+        return Path(configured).expanduser().resolve()
+    return (REPO_ROOT.parent / 'shared').resolve()
+
+
+def shared_path(relative: str) -> Path:
+    """Path of ``relative`` inside the shared folder; raises if it is not there."""
+    path = shared_root() / relative
+    if not path.exists():
+        raise SharedDataMissing(
+            f'{relative} not found under {shared_root()}; set {SHARED_ENV} to the folder '
+            'that holds data/ and models/ (see README, "Evaluation data")')
+    return path

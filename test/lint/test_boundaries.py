@@ -1,0 +1,57 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Only sparse_perception/nodes/ may import rclpy or ROS message packages (ARCHITECTURE.md).
+
+The core stays usable without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
+"""
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'visualization_msgs',
+               'diagnostic_msgs', 'lifecycle_msgs', 'builtin_interfaces', 'rcl_interfaces',
+               'launch', 'launch_ros', 'cv_bridge')
+
+
+def _imported_roots(path: Path):
+    tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name.split('.')[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split('.')[0]
+
+
+def test_only_nodes_import_ros():
+    offenders = []
+    for folder in ('sparse_perception', 'kernels'):
+        for path in sorted((REPO / folder).rglob('*.py')):
+            relative = path.relative_to(REPO)
+            if relative.parts[:2] == ('sparse_perception', 'nodes'):
+                continue
+            offenders += [f'{relative}:{line} imports {root}'
+                          for line, root in _imported_roots(path) if root in ROS_MODULES]
+    assert not offenders, 'ROS imports outside sparse_perception/nodes/:\n' + '\n'.join(
+        offenders)
+
+
+def test_check_sees_an_offender(tmp_path):
+    # Guard against a check that cannot fail: it must see a plain and a from-import.
+    sample = tmp_path / 'sample.py'
+    sample.write_text('import rclpy.node\nfrom sensor_msgs.msg import Image\n')
+    assert [root for _, root in _imported_roots(sample)] == ['rclpy', 'sensor_msgs']

@@ -1,0 +1,101 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Typed settings: validation, YAML and command-line round trips."""
+
+import argparse
+
+import pytest
+
+from sparse_perception import settings as st
+
+
+def test_every_setting_is_described_and_its_default_valid():
+    names = []
+    for s in st.specs():
+        names.append(s.name)
+        assert s.info.description, f'{s.name} has no description'
+        assert st.validate(s, s.default) == s.default
+    assert len(names) == len(set(names))
+    assert 'change.threshold' in names and 'sparsity.scale' in names
+
+
+@pytest.mark.parametrize('name, value, message', [
+    ('change.threshold', -1.0, 'out of range'),
+    ('change.threshold', float('nan'), 'NaN'),
+    ('change.tile_size', 2.5, 'integer'),
+    ('change.tile_size', True, 'integer'),
+    ('model.device', 'tpu', 'not one of'),
+    ('sparsity.layer_thresholds', 'conv1=0.1', 'list of strings'),
+    ('no.such', 1, 'unknown setting'),
+])
+def test_bad_values_are_named(name, value, message):
+    with pytest.raises(st.SettingError, match=message) as info:
+        st.replace(st.PerceptionSettings(), {name: value})
+    assert name in str(info.value)
+
+
+def test_replace_validates_all_before_applying():
+    base = st.PerceptionSettings()
+    with pytest.raises(st.SettingError):
+        st.replace(base, {'change.threshold': 3.0, 'model.device': 'tpu'})
+    changed = st.replace(base, {'change.threshold': 3, 'sparsity.layer_thresholds': ['a=1']})
+    assert changed.change.threshold == 3.0 and isinstance(changed.change.threshold, float)
+    assert changed.sparsity.layer_thresholds == ('a=1',)
+    assert base.change.threshold == 12.0  # frozen original untouched
+
+
+def test_nest_unnest_round_trip():
+    flat = st.flatten(st.PerceptionSettings())
+    assert st.unnest(st.nest(flat)) == {k: list(v) if isinstance(v, tuple) else v
+                                        for k, v in flat.items()}
+
+
+def test_params_yaml(tmp_path):
+    path = tmp_path / 'p.yaml'
+    path.write_text('perception_node:\n  ros__parameters:\n    change:\n      threshold: 4.0\n'
+                    '    image_topic: /cam\n')
+    loaded = st.from_params_yaml(path)
+    assert loaded.change.threshold == 4.0
+    with pytest.raises(st.SettingError, match='no parameters for node'):
+        st.from_params_yaml(path, 'pose_node')
+    path.write_text('perception_node:\n  ros__parameters:\n    change:\n      threshold: -4\n')
+    with pytest.raises(st.SettingError, match='out of range'):
+        st.from_params_yaml(path)
+    path.write_text('a: [1, 2\n')
+    with pytest.raises(st.SettingError, match='not valid YAML'):
+        st.from_params_yaml(path)
+
+
+def test_cli_flags():
+    parser = argparse.ArgumentParser()
+    st.add_cli_flags(parser)
+    args = parser.parse_args(['--change.threshold', '5', '--model.device', 'cpu'])
+    got = st.from_cli(args)
+    assert got.change.threshold == 5.0 and got.model.device == 'cpu'
+    assert got.sparsity == st.SparsitySettings()
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--model.device', 'tpu'])
+
+
+def test_backend_switch(monkeypatch):
+    monkeypatch.delenv(st.BACKEND_ENV, raising=False)
+    assert st.resolve_backend('auto') == 'auto'
+    assert st.resolve_backend('reference') == 'reference'
+    monkeypatch.setenv(st.BACKEND_ENV, 'reference')
+    assert st.resolve_backend('auto') == 'reference'
+    assert st.resolve_backend('kernels') == 'kernels'  # an explicit choice wins
+    monkeypatch.setenv(st.BACKEND_ENV, 'fast')
+    with pytest.raises(st.SettingError, match=st.BACKEND_ENV):
+        st.resolve_backend('auto')

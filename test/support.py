@@ -1,0 +1,35 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Helpers shared by the test tiers (importable as ``support``: pytest.ini adds test/)."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from sparse_perception.shared_data import shared_path, SharedDataMissing
+
+REPO = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get('CI', '').strip().lower() in ('1', 'true', 'yes')
+
+
+def require_shared(relative: str) -> Path:
+    """Path of shared data for a test: skip without it, but fail under CI (it must be there)."""
+    try:
+        return shared_path(relative)
+    except SharedDataMissing as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
