@@ -150,8 +150,10 @@ def convert_encoding(image: np.ndarray, src_encoding: str, dst_encoding: str) ->
     bgra8/16) convert into each other, with 8 <-> 16 bit values scaled by 257; a generic type
     (8UC3, 16UC1, 32FC1, ...) converts only to one with the same channel count, changing the
     element type (scaled by 257 between 8 and 16 bit, saturated otherwise); a colour encoding
-    converts to a generic one with its channel count. Float to integer rounds to nearest and
-    saturates; NaN becomes 0. Returns ``image`` itself when nothing changes.
+    converts to a generic one with its channel count. Element types change as OpenCV's
+    ``convertTo`` does: float to integer rounds half to even and saturates, with NaN, infinity
+    and values beyond int32 going through INT32_MIN (so NaN depth becomes 0 in 16UC1). Returns
+    ``image`` itself when nothing changes.
     """
     src = encoding_info(src_encoding)
     if dst_encoding == PASSTHROUGH:
@@ -235,13 +237,14 @@ def _convert_depth(image: np.ndarray, src: EncodingInfo, dst: EncodingInfo) -> n
     scale = {(8, 16): 65535.0 / 255.0, (16, 8): 255.0 / 65535.0}.get(bits, 1.0)
     if dst.dtype.kind == 'f':  # 32 or 64 bit: never scaled
         return image.astype(dst.dtype)
-    values = image.astype(np.float64)
-    if scale != 1.0:
-        values *= scale
-    if image.dtype.kind == 'f':
-        values = np.nan_to_num(values, nan=0.0)
+    values = np.rint(image * scale if scale != 1.0 else image.astype(np.float64))
+    if image.dtype.kind == 'f' or scale != 1.0:
+        # OpenCV's saturate_cast rounds through int32 (cvRound): NaN, infinities and values
+        # beyond int32 come out as INT32_MIN, which then saturates (to 0 for unsigned types).
+        int32 = np.iinfo(np.int32)
+        values[~((values >= int32.min) & (values <= int32.max))] = int32.min
     limits = np.iinfo(dst.dtype)
-    return np.clip(np.rint(values), limits.min, limits.max).astype(dst.dtype)
+    return np.clip(values, limits.min, limits.max).astype(dst.dtype)
 
 
 # ---------------------------------------------------------------------------------------------
