@@ -28,8 +28,8 @@ from rosbags.typesys import get_typestore, Stores
 
 from sparse_perception import images
 from sparse_perception.images import (
-    compressed_to_numpy, convert_encoding, CompressedFormat, encoding_info, ENCODINGS,
-    ImageConversionError, image_to_numpy, numpy_to_compressed, numpy_to_image,
+    compressed_to_numpy, CompressedFormat, convert_encoding, encoding_info, ENCODINGS,
+    image_to_numpy, ImageConversionError, numpy_to_compressed, numpy_to_image,
     parse_compressed_format)
 
 TYPESTORE = get_typestore(Stores.LATEST)
@@ -112,8 +112,8 @@ def test_round_trip_every_encoding(encoding):
 def test_passthrough_names_the_opencv_type(dtype, shape, expected):
     msg = numpy_to_image(np.zeros(shape, dtype), header=HEADER, msg_type=Image)
     assert msg.encoding == expected
-    assert image_to_numpy(msg).shape == shape[:2] + ((shape[2],) if len(shape) == 3 and
-                                                       shape[2] > 1 else ())
+    channels = shape[2] if len(shape) == 3 else 1
+    assert image_to_numpy(msg).shape == shape[:2] + ((channels,) if channels > 1 else ())
 
 
 @pytest.mark.parametrize('encoding', ['mono8', 'rgb8', 'bgra8', 'mono16', 'rgb16', '16UC1',
@@ -192,7 +192,7 @@ _FAMILIES = ('mono', 'rgb', 'bgr', 'rgba', 'bgra')
 
 
 def _opencv_reference(pixels, src, dst):
-    """What cv_bridge computes: cvtColor at the source depth, then convertTo with its scale."""
+    """Compute what cv_bridge does: cvtColor at the source depth, then convertTo's scaling."""
     src_family, src_bits = src.rstrip('0123456789'), int(src.lstrip('monorgba'))
     dst_family, dst_bits = dst.rstrip('0123456789'), int(dst.lstrip('monorgba'))
     out = pixels if src_family == dst_family else cv2.cvtColor(pixels, _CV_CODES[
