@@ -81,10 +81,12 @@ class EncodingInfo:
 
     @property
     def bit_depth(self) -> int:
+        """Bits per channel value (cv_bridge's bitDepth)."""
         return self.dtype.itemsize * 8
 
     @property
     def pixel_bytes(self) -> int:
+        """Bytes per pixel, all channels."""
         return self.dtype.itemsize * self.channels
 
 
@@ -275,7 +277,7 @@ def _byte_array(data: Any, what: str) -> np.ndarray:
             raise ImageConversionError(
                 f'{what}.data must be a 1-D uint8 array, got dtype {data.dtype} and shape '
                 f'{data.shape}')
-        return data
+        return np.ascontiguousarray(data)  # the same array unless it is a strided view
     try:
         return np.frombuffer(data, dtype=np.uint8)
     except TypeError:
@@ -677,6 +679,7 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = 'jpeg', header: Any = None
             target, stated = encoding, ''
         payload_image = convert_encoding(image, encoding, target)
         format_string = f'{encoding}; {codec} compressed {stated}'
+    payload_image = payload_image.astype(payload_image.dtype.newbyteorder('='), copy=False)
     _check_codec_input(payload_image, codec)
     cv2 = _cv2()
     params = []

@@ -672,3 +672,20 @@ def test_decoded_encoding_names():
     assert images.decoded_encoding(np.zeros((2, 2, 4), np.uint16)) == 'bgra16'
     with pytest.raises(ImageConversionError, match='no grey or colour encoding'):
         images.decoded_encoding(np.zeros((2, 2, 2), np.uint8))
+
+
+def test_big_endian_sixteen_bit_png():
+    depth = _random_image('mono16', 6, 9, seed=4)
+    msg = numpy_to_compressed(depth.astype('>u2'), 'png', HEADER, msg_type=CompressedImage,
+                              encoding='mono16')
+    np.testing.assert_array_equal(compressed_to_numpy(msg), depth)
+    msg = numpy_to_compressed(depth.astype('>u2'), 'png', HEADER, msg_type=CompressedImage)
+    np.testing.assert_array_equal(compressed_to_numpy(msg), depth)
+
+
+def test_strided_data_array_is_read():
+    pixels = _random_image('mono8', 2, 3)
+    spread = np.zeros(12, np.uint8)
+    spread[::2] = pixels.reshape(-1)
+    msg = _raw_message('mono8', pixels, data=spread[::2])
+    np.testing.assert_array_equal(image_to_numpy(msg), pixels)
