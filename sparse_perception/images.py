@@ -46,8 +46,9 @@ Differences, all stricter: bad messages raise :class:`ImageConversionError` (a `
 naming the problem, and a decoded array never aliases a message buffer that may change unless
 the caller asks for it (``copy=False``).
 
-Raw images need only numpy; compressed ones need OpenCV (``python3-opencv`` on a robot, the
-``opencv`` extra with pip), imported on first use.
+Raw images need only numpy (colour conversions use ``cv2.cvtColor`` when OpenCV is installed,
+an equivalent numpy path otherwise); compressed ones need OpenCV (``python3-opencv`` on a
+robot, the ``opencv`` extra with pip). OpenCV is imported on first use.
 """
 
 from __future__ import annotations
@@ -133,8 +134,30 @@ def encoding_info(encoding: str) -> EncodingInfo:
 
 
 # ---------------------------------------------------------------------------------------------
-# Encoding conversion (cv_bridge's cvtColor2, in numpy)
+# Encoding conversion (cv_bridge's cvtColor2)
 # ---------------------------------------------------------------------------------------------
+
+# Colour conversions use cv2.cvtColor where OpenCV is importable (it is SIMD and threaded:
+# about 0.15 ms instead of 3.5 ms for a 1080p RGB <-> BGR swap) and an equivalent numpy path
+# where it is not, so raw images never need OpenCV. test_images checks both against cvtColor.
+_CV_COLOR_CODES = {
+    (src, dst): f'COLOR_{_src_name}2{_dst_name}'
+    for src, _src_name in (('mono', 'GRAY'), ('rgb', 'RGB'), ('bgr', 'BGR'), ('rgba', 'RGBA'),
+                           ('bgra', 'BGRA'))
+    for dst, _dst_name in (('mono', 'GRAY'), ('rgb', 'RGB'), ('bgr', 'BGR'), ('rgba', 'RGBA'),
+                           ('bgra', 'BGRA'))
+    if src != dst}
+
+
+@functools.lru_cache(maxsize=1)
+def _opencv():
+    """Return the cv2 module, or None where OpenCV is not installed."""
+    try:
+        import cv2
+    except ImportError:
+        return None
+    return cv2
+
 
 # OpenCV's fixed-point grey weights (RGB2GRAY: 0.299 R + 0.587 G + 0.114 B in 15 bits), which
 # reproduce cv2.cvtColor bit-exactly for 8- and 16-bit images (test_images checks this).
@@ -164,6 +187,8 @@ def convert_encoding(image: np.ndarray, src_encoding: str, dst_encoding: str) ->
     _check_fits(image, src)
     if src.name == dst.name:
         return image
+    if not image.dtype.isnative:
+        image = image.astype(image.dtype.newbyteorder('='))
     if src.color is None or dst.color is None:
         if src.color is None and dst.color is not None:
             raise ImageConversionError(
@@ -209,6 +234,11 @@ def _shape_text(channels: int) -> str:
 def _convert_color(image: np.ndarray, src: str, dst: str) -> np.ndarray:
     if src == dst:
         return image
+    cv2 = _opencv()
+    if cv2 is not None:
+        if image.ndim == 3 and image.shape[2] == 1:
+            image = image[:, :, 0]
+        return cv2.cvtColor(_opencv_layout(image), getattr(cv2, _CV_COLOR_CODES[(src, dst)]))
     alpha_max = np.iinfo(image.dtype).max
     if src == 'mono':
         gray = image.reshape(image.shape[:2])
@@ -224,6 +254,20 @@ def _convert_color(image: np.ndarray, src: str, dst: str) -> np.ndarray:
     if len(dst) == 4:
         channels.append(image[..., 3] if len(src) == 4 else np.full_like(r, alpha_max))
     return np.stack(channels, axis=-1)
+
+
+def _opencv_layout(image: np.ndarray) -> np.ndarray:
+    """
+    Return ``image`` in a layout a cv::Mat can view: packed pixels, rows whole elements apart.
+
+    Padded rows are fine when the row stride is a multiple of the element size; an odd step in a
+    16-bit image (allowed by sensor_msgs) or a reversed or strided view is copied first.
+    """
+    itemsize = image.itemsize
+    packed = image.strides[-1] == itemsize and (
+        image.ndim == 2 or image.strides[1] == itemsize * image.shape[2])
+    rows_ok = image.strides[0] > 0 and image.strides[0] % itemsize == 0
+    return image if packed and rows_ok else np.ascontiguousarray(image)
 
 
 def _convert_depth(image: np.ndarray, src: EncodingInfo, dst: EncodingInfo) -> np.ndarray:

@@ -204,9 +204,19 @@ def _opencv_reference(pixels, src, dst):
     return out
 
 
+@pytest.fixture(params=['opencv', 'numpy'])
+def color_backend(request, monkeypatch):
+    """Run a test with cv2.cvtColor doing colour conversions, then with the numpy fallback."""
+    if request.param == 'numpy':
+        monkeypatch.setattr(images, '_opencv', lambda: None)
+    else:
+        assert images._opencv() is cv2
+    return request.param
+
+
 @pytest.mark.parametrize('src', [f + b for f in _FAMILIES for b in ('8', '16')])
 @pytest.mark.parametrize('dst', [f + b for f in _FAMILIES for b in ('8', '16')])
-def test_color_conversions_match_opencv(src, dst):
+def test_color_conversions_match_opencv(src, dst, color_backend):
     pixels = _random_image(src, height=32, width=48, seed=hash((src, dst)) % 1000)
     pixels.flat[:8] = np.iinfo(pixels.dtype).max  # extremes too
     pixels.flat[8:16] = 0
@@ -219,7 +229,7 @@ def test_color_conversions_match_opencv(src, dst):
 
 
 @pytest.mark.parametrize('bits', [8, 16])
-def test_grey_weights_are_opencvs_on_a_dense_colour_grid(bits):
+def test_grey_weights_are_opencvs_on_a_dense_colour_grid(bits, monkeypatch):
     # Every 8-bit (R, G) pair with a spread of B: the fixed-point weights must agree with
     # cv2.cvtColor everywhere, not just on random samples.
     r, g, b = np.meshgrid(np.arange(256), np.arange(256), np.arange(0, 256, 15), indexing='ij')
@@ -227,11 +237,32 @@ def test_grey_weights_are_opencvs_on_a_dense_colour_grid(bits):
     if bits == 16:
         grid = grid * 257 + np.random.default_rng(bits).integers(0, 257, grid.shape)
     grid = grid.astype(np.uint8 if bits == 8 else np.uint16)
+    monkeypatch.setattr(images, '_opencv', lambda: None)  # the numpy fallback's weights
     got = convert_encoding(grid, f'rgb{bits}', f'mono{bits}')
     np.testing.assert_array_equal(got, cv2.cvtColor(grid, cv2.COLOR_RGB2GRAY))
 
 
-def test_known_pixels():
+@pytest.mark.parametrize('src, dst', [('mono16', 'bgr16'), ('rgb16', 'mono16'),
+                                      ('rgb8', 'bgr8'), ('rgba8', 'mono8'), ('mono8', 'rgba8'),
+                                      ('bgr16', 'rgb8')])
+@pytest.mark.parametrize('pad', [1, 2, 3])
+def test_padded_rows_convert(src, dst, pad, color_backend):
+    # Odd steps in 16-bit images cannot be viewed by a cv::Mat: the conversion must cope.
+    pixels = _random_image(src, height=5, width=7, seed=pad)
+    msg = _cdr_round_trip(_raw_message(src, pixels, pad=pad, big_endian=pad == 3))
+    expected = _opencv_reference(pixels, src, dst)
+    np.testing.assert_array_equal(image_to_numpy(msg, dst), expected)
+
+
+def test_reversed_and_big_endian_arrays_convert(color_backend):
+    pixels = _random_image('rgb16', 6, 8, seed=2)
+    np.testing.assert_array_equal(convert_encoding(pixels[::-1, ::-1], 'rgb16', 'bgr16'),
+                                  pixels[::-1, ::-1, ::-1])
+    np.testing.assert_array_equal(convert_encoding(pixels.astype('>u2'), 'rgb16', 'mono16'),
+                                  cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY))
+
+
+def test_known_pixels(color_backend):
     red = np.zeros((1, 1, 3), np.uint8)
     red[..., 0] = 255  # pure red in rgb8
     assert image_to_numpy(numpy_to_image(red, 'rgb8', HEADER, msg_type=Image),
