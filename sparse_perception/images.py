@@ -42,9 +42,13 @@ Semantics kept from cv_bridge: single-channel images are 2-D ``(H, W)``, others
 through ``step``; ``is_bigendian`` data is byte-swapped to native order; colour conversions
 follow cv_bridge's table (grey/RGB/BGR with and without alpha, 8 and 16 bit, with the same
 8 <-> 16 bit scaling), and a decoded compressed image is in OpenCV's channel order (BGR).
-Differences, all stricter: bad messages raise :class:`ImageConversionError` (a ``ValueError``)
-naming the problem, and a decoded array never aliases a message buffer that may change unless
-the caller asks for it (``copy=False``).
+Differences: bad input raises :class:`ImageConversionError` (a ``ValueError``) naming the
+problem, including data whose length is not ``step * height`` (as C++ cv_bridge, unlike its
+Python side); a decoded array never aliases a message buffer that may change unless the caller
+asks for it (``copy=False``); a compressed image converts from the encoding it actually decodes
+to (cv_bridge assumes bgr8, which fails for grey JPEGs); the compressed ``format`` is checked
+against the data; Bayer images pass through but are not demosaiced, and compressedDepth is not
+supported.
 
 Raw images need only numpy (colour conversions use ``cv2.cvtColor`` when OpenCV is installed,
 an equivalent numpy path otherwise); compressed ones need OpenCV (``python3-opencv`` on a
