@@ -19,6 +19,9 @@ DAVIS, JHMDB, the COCO stills and the Coral models may not be redistributed with
 so tests, benchmarks and ``sparse-perception eval`` read them from a folder beside the
 checkout: ``../shared`` from the repository root, or wherever ``SPARSE_PERCEPTION_SHARED``
 points.
+
+The one clip that ships inside the package (an excerpt of OpenCV's vtest, see
+``data/vtest40/NOTICE.md``) is found with :func:`bundled_clip`, installed or not.
 """
 
 from __future__ import annotations
@@ -50,4 +53,24 @@ def shared_path(relative: str) -> Path:
         raise SharedDataMissing(
             f'{relative} not found under {shared_root()}; set {SHARED_ENV} to the folder '
             'that holds data/ and models/ (see README, "Evaluation data")')
+    return path
+
+
+BUNDLED_CLIP = 'vtest40'
+
+
+def bundled_clip(name: str = BUNDLED_CLIP) -> Path:
+    """
+    Return the folder of a rosbag2 clip shipped inside the package (default: vtest40).
+
+    vtest40 is the first 40 frames of OpenCV's vtest.avi (768x576, 10 Hz) as
+    sensor_msgs/msg/CompressedImage (JPEG) on ``/camera/image_raw/compressed`` in an mcap bag;
+    open the folder with ``rosbags.highlevel.AnyReader``.
+    """
+    path = BUNDLED_DIR / name
+    if not (path / 'metadata.yaml').is_file():
+        available = sorted(p.parent.name for p in BUNDLED_DIR.glob('*/metadata.yaml'))
+        raise FileNotFoundError(
+            f'no bundled clip {name!r} in {BUNDLED_DIR} (available: {available or "none"}); '
+            'the installed package is incomplete: reinstall it')
     return path

@@ -129,3 +129,7 @@ def test_built_wheel_contents(tmp_path):
         assert data + f'share/{PACKAGE}/launch/{path.name}' in names
     for path in (REPO / 'config').glob('*.yaml'):
         assert data + f'share/{PACKAGE}/config/{path.name}' in names
+    # Data shipped inside the package (the bundled clip and its notice) is in the wheel.
+    for path in (REPO / PACKAGE / 'data').rglob('*'):
+        if path.is_file():
+            assert path.relative_to(REPO).as_posix() in names, f'{path} not in the wheel'
