@@ -93,7 +93,6 @@ setup(
         'test': TEST_REQUIRES,
         'ros-test': ROS_TEST_REQUIRES,
     },
-    tests_require=['pytest'],
     zip_safe=False,
     entry_points={
         'console_scripts': [

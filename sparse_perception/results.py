@@ -1,0 +1,88 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+What the perception pipeline returns for one frame: plain numpy, no ROS, no torch.
+
+The ROS nodes turn these into messages, the replay into reports and output bags, and the
+benchmarks into figures; they all read the same fields.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SegmentationResult:
+    """A class-id mask at the input image's resolution."""
+
+    mask: np.ndarray  # (H, W) uint8 class ids; 255 = unlabelled
+    class_names: tuple[str, ...]  # class_names[i] names class id i
+
+
+@dataclass(frozen=True)
+class PoseResult:
+    """Keypoints of every detected person, in input image pixels."""
+
+    keypoints: np.ndarray  # (P, K, 3) float32: x, y (input pixels, x right, y down), score 0-1
+    joint_names: tuple[str, ...]  # K names, e.g. COCO-17 order
+    skeleton: tuple[tuple[int, int], ...]  # joint index pairs to draw as bones
+
+    @property
+    def people(self) -> int:
+        return int(self.keypoints.shape[0])
+
+
+@dataclass(frozen=True)
+class HeadStats:
+    """How one network ran on one frame."""
+
+    active_fraction: float  # share of the dense work's positions recomputed (1.0 when dense)
+    macs: int  # multiply-accumulates executed
+    dense_macs: int  # what a dense pass costs
+    dense: bool  # ran dense: first frame, refresh, reset, or above the fallback fraction
+    ms: float  # wall time of this head (preprocess, network, decode)
+
+
+@dataclass(frozen=True)
+class FrameStats:
+    """How the whole frame ran."""
+
+    changed_fraction: float  # share of input tiles the change map marked changed
+    heads: dict[str, HeadStats] = field(default_factory=dict)  # by head name
+    ms: float = 0.0  # wall time of the whole frame
+
+    @property
+    def active_fraction(self) -> float:
+        """Work-weighted active fraction over all heads (MACs done / dense MACs)."""
+        dense = sum(h.dense_macs for h in self.heads.values())
+        return sum(h.macs for h in self.heads.values()) / dense if dense else 0.0
+
+    @property
+    def dense(self) -> bool:
+        return any(h.dense for h in self.heads.values())
+
+
+@dataclass(frozen=True)
+class FrameResult:
+    """Everything the pipeline produced for one frame."""
+
+    segmentation: SegmentationResult | None
+    pose: PoseResult | None
+    change_tiles: np.ndarray  # (Ht, Wt) bool: input tiles that changed this frame
+    tile_size: int  # edge of a change tile in input pixels
+    stats: FrameStats
