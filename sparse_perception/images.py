@@ -479,7 +479,7 @@ def numpy_to_image(image: np.ndarray, encoding: str = PASSTHROUGH, header: Any =
     payload = _payload(image, share)
     fields = {'height': height, 'width': width, 'encoding': encoding,
               'is_bigendian': int(big_endian), 'step': width * channels * image.dtype.itemsize}
-    return _build_message(msg_type, header, fields, payload)
+    return build_message(msg_type, header, fields, payload)
 
 
 def _payload(image: np.ndarray, share: bool) -> np.ndarray:
@@ -515,7 +515,13 @@ def _data_container(msg_type: type) -> str:
         'sensor_msgs message class')
 
 
-def _build_message(msg_type: type, header: Any, fields: dict, payload: np.ndarray) -> Any:
+def build_message(msg_type: type, header: Any, fields: dict, payload: np.ndarray) -> Any:
+    """
+    Build a message with a ``uint8[] data`` field from any message class this project meets.
+
+    ``fields`` are the other fields as keyword arguments; ``payload`` is a 1-D uint8 array,
+    stored the way ``msg_type`` keeps ``data`` (array.array for rclpy, numpy for rosbags).
+    """
     container = _data_container(msg_type)
     if header is not None:
         fields = dict(fields, header=header)
@@ -744,7 +750,7 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = 'jpeg', header: Any = None
         raise ImageConversionError(
             f'OpenCV could not {codec}-encode an array of dtype {payload_image.dtype} and shape '
             f'{payload_image.shape}')
-    return _build_message(msg_type, header, {'format': format_string}, encoded.reshape(-1))
+    return build_message(msg_type, header, {'format': format_string}, encoded.reshape(-1))
 
 
 def _check_codec_input(image: np.ndarray, codec: str) -> None:
