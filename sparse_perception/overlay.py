@@ -1,0 +1,102 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Pictures for people: a frame with its class mask, skeletons and change map drawn on it.
+
+Used by the nodes' ``~/overlay`` topic and by the replay's annotated video and contact sheet.
+Drawing needs OpenCV, imported on first use.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from sparse_perception.results import FrameResult, PoseResult, SegmentationResult
+
+UNLABELLED = 255
+
+
+def palette(classes: int = 256) -> np.ndarray:
+    """
+    Return distinct RGB colours per class id, (classes, 3) uint8; id 0 (background) is black.
+
+    The PASCAL VOC colour map (bit-interleaved class id), so masks look as in the literature.
+    """
+    ids = np.arange(classes)
+    colours = np.zeros((classes, 3), np.uint8)
+    for shift in range(8):
+        for channel in range(3):
+            bit = (ids >> (shift * 3 + channel)) & 1
+            colours[:, channel] |= (bit << (7 - shift)).astype(np.uint8)
+    return colours
+
+
+_PALETTE = palette()
+
+
+def draw_segmentation(image: np.ndarray, segmentation: SegmentationResult,
+                      alpha: float = 0.5) -> np.ndarray:
+    """Blend class colours over ``image`` (H, W, 3) uint8 RGB where a class other than 0 is."""
+    mask = segmentation.mask
+    if mask.shape != image.shape[:2]:
+        raise ValueError(f'mask {mask.shape} does not match image {image.shape[:2]}')
+    labelled = (mask != 0) & (mask != UNLABELLED)
+    out = image.copy()
+    colours = _PALETTE[mask[labelled]].astype(np.float32)
+    out[labelled] = (alpha * colours + (1 - alpha) * image[labelled]).astype(np.uint8)
+    return out
+
+
+def draw_pose(image: np.ndarray, pose: PoseResult, min_score: float = 0.3) -> np.ndarray:
+    """Draw bones and joints whose scores reach ``min_score`` on a copy of ``image``."""
+    import cv2
+
+    out = np.ascontiguousarray(image.copy())
+    scale = max(1, round(max(image.shape[:2]) / 400))
+    for person, keypoints in enumerate(np.asarray(pose.keypoints)):
+        colour = tuple(int(c) for c in _PALETTE[(person % 20) + 1])
+        for a, b in pose.skeleton:
+            if min(keypoints[a, 2], keypoints[b, 2]) >= min_score:
+                cv2.line(out, _point(keypoints[a]), _point(keypoints[b]), colour, scale,
+                         cv2.LINE_AA)
+        for x, y, score in keypoints:
+            if score >= min_score:
+                cv2.circle(out, _point((x, y)), 2 * scale, (255, 255, 255), -1, cv2.LINE_AA)
+    return out
+
+
+def draw_change(image: np.ndarray, tiles: np.ndarray, tile_size: int) -> np.ndarray:
+    """Tint the changed tiles of ``image`` red."""
+    height, width = image.shape[:2]
+    changed = np.repeat(np.repeat(tiles, tile_size, 0), tile_size, 1)[:height, :width]
+    out = image.copy()
+    out[changed, 0] = np.maximum(out[changed, 0], 200)
+    return out
+
+
+def draw_result(image: np.ndarray, result: FrameResult, show_change: bool = False) -> np.ndarray:
+    """Draw everything a frame result holds on a copy of ``image`` (H, W, 3) uint8 RGB."""
+    out = image
+    if show_change:
+        out = draw_change(out, result.change_tiles, result.tile_size)
+    if result.segmentation is not None:
+        out = draw_segmentation(out, result.segmentation)
+    if result.pose is not None:
+        out = draw_pose(out, result.pose)
+    return out if out is not image else image.copy()
+
+
+def _point(xy) -> tuple[int, int]:
+    return int(round(float(xy[0]))), int(round(float(xy[1])))
