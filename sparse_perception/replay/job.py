@@ -98,7 +98,6 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     """Run the replay described by ``job``; return the report (also written to job.out)."""
     started = time.perf_counter()
     _check_out(job.out)
-    factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
     masks, keypoints = _truths(job.ground_truth)
     if masks is not None and 'segmentation' not in job.heads:
         raise ReplayError('mask ground truth needs the segmentation head (--heads seg or both)')
@@ -110,6 +109,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     pipelines: list[Any] = []
     staging = None
     try:
+        factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
         incremental = build_pipeline(factory, job.settings, job.heads, incremental=True)
         pipelines.append(incremental)
         dense = None
