@@ -38,8 +38,10 @@ PERIOD_NS = 100_000_000  # 10 Hz
 
 def frame_picture(index, shape=(48, 64)):
     """
-    An RGB frame: a bright square moving 4 px right per frame over a fixed background whose
-    lower half flickers by up to 18 grey levels (changes a change threshold can ignore).
+    Return an RGB test frame.
+
+    A bright square moves 4 px right per frame over a fixed background whose lower half
+    flickers by up to 18 grey levels (changes a change threshold can ignore).
     """
     y, x = np.mgrid[0:shape[0], 0:shape[1]]
     picture = np.stack([(x * 3) % 200, (y * 5) % 200, ((x + y) * 2) % 200], -1)
@@ -50,7 +52,7 @@ def frame_picture(index, shape=(48, 64)):
 
 
 def header(store, index, frame_id='camera'):
-    """Header stamped at START_NS + index periods (with a seq in ROS 1)."""
+    """Return a header stamped at START_NS + index periods (with a seq in ROS 1)."""
     stamp = START_NS + index * PERIOD_NS
     fields = {'stamp': store.types['builtin_interfaces/msg/Time'](
         sec=stamp // 10 ** 9, nanosec=stamp % 10 ** 9), 'frame_id': frame_id}
@@ -60,7 +62,7 @@ def header(store, index, frame_id='camera'):
 
 
 def image_message(index, store=TYPESTORE, encoding='rgb8', shape=(48, 64)):
-    """A raw Image of frame ``index`` in ``encoding`` (rgb8, bgr8 or mono8)."""
+    """Return a raw Image of frame ``index`` in ``encoding`` (rgb8, bgr8 or mono8)."""
     rgb = frame_picture(index, shape)
     pixels = {'rgb8': rgb, 'bgr8': rgb[..., ::-1], 'mono8': rgb[..., 1]}.get(encoding, rgb)
     return numpy_to_image(np.ascontiguousarray(pixels), encoding, header(store, index),
@@ -68,7 +70,7 @@ def image_message(index, store=TYPESTORE, encoding='rgb8', shape=(48, 64)):
 
 
 def compressed_message(index, store=TYPESTORE, fmt='png', shape=(48, 64)):
-    """A CompressedImage of frame ``index`` (PNG by default: lossless, so exact to compare)."""
+    """Return a CompressedImage of frame ``index`` (PNG by default: lossless, so exact)."""
     return numpy_to_compressed(frame_picture(index, shape), fmt, header(store, index),
                                msg_type=store.types[COMPRESSED], encoding='rgb8')
 
@@ -101,5 +103,5 @@ def write_ros1_bag(path, topic, messages, msgtype=IMAGE):
 
 
 def string_message(text):
-    """A std_msgs/String (a topic that is not an image)."""
+    """Return a std_msgs/String (for a topic that is not an image)."""
     return TYPESTORE.types[STRING](data=text)

@@ -28,17 +28,16 @@ import sys
 
 import cv2
 import numpy as np
+from pipeline_double import TinyConvPipeline
 import pytest
+from replay_helpers import (
+    COMPRESSED, compressed_message, frame_picture, IMAGE, PERIOD_NS, START_NS, TYPESTORE,
+    write_bag)
 from rosbags.highlevel import AnyReader
 from scipy.io import savemat
-
-from pipeline_double import TinyConvPipeline
-from replay_helpers import (
-    COMPRESSED, compressed_message, frame_picture, IMAGE, image_message, PERIOD_NS, START_NS,
-    TYPESTORE, write_bag)
 from sparse_perception import cli
-from sparse_perception.messages import cloud_to_keypoints
 from sparse_perception.images import image_to_numpy
+from sparse_perception.messages import cloud_to_keypoints
 from sparse_perception.replay.metrics import binary_iou
 from sparse_perception.settings import PerceptionSettings, replace
 from sparse_perception.shared_data import bundled_clip

@@ -23,8 +23,6 @@ import shutil
 
 import numpy as np
 import pytest
-import yaml
-
 from replay_helpers import (
     COMPRESSED, compressed_message, frame_picture, IMAGE, image_message, PERIOD_NS,
     ROS1_TYPESTORE, START_NS, STRING, string_message, TYPESTORE, write_bag, write_ros1_bag)
@@ -32,6 +30,7 @@ from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import Frame, FrameRange, open_source, SkippedFrame
 from sparse_perception.shared_data import bundled_clip
 from support import require_shared
+import yaml
 
 
 def _items(path, **kwargs):

@@ -51,8 +51,8 @@ def test_coco_json(tmp_path):
                 'nose': (20, 10, 2), 'left_shoulder': (30, 30, 2), 'right_shoulder': (10, 30, 1),
                 'left_knee': (5, 5, 0)})},
             {'id': 2, 'image_id': 3, 'iscrowd': 1, 'keypoints': _keypoints({'nose': (1, 1, 2)})},
-            {'id': 3, 'image_id': 7, 'keypoints': _keypoints({'left_hip': (10, 20, 2),
-                                                               'right_hip': (40, 60, 2)})},
+            {'id': 3, 'image_id': 7,
+             'keypoints': _keypoints({'left_hip': (10, 20, 2), 'right_hip': (40, 60, 2)})},
         ]}
     truth = load_truth(_coco(tmp_path, document))
     assert isinstance(truth, KeypointTruth) and truth.format == 'coco'
@@ -135,7 +135,7 @@ def test_jhmdb_wrong_shape(tmp_path):
 def test_jhmdb_without_scipy_says_what_to_install(tmp_path, monkeypatch):
     path = _jhmdb(tmp_path, np.zeros((2, 15, 1)))
     monkeypatch.setitem(sys.modules, 'scipy.io', None)
-    with pytest.raises(ReplayError, match=r"needs scipy.*sparse_perception\[replay\]"):
+    with pytest.raises(ReplayError, match=r'needs scipy.*sparse_perception\[replay\]'):
         load_truth(path)
 
 

@@ -22,7 +22,7 @@ import pytest
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import COCO17
 from sparse_perception.replay.metrics import (
-    binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, PersonTruth, Pck,
+    binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, Pck, PersonTruth,
     summarize)
 from sparse_perception.replay.runner import class_id, coco_view
 from sparse_perception.replay.sources import FrameRange, natural_key

@@ -28,7 +28,7 @@ TYPESTORE = get_typestore(Stores.LATEST)
 
 
 def _picture(index, shape=(24, 32)):
-    """A smooth RGB picture that JPEG keeps close, different per index."""
+    """Return a smooth RGB picture, different per index."""
     y, x = np.mgrid[0:shape[0], 0:shape[1]]
     return np.stack([x * 6 + index * 10, y * 8, np.full(shape, 40 + index * 20)],
                     -1).astype(np.uint8)
@@ -100,7 +100,7 @@ def test_corrupt_images_are_skipped_and_named(folder):
 def test_image_folder_needs_a_rate(folder):
     with pytest.raises(ReplayError, match='image folder, which has no frame rate: pass --rate'):
         open_source(folder)
-    with pytest.raises(ReplayError, match="frame rate -2.0 Hz is not a positive number"):
+    with pytest.raises(ReplayError, match='frame rate -2.0 Hz is not a positive number'):
         open_source(folder, rate=-2.0)
 
 
