@@ -184,7 +184,7 @@ def summary(report: dict, out: Path) -> str:
              f"corrupt) of {source['path']}{where} in {report['wall_s']:.1f} s"]
     latency = report['latency_ms']
     incremental = latency['incremental']
-    if latency.get('dense'):
+    if latency.get('dense') and report['speedup'] is not None:
         lines.append(f"latency p50: dense {latency['dense']['p50']:.1f} ms, incremental "
                      f"{incremental['p50']:.1f} ms -> speedup {report['speedup']:.2f}x")
     else:

@@ -136,7 +136,8 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             sinks.append(bag)
         if job.contact_sheet > 0:
             from sparse_perception.replay.pictures import ContactSheet
-            sinks.append(ContactSheet(staging.path / CONTACT_SHEET, job.contact_sheet))
+            sinks.append(ContactSheet(staging.path / CONTACT_SHEET, job.contact_sheet,
+                                      expected=source.expected_frames))
         if job.video:
             from sparse_perception.replay.pictures import AnnotatedVideo
             sinks.append(AnnotatedVideo(staging.path / VIDEO, source.rate_hz))
@@ -156,6 +157,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             outputs['video'] = VIDEO
 
         points = []
+        sweep_started = time.perf_counter()
         if job.sweep:
             def reopen():
                 return open_source(job.source, **opener)
@@ -168,13 +170,20 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             points = sweep(reopen, incremental, job.settings, job.sweep, result.dense_outputs,
                            make_scorer, bar)
 
+        sweep_s = time.perf_counter() - sweep_started
         summary = result.scorer.summary()
-        report = _assemble(job, source, summary, result, points, outputs,
-                           time.perf_counter() - started)
+        report = _assemble(job, source, summary, result, points, outputs)
         _plots(report, result.scorer.records, points, staging.path, job.log)
         report_module.write_frames_csv(result.scorer.records, staging.path /
                                        report_module.FRAMES_CSV)
         report['outputs']['frames_csv'] = report_module.FRAMES_CSV
+        report['wall_s'] = time.perf_counter() - started
+        report['timing'] = {
+            'total_s': report['wall_s'], 'replay_loop_s': result.wall_s,
+            'incremental_process_s': result.incremental_s,
+            'dense_process_s': result.dense_s, 'sweep_s': sweep_s,
+            # reading, decoding, scoring, output bag, pictures, plots, start-up
+            'other_s': report['wall_s'] - result.incremental_s - result.dense_s - sweep_s}
         (staging.path / report_module.REPORT_MD).write_text(
             report_module.markdown(report) + '\n', encoding='utf-8')
         report_module.write_json(report, staging.path / report_module.REPORT_JSON)
@@ -189,13 +198,15 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
 
 
 def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: list,
-              outputs: dict, wall_s: float) -> dict[str, Any]:
+              outputs: dict) -> dict[str, Any]:
     from sparse_perception import settings as settings_module
 
     flat = settings_module.flatten(job.settings)
     return {
         'schema': report_module.SCHEMA,
         'input': source.describe(),
+        'pipeline': job.pipeline if isinstance(job.pipeline, str) else (
+            f'{job.pipeline.__module__}:{job.pipeline.__qualname__}'),
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),
@@ -209,7 +220,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'ground_truth': summary['ground_truth'],
         'sweep': points,
         'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},
-        'wall_s': wall_s,
+        'wall_s': None,  # set when everything but the report files is written
         'environment': report_module.environment(job.settings.model.device),
         'outputs': outputs,
     }

@@ -39,17 +39,19 @@ class ContactSheet:
     """
     Sink keeping up to ``tiles`` evenly spaced annotated thumbnails; written as one PNG.
 
-    The length of the input is not always known in advance, so every ``stride``-th frame is
-    kept and, when the sheet overflows, every other kept frame is dropped and the stride
-    doubled: the kept frames stay evenly spaced.
+    The length of the input is not always known in advance (``expected`` is a hint), so every
+    ``stride``-th frame is kept and, when the sheet overflows, every other kept frame is
+    dropped and the stride doubled: the kept frames stay evenly spaced.
     """
 
-    def __init__(self, path: Path, tiles: int = 12, columns: int = 4, width: int = 320):
+    def __init__(self, path: Path, tiles: int = 12, columns: int = 4, width: int = 320,
+                 expected: int | None = None):
         self.path = path
         self.tiles = tiles
         self.columns = columns
         self.width = width
-        self.stride = 1
+        # Knowing the length up front, draw only about the frames the sheet will show.
+        self.stride = max(1, expected // tiles) if expected else 1
         self.seen = 0
         self.kept: list[tuple[int, float, np.ndarray]] = []
 

@@ -206,6 +206,13 @@ def markdown(report: dict) -> str:
         (name, *(_fmt(latency[name][k]) for k in ('mean', 'p50', 'p90', 'p99', 'min', 'max')))
         for name in ('dense', 'incremental') if latency.get(name)])
     lines += ['Latency is the pipeline-reported time per frame (`FrameStats.ms`).', '']
+    timing = report.get('timing')
+    if timing:
+        lines += [f"Run time {timing['total_s']:.1f} s: incremental pipeline "
+                  f"{timing['incremental_process_s']:.1f} s, dense reference "
+                  f"{timing['dense_process_s']:.1f} s, sweep {timing['sweep_s']:.1f} s, "
+                  f"everything else (reading, decoding, scoring, outputs, plots) "
+                  f"{timing['other_s']:.1f} s.", '']
     activity = report['activity']
     lines += ['## Sparsity', '']
     rows = [('active fraction, mean', _fmt(report['active_fraction'], 3)),

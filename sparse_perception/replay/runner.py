@@ -349,7 +349,9 @@ class ReplayResult:
     scorer: Scorer
     skipped: list[SkippedFrame]
     dense_outputs: dict[int, DenseOutputs] | None
-    wall_s: float
+    wall_s: float  # the whole loop: reading, decoding, both pipelines, scoring, sinks
+    incremental_s: float  # wall time inside the incremental pipeline's process()
+    dense_s: float  # wall time inside the dense pipeline's process()
 
 
 def _dense_outputs(result: Any) -> DenseOutputs:
@@ -372,14 +374,20 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
     sinks = list(sinks)
     skipped: list[SkippedFrame] = []
     kept: dict[int, DenseOutputs] | None = {} if keep_dense else None
+    incremental_s = dense_s = 0.0
     for item in source:
         if isinstance(item, SkippedFrame):
             skipped.append(item)
         else:
+            begin = time.perf_counter()
             result = incremental.process(item.image)
+            middle = time.perf_counter()
+            incremental_s += middle - begin
             reference = None
             if dense is not None:
-                reference = _dense_outputs(dense.process(item.image))
+                output = dense.process(item.image)
+                dense_s += time.perf_counter() - middle
+                reference = _dense_outputs(output)
                 if kept is not None:
                     kept[item.index] = reference
             scorer.add(item, result, reference)
@@ -396,7 +404,8 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
         raise ReplayError(f'{source.path}: no frame could be replayed'
                           + (f' ({len(skipped)} corrupt: {reasons})' if skipped else
                              f' (frame range {source.frames} is empty for this input)'))
-    return ReplayResult(scorer, skipped, kept, time.perf_counter() - started)
+    return ReplayResult(scorer, skipped, kept, time.perf_counter() - started, incremental_s,
+                        dense_s)
 
 
 def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,

@@ -184,3 +184,9 @@ def test_contact_sheet_keeps_even_frames(tmp_path):
     sheet.close()
     picture = cv2.imread(str(tmp_path / 'sheet.png'))
     assert picture.shape == (2 * (30 + 22), 2 * 40, 3)  # 4 tiles in 2 rows, caption strips
+    # With the length known up front, only about the frames shown are drawn.
+    hinted = ContactSheet(tmp_path / 'hinted.png', tiles=4, expected=37)
+    for index in range(37):
+        hinted.write(Frame(index, image.copy(), index, 'camera', index),
+                     pipeline.process(image.copy()))
+    assert [index for index, _, _ in hinted.kept] == [0, 9, 18, 27, 36]
