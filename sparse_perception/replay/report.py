@@ -211,7 +211,7 @@ def markdown(report: dict) -> str:
         lines += [f"Run time {timing['total_s']:.1f} s: incremental pipeline "
                   f"{timing['incremental_process_s']:.1f} s, dense reference "
                   f"{timing['dense_process_s']:.1f} s, sweep {timing['sweep_s']:.1f} s, "
-                  f"everything else (reading, decoding, scoring, outputs, plots) "
+                  'everything else (reading, decoding, scoring, outputs, plots) '
                   f"{timing['other_s']:.1f} s.", '']
     activity = report['activity']
     lines += ['## Sparsity', '']
