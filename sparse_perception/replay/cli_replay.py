@@ -202,8 +202,13 @@ def summary(report: dict, out: Path) -> str:
         if parts:
             lines.append('agreement with dense: ' + ', '.join(parts))
     truth = report.get('ground_truth') or {}
-    parts = [f'{key} {truth[key]:.4f}' for key in ('iou', 'pck') if truth.get(key) is not None]
+    dense = truth.get('dense') or {}
+    parts = []
+    for key, label in (('iou', 'IoU'), ('pck', 'PCK')):
+        if truth.get(key) is not None:
+            parts.append(f'{label} incremental {truth[key]:.4f}' + (
+                f' (dense {dense[key]:.4f})' if dense.get(key) is not None else ''))
     if parts:
-        lines.append('ground truth (incremental): ' + ', '.join(parts))
+        lines.append('ground truth: ' + ', '.join(parts))
     lines.append(f'report: {out / "report.md"} (and report.json)')
     return '\n'.join(lines)

@@ -17,8 +17,11 @@ Video or image folder -> rosbag2 (mcap or sqlite3), so any recording becomes an 
 
 Frames are stamped at ``start + i / rate`` (a video's own rate by default) with one frame_id,
 and written as ``sensor_msgs/Image`` (``raw``) or ``sensor_msgs/CompressedImage`` (``jpeg``,
-``png``, in compressed_image_transport's format string), logged at their stamps. Corrupt
-images of a folder are skipped and counted. The bag is written under a temporary name and
+``png``, in compressed_image_transport's format string), logged at their stamps. JPEG and PNG
+files of a folder that already are in the requested format go in byte for byte (format
+``jpeg`` or ``png``, as cv_bridge writes it), so a bag made from an image dataset decodes to
+exactly the dataset's pixels; ``quality`` forces re-encoding. Corrupt images of a folder are
+skipped and counted. The bag is written under a temporary name and
 renamed when complete.
 """
 
@@ -30,6 +33,8 @@ from pathlib import Path
 import shutil
 import tempfile
 from typing import Any
+
+import numpy as np
 
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
@@ -99,9 +104,13 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
                     result.skipped.append(item)
                     continue
                 header = ros_header(store, item.stamp_ns, item.frame_id)
-                if fmt == 'raw':
+                original = _original_file(source, item.name, fmt, quality)
+                if original is not None:
+                    msg: Any = store.types[COMPRESSED](header=header, format=fmt,
+                                                       data=np.fromfile(original, np.uint8))
+                elif fmt == 'raw':
                     pixels = convert_encoding(item.image, 'rgb8', encoding)
-                    msg: Any = numpy_to_image(pixels, encoding, header,
+                    msg = numpy_to_image(pixels, encoding, header,
                                               msg_type=store.types[IMAGE])
                 else:
                     msg = numpy_to_compressed(item.image, fmt, header,
@@ -121,3 +130,14 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+_CODEC_OF_SUFFIX = {'.jpg': 'jpeg', '.jpeg': 'jpeg', '.png': 'png'}
+
+
+def _original_file(source: Any, name: str, fmt: str, quality: int | None) -> Path | None:
+    """Return the image file to store as it is, or None when it must be (re-)encoded."""
+    if source.kind != 'folder' or quality is not None or not name:
+        return None
+    path = source.path / name
+    return path if _CODEC_OF_SUFFIX.get(path.suffix.lower()) == fmt else None

@@ -94,7 +94,27 @@ def test_png_and_frame_range(folder, tmp_path):
     messages = _read(out)
     assert [t for _, _, t, _ in messages] == [100_000_000, 200_000_000, 300_000_000]
     for index, (_, _, _, msg) in enumerate(messages, start=1):
+        # PNG files asked for as PNG go in as they are.
+        assert msg.format == 'png'
+        assert bytes(msg.data) == (folder / f'{index:03d}.png').read_bytes()
         np.testing.assert_array_equal(compressed_to_numpy(msg, 'rgb8'), frame_picture(index))
+
+
+def test_jpeg_files_byte_for_byte_unless_a_quality_is_given(tmp_path):
+    folder = tmp_path / 'jpegs'
+    folder.mkdir()
+    for index in range(2):
+        cv2.imwrite(str(folder / f'{index}.jpg'), frame_picture(index)[..., ::-1],
+                    [cv2.IMWRITE_JPEG_QUALITY, 70])
+    assert cli.main(['make-bag', str(folder), str(tmp_path / 'same'), '--rate', '5']) == 0
+    for index, (_, _, _, msg) in enumerate(_read(tmp_path / 'same')):
+        assert msg.format == 'jpeg'
+        assert bytes(msg.data) == (folder / f'{index}.jpg').read_bytes()
+    assert cli.main(['make-bag', str(folder), str(tmp_path / 'again'), '--rate', '5',
+                     '--quality', '90']) == 0
+    for index, (_, _, _, msg) in enumerate(_read(tmp_path / 'again')):
+        assert msg.format == 'rgb8; jpeg compressed bgr8'
+        assert bytes(msg.data) != (folder / f'{index}.jpg').read_bytes()
 
 
 def test_corrupt_images_are_skipped_and_listed(folder, tmp_path, capsys):
