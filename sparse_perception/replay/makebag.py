@@ -110,8 +110,7 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
                                                        data=np.fromfile(original, np.uint8))
                 elif fmt == 'raw':
                     pixels = convert_encoding(item.image, 'rgb8', encoding)
-                    msg = numpy_to_image(pixels, encoding, header,
-                                              msg_type=store.types[IMAGE])
+                    msg = numpy_to_image(pixels, encoding, header, msg_type=store.types[IMAGE])
                 else:
                     msg = numpy_to_compressed(item.image, fmt, header,
                                               msg_type=store.types[COMPRESSED],
