@@ -149,6 +149,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             source.close()
         for sink in sinks:
             sink.close()
+        _warn_unmatched(result.scorer, masks, keypoints, job.log)
         if bag is not None:
             outputs['bag'] = bag.describe()
         if job.contact_sheet > 0 and (staging.path / CONTACT_SHEET).exists():
@@ -195,6 +196,15 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
         source.close()
         if staging is not None:
             staging.abort()
+
+
+def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, log) -> None:
+    """Say so when annotations were given but matched no frame (names or count differ)."""
+    truth = scorer.ground_truth() or {}
+    for name, given in (('masks', masks), ('keypoints', keypoints)):
+        if given is not None and not truth[name]['frames_scored']:
+            log(f'warning: the ground-truth {name} in {given.path} matched no frame (frames '
+                'are matched by file name for image folders, by position otherwise)')
 
 
 def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: list,

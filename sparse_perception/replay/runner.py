@@ -400,10 +400,14 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
                         force=True)
         progress.finish()
     if scorer.frames == 0:
-        reasons = '; '.join(f'frame {s.index}: {s.reason}' for s in skipped[:3])
-        raise ReplayError(f'{source.path}: no frame could be replayed'
-                          + (f' ({len(skipped)} corrupt: {reasons})' if skipped else
-                             f' (frame range {source.frames} is empty for this input)'))
+        if skipped:
+            reasons = '; '.join(f'frame {s.index}: {s.reason}' for s in skipped[:3])
+            why = f'{len(skipped)} corrupt: {reasons}'
+        elif source.length is not None:
+            why = f'it holds {source.length} frames; frame range {source.frames}'
+        else:
+            why = f'none could be decoded; frame range {source.frames}'
+        raise ReplayError(f'{source.path}: no frame could be replayed ({why})')
     return ReplayResult(scorer, skipped, kept, time.perf_counter() - started, incremental_s,
                         dense_s)
 

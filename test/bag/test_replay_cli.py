@@ -38,6 +38,7 @@ from scipy.io import savemat
 from sparse_perception import cli
 from sparse_perception.images import image_to_numpy
 from sparse_perception.messages import cloud_to_keypoints
+from sparse_perception.replay.job import ReplayJob, run_job
 from sparse_perception.replay.metrics import binary_iou
 from sparse_perception.settings import PerceptionSettings, replace
 from sparse_perception.shared_data import bundled_clip
@@ -222,11 +223,16 @@ def test_jhmdb_ground_truth(bag, tmp_path):
 
 def test_no_dense(bag, tmp_path, capsys):
     out = tmp_path / 'out'
-    assert _replay(out, bag, '--no-dense') == 0
+    assert _replay(out, bag, '--no-dense', '--video') == 0
     report = _report(out)
     assert report['latency_ms']['dense'] is None and report['speedup'] is None
     assert report['agreement'] is None and report['latency_ms']['incremental']['p50'] > 0
     assert 'no dense run' in capsys.readouterr().out
+    # A bag has no nominal rate: the annotated video plays at the rate of its stamps.
+    capture = cv2.VideoCapture(str(out / 'annotated.mp4'))
+    assert capture.get(cv2.CAP_PROP_FPS) == 10.0
+    assert capture.get(cv2.CAP_PROP_FRAME_COUNT) == FRAMES
+    capture.release()
 
 
 def test_sweep(bag, tmp_path):
@@ -283,7 +289,8 @@ def test_corrupt_frames_are_reported(tmp_path):
     (['{bag}', '--gt', '{masks}', '--heads', 'pose'], 'mask ground truth needs the '
                                                       'segmentation head'),
     (['{bag}', '--frames', '5:2'], "frame range '5:2' selects no frames"),
-    (['{bag}', '--frames', '100:'], 'no frame could be replayed'),
+    (['{bag}', '--frames', '100:'], r'no frame could be replayed \(it holds 8 frames; frame '
+                                    r'range 100:\)'),
     (['{bag}', '--sweep', '0,x'], "--sweep '0,x' is not a comma-separated list"),
     (['{bag}', '--pipeline', 'nowhere:Pipe'], "pipeline 'nowhere:Pipe': cannot import"),
     (['{bag}', '--params', '{missing}'], 'no such file'),
@@ -324,7 +331,6 @@ class _FailingPipeline(TinyConvPipeline):
 
 
 def test_failure_midway_leaves_no_report(bag, tmp_path):
-    from sparse_perception.replay.job import ReplayJob, run_job
     out = tmp_path / 'out'
     assert _replay(out, bag) == 0
     previous = (out / 'report.json').read_text()
@@ -381,6 +387,17 @@ def test_image_folder_input(tmp_path):
     assert report['input']['kind'] == 'folder' and report['frames'] == 4
     assert 'bag' not in report['outputs'] and 'contact_sheet' not in report['outputs']
     assert not (out / 'output_bag').exists()
+    # Masks are matched to folder frames by name: other names match nothing, and it is said.
+    masks = tmp_path / 'masks'
+    masks.mkdir()
+    cv2.imwrite(str(masks / 'mask_0.png'), np.zeros((48, 64), np.uint8))
+    notes = []
+    report = run_job(ReplayJob(source=folder, out=out, settings=PerceptionSettings(), rate=2.0,
+                               bag=False, ground_truth=[masks], pipeline=TinyConvPipeline,
+                               log=notes.append))
+    assert report['ground_truth']['masks']['frames_scored'] == 0
+    assert report['ground_truth']['iou'] is None
+    assert any('matched no frame' in note for note in notes)
 
 
 def test_console_script_exit_status(tmp_path):
