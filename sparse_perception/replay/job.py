@@ -23,6 +23,7 @@ output bag through a staging folder (see :mod:`.report`). It returns the report 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 import sys
@@ -107,6 +108,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     opener = {'topic': job.topic, 'rate': job.rate, 'frames': job.frames}
     source = open_source(job.source, keep_messages=job.bag, **opener)
     pipelines: list[Any] = []
+    sinks: list[Any] = []
     staging = None
     try:
         factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
@@ -127,7 +129,6 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
 
         staging = report_module.Staging(job.out)
         outputs: dict[str, Any] = {}
-        sinks: list[Any] = []
         bag = None
         if job.bag:
             from sparse_perception.replay.outbag import OutputBag
@@ -194,6 +195,9 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
         for pipeline in pipelines:
             pipeline.close()
         source.close()
+        for sink in sinks:  # after a failure: release files before the staging goes
+            with contextlib.suppress(Exception):
+                sink.close()
         if staging is not None:
             staging.abort()
 

@@ -71,11 +71,11 @@ class ContactSheet:
             self.stride *= 2
 
     def close(self) -> None:
-        """Write the sheet (nothing when no frame was kept)."""
+        """Write the sheet (nothing when no frame was kept); later calls do nothing."""
         if not self.kept:
             return
         import cv2
-        chosen = self.kept
+        chosen, self.kept = self.kept, []
         if len(chosen) > self.tiles:
             picks = np.linspace(0, len(chosen) - 1, self.tiles).round().astype(int)
             chosen = [chosen[i] for i in picks]
