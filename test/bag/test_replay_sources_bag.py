@@ -241,3 +241,23 @@ def test_shared_vtest_bag():
                            frames=FrameRange.parse('0:3'))
     assert source.length == 150 and source.topic == '/camera/image_raw/compressed'
     assert [i.image.shape for i in items] == [(576, 768, 3)] * 3
+
+
+@pytest.mark.parametrize('damage', ['truncate', 'garbage'])
+def test_damaged_ros1_bag(tmp_path, damage):
+    bag = write_ros1_bag(tmp_path / 'old.bag', '/cam',
+                         [image_message(i, ROS1_TYPESTORE) for i in range(4)])
+    data = bag.read_bytes()
+    bag.write_bytes(data[:len(data) // 2] if damage == 'truncate' else b'#ROSBAG V2.0\n' +
+                    b'\x13' * 300)
+    with pytest.raises(ReplayError, match=r'old.bag: cannot open the bag \(truncated or '
+                                          r'corrupt\?\): .*Header could not be read'):
+        _items(bag)
+
+
+def test_garbage_sqlite3_bag(tmp_path):
+    bag = write_bag(tmp_path / 'bag', {'/c': (IMAGE, [image_message(0)])}, 'sqlite3')
+    (bag / 'bag.db3').write_bytes(b'this is not a database' * 40)
+    with pytest.raises(ReplayError, match=r'cannot open the bag \(truncated or corrupt\?\): '
+                                          'Cannot open database .*file is not a database'):
+        open_source(bag)
