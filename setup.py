@@ -59,6 +59,9 @@ TEST_REQUIRES = [
     'pydocstyle==6.3.0',
     # The Triton CPU interpreter runs the GPU kernels' code in CI.
     'triton==3.6.0',
+    # The replay's plots and JHMDB reader (the `replay` extra), exercised by the tests.
+    'matplotlib==3.10.9',
+    'scipy==1.15.3',
 ]
 
 setup(
@@ -90,6 +93,9 @@ setup(
     extras_require={
         'opencv': ['opencv-python-headless>=4.13'],
         'gpu': ['triton>=3.0'],
+        # Replay reports: plots (matplotlib) and JHMDB .mat ground truth (scipy); on a robot
+        # python3-matplotlib and python3-scipy, which pip cannot see.
+        'replay': ['matplotlib>=3.5', 'scipy>=1.7'],
         'test': TEST_REQUIRES,
         'ros-test': ROS_TEST_REQUIRES,
     },

@@ -30,6 +30,8 @@ from sparse_perception import __version__
 
 # name -> module providing register(subparsers); order is the order shown in --help.
 COMMANDS = (
+    'sparse_perception.replay.cli_replay',
+    'sparse_perception.replay.cli_make_bag',
 )
 
 

@@ -1,0 +1,214 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+``sparse-perception replay``: evaluate the pipeline frame by frame on a recording.
+
+Heavy modules (torch, OpenCV, rosbags, matplotlib) are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+HEAD_CHOICES = {'seg': ('segmentation',), 'pose': ('pose',), 'both': ('segmentation', 'pose')}
+
+DESCRIPTION = """\
+Replay a recording through the incremental pipeline and its dense reference, frame by frame
+(every frame is processed, unlike `ros2 bag play`), and write into --out:
+report.json, report.md with plots, frames.csv, a contact sheet of annotated frames, and an
+output bag with the input images and the mask and keypoints topics.
+
+INPUT is a rosbag2 folder (mcap or sqlite3), a ROS 1 .bag, a video file or a folder of images;
+without INPUT the bundled vtest40 clip (40 frames of OpenCV's vtest, 768x576, 10 Hz) is used.
+"""
+
+EPILOG = """\
+examples:
+  sparse-perception replay --out runs/demo
+  sparse-perception replay my_bag/ --topic /camera/image_raw --frames 0:300 --out runs/mine
+  sparse-perception replay davis_bag/ --heads seg --gt DAVIS/Annotations/480p/parkour \\
+      --gt-class person --out runs/parkour
+  sparse-perception replay jhmdb_bag/ --heads pose --gt joint_positions.mat --out runs/jhmdb
+  sparse-perception replay --sweep 0,0.5,1,2 --out runs/sweep
+exit status: 0 done, 1 bad input or a model that cannot load (one line on stderr), 2 usage.
+"""
+
+
+def register(subparsers) -> None:
+    """Add the ``replay`` sub-command."""
+    from sparse_perception import settings
+
+    parser = subparsers.add_parser(
+        'replay', help='evaluate on a bag, video or image folder (the main job)',
+        description=DESCRIPTION, epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('input', nargs='?', type=Path,
+                        help='rosbag2 folder, ROS 1 .bag, video or image folder '
+                        '(default: the bundled vtest40 clip)')
+    parser.add_argument('--out', type=Path, required=True,
+                        help='folder for the report and outputs (created if absent)')
+    group = parser.add_argument_group('input')
+    group.add_argument('--topic', help="a bag's image topic (default: its only one)")
+    group.add_argument('--frames', default=':', metavar='START:STOP[:STEP]',
+                       help='frame range as a Python slice of frame indices [all]')
+    group.add_argument('--rate', type=float, metavar='HZ',
+                       help='frame rate giving videos and image folders their stamps '
+                       "(default: a video's own rate; required for image folders)")
+    group = parser.add_argument_group('what runs')
+    group.add_argument('--heads', choices=sorted(HEAD_CHOICES), default='both',
+                       help='segmentation, pose or both [both]')
+    group.add_argument('--no-dense', action='store_true',
+                       help='skip the dense reference (no agreement, no speedup)')
+    group.add_argument('--sweep', nargs='?', const=','.join(f'{s:g}' for s in _default_sweep()),
+                       metavar='SCALES',
+                       help='also re-run over these sparsity.scale values (comma-separated; '
+                       'default %(const)s) for the speed vs accuracy curve')
+    group.add_argument('--params', type=Path, metavar='FILE',
+                       help='node parameters YAML to read the settings from (flags override)')
+    group.add_argument('--params-node', metavar='NAME',
+                       help='which node of the parameters file (default: its only one)')
+    group.add_argument('--pipeline', default='sparse_perception.pipeline:Pipeline',
+                       metavar='MODULE:CALLABLE',
+                       help='pipeline factory with the signature of Pipeline [%(default)s]')
+    group = parser.add_argument_group('ground truth')
+    group.add_argument('--gt', type=Path, action='append', default=[], metavar='PATH',
+                       help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
+                       'JHMDB joint_positions.mat; repeat for masks and keypoints')
+    group.add_argument('--gt-class', default='person', metavar='NAME|ID',
+                       help="segmentation class scored as the masks' foreground [person]")
+    group.add_argument('--pck-alpha', type=float, default=0.2,
+                       help='PCK threshold, times the person box size [0.2]')
+    group.add_argument('--pckh-alpha', type=float, default=0.5,
+                       help='PCKh threshold, times the head segment [0.5]')
+    group = parser.add_argument_group('outputs')
+    group.add_argument('--no-bag', action='store_true', help='write no output bag')
+    group.add_argument('--bag-storage', choices=('mcap', 'sqlite3'), default='mcap',
+                       help='storage of the output bag [mcap]')
+    group.add_argument('--bag-namespace', default='/sparse_perception',
+                       help='namespace of the mask and keypoints topics [%(default)s]')
+    group.add_argument('--contact-sheet', type=int, default=12, metavar='N',
+                       help='annotated frames on the contact sheet, 0 for none [12]')
+    group.add_argument('--video', action='store_true',
+                       help='also write annotated.mp4 with every annotated frame')
+    group.add_argument('--quiet', action='store_true',
+                       help='no progress line (it is shown only on a terminal anyway)')
+    settings.add_cli_flags(parser)
+    parser.set_defaults(func=run)
+
+
+def _default_sweep() -> tuple[float, ...]:
+    return (0.0, 0.5, 1.0, 2.0, 4.0)
+
+
+def _error(message: str) -> int:
+    print(f'sparse-perception replay: error: {message}', file=sys.stderr)
+    return 1
+
+
+def _scales(text: str) -> tuple[float, ...]:
+    from sparse_perception.replay.errors import ReplayError
+    try:
+        scales = tuple(float(part) for part in text.split(',') if part.strip())
+    except ValueError:
+        raise ReplayError(f'--sweep {text!r} is not a comma-separated list of numbers') from None
+    if not scales or any(not 0 <= s <= 100 for s in scales):
+        raise ReplayError(f'--sweep {text!r}: expected sparsity scales from 0 to 100')
+    return scales
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the replay; print a short summary; return the exit status."""
+    from sparse_perception import settings as settings_module
+    from sparse_perception.replay.errors import ReplayError
+
+    try:
+        job = _job(args, settings_module)
+        from sparse_perception.replay.job import run_job
+        report = run_job(job)
+    except (ReplayError, settings_module.SettingError) as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print('\nsparse-perception replay: interrupted; no report written', file=sys.stderr)
+        return 130
+    print(summary(report, args.out))
+    return 0
+
+
+def _job(args, settings_module):
+    from sparse_perception.replay.errors import ReplayError
+    from sparse_perception.replay.job import ReplayJob
+    from sparse_perception.replay.sources import FrameRange
+    from sparse_perception.shared_data import bundled_clip
+
+    base = None
+    if args.params is not None:
+        if not args.params.is_file():
+            raise ReplayError(f'--params {args.params}: no such file')
+        base = settings_module.from_params_yaml(args.params, args.params_node)
+    settings = settings_module.from_cli(args, base)
+    for name, value in (('--pck-alpha', args.pck_alpha), ('--pckh-alpha', args.pckh_alpha)):
+        if not 0 < value <= 10:
+            raise ReplayError(f'{name} {value} is out of range; expected 0 < value <= 10')
+    if args.contact_sheet < 0:
+        raise ReplayError(f'--contact-sheet {args.contact_sheet} must be 0 or more')
+    return ReplayJob(
+        source=args.input if args.input is not None else bundled_clip(),
+        out=args.out, settings=settings, heads=HEAD_CHOICES[args.heads], topic=args.topic,
+        rate=args.rate, frames=FrameRange.parse(args.frames), dense=not args.no_dense,
+        ground_truth=tuple(args.gt), gt_class=args.gt_class, pck_alpha=args.pck_alpha,
+        pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep else (),
+        bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
+        contact_sheet=args.contact_sheet, video=args.video,
+        progress=not args.quiet and sys.stderr.isatty(), pipeline=args.pipeline)
+
+
+def summary(report: dict, out: Path) -> str:
+    """Return the few lines printed when a replay is done."""
+    source = report['input']
+    where = f" [{source['topic']}]" if source['kind'].startswith('rosbag') else ''
+    lines = [f"replayed {report['frames']} frames ({report['skipped_frames']} skipped as "
+             f"corrupt) of {source['path']}{where} in {report['wall_s']:.1f} s"]
+    latency = report['latency_ms']
+    incremental = latency['incremental']
+    if latency.get('dense') and report['speedup'] is not None:
+        lines.append(f"latency p50: dense {latency['dense']['p50']:.1f} ms, incremental "
+                     f"{incremental['p50']:.1f} ms -> speedup {report['speedup']:.2f}x")
+    else:
+        lines.append(f"latency p50: incremental {incremental['p50']:.1f} ms (no dense run)")
+    saved = report['activity']['macs_saved']
+    lines.append(f"active fraction {report['active_fraction']:.3f}"
+                 + (f' (MACs saved {saved * 100:.1f}%)' if saved is not None else ''))
+    agreement = report['agreement']
+    if agreement:
+        parts = []
+        if agreement['mask_pixel'] is not None:
+            parts.append(f"mask {agreement['mask_pixel'] * 100:.2f}% of pixels")
+        if agreement['keypoint_px'] is not None:
+            parts.append(f"keypoints {agreement['keypoint_px']:.2f} px")
+        if parts:
+            lines.append('agreement with dense: ' + ', '.join(parts))
+    truth = report.get('ground_truth') or {}
+    dense = truth.get('dense') or {}
+    parts = []
+    for key, label in (('iou', 'IoU'), ('pck', 'PCK')):
+        if truth.get(key) is not None:
+            parts.append(f'{label} incremental {truth[key]:.4f}' + (
+                f' (dense {dense[key]:.4f})' if dense.get(key) is not None else ''))
+    if parts:
+        lines.append('ground truth: ' + ', '.join(parts))
+    lines.append(f'report: {out / "report.md"} (and report.json)')
+    return '\n'.join(lines)

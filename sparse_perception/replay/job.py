@@ -1,0 +1,255 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+One replay run from options to written report: what ``sparse-perception replay`` does.
+
+:func:`run_job` opens the input and the ground truth, builds the incremental pipeline and its
+dense reference, replays every frame into the output sinks, optionally sweeps the sparsity
+scale, then writes ``report.json``, ``report.md``, ``frames.csv``, plots, pictures and the
+output bag through a staging folder (see :mod:`.report`). It returns the report dictionary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+from sparse_perception.replay import report as report_module
+from sparse_perception.replay.errors import ReplayError
+from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
+from sparse_perception.replay.runner import (
+    build_pipeline, class_id, load_factory, Progress, replay, Scorer, sweep)
+from sparse_perception.replay.sources import FrameRange, open_source
+
+DEFAULT_SWEEP = (0.0, 0.5, 1.0, 2.0, 4.0)
+LATENCY_PLOT = 'latency.png'
+ACTIVITY_PLOT = 'active_fraction.png'
+SWEEP_PLOT = 'sweep.png'
+CONTACT_SHEET = 'contact_sheet.png'
+VIDEO = 'annotated.mp4'
+OUTPUT_BAG = 'output_bag'
+
+
+@dataclass
+class ReplayJob:
+    """Everything a replay run needs (the command line's options, parsed)."""
+
+    source: Path  # rosbag2 folder, ROS 1 bag, video or image folder
+    out: Path
+    settings: Any  # PerceptionSettings
+    heads: tuple[str, ...] = ('segmentation', 'pose')
+    topic: str | None = None
+    rate: float | None = None
+    frames: FrameRange = field(default_factory=FrameRange)
+    dense: bool = True
+    ground_truth: Sequence[Path] = ()
+    gt_class: str = 'person'
+    pck_alpha: float = 0.2
+    pckh_alpha: float = 0.5
+    sweep: Sequence[float] = ()
+    bag: bool = True
+    bag_storage: str = 'mcap'
+    bag_namespace: str = '/sparse_perception'
+    contact_sheet: int = 12
+    video: bool = False
+    progress: bool = False
+    pipeline: str | Callable[..., Any] = 'sparse_perception.pipeline:Pipeline'
+    log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+
+
+def _truths(paths: Sequence[Path]) -> tuple[MaskTruth | None, KeypointTruth | None]:
+    masks = keypoints = None
+    for path in paths:
+        truth = load_truth(path)
+        if isinstance(truth, MaskTruth):
+            if masks is not None:
+                raise ReplayError(f'two mask ground truths given ({masks.path}, {path}); '
+                                  'give one')
+            masks = truth
+        else:
+            if keypoints is not None:
+                raise ReplayError(f'two keypoint ground truths given ({keypoints.path}, '
+                                  f'{path}); give one')
+            keypoints = truth
+    return masks, keypoints
+
+
+def _check_out(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise ReplayError(f'--out {out} is a file; expected a folder (it is created if absent)')
+
+
+def run_job(job: ReplayJob) -> dict[str, Any]:
+    """Run the replay described by ``job``; return the report (also written to job.out)."""
+    started = time.perf_counter()
+    _check_out(job.out)
+    masks, keypoints = _truths(job.ground_truth)
+    if masks is not None and 'segmentation' not in job.heads:
+        raise ReplayError('mask ground truth needs the segmentation head (--heads seg or both)')
+    if keypoints is not None and 'pose' not in job.heads:
+        raise ReplayError('keypoint ground truth needs the pose head (--heads pose or both)')
+    # Videos keep their own rate unless one is given; frames of a folder/video get stamps.
+    opener = {'topic': job.topic, 'rate': job.rate, 'frames': job.frames}
+    source = open_source(job.source, keep_messages=job.bag, **opener)
+    pipelines: list[Any] = []
+    sinks: list[Any] = []
+    staging = None
+    try:
+        factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
+        incremental = build_pipeline(factory, job.settings, job.heads, incremental=True)
+        pipelines.append(incremental)
+        dense = None
+        if job.dense:
+            dense = build_pipeline(factory, job.settings, job.heads, incremental=False)
+            pipelines.append(dense)
+        gt_class = None
+        if masks is not None:
+            gt_class = class_id(tuple(incremental.class_names), job.gt_class)
+        joint_names = tuple(incremental.joint_names)
+
+        def make_scorer() -> Scorer:
+            return Scorer(masks, keypoints, gt_class, joint_names, job.pck_alpha,
+                          job.pckh_alpha)
+
+        staging = report_module.Staging(job.out)
+        outputs: dict[str, Any] = {}
+        bag = None
+        if job.bag:
+            from sparse_perception.replay.outbag import OutputBag
+            bag = OutputBag(staging.path / OUTPUT_BAG, source.topic, source.msgtype,
+                            job.bag_storage, job.bag_namespace)
+            sinks.append(bag)
+        if job.contact_sheet > 0:
+            from sparse_perception.replay.pictures import ContactSheet
+            sinks.append(ContactSheet(staging.path / CONTACT_SHEET, job.contact_sheet,
+                                      expected=source.expected_frames))
+        if job.video:
+            from sparse_perception.replay.pictures import AnnotatedVideo
+            sinks.append(AnnotatedVideo(staging.path / VIDEO, source.rate_hz))
+        try:
+            result = replay(source, incremental, dense, make_scorer(), sinks=sinks,
+                            progress=Progress(source.expected_frames, job.progress),
+                            keep_dense=bool(job.sweep) and dense is not None)
+        finally:
+            source.close()
+        for sink in sinks:
+            sink.close()
+        _warn_unmatched(result.scorer, masks, keypoints, job.log)
+        if bag is not None:
+            outputs['bag'] = bag.describe()
+        if job.contact_sheet > 0 and (staging.path / CONTACT_SHEET).exists():
+            outputs['contact_sheet'] = CONTACT_SHEET
+        if job.video:
+            outputs['video'] = VIDEO
+
+        points = []
+        sweep_started = time.perf_counter()
+        if job.sweep:
+            def reopen():
+                return open_source(job.source, **opener)
+
+            def bar(scale):
+                if job.progress:
+                    job.log(f'sweep: sparsity.scale = {scale:g}')
+                return Progress(source.expected_frames, job.progress)
+
+            points = sweep(reopen, incremental, job.settings, job.sweep, result.dense_outputs,
+                           make_scorer, bar)
+
+        sweep_s = time.perf_counter() - sweep_started
+        summary = result.scorer.summary()
+        report = _assemble(job, source, summary, result, points, outputs)
+        _plots(report, result.scorer.records, points, staging.path, job.log)
+        report_module.write_frames_csv(result.scorer.records, staging.path /
+                                       report_module.FRAMES_CSV)
+        report['outputs']['frames_csv'] = report_module.FRAMES_CSV
+        report['wall_s'] = time.perf_counter() - started
+        report['timing'] = {
+            'total_s': report['wall_s'], 'replay_loop_s': result.wall_s,
+            'incremental_process_s': result.incremental_s,
+            'dense_process_s': result.dense_s, 'sweep_s': sweep_s,
+            # reading, decoding, scoring, output bag, pictures, plots, start-up
+            'other_s': report['wall_s'] - result.incremental_s - result.dense_s - sweep_s}
+        (staging.path / report_module.REPORT_MD).write_text(
+            report_module.markdown(report) + '\n', encoding='utf-8')
+        report_module.write_json(report, staging.path / report_module.REPORT_JSON)
+        staging.commit()
+        return report
+    finally:
+        for pipeline in pipelines:
+            pipeline.close()
+        source.close()
+        for sink in sinks:  # after a failure: release files before the staging goes
+            with contextlib.suppress(Exception):
+                sink.close()
+        if staging is not None:
+            staging.abort()
+
+
+def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, log) -> None:
+    """Say so when annotations were given but matched no frame (names or count differ)."""
+    truth = scorer.ground_truth() or {}
+    for name, given in (('masks', masks), ('keypoints', keypoints)):
+        if given is not None and not truth[name]['frames_scored']:
+            log(f'warning: the ground-truth {name} in {given.path} matched no frame (frames '
+                'are matched by file name for image folders, by position otherwise)')
+
+
+def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: list,
+              outputs: dict) -> dict[str, Any]:
+    from sparse_perception import settings as settings_module
+
+    flat = settings_module.flatten(job.settings)
+    return {
+        'schema': report_module.SCHEMA,
+        'input': source.describe(),
+        'pipeline': job.pipeline if isinstance(job.pipeline, str) else (
+            f'{job.pipeline.__module__}:{job.pipeline.__qualname__}'),
+        'heads': list(job.heads),
+        'frames': summary['frames'],
+        'skipped_frames': len(result.skipped),
+        'skipped': [{'index': s.index, 'stamp_ns': s.stamp_ns, 'reason': s.reason}
+                    for s in result.skipped],
+        'latency_ms': summary['latency_ms'],
+        'speedup': summary['speedup'],
+        'active_fraction': summary['active_fraction'],
+        'activity': summary['activity'],
+        'agreement': summary['agreement'],
+        'ground_truth': summary['ground_truth'],
+        'sweep': points,
+        'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},
+        'wall_s': None,  # set when everything but the report files is written
+        'environment': report_module.environment(job.settings.model.device),
+        'outputs': outputs,
+    }
+
+
+def _plots(report: dict, records: list, points: list, folder: Path, log) -> None:
+    from sparse_perception.replay import plots
+    outputs = report['outputs']
+    try:
+        plots.latency_plot(records, folder / LATENCY_PLOT)
+        outputs['latency_plot'] = LATENCY_PLOT
+        plots.activity_plot(records, folder / ACTIVITY_PLOT)
+        outputs['activity_plot'] = ACTIVITY_PLOT
+        if points and plots.sweep_plot(points, folder / SWEEP_PLOT):
+            outputs['sweep_plot'] = SWEEP_PLOT
+    except plots.PlotsUnavailable as exc:
+        outputs['plots_missing'] = str(exc)
+        log(f'note: {exc}')

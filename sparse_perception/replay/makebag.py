@@ -1,0 +1,142 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Video or image folder -> rosbag2 (mcap or sqlite3), so any recording becomes an evaluation bag.
+
+Frames are stamped at ``start + i / rate`` (a video's own rate by default) with one frame_id,
+and written as ``sensor_msgs/Image`` (``raw``) or ``sensor_msgs/CompressedImage`` (``jpeg``,
+``png``, in compressed_image_transport's format string), logged at their stamps. JPEG and PNG
+files of a folder that already are in the requested format go in byte for byte (format
+``jpeg`` or ``png``, as cv_bridge writes it), so a bag made from an image dataset decodes to
+exactly the dataset's pixels; ``quality`` forces re-encoding. Corrupt images of a folder are
+skipped and counted. The bag is written under a temporary name and
+renamed when complete.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+import shutil
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from sparse_perception.replay.errors import ReplayError
+from sparse_perception.replay.sources import (
+    COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header, SkippedFrame)
+
+FORMATS = ('jpeg', 'png', 'raw')
+RAW_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
+
+
+@dataclass
+class MakeBagResult:
+    """What make-bag wrote."""
+
+    path: Path
+    topic: str
+    msgtype: str
+    frames: int
+    skipped: list[SkippedFrame] = field(default_factory=list)
+    rate_hz: float = 0.0
+
+
+def default_topic(fmt: str) -> str:
+    """image_transport's topic names: raw images, or the ``compressed`` transport."""
+    return '/camera/image_raw' if fmt == 'raw' else '/camera/image_raw/compressed'
+
+
+def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None = None,
+             storage: str = 'mcap', fmt: str = 'jpeg', topic: str | None = None,
+             frame_id: str = DEFAULT_FRAME_ID, quality: int | None = None,
+             encoding: str = 'rgb8', start_ns: int = 0, frames: FrameRange = FrameRange(),
+             overwrite: bool = False) -> MakeBagResult:
+    """Write the frames of a video or image folder into a new rosbag2 folder ``output``."""
+    from rosbags.rosbag2 import Writer
+    from rosbags.typesys import get_typestore, Stores
+
+    from sparse_perception.images import convert_encoding, numpy_to_compressed, numpy_to_image
+    from sparse_perception.replay.outbag import BAG_VERSION, storage_plugin
+
+    if fmt not in FORMATS:
+        raise ReplayError(f'format {fmt!r} is not one of {", ".join(FORMATS)}')
+    if fmt == 'raw' and encoding not in RAW_ENCODINGS:
+        raise ReplayError(f'encoding {encoding!r} is not one of {", ".join(RAW_ENCODINGS)}')
+    if storage not in ('mcap', 'sqlite3'):
+        raise ReplayError(f'storage {storage!r} is not mcap or sqlite3')
+    output = Path(output)
+    if output.exists() and not overwrite:
+        raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
+    topic = topic or default_topic(fmt)
+    msgtype = IMAGE if fmt == 'raw' else COMPRESSED
+    source = open_source(input_path, rate=rate, frames=frames, start_ns=start_ns,
+                         frame_id=frame_id)
+    if source.kind not in ('video', 'folder'):
+        source.close()
+        raise ReplayError(f'{input_path} is already a bag; make-bag reads videos and image '
+                          'folders (convert bags with `ros2 bag convert`)')
+    store = get_typestore(Stores.LATEST)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}.partial-', dir=output.parent))
+    result = MakeBagResult(output, topic, msgtype, 0, rate_hz=source.rate_hz)
+    try:
+        # Written under the final folder name: rosbag2 names the storage file after it.
+        with source, Writer(staging / output.name, version=BAG_VERSION,
+                            storage_plugin=storage_plugin(storage)) as writer:
+            connection = writer.add_connection(topic, msgtype, typestore=store)
+            for item in source:
+                if isinstance(item, SkippedFrame):
+                    result.skipped.append(item)
+                    continue
+                header = ros_header(store, item.stamp_ns, item.frame_id)
+                original = _original_file(source, item.name, fmt, quality)
+                if original is not None:
+                    msg: Any = store.types[COMPRESSED](header=header, format=fmt,
+                                                       data=np.fromfile(original, np.uint8))
+                elif fmt == 'raw':
+                    pixels = convert_encoding(item.image, 'rgb8', encoding)
+                    msg = numpy_to_image(pixels, encoding, header, msg_type=store.types[IMAGE])
+                else:
+                    msg = numpy_to_compressed(item.image, fmt, header,
+                                              msg_type=store.types[COMPRESSED],
+                                              encoding='rgb8', quality=quality)
+                writer.write(connection, item.stamp_ns, store.serialize_cdr(msg, msgtype))
+                result.frames += 1
+        if result.frames == 0:
+            raise ReplayError(f'{input_path}: no frame could be read'
+                              + (f' ({len(result.skipped)} corrupt)' if result.skipped
+                                 else f' in the frame range {frames}'))
+        if output.is_dir():
+            shutil.rmtree(output)
+        elif output.exists():
+            output.unlink()
+        os.replace(staging / output.name, output)
+        return result
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+_CODEC_OF_SUFFIX = {'.jpg': 'jpeg', '.jpeg': 'jpeg', '.png': 'png'}
+
+
+def _original_file(source: Any, name: str, fmt: str, quality: int | None) -> Path | None:
+    """Return the image file to store as it is, or None when it must be (re-)encoded."""
+    if source.kind != 'folder' or quality is not None or not name:
+        return None
+    path = source.path / name
+    return path if _CODEC_OF_SUFFIX.get(path.suffix.lower()) == fmt else None

@@ -1,0 +1,309 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Writing a replay's results: ``report.json``, ``report.md``, ``frames.csv``, atomically.
+
+A run writes into a staging folder inside ``--out`` and moves each output into place only
+when everything is written, ``report.json`` last. An interrupted or failed run therefore
+leaves no report that looks complete: at most a ``.partial-*`` folder, and the previous
+``report.json``, if any, is removed only when the new one is ready to replace it.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import math
+import os
+from pathlib import Path
+import platform
+import shutil
+import tempfile
+from typing import Any, Sequence
+
+from sparse_perception import __version__
+
+REPORT_JSON = 'report.json'
+REPORT_MD = 'report.md'
+FRAMES_CSV = 'frames.csv'
+SCHEMA = 1  # report.json layout version
+
+
+class Staging:
+    """A staging folder in ``out``; :meth:`commit` moves its contents into ``out``."""
+
+    def __init__(self, out: Path):
+        self.out = out
+        out.mkdir(parents=True, exist_ok=True)
+        self.path = Path(tempfile.mkdtemp(prefix='.partial-', dir=out))
+        self.committed = False
+
+    def commit(self, last: str = REPORT_JSON) -> list[Path]:
+        """Move every staged entry into ``out`` (replacing old ones), ``last`` at the end."""
+        entries = sorted(self.path.iterdir(), key=lambda p: (p.name == last, p.name))
+        stale = self.out / last
+        if stale.exists():  # an old report must not outlive the outputs it described
+            stale.unlink()
+        moved = []
+        for entry in entries:
+            target = self.out / entry.name
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(entry, target)
+            moved.append(target)
+        self.path.rmdir()
+        self.committed = True
+        return moved
+
+    def abort(self) -> None:
+        """Remove the staging folder and whatever it holds."""
+        if not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def _version(module: str) -> str | None:
+    """Version of an installed module without importing it (None when it is not installed)."""
+    import sys
+    from importlib import metadata
+    loaded = sys.modules.get(module)
+    if loaded is not None and getattr(loaded, '__version__', None):
+        return str(loaded.__version__)
+    names = {'cv2': ('opencv-python-headless', 'opencv-python', 'opencv-contrib-python'),
+             'yaml': ('PyYAML',)}.get(module, (module,))
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _cpu_model() -> str:
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as stream:
+            for line in stream:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device_setting: str) -> dict[str, Any]:
+    """Software versions and the machine (called at the end of a run, never at import)."""
+    import sys
+    versions = {'sparse_perception': __version__, 'python': sys.version.split()[0]}
+    for module in ('numpy', 'torch', 'cv2', 'rosbags', 'matplotlib', 'scipy', 'triton'):
+        versions['opencv' if module == 'cv2' else module] = _version(module)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    device: dict[str, Any] = {'setting': device_setting, 'cpu': _cpu_model(), 'cores': cores,
+                              'platform': platform.platform()}
+    if 'torch' in sys.modules:  # the pipeline imported it; never import torch just for this
+        torch = sys.modules['torch']
+        cuda = torch.cuda.is_available()
+        device['cuda_available'] = cuda
+        device['used'] = device_setting if device_setting != 'auto' else (
+            'cuda' if cuda else 'cpu')
+        if cuda and device['used'] == 'cuda':
+            device['gpu'] = torch.cuda.get_device_name()
+            versions['cuda'] = torch.version.cuda
+        device['torch_threads'] = torch.get_num_threads()
+    return {'versions': versions, 'device': device}
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities (not JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(report: dict, path: Path) -> None:
+    """Write ``report`` as indented JSON (NaN becomes null)."""
+    path.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + '\n',
+                    encoding='utf-8')
+
+
+def write_frames_csv(records: Sequence[Any], path: Path) -> None:
+    """One row per processed frame."""
+    fields = [f.name for f in dataclasses.fields(records[0])] if records else ['index']
+    with open(path, 'w', newline='', encoding='utf-8') as stream:
+        writer = csv.DictWriter(stream, fieldnames=fields)
+        writer.writeheader()
+        for record in records:
+            writer.writerow({k: ('' if v is None else v)
+                             for k, v in dataclasses.asdict(record).items()})
+
+
+# ---------------------------------------------------------------------------------------------
+# report.md
+# ---------------------------------------------------------------------------------------------
+
+def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return '-'
+    if isinstance(value, bool):
+        return 'yes' if value else 'no'
+    if isinstance(value, int):
+        return f'{value:,}'
+    if isinstance(value, float):
+        return f'{value * 100:.{digits}f}%' if percent else f'{value:.{digits}f}'
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+    return lines + ['']
+
+
+def markdown(report: dict) -> str:
+    """Render ``report`` (the report.json dictionary) as Markdown with tables and plots."""
+    lines = ['# Replay report', '']
+    source = report['input']
+    lines += [f"Input: `{source['path']}` ({source['kind']}"
+              + (f", topic `{source['topic']}`" if source['kind'].startswith('rosbag') else '')
+              + f"), frames {source['frame_range']}. Heads: {', '.join(report['heads'])}. "
+              f"Device: {report['environment']['device'].get('used', '?')}. "
+              f"Wall time {report['wall_s']:.1f} s.", '']
+    lines += ['## Summary', '']
+    latency = report['latency_ms']
+    rows = [('frames processed', _fmt(report['frames'])),
+            ('frames skipped (corrupt)', _fmt(report['skipped_frames'])),
+            ('speedup (dense p50 / incremental p50)',
+             '-' if report['speedup'] is None else f"{report['speedup']:.2f}x"),
+            ('active fraction (mean over frames)', _fmt(report['active_fraction'], 3)),
+            ('MACs saved', _fmt(report['activity']['macs_saved'], 1, percent=True))]
+    agreement = report['agreement']
+    if agreement:
+        rows += [('mask pixels agreeing with dense', _fmt(agreement['mask_pixel'], 3, True)),
+                 ('keypoint error vs dense (px)', _fmt(agreement['keypoint_px']))]
+    lines += _table(('figure', 'value'), rows)
+    lines += ['## Latency (ms)', '']
+    lines += _table(('pipeline', 'mean', 'p50', 'p90', 'p99', 'min', 'max'), [
+        (name, *(_fmt(latency[name][k]) for k in ('mean', 'p50', 'p90', 'p99', 'min', 'max')))
+        for name in ('dense', 'incremental') if latency.get(name)])
+    lines += ['Latency is the pipeline-reported time per frame (`FrameStats.ms`).', '']
+    timing = report.get('timing')
+    if timing:
+        lines += [f"Run time {timing['total_s']:.1f} s: incremental pipeline "
+                  f"{timing['incremental_process_s']:.1f} s, dense reference "
+                  f"{timing['dense_process_s']:.1f} s, sweep {timing['sweep_s']:.1f} s, "
+                  'everything else (reading, decoding, scoring, outputs, plots) '
+                  f"{timing['other_s']:.1f} s.", '']
+    activity = report['activity']
+    lines += ['## Sparsity', '']
+    rows = [('active fraction, mean', _fmt(report['active_fraction'], 3)),
+            ('active fraction, mean after the first frame',
+             _fmt(activity['active_fraction_after_first'], 3)),
+            ('active fraction, p50', _fmt(activity['active_fraction_p50'], 3)),
+            ('changed input tiles, mean', _fmt(activity['changed_fraction'], 3)),
+            ('frames run dense (first, refresh, fallback)', _fmt(activity['dense_frames'])),
+            ('MACs executed / dense', f"{_fmt(activity['macs'])} / "
+                                      f"{_fmt(activity['dense_macs'])}")]
+    for head, values in activity['per_head'].items():
+        rows.append((f'{head}: active fraction / MACs saved',
+                     f"{_fmt(values['active_fraction'], 3)} / "
+                     f"{_fmt(values['macs_saved'], 1, True)}"))
+    lines += _table(('figure', 'value'), rows)
+    for head, layers in activity['per_layer'].items():
+        lines += [f'Per-layer active fraction, {head}:', '']
+        lines += _table(('layer', 'active fraction'),
+                        [(layer, _fmt(v, 3)) for layer, v in layers.items()])
+    if agreement:
+        lines += ['## Agreement with the dense reference', '']
+        lines += _table(('figure', 'value'), [
+            ('mask pixels agreeing', _fmt(agreement['mask_pixel'], 3, True)),
+            ('mask mIoU vs dense', _fmt(agreement['mask_miou'], 4)),
+            ('worst frame, mask pixels agreeing',
+             _fmt(agreement['mask_pixel_worst_frame'], 3, True)),
+            ('keypoint error, all joints (px)', _fmt(agreement['keypoint_px'])),
+            ('keypoint error, joints dense scores >= 0.3 (px)',
+             _fmt(agreement['keypoint_px_confident'])),
+            ('worst frame, keypoint error (px)', _fmt(agreement['keypoint_px_worst_frame'])),
+            ('frames where the number of people differs',
+             _fmt(agreement['people_mismatch_frames']))])
+    truth = report.get('ground_truth')
+    if truth:
+        lines += ['## Ground truth', '']
+        dense = truth.get('dense', {})
+        rows = []
+        for key, label in (('iou', 'IoU (mean over frames)'), ('iou_global', 'IoU (all pixels)'),
+                           ('miou', 'mIoU (foreground, background)'),
+                           ('pck', f"PCK@{truth.get('keypoints', {}).get('pck_alpha', '')}"),
+                           ('pckh', f"PCKh@{truth.get('keypoints', {}).get('pckh_alpha', '')}")):
+            if key in truth:
+                rows.append((label, _fmt(truth[key], 4), _fmt(dense.get(key), 4)))
+        lines += _table(('score', 'incremental', 'dense'), rows)
+        if 'masks' in truth:
+            masks = truth['masks']
+            lines += [f"Masks: `{masks['path']}`, class id {masks['class_id']} as foreground, "
+                      f"{masks['frames_scored']} frames scored.", '']
+        if 'keypoints' in truth:
+            points = truth['keypoints']
+            lines += [f"Keypoints: `{points['path']}` ({points['format']}), "
+                      f"{points['frames_scored']} frames, {points['joints_scored']} joints "
+                      f"scored ({', '.join(points['joints'])}).", '']
+    if report['skipped']:
+        lines += ['## Skipped frames', '']
+        lines += _table(('frame', 'reason'), [(s['index'], s['reason'].replace('|', '/'))
+                                              for s in report['skipped'][:50]])
+        if report['skipped_frames'] > 50:
+            lines += [f"... and {report['skipped_frames'] - 50} more (see report.json).", '']
+    if report.get('sweep'):
+        lines += ['## Sweep over sparsity.scale', '']
+        lines += _table(
+            ('scale', 'p50 (ms)', 'speedup', 'active fraction', 'mask agreement',
+             'keypoint px', 'GT IoU', 'GT PCK'),
+            [(f"{p['scale']:g}", _fmt(p['latency_ms']['incremental']['p50']),
+              _fmt(p['speedup']), _fmt(p['active_fraction'], 3),
+              _fmt((p['agreement'] or {}).get('mask_pixel'), 3, True),
+              _fmt((p['agreement'] or {}).get('keypoint_px')),
+              _fmt((p['ground_truth'] or {}).get('iou'), 4),
+              _fmt((p['ground_truth'] or {}).get('pck'), 4)) for p in report['sweep']])
+    outputs = report['outputs']
+    lines += ['## Plots and pictures', '']
+    for key, title in (('latency_plot', 'Latency per frame'),
+                       ('activity_plot', 'Active fraction per frame'),
+                       ('sweep_plot', 'Speed vs accuracy'),
+                       ('contact_sheet', 'Annotated frames (incremental; red: changed tiles)')):
+        if outputs.get(key):
+            lines += [f'![{title}]({outputs[key]})', '']
+    if outputs.get('plots_missing'):
+        lines += [f"Plots not drawn: {outputs['plots_missing']}", '']
+    if outputs.get('video'):
+        lines += [f"Annotated video: [{outputs['video']}]({outputs['video']})", '']
+    if outputs.get('bag'):
+        bag = outputs['bag']
+        lines += [f"Output bag `{bag['path']}`:", '']
+        lines += _table(('topic', 'type', 'messages'),
+                        [(t, v['msgtype'], v['messages']) for t, v in bag['topics'].items()])
+    lines += ['## Settings and environment', '']
+    lines += _table(('setting', 'value'), [(k, f'`{v}`') for k, v in report['settings'].items()])
+    env = report['environment']
+    lines += _table(('component', 'version'),
+                    [(k, v or 'not installed') for k, v in env['versions'].items()])
+    lines += _table(('device', 'value'), [(k, v) for k, v in env['device'].items()])
+    return '\n'.join(lines)

@@ -1,0 +1,454 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The replay loop: every frame through the incremental pipeline and its dense reference.
+
+The pipeline comes from one factory with the signature of
+``sparse_perception.pipeline.Pipeline(settings, heads=..., incremental=...)``
+(:func:`load_factory`; the command's ``--pipeline`` names another). :class:`Scorer` turns the
+per-frame results into the figures of the report; :func:`replay` runs a source through the
+pipelines and hands each frame to the output sinks (bag, contact sheet, video);
+:func:`sweep` re-runs the incremental pipeline over sparsity scales against the dense outputs
+kept from the main run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import importlib
+import math
+import sys
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from sparse_perception.replay.errors import ReplayError
+from sparse_perception.replay.groundtruth import COCO17, KeypointTruth, MaskTruth
+from sparse_perception.replay.metrics import (
+    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
+
+DEFAULT_PIPELINE = 'sparse_perception.pipeline:Pipeline'
+HEADS = ('segmentation', 'pose')
+
+
+def load_factory(spec: str = DEFAULT_PIPELINE) -> Callable[..., Any]:
+    """Import ``module:attribute`` and return it: a callable with Pipeline's signature."""
+    module_name, _, attribute = spec.partition(':')
+    if not module_name or not attribute:
+        raise ReplayError(f'pipeline {spec!r} is not MODULE:CALLABLE '
+                          f'(e.g. {DEFAULT_PIPELINE})')
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name == module_name and spec == DEFAULT_PIPELINE:
+            raise ReplayError(
+                f'this installation has no perception pipeline ({module_name} is missing); '
+                'reinstall sparse_perception, or name one with --pipeline MODULE:CALLABLE'
+            ) from None
+        raise ReplayError(f'pipeline {spec!r}: cannot import {module_name}: {exc}') from None
+    factory = getattr(module, attribute, None)
+    if not callable(factory):
+        raise ReplayError(f'pipeline {spec!r}: {module_name} has no callable {attribute!r}')
+    return factory
+
+
+def build_pipeline(factory: Callable[..., Any], settings: Any, heads: Sequence[str],
+                   incremental: bool) -> Any:
+    """Create a pipeline; a model that cannot load (ModelLoadError, a ValueError) is named."""
+    try:
+        return factory(settings, heads=tuple(heads), incremental=incremental)
+    except ValueError as exc:  # ModelLoadError and SettingError are ValueErrors
+        kind = 'incremental' if incremental else 'dense reference'
+        raise ReplayError(f'cannot create the {kind} pipeline: {exc}') from None
+
+
+def class_id(class_names: Sequence[str], wanted: str) -> int:
+    """Resolve ``wanted`` (a class name or an id) against a segmentation head's class names."""
+    if wanted.isdigit():
+        value = int(wanted)
+        if class_names and value >= len(class_names):
+            raise ReplayError(f'class id {value} is out of range: the segmentation model has '
+                              f'{len(class_names)} classes')
+        return value
+    lowered = [name.lower() for name in class_names]
+    if wanted.lower() not in lowered:
+        raise ReplayError(f'class {wanted!r} is not one of the segmentation classes: '
+                          f'{", ".join(class_names) or "(none)"}; pass --gt-class NAME or ID')
+    return lowered.index(wanted.lower())
+
+
+def coco_view(keypoints: np.ndarray, joint_names: Sequence[str]) -> np.ndarray:
+    """Reorder (P, K, 3) keypoints into COCO-17 order by joint name (NaN where absent)."""
+    out = np.full((keypoints.shape[0], len(COCO17), 3), np.nan, np.float64)
+    lowered = [name.lower() for name in joint_names]
+    for column, name in enumerate(COCO17):
+        if name in lowered:
+            out[:, column] = keypoints[:, lowered.index(name)]
+    return out
+
+
+@dataclass
+class FrameRecord:
+    """What one frame measured (a row of frames.csv)."""
+
+    index: int
+    stamp_ns: int
+    incremental_ms: float
+    dense_ms: float | None
+    active_fraction: float
+    changed_fraction: float
+    ran_dense: bool
+    mask_pixel: float | None = None
+    keypoint_px: float | None = None
+    gt_iou: float | None = None
+    gt_iou_dense: float | None = None
+    gt_pck: float | None = None
+    gt_pck_dense: float | None = None
+
+
+@dataclass
+class DenseOutputs:
+    """The dense reference's outputs of one frame, kept for a sweep."""
+
+    mask: np.ndarray | None
+    keypoints: np.ndarray | None
+    ms: float
+
+
+class _GroundTruthScores:
+    """IoU and PCK of one pipeline (incremental or dense) against the annotations."""
+
+    def __init__(self, alpha: float, head_alpha: float):
+        self.iou = BinaryIou()
+        self.pck = Pck(alpha, head_alpha)
+
+
+@dataclass
+class Scorer:
+    """Collects the figures of one incremental run (against dense and ground truth)."""
+
+    masks: MaskTruth | None = None
+    keypoints: KeypointTruth | None = None
+    gt_class: int | None = None
+    joint_names: Sequence[str] = ()
+    pck_alpha: float = 0.2
+    pckh_alpha: float = 0.5
+    records: list[FrameRecord] = field(default_factory=list)
+
+    def __post_init__(self):
+        self.mask_agreement = MaskAgreement()
+        self.keypoint_agreement = KeypointAgreement()
+        self.truth = {name: _GroundTruthScores(self.pck_alpha, self.pckh_alpha)
+                      for name in ('incremental', 'dense')}
+        self.head_fractions: dict[str, list[float]] = {}
+        self.head_ms: dict[str, list[float]] = {}
+        self.layer_fractions: dict[str, dict[str, list[float]]] = {}
+        self.macs = 0
+        self.dense_macs = 0
+        self.head_macs: dict[str, list[int]] = {}
+
+    def add(self, frame: Frame, result: Any, dense: DenseOutputs | None) -> FrameRecord:
+        """Score one frame's incremental result (and its dense reference, when there is one)."""
+        stats = result.stats
+        record = FrameRecord(frame.index, frame.stamp_ns, float(stats.ms),
+                             None if dense is None else float(dense.ms),
+                             float(stats.active_fraction), float(stats.changed_fraction),
+                             bool(stats.dense))
+        for name, head in stats.heads.items():
+            self.head_fractions.setdefault(name, []).append(float(head.active_fraction))
+            self.head_ms.setdefault(name, []).append(float(head.ms))
+            counts = self.head_macs.setdefault(name, [0, 0])
+            counts[0] += int(head.macs)
+            counts[1] += int(head.dense_macs)
+            self.macs += int(head.macs)
+            self.dense_macs += int(head.dense_macs)
+            layers = getattr(head, 'layers', None)  # per-layer fractions, where stats carry them
+            if isinstance(layers, dict):
+                per_layer = self.layer_fractions.setdefault(name, {})
+                for layer, fraction in layers.items():
+                    per_layer.setdefault(str(layer), []).append(float(fraction))
+        mask = result.segmentation.mask if result.segmentation is not None else None
+        points = result.pose.keypoints if result.pose is not None else None
+        if dense is not None:
+            if mask is not None and dense.mask is not None:
+                record.mask_pixel = self.mask_agreement.add(mask, dense.mask)
+            if points is not None and dense.keypoints is not None:
+                value = self.keypoint_agreement.add(np.asarray(points), dense.keypoints)
+                record.keypoint_px = None if math.isnan(value) else value
+        self._ground_truth(frame, record, mask, points, dense)
+        self.records.append(record)
+        return record
+
+    def _ground_truth(self, frame: Frame, record: FrameRecord, mask, points, dense) -> None:
+        if self.masks is not None and mask is not None and self.gt_class is not None:
+            truth = self.masks.for_frame(frame.index, frame.name)
+            if truth is not None:
+                if truth.shape != mask.shape:
+                    raise ReplayError(
+                        f'ground-truth mask of frame {frame.index} is {truth.shape[1]}x'
+                        f'{truth.shape[0]} but the frame is {mask.shape[1]}x{mask.shape[0]}; '
+                        'are these the annotations of this input?')
+                record.gt_iou = self.truth['incremental'].iou.add(mask == self.gt_class, truth)
+                if dense is not None and dense.mask is not None:
+                    record.gt_iou_dense = self.truth['dense'].iou.add(
+                        dense.mask == self.gt_class, truth)
+        if self.keypoints is not None and points is not None:
+            people = self.keypoints.for_frame(frame.index, frame.name)
+            if people is not None:
+                value = self.truth['incremental'].pck.add(
+                    coco_view(np.asarray(points), self.joint_names), people)
+                record.gt_pck = None if math.isnan(value) else value
+                if dense is not None and dense.keypoints is not None:
+                    value = self.truth['dense'].pck.add(
+                        coco_view(dense.keypoints, self.joint_names), people)
+                    record.gt_pck_dense = None if math.isnan(value) else value
+
+    # -- summaries ----------------------------------------------------------------------------
+
+    @property
+    def frames(self) -> int:
+        """Frames scored so far."""
+        return len(self.records)
+
+    def running_active_fraction(self) -> float | None:
+        """Mean active fraction so far (for the progress line)."""
+        return mean_or_none([r.active_fraction for r in self.records])
+
+    def latency(self) -> dict[str, Any]:
+        """Latency summaries (ms) of both pipelines and the speedup of the p50s."""
+        incremental = summarize(r.incremental_ms for r in self.records)
+        dense = summarize(r.dense_ms for r in self.records if r.dense_ms is not None)
+        speedup = None
+        if incremental and dense and incremental['p50'] > 0:
+            speedup = dense['p50'] / incremental['p50']
+        return {'latency_ms': {'dense': dense, 'incremental': incremental},
+                'speedup': speedup}
+
+    def activity(self) -> dict[str, Any]:
+        """Active fractions (overall, per head, per layer), changed fraction, MACs saved."""
+        fractions = [r.active_fraction for r in self.records]
+        return {
+            'active_fraction': mean_or_none(fractions),
+            'active_fraction_after_first': mean_or_none(fractions[1:]),
+            'active_fraction_p50': (summarize(fractions) or {}).get('p50'),
+            'changed_fraction': mean_or_none([r.changed_fraction for r in self.records]),
+            'dense_frames': sum(r.ran_dense for r in self.records),
+            'macs': self.macs,
+            'dense_macs': self.dense_macs,
+            'macs_saved': 1.0 - self.macs / self.dense_macs if self.dense_macs else None,
+            'per_head': {
+                name: {'active_fraction': mean_or_none(values),
+                       'macs_saved': (1.0 - self.head_macs[name][0] / self.head_macs[name][1]
+                                      if self.head_macs[name][1] else None),
+                       'ms': summarize(self.head_ms[name])}
+                for name, values in self.head_fractions.items()},
+            'per_layer': {
+                head: {layer: mean_or_none(values) for layer, values in layers.items()}
+                for head, layers in self.layer_fractions.items()},
+        }
+
+    def agreement(self) -> dict[str, Any] | None:
+        """Agreement with dense, None when no dense outputs were compared."""
+        if not any(r.dense_ms is not None for r in self.records):
+            return None
+        return {**self.mask_agreement.summary(), **self.keypoint_agreement.summary()}
+
+    def ground_truth(self) -> dict[str, Any] | None:
+        """Scores against the annotations (incremental at the top, dense under ``dense``)."""
+        if self.masks is None and self.keypoints is None:
+            return None
+        out: dict[str, Any] = {}
+        for name in ('incremental', 'dense'):
+            scores = self.truth[name]
+            values: dict[str, Any] = {}
+            if self.masks is not None:
+                iou = scores.iou.summary()
+                values.update(iou=iou['iou'], iou_global=iou['iou_global'],
+                              miou=iou['miou'])
+                if name == 'incremental':
+                    out['masks'] = {**self.masks.describe(), 'class_id': self.gt_class,
+                                    'frames_scored': iou['frames_scored']}
+            if self.keypoints is not None:
+                pck = scores.pck.summary()
+                values.update(pck=pck['pck'], pckh=pck['pckh'])
+                if name == 'incremental':
+                    out['keypoints'] = {**self.keypoints.describe(),
+                                        'pck_alpha': self.pck_alpha,
+                                        'pckh_alpha': self.pckh_alpha,
+                                        'frames_scored': pck['frames_scored'],
+                                        'joints_scored': pck['joints_scored']}
+            if name == 'incremental':
+                out.update(values)
+            elif any(r.dense_ms is not None for r in self.records):
+                out['dense'] = values
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """Every figure of this run."""
+        activity = self.activity()
+        return {'frames': self.frames, **self.latency(),
+                'active_fraction': activity.pop('active_fraction'), 'activity': activity,
+                'agreement': self.agreement(), 'ground_truth': self.ground_truth()}
+
+
+class Progress:
+    """One self-overwriting line on stderr: frames, frames/s, running active fraction."""
+
+    def __init__(self, total: int | None, enabled: bool, stream: Any = None):
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.total = total
+        self.started = time.perf_counter()
+        self.shown = 0.0
+        self.width = 0
+
+    def update(self, done: int, skipped: int, active: float | None, force: bool = False):
+        """Redraw at most five times a second."""
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if not force and now - self.shown < 0.2:
+            return
+        self.shown = now
+        rate = done / (now - self.started) if now > self.started else 0.0
+        total = f'/{self.total}' if self.total else ''
+        text = f'frame {done + skipped}{total}  {rate:.1f} frames/s'
+        if active is not None:
+            text += f'  active {active:.3f}'
+        if skipped:
+            text += f'  skipped {skipped}'
+        self.stream.write('\r' + text.ljust(self.width))
+        self.width = len(text)
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the line."""
+        if self.enabled and self.width:
+            self.stream.write('\n')
+            self.stream.flush()
+
+
+@dataclass
+class ReplayResult:
+    """A finished replay: the scorer, skipped frames and (for a sweep) the dense outputs."""
+
+    scorer: Scorer
+    skipped: list[SkippedFrame]
+    dense_outputs: dict[int, DenseOutputs] | None
+    wall_s: float  # the whole loop: reading, decoding, both pipelines, scoring, sinks
+    incremental_s: float  # wall time inside the incremental pipeline's process()
+    dense_s: float  # wall time inside the dense pipeline's process()
+
+
+def _dense_outputs(result: Any) -> DenseOutputs:
+    return DenseOutputs(
+        None if result.segmentation is None else np.array(result.segmentation.mask),
+        None if result.pose is None else np.asarray(result.pose.keypoints, np.float64),
+        float(result.stats.ms))
+
+
+def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Scorer, *,
+           sinks: Iterable[Any] = (), progress: Progress | None = None,
+           keep_dense: bool = False) -> ReplayResult:
+    """
+    Run every frame of ``source`` through ``incremental`` (and ``dense``), scoring each.
+
+    Each processed frame goes to every sink's ``write(frame, result)``. Corrupt frames are
+    skipped and listed. With ``keep_dense`` the dense outputs are kept for :func:`sweep`.
+    """
+    started = time.perf_counter()
+    sinks = list(sinks)
+    skipped: list[SkippedFrame] = []
+    kept: dict[int, DenseOutputs] | None = {} if keep_dense else None
+    incremental_s = dense_s = 0.0
+    for item in source:
+        if isinstance(item, SkippedFrame):
+            skipped.append(item)
+        else:
+            begin = time.perf_counter()
+            result = incremental.process(item.image)
+            middle = time.perf_counter()
+            incremental_s += middle - begin
+            reference = None
+            if dense is not None:
+                output = dense.process(item.image)
+                dense_s += time.perf_counter() - middle
+                reference = _dense_outputs(output)
+                if kept is not None:
+                    kept[item.index] = reference
+            scorer.add(item, result, reference)
+            for sink in sinks:
+                sink.write(item, result)
+        if progress is not None:
+            progress.update(scorer.frames, len(skipped), scorer.running_active_fraction())
+    if progress is not None:
+        progress.update(scorer.frames, len(skipped), scorer.running_active_fraction(),
+                        force=True)
+        progress.finish()
+    if scorer.frames == 0:
+        if skipped:
+            reasons = '; '.join(f'frame {s.index}: {s.reason}' for s in skipped[:3])
+            why = f'{len(skipped)} corrupt: {reasons}'
+        elif source.length is not None:
+            why = f'it holds {source.length} frames; frame range {source.frames}'
+        else:
+            why = f'none could be decoded; frame range {source.frames}'
+        raise ReplayError(f'{source.path}: no frame could be replayed ({why})')
+    return ReplayResult(scorer, skipped, kept, time.perf_counter() - started, incremental_s,
+                        dense_s)
+
+
+def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
+          scales: Sequence[float], dense_outputs: dict[int, DenseOutputs] | None,
+          make_scorer: Callable[[], Scorer], progress: Callable[[float], Progress] | None = None
+          ) -> list[dict[str, Any]]:
+    """
+    Re-run the incremental ``pipeline`` at each sparsity scale; return one point per scale.
+
+    Each point has the scale, the incremental latency and speedup against the dense outputs
+    kept from the main run, the active fraction, agreement and ground-truth scores.
+    """
+    from sparse_perception import settings as settings_module
+
+    points = []
+    for scale in scales:
+        scaled = settings_module.replace(settings, {'sparsity.scale': float(scale)})
+        pipeline.update(scaled)
+        pipeline.reset()
+        scorer = make_scorer()
+        bar = progress(scale) if progress is not None else None
+        with open_source() as source:
+            for item in source:
+                if isinstance(item, SkippedFrame):
+                    continue
+                result = pipeline.process(item.image)
+                scorer.add(item, result,
+                           None if dense_outputs is None else dense_outputs.get(item.index))
+                if bar is not None:
+                    bar.update(scorer.frames, 0, scorer.running_active_fraction())
+        if bar is not None:
+            bar.finish()
+        summary = scorer.summary()
+        points.append({'scale': float(scale), 'frames': summary['frames'],
+                       'latency_ms': summary['latency_ms'], 'speedup': summary['speedup'],
+                       'active_fraction': summary['active_fraction'],
+                       'macs_saved': summary['activity']['macs_saved'],
+                       'agreement': summary['agreement'],
+                       'ground_truth': summary['ground_truth']})
+    pipeline.update(settings)
+    pipeline.reset()
+    return points

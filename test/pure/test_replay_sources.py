@@ -1,0 +1,174 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Frame sources without bags: image folders and video files (bags: test/bag)."""
+
+import cv2
+import numpy as np
+import pytest
+from rosbags.typesys import get_typestore, Stores
+
+from sparse_perception.images import compressed_to_numpy
+from sparse_perception.replay.errors import ReplayError
+from sparse_perception.replay.sources import (
+    Frame, FrameRange, input_kind, open_source, SkippedFrame)
+
+TYPESTORE = get_typestore(Stores.LATEST)
+
+
+def _picture(index, shape=(24, 32)):
+    """Return a smooth RGB picture, different per index."""
+    y, x = np.mgrid[0:shape[0], 0:shape[1]]
+    return np.stack([x * 6 + index * 10, y * 8, np.full(shape, 40 + index * 20)],
+                    -1).astype(np.uint8)
+
+
+@pytest.fixture
+def folder(tmp_path):
+    path = tmp_path / 'frames'
+    path.mkdir()
+    for index in (0, 1, 2, 10):  # natural order puts 10 last
+        cv2.imwrite(str(path / f'f{index}.png'), _picture(index)[..., ::-1])
+    cv2.imwrite(str(path / 'f11.jpg'), _picture(11)[..., ::-1])
+    cv2.imwrite(str(path / 'f12.png'), (_picture(12)[..., 0].astype(np.uint16) * 257))  # grey16
+    (path / 'README.txt').write_text('not a frame')
+    return path
+
+
+def _frames(source):
+    with source:
+        return list(source)
+
+
+def test_image_folder(folder):
+    items = _frames(open_source(folder, rate=4.0, start_ns=1_000_000_000, frame_id='cam'))
+    assert all(isinstance(i, Frame) for i in items)
+    assert [i.name for i in items] == ['f0.png', 'f1.png', 'f2.png', 'f10.png', 'f11.jpg',
+                                       'f12.png']
+    assert [i.index for i in items] == list(range(6))
+    assert [i.stamp_ns for i in items] == [1_000_000_000 + k * 250_000_000 for k in range(6)]
+    assert all(i.frame_id == 'cam' and i.log_time_ns == i.stamp_ns for i in items)
+    for item, index in zip(items[:4], (0, 1, 2, 10)):
+        np.testing.assert_array_equal(item.image, _picture(index))  # PNG: exact, RGB order
+    # JPEG: what OpenCV decodes, in RGB order.
+    np.testing.assert_array_equal(items[4].image, cv2.imread(str(folder / 'f11.jpg'))[..., ::-1])
+    grey = items[5].image
+    assert grey.shape == (24, 32, 3) and (grey[..., 0] == grey[..., 2]).all()
+    np.testing.assert_array_equal(grey[..., 0], _picture(12)[..., 0])  # 16 -> 8 bit
+
+
+def test_image_folder_range_and_messages(folder):
+    source = open_source(folder, rate=10.0, frames=FrameRange.parse('1:5:2'), keep_messages=True)
+    assert source.length == 6 and source.expected_frames == 2
+    items = _frames(source)
+    assert [i.index for i in items] == [1, 3]
+    assert items[1].stamp_ns == 300_000_000  # stamps follow the index, not the position
+    message = items[0].message
+    assert message.msgtype == 'sensor_msgs/msg/CompressedImage'
+    msg = TYPESTORE.deserialize_cdr(message.data, message.msgtype)
+    assert msg.header.stamp.nanosec == 100_000_000 and msg.header.frame_id == 'camera'
+    assert msg.format == 'rgb8; jpeg compressed bgr8'
+    assert np.abs(compressed_to_numpy(msg, 'rgb8').astype(int) - _picture(1)).mean() < 2
+
+
+def test_corrupt_images_are_skipped_and_named(folder):
+    jpeg = (folder / 'f11.jpg').read_bytes()
+    (folder / 'f11.jpg').write_bytes(jpeg[:len(jpeg) // 2])  # truncated JPEG
+    (folder / 'f1.png').write_bytes(b'\x89PNG\r\n\x1a\n' + b'\0' * 50)  # garbage PNG
+    (folder / 'f3.bmp').write_bytes(b'BM nonsense')
+    items = _frames(open_source(folder, rate=1.0))
+    bad = [i for i in items if isinstance(i, SkippedFrame)]
+    assert [b.index for b in bad] == [1, 3, 5]
+    assert bad[0].reason.startswith('f1.png: ') and 'corrupt' in bad[0].reason
+    assert bad[1].reason.startswith('f3.bmp: ')
+    assert bad[2].reason.startswith('f11.jpg: ') and 'truncated' in bad[2].reason
+    assert bad[0].stamp_ns == 1_000_000_000
+    assert len(items) == 7
+
+
+def test_image_folder_needs_a_rate(folder):
+    with pytest.raises(ReplayError, match='image folder, which has no frame rate: pass --rate'):
+        open_source(folder)
+    with pytest.raises(ReplayError, match='frame rate -2.0 Hz is not a positive number'):
+        open_source(folder, rate=-2.0)
+
+
+@pytest.fixture
+def video(tmp_path):
+    path = tmp_path / 'clip.mp4'
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 5.0, (64, 48))
+    assert writer.isOpened()
+    for index in range(8):
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[:, :, 2] = 200  # red in OpenCV's BGR order
+        frame[:, index * 8:(index + 1) * 8, 1] = 255  # a green bar that moves right
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _bar_column(image):
+    return int(np.argmax(image[24, :, 1])) // 8
+
+
+def test_video(video):
+    source = open_source(video)
+    assert source.kind == 'video' and source.rate_hz == 5.0 and source.length == 8
+    items = _frames(source)
+    assert len(items) == 8
+    assert [i.stamp_ns for i in items] == [k * 200_000_000 for k in range(8)]
+    first = items[0].image
+    assert first.shape == (48, 64, 3) and first.dtype == np.uint8
+    assert first[40, 60, 0] > 150 and first[40, 60, 2] < 60  # RGB order: red first
+    assert [_bar_column(i.image) for i in items] == list(range(8))
+
+
+def test_video_rate_and_range(video):
+    items = _frames(open_source(video, rate=20.0, frames=FrameRange.parse('1:7:2')))
+    assert [i.index for i in items] == [1, 3, 5]
+    assert [_bar_column(i.image) for i in items] == [1, 3, 5]
+    assert [i.stamp_ns for i in items] == [50_000_000, 150_000_000, 250_000_000]
+
+
+def test_unreadable_video(tmp_path):
+    path = tmp_path / 'broken.avi'
+    path.write_bytes(b'RIFF' + b'\0' * 200)
+    with pytest.raises(ReplayError, match='OpenCV cannot open this video'):
+        open_source(path)
+
+
+def test_input_kinds(tmp_path, video):
+    with pytest.raises(ReplayError, match=r'nope\.bag: no such file or folder; expected a '
+                                          r'rosbag2 folder'):
+        input_kind(tmp_path / 'nope.bag')
+    notes = tmp_path / 'notes.txt'
+    notes.write_text('x')
+    with pytest.raises(ReplayError, match=r"unknown input kind '\.txt'"):
+        input_kind(notes)
+    empty = tmp_path / 'empty'
+    empty.mkdir()
+    with pytest.raises(ReplayError, match='neither a rosbag2 folder'):
+        input_kind(empty)
+    (empty / 'x.mcap').write_bytes(b'')
+    with pytest.raises(ReplayError, match='no metadata.yaml; recreate it with `ros2 bag '
+                                          'reindex`'):
+        input_kind(empty)
+    with pytest.raises(ReplayError, match='has no metadata.yaml beside it'):
+        input_kind(empty / 'x.mcap')
+    (empty / 'metadata.yaml').write_text('{}')
+    assert input_kind(empty / 'x.mcap') == ('rosbag2', empty)
+    assert input_kind(empty) == ('rosbag2', empty)
+    assert input_kind(video) == ('video', video)
+    with pytest.raises(ReplayError, match='--topic applies to bags'):
+        open_source(video, topic='/camera')
