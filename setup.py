@@ -59,6 +59,11 @@ TEST_REQUIRES = [
     'pydocstyle==6.3.0',
     # The Triton CPU interpreter runs the GPU kernels' code in CI.
     'triton==3.6.0',
+    # TFLite import: the schema reader (also the tflite extra) and the reference interpreter
+    # that the imported models are checked against.
+    'tflite==2.18.0',
+    'flatbuffers==25.12.19',
+    'ai-edge-litert==2.3.0',
 ]
 
 setup(
@@ -90,6 +95,8 @@ setup(
     extras_require={
         'opencv': ['opencv-python-headless>=4.13'],
         'gpu': ['triton>=3.0'],
+        # Importing TFLite models (sparse_perception.models): the flatbuffer schema reader.
+        'tflite': ['tflite>=2.10', 'flatbuffers>=2.0'],
         'test': TEST_REQUIRES,
         'ros-test': ROS_TEST_REQUIRES,
     },
