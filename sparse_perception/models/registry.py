@@ -57,7 +57,10 @@ class ModelEntry:
     decoder: str  # one of DECODERS
     resize: str = 'resize'  # 'resize', 'letterbox' or 'none'
     convert: str = ''  # '' = the imported graph; 'deeplab' = the own fully convolutional arch
-    fake_quant: str = 'tail'  # TFLite import mode for quantised models (see load_tflite)
+    # TFLite import mode for quantised models (see load_tflite), chosen by measured agreement
+    # with the TFLite interpreter: 'tail' for DeepLab (its arg-max then sees the quantised
+    # logits' ties), 'none' for MoveNet (smaller worst-case keypoint error than 'tail').
+    fake_quant: str = 'tail'
     labels: tuple[str, ...] = ()
     joints: tuple[str, ...] = ()
     skeleton: tuple[tuple[int, int], ...] = ()
@@ -89,7 +92,7 @@ REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in (
                description='Depth 0.5 weights in the own fully convolutional architecture',
                licence=_CORAL_NOTE),
     ModelEntry('movenet_lightning', 'pose', 'movenet_single_pose_lightning_ptq.tflite',
-               'shared', _CORAL, 'single_pose', resize='letterbox',
+               'shared', _CORAL, 'single_pose', resize='letterbox', fake_quant='none',
                joints=decoders.COCO17_JOINTS, skeleton=decoders.COCO17_SKELETON,
                description='MoveNet SinglePose Lightning, COCO-17 keypoints, 192x192, int8 '
                'quantised', licence=_CORAL_NOTE),
