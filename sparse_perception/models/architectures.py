@@ -56,11 +56,11 @@ class DeepLabConfig:
             raise ValueError(f'num_classes must be >= 1, got {self.num_classes!r}')
 
 
-def _conv(cin, cout, kernel=1, stride=1, dilation=1, groups=1, relu6=True):
+def _conv(cin, cout, kernel=1, stride=1, dilation=1, groups=1, activation=nn.ReLU6):
     layers = [nn.Conv2d(cin, cout, kernel, stride, padding=(kernel - 1) // 2 * dilation,
                         dilation=dilation, groups=groups, bias=True)]
-    if relu6:
-        layers.append(nn.ReLU6())
+    if activation is not None:
+        layers.append(activation())
     return nn.Sequential(*layers)
 
 
@@ -71,12 +71,13 @@ class InvertedResidual(nn.Module):
         super().__init__()
         hidden = cin * expansion
         self.use_skip = stride == 1 and cin == cout
-        self.expand = _conv(cin, hidden) if expansion != 1 else nn.Identity()
+        self.expand = _conv(cin, hidden) if expansion != 1 else None
         self.depthwise = _conv(hidden, hidden, 3, stride, dilation, groups=hidden)
-        self.project = _conv(hidden, cout, relu6=False)
+        self.project = _conv(hidden, cout, activation=None)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.project(self.depthwise(self.expand(x)))
+        y = self.expand(x) if self.expand is not None else x
+        y = self.project(self.depthwise(y))
         return x + y if self.use_skip else y
 
 
@@ -102,20 +103,22 @@ class DeepLabTrunk(nn.Module):
                                                layer_rate))
                 channels = out
         self.blocks = nn.Sequential(*blocks)
-        self.aspp0 = _conv(channels, config.aspp_channels, relu6=False)
-        self.image_pooling = _conv(channels, config.aspp_channels, relu6=False)
-        self.projection = _conv(2 * config.aspp_channels, config.aspp_channels, relu6=False)
-        self.logits = _conv(config.aspp_channels, config.num_classes, relu6=False)
+        self.aspp0 = _conv(channels, config.aspp_channels, activation=nn.ReLU)
+        self.image_pooling = _conv(channels, config.aspp_channels, activation=nn.ReLU)
+        self.projection = _conv(2 * config.aspp_channels, config.aspp_channels,
+                                activation=nn.ReLU)
+        self.logits = _conv(config.aspp_channels, config.num_classes, activation=None)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor]:
         features = self.blocks(self.stem(x))
-        branch = F.relu(self.aspp0(features))
-        pooled = F.relu(self.image_pooling(features.mean(dim=(2, 3), keepdim=True)))
+        branch = self.aspp0(features)
+        # Image pooling: a global mean, a 1x1 conv, and back to the feature map's size (from
+        # 1x1 with align_corners this is a broadcast, as in the exported graph).
+        pooled = self.image_pooling(torch.mean(features, dim=(2, 3), keepdim=True))
         pooled = F.interpolate(pooled, size=features.shape[-2:], mode='bilinear',
                                align_corners=True)
         # Concatenation order as in the exported graph: image pooling first.
-        head = F.relu(self.projection(torch.cat([pooled, branch], dim=1)))
-        logits = self.logits(head)
+        logits = self.logits(self.projection(torch.cat([pooled, branch], dim=1)))
         return (F.interpolate(logits, size=x.shape[-2:], mode='bilinear',
                               align_corners=True),)
 

@@ -470,8 +470,11 @@ class _Importer:
 
         trunk = fx.GraphModule(self.trunk.root, self.trunk.graph, class_name='TFLiteTrunk')
         tail = fx.GraphModule(self.tail.root, self.tail.graph, class_name='TFLiteTail')
-        trunk.graph.lint()
-        tail.graph.lint()
+        for module in (trunk, tail):  # operators whose results nothing reads
+            module.graph.eliminate_dead_code()
+            module.delete_all_unused_submodules()
+            module.graph.lint()
+            module.recompile()
         info = TFLiteInfo(
             source=self.source,
             inputs=[self.tensors[i].spec() for i in inputs],

@@ -20,11 +20,11 @@ runs the integer kernels; both get the very same uint8 network input. Thresholds
 where the float model can meet them and are stated where it cannot (see each test).
 """
 
-from ai_edge_litert.interpreter import Interpreter
-import cv2
 import numpy as np
 import pytest
 from sparse_perception.models.architectures import deeplab_from_tflite
+from sparse_perception.models.decoders import PASCAL_VOC_PERSON as PERSON
+from sparse_perception.models.parity import pose_parity, read_rgb, segmentation_parity
 from sparse_perception.models.registry import load_model
 from support import require_shared
 import torch
@@ -36,69 +36,42 @@ JHMDB = 'data/jhmdb/ReadJHMDBAnnotations/data/Goal_Keeping_Tips_catch_f_cm_np1_f
 COCO = 'data/coco-stills/tests/data/coco'
 
 
-def _rgb(path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    assert image is not None, f'cannot decode {path}'
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def _interpreter(path):
-    interpreter = Interpreter(model_path=str(path), num_threads=2)
-    interpreter.allocate_tensors()
-    return interpreter
-
-
-def _reference(interpreter, pixels: np.ndarray) -> np.ndarray:
-    interpreter.set_tensor(interpreter.get_input_details()[0]['index'], pixels[None])
-    interpreter.invoke()
-    return interpreter.get_tensor(interpreter.get_output_details()[0]['index'])
-
-
 @pytest.mark.parametrize('name', ['deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal'])
 def test_deeplab_labels_agree_with_the_interpreter(name):
     model = load_model(name, models_dir=require_shared('models/coral'))
-    interpreter = _interpreter(model.source)
-    agreement = []
-    for sequence, index in DAVIS_FRAMES:
-        frame = _rgb(require_shared(f'{DAVIS}/{sequence}/{index:05d}.jpg'))
-        pixels, transform = model.prepare(frame)
-        reference = _reference(interpreter, pixels)
-        with torch.no_grad():
-            labels = model.module(model.to_tensor(pixels))
-        assert labels.shape == reference.shape == (1, 513, 513)
-        agreement.append(float((labels.numpy() == reference).mean()))
-        # The decoded mask covers the frame and keeps the network's classes.
-        mask = model.decode(labels, transform)
-        assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8
+    frames = [require_shared(f'{DAVIS}/{sequence}/{index:05d}.jpg')
+              for sequence, index in DAVIS_FRAMES]
+    result = segmentation_parity(model, frames)
+    agreement = result.per_frame
     # Issue 5: >= 98% of pixels. Measured per frame (tail fake-quant): parkour 99.8-99.96%,
     # breakdance 96-98% (a crowd of ambiguous people/chairs, where one quantisation step flips
     # the arg-max); so the bound is on the pooled pixels, and a looser one per frame.
-    assert np.mean(agreement) >= 0.98, agreement
+    assert result.summary['pooled_agreement'] >= 0.98, agreement
     assert min(agreement) >= 0.95, agreement
+    # The decoded mask covers the frame, and a stretch to the frame keeps area fractions.
+    frame = read_rgb(frames[0])
+    tensor, transform = model.preprocess(frame)
+    with torch.no_grad():
+        labels = model.module(tensor)
+    mask = model.decode(labels, transform)
+    assert mask.shape == frame.shape[:2] and mask.dtype == np.uint8
+    person_net = float((labels == PERSON).float().mean())
+    assert person_net > 0.005
+    assert abs((mask == PERSON).mean() - person_net) < 0.05 * person_net
 
 
 def test_movenet_keypoints_agree_with_the_interpreter():
     model = load_model('movenet_lightning', models_dir=require_shared('models/coral'))
-    interpreter = _interpreter(model.source)
     frames = [require_shared(f'{JHMDB}/{i:05d}.png') for i in (1, 8, 15, 22, 29, 36)]
     frames.append(require_shared(f'{COCO}/000000000785.jpg'))
-    errors, scores = [], []
-    for path in frames:
-        pixels, _ = model.prepare(_rgb(path))
-        reference = _reference(interpreter, pixels)[0, 0]
-        with torch.no_grad():
-            ours = model.module(model.to_tensor(pixels)).numpy()[0, 0]
-        errors.append(np.hypot(*((ours - reference)[:, :2] * 192).T))  # px at 192x192
-        scores.append(reference[:, 2])
-    errors, scores = np.concatenate(errors), np.concatenate(scores)
+    summary = pose_parity(model, frames).summary
     # Issue 5 asks for 2 px at model resolution. The int8 model's offsets are themselves on a
     # 0.8 px grid and its features differ from the float ones by a few quantisation steps, so
-    # not every keypoint lands within 2 px (measured: 57%); the median does, and confident
-    # keypoints stay close. Measured here: median 1.80 px, 90th percentile (score >= 0.3)
-    # 3.3 px.
-    assert np.median(errors) <= 2.0, np.round(errors, 2)
-    confident = errors[scores >= 0.3]
-    assert confident.size >= 40 and np.percentile(confident, 90) <= 4.0, np.round(confident, 2)
+    # not every keypoint lands within 2 px (measured: about 57%); the median does, and
+    # confident keypoints stay close. Measured here: median 1.80 px, 90th percentile of the
+    # keypoints scored >= 0.3: 3.3 px.
+    assert summary['median_px'] <= 2.0, summary
+    assert summary['p90_px_score_0.3'] <= 4.0, summary
 
 
 @pytest.mark.parametrize('name', ['deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal'])
@@ -114,7 +87,7 @@ def test_own_architecture_reproduces_the_import_and_runs_at_any_size(name):
     # The registered fully convolutional variant loads the same way.
     fcn = load_model(name + '_fcn', models_dir=require_shared('models/coral'))
     assert fcn.fully_convolutional and fcn.input_size is None
-    frame = _rgb(require_shared(f'{DAVIS}/parkour/00010.jpg'))[:240, :320]
+    frame = read_rgb(require_shared(f'{DAVIS}/parkour/00010.jpg'))[:240, :320]
     assert fcn(frame).shape == (240, 320)
 
 
