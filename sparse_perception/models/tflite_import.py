@@ -33,9 +33,15 @@ The graph is split in two (:class:`TFLiteNet`):
 TF semantics that differ from PyTorch's defaults are reproduced explicitly: SAME padding
 (asymmetric at stride 2 becomes an ``nn.ZeroPad2d`` before the convolution), the
 RESIZE_BILINEAR ``align_corners`` and ``half_pixel_centers`` flags, NHWC->NCHW weight layouts and
-fused activations. With ``fake_quant=True`` every quantised activation is rounded to its
-recorded grid (:class:`~sparse_perception.models.layers.FakeQuantize`), which simulates an
-integer runtime closely.
+fused activations (the TFLite kernels ignore a fused TANH or SIGN_BIT, and any fused
+activation on CONCATENATION; so does the importer, measured against ai-edge-litert).
+
+Quantised models can round activations to their recorded grids
+(:class:`~sparse_perception.models.layers.FakeQuantize`): ``fake_quant='all'`` after every
+operator, ``'tail'`` only in the dense tail and where the trunk's outputs enter it (the trunk
+stays plain float layers), ``'none'`` nowhere. Even 'all' does not reproduce the integer
+kernels bit for bit: one-step rounding differences grow through the layers, so the float
+model and the integer one differ by a few quantisation steps at the end.
 """
 
 from __future__ import annotations

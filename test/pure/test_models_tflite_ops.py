@@ -456,3 +456,23 @@ def test_supported_operator_list_covers_the_issue():
               'RESIZE_NEAREST_NEIGHBOR', 'CONCATENATION', 'PAD', 'RESHAPE', 'ARG_MAX',
               'GATHER_ND', 'QUANTIZE', 'DEQUANTIZE'}
     assert needed <= set(supported_operators())
+
+
+def test_bad_arguments_are_named(tmp_path):
+    model = build([T((1, 2, 2, 1)), T((1, 2, 2, 1))], [Op('RELU', [0], [1])], [0], [1])
+    with pytest.raises(ValueError, match="fake_quant='some'"):
+        import_tflite(model, fake_quant='some')
+    from sparse_perception.models.tflite_import import load_tflite
+    with pytest.raises(TFLiteImportError, match='cannot read TFLite model'):
+        load_tflite(tmp_path / 'missing.tflite')
+
+
+def test_fake_quant_modes_place_rounding_where_asked():
+    model, scale_in, zero_in = _int8_conv_model()
+    counts = {}
+    for mode in ('none', 'tail', 'all'):
+        net = import_tflite(model, fake_quant=mode)
+        counts[mode] = tuple(sum(type(m).__name__ == 'FakeQuantize' for m in part.modules())
+                             for part in (net.trunk, net.tail))
+    # 'tail' rounds the trunk's output where it enters the tail; 'all' after the conv itself.
+    assert counts == {'none': (0, 0), 'tail': (0, 1), 'all': (1, 0)}
