@@ -476,3 +476,22 @@ def test_fake_quant_modes_place_rounding_where_asked():
                              for part in (net.trunk, net.tail))
     # 'tail' rounds the trunk's output where it enters the tail; 'all' after the conv itself.
     assert counts == {'none': (0, 0), 'tail': (0, 1), 'all': (1, 0)}
+
+
+def test_spatial_operators_after_the_tail_starts_run_in_the_tail():
+    # A reshape ends the trunk; a convolution, pooling and resize after it run in the tail
+    # (converted to NCHW and back there), and still match the interpreter.
+    weight = _randn(4, 3, 3, 3)
+    tensors = [T((1, 4, 6, 3)), T((1, 6, 4, 3)), _i32(1, 6, 4, 3), T((1, 3, 2, 4)),
+               T((4, 3, 3, 3), data=weight), T((1, 2, 1, 4)), T((1, 4, 2, 4)), _i32(4, 2),
+               T((4,), data=_randn(4))]
+    ops = [Op('RESHAPE', [0, 2], [1]),
+           Op('CONV_2D', [1, 4, 8], [3], 'Conv2DOptions', Padding=0, StrideW=2, StrideH=2,
+              FusedActivationFunction=1, DilationWFactor=1, DilationHFactor=1),
+           Op('MAX_POOL_2D', [3], [5], 'Pool2DOptions', Padding=0, StrideW=2, StrideH=2,
+              FilterWidth=2, FilterHeight=2, FusedActivationFunction=0),
+           Op('RESIZE_BILINEAR', [5, 7], [6], 'ResizeBilinearOptions', AlignCorners=False,
+              HalfPixelCenters=True)]
+    net = _compare(build(tensors, ops, [0], [6]), [_randn(1, 4, 6, 3)])
+    assert net.info.trunk_ops == []
+    assert net.info.tail_ops == ['CONV_2D', 'MAX_POOL_2D', 'RESHAPE', 'RESIZE_BILINEAR']
