@@ -62,6 +62,11 @@ TEST_REQUIRES = [
     # The replay's plots and JHMDB reader (the `replay` extra), exercised by the tests.
     'matplotlib==3.10.9',
     'scipy==1.15.3',
+    # TFLite import: the schema reader (also the tflite extra) and the reference interpreter
+    # that the imported models are checked against.
+    'tflite==2.18.0',
+    'flatbuffers==25.12.19',
+    'ai-edge-litert==2.3.0',
 ]
 
 setup(
@@ -96,6 +101,8 @@ setup(
         # Replay reports: plots (matplotlib) and JHMDB .mat ground truth (scipy); on a robot
         # python3-matplotlib and python3-scipy, which pip cannot see.
         'replay': ['matplotlib>=3.5', 'scipy>=1.7'],
+        # Importing TFLite models (sparse_perception.models): the flatbuffer schema reader.
+        'tflite': ['tflite>=2.10', 'flatbuffers>=2.0'],
         'test': TEST_REQUIRES,
         'ros-test': ROS_TEST_REQUIRES,
     },

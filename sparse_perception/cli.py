@@ -32,6 +32,7 @@ from sparse_perception import __version__
 COMMANDS = (
     'sparse_perception.replay.cli_replay',
     'sparse_perception.replay.cli_make_bag',
+    'sparse_perception.models.command',
 )
 
 

@@ -107,6 +107,11 @@ class ModelSettings:
         '', 'Segmentation model: a registered name or a file path (empty = none)', reload=True)
     pose: str = setting(
         '', 'Pose model: a registered name or a file path (empty = none)', reload=True)
+    # Searched first for the files of registered models (then the shared folder or the
+    # `sparse-perception models fetch` cache).
+    models_dir: str = setting(
+        '', 'Folder searched first for the files of registered models (empty = defaults)',
+        reload=True)
     device: str = setting(
         'auto', 'Compute device', choices=('auto', 'cpu', 'cuda'), reload=True)
     precision: str = setting(

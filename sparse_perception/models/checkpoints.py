@@ -1,0 +1,133 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+PyTorch checkpoints of the package's own architectures (state_dict plus what rebuilds them).
+
+A checkpoint is a ``torch.save``'d dict: ``format`` (:data:`CHECKPOINT_FORMAT`), ``version``,
+``architecture`` (a name in :data:`~sparse_perception.models.architectures.ARCHITECTURES`),
+``config`` (its hyper-parameters), ``state_dict``, and ``meta`` (kind, label or joint names,
+input normalisation: whatever :func:`~sparse_perception.models.registry.load_model` needs).
+It is read with ``torch.load(weights_only=True)``, so loading never runs pickled code. A bare
+state_dict works too when the caller names the architecture.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import tempfile
+from typing import Any
+
+from sparse_perception.models.architectures import build_architecture
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = 'sparse_perception.checkpoint'
+CHECKPOINT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be read or does not fit its architecture."""
+
+
+def save_checkpoint(model: nn.Module, path: str | os.PathLike, *,
+                    meta: dict[str, Any] | None = None) -> Path:
+    """
+    Write ``model`` (an own architecture: it has ``architecture`` and ``config_dict()``).
+
+    ``meta`` holds plain data (str, numbers, lists, dicts). The file appears only when
+    complete: it is written to a temporary name beside ``path`` and renamed.
+    """
+    architecture = getattr(model, 'architecture', None)
+    if architecture is None or not hasattr(model, 'config_dict'):
+        raise CheckpointError(f"{type(model).__name__} is not one of the package's own "
+                              'architectures; save its state_dict with torch.save instead')
+    path = Path(path)
+    payload = {
+        'format': CHECKPOINT_FORMAT,
+        'version': CHECKPOINT_VERSION,
+        'architecture': architecture,
+        'config': model.config_dict(),
+        'state_dict': {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        'meta': dict(meta or {}),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=path.name + '.', suffix='.part',
+                                         dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save(payload, temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
+                    config: dict | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """
+    Rebuild a model from a checkpoint file; return ``(model, meta)`` with the model in eval mode.
+
+    For a bare state_dict, pass ``architecture`` (and ``config`` if not the defaults). Raises
+    :class:`CheckpointError` naming the file and what does not fit.
+    """
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f'checkpoint {str(path)!r} does not exist') from None
+    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+        raise CheckpointError(f'{path}: not a readable torch checkpoint ({exc})') from None
+    if isinstance(payload, dict) and payload.get('format') == CHECKPOINT_FORMAT:
+        if payload.get('version') != CHECKPOINT_VERSION:
+            raise CheckpointError(f'{path}: checkpoint version {payload.get("version")!r}; this '
+                                  f'package reads version {CHECKPOINT_VERSION}')
+        name = architecture or payload['architecture']
+        config = payload.get('config') if config is None else config
+        state = payload['state_dict']
+        meta = dict(payload.get('meta') or {})
+    elif isinstance(payload, dict) and payload and all(
+            isinstance(v, torch.Tensor) for v in payload.values()):
+        if architecture is None:
+            raise CheckpointError(f'{path} is a bare state_dict; say which architecture it is '
+                                  '(architecture=...)')
+        name, state, meta = architecture, payload, {}
+    else:
+        raise CheckpointError(f'{path}: expected a {CHECKPOINT_FORMAT} file or a state_dict, '
+                              f'got {type(payload).__name__}')
+    try:
+        model = build_architecture(name, config)
+    except ValueError as exc:
+        raise CheckpointError(f'{path}: {exc}') from None
+    _load_state(model, state, path)
+    return model.eval(), meta
+
+
+def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise CheckpointError(
+            f'{path} does not fit {type(model).__name__}: missing {missing[:5]}'
+            f'{" ..." if len(missing) > 5 else ""}, unexpected {unexpected[:5]}'
+            f'{" ..." if len(unexpected) > 5 else ""}; check the architecture and config')
+    for key, value in state.items():
+        if tuple(value.shape) != tuple(own[key].shape):
+            raise CheckpointError(f'{path}: {key} has shape {tuple(value.shape)}, the '
+                                  f'architecture expects {tuple(own[key].shape)}; check the '
+                                  'config (e.g. depth_multiplier, num_classes)')
+    model.load_state_dict(state, strict=True)

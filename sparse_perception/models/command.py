@@ -1,0 +1,114 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``sparse-perception models list|fetch|info``: what models there are, get them, inspect one."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        'models', help='list, fetch and inspect models',
+        description='Registered models, the MediaPipe model download, and what a model holds.')
+    actions = parser.add_subparsers(dest='models_command', metavar='ACTION')
+
+    listing = actions.add_parser('list', help='registered models and whether their files are '
+                                 'present')
+    listing.add_argument('--models-dir', help='folder searched first for model files')
+    listing.set_defaults(func=_list)
+
+    fetch = actions.add_parser(
+        'fetch', help='download the MediaPipe wheel with pip and extract its TFLite models',
+        description='Runs `pip download --no-deps mediapipe==VERSION` (MediaPipe itself is not '
+        'installed) and extracts the selfie segmentation and pose models into the cache.')
+    fetch.add_argument('--cache-dir', help='where to put the files (default: '
+                       '$SPARSE_PERCEPTION_MODEL_CACHE or ~/.cache/sparse_perception/models, '
+                       'sub-folder mediapipe)')
+    fetch.add_argument('--wheel', help='use this mediapipe wheel file instead of downloading')
+    fetch.add_argument('--version', default=None, help='mediapipe version (default: the one '
+                       'the registry was made for)')
+    fetch.add_argument('--pip-arg', action='append', default=[], metavar='ARG',
+                       help='extra argument for pip download (repeatable), e.g. '
+                       '--pip-arg=--index-url=URL')
+    fetch.set_defaults(func=_fetch)
+
+    info = actions.add_parser('info', help='load a model and describe it')
+    info.add_argument('model', help='registered name or file path')
+    info.add_argument('--models-dir', help='folder searched first for model files')
+    info.add_argument('--fake-quant', choices=('none', 'tail', 'all'),
+                      help="TFLite import mode (default: the registry's)")
+    info.add_argument('--json', action='store_true', help='print JSON')
+    info.set_defaults(func=_info)
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+
+def _list(args) -> int:
+    from sparse_perception.models.registry import candidate_paths, REGISTRY
+
+    rows = []
+    for entry in REGISTRY.values():
+        found = next((p for p in candidate_paths(entry, args.models_dir) if p.is_file()), None)
+        rows.append((entry.name, entry.kind, 'any' if entry.resize == 'none' else entry.resize,
+                     str(found) if found else f'missing ({entry.filename})'))
+    widths = [max(len(r[i]) for r in rows + [('name', 'kind', 'fit', 'file')])
+              for i in range(4)]
+    for row in [('name', 'kind', 'fit', 'file')] + rows:
+        print('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    return 0
+
+
+def _fetch(args) -> int:
+    from sparse_perception.models.fetch import fetch_mediapipe, FetchError
+    from sparse_perception.models.registry import MEDIAPIPE_VERSION
+
+    target = None
+    if args.cache_dir:
+        from pathlib import Path
+        target = Path(args.cache_dir) / 'mediapipe'
+    try:
+        files = fetch_mediapipe(target, wheel=args.wheel,
+                                version=args.version or MEDIAPIPE_VERSION,
+                                pip_args=args.pip_arg)
+    except FetchError as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    print(f'{len(files)} files ready in {next(iter(files.values())).parent}')
+    return 0
+
+
+def _info(args) -> int:
+    from sparse_perception.models.registry import load_model, ModelNotFound
+
+    try:
+        model = load_model(args.model, models_dir=args.models_dir, fake_quant=args.fake_quant)
+    except (ModelNotFound, ValueError, ImportError) as exc:
+        print(f'error: {exc}', file=sys.stderr)
+        return 1
+    summary = model.describe()
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    for key, value in summary.items():
+        if isinstance(value, dict):
+            print(f'{key}:')
+            for inner_key, inner in value.items():
+                print(f'  {inner_key}: {inner}')
+        elif isinstance(value, list) and len(value) > 8:
+            print(f'{key}: {", ".join(str(v) for v in value)}')
+        else:
+            print(f'{key}: {value}')
+    return 0

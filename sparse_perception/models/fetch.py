@@ -1,0 +1,115 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Obtain the MediaPipe models through the package registry (PyPI), without installing MediaPipe.
+
+``pip download --no-deps mediapipe==0.10.21`` fetches the wheel; the TFLite files listed in
+:data:`~sparse_perception.models.registry.MEDIAPIPE_FILES` are extracted from it into the
+model cache. The wheel's platform does not matter for these data files, so when no wheel
+matches this machine (a Python without MediaPipe wheels) a Linux x86-64 one is fetched instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+import subprocess
+import sys
+import tempfile
+import zipfile
+
+from sparse_perception.models.registry import cache_dir, MEDIAPIPE_FILES, MEDIAPIPE_VERSION
+
+MANIFEST = 'manifest.json'
+# A wheel that exists for mediapipe 0.10.21 whatever the machine: the fallback download.
+FALLBACK_PLATFORM = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
+                     '--implementation', 'cp', '--abi', 'cp311']
+
+
+class FetchError(RuntimeError):
+    """The wheel could not be downloaded or does not hold the expected files."""
+
+
+def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | None = None,
+                    version: str = MEDIAPIPE_VERSION, pip_args: list[str] | None = None,
+                    log=print) -> dict[str, Path]:
+    """
+    Put the MediaPipe TFLite files into ``target`` (default: the model cache's mediapipe/).
+
+    ``wheel`` uses a wheel file already at hand instead of downloading; ``pip_args`` are
+    added to the ``pip download`` command (an index URL, ``--no-index --find-links DIR``).
+    Returns ``{file name: path}``. Files are written under temporary names and renamed, and a
+    manifest records each file's sha256 and the wheel it came from.
+    """
+    target = Path(target) if target is not None else cache_dir() / 'mediapipe'
+    target.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix='sparse-perception-fetch-') as scratch:
+        wheel_path = Path(wheel) if wheel else _download(version, Path(scratch),
+                                                         pip_args or [], log)
+        if not wheel_path.is_file():
+            raise FetchError(f'wheel {str(wheel_path)!r} does not exist')
+        return _extract(wheel_path, target, log)
+
+
+def _download(version: str, folder: Path, pip_args: list[str], log) -> Path:
+    base = [sys.executable, '-m', 'pip', 'download', '--no-deps', '--only-binary=:all:',
+            '--disable-pip-version-check', '-d', str(folder), f'mediapipe=={version}']
+    attempts = [base + pip_args, base + FALLBACK_PLATFORM + pip_args]
+    errors = []
+    for command in attempts:
+        log(f'running: {" ".join(command[2:])}')
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode == 0:
+            wheels = sorted(folder.glob(f'mediapipe-{version}-*.whl'))
+            if wheels:
+                return wheels[0]
+            errors.append('pip reported success but left no mediapipe wheel')
+        else:
+            errors.append(result.stderr.strip().splitlines()[-1] if result.stderr.strip()
+                          else f'pip exited with {result.returncode}')
+    raise FetchError(f'could not download mediapipe=={version} with pip: '
+                     f'{" / ".join(errors)}; check the package index access, or download the '
+                     'wheel elsewhere and pass it with --wheel')
+
+
+def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
+    try:
+        archive = zipfile.ZipFile(wheel_path)
+    except zipfile.BadZipFile:
+        raise FetchError(f'{wheel_path} is not a wheel (zip) file') from None
+    with archive:
+        names = set(archive.namelist())
+        missing = [member for member in MEDIAPIPE_FILES.values() if member not in names]
+        if missing:
+            raise FetchError(f'{wheel_path.name} lacks {", ".join(missing)}; expected a '
+                             f'mediapipe {MEDIAPIPE_VERSION} wheel')
+        written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
+        for filename, member in MEDIAPIPE_FILES.items():
+            data = archive.read(member)
+            path = target / filename
+            temporary = target / (filename + '.part')
+            temporary.write_bytes(data)
+            os.replace(temporary, path)
+            written[filename] = path
+            manifest['files'][filename] = {'member': member,
+                                           'sha256': hashlib.sha256(data).hexdigest(),
+                                           'bytes': len(data)}
+            log(f'wrote {path} ({len(data)} bytes)')
+    temporary = target / (MANIFEST + '.part')
+    temporary.write_text(json.dumps(manifest, indent=2) + '\n')
+    os.replace(temporary, target / MANIFEST)
+    return written

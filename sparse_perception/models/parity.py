@@ -1,0 +1,177 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Parity of imported TFLite models with the TFLite interpreter on real frames.
+
+Both sides get the very same uint8 network input (``LoadedModel.prepare``); segmentation is
+compared by the fraction of equal labels, pose by the keypoint distance in network-input pixels.
+The interpreter comes from ``ai-edge-litert`` (a test dependency, imported when needed).
+
+``python -m sparse_perception.models.parity --json PATH`` measures the registered Coral models on
+the shared DAVIS, JHMDB and COCO frames for each fake-quantisation mode.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict, dataclass, field
+import json
+from pathlib import Path
+import platform
+import sys
+from typing import Iterable
+
+import numpy as np
+
+
+@dataclass
+class Parity:
+    """One model against the interpreter over some frames."""
+
+    model: str
+    fake_quant: str
+    frames: list[str]
+    per_frame: list[float]  # label agreement (segmentation) or median keypoint error (pose)
+    summary: dict[str, float] = field(default_factory=dict)
+
+
+class Reference:
+    """The TFLite interpreter on a model file, fed with prepared uint8 inputs."""
+
+    def __init__(self, path: str | Path, threads: int = 2):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            raise ImportError('parity checks need the TFLite interpreter: pip install '
+                              'ai-edge-litert (part of the test extra)') from None
+        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]['index']
+        self.output = self.interpreter.get_output_details()[0]['index']
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        self.interpreter.set_tensor(self.input, pixels[None])
+        self.interpreter.invoke()
+        return self.interpreter.get_tensor(self.output).copy()
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to (H, W, 3) uint8 RGB (needs OpenCV)."""
+    import cv2
+
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise FileNotFoundError(f'cannot read image {path}')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def segmentation_parity(model, frames: Iterable[str | Path]) -> Parity:
+    """Label agreement of a segmentation model with the interpreter, frame by frame."""
+    import torch
+
+    reference = Reference(model.source)
+    names, agreement = [], []
+    for path in frames:
+        pixels, _ = model.prepare(read_rgb(path))
+        with torch.no_grad():
+            ours = model.module(model.to_tensor(pixels)).cpu().numpy()
+        agreement.append(float((ours == reference(pixels)).mean()))
+        names.append(str(path))
+    values = np.array(agreement)
+    return Parity(model.name, model.info.fake_quant, names, agreement, {
+        'pooled_agreement': float(values.mean()), 'min_agreement': float(values.min()),
+        'frames_at_least_98': float((values >= 0.98).mean())})
+
+
+def pose_parity(model, frames: Iterable[str | Path], confident: float = 0.3) -> Parity:
+    """Keypoint distance (network-input pixels) of a single-pose model to the interpreter."""
+    import torch
+
+    reference = Reference(model.source)
+    height, width = model.input_size
+    names, per_frame, errors, scores = [], [], [], []
+    for path in frames:
+        pixels, _ = model.prepare(read_rgb(path))
+        expected = reference(pixels).reshape(-1, 3)
+        with torch.no_grad():
+            ours = model.module(model.to_tensor(pixels)).cpu().numpy().reshape(-1, 3)
+        error = np.hypot((ours[:, 0] - expected[:, 0]) * height,
+                         (ours[:, 1] - expected[:, 1]) * width)
+        errors.append(error)
+        scores.append(expected[:, 2])
+        per_frame.append(float(np.median(error)))
+        names.append(str(path))
+    errors, scores = np.concatenate(errors), np.concatenate(scores)
+    sure = errors[scores >= confident]
+    return Parity(model.name, model.info.fake_quant, names, per_frame, {
+        'median_px': float(np.median(errors)), 'mean_px': float(errors.mean()),
+        'within_2px': float((errors <= 2.0).mean()), 'max_px': float(errors.max()),
+        f'p90_px_score_{confident}': float(np.percentile(sure, 90)) if sure.size else None,
+        f'max_px_score_{confident}': float(sure.max()) if sure.size else None})
+
+
+def shared_frames(step: int = 4) -> dict[str, list[Path]]:
+    """Frames from the shared folder: DAVIS (every ``step``-th), JHMDB, one COCO still."""
+    from sparse_perception.shared_data import shared_path
+
+    davis = shared_path('data/davis/DAVIS/JPEGImages/480p')
+    jhmdb = shared_path('data/jhmdb/ReadJHMDBAnnotations/data/'
+                        'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2')
+    coco = shared_path('data/coco-stills/tests/data/coco/000000000785.jpg')
+    return {
+        'segmentation': sorted(davis.glob('*/*.jpg'))[::step],
+        'pose': sorted(jhmdb.glob('*.png')) + [coco],
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--json', help='write the results here')
+    parser.add_argument('--step', type=int, default=4, help='use every STEP-th DAVIS frame')
+    parser.add_argument('--modes', nargs='*', default=['none', 'tail', 'all'])
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from sparse_perception.models.registry import load_model
+
+    frames = shared_frames(args.step)
+    results = []
+    for name in ('deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning'):
+        for mode in args.modes:
+            model = load_model(name, fake_quant=mode)
+            if model.kind == 'segmentation':
+                result = segmentation_parity(model, frames['segmentation'])
+            else:
+                result = pose_parity(model, frames['pose'])
+            print(name, mode, len(result.frames), 'frames',
+                  {k: round(v, 4) for k, v in result.summary.items() if v is not None},
+                  flush=True)
+            results.append(asdict(result))
+    if args.json:
+        from ai_edge_litert import __version__ as litert_version
+
+        document = {'machine': platform.platform(), 'python': sys.version.split()[0],
+                    'torch': torch.__version__, 'ai_edge_litert': litert_version,
+                    'results': results}
+        path = Path(args.json)
+        temporary = path.with_name(path.name + '.part')
+        temporary.write_text(json.dumps(document, indent=1) + '\n')
+        temporary.replace(path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

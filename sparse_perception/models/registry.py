@@ -1,0 +1,410 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The model registry and :func:`load_model`: one object per model, ready for a camera frame.
+
+A registered name says where the file comes from (the shared folder for the Coral models, the
+``models fetch`` cache for the MediaPipe ones once their decoders exist), how to preprocess a
+frame, how to decode the outputs, and the label or joint names. Any file path works too: a
+``.tflite`` file (decoded as the registered model of the same file name, or by what its
+outputs look like) or a checkpoint of the package's own architectures (``.pt``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sparse_perception.models import decoders
+from sparse_perception.models.transforms import check_frame, ImageTransform, resize_image
+from sparse_perception.shared_data import SHARED_ENV, shared_root
+
+CACHE_ENV = 'SPARSE_PERCEPTION_MODEL_CACHE'
+KINDS = ('segmentation', 'pose')
+DECODERS = ('class_map', 'class_scores', 'probability', 'single_pose')
+CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.ckpt')
+
+
+class ModelNotFound(FileNotFoundError):
+    """A registered model's file is not where it was looked for."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: where its file is and how to run and decode it."""
+
+    name: str
+    kind: str  # 'segmentation' or 'pose'
+    filename: str
+    location: str  # 'shared' (under the shared folder) or 'cache' (the models fetch cache)
+    folder: str  # sub-folder of that location
+    decoder: str  # one of DECODERS
+    resize: str = 'resize'  # 'resize', 'letterbox' or 'none'
+    convert: str = ''  # '' = the imported graph; 'deeplab' = the own fully convolutional arch
+    # TFLite import mode for quantised models (see load_tflite), chosen by measured agreement
+    # with the TFLite interpreter (python -m sparse_perception.models.parity): 'tail' for
+    # DeepLab (its arg-max then sees the quantised logits' ties: 98.80% vs 98.65% of pixels
+    # on 46 DAVIS frames), 'none' for MoveNet (no fake-quant at all; 'tail' is within noise
+    # of it: median 1.85 vs 1.76 px, worst confident keypoint 19.9 vs 22.1 px on 41 frames).
+    fake_quant: str = 'tail'
+    labels: tuple[str, ...] = ()
+    joints: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    description: str = ''
+    licence: str = ''
+
+
+_CORAL = 'models/coral'
+_CORAL_NOTE = 'google-coral/test_data, Apache-2.0; read from the shared folder'
+
+REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in (
+    ModelEntry('deeplabv3_mnv2_pascal', 'segmentation', 'deeplabv3_mnv2_pascal_quant.tflite',
+               'shared', _CORAL, 'class_map', labels=decoders.PASCAL_VOC_LABELS,
+               description='DeepLabV3 MobileNetV2, PASCAL VOC 21 classes, 513x513, uint8 '
+               'quantised (dequantised to float on import)', licence=_CORAL_NOTE),
+    ModelEntry('deeplabv3_mnv2_dm05_pascal', 'segmentation',
+               'deeplabv3_mnv2_dm05_pascal_quant.tflite', 'shared', _CORAL, 'class_map',
+               labels=decoders.PASCAL_VOC_LABELS,
+               description='DeepLabV3 MobileNetV2 depth 0.5, PASCAL VOC, 513x513, uint8 '
+               'quantised', licence=_CORAL_NOTE),
+    ModelEntry('deeplabv3_mnv2_pascal_fcn', 'segmentation', 'deeplabv3_mnv2_pascal_quant.tflite',
+               'shared', _CORAL, 'class_map', resize='none', convert='deeplab',
+               labels=decoders.PASCAL_VOC_LABELS,
+               description='The same weights in the own DeepLabV3MobileNetV2 architecture: '
+               "fully convolutional, runs at the frame's own size", licence=_CORAL_NOTE),
+    ModelEntry('deeplabv3_mnv2_dm05_pascal_fcn', 'segmentation',
+               'deeplabv3_mnv2_dm05_pascal_quant.tflite', 'shared', _CORAL, 'class_map',
+               resize='none', convert='deeplab', labels=decoders.PASCAL_VOC_LABELS,
+               description='Depth 0.5 weights in the own fully convolutional architecture',
+               licence=_CORAL_NOTE),
+    ModelEntry('movenet_lightning', 'pose', 'movenet_single_pose_lightning_ptq.tflite',
+               'shared', _CORAL, 'single_pose', resize='letterbox', fake_quant='none',
+               joints=decoders.COCO17_JOINTS, skeleton=decoders.COCO17_SKELETON,
+               description='MoveNet SinglePose Lightning, COCO-17 keypoints, 192x192, int8 '
+               'quantised', licence=_CORAL_NOTE),
+)}
+
+# Files `sparse-perception models fetch` extracts from the MediaPipe wheel (Apache-2.0) into
+# the cache. Their registry entries come with the MediaPipe decoders (selfie segmentation,
+# BlazePose detector + landmarks).
+MEDIAPIPE_VERSION = '0.10.21'
+MEDIAPIPE_FILES = {
+    'selfie_segmentation.tflite':
+        'mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite',
+    'selfie_segmentation_landscape.tflite':
+        'mediapipe/modules/selfie_segmentation/selfie_segmentation_landscape.tflite',
+    'pose_detection.tflite': 'mediapipe/modules/pose_detection/pose_detection.tflite',
+    'pose_landmark_full.tflite': 'mediapipe/modules/pose_landmark/pose_landmark_full.tflite',
+}
+
+
+def cache_dir() -> Path:
+    """Return the folder ``models fetch`` fills ($SPARSE_PERCEPTION_MODEL_CACHE or XDG)."""
+    configured = os.environ.get(CACHE_ENV)
+    if configured:
+        return Path(configured).expanduser()
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache')
+    return Path(base) / 'sparse_perception' / 'models'
+
+
+def candidate_paths(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where a registered model's file is looked for, in order."""
+    paths = []
+    if models_dir:
+        folder = Path(models_dir).expanduser()
+        paths += [folder / entry.filename, folder / entry.folder / entry.filename]
+    if entry.location == 'shared':
+        paths.append(shared_root() / entry.folder / entry.filename)
+    else:
+        paths.append(cache_dir() / entry.folder / entry.filename)
+    return paths
+
+
+def resolve(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> Path:
+    """Return the first existing file of ``entry``, or raise :class:`ModelNotFound`."""
+    paths = candidate_paths(entry, models_dir)
+    for path in paths:
+        if path.is_file():
+            return path
+    where = ', '.join(str(p) for p in paths)
+    hint = (f'set {SHARED_ENV} to the folder holding models/coral, pass a models folder, '
+            'or give the file path instead of the name') if entry.location == 'shared' else \
+        'run `sparse-perception models fetch`, or give the file path instead of the name'
+    raise ModelNotFound(f'model {entry.name!r} needs {entry.filename}; looked in: {where}; '
+                        f'{hint}')
+
+
+@dataclass
+class LoadedModel:
+    """
+    A model ready for camera frames: the torch module plus everything around it.
+
+    ``module`` has ``trunk`` (NCHW input -> tuple of feature maps; what the incremental
+    engine runs) and ``tail`` (feature maps -> outputs, dense); ``module(x)`` runs both.
+    """
+
+    name: str
+    kind: str  # 'segmentation' or 'pose'
+    module: Any  # torch.nn.Module with .trunk and .tail
+    source: Path
+    decoder: str
+    input_size: tuple[int, int] | None  # (H, W); None when fully convolutional
+    resize: str  # how frames are fitted: 'resize', 'letterbox' or 'none'
+    normalise: tuple[float, float]  # tensor = pixel * normalise[0] + normalise[1]
+    device: str = 'cpu'
+    labels: tuple[str, ...] = ()
+    joints: tuple[str, ...] = ()
+    skeleton: tuple[tuple[int, int], ...] = ()
+    info: Any = None  # TFLiteInfo for imported models, checkpoint meta otherwise
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def fully_convolutional(self) -> bool:
+        return self.input_size is None
+
+    def transform(self, image_size: tuple[int, int]) -> ImageTransform:
+        """Return how a frame of ``image_size`` (H, W) is placed in this model's input."""
+        return ImageTransform.fit(image_size, self.input_size,
+                                  'none' if self.input_size is None else self.resize)
+
+    def prepare(self, image: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
+        """Resize/letterbox an (H, W, 3) uint8 RGB frame to the network's uint8 input."""
+        check_frame(image)
+        transform = self.transform(image.shape[:2])
+        return resize_image(image, transform), transform
+
+    def to_tensor(self, pixels: np.ndarray):
+        """Turn a prepared (h, w, 3) uint8 input into the normalised (1, 3, h, w) tensor."""
+        import torch
+
+        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        tensor = tensor.permute(2, 0, 1)[None].float()
+        scale, offset = self.normalise
+        return tensor * scale + offset if (scale, offset) != (1.0, 0.0) else tensor
+
+    def preprocess(self, image: np.ndarray):
+        """Frame -> ``(tensor, transform)``: the network input and how to map outputs back."""
+        pixels, transform = self.prepare(image)
+        return self.to_tensor(pixels), transform
+
+    def decode(self, outputs, transform: ImageTransform, **options):
+        """
+        Decode network outputs for the frame that ``transform`` describes.
+
+        Segmentation gives a uint8 class-id mask of the frame; pose a list of persons, each a
+        list of (x, y, score) keypoints in frame pixels. ``options`` go to the decoder.
+        """
+        if self.decoder == 'class_map':
+            return decoders.class_mask(outputs, transform,
+                                       num_classes=len(self.labels) or None, **options)
+        if self.decoder == 'class_scores':
+            return decoders.class_mask(_nhwc_to_nchw(outputs), transform, **options)
+        if self.decoder == 'probability':
+            return decoders.probability_mask(outputs, transform, **options)
+        if self.decoder == 'single_pose':
+            return decoders.single_pose(outputs, transform, **options)
+        raise ValueError(f'unknown decoder {self.decoder!r}')
+
+    def __call__(self, image: np.ndarray, **options):
+        """Run the whole model densely on one frame and decode it."""
+        import torch
+
+        tensor, transform = self.preprocess(image)
+        with torch.no_grad():
+            outputs = self.module(tensor)
+        return self.decode(outputs, transform, **options)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary (what ``sparse-perception models info`` prints)."""
+        from sparse_perception.models.tflite_import import graph_summary
+
+        summary = {
+            'name': self.name, 'kind': self.kind, 'source': str(self.source),
+            'decoder': self.decoder, 'input_size': list(self.input_size or []) or None,
+            'fully_convolutional': self.fully_convolutional, 'resize': self.resize,
+            'normalise': list(self.normalise), 'device': self.device,
+        }
+        if self.labels:
+            summary['labels'] = list(self.labels)
+        if self.joints:
+            summary['joints'] = list(self.joints)
+            summary['skeleton'] = [list(e) for e in self.skeleton]
+        try:
+            summary['trunk'] = graph_summary(_as_graph(self.module.trunk))
+            summary['tail'] = graph_summary(_as_graph(self.module.tail))
+        except Exception as exc:  # a module that fx cannot trace: say so, do not fail
+            summary['trunk'] = summary['tail'] = f'not traceable by torch.fx: {exc}'
+        if hasattr(self.info, 'tflite_op_counts'):
+            summary['tflite_ops'] = self.info.tflite_op_counts
+            summary['trunk_outputs'] = [{'tensor': t.name, 'shape_nhwc': list(t.shape)}
+                                        for t in self.info.trunk_outputs]
+            summary['fake_quant'] = self.info.fake_quant
+        summary.update(self.details)
+        return summary
+
+
+def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
+               models_dir: str | os.PathLike | None = None, fake_quant: str | None = None,
+               resize: str | None = None) -> LoadedModel:
+    """
+    Load a registered model by name, or any model file by path.
+
+    ``device`` is 'cpu', 'cuda', 'cuda:N' or 'auto'. ``models_dir`` is a folder searched first
+    for registered names. ``fake_quant`` overrides the TFLite import mode ('none', 'tail',
+    'all'); ``resize`` the frame fitting ('resize', 'letterbox'). Raises
+    :class:`ModelNotFound` (with where it looked) or ValueError for files it cannot decode.
+    """
+    device = _device(device)
+    text = str(name_or_path)
+    if text in REGISTRY:
+        entry = REGISTRY[text]
+        path = resolve(entry, models_dir)
+    else:
+        path = Path(text).expanduser()
+        if not path.is_file():
+            known = ', '.join(sorted(REGISTRY))
+            raise ModelNotFound(f'{text!r} is neither a registered model ({known}) nor an '
+                                'existing file')
+        entry = next((e for e in REGISTRY.values() if e.filename == path.name and
+                      not e.convert), None)
+    if resize is not None and resize not in ('resize', 'letterbox'):
+        raise ValueError(f"resize={resize!r} is not one of 'resize', 'letterbox'")
+    if path.suffix in CHECKPOINT_SUFFIXES:
+        model = _load_checkpoint_model(path, device)
+    elif path.suffix == '.tflite' or _is_tflite(path):
+        model = _load_tflite_model(path, entry, device, fake_quant)
+    else:
+        raise ValueError(f'{path}: unknown model format; expected .tflite or a checkpoint '
+                         f'({", ".join(CHECKPOINT_SUFFIXES)})')
+    if resize is not None and model.input_size is not None:
+        model.resize = resize
+    model.module.to(device)
+    return model
+
+
+def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
+                       fake_quant: str | None) -> LoadedModel:
+    from sparse_perception.models.tflite_import import load_tflite
+
+    mode = fake_quant or (entry.fake_quant if entry else 'tail')
+    net = load_tflite(path, fake_quant=mode)
+    spec = net.info.inputs[0]
+    _, height, width, channels = spec.shape
+    if channels != 3:
+        raise ValueError(f'{path}: the input has {channels} channels; only RGB models are '
+                         'supported')
+    normalise = _tflite_normalise(spec)
+    if entry is None:
+        entry = _guess_entry(path, net)
+    module, input_size, info, details = net, (height, width), net.info, {}
+    if entry.convert == 'deeplab':
+        from sparse_perception.models.architectures import deeplab_from_tflite
+
+        module, input_size, info = deeplab_from_tflite(net), None, None
+        details = {'architecture': module.architecture, 'config': module.config_dict(),
+                   'converted_from_tflite_ops': net.info.tflite_op_counts}
+    return LoadedModel(
+        name=entry.name, kind=entry.kind, module=module.eval(), source=path,
+        decoder=entry.decoder, input_size=input_size, resize=entry.resize, normalise=normalise,
+        device=device, labels=entry.labels, joints=entry.joints, skeleton=entry.skeleton,
+        info=info, details=details)
+
+
+def _tflite_normalise(spec) -> tuple[float, float]:
+    """Pixel -> real input units of the TFLite input tensor."""
+    if spec.quantization is not None and spec.dtype in ('uint8', 'int8'):
+        scale, zero = spec.quantization.scale[0], spec.quantization.zero_point[0]
+        if spec.dtype == 'int8':  # int8 inputs hold pixel - 128
+            zero += 128
+        return float(scale), float(-zero * scale)
+    if spec.dtype in ('uint8', 'int8', 'int16'):
+        return 1.0, 0.0  # raw pixels (the graph normalises them itself)
+    return 1.0 / 255.0, 0.0  # float inputs: [0, 1], the common convention
+
+
+def _guess_entry(path: Path, net) -> ModelEntry:
+    """Describe an unregistered TFLite file from what its outputs look like."""
+    inputs, outputs = net.info.inputs[0], net.info.outputs
+    height, width = inputs.shape[1:3]
+    shapes = [tuple(o.shape) for o in outputs]
+    name = path.stem
+    if len(outputs) == 1:
+        shape, dtype = shapes[0], outputs[0].dtype
+        if shape == (1, height, width) and dtype.startswith('int'):
+            return ModelEntry(name, 'segmentation', path.name, 'file', '', 'class_map')
+        if shape[:3] == (1, height, width) and len(shape) == 4:
+            decoder = 'probability' if shape[3] == 1 else 'class_scores'
+            return ModelEntry(name, 'segmentation', path.name, 'file', '', decoder)
+        if len(shape) == 4 and shape[:2] == (1, 1) and shape[3] == 3 and shape[2] == 17:
+            return ModelEntry(name, 'pose', path.name, 'file', '', 'single_pose',
+                              resize='letterbox', joints=decoders.COCO17_JOINTS,
+                              skeleton=decoders.COCO17_SKELETON)
+    raise ValueError(f'{path}: cannot tell how to decode a model with outputs {shapes}; use a '
+                     'registered name, or a segmentation model with a (1, H, W) class map or '
+                     '(1, H, W, C) scores, or a single-pose model with (1, 1, 17, 3) keypoints')
+
+
+def _load_checkpoint_model(path: Path, device: str) -> LoadedModel:
+    from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint
+
+    module, meta = load_checkpoint(path)
+    kind = meta.get('kind')
+    decoder = meta.get('decoder')
+    if kind not in KINDS or decoder not in DECODERS:
+        raise CheckpointError(f'{path}: its meta must say kind (one of {KINDS}) and decoder '
+                              f'(one of {DECODERS}); got kind={kind!r}, decoder={decoder!r}')
+    input_size = meta.get('input_size')
+    normalise = meta.get('normalise', (1.0 / 255.0, 0.0))
+    return LoadedModel(
+        name=meta.get('name', path.stem), kind=kind, module=module, source=path,
+        decoder=decoder, input_size=tuple(input_size) if input_size else None,
+        resize=meta.get('resize', 'resize'),
+        normalise=(float(normalise[0]), float(normalise[1])), device=device,
+        labels=tuple(meta.get('labels', ())), joints=tuple(meta.get('joints', ())),
+        skeleton=tuple(tuple(e) for e in meta.get('skeleton', ())), info=meta,
+        details={'architecture': module.architecture, 'config': module.config_dict()})
+
+
+def _is_tflite(path: Path) -> bool:
+    with open(path, 'rb') as stream:
+        head = stream.read(8)
+    return head[4:8] == b'TFL3'
+
+
+def _device(device: str) -> str:
+    if device == 'auto':
+        import torch
+
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device != 'cpu' and not str(device).startswith('cuda'):
+        raise ValueError(f"device {device!r} is not one of 'cpu', 'cuda', 'cuda:N', 'auto'")
+    return str(device)
+
+
+def _nhwc_to_nchw(outputs):
+    import torch
+
+    tensor = torch.as_tensor(outputs)
+    return tensor.permute(0, 3, 1, 2) if tensor.dim() == 4 else tensor
+
+
+def _as_graph(module):
+    from torch import fx
+
+    return module if isinstance(module, fx.GraphModule) else fx.symbolic_trace(module)

@@ -1,0 +1,234 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The registry, load_model by name and by path, checkpoints, and the models command."""
+
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from sparse_perception import cli
+from sparse_perception.models import registry
+from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
+from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint
+from sparse_perception.models.checkpoints import save_checkpoint
+from sparse_perception.models.fetch import fetch_mediapipe, FetchError
+from sparse_perception.models.registry import load_model, ModelNotFound, REGISTRY
+from support import require_shared
+from tflite_writer import build, Op, T
+import torch
+from torch import fx
+
+
+def test_registered_names_and_their_facts():
+    assert {'deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal',
+            'movenet_lightning'} <= set(REGISTRY)
+    for entry in REGISTRY.values():
+        assert entry.kind in registry.KINDS and entry.decoder in registry.DECODERS
+        assert (entry.labels if entry.kind == 'segmentation' else entry.joints)
+
+
+def test_missing_file_says_where_it_looked(tmp_path, monkeypatch):
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(tmp_path / 'nowhere'))
+    with pytest.raises(ModelNotFound) as info:
+        load_model('movenet_lightning', models_dir=tmp_path)
+    message = str(info.value)
+    assert 'movenet_single_pose_lightning_ptq.tflite' in message
+    assert str(tmp_path) in message and 'SPARSE_PERCEPTION_SHARED' in message
+    with pytest.raises(ModelNotFound, match='neither a registered model'):
+        load_model(tmp_path / 'absent.tflite')
+    with pytest.raises(ValueError, match="device 'tpu'"):
+        load_model('movenet_lightning', device='tpu')
+
+
+def test_user_folder_is_searched_first(tmp_path):
+    source = require_shared('models/coral/movenet_single_pose_lightning_ptq.tflite')
+    shutil.copy(source, tmp_path / source.name)
+    model = load_model('movenet_lightning', models_dir=tmp_path)
+    assert model.source == tmp_path / source.name
+
+
+def test_a_file_path_is_decoded_like_the_registered_model_of_that_name():
+    path = require_shared('models/coral/movenet_single_pose_lightning_ptq.tflite')
+    model = load_model(path)
+    assert model.kind == 'pose' and model.decoder == 'single_pose'
+    assert model.input_size == (192, 192) and model.resize == 'letterbox'
+    assert model.joints == REGISTRY['movenet_lightning'].joints
+    summary = model.describe()
+    assert summary['tflite_ops']['CONV_2D'] == 50 and summary['trunk']['Conv2d'] == 50
+    assert len(summary['trunk_outputs']) == 4
+
+
+def _segmentation_tflite(tmp_path, channels):
+    """Write a tiny float model: one 3x3 conv to ``channels`` maps at the input's size."""
+    rng = np.random.default_rng(0)
+    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, channels)),
+               T((channels, 3, 3, 3), data=rng.standard_normal((channels, 3, 3, 3))
+                 .astype(np.float32))]
+    model = build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
+                               StrideW=1, StrideH=1, FusedActivationFunction=0,
+                               DilationWFactor=1, DilationHFactor=1)], [0], [1])
+    path = tmp_path / f'seg{channels}.tflite'
+    path.write_bytes(model)
+    return path
+
+
+def test_unregistered_tflite_is_decoded_from_its_outputs(tmp_path):
+    scores = load_model(_segmentation_tflite(tmp_path, 4))
+    assert scores.kind == 'segmentation' and scores.decoder == 'class_scores'
+    frame = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    mask = scores(frame)
+    assert mask.shape == (30, 50) and mask.max() < 4
+    assert scores.normalise == (1 / 255, 0.0)  # a float input: [0, 1]
+    probability = load_model(_segmentation_tflite(tmp_path, 1))
+    assert probability.decoder == 'probability'
+
+
+def test_undecodable_tflite_is_refused(tmp_path):
+    tensors = [T((1, 4, 4, 3)), T((1, 48)), T((2,), np.int32, data=np.array([1, 48], np.int32))]
+    path = tmp_path / 'vector.tflite'
+    path.write_bytes(build(tensors, [Op('RESHAPE', [0, 2], [1])], [0], [1]))
+    with pytest.raises(ValueError, match=r'cannot tell how to decode.*\(1, 48\)'):
+        load_model(path)
+
+
+def _small_deeplab():
+    torch.manual_seed(0)
+    return DeepLabV3MobileNetV2(DeepLabConfig(num_classes=3, depth_multiplier=0.25,
+                                              aspp_channels=16)).eval()
+
+
+def test_checkpoint_round_trip(tmp_path):
+    model = _small_deeplab()
+    meta = {'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['bg', 'a', 'b'],
+            'normalise': [1 / 128, -1.0], 'resize': 'none', 'name': 'tiny'}
+    path = save_checkpoint(model, tmp_path / 'sub' / 'tiny.pt', meta=meta)
+    assert path.is_file() and not list(path.parent.glob('*.part'))
+    loaded = load_model(path)
+    assert loaded.name == 'tiny' and loaded.fully_convolutional
+    assert loaded.labels == ('bg', 'a', 'b')
+    x = torch.rand(1, 3, 37, 53) * 2 - 1
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.module.trunk(x)[0], model.trunk(x)[0], rtol=0, atol=0)
+    frame = np.random.default_rng(2).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    assert loaded(frame).shape == (37, 53)
+    fx.symbolic_trace(loaded.module.trunk)  # the engine can convert it
+
+
+def test_bare_state_dict_needs_its_architecture(tmp_path):
+    model = _small_deeplab()
+    path = tmp_path / 'bare.pt'
+    torch.save(model.state_dict(), path)
+    with pytest.raises(CheckpointError, match='bare state_dict'):
+        load_checkpoint(path)
+    config = {'num_classes': 3, 'depth_multiplier': 0.25, 'aspp_channels': 16}
+    again, meta = load_checkpoint(path, architecture='deeplabv3_mobilenetv2', config=config)
+    assert meta == {} and torch.equal(again.trunk.logits[0].weight,
+                                      model.trunk.logits[0].weight)
+    with pytest.raises(CheckpointError, match=r'logits.0.weight has shape \(3, 16, 1, 1\).*'
+                                              r'expects \(5, 16, 1, 1\)'):
+        load_checkpoint(path, architecture='deeplabv3_mobilenetv2',
+                        config=dict(config, num_classes=5))
+    with pytest.raises(CheckpointError, match='unknown architecture'):
+        load_checkpoint(path, architecture='resnet')
+
+
+def test_checkpoints_never_unpickle_code(tmp_path):
+    path = tmp_path / 'evil.pt'
+    torch.save({'format': 'x', 'payload': _Opaque()}, path)
+    with pytest.raises(CheckpointError, match='not a readable torch checkpoint'):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match='is not one of the package'):
+        save_checkpoint(torch.nn.Linear(2, 2), tmp_path / 'linear.pt')
+
+
+class _Opaque:
+    pass
+
+
+def _fake_wheel(path, *, complete=True):
+    with zipfile.ZipFile(path, 'w') as archive:
+        for name, member in registry.MEDIAPIPE_FILES.items():
+            if complete or 'pose' not in name:
+                archive.writestr(member, f'fake {name}'.encode())
+        info = f'mediapipe-{registry.MEDIAPIPE_VERSION}.dist-info'
+        archive.writestr(f'{info}/METADATA', 'Metadata-Version: 2.1\nName: mediapipe\n'
+                         f'Version: {registry.MEDIAPIPE_VERSION}\n')
+        archive.writestr(f'{info}/WHEEL', 'Wheel-Version: 1.0\nRoot-Is-Purelib: true\n'
+                         'Tag: py3-none-any\n')
+        archive.writestr(f'{info}/RECORD', '')
+    return path
+
+
+def test_fetch_extracts_the_files_from_a_wheel(tmp_path):
+    wheel = _fake_wheel(tmp_path / 'mediapipe.whl')
+    files = fetch_mediapipe(tmp_path / 'cache', wheel=str(wheel), log=lambda _: None)
+    assert sorted(files) == sorted(registry.MEDIAPIPE_FILES)
+    manifest = json.loads((tmp_path / 'cache' / 'manifest.json').read_text())
+    assert manifest['files']['pose_detection.tflite']['bytes'] == len(
+        b'fake pose_detection.tflite')
+    with pytest.raises(FetchError, match='lacks'):
+        fetch_mediapipe(tmp_path / 'other', wheel=str(_fake_wheel(tmp_path / 'part.whl',
+                                                                  complete=False)))
+
+
+def test_fetch_goes_through_pip_download(tmp_path):
+    # pip download from a local package folder: the real command path, without a network.
+    index = tmp_path / 'index'
+    index.mkdir()
+    _fake_wheel(index / f'mediapipe-{registry.MEDIAPIPE_VERSION}-py3-none-any.whl')
+    files = fetch_mediapipe(tmp_path / 'cache', log=lambda _: None,
+                            pip_args=['--no-index', '--find-links', str(index)])
+    assert (tmp_path / 'cache' / 'selfie_segmentation.tflite').read_bytes() == \
+        b'fake selfie_segmentation.tflite'
+    assert len(files) == 4
+    with pytest.raises(FetchError, match='could not download mediapipe==0.0.1'):
+        fetch_mediapipe(tmp_path / 'cache', version='0.0.1', log=lambda _: None,
+                        pip_args=['--no-index', '--find-links', str(index)])
+
+
+def test_models_command(tmp_path, capsys):
+    assert cli.main(['models', 'list']) == 0
+    listing = capsys.readouterr().out
+    assert 'movenet_lightning' in listing and 'deeplabv3_mnv2_pascal_fcn' in listing
+    require_shared('models/coral')
+    assert cli.main(['models', 'info', 'deeplabv3_mnv2_pascal', '--json']) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info['kind'] == 'segmentation' and info['input_size'] == [513, 513]
+    assert info['labels'][15] == 'person' and info['tflite_ops']['ARG_MAX'] == 1
+    assert cli.main(['models', 'info', str(tmp_path / 'nope.tflite')]) == 1
+    assert 'neither a registered model' in capsys.readouterr().err
+    wheel = _fake_wheel(tmp_path / 'mp.whl')
+    assert cli.main(['models', 'fetch', '--wheel', str(wheel), '--cache-dir',
+                     str(tmp_path / 'c')]) == 0
+    assert (tmp_path / 'c' / 'mediapipe' / 'pose_landmark_full.tflite').is_file()
+
+
+def test_command_line_entry_point():
+    result = subprocess.run([sys.executable, '-m', 'sparse_perception.cli', 'models', 'list'],
+                            capture_output=True, text=True, check=True)
+    assert 'movenet_lightning' in result.stdout
+
+
+def test_importing_the_registry_and_command_stays_light():
+    code = ('import sys, sparse_perception.models, sparse_perception.models.registry, '
+            'sparse_perception.models.command, sparse_perception.models.decoders; '
+            "heavy = [m for m in ('torch', 'tflite', 'ai_edge_litert', 'cv2') "
+            'if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)')
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr

@@ -1,0 +1,201 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Write small TFLite flatbuffers for tests, with the builders of the ``tflite`` schema package.
+
+A test describes a graph (tensors, operators) in a few lines; the TFLite interpreter
+(``ai-edge-litert``) then gives the reference answer for each operator the importer handles,
+without TensorFlow.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import flatbuffers
+import numpy as np
+import tflite
+from tflite.utils import BUILTIN_OPCODE2NAME
+
+OPCODES = {name: code for code, name in BUILTIN_OPCODE2NAME.items()}
+TYPES = {np.float32: 0, np.float16: 1, np.int32: 2, np.uint8: 3, np.int64: 4, np.bool_: 6,
+         np.int16: 7, np.int8: 9}
+
+
+@dataclass
+class T:
+    """A tensor: shape, numpy dtype, optional constant data and quantisation."""
+
+    shape: tuple[int, ...]
+    dtype: Any = np.float32
+    data: np.ndarray | None = None
+    scale: list[float] | None = None
+    zero_point: list[int] | None = None
+    axis: int = 0
+    name: str = ''
+
+
+@dataclass
+class Operator:
+    """An operator: builtin name, tensor indices in and out, options table and fields."""
+
+    name: str
+    inputs: list[int]
+    outputs: list[int]
+    options: str | None = None  # e.g. 'Conv2DOptions'
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+def Op(name: str, inputs: list[int], outputs: list[int], options: str | None = None,  # noqa: N802
+       **fields: Any) -> Operator:
+    """Describe an operator; ``fields`` are the options table's fields by schema name."""
+    return Operator(name, inputs, outputs, options, fields)
+
+
+def _vector(builder, values, dtype):
+    return builder.CreateNumpyVector(np.asarray(values, dtype=dtype))
+
+
+def _bytes(builder, data: bytes):
+    builder.StartVector(1, len(data), 16)  # 16-byte aligned like the TFLite converter
+    builder.head = builder.head - len(data)
+    builder.Bytes[builder.head:builder.head + len(data)] = data
+    builder.vectorNumElems = len(data)
+    return builder.EndVector()
+
+
+def _table_vector(builder, start, offsets):
+    start(builder, len(offsets))
+    for offset in reversed(offsets):
+        builder.PrependUOffsetTRelative(offset)
+    return builder.EndVector()
+
+
+def _options(builder, name: str, fields: dict[str, Any]):
+    vectors = {}
+    for key, value in fields.items():
+        if isinstance(value, (list, tuple)):
+            vectors[key] = _vector(builder, value, np.int32)
+    getattr(tflite, f'{name}Start')(builder)
+    for key, value in fields.items():
+        getattr(tflite, f'{name}Add{key}')(builder, vectors.get(key, value))
+    return getattr(tflite, f'{name}End')(builder)
+
+
+def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: list[int]) -> bytes:
+    """Serialise a one-subgraph model; returns the flatbuffer bytes."""
+    b = flatbuffers.Builder(1024)
+    opcode_names = sorted({op.name for op in ops})
+    opcode_index = {name: i for i, name in enumerate(opcode_names)}
+
+    buffers = [None]  # buffer 0 is the empty sentinel
+    tensor_buffer = []
+    for t in tensors:
+        if t.data is None:
+            tensor_buffer.append(0)
+        else:
+            buffers.append(np.ascontiguousarray(np.asarray(t.data, dtype=t.dtype)).tobytes())
+            tensor_buffer.append(len(buffers) - 1)
+    buffer_offsets = []
+    for data in buffers:
+        data_offset = _bytes(b, data) if data else None
+        tflite.BufferStart(b)
+        if data_offset is not None:
+            tflite.BufferAddData(b, data_offset)
+        buffer_offsets.append(tflite.BufferEnd(b))
+
+    tensor_offsets = []
+    for index, t in enumerate(tensors):
+        name = b.CreateString(t.name or f't{index}')
+        shape = _vector(b, t.shape, np.int32)
+        quant = None
+        if t.scale is not None:
+            scale = _vector(b, t.scale, np.float32)
+            zero = _vector(b, t.zero_point or [0] * len(t.scale), np.int64)
+            tflite.QuantizationParametersStart(b)
+            tflite.QuantizationParametersAddScale(b, scale)
+            tflite.QuantizationParametersAddZeroPoint(b, zero)
+            tflite.QuantizationParametersAddQuantizedDimension(b, t.axis)
+            quant = tflite.QuantizationParametersEnd(b)
+        tflite.TensorStart(b)
+        tflite.TensorAddShape(b, shape)
+        tflite.TensorAddType(b, TYPES[np.dtype(t.dtype).type])
+        tflite.TensorAddBuffer(b, tensor_buffer[index])
+        tflite.TensorAddName(b, name)
+        if quant is not None:
+            tflite.TensorAddQuantization(b, quant)
+        tensor_offsets.append(tflite.TensorEnd(b))
+
+    op_offsets = []
+    for op in ops:
+        op_inputs = _vector(b, op.inputs, np.int32)
+        op_outputs = _vector(b, op.outputs, np.int32)
+        options = _options(b, op.options, op.fields) if op.options else None
+        tflite.OperatorStart(b)
+        tflite.OperatorAddOpcodeIndex(b, opcode_index[op.name])
+        tflite.OperatorAddInputs(b, op_inputs)
+        tflite.OperatorAddOutputs(b, op_outputs)
+        if options is not None:
+            tflite.OperatorAddBuiltinOptionsType(b, getattr(tflite.BuiltinOptions, op.options))
+            tflite.OperatorAddBuiltinOptions(b, options)
+        op_offsets.append(tflite.OperatorEnd(b))
+
+    tensors_vector = _table_vector(b, tflite.SubGraphStartTensorsVector, tensor_offsets)
+    ops_vector = _table_vector(b, tflite.SubGraphStartOperatorsVector, op_offsets)
+    inputs_vector = _vector(b, inputs, np.int32)
+    outputs_vector = _vector(b, outputs, np.int32)
+    tflite.SubGraphStart(b)
+    tflite.SubGraphAddTensors(b, tensors_vector)
+    tflite.SubGraphAddInputs(b, inputs_vector)
+    tflite.SubGraphAddOutputs(b, outputs_vector)
+    tflite.SubGraphAddOperators(b, ops_vector)
+    subgraph = tflite.SubGraphEnd(b)
+
+    code_offsets = []
+    for name in opcode_names:
+        code = OPCODES[name]
+        tflite.OperatorCodeStart(b)
+        tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
+        tflite.OperatorCodeAddBuiltinCode(b, code)
+        tflite.OperatorCodeAddVersion(b, 1)
+        code_offsets.append(tflite.OperatorCodeEnd(b))
+
+    codes_vector = _table_vector(b, tflite.ModelStartOperatorCodesVector, code_offsets)
+    subgraphs_vector = _table_vector(b, tflite.ModelStartSubgraphsVector, [subgraph])
+    buffers_vector = _table_vector(b, tflite.ModelStartBuffersVector, buffer_offsets)
+    description = b.CreateString('sparse_perception test model')
+    tflite.ModelStart(b)
+    tflite.ModelAddVersion(b, 3)
+    tflite.ModelAddOperatorCodes(b, codes_vector)
+    tflite.ModelAddSubgraphs(b, subgraphs_vector)
+    tflite.ModelAddDescription(b, description)
+    tflite.ModelAddBuffers(b, buffers_vector)
+    model = tflite.ModelEnd(b)
+    b.Finish(model, file_identifier=b'TFL3')
+    return bytes(b.Output())
+
+
+def run_reference(model: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run a flatbuffer in the TFLite interpreter (ai-edge-litert) and return its outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=model, num_threads=1)
+    interpreter.allocate_tensors()
+    for detail, value in zip(interpreter.get_input_details(), inputs):
+        interpreter.set_tensor(detail['index'], value)
+    interpreter.invoke()
+    return [interpreter.get_tensor(d['index']).copy()
+            for d in interpreter.get_output_details()]
