@@ -38,15 +38,17 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 
 VENV_PY=$venv/bin/python
-digest=$({ cat "$repo/setup.py" "$repo/package.xml" "$repo/constraints.txt"
-          echo "$torch_spec [$extras]"; } | sha256sum | cut -c1-16)
-stamp="$venv/.installed-$digest"
+# One stamp per set of extras installed from the current setup files: scripts/test and
+# scripts/demo can alternate without reinstalling; a changed setup.py reinstalls once.
+files=$(cat "$repo/setup.py" "$repo/package.xml" "$repo/constraints.txt" | sha256sum | cut -c1-16)
+wanted=$(echo "$torch_spec [$extras]" | sha256sum | cut -c1-16)
+stamp="$venv/.installed-$files-$wanted"
 if [ ! -e "$stamp" ]; then
   echo "Installing sparse_perception[$extras] into $venv ..." >&2
   "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
   "$VENV_PY" -m pip install -q --disable-pip-version-check "$torch_spec"
   "$VENV_PY" -m pip install -q --disable-pip-version-check -c "$repo/constraints.txt" \
     -e "$repo[$extras]"
-  rm -f "$venv"/.installed-*
+  find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$files-*" -delete
   touch "$stamp"
 fi

@@ -52,11 +52,12 @@ def draw_segmentation(image: np.ndarray, segmentation: SegmentationResult,
     mask = segmentation.mask
     if mask.shape != image.shape[:2]:
         raise ValueError(f'mask {mask.shape} does not match image {image.shape[:2]}')
+    # Whole-image arithmetic in uint16 is several times faster than boolean indexing.
+    weight = round(alpha * 256)
+    blended = ((_PALETTE[mask].astype(np.uint16) * weight
+                + image.astype(np.uint16) * (256 - weight)) >> 8).astype(np.uint8)
     labelled = (mask != 0) & (mask != UNLABELLED)
-    out = image.copy()
-    colours = _PALETTE[mask[labelled]].astype(np.float32)
-    out[labelled] = (alpha * colours + (1 - alpha) * image[labelled]).astype(np.uint8)
-    return out
+    return np.where(labelled[..., None], blended, image)
 
 
 def draw_pose(image: np.ndarray, pose: PoseResult, min_score: float = 0.3) -> np.ndarray:

@@ -323,6 +323,7 @@ def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None
         'settings (same names as the node parameters; default in brackets)')
     for s in specs(settings_type):
         kwargs: dict[str, Any] = {'dest': 'setting:' + s.name, 'default': None,
+                                  'metavar': s.name.rsplit('.', 1)[1].upper(),
                                   'help': f'{s.info.description} [{s.default!r}]'}
         if s.kind is bool:
             kwargs['type'] = _parse_bool
@@ -331,6 +332,7 @@ def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None
             kwargs['nargs'] = '*'
         elif s.info.choices:
             kwargs['choices'] = s.info.choices
+            kwargs['metavar'] = '{' + ','.join(s.info.choices) + '}'
         else:
             kwargs['type'] = s.kind
         group.add_argument('--' + s.name, **kwargs)
