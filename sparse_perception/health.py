@@ -36,6 +36,11 @@ from sparse_perception.results import FrameStats
 from sparse_perception.settings import DiagnosticsSettings
 
 
+# Latencies beyond these are no processing delay but stamps from another clock.
+_CLOCK_GAP_MS = 3600e3
+_CLOCK_SKEW_MS = 1000.0
+
+
 class Level(enum.IntEnum):
     """diagnostic_msgs/DiagnosticStatus levels."""
 
@@ -107,7 +112,9 @@ class HealthMonitor:
     failing, for p95 latency above ``latency_error_ms`` and for no processed frame for three
     times ``stale_after`` while active; WARN for p95 latency above ``latency_warn_ms``, more
     than half the received frames dropped (processing slower than the camera), no frame for
-    ``stale_after`` seconds, or bad frames in the window; OK otherwise.
+    ``stale_after`` seconds, bad frames in the window, or image stamps so far from the node's
+    clock (more than an hour behind, a second ahead) that they come from another clock; OK
+    otherwise.
     """
 
     def __init__(self, settings: DiagnosticsSettings, now: float):
@@ -219,7 +226,13 @@ class HealthMonitor:
         elif failed:
             problems.append((Level.WARN, f'{failed} bad frame(s) in the last {cfg.window:g} s: '
                                          f'{self._last_failure}'))
-        if p95 is not None and p95 > cfg.latency_error_ms:
+        if p50 is not None and not -_CLOCK_SKEW_MS <= p50 <= _CLOCK_GAP_MS:
+            direction = 'behind' if p50 > 0 else 'ahead of'
+            problems.append((Level.WARN, f'image stamps are {abs(p50) / 1e3:.0f} s {direction} '
+                                         "this node's clock (a bag replayed without "
+                                         'use_sim_time, or unsynchronised clocks): latency '
+                                         'figures mean nothing'))
+        elif p95 is not None and p95 > cfg.latency_error_ms:
             problems.append((Level.ERROR, f'slow: p95 latency {p95:.0f} ms > '
                                           f'{cfg.latency_error_ms:g} ms'))
         elif p95 is not None and p95 > cfg.latency_warn_ms:

@@ -102,9 +102,6 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._factory = pipeline_factory
         self._specs = {spec.name: spec for spec in parameter_specs(self.KIND)}
         self._lock = threading.Lock()  # guards _params and _pending between threads
-        self._params = settings_from_parameters(self.KIND, self._declare_settings())
-        self._heads = heads_of(self.KIND, self._params)
-        self._declare_model_info()
         self._pending: st.PerceptionSettings | None = None  # applied at the next frame
         self._in_force: st.PerceptionSettings | None = None  # what the pipeline runs with
         self._pipeline: Any = None
@@ -115,9 +112,16 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._slot = LatestSlot()
         self._guard = StreamGuard()
         self._throttle = LogThrottle()
+        self.published: collections.Counter = collections.Counter()  # messages per output
+        try:
+            self._params = settings_from_parameters(self.KIND, self._declare_settings())
+            self._heads = heads_of(self.KIND, self._params)
+            self._declare_model_info()
+        except Exception:
+            self.destroy_node()  # the context would otherwise keep a half-built node
+            raise
         self._health = HealthMonitor(self._params.diagnostics, time.monotonic())
         self._silence = SilenceWatch(self._params.input.no_message_warning, time.monotonic())
-        self.published: collections.Counter = collections.Counter()  # messages per output
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, 'add_pre_set_parameters_callback'):  # Jazzy and later
             self.add_pre_set_parameters_callback(self._coerce_parameters)

@@ -61,7 +61,8 @@ def test_latency_percentiles_over_the_window_only():
     report = monitor.report(29.0)
     # Only the last 6 s (t = 24..29, latencies 150..200) are in the window.
     assert report.value('latency p50 (ms)') == '175.0'
-    assert report.value('latency p95 (ms)') == f'{np.percentile([150, 160, 170, 180, 190, 200], 95):.1f}'
+    expected = np.percentile([150, 160, 170, 180, 190, 200], 95)
+    assert report.value('latency p95 (ms)') == f'{expected:.1f}'
 
 
 @pytest.mark.parametrize('latency, level', [(150.0, Level.OK), (250.0, Level.WARN),
@@ -72,6 +73,15 @@ def test_slow_frames_warn_then_error(latency, level):
     assert report.level == level
     if level != Level.OK:
         assert 'p95 latency' in report.message
+
+
+@pytest.mark.parametrize('latency, words', [(5e10, 'behind'), (-5000.0, 'ahead of')])
+def test_stamps_from_another_clock_are_named_not_called_slow(latency, words):
+    monitor, now = _running(latency_ms=latency)
+    report = monitor.report(now)
+    assert report.level == Level.WARN
+    assert words in report.message and 'use_sim_time' in report.message
+    assert 'slow' not in report.message
 
 
 def test_stale_input_warns_then_errors_after_three_times_as_long():

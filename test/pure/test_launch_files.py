@@ -26,10 +26,9 @@ import ast
 from pathlib import Path
 
 import pytest
-import yaml
-
 from sparse_perception import node_config
 from support import REPO
+import yaml
 
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
 EXPECTED = {'perception.launch.py': 'perception_node',

@@ -19,11 +19,10 @@ import types
 
 import numpy as np
 import pytest
-import yaml
-
 from sparse_perception import node_config as nc
 from sparse_perception import settings as st
 from support import REPO
+import yaml
 
 CONFIG = REPO / 'config' / 'perception.yaml'
 

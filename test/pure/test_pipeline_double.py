@@ -12,14 +12,13 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""The node tests' pipeline double keeps the pipeline contract (so the node tests mean something)."""
+"""The node tests' pipeline double keeps the pipeline contract, so those tests mean something."""
 
 import json
 
 import numpy as np
-import pytest
-
 from pipeline_double import ModelLoadError, replace_model, TinyPipeline
+import pytest
 from sparse_perception import settings as st
 
 SETTINGS = replace_model(st.PerceptionSettings(), segmentation='tiny-seg', pose='tiny-pose')
