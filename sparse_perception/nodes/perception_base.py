@@ -42,7 +42,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.logging import get_logger
 from rclpy.parameter import Parameter
@@ -545,10 +545,14 @@ def _type_name(msg_type: type) -> str:
 def run(node_class: type, args: list[str] | None = None) -> int:
     """Run one perception node until shutdown (the body of each node's ``main``)."""
     rclpy.init(args=args)
+    # Made before the node: a Ctrl-C during a long activation (model load, warm-up) then
+    # ends the spin cleanly instead of failing to create an executor on a shut-down context.
+    executor = SingleThreadedExecutor()
     node = None
     try:
         node = node_class()
-        rclpy.spin(node)
+        executor.add_node(node)
+        executor.spin()
     except st.SettingError as exc:
         get_logger(node_class.KIND.name).fatal(str(exc))
         return 1
@@ -557,5 +561,6 @@ def run(node_class: type, args: list[str] | None = None) -> int:
     finally:
         if node is not None:
             node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
     return 0

@@ -23,7 +23,7 @@ bytes, and raw Images made from their pixels.
 import time
 
 import clip
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 import numpy as np
@@ -74,7 +74,7 @@ def _stamp(msg):
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
-def _send_and_wait(harness, publisher, msg, received, count=None):
+def _send_and_wait(harness, publisher, msg, received):
     """Publish ``msg`` and spin until ``received`` holds an output with its stamp."""
     stamp = _stamp(msg)
     publisher.publish(msg)
@@ -163,6 +163,10 @@ def test_parameters_through_the_parameter_service(harness):
     _send_and_wait(harness, publisher, frames[1], masks)
     before = _diagnostics_after(harness, diagnostics, _stamp(frames[1]))
     assert 0.0 < float(before['active fraction (last frame)']) < 1.0
+    status = diagnostics[-1].status[0]
+    assert status.name == f'{node.get_fully_qualified_name()}: perception'
+    # The clip was recorded in 2023: its stamps are years behind this node's clock.
+    assert status.level == DiagnosticStatus.WARN and 'use_sim_time' in status.message
 
     # A threshold above every possible difference: nothing changes on the next frame.
     result, = _set(harness, client, change__threshold=255.0)

@@ -23,6 +23,7 @@ exit cleanly on SIGINT.
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import clip
@@ -98,3 +99,46 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     assert set(cloud_stamps) == set(mask_stamps)  # both heads ran on every frame
     assert all(m.header.frame_id == 'camera' for m in masks + clouds)
     assert all((m.height, m.width, m.encoding) == (576, 768, 'mono8') for m in masks)
+
+
+def _run_executable(module, *ros_args, until=None, timeout=30.0):
+    """Run a node's console-script entry point; stop it with SIGINT once ``until`` is printed."""
+    process = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, seen = [], threading.Event()
+
+    def read():
+        for line in process.stdout:
+            lines.append(line)
+            if until is not None and until in line:
+                seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        if until is not None:
+            seen.wait(timeout)
+            process.send_signal(signal.SIGINT)
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+    reader.join(5)
+    return process.returncode, ''.join(lines)
+
+
+def test_a_bad_parameter_stops_the_executable_with_the_reason():
+    code, output = _run_executable('sparse_perception.nodes.pose_node',
+                                   '-p', 'change.threshold:=12')
+    assert code == 1, output
+    assert 'change.threshold' in output and '12.0' in output
+
+
+def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
+    # Through the real factory: without sparse_perception.pipeline (or with it, for a model
+    # name nobody registered) activation fails with the reason and the node keeps running.
+    code, output = _run_executable(
+        'sparse_perception.nodes.segmentation_node', '-r', '__ns:=/exe_test',
+        '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate')
+    assert code == 0, output
+    assert 'cannot activate' in output, output
