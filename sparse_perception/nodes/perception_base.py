@@ -144,10 +144,11 @@ class PerceptionLifecycleNode(LifecycleNode):
                     declared = self.declare_parameter(
                         spec.name, to_parameter_value(spec, spec.default), descriptor(spec))
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                hint = (' (a float needs a decimal point: 12.0, not 12)'
+                        if spec.kind is float else '')
                 raise st.SettingError(
-                    f'parameter {spec.name} ({kind.name.lower()}): {exc}; fix the parameters '
-                    'file or command line (a float needs a decimal point: 12.0, not 12)'
-                ) from None
+                    f'parameter {spec.name} must be {kind.name.lower()}: {exc}; fix the '
+                    f'parameters file or command line{hint}') from None
             value = declared.value
             if value is None:  # an empty-list default, or `[]` in a parameters file
                 value = [] if spec.kind is tuple else spec.default
@@ -181,12 +182,17 @@ class PerceptionLifecycleNode(LifecycleNode):
         # These are read-only to everyone else, and rclpy has no public way for a node to
         # change its own read-only parameter; its internal setter that applies descriptors
         # (as declare_parameter does) skips the read-only check and still publishes the
-        # parameter event. Jazzy/Kilted name it _set_parameters_atomically_common; Humble
-        # takes the same arguments in _set_parameters_atomically.
+        # parameter event. Jazzy and Kilted call it _set_parameters_atomically_common (tested
+        # here); Humble's _set_parameters_atomically is believed to take the same arguments
+        # (not tested here), and anything else is reported rather than crashing.
         setter = getattr(self, '_set_parameters_atomically_common', None)
-        if setter is None:
-            setter = self._set_parameters_atomically
-        result = setter(values, descriptors)
+        try:
+            result = (setter or self._set_parameters_atomically)(values, descriptors)
+        except (AttributeError, TypeError) as exc:
+            self.get_logger().warning(
+                f'this rclpy cannot update the read-only model parameters ({exc!r}); '
+                f'{", ".join(p.name for p in values)} may be stale')
+            return
         if not result.successful:
             self.get_logger().warning(f'could not publish the model names: {result.reason}')
 
@@ -318,7 +324,7 @@ class PerceptionLifecycleNode(LifecycleNode):
             return FAILURE
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._start_input()
-        self.get_logger().info(f'active: waiting for images on {self._input_topic()}')
+        self.get_logger().info(f'active: taking images from {self._subscription.topic_name}')
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:

@@ -14,6 +14,7 @@
 
 """Fixtures of the ros tier: a private rclpy context and a harness to drive nodes with."""
 
+import gc
 import importlib.util
 import itertools
 import time
@@ -98,6 +99,7 @@ class Harness:
         for node in self.nodes:
             self.executor.remove_node(node)
             node.destroy_node()
+        self.nodes.clear()
         self.executor.remove_node(self.node)
         self.node.destroy_node()
         self.executor.shutdown()
@@ -112,6 +114,11 @@ def ros_context():
     rclpy.init(context=context)
     yield context
     rclpy.shutdown(context=context)
+    context.destroy()
+    # The DDS participant and its threads go only when the last node object referring to the
+    # context is collected. Collect now: a process that forks later (flake8's worker pool in
+    # the lint tier) must not inherit threads that may hold locks.
+    gc.collect()
 
 
 @pytest.fixture

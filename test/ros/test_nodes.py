@@ -386,6 +386,7 @@ def test_wrong_message_type_is_named_in_a_warning(harness):
         camera.destroy_node()
     finally:
         rclpy.shutdown(context=other)
+        other.destroy()
 
 
 def _bad_raw(kind):
