@@ -17,6 +17,7 @@
 import gc
 import importlib.util
 import itertools
+import os
 import time
 
 import pytest
@@ -29,6 +30,9 @@ if not HAVE_RCLPY:
 
 
 _namespaces = itertools.count()
+# Namespaces unique to this test run too: two runs that drew the same ROS_DOMAIN_ID on one
+# machine must not see each other's topics.
+UNIQUE = f't{os.getpid()}'
 
 
 class Harness:
@@ -64,7 +68,7 @@ class Harness:
 
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
         node = node_class(pipeline_factory=factory or pipeline_double.factory(),
-                          context=self.context, namespace=f'/t{next(_namespaces)}',
+                          context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
                           parameter_overrides=overrides, **kwargs)
         return self.add(node)
 

@@ -83,15 +83,20 @@ def _send_and_wait(harness, publisher, msg, received):
     return next(m for m in received if _stamp(m) == stamp)
 
 
-def _diagnostics_after(harness, diagnostics, stamp):
-    """Return the values of the first diagnostics that report the frame stamped ``stamp``."""
+def _diagnostics_after(harness, diagnostics, node, stamp):
+    """Return the first status of ``node`` that reports the frame stamped ``stamp``."""
+    name = f'{node.get_fully_qualified_name()}: perception'
     text = f'{stamp[0]}.{stamp[1]:09d}'
 
     def reported():
-        return [s for a in diagnostics for s in a.status
-                if {v.key: v.value for v in s.values}.get('last frame stamp') == text]
+        return [s for a in diagnostics for s in a.status if s.name == name
+                and {v.key: v.value for v in s.values}.get('last frame stamp') == text]
     assert harness.spin_until(reported), f'no diagnostics for {text}'
-    return {v.key: v.value for v in reported()[0].values}
+    return reported()[0]
+
+
+def _values(status):
+    return {v.key: v.value for v in status.values}
 
 
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
@@ -161,10 +166,9 @@ def test_parameters_through_the_parameter_service(harness):
 
     _send_and_wait(harness, publisher, frames[0], masks)  # dense first frame
     _send_and_wait(harness, publisher, frames[1], masks)
-    before = _diagnostics_after(harness, diagnostics, _stamp(frames[1]))
+    status = _diagnostics_after(harness, diagnostics, node, _stamp(frames[1]))
+    before = _values(status)
     assert 0.0 < float(before['active fraction (last frame)']) < 1.0
-    status = diagnostics[-1].status[0]
-    assert status.name == f'{node.get_fully_qualified_name()}: perception'
     # The clip was recorded in 2023: its stamps are years behind this node's clock.
     assert status.level == DiagnosticStatus.WARN and 'use_sim_time' in status.message
 
@@ -172,14 +176,14 @@ def test_parameters_through_the_parameter_service(harness):
     result, = _set(harness, client, change__threshold=255.0)
     assert result.successful
     _send_and_wait(harness, publisher, frames[2], masks)
-    after = _diagnostics_after(harness, diagnostics, _stamp(frames[2]))
+    after = _values(_diagnostics_after(harness, diagnostics, node, _stamp(frames[2])))
     assert float(after['active fraction (last frame)']) == 0.0
 
     # An integer for a float parameter is taken as the float (ros2 param set ... 0).
     result, = _set(harness, client, change__threshold=0)
     assert result.successful and node.get_parameter('change.threshold').value == 0.0
     _send_and_wait(harness, publisher, frames[3], masks)
-    zero = _diagnostics_after(harness, diagnostics, _stamp(frames[3]))
+    zero = _values(_diagnostics_after(harness, diagnostics, node, _stamp(frames[3])))
     last = 'active fraction (last frame)'
     assert float(zero[last]) > float(before[last])
 

@@ -20,6 +20,7 @@ The node process runs the same run() as the console script, on the pipeline doub
 exit cleanly on SIGINT.
 """
 
+import os
 import signal
 import subprocess
 import sys
@@ -33,9 +34,9 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from support import REPO
 
-NAMESPACE = '/dds_test'
+NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see conftest.UNIQUE)
 NODE = f'{NAMESPACE}/perception_node'
-CAMERA = '/camera/image_raw'
+CAMERA = f'{NAMESPACE}/camera/image_raw'
 
 
 def _stamp(msg):
@@ -138,7 +139,7 @@ def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
     # Through the real factory: without sparse_perception.pipeline (or with it, for a model
     # name nobody registered) activation fails with the reason and the node keeps running.
     code, output = _run_executable(
-        'sparse_perception.nodes.segmentation_node', '-r', '__ns:=/exe_test',
+        'sparse_perception.nodes.segmentation_node', '-r', f'__ns:=/exe_{os.getpid()}',
         '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate')
     assert code == 0, output
     assert 'cannot activate' in output, output
