@@ -63,11 +63,11 @@ class Harness:
 
     def make(self, node_class, params=None, factory=None, **kwargs):
         """Construct a node in a fresh namespace with ``params`` overriding its defaults."""
-        import pipeline_double
+        import nodes_pipeline_double
         from rclpy.parameter import Parameter
 
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
-        node = node_class(pipeline_factory=factory or pipeline_double.factory(),
+        node = node_class(pipeline_factory=factory or nodes_pipeline_double.factory(),
                           context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
                           parameter_overrides=overrides, **kwargs)
         return self.add(node)

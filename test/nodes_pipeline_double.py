@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-A test double of ``sparse_perception.pipeline.Pipeline`` that honours its contract.
+A test double of ``sparse_perception.pipeline.Pipeline`` for the node tests.
 
 Until the real pipeline lands (issues 3 and 5), the node tests run on this: a real, small
 computation, not canned answers. Per frame it builds a tile change map against a per-tile

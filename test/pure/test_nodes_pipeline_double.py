@@ -16,8 +16,8 @@
 
 import json
 
+from nodes_pipeline_double import ModelLoadError, replace_model, TinyPipeline
 import numpy as np
-from pipeline_double import ModelLoadError, replace_model, TinyPipeline
 import pytest
 from sparse_perception import settings as st
 
