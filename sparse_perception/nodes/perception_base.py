@@ -450,10 +450,13 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._outputs['diagnostics'].publish(diagnostic_array(
             report, f'{self.get_fully_qualified_name()}: perception',
             self._params.model.device, self.get_clock().now().to_msg()))
-        period_ns = int(self._params.diagnostics.period * 1e9)
+        period = self._params.diagnostics.period
         timer = self._input_timers[0] if self._input_timers else None
-        if timer is not None and timer.timer_period_ns != period_ns:
-            timer.timer_period_ns = period_ns
+        if timer is not None and timer.timer_period_ns != int(period * 1e9):
+            # A new period applies from the next report (timers are remade, not changed in
+            # place: not every distribution's rclpy can change a timer's period).
+            self.destroy_timer(timer)
+            self._input_timers[0] = self.create_timer(period, self._on_diagnostics_timer)
 
     # -----------------------------------------------------------------------------------------
     # Frames

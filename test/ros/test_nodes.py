@@ -188,6 +188,11 @@ def test_parameters_through_the_parameter_service(harness):
     last = 'active fraction (last frame)'
     assert float(zero[last]) > float(before[last])
 
+    # Node-side settings apply without a frame: the diagnostics timer takes a new period.
+    assert _set(harness, client, diagnostics__period=0.3)[0].successful
+    assert harness.spin_until(
+        lambda: node._input_timers[0].timer_period_ns == 300_000_000, timeout=5.0)
+
     rejected = {
         'change.threshold': 300.0,  # out of range
         'model.device': 'tpu',  # not a choice
