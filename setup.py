@@ -30,6 +30,9 @@ DESCRIPTION = ' '.join(_manifest.findtext('description').split())
 
 # One console script per node: `ros2 run sparse_perception <name>`.
 NODES = [
+    'perception_node',
+    'segmentation_node',
+    'pose_node',
 ]
 
 # Exact pins: one ROS distro per environment, and these are test-only (on a robot rclpy and

@@ -132,6 +132,94 @@ class PerceptionSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
 
 
+# ---------------------------------------------------------------------------------------------
+# What only the ROS nodes have (sparse_perception/nodes/): not part of the pipeline's settings,
+# but declared, written to config/perception.yaml and documented from here all the same.
+# ---------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputSettings:
+    """Camera input of a node: topic, transport and subscription QoS."""
+
+    # Relative, so that a namespace and remapping apply; image_transport's convention for the
+    # compressed transport: the same base topic with '/compressed' appended.
+    topic: str = setting(
+        'image', "Camera base topic; the compressed transport subscribes to '<topic>/compressed'",
+        read_only=True)
+    transport: str = setting(
+        'raw', 'raw: sensor_msgs/Image on the topic; compressed: sensor_msgs/CompressedImage',
+        choices=('raw', 'compressed'), read_only=True)
+    # Best effort matches reliable and best-effort publishers alike (the sensor-data profile).
+    reliability: str = setting(
+        'best_effort', 'QoS reliability of the image subscription',
+        choices=('best_effort', 'reliable'), read_only=True)
+    # Keep-last depth; 1 means only the newest frame is ever waiting (no stale queue).
+    depth: int = setting(
+        1, 'QoS history depth (keep last) of the image subscription', low=1, high=100,
+        read_only=True)
+    no_message_warning: float = setting(
+        5.0, 'Warn (naming the likely QoS or type mismatch) when the topic has publishers but '
+        'no image arrived for this many seconds', low=0.5, high=3600.0)
+
+
+@dataclass(frozen=True)
+class OutputSettings:
+    """How the nodes draw keypoints on the overlay and the RViz markers."""
+
+    min_score: float = setting(
+        0.3, 'Keypoints scoring below this are left out of the overlay and markers (the '
+        'keypoint cloud carries every joint with its score)', low=0.0, high=1.0)
+    # Markers live in the image's frame on the plane z = 0, image centre at the origin.
+    marker_scale: float = setting(
+        0.002, 'Size of one image pixel in the keypoint markers, in metres', low=1e-6, high=1.0)
+
+
+@dataclass(frozen=True)
+class LifecycleSettings:
+    """Life cycle of a node: start-up, heads, and warming the model at activation."""
+
+    autostart: bool = setting(
+        True, 'Configure and activate at start-up (false: wait for a lifecycle manager)',
+        read_only=True)
+    # Only perception_node declares it; segmentation_node and pose_node run their one head.
+    heads: tuple[str, ...] = setting(
+        ('segmentation', 'pose'), 'Heads perception_node runs on one decoded frame',
+        choices=('segmentation', 'pose'), read_only=True)
+    warmup_frames: int = setting(
+        2, 'Synthetic frames run at activation to load and warm the kernels (0 = none)',
+        low=0, high=100)
+    warmup_width: int = setting(640, 'Width of the warm-up frames in pixels', low=1, high=8192)
+    warmup_height: int = setting(480, 'Height of the warm-up frames in pixels', low=1, high=8192)
+
+
+@dataclass(frozen=True)
+class DiagnosticsSettings:
+    """What the nodes report on /diagnostics, and when a level turns WARN or ERROR."""
+
+    period: float = setting(1.0, 'Seconds between /diagnostics reports', low=0.05, high=60.0)
+    window: float = setting(
+        10.0, 'Seconds of history behind rates and latency percentiles', low=1.0, high=600.0)
+    latency_warn_ms: float = setting(
+        200.0, 'WARN when the p95 latency (image stamp to publish) exceeds this', low=0.0,
+        high=1e6)
+    latency_error_ms: float = setting(
+        1000.0, 'ERROR when the p95 latency exceeds this', low=0.0, high=1e6)
+    stale_after: float = setting(
+        3.0, 'WARN when active and no frame was processed for this many seconds (ERROR after '
+        'three times as long)', low=0.1, high=3600.0)
+
+
+@dataclass(frozen=True)
+class NodeSettings(PerceptionSettings):
+    """A node's parameters: the pipeline's settings plus the sections only nodes have."""
+
+    # The ROS parameter names read best as input.*; the field never shadows anything in use.
+    input: InputSettings = field(default_factory=InputSettings)  # noqa: A003
+    output: OutputSettings = field(default_factory=OutputSettings)
+    node: LifecycleSettings = field(default_factory=LifecycleSettings)
+    diagnostics: DiagnosticsSettings = field(default_factory=DiagnosticsSettings)
+
+
 @dataclass(frozen=True)
 class SettingSpec:
     """One setting seen from outside: its public name, Python type, default and info."""
@@ -201,6 +289,11 @@ def validate(s: SettingSpec, value: Any) -> Any:
     if s.kind is tuple:
         if isinstance(value, str) or not all(isinstance(v, str) for v in value):
             raise SettingError(f'{s.name} must be a list of strings, got {value!r}')
+        if info.choices is not None:
+            unknown = [v for v in value if v not in info.choices]
+            if unknown:
+                raise SettingError(f'{s.name} = {list(value)!r}: {", ".join(unknown)} is not '
+                                   f'one of {", ".join(info.choices)}')
         return tuple(value)
     raise SettingError(f'{s.name} has unsupported type {s.kind!r}')  # a bug in this module
 
@@ -288,8 +381,9 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
     Read settings from a ROS parameters file (``node_name: ros__parameters: ...``).
 
     With ``node_name`` None, the file must hold exactly one node's parameters or a ``/**``
-    wildcard section. Parameters that are not settings (topics, QoS, ...) are ignored here:
-    the node that owns them reads them.
+    wildcard section; a ``/**/node_name`` section (that name in any namespace) also matches.
+    Parameters that are not settings of ``settings_type`` are ignored here: the node that owns
+    them reads them.
     """
     import yaml  # only needed here; keeps `import sparse_perception.settings` light
 
@@ -305,7 +399,8 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
             raise SettingError(
                 f'{path}: holds parameters for {sorted(document)}; say which node to read')
         node_name = next(iter(document))
-    key = node_name if node_name in document else '/**' if '/**' in document else None
+    # The node's own section, else one for that name in any namespace, else the wildcard.
+    key = next((k for k in (node_name, '/**/' + node_name, '/**') if k in document), None)
     if key is None:
         raise SettingError(f'{path}: no parameters for node {node_name!r}; '
                            f'found {sorted(document)}')

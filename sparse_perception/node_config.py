@@ -1,0 +1,254 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+What each ROS node declares and needs, decided without ROS.
+
+The three nodes (``perception_node``, ``segmentation_node``, ``pose_node``) differ only in the
+heads they run. This module says which settings each declares as parameters, renders
+``config/perception.yaml`` from :mod:`sparse_perception.settings` (so the YAML, the parameter
+descriptors and the command-line flags cannot drift apart), checks a node's model settings
+before it is configured, and builds the pipeline through one factory function.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import textwrap
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from sparse_perception import settings as st
+
+HEADS = ('segmentation', 'pose')
+
+
+@dataclass(frozen=True)
+class NodeKind:
+    """One of the package's nodes."""
+
+    name: str  # default node name, also its console script (`ros2 run sparse_perception ...`)
+    heads: tuple[str, ...]  # heads it can run
+    heads_parameter: bool  # whether node.heads chooses among them (perception_node only)
+
+
+PERCEPTION = NodeKind('perception_node', HEADS, True)
+SEGMENTATION = NodeKind('segmentation_node', ('segmentation',), False)
+POSE = NodeKind('pose_node', ('pose',), False)
+NODE_KINDS = {kind.name: kind for kind in (PERCEPTION, SEGMENTATION, POSE)}
+
+# Read-only parameters a node publishes about the model it loaded (not settings: the model
+# decides them), by head. skeleton is flattened joint index pairs: [a0, b0, a1, b1, ...].
+MODEL_INFO_PARAMETERS = {
+    'segmentation': (('class_names', 'Class names of the segmentation model; the mask holds '
+                      'indices into this list (255 = unlabelled)'),),
+    'pose': (('joint_names', 'Joint names of the pose model; the keypoint cloud field joint '
+              'indexes this list'),
+             ('skeleton', 'Bones of the pose model as flattened joint index pairs '
+              '[a0, b0, a1, b1, ...]')),
+}
+
+# Settings that only matter for one head (left out of nodes that lack it).
+_HEAD_SETTINGS = {
+    'segmentation': ('model.segmentation',),
+    'pose': ('model.pose', 'output.min_score', 'output.marker_scale'),
+}
+
+# Suffixes that make a model setting a file path rather than a registered model name.
+MODEL_FILE_SUFFIXES = ('.tflite', '.pt', '.pth', '.onnx', '.ckpt', '.safetensors', '.json')
+
+
+def parameter_specs(kind: NodeKind) -> tuple[st.SettingSpec, ...]:
+    """Return the settings ``kind`` declares as ROS parameters, in declaration order."""
+    skipped = set() if kind.heads_parameter else {'node.heads'}
+    for head in HEADS:
+        if head not in kind.heads:
+            skipped.update(_HEAD_SETTINGS[head])
+    return tuple(s for s in st.specs(st.NodeSettings) if s.name not in skipped)
+
+
+def settings_from_parameters(kind: NodeKind, values: Mapping[str, Any]) -> st.NodeSettings:
+    """
+    Validate parameter values (``{'section.field': value}``) into :class:`NodeSettings`.
+
+    Settings the node does not declare keep their defaults. Raises :class:`SettingError`
+    naming the first bad value.
+    """
+    declared = {s.name for s in parameter_specs(kind)}
+    unknown = sorted(set(values) - declared)
+    if unknown:
+        raise st.SettingError(f'{kind.name} has no parameters {unknown}')
+    return st.replace(st.NodeSettings(), values)
+
+
+def heads_of(kind: NodeKind, settings: st.NodeSettings) -> tuple[str, ...]:
+    """Return the heads a node runs, in canonical order."""
+    if not kind.heads_parameter:
+        return kind.heads
+    return tuple(head for head in HEADS if head in settings.node.heads)
+
+
+def pipeline_settings(settings: st.NodeSettings) -> st.PerceptionSettings:
+    """Return the part of a node's settings the pipeline takes."""
+    return st.build(st.PerceptionSettings, st.flatten(settings))
+
+
+def model_problem(head: str, value: str) -> str | None:
+    """
+    Return why ``model.<head> = value`` cannot load, if that is clear without loading it.
+
+    Empty means no model; a value that looks like a path (a separator, ``~``, or a model file
+    suffix) must name an existing file. Registered names are left to the model registry.
+    """
+    name = f'model.{head}'
+    if not value:
+        return (f'{name} is empty but the {head} head is requested: set {name} to a registered '
+                'model name or a model file path')
+    looks_like_path = ('/' in value or '\\' in value or value.startswith('~')
+                       or Path(value).suffix.lower() in MODEL_FILE_SUFFIXES)
+    if looks_like_path:
+        path = Path(value).expanduser()
+        if not path.is_file():
+            return (f'{name} = {value!r}: model file {str(path)!r} does not exist or is not a '
+                    'file; fix the path or use a registered model name')
+    return None
+
+
+def startup_problems(kind: NodeKind, settings: st.NodeSettings) -> list[str]:
+    """Return every reason the node cannot be configured with ``settings`` (empty: it can)."""
+    heads = heads_of(kind, settings)
+    if not heads:
+        return [f'node.heads is empty: list at least one of {", ".join(kind.heads)}']
+    problems = [model_problem(head, getattr(settings.model, head)) for head in heads]
+    return [p for p in problems if p]
+
+
+def changed_models(old: st.PerceptionSettings, new: st.PerceptionSettings,
+                   heads: Iterable[str]) -> tuple[str, ...]:
+    """Return the heads whose model changes from ``old`` to ``new``."""
+    return tuple(h for h in heads if getattr(old.model, h) != getattr(new.model, h))
+
+
+class PipelineUnavailable(ImportError):
+    """sparse_perception.pipeline is not installed (or not written yet)."""
+
+
+PipelineFactory = Callable[[st.PerceptionSettings, Sequence[str]], Any]
+
+
+def make_pipeline(settings: st.PerceptionSettings, heads: Sequence[str],
+                  incremental: bool = True) -> Any:
+    """
+    Build the perception pipeline for ``heads``: the one place nodes construct it.
+
+    Raises whatever the pipeline raises for a model that cannot load (ModelLoadError, a
+    ValueError), or :class:`PipelineUnavailable` when the pipeline module is missing.
+    """
+    try:
+        from sparse_perception.pipeline import Pipeline
+    except ModuleNotFoundError as exc:
+        if exc.name != 'sparse_perception.pipeline':
+            raise
+        raise PipelineUnavailable(
+            'sparse_perception.pipeline is not available in this installation, so no model '
+            'can run; install a release of sparse_perception that includes it') from None
+    return Pipeline(settings, heads=tuple(heads), incremental=incremental)
+
+
+def warmup_images(count: int, width: int, height: int) -> list[np.ndarray]:
+    """
+    Return ``count`` (H, W, 3) uint8 RGB frames that exercise the dense and the sparse path.
+
+    The first frame is dense; in each later one a bright square moves, so that some tiles
+    change and the incremental kernels run on a non-empty set of active tiles.
+    """
+    frames = []
+    side = max(1, min(width, height) // 4)
+    for index in range(count):
+        frame = np.full((height, width, 3), 64, np.uint8)
+        x = (index * side // 2) % max(1, width - side + 1)
+        frame[:side, x:x + side] = 255
+        frames.append(frame)
+    return frames
+
+
+# ---------------------------------------------------------------------------------------------
+# config/perception.yaml
+# ---------------------------------------------------------------------------------------------
+
+CONFIG_HEADER = """\
+# Parameters of the sparse_perception nodes, with their defaults.
+#
+# Generated from sparse_perception/settings.py by tools/make_config.py; do not edit by hand
+# (test/pure/test_node_config.py fails when this file and the settings disagree). Copy it to
+# change values and pass the copy as params_file to the launch files.
+#
+# Keys are '/**/<node name>' so that the sections apply in any namespace. Parameters marked
+# read-only are fixed once the node is constructed; the others can be changed while it runs
+# (`ros2 param set`) and take effect on the next frame. A list whose default is empty is shown
+# commented out: ROS parameter files cannot hold an empty list.
+"""
+
+
+def _yaml_scalar(value: Any) -> str:
+    if isinstance(value, bool):
+        return 'true' if value else 'false'
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        text = repr(value)
+        # YAML 1.1 (PyYAML) reads '1e-06' as a string; '1.0e-06' is a float everywhere.
+        if 'e' in text and '.' not in text.split('e')[0]:
+            mantissa, exponent = text.split('e')
+            text = f'{mantissa}.0e{exponent}'
+        return text
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    if isinstance(value, (tuple, list)):
+        return '[' + ', '.join(_yaml_scalar(v) for v in value) + ']'
+    raise TypeError(f'cannot write {value!r} to the config YAML')
+
+
+def _describe(spec: st.SettingSpec) -> str:
+    info = spec.info
+    parts = [info.description]
+    if info.low is not None or info.high is not None:
+        parts.append(f'range {_yaml_scalar(spec.kind(info.low))} to '
+                     f'{_yaml_scalar(spec.kind(info.high))}')
+    if info.choices:
+        parts.append('one of ' + ', '.join(info.choices))
+    if info.read_only:
+        parts.append('read-only')
+    return '; '.join(parts)
+
+
+def render_config(kinds: Iterable[NodeKind] = NODE_KINDS.values()) -> str:
+    """Return the text of ``config/perception.yaml``: every node's parameters and defaults."""
+    lines = [CONFIG_HEADER.rstrip('\n')]
+    for kind in kinds:
+        lines += ['', f'/**/{kind.name}:', '  ros__parameters:']
+        section = None
+        for spec in parameter_specs(kind):
+            head, field_name = spec.name.split('.')
+            if head != section:
+                lines.append(f'    {head}:')
+                section = head
+            lines += textwrap.wrap(_describe(spec), 99, initial_indent='      # ',
+                                   subsequent_indent='      #   ')
+            entry = f'{field_name}: {_yaml_scalar(spec.default)}'
+            empty_list = spec.kind is tuple and not spec.default
+            lines.append('      ' + ('# ' if empty_list else '') + entry)
+    return '\n'.join(lines) + '\n'

@@ -1,0 +1,162 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What each node declares, config/perception.yaml, model checks and the pipeline factory."""
+
+import sys
+import types
+
+import numpy as np
+import pytest
+from sparse_perception import node_config as nc
+from sparse_perception import settings as st
+from support import REPO
+import yaml
+
+CONFIG = REPO / 'config' / 'perception.yaml'
+
+
+def _names(kind):
+    return [s.name for s in nc.parameter_specs(kind)]
+
+
+def test_each_node_declares_the_settings_of_its_heads():
+    perception, segmentation, pose = (_names(k) for k in (nc.PERCEPTION, nc.SEGMENTATION,
+                                                          nc.POSE))
+    assert perception == [s.name for s in st.specs(st.NodeSettings)]
+    assert 'node.heads' not in segmentation and 'node.heads' not in pose
+    assert 'model.pose' not in segmentation and 'output.min_score' not in segmentation
+    assert 'model.segmentation' not in pose and 'output.min_score' in pose
+    common = {'change.threshold', 'input.transport', 'diagnostics.period', 'node.autostart'}
+    assert common <= set(segmentation) and common <= set(pose)
+    assert set(nc.NODE_KINDS) == {'perception_node', 'segmentation_node', 'pose_node'}
+
+
+def test_node_settings_defaults_are_valid():
+    for spec in st.specs(st.NodeSettings):
+        assert spec.info.description, spec.name
+        assert st.validate(spec, spec.default) == spec.default
+
+
+def test_settings_from_parameters_validates():
+    got = nc.settings_from_parameters(nc.POSE, {'change.threshold': 3, 'model.pose': 'p'})
+    assert got.change.threshold == 3.0 and got.model.pose == 'p'
+    with pytest.raises(st.SettingError, match='no parameters'):
+        nc.settings_from_parameters(nc.POSE, {'model.segmentation': 'x'})
+    with pytest.raises(st.SettingError, match='input.transport'):
+        nc.settings_from_parameters(nc.POSE, {'input.transport': 'theora'})
+    with pytest.raises(st.SettingError, match='depth'):
+        nc.settings_from_parameters(nc.PERCEPTION, {'node.heads': ['segmentation', 'depth']})
+
+
+def test_heads_and_pipeline_settings():
+    narrowed = st.replace(st.NodeSettings(), {'node.heads': ['pose', 'segmentation', 'pose']})
+    assert nc.heads_of(nc.PERCEPTION, narrowed) == ('segmentation', 'pose')
+    only_pose = st.replace(st.NodeSettings(), {'node.heads': ['pose']})
+    assert nc.heads_of(nc.PERCEPTION, only_pose) == ('pose',)
+    assert nc.heads_of(nc.SEGMENTATION, only_pose) == ('segmentation',)
+    node = st.replace(st.NodeSettings(), {'change.threshold': 7.0, 'input.depth': 3})
+    pipeline = nc.pipeline_settings(node)
+    assert type(pipeline) is st.PerceptionSettings and pipeline.change.threshold == 7.0
+    assert nc.changed_models(pipeline, nc.pipeline_settings(
+        st.replace(node, {'model.pose': 'b'})), nc.HEADS) == ('pose',)
+
+
+def test_model_problems(tmp_path):
+    model = tmp_path / 'net.tflite'
+    model.write_bytes(b'x')
+    assert 'model.pose is empty' in nc.model_problem('pose', '')
+    assert nc.model_problem('pose', 'movenet_lightning') is None  # left to the registry
+    assert nc.model_problem('pose', str(model)) is None
+    missing = nc.model_problem('segmentation', str(tmp_path / 'gone.tflite'))
+    assert 'gone.tflite' in missing and 'does not exist' in missing
+    assert 'does not exist' in nc.model_problem('pose', 'deeplab.tflite')  # relative, absent
+    assert 'does not exist' in nc.model_problem('pose', str(tmp_path))  # a folder
+
+
+def test_startup_problems():
+    settings = st.replace(st.NodeSettings(), {'model.segmentation': 'a', 'model.pose': ''})
+    assert nc.startup_problems(nc.SEGMENTATION, settings) == []
+    assert nc.startup_problems(nc.POSE, settings) == [nc.model_problem('pose', '')]
+    assert len(nc.startup_problems(nc.PERCEPTION, settings)) == 1
+    no_heads = st.replace(settings, {'node.heads': []})
+    assert 'node.heads is empty' in nc.startup_problems(nc.PERCEPTION, no_heads)[0]
+
+
+def test_config_file_is_generated_from_the_settings():
+    assert CONFIG.read_text(encoding='utf-8') == nc.render_config(), (
+        'config/perception.yaml is out of date: run tools/make_config.py')
+
+
+def test_config_yaml_holds_every_parameter_with_its_default_and_type():
+    document = yaml.safe_load(CONFIG.read_text(encoding='utf-8'))
+    assert set(document) == {f'/**/{name}' for name in nc.NODE_KINDS}
+    for name, kind in nc.NODE_KINDS.items():
+        flat = st.unnest(document[f'/**/{name}']['ros__parameters'])
+        specs = {s.name: s for s in nc.parameter_specs(kind)}
+        written = {n for n, s in specs.items() if not (s.kind is tuple and not s.default)}
+        assert set(flat) == written, name
+        for key, value in flat.items():
+            spec = specs[key]
+            expected = list(spec.default) if spec.kind is tuple else spec.default
+            assert value == expected and type(value) is type(expected), key
+        # The settings read the same defaults back from the file.
+        assert st.from_params_yaml(CONFIG, name, st.NodeSettings) == st.NodeSettings()
+
+
+def test_empty_list_defaults_are_commented_out_not_left_out():
+    text = CONFIG.read_text(encoding='utf-8')
+    assert '      # layer_thresholds: []' in text
+
+
+def test_yaml_scalars_read_back_as_written():
+    for value in (0.002, 1e-06, 12.0, 1e6, 3, True, "it's", ('a', 'b')):
+        text = nc._yaml_scalar(value)
+        back = yaml.safe_load(f'v: {text}')['v']
+        assert back == (list(value) if isinstance(value, tuple) else value), text
+
+
+def test_params_yaml_matches_any_namespace_section(tmp_path):
+    path = tmp_path / 'p.yaml'
+    path.write_text('/**/pose_node:\n  ros__parameters:\n    change:\n      threshold: 4.0\n')
+    assert st.from_params_yaml(path, 'pose_node').change.threshold == 4.0
+
+
+def test_warmup_images_change_between_frames():
+    frames = nc.warmup_images(3, 64, 48)
+    assert [f.shape for f in frames] == [(48, 64, 3)] * 3 and frames[0].dtype == np.uint8
+    assert (frames[0] != frames[1]).any() and (frames[1] != frames[2]).any()
+    assert nc.warmup_images(0, 64, 48) == []
+    assert nc.warmup_images(2, 1, 1)[1].shape == (1, 1, 3)
+
+
+def test_make_pipeline_without_the_pipeline_module(monkeypatch):
+    monkeypatch.setitem(sys.modules, 'sparse_perception.pipeline', None)
+    with pytest.raises(nc.PipelineUnavailable, match='sparse_perception.pipeline'):
+        nc.make_pipeline(st.PerceptionSettings(), ['pose'])
+
+
+def test_make_pipeline_builds_the_real_class(monkeypatch):
+    calls = []
+
+    class Pipeline:
+        def __init__(self, settings, heads, incremental):
+            calls.append((settings, heads, incremental))
+
+    module = types.ModuleType('sparse_perception.pipeline')
+    module.Pipeline = Pipeline
+    monkeypatch.setitem(sys.modules, 'sparse_perception.pipeline', module)
+    settings = st.PerceptionSettings()
+    assert isinstance(nc.make_pipeline(settings, ['pose']), Pipeline)
+    assert calls == [(settings, ('pose',), True)]

@@ -1,0 +1,41 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Run perception_node on the pipeline double in a process of its own (the two-process test).
+
+Usage: python test/ros/node_process.py --ros-args -p model.segmentation:=tiny-seg ...
+It runs through the same run() as the console scripts; only the pipeline factory differs.
+"""
+
+from pathlib import Path
+import sys
+
+# test/, for nodes_pipeline_double
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import nodes_pipeline_double  # noqa: E402
+from sparse_perception.nodes.perception_base import run  # noqa: E402
+from sparse_perception.nodes.perception_node import PerceptionNode  # noqa: E402
+
+
+class PerceptionNodeOnDouble(PerceptionNode):
+    """perception_node with the test double as its pipeline."""
+
+    def __init__(self, **options):
+        super().__init__(pipeline_factory=nodes_pipeline_double.factory(), **options)
+
+
+if __name__ == '__main__':
+    sys.exit(run(PerceptionNodeOnDouble, sys.argv))
