@@ -437,8 +437,7 @@ class _Importer:
         self.tail_inputs: dict[fx.Node, fx.Node] = {}  # trunk node -> tail placeholder
         self.tail_placeholders: list[fx.Node] = []  # parallel to trunk_outputs
         self.converted: dict[tuple[int, str, str], Any] = {}  # layout conversions, cached
-        self.trunk_ops: collections.Counter = collections.Counter()
-        self.tail_ops: collections.Counter = collections.Counter()
+        self.emitted: list[tuple[str, str, list]] = []  # (operator, sink, its result nodes)
 
     # ----------------------------------------------------------------------------- reading
     def _error(self, message: str) -> TFLiteImportError:
@@ -616,14 +615,19 @@ class _Importer:
             module.graph.lint()
             module.recompile()
         live = {node.name for node in trunk.graph.nodes}
+        live_nodes = set(trunk.graph.nodes) | set(tail.graph.nodes)
+        counts = {'trunk': collections.Counter(), 'tail': collections.Counter()}
+        for opname, graph, nodes in self.emitted:  # operators still in the graphs
+            if any(isinstance(n, fx.Node) and n in live_nodes for n in nodes):
+                counts[graph][opname] += 1
         info = TFLiteInfo(
             source=self.source,
             inputs=[self.tensors[i].spec() for i in inputs],
             outputs=[self.tensors[i].spec() for i in outputs],
             tflite_op_counts=dict(sorted(op_counts.items())),
             trunk_outputs=[TensorSpec(v.name, v.shape, 'float32') for v in self.trunk_outputs],
-            trunk_ops=sorted(self.trunk_ops.elements()),
-            tail_ops=sorted(self.tail_ops.elements()),
+            trunk_ops=sorted(counts['trunk'].elements()),
+            tail_ops=sorted(counts['tail'].elements()),
             fake_quant=self.fake_quant,
             trunk_tensors={v.name: v.node.name for v in self.values.values()
                            if v.graph == 'trunk' and v.node.name in live})
@@ -725,15 +729,17 @@ class _Importer:
         except (ValueError, RuntimeError, TypeError, IndexError) as exc:
             raise self._error(f'operator #{op_index} {opname} (output {outputs[0].name!r}) '
                               f'could not be imported: {exc}') from exc
-        if not sink.eager:
-            (self.trunk_ops if sink is self.trunk else self.tail_ops)[opname] += 1
         layout = 'nchw' if sink is self.trunk else 'tf'
+        nodes = []
         for tensor, result in zip(outputs, results):
             value = self._new_value(tensor, result, sink, layout)
             if not sink.eager and (self.fake_quant == 'all' or (
                     self.fake_quant == 'tail' and sink is self.tail)):
                 value.node = self._fake_quant(sink, value, value.node, self._name('fq'))
             self.values[tensor.index] = value
+            nodes += [result, value.node]
+        if not sink.eager:
+            self.emitted.append((opname, sink.name, nodes))
 
     def _fake_quant(self, sink: _Sink, value: _Value, node, name: str):
         """Round ``node`` to the quantisation grid recorded for ``value`` (if it has one)."""
