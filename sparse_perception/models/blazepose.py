@@ -239,11 +239,12 @@ def decode_detections(regressors: np.ndarray, logits: np.ndarray, anchors: np.nd
     ``[(score, box (4,) as x0, y0, x1, y1, keypoints (4, 2))]`` above ``min_score``, merged by
     weighted non-maximum suppression, best first.
     """
-    regressors = np.asarray(regressors, dtype=np.float64).reshape(len(anchors), -1)
+    regressors = np.asarray(regressors, dtype=np.float64)
     logits = np.asarray(logits, dtype=np.float64).reshape(-1)
-    if regressors.shape[1] < 12 or len(logits) != len(anchors):
+    if regressors.size != len(anchors) * 12 or len(logits) != len(anchors):
         raise ValueError(f'expected ({len(anchors)}, 12) regressors and {len(anchors)} scores, '
                          f'got {regressors.shape} and {logits.shape}')
+    regressors = regressors.reshape(len(anchors), 12)
     scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -settings.score_clip, settings.score_clip)))
     keep = np.flatnonzero(scores >= settings.min_score)
     if keep.size == 0:

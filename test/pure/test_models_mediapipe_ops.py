@@ -204,10 +204,10 @@ def test_depth_to_space(shape, block, in_tail):
 # ----------------------------------------------------------------- Convolution2DTransposeBias
 def mediapipe_transpose_conv_bias(x, weights, bias, stride, same):
     """
-    MediaPipe's Convolution2DTransposeBias kernel, transcribed (NHWC input, OHWI weights).
+    Compute MediaPipe's Convolution2DTransposeBias as its kernel does (NHWC input, OHWI weights).
 
-    Every output starts at the bias; input pixel (y, x) adds ``weights[:, fy, fx, :] @ input``
-    to output pixel ``(y * stride - pad // 2 + fy, x * stride - pad // 2 + fx)`` when that is
+    Every output starts at the bias; input pixel (y, x) adds ``weights[:, ky, kx, :] @ input``
+    to output pixel ``(y * stride - pad // 2 + ky, x * stride - pad // 2 + kx)`` when that is
     inside the output, where SAME pads ``max(0, k - (in - 1) % stride - 1)``.
     """
     n, height, width, _ = x.shape
@@ -217,11 +217,11 @@ def mediapipe_transpose_conv_bias(x, weights, bias, stride, same):
     pad_w = max(0, kw - (width - 1) % sw - 1) if same else 0
     out_h, out_w = sh * (height - 1) + kh - pad_h, sw * (width - 1) + kw - pad_w
     out = np.broadcast_to(bias.astype(np.float64), (n, out_h, out_w, out_ch)).copy()
-    for y, xx, fy, fx in itertools.product(range(height), range(width), range(kh), range(kw)):
-        oy, ox = y * sh - pad_h // 2 + fy, xx * sw - pad_w // 2 + fx
+    for y, xx, ky, kx in itertools.product(range(height), range(width), range(kh), range(kw)):
+        oy, ox = y * sh - pad_h // 2 + ky, xx * sw - pad_w // 2 + kx
         if 0 <= oy < out_h and 0 <= ox < out_w:
             out[:, oy, ox, :] += x[:, y, xx, :].astype(np.float64) @ \
-                weights[:, fy, fx, :].astype(np.float64).T
+                weights[:, ky, kx, :].astype(np.float64).T
     return out.astype(np.float32)
 
 
@@ -304,8 +304,8 @@ def test_keeping_some_outputs_drops_what_only_the_others_need():
     tensors = [T((1, 6, 6, 3)), T((1, 6, 6, 4)), T((1, 6, 6, 2)), T((1, 72)),
                T(w1.shape, data=w1), T(w2.shape, data=w2),
                T((2,), np.int32, data=np.array([1, 72], np.int32))]
-    conv = dict(Padding=0, StrideW=1, StrideH=1, FusedActivationFunction=1, DilationWFactor=1,
-                DilationHFactor=1)
+    conv = {'Padding': 0, 'StrideW': 1, 'StrideH': 1, 'FusedActivationFunction': 1,
+            'DilationWFactor': 1, 'DilationHFactor': 1}
     ops = [Op('CONV_2D', [0, 4, -1], [1], 'Conv2DOptions', **conv),
            Op('CONV_2D', [1, 5, -1], [2], 'Conv2DOptions', **conv),
            Op('RESHAPE', [2, 6], [3])]
