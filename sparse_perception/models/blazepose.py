@@ -197,11 +197,19 @@ def crop(image: np.ndarray, roi: Roi, size: tuple[int, int], *,
     out_h, out_w = (int(v) for v in size)
     u = (np.arange(out_w) + 0.5) / out_w
     v = (np.arange(out_h) + 0.5) / out_h
-    uv = np.stack(np.meshgrid(u, v), axis=-1)  # (h, w, 2)
-    xy = roi.to_frame(uv)
-    grid = torch.from_numpy(xy / (width, height) * 2.0 - 1.0).float()[None]  # (1, h, w, 2)
-    frame = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None].float()
-    sampled = F.grid_sample(frame, grid, mode='bilinear', align_corners=False,
+    xy = roi.to_frame(np.stack(np.meshgrid(u, v), axis=-1))  # (h, w, 2) frame coordinates
+    # Only the frame pixels the samples reach (and their neighbours) are converted: a crop of
+    # an HD frame then costs what the crop costs. Where the region meets the frame's edge it
+    # is the frame's edge, so replicating the region's border replicates the frame's.
+    x0 = min(max(int(np.floor(xy[..., 0].min())) - 2, 0), width - 1)
+    y0 = min(max(int(np.floor(xy[..., 1].min())) - 2, 0), height - 1)
+    x1 = max(min(int(np.ceil(xy[..., 0].max())) + 3, width), x0 + 1)
+    y1 = max(min(int(np.ceil(xy[..., 1].max())) + 3, height), y0 + 1)
+    region = np.ascontiguousarray(image[y0:y1, x0:x1])
+    grid = (xy - (x0, y0)) / (x1 - x0, y1 - y0) * 2.0 - 1.0
+    grid = torch.from_numpy(grid).float()[None]  # (1, h, w, 2), align_corners=False units
+    pixels = torch.from_numpy(region).permute(2, 0, 1)[None].float()
+    sampled = F.grid_sample(pixels, grid, mode='bilinear', align_corners=False,
                             padding_mode='border' if border == 'replicate' else 'zeros')
     return sampled.round_().clamp_(0, 255).to(torch.uint8)[0].permute(1, 2, 0).numpy()
 
@@ -348,6 +356,10 @@ class BlazePose(LoadedModel):
     from (detecting first when needed); ``decode(outputs, transform)`` returns the person in
     frame pixels and advances the tracking, so call it once per frame, in frame order.
     ``joints`` chooses the view: BlazePose-33, or COCO-17 (``coco17`` view).
+
+    While nobody is tracked the crop is the whole frame (``transform.source == 'frame'``) and
+    decode returns ``[]`` whatever the network says, so a pipeline may skip the network then.
+    Feed the engine's change map from the crop, not the frame: the crop is what stays still.
     """
 
     detector: Any = None  # TFLiteNet of pose_detection.tflite

@@ -86,6 +86,37 @@ def test_crop_samples_the_rotated_square():
         bp.crop(image, edge, (20, 20), border='wrap')
 
 
+def _bilinear(image, xy, border):
+    """Sample ``image`` at continuous frame points ``xy`` (..., 2), pixel centres at i + 0.5."""
+    height, width = image.shape[:2]
+    x, y = xy[..., 0] - 0.5, xy[..., 1] - 0.5
+    if border == 'replicate':
+        x, y = np.clip(x, 0, width - 1), np.clip(y, 0, height - 1)
+    x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+    out = np.zeros(xy.shape[:-1] + (3,))
+    for dx, dy in ((0, 0), (1, 0), (0, 1), (1, 1)):
+        xi, yi = x0 + dx, y0 + dy
+        weight = (1 - np.abs(x - xi)) * (1 - np.abs(y - yi))
+        inside = (xi >= 0) & (xi < width) & (yi >= 0) & (yi < height)
+        value = image[np.clip(yi, 0, height - 1), np.clip(xi, 0, width - 1)]
+        out += np.where(inside[..., None], value * weight[..., None], 0.0)
+    return out
+
+
+@pytest.mark.parametrize('border', ['replicate', 'zero'])
+def test_crop_matches_bilinear_sampling_anywhere(border):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    for _ in range(20):  # inside, across the edges, partly or wholly outside
+        roi = bp.Roi((rng.uniform(-40, 160), rng.uniform(-40, 130)), rng.uniform(10, 150),
+                     rng.uniform(-math.pi, math.pi))
+        cropped = bp.crop(image, roi, (24, 32), border=border).astype(float)
+        u = (np.arange(32) + 0.5) / 32
+        v = (np.arange(24) + 0.5) / 24
+        expected = _bilinear(image, roi.to_frame(np.stack(np.meshgrid(u, v), -1)), border)
+        assert np.abs(cropped - expected).max() <= 0.5 + 1e-3  # uint8 rounding only
+
+
 # ------------------------------------------------------------------------------ the detector
 def test_ssd_anchor_centres_follow_the_output_order():
     anchors = bp.ssd_anchor_centres()
