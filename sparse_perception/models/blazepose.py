@@ -29,12 +29,15 @@ The two stages follow MediaPipe's pose graphs (``pose_detection_cpu.pbtxt``,
 
 Tracking differs from MediaPipe on purpose. MediaPipe re-derives the ROI from every frame's
 landmarks, so the crop moves a little every frame and the landmark model never sees the same
-pixels twice. Here the ROI stays still while the person stays inside it (every confidently
-present body landmark within the crop's inner margin, and the size and rotation that the
-landmarks suggest within tolerances of the current ROI's); only then does the crop of a static
-scene stay static, so that the incremental engine can skip the landmark model's unchanged
-tiles. When the person leaves those bounds the ROI moves to where the landmarks say; when the
-presence score drops, the detector runs again on the next frame.
+pixels twice. Here the ROI stays still while the person stays inside it: the ROI the
+landmarks suggest keeps its centre, size and rotation within tolerances of the current one's
+(:class:`TrackingSettings`; the landmark model needs the hips near the crop's centre, its
+presence score collapses beyond about 0.15 of the side), and every confidently present body
+landmark stays inside the crop. Only then does the crop of a static scene stay static, so that
+the incremental engine can skip the landmark model's unchanged tiles. When the person leaves
+those bounds the ROI moves to where the landmarks say; when the presence score drops, the
+detector runs again on the next frame. On the 40-frame JHMDB goalkeeper clip the ROI moved 14
+times with PCK@0.2 0.877, against 40 moves and 0.881 when re-centred every frame.
 
 Coordinates are continuous frame pixels (the centre of pixel ``i`` is ``i + 0.5``), x right and
 y down; a rotation ``r`` maps the crop's axes onto the frame by ``[[cos r, -sin r], [sin r,
