@@ -32,7 +32,7 @@ import random
 
 import pytest
 
-from support import IN_CI
+from support import fetch_mediapipe_models, IN_CI
 
 TEST_DIR = Path(__file__).resolve().parent
 TIERS = ('pure', 'bag', 'ros', 'gpu', 'lint')
@@ -82,3 +82,14 @@ def dtype(request):
     """Both precisions; tolerances follow the precision (STYLE.md #9)."""
     import torch
     return getattr(torch, request.param)
+
+
+@pytest.fixture(scope='session')
+def mediapipe_cache(tmp_path_factory):
+    """
+    Return a model cache holding the MediaPipe models, fetched once per test session.
+
+    The fetch is the real one (`pip download mediapipe` from PyPI, then extraction); without
+    PyPI the tests that need it skip, except under CI.
+    """
+    return fetch_mediapipe_models(tmp_path_factory.mktemp('model-cache'))

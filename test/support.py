@@ -33,3 +33,22 @@ def require_shared(relative: str) -> Path:
         if IN_CI:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+def fetch_mediapipe_models(cache: Path) -> Path:
+    """
+    Fill ``cache`` as `sparse-perception models fetch` does (a real pip download from PyPI).
+
+    Returns the cache folder (the files are in its ``mediapipe/``). Skips when PyPI cannot be
+    reached, but fails under CI, where the download must work.
+    """
+    from sparse_perception.models.fetch import fetch_mediapipe, FetchError
+
+    try:
+        fetch_mediapipe(Path(cache) / 'mediapipe', log=lambda _: None)
+    except FetchError as exc:
+        message = f'the MediaPipe models could not be fetched from PyPI: {exc}'
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    return Path(cache)

@@ -46,6 +46,9 @@ class T:
     zero_point: list[int] | None = None
     axis: int = 0
     name: str = ''
+    # Sparse storage (``data`` then holds the stored values only): traversal_order, block_map
+    # and levels, each ('dense', size) or ('csr', segments, indices), as densify() takes them.
+    sparsity: dict | None = None
 
 
 @dataclass
@@ -57,12 +60,66 @@ class Operator:
     outputs: list[int]
     options: str | None = None  # e.g. 'Conv2DOptions'
     fields: dict[str, Any] = field(default_factory=dict)
+    custom_code: str = ''  # for name 'CUSTOM'
+    custom_options: bytes = b''
+
+    @property
+    def code_key(self) -> str:
+        return f'CUSTOM({self.custom_code})' if self.name == 'CUSTOM' else self.name
 
 
 def Op(name: str, inputs: list[int], outputs: list[int], options: str | None = None,  # noqa: N802
        **fields: Any) -> Operator:
     """Describe an operator; ``fields`` are the options table's fields by schema name."""
     return Operator(name, inputs, outputs, options, fields)
+
+
+def CustomOp(code: str, inputs: list[int], outputs: list[int],  # noqa: N802
+             options: bytes = b'') -> Operator:
+    """Describe a custom operator by its custom code, with raw custom options."""
+    return Operator('CUSTOM', inputs, outputs, custom_code=code, custom_options=options)
+
+
+_INDEX_TABLES = {np.int32: ('Int32Vector', 1), np.uint16: ('Uint16Vector', 2),
+                 np.uint8: ('Uint8Vector', 3)}
+
+
+def _index_vector(builder, values):
+    values = np.asarray(values)
+    dtype = np.uint8 if values.size == 0 or values.max() < 256 else (
+        np.uint16 if values.max() < 65536 else np.int32)
+    table, kind = _INDEX_TABLES[dtype]
+    vector = _vector(builder, values, dtype)
+    getattr(tflite, f'{table}Start')(builder)
+    getattr(tflite, f'{table}AddValues')(builder, vector)
+    return getattr(tflite, f'{table}End')(builder), kind
+
+
+def _sparsity(builder, sparsity: dict):
+    metas = []
+    for level in sparsity['levels']:
+        if level[0] == 'dense':
+            tflite.DimensionMetadataStart(builder)
+            tflite.DimensionMetadataAddFormat(builder, 0)
+            tflite.DimensionMetadataAddDenseSize(builder, int(level[1]))
+        else:
+            segments, segments_kind = _index_vector(builder, level[1])
+            indices, indices_kind = _index_vector(builder, level[2])
+            tflite.DimensionMetadataStart(builder)
+            tflite.DimensionMetadataAddFormat(builder, 1)
+            tflite.DimensionMetadataAddArraySegmentsType(builder, segments_kind)
+            tflite.DimensionMetadataAddArraySegments(builder, segments)
+            tflite.DimensionMetadataAddArrayIndicesType(builder, indices_kind)
+            tflite.DimensionMetadataAddArrayIndices(builder, indices)
+        metas.append(tflite.DimensionMetadataEnd(builder))
+    order = _vector(builder, sparsity['traversal_order'], np.int32)
+    block_map = _vector(builder, sparsity.get('block_map', []), np.int32)
+    dims = _table_vector(builder, tflite.SparsityParametersStartDimMetadataVector, metas)
+    tflite.SparsityParametersStart(builder)
+    tflite.SparsityParametersAddTraversalOrder(builder, order)
+    tflite.SparsityParametersAddBlockMap(builder, block_map)
+    tflite.SparsityParametersAddDimMetadata(builder, dims)
+    return tflite.SparsityParametersEnd(builder)
 
 
 def _vector(builder, values, dtype):
@@ -98,7 +155,7 @@ def _options(builder, name: str, fields: dict[str, Any]):
 def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: list[int]) -> bytes:
     """Serialise a one-subgraph model; returns the flatbuffer bytes."""
     b = flatbuffers.Builder(1024)
-    opcode_names = sorted({op.name for op in ops})
+    opcode_names = sorted({op.code_key for op in ops})
     opcode_index = {name: i for i, name in enumerate(opcode_names)}
 
     buffers = [None]  # buffer 0 is the empty sentinel
@@ -130,6 +187,7 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
             tflite.QuantizationParametersAddZeroPoint(b, zero)
             tflite.QuantizationParametersAddQuantizedDimension(b, t.axis)
             quant = tflite.QuantizationParametersEnd(b)
+        sparsity = _sparsity(b, t.sparsity) if t.sparsity else None
         tflite.TensorStart(b)
         tflite.TensorAddShape(b, shape)
         tflite.TensorAddType(b, TYPES[np.dtype(t.dtype).type])
@@ -137,6 +195,8 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
         tflite.TensorAddName(b, name)
         if quant is not None:
             tflite.TensorAddQuantization(b, quant)
+        if sparsity is not None:
+            tflite.TensorAddSparsity(b, sparsity)
         tensor_offsets.append(tflite.TensorEnd(b))
 
     op_offsets = []
@@ -144,13 +204,17 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
         op_inputs = _vector(b, op.inputs, np.int32)
         op_outputs = _vector(b, op.outputs, np.int32)
         options = _options(b, op.options, op.fields) if op.options else None
+        custom = _vector(b, np.frombuffer(op.custom_options, np.uint8), np.uint8) \
+            if op.custom_options else None
         tflite.OperatorStart(b)
-        tflite.OperatorAddOpcodeIndex(b, opcode_index[op.name])
+        tflite.OperatorAddOpcodeIndex(b, opcode_index[op.code_key])
         tflite.OperatorAddInputs(b, op_inputs)
         tflite.OperatorAddOutputs(b, op_outputs)
         if options is not None:
             tflite.OperatorAddBuiltinOptionsType(b, getattr(tflite.BuiltinOptions, op.options))
             tflite.OperatorAddBuiltinOptions(b, options)
+        if custom is not None:
+            tflite.OperatorAddCustomOptions(b, custom)
         op_offsets.append(tflite.OperatorEnd(b))
 
     tensors_vector = _table_vector(b, tflite.SubGraphStartTensorsVector, tensor_offsets)
@@ -166,11 +230,15 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
 
     code_offsets = []
     for name in opcode_names:
-        code = OPCODES[name]
+        custom = name.startswith('CUSTOM(')
+        code = OPCODES['CUSTOM' if custom else name]
+        custom_code = b.CreateString(name[len('CUSTOM('):-1]) if custom else None
         tflite.OperatorCodeStart(b)
         tflite.OperatorCodeAddDeprecatedBuiltinCode(b, min(code, 127))
         tflite.OperatorCodeAddBuiltinCode(b, code)
         tflite.OperatorCodeAddVersion(b, 1)
+        if custom_code is not None:
+            tflite.OperatorCodeAddCustomCode(b, custom_code)
         code_offsets.append(tflite.OperatorCodeEnd(b))
 
     codes_vector = _table_vector(b, tflite.ModelStartOperatorCodesVector, code_offsets)
@@ -188,11 +256,20 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
     return bytes(b.Output())
 
 
-def run_reference(model: bytes, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    """Run a flatbuffer in the TFLite interpreter (ai-edge-litert) and return its outputs."""
-    from ai_edge_litert.interpreter import Interpreter
+def run_reference(model: bytes, inputs: list[np.ndarray], *,
+                  builtin_only: bool = False) -> list[np.ndarray]:
+    """
+    Run a flatbuffer in the TFLite interpreter (ai-edge-litert) and return its outputs.
 
-    interpreter = Interpreter(model_content=model, num_threads=1)
+    ``builtin_only`` leaves out the default XNNPACK delegate, which consumes sparse weights
+    itself and so never fills a DENSIFY output the model also returns.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    resolver = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES if builtin_only else \
+        OpResolverType.AUTO
+    interpreter = Interpreter(model_content=model, num_threads=1,
+                              experimental_op_resolver_type=resolver)
     interpreter.allocate_tensors()
     for detail, value in zip(interpreter.get_input_details(), inputs):
         interpreter.set_tensor(detail['index'], value)

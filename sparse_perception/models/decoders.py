@@ -50,6 +50,28 @@ COCO17_SKELETON = (
     (6, 8), (7, 9), (8, 10), (1, 2), (0, 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6),
 )
 
+# The 33 BlazePose (MediaPipe pose landmark) joints in the model's order, MediaPipe's pose
+# connections, and where each COCO-17 joint is among them (COCO-17 joint k is BlazePose joint
+# COCO17_FROM_BLAZEPOSE33[k]).
+BLAZEPOSE33_JOINTS = (
+    'nose', 'left_eye_inner', 'left_eye', 'left_eye_outer', 'right_eye_inner', 'right_eye',
+    'right_eye_outer', 'left_ear', 'right_ear', 'mouth_left', 'mouth_right', 'left_shoulder',
+    'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist', 'left_pinky',
+    'right_pinky', 'left_index', 'right_index', 'left_thumb', 'right_thumb', 'left_hip',
+    'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle', 'left_heel',
+    'right_heel', 'left_foot_index', 'right_foot_index',
+)
+BLAZEPOSE33_SKELETON = (
+    (0, 1), (1, 2), (2, 3), (3, 7), (0, 4), (4, 5), (5, 6), (6, 8), (9, 10), (11, 12),
+    (11, 13), (13, 15), (15, 17), (15, 19), (15, 21), (17, 19), (12, 14), (14, 16), (16, 18),
+    (16, 20), (16, 22), (18, 20), (11, 23), (12, 24), (23, 24), (23, 25), (24, 26), (25, 27),
+    (26, 28), (27, 29), (28, 30), (29, 31), (30, 32), (27, 31), (28, 32),
+)
+COCO17_FROM_BLAZEPOSE33 = (0, 2, 5, 7, 8, 11, 12, 13, 14, 15, 16, 23, 24, 25, 26, 27, 28)
+
+# Person vs background masks (selfie segmentation): class ids of a thresholded probability.
+PERSON_LABELS = ('background', 'person')
+
 
 class Keypoint(NamedTuple):
     """One joint in image pixel coordinates, with the network's confidence."""
@@ -107,9 +129,9 @@ def probability_mask(probability, transform: ImageTransform, *, threshold: float
     """
     Threshold a per-pixel probability map (e.g. person vs background) into a class-id mask.
 
-    ``probability`` is ``(h, w)``, ``(1, h, w)``, ``(h, w, 1)`` or ``(1, 1, h, w)`` in [0, 1]
-    at the network input's resolution; it is resampled bilinearly to the frame, and pixels at
-    or above ``threshold`` get ``class_id``, the rest 0.
+    ``probability`` is ``(h, w)``, ``(1, h, w)``, ``(h, w, 1)``, ``(1, h, w, 1)`` (NHWC) or
+    ``(1, 1, h, w)`` (NCHW) in [0, 1] at the network input's resolution; it is resampled
+    bilinearly to the frame, and pixels at or above ``threshold`` get ``class_id``, the rest 0.
     """
     import torch
     import torch.nn.functional as F
@@ -119,6 +141,9 @@ def probability_mask(probability, transform: ImageTransform, *, threshold: float
     if not 0 <= class_id < UNLABELLED:
         raise ValueError(f'class_id must be within [0, 254], got {class_id!r}')
     tensor = torch.as_tensor(probability).float()
+    if tensor.dim() == 4 and tensor.shape[0] == 1 and tensor.shape[-1] == 1 and \
+            tensor.shape[1] != 1:
+        tensor = tensor[..., 0]  # (1, h, w, 1): a TFLite NHWC map
     if tensor.dim() == 3 and tensor.shape[-1] == 1 and tensor.shape[0] != 1:
         tensor = tensor[..., 0]
     prob = _squeeze_to(tensor, 2, 'a probability map (h, w)')

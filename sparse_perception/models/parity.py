@@ -17,10 +17,14 @@ Parity of imported TFLite models with the TFLite interpreter on real frames.
 
 Both sides get the very same uint8 network input (``LoadedModel.prepare``); segmentation is
 compared by the fraction of equal labels, pose by the keypoint distance in network-input pixels.
-The interpreter comes from ``ai-edge-litert`` (a test dependency, imported when needed).
+The interpreter comes from ``ai-edge-litert`` (a test dependency, imported when needed). It
+cannot run MediaPipe's custom Convolution2DTransposeBias; for the selfie segmentation models
+the reference is the same flatbuffer with that operator rewritten as the builtin TRANSPOSE_CONV
+with a bias input (:mod:`~sparse_perception.models.tflite_edit`), which computes the same thing.
 
 ``python -m sparse_perception.models.parity --json PATH`` measures the registered Coral models on
-the shared DAVIS, JHMDB and COCO frames for each fake-quantisation mode.
+the shared DAVIS, JHMDB and COCO frames for each fake-quantisation mode, and the MediaPipe models
+(selfie segmentation, both BlazePose stages) when ``models fetch`` has put them in the cache.
 """
 
 from __future__ import annotations
@@ -48,23 +52,50 @@ class Parity:
 
 
 class Reference:
-    """The TFLite interpreter on a model file, fed with prepared uint8 inputs."""
+    """
+    The TFLite interpreter on a model file, fed with prepared uint8 inputs.
 
-    def __init__(self, path: str | Path, threads: int = 2):
+    A float-input model gets ``pixels * normalise[0] + normalise[1]`` (the model's
+    ``LoadedModel.normalise``). MediaPipe's Convolution2DTransposeBias is rewritten as the
+    builtin TRANSPOSE_CONV with a bias first (the interpreter has no such custom operator).
+    """
+
+    def __init__(self, path: str | Path, threads: int = 2,
+                 normalise: tuple[float, float] | None = None):
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise ImportError('parity checks need the TFLite interpreter: pip install '
                               'ai-edge-litert (part of the test extra)') from None
-        self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+        from sparse_perception.models.tflite_edit import builtin_transpose_conv
+        from sparse_perception.models.tflite_edit import CUSTOM_TRANSPOSE_CONV, custom_operators
+
+        data = Path(path).read_bytes()
+        self.rewritten = CUSTOM_TRANSPOSE_CONV in custom_operators(data)
+        if self.rewritten:
+            data = builtin_transpose_conv(data)
+        self.interpreter = Interpreter(model_content=data, num_threads=threads)
         self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]['index']
-        self.output = self.interpreter.get_output_details()[0]['index']
+        detail = self.interpreter.get_input_details()[0]
+        self.input, self.dtype = detail['index'], np.dtype(detail['dtype'])
+        if self.dtype.kind == 'f' and normalise is None:
+            raise ValueError(f'{path} takes a float input: pass normalise=(scale, offset)')
+        self.normalise = normalise
+        self.outputs = [d['index'] for d in self.interpreter.get_output_details()]
+        self.output = self.outputs[0]
+
+    def run(self, pixels: np.ndarray) -> list[np.ndarray]:
+        """Return every output of the model for one prepared (h, w, 3) uint8 input."""
+        x = pixels[None]
+        if self.dtype.kind == 'f':
+            scale, offset = self.normalise
+            x = (x.astype(np.float32) * np.float32(scale) + np.float32(offset)).astype(self.dtype)
+        self.interpreter.set_tensor(self.input, x)
+        self.interpreter.invoke()
+        return [self.interpreter.get_tensor(i).copy() for i in self.outputs]
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        self.interpreter.set_tensor(self.input, pixels[None])
-        self.interpreter.invoke()
-        return self.interpreter.get_tensor(self.output).copy()
+        return self.run(pixels)[0]
 
 
 def read_rgb(path: str | Path) -> np.ndarray:
@@ -122,6 +153,78 @@ def pose_parity(model, frames: Iterable[str | Path], confident: float = 0.3) -> 
         f'max_px_score_{confident}': float(sure.max()) if sure.size else None})
 
 
+def probability_parity(model, frames: Iterable[str | Path], threshold: float = 0.5) -> Parity:
+    """
+    Compare a person-probability model (selfie segmentation) with the interpreter.
+
+    Per frame: the agreement of the thresholded masks; the summary adds the largest
+    probability difference.
+    """
+    import torch
+
+    reference = Reference(model.source, normalise=model.normalise)
+    names, agreement, worst = [], [], 0.0
+    for path in frames:
+        pixels, _ = model.prepare(read_rgb(path))
+        with torch.no_grad():
+            ours = model.module(model.to_tensor(pixels)).cpu().numpy()
+        expected = reference(pixels)
+        worst = max(worst, float(np.abs(ours - expected).max()))
+        agreement.append(float(((ours >= threshold) == (expected >= threshold)).mean()))
+        names.append(str(path))
+    values = np.array(agreement)
+    return Parity(model.name, 'none', names, agreement, {
+        'pooled_agreement': float(values.mean()), 'min_agreement': float(values.min()),
+        'max_abs_probability': worst, 'reference_rewritten': float(reference.rewritten)})
+
+
+def blazepose_parity(model, frames: Iterable[str | Path]) -> Parity:
+    """
+    Both BlazePose stages against the interpreter, on the crops the tracker makes in order.
+
+    The detector gets each frame's letterboxed input (its raw outputs are compared relative to
+    their largest magnitude); the landmark model the same crop as the torch model (its 33 body
+    landmarks are compared in crop pixels, the model's resolution). Per frame: the median
+    landmark distance.
+    """
+    import torch
+
+    from sparse_perception.models.transforms import ImageTransform, resize_image
+
+    detector = Reference(model.detector_source, normalise=(2.0 / 255.0, -1.0))
+    landmarks = Reference(model.source, normalise=model.normalise)
+    size = model.detector_settings.input_size
+    names, per_frame, errors, presence, detector_error = [], [], [], [], 0.0
+    model.reset()
+    for path in frames:
+        frame = read_rgb(path)
+        letterbox = ImageTransform.fit(frame.shape[:2], (size, size), 'letterbox')
+        pixels = resize_image(frame, letterbox)
+        tensor = torch.from_numpy(pixels).permute(2, 0, 1)[None].float() * (2.0 / 255.0) - 1.0
+        with torch.no_grad():
+            ours = [o.cpu().numpy() for o in model.detector(tensor.to(model.device))]
+        for mine, expected in zip(ours, detector.run(pixels)):
+            detector_error = max(detector_error, float(
+                np.abs(mine - expected).max() / max(np.abs(expected).max(), 1e-6)))
+        crop, transform = model.prepare(frame)
+        with torch.no_grad():
+            outputs = model.module(model.to_tensor(crop))
+        expected = landmarks.run(crop)
+        mine = outputs[0].cpu().numpy().reshape(-1, 5)[:33]
+        theirs = expected[0].reshape(-1, 5)[:33]
+        error = np.hypot(*(mine[:, :2] - theirs[:, :2]).T)
+        errors.append(error)
+        presence.append(abs(float(outputs[1].reshape(-1)[0]) - float(expected[1].reshape(-1)[0])))
+        per_frame.append(float(np.median(error)))
+        names.append(str(path))
+        model.decode(outputs, transform)
+    errors = np.concatenate(errors)
+    return Parity(model.name, 'none', names, per_frame, {
+        'median_px': float(np.median(errors)), 'max_px': float(errors.max()),
+        'within_2px': float((errors <= 2.0).mean()), 'max_presence_difference': max(presence),
+        'detector_max_relative_difference': detector_error})
+
+
 def shared_frames(step: int = 4) -> dict[str, list[Path]]:
     """Frames from the shared folder: DAVIS (every ``step``-th), JHMDB, one COCO still."""
     from sparse_perception.shared_data import shared_path
@@ -160,6 +263,7 @@ def main(argv: list[str] | None = None) -> int:
                   {k: round(v, 4) for k, v in result.summary.items() if v is not None},
                   flush=True)
             results.append(asdict(result))
+    results += _mediapipe_results(frames)
     if args.json:
         from ai_edge_litert import __version__ as litert_version
 
@@ -171,6 +275,27 @@ def main(argv: list[str] | None = None) -> int:
         temporary.write_text(json.dumps(document, indent=1) + '\n')
         temporary.replace(path)
     return 0
+
+
+def _mediapipe_results(frames: dict[str, list[Path]]) -> list[dict]:
+    """Measure the MediaPipe models' parity; skip (with a note) those the cache lacks."""
+    from sparse_perception.models.registry import load_model, ModelNotFound
+
+    results = []
+    for name in ('selfie_segmentation', 'selfie_segmentation_landscape', 'blazepose'):
+        try:
+            model = load_model(name)
+        except ModelNotFound as exc:
+            print(f'{name}: skipped ({exc})', flush=True)
+            continue
+        if name == 'blazepose':
+            result = blazepose_parity(model, frames['pose'])
+        else:
+            result = probability_parity(model, frames['segmentation'])
+        print(name, len(result.frames), 'frames',
+              {k: round(v, 6) for k, v in result.summary.items()}, flush=True)
+        results.append(asdict(result))
+    return results
 
 
 if __name__ == '__main__':

@@ -16,10 +16,14 @@
 The model registry and :func:`load_model`: one object per model, ready for a camera frame.
 
 A registered name says where the file comes from (the shared folder for the Coral models, the
-``models fetch`` cache for the MediaPipe ones once their decoders exist), how to preprocess a
-frame, how to decode the outputs, and the label or joint names. Any file path works too: a
-``.tflite`` file (decoded as the registered model of the same file name, or by what its
-outputs look like) or a checkpoint of the package's own architectures (``.pt``).
+``models fetch`` cache for the MediaPipe ones), how to preprocess a frame, how to decode the
+outputs, and the label or joint names. Any file path works too: a ``.tflite`` file (decoded
+as the registered model of the same file name, or by what its outputs look like) or a
+checkpoint of the package's own architectures (``.pt``).
+
+BlazePose, a two-stage model, loads as a :class:`~sparse_perception.models.blazepose.BlazePose`:
+a :class:`LoadedModel` whose preprocessing detects the person and crops a rotated region for
+its landmark network.
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from sparse_perception.shared_data import SHARED_ENV, shared_root
 
 CACHE_ENV = 'SPARSE_PERCEPTION_MODEL_CACHE'
 KINDS = ('segmentation', 'pose')
-DECODERS = ('class_map', 'class_scores', 'probability', 'single_pose')
+DECODERS = ('class_map', 'class_scores', 'probability', 'single_pose', 'blazepose')
 CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.ckpt')
 
 
@@ -55,7 +59,7 @@ class ModelEntry:
     location: str  # 'shared' (under the shared folder) or 'cache' (the models fetch cache)
     folder: str  # sub-folder of that location
     decoder: str  # one of DECODERS
-    resize: str = 'resize'  # 'resize', 'letterbox' or 'none'
+    resize: str = 'resize'  # 'resize', 'letterbox', 'none' or 'roi' (BlazePose's rotated crop)
     convert: str = ''  # '' = the imported graph; 'deeplab' = the own fully convolutional arch
     # TFLite import mode for quantised models (see load_tflite), chosen by measured agreement
     # with the TFLite interpreter (python -m sparse_perception.models.parity): 'tail' for
@@ -68,10 +72,14 @@ class ModelEntry:
     skeleton: tuple[tuple[int, int], ...] = ()
     description: str = ''
     licence: str = ''
+    detector: str = ''  # BlazePose: the person detector's file, found like ``filename``
 
 
 _CORAL = 'models/coral'
 _CORAL_NOTE = 'google-coral/test_data, Apache-2.0; read from the shared folder'
+_MEDIAPIPE = 'mediapipe'
+_MEDIAPIPE_NOTE = ('MediaPipe 0.10.21 wheel, Apache-2.0; `sparse-perception models fetch` puts it '
+                   'in the model cache')
 
 REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in (
     ModelEntry('deeplabv3_mnv2_pascal', 'segmentation', 'deeplabv3_mnv2_pascal_quant.tflite',
@@ -98,11 +106,29 @@ REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in (
                joints=decoders.COCO17_JOINTS, skeleton=decoders.COCO17_SKELETON,
                description='MoveNet SinglePose Lightning, COCO-17 keypoints, 192x192, int8 '
                'quantised', licence=_CORAL_NOTE),
+    ModelEntry('selfie_segmentation', 'segmentation', 'selfie_segmentation.tflite', 'cache',
+               _MEDIAPIPE, 'probability', labels=decoders.PERSON_LABELS,
+               description='MediaPipe selfie segmentation (general), 256x256, float: person '
+               'probability thresholded at 0.5 into background/person', licence=_MEDIAPIPE_NOTE),
+    ModelEntry('selfie_segmentation_landscape', 'segmentation',
+               'selfie_segmentation_landscape.tflite', 'cache', _MEDIAPIPE, 'probability',
+               labels=decoders.PERSON_LABELS,
+               description='MediaPipe selfie segmentation (landscape), 256x144, float: person '
+               'probability thresholded at 0.5', licence=_MEDIAPIPE_NOTE),
+    ModelEntry('blazepose', 'pose', 'pose_landmark_full.tflite', 'cache', _MEDIAPIPE,
+               'blazepose', resize='roi', detector='pose_detection.tflite',
+               joints=decoders.BLAZEPOSE33_JOINTS, skeleton=decoders.BLAZEPOSE33_SKELETON,
+               description='MediaPipe BlazePose (full): person detector 224x224, then 33 '
+               'landmarks on a rotated 256x256 crop that stays still while the person stays '
+               'in it', licence=_MEDIAPIPE_NOTE),
+    ModelEntry('blazepose_coco17', 'pose', 'pose_landmark_full.tflite', 'cache', _MEDIAPIPE,
+               'blazepose', resize='roi', detector='pose_detection.tflite',
+               joints=decoders.COCO17_JOINTS, skeleton=decoders.COCO17_SKELETON,
+               description='BlazePose with its COCO-17 joints only', licence=_MEDIAPIPE_NOTE),
 )}
 
 # Files `sparse-perception models fetch` extracts from the MediaPipe wheel (Apache-2.0) into
-# the cache. Their registry entries come with the MediaPipe decoders (selfie segmentation,
-# BlazePose detector + landmarks).
+# the cache (the registry entries above with location 'cache').
 MEDIAPIPE_VERSION = '0.10.21'
 MEDIAPIPE_FILES = {
     'selfie_segmentation.tflite':
@@ -143,9 +169,16 @@ def resolve(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> P
         if path.is_file():
             return path
     where = ', '.join(str(p) for p in paths)
-    hint = (f'set {SHARED_ENV} to the folder holding models/coral, pass a models folder, '
-            'or give the file path instead of the name') if entry.location == 'shared' else \
-        'run `sparse-perception models fetch`, or give the file path instead of the name'
+    if entry.location == 'shared':
+        hint = (f'set {SHARED_ENV} to the folder holding models/coral, pass a models folder, '
+                'or give the file path instead of the name')
+    else:
+        cache = cache_dir() / entry.folder
+        empty = not cache.is_dir() or not any(cache.glob('*.tflite'))
+        hint = (f'the model cache {cache} is {"empty" if empty else "incomplete"}: run '
+                f'`sparse-perception models fetch` once (it downloads mediapipe=='
+                f'{MEDIAPIPE_VERSION} from PyPI with pip and extracts its models; '
+                f'${CACHE_ENV} moves the cache), or give the file path instead of the name')
     raise ModelNotFound(f'model {entry.name!r} needs {entry.filename}; looked in: {where}; '
                         f'{hint}')
 
@@ -285,6 +318,11 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
                       not e.convert), None)
     if resize is not None and resize not in ('resize', 'letterbox'):
         raise ValueError(f"resize={resize!r} is not one of 'resize', 'letterbox'")
+    if entry is not None and entry.decoder == 'blazepose':
+        if resize is not None:
+            raise ValueError(f'{entry.name} crops a rotated region around the person; '
+                             f'resize={resize!r} does not apply to it')
+        return _load_blazepose(path, entry, device, models_dir)
     if path.suffix in CHECKPOINT_SUFFIXES:
         model = _load_checkpoint_model(path, device)
     elif path.suffix == '.tflite' or _is_tflite(path):
@@ -324,6 +362,41 @@ def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
         decoder=entry.decoder, input_size=input_size, resize=entry.resize, normalise=normalise,
         device=device, labels=entry.labels, joints=entry.joints, skeleton=entry.skeleton,
         info=info, details=details)
+
+
+def _load_blazepose(path: Path, entry: ModelEntry, device: str,
+                    models_dir: str | os.PathLike | None) -> LoadedModel:
+    """Both BlazePose stages: the landmark model at ``path``, the detector beside it or found."""
+    from dataclasses import replace
+
+    from sparse_perception.models.blazepose import BlazePose, DetectorSettings
+    from sparse_perception.models.blazepose import LANDMARK_OUTPUTS
+    from sparse_perception.models.tflite_import import load_tflite
+
+    beside = path.parent / entry.detector
+    detector_path = beside if beside.is_file() else resolve(
+        replace(entry, filename=entry.detector), models_dir)
+    landmarks = load_tflite(path, outputs=LANDMARK_OUTPUTS)
+    detector = load_tflite(detector_path)
+    settings = DetectorSettings()
+    for net, source, expected in ((landmarks, path, None),
+                                  (detector, detector_path, settings.input_size)):
+        _, height, width, channels = net.info.inputs[0].shape
+        if channels != 3 or height != width or (expected and height != expected):
+            raise ValueError(f'{source}: input {net.info.inputs[0].shape} is not the square RGB '
+                             f'input {entry.name} expects')
+    if len(landmarks.info.outputs) != len(LANDMARK_OUTPUTS) or \
+            landmarks.info.outputs[0].shape[-1] != 195:
+        raise ValueError(f'{path}: outputs {[o.shape for o in landmarks.info.outputs]} are not '
+                         'the BlazePose landmark outputs (39 x 5 landmarks, presence, heatmaps)')
+    size = landmarks.info.inputs[0].shape[1]
+    return BlazePose(
+        name=entry.name, kind='pose', module=landmarks.eval().to(device), source=path,
+        decoder='blazepose', input_size=(size, size), resize='roi',
+        normalise=_tflite_normalise(landmarks.info.inputs[0]), device=device,
+        joints=entry.joints, skeleton=entry.skeleton, info=landmarks.info,
+        detector=detector.eval().to(device), detector_source=detector_path,
+        detector_settings=settings)
 
 
 def _tflite_normalise(spec) -> tuple[float, float]:

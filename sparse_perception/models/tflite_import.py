@@ -50,7 +50,7 @@ import collections
 from dataclasses import dataclass, field
 import operator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from sparse_perception.models.layers import FakeQuantize
@@ -87,8 +87,18 @@ _LOCAL_UNARY = {
     'CONV_2D', 'DEPTHWISE_CONV_2D', 'TRANSPOSE_CONV', 'AVERAGE_POOL_2D', 'MAX_POOL_2D',
     'RESIZE_BILINEAR', 'RESIZE_NEAREST_NEIGHBOR', 'PAD', 'PADV2', 'RELU', 'RELU6',
     'RELU_N1_TO_1', 'HARD_SWISH', 'LOGISTIC', 'TANH', 'LEAKY_RELU', 'PRELU', 'GELU',
-    'QUANTIZE', 'DEQUANTIZE',
+    'QUANTIZE', 'DEQUANTIZE', 'DEPTH_TO_SPACE', 'CUSTOM(Convolution2DTransposeBias)',
 }
+
+# Custom operators the importer knows (by their custom code), and the method importing each.
+_CUSTOM_HANDLERS = {
+    # MediaPipe's transposed convolution with a bias input (selfie segmentation).
+    'CUSTOM(Convolution2DTransposeBias)': '_custom_transpose_conv_bias',
+}
+# TfLitePadding, the enum the custom operators' options structs hold (not the schema's Padding).
+_TFLITE_PADDING_SAME, _TFLITE_PADDING_VALID = 1, 2
+# SparseIndexVector union members -> the schema table holding the index values.
+_INDEX_VECTORS = {1: 'Int32Vector', 2: 'Uint16Vector', 3: 'Uint8Vector'}
 _TRUNK_ELEMENTWISE = {'ADD', 'SUB', 'MUL', 'DIV'}
 
 _ACTIVATIONS = {
@@ -128,6 +138,83 @@ _UNARY_FUNCTIONS: dict[str, Callable] = {
 
 _REDUCERS = {'MEAN': torch.mean, 'SUM': torch.sum, 'REDUCE_MAX': torch.amax,
              'REDUCE_MIN': torch.amin}
+
+
+@fx.wrap
+def depth_to_space(x: torch.Tensor, block: int) -> torch.Tensor:
+    """
+    Move ``block x block`` groups of channels into space, in TF's DEPTH_TO_SPACE order.
+
+    ``x`` is (N, block * block * C, H, W); the result is (N, C, H * block, W * block) with
+    ``out[n, c, h * block + i, w * block + j] = x[n, (i * block + j) * C + c, h, w]`` (TF's
+    depth-column-row order; ``nn.PixelShuffle`` takes the channels in the other order).
+    """
+    n, channels, height, width = x.shape
+    depth = channels // (block * block)
+    x = x.reshape(n, block, block, depth, height, width)  # (N, i, j, C, H, W)
+    x = x.permute(0, 3, 4, 1, 5, 2)  # (N, C, H, i, W, j)
+    return x.reshape(n, depth, height * block, width * block)
+
+
+def densify(values: np.ndarray, shape: tuple[int, ...], traversal_order: list[int],
+            block_map: list[int], levels: list[tuple]) -> np.ndarray:
+    """
+    Expand a tensor stored in TFLite's sparse format into a dense array of ``shape``.
+
+    ``values`` (1-D) holds the stored values in traversal order. ``levels`` has one entry per
+    traversed dimension, in traversal order (the tensor's dimensions permuted by
+    ``traversal_order``, then one per block dimension): ``('dense', size)`` or
+    ``('csr', segments, indices)``. A dense level enumerates ``0..size-1`` under every position
+    of the level above; a CSR level lists, under position ``p`` of the level above, the
+    coordinates ``indices[segments[p]:segments[p + 1]]``. Block dimension ``k`` (traversal
+    entry ``len(shape) + k``) subdivides tensor dimension ``block_map[k]``. Positions not stored
+    are zero. Raises ValueError when the layout does not describe ``values`` and ``shape``.
+    """
+    rank = len(shape)
+    if sorted(traversal_order) != list(range(rank + len(block_map))) or \
+            len(levels) != len(traversal_order):
+        raise ValueError(f'traversal order {traversal_order} does not fit a rank-{rank} tensor '
+                         f'with {len(block_map)} block dimensions and {len(levels)} levels')
+    coords = np.zeros((1, 0), np.int64)  # (entries, levels so far)
+    position = np.zeros(1, np.int64)  # each entry's position within its level
+    for level in levels:
+        if level[0] == 'dense':
+            size = int(level[1])
+            repeat = np.repeat(np.arange(len(position)), size)
+            child = np.tile(np.arange(size, dtype=np.int64), len(position))
+            position = position[repeat] * size + child
+            coords = np.concatenate([coords[repeat], child[:, None]], axis=1)
+            continue
+        segments = np.asarray(level[1], np.int64)
+        indices = np.asarray(level[2], np.int64)
+        if position.size and (position.max() + 1 >= len(segments)):
+            raise ValueError(f'a CSR level has {len(segments)} segment bounds, too few for '
+                             f'position {int(position.max())}')
+        starts, ends = segments[position], segments[position + 1]
+        counts = ends - starts
+        if (counts < 0).any() or (ends > len(indices)).any():
+            raise ValueError('a CSR level has decreasing segment bounds or bounds past its '
+                             f'{len(indices)} indices')
+        repeat = np.repeat(np.arange(len(position)), counts)
+        first = np.repeat(np.cumsum(counts) - counts, counts)
+        position = np.arange(int(counts.sum()), dtype=np.int64) - first + starts[repeat]
+        coords = np.concatenate([coords[repeat], indices[position][:, None]], axis=1)
+    if len(coords) != values.size:
+        raise ValueError(f'the sparse layout addresses {len(coords)} values but {values.size} '
+                         'are stored')
+    index = np.zeros((len(coords), rank), np.int64)
+    for level, dim in enumerate(traversal_order[:rank]):
+        index[:, dim] = coords[:, level]
+    for level in range(rank, len(traversal_order)):
+        block = traversal_order[level] - rank
+        dim = block_map[block]
+        size = int(levels[traversal_order.index(rank + block)][1])
+        index[:, dim] = index[:, dim] * size + coords[:, level]
+    if (index < 0).any() or (index >= np.asarray(shape)).any():
+        raise ValueError(f'the sparse layout addresses positions outside the shape {shape}')
+    dense = np.zeros(shape, dtype=values.dtype)
+    dense[tuple(index.T)] = values
+    return dense
 
 
 class TFLiteImportError(ValueError):
@@ -197,8 +284,8 @@ class TFLiteNet(nn.Module):
         return self.tail(*self.trunk(x))
 
 
-def load_tflite(path: str | Path, *, fake_quant: str = 'none',
-                name: str | None = None) -> TFLiteNet:
+def load_tflite(path: str | Path, *, fake_quant: str = 'none', name: str | None = None,
+                outputs: Sequence[int] | None = None) -> TFLiteNet:
     """
     Import the TFLite model at ``path`` (see the module docstring).
 
@@ -206,8 +293,10 @@ def load_tflite(path: str | Path, *, fake_quant: str = 'none',
     'none' (plain float), 'tail' (the dense tail only: the trunk stays ordinary float layers,
     while decoding steps such as MoveNet's coarse distance weighting behave as in the integer
     model) or 'all'. It matters only for quantised models. ``name`` is used in error messages
-    (default: the file name). Raises :class:`UnsupportedOperatorError` naming the operator and
-    the model when the graph holds something the importer does not handle.
+    (default: the file name). ``outputs`` keeps only these model outputs (indices into the
+    model's output list, in the order given); what only the others need is left out of both
+    graphs. Raises :class:`UnsupportedOperatorError` naming the operator and the model when the
+    graph holds something the importer does not handle.
     """
     path = Path(path)
     try:
@@ -215,14 +304,14 @@ def load_tflite(path: str | Path, *, fake_quant: str = 'none',
     except OSError as exc:
         raise TFLiteImportError(f'cannot read TFLite model {str(path)!r}: {exc}') from None
     return import_tflite(data, fake_quant=fake_quant, name=name or path.name,
-                         source=str(path))
+                         source=str(path), outputs=outputs)
 
 
 FAKE_QUANT_MODES = ('none', 'tail', 'all')
 
 
 def import_tflite(data: bytes, *, fake_quant: str = 'none', name: str = '<bytes>',
-                  source: str | None = None) -> TFLiteNet:
+                  source: str | None = None, outputs: Sequence[int] | None = None) -> TFLiteNet:
     """Import a TFLite flatbuffer held in memory (see :func:`load_tflite`)."""
     if fake_quant not in FAKE_QUANT_MODES:
         raise ValueError(f'fake_quant={fake_quant!r} is not one of {", ".join(FAKE_QUANT_MODES)}')
@@ -230,7 +319,8 @@ def import_tflite(data: bytes, *, fake_quant: str = 'none', name: str = '<bytes>
         raise TFLiteImportError(
             f'{name} is not a TFLite flatbuffer (no TFL3 identifier at byte 4); expected a '
             '.tflite file')
-    return _Importer(data, name, source or name, fake_quant).run()
+    return _Importer(data, name, source or name, fake_quant,
+                     None if outputs is None else [int(i) for i in outputs]).run()
 
 
 def _tflite_schema():
@@ -330,8 +420,10 @@ class _Sink:
 
 
 class _Importer:
-    def __init__(self, data: bytes, name: str, source: str, fake_quant: str):
+    def __init__(self, data: bytes, name: str, source: str, fake_quant: str,
+                 keep_outputs: list[int] | None = None):
         self.tflite, self.opcode_names = _tflite_schema()
+        self.keep_outputs = keep_outputs
         self.data = data
         self.name = name
         self.source = source
@@ -343,9 +435,9 @@ class _Importer:
         self.eager = _Sink('eager', eager=True)
         self.trunk_outputs: list[_Value] = []  # trunk values the tail (or the output) uses
         self.tail_inputs: dict[fx.Node, fx.Node] = {}  # trunk node -> tail placeholder
+        self.tail_placeholders: list[fx.Node] = []  # parallel to trunk_outputs
         self.converted: dict[tuple[int, str, str], Any] = {}  # layout conversions, cached
-        self.trunk_ops: collections.Counter = collections.Counter()
-        self.tail_ops: collections.Counter = collections.Counter()
+        self.emitted: list[tuple[str, str, list]] = []  # (operator, sink, its result nodes)
 
     # ----------------------------------------------------------------------------- reading
     def _error(self, message: str) -> TFLiteImportError:
@@ -356,10 +448,6 @@ class _Importer:
         for index in range(subgraph.TensorsLength()):
             t = subgraph.Tensors(index)
             name = (t.Name() or b'').decode('utf-8', 'replace')
-            if t.Sparsity() is not None:
-                raise UnsupportedOperatorError(
-                    f'{self.name}: tensor {name!r} is stored sparse, which the importer does not '
-                    'handle; export the model with dense weights')
             shape = tuple(int(d) for d in t.ShapeAsNumpy()) if t.ShapeLength() else ()
             if any(d < 0 for d in shape):
                 raise self._error(f'tensor {name!r} has a dynamic shape {shape}; only '
@@ -392,11 +480,40 @@ class _Importer:
                 f'{self.name}: constant tensor {name!r} has type '
                 f'{_TYPE_NAMES.get(type_code, type_code)}, which the importer does not handle')
         array = np.frombuffer(raw, dtype=_NUMPY_TYPES[type_code])
+        if t.Sparsity() is not None:  # pruned weights: expand them to the dense tensor
+            try:
+                return densify(array, shape, *self._sparse_layout(t.Sparsity()))
+            except ValueError as exc:
+                raise self._error(f'sparse tensor {name!r}: {exc}') from None
         expected = int(np.prod(shape)) if shape else 1
         if array.size != expected:
             raise self._error(f'constant tensor {name!r} holds {array.size} values, expected '
                               f'{expected} for shape {shape}')
         return array.reshape(shape)
+
+    def _sparse_layout(self, sparsity) -> tuple[list[int], list[int], list[tuple]]:
+        """Read a tensor's SparsityParameters as :func:`densify` takes them."""
+        order = [int(v) for v in sparsity.TraversalOrderAsNumpy()] \
+            if sparsity.TraversalOrderLength() else []
+        block_map = [int(v) for v in sparsity.BlockMapAsNumpy()] \
+            if sparsity.BlockMapLength() else []
+        levels = []
+        for i in range(sparsity.DimMetadataLength()):
+            meta = sparsity.DimMetadata(i)
+            if meta.Format() == 0:  # DimensionType.DENSE
+                levels.append(('dense', int(meta.DenseSize())))
+                continue
+            levels.append(('csr', self._index_vector(meta.ArraySegmentsType(),
+                                                     meta.ArraySegments()),
+                           self._index_vector(meta.ArrayIndicesType(), meta.ArrayIndices())))
+        return order, block_map, levels
+
+    def _index_vector(self, kind: int, table) -> np.ndarray:
+        if kind not in _INDEX_VECTORS or table is None:
+            raise ValueError(f'unknown sparse index vector type {kind}')
+        vector = getattr(self.tflite, _INDEX_VECTORS[kind])()
+        vector.Init(table.Bytes, table.Pos)
+        return vector.ValuesAsNumpy() if vector.ValuesLength() else np.zeros(0, np.int64)
 
     def _constant(self, tensor: _Tensor) -> torch.Tensor:
         array = tensor.data
@@ -439,6 +556,13 @@ class _Importer:
                                               type_code=t.type_code)
         inputs = [int(i) for i in subgraph.InputsAsNumpy()]
         outputs = [int(i) for i in subgraph.OutputsAsNumpy()]
+        if self.keep_outputs is not None:
+            bad = [k for k in self.keep_outputs if not 0 <= k < len(outputs)]
+            if bad or not self.keep_outputs:
+                raise ValueError(f'{self.name}: outputs={self.keep_outputs} must name some of the '
+                                 f"model's {len(outputs)} outputs by index (0 to "
+                                 f'{len(outputs) - 1})')
+            outputs = [outputs[k] for k in self.keep_outputs]
         if len(inputs) != 1:
             raise UnsupportedOperatorError(
                 f'{self.name}: the model has {len(inputs)} inputs; only models with one image '
@@ -472,26 +596,41 @@ class _Importer:
         tail_outputs = [self._use(self.values[i], self.tail, 'tf') for i in outputs]
         self.tail.graph.output(tail_outputs[0] if len(tail_outputs) == 1
                                else tuple(tail_outputs))
+        tail = fx.GraphModule(self.tail.root, self.tail.graph, class_name='TFLiteTail')
+        tail.graph.eliminate_dead_code()
+        # Trunk maps that only dropped outputs (or nothing) read leave both graphs.
+        kept = []
+        for value, placeholder in zip(self.trunk_outputs, self.tail_placeholders):
+            if placeholder.users:
+                kept.append(value)
+            else:
+                tail.graph.erase_node(placeholder)
+        self.trunk_outputs = kept
         self.trunk.graph.output(tuple(v.node for v in self.trunk_outputs))
 
         trunk = fx.GraphModule(self.trunk.root, self.trunk.graph, class_name='TFLiteTrunk')
-        tail = fx.GraphModule(self.tail.root, self.tail.graph, class_name='TFLiteTail')
         for module in (trunk, tail):  # operators whose results nothing reads
             module.graph.eliminate_dead_code()
             module.delete_all_unused_submodules()
             module.graph.lint()
             module.recompile()
+        live = {node.name for node in trunk.graph.nodes}
+        live_nodes = set(trunk.graph.nodes) | set(tail.graph.nodes)
+        counts = {'trunk': collections.Counter(), 'tail': collections.Counter()}
+        for opname, graph, nodes in self.emitted:  # operators still in the graphs
+            if any(isinstance(n, fx.Node) and n in live_nodes for n in nodes):
+                counts[graph][opname] += 1
         info = TFLiteInfo(
             source=self.source,
             inputs=[self.tensors[i].spec() for i in inputs],
             outputs=[self.tensors[i].spec() for i in outputs],
             tflite_op_counts=dict(sorted(op_counts.items())),
             trunk_outputs=[TensorSpec(v.name, v.shape, 'float32') for v in self.trunk_outputs],
-            trunk_ops=sorted(self.trunk_ops.elements()),
-            tail_ops=sorted(self.tail_ops.elements()),
+            trunk_ops=sorted(counts['trunk'].elements()),
+            tail_ops=sorted(counts['tail'].elements()),
             fake_quant=self.fake_quant,
             trunk_tensors={v.name: v.node.name for v in self.values.values()
-                           if v.graph == 'trunk'})
+                           if v.graph == 'trunk' and v.node.name in live})
         net = TFLiteNet(trunk, tail, info)
         net.eval()
         return net
@@ -514,6 +653,7 @@ class _Importer:
                 if value.node not in self.tail_inputs:
                     self.trunk_outputs.append(value)
                     node = self.tail.graph.placeholder(f'feature{len(self.trunk_outputs) - 1}')
+                    self.tail_placeholders.append(node)
                     if self.fake_quant == 'tail':  # the trunk's outputs were stored quantised
                         node = self._fake_quant(self.tail, value, node,
                                                 f'feature{len(self.trunk_outputs) - 1}_fq')
@@ -558,7 +698,7 @@ class _Importer:
                 raise self._error(f'operator #{op_index} {opname} reads tensor '
                                   f'{self.tensors[i].name!r} before anything produces it')
         outputs = [self.tensors[i] for i in output_ids]
-        handler = getattr(self, '_op_' + opname, None)
+        handler = getattr(self, _CUSTOM_HANDLERS.get(opname, '_op_' + opname), None)
         if handler is None and opname in _ACTIVATIONS:
             handler = self._op_activation
         elif handler is None and opname in _UNARY_FUNCTIONS:
@@ -572,7 +712,8 @@ class _Importer:
                 f'{self.name}: TFLite operator {opname} (operator #{op_index}, output '
                 f'{outputs[0].name!r}) is not supported by the importer; supported operators: '
                 f'{", ".join(supported_operators())}')
-        options = self._options(op)
+        options = op.CustomOptionsAsNumpy().tobytes() if opname in _CUSTOM_HANDLERS and \
+            op.CustomOptionsLength() else self._options(op)
         data = [v for v in inputs if v is not None]
         if data and all(v.is_const for v in data):
             sink = self.eager  # constant folding: evaluate now, keep the result as a constant
@@ -588,15 +729,17 @@ class _Importer:
         except (ValueError, RuntimeError, TypeError, IndexError) as exc:
             raise self._error(f'operator #{op_index} {opname} (output {outputs[0].name!r}) '
                               f'could not be imported: {exc}') from exc
-        if not sink.eager:
-            (self.trunk_ops if sink is self.trunk else self.tail_ops)[opname] += 1
         layout = 'nchw' if sink is self.trunk else 'tf'
+        nodes = []
         for tensor, result in zip(outputs, results):
             value = self._new_value(tensor, result, sink, layout)
             if not sink.eager and (self.fake_quant == 'all' or (
                     self.fake_quant == 'tail' and sink is self.tail)):
                 value.node = self._fake_quant(sink, value, value.node, self._name('fq'))
             self.values[tensor.index] = value
+            nodes += [result, value.node]
+        if not sink.eager:
+            self.emitted.append((opname, sink.name, nodes))
 
     def _fake_quant(self, sink: _Sink, value: _Value, node, name: str):
         """Round ``node`` to the quantisation grid recorded for ``value`` (if it has one)."""
@@ -726,19 +869,62 @@ class _Importer:
     def _op_TRANSPOSE_CONV(self, sink, inputs, outputs, options):
         shape, weight, x = inputs[:3]
         bias = inputs[3] if len(inputs) > 3 else None
+        return [self._transpose_conv(sink, x, weight, bias, (options.StrideH(), options.StrideW()),
+                                     options.Padding() == 0, outputs[0], options)]
+
+    def _custom_transpose_conv_bias(self, sink, inputs, outputs, options):
+        """
+        Import MediaPipe's Convolution2DTransposeBias: TRANSPOSE_CONV with a bias input.
+
+        Inputs are (data, weights OHWI, bias); the options are a TfLiteTransposeConvParams
+        struct (int32 padding as TfLitePadding, stride_w, stride_h). The output is
+        ``stride * (in - 1) + kernel - pad`` per axis, where SAME pads
+        ``pad = max(0, kernel - (in - 1) % stride - 1)`` and crops ``pad // 2`` before (the
+        MediaPipe kernel's arithmetic); VALID crops nothing.
+        """
+        if len(inputs) != 3 or any(v is None for v in inputs):
+            raise UnsupportedOperatorError(
+                f'{self.name}: {self.opname} #{self.op_index} expects 3 inputs (data, weights, '
+                f'bias), got {len(inputs)}')
+        x, weight, bias = inputs
+        if not isinstance(options, bytes) or len(options) < 12:
+            raise self._error(f'{self.opname} #{self.op_index}: expected 12 bytes of options '
+                              '(padding, stride_w, stride_h), got '
+                              f'{0 if options is None else len(options)}')
+        padding, stride_w, stride_h = np.frombuffer(options[:12], '<i4').tolist()
+        if padding not in (_TFLITE_PADDING_SAME, _TFLITE_PADDING_VALID) or stride_w < 1 or \
+                stride_h < 1:
+            raise self._error(f'{self.opname} #{self.op_index}: options padding={padding}, '
+                              f'strides=({stride_h}, {stride_w}) are not valid')
+        kernel = weight.shape[1:3]
+        expected = []
+        for size, k, stride in zip(x.shape[1:3], kernel, (stride_h, stride_w)):
+            pad = max(0, k - (size - 1) % stride - 1) if padding == _TFLITE_PADDING_SAME else 0
+            expected.append(stride * (size - 1) + k - pad)
+        if tuple(expected) != tuple(outputs[0].shape[1:3]):
+            raise self._error(f'{self.opname} #{self.op_index}: the model records an output of '
+                              f'{tuple(outputs[0].shape[1:3])}, the operator computes '
+                              f'{tuple(expected)}')
+        return [self._transpose_conv(sink, x, weight, bias, (stride_h, stride_w),
+                                     padding == _TFLITE_PADDING_SAME, outputs[0], None)]
+
+    def _transpose_conv(self, sink, x, weight, bias, stride, same: bool, out, options):
+        """Emit a transposed convolution cropped to ``out`` (SAME crops the odd pixel after)."""
+        if not weight.is_const:
+            raise UnsupportedOperatorError(
+                f'{self.name}: {self.opname} #{self.op_index} has non-constant weights')
         w = weight.const.permute(3, 0, 1, 2).contiguous()  # OHWI -> IOHW
         in_ch, out_ch, kh, kw = w.shape
-        stride = (options.StrideH(), options.StrideW())
-        out_hw = outputs[0].shape[1:3]
+        out_hw = out.shape[1:3]
         crops = []
         for i, k in enumerate((kh, kw)):
             full = (x.shape[1 + i] - 1) * stride[i] + k
             total = full - out_hw[i]
             if total < 0:
                 raise UnsupportedOperatorError(
-                    f'{self.name}: TRANSPOSE_CONV #{self.op_index} asks for an output larger than '
-                    'the full transposed convolution')
-            before = total // 2 if options.Padding() == 0 else 0
+                    f'{self.name}: {self.opname} #{self.op_index} asks for an output larger '
+                    'than the full transposed convolution')
+            before = total // 2 if same else 0
             crops.append((before, total - before))
         conv = nn.ConvTranspose2d(in_ch, out_ch, (kh, kw), stride,
                                   padding=(min(crops[0]), min(crops[1])), bias=bias is not None)
@@ -754,7 +940,21 @@ class _Importer:
             if top or left or bottom or right:  # uneven crop: negative padding cuts
                 node = sink.fn(F.pad, node, (-left, -right, -top, -bottom))
             return self._fused(sink, node, options)
-        return [self._spatial(sink, x, emit)]
+        return self._spatial(sink, x, emit)
+
+    def _op_DEPTH_TO_SPACE(self, sink, inputs, outputs, options):
+        block = int(options.BlockSize())
+        if block < 1 or inputs[0].shape[3] % (block * block):
+            raise self._error(f'DEPTH_TO_SPACE #{self.op_index}: {inputs[0].shape[3]} channels '
+                              f'do not split into blocks of {block}x{block}')
+        return [self._spatial(sink, inputs[0], lambda node: sink.fn(depth_to_space, node, block))]
+
+    def _op_DENSIFY(self, sink, inputs, outputs, options):
+        # Sparse constants are expanded when the tensors are read; DENSIFY passes them on.
+        if not inputs[0].is_const:
+            raise UnsupportedOperatorError(
+                f'{self.name}: DENSIFY #{self.op_index} reads a non-constant tensor')
+        return [inputs[0].const]
 
     # --- pooling
     def _op_AVERAGE_POOL_2D(self, sink, inputs, outputs, options):
@@ -1111,7 +1311,7 @@ def supported_operators() -> list[str]:
     names = {name[4:] for name in dir(_Importer) if name.startswith('_op_')}
     names -= {'activation', 'unary', 'elementwise', 'reduce'}
     names |= set(_ACTIVATIONS) | set(_UNARY_FUNCTIONS) | set(_ELEMENTWISE_FUNCTIONS)
-    names |= set(_REDUCERS)
+    names |= set(_REDUCERS) | set(_CUSTOM_HANDLERS)
     return sorted(names)
 
 
