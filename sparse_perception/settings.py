@@ -79,6 +79,11 @@ class ChangeSettings:
         16, 'Edge of a change tile in input pixels', low=1, high=256, read_only=True)
     # Grow the changed region by this many tiles (catches motion at tile borders).
     dilation: int = setting(0, 'Grow changed regions by this many tiles', low=0, high=16)
+    # A tile changes only when at least this many of its pixels changed (noise suppression:
+    # isolated flickering pixels are ignored; 1 = any pixel).
+    min_pixels: int = setting(
+        1, 'Changed pixels a tile needs before it counts as changed (noise suppression)',
+        low=1, high=65536)
     # Run a full dense frame every N frames (0 = never); bounds drift under thresholds > 0.
     refresh_period: int = setting(
         0, 'Full dense refresh every N frames (0 = never)', low=0, high=1_000_000)

@@ -1,0 +1,682 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Per-layer incremental execution: change propagation, sparse and dense paths.
+
+Each lowered :class:`~sparse_perception.engine.graph.Layer` becomes one ``Run`` object built
+once per input size, holding everything that does not change between frames (weights in the
+compute layout, index tables of tiles and taps). Per frame, a run
+
+1. turns its inputs' :class:`Change` sets into the *candidates*: the receptive-field image
+   of the changed input positions, united with changed epilogue operands;
+2. computes its core there (sparse: gathered rows or tiles with halo; dense fallback: the
+   whole map from the cached inputs, when candidates exceed the layer's cut-off);
+3. stores through the backend: values that moved by more than the layer threshold are
+   written to the cache and become the change set its consumers see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from sparse_perception.engine.backend import as_nchw, low_row, zero_row
+from sparse_perception.engine.graph import Layer, macs_per_position, Step, Value
+
+
+class Change:
+    """The positions of one tensor that changed in this frame: all, or a mask / an index."""
+
+    __slots__ = ('height', 'width', 'full', '_mask', '_idx', '_ext')
+
+    def __init__(self, height: int, width: int, *, full: bool = False,
+                 mask: torch.Tensor | None = None, idx: torch.Tensor | None = None):
+        self.height = height
+        self.width = width
+        self.full = full
+        self._mask = mask  # bool (H, W)
+        self._idx = idx  # int64 (n,)
+        self._ext = None  # bool (P + 2,): the mask with the two pad rows unset
+
+    @property
+    def positions(self) -> int:
+        """Return H * W."""
+        return self.height * self.width
+
+    @property
+    def idx(self) -> torch.Tensor:
+        """Flat positions, int64 (n,)."""
+        if self._idx is None:
+            self._idx = self.mask.view(-1).nonzero().squeeze(1)
+        return self._idx
+
+    @property
+    def mask(self) -> torch.Tensor:
+        """Bool (H, W)."""
+        if self._mask is None:
+            mask = torch.zeros(self.positions, dtype=torch.bool, device=self._idx.device)
+            mask[self._idx] = True
+            self._mask = mask.view(self.height, self.width)
+        return self._mask
+
+    @property
+    def ext(self) -> torch.Tensor:
+        """Bool (P + 2,): the flat mask followed by False for the cache's two pad rows."""
+        if self._ext is None:
+            flat = self.mask.reshape(-1)
+            self._ext = torch.cat([flat, flat.new_zeros(2)])
+        return self._ext
+
+    @property
+    def count(self) -> int:
+        """Return the number of changed positions."""
+        return self.positions if self.full else int(self.idx.numel())
+
+
+def full_change(value: Value, device: torch.device) -> Change:
+    """Return a Change with every position set (index and mask precomputed)."""
+    p = value.positions
+    return Change(value.height, value.width, full=True,
+                  mask=torch.ones(value.height, value.width, dtype=torch.bool, device=device),
+                  idx=torch.arange(p, device=device))
+
+
+def union(parts: list[Change], full: Change) -> Change | None:
+    """Unite change sets of one size; ``full`` is returned when any of them is full."""
+    parts = [p for p in parts if p is not None]
+    if not parts:
+        return None
+    if any(p.full for p in parts):
+        return full
+    if len(parts) == 1:
+        return parts[0]
+    mask = parts[0].mask
+    for p in parts[1:]:
+        mask = mask | p.mask
+    return Change(full.height, full.width, mask=mask)
+
+
+class Run:
+    """Base: one layer's per-frame work (see the module docstring)."""
+
+    kind = 'base'
+
+    def __init__(self, index: int, layer: Layer, values: list[Value], device: torch.device,
+                 dtype: torch.dtype, tile: int):
+        self.index = index
+        self.layer = layer
+        self.name = layer.name
+        self.names = layer.names
+        self.out = layer.output
+        self.value = values[layer.output]
+        self.inputs = list(layer.inputs)
+        self.in_values = [values[i] for i in self.inputs]
+        self.positions = self.value.positions
+        self.channels = self.value.channels
+        self.device = device
+        self.dtype = dtype
+        self.tile_pref = tile
+        self.steps = [_convert_step(s, device, dtype) for s in layer.epilogue]
+        self.operand_ids = [s.operand for s in layer.epilogue if s.operand is not None]
+        self.broadcast = {v: values[v].positions == 1 and self.positions > 1
+                          for v in self.operand_ids}
+        self.macs_per_position = macs_per_position(layer, values)
+        self.full = full_change(self.value, device)
+        self.want_old = False  # a global pooling reads this output's deltas
+
+    # Subclasses: core_candidates(f, changes), sparse(f, cand) -> (index, values),
+    # dense_values(f) -> values (P, C).
+
+    def candidates(self, f: Any, changes: dict) -> Change | None:
+        """Positions whose inputs or epilogue operands changed."""
+        parts = [self.core_candidates(f, changes)]
+        for v in self.operand_ids:
+            ch = changes.get(v)
+            if ch is None:
+                continue
+            if self.broadcast[v]:
+                return self.full
+            parts.append(ch)
+        return union(parts, self.full)
+
+    def operands(self, f: Any) -> dict:
+        """Return the caches read by the epilogue, by value id."""
+        return {v: f.caches[v] for v in self.operand_ids}
+
+    def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
+        """Do this layer's work for one frame; return the change set of its output."""
+        if f.dense:
+            self.store(f, None, self.dense_values(f), test=False)
+            stats.mode, stats.active = 'full', self.positions
+            stats.computed = stats.changed = self.positions
+            stats.macs = self.positions * self.macs_per_position
+            return self.full
+        cand = self.candidates(f, changes)
+        if cand is None:
+            return None
+        count = cand.count
+        if count == 0:
+            return None
+        stats.active = count
+        threshold = f.thresholds[self.index]
+        if cand.full or count > f.layer_cutoff * self.positions:
+            stats.mode, stats.computed = 'dense', self.positions
+            stats.macs = self.positions * self.macs_per_position
+            values = self.dense_values(f)
+            if threshold == 0:
+                # Exact mode: every row is recomputed from the cached inputs, so rows outside
+                # the candidates equal their cached value up to rounding; write them all and
+                # report only the candidates (the receptive field) as changed.
+                self.store(f, None, values, test=False)
+                stats.changed = count
+                return cand
+            if cand.full:
+                changed = self.store(f, None, values, test=True, threshold=threshold)
+            else:
+                index = cand.idx
+                changed = self.store(f, index, values.index_select(0, index), test=True,
+                                     threshold=threshold)
+            return self._changed(changed, stats)
+        stats.mode = 'sparse'
+        index, values = self.sparse(f, cand, stats)
+        if index is None:
+            return None
+        changed = self.store(f, index, values, test=True, threshold=threshold)
+        return self._changed(changed, stats)
+
+    def store(self, f: Any, index: torch.Tensor | None, values: torch.Tensor, test: bool,
+              threshold: float = 0.0) -> Change | None:
+        """Epilogue, change test and scatter; returns the changed set (None: none)."""
+        changed, old = f.backend.store_epilogue(
+            f.caches[self.out], index, values, self.steps, self.operands(f), threshold, test,
+            self.want_old)
+        if changed is None:  # all of index (or of the map)
+            if self.want_old:
+                f.deltas[self.out] = (index, old)
+            if index is None:
+                return self.full
+            return Change(self.value.height, self.value.width, idx=index)
+        if self.want_old:
+            f.deltas[self.out] = (changed, old)
+        if changed.numel() == 0:
+            return None
+        if changed.numel() == self.positions:
+            return self.full
+        return Change(self.value.height, self.value.width, idx=changed)
+
+    def _changed(self, change: Change | None, stats: Any) -> Change | None:
+        stats.changed = 0 if change is None else change.count
+        return change
+
+
+class RowsConv(Run):
+    """1x1 convolution, stride 1, no padding, one group (or Linear): a GEMM on rows."""
+
+    kind = 'conv1x1'
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        a = self.layer.attrs
+        w = a['weight']
+        self.weight_t = w.reshape(w.shape[0], -1).t().contiguous().to(self.device)
+        self.bias = None if a['bias'] is None else a['bias'].to(self.device)
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        return changes.get(self.inputs[0])
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        stats.macs = index.numel() * self.macs_per_position
+        rows = f.backend.gather(f.caches[self.inputs[0]], index)
+        return index, f.backend.linear(rows, self.weight_t, self.bias)
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        src = self.in_values[0]
+        return f.backend.linear(f.caches[self.inputs[0]][:src.positions], self.weight_t,
+                                self.bias)
+
+
+class Window(Run):
+    """KxK convolution (any stride, dilation, groups), pooling, transposed convolution."""
+
+    kind = 'window'
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        layer, src, out = self.layer, self.in_values[0], self.value
+        a = layer.attrs
+        dev = self.device
+        self.transposed = layer.kind == 'conv_transpose'
+        self.pool = a.get('pool')
+        self.kernel = tuple(a['kernel'])
+        self.stride = tuple(a['stride'])
+        self.dilation = tuple(a.get('dilation', (1, 1)))
+        if layer.kind in ('conv', 'conv_transpose'):
+            self.weight = a['weight'].to(dev)
+            if layer.kind == 'conv':
+                self.weight = self.weight.contiguous(memory_format=torch.channels_last)
+            self.bias = None if a['bias'] is None else a['bias'].to(dev)
+            self.groups = a['groups']
+        if layer.kind == 'pool':
+            p = a['padding']
+            self.pads = (p[0], p[0], p[1], p[1])
+            self.ceil_mode = a['ceil_mode']
+        elif layer.kind == 'conv':
+            self.pads = tuple(a['pads'])
+            self.ceil_mode = False
+        else:
+            self.padding = tuple(a['padding'])
+            self.output_padding = tuple(a['output_padding'])
+        tile = _tile_for(self.tile_pref, out.height, out.width)
+        if self.transposed:  # tiles aligned to the stride keep the patch geometry constant
+            tile = max(tile, *self.stride)
+            tile = -(-tile // self.stride[0]) * self.stride[0]
+            tile = -(-tile // self.stride[1]) * self.stride[1]
+        self.tile = tile
+        self._build_tables(src, out, dev)
+        self.factor = None
+        if self.pool == 'avg':
+            self._avg_factor(src, out, dev)
+
+    def _build_tables(self, src: Value, out: Value, dev: torch.device) -> None:
+        t = self.tile
+        nty, ntx = -(-out.height // t), -(-out.width // t)
+        ty, tx = torch.meshgrid(torch.arange(nty), torch.arange(ntx), indexing='ij')
+        ty, tx = ty.reshape(-1, 1), tx.reshape(-1, 1)
+        pad_row = low_row(src.positions) if self.pool == 'max' else zero_row(src.positions)
+        if self.transposed:
+            rows, self.crop = _transposed_axis(t, self.kernel[0], self.stride[0],
+                                               self.dilation[0], self.padding[0])
+            cols, crop_w = _transposed_axis(t, self.kernel[1], self.stride[1],
+                                            self.dilation[1], self.padding[1])
+            self.crop = (self.crop, crop_w)
+            iy = ty * t // self.stride[0] + rows[0] + torch.arange(rows[1]).view(1, -1)
+            ix = tx * t // self.stride[1] + cols[0] + torch.arange(cols[1]).view(1, -1)
+            ph, pw = rows[1], cols[1]
+        else:
+            ph = (t - 1) * self.stride[0] + (self.kernel[0] - 1) * self.dilation[0] + 1
+            pw = (t - 1) * self.stride[1] + (self.kernel[1] - 1) * self.dilation[1] + 1
+            iy = ty * t * self.stride[0] - self.pads[0] + torch.arange(ph).view(1, -1)
+            ix = tx * t * self.stride[1] - self.pads[2] + torch.arange(pw).view(1, -1)
+        iy, ix = iy[:, :, None], ix[:, None, :]  # (tiles, ph, 1), (tiles, 1, pw)
+        inside = (iy >= 0) & (iy < src.height) & (ix >= 0) & (ix < src.width)
+        self.patch_shape = (ph, pw)
+        self.patch_table = torch.where(inside, iy * src.width + ix,
+                                       torch.tensor(pad_row)).view(nty * ntx, ph * pw).to(dev)
+        oy = ty * t + torch.arange(t).view(1, -1)
+        ox = tx * t + torch.arange(t).view(1, -1)
+        oy, ox = oy[:, :, None], ox[:, None, :]
+        inside = (oy < out.height) & (ox < out.width)
+        self.out_table = torch.where(inside, oy * out.width + ox,
+                                     torch.tensor(zero_row(out.positions))).view(
+            nty * ntx, t * t).to(dev)
+        self.all_inside = bool(inside.all())
+
+    def _avg_factor(self, src: Value, out: Value, dev: torch.device) -> None:
+        # Sparse tiles divide by kh * kw (the halo holds zero rows for padding); the model
+        # divides by torch's own divisor. factor = kh * kw / divisor, per output position.
+        a = self.layer.attrs
+        ones = torch.ones(1, 1, src.height, src.width, dtype=torch.float64)
+        kw = dict(kernel_size=self.kernel, stride=self.stride, padding=a['padding'],
+                  ceil_mode=a['ceil_mode'])
+        mean = F.avg_pool2d(ones, count_include_pad=a['count_include_pad'],
+                            divisor_override=a['divisor_override'], **kw)
+        count = F.avg_pool2d(ones, count_include_pad=True, divisor_override=1, **kw)
+        factor = self.kernel[0] * self.kernel[1] * mean / count.clamp(min=1)
+        factor = factor.view(-1)
+        if not torch.all(factor == 1):
+            self.factor = torch.cat([factor, factor.new_ones(2)]).to(dev)
+
+    # -- per frame -----------------------------------------------------------------------------
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        ch = changes.get(self.inputs[0])
+        if ch is None:
+            return None
+        out = self.value
+        if ch.full:  # conservative: outputs that read only padding never change anyway
+            return self.full
+        if self.transposed:
+            m = ch.mask.to(torch.float32)[None, None]
+            ones = torch.ones(1, 1, *self.kernel, device=m.device)
+            grown = F.conv_transpose2d(m, ones, None, self.stride, self.padding,
+                                       self.output_padding, 1, self.dilation)
+            mask = grown[0, 0] > 0
+        else:
+            mask = f.backend.dilate(ch.mask, self.pads, self.kernel, self.stride, self.dilation,
+                                    self.ceil_mode, (out.height, out.width))
+        return Change(out.height, out.width, mask=mask)
+
+    def window_op(self, patches: torch.Tensor) -> torch.Tensor:
+        """Run the layer's op on patches (t, C, ph, pw) with padding 0 -> (t, C', T, T)."""
+        if self.pool == 'max':
+            return F.max_pool2d(patches, self.kernel, self.stride, 0, self.dilation)
+        if self.pool == 'avg':
+            return F.avg_pool2d(patches, self.kernel, self.stride, 0)
+        if self.transposed:
+            y = F.conv_transpose2d(patches, self.weight, None, self.stride, 0, 0,
+                                   self.groups, self.dilation)
+            (c0, c1), t = self.crop, self.tile
+            if y.shape[2] < c0 + t or y.shape[3] < c1 + t:  # outputs no tap reaches
+                y = F.pad(y, (0, max(0, c1 + t - y.shape[3]), 0, max(0, c0 + t - y.shape[2])))
+            y = y[:, :, c0:c0 + t, c1:c1 + t]
+            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
+        return F.conv2d(patches, self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        backend = f.backend
+        tiles = backend.active_tiles(cand.mask, self.tile)
+        nt = tiles.numel()
+        t = self.tile
+        stats.computed = nt * t * t
+        stats.macs = stats.computed * self.macs_per_position
+        src = self.in_values[0]
+        patches = backend.gather(f.caches[self.inputs[0]], self.patch_table.index_select(0, tiles))
+        ph, pw = self.patch_shape
+        patches = patches.view(nt, ph, pw, src.channels).permute(0, 3, 1, 2)
+        y = backend.window(patches, self)  # (nt, C', T, T)
+        rows = y.permute(0, 2, 3, 1).reshape(nt * t * t, y.shape[1])
+        pos = self.out_table.index_select(0, tiles).view(-1)
+        keep = cand.ext.index_select(0, pos).nonzero().squeeze(1)
+        if keep.numel() != pos.numel():
+            pos = pos.index_select(0, keep)
+            rows = rows.index_select(0, keep)
+        if self.factor is not None:
+            rows = rows * self.factor.index_select(0, pos).unsqueeze(1)
+        return pos, rows
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        src = self.in_values[0]
+        x = as_nchw(f.caches[self.inputs[0]], src.height, src.width)
+        a = self.layer.attrs
+        if self.pool == 'max':
+            y = F.max_pool2d(x, self.kernel, self.stride, a['padding'], self.dilation,
+                             self.ceil_mode)
+        elif self.pool == 'avg':
+            y = F.avg_pool2d(x, self.kernel, self.stride, a['padding'], self.ceil_mode,
+                             a['count_include_pad'], a['divisor_override'])
+        elif self.transposed:
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+                                   self.output_padding, self.groups, self.dilation)
+        else:
+            top, bottom, left, right = self.pads
+            if top == bottom and left == right:
+                y = F.conv2d(x, self.weight, self.bias, self.stride, (top, left),
+                             self.dilation, self.groups)
+            else:
+                y = F.conv2d(F.pad(x, (left, right, top, bottom)), self.weight, self.bias,
+                             self.stride, 0, self.dilation, self.groups)
+        return _rows(y)
+
+
+class Resample(Run):
+    """Separable linear resampling (nearest, bilinear, bicubic, area) with torch's weights."""
+
+    kind = 'resample'
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        a = self.layer.attrs
+        src, dev, dtype = self.in_values[0], self.device, self.dtype
+        self.ah = a['ah'].to(dev, dtype)  # (Ho, Hi)
+        self.aw = a['aw'].to(dev, dtype)  # (Wo, Wi)
+        self.th, self.wh = _taps(a['ah'], src.height)
+        self.tw, self.ww = _taps(a['aw'], src.width)
+        self.th, self.tw = self.th.to(dev), self.tw.to(dev)
+        self.wh, self.ww = self.wh.to(dev, dtype), self.ww.to(dev, dtype)
+        self.row_valid = self.th < src.height
+        self.col_valid = self.tw < src.width
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        ch = changes.get(self.inputs[0])
+        if ch is None:
+            return None
+        if ch.full:
+            return self.full
+        mask = F.pad(ch.mask, (0, 1, 0, 1))  # a False row and column for empty taps
+        rows = mask[self.th].any(1)  # (Ho, Wi + 1)
+        m = rows[:, self.tw].any(2)  # (Ho, Wo)
+        return Change(self.value.height, self.value.width, mask=m)
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        src = self.in_values[0]
+        stats.computed = index.numel()
+        wo = self.value.width
+        ho_i, wo_i = index // wo, index % wo
+        th, tw = self.th[ho_i], self.tw[wo_i]  # (n, kh), (n, kw)
+        valid = self.row_valid[ho_i][:, :, None] & self.col_valid[wo_i][:, None, :]
+        taps = torch.where(valid, th[:, :, None] * src.width + tw[:, None, :],
+                           zero_row(src.positions)).view(index.numel(), -1)
+        weights = (self.wh[ho_i][:, :, None] * self.ww[wo_i][:, None, :]).view(
+            index.numel(), -1)
+        rows = f.backend.gather(f.caches[self.inputs[0]], taps)
+        return index, f.backend.resample(rows, weights)
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        src = self.in_values[0]
+        x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
+        across = torch.matmul(self.aw, x)  # (Hi, Wo, C)
+        out = self.ah @ across.reshape(src.height, -1)  # (Ho, Wo * C)
+        return out.view(self.positions, -1)
+
+
+class Pad(Run):
+    """Constant, reflect, replicate or circular padding (and cropping): one tap per output."""
+
+    kind = 'pad'
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        a = self.layer.attrs
+        src = self.in_values[0]
+        rows, cols = a['rows'].view(-1, 1), a['cols'].view(1, -1)
+        inside = (rows >= 0) & (cols >= 0)
+        self.source = torch.where(inside, rows * src.width + cols,
+                                  zero_row(src.positions)).view(-1).to(self.device)
+        self.value_fill = float(a['value'])
+        self.constant = (~inside).view(-1, 1).to(self.device) if self.value_fill else None
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        ch = changes.get(self.inputs[0])
+        if ch is None:
+            return None
+        mask = ch.ext.index_select(0, self.source).view(self.value.height, self.value.width)
+        return Change(self.value.height, self.value.width, mask=mask)
+
+    def _values(self, f: Any, source: torch.Tensor, constant: torch.Tensor | None):
+        rows = f.backend.gather(f.caches[self.inputs[0]], source)
+        if constant is not None:
+            rows = rows.masked_fill(constant, self.value_fill)
+        return rows
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        constant = None if self.constant is None else self.constant.index_select(0, index)
+        return index, self._values(f, self.source.index_select(0, index), constant)
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        return self._values(f, self.source, self.constant)
+
+
+class Cat(Run):
+    """Concatenation along channels."""
+
+    kind = 'cat'
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        return union([changes.get(v) for v in self.inputs], self.full)
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        parts = [f.backend.gather(f.caches[v], index) for v in self.inputs]
+        return index, torch.cat(parts, 1)
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        return torch.cat([f.caches[v][:self.positions] for v in self.inputs], 1)
+
+
+class Pointwise(Run):
+    """The identity core: a standalone epilogue (activation, residual add, broadcast mul)."""
+
+    kind = 'pointwise'
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        return changes.get(self.inputs[0])  # the main operand has the output's size
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        return index, f.backend.gather(f.caches[self.inputs[0]], index)
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        return f.caches[self.inputs[0]][:self.positions].clone()
+
+
+class Positionwise(Run):
+    """Softmax, log-softmax or argmax over the channels of each position."""
+
+    kind = 'positionwise'
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        return changes.get(self.inputs[0])
+
+    def _apply(self, rows: torch.Tensor) -> torch.Tensor:
+        fn = self.layer.attrs['fn']
+        if fn == 'softmax':
+            return torch.softmax(rows, 1)
+        if fn == 'log_softmax':
+            return torch.log_softmax(rows, 1)
+        return rows.argmax(1, keepdim=True)
+
+    def sparse(self, f: Any, cand: Change, stats: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        return index, self._apply(f.backend.gather(f.caches[self.inputs[0]], index))
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        return self._apply(f.caches[self.inputs[0]][:self.positions])
+
+
+class GlobalPool(Run):
+    """Global average pooling from a running float64 sum updated with the input's deltas."""
+
+    kind = 'gap'
+
+    def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
+        src = self.in_values[0]
+        cache = f.caches[self.inputs[0]]
+        sums = f.state.sums
+        stats.computed = 1
+        if f.dense:
+            sums[self.index] = cache[:src.positions].sum(0, dtype=torch.float64)
+            stats.mode, stats.active, stats.changed = 'full', 1, 1
+            self.store(f, None, self._mean(sums[self.index]), test=False)
+            return self.full
+        ch = changes.get(self.inputs[0])
+        if ch is None:
+            return None
+        stats.mode, stats.active = 'sparse', 1
+        index, old = f.deltas.get(self.inputs[0], (None, None))
+        if index is None or old is None:
+            stats.mode = 'dense'
+            sums[self.index] = cache[:src.positions].sum(0, dtype=torch.float64)
+        else:
+            new = f.backend.gather(cache, index)
+            sums[self.index] += (new.sum(0, dtype=torch.float64)
+                                 - old.sum(0, dtype=torch.float64))
+        changed = self.store(f, None, self._mean(sums[self.index]), test=True,
+                             threshold=f.thresholds[self.index])
+        stats.changed = 0 if changed is None else 1
+        return changed
+
+    def _mean(self, total: torch.Tensor) -> torch.Tensor:
+        return (total / self.in_values[0].positions).to(self.value.dtype).view(1, -1)
+
+    def dense_values(self, f: Any) -> torch.Tensor:  # used by nothing but kept for symmetry
+        src = self.in_values[0]
+        return f.caches[self.inputs[0]][:src.positions].mean(0, keepdim=True)
+
+
+def make_run(index: int, layer: Layer, values: list[Value], device: torch.device,
+             dtype: torch.dtype, tile: int) -> Run:
+    """Pick the run class for a lowered layer."""
+    a = layer.attrs
+    if layer.kind == 'conv':
+        if (tuple(a['kernel']) == (1, 1) and tuple(a['stride']) == (1, 1)
+                and not any(a['pads']) and a['groups'] == 1):
+            cls = RowsConv
+        else:
+            cls = Window
+    else:
+        cls = {'conv_transpose': Window, 'pool': Window, 'resample': Resample, 'pad': Pad,
+               'cat': Cat, 'pointwise': Pointwise, 'positionwise': Positionwise,
+               'gap': GlobalPool}[layer.kind]
+    return cls(index, layer, values, device, dtype, tile)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+def _rows(y: torch.Tensor) -> torch.Tensor:
+    """(1, C, H, W) -> (H * W, C) rows (a view for channels_last tensors)."""
+    return y[0].permute(1, 2, 0).reshape(-1, y.shape[1])
+
+
+def _tile_for(tile: int, height: int, width: int) -> int:
+    t = tile
+    while t > 2 and -(-height // t) * -(-width // t) < 64:
+        t //= 2
+    return max(1, t)
+
+
+def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,
+                     padding: int) -> tuple[tuple[int, int], int]:
+    """Input rows of an output tile of a transposed convolution: (first offset, count), crop."""
+    reach = (kernel - 1) * dilation
+    # For an output tile starting at o0 (a multiple of tile, hence of stride):
+    # first input i_lo = floor((o0 + padding - reach) / stride), crop c0 = o0 + padding -
+    # i_lo * stride, which is the same for every tile.
+    first = (padding - reach) // stride  # i_lo - o0 / stride
+    crop = padding - first * stride
+    count = max(1, -(-(crop + tile - reach - 1) // stride) + 1)
+    return (first, count), crop
+
+
+def _taps(matrix: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nonzero taps of each row of a (n_out, n_in) resampling matrix, padded with n_in."""
+    nonzero = matrix != 0
+    k = max(1, int(nonzero.sum(1).max()))
+    order = torch.argsort((~nonzero).to(torch.int8), dim=1, stable=True)[:, :k]
+    weights = torch.gather(matrix, 1, order)
+    valid = torch.gather(nonzero, 1, order)
+    return torch.where(valid, order, n_in), torch.where(valid, weights, 0.0)
+
+
+def _convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
+    if step.kind == 'affine':
+        scale, shift = step.const
+        return Step('affine', 'affine', const=(scale.to(device, dtype).view(1, -1),
+                                               shift.to(device, dtype).view(1, -1)))
+    if step.kind == 'binary' and step.const is not None:
+        return Step('binary', step.op, const=step.const.to(device, dtype), reverse=step.reverse)
+    if step.kind == 'act' and step.params and isinstance(step.params[0], torch.Tensor):
+        return Step('act', step.op, params=(step.params[0].to(device, dtype),))
+    return step
