@@ -23,11 +23,12 @@ tensors except through these methods.
 Data layout
 -----------
 A *cache* is the cached activation of one tensor of the network, stored NHWC as rows:
-``(P + 2, C)`` where ``P = H * W`` (row ``y * W + x`` is position ``(y, x)``). The two extra
-rows are constant pads that index tables point at for out-of-image taps:
+``(P + 3, C)`` where ``P = H * W`` (row ``y * W + x`` is position ``(y, x)``). The three extra
+rows serve index tables:
 
 - row ``P`` (:func:`zero_row`) holds zeros (zero padding, empty resampling taps);
-- row ``P + 1`` (:func:`low_row`) holds ``-inf`` (max-pooling padding).
+- row ``P + 1`` (:func:`low_row`) holds ``-inf`` (max-pooling padding);
+- row ``P + 2`` (:func:`dump_row`) takes writes of tile positions outside the map.
 
 A cache's first ``P`` rows viewed as ``(1, C, H, W)`` are a channels_last tensor, which is
 what the dense paths hand to stock torch ops. *Index* tensors are int64; masks are bool.
@@ -45,17 +46,20 @@ Primitives (shapes for batch 1; ``n`` active positions, ``t`` active tiles)
     (the halo already holds the padding rows).
 ``resample(rows (n, K, C), weights (n, K)) -> (n, C)``
     Weighted sum of taps: bilinear, nearest, bicubic, area resampling.
-``epilogue(x (n, C), steps, operands, index (n,) | None) -> (n, C')``
+``epilogue(x (n, C), steps, operands, index (n,) | None, out=None) -> (n, C')``
     Pointwise ops after the core: activations, affine maps, scalars, and binary ops with
-    another cache read at the same rows (residual adds) or broadcast (1x1 tensors).
-``store(dst (P + 2, C), index (n,) | None, values (n, C), threshold, test, want_old)``
+    another cache read at the same rows (residual adds) or broadcast (1x1 tensors). ``x`` is
+    owned by the engine and may be overwritten; with ``out`` (the first ``P`` rows of the
+    layer's cache, for dense layers) the result lands there without an extra copy.
+``store(dst (P + 3, C), index (n,) | None, values (n, C), threshold, test, want_old)``
     The change test and scatter: a row whose new value differs from the cached one by more
-    than ``threshold`` (max over channels; ``!=`` at threshold 0) is written and reported as
-    changed; the others keep the cached, last propagated value. ``index`` None means all
-    ``P`` rows in order. With ``test`` False every row is written and reported. Returns
-    ``(changed_index (m,) | None, old_rows (m, C) | None)``; None for the index means "all of
-    ``index``". ``store_epilogue`` fuses ``epilogue`` and ``store``; a kernel should
-    implement that one.
+    than ``threshold`` (max over channels; any bit at threshold 0) is written and reported
+    as changed; the others keep the cached, last propagated value. ``index`` None means all
+    ``P`` rows in order. With ``test`` False every row is written (the caller reports the
+    change set). Returns ``(changed_index (m,) | None, old_rows | None)``: None for the index
+    means "all of ``index``"; old rows (the values before the write, of the changed rows)
+    only with ``want_old``. ``store_epilogue`` fuses ``epilogue`` and ``store``; a kernel
+    should implement that one.
 ``dilate(mask (H, W) bool, pads, kernel, stride, dilation, ceil_mode, out_hw) -> (Ho, Wo)``
     The receptive-field image of a change mask through a windowed op.
 ``active_tiles(mask (H, W) bool, tile) -> (t,) int64``
@@ -103,6 +107,15 @@ ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
 
 _BINARY = {'add': torch.add, 'sub': torch.sub, 'mul': torch.mul, 'div': torch.div}
 
+# Activations that can read one tensor and write another in one pass: f(src, dst, *params).
+_OUT_ACTIVATIONS: dict[str, Callable[..., Any]] = {
+    'relu': lambda src, dst: torch.clamp(src, min=0, out=dst),
+    'hardtanh': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
+    'clamp': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
+    'sigmoid': lambda src, dst: torch.sigmoid(src, out=dst),
+    'tanh': lambda src, dst: torch.tanh(src, out=dst),
+}
+
 
 def _prelu_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     # F.prelu treats dim 1 as channels; rows (n, C) have channels in dim 1 already.
@@ -119,11 +132,15 @@ def low_row(positions: int) -> int:
     return positions + 1
 
 
+def dump_row(positions: int) -> int:
+    """Index of the row of a cache that absorbs writes meant for nowhere."""
+    return positions + 2
+
+
 def new_cache(positions: int, channels: int, dtype: torch.dtype,
               device: torch.device) -> torch.Tensor:
-    """Allocate a cache ``(positions + 2, channels)`` with its two pad rows set."""
-    cache = torch.empty(positions + 2, channels, dtype=dtype, device=device)
-    cache[positions].zero_()
+    """Allocate a cache ``(positions + 3, channels)`` with its pad rows set."""
+    cache = torch.zeros(positions + 3, channels, dtype=dtype, device=device)
     if dtype.is_floating_point:
         cache[positions + 1].fill_(float('-inf'))
     else:
@@ -154,9 +171,8 @@ class ReferenceBackend:
               threshold: float, test: bool = True,
               want_old: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Change test and scatter (see the module docstring)."""
-        positions = dst.shape[0] - 2
         if index is None:
-            target = dst[:positions]
+            target = dst[:dst.shape[0] - 3]
             if not test:
                 old = target.clone() if want_old else None
                 if values.data_ptr() != target.data_ptr():
@@ -164,7 +180,7 @@ class ReferenceBackend:
                 return None, old
             changed = _changed_rows(values, target, threshold)
             sel = changed.nonzero().squeeze(1)
-            if sel.numel() == positions:
+            if sel.numel() == target.shape[0]:
                 old = target.clone() if want_old else None
                 target.copy_(values)
                 return None, old
@@ -189,7 +205,8 @@ class ReferenceBackend:
                        values: torch.Tensor, steps: Sequence[Any], operands: dict,
                        threshold: float, test: bool = True, want_old: bool = False):
         """:meth:`epilogue` then :meth:`store`: one fused kernel in a GPU backend."""
-        values = self.epilogue(values, steps, operands, index)
+        if steps:
+            values = self.epilogue(values, steps, operands, index)
         return self.store(dst, index, values, threshold, test, want_old)
 
     # -- compute on gathered blocks -----------------------------------------------------------
@@ -214,32 +231,52 @@ class ReferenceBackend:
         return torch.bmm(weights.unsqueeze(1), rows).squeeze(1)
 
     def epilogue(self, x: torch.Tensor, steps: Sequence[Any], operands: dict,
-                 index: torch.Tensor | None) -> torch.Tensor:
+                 index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """
         Apply pointwise ``steps`` to rows ``x`` (n, C) owned by the caller.
 
-        ``operands`` maps a value id to its cache ``(P' + 2, C')``; it is read at ``index``
-        (all rows in order when None), or broadcast when it has a single position.
+        ``operands`` maps a value id to its cache ``(P' + 3, C')``; it is read at ``index``
+        (all rows in order when None), or broadcast when it has a single position. The
+        result is written to ``out`` when given (else over ``x``) and returned.
         """
+        dst = x if out is None else out
+        src = x
         for step in steps:
             kind = step.kind
             if kind == 'act':
-                x = ACTIVATIONS[step.op](x, *step.params)
+                fn = _OUT_ACTIVATIONS.get(step.op)
+                if fn is not None:
+                    fn(src, dst, *step.params)
+                else:
+                    if src is not dst:
+                        dst.copy_(src)
+                    result = ACTIVATIONS[step.op](dst, *step.params)
+                    if result.data_ptr() != dst.data_ptr():
+                        dst.copy_(result)
             elif kind == 'affine':
                 scale, shift = step.const
-                x = torch.addcmul(shift, x, scale)
+                torch.addcmul(shift, src, scale, out=dst)
             elif kind == 'scalar':
-                fn = _BINARY[step.op]
-                x = fn(step.const, x) if step.reverse else fn(x, step.const)
+                if step.reverse:  # const (op) x
+                    if step.op == 'sub':
+                        torch.mul(src, -1.0, out=dst).add_(step.const)
+                    else:
+                        torch.reciprocal(src, out=dst).mul_(step.const)
+                else:
+                    _BINARY[step.op](src, step.const, out=dst)
             else:  # binary
                 if step.operand is not None:
-                    other = operands[step.operand]
-                    other = _rows_at(other, index)
+                    other = _rows_at(operands[step.operand], index)
                 else:
                     other = _rows_at(step.const, index, padded=False)
-                fn = _BINARY[step.op]
-                x = fn(other, x) if step.reverse else fn(x, other)
-        return x
+                if step.reverse:
+                    _BINARY[step.op](other, src, out=dst)
+                else:
+                    _BINARY[step.op](src, other, out=dst)
+            src = dst
+        if src is not dst:
+            dst.copy_(src)
+        return dst
 
     # -- masks ---------------------------------------------------------------------------------
 
@@ -247,20 +284,16 @@ class ReferenceBackend:
                kernel: tuple[int, int], stride: tuple[int, int],
                dilation: tuple[int, int], ceil_mode: bool,
                out_hw: tuple[int, int]) -> torch.Tensor:
-        """Receptive-field image of ``mask`` (H, W) through a windowed op (see module doc)."""
-        m = mask.to(torch.float16 if mask.is_cuda else torch.float32)[None, None]
-        top, bottom, left, right = pads
-        if any(pads):
-            m = F.pad(m, (left, right, top, bottom))
-        if kernel == (1, 1) and stride == (1, 1):
-            out = m
-        else:
-            out = F.max_pool2d(m, kernel, stride, 0, dilation, ceil_mode)
+        """
+        Receptive-field image of ``mask`` (H, W) through a windowed op (see module doc).
+
+        Output (oy, ox) is set when any tap ``(oy * sh - top + i * dh, ox * sw - left +
+        j * dw)`` inside the input is set; computed separably with shifted ORs.
+        """
         ho, wo = out_hw
-        out = out[0, 0, :ho, :wo]
-        if out.shape != (ho, wo):  # ceil_mode windows past the padded input
-            out = F.pad(out, (0, wo - out.shape[1], 0, ho - out.shape[0]))
-        return out > 0
+        top, _, left, _ = pads
+        m = _axis_or(mask, 0, top, kernel[0], stride[0], dilation[0], ho)
+        return _axis_or(m, 1, left, kernel[1], stride[1], dilation[1], wo)
 
     def active_tiles(self, mask: torch.Tensor, tile: int) -> torch.Tensor:
         """Row-major ids of ``tile x tile`` tiles of ``mask`` (H, W) with a set element."""
@@ -272,15 +305,44 @@ class ReferenceBackend:
         return any_set.view(-1).nonzero().squeeze(1)
 
 
+_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
 def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Bool (n,): rows whose max abs change exceeds ``threshold`` (any bit change at 0)."""
     if threshold > 0:
-        return (new - old).abs().amax(1) > threshold
-    return (new != old).any(1)
+        return (new - old).abs_().max(1).values > threshold
+    # Exact: compare bit patterns (a few times faster than float != and any() on CPU).
+    # +0.0 and -0.0 count as a change, which is merely conservative.
+    kind = _SAME_SIZE_INT[new.element_size()]
+    diff = new.contiguous().view(kind) ^ old.contiguous().view(kind)
+    return (diff.amax(1) != 0) | (diff.amin(1) != 0)
+
+
+def _axis_or(mask: torch.Tensor, axis: int, before: int, kernel: int, stride: int,
+             dilation: int, n_out: int) -> torch.Tensor:
+    """OR of the ``kernel`` taps of every output along one axis of a bool mask."""
+    n_in = mask.shape[axis]
+    if kernel == 1 and stride == 1 and before == 0 and n_out == n_in:
+        return mask
+    need = (n_out - 1) * stride + (kernel - 1) * dilation + 1  # padded input length
+    shape = list(mask.shape)
+    shape[axis] = max(need, before + n_in)
+    padded = mask.new_zeros(shape)
+    padded.narrow(axis, before, n_in).copy_(mask)
+    out = None
+    for j in range(kernel):
+        start = j * dilation
+        tap = padded.narrow(axis, start, (n_out - 1) * stride + 1)
+        if stride > 1:
+            tap = tap[::stride] if axis == 0 else tap[:, ::stride]
+        out = tap.clone() if out is None else out.logical_or_(tap)
+    return out
 
 
 def _rows_at(src: torch.Tensor, index: torch.Tensor | None, padded: bool = True) -> torch.Tensor:
     """Rows of an operand at ``index``: broadcast for single-position tensors."""
-    positions = src.shape[0] - (2 if padded else 0)
+    positions = src.shape[0] - (3 if padded else 0)
     if positions == 1:
         return src[:1]
     if index is None:

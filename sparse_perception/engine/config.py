@@ -42,6 +42,10 @@ class EngineConfig:
     # Edge, in output positions, of the tiles that windowed layers (KxK convolutions,
     # pooling) compute on; maps narrower than 4 tiles use half of it (at least 2).
     tile: int = 8
+    # At threshold 0, also drop recomputed positions whose value is bit-identical to the
+    # cached one (costs a compare per layer; rarely finds any except behind saturating
+    # activations). Thresholds > 0 always test.
+    exact_change_test: bool = False
     # Compute backend: 'auto', 'reference' or 'kernels' (see settings.resolve_backend).
     backend: str = 'auto'
     # Measure each layer's wall time (synchronising CUDA per layer; for profiling only).

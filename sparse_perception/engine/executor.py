@@ -43,7 +43,7 @@ class StreamState:
 
     def __init__(self) -> None:
         self.plan: _Plan | None = None
-        self.caches: list[torch.Tensor] = []  # per value id: (P + 2, C) NHWC rows
+        self.caches: list[torch.Tensor] = []  # per value id: (P + 3, C) NHWC rows
         self.thresholds: list[float] = []  # per run
         self.input_threshold = 0.0
         self.sums: dict[int, torch.Tensor] = {}  # running float64 sums of global pools
@@ -68,9 +68,10 @@ class StreamState:
 class _Frame:
     """What the runs of one frame share."""
 
-    __slots__ = ('backend', 'state', 'caches', 'dense', 'layer_cutoff', 'thresholds', 'deltas')
+    __slots__ = ('backend', 'state', 'caches', 'dense', 'layer_cutoff', 'thresholds', 'deltas',
+                 'test_exact')
 
-    def __init__(self, backend, state, dense, layer_cutoff):
+    def __init__(self, backend, state, dense, layer_cutoff, test_exact):
         self.backend = backend
         self.state = state
         self.caches = state.caches
@@ -78,6 +79,7 @@ class _Frame:
         self.layer_cutoff = layer_cutoff
         self.thresholds = state.thresholds
         self.deltas: dict[int, tuple] = {}
+        self.test_exact = test_exact
 
 
 class _Plan:
@@ -209,7 +211,8 @@ class IncrementalModel:
             self._init_state(state, plan)
             dense = True
         stats = FrameStats(dense=dense)
-        f = _Frame(self.backend, state, dense, self.config.layer_dense_fallback)
+        f = _Frame(self.backend, state, dense, self.config.layer_dense_fallback,
+                   self.config.exact_change_test)
         change = self._input(plan, f, x, tiles, tile_size, stats)
         if (not f.dense and change is not None
                 and stats.input_fraction > self.config.frame_dense_fallback):

@@ -182,6 +182,8 @@ def trace(module: nn.Module) -> fx.GraphModule:
     """Trace ``module`` with torch.fx, with an error that says what to do when it fails."""
     if isinstance(module, fx.GraphModule):
         return module
+    if fx.Tracer().is_leaf_module(module, ''):
+        module = nn.Sequential(module)  # a bare torch.nn layer: trace it as a call
     try:
         return fx.symbolic_trace(module)
     except Exception as exc:  # torch.fx raises many types for data-dependent control flow
@@ -532,7 +534,7 @@ class _Lowering:
         x = self._main_input(n, n.args[0])
         weight, bias = mod.weight.detach(), _opt(mod.bias)
         pads = _conv_pads(mod.padding, mod.kernel_size, mod.dilation)
-        if mod.padding_mode != 'zeros':
+        if mod.padding_mode != 'zeros' and any(pads):
             x = self._pad_value(n, x, (pads[2], pads[3], pads[0], pads[1]),
                                 {'reflect': 'reflect', 'replicate': 'replicate',
                                  'circular': 'circular'}[mod.padding_mode], 0.0)
@@ -836,6 +838,7 @@ class _Lowering:
             out = len(self.values)
             self.values.append(Value(out, n.name + '_pad', src.channels, len(rows), len(cols),
                                      src.dtype))
+            self.value_uses[out] = 1
         name = self._layer_name(n) + ('' if node_value else '.pad')
         self._add_layer(Layer(name, (name, n.name), 'pad', [v], out,
                               dict(rows=rows, cols=cols, value=value, mode=mode),
@@ -1050,12 +1053,14 @@ def _axis_matrix(args: dict, n_in: int, n_out: int, axis: int) -> torch.Tensor:
 
 def _pad_map(n_in: int, before: int, after: int, mode: str) -> torch.Tensor:
     """Return int64 (n_out,): the source index of every output index, -1 for constants."""
-    probe = torch.arange(1, n_in + 1, dtype=torch.float64).view(1, 1, 1, n_in)
-    if mode == 'constant':
+    probe = torch.arange(1, n_in + 1, dtype=torch.float64).view(1, 1, n_in)
+    if before == 0 and after == 0:
+        out = probe
+    elif mode == 'constant':
         out = F.pad(probe, (before, after), mode='constant', value=0.0)
     else:
         out = F.pad(probe, (before, after), mode=mode)
-    return (out.view(-1) - 1).round().long()
+    return (out.reshape(-1) - 1).round().long()
 
 
 def macs_per_position(layer: Layer, values: list[Value]) -> float:

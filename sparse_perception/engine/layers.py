@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sparse_perception.engine.backend import as_nchw, low_row, zero_row
+from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
 from sparse_perception.engine.graph import Layer, macs_per_position, Step, Value
 
 
@@ -50,7 +50,7 @@ class Change:
         self.full = full
         self._mask = mask  # bool (H, W)
         self._idx = idx  # int64 (n,)
-        self._ext = None  # bool (P + 2,): the mask with the two pad rows unset
+        self._ext = None  # bool (P + 3,): the mask with the cache's extra rows unset
 
     @property
     def positions(self) -> int:
@@ -75,10 +75,10 @@ class Change:
 
     @property
     def ext(self) -> torch.Tensor:
-        """Bool (P + 2,): the flat mask followed by False for the cache's two pad rows."""
+        """Bool (P + 3,): the flat mask followed by False for the cache's extra rows."""
         if self._ext is None:
             flat = self.mask.reshape(-1)
-            self._ext = torch.cat([flat, flat.new_zeros(2)])
+            self._ext = torch.cat([flat, flat.new_zeros(3)])
         return self._ext
 
     @property
@@ -157,10 +157,17 @@ class Run:
         """Return the caches read by the epilogue, by value id."""
         return {v: f.caches[v] for v in self.operand_ids}
 
+    def dense_into(self, f: Any) -> None:
+        """Compute the whole map from the cached inputs straight into the cache."""
+        out = f.caches[self.out][:self.positions]
+        f.backend.epilogue(self.dense_values(f), self.steps, self.operands(f), None, out)
+        if self.want_old:
+            f.deltas[self.out] = (None, None)
+
     def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
         """Do this layer's work for one frame; return the change set of its output."""
         if f.dense:
-            self.store(f, None, self.dense_values(f), test=False)
+            self.dense_into(f)
             stats.mode, stats.active = 'full', self.positions
             stats.computed = stats.changed = self.positions
             stats.macs = self.positions * self.macs_per_position
@@ -173,54 +180,59 @@ class Run:
             return None
         stats.active = count
         threshold = f.thresholds[self.index]
+        # At threshold 0 every recomputed candidate counts as changed unless the exact test
+        # is asked for (it rarely finds a bit-identical row and costs a compare).
+        test = threshold > 0 or f.test_exact
         if cand.full or count > f.layer_cutoff * self.positions:
             stats.mode, stats.computed = 'dense', self.positions
             stats.macs = self.positions * self.macs_per_position
-            values = self.dense_values(f)
-            if threshold == 0:
-                # Exact mode: every row is recomputed from the cached inputs, so rows outside
-                # the candidates equal their cached value up to rounding; write them all and
+            if not test:
+                # Every row is recomputed from the cached inputs, so rows outside the
+                # candidates equal their cached value up to rounding: write them all and
                 # report only the candidates (the receptive field) as changed.
-                self.store(f, None, values, test=False)
+                self.dense_into(f)
                 stats.changed = count
                 return cand
+            values = self.dense_values(f)
             if cand.full:
-                changed = self.store(f, None, values, test=True, threshold=threshold)
+                changed = self.store(f, None, values, True, threshold)
             else:
                 index = cand.idx
-                changed = self.store(f, index, values.index_select(0, index), test=True,
-                                     threshold=threshold)
+                changed = self.store(f, index, values.index_select(0, index), True, threshold)
+                changed = index if changed is None else changed
             return self._changed(changed, stats)
         stats.mode = 'sparse'
-        index, values = self.sparse(f, cand, stats)
-        if index is None:
-            return None
-        changed = self.store(f, index, values, test=True, threshold=threshold)
-        return self._changed(changed, stats)
+        # Rows computed outside the candidates (tile corners) are written too, which is
+        # harmless (same inputs, same value up to rounding) unless an exact test or a global
+        # pooling's running sum looks at exactly these rows.
+        precise = (test and threshold == 0) or self.want_old
+        index, values = self.sparse(f, cand, stats, precise)
+        if not test:
+            self.store(f, index, values, False)
+            stats.changed = count
+            return cand
+        changed = self.store(f, index, values, True, threshold)
+        return self._changed(index if changed is None else changed, stats)
 
     def store(self, f: Any, index: torch.Tensor | None, values: torch.Tensor, test: bool,
-              threshold: float = 0.0) -> Change | None:
-        """Epilogue, change test and scatter; returns the changed set (None: none)."""
+              threshold: float = 0.0) -> torch.Tensor | None:
+        """Epilogue, change test and scatter; returns the changed index (None: all)."""
         changed, old = f.backend.store_epilogue(
             f.caches[self.out], index, values, self.steps, self.operands(f), threshold, test,
             self.want_old)
-        if changed is None:  # all of index (or of the map)
-            if self.want_old:
-                f.deltas[self.out] = (index, old)
-            if index is None:
-                return self.full
-            return Change(self.value.height, self.value.width, idx=index)
         if self.want_old:
-            f.deltas[self.out] = (changed, old)
+            f.deltas[self.out] = (index if changed is None else changed, old)
+        return changed
+
+    def _changed(self, changed: torch.Tensor | None, stats: Any) -> Change | None:
+        """Turn a changed index (None: every position) into a Change, with stats."""
+        if changed is None or changed.numel() == self.positions:
+            stats.changed = self.positions
+            return self.full
+        stats.changed = changed.numel()
         if changed.numel() == 0:
             return None
-        if changed.numel() == self.positions:
-            return self.full
         return Change(self.value.height, self.value.width, idx=changed)
-
-    def _changed(self, change: Change | None, stats: Any) -> Change | None:
-        stats.changed = 0 if change is None else change.count
-        return change
 
 
 class RowsConv(Run):
@@ -238,7 +250,7 @@ class RowsConv(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         stats.computed = index.numel()
         stats.macs = index.numel() * self.macs_per_position
@@ -249,6 +261,15 @@ class RowsConv(Run):
         src = self.in_values[0]
         return f.backend.linear(f.caches[self.inputs[0]][:src.positions], self.weight_t,
                                 self.bias)
+
+    def dense_into(self, f: Any) -> None:
+        out = f.caches[self.out][:self.positions]
+        src = self.in_values[0]
+        f.backend.linear(f.caches[self.inputs[0]][:src.positions], self.weight_t, self.bias,
+                         out=out)
+        f.backend.epilogue(out, self.steps, self.operands(f), None)
+        if self.want_old:
+            f.deltas[self.out] = (None, None)
 
 
 class Window(Run):
@@ -323,7 +344,7 @@ class Window(Run):
         oy, ox = oy[:, :, None], ox[:, None, :]
         inside = (oy < out.height) & (ox < out.width)
         self.out_table = torch.where(inside, oy * out.width + ox,
-                                     torch.tensor(zero_row(out.positions))).view(
+                                     torch.tensor(dump_row(out.positions))).view(
             nty * ntx, t * t).to(dev)
         self.all_inside = bool(inside.all())
 
@@ -340,7 +361,7 @@ class Window(Run):
         factor = self.kernel[0] * self.kernel[1] * mean / count.clamp(min=1)
         factor = factor.view(-1)
         if not torch.all(factor == 1):
-            self.factor = torch.cat([factor, factor.new_ones(2)]).to(dev)
+            self.factor = torch.cat([factor, factor.new_ones(3)]).to(dev, self.dtype)
 
     # -- per frame -----------------------------------------------------------------------------
 
@@ -379,7 +400,7 @@ class Window(Run):
         return F.conv2d(patches, self.weight, self.bias, self.stride, 0, self.dilation,
                         self.groups)
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         backend = f.backend
         tiles = backend.active_tiles(cand.mask, self.tile)
         nt = tiles.numel()
@@ -393,10 +414,11 @@ class Window(Run):
         y = backend.window(patches, self)  # (nt, C', T, T)
         rows = y.permute(0, 2, 3, 1).reshape(nt * t * t, y.shape[1])
         pos = self.out_table.index_select(0, tiles).view(-1)
-        keep = cand.ext.index_select(0, pos).nonzero().squeeze(1)
-        if keep.numel() != pos.numel():
-            pos = pos.index_select(0, keep)
-            rows = rows.index_select(0, keep)
+        if precise:
+            keep = cand.ext.index_select(0, pos).nonzero().squeeze(1)
+            if keep.numel() != pos.numel():
+                pos = pos.index_select(0, keep)
+                rows = rows.index_select(0, keep)
         if self.factor is not None:
             rows = rows * self.factor.index_select(0, pos).unsqueeze(1)
         return pos, rows
@@ -454,7 +476,7 @@ class Resample(Run):
         m = rows[:, self.tw].any(2)  # (Ho, Wo)
         return Change(self.value.height, self.value.width, mask=m)
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         src = self.in_values[0]
         stats.computed = index.numel()
@@ -469,12 +491,21 @@ class Resample(Run):
         rows = f.backend.gather(f.caches[self.inputs[0]], taps)
         return index, f.backend.resample(rows, weights)
 
-    def dense_values(self, f: Any) -> torch.Tensor:
+    def dense_values(self, f: Any, out: torch.Tensor | None = None) -> torch.Tensor:
         src = self.in_values[0]
         x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
         across = torch.matmul(self.aw, x)  # (Hi, Wo, C)
-        out = self.ah @ across.reshape(src.height, -1)  # (Ho, Wo * C)
-        return out.view(self.positions, -1)
+        if out is None:
+            out = torch.empty(self.positions, x.shape[2], dtype=x.dtype, device=x.device)
+        torch.mm(self.ah, across.reshape(src.height, -1),
+                 out=out.view(self.value.height, -1))  # (Ho, Wo * C)
+        return out
+
+    def dense_into(self, f: Any) -> None:
+        out = self.dense_values(f, f.caches[self.out][:self.positions])
+        f.backend.epilogue(out, self.steps, self.operands(f), None)
+        if self.want_old:
+            f.deltas[self.out] = (None, None)
 
 
 class Pad(Run):
@@ -506,7 +537,7 @@ class Pad(Run):
             rows = rows.masked_fill(constant, self.value_fill)
         return rows
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         stats.computed = index.numel()
         constant = None if self.constant is None else self.constant.index_select(0, index)
@@ -524,7 +555,7 @@ class Cat(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return union([changes.get(v) for v in self.inputs], self.full)
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         stats.computed = index.numel()
         parts = [f.backend.gather(f.caches[v], index) for v in self.inputs]
@@ -542,7 +573,7 @@ class Pointwise(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])  # the main operand has the output's size
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         stats.computed = index.numel()
         return index, f.backend.gather(f.caches[self.inputs[0]], index)
@@ -567,7 +598,7 @@ class Positionwise(Run):
             return torch.log_softmax(rows, 1)
         return rows.argmax(1, keepdim=True)
 
-    def sparse(self, f: Any, cand: Change, stats: Any):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
         index = cand.idx
         stats.computed = index.numel()
         return index, self._apply(f.backend.gather(f.caches[self.inputs[0]], index))
@@ -589,7 +620,7 @@ class GlobalPool(Run):
         if f.dense:
             sums[self.index] = cache[:src.positions].sum(0, dtype=torch.float64)
             stats.mode, stats.active, stats.changed = 'full', 1, 1
-            self.store(f, None, self._mean(sums[self.index]), test=False)
+            self.store(f, None, self._mean(sums[self.index]), False)
             return self.full
         ch = changes.get(self.inputs[0])
         if ch is None:
@@ -603,10 +634,9 @@ class GlobalPool(Run):
             new = f.backend.gather(cache, index)
             sums[self.index] += (new.sum(0, dtype=torch.float64)
                                  - old.sum(0, dtype=torch.float64))
-        changed = self.store(f, None, self._mean(sums[self.index]), test=True,
-                             threshold=f.thresholds[self.index])
-        stats.changed = 0 if changed is None else 1
-        return changed
+        changed = self.store(f, None, self._mean(sums[self.index]), True,
+                             f.thresholds[self.index])
+        return self._changed(changed, stats)
 
     def _mean(self, total: torch.Tensor) -> torch.Tensor:
         return (total / self.in_values[0].positions).to(self.value.dtype).view(1, -1)
@@ -651,13 +681,15 @@ def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,
                      padding: int) -> tuple[tuple[int, int], int]:
     """Input rows of an output tile of a transposed convolution: (first offset, count), crop."""
     reach = (kernel - 1) * dilation
-    # For an output tile starting at o0 (a multiple of tile, hence of stride):
-    # first input i_lo = floor((o0 + padding - reach) / stride), crop c0 = o0 + padding -
-    # i_lo * stride, which is the same for every tile.
+    # Output o reads inputs i with i * stride + j * dilation = o + padding. For an output
+    # tile [o0, o0 + tile) with o0 a multiple of tile (hence of stride) that is
+    # i_lo = floor((o0 + padding - reach) / stride) to i_hi = floor((o0 + tile - 1 + padding)
+    # / stride); the transposed convolution of that patch without padding puts output o at
+    # o + padding - i_lo * stride, an offset (the crop) that is the same for every tile.
     first = (padding - reach) // stride  # i_lo - o0 / stride
+    last = (tile - 1 + padding) // stride  # i_hi - o0 / stride
     crop = padding - first * stride
-    count = max(1, -(-(crop + tile - reach - 1) // stride) + 1)
-    return (first, count), crop
+    return (first, last - first + 1), crop
 
 
 def _taps(matrix: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
