@@ -83,8 +83,8 @@ class ChangeDetector:
         self.dilation = int(pick('dilation', dilation, 0))
         self.refresh_period = int(pick('refresh_period', refresh_period, 0))
         self.min_pixels = int(pick('min_pixels', min_pixels, 1))
-        checks = (('threshold', self.threshold, 0.0, 255.0), ('tile_size', self.tile_size, 1, 4096),
-                  ('dilation', self.dilation, 0, 4096),
+        checks = (('threshold', self.threshold, 0.0, 255.0),
+                  ('tile_size', self.tile_size, 1, 4096), ('dilation', self.dilation, 0, 4096),
                   ('refresh_period', self.refresh_period, 0, math.inf),
                   ('min_pixels', self.min_pixels, 1, math.inf))
         for name, value, low, high in checks:
@@ -105,7 +105,7 @@ class ChangeDetector:
 
     @property
     def reference(self) -> torch.Tensor | None:
-        """The last propagated image, ``(H, W, C)`` in the frame's dtype (None before a frame)."""
+        """Return the last propagated image, ``(H, W, C)`` (None before the first frame)."""
         return self._reference
 
     def update(self, frame: Any) -> ChangeMap:

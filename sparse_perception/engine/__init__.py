@@ -13,8 +13,10 @@
 # limitations under the License.
 
 """
-The incremental sparse CNN engine: run an unmodified ``nn.Module`` frame by frame, recomputing
-each layer only where its inputs changed.
+The incremental sparse CNN engine: run a model frame by frame, recomputing only what changed.
+
+An unmodified ``nn.Module`` is run so that each layer is recomputed only where its inputs
+changed.
 
 ``IncrementalModel(module, EngineConfig(...))`` wraps a model in eval mode; ``new_state()``
 gives one stream's caches; ``model(x, tiles, state)`` runs a frame. See executor.py for the

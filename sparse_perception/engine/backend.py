@@ -79,10 +79,9 @@ import importlib
 import logging
 from typing import Any, Callable, Sequence
 
+from sparse_perception.engine.errors import EngineError
 import torch
 import torch.nn.functional as F
-
-from sparse_perception.engine.errors import EngineError
 
 LOG = logging.getLogger(__name__)
 

@@ -67,7 +67,7 @@ class EngineConfig:
             if not (isinstance(value, (int, float)) and value >= 0 and value == value):
                 raise EngineError(f'layer threshold {name}={value!r} must be a number >= 0')
         if self.backend not in ('auto', 'reference', 'kernels'):
-            raise EngineError(f"EngineConfig.backend={self.backend!r} is not one of auto, "
+            raise EngineError(f'EngineConfig.backend={self.backend!r} is not one of auto, '
                               'reference, kernels')
         object.__setattr__(self, 'layer_thresholds', dict(self.layer_thresholds))
 
@@ -80,13 +80,13 @@ class EngineConfig:
         """
         sparsity = getattr(settings, 'sparsity', settings)
         model = getattr(settings, 'model', None)
-        kwargs = dict(
-            threshold_scale=sparsity.scale,
-            layer_thresholds=parse_layer_thresholds(sparsity.layer_thresholds),
-            layer_dense_fallback=getattr(sparsity, 'layer_dense_fallback', 0.5),
-            frame_dense_fallback=sparsity.dense_fallback,
-            tile=getattr(sparsity, 'compute_tile', 8),
-        )
+        kwargs = {
+            'threshold_scale': sparsity.scale,
+            'layer_thresholds': parse_layer_thresholds(sparsity.layer_thresholds),
+            'layer_dense_fallback': getattr(sparsity, 'layer_dense_fallback', 0.5),
+            'frame_dense_fallback': sparsity.dense_fallback,
+            'tile': getattr(sparsity, 'compute_tile', 8),
+        }
         if model is not None:
             kwargs['backend'] = model.backend
         kwargs.update(overrides)

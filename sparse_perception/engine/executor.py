@@ -27,15 +27,14 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
-from torch import nn
-
 from sparse_perception.engine.backend import as_nchw, get_backend, new_cache
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.graph import lower, Program, trace
 from sparse_perception.engine.layers import Change, full_change, make_run, Run
 from sparse_perception.engine.stats import FrameStats, LayerStats
+import torch
+from torch import nn
 
 
 class StreamState:
@@ -97,8 +96,8 @@ class _Plan:
         gap_inputs = {r.inputs[0] for r in self.runs if r.kind == 'gap'}
         for r in self.runs:
             r.want_old = r.out in gap_inputs
-        self.input = values[program.input]
-        self.input_wants_old = program.input in gap_inputs
+        self.input = values[program.input_id]
+        self.input_wants_old = program.input_id in gap_inputs
         self.input_full = full_change(self.input, device)
         self._tile_tables: dict[int, torch.Tensor] = {}
         known = {name for r in self.runs for name in r.names} | {'input'}
@@ -217,7 +216,7 @@ class IncrementalModel:
         if (not f.dense and change is not None
                 and stats.input_fraction > self.config.frame_dense_fallback):
             f.dense = stats.dense = True
-        changes: dict[int, Change | None] = {plan.program.input: change}
+        changes: dict[int, Change | None] = {plan.program.input_id: change}
         layer_stats = stats.layers
         for run in plan.runs:
             ls = LayerStats(run.name, run.kind, run.positions,
@@ -282,11 +281,11 @@ class IncrementalModel:
     def _input(self, plan: _Plan, f: _Frame, x: torch.Tensor, tiles: Any, tile_size: int | None,
                stats: FrameStats) -> Change | None:
         value = plan.input
-        cache = f.caches[plan.program.input]
+        cache = f.caches[plan.program.input_id]
         if f.dense:
             as_nchw(cache, value.height, value.width).copy_(x)
             if plan.input_wants_old:
-                f.deltas[plan.program.input] = (None, None)
+                f.deltas[plan.program.input_id] = (None, None)
             stats.input_fraction = 1.0
             return plan.input_full
         tile = _tile_size(tiles, tile_size, value.height, value.width)
@@ -308,7 +307,7 @@ class IncrementalModel:
         if changed is None:
             changed = pixels
         if plan.input_wants_old:
-            f.deltas[plan.program.input] = (changed, old)
+            f.deltas[plan.program.input_id] = (changed, old)
         stats.input_fraction = changed.numel() / value.positions
         if changed.numel() == 0:
             return None

@@ -42,12 +42,11 @@ from dataclasses import dataclass, field
 import operator
 from typing import Any, Callable
 
+from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 import torch
 from torch import fx
 import torch.nn as nn
 import torch.nn.functional as F
-
-from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 
 # Activations: name -> (module types, functions, method names). Parameters are normalised by
 # _activation() below; the reference backend applies them (backend.ACTIVATIONS).
@@ -88,7 +87,7 @@ _CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_tran
 class Value:
     """A tensor of the program: batch 1, ``channels x height x width``, one cache each."""
 
-    id: int
+    index: int
     name: str
     channels: int
     height: int
@@ -100,7 +99,7 @@ class Value:
 
     @property
     def positions(self) -> int:
-        """Return the number of spatial positions (rows of the cache)."""
+        """Return H * W, the number of data rows of the cache."""
         return self.height * self.width
 
 
@@ -131,7 +130,7 @@ class Layer:
     order: int = 0  # fx position of the last fused node (execution order)
 
     def operands(self) -> list[int]:
-        """Return every value id the layer reads (core inputs and epilogue operands)."""
+        """Return every value id the layer reads, core inputs and epilogue ones."""
         return self.inputs + [s.operand for s in self.epilogue if s.operand is not None]
 
 
@@ -141,7 +140,7 @@ class Program:
 
     values: list[Value]
     layers: list[Layer]
-    input: int  # value id of the model input
+    input_id: int  # value id of the model input
     tail: fx.GraphModule  # frontier tensors -> the model's output structure
     frontier: list[int]  # value ids fed to ``tail``, in its placeholder order
     tail_is_dense: bool  # True when the tail holds ops (not just the output structure)
@@ -160,6 +159,8 @@ class _Recorder(fx.Interpreter):
         result = super().run_node(n)
         if isinstance(result, torch.Tensor) and n in self.dependent:
             self.results[n] = _Meta(tuple(result.shape), result.dtype)
+        elif n in self.dependent and _holds_tensor(result):
+            self.results[n] = _Opaque()  # e.g. the (values, indices) of max(dim)
         else:
             self.results[n] = result
         return result
@@ -169,6 +170,20 @@ class _Recorder(fx.Interpreter):
 class _Meta:
     shape: tuple
     dtype: torch.dtype
+
+
+class _Opaque:
+    """A computed value that holds tensors but is not one (only a dense tail can use it)."""
+
+
+def _holds_tensor(value: Any) -> bool:
+    if isinstance(value, torch.Tensor):
+        return True
+    if isinstance(value, (list, tuple)):
+        return any(_holds_tensor(v) for v in value)
+    if isinstance(value, dict):
+        return any(_holds_tensor(v) for v in value.values())
+    return False
 
 
 @dataclass
@@ -237,12 +252,15 @@ class _Lowering:
         for n in graph.nodes:
             if n.op in ('placeholder', 'output') or n not in self.dependent:
                 continue
-            if not isinstance(self.results[n], _Meta):
+            result = self.results[n]
+            if not isinstance(result, (_Meta, _Opaque)):
                 continue  # static (shapes and sizes): evaluated, used as constants
             if any(a in self.tail_set for a in _node_args(n)):
                 self.tail_nodes.append(n)
                 continue
             try:
+                if isinstance(result, _Opaque):
+                    raise self._unsupported(n, 'its result is not a single tensor')
                 self._lower_node(n)
             except UnsupportedOpError as exc:
                 self.unsupported[n] = exc
@@ -291,9 +309,9 @@ class _Lowering:
                                        'batch 1 tensors (1, C, H, W)')
         value = Value(len(self.values), name or n.name, c, h, w, meta.dtype, view)
         self.values.append(value)
-        self.value_of[n] = value.id
-        self.value_uses[value.id] = self.node_uses.get(n, 0)
-        return value.id
+        self.value_of[n] = value.index
+        self.value_uses[value.index] = self.node_uses.get(n, 0)
+        return value.index
 
     def _add_layer(self, layer: Layer) -> Layer:
         self.layers.append(layer)
@@ -367,10 +385,10 @@ class _Lowering:
             if isinstance(mod, nn.AdaptiveAvgPool2d):
                 return self._adaptive_avg(n, n.args[0], mod.output_size)
             if isinstance(mod, nn.Upsample):
-                return self._resample(n, n.args[0], dict(
-                    size=mod.size, scale_factor=mod.scale_factor, mode=mod.mode,
-                    align_corners=mod.align_corners,
-                    recompute_scale_factor=mod.recompute_scale_factor))
+                return self._resample(n, n.args[0], {
+                    'size': mod.size, 'scale_factor': mod.scale_factor, 'mode': mod.mode,
+                    'align_corners': mod.align_corners,
+                    'recompute_scale_factor': mod.recompute_scale_factor})
             if isinstance(mod, (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
                                 nn.ReplicationPad2d, nn.CircularPad2d)):
                 mode = {nn.ReflectionPad2d: 'reflect', nn.ReplicationPad2d: 'replicate',
@@ -570,8 +588,8 @@ class _Lowering:
         self._check_nchw_result(n)
         out = self._new_value(n)
         kh, kw = weight.shape[-2:]
-        attrs = dict(weight=weight, bias=bias, stride=stride, pads=pads, dilation=dilation,
-                     groups=groups, kernel=(kh, kw))
+        attrs = {'weight': weight, 'bias': bias, 'stride': stride, 'pads': pads,
+                 'dilation': dilation, 'groups': groups, 'kernel': (kh, kw)}
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name), 'conv', [x],
                               out, attrs, order=self.node_order[n]))
 
@@ -589,9 +607,9 @@ class _Lowering:
                               dilation, groups) -> None:
         self._check_nchw_result(n)
         out = self._new_value(n)
-        attrs = dict(weight=weight, bias=bias, stride=stride, padding=padding,
-                     output_padding=output_padding, dilation=dilation, groups=groups,
-                     kernel=tuple(weight.shape[-2:]))
+        attrs = {'weight': weight, 'bias': bias, 'stride': stride, 'padding': padding,
+                 'output_padding': output_padding, 'dilation': dilation, 'groups': groups,
+                 'kernel': tuple(weight.shape[-2:])}
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name),
                               'conv_transpose', [x], out, attrs, order=self.node_order[n]))
 
@@ -631,8 +649,8 @@ class _Lowering:
         if name == 'relu6':
             return 'hardtanh', (0.0, 6.0)
         if name == 'hardtanh':
-            a = self._args(n, ['input', 'min_val', 'max_val'], {'min_val': -1.0,
-                                                                 'max_val': 1.0})
+            a = self._args(n, ['input', 'min_val', 'max_val'],
+                           {'min_val': -1.0, 'max_val': 1.0})
             return 'hardtanh', (float(a['min_val']), float(a['max_val']))
         if name == 'clamp':
             a = self._args(n, ['input', 'min', 'max'], {'min': None, 'max': None})
@@ -747,12 +765,12 @@ class _Lowering:
         if isinstance(mod, nn.MaxPool2d):
             if mod.return_indices:
                 raise self._unsupported(n, 'return_indices=True is not supported')
-            args = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                        dilation=mod.dilation, ceil_mode=mod.ceil_mode)
+            args = {'kernel_size': mod.kernel_size, 'stride': mod.stride,
+                    'padding': mod.padding, 'dilation': mod.dilation, 'ceil_mode': mod.ceil_mode}
             return self._pool(n, n.args[0], 'max', args)
-        args = dict(kernel_size=mod.kernel_size, stride=mod.stride, padding=mod.padding,
-                    ceil_mode=mod.ceil_mode, count_include_pad=mod.count_include_pad,
-                    divisor_override=mod.divisor_override)
+        args = {'kernel_size': mod.kernel_size, 'stride': mod.stride, 'padding': mod.padding,
+                'ceil_mode': mod.ceil_mode, 'count_include_pad': mod.count_include_pad,
+                'divisor_override': mod.divisor_override}
         return self._pool(n, n.args[0], 'avg', args)
 
     def _pool(self, n: fx.Node, x: Any, kind: str, args: dict) -> None:
@@ -760,10 +778,11 @@ class _Lowering:
         self._check_nchw_result(n)
         k = _pair(args['kernel_size'])
         stride = _pair(args['stride'] if args.get('stride') not in (None, []) else k)
-        attrs = dict(pool=kind, kernel=k, stride=stride, padding=_pair(args['padding']),
-                     dilation=_pair(args.get('dilation', 1)), ceil_mode=bool(args['ceil_mode']),
-                     count_include_pad=bool(args.get('count_include_pad', True)),
-                     divisor_override=args.get('divisor_override'))
+        attrs = {'pool': kind, 'kernel': k, 'stride': stride,
+                 'padding': _pair(args['padding']), 'dilation': _pair(args.get('dilation', 1)),
+                 'ceil_mode': bool(args['ceil_mode']),
+                 'count_include_pad': bool(args.get('count_include_pad', True)),
+                 'divisor_override': args.get('divisor_override')}
         out = self._new_value(n)
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name), 'pool', [v],
                               out, attrs, order=self.node_order[n]))
@@ -780,9 +799,9 @@ class _Lowering:
             return self._alias(n, x)
         if value.height % size[0] == 0 and value.width % size[1] == 0:
             k = (value.height // size[0], value.width // size[1])
-            return self._pool(n, x, 'avg', dict(kernel_size=k, stride=k, padding=0,
-                                                ceil_mode=False, count_include_pad=True,
-                                                divisor_override=None))
+            return self._pool(n, x, 'avg', {'kernel_size': k, 'stride': k, 'padding': 0,
+                                            'ceil_mode': False, 'count_include_pad': True,
+                                            'divisor_override': None})
         raise self._unsupported(n, f'adaptive average pooling to {size} from '
                                    f'{value.height}x{value.width} (only 1x1 or divisors)')
 
@@ -813,7 +832,7 @@ class _Lowering:
             raise self._unsupported(n, f'could not derive resampling weights: {exc}') from None
         out = self._new_value(n)
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name), 'resample',
-                              [v], out, dict(ah=ah, aw=aw), order=self.node_order[n]))
+                              [v], out, {'ah': ah, 'aw': aw}, order=self.node_order[n]))
 
     def _pad(self, n: fx.Node, x: Any, pad: tuple, mode: str, value: float) -> None:
         v = self._main_input(n, x)
@@ -841,7 +860,7 @@ class _Lowering:
             self.value_uses[out] = 1
         name = self._layer_name(n) + ('' if node_value else '.pad')
         self._add_layer(Layer(name, (name, n.name), 'pad', [v], out,
-                              dict(rows=rows, cols=cols, value=value, mode=mode),
+                              {'rows': rows, 'cols': cols, 'value': value, 'mode': mode},
                               order=self.node_order[n] - (0 if node_value else 0.5)))
         return out
 
@@ -868,7 +887,7 @@ class _Lowering:
             raise self._unsupported(n, f'{fn} over dim {dim} (only the channel dim 1)')
         out = self._new_value(n)
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name),
-                              'positionwise', [v], out, dict(fn=fn, keepdim=keepdim),
+                              'positionwise', [v], out, {'fn': fn, 'keepdim': keepdim},
                               order=self.node_order[n]))
 
     def _linear(self, n: fx.Node, x: Any, weight: Any, bias: Any) -> None:
@@ -879,8 +898,8 @@ class _Lowering:
             raise self._unsupported(n, 'Linear weights computed from the input')
         out = self._new_value(n)
         w = weight.detach()[:, :, None, None]
-        attrs = dict(weight=w, bias=_opt(bias), stride=(1, 1), pads=(0, 0, 0, 0),
-                     dilation=(1, 1), groups=1, kernel=(1, 1))
+        attrs = {'weight': w, 'bias': _opt(bias), 'stride': (1, 1), 'pads': (0, 0, 0, 0),
+                 'dilation': (1, 1), 'groups': 1, 'kernel': (1, 1)}
         self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name), 'conv', [v],
                               out, attrs, order=self.node_order[n]))
 
@@ -1031,8 +1050,8 @@ def _axis_matrix(args: dict, n_in: int, n_out: int, axis: int) -> torch.Tensor:
     """Return the (n_out, n_in) float64 weights of F.interpolate along one axis."""
     probe = torch.eye(n_in, dtype=torch.float64)
     probe = probe.view(1, n_in, n_in, 1) if axis == 0 else probe.view(1, n_in, 1, n_in)
-    kwargs = dict(mode=args['mode'], align_corners=args.get('align_corners'),
-                  antialias=bool(args.get('antialias', False)))
+    kwargs = {'mode': args['mode'], 'align_corners': args.get('align_corners'),
+              'antialias': bool(args.get('antialias', False))}
     if args.get('size') is not None:
         size = _pair(args['size'])
         kwargs['size'] = (size[0], 1) if axis == 0 else (1, size[1])

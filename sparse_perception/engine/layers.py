@@ -31,11 +31,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-import torch.nn.functional as F
-
 from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
 from sparse_perception.engine.graph import Layer, macs_per_position, Step, Value
+import torch
+import torch.nn.functional as F
 
 
 class Change:
@@ -353,8 +352,8 @@ class Window(Run):
         # divides by torch's own divisor. factor = kh * kw / divisor, per output position.
         a = self.layer.attrs
         ones = torch.ones(1, 1, src.height, src.width, dtype=torch.float64)
-        kw = dict(kernel_size=self.kernel, stride=self.stride, padding=a['padding'],
-                  ceil_mode=a['ceil_mode'])
+        kw = {'kernel_size': self.kernel, 'stride': self.stride, 'padding': a['padding'],
+              'ceil_mode': a['ceil_mode']}
         mean = F.avg_pool2d(ones, count_include_pad=a['count_include_pad'],
                             divisor_override=a['divisor_override'], **kw)
         count = F.avg_pool2d(ones, count_include_pad=True, divisor_override=1, **kw)

@@ -134,21 +134,41 @@ def mobilenet_v2_deeplabv3(num_classes: int = 21, width: float = 1.0, output_str
     return model.eval()
 
 
-def calibrate_batchnorm(model: nn.Module, batches: Iterable[torch.Tensor]) -> nn.Module:
+def calibrate_batchnorm(model: nn.Module, frames: Iterable[torch.Tensor]) -> nn.Module:
     """
-    Set every BatchNorm's running statistics to those of ``batches`` (cumulative average).
+    Set every BatchNorm's running statistics to those of ``frames``.
+
+    The frames are one batch, so at least two ``(1, C, H, W)`` frames of one size.
 
     Deterministic for the same inputs. Returns the model in eval mode.
     """
+    batch = torch.cat(list(frames))
+    if batch.shape[0] < 2:
+        raise ValueError('calibrate_batchnorm needs at least two frames')
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     saved = [m.momentum for m in norms]
+    single: list[nn.Module] = []  # BatchNorms that see one position per frame
+
+    def spot(module: nn.Module, args: tuple) -> None:
+        if args[0].dim() == 4 and args[0].shape[-1] * args[0].shape[-2] == 1:
+            single.append(module)
+
+    hooks = [m.register_forward_pre_hook(spot) for m in norms]
     for m in norms:
         m.reset_running_stats()
-        m.momentum = None  # cumulative moving average over the batches
+        m.momentum = None  # cumulative moving average over the batch
     model.train()
-    with torch.no_grad():
-        for batch in batches:
+    try:
+        with torch.no_grad():
             model(batch)
+    finally:
+        for h in hooks:
+            h.remove()
     for m, momentum in zip(norms, saved):
         m.momentum = momentum
+    # After global pooling a BatchNorm sees one value per channel and frame: a variance over
+    # a handful of frames is meaningless and can amplify rounding noise hundreds of times
+    # (a trained network estimates it over a whole data set). Keep unit statistics there.
+    for m in single:
+        m.reset_running_stats()
     return model.eval()

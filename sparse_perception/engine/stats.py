@@ -73,13 +73,13 @@ class FrameStats:
 
     @property
     def mac_fraction(self) -> float:
-        """Executed over dense multiply-accumulates."""
+        """Return executed over dense multiply-accumulates."""
         dense = self.dense_macs
         return self.macs / dense if dense else 0.0
 
     @property
     def dense_fallbacks(self) -> int:
-        """Number of layers that ran dense because too much of them changed."""
+        """Return how many layers ran dense because too much of them changed."""
         return sum(1 for s in self.layers if s.mode == 'dense')
 
     def summary(self) -> dict:

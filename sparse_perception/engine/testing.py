@@ -13,8 +13,9 @@
 # limitations under the License.
 
 """
-Test utilities: random small networks over every supported layer type, random change
-sequences, and the dense-equivalence check the engine is held to.
+Test utilities: random networks, random change sequences, the dense-equivalence check.
+
+The networks cover every supported layer type.
 
 The generators take a *chooser* (anything with ``pick(options)`` and ``integer(low, high)``)
 so that hypothesis can drive them (and shrink failures) as easily as a seeded
@@ -26,11 +27,10 @@ from __future__ import annotations
 import random
 from typing import Any, Callable, Sequence
 
+from sparse_perception.change import ChangeMap
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-from sparse_perception.change import ChangeMap
 
 ACTIVATION_MODULES: tuple[Callable[[], nn.Module], ...] = (
     nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Hardsigmoid, nn.Sigmoid, nn.SiLU, nn.Tanh,
@@ -203,8 +203,8 @@ def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
         return nn.Conv2d(channels, cout, k, s, padding, d, groups, bias=c.pick((True, False)),
                          padding_mode=mode), kind
     if kind == 'depthwise':
-        return nn.Conv2d(channels, channels, c.pick((3, 5)), s, c.pick((1, 2)), d, channels),\
-            kind
+        conv = nn.Conv2d(channels, channels, c.pick((3, 5)), s, c.pick((1, 2)), d, channels)
+        return conv, kind
     if kind == 'conv_bn_act':
         return nn.Sequential(nn.Conv2d(channels, cout, k, 1, (k - 1) // 2, bias=False),
                              nn.BatchNorm2d(cout), c.pick(ACTIVATION_MODULES)()), kind
@@ -273,9 +273,10 @@ def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
 def random_network(c: Any, in_channels: int, height: int, width: int,
                    blocks: int) -> tuple[nn.Module, list[str]] | None:
     """
-    Draw a network of ``blocks`` blocks (plus an optional softmax/argmax tail) whose every
-    intermediate tensor has at least 2x2 positions; returns (model in eval mode, kinds) or
-    None when the drawn shapes do not work out.
+    Draw a network of ``blocks`` blocks plus an optional softmax/argmax tail.
+
+    Every intermediate tensor has at least 2x2 positions. Returns (model in eval mode, kinds),
+    or None when the drawn shapes do not work out.
     """
     layers, kinds = [], []
     x = torch.zeros(1, in_channels, height, width)
@@ -313,8 +314,10 @@ def randomize(module: nn.Module, seed: int) -> nn.Module:
 
 def change_sequence(c: Any, x0: torch.Tensor, frames: int) -> list[tuple[torch.Tensor, Any]]:
     """
-    Draw ``frames`` (frame, tiles) pairs after ``x0``: random tile sizes and patterns,
-    including frames without change, with every tile changed, and with None (dense).
+    Draw ``frames`` (frame, tiles) pairs after ``x0``.
+
+    Random tile sizes and patterns, including frames without change, with every tile changed,
+    and with None (dense).
 
     A frame's pixels outside its tiles are also perturbed: the engine must ignore them.
     """
@@ -349,7 +352,7 @@ def change_sequence(c: Any, x0: torch.Tensor, frames: int) -> list[tuple[torch.T
 
 
 def effective_inputs(x0: torch.Tensor, sequence: list) -> list[torch.Tensor]:
-    """The input the engine sees after each frame: frame pixels inside tiles, else cached."""
+    """Return the input the engine sees after each frame (new pixels inside the tiles)."""
     prev = x0
     out = []
     _, _, h, w = x0.shape

@@ -25,11 +25,10 @@ output scale).
 """
 
 from hypothesis import given, HealthCheck, settings, strategies as st
-import torch
-
 from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.engine.testing import (change_sequence, effective_inputs,
                                               max_relative_difference, random_network)
+import torch
 
 TOLERANCE = 1e-4
 
