@@ -30,6 +30,7 @@ from sparse_perception import __version__
 
 # name -> module providing register(subparsers); order is the order shown in --help.
 COMMANDS = (
+    'sparse_perception.bench_command',
 )
 
 
