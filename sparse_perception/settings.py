@@ -102,6 +102,19 @@ class SparsitySettings:
     # Above this active fraction a frame runs dense, which is then cheaper than sparse.
     dense_fallback: float = setting(
         1.0, 'Run the frame dense when more than this fraction is active', low=0.0, high=1.0)
+    # Per layer: above this share of positions to recompute, a layer runs dense on its cached
+    # input. For layers computed at exactly the changed positions (1x1 convolutions, ...).
+    layer_dense_fallback: float = setting(
+        0.8, 'Run a 1x1/pointwise layer dense above this share of changed positions',
+        low=0.0, high=1.0)
+    # The same for KxK convolutions and pooling, as a share of positions in changed tiles.
+    window_dense_fallback: float = setting(
+        0.35, 'Run a KxK/pooling layer dense above this share of positions in changed tiles',
+        low=0.0, high=1.0)
+    # Edge of the tiles (in output positions) that KxK layers compute on.
+    compute_tile: int = setting(
+        8, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
+        reload=True)
 
 
 @dataclass(frozen=True)

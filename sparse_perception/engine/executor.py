@@ -67,18 +67,19 @@ class StreamState:
 class _Frame:
     """What the runs of one frame share."""
 
-    __slots__ = ('backend', 'state', 'caches', 'dense', 'layer_cutoff', 'thresholds', 'deltas',
-                 'test_exact')
+    __slots__ = ('backend', 'state', 'caches', 'dense', 'rows_cutoff', 'window_cutoff',
+                 'thresholds', 'deltas', 'test_exact')
 
-    def __init__(self, backend, state, dense, layer_cutoff, test_exact):
+    def __init__(self, backend, state, dense, config):
         self.backend = backend
         self.state = state
         self.caches = state.caches
         self.dense = dense
-        self.layer_cutoff = layer_cutoff
+        self.rows_cutoff = config.layer_dense_fallback
+        self.window_cutoff = config.window_dense_fallback
         self.thresholds = state.thresholds
         self.deltas: dict[int, tuple] = {}
-        self.test_exact = test_exact
+        self.test_exact = config.exact_change_test
 
 
 class _Plan:
@@ -210,8 +211,7 @@ class IncrementalModel:
             self._init_state(state, plan)
             dense = True
         stats = FrameStats(dense=dense)
-        f = _Frame(self.backend, state, dense, self.config.layer_dense_fallback,
-                   self.config.exact_change_test)
+        f = _Frame(self.backend, state, dense, self.config)
         change = self._input(plan, f, x, tiles, tile_size, stats)
         if (not f.dense and change is not None
                 and stats.input_fraction > self.config.frame_dense_fallback):

@@ -182,7 +182,8 @@ class Run:
         # At threshold 0 every recomputed candidate counts as changed unless the exact test
         # is asked for (it rarely finds a bit-identical row and costs a compare).
         test = threshold > 0 or f.test_exact
-        if cand.full or count > f.layer_cutoff * self.positions:
+        work = None if cand.full else self.sparse_work(f, cand)
+        if work is None:
             stats.mode, stats.computed = 'dense', self.positions
             stats.macs = self.positions * self.macs_per_position
             if not test:
@@ -205,13 +206,22 @@ class Run:
         # harmless (same inputs, same value up to rounding) unless an exact test or a global
         # pooling's running sum looks at exactly these rows.
         precise = (test and threshold == 0) or self.want_old
-        index, values = self.sparse(f, cand, stats, precise)
+        index, values = self.sparse(f, cand, stats, precise, work)
         if not test:
             self.store(f, index, values, False)
             stats.changed = count
             return cand
         changed = self.store(f, index, values, True, threshold)
         return self._changed(index if changed is None else changed, stats)
+
+    def sparse_work(self, f: Any, cand: Change) -> Any:
+        """
+        Decide between the sparse path and the dense fallback for these candidates.
+
+        Returns None for dense, else what :meth:`sparse` needs (here: nothing more). Rows are
+        computed exactly at the candidates, so the sparse path wins up to a high share.
+        """
+        return None if cand.count > f.rows_cutoff * self.positions else True
 
     def store(self, f: Any, index: torch.Tensor | None, values: torch.Tensor, test: bool,
               threshold: float = 0.0) -> torch.Tensor | None:
@@ -249,7 +259,7 @@ class RowsConv(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         stats.computed = index.numel()
         stats.macs = index.numel() * self.macs_per_position
@@ -399,9 +409,16 @@ class Window(Run):
         return F.conv2d(patches, self.weight, self.bias, self.stride, 0, self.dilation,
                         self.groups)
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse_work(self, f: Any, cand: Change) -> Any:
+        """Tiles holding candidates, or None when they cover too much of the map."""
+        tiles = f.backend.active_tiles(cand.mask, self.tile)
+        if tiles.numel() * self.tile * self.tile > f.window_cutoff * self.positions:
+            return None
+        return tiles
+
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         backend = f.backend
-        tiles = backend.active_tiles(cand.mask, self.tile)
+        tiles = work
         nt = tiles.numel()
         t = self.tile
         stats.computed = nt * t * t
@@ -475,7 +492,7 @@ class Resample(Run):
         m = rows[:, self.tw].any(2)  # (Ho, Wo)
         return Change(self.value.height, self.value.width, mask=m)
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         src = self.in_values[0]
         stats.computed = index.numel()
@@ -536,7 +553,7 @@ class Pad(Run):
             rows = rows.masked_fill(constant, self.value_fill)
         return rows
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         stats.computed = index.numel()
         constant = None if self.constant is None else self.constant.index_select(0, index)
@@ -554,7 +571,7 @@ class Cat(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return union([changes.get(v) for v in self.inputs], self.full)
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         stats.computed = index.numel()
         parts = [f.backend.gather(f.caches[v], index) for v in self.inputs]
@@ -572,7 +589,7 @@ class Pointwise(Run):
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])  # the main operand has the output's size
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         stats.computed = index.numel()
         return index, f.backend.gather(f.caches[self.inputs[0]], index)
@@ -597,7 +614,7 @@ class Positionwise(Run):
             return torch.log_softmax(rows, 1)
         return rows.argmax(1, keepdim=True)
 
-    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool):
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx
         stats.computed = index.numel()
         return index, self._apply(f.backend.gather(f.caches[self.inputs[0]], index))
@@ -626,7 +643,8 @@ class GlobalPool(Run):
             return None
         stats.mode, stats.active = 'sparse', 1
         index, old = f.deltas.get(self.inputs[0], (None, None))
-        if index is None or old is None:
+        if index is None or old is None or index.numel() * 4 > src.positions:
+            # Beyond a quarter of the rows, a fresh sum is cheaper than two gathers.
             stats.mode = 'dense'
             sums[self.index] = cache[:src.positions].sum(0, dtype=torch.float64)
         else:

@@ -93,6 +93,7 @@ def test_random_networks_match_dense_after_any_sequence(data):
     x0 = torch.randn(1, channels, height, width, generator=g)
     sequence = change_sequence(c, x0, c.integer(1, 5))
     config = EngineConfig(tile=c.pick((2, 4, 8)),
-                          layer_dense_fallback=c.pick((0.0, 0.3, 0.5, 1.0)),
+                          layer_dense_fallback=c.pick((0.0, 0.3, 0.8, 1.0)),
+                          window_dense_fallback=c.pick((0.0, 0.35, 1.0)),
                           exact_change_test=c.pick((False, True)))
     check_sequence(model, x0, sequence, config)

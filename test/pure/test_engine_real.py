@@ -91,7 +91,8 @@ def test_vtest_full_resolution_is_exact():
 def test_vtest_long_sequence_is_exact(tile_size, cutoff):
     frames = vtest_frames(12, size=(288, 384))
     check_clip(frames, width=0.5, tile_size=tile_size,
-               config=EngineConfig(layer_dense_fallback=cutoff, tile=4))
+               config=EngineConfig(layer_dense_fallback=cutoff, window_dense_fallback=cutoff,
+                                   tile=4))
 
 
 def test_vtest_class_map_tail():
