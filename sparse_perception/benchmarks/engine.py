@@ -54,7 +54,7 @@ def register(subparsers: Any) -> None:
         'engine', help='incremental engine vs dense torch on vtest frames (issue 3)',
         description='Time the incremental engine against the same model run dense with torch '
         'on the vtest clip, sweep the threshold scale and the changed fraction, and report the '
-        'caches\' memory (issue 3).')
+        "caches' memory (issue 3).")
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                         help='device to run on [cpu]')
     parser.add_argument('--json', metavar='PATH', help='write the results as JSON here')
