@@ -310,7 +310,7 @@ _SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> torch.Tensor:
     """Bool (n,): rows whose max abs change exceeds ``threshold`` (any bit change at 0)."""
     if threshold > 0:
-        return (new - old).abs_().max(1).values > threshold
+        return (new - old).abs_().amax(1) > threshold
     # Exact: compare bit patterns (a few times faster than float != and any() on CPU).
     # +0.0 and -0.0 count as a change, which is merely conservative.
     kind = _SAME_SIZE_INT[new.element_size()]

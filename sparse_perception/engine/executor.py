@@ -95,8 +95,10 @@ class _Plan:
             make_run(i, layer, values, device, dtype, config.tile)
             for i, layer in enumerate(program.layers[1:])]
         gap_inputs = {r.inputs[0] for r in self.runs if r.kind == 'gap'}
+        read = {v for r in self.runs for v in r.inputs + r.operand_ids}
         for r in self.runs:
             r.want_old = r.out in gap_inputs
+            r.terminal = r.out not in read
         self.input = values[program.input_id]
         self.input_wants_old = program.input_id in gap_inputs
         self.input_full = full_change(self.input, device)

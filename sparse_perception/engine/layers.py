@@ -136,6 +136,7 @@ class Run:
         self.macs_per_position = macs_per_position(layer, values)
         self.full = full_change(self.value, device)
         self.want_old = False  # a global pooling reads this output's deltas
+        self.terminal = False  # no layer reads the output (only the model's output / tail)
 
     # Subclasses: core_candidates(f, changes), sparse(f, cand) -> (index, values),
     # dense_values(f) -> values (P, C).
@@ -180,8 +181,9 @@ class Run:
         stats.active = count
         threshold = f.thresholds[self.index]
         # At threshold 0 every recomputed candidate counts as changed unless the exact test
-        # is asked for (it rarely finds a bit-identical row and costs a compare).
-        test = threshold > 0 or f.test_exact
+        # is asked for (it rarely finds a bit-identical row and costs a compare). An output
+        # no layer reads is never held back: it always shows what its inputs give.
+        test = (threshold > 0 or f.test_exact) and not self.terminal
         work = None if cand.full else self.sparse_work(f, cand)
         if work is None:
             stats.mode, stats.computed = 'dense', self.positions
@@ -193,13 +195,9 @@ class Run:
                 self.dense_into(f)
                 stats.changed = count
                 return cand
-            values = self.dense_values(f)
-            if cand.full:
-                changed = self.store(f, None, values, True, threshold)
-            else:
-                index = cand.idx
-                changed = self.store(f, index, values.index_select(0, index), True, threshold)
-                changed = index if changed is None else changed
+            # Test every row: outside the candidates the inputs did not change, so those rows
+            # move by rounding noise only, far below a threshold.
+            changed = self.store(f, None, self.dense_values(f), True, threshold)
             return self._changed(changed, stats)
         stats.mode = 'sparse'
         # Rows computed outside the candidates (tile corners) are written too, which is

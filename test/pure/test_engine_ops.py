@@ -370,10 +370,11 @@ def test_refresh_requests_run_dense():
 
 
 def test_thresholds_hold_small_changes_and_never_lose_drift():
-    conv = nn.Conv2d(1, 1, 1, bias=False)
+    conv, reader = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
     with torch.no_grad():
         conv.weight.fill_(1.0)
-    model = nn.Sequential(conv, nn.ReLU()).eval()
+        reader.weight.fill_(1.0)
+    model = nn.Sequential(conv, nn.ReLU(), reader).eval()
     inc = IncrementalModel(model, EngineConfig(layer_thresholds={'0': 0.25}))
     state = inc.new_state()
     x = torch.ones(1, 1, 4, 4)
@@ -387,6 +388,20 @@ def test_thresholds_hold_small_changes_and_never_lose_drift():
     # Held until the change against the last propagated value exceeds 0.25, then taken.
     assert outputs == [1.0, 1.0, 1.3, 1.3, 1.3, 1.6]
     assert inc.last_stats.layers[0].changed == 1
+
+
+def test_outputs_are_never_held_back_by_thresholds():
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    inc = IncrementalModel(nn.Sequential(conv).eval(), EngineConfig(threshold_scale=10.0))
+    state = inc.new_state()
+    x = torch.ones(1, 1, 4, 4)
+    inc(x, None, state)
+    x2 = x.clone()
+    x2[0, 0, 0, 0] = 1.01
+    assert float(inc(x2, torch.ones(1, 1, dtype=torch.bool), state)[0, 0, 0, 0]) == \
+        pytest.approx(1.01)
 
 
 def test_threshold_scale_bounds_the_error_and_zero_is_exact():
