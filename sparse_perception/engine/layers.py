@@ -478,6 +478,7 @@ class Resample(Run):
         self.wh, self.ww = self.wh.to(dev, dtype), self.ww.to(dev, dtype)
         self.row_valid = self.th < src.height
         self.col_valid = self.tw < src.width
+        self.bands = _bands(a['ah'], dev, dtype)
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         ch = changes.get(self.inputs[0])
@@ -511,8 +512,14 @@ class Resample(Run):
         across = torch.matmul(self.aw, x)  # (Hi, Wo, C)
         if out is None:
             out = torch.empty(self.positions, x.shape[2], dtype=x.dtype, device=x.device)
-        torch.mm(self.ah, across.reshape(src.height, -1),
-                 out=out.view(self.value.height, -1))  # (Ho, Wo * C)
+        rows = across.reshape(src.height, -1)
+        out2d = out.view(self.value.height, -1)  # (Ho, Wo * C)
+        if self.bands is None:
+            torch.mm(self.ah, rows, out=out2d)
+        else:  # output rows that read the same few input rows: one small product each
+            k = self.bands[0][3].shape[1]
+            for start, stop, first, weights in self.bands:
+                torch.mm(weights, rows[first:first + k], out=out2d[start:stop])
         return out
 
     def dense_into(self, f: Any) -> None:
@@ -705,6 +712,34 @@ def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,
     last = (tile - 1 + padding) // stride  # i_hi - o0 / stride
     crop = padding - first * stride
     return (first, last - first + 1), crop
+
+
+def _bands(matrix: torch.Tensor, device: torch.device, dtype: torch.dtype) -> list | None:
+    """
+    Split a (n_out, n_in) resampling matrix into bands of output rows that read the same
+    ``k`` consecutive input rows: [(start, stop, first input, weights (rows, k))].
+
+    Upsampling by 16 with 2 taps turns one (576 x 36) product into 35 products with k = 2:
+    the same result with an eighteenth of the arithmetic. None when bands would not pay.
+    """
+    n_out, n_in = matrix.shape
+    nonzero = matrix != 0
+    if not bool(nonzero.any(1).all()):
+        return None
+    first = nonzero.float().argmax(1)
+    last = n_in - 1 - nonzero.flip(1).float().argmax(1)
+    k = int((last - first).max()) + 1
+    first = first.clamp(max=n_in - k)
+    bands = []
+    start = 0
+    for row in range(1, n_out + 1):
+        if row == n_out or first[row] != first[start]:
+            i = int(first[start])
+            bands.append((start, row, i, matrix[start:row, i:i + k].to(device, dtype)))
+            start = row
+    if k * 2 > n_in or len(bands) * 2 > n_out:
+        return None
+    return bands
 
 
 def _taps(matrix: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -172,6 +172,19 @@ def test_resampling(kwargs):
     run_and_compare(nn.Sequential(nn.Conv2d(3, 2, 1), Interpolate(**kwargs)))
 
 
+@pytest.mark.parametrize('mode, corners', [('bilinear', False), ('bilinear', True),
+                                           ('nearest', None), ('bicubic', False)])
+def test_large_upsampling_factor_uses_bands(mode, corners):
+    # x8 from a 12x10 map: the dense path splits the row product into bands of input rows.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 4, 1),
+                          Interpolate(scale_factor=8, mode=mode, align_corners=corners))
+    shape = (1, 3, 48, 40)
+    inc = run_and_compare(model, shape=shape, config=EngineConfig(layer_dense_fallback=0))
+    from sparse_perception.engine.layers import Resample
+    run = next(r for r in inc.plan_for(torch.zeros(shape)).runs if isinstance(r, Resample))
+    assert run.bands is not None
+
+
 def test_upsample_modules():
     run_and_compare(nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear'),
                                   nn.UpsamplingNearest2d(scale_factor=2),
