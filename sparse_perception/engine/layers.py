@@ -716,8 +716,10 @@ def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,
 
 def _bands(matrix: torch.Tensor, device: torch.device, dtype: torch.dtype) -> list | None:
     """
-    Split a (n_out, n_in) resampling matrix into bands of output rows that read the same
-    ``k`` consecutive input rows: [(start, stop, first input, weights (rows, k))].
+    Split a (n_out, n_in) resampling matrix into bands of output rows.
+
+    The rows of a band read the same ``k`` consecutive input rows; a band is
+    (start, stop, first input, weights (rows, k)).
 
     Upsampling by 16 with 2 taps turns one (576 x 36) product into 35 products with k = 2:
     the same result with an eighteenth of the arithmetic. None when bands would not pay.

@@ -13,8 +13,10 @@
 # limitations under the License.
 
 """
-The backend interface: selection (setting and environment switch), registration of another
-backend, and the primitives against brute-force references.
+The backend interface: selection, registration, primitives.
+
+Selection by setting and environment switch, registration of another backend, and the
+primitives against brute-force references.
 """
 
 import itertools
@@ -22,9 +24,9 @@ import logging
 
 import pytest
 from sparse_perception import settings as st
+from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, get_backend, IncrementalModel,
                                       ReferenceBackend, register_backend)
-from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine.backend import new_cache
 from sparse_perception.engine.testing import randomize
 import torch
