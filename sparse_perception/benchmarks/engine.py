@@ -33,6 +33,7 @@ active_fraction, max_rel_diff, sweep) plus the details; ``--markdown`` a table.
 from __future__ import annotations
 
 import argparse
+import copy
 import datetime
 import importlib
 import json
@@ -79,6 +80,8 @@ def register(subparsers: Any) -> None:
                         help='change detector tile size in pixels [16]')
     parser.add_argument('--scales', default=','.join(str(s) for s in SCALES),
                         help='threshold scales of the sweep, comma-separated')
+    parser.add_argument('--scale-frames', type=int, default=None,
+                        help='frames per threshold scale above 0 [half of --frames]')
     parser.add_argument('--quick', action='store_true',
                         help='few frames everywhere (a smoke test, not a measurement)')
     parser.set_defaults(func=run_command)
@@ -109,7 +112,8 @@ def run_command(args: argparse.Namespace) -> int:
                  warmup=1 if args.quick else args.warmup,
                  sweep_frames=2 if args.quick else args.sweep_frames, model_name=args.model,
                  threads=args.threads, change_threshold=args.change_threshold,
-                 tile_size=args.tile_size, scales=scales[:2] if args.quick else scales)
+                 tile_size=args.tile_size, scales=scales[:2] if args.quick else scales,
+                 scale_frames=2 if args.quick else args.scale_frames)
     text = json.dumps(result, indent=2)
     if args.json:
         _write(args.json, text + '\n')
@@ -133,8 +137,15 @@ def _write(path: str, text: str) -> None:
 def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: int = 40,
         warmup: int = 3, sweep_frames: int = 8, model_name: str = 'mobilenet_v2_deeplabv3',
         threads: int = 2, change_threshold: float = 12.0, tile_size: int = 16,
-        scales: tuple[float, ...] = SCALES) -> dict:
-    """Run every part of the benchmark and return the result dict (see the module doc)."""
+        scales: tuple[float, ...] = SCALES, scale_frames: int | None = None) -> dict:
+    """
+    Run every part of the benchmark and return the result dict (see the module doc).
+
+    Dense and incremental times are taken frame by frame in alternation (the dense model
+    runs on the input the engine has seen, which also gives the reference output), so that
+    both see the same machine load; ratios are medians over those pairs. ``scale_frames``
+    (default: half of ``frames``) is the frame count of the threshold scales above 0.
+    """
     import torch
 
     from sparse_perception.engine import EngineConfig, IncrementalModel
@@ -143,30 +154,33 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
     if device == 'cpu':
         torch.set_num_threads(threads)
     clip = _vtest(warmup + frames, resolution)
-    model, model_label = _model(model_name, clip, device)
+    model, model_label, normalise = _model(model_name, clip, device)
+    global _NORMALISE
+    _NORMALISE = normalise
     inputs = [_to_input(f, device) for f in clip]
+    dense_model = copy.deepcopy(model).to(memory_format=torch.channels_last)
 
-    # 1. Dense baselines: stock torch (channels_last and NCHW) and the engine's own dense
-    # path (folded BatchNorm, caches written), all on the raw frames.
-    stock_cl = _stock_times(model, inputs, warmup, torch.channels_last, device)
-    stock_nchw = _stock_times(model, inputs[:warmup + min(frames, 10)], warmup,
-                              torch.contiguous_format, device)
-    dense_ms = _median(stock_cl)
-
-    # 2. Real frames at thresholds 0, then the threshold sweep on the same frames.
+    # 1. Real frames at thresholds 0, then the threshold sweep on (the start of) the clip.
     detector_cfg = {'threshold': change_threshold, 'tile_size': tile_size}
+    if scale_frames is None:
+        scale_frames = max(1, frames // 2)
     runs = []
     for scale in scales:
+        count = warmup + (frames if scale == 0 else scale_frames)
         inc = IncrementalModel(model, EngineConfig(threshold_scale=scale))
-        runs.append(_incremental_run(inc, model, clip, inputs, warmup, detector_cfg,
-                                     device, check=True))
-    exact = runs[0] if scales and scales[0] == 0 else None
-    engine_dense = _engine_dense_times(IncrementalModel(model, EngineConfig()), inputs,
+        runs.append(_incremental_run(inc, dense_model, clip[:count], inputs[:count], warmup,
+                                     detector_cfg, device))
+    exact = next((r for r in runs if r['scale'] == 0), None)
+
+    # 2. Other dense references (informational): NCHW torch, the engine's own dense path.
+    short = inputs[:warmup + min(frames, 10)]
+    stock_nchw = _stock_times(model, short, warmup, device)
+    engine_dense = _engine_dense_times(IncrementalModel(model, EngineConfig()), short,
                                        warmup, device)
     per_layer = _per_layer(model, clip[:warmup + 10], inputs, warmup, detector_cfg)
 
     # 3. Synthetic sweep of the changed fraction.
-    sweep = _synthetic_sweep(model, inputs[0], sweep_frames, dense_ms, device)
+    sweep = _synthetic_sweep(model, dense_model, inputs[0], sweep_frames, device)
 
     # 4. Memory of the caches.
     memory = {'%dx%d' % resolution: exact['cache_bytes'] if exact else None}
@@ -178,25 +192,27 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
         'resolution': list(resolution),
         'frames': frames,
         'warmup_frames': warmup,
-        'dense_ms': dense_ms,
+        'dense_ms': exact['dense_ms'] if exact else None,
         'incremental_ms': exact['median_ms'] if exact else None,
-        'speedup': dense_ms / exact['median_ms'] if exact else None,
+        'speedup': exact['speedup'] if exact else None,
         'active_fraction': exact['active_fraction'] if exact else None,
         'max_rel_diff': exact['max_rel_diff'] if exact else None,
         'sweep': [{'p': s['p'], 'ratio': s['ratio']} for s in sweep],
         'details': {
             'dense_nchw_ms': _median(stock_nchw),
             'dense_engine_ms': _median(engine_dense),
-            'dense_baseline': 'stock torch module, channels_last input and weights, '
-                              'torch.inference_mode (the faster of channels_last and NCHW)',
+            'dense_baseline': 'the same module run by stock torch with channels_last input '
+                              'and weights under torch.inference_mode (faster than NCHW '
+                              'here), timed in alternation with the incremental frames on '
+                              "the engine's input",
             'change_detector': detector_cfg,
             'input_changed_fraction': exact['input_fraction'] if exact else None,
             'tiles_changed_fraction': exact['tiles_fraction'] if exact else None,
             'mac_fraction': exact['mac_fraction'] if exact else None,
             'p90_ms': exact['p90_ms'] if exact else None,
             'threshold_sweep': [{k: r[k] for k in (
-                'scale', 'median_ms', 'speedup', 'active_fraction', 'mac_fraction',
-                'max_rel_diff', 'class_agreement')} for r in runs],
+                'scale', 'frames', 'dense_ms', 'median_ms', 'speedup', 'active_fraction',
+                'mac_fraction', 'max_rel_diff', 'class_agreement')} for r in runs],
             'synthetic_sweep': sweep,
             'cache_bytes': memory,
             'per_layer_ms': per_layer,
@@ -209,14 +225,8 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
         'command': 'sparse-perception bench engine ' + ' '.join(sys.argv[3:])
         if sys.argv[1:3] == ['bench', 'engine'] else ' '.join(sys.argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
-        'wall_s': None,
+        'wall_s': round(time.perf_counter() - started, 1),
     }
-    for r in runs:
-        r['speedup'] = dense_ms / r['median_ms']
-    result['details']['threshold_sweep'] = [{k: r[k] for k in (
-        'scale', 'median_ms', 'speedup', 'active_fraction', 'mac_fraction', 'max_rel_diff',
-        'class_agreement')} for r in runs]
-    result['wall_s'] = round(time.perf_counter() - started, 1)
     return result
 
 
@@ -242,17 +252,24 @@ def _vtest(count: int, resolution: tuple[int, int]) -> list:
     return frames
 
 
+# (scale, offset) mapping 0-255 RGB pixels to the model's input; set per run by _model.
+_NORMALISE = (1 / 127.5, -1.0)
+
+
 def _to_input(frame: Any, device: str):
+    """BGR uint8 (H, W, 3) -> the model's normalised RGB (1, 3, H, W) float input."""
     import torch
 
     rgb = torch.from_numpy(frame[:, :, ::-1].copy()).to(device)
-    return (rgb.permute(2, 0, 1)[None].float() / 127.5 - 1.0)
+    scale, offset = _NORMALISE
+    return rgb.permute(2, 0, 1)[None].float() * scale + offset
 
 
 def _model(name: str, clip: list, device: str):
-    """Build the network named on the command line; returns (module in eval mode, label)."""
+    """Build the network named on the command line: (module in eval mode, label, normalise)."""
     import torch
 
+    normalise = (1 / 127.5, -1.0)
     if name == 'mobilenet_v2_deeplabv3':
         from sparse_perception.engine.networks import (calibrate_batchnorm,
                                                        mobilenet_v2_deeplabv3)
@@ -268,8 +285,12 @@ def _model(name: str, clip: list, device: str):
             raise SystemExit(f'--model {name}: sparse_perception.models is not available '
                              f'here ({exc})') from None
         loaded = registry.load_model(name.split(':', 1)[1], device)
+        if getattr(loaded, 'input_size', None) is not None:
+            raise SystemExit(f'--model {name}: the model takes a fixed {loaded.input_size} '
+                             'input; pick a fully convolutional one (e.g. an _fcn entry)')
         model = getattr(loaded.module, 'trunk', loaded.module)
-        label = f'{name} (trunk of {loaded.source})'
+        normalise = tuple(float(v) for v in loaded.normalise)
+        label = f'{name} (trunk of {loaded.source.name}, trained weights)'
     elif ':' in name:
         module_name, _, attr = name.partition(':')
         factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
@@ -280,7 +301,7 @@ def _model(name: str, clip: list, device: str):
                          "'registry:NAME' or 'package.module:function'")
     if not isinstance(model, torch.nn.Module):
         raise SystemExit(f'--model {name}: got {type(model).__name__}, not an nn.Module')
-    return model.to(device).eval(), label
+    return model.to(device).eval(), label, normalise
 
 
 def _sync(device: str) -> None:
@@ -289,21 +310,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def _stock_times(model, inputs: list, warmup: int, memory_format, device: str) -> list:
+def _stock_times(model, inputs: list, warmup: int, device: str) -> list:
+    """Per-frame times of the stock module as given (NCHW), for reference."""
     import torch
 
-    model = model.to(memory_format=memory_format)
     times = []
     with torch.inference_mode():
         for i, x in enumerate(inputs):
-            x = x.contiguous(memory_format=memory_format)
             _sync(device)
             t0 = time.perf_counter()
             model(x)
             _sync(device)
             if i >= warmup:
                 times.append((time.perf_counter() - t0) * 1e3)
-    model.to(memory_format=torch.contiguous_format)
     return times
 
 
@@ -320,15 +339,20 @@ def _engine_dense_times(inc, inputs: list, warmup: int, device: str) -> list:
     return times
 
 
-def _incremental_run(inc, model, clip, inputs, warmup, detector_cfg, device, check) -> dict:
-    """Run the clip incrementally: times, activity, and agreement with dense per frame."""
+def _incremental_run(inc, dense_model, clip, inputs, warmup, detector_cfg, device) -> dict:
+    """
+    Run the clip incrementally; after every frame run the dense model on the same input.
+
+    Returns times of both, activity, and agreement of the outputs.
+    """
     import torch
 
     from sparse_perception.change import ChangeDetector
 
     detector = ChangeDetector(**detector_cfg)
     state = inc.new_state()
-    times, active, macs, inputs_changed, tiles_changed, diffs, agree = [], [], [], [], [], [], []
+    times, dense, active, macs = [], [], [], []
+    inputs_changed, tiles_changed, diffs, agree = [], [], [], []
     for i, (frame, x) in enumerate(zip(clip, inputs)):
         cm = detector.update(frame)
         _sync(device)
@@ -336,33 +360,39 @@ def _incremental_run(inc, model, clip, inputs, warmup, detector_cfg, device, che
         y = inc(x, cm, state)
         _sync(device)
         elapsed = (time.perf_counter() - t0) * 1e3
+        seen = _to_input(detector.reference.cpu().numpy(), device)
+        seen = seen.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            _sync(device)
+            t0 = time.perf_counter()
+            expected = dense_model(seen)
+            _sync(device)
+            dense_elapsed = (time.perf_counter() - t0) * 1e3
         if i < warmup:
             continue
         stats = inc.last_stats
         times.append(elapsed)
+        dense.append(dense_elapsed)
         active.append(stats.active_fraction)
         macs.append(stats.mac_fraction)
         inputs_changed.append(stats.input_fraction)
         tiles_changed.append(cm.changed_fraction)
-        if check:
-            seen = _to_input(detector.reference.cpu().numpy(), device)
-            with torch.inference_mode():
-                expected = model(seen)
-            y, expected = _first_tensor(y), _first_tensor(expected)
-            span = float(expected.max() - expected.min())
-            diffs.append(float((y - expected).abs().max()) / max(span, 1e-12))
-            if y.dim() == 4 and y.shape[1] > 1:
-                agree.append(float((y.argmax(1) == expected.argmax(1)).float().mean()))
+        y, expected = _first_tensor(y), _first_tensor(expected)
+        span = float(expected.max() - expected.min())
+        diffs.append(float((y - expected).abs().max()) / max(span, 1e-12))
+        if y.dim() == 4 and y.shape[1] > 1:
+            agree.append(float((y.argmax(1) == expected.argmax(1)).float().mean()))
+    median, dense_median = _median(times), _median(dense)
     return {
-        'scale': inc.config.threshold_scale,
-        'median_ms': _median(times), 'p90_ms': _percentile(times, 90),
+        'scale': inc.config.threshold_scale, 'frames': len(times),
+        'median_ms': median, 'p90_ms': _percentile(times, 90), 'dense_ms': dense_median,
+        'speedup': dense_median / median,
         'active_fraction': statistics.fmean(active), 'mac_fraction': statistics.fmean(macs),
         'input_fraction': statistics.fmean(inputs_changed),
         'tiles_fraction': statistics.fmean(tiles_changed),
         'max_rel_diff': max(diffs) if diffs else None,
         'class_agreement': min(agree) if agree else None,
         'cache_bytes': state.memory_bytes(),
-        'speedup': None,
     }
 
 
@@ -394,8 +424,13 @@ def _first_tensor(y: Any):
     return y.float()
 
 
-def _synthetic_sweep(model, x0, frames: int, dense_ms: float, device: str) -> list:
-    """Per p: frames where a random share p of 16-pixel tiles changes (noise added)."""
+def _synthetic_sweep(model, dense_model, x0, frames: int, device: str) -> list:
+    """
+    Per p: frames where a random share p of 16-pixel tiles changes (noise added).
+
+    Each frame is also run by the dense model (in alternation); the ratio is the median
+    incremental time over the median dense time.
+    """
     import torch
 
     from sparse_perception.engine import EngineConfig, IncrementalModel
@@ -410,7 +445,7 @@ def _synthetic_sweep(model, x0, frames: int, dense_ms: float, device: str) -> li
         state = inc.new_state()
         x = x0.clone()
         inc(x, None, state)
-        times, active = [], []
+        times, dense, active = [], [], []
         for i in range(frames + 1):
             n = max(1, round(p * th * tw))
             chosen = torch.randperm(th * tw, generator=g)[:n]
@@ -424,12 +459,20 @@ def _synthetic_sweep(model, x0, frames: int, dense_ms: float, device: str) -> li
             t0 = time.perf_counter()
             inc(x, tiles.to(device), state)
             _sync(device)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            xc = x.contiguous(memory_format=torch.channels_last)
+            with torch.inference_mode():
+                _sync(device)
+                t0 = time.perf_counter()
+                dense_model(xc)
+                _sync(device)
             if i > 0:  # the first changed frame warms up the sparse paths
-                times.append((time.perf_counter() - t0) * 1e3)
+                times.append(elapsed)
+                dense.append((time.perf_counter() - t0) * 1e3)
                 active.append(inc.last_stats.active_fraction)
-        median = _median(times)
-        out.append({'p': p, 'ratio': median / dense_ms, 'incremental_ms': median,
-                    'active_fraction': statistics.fmean(active)})
+        median, dense_median = _median(times), _median(dense)
+        out.append({'p': p, 'ratio': median / dense_median, 'incremental_ms': median,
+                    'dense_ms': dense_median, 'active_fraction': statistics.fmean(active)})
     return out
 
 
@@ -511,9 +554,10 @@ def markdown(result: dict) -> str:
         f"- command: `{result['command']}`, {result['date']}, {result['wall_s']} s", '',
         '## Real frames, thresholds 0', '',
         '| | ms per frame (median) |', '|---|---|',
-        f"| dense, stock torch channels_last (baseline) | {result['dense_ms']:.1f} |",
-        f"| dense, stock torch NCHW | {d['dense_nchw_ms']:.1f} |",
-        f"| dense, engine's own dense path (BN folded, caches written) | "
+        '| dense, stock torch channels_last (baseline, alternating with the incremental '
+        f"frames) | {result['dense_ms']:.1f} |",
+        f"| dense, stock torch NCHW (separate run) | {d['dense_nchw_ms']:.1f} |",
+        f"| dense, engine's own dense path: BN folded, caches written (separate run) | "
         f"{d['dense_engine_ms']:.1f} |",
     ]
     if result['incremental_ms'] is not None:
@@ -526,19 +570,21 @@ def markdown(result: dict) -> str:
             f"{d['mac_fraction']:.1%}. Max difference from dense on the same input: "
             f"{result['max_rel_diff']:.2g} of the output range.",
         ]
-    lines += ['', '## Threshold scale sweep (same frames)', '',
-              '| scale | ms | speedup | active | MACs | max rel diff | class agreement (worst '
-              'frame) |', '|---|---|---|---|---|---|---|']
+    lines += ['', '## Threshold scale sweep (same clip)', '',
+              '| scale | frames | dense ms | incremental ms | speedup | active | MACs | max rel '
+              'diff | class agreement (worst frame) |', '|---|---|---|---|---|---|---|---|---|']
     for r in d['threshold_sweep']:
         agree = '' if r['class_agreement'] is None else f"{r['class_agreement']:.2%}"
-        lines.append(f"| {r['scale']} | {r['median_ms']:.1f} | {r['speedup']:.2f}x | "
+        lines.append(f"| {r['scale']} | {r['frames']} | {r['dense_ms']:.1f} | "
+                     f"{r['median_ms']:.1f} | {r['speedup']:.2f}x | "
                      f"{r['active_fraction']:.1%} | {r['mac_fraction']:.1%} | "
                      f"{r['max_rel_diff']:.2g} | {agree} |")
     lines += ['', '## Synthetic sweep of the changed fraction (random 16 px tiles)', '',
-              '| p | ms | incremental / dense | active |', '|---|---|---|---|']
+              '| p | dense ms | incremental ms | incremental / dense | active |',
+              '|---|---|---|---|---|']
     for s in d['synthetic_sweep']:
-        lines.append(f"| {s['p']:.0%} | {s['incremental_ms']:.1f} | {s['ratio']:.2f} | "
-                     f"{s['active_fraction']:.1%} |")
+        lines.append(f"| {s['p']:.0%} | {s['dense_ms']:.1f} | {s['incremental_ms']:.1f} | "
+                     f"{s['ratio']:.2f} | {s['active_fraction']:.1%} |")
     lines += ['', '## Extra memory of the caches', '']
     for res, size in d['cache_bytes'].items():
         if size is not None:

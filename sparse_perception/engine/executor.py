@@ -68,7 +68,7 @@ class _Frame:
     """What the runs of one frame share."""
 
     __slots__ = ('backend', 'state', 'caches', 'dense', 'rows_cutoff', 'window_cutoff',
-                 'thresholds', 'deltas', 'test_exact')
+                 'thresholds', 'deltas', 'test_exact', 'direct')
 
     def __init__(self, backend, state, dense, config):
         self.backend = backend
@@ -80,6 +80,7 @@ class _Frame:
         self.thresholds = state.thresholds
         self.deltas: dict[int, tuple] = {}
         self.test_exact = config.exact_change_test
+        self.direct = False  # a run may store its values itself (set per layer)
 
 
 class _Plan:

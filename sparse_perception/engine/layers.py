@@ -40,16 +40,18 @@ import torch.nn.functional as F
 class Change:
     """The positions of one tensor that changed in this frame: all, or a mask / an index."""
 
-    __slots__ = ('height', 'width', 'full', '_mask', '_idx', '_ext')
+    __slots__ = ('height', 'width', 'full', '_mask', '_idx', '_ext', '_count')
 
     def __init__(self, height: int, width: int, *, full: bool = False,
-                 mask: torch.Tensor | None = None, idx: torch.Tensor | None = None):
+                 mask: torch.Tensor | None = None, idx: torch.Tensor | None = None,
+                 count: int | None = None):
         self.height = height
         self.width = width
         self.full = full
         self._mask = mask  # bool (H, W)
         self._idx = idx  # int64 (n,)
         self._ext = None  # bool (P + 3,): the mask with the cache's extra rows unset
+        self._count = count  # known without counting the mask
 
     @property
     def positions(self) -> int:
@@ -83,7 +85,11 @@ class Change:
     @property
     def count(self) -> int:
         """Return the number of changed positions."""
-        return self.positions if self.full else int(self.idx.numel())
+        if self.full:
+            return self.positions
+        if self._count is None:
+            self._count = int(self.idx.numel())
+        return self._count
 
 
 def full_change(value: Value, device: torch.device) -> Change:
@@ -184,6 +190,7 @@ class Run:
         # is asked for (it rarely finds a bit-identical row and costs a compare). An output
         # no layer reads is never held back: it always shows what its inputs give.
         test = (threshold > 0 or f.test_exact) and not self.terminal
+        f.direct = not test and not self.steps and not self.want_old
         work = None if cand.full else self.sparse_work(f, cand)
         if work is None:
             stats.mode, stats.computed = 'dense', self.positions
@@ -195,9 +202,15 @@ class Run:
                 self.dense_into(f)
                 stats.changed = count
                 return cand
-            # Test every row: outside the candidates the inputs did not change, so those rows
-            # move by rounding noise only, far below a threshold.
-            changed = self.store(f, None, self.dense_values(f), True, threshold)
+            values = self.dense_values(f)
+            if cand.full or count * 2 > self.positions:
+                # Test every row: outside the candidates the inputs did not change, so those
+                # rows move by rounding noise only, far below a threshold.
+                changed = self.store(f, None, values, True, threshold)
+            else:  # few candidates: test (and write) just those
+                index = cand.idx
+                changed = self.store(f, index, values.index_select(0, index), True, threshold)
+                changed = index if changed is None else changed
             return self._changed(changed, stats)
         stats.mode = 'sparse'
         # Rows computed outside the candidates (tile corners) are written too, which is
@@ -205,6 +218,9 @@ class Run:
         # pooling's running sum looks at exactly these rows.
         precise = (test and threshold == 0) or self.want_old
         index, values = self.sparse(f, cand, stats, precise, work)
+        if index is None:  # stored by the run itself (f.direct allowed it)
+            stats.changed = count
+            return cand
         if not test:
             self.store(f, index, values, False)
             stats.changed = count
@@ -479,6 +495,8 @@ class Resample(Run):
         self.row_valid = self.th < src.height
         self.col_valid = self.tw < src.width
         self.bands = _bands(a['ah'], dev, dtype)
+        if self.bands is not None:
+            self.band_starts = torch.tensor([b[0] for b in self.bands], device=dev)
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         ch = changes.get(self.inputs[0])
@@ -486,12 +504,42 @@ class Resample(Run):
             return None
         if ch.full:
             return self.full
+        out = self.value
+        if self.terminal and not self.steps:
+            # Nothing reads this output: whole changed rows are a fine (conservative) change
+            # set, and far cheaper to find than the exact one at the output's resolution.
+            changed = F.pad(ch.mask.any(1), (0, 1))[self.th].any(1)  # (Ho,)
+            return Change(out.height, out.width, count=int(changed.sum()) * out.width,
+                          mask=changed.view(-1, 1).expand(out.height, out.width))
         mask = F.pad(ch.mask, (0, 1, 0, 1))  # a False row and column for empty taps
         rows = mask[self.th].any(1)  # (Ho, Wi + 1)
         m = rows[:, self.tw].any(2)  # (Ho, Wo)
-        return Change(self.value.height, self.value.width, mask=m)
+        return Change(out.height, out.width, mask=m)
+
+    def sparse_work(self, f: Any, cand: Change) -> Any:
+        """
+        Pick the sparse form, or None for dense.
+
+        Output rows (whole rows from the needed input rows, the separable way) or single
+        positions (their taps gathered).
+        """
+        count = cand.count
+        if count > f.rows_cutoff * self.positions:
+            return None
+        rows = cand.mask.any(1).nonzero().squeeze(1)
+        if f.direct and self.bands is not None:
+            return rows if rows.numel() <= 0.6 * self.value.height else None
+        taps = self.th.shape[1] * self.tw.shape[1]
+        # A gathered tap costs about as much as ten outputs of a row computed separably.
+        if count * taps * 10 < rows.numel() * self.value.width:
+            return 'points'
+        if rows.numel() > (0.6 if self.bands is not None else 0.3) * self.value.height:
+            return None
+        return rows
 
     def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
+        if isinstance(work, torch.Tensor):
+            return self._sparse_rows(f, cand, stats, precise, work)
         index = cand.idx
         src = self.in_values[0]
         stats.computed = index.numel()
@@ -505,6 +553,67 @@ class Resample(Run):
             index.numel(), -1)
         rows = f.backend.gather(f.caches[self.inputs[0]], taps)
         return index, f.backend.resample(rows, weights)
+
+    def _sparse_rows(self, f: Any, cand: Change, stats: Any, precise: bool,
+                     rows: torch.Tensor):
+        """Whole output rows: interpolate the needed input rows across, then down."""
+        src, out = self.in_values[0], self.value
+        if f.direct and self.bands is not None:
+            return self._sparse_bands(f, stats, rows)
+        taps = self.th.index_select(0, rows)  # (r, kh), src.height where empty
+        needed = taps[taps < src.height].unique()
+        x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
+        channels = x.shape[2]
+        across = torch.zeros(src.height + 1, out.width * channels, dtype=x.dtype,
+                             device=x.device)  # + a zero row for empty taps
+        across.index_copy_(0, needed, torch.matmul(self.aw, x.index_select(0, needed)).view(
+            needed.numel(), -1))
+        values = torch.empty(rows.numel(), out.width * channels, dtype=x.dtype,
+                             device=x.device)
+        if self.bands is not None:  # the rows of a band are a run of ``rows`` (sorted)
+            k = self.bands[0][3].shape[1]
+            starts = torch.tensor([b[0] for b in self.bands] + [out.height],
+                                  device=rows.device)
+            bounds = torch.searchsorted(rows, starts).tolist()
+            for (start, _, first, weights), a, b in zip(self.bands, bounds, bounds[1:]):
+                if a < b:
+                    torch.mm(weights.index_select(0, rows[a:b] - start),
+                             across[first:first + k], out=values[a:b])
+        else:
+            torch.mm(self.ah.index_select(0, rows), across[:src.height], out=values)
+        stats.computed = rows.numel() * out.width
+        if f.direct:  # whole rows are contiguous in the cache: copy them row by row
+            cache = f.caches[self.out][:self.positions].view(out.height, -1)
+            cache.index_copy_(0, rows, values)
+            return None, None
+        values = values.view(-1, channels)  # (r * Wo, C)
+        index = (rows.view(-1, 1) * out.width
+                 + torch.arange(out.width, device=rows.device).view(1, -1)).view(-1)
+        if precise:
+            keep = cand.ext.index_select(0, index).nonzero().squeeze(1)
+            index, values = index.index_select(0, keep), values.index_select(0, keep)
+        return index, values
+
+    def _sparse_bands(self, f: Any, stats: Any, rows: torch.Tensor):
+        """Whole bands holding changed rows, computed straight into the cache."""
+        src, out = self.in_values[0], self.value
+        touched = torch.searchsorted(self.band_starts, rows, right=True) - 1
+        touched = touched.unique().tolist()
+        k = self.bands[0][3].shape[1]
+        firsts = [self.bands[i][2] for i in touched]
+        needed = sorted({r for first in firsts for r in range(first, first + k)})
+        x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
+        index = torch.tensor(needed, device=x.device)
+        across = torch.empty(src.height, out.width * x.shape[2], dtype=x.dtype,
+                             device=x.device)
+        across.index_copy_(0, index, torch.matmul(self.aw, x.index_select(0, index)).view(
+            len(needed), -1))
+        cache = f.caches[self.out][:self.positions].view(out.height, -1)
+        for i in touched:
+            start, stop, first, weights = self.bands[i]
+            torch.mm(weights, across[first:first + k], out=cache[start:stop])
+        stats.computed = sum(self.bands[i][1] - self.bands[i][0] for i in touched) * out.width
+        return None, None
 
     def dense_values(self, f: Any, out: torch.Tensor | None = None) -> torch.Tensor:
         src = self.in_values[0]
