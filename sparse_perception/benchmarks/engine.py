@@ -151,6 +151,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
     from sparse_perception.engine import EngineConfig, IncrementalModel
 
     started = time.perf_counter()
+    load_before = _load()
     if device == 'cpu':
         torch.set_num_threads(threads)
     clip = _vtest(warmup + frames, resolution)
@@ -225,7 +226,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
                                     "detector's reference image), over the dense output's "
                                     'value range, worst frame',
         },
-        'machine': _machine(threads, device),
+        'machine': dict(_machine(threads, device), load_average_before=load_before),
         'command': 'sparse-perception bench engine ' + ' '.join(sys.argv[3:])
         if sys.argv[1:3] == ['bench', 'engine'] else ' '.join(sys.argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -535,13 +536,17 @@ def _machine(threads: int, device: str) -> dict:
         info['opencv'] = cv2.__version__
     except ImportError:
         pass
-    try:
-        info['load_average'] = list(os.getloadavg())
-    except OSError:
-        pass
+    info['load_average'] = _load()
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()
     return info
+
+
+def _load() -> list | None:
+    try:
+        return [round(v, 2) for v in os.getloadavg()]
+    except OSError:
+        return None
 
 
 def markdown(result: dict) -> str:
@@ -556,8 +561,8 @@ def markdown(result: dict) -> str:
         f"detector threshold {d['change_detector']['threshold']} grey levels, tiles "
         f"{d['change_detector']['tile_size']} px",
         f"- machine: {m['cpu']}, {m['cpu_count']} CPUs, torch {m['torch']} with "
-        f"{m['torch_threads']} threads, Python {m['python']}; load average at the end "
-        f"{m.get('load_average')}",
+        f"{m['torch_threads']} threads, Python {m['python']}; load average (1, 5, 15 min) "
+        f"before {m.get('load_average_before')}, after {m.get('load_average')}",
         f"- command: `{result['command']}`, {result['date']}, {result['wall_s']} s", '',
         '## Real frames, thresholds 0', '',
         '| | ms per frame (median) |', '|---|---|',
