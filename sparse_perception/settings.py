@@ -113,7 +113,7 @@ class SparsitySettings:
         low=0.0, high=1.0)
     # Edge of the tiles (in output positions) that KxK layers compute on.
     compute_tile: int = setting(
-        8, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
+        4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
         reload=True)
 
 
