@@ -62,7 +62,7 @@ class Change:
     def idx(self) -> torch.Tensor:
         """Flat positions, int64 (n,)."""
         if self._idx is None:
-            self._idx = self.mask.view(-1).nonzero().squeeze(1)
+            self._idx = self.mask.reshape(-1).nonzero().squeeze(1)
         return self._idx
 
     @property

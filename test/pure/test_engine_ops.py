@@ -185,6 +185,26 @@ def test_large_upsampling_factor_uses_bands(mode, corners):
     assert run.bands is not None
 
 
+@pytest.mark.parametrize('after', ['nothing', 'conv', 'cumsum_tail'])
+def test_sparse_resampling_by_rows_and_bands(after):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 4, 3, 4, 1)
+            self.conv = nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = F.interpolate(self.down(x), scale_factor=8, mode='bilinear')
+            if after == 'conv':
+                return self.conv(y)
+            if after == 'cumsum_tail':
+                return torch.cumsum(y, 1)  # not incremental: a dense tail reads the upsample
+            return y
+    inc = run_and_compare(M(), shape=(1, 3, 64, 80), frames=5, tile=8)
+    modes = [s.mode for s in inc.last_stats.layers if s.kind == 'resample']
+    assert modes == ['sparse']
+
+
 def test_upsample_modules():
     run_and_compare(nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear'),
                                   nn.UpsamplingNearest2d(scale_factor=2),
