@@ -18,6 +18,9 @@ Reproduce bench/results/engine_<device>.json and .md with one command.
 
     .venv/bin/python bench/engine.py            # CPU, the committed results
     .venv/bin/python bench/engine.py --device cuda
+    .venv/bin/python bench/engine.py --model registry:deeplabv3_mnv2_pascal_fcn
+                                                # the trained Coral weights (needs
+                                                # sparse_perception.models and ../shared)
 
 Extra arguments go to ``sparse-perception bench engine`` (see its --help). Run it on a quiet
 machine: other processes on the same cores make every number worse and noisier.
@@ -35,11 +38,15 @@ def main(argv: list[str]) -> int:
     """Run the engine benchmark, writing the results beside this script."""
     device = 'cuda' if '--device' in argv and argv[argv.index('--device') + 1] == 'cuda' \
         else 'cpu'
+    name = f'engine_{device}'
+    if '--model' in argv:  # another network: its own result files
+        model = argv[argv.index('--model') + 1]
+        name += '_' + ''.join(c if c.isalnum() else '_' for c in model.split(':')[-1])
     out = []
     if '--json' not in argv:
-        out += ['--json', str(RESULTS / f'engine_{device}.json')]
+        out += ['--json', str(RESULTS / f'{name}.json')]
     if '--markdown' not in argv:
-        out += ['--markdown', str(RESULTS / f'engine_{device}.md')]
+        out += ['--markdown', str(RESULTS / f'{name}.md')]
     return cli.main(['bench', 'engine'] + out + argv)
 
 

@@ -93,7 +93,8 @@ class ChangeSettings:
 class SparsitySettings:
     """The engine's sparsity knob: per-layer output thresholds in the DeltaCNN manner."""
 
-    # Multiplies every layer's output threshold; 0 makes the engine exact against dense.
+    # Multiplies every layer's output threshold; 0 makes the engine exact against dense. A
+    # layer's threshold is this scale times the RMS of its output on the stream's first frame.
     scale: float = setting(
         0.0, 'Global scale of the per-layer output thresholds (0 = exact)', low=0.0, high=100.0)
     # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps).
