@@ -15,10 +15,16 @@
 """
 The per-layer primitives of incremental execution, behind one small backend interface.
 
-Every layer of the engine runs as a few primitives; each is meant to become one fused GPU
-kernel in the ``kernels`` backend (issue 4), which must give the same results as the
-pure-torch :class:`ReferenceBackend` here (CPU and CUDA). The executor never touches cached
-tensors except through these methods.
+The sparse path of every layer runs as a few primitives; each is meant to become one fused
+GPU kernel in the ``kernels`` backend (issue 4), which must give the same results as the
+pure-torch :class:`ReferenceBackend` here (CPU and CUDA). Dense fallbacks hand the caches'
+channels_last views to stock torch ops (cuDNN and oneDNN run those well already), and the
+resampling layer's row path writes whole output rows straight into its cache.
+
+The reference builds exact-size index tensors with ``nonzero`` (a host synchronisation on
+CUDA). A kernels backend that must avoid those can keep the same primitives but pass
+fixed-capacity index buffers with a device-side count instead; the executor only needs the
+changed index (or mask) that ``store`` returns.
 
 Data layout
 -----------
