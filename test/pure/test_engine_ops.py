@@ -68,6 +68,7 @@ def assert_close(got, expected):
     assert float((got - expected).abs().max()) <= TOLERANCE * scale
 
 
+@pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
 @pytest.mark.parametrize('kernel, stride, dilation, groups, padding', [
     (1, 1, 1, 1, 0), (1, 2, 1, 1, 0), (3, 1, 1, 1, 1), (3, 2, 1, 1, 1), (5, 1, 2, 1, 4),
     (7, 2, 1, 1, 3), (3, 1, 1, 3, 1), (3, 2, 2, 3, 2), (5, 1, 1, 1, 'same'), (4, 1, 1, 1, 'same'),
@@ -437,6 +438,7 @@ def test_outputs_are_never_held_back_by_thresholds():
         pytest.approx(1.01)
 
 
+@torch.no_grad()
 def test_threshold_scale_bounds_the_error_and_zero_is_exact():
     model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
                                     nn.Conv2d(8, 4, 3, padding=1)), 5).eval()
