@@ -321,7 +321,10 @@ class IncrementalModel:
         if (program.tail_is_dense and not dense and state.tail_output is not None
                 and all(changes.get(v) is None for v in program.frontier)):
             return state.tail_output
-        out = program.tail(*[plan.view(state, v) for v in program.frontier])
+        views = [plan.view(state, v) for v in program.frontier]
+        if program.tail_mutates:  # never let the tail write into the caches
+            views = [v.clone() for v in views]
+        out = program.tail(*views)
         if program.tail_is_dense:
             state.tail_output = out
         return out

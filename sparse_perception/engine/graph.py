@@ -145,6 +145,7 @@ class Program:
     frontier: list[int]  # value ids fed to ``tail``, in its placeholder order
     tail_is_dense: bool  # True when the tail holds ops (not just the output structure)
     tail_ops: tuple[str, ...]  # names of the ops run densely in the tail
+    tail_mutates: bool = False  # the tail changes a tensor in place: feed it copies
 
 
 class _Recorder(fx.Interpreter):
@@ -255,6 +256,7 @@ class _Lowering:
             result = self.results[n]
             if not isinstance(result, (_Meta, _Opaque)):
                 continue  # static (shapes and sizes): evaluated, used as constants
+            self._check_mutation(n)  # never tolerated, not even in a dense tail
             if any(a in self.tail_set for a in _node_args(n)):
                 self.tail_nodes.append(n)
                 continue
@@ -269,7 +271,8 @@ class _Lowering:
         self.layers.sort(key=lambda layer: layer.order)
         tail, frontier, dense = self._build_tail()
         return Program(self.values, self.layers, x, tail, frontier, dense,
-                       tuple(self._describe(n) for n in self.tail_nodes))
+                       tuple(self._describe(n) for n in self.tail_nodes),
+                       any(self._mutates_input(n) for n in self.tail_nodes))
 
     @property
     def tail_set(self) -> set:
@@ -352,6 +355,35 @@ class _Lowering:
             else:
                 out[name] = self._const(a)
         return out
+
+    def _mutates_input(self, n: fx.Node) -> bool:
+        if n.op == 'call_method':
+            return n.target.endswith('_') and not n.target.endswith('__')
+        if n.op == 'call_module':
+            return bool(getattr(self.modules[n.target], 'inplace', False))
+        if n.op == 'call_function':
+            return (n.kwargs.get('inplace') is True
+                    or n.target in (operator.iadd, operator.isub, operator.imul,
+                                    operator.itruediv, torch.relu_, F.relu_))
+        return False
+
+    def _check_mutation(self, n: fx.Node) -> None:
+        """
+        Refuse an in-place op whose input is read again afterwards.
+
+        The traced graph keeps the value from before the mutation where eager PyTorch would
+        read the mutated one, so the two would disagree.
+        """
+        if not n.args or not isinstance(n.args[0], fx.Node) or not self._mutates_input(n):
+            return
+        target = n.args[0]
+        later = [u for u in target.users if u is not n
+                 and self.node_order[u] > self.node_order[n]]
+        if later:
+            raise self._unsupported(
+                n, f'it changes {target.name!r} in place, which {later[0].name!r} reads '
+                'afterwards (eager PyTorch and the traced graph disagree there); use the '
+                'out-of-place op')
 
     def _describe(self, n: fx.Node) -> str:
         if n.op == 'call_module':

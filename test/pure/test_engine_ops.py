@@ -144,6 +144,24 @@ def test_elementwise_arithmetic_and_constants():
     run_and_compare(M())
 
 
+def test_resnet_downsample_block_and_input_normalisation():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('mean', torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+            self.register_buffer('std', torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+            self.a = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
+                                   nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1, bias=False),
+                                   nn.BatchNorm2d(8))
+            self.b = nn.Sequential(nn.Conv2d(3, 8, 1, 2, bias=False), nn.BatchNorm2d(8))
+
+        def forward(self, x):
+            x = (x - self.mean) / self.std
+            return F.relu(self.a(x) + self.b(x))
+    inc = run_and_compare(Block())
+    assert len(inc.last_stats.layers) == 4  # normalise, conv+bn+relu, 1x1 s2, conv+bn+add+relu
+
+
 @pytest.mark.parametrize('pool', [
     nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
     nn.MaxPool2d(3, 1, 1, dilation=2), nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1),
@@ -264,6 +282,18 @@ def test_dense_tail_runs_after_the_last_layer():
     run_and_compare(M())
 
 
+def test_in_place_ops_in_a_dense_tail_leave_the_caches_alone():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.cumsum(y, 1).clamp_(min=0), y
+    run_and_compare(M())
+
+
 def test_unsupported_op_is_named():
     class M(nn.Module):
         def __init__(self):
@@ -276,6 +306,23 @@ def test_unsupported_op_is_named():
     inc = IncrementalModel(M().eval())
     with pytest.raises(UnsupportedOpError, match=r"module 'norm' \(GroupNorm\).*1 convolution"):
         inc(torch.randn(1, 4, 8, 8))
+
+
+def test_in_place_ops_on_tensors_read_again_are_refused():
+    class Aliasing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = y.relu_()  # eager: y is now relu'd too
+            return y + z
+    with pytest.raises(UnsupportedOpError, match="changes 'conv' in place"):
+        IncrementalModel(Aliasing().eval())(torch.randn(1, 3, 8, 8))
+    # The usual in-place activations in a chain are fine.
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(4, 2, 1), nn.Hardswish(inplace=True)))
 
 
 def test_unsupported_tail_raises_when_tails_are_disallowed():
