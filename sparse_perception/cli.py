@@ -33,6 +33,7 @@ COMMANDS = (
     'sparse_perception.replay.cli_replay',
     'sparse_perception.replay.cli_make_bag',
     'sparse_perception.models.command',
+    'sparse_perception.bench_command',
 )
 
 

@@ -79,6 +79,11 @@ class ChangeSettings:
         16, 'Edge of a change tile in input pixels', low=1, high=256, read_only=True)
     # Grow the changed region by this many tiles (catches motion at tile borders).
     dilation: int = setting(0, 'Grow changed regions by this many tiles', low=0, high=16)
+    # A tile changes only when at least this many of its pixels changed (noise suppression:
+    # isolated flickering pixels are ignored; 1 = any pixel).
+    min_pixels: int = setting(
+        1, 'Changed pixels a tile needs before it counts as changed (noise suppression)',
+        low=1, high=65536)
     # Run a full dense frame every N frames (0 = never); bounds drift under thresholds > 0.
     refresh_period: int = setting(
         0, 'Full dense refresh every N frames (0 = never)', low=0, high=1_000_000)
@@ -88,7 +93,8 @@ class ChangeSettings:
 class SparsitySettings:
     """The engine's sparsity knob: per-layer output thresholds in the DeltaCNN manner."""
 
-    # Multiplies every layer's output threshold; 0 makes the engine exact against dense.
+    # Multiplies every layer's output threshold; 0 makes the engine exact against dense. A
+    # layer's threshold is this scale times the RMS of its output on the stream's first frame.
     scale: float = setting(
         0.0, 'Global scale of the per-layer output thresholds (0 = exact)', low=0.0, high=100.0)
     # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps).
@@ -97,6 +103,19 @@ class SparsitySettings:
     # Above this active fraction a frame runs dense, which is then cheaper than sparse.
     dense_fallback: float = setting(
         1.0, 'Run the frame dense when more than this fraction is active', low=0.0, high=1.0)
+    # Per layer: above this share of positions to recompute, a layer runs dense on its cached
+    # input. For layers computed at exactly the changed positions (1x1 convolutions, ...).
+    layer_dense_fallback: float = setting(
+        0.8, 'Run a 1x1/pointwise layer dense above this share of changed positions',
+        low=0.0, high=1.0)
+    # The same for KxK convolutions and pooling, as a share of positions in changed tiles.
+    window_dense_fallback: float = setting(
+        0.35, 'Run a KxK/pooling layer dense above this share of positions in changed tiles',
+        low=0.0, high=1.0)
+    # Edge of the tiles (in output positions) that KxK layers compute on.
+    compute_tile: int = setting(
+        4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
+        reload=True)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,174 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Temporal change maps: which tiles of a camera image changed since they were last propagated.
+
+A :class:`ChangeDetector` keeps one *reference* image: per tile, the pixels that were last
+propagated downstream (not simply the previous frame). A pixel counts as changed when any of
+its channels differs from the reference by more than ``threshold`` (in grey levels of an
+8-bit image; float images in [0, 1] are compared in the same units times 1/255, other
+integer images in their own units). A tile is
+changed when at least ``min_pixels`` of its pixels changed (isolated pixels below that count
+are treated as sensor noise), the changed set is optionally grown by ``dilation`` tiles, and
+the reference is then updated in the changed tiles only. Slow drift therefore accumulates
+against the reference until it crosses the threshold, and is never lost.
+
+The first frame, every ``refresh_period``-th frame and the frame after
+:meth:`ChangeDetector.request_refresh` are refreshes: every tile is marked changed and the
+reference becomes the whole frame.
+
+Frames are numpy arrays or torch tensors: ``(H, W)``, ``(H, W, C)`` (camera layout) or, for
+tensors only, ``(1, C, H, W)`` (the layout the engine takes). Everything runs in torch on the
+frame's device; numpy frames are wrapped without copying.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class ChangeMap:
+    """The change map of one frame."""
+
+    tiles: torch.Tensor  # bool (Ht, Wt): tiles to propagate this frame
+    refresh: bool  # first frame, periodic or requested refresh: every tile is set
+    changed_fraction: float  # fraction of tiles set in ``tiles``
+    pixel_fraction: float  # fraction of pixels above the threshold (before tiling)
+    tile_size: int  # edge of a tile in input pixels
+    frame_index: int  # 0 for the first frame after construction or reset()
+
+    def pixel_mask(self, height: int, width: int) -> torch.Tensor:
+        """Return the tile map expanded to a bool ``(height, width)`` pixel mask."""
+        t = self.tile_size
+        return self.tiles.repeat_interleave(t, 0).repeat_interleave(t, 1)[:height, :width]
+
+
+class ChangeDetector:
+    """
+    Turn a stream of frames into per-tile change maps (see the module docstring).
+
+    Construct it from the ``change`` section of the settings or from explicit arguments;
+    explicit arguments override the settings.
+    """
+
+    def __init__(self, settings: Any = None, *, threshold: float | None = None,
+                 tile_size: int | None = None, dilation: int | None = None,
+                 refresh_period: int | None = None, min_pixels: int | None = None):
+        def pick(name, explicit, default):
+            if explicit is not None:
+                return explicit
+            return getattr(settings, name, default) if settings is not None else default
+
+        self.threshold = float(pick('threshold', threshold, 12.0))
+        self.tile_size = int(pick('tile_size', tile_size, 16))
+        self.dilation = int(pick('dilation', dilation, 0))
+        self.refresh_period = int(pick('refresh_period', refresh_period, 0))
+        self.min_pixels = int(pick('min_pixels', min_pixels, 1))
+        checks = (('threshold', self.threshold, 0.0, 255.0),
+                  ('tile_size', self.tile_size, 1, 4096), ('dilation', self.dilation, 0, 4096),
+                  ('refresh_period', self.refresh_period, 0, math.inf),
+                  ('min_pixels', self.min_pixels, 1, math.inf))
+        for name, value, low, high in checks:
+            if not low <= value <= high or value != value:
+                raise ValueError(f'ChangeDetector {name}={value!r} is out of range; expected '
+                                 f'{low} to {high}')
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the reference: the next frame is a first frame (a refresh)."""
+        self._reference: torch.Tensor | None = None
+        self._refresh_requested = False
+        self._frame_index = 0
+
+    def request_refresh(self) -> None:
+        """Make the next frame a full refresh (every tile changed)."""
+        self._refresh_requested = True
+
+    @property
+    def reference(self) -> torch.Tensor | None:
+        """Return the last propagated image, ``(H, W, C)`` (None before the first frame)."""
+        return self._reference
+
+    def update(self, frame: Any) -> ChangeMap:
+        """Compare ``frame`` with the reference, update the reference, return the change map."""
+        image = _as_hwc(frame)
+        height, width = image.shape[:2]
+        t = self.tile_size
+        tiles_h, tiles_w = -(-height // t), -(-width // t)
+        index = self._frame_index
+        self._frame_index += 1
+        ref = self._reference
+        refresh = (ref is None or ref.shape != image.shape or ref.dtype != image.dtype
+                   or ref.device != image.device or self._refresh_requested
+                   or (self.refresh_period > 0 and index % self.refresh_period == 0))
+        if refresh:
+            self._refresh_requested = False
+            self._reference = image.clone()
+            tiles = torch.ones(tiles_h, tiles_w, dtype=torch.bool, device=image.device)
+            return ChangeMap(tiles, True, 1.0, 1.0, t, index)
+
+        changed = _changed_pixels(image, ref, self.threshold)  # (H, W) bool
+        pixel_fraction = float(changed.float().mean())
+        padded = F.pad(changed, (0, tiles_w * t - width, 0, tiles_h * t - height))
+        counts = padded.view(tiles_h, t, tiles_w, t).sum((1, 3), dtype=torch.int32)
+        tiles = counts >= self.min_pixels
+        if self.dilation > 0 and bool(tiles.any()):
+            k = 2 * self.dilation + 1
+            grown = F.max_pool2d(tiles[None, None].float(), k, 1, self.dilation)
+            tiles = grown[0, 0] > 0
+        mask = tiles.repeat_interleave(t, 0).repeat_interleave(t, 1)[:height, :width]
+        torch.where(mask[..., None], image, ref, out=ref)
+        return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
+
+
+def _as_hwc(frame: Any) -> torch.Tensor:
+    """Return ``frame`` as an ``(H, W, C)`` tensor (a view where possible)."""
+    if isinstance(frame, np.ndarray):
+        if frame.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
+            raise TypeError(f'frame dtype {frame.dtype} is not supported; expected uint8, '
+                            'uint16 or float (convert the image first)')
+        tensor = torch.from_numpy(np.ascontiguousarray(frame))
+        layout = 'numpy'
+    elif isinstance(frame, torch.Tensor):
+        tensor = frame.detach()
+        layout = 'tensor'
+    else:
+        raise TypeError(f'frame must be a numpy array or a torch tensor, got {type(frame)!r}')
+    if tensor.dim() == 2:
+        return tensor[..., None]
+    if tensor.dim() == 3:
+        return tensor
+    if tensor.dim() == 4 and layout == 'tensor' and tensor.shape[0] == 1:
+        return tensor[0].permute(1, 2, 0)
+    expected = '(H, W) or (H, W, C)' + (' or (1, C, H, W)' if layout == 'tensor' else '')
+    raise ValueError(f'frame has shape {tuple(tensor.shape)}; expected {expected}')
+
+
+def _changed_pixels(image: torch.Tensor, ref: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Return bool ``(H, W)``: pixels where any channel moved more than ``threshold``."""
+    if image.dtype == torch.uint8:
+        # |a - b| without widening: uint8 subtraction would wrap around.
+        diff = torch.maximum(image, ref) - torch.minimum(image, ref)
+        return diff.amax(-1) > threshold
+    if image.dtype.is_floating_point:
+        return (image - ref).abs().amax(-1) > threshold / 255.0
+    return (image.int() - ref.int()).abs().amax(-1) > threshold

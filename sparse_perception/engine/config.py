@@ -1,0 +1,120 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Configuration of the incremental engine (fed from the ``sparsity`` settings section)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+from typing import Any, Mapping
+
+from sparse_perception.engine.errors import EngineError
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """How the incremental engine trades exactness for speed, and how it runs."""
+
+    # Multiplies every layer's default output threshold; 0 makes the engine exact against
+    # dense. A layer's default threshold is this scale times the RMS of its output on the
+    # stream's first (dense) frame, so one scale means the same relative change everywhere.
+    threshold_scale: float = 0.0
+    # Absolute per-layer thresholds that replace the scaled default, by layer name (a module
+    # path such as 'features.3.conv.1.0' or an fx node name; 'input' is the image itself).
+    layer_thresholds: Mapping[str, float] = field(default_factory=dict)
+    # A layer whose share of positions to recompute exceeds this runs dense on its cached
+    # input (cheaper than gathering almost everything). Layers that compute exactly the
+    # changed positions (1x1 convolutions, resampling, concatenation, pointwise ops) gather
+    # cheaply relative to their arithmetic, so the default is high; measured break-even on
+    # MobileNetV2 layers (CPU, one thread): about 0.95.
+    layer_dense_fallback: float = 0.8
+    # The same for windowed layers (KxK convolutions, pooling), as a share of positions in the
+    # tiles that hold changes: gathering tiles with their halo costs about twice the dense
+    # op per position (measured break-even about 0.4).
+    window_dense_fallback: float = 0.35
+    # A frame whose changed share of input pixels exceeds this runs dense (every layer).
+    frame_dense_fallback: float = 1.0
+    # Edge, in output positions, of the tiles that windowed layers (KxK convolutions,
+    # pooling) compute on; maps with fewer than 64 such tiles use half of it (at least 2).
+    # 4 and 8 measured within noise of each other on MobileNetV2 at thresholds 0; 4 was
+    # about 8% faster with thresholds (CPU, one thread).
+    tile: int = 4
+    # At threshold 0, also drop recomputed positions whose value is bit-identical to the
+    # cached one (costs a compare per layer; rarely finds any except behind saturating
+    # activations). Thresholds > 0 always test.
+    exact_change_test: bool = False
+    # Compute backend: 'auto', 'reference' or 'kernels' (see settings.resolve_backend).
+    backend: str = 'auto'
+    # Measure each layer's wall time (synchronising CUDA per layer; for profiling only).
+    profile: bool = False
+    # Let an unsupported op at the end of the model run densely as a tail (argmax, a
+    # classifier) instead of raising; convolutions never run in a tail.
+    allow_dense_tail: bool = True
+
+    def __post_init__(self):
+        checks = (('threshold_scale', self.threshold_scale, 0.0, math.inf),
+                  ('layer_dense_fallback', self.layer_dense_fallback, 0.0, 1.0),
+                  ('window_dense_fallback', self.window_dense_fallback, 0.0, 1.0),
+                  ('frame_dense_fallback', self.frame_dense_fallback, 0.0, 1.0),
+                  ('tile', self.tile, 1, 256))
+        for name, value, low, high in checks:
+            if not (low <= value <= high):
+                raise EngineError(f'EngineConfig.{name}={value!r} is out of range; expected '
+                                  f'{low} to {high}')
+        for name, value in dict(self.layer_thresholds).items():
+            if not (isinstance(value, (int, float)) and value >= 0 and value == value):
+                raise EngineError(f'layer threshold {name}={value!r} must be a number >= 0')
+        if self.backend not in ('auto', 'reference', 'kernels'):
+            raise EngineError(f'EngineConfig.backend={self.backend!r} is not one of auto, '
+                              'reference, kernels')
+        object.__setattr__(self, 'layer_thresholds', dict(self.layer_thresholds))
+
+    @classmethod
+    def from_settings(cls, settings: Any, **overrides: Any) -> 'EngineConfig':
+        """
+        Build from a :class:`~sparse_perception.settings.PerceptionSettings`.
+
+        Reads ``sparsity.*`` and ``model.backend``; keyword arguments override.
+        """
+        sparsity = getattr(settings, 'sparsity', settings)
+        model = getattr(settings, 'model', None)
+        kwargs = {
+            'threshold_scale': sparsity.scale,
+            'layer_thresholds': parse_layer_thresholds(sparsity.layer_thresholds),
+            'layer_dense_fallback': getattr(sparsity, 'layer_dense_fallback', 0.8),
+            'window_dense_fallback': getattr(sparsity, 'window_dense_fallback', 0.35),
+            'frame_dense_fallback': sparsity.dense_fallback,
+            'tile': getattr(sparsity, 'compute_tile', 4),
+        }
+        if model is not None:
+            kwargs['backend'] = model.backend
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
+
+def parse_layer_thresholds(items: Any) -> dict[str, float]:
+    """Parse ``('layer=value', ...)`` (the ROS-parameter form) into a dict."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition('=')
+        try:
+            number = float(value)
+        except ValueError:
+            number = float('nan')
+        if not sep or not name.strip() or not number >= 0:
+            raise EngineError(f"layer threshold {item!r} must look like 'layer=value' with a "
+                              'number >= 0, e.g. features.3.conv.1.0=0.05')
+        out[name.strip()] = number
+    return out

@@ -1,0 +1,34 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Errors raised by the incremental engine."""
+
+
+class EngineError(ValueError):
+    """Bad input to the engine (shapes, masks, configuration)."""
+
+
+class UnsupportedOpError(EngineError):
+    """
+    An operation of the model cannot run incrementally.
+
+    ``op`` names it as ``module path (type)`` for modules or ``function name`` for functions;
+    ``node`` is the torch.fx node name.
+    """
+
+    def __init__(self, op: str, node: str, reason: str):
+        self.op = op
+        self.node = node
+        self.reason = reason
+        super().__init__(f'{op} (fx node {node!r}) cannot run incrementally: {reason}')

@@ -1,0 +1,174 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Temporal change maps (issue 3, item 1): thresholds, tiles, reference per tile, refresh."""
+
+import numpy as np
+import pytest
+from sparse_perception import settings as st
+from sparse_perception.change import ChangeDetector
+import torch
+
+
+def frame(h=32, w=48, value=100, channels=3):
+    return np.full((h, w, channels), value, dtype=np.uint8)
+
+
+def test_first_frame_is_a_refresh_with_every_tile():
+    det = ChangeDetector(tile_size=16)
+    cm = det.update(frame(40, 50))
+    assert cm.refresh and cm.frame_index == 0
+    assert cm.tiles.shape == (3, 4) and bool(cm.tiles.all())
+    assert cm.changed_fraction == 1.0
+
+
+def test_changes_above_threshold_mark_their_tile_only():
+    det = ChangeDetector(threshold=10, tile_size=16)
+    det.update(frame())
+    f = frame()
+    f[20, 37, 1] = 111  # +11 in one channel of one pixel: above 10
+    f[3, 3, 0] = 110  # +10: not above the threshold
+    cm = det.update(f)
+    assert not cm.refresh
+    expected = torch.zeros(2, 3, dtype=torch.bool)
+    expected[1, 2] = True
+    assert torch.equal(cm.tiles, expected)
+    assert cm.changed_fraction == pytest.approx(1 / 6)
+    assert cm.pixel_fraction == pytest.approx(1 / (32 * 48))
+
+
+def test_reference_is_last_propagated_so_slow_drift_is_not_lost():
+    det = ChangeDetector(threshold=10, tile_size=8)
+    det.update(frame(16, 16))
+    changed = []
+    for step in range(1, 8):  # +3 grey levels per frame: never 10 between two frames
+        cm = det.update(frame(16, 16, 100 + 3 * step))
+        changed.append(bool(cm.tiles.any()))
+    assert changed == [False, False, False, True, False, False, False]
+    # The reference took the frame where it crossed (100 + 12) and holds it since.
+    assert int(det.reference[0, 0, 0]) == 112
+
+
+def test_reference_updates_only_changed_tiles():
+    det = ChangeDetector(threshold=5, tile_size=8)
+    det.update(frame(16, 16, 50))
+    f = frame(16, 16, 50)
+    f[0:8, 0:8] = 90  # tile (0, 0) changes
+    f[12, 12] = 53  # below threshold in tile (1, 1)
+    det.update(f)
+    ref = det.reference.numpy()
+    assert (ref[0:8, 0:8] == 90).all()
+    assert ref[12, 12, 0] == 50  # not propagated: the reference keeps the old value
+
+
+def test_min_pixels_suppresses_isolated_noise():
+    det = ChangeDetector(threshold=5, tile_size=8, min_pixels=3)
+    det.update(frame(16, 16))
+    f = frame(16, 16)
+    f[1, 1] = 200
+    f[2, 2] = 200  # two pixels in tile (0, 0): below min_pixels
+    f[9:11, 9:11] = 200  # four pixels in tile (1, 1)
+    cm = det.update(f)
+    assert cm.tiles.tolist() == [[False, False], [False, True]]
+
+
+def test_dilation_grows_by_whole_tiles():
+    det = ChangeDetector(threshold=5, tile_size=4, dilation=1)
+    det.update(frame(20, 20))
+    f = frame(20, 20)
+    f[9, 9] = 0  # tile (2, 2) of a 5x5 grid
+    cm = det.update(f)
+    assert cm.tiles.sum() == 9 and bool(cm.tiles[1:4, 1:4].all())
+
+
+def test_periodic_and_requested_refresh_and_reset():
+    det = ChangeDetector(tile_size=8, refresh_period=3)
+    refreshes = [det.update(frame(16, 16)).refresh for _ in range(7)]
+    assert refreshes == [True, False, False, True, False, False, True]
+    det.request_refresh()
+    assert det.update(frame(16, 16)).refresh
+    assert not det.update(frame(16, 16)).refresh
+    det.reset()
+    cm = det.update(frame(16, 16))
+    assert cm.refresh and cm.frame_index == 0
+
+
+def test_size_change_refreshes():
+    det = ChangeDetector(tile_size=8)
+    det.update(frame(16, 16))
+    assert det.update(frame(24, 16)).refresh
+
+
+@pytest.mark.parametrize('kind', ['gray_uint8', 'float_hwc', 'tensor_nchw', 'tensor_hw'])
+def test_frame_layouts_and_float_units(kind):
+    det = ChangeDetector(threshold=12, tile_size=4)
+    base = np.zeros((8, 8, 3), dtype=np.float32)
+    changed = base.copy()
+    changed[5, 6, 2] = 13 / 255  # above 12 grey levels
+    changed[0, 0, 0] = 11 / 255  # below
+    if kind == 'gray_uint8':
+        a, b = np.zeros((8, 8), np.uint8), np.zeros((8, 8), np.uint8)
+        b[5, 6], b[0, 0] = 13, 11
+    elif kind == 'float_hwc':
+        a, b = base, changed
+    elif kind == 'tensor_nchw':
+        a = torch.from_numpy(base).permute(2, 0, 1)[None]
+        b = torch.from_numpy(changed).permute(2, 0, 1)[None]
+    else:
+        a, b = torch.from_numpy(base[..., 2]), torch.from_numpy(changed[..., 2])
+    det.update(a)
+    cm = det.update(b)
+    assert cm.tiles.tolist() == [[False, False], [False, True]]
+
+
+def test_uint8_difference_does_not_wrap_around():
+    det = ChangeDetector(threshold=10, tile_size=4)
+    det.update(frame(4, 4, 200))
+    assert not bool(det.update(frame(4, 4, 195)).tiles.any())  # 195 - 200 must not wrap
+    assert bool(det.update(frame(4, 4, 250)).tiles.any())
+
+
+def test_pixel_mask_expands_tiles():
+    det = ChangeDetector(threshold=1, tile_size=4)
+    det.update(frame(6, 10))
+    f = frame(6, 10)
+    f[5, 9] = 0
+    mask = det.update(f).pixel_mask(6, 10)
+    assert mask.shape == (6, 10)
+    assert bool(mask[4:, 8:].all()) and int(mask.sum()) == 4
+
+
+def test_from_settings_and_overrides():
+    settings = st.replace(st.PerceptionSettings(), {
+        'change.tile_size': 8, 'change.threshold': 3.0, 'change.min_pixels': 2})
+    det = ChangeDetector(settings.change, dilation=2)
+    assert (det.tile_size, det.threshold, det.min_pixels, det.dilation) == (8, 3.0, 2, 2)
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    ({'tile_size': 0}, 'tile_size=0'), ({'threshold': -1}, 'threshold=-1'),
+    ({'min_pixels': 0}, 'min_pixels=0'), ({'threshold': float('nan')}, 'threshold=nan')])
+def test_bad_parameters_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ChangeDetector(**kwargs)
+
+
+@pytest.mark.parametrize('bad, message', [
+    ('not a frame', 'numpy array or a torch tensor'),
+    (np.zeros((2, 3, 4, 5), np.uint8), r'\(H, W\) or \(H, W, C\)'),
+    (np.zeros((4, 4), np.int32), 'dtype int32'),
+])
+def test_bad_frames_are_named(bad, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        ChangeDetector().update(bad)

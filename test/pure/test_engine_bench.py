@@ -1,0 +1,69 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+``sparse-perception bench engine`` keeps its result contract (a smoke run, not a measurement).
+
+No timing is asserted: the numbers come from a tiny run on whatever machine runs the tests.
+"""
+
+import json
+
+import pytest
+from sparse_perception import cli
+from support import require_shared
+
+pytest.importorskip('cv2', reason='OpenCV (the opencv extra) reads vtest.avi')
+
+CONTRACT = ('device', 'model', 'resolution', 'frames', 'dense_ms', 'incremental_ms', 'speedup',
+            'active_fraction', 'max_rel_diff', 'sweep')
+
+
+def test_bench_engine_writes_the_contract(tmp_path, capsys):
+    require_shared('data/vtest/vtest.avi')
+    out, md = tmp_path / 'r.json', tmp_path / 'r.md'
+    rc = cli.main(['bench', 'engine', '--quick', '--resolution', '96x128', '--json', str(out),
+                   '--markdown', str(md), '--threads', '1'])
+    assert rc == 0
+    result = json.loads(out.read_text())
+    assert all(key in result for key in CONTRACT)
+    assert result['resolution'] == [96, 128] and result['frames'] == 4
+    assert [s['p'] for s in result['sweep']] == [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]
+    assert all(s['ratio'] > 0 for s in result['sweep'])
+    assert result['max_rel_diff'] <= 1e-4  # thresholds 0: exact against dense
+    assert 0 < result['active_fraction'] <= 1 and result['speedup'] > 0
+    assert result['details']['cache_bytes']['720x1280'] > 0
+    assert 'Threshold scale sweep' in md.read_text()
+    assert 'speedup' in capsys.readouterr().out.lower()
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--resolution', '12x9000'], 'expected HxW with both at least 16'),
+    (['--scales', 'a,b'], 'comma-separated numbers')])
+def test_bench_engine_bad_arguments(argv, message, capsys):
+    assert cli.main(['bench', 'engine'] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_engine_cuda_without_cuda(capsys):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip('CUDA is available here')
+    assert cli.main(['bench', 'engine', '--device', 'cuda']) == 2
+    assert 'CUDA is not available' in capsys.readouterr().err
+
+
+def test_bench_without_a_benchmark_prints_help(capsys):
+    assert cli.main(['bench']) == 2
+    assert 'engine' in capsys.readouterr().out

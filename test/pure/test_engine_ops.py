@@ -1,0 +1,568 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The incremental engine, op by op and contract by contract.
+
+Every supported layer type with its edge cases, errors that name unsupported ops, tile maps,
+streams, thresholds and statistics.
+"""
+
+import numpy as np
+import pytest
+from sparse_perception.change import ChangeDetector
+from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
+                                      UnsupportedOpError)
+from sparse_perception.engine.testing import (ImagePoolCat, Interpolate, Pad, randomize,
+                                              SqueezeExcite)
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+TOLERANCE = 1e-4
+
+
+@torch.no_grad()
+def run_and_compare(model, shape=(1, 3, 21, 26), frames=4, tile=4, seed=0, config=None):
+    """Dense first frame, then frames that change one random tile block; compare each."""
+    randomize(model, seed).eval()
+    g = torch.Generator().manual_seed(seed)
+    inc = IncrementalModel(model, config or EngineConfig(tile=4))
+    state = inc.new_state()
+    x = torch.randn(shape, generator=g)
+    assert_close(inc(x, None, state), model(x))
+    _, _, h, w = shape
+    th, tw = -(-h // tile), -(-w // tile)
+    for _ in range(frames):
+        tiles = torch.zeros(th, tw, dtype=torch.bool)
+        y0 = int(torch.randint(0, th, (1,), generator=g))
+        x0 = int(torch.randint(0, tw, (1,), generator=g))
+        tiles[y0:y0 + 2, x0:x0 + 1] = True
+        mask = tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
+        x = torch.where(mask, x + torch.randn(shape, generator=g), x)
+        assert_close(inc(x, tiles, state), model(x))
+    return inc
+
+
+def assert_close(got, expected):
+    if isinstance(expected, (tuple, list)):
+        for a, b in zip(got, expected):
+            assert_close(a, b)
+        return
+    assert got.shape == expected.shape
+    if not expected.dtype.is_floating_point:
+        assert torch.equal(got, expected)
+        return
+    scale = max(float(expected.abs().max()), 1e-6)
+    assert float((got - expected).abs().max()) <= TOLERANCE * scale
+
+
+@pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
+@pytest.mark.parametrize('kernel, stride, dilation, groups, padding', [
+    (1, 1, 1, 1, 0), (1, 2, 1, 1, 0), (3, 1, 1, 1, 1), (3, 2, 1, 1, 1), (5, 1, 2, 1, 4),
+    (7, 2, 1, 1, 3), (3, 1, 1, 3, 1), (3, 2, 2, 3, 2), (5, 1, 1, 1, 'same'), (4, 1, 1, 1, 'same'),
+    (3, 1, 1, 1, 0), (2, 2, 1, 1, 0)])
+def test_conv2d(kernel, stride, dilation, groups, padding):
+    model = nn.Sequential(nn.Conv2d(3, 6, kernel, stride, padding, dilation, groups))
+    run_and_compare(model)
+
+
+@pytest.mark.parametrize('mode', ['reflect', 'replicate', 'circular'])
+def test_conv2d_padding_modes(mode):
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1, padding_mode=mode), nn.ReLU()))
+
+
+@pytest.mark.parametrize('kernel, stride, padding, output_padding, dilation, groups', [
+    (2, 2, 0, 0, 1, 1), (3, 2, 1, 1, 1, 1), (4, 2, 1, 0, 1, 3), (3, 1, 1, 0, 2, 1),
+    (1, 2, 0, 1, 1, 1), (5, 3, 2, 2, 1, 1)])
+def test_conv_transpose2d(kernel, stride, padding, output_padding, dilation, groups):
+    model = nn.Sequential(nn.ConvTranspose2d(3, 6, kernel, stride, padding, output_padding,
+                                             groups, True, dilation))
+    run_and_compare(model)
+
+
+def test_batchnorm_folds_and_standalone_batchnorm():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False), nn.BatchNorm2d(4),
+                          nn.ReLU6(), nn.BatchNorm2d(4))
+    inc = run_and_compare(model)
+    kinds = [layer.kind for layer in inc.last_stats.layers]
+    assert kinds == ['window']  # conv + bn + relu6 + bn: one fused layer
+
+
+@pytest.mark.parametrize('act', [
+    nn.ReLU(), nn.ReLU6(), nn.Hardswish(), nn.Hardsigmoid(), nn.Sigmoid(), nn.SiLU(), nn.Tanh(),
+    nn.LeakyReLU(0.1), nn.GELU(), nn.ELU(), nn.Mish(), nn.Softplus(), nn.PReLU(4),
+    nn.Hardtanh(-2, 3)])
+def test_activations(act):
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 1), act))
+
+
+@pytest.mark.parametrize('fn', [
+    F.relu, torch.relu, F.relu6, F.hardswish, F.hardsigmoid, torch.sigmoid, F.silu, torch.tanh,
+    lambda x: F.leaky_relu(x, 0.3), lambda x: F.hardtanh(x, -1.0, 0.5),
+    lambda x: x.clamp(min=-0.5), lambda x: torch.clamp(x, -1, 1), lambda x: x.sigmoid(),
+    lambda x: F.gelu(x, approximate='tanh'), lambda x: F.elu(x, 0.5)])
+def test_functional_activations(fn):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return fn(self.conv(x))
+    run_and_compare(M())
+
+
+def test_elementwise_arithmetic_and_constants():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(3, 4, 3, padding=1)
+            self.b = nn.Conv2d(3, 4, 1)
+            self.scale = nn.Parameter(torch.randn(1, 4, 1, 1))
+
+        def forward(self, x):
+            a, b = self.a(x), self.b(x)
+            y = a * b + (a - b) / 2.0
+            y = 1.0 - y * self.scale
+            y = -y + torch.add(a, 0.5)
+            z = torch.mul(y, torch.sigmoid(b))
+            z = z / (torch.sigmoid(a) + 1.0)
+            z += a
+            return z
+    run_and_compare(M())
+
+
+def test_resnet_downsample_block_and_input_normalisation():
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer('mean', torch.tensor([0.4, 0.5, 0.6]).view(1, 3, 1, 1))
+            self.register_buffer('std', torch.tensor([0.2, 0.25, 0.3]).view(1, 3, 1, 1))
+            self.a = nn.Sequential(nn.Conv2d(3, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8),
+                                   nn.ReLU(), nn.Conv2d(8, 8, 3, 1, 1, bias=False),
+                                   nn.BatchNorm2d(8))
+            self.b = nn.Sequential(nn.Conv2d(3, 8, 1, 2, bias=False), nn.BatchNorm2d(8))
+
+        def forward(self, x):
+            x = (x - self.mean) / self.std
+            return F.relu(self.a(x) + self.b(x))
+    inc = run_and_compare(Block())
+    assert len(inc.last_stats.layers) == 4  # normalise, conv+bn+relu, 1x1 s2, conv+bn+add+relu
+
+
+@pytest.mark.parametrize('pool', [
+    nn.MaxPool2d(2), nn.MaxPool2d(3, 2, 1), nn.MaxPool2d(3, 2, 1, ceil_mode=True),
+    nn.MaxPool2d(3, 1, 1, dilation=2), nn.AvgPool2d(2), nn.AvgPool2d(3, 2, 1),
+    nn.AvgPool2d(3, 2, 1, ceil_mode=True, count_include_pad=False),
+    nn.AvgPool2d(3, 2, 1, divisor_override=4), nn.AvgPool2d(2, ceil_mode=True),
+    nn.AdaptiveAvgPool2d((7, 13))])
+def test_pooling(pool):
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 1), pool), shape=(1, 3, 21, 26))
+
+
+def test_functional_pooling():
+    class M(nn.Module):
+        def forward(self, x):
+            return F.avg_pool2d(F.max_pool2d(x, 3, 2, 1), 2, ceil_mode=True)
+    run_and_compare(M(), shape=(1, 2, 19, 23))
+
+
+@pytest.mark.parametrize('kwargs', [
+    {'scale_factor': 2, 'mode': 'nearest'}, {'scale_factor': 2, 'mode': 'bilinear'},
+    {'scale_factor': 2, 'mode': 'bilinear', 'align_corners': True},
+    {'size': (9, 31), 'mode': 'bicubic'}, {'scale_factor': 0.5, 'mode': 'bilinear'},
+    {'size': (8, 8), 'mode': 'area'}, {'scale_factor': 1.7, 'mode': 'nearest-exact'},
+    {'size': (40, 7), 'mode': 'nearest'},
+    {'scale_factor': 3, 'mode': 'bilinear', 'align_corners': False,
+     'recompute_scale_factor': True}])
+def test_resampling(kwargs):
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 2, 1), Interpolate(**kwargs)))
+
+
+@pytest.mark.parametrize('mode, corners', [('bilinear', False), ('bilinear', True),
+                                           ('nearest', None), ('bicubic', False)])
+def test_large_upsampling_factor_uses_bands(mode, corners):
+    # x8 from a 12x10 map: the dense path splits the row product into bands of input rows.
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, 4, 1),
+                          Interpolate(scale_factor=8, mode=mode, align_corners=corners))
+    shape = (1, 3, 48, 40)
+    inc = run_and_compare(model, shape=shape, config=EngineConfig(layer_dense_fallback=0))
+    from sparse_perception.engine.layers import Resample
+    run = next(r for r in inc.plan_for(torch.zeros(shape)).runs if isinstance(r, Resample))
+    assert run.bands is not None
+
+
+@pytest.mark.parametrize('after', ['nothing', 'conv', 'cumsum_tail'])
+def test_sparse_resampling_by_rows_and_bands(after):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.down = nn.Conv2d(3, 4, 3, 4, 1)
+            self.conv = nn.Conv2d(4, 2, 3, padding=1)
+
+        def forward(self, x):
+            y = F.interpolate(self.down(x), scale_factor=8, mode='bilinear')
+            if after == 'conv':
+                return self.conv(y)
+            if after == 'cumsum_tail':
+                return torch.cumsum(y, 1)  # not incremental: a dense tail reads the upsample
+            return y
+    inc = run_and_compare(M(), shape=(1, 3, 64, 80), frames=5, tile=8)
+    modes = [s.mode for s in inc.last_stats.layers if s.kind == 'resample']
+    assert modes == ['sparse']
+
+
+def test_upsample_modules():
+    run_and_compare(nn.Sequential(nn.Upsample(scale_factor=2, mode='bilinear'),
+                                  nn.UpsamplingNearest2d(scale_factor=2),
+                                  nn.UpsamplingBilinear2d(size=(30, 40))))
+
+
+@pytest.mark.parametrize('pad', [
+    nn.ZeroPad2d((1, 2, 0, 3)), nn.ConstantPad2d(2, -0.5), nn.ReflectionPad2d((2, 1, 1, 2)),
+    nn.ReplicationPad2d(1), Pad((1, 1, 2, 0), 'circular'), Pad((-1, 2, 1, -2), 'constant', 1.0),
+    Pad((3, 0), 'constant')])
+def test_padding(pad):
+    run_and_compare(nn.Sequential(pad, nn.Conv2d(3, 2, 3)))
+
+
+@pytest.mark.parametrize('style', ['module', 'functional', 'linear', 'mean'])
+def test_squeeze_excitation(style):
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, style),
+                                  nn.Conv2d(6, 4, 1)))
+
+
+def test_image_pooling_and_concatenation():
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1), ImagePoolCat(6, 3, 5),
+                                  nn.Upsample(scale_factor=2, mode='bilinear')))
+
+
+@pytest.mark.parametrize('tail', ['softmax', 'log_softmax', 'argmax', 'argmax_keepdim'])
+def test_positionwise_tails(tail):
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            if tail == 'softmax':
+                return torch.softmax(y, dim=1)
+            if tail == 'log_softmax':
+                return nn.functional.log_softmax(y, 1)
+            return y.argmax(1, keepdim=tail == 'argmax_keepdim')
+    inc = run_and_compare(M())
+    assert inc.last_stats.layers[-1].kind == 'positionwise'
+
+
+def test_dense_tail_runs_after_the_last_layer():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 5, 3, padding=1)
+            self.fc = nn.Linear(5, 3)
+
+        def forward(self, x):
+            y = self.conv(x)
+            pooled = torch.flatten(F.adaptive_avg_pool2d(y, 1), 1)
+            top = y.max(dim=1).values  # not incremental: runs densely as a tail
+            return self.fc(pooled), top.sum(), y
+    run_and_compare(M())
+
+
+def test_in_place_ops_in_a_dense_tail_leave_the_caches_alone():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return torch.cumsum(y, 1).clamp_(min=0), y
+    run_and_compare(M())
+
+
+def test_unsupported_op_is_named():
+    class M(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.norm = nn.GroupNorm(2, 4)
+            self.conv = nn.Conv2d(4, 4, 3, padding=1)
+
+        def forward(self, x):
+            return self.conv(self.norm(x))
+    inc = IncrementalModel(M().eval())
+    with pytest.raises(UnsupportedOpError, match=r"module 'norm' \(GroupNorm\).*1 convolution"):
+        inc(torch.randn(1, 4, 8, 8))
+
+
+def test_in_place_ops_on_tensors_read_again_are_refused():
+    class Aliasing(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            y = self.conv(x)
+            z = y.relu_()  # eager: y is now relu'd too
+            return y + z
+    with pytest.raises(UnsupportedOpError, match="changes 'conv' in place"):
+        IncrementalModel(Aliasing().eval())(torch.randn(1, 3, 8, 8))
+    # The usual in-place activations in a chain are fine.
+    run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
+                                  nn.Conv2d(4, 2, 1), nn.Hardswish(inplace=True)))
+
+
+def test_unsupported_tail_raises_when_tails_are_disallowed():
+    class M(nn.Module):
+        def forward(self, x):
+            return torch.cumsum(x, 1)
+    inc = IncrementalModel(M().eval(), EngineConfig(allow_dense_tail=False))
+    with pytest.raises(UnsupportedOpError, match='cumsum'):
+        inc(torch.randn(1, 4, 8, 8))
+
+
+def test_training_mode_and_untraceable_models_are_refused():
+    with pytest.raises(EngineError, match='training mode'):
+        IncrementalModel(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)))
+
+    class Branchy(nn.Module):
+        def forward(self, x):
+            return x if x.sum() > 0 else -x
+    with pytest.raises(EngineError, match='could not trace Branchy'):
+        IncrementalModel(Branchy().eval())
+
+
+@pytest.mark.parametrize('x, message', [
+    (np.zeros((1, 3, 8, 8)), 'torch tensor'), (torch.zeros(2, 3, 8, 8), 'batch 1'),
+    (torch.zeros(3, 8, 8), r'expected \(1, C, H, W\)'),
+    (torch.zeros(1, 3, 8, 8, dtype=torch.int64), 'float tensor')])
+def test_bad_inputs_are_named(x, message):
+    inc = IncrementalModel(nn.Conv2d(3, 3, 1).eval())
+    with pytest.raises(EngineError, match=message):
+        inc(x)
+
+
+@torch.no_grad()
+def test_tile_maps_in_every_form():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), 1).eval()
+    inc = IncrementalModel(model)
+    state = inc.new_state()
+    x = torch.randn(1, 3, 20, 30)
+    inc(x, None, state)
+    x2 = x.clone()
+    x2[:, :, 5, 7] += 1
+    x2[:, :, 19, 29] += 1  # outside the changed tiles: must be ignored
+    tiles = torch.zeros(2, 3, dtype=torch.bool)
+    tiles[0, 0] = True  # tile size 10 for 20x30
+    for form in (tiles, tiles.numpy()):
+        state = inc.new_state()
+        inc(x, None, state)
+        mask = torch.zeros(20, 30, dtype=torch.bool)
+        mask[:10, :10] = True
+        assert_close(inc(x2, form, state), model(torch.where(mask, x2, x)))
+    # A ChangeMap fixes the tile size (8 here, not the smallest fitting 10).
+    det = ChangeDetector(threshold=0.0, tile_size=8)
+    det.update(x[0].permute(1, 2, 0).numpy())
+    cm = det.update(x2[0].permute(1, 2, 0).numpy())
+    state = inc.new_state()
+    inc(x, None, state)
+    seen = torch.from_numpy(det.reference.numpy()).permute(2, 0, 1)[None]
+    assert_close(inc(x2, cm, state), model(seen))
+    pixels = torch.zeros(20, 30, dtype=torch.bool)  # a per-pixel mask is a tile size of 1
+    pixels[5, 7] = True
+    state = inc.new_state()
+    inc(x, None, state)
+    assert_close(inc(x2, pixels, state), model(torch.where(pixels, x2, x)))
+
+
+@pytest.mark.parametrize('tiles, message', [
+    (torch.zeros(4, 4, dtype=torch.bool), '4x4 tile map does not match a 20x30'),
+    (torch.zeros(2, 3), 'dtype'), ('tiles', 'bool'), (torch.zeros(3, dtype=torch.bool), 'bool')])
+def test_bad_tile_maps_are_named(tiles, message):
+    inc = IncrementalModel(nn.Conv2d(3, 3, 1).eval())
+    x = torch.randn(1, 3, 20, 30)
+    inc(x)
+    with pytest.raises(EngineError, match=message):
+        inc(x, tiles)
+
+
+@torch.no_grad()
+def test_streams_are_independent_and_sizes_reinitialise():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(4, 2, 3, 2)), 3).eval()
+    inc = IncrementalModel(model)
+    a, b = inc.new_state(), inc.new_state()
+    xa, xb = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    inc(xa, None, a)
+    inc(xb, None, b)
+    tiles = torch.ones(2, 2, dtype=torch.bool)
+    tiles[0, 0] = False
+    xa2 = xa + 1
+    ya = inc(xa2, tiles, a).clone()
+    yb = inc(xb, torch.zeros(2, 2, dtype=torch.bool), b)
+    mask = tiles.repeat_interleave(8, 0).repeat_interleave(8, 1)
+    assert_close(ya, model(torch.where(mask, xa2, xa)))
+    assert_close(yb, model(xb))
+    xc = torch.randn(1, 3, 24, 20)  # a new size: the state re-initialises and runs dense
+    assert_close(inc(xc, torch.zeros(3, 3, dtype=torch.bool), a), model(xc))
+    assert inc.last_stats.dense
+
+
+def test_output_is_a_view_of_the_cache_until_the_next_frame():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 2, 1)), 0).eval()
+    inc = IncrementalModel(model)
+    x = torch.randn(1, 3, 8, 8)
+    y = inc(x)
+    kept = y.clone()
+    inc(x + 1)
+    assert not torch.equal(y, kept)  # documented: overwritten by the next frame
+
+
+def test_refresh_requests_run_dense():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 2, 3)), 0).eval()
+    inc = IncrementalModel(model)
+    state = inc.new_state()
+    x = torch.randn(1, 3, 8, 8)
+    inc(x, None, state)
+    inc(x, torch.zeros(1, 1, dtype=torch.bool), state)
+    assert not inc.last_stats.dense
+    state.request_refresh()
+    inc(x, torch.zeros(1, 1, dtype=torch.bool), state)
+    assert inc.last_stats.dense
+    det = ChangeDetector(tile_size=8)
+    det.update(x[0, 0].numpy())
+    det.request_refresh()
+    cm = det.update(x[0, 0].numpy())
+    inc(x, cm, state)
+    assert inc.last_stats.dense
+
+
+def test_thresholds_hold_small_changes_and_never_lose_drift():
+    conv, reader = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        reader.weight.fill_(1.0)
+    model = nn.Sequential(conv, nn.ReLU(), reader).eval()
+    inc = IncrementalModel(model, EngineConfig(layer_thresholds={'0': 0.25}))
+    state = inc.new_state()
+    x = torch.ones(1, 1, 4, 4)
+    inc(x, None, state)
+    tiles = torch.ones(1, 1, dtype=torch.bool)
+    outputs = []
+    for step in range(1, 7):  # +0.1 per frame at one pixel
+        x = x.clone()
+        x[0, 0, 1, 2] = 1 + 0.1 * step
+        outputs.append(round(float(inc(x, tiles, state)[0, 0, 1, 2]), 4))
+    # Held until the change against the last propagated value exceeds 0.25, then taken.
+    assert outputs == [1.0, 1.0, 1.3, 1.3, 1.3, 1.6]
+    assert inc.last_stats.layers[0].changed == 1
+
+
+def test_outputs_are_never_held_back_by_thresholds():
+    conv = nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+    inc = IncrementalModel(nn.Sequential(conv).eval(), EngineConfig(threshold_scale=10.0))
+    state = inc.new_state()
+    x = torch.ones(1, 1, 4, 4)
+    inc(x, None, state)
+    x2 = x.clone()
+    x2[0, 0, 0, 0] = 1.01
+    assert float(inc(x2, torch.ones(1, 1, dtype=torch.bool), state)[0, 0, 0, 0]) == \
+        pytest.approx(1.01)
+
+
+@torch.no_grad()
+def test_threshold_scale_bounds_the_error_and_zero_is_exact():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 4, 3, padding=1)), 5).eval()
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 3, 16, 16, generator=g)
+    errors = {}
+    for scale in (0.0, 0.05, 0.5):
+        inc = IncrementalModel(model, EngineConfig(threshold_scale=scale))
+        state = inc.new_state()
+        xs = x
+        inc(xs, None, state)
+        for _ in range(5):
+            xs = xs + 0.02 * torch.randn(xs.shape, generator=g)
+            y = inc(xs, torch.ones(4, 4, dtype=torch.bool), state)
+        ref = model(xs)
+        errors[scale] = float((y - ref).abs().max() / ref.abs().max())
+    assert errors[0.0] <= TOLERANCE
+    assert errors[0.05] < errors[0.5]
+    assert errors[0.5] > TOLERANCE  # the knob does something
+
+
+def test_unknown_layer_threshold_names_are_listed():
+    inc = IncrementalModel(nn.Sequential(nn.Conv2d(3, 2, 1)).eval(),
+                           EngineConfig(layer_thresholds={'nope': 0.1}))
+    with pytest.raises(EngineError, match="unknown layers \\['nope'\\]; layer names are: 0"):
+        inc(torch.randn(1, 3, 8, 8))
+
+
+def test_config_from_settings_and_bad_values():
+    from sparse_perception import settings as st
+    s = st.replace(st.PerceptionSettings(), {
+        'sparsity.scale': 0.5, 'sparsity.layer_thresholds': ['conv1=0.2'],
+        'model.backend': 'reference'})
+    cfg = EngineConfig.from_settings(s)
+    assert cfg.threshold_scale == 0.5 and cfg.layer_thresholds == {'conv1': 0.2}
+    assert cfg.backend == 'reference'
+    with pytest.raises(EngineError, match="'conv1' must look like 'layer=value'"):
+        EngineConfig.from_settings(st.replace(st.PerceptionSettings(),
+                                              {'sparsity.layer_thresholds': ['conv1']}))
+    with pytest.raises(EngineError, match='tile=0'):
+        EngineConfig(tile=0)
+
+
+def test_stats_count_work_and_skip_unchanged_layers():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 8, 1)), 0).eval()
+    inc = IncrementalModel(model, EngineConfig(profile=True))
+    state = inc.new_state()
+    x = torch.randn(1, 3, 32, 32)
+    inc(x, None, state)
+    full = inc.last_stats
+    assert full.dense and full.mac_fraction == pytest.approx(1.0)
+    assert full.dense_macs == 32 * 32 * (3 * 9 * 8 + 8 * 8)
+    x2 = x.clone()
+    x2[:, :, 3, 3] += 1
+    tiles = torch.zeros(4, 4, dtype=torch.bool)
+    tiles[0, 0] = True
+    inc(x2, tiles, state)
+    s = inc.last_stats
+    assert not s.dense and s.input_fraction == pytest.approx(1 / 1024)
+    assert [layer.active for layer in s.layers] == [9, 9]
+    assert 0 < s.mac_fraction < 0.1 and s.time_ms is not None
+    assert all(layer.time_ms is not None for layer in s.layers)
+    inc(x2, tiles, state)  # nothing changed inside the tiles this time
+    assert [layer.mode for layer in inc.last_stats.layers] == ['skip', 'skip']
+    assert inc.last_stats.macs == 0
+
+
+def test_memory_is_proportional_to_activations():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 4, 3, 2, 1)), 0).eval()
+    inc = IncrementalModel(model)
+    state = inc.new_state()
+    x = torch.randn(1, 3, 32, 32)
+    inc(x, None, state)
+    expected = 4 * ((32 * 32 + 3) * (3 + 8) + (16 * 16 + 3) * 4)
+    assert state.memory_bytes() == expected
+    for _ in range(3):
+        inc(x + 1, torch.ones(2, 2, dtype=torch.bool), state)
+    assert state.memory_bytes() == expected  # not growing with the frame count
