@@ -142,10 +142,6 @@ def changed_models(old: st.PerceptionSettings, new: st.PerceptionSettings,
     return tuple(h for h in heads if getattr(old.model, h) != getattr(new.model, h))
 
 
-class PipelineUnavailable(ImportError):
-    """sparse_perception.pipeline is not installed (or not written yet)."""
-
-
 PipelineFactory = Callable[[st.PerceptionSettings, Sequence[str]], Any]
 
 
@@ -155,16 +151,10 @@ def make_pipeline(settings: st.PerceptionSettings, heads: Sequence[str],
     Build the perception pipeline for ``heads``: the one place nodes construct it.
 
     Raises whatever the pipeline raises for a model that cannot load (ModelLoadError, a
-    ValueError), or :class:`PipelineUnavailable` when the pipeline module is missing.
+    ValueError naming the model and the reason).
     """
-    try:
-        from sparse_perception.pipeline import Pipeline
-    except ModuleNotFoundError as exc:
-        if exc.name != 'sparse_perception.pipeline':
-            raise
-        raise PipelineUnavailable(
-            'sparse_perception.pipeline is not available in this installation, so no model '
-            'can run; install a release of sparse_perception that includes it') from None
+    from sparse_perception.pipeline import Pipeline  # torch and the models load here, lazily
+
     return Pipeline(settings, heads=tuple(heads), incremental=incremental)
 
 

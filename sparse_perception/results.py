@@ -56,6 +56,7 @@ class HeadStats:
     dense_macs: int  # what a dense pass costs
     dense: bool  # ran dense: first frame, refresh, reset, or above the fallback fraction
     ms: float  # wall time of this head (preprocess, network, decode)
+    layers: dict[str, float] = field(default_factory=dict)  # active fraction by layer name
 
 
 @dataclass(frozen=True)
@@ -68,9 +69,18 @@ class FrameStats:
 
     @property
     def active_fraction(self) -> float:
-        """Work-weighted active fraction over all heads (MACs done / dense MACs)."""
+        """Return the heads' active fractions averaged with their dense cost as weight."""
+        heads = list(self.heads.values())
+        weight = sum(h.dense_macs for h in heads)
+        if not weight:
+            return sum(h.active_fraction for h in heads) / len(heads) if heads else 0.0
+        return sum(h.active_fraction * h.dense_macs for h in heads) / weight
+
+    @property
+    def mac_fraction(self) -> float:
+        """Return multiply-accumulates executed over those of a dense pass, all heads."""
         dense = sum(h.dense_macs for h in self.heads.values())
-        return sum(h.macs for h in self.heads.values()) / dense if dense else 0.0
+        return sum(h.macs for h in self.heads.values()) / dense if dense else 1.0
 
     @property
     def dense(self) -> bool:

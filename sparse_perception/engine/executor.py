@@ -44,6 +44,7 @@ class StreamState:
         self.plan: _Plan | None = None
         self.caches: list[torch.Tensor] = []  # per value id: (P + 3, C) NHWC rows
         self.thresholds: list[float] = []  # per run
+        self.rms: list[float | None] = []  # per run: RMS of its output on the first frame
         self.input_threshold = 0.0
         self.sums: dict[int, torch.Tensor] = {}  # running float64 sums of global pools
         self.tail_output: Any = None
@@ -104,6 +105,10 @@ class _Plan:
         self.input_wants_old = program.input_id in gap_inputs
         self.input_full = full_change(self.input, device)
         self._tile_tables: dict[int, torch.Tensor] = {}
+        self.check_layer_thresholds(config)
+
+    def check_layer_thresholds(self, config: EngineConfig) -> None:
+        """Raise :class:`EngineError` if a per-layer threshold names no layer of this plan."""
         known = {name for r in self.runs for name in r.names} | {'input'}
         unknown = sorted(set(config.layer_thresholds) - known)
         if unknown:
@@ -192,6 +197,37 @@ class IncrementalModel:
             self._plans[key] = plan
         return plan
 
+    def reconfigure(self, config: EngineConfig,
+                    state: StreamState | None = None) -> None:
+        """
+        Use ``config`` from the next frame on, keeping the caches where that is possible.
+
+        Thresholds and dense fall-backs change in place: the given ``state`` (or the default
+        one) recomputes its per-layer thresholds from the layer scales it measured on its first
+        frame, and runs its next frame dense if any threshold went down (what the old ones held
+        back would otherwise stay). A new compute tile, backend or tail rule rebuilds the plans,
+        so the next frame of every stream runs dense.
+        """
+        old = self.config
+        if (config.tile, config.backend, config.allow_dense_tail) != (
+                old.tile, old.backend, old.allow_dense_tail):
+            self.backend = get_backend(config.backend, self.device)
+            self.config = config
+            self._plans.clear()
+            return
+        for plan in self._plans.values():  # raises before anything changes
+            plan.check_layer_thresholds(config)
+        self.config = config
+        state = state if state is not None else self._default_state
+        if state is not None and state.plan is not None and state.frames > 0:
+            before = list(state.thresholds) + [state.input_threshold]
+            self._calibrate(state.plan, state)
+            after = list(state.thresholds) + [state.input_threshold]
+            if any(new < old for new, old in zip(after, before)):
+                # Changes held back under the old thresholds would stay in the caches: a
+                # dense frame restores what the new, tighter thresholds promise.
+                state.request_refresh()
+
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the names of the layers (for threshold overrides) for inputs like ``x``."""
         return [r.name for r in self.plan_for(self._check_input(x)).runs]
@@ -270,13 +306,15 @@ class IncrementalModel:
         cfg = self.config
         overrides = cfg.layer_thresholds
         state.input_threshold = float(overrides.get('input', 0.0))
+        if len(state.rms) != len(plan.runs):  # the first frame: measure each layer's scale
+            state.rms = [float(state.caches[r.out][:r.positions].double().pow(2).mean().sqrt())
+                         if r.value.dtype.is_floating_point else None for r in plan.runs]
         for run in plan.runs:
             override = next((overrides[n] for n in run.names if n in overrides), None)
+            rms = state.rms[run.index]
             if override is not None:
                 state.thresholds[run.index] = float(override)
-            elif cfg.threshold_scale > 0 and run.value.dtype.is_floating_point:
-                cache = state.caches[run.out][:run.positions]
-                rms = float(cache.double().pow(2).mean().sqrt())
+            elif cfg.threshold_scale > 0 and rms is not None:
                 state.thresholds[run.index] = cfg.threshold_scale * rms
             else:
                 state.thresholds[run.index] = 0.0

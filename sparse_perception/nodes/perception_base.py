@@ -305,7 +305,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         settings = pipeline_settings(self._params)
         try:
             pipeline = self._factory(settings, self._heads)
-        except Exception as exc:  # ModelLoadError, PipelineUnavailable, ...
+        except Exception as exc:  # ModelLoadError, or anything a broken model file throws
             self.get_logger().error(f'cannot activate: {exc}')
             return FAILURE
         try:

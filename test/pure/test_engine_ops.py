@@ -566,3 +566,33 @@ def test_memory_is_proportional_to_activations():
     for _ in range(3):
         inc(x + 1, torch.ones(2, 2, dtype=torch.bool), state)
     assert state.memory_bytes() == expected  # not growing with the frame count
+
+
+@torch.no_grad()
+def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
+    conv, reader = nn.Conv2d(1, 1, 1, bias=False), nn.Conv2d(1, 1, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.fill_(1.0)
+        reader.weight.fill_(1.0)
+    model = nn.Sequential(conv, nn.ReLU(), reader).eval()
+    inc = IncrementalModel(model, EngineConfig())
+    state = inc.new_state()
+    x = torch.ones(1, 1, 4, 4)
+    inc(x, None, state)
+    tiles = torch.ones(1, 1, dtype=torch.bool)
+    x = x.clone()
+    x[0, 0, 0, 0] = 1.1
+    assert float(inc(x, tiles, state)[0, 0, 0, 0]) == pytest.approx(1.1)  # exact at 0
+    inc.reconfigure(EngineConfig(layer_thresholds={'0': 0.25}), state)
+    x = x.clone()
+    x[0, 0, 0, 0] = 1.2  # 0.1 from the propagated 1.1: now held back
+    assert float(inc(x, tiles, state)[0, 0, 0, 0]) == pytest.approx(1.1)
+    assert not inc.last_stats.dense and inc.last_stats.layers[0].changed == 0
+    inc.reconfigure(EngineConfig(threshold_scale=0.0), state)  # tighter: one dense frame
+    assert float(inc(x, tiles, state)[0, 0, 0, 0]) == pytest.approx(1.2)
+    assert inc.last_stats.dense
+    with pytest.raises(EngineError, match='unknown layers'):
+        inc.reconfigure(EngineConfig(layer_thresholds={'nope': 1.0}), state)
+    inc.reconfigure(EngineConfig(tile=EngineConfig().tile + 2), state)  # structural: dense next
+    inc(x, tiles, state)
+    assert inc.last_stats.dense

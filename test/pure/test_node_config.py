@@ -141,12 +141,6 @@ def test_warmup_images_change_between_frames():
     assert nc.warmup_images(2, 1, 1)[1].shape == (1, 1, 3)
 
 
-def test_make_pipeline_without_the_pipeline_module(monkeypatch):
-    monkeypatch.setitem(sys.modules, 'sparse_perception.pipeline', None)
-    with pytest.raises(nc.PipelineUnavailable, match='sparse_perception.pipeline'):
-        nc.make_pipeline(st.PerceptionSettings(), ['pose'])
-
-
 def test_make_pipeline_builds_the_real_class(monkeypatch):
     calls = []
 

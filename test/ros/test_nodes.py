@@ -15,9 +15,10 @@
 """
 The nodes in an executor with real rclpy: frames from the bundled rosbag2 clip in, outputs out.
 
-The pipeline is the contract-following double from test/nodes_pipeline_double.py until the
-real one lands. Input messages are the clip's CompressedImages, deserialized by rclpy from the
-bag's CDR bytes, and raw Images made from their pixels.
+The pipeline is the contract-following double from test/nodes_pipeline_double.py, which makes
+the ROS edge's behaviour quick to drive; test_nodes_real_pipeline.py runs the real one. Input
+messages are the clip's CompressedImages, deserialized by rclpy from the bag's CDR bytes, and
+raw Images made from their pixels.
 """
 
 import time

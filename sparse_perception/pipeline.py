@@ -1,0 +1,321 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The pure perception pipeline: camera frame -> change map -> incremental networks -> outputs.
+
+One :class:`Pipeline` serves the ROS nodes, the bag replay, the benchmarks and the tests; it
+knows nothing of ROS. Per frame it
+
+1. updates the temporal change map of the camera frame (:mod:`sparse_perception.change`),
+   whose reference holds, per tile, the pixels last propagated;
+2. for each head (segmentation, pose), fits the frame to the network input and finds which
+   input tiles changed: the frame's change map itself when the network takes the frame as it
+   is, else a change map of the network input (a resized frame, or a tracked person's crop);
+3. runs the network's convolutional trunk in the incremental engine, which reads the input
+   only inside changed tiles, and its small tail densely, and decodes the result into a mask
+   or keypoints on the camera frame.
+
+With every threshold at 0 the outputs equal a dense pass over the same frames. A dense
+reference (``incremental=False``) runs the networks on the raw frames instead; comparing the
+two measures what the thresholds cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from sparse_perception.results import (FrameResult, FrameStats, HeadStats, PoseResult,
+                                       SegmentationResult)
+from sparse_perception.settings import PerceptionSettings
+
+LOG = logging.getLogger(__name__)
+HEADS = ('segmentation', 'pose')
+
+
+class ModelLoadError(ValueError):
+    """A head's model cannot be loaded or run; the message names the model and the reason."""
+
+
+class _Head:
+    """
+    One network on the frame: the loaded model, its engine, stream state and change map.
+
+    A fully convolutional network that takes the camera frame as it is shares the pipeline's
+    change map. A network whose input is resampled (resized, letterboxed, or a tracked crop)
+    keeps a change map of its own input instead: that is the image it must hold still, and a
+    crop that moves is then simply a changed input.
+    """
+
+    def __init__(self, kind: str, settings: PerceptionSettings, device: str,
+                 incremental: bool):
+        self.kind = kind
+        self.model_name = getattr(settings.model, kind)
+        self.model = _load(kind, self.model_name, settings, device)
+        self.engine = None
+        self.state = None
+        self.change = None
+        self._last_transform = None
+        if incremental:
+            from sparse_perception.change import ChangeDetector
+            from sparse_perception.engine import EngineConfig, IncrementalModel
+
+            try:
+                self.engine = IncrementalModel(self.model.module.trunk,
+                                               EngineConfig.from_settings(settings))
+            except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
+                raise ModelLoadError(
+                    f'{kind} model {self.model_name!r} cannot run incrementally: {exc}') from exc
+            self.state = self.engine.new_state()
+            self.change = ChangeDetector(settings.change)
+
+    def reconfigure(self, settings: PerceptionSettings) -> None:
+        """Apply new sparsity and change settings from the next frame on, keeping the caches."""
+        if self.engine is not None:
+            from sparse_perception.engine import EngineConfig
+
+            self.engine.reconfigure(EngineConfig.from_settings(settings), self.state)
+            _apply_change_settings(self.change, settings)
+
+    def reset(self) -> None:
+        if self.engine is not None:
+            self.state.reset()
+            self.change.reset()
+        self._last_transform = None
+        if hasattr(self.model, 'reset'):  # a tracking model forgets its person
+            self.model.reset()
+
+    def run(self, frame: np.ndarray, frame_change: Any) -> tuple[Any, HeadStats]:
+        """Run on ``frame`` (H, W, 3) uint8 RGB; ``frame_change`` is the frame's ChangeMap."""
+        import torch
+
+        start = time.perf_counter()
+        model = self.model
+        pixels, transform = model.prepare(frame)
+        if getattr(transform, 'source', None) == 'frame':
+            # A tracking model that follows nobody: its network would be decoded as nothing.
+            self._last_transform = None
+            return _empty(self.kind, model), HeadStats(
+                0.0, 0, 0, False, (time.perf_counter() - start) * 1e3)
+        x = model.to_tensor(pixels)
+        with torch.no_grad():
+            if self.engine is None:
+                features = model.module.trunk(x)
+            else:
+                features = self.engine(x, self._input_change(pixels, transform, frame_change),
+                                       self.state)
+            # An fp16 trunk hands float features to the tail, which stays in fp32.
+            outputs = model.module.tail(*[f.float() for f in features])
+        result = _to_result(self.kind, model, model.decode(outputs, transform))
+        ms = (time.perf_counter() - start) * 1e3
+        if self.engine is None:
+            return result, HeadStats(1.0, 0, 0, True, ms)
+        stats = self.engine.last_stats
+        return result, HeadStats(
+            active_fraction=stats.active_fraction, macs=int(stats.macs),
+            dense_macs=int(stats.dense_macs), dense=stats.dense, ms=ms,
+            layers={s.name: s.active_fraction for s in stats.layers})
+
+    def _input_change(self, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
+        """Return the change map of the network input: None (dense) or a ChangeMap."""
+        if getattr(transform, 'mode', None) == 'none':
+            change = frame_change  # the input is the frame: share its change map
+        else:
+            if transform != self._last_transform:
+                self.change.request_refresh()  # a new crop or fit: every input pixel is new
+            change = self.change.update(pixels)
+        self._last_transform = transform
+        return None if change.refresh else change
+
+
+class Pipeline:
+    """
+    Camera frames in, decoded masks and keypoints out (see the module docstring).
+
+    ``heads`` chooses the networks ('segmentation', 'pose'); their models are named by
+    ``settings.model.segmentation`` and ``settings.model.pose``. Loading errors raise
+    :class:`ModelLoadError` naming the model and the reason.
+    """
+
+    def __init__(self, settings: PerceptionSettings | None = None, *,
+                 heads: Sequence[str] = HEADS, incremental: bool = True):
+        settings = settings if settings is not None else PerceptionSettings()
+        unknown = [h for h in heads if h not in HEADS]
+        if unknown or not heads or len(set(heads)) != len(heads):
+            raise ValueError(f'heads must be distinct names from {HEADS}, got {tuple(heads)}')
+        self.incremental = incremental
+        self._settings = settings
+        self._head_names = tuple(heads)
+        self._device = _device(settings.model.device)
+        self._heads = {kind: _Head(kind, settings, self._device, incremental) for kind in heads}
+        self._change = self._new_detector(settings)
+        self._shape: tuple[int, ...] | None = None
+
+    # -- the contract -----------------------------------------------------------------------
+
+    @property
+    def settings(self) -> PerceptionSettings:
+        return self._settings
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        head = self._heads.get('segmentation')
+        return tuple(head.model.labels) if head else ()
+
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        head = self._heads.get('pose')
+        return tuple(head.model.joints) if head else ()
+
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...]:
+        head = self._heads.get('pose')
+        return tuple(tuple(edge) for edge in head.model.skeleton) if head else ()
+
+    def process(self, image: np.ndarray) -> FrameResult:
+        """Run every head on one frame, ``(H, W, 3)`` uint8 RGB."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+                or image.dtype != np.uint8 or 0 in image.shape:
+            raise ValueError(
+                'a frame must be a non-empty (H, W, 3) uint8 RGB array, got '
+                f'{getattr(image, "dtype", type(image).__name__)} of shape '
+                f'{getattr(image, "shape", None)}')
+        start = time.perf_counter()
+        if image.shape != self._shape:
+            if self._shape is not None:
+                LOG.info('frame size changed from %s to %s: temporal state reset',
+                         self._shape[:2], image.shape[:2])
+            self.reset()
+            self._shape = image.shape
+        change = self._change.update(image)
+        outputs: dict[str, Any] = {}
+        heads: dict[str, HeadStats] = {}
+        for kind, head in self._heads.items():
+            outputs[kind], heads[kind] = head.run(image, change)
+        tiles = change.tiles.cpu().numpy()
+        stats = FrameStats(float(change.changed_fraction), heads,
+                           (time.perf_counter() - start) * 1e3)
+        return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
+                           change.tile_size, stats)
+
+    def update(self, settings: PerceptionSettings) -> None:
+        """
+        Apply new settings from the next frame on.
+
+        A head whose model, device, precision or backend changed is reloaded (which may raise
+        :class:`ModelLoadError`; the old head then stays); sparsity changes keep the caches;
+        a new change threshold keeps the change map's reference.
+        """
+        old = self._settings
+        reload_all = (settings.model.device != old.model.device
+                      or settings.model.precision != old.model.precision
+                      or settings.model.backend != old.model.backend
+                      or settings.model.models_dir != old.model.models_dir)
+        device = _device(settings.model.device)
+        heads = dict(self._heads)
+        for kind in self._head_names:
+            if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
+                heads[kind] = _Head(kind, settings, device, self.incremental)
+            elif settings.sparsity != old.sparsity or settings.change != old.change:
+                heads[kind].reconfigure(settings)
+        self._heads, self._device = heads, device
+        if settings.change.tile_size != old.change.tile_size:
+            self._change = self._new_detector(settings)
+            self.reset()
+        else:
+            _apply_change_settings(self._change, settings)
+        self._settings = settings
+
+    def reset(self) -> None:
+        """Forget the temporal state: the next frame runs dense."""
+        self._change.reset()
+        for head in self._heads.values():
+            head.reset()
+
+    def close(self) -> None:
+        """Release the networks and the GPU memory they held."""
+        self._heads = {}
+        if self._device.startswith('cuda'):
+            import torch
+
+            torch.cuda.empty_cache()
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _new_detector(settings: PerceptionSettings):
+        from sparse_perception.change import ChangeDetector
+
+        return ChangeDetector(settings.change)
+
+
+def _device(requested: str) -> str:
+    import torch
+
+    if requested == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if requested.startswith('cuda') and not torch.cuda.is_available():
+        raise ModelLoadError('model.device is cuda but CUDA is not available here (torch '
+                             f'{torch.__version__}); use cpu or auto')
+    return requested
+
+
+def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
+    from sparse_perception.models.registry import load_model
+
+    if not name:
+        raise ModelLoadError(
+            f'model.{kind} is empty: name a registered model (see `sparse-perception models '
+            'list`) or a model file')
+    try:
+        model = load_model(name, device, models_dir=settings.model.models_dir or None)
+    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+        raise ModelLoadError(f'cannot load the {kind} model {name!r}: {exc}') from exc
+    if model.kind != kind:
+        raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')
+    if settings.model.precision == 'fp16' and device.startswith('cuda'):
+        model.module.trunk.half()  # the tail and the decoders stay in fp32
+    return model
+
+
+def _apply_change_settings(detector: Any, settings: PerceptionSettings) -> None:
+    # The reference image survives: only how new frames are compared with it changes.
+    for name in ('threshold', 'dilation', 'refresh_period'):
+        setattr(detector, name, getattr(settings.change, name))
+
+
+def _empty(kind: str, model: Any) -> Any:
+    if kind == 'segmentation':
+        raise ModelLoadError(f'segmentation model {model.name!r} returned no input crop')
+    joints = tuple(model.joints)
+    return PoseResult(np.zeros((0, len(joints), 3), np.float32), joints,
+                      tuple(tuple(edge) for edge in model.skeleton))
+
+
+def _to_result(kind: str, model: Any, decoded: Any) -> Any:
+    if kind == 'segmentation':
+        return SegmentationResult(np.ascontiguousarray(decoded, dtype=np.uint8),
+                                  tuple(model.labels))
+    people = [[tuple(k) for k in person] for person in decoded]
+    joints = len(model.joints)
+    keypoints = np.asarray(people, dtype=np.float32).reshape(len(people), joints, 3)
+    return PoseResult(keypoints, tuple(model.joints),
+                      tuple(tuple(edge) for edge in model.skeleton))
+
+
+__all__ = ['HEADS', 'ModelLoadError', 'Pipeline']

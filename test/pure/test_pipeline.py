@@ -1,0 +1,181 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The pure pipeline on real models and real frames: exact at threshold 0, live settings."""
+
+import cv2
+import numpy as np
+import pytest
+
+from sparse_perception import settings as st
+from sparse_perception.pipeline import ModelLoadError, Pipeline
+from support import require_shared
+
+SEGMENTATION = 'deeplabv3_mnv2_pascal_fcn'  # trained Coral weights, runs at any frame size
+
+
+@pytest.fixture(scope='module')
+def frames():
+    """Return eight consecutive vtest frames, shrunk to 144x192 RGB to keep the tests quick."""
+    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
+    out = []
+    for _ in range(8):
+        ok, frame = capture.read()
+        assert ok
+        small = cv2.resize(frame, (192, 144), interpolation=cv2.INTER_AREA)
+        out.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    return out
+
+
+def _settings(**changes):
+    base = {'model.segmentation': SEGMENTATION, 'model.device': 'cpu',
+            'model.models_dir': str(require_shared('models/coral'))}
+    base.update(changes)
+    return st.replace(st.PerceptionSettings(), base)
+
+
+def test_thresholds_zero_give_the_dense_result(frames):
+    exact = _settings(**{'change.threshold': 0.0, 'sparsity.scale': 0.0})
+    incremental = Pipeline(exact, heads=('segmentation',))
+    dense = Pipeline(exact, heads=('segmentation',), incremental=False)
+    sparse_frames = 0
+    for frame in frames:
+        got, want = incremental.process(frame), dense.process(frame)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        assert got.segmentation.class_names[15] == 'person'
+        assert got.tile_size == 16 and got.change_tiles.shape == (9, 12)
+        sparse_frames += not got.stats.dense
+    assert sparse_frames == len(frames) - 1  # only the first frame ran dense
+
+
+def test_stats_and_change_map(frames):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    first = pipeline.process(frames[0])
+    assert first.stats.dense and first.stats.changed_fraction == 1.0
+    second = pipeline.process(frames[1])
+    head = second.stats.heads['segmentation']
+    assert not head.dense and 0 < head.active_fraction < 1
+    assert 0 < head.macs < head.dense_macs and head.layers
+    assert second.change_tiles.dtype == bool
+    assert second.stats.changed_fraction == pytest.approx(second.change_tiles.mean())
+
+
+def test_settings_apply_on_the_next_frame_without_reload(frames):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    for frame in frames[:3]:
+        pipeline.process(frame)
+    model = pipeline._heads['segmentation'].model
+    pipeline.update(_settings(**{'change.threshold': 255.0}))  # nothing counts as changed
+    result = pipeline.process(frames[3])
+    assert pipeline._heads['segmentation'].model is model  # no reload
+    assert result.stats.changed_fraction == 0.0 and not result.stats.dense
+    pipeline.update(_settings(**{'change.threshold': 0.0}))
+    assert pipeline.process(frames[4]).stats.changed_fraction > 0.0
+
+
+def test_model_change_reloads_and_a_bad_model_keeps_the_old_head(frames, tmp_path):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    pipeline.process(frames[0])
+    with pytest.raises(ModelLoadError, match='no_such_model'):
+        pipeline.update(_settings(**{'model.segmentation': 'no_such_model'}))
+    assert pipeline.settings.model.segmentation == SEGMENTATION
+    assert pipeline.process(frames[1]).segmentation is not None
+    pipeline.update(_settings(**{'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn'}))
+    assert pipeline.process(frames[2]).stats.dense  # a new model starts dense
+
+
+def test_size_change_and_reset_run_dense(frames):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    pipeline.process(frames[0])
+    assert not pipeline.process(frames[1]).stats.dense
+    smaller = np.ascontiguousarray(frames[2][:96, :128])
+    result = pipeline.process(smaller)
+    assert result.stats.dense and result.segmentation.mask.shape == (96, 128)
+    pipeline.reset()
+    assert pipeline.process(smaller).stats.dense
+
+
+@pytest.mark.parametrize('bad', [np.zeros((4, 4), np.uint8), np.zeros((4, 4, 3), np.float32),
+                                 np.zeros((0, 4, 3), np.uint8), 'frame'])
+def test_bad_frames_are_named(bad):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    with pytest.raises(ValueError, match='uint8 RGB'):
+        pipeline.process(bad)
+
+
+def test_bad_construction_is_named():
+    with pytest.raises(ValueError, match='heads must be'):
+        Pipeline(_settings(), heads=('depth',))
+    with pytest.raises(ModelLoadError, match='model.pose is empty'):
+        Pipeline(_settings(**{'model.pose': ''}), heads=('pose',))
+    with pytest.raises(ModelLoadError, match='not a pose model'):
+        Pipeline(_settings(**{'model.pose': SEGMENTATION}), heads=('pose',))
+
+
+def _jhmdb_frames(count):
+    folder = require_shared('data/jhmdb/ReadJHMDBAnnotations/data/'
+                            'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2')
+    return [cv2.cvtColor(cv2.imread(str(folder / f'{i:05d}.png')), cv2.COLOR_BGR2RGB)
+            for i in range(1, count + 1)]
+
+
+def _mediapipe_settings(cache, **changes):
+    base = {'model.segmentation': 'selfie_segmentation_landscape', 'model.pose': 'blazepose',
+            'model.models_dir': str(cache), 'model.device': 'cpu',
+            'change.threshold': 0.0, 'sparsity.scale': 0.0}
+    base.update(changes)
+    return st.replace(st.PerceptionSettings(), base)
+
+
+def test_resized_input_is_exact_at_threshold_zero(mediapipe_cache):
+    # Selfie segmentation resizes the frame, so it keeps a change map of its own input.
+    settings = _mediapipe_settings(mediapipe_cache)
+    incremental = Pipeline(settings, heads=('segmentation',))
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    for frame in _jhmdb_frames(5):
+        got, want = incremental.process(frame), dense.process(frame)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+    assert not got.stats.heads['segmentation'].dense
+
+
+def test_tracked_crop_is_exact_at_threshold_zero(mediapipe_cache):
+    # BlazePose crops the frame around the person. A scene whose only motion is away from the
+    # person keeps the crop still in both pipelines, so they must agree (tracking decisions
+    # from outputs that differ by float rounding could otherwise part the two streams).
+    settings = _mediapipe_settings(mediapipe_cache)
+    incremental = Pipeline(settings, heads=('pose',))
+    dense = Pipeline(settings, heads=('pose',), incremental=False)
+    still = _jhmdb_frames(1)[0]
+    for step in range(5):
+        frame = still.copy()
+        frame[4:20, 4 + 8 * step:20 + 8 * step] = 255  # a small square moving along the top
+        got, want = incremental.process(frame), dense.process(frame)
+        assert got.pose.keypoints.shape == want.pose.keypoints.shape == (1, 33, 3)
+        # fp32 rounding differs between sparse and dense convolutions (about 1e-6 of the
+        # outputs); the heatmap refinement turns that into hundredths of a pixel at most.
+        np.testing.assert_allclose(got.pose.keypoints, want.pose.keypoints, atol=0.05)
+    head = incremental._heads['pose']
+    assert head.model.roi == dense._heads['pose'].model.roi
+    assert not got.stats.heads['pose'].dense  # the still crop ran sparse
+    assert incremental.joint_names[0] == 'nose' and len(incremental.skeleton) > 0
+
+
+def test_pose_head_without_a_person_returns_nobody(mediapipe_cache):
+    settings = st.replace(st.PerceptionSettings(), {
+        'model.pose': 'blazepose', 'model.models_dir': str(mediapipe_cache),
+        'model.device': 'cpu'})
+    pipeline = Pipeline(settings, heads=('pose',))
+    result = pipeline.process(np.full((120, 160, 3), 90, np.uint8))
+    assert result.pose.people == 0 and result.pose.keypoints.shape == (0, 33, 3)
+    assert result.segmentation is None
