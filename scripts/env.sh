@@ -44,11 +44,19 @@ files=$(cat "$repo/setup.py" "$repo/package.xml" "$repo/constraints.txt" | sha25
 wanted=$(echo "$torch_spec [$extras]" | sha256sum | cut -c1-16)
 stamp="$venv/.installed-$files-$wanted"
 if [ ! -e "$stamp" ]; then
-  echo "Installing sparse_perception[$extras] into $venv ..." >&2
-  "$VENV_PY" -m pip install -q --disable-pip-version-check --upgrade pip 'setuptools>=68' wheel
-  "$VENV_PY" -m pip install -q --disable-pip-version-check "$torch_spec"
-  "$VENV_PY" -m pip install -q --disable-pip-version-check -c "$repo/constraints.txt" \
-    -e "$repo[$extras]"
+  echo "Installing sparse_perception[$extras] into $venv (log: $venv/install.log) ..." >&2
+  log=$venv/install.log
+  pip_install() {
+    "$VENV_PY" -m pip install -q --disable-pip-version-check "$@" >>"$log" 2>&1
+  }
+  : >"$log"
+  if ! { pip_install --upgrade pip 'setuptools>=68' wheel &&
+         pip_install "$torch_spec" &&
+         pip_install -c "$repo/constraints.txt" -e "$repo[$extras]"; }; then
+    tail -n 30 "$log" >&2
+    echo "Installing into $venv failed; the whole log is $log" >&2
+    exit 1
+  fi
   find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$files-*" -delete
   touch "$stamp"
 fi

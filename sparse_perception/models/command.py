@@ -44,6 +44,8 @@ def register(subparsers) -> None:
     fetch.add_argument('--pip-arg', action='append', default=[], metavar='ARG',
                        help='extra argument for pip download (repeatable), e.g. '
                        '--pip-arg=--index-url=URL')
+    fetch.add_argument('--force', action='store_true',
+                       help='download again even when the cache already holds the files')
     fetch.set_defaults(func=_fetch)
 
     info = actions.add_parser('info', help='load a model and describe it')
@@ -82,7 +84,7 @@ def _fetch(args) -> int:
     try:
         files = fetch_mediapipe(target, wheel=args.wheel,
                                 version=args.version or MEDIAPIPE_VERSION,
-                                pip_args=args.pip_arg)
+                                pip_args=args.pip_arg, force=args.force)
     except FetchError as exc:
         print(f'error: {exc}', file=sys.stderr)
         return 1

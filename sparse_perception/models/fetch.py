@@ -46,16 +46,23 @@ class FetchError(RuntimeError):
 
 def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | None = None,
                     version: str = MEDIAPIPE_VERSION, pip_args: list[str] | None = None,
-                    log=print) -> dict[str, Path]:
+                    log=print, force: bool = False) -> dict[str, Path]:
     """
     Put the MediaPipe TFLite files into ``target`` (default: the model cache's mediapipe/).
 
     ``wheel`` uses a wheel file already at hand instead of downloading; ``pip_args`` are
     added to the ``pip download`` command (an index URL, ``--no-index --find-links DIR``).
     Returns ``{file name: path}``. Files are written under temporary names and renamed, and a
-    manifest records each file's sha256 and the wheel it came from.
+    manifest records each file's sha256 and the wheel it came from. When every file is there
+    already and matches the manifest of the same version, nothing is downloaded (``force``
+    downloads anyway).
     """
     target = Path(target) if target is not None else cache_dir() / 'mediapipe'
+    present = None if force or wheel else _verified(target, version)
+    if present is not None:
+        log(f'{len(present)} files already present in {target} (mediapipe {version}; '
+            'checked against the manifest)')
+        return present
     target.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix='sparse-perception-fetch-') as scratch:
         wheel_path = Path(wheel) if wheel else _download(version, Path(scratch),
@@ -63,6 +70,27 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
         if not wheel_path.is_file():
             raise FetchError(f'wheel {str(wheel_path)!r} does not exist')
         return _extract(wheel_path, target, log)
+
+
+def _verified(target: Path, version: str) -> dict[str, Path] | None:
+    """Return the cached files if all match the manifest written for ``version``, else None."""
+    try:
+        manifest = json.loads((target / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None
+    if not str(manifest.get('wheel', '')).startswith(f'mediapipe-{version}-'):
+        return None
+    found = {}
+    for filename in MEDIAPIPE_FILES:
+        path, record = target / filename, manifest.get('files', {}).get(filename)
+        try:
+            digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        except OSError:
+            return None
+        if not record or record.get('sha256') != digest:
+            return None
+        found[filename] = path
+    return found
 
 
 def _download(version: str, folder: Path, pip_args: list[str], log) -> Path:

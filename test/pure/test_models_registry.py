@@ -202,6 +202,26 @@ def test_fetch_goes_through_pip_download(tmp_path):
                         pip_args=['--no-index', '--find-links', str(index)])
 
 
+def test_fetch_skips_a_verified_cache_and_repairs_a_damaged_one(tmp_path):
+    index, empty = tmp_path / 'index', tmp_path / 'empty'
+    index.mkdir()
+    empty.mkdir()
+    _fake_wheel(index / f'mediapipe-{registry.MEDIAPIPE_VERSION}-py3-none-any.whl')
+    cache = tmp_path / 'cache'
+    fetch_mediapipe(cache, log=lambda _: None, pip_args=['--no-index', '--find-links', str(index)])
+    lines = []
+    # An index with nothing in it: only a cache hit can succeed.
+    files = fetch_mediapipe(cache, log=lines.append,
+                            pip_args=['--no-index', '--find-links', str(empty)])
+    assert len(files) == 4 and 'already present' in lines[0]
+    (cache / 'pose_detection.tflite').write_bytes(b'damaged')
+    with pytest.raises(FetchError, match='could not download'):
+        fetch_mediapipe(cache, log=lambda _: None,
+                        pip_args=['--no-index', '--find-links', str(empty)])
+    fetch_mediapipe(cache, log=lambda _: None, pip_args=['--no-index', '--find-links', str(index)])
+    assert (cache / 'pose_detection.tflite').read_bytes() == b'fake pose_detection.tflite'
+
+
 def test_models_command(tmp_path, capsys):
     assert cli.main(['models', 'list']) == 0
     listing = capsys.readouterr().out
