@@ -52,14 +52,80 @@ class ModelLoadError(ValueError):
     """A head's model cannot be loaded or run; the message names the model and the reason."""
 
 
+class _IncrementalNet:
+    """
+    A network's convolutional trunk in the incremental engine, with its stream state.
+
+    ``change`` is a change map of the network's own input, for inputs that are resampled from
+    the frame (a resized frame, a tracked crop): that is the image that must hold still, and a
+    crop that moves is then simply a changed input. ``stats`` collects the engine statistics
+    of every call since :meth:`take_stats`.
+    """
+
+    def __init__(self, trunk: Any, settings: PerceptionSettings, what: str,
+                 input_size: tuple[int, int] | None = None):
+        import torch
+
+        from sparse_perception.change import ChangeDetector
+        from sparse_perception.engine import EngineConfig, IncrementalModel
+
+        try:
+            self.engine = IncrementalModel(trunk, EngineConfig.from_settings(settings))
+            if input_size is not None:  # lower it now, so an unsupported op fails here
+                self.engine.layer_names(torch.zeros(1, 3, *input_size, device=self.engine.device))
+        except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
+            raise ModelLoadError(f'{what} cannot run incrementally: {exc}') from exc
+        self.state = self.engine.new_state()
+        self.change = ChangeDetector(settings.change)
+        self.stats: list[Any] = []
+
+    def __call__(self, x: Any, change: Any) -> Any:
+        """Run ``x`` (1, C, H, W); ``change`` is its ChangeMap, or None for a dense frame."""
+        features = self.engine(x, None if change is None or change.refresh else change,
+                               self.state)
+        self.stats.append(self.engine.last_stats)
+        return features
+
+    def reconfigure(self, settings: PerceptionSettings) -> None:
+        from sparse_perception.engine import EngineConfig
+
+        self.engine.reconfigure(EngineConfig.from_settings(settings), self.state)
+        _apply_change_settings(self.change, settings)
+
+    def reset(self) -> None:
+        self.state.reset()
+        self.change.reset()
+
+    def take_stats(self) -> list[Any]:
+        stats, self.stats = self.stats, []
+        return stats
+
+
+class _IncrementalDetector:
+    """
+    Stands in for a two-stage model's detector module: runs it through the engine.
+
+    A tracking model (BlazePose) runs its person detector on every frame while it follows
+    nobody, which on a still camera is the same picture again and again. The detector's input
+    is a letterboxed frame in [-1, 1]; its change map is taken on that input.
+    """
+
+    def __init__(self, detector: Any, settings: PerceptionSettings, what: str,
+                 input_size: tuple[int, int]):
+        self.tail = detector.tail
+        self.net = _IncrementalNet(detector.trunk, settings, what, input_size)
+
+    def __call__(self, x: Any) -> Any:
+        change = self.net.change.update((x + 1.0) * 0.5)  # compared in [0, 1] units
+        return self.tail(*[f.float() for f in self.net(x, change)])
+
+
 class _Head:
     """
-    One network on the frame: the loaded model, its engine, stream state and change map.
+    One network on the frame: the loaded model and, when incremental, its engine state.
 
     A fully convolutional network that takes the camera frame as it is shares the pipeline's
-    change map. A network whose input is resampled (resized, letterboxed, or a tracked crop)
-    keeps a change map of its own input instead: that is the image it must hold still, and a
-    crop that moves is then simply a changed input.
+    change map; a network whose input is resampled keeps a change map of its own input.
     """
 
     def __init__(self, kind: str, settings: PerceptionSettings, device: str,
@@ -67,35 +133,34 @@ class _Head:
         self.kind = kind
         self.model_name = getattr(settings.model, kind)
         self.model = _load(kind, self.model_name, settings, device)
-        self.engine = None
-        self.state = None
-        self.change = None
+        self.nets: list[_IncrementalNet] = []
+        self.net = None
         self._last_transform = None
         if incremental:
-            from sparse_perception.change import ChangeDetector
-            from sparse_perception.engine import EngineConfig, IncrementalModel
-
-            try:
-                self.engine = IncrementalModel(self.model.module.trunk,
-                                               EngineConfig.from_settings(settings))
-            except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
-                raise ModelLoadError(
-                    f'{kind} model {self.model_name!r} cannot run incrementally: {exc}') from exc
-            self.state = self.engine.new_state()
-            self.change = ChangeDetector(settings.change)
+            self.net = _IncrementalNet(self.model.module.trunk, settings,
+                                       f'{kind} model {self.model_name!r}',
+                                       self.model.input_size)
+            self.nets.append(self.net)
+            if getattr(self.model, 'detector', None) is not None:
+                try:
+                    size = self.model.detector_settings.input_size
+                    detector = _IncrementalDetector(
+                        self.model.detector, settings, f'the detector of {self.model_name!r}',
+                        (size, size))
+                except ModelLoadError as exc:  # it still runs, densely, as before
+                    LOG.info('%s; it runs dense', exc)
+                else:
+                    self.model.detector = detector
+                    self.nets.append(detector.net)
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Apply new sparsity and change settings from the next frame on, keeping the caches."""
-        if self.engine is not None:
-            from sparse_perception.engine import EngineConfig
-
-            self.engine.reconfigure(EngineConfig.from_settings(settings), self.state)
-            _apply_change_settings(self.change, settings)
+        for net in self.nets:
+            net.reconfigure(settings)
 
     def reset(self) -> None:
-        if self.engine is not None:
-            self.state.reset()
-            self.change.reset()
+        for net in self.nets:
+            net.reset()
         self._last_transform = None
         if hasattr(self.model, 'reset'):  # a tracking model forgets its person
             self.model.reset()
@@ -106,41 +171,48 @@ class _Head:
 
         start = time.perf_counter()
         model = self.model
-        pixels, transform = model.prepare(frame)
+        pixels, transform = model.prepare(frame)  # a tracking model may run its detector here
         if getattr(transform, 'source', None) == 'frame':
             # A tracking model that follows nobody: its network would be decoded as nothing.
             self._last_transform = None
-            return _empty(self.kind, model), HeadStats(
-                0.0, 0, 0, False, (time.perf_counter() - start) * 1e3)
+            return _empty(self.kind, model), self._stats(start)
         x = model.to_tensor(pixels)
         with torch.no_grad():
-            if self.engine is None:
+            if self.net is None:
                 features = model.module.trunk(x)
             else:
-                features = self.engine(x, self._input_change(pixels, transform, frame_change),
-                                       self.state)
+                features = self.net(x, self._input_change(pixels, transform, frame_change))
             # An fp16 trunk hands float features to the tail, which stays in fp32.
             outputs = model.module.tail(*[f.float() for f in features])
         result = _to_result(self.kind, model, model.decode(outputs, transform))
-        ms = (time.perf_counter() - start) * 1e3
-        if self.engine is None:
-            return result, HeadStats(1.0, 0, 0, True, ms)
-        stats = self.engine.last_stats
-        return result, HeadStats(
-            active_fraction=stats.active_fraction, macs=int(stats.macs),
-            dense_macs=int(stats.dense_macs), dense=stats.dense, ms=ms,
-            layers={s.name: s.active_fraction for s in stats.layers})
+        return result, self._stats(start)
 
     def _input_change(self, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
-        """Return the change map of the network input: None (dense) or a ChangeMap."""
+        """Return the ChangeMap of the network input (its ``refresh`` means dense)."""
         if getattr(transform, 'mode', None) == 'none':
             change = frame_change  # the input is the frame: share its change map
         else:
             if transform != self._last_transform:
-                self.change.request_refresh()  # a new crop or fit: every input pixel is new
-            change = self.change.update(pixels)
+                self.net.change.request_refresh()  # a new crop or fit: every pixel is new
+            change = self.net.change.update(pixels)
         self._last_transform = transform
-        return None if change.refresh else change
+        return change
+
+    def _stats(self, start: float) -> HeadStats:
+        """Sum what the head's networks did this frame (the detector only when it ran)."""
+        ms = (time.perf_counter() - start) * 1e3
+        if self.net is None:
+            return HeadStats(1.0, 0, 0, True, ms)
+        runs = [(prefix, stats) for net, prefix in zip(self.nets, ('', 'detector/'))
+                for stats in net.take_stats()]
+        dense_macs = sum(stats.dense_macs for _, stats in runs)
+        active = (sum(stats.active_fraction * stats.dense_macs for _, stats in runs) / dense_macs
+                  if dense_macs else 0.0)
+        return HeadStats(
+            active_fraction=active, macs=int(sum(stats.macs for _, stats in runs)),
+            dense_macs=int(dense_macs), dense=any(stats.dense for _, stats in runs), ms=ms,
+            layers={prefix + s.name: s.active_fraction for prefix, stats in runs
+                    for s in stats.layers})
 
 
 class Pipeline:
