@@ -74,8 +74,8 @@ def activity_plot(records: Sequence[Any], path: Path) -> None:
     pyplot = require_matplotlib()
     figure, axes = pyplot.subplots(figsize=(8, 3.5))
     index = [r.index for r in records]
-    axes.plot(index, [r.active_fraction for r in records], label='active fraction (positions recomputed)',
-              color='tab:orange', linewidth=1)
+    axes.plot(index, [r.active_fraction for r in records],
+              label='active fraction (positions recomputed)', color='tab:orange', linewidth=1)
     axes.plot(index, [r.changed_fraction for r in records], label='changed input tiles',
               color='tab:green', linewidth=1, linestyle='--')
     axes.set_xlabel('frame')
