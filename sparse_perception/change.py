@@ -148,7 +148,7 @@ class ChangeDetector:
         return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
 
     def _tile_rule(self, counts: torch.Tensor) -> torch.Tensor:
-        """Changed tiles from per-tile counts of changed pixels (core, neighbours, dilation)."""
+        """Return the changed tiles for per-tile counts of changed pixels (core, neighbours)."""
         tiles = counts >= self.min_pixels
         if self.neighbour_pixels < self.min_pixels and bool(tiles.any()):
             near = F.max_pool2d(tiles[None, None].float(), 3, 1, 1)[0, 0] > 0
@@ -175,7 +175,7 @@ class ChangeDetector:
 
     def _update_uint8(self, image: torch.Tensor, ref: torch.Tensor, tiles_h: int,
                       tiles_w: int) -> tuple[torch.Tensor, float]:
-        """The camera case (8-bit, CPU) in numpy: several times faster than torch's uint8 ops."""
+        """Update for 8-bit CPU frames (the camera case) in numpy: faster than torch's uint8."""
         t = self.tile_size
         height, width, channels = image.shape
         a, r = image.numpy(), ref.numpy()
@@ -219,7 +219,7 @@ _CV2: list = []
 
 
 def _cv2() -> Any:
-    """OpenCV if it can be imported (an optional dependency), else None; looked up once."""
+    """Return OpenCV if it can be imported (an optional dependency), else None."""
     if not _CV2:
         try:
             import cv2

@@ -105,6 +105,12 @@ class SparsitySettings:
     # layer's threshold is this scale times the RMS of its output on the stream's first frame.
     scale: float = setting(
         0.0, 'Global scale of the per-layer output thresholds (0 = exact)', low=0.0, high=100.0)
+    # Global average pooling outputs (squeeze-excitation, image pooling) use the larger of
+    # this and `scale`: one moving object barely moves a pooled mean, yet every change of it
+    # wakes the whole map it multiplies or is broadcast to. 0 (with scale 0) is exact.
+    global_scale: float = setting(
+        0.0, 'Threshold scale of global pooling outputs (SE, image pooling; 0 = exact)',
+        low=0.0, high=100.0)
     # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps).
     layer_thresholds: tuple[str, ...] = setting(
         (), "Per-layer output thresholds as 'layer=value' (override the scaled default)")

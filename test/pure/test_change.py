@@ -120,7 +120,7 @@ def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
         y = int(rng.integers(0, shape[0] - 10))
         f[y:y + 10, 5:20] += 60
         frames.append(np.clip(f, 0, 255).astype(np.uint8))
-    kwargs = dict(threshold=12, tile_size=tile, min_pixels=5, neighbour_pixels=2)
+    kwargs = {'threshold': 12, 'tile_size': tile, 'min_pixels': 5, 'neighbour_pixels': 2}
     fast, slow = ChangeDetector(**kwargs), ChangeDetector(**kwargs)
     for f in frames:
         a = fast.update(f)
