@@ -19,19 +19,25 @@ A :class:`ChangeDetector` keeps one *reference* image: per tile, the pixels that
 propagated downstream (not simply the previous frame). A pixel counts as changed when any of
 its channels differs from the reference by more than ``threshold`` (in grey levels of an
 8-bit image; float images in [0, 1] are compared in the same units times 1/255, other
-integer images in their own units). A tile is
-changed when at least ``min_pixels`` of its pixels changed (isolated pixels below that count
-are treated as sensor noise), the changed set is optionally grown by ``dilation`` tiles, and
-the reference is then updated in the changed tiles only. Slow drift therefore accumulates
-against the reference until it crosses the threshold, and is never lost.
+integer images in their own units).
+
+Sensor and compression noise changes isolated pixels everywhere; real motion changes many
+pixels of a few neighbouring tiles. So a tile is changed when at least ``min_pixels`` of its
+pixels changed (a *core* tile), or when it borders a core tile (8-neighbourhood) and at least
+``neighbour_pixels`` of its pixels changed: the edges of a moving object, where only a few
+pixels of a tile change, go along with the object while the same few pixels elsewhere are
+treated as noise. The changed set is optionally grown by ``dilation`` tiles, and the
+reference is then updated in the changed tiles only. Slow drift therefore accumulates against
+the reference until it crosses the threshold, and is never lost.
 
 The first frame, every ``refresh_period``-th frame and the frame after
 :meth:`ChangeDetector.request_refresh` are refreshes: every tile is marked changed and the
 reference becomes the whole frame.
 
 Frames are numpy arrays or torch tensors: ``(H, W)``, ``(H, W, C)`` (camera layout) or, for
-tensors only, ``(1, C, H, W)`` (the layout the engine takes). Everything runs in torch on the
-frame's device; numpy frames are wrapped without copying.
+tensors only, ``(1, C, H, W)`` (the layout the engine takes). 8-bit frames on the CPU (the
+camera case) take a numpy path (OpenCV's ``absdiff`` when it is installed); everything else
+runs in torch on the frame's device. Numpy frames are wrapped without copying.
 """
 
 from __future__ import annotations
@@ -72,21 +78,30 @@ class ChangeDetector:
 
     def __init__(self, settings: Any = None, *, threshold: float | None = None,
                  tile_size: int | None = None, dilation: int | None = None,
-                 refresh_period: int | None = None, min_pixels: int | None = None):
-        def pick(name, explicit, default):
+                 refresh_period: int | None = None, min_pixels: int | None = None,
+                 neighbour_pixels: int | None = None):
+        from sparse_perception.settings import ChangeSettings
+
+        defaults = ChangeSettings()
+
+        def pick(name, explicit):
             if explicit is not None:
                 return explicit
-            return getattr(settings, name, default) if settings is not None else default
+            return getattr(settings if settings is not None else defaults, name,
+                           getattr(defaults, name))
 
-        self.threshold = float(pick('threshold', threshold, 12.0))
-        self.tile_size = int(pick('tile_size', tile_size, 16))
-        self.dilation = int(pick('dilation', dilation, 0))
-        self.refresh_period = int(pick('refresh_period', refresh_period, 0))
-        self.min_pixels = int(pick('min_pixels', min_pixels, 1))
+        self.threshold = float(pick('threshold', threshold))
+        self.tile_size = int(pick('tile_size', tile_size))
+        self.dilation = int(pick('dilation', dilation))
+        self.refresh_period = int(pick('refresh_period', refresh_period))
+        self.min_pixels = int(pick('min_pixels', min_pixels))
+        # At or above min_pixels the neighbour rule has no effect.
+        self.neighbour_pixels = int(pick('neighbour_pixels', neighbour_pixels))
         checks = (('threshold', self.threshold, 0.0, 255.0),
                   ('tile_size', self.tile_size, 1, 4096), ('dilation', self.dilation, 0, 4096),
                   ('refresh_period', self.refresh_period, 0, math.inf),
-                  ('min_pixels', self.min_pixels, 1, math.inf))
+                  ('min_pixels', self.min_pixels, 1, math.inf),
+                  ('neighbour_pixels', self.neighbour_pixels, 1, math.inf))
         for name, value, low, high in checks:
             if not low <= value <= high or value != value:
                 raise ValueError(f'ChangeDetector {name}={value!r} is out of range; expected '
@@ -126,18 +141,92 @@ class ChangeDetector:
             tiles = torch.ones(tiles_h, tiles_w, dtype=torch.bool, device=image.device)
             return ChangeMap(tiles, True, 1.0, 1.0, t, index)
 
-        changed = _changed_pixels(image, ref, self.threshold)  # (H, W) bool
-        pixel_fraction = float(changed.float().mean())
-        padded = F.pad(changed, (0, tiles_w * t - width, 0, tiles_h * t - height))
-        counts = padded.view(tiles_h, t, tiles_w, t).sum((1, 3), dtype=torch.int32)
+        if image.dtype == torch.uint8 and image.device.type == 'cpu':
+            tiles, pixel_fraction = self._update_uint8(image, ref, tiles_h, tiles_w)
+        else:
+            tiles, pixel_fraction = self._update_torch(image, ref, tiles_h, tiles_w)
+        return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
+
+    def _tile_rule(self, counts: torch.Tensor) -> torch.Tensor:
+        """Return the changed tiles for per-tile counts of changed pixels (core, neighbours)."""
         tiles = counts >= self.min_pixels
+        if self.neighbour_pixels < self.min_pixels and bool(tiles.any()):
+            near = F.max_pool2d(tiles[None, None].float(), 3, 1, 1)[0, 0] > 0
+            tiles = tiles | (near & (counts >= self.neighbour_pixels))
         if self.dilation > 0 and bool(tiles.any()):
             k = 2 * self.dilation + 1
             grown = F.max_pool2d(tiles[None, None].float(), k, 1, self.dilation)
             tiles = grown[0, 0] > 0
+        return tiles
+
+    def _update_torch(self, image: torch.Tensor, ref: torch.Tensor, tiles_h: int,
+                      tiles_w: int) -> tuple[torch.Tensor, float]:
+        t = self.tile_size
+        height, width = image.shape[:2]
+        changed = _changed_pixels(image, ref, self.threshold)  # (H, W) bool
+        pixel_fraction = float(changed.float().mean())
+        padded = F.pad(changed, (0, tiles_w * t - width, 0, tiles_h * t - height))
+        counts = padded.view(tiles_h, t, tiles_w * t).sum(1, dtype=torch.int32)
+        counts = counts.view(tiles_h, tiles_w, t).sum(2)  # rows of tiles, then columns
+        tiles = self._tile_rule(counts)
         mask = tiles.repeat_interleave(t, 0).repeat_interleave(t, 1)[:height, :width]
         torch.where(mask[..., None], image, ref, out=ref)
-        return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
+        return tiles, pixel_fraction
+
+    def _update_uint8(self, image: torch.Tensor, ref: torch.Tensor, tiles_h: int,
+                      tiles_w: int) -> tuple[torch.Tensor, float]:
+        """Update for 8-bit CPU frames (the camera case) in numpy: faster than torch's uint8."""
+        t = self.tile_size
+        height, width, channels = image.shape
+        a, r = image.numpy(), ref.numpy()
+        diff = _absdiff_uint8(a, r)  # (H, W, C) uint8
+        level = int(self.threshold)  # d > threshold <=> d > floor(threshold) for integer d
+        if channels == 1:
+            changed = diff[..., 0] > level
+        else:
+            peak = np.maximum(diff[..., 0], diff[..., 1])
+            for c in range(2, channels):
+                np.maximum(peak, diff[..., c], out=peak)
+            changed = peak > level
+        pixel_fraction = float(np.count_nonzero(changed)) / changed.size
+        if (tiles_h * t, tiles_w * t) != (height, width):
+            changed = np.pad(changed, ((0, tiles_h * t - height), (0, tiles_w * t - width)))
+        # Rows of tiles first, then columns (numpy: torch's strided bool sum is far slower).
+        counts = changed.view(np.uint8).reshape(tiles_h, t, tiles_w * t).sum(1, dtype=np.int32)
+        counts = counts.reshape(tiles_h, tiles_w, t).sum(2)
+        tiles = self._tile_rule(torch.from_numpy(counts))
+        rows, cols = np.nonzero(tiles.numpy())
+        if rows.size:
+            if (tiles_h * t, tiles_w * t) == (height, width):  # copy whole changed tiles
+                r.reshape(tiles_h, t, tiles_w, t, channels)[rows, :, cols] = \
+                    a.reshape(tiles_h, t, tiles_w, t, channels)[rows, :, cols]
+            else:
+                for y, x in zip((rows * t).tolist(), (cols * t).tolist()):
+                    r[y:y + t, x:x + t] = a[y:y + t, x:x + t]
+        return tiles, pixel_fraction
+
+
+def _absdiff_uint8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Return ``|a - b|`` of two uint8 arrays (OpenCV's SIMD kernel when it is installed)."""
+    cv2 = _cv2()
+    if cv2 is not None and a.ndim == 3 and a.shape[2] <= 4 and a.flags.c_contiguous \
+            and b.flags.c_contiguous:
+        return cv2.absdiff(a, b).reshape(a.shape)  # OpenCV drops a single channel's axis
+    return np.maximum(a, b) - np.minimum(a, b)
+
+
+_CV2: list = []
+
+
+def _cv2() -> Any:
+    """Return OpenCV if it can be imported (an optional dependency), else None."""
+    if not _CV2:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        _CV2.append(cv2)
+    return _CV2[0]
 
 
 def _as_hwc(frame: Any) -> torch.Tensor:

@@ -31,6 +31,13 @@ class EngineConfig:
     # dense. A layer's default threshold is this scale times the RMS of its output on the
     # stream's first (dense) frame, so one scale means the same relative change everywhere.
     threshold_scale: float = 0.0
+    # The same for global average pooling outputs (squeeze-excitation, image pooling), whose
+    # every change wakes the whole map they multiply or are broadcast to: their threshold is
+    # max(threshold_scale, global_scale) times their RMS on the first frame. A pooled mean
+    # moves little when a small region changes, so a small global_scale keeps one moving
+    # object from waking whole layers while threshold_scale 0 keeps everything else exact.
+    # 0 (with threshold_scale 0) is exact.
+    global_scale: float = 0.0
     # Absolute per-layer thresholds that replace the scaled default, by layer name (a module
     # path such as 'features.3.conv.1.0' or an fx node name; 'input' is the image itself).
     layer_thresholds: Mapping[str, float] = field(default_factory=dict)
@@ -65,6 +72,7 @@ class EngineConfig:
 
     def __post_init__(self):
         checks = (('threshold_scale', self.threshold_scale, 0.0, math.inf),
+                  ('global_scale', self.global_scale, 0.0, math.inf),
                   ('layer_dense_fallback', self.layer_dense_fallback, 0.0, 1.0),
                   ('window_dense_fallback', self.window_dense_fallback, 0.0, 1.0),
                   ('frame_dense_fallback', self.frame_dense_fallback, 0.0, 1.0),
@@ -92,6 +100,7 @@ class EngineConfig:
         model = getattr(settings, 'model', None)
         kwargs = {
             'threshold_scale': sparsity.scale,
+            'global_scale': getattr(sparsity, 'global_scale', 0.0),
             'layer_thresholds': parse_layer_thresholds(sparsity.layer_thresholds),
             'layer_dense_fallback': getattr(sparsity, 'layer_dense_fallback', 0.8),
             'window_dense_fallback': getattr(sparsity, 'window_dense_fallback', 0.35),

@@ -302,7 +302,11 @@ class IncrementalModel:
         state.thresholds = [0.0] * len(plan.runs)
 
     def _calibrate(self, plan: _Plan, state: StreamState) -> None:
-        """Set per-layer thresholds: override, else scale x RMS of the first frame's output."""
+        """
+        Set per-layer thresholds: override, else scale x RMS of the first frame's output.
+
+        Global average pools take the larger of the two scales (see EngineConfig.global_scale).
+        """
         cfg = self.config
         overrides = cfg.layer_thresholds
         state.input_threshold = float(overrides.get('input', 0.0))
@@ -312,10 +316,13 @@ class IncrementalModel:
         for run in plan.runs:
             override = next((overrides[n] for n in run.names if n in overrides), None)
             rms = state.rms[run.index]
+            scale = cfg.threshold_scale
+            if run.kind == 'gap':
+                scale = max(scale, cfg.global_scale)
             if override is not None:
                 state.thresholds[run.index] = float(override)
-            elif cfg.threshold_scale > 0 and rms is not None:
-                state.thresholds[run.index] = cfg.threshold_scale * rms
+            elif scale > 0 and rms is not None:
+                state.thresholds[run.index] = scale * rms
             else:
                 state.thresholds[run.index] = 0.0
 

@@ -444,6 +444,9 @@ class Window(Run):
         y = backend.window(patches, self)  # (nt, C', T, T)
         rows = y.permute(0, 2, 3, 1).reshape(nt * t * t, y.shape[1])
         pos = self.out_table.index_select(0, tiles).view(-1)
+        if not precise and not self.all_inside:  # never report the dump row as changed
+            inside = (pos < self.positions).nonzero().squeeze(1)
+            pos, rows = pos.index_select(0, inside), rows.index_select(0, inside)
         if precise:
             keep = cand.ext.index_select(0, pos).nonzero().squeeze(1)
             if keep.numel() != pos.numel():

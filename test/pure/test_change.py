@@ -34,7 +34,7 @@ def test_first_frame_is_a_refresh_with_every_tile():
 
 
 def test_changes_above_threshold_mark_their_tile_only():
-    det = ChangeDetector(threshold=10, tile_size=16)
+    det = ChangeDetector(threshold=10, tile_size=16, min_pixels=1)
     det.update(frame())
     f = frame()
     f[20, 37, 1] = 111  # +11 in one channel of one pixel: above 10
@@ -73,7 +73,7 @@ def test_reference_updates_only_changed_tiles():
 
 
 def test_min_pixels_suppresses_isolated_noise():
-    det = ChangeDetector(threshold=5, tile_size=8, min_pixels=3)
+    det = ChangeDetector(threshold=5, tile_size=8, min_pixels=3, neighbour_pixels=3)
     det.update(frame(16, 16))
     f = frame(16, 16)
     f[1, 1] = 200
@@ -83,8 +83,66 @@ def test_min_pixels_suppresses_isolated_noise():
     assert cm.tiles.tolist() == [[False, False], [False, True]]
 
 
+def test_default_noise_suppression_keeps_objects_and_drops_speckle():
+    det = ChangeDetector(threshold=12, tile_size=16)  # the settings' defaults
+    assert (det.min_pixels, det.neighbour_pixels) == (st.ChangeSettings().min_pixels,
+                                                      st.ChangeSettings().neighbour_pixels)
+    det.update(frame(64, 64))
+    f = frame(64, 64)
+    f[62, 62] = f[50, 3] = 0  # speckle: single pixels in tiles away from the object
+    f[16:32, 16:33] = 0  # an object: tile (1, 1) and a one-pixel wide edge in tile (1, 2)
+    cm = det.update(f)
+    assert {tuple(v) for v in cm.tiles.nonzero().tolist()} == {(1, 1), (1, 2)}
+
+
+def test_neighbour_rule_takes_the_edges_of_a_changed_tile_only():
+    det = ChangeDetector(threshold=5, tile_size=4, min_pixels=8, neighbour_pixels=2)
+    det.update(frame(12, 16))
+    f = frame(12, 16)
+    f[4:8, 4:8] = 0  # 16 pixels: tile (1, 1) is a core tile
+    f[5:7, 8] = 0  # 2 pixels in tile (1, 2), next to it: taken
+    f[0, 0] = 0  # 1 pixel in tile (0, 0), next to it: below neighbour_pixels
+    f[10:12, 15] = 0  # 2 pixels in tile (2, 3), not next to a core tile: noise
+    cm = det.update(f)
+    assert {tuple(v) for v in cm.tiles.nonzero().tolist()} == {(1, 1), (1, 2)}
+    # The reference took tiles (1, 1) and (1, 2); the speckle stays pending against it.
+    ref = det.reference.numpy()
+    assert (ref[4:8, 4:12] == f[4:8, 4:12]).all()
+    assert ref[0, 0, 0] == 100 and ref[10, 15, 0] == 100
+
+
+@pytest.mark.parametrize('shape, tile', [((48, 64, 3), 16), ((45, 70, 3), 8), ((30, 41), 4)])
+def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, shape, dtype=np.uint8)]
+    for _ in range(5):  # noise everywhere plus a moving block
+        f = frames[-1].astype(np.int16) + rng.integers(-14, 15, shape)
+        y = int(rng.integers(0, shape[0] - 10))
+        f[y:y + 10, 5:20] += 60
+        frames.append(np.clip(f, 0, 255).astype(np.uint8))
+    kwargs = {'threshold': 12, 'tile_size': tile, 'min_pixels': 5, 'neighbour_pixels': 2}
+    fast, slow = ChangeDetector(**kwargs), ChangeDetector(**kwargs)
+    for f in frames:
+        a = fast.update(f)
+        b = slow.update(torch.from_numpy(f).to(torch.int16))  # not uint8: the torch path
+        assert torch.equal(a.tiles, b.tiles)
+        assert a.pixel_fraction == pytest.approx(b.pixel_fraction)
+        assert np.array_equal(fast.reference.numpy(), slow.reference.numpy().astype(np.uint8)
+                              .reshape(fast.reference.shape))
+
+
+def test_uint8_path_without_opencv(monkeypatch):
+    from sparse_perception import change
+    monkeypatch.setattr(change, '_CV2', [None])
+    det = ChangeDetector(threshold=10, tile_size=4, min_pixels=1)
+    det.update(frame(8, 8, 200))
+    f = frame(8, 8, 200)
+    f[6, 1, 2] = 189  # -11: would wrap around in uint8 subtraction
+    assert det.update(f).tiles.tolist() == [[False, False], [True, False]]
+
+
 def test_dilation_grows_by_whole_tiles():
-    det = ChangeDetector(threshold=5, tile_size=4, dilation=1)
+    det = ChangeDetector(threshold=5, tile_size=4, dilation=1, min_pixels=1)
     det.update(frame(20, 20))
     f = frame(20, 20)
     f[9, 9] = 0  # tile (2, 2) of a 5x5 grid
@@ -112,7 +170,7 @@ def test_size_change_refreshes():
 
 @pytest.mark.parametrize('kind', ['gray_uint8', 'float_hwc', 'tensor_nchw', 'tensor_hw'])
 def test_frame_layouts_and_float_units(kind):
-    det = ChangeDetector(threshold=12, tile_size=4)
+    det = ChangeDetector(threshold=12, tile_size=4, min_pixels=1)
     base = np.zeros((8, 8, 3), dtype=np.float32)
     changed = base.copy()
     changed[5, 6, 2] = 13 / 255  # above 12 grey levels
@@ -133,14 +191,14 @@ def test_frame_layouts_and_float_units(kind):
 
 
 def test_uint8_difference_does_not_wrap_around():
-    det = ChangeDetector(threshold=10, tile_size=4)
+    det = ChangeDetector(threshold=10, tile_size=4, min_pixels=1)
     det.update(frame(4, 4, 200))
     assert not bool(det.update(frame(4, 4, 195)).tiles.any())  # 195 - 200 must not wrap
     assert bool(det.update(frame(4, 4, 250)).tiles.any())
 
 
 def test_pixel_mask_expands_tiles():
-    det = ChangeDetector(threshold=1, tile_size=4)
+    det = ChangeDetector(threshold=1, tile_size=4, min_pixels=1)
     det.update(frame(6, 10))
     f = frame(6, 10)
     f[5, 9] = 0

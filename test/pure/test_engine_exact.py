@@ -97,3 +97,33 @@ def test_random_networks_match_dense_after_any_sequence(data):
                           window_dense_fallback=c.pick((0.0, 0.35, 1.0)),
                           exact_change_test=c.pick((False, True)))
     check_sequence(model, x0, sequence, config)
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@given(st.data())
+def test_tiny_thresholds_stay_close_to_dense(data):
+    # Thresholds > 0 take other paths than 0 (change tests on every computed row, tiles
+    # that cross the map's border): they must run on any network and, when tiny, stay close.
+    c = HypothesisChooser(data)
+    height, width = c.integer(5, 29), c.integer(5, 29)
+    channels = c.integer(1, 4)
+    built = random_network(c, channels, height, width, c.integer(1, 4))
+    if built is None:
+        return
+    model, _ = built
+    g = torch.Generator().manual_seed(c.integer(0, 1000))
+    x0 = torch.randn(1, channels, height, width, generator=g)
+    sequence = change_sequence(c, x0, c.integer(1, 4))
+    config = EngineConfig(threshold_scale=1e-7, tile=c.pick((2, 4, 8)),
+                          window_dense_fallback=c.pick((0.35, 1.0)))
+    inc = IncrementalModel(model, config)
+    state = inc.new_state()
+    wanted = [x0] + effective_inputs(x0, sequence)
+    for i, ((frame, tiles), seen) in enumerate(zip([(x0, None)] + sequence, wanted)):
+        got = inc(frame, tiles, state)
+        with torch.no_grad():
+            expected = model(seen)
+        if expected.dtype.is_floating_point:
+            diff = max_relative_difference(got, expected)
+            assert diff <= 1e-3, f'frame {i}: max relative difference {diff:.3g}'

@@ -507,6 +507,46 @@ def test_threshold_scale_bounds_the_error_and_zero_is_exact():
     assert errors[0.5] > TOLERANCE  # the knob does something
 
 
+@torch.no_grad()
+def test_global_scale_keeps_a_small_change_from_waking_everything_after_a_pooling():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, 'module'),
+                                    nn.Conv2d(6, 4, 1)), 3).eval()
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(1, 3, 32, 32, generator=g)
+    x1 = x0.clone()
+    x1[..., 8:12, 8:12] += 0.05 * torch.randn(1, 3, 4, 4, generator=g)
+    tiles = torch.zeros(8, 8, dtype=torch.bool)
+    tiles[2, 2] = True
+    active, errors = {}, {}
+    for scale in (0.0, 0.5):
+        inc = IncrementalModel(model, EngineConfig(global_scale=scale))
+        state = inc.new_state()
+        inc(x0, None, state)
+        y = inc(x1, tiles, state)
+        active[scale] = inc.last_stats.layers[-1].active_fraction
+        ref = model(x1)
+        errors[scale] = float((y - ref).abs().max() / ref.abs().max())
+    assert errors[0.0] <= TOLERANCE and active[0.0] == 1.0  # exact: the gate woke the map
+    assert active[0.5] < 0.1  # the gate held: only the changed region is recomputed
+    assert errors[0.5] < 0.01  # held back by a small, bounded amount
+
+
+def test_global_scale_applies_to_global_poolings_only():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, 'mean'),
+                                    nn.Conv2d(6, 4, 1)), 3).eval()
+    inc = IncrementalModel(model, EngineConfig(threshold_scale=0.01, global_scale=0.2))
+    state = inc.new_state()
+    inc(torch.randn(1, 3, 16, 16), None, state)
+    kinds = [r.kind for r in state.plan.runs]
+    for kind, threshold, rms in zip(kinds, state.thresholds, state.rms):
+        expected = (0.2 if kind == 'gap' else 0.01) * rms
+        assert threshold == pytest.approx(expected), kind
+    assert 'gap' in kinds
+    inc.reconfigure(EngineConfig(threshold_scale=0.5, global_scale=0.2), state)
+    gap = kinds.index('gap')
+    assert state.thresholds[gap] == pytest.approx(0.5 * state.rms[gap])  # the larger scale
+
+
 def test_unknown_layer_threshold_names_are_listed():
     inc = IncrementalModel(nn.Sequential(nn.Conv2d(3, 2, 1)).eval(),
                            EngineConfig(layer_thresholds={'nope': 0.1}))
@@ -521,7 +561,11 @@ def test_config_from_settings_and_bad_values():
         'model.backend': 'reference'})
     cfg = EngineConfig.from_settings(s)
     assert cfg.threshold_scale == 0.5 and cfg.layer_thresholds == {'conv1': 0.2}
-    assert cfg.backend == 'reference'
+    assert cfg.backend == 'reference' and cfg.global_scale == 0.0
+    cfg = EngineConfig.from_settings(st.replace(s, {'sparsity.global_scale': 0.1}))
+    assert cfg.global_scale == 0.1
+    with pytest.raises(EngineError, match='global_scale=-1'):
+        EngineConfig(global_scale=-1)
     with pytest.raises(EngineError, match="'conv1' must look like 'layer=value'"):
         EngineConfig.from_settings(st.replace(st.PerceptionSettings(),
                                               {'sparsity.layer_thresholds': ['conv1']}))
