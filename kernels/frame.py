@@ -94,7 +94,7 @@ def intake_args(x: torch.Tensor, cache: torch.Tensor, mask: torch.Tensor,
     ``x`` (1, C, H, W) in any memory layout (its strides are bound: keep the same tensor);
     ``cache`` (H * W + 3, C); ``mask`` uint8 (H * W,) marks changed pixels (cleared by the
     frame); ``tiles`` uint8 (Ht, Wt) the change map with tiles of ``tile`` pixels;
-    ``stats`` int32 (3,) counts the changed pixels in [1] and [2].
+    ``stats`` int32 (4,) counts the changed pixels in [1] and [2].
     """
     check_device(x, cache, mask, tiles, stats)
     check_float(x, cache)
@@ -201,7 +201,7 @@ def global_pool_args(x: torch.Tensor, positions: int, out: torch.Tensor, sums: t
 
     ``x`` (P (+ 3), C) input cache with ``positions`` = P; ``out`` (1 (+ 3), C) output cache;
     ``sums`` float32 (C,) cleared by the frame; ``mask`` uint8 (1,) the output's changed
-    flag (cleared by the frame); ``stats`` int32 (3,); ``in_count`` int32 (1,): the input's
+    flag (cleared by the frame); ``stats`` int32 (4,); ``in_count`` int32 (1,): the input's
     changed positions this frame (0: nothing to do when ``gate``).
     """
     check_device(x, out, sums, mask, stats, in_count)

@@ -109,6 +109,7 @@ def _candidates_kernel(in_ptr, in_count_ptr, op0_ptr, op0_count_ptr, op1_ptr, op
             slot = tl.atomic_add(count_ptr, 1)
             tl.store(list_ptr + slot, pid)
             tl.atomic_add(stats_ptr + 1, n)
+            tl.atomic_add(stats_ptr + 3, tl.sum(valid.to(tl.int32)))
             if COUNT_CHANGED:
                 tl.atomic_add(stats_ptr + 2, n)
 
@@ -135,8 +136,8 @@ def candidates_args(cand: torch.Tensor, out_hw: tuple[int, int], tile: tuple[int
     dilation, (top, left)) or ``tables`` = (rows int32 (Ho, kh), cols int32 (Wo, kw)), or at
     the same position when both are None. ``operands`` holds up to two (mask, count)
     pairs; a mask with one element is broadcast. With ``tiles`` (int32, one slot per tile),
-    ``count`` (int32 (1,)) and ``stats`` (int32 (3,): tiles, candidates, changed), tiles with
-    a candidate are listed and counted.
+    ``count`` (int32 (1,)) and ``stats`` (int32 (4,): tiles, candidates, changed, computed
+    positions), tiles with a candidate are listed and counted.
     """
     tensors = [cand, source, tiles, count, stats] + [m for m, _ in operands]
     check_device(*[t for t in tensors if t is not None])
