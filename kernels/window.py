@@ -93,7 +93,7 @@ def channels_last_rows(patches: torch.Tensor) -> torch.Tensor:
 
 def rows_as_nchw(rows: torch.Tensor, t: int, out_hw: tuple[int, int]) -> torch.Tensor:
     """View rows ``(t * Ho * Wo, C)`` as a channels_last ``(t, C, Ho, Wo)`` tensor."""
-    return rows.view(t, out_hw[0], out_hw[1], -1).permute(0, 3, 1, 2)
+    return rows.view(t, out_hw[0], out_hw[1], rows.shape[1]).permute(0, 3, 1, 2)
 
 
 def channel_block(channels: int) -> int:
