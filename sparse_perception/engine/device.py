@@ -360,8 +360,9 @@ class DeviceModel:
         key = None
         if not dense:
             tile = _tile_size(tiles, tile_size, plan.input.height, plan.input.width)
-            if tiles.device.type == 'cpu' and bool(tiles.any()) and \
-                    float(tiles.float().mean()) > self.config.frame_dense_fallback:
+            cutoff = self.config.frame_dense_fallback
+            if cutoff < 1.0 and tiles.device.type == 'cpu' and \
+                    float(tiles.float().mean()) > cutoff:
                 dense = True
             key = (tuple(tiles.shape), tile)
         state.buffers['x'].copy_(x)
