@@ -63,7 +63,7 @@ def check_device(*tensors: torch.Tensor) -> None:
             continue
         raise KernelError(
             f'a Triton kernel got a tensor on {t.device}; compiled kernels need CUDA tensors '
-            'and CPU tensors need Triton\'s interpreter (TRITON_INTERPRET=1 set before '
+            "and CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 set before "
             'sparse_perception.kernels is first used). Use the reference backend on the CPU.')
 
 
@@ -77,7 +77,7 @@ def can_run_on(device: torch.device) -> tuple[bool, str]:
         return True, ''
     if device.type == 'cpu' and INTERPRETED:
         return True, ''
-    return False, (f'the kernels run on CUDA, and on the CPU only under Triton\'s interpreter '
+    return False, (f"the kernels run on CUDA, and on the CPU only under Triton's interpreter "
                    f'(TRITON_INTERPRET=1 before the first import); got {device}')
 
 

@@ -65,7 +65,7 @@ class SpecRecorder:
         import torch
 
         fn = getattr(kernel, 'fn', kernel)
-        names = [p for p in inspect.signature(fn).parameters]
+        names = list(inspect.signature(fn).parameters)
         constexpr = _constexpr_names(kernel)
         values = dict(zip(names, args))
         values.update(meta)

@@ -136,7 +136,7 @@ def conv_args(x: torch.Tensor, w_gemm: torch.Tensor, bias: torch.Tensor | None,
 def conv_patches(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                  stride, dilation, groups: int,
                  w_gemm: torch.Tensor | None = None) -> torch.Tensor:
-    """KxK convolution of patches with padding 0 (see :func:`conv_patches_ref`)."""
+    """Convolve patches with padding 0 (see :func:`conv_patches_ref`)."""
     t = patches.shape[0]
     geometry, _ = patch_geometry(patches, weight.shape[2:], stride, dilation)
     cout = weight.shape[0]
@@ -154,7 +154,7 @@ def conv_patches(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 def conv_patches_ref(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      stride, dilation, groups: int) -> torch.Tensor:
     """
-    KxK convolution with padding 0 of a batch of patches.
+    Convolve a batch of patches (KxK, any stride, dilation and groups) with padding 0.
 
     ``patches`` (t, Cin, ph, pw); ``weight`` (Cout, Cin / groups, kh, kw); ``bias`` (Cout,)
     or None; result (t, Cout, T, T) with ``T = (ph - (kh - 1) * dh - 1) // sh + 1``.

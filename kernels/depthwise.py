@@ -148,5 +148,3 @@ def depthwise_patches_ref(patches: torch.Tensor, weight: torch.Tensor,
     ``T = (ph - (kh - 1) * dh - 1) // sh + 1``.
     """
     return F.conv2d(patches, weight, bias, stride, 0, dilation, patches.shape[1])
-
-

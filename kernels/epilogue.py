@@ -544,7 +544,7 @@ def store_rows_ref(dst: torch.Tensor, index: torch.Tensor | None, values: torch.
                    threshold: float = 0.0, test: bool = True,
                    want_old: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """
-    Reference of :func:`store_rows` (the engine's pure-torch ``store_epilogue``).
+    Run the engine's pure-torch ``store_epilogue``: the reference of :func:`store_rows`.
 
     ``dst`` (P + 3, C) is a cache; ``index`` int64 (n,) its rows (None: all P rows in
     order); ``values`` (n, C) the layer's core output at those rows; ``steps`` the epilogue

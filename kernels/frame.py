@@ -103,17 +103,18 @@ def intake_args(x: torch.Tensor, cache: torch.Tensor, mask: torch.Tensor,
         exact = threshold == 0
     args = (x, x.stride(1), x.stride(2), x.stride(3), cache, cache.stride(0), as_u8(mask),
             as_u8(tiles), stats, h, w, channels, tile, tiles.shape[1], float(threshold))
-    meta = dict(EXACT=exact, DENSE=dense, BITS=cache.element_size() * 8, BLOCK=128,
-                BLOCK_C=block(channels, 4, 16))
+    meta = {'EXACT': exact, 'DENSE': dense, 'BITS': cache.element_size() * 8, 'BLOCK': 128,
+            'BLOCK_C': block(channels, 4, 16)}
     return _intake_kernel, (cdiv(h * w, 128),), args, meta
 
 
 def intake_ref(x: torch.Tensor, cache: torch.Tensor, tiles: torch.Tensor, tile: int,
                threshold: float, dense: bool) -> torch.Tensor:
     """
-    Reference of the intake (in place on ``cache``); returns the changed mask bool (H * W,).
+    Take a frame into ``cache`` in place (the intake's reference); return the changed mask.
 
-    ``x`` (1, C, H, W); ``cache`` (H * W + 3, C); ``tiles`` bool (Ht, Wt).
+    ``x`` (1, C, H, W); ``cache`` (H * W + 3, C); ``tiles`` bool (Ht, Wt); the result is
+    bool (H * W,).
     """
     _, channels, h, w = x.shape
     rows = x[0].permute(1, 2, 0).reshape(h * w, channels).to(cache.dtype)
@@ -211,11 +212,11 @@ def global_pool_args(x: torch.Tensor, positions: int, out: torch.Tensor, sums: t
     chunk = 256
     first = (_pool_sum_kernel, (cdiv(positions, chunk), cdiv(channels, block_c)),
              (x, x.stride(0), sums, in_count, positions, channels, chunk),
-             dict(GATE=gate, BLOCK_P=32, BLOCK_C=block_c))
+             {'GATE': gate, 'BLOCK_P': 32, 'BLOCK_C': block_c})
     second = (_pool_commit_kernel, (1,),
               (sums, out, as_u8(mask), stats, in_count, positions, channels, float(threshold)),
-              dict(GATE=gate, TEST=test, EXACT=exact, BITS=out.element_size() * 8,
-                   BLOCK_C=block_c))
+              {'GATE': gate, 'TEST': test, 'EXACT': exact, 'BITS': out.element_size() * 8,
+               'BLOCK_C': block_c})
     return [first, second]
 
 
@@ -228,4 +229,3 @@ def run(bound: list[tuple]) -> None:
 def global_pool_ref(x: torch.Tensor, positions: int) -> torch.Tensor:
     """Return the mean over the ``positions`` rows of ``x`` (P (+ 3), C): float32 (1, C)."""
     return x[:positions].float().mean(0, keepdim=True)
-

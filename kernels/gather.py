@@ -153,7 +153,7 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
                    in_width: int = 0, col0: int = 0, fill: float = 0.0,
                    steps: tuple = (), operands: dict | None = None) -> None:
     """
-    Reference of :func:`copy_tiles` (in place on ``out``).
+    Copy rows into listed tiles of ``out`` in place: the reference of :func:`copy_tiles`.
 
     ``x`` (P_in (+ 3), C); ``out`` (P_out (+ 3), C_out) with ``P_out = Ho * Wo``; ``tiles``
     int32 (capacity,) ids of ``tile[0] x tile[1]`` output tiles (row-major), the first

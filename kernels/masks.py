@@ -171,9 +171,9 @@ def candidates_args(cand: torch.Tensor, out_hw: tuple[int, int], tile: tuple[int
             dilation[1], pads[0], pads[1])
     counts = ([source_count] if source is not None else []) + [c for m, c in ops if m is not None]
     gate = gate and not dense and bool(counts) and all(c is not None for c in counts)
-    meta = dict(GEOM=geom, KH=kh, KW=kw, OP0=op_kinds[0], OP1=op_kinds[1], GATE=gate,
-                ACCUM=accumulate, DENSE=dense, LIST=listing, COUNT_CHANGED=count_changed,
-                TY=tile[0], TX=tile[1])
+    meta = {'GEOM': geom, 'KH': kh, 'KW': kw, 'OP0': op_kinds[0], 'OP1': op_kinds[1],
+            'GATE': gate, 'ACCUM': accumulate, 'DENSE': dense, 'LIST': listing,
+            'COUNT_CHANGED': count_changed, 'TY': tile[0], 'TX': tile[1]}
     return _candidates_kernel, (tile_grid(out_hw, tile),), args, meta
 
 
@@ -234,7 +234,7 @@ def _tile_flags_kernel(mask_ptr, flags_ptr, H, W, T, ntx, BLOCK: tl.constexpr):
 
 
 def tile_flags(mask: torch.Tensor, tile: int) -> torch.Tensor:
-    """Flags of ``tile x tile`` tiles holding a set element (see :func:`tile_flags_ref`)."""
+    """Flag the ``tile x tile`` tiles holding a set element (see :func:`tile_flags_ref`)."""
     check_device(mask)
     h, w = mask.shape
     nty, ntx = cdiv(h, tile), cdiv(w, tile)
@@ -291,7 +291,7 @@ def list_tiles(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def list_tiles_ref(flags: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """
-    Reference of :func:`list_tiles`: the set flags' flat indices in increasing order.
+    List the set flags' flat indices in increasing order (the reference of list_tiles).
 
     ``flags`` bool (any shape, n elements); returns (int32 (max(1, n),) with -1 after the
     listed entries, int32 (1,) count).

@@ -289,7 +289,7 @@ def _(mask: Tensor, tile: int) -> Tensor:
 
 @torch.library.custom_op('sparse_perception::list_tiles', mutates_args=())
 def list_tiles(flags: Tensor) -> tuple[Tensor, Tensor]:
-    """Indices of set flags with a device-side count, no host synchronisation (reference)."""
+    """List set flags with a device-side count, without a host sync (reference)."""
     return masks.list_tiles_ref(flags)
 
 

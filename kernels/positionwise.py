@@ -101,8 +101,8 @@ def positionwise_args(x: torch.Tensor, out: torch.Tensor, fn: str, out_hw: tuple
     args = (x, x.stride(0), out, out.stride(0), cand if cand is not None else out, tiles,
             count if count is not None else tiles, tiles.numel(), out_hw[0], out_hw[1],
             channels)
-    meta = dict(FN=FUNCTIONS[fn], HAS_CAND=cand is not None, HAS_COUNT=count is not None,
-                TY=tile[0], TX=tile[1], BLOCK_C=block(channels, 16, 64))
+    meta = {'FN': FUNCTIONS[fn], 'HAS_CAND': cand is not None, 'HAS_COUNT': count is not None,
+            'TY': tile[0], 'TX': tile[1], 'BLOCK_C': block(channels, 16, 64)}
     return _positionwise_kernel, (max(1, tiles.numel()),), args, meta
 
 

@@ -14,8 +14,9 @@
 
 
 """
-Checks of every Triton kernel against its reference, shared by the pure tier (CPU tensors
-through Triton's interpreter) and the gpu tier (CUDA).
+Checks of every Triton kernel against its reference, for the pure and gpu tiers.
+
+The pure tier runs them on CPU tensors through Triton's interpreter, the gpu tier on CUDA.
 
 Each ``check_*`` draws random shapes from a seed (channels not multiples of 8, odd sizes),
 runs the kernel and its plain-torch reference, and asserts agreement with a tolerance that
@@ -37,7 +38,7 @@ import torch.nn.functional as F
 
 
 def tolerance(dtype: torch.dtype, ref32: torch.Tensor, low: torch.Tensor | None) -> float:
-    """Allowed max abs error against an fp32 reference for results in ``dtype``."""
+    """Return the allowed max abs error against an fp32 reference for results in ``dtype``."""
     scale = float(ref32.abs().max()) if ref32.numel() else 1.0
     scale = max(scale, 1e-3)
     if dtype == torch.float32:
@@ -430,7 +431,7 @@ def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: f
 
 
 def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float) -> None:
-    """Padding (tables with a fill value) and concatenation (channel offset) over tiles."""
+    """Check padding (tables with a fill value) and concatenation (channel offset) over tiles."""
     from sparse_perception.kernels import gather, window
 
     r, g = _rng(seed)
@@ -493,7 +494,7 @@ def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> N
 
 
 def check_candidates(device: str, seed: int) -> None:
-    """The candidate kernel: receptive field, operands, listing and counting on the device."""
+    """Check the candidate kernel: receptive field, operands, listing and device counts."""
     from sparse_perception.kernels import masks, window
     from sparse_perception.kernels._runtime import launch
 

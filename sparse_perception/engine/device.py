@@ -521,12 +521,12 @@ class DeviceModel:
         k = self.k
         sources = [(changed[v], count[v]) for v in s.inputs]
         operands = [(changed[v], count[v]) for v in s.layer.operands()[len(s.inputs):]]
-        common = dict(tiles=tiles, count=tile_count, stats=row, dense=dense,
-                      count_changed=not test)
+        common = {'tiles': tiles, 'count': tile_count, 'stats': row, 'dense': dense,
+                  'count_changed': not test}
         first, rest = sources[0], sources[1:]
         if not rest and len(operands) <= 2:
-            kw = dict(source=first[0], source_count=first[1], in_hw=s.in_hw,
-                      operands=tuple(operands))
+            kw = {'source': first[0], 'source_count': first[1], 'in_hw': s.in_hw,
+                  'operands': tuple(operands)}
             if s.geom == 'window':
                 kw['window'] = s.window
             elif s.geom == 'table':
@@ -537,7 +537,7 @@ class DeviceModel:
         bound = []
         for i, (what, mask, cnt) in enumerate(parts):
             last = i == len(parts) - 1
-            kw = dict(accumulate=i > 0, gate=False, dense=dense)
+            kw = {'accumulate': i > 0, 'gate': False, 'dense': dense}
             if what == 'source':
                 kw.update(source=mask, source_count=cnt, in_hw=s.in_hw)
             else:
@@ -554,7 +554,7 @@ class DeviceModel:
         values = state.plan.program.values
         src = state.caches[s.inputs[0]]
         w = s.weights
-        common = dict(cand=cand, epilogue=ep)
+        common = {'cand': cand, 'epilogue': ep}
         if s.kind == 'conv1x1':
             return [k.conv1x1.conv1x1_tiles_args(src, w['weight_t'], w['bias'], target,
                                                  s.out_hw, s.tile, tiles, tile_count,

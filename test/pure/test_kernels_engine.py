@@ -30,9 +30,9 @@ import os
 import kernel_networks as kn
 import pytest
 from sparse_perception import settings as st
+from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
                                       ReferenceBackend, UnsupportedOpError)
-from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine.device import DeviceModel
 from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
 from sparse_perception.engine.testing import (effective_inputs, max_relative_difference,
@@ -259,7 +259,7 @@ def launches(monkeypatch):
 
 
 def signature(record):
-    """A launch list with tensors replaced by (address, shape, dtype)."""
+    """Return a launch list with tensors replaced by (address, shape, dtype)."""
     def key(a):
         if isinstance(a, torch.Tensor):
             return ('tensor', a.data_ptr(), tuple(a.shape), a.dtype)
