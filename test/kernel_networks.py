@@ -82,7 +82,7 @@ class Branches(nn.Module):
 def build(name: str, seed: int = 0) -> nn.Module:
     """Return a named test network with deterministic random weights, in eval mode."""
     model = {'mobile': MobileBlock, 'mobile_argmax': lambda: MobileBlock('argmax'),
-             'branches': Branches}[name]()
+             'mobile_logits': lambda: MobileBlock('none'), 'branches': Branches}[name]()
     return randomize(model, seed).eval()
 
 
@@ -108,3 +108,8 @@ def frames(channels: int, height: int, width: int, count: int, seed: int = 0,
             tiles = torch.rand(th, tw, generator=g) < 0.15
         out.append((x, ChangeMap(tiles, False, float(tiles.float().mean()), 0.0, tile, 0)))
     return out
+
+
+def tiny_segmenter() -> nn.Module:
+    """Return a small logits network (``module:function`` for the GPU bench dry run)."""
+    return build('mobile_logits', seed=3)

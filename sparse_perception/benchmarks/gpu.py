@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import datetime
 import json
 import platform
@@ -218,6 +219,18 @@ def time_frames(call: Callable[[int], Any], count: int, warmup: int, timer: Any,
     return times
 
 
+class WallTimer:
+    """Host wall clock (the CPU dry run; meaningless for GPU work)."""
+
+    def start(self) -> None:
+        """Note the start time."""
+        self._t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        """Return the elapsed milliseconds."""
+        return (time.perf_counter() - self._t0) * 1e3
+
+
 class CudaTimer:
     """CUDA events around a region on the current stream; ``stop`` waits for the end."""
 
@@ -236,6 +249,72 @@ class CudaTimer:
         self._end.record()
         self._end.synchronize()
         return float(self._start.elapsed_time(self._end))
+
+
+class _Cuda:
+    """What the benchmark needs from CUDA: events, graphs, the allocator."""
+
+    dry = False
+    timer = CudaTimer
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device('cuda')
+
+    def capture(self, body: Callable[[], Any]) -> Callable[[], Any]:
+        """Capture ``body`` (after a warm-up on a side stream); return replay-and-output."""
+        import torch
+
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream), torch.inference_mode():
+            for _ in range(3):
+                body()
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.inference_mode(), torch.cuda.graph(graph):
+            out = body()
+
+        def replay() -> Any:
+            graph.replay()
+            return out
+        return replay
+
+    def empty_cache(self) -> None:
+        """Return cached blocks to the driver between parts."""
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+class _DryRun(_Cuda):
+    """
+    The CPU stand-in used by tests: every code path but CUDA graphs and events.
+
+    'Graph' engines run eagerly and times come from the wall clock; the figures mean
+    nothing and are marked so.
+    """
+
+    dry = True
+    timer = WallTimer
+
+    def __init__(self) -> None:
+        import torch
+
+        self.device = torch.device('cpu')
+
+    def capture(self, body: Callable[[], Any]) -> Callable[[], Any]:
+        """Return ``body`` under inference mode (no graphs on the CPU)."""
+        import torch
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return body()
+        return run
+
+    def empty_cache(self) -> None:
+        """Do nothing."""
 
 
 def run_entry(engine: str, resolution: Sequence[int], times_ms: Sequence[float],
@@ -257,52 +336,64 @@ def run_entry(engine: str, resolution: Sequence[int], times_ms: Sequence[float],
 def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         warmup: int = 5, model_name: str = 'mobilenet_v2_deeplabv3', dtype_name: str = 'fp16',
         change_threshold: float = 12.0, tile_size: int = 16, sweep_frames: int = 10,
-        layer_repeats: int = 50, diff_every: int = 4, quick: bool = False) -> dict:
-    """Run the whole benchmark on CUDA and return the result dict (see the module doc)."""
+        layer_repeats: int = 50, diff_every: int = 4, quick: bool = False,
+        device: str = 'cuda', layers: Sequence[tuple] = LAYERS,
+        sweep_p: Sequence[float] = SWEEP_P, layer_p: Sequence[float] = LAYER_P) -> dict:
+    """
+    Run the whole benchmark and return the result dict (see the module doc).
+
+    ``device`` 'cpu' is a dry run for tests (kernels under Triton's interpreter, no graphs,
+    wall-clock times): it checks the code paths, its figures mean nothing.
+    """
     import torch
     import triton
 
     from sparse_perception.benchmarks.engine import _cpu_model, _model, _vtest
 
     started = time.perf_counter()
-    device = torch.device('cuda')
+    m = _Cuda() if device == 'cuda' else _DryRun()
     dtype = torch.float16 if dtype_name == 'fp16' else torch.float32
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     clip = _vtest(warmup + frames, tuple(resolutions[0]))
-    model32, label, normalise = _model(model_name, clip, 'cuda')
+    model32, label, normalise = _model(model_name, clip, m.device.type)
     runs, details = [], {}
     for resolution in resolutions:
         clip = _vtest(warmup + frames, tuple(resolution))
-        entries, info = _real_frames(model32, clip, resolution, normalise, dtype, warmup,
+        entries, info = _real_frames(m, model32, clip, resolution, normalise, dtype, warmup,
                                      change_threshold, tile_size, diff_every)
         runs += entries
         details['%dx%d' % tuple(resolution)] = info
     largest = max(resolutions, key=lambda r: r[0] * r[1])
     dense_graph_ms = next((r['median_ms'] for r in runs if r['engine'] == 'dense_graph'
                            and r['resolution'] == list(largest)), None)
-    first = _to_input(_vtest(1, tuple(largest))[0], normalise, device, torch.float32)
-    sweep = _synthetic_sweep(model32, largest, dtype, sweep_frames, dense_graph_ms, first)
-    layers = [_layer_curve(spec, dtype, layer_repeats) for spec in LAYERS]
-    props = torch.cuda.get_device_properties(device)
+    first = _to_input(_vtest(1, tuple(largest))[0], normalise, m.device, torch.float32)
+    sweep = _synthetic_sweep(m, model32, largest, dtype, sweep_frames, dense_graph_ms, first,
+                             sweep_p, min(2, warmup))
+    curves = [_layer_curve(m, spec, dtype, layer_repeats, layer_p) for spec in layers]
+    if m.dry:
+        gpu, machine = 'none: a dry run on the CPU (figures mean nothing)', {}
+    else:
+        props = torch.cuda.get_device_properties(m.device)
+        gpu = torch.cuda.get_device_name(m.device)
+        machine = {'gpu_capability': f'{props.major}.{props.minor}',
+                   'gpu_memory_gib': round(props.total_memory / 2 ** 30, 1),
+                   'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version()}
     return {
-        'gpu': torch.cuda.get_device_name(device),
+        'gpu': gpu,
         'torch': torch.__version__,
         'triton': triton.__version__,
         'runs': runs,
-        'layers': layers,
+        'layers': curves,
         'sweep': sweep,
         'model': label,
         'dtype': dtype_name,
         'frames': frames,
         'warmup_frames': warmup,
-        'quick': quick,
+        'quick': quick or m.dry,
         'details': details,
-        'machine': {'gpu_capability': f'{props.major}.{props.minor}',
-                    'gpu_memory_gib': round(props.total_memory / 2 ** 30, 1),
-                    'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(),
-                    'cpu': _cpu_model(), 'python': platform.python_version(),
-                    'platform': platform.platform()},
+        'machine': dict(machine, cpu=_cpu_model(), python=platform.python_version(),
+                        platform=platform.platform()),
         'method': 'CUDA events around each frame (input copy included for graph engines), '
                   'warm-up frames dropped; max_rel_diff is the max abs difference from the '
                   'dense fp32 model on the input the engine has seen, over the dense output '
@@ -334,7 +425,11 @@ def _rel_diff(y: Any, expected: Any) -> float:
 
 def _fold(model: Any) -> Any:
     """Return a copy with BatchNorm folded into the convolutions (as the engine folds them)."""
-    from torch.fx.experimental.optimization import fuse
+    import warnings
+
+    with warnings.catch_warnings():  # the module imports deprecated torch.jit helpers
+        warnings.simplefilter('ignore', DeprecationWarning)
+        from torch.fx.experimental.optimization import fuse
 
     try:
         return fuse(copy.deepcopy(model))
@@ -342,21 +437,13 @@ def _fold(model: Any) -> Any:
         return copy.deepcopy(model)
 
 
-def _dense_engines(model: Any, example: Any) -> dict:
+def _dense_engines(m: _Cuda, model: Any, example: Any) -> dict:
     """Dense channels_last (BatchNorm folded): an eager and a CUDA-graph callable."""
     import torch
 
     dense = _fold(model).to(memory_format=torch.channels_last)
     static_x = example.clone()
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.inference_mode():
-        for _ in range(3):
-            dense(static_x)
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        static_out = dense(static_x)
+    graph = m.capture(lambda: dense(static_x))
 
     def eager(x, tiles, state):
         with torch.inference_mode():
@@ -364,13 +451,12 @@ def _dense_engines(model: Any, example: Any) -> dict:
 
     def replay(x, tiles, state):
         static_x.copy_(x)
-        graph.replay()
-        return static_out
+        return graph()
 
     return {'dense_eager': (eager, None), 'dense_graph': (replay, None)}
 
 
-def _incremental_engines(model: Any) -> dict:
+def _incremental_engines(m: _Cuda, model: Any) -> dict:
     from sparse_perception.engine import EngineConfig, IncrementalModel
     from sparse_perception.engine.device import DeviceModel
 
@@ -378,19 +464,20 @@ def _incremental_engines(model: Any) -> dict:
     for name, engine in (
             ('incremental_reference', IncrementalModel(model, EngineConfig(backend='reference'))),
             ('incremental_kernels', DeviceModel(model, EngineConfig(), graph=False)),
-            ('incremental_kernels_graph', DeviceModel(model, EngineConfig(), graph=True))):
+            ('incremental_kernels_graph', DeviceModel(model, EngineConfig(),
+                                                      graph=not m.dry))):
         out[name] = (engine, engine.new_state())
     return out
 
 
-def _real_frames(model32: Any, clip: list, resolution: Sequence[int], normalise: tuple,
+def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], normalise: tuple,
                  dtype: Any, warmup: int, change_threshold: float, tile_size: int,
                  diff_every: int) -> tuple[list, dict]:
     import torch
 
-    from sparse_perception.change import ChangeDetector, ChangeMap
+    from sparse_perception.change import ChangeDetector
 
-    device = torch.device('cuda')
+    device = m.device
     detector = ChangeDetector(threshold=change_threshold, tile_size=tile_size)
     inputs, maps, seen, fractions, detect_ms = [], [], {}, [], []
     count = len(clip)
@@ -400,15 +487,14 @@ def _real_frames(model32: Any, clip: list, resolution: Sequence[int], normalise:
         cm = detector.update(frame)
         detect_ms.append((time.perf_counter() - t0) * 1e3)
         inputs.append(_to_input(frame, normalise, device, dtype))
-        maps.append(ChangeMap(cm.tiles.to(device), cm.refresh, cm.changed_fraction,
-                              cm.pixel_fraction, cm.tile_size, cm.index))
+        maps.append(dataclasses.replace(cm, tiles=cm.tiles.to(device)))
         fractions.append(cm.changed_fraction)
         if i in check:
             seen[i] = _to_input(detector.reference.cpu().numpy(), normalise, device,
                                 torch.float32)
     model = copy.deepcopy(model32).to(dtype)
-    engines = _dense_engines(model, inputs[0])
-    engines.update(_incremental_engines(model))
+    engines = _dense_engines(m, model, inputs[0])
+    engines.update(_incremental_engines(m, model))
 
     def reference(i: int, raw: bool):
         # Dense engines saw the frame itself, incremental ones the detector's reference.
@@ -438,7 +524,7 @@ def _real_frames(model32: Any, clip: list, resolution: Sequence[int], normalise:
             if i in check:
                 diffs.append(_rel_diff(out, reference(i, not incremental)))
 
-        times = time_frames(call, count, warmup, CudaTimer, after)
+        times = time_frames(call, count, warmup, m.timer, after)
         entry = run_entry(name, resolution, times, None,
                           statistics.fmean(active) if active else (1.0 if not incremental
                                                                    else None),
@@ -452,16 +538,17 @@ def _real_frames(model32: Any, clip: list, resolution: Sequence[int], normalise:
         if dense_graph_ms and entry['median_ms']:
             entry['speedup_vs_dense_graph'] = dense_graph_ms / entry['median_ms']
     del engines
-    torch.cuda.empty_cache()
+    m.empty_cache()
     return entries, info
 
 
-def _synthetic_sweep(model32: Any, resolution: Sequence[int], dtype: Any, frames: int,
-                     dense_graph_ms: float | None, first: Any) -> list:
+def _synthetic_sweep(m: _Cuda, model32: Any, resolution: Sequence[int], dtype: Any, frames: int,
+                     dense_graph_ms: float | None, first: Any,
+                     fractions: Sequence[float] = SWEEP_P, warmup: int = 2) -> list:
     """Random 16-pixel tiles changing with share p; time per engine and p."""
     import torch
 
-    device = torch.device('cuda')
+    device = m.device
     h, w = resolution
     tile = 16
     th, tw = -(-h // tile), -(-w // tile)
@@ -470,12 +557,12 @@ def _synthetic_sweep(model32: Any, resolution: Sequence[int], dtype: Any, frames
     x0 = first if first is not None else torch.randn(1, 3, h, w, generator=g).to(device)
     out = []
     for name in SWEEP_ENGINES:
-        engine, state = _incremental_engines(model)[name]
+        engine, state = _incremental_engines(m, model)[name]
         engine(x0.to(dtype), None, state)
         x = x0.to(dtype).clone()
-        for p in SWEEP_P:
+        for p in fractions:
             batch = []
-            for _ in range(frames + 2):
+            for _ in range(frames + warmup):
                 n = max(1, round(p * th * tw))
                 tiles = torch.zeros(th * tw, dtype=torch.bool)
                 tiles[torch.randperm(th * tw, generator=g)[:n]] = True
@@ -490,21 +577,22 @@ def _synthetic_sweep(model32: Any, resolution: Sequence[int], dtype: Any, frames
                 return engine(batch[i][0], batch[i][1], state)
 
             def after(i, out_, engine=engine, active=active):
-                if i >= 2:
+                if i >= warmup:
                     active.append(engine.last_stats.active_fraction)
 
-            times = time_frames(call, len(batch), 2, CudaTimer, after)
+            times = time_frames(call, len(batch), warmup, m.timer, after)
             s = summarize(times)
             out.append({'engine': name, 'resolution': [h, w], 'p': p, **s,
                         'ratio_vs_dense_graph': s['median_ms'] / dense_graph_ms
                         if dense_graph_ms and s['median_ms'] else None,
                         'active_fraction': statistics.fmean(active) if active else None})
         del engine, state
-        torch.cuda.empty_cache()
+        m.empty_cache()
     return out
 
 
-def _layer_curve(spec: tuple, dtype: Any, repeats: int) -> dict:
+def _layer_curve(m: _Cuda, spec: tuple, dtype: Any, repeats: int,
+                 fractions: Sequence[float] = LAYER_P) -> dict:
     """Time one layer's launches in the device mode by changed fraction, and dense cuDNN."""
     import torch
     from torch import nn
@@ -514,7 +602,7 @@ def _layer_curve(spec: tuple, dtype: Any, repeats: int) -> dict:
     from sparse_perception.engine.testing import randomize
 
     name, kind, (h, w), cin, cout, stride = spec
-    device = torch.device('cuda')
+    device = m.device
     if kind == 'conv1x1':
         conv = nn.Conv2d(cin, cout, 1, bias=False)
     elif kind == 'depthwise3x3':
@@ -527,14 +615,14 @@ def _layer_curve(spec: tuple, dtype: Any, repeats: int) -> dict:
     x = torch.randn(1, cin, h, w, generator=g).to(device, dtype)
     x = x.contiguous(memory_format=torch.channels_last)
     dense = _fold(layer).to(memory_format=torch.channels_last)
-    dense_us = _graph_us(lambda: dense(x), repeats)
+    dense_us = _graph_us(m, lambda: dense(x), repeats)
     engine = DeviceModel(layer, EngineConfig(), graph=False)
     state = engine.new_state()
     engine(x, None, state)
     tile = 8
     th, tw = -(-h // tile), -(-w // tile)
     curve = []
-    for p in LAYER_P:
+    for p in fractions:
         n = round(p * th * tw)
         tiles = torch.zeros(th * tw, dtype=torch.bool)
         tiles[torch.randperm(th * tw, generator=g)[:n]] = True
@@ -551,7 +639,7 @@ def _layer_curve(spec: tuple, dtype: Any, repeats: int) -> dict:
             row.zero_()  # the layer's tile counter, as the frame clears it
             for kernel, grid, args, meta in bound:
                 launch(kernel, grid, *args, **meta)
-        us = _graph_us(layer_launches, repeats)
+        us = _graph_us(m, layer_launches, repeats)
         stats = engine.last_stats.layers[0]
         curve.append({'p': p, 'us': us, 'ratio_vs_dense': us / dense_us,
                       'active_fraction': stats.active_fraction})
@@ -560,20 +648,10 @@ def _layer_curve(spec: tuple, dtype: Any, repeats: int) -> dict:
             'break_even_p': break_even(curve[1:], dense_us), 'curve': curve}
 
 
-def _graph_us(body: Callable[[], Any], repeats: int) -> float:
+def _graph_us(m: _Cuda, body: Callable[[], Any], repeats: int) -> float:
     """Median microseconds of one replay of ``body`` captured as a CUDA graph."""
-    import torch
-
-    stream = torch.cuda.Stream()
-    stream.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(stream), torch.inference_mode():
-        for _ in range(3):
-            body()
-    torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.inference_mode(), torch.cuda.graph(graph):
-        body()
-    times = time_frames(lambda i: graph.replay(), repeats + 3, 3, CudaTimer)
+    replay = m.capture(body)
+    times = time_frames(lambda i: replay(), repeats + 3, 3, m.timer)
     return summarize(times)['median_ms'] * 1e3
 
 

@@ -21,10 +21,12 @@ Argument handling, the exit code, and the result contract built from a fake timi
 """
 
 import json
+import os
 
 import pytest
 from sparse_perception import cli
 from sparse_perception.benchmarks import gpu
+from support import require_shared
 import torch
 
 
@@ -115,3 +117,32 @@ def test_result_contract_from_a_fake_timing_source(tmp_path):
     assert '| 1080x1920 | incremental_kernels_graph | 0.500 |' in report
     assert 'QUICK: not for results' in report
     assert not list(tmp_path.glob('*.tmp'))
+
+
+@pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1',
+                    reason='the dry run needs the kernels on the CPU (the interpreter)')
+def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
+    """Every code path but CUDA graphs and events, tiny sizes; the figures mean nothing."""
+    require_shared('data/vtest/vtest.avi')
+    pytest.importorskip('cv2')
+    layers = [('conv1x1 tiny', 'conv1x1', (16, 24), 5, 7, 1),
+              ('depthwise3x3 tiny', 'depthwise3x3', (16, 24), 6, 6, 2),
+              ('conv3x3 tiny', 'conv3x3', (16, 24), 4, 5, 1)]
+    result = gpu.run(resolutions=[(32, 48)], frames=2, warmup=1,
+                     model_name='kernel_networks:tiny_segmenter', dtype_name='fp32',
+                     sweep_frames=1, layer_repeats=1, diff_every=1, device='cpu',
+                     layers=layers, sweep_p=(0.5,), layer_p=(0.0, 0.25, 1.0))
+    assert result['gpu'].startswith('none: a dry run') and result['quick']
+    assert [r['engine'] for r in result['runs']] == list(gpu.ENGINES)
+    for r in result['runs']:
+        assert r['frames'] == 2 and r['median_ms'] > 0 and r['max_rel_diff'] is not None
+        if r['engine'] != 'incremental_reference':  # the kernels and dense paths agree
+            assert r['max_rel_diff'] <= 1e-4, r
+    assert [s['engine'] for s in result['sweep']] == list(gpu.SWEEP_ENGINES)
+    assert [c['layer'] for c in result['layers']] == [spec[0] for spec in layers]
+    for curve in result['layers']:
+        assert [c['p'] for c in curve['curve']] == [0.0, 0.25, 1.0]
+        assert curve['curve'][0]['active_fraction'] == 0.0
+        assert curve['curve'][-1]['active_fraction'] == 1.0
+    gpu.write_outputs(result, str(tmp_path / 'dry.json'), None)
+    assert json.loads((tmp_path / 'dry.json').read_text())['runs']
