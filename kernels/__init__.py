@@ -15,5 +15,56 @@
 """
 GPU kernels (Triton), each beside its pure-torch reference.
 
-Installed as ``sparse_perception.kernels``; nothing here compiles or touches CUDA at import.
+Installed as ``sparse_perception.kernels``. Importing it registers the 'kernels' engine
+backend and nothing else: Triton is imported, and the choice between compiled kernels and
+Triton's CPU interpreter made, only when a backend or op is first built.
+
+Modules (one per kernel family; each Triton kernel has a ``*_ref`` beside it):
+
+- ``gather``: rows of a cache at an index; copies into listed tiles (padding, concatenation)
+- ``epilogue``: the fused epilogue, change test and scatter (``store_epilogue``)
+- ``conv1x1``: 1x1 convolution as a GEMM over active rows (tensor cores)
+- ``depthwise``: depthwise KxK convolution over tiles (stride 1 and 2, dilation)
+- ``conv``: dense and grouped KxK convolution over tiles (implicit GEMM)
+- ``pool``: max and average pooling over tiles
+- ``resample``: nearest/bilinear/bicubic/area resampling from taps
+- ``masks``: receptive-field dilation, tile flags, sync-free active-tile lists
+- ``frame``: the sync-free frame's input intake and global average pooling
+- ``ops``: the ``torch.library`` custom ops (namespace ``sparse_perception``)
+- ``backend``: the 'kernels' backend of the engine's eager executor
 """
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _backend_factory(device: Any) -> Any:
+    """Return a KernelsBackend for ``device``, or None where the kernels cannot run."""
+    import torch
+
+    from sparse_perception.engine.errors import EngineError
+
+    device = torch.device(device)
+    try:
+        from sparse_perception.kernels._runtime import can_run_on
+    except ImportError:  # no Triton
+        return None
+    ok, reason = can_run_on(device)
+    if not ok:
+        if device.type == 'cuda':
+            return None  # 'auto' falls back to the reference and says why in the log
+        raise EngineError(f"backend 'kernels' cannot run here: {reason}; use backend "
+                          "'reference' (or 'auto') on the CPU")
+    from sparse_perception.kernels.backend import KernelsBackend
+
+    return KernelsBackend(device)
+
+
+def _register() -> None:
+    from sparse_perception.engine.backend import register_backend
+
+    register_backend('kernels', _backend_factory)
+
+
+_register()

@@ -24,9 +24,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# name -> module providing register(subparsers); issue 4 adds the GPU benchmark here.
+# name -> module providing register(subparsers).
 BENCHMARKS = (
     'sparse_perception.benchmarks.engine',
+    'sparse_perception.benchmarks.gpu',
 )
 
 

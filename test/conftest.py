@@ -44,6 +44,25 @@ os.environ.setdefault('ROS_DOMAIN_ID', str(random.SystemRandom().randint(1, 100)
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 
+def _interpret_kernels_without_cuda() -> None:
+    """
+    Run the Triton kernels in Triton's CPU interpreter where there is no GPU.
+
+    ``triton.jit`` picks the interpreter or compiled kernels when a kernel module is
+    imported, so this must happen before any test imports sparse_perception.kernels.
+    On a CUDA machine the kernels compile (the gpu tier runs them) and the pure tier's
+    interpreter tests skip.
+    """
+    if 'TRITON_INTERPRET' in os.environ:
+        return
+    import torch
+    if not torch.cuda.is_available():
+        os.environ['TRITON_INTERPRET'] = '1'
+
+
+_interpret_kernels_without_cuda()
+
+
 def pytest_configure(config):
     for tier in TIERS:
         config.addinivalue_line('markers', f'{tier}: test of the {tier} tier (see conftest)')

@@ -1,0 +1,158 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+What every kernel module shares: Triton, the interpreter switch, launching, argument checks.
+
+Imported only by the kernel modules (never by ``sparse_perception.kernels`` itself), so that
+importing the package neither imports Triton nor decides between the interpreter and compiled
+kernels. ``triton.jit`` makes that decision when a kernel module is imported: with
+``TRITON_INTERPRET=1`` in the environment at that moment every kernel runs in Triton's CPU
+interpreter (on CPU tensors; CI does this), otherwise it compiles for CUDA on first launch.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import torch
+import triton
+import triton.language as tl
+
+# The mode the kernel modules were created in (they import this module first).
+INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
+
+# Callables ``recorder(kernel, grid, args, meta)`` told about every launch (tests use them to
+# check that a frame's launches are the same from frame to frame, and to collect the
+# specialisations to compile ahead of time for a GPU target).
+RECORDERS: list[Callable[..., None]] = []
+
+
+class KernelError(RuntimeError):
+    """A kernel was called with tensors it cannot work on."""
+
+
+def launch(kernel: Any, grid: tuple, *args: Any, **meta: Any) -> None:
+    """Launch ``kernel[grid](*args, **meta)``, telling the recorders first."""
+    for record in RECORDERS:
+        record(kernel, grid, args, meta)
+    kernel[grid](*args, **meta)
+
+
+def check_device(*tensors: torch.Tensor) -> None:
+    """Raise :class:`KernelError` unless the kernels can read every tensor given."""
+    for t in tensors:
+        if t is None:
+            continue
+        if t.device.type == 'cuda':
+            continue
+        if t.device.type == 'cpu' and INTERPRETED:
+            continue
+        raise KernelError(
+            f'a Triton kernel got a tensor on {t.device}; compiled kernels need CUDA tensors '
+            "and CPU tensors need Triton's interpreter (TRITON_INTERPRET=1 set before "
+            'sparse_perception.kernels is first used). Use the reference backend on the CPU.')
+
+
+def can_run_on(device: torch.device) -> tuple[bool, str]:
+    """Return (True, '') if kernels can run on ``device``, else (False, the reason)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        if INTERPRETED:
+            return False, ('TRITON_INTERPRET=1 was set when the kernels were imported, so they '
+                           'would run in the slow CPU interpreter')
+        return True, ''
+    if device.type == 'cpu' and INTERPRETED:
+        return True, ''
+    return False, (f"the kernels run on CUDA, and on the CPU only under Triton's interpreter "
+                   f'(TRITON_INTERPRET=1 before the first import); got {device}')
+
+
+def next_pow2(n: int) -> int:
+    """Return the smallest power of two >= ``n`` (1 for n <= 1)."""
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def block(n: int, low: int, high: int) -> int:
+    """Return a power-of-two block size for an extent ``n``, clamped to [low, high]."""
+    return max(low, min(high, next_pow2(n)))
+
+
+def cdiv(a: int, b: int) -> int:
+    """Return ceil(a / b) for positive b."""
+    return -(-a // b)
+
+
+def as_u8(mask: torch.Tensor) -> torch.Tensor:
+    """View a bool mask as uint8 (the kernels read and write bytes)."""
+    return mask.view(torch.uint8) if mask.dtype == torch.bool else mask
+
+
+TL_FLOAT = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def check_float(*tensors: torch.Tensor) -> None:
+    """Raise :class:`KernelError` unless every tensor is float32, float16 or bfloat16."""
+    for t in tensors:
+        if t is not None and t.dtype not in TL_FLOAT:
+            raise KernelError(f'a kernel got a {t.dtype} tensor; expected float32, float16 or '
+                              'bfloat16 (other dtypes run on the reference backend)')
+
+
+def dummy(like: torch.Tensor) -> torch.Tensor:
+    """Return a tensor to pass for a pointer argument a kernel will not read."""
+    return like
+
+
+# -- helpers used inside kernels ----------------------------------------------------------------
+
+@triton.jit
+def work_count(count_ptr, n_items, HAS_COUNT: tl.constexpr):
+    """Return the number of work items: read on the device, or the launch argument."""
+    if HAS_COUNT:
+        n = tl.load(count_ptr)
+    else:
+        n = n_items
+    return n
+
+
+@triton.jit
+def work_item(list_ptr, pid, HAS_LIST: tl.constexpr):
+    """Return work item ``pid``: an entry of a list, or ``pid`` itself."""
+    if HAS_LIST:
+        t = tl.load(list_ptr + pid)
+    else:
+        t = pid
+    return t
+
+
+@triton.jit
+def tile_positions(t, Ho, Wo, TY: tl.constexpr, TX: tl.constexpr):
+    """
+    Return (image, oy, ox, valid) of the TY * TX positions of output tile ``t``.
+
+    Tiles number row-major over a batch of ``Ho x Wo`` maps; positions are row-major in the
+    tile; ``valid`` is False for positions past the map's edge.
+    """
+    ntx = (Wo + TX - 1) // TX
+    per_image = ((Ho + TY - 1) // TY) * ntx
+    b = t // per_image
+    r = t % per_image
+    i = tl.arange(0, TY * TX)
+    oy = (r // ntx) * TY + i // TX
+    ox = (r % ntx) * TX + i % TX
+    valid = (oy < Ho) & (ox < Wo)
+    return b, oy, ox, valid

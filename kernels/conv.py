@@ -1,0 +1,162 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+Dense and grouped KxK convolution over tiles of output positions, as an implicit GEMM.
+
+A program computes a tile of ``TY x TX`` output positions for a block of output channels of
+one group: for every tap (ky, kx) and block of the group's input channels it loads the
+input rows at that tap (zeros outside the map: the padding) and multiplies them with the
+weight slice on tensor cores (fp16/bf16 in, fp32 accumulate; fp32 with IEEE products). No
+patch is materialised: the gather with halo is fused into the loads.
+"""
+
+from __future__ import annotations
+
+from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
+                                                KernelError, launch, tile_positions,
+                                                work_count, work_item)
+from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.window import (channels_last_rows, Geometry, patch_geometry,
+                                              patch_tile, rows_as_nchw)
+import torch
+import torch.nn.functional as F
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def _conv_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
+                 list_ptr, count_ptr, n_items, Hi, Wi, Ho, Wo, sy, sx, dy, dx, pt, pl,
+                 Cin_g, Cout, Cout_g, n_blocks,
+                 e0_a, e0_b, e0_f0, e0_f1, e0_ld, e1_a, e1_b, e1_f0, e1_f1, e1_ld,
+                 e2_a, e2_b, e2_f0, e2_f1, e2_ld, e3_a, e3_b, e3_f0, e3_f1, e3_ld,
+                 E0: tl.constexpr, E0R: tl.constexpr, E0C: tl.constexpr,
+                 E1: tl.constexpr, E1R: tl.constexpr, E1C: tl.constexpr,
+                 E2: tl.constexpr, E2R: tl.constexpr, E2C: tl.constexpr,
+                 E3: tl.constexpr, E3R: tl.constexpr, E3C: tl.constexpr,
+                 KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr,
+                 HAS_CAND: tl.constexpr, HAS_LIST: tl.constexpr, HAS_COUNT: tl.constexpr,
+                 IEEE: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    pid = tl.program_id(0)
+    if pid >= work_count(count_ptr, n_items, HAS_COUNT):
+        return
+    t = work_item(list_ptr, pid, HAS_LIST)
+    b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
+    prow = b * Ho * Wo + oy * Wo + ox
+    if HAS_CAND:
+        rmask = valid & (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
+    else:
+        rmask = valid
+    g = tl.program_id(1) // n_blocks
+    local = (tl.program_id(1) % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
+    nmask = local < Cout_g
+    n = g * Cout_g + local
+    acc = tl.zeros((TY * TX, BLOCK_N), dtype=tl.float32)
+    base = b * Hi * Wi
+    for ky in tl.static_range(KH):
+        iy = oy * sy - pt + ky * dy
+        row_ok = rmask & (iy >= 0) & (iy < Hi)
+        for kx in tl.static_range(KW):
+            ix = ox * sx - pl + kx * dx
+            ok = row_ok & (ix >= 0) & (ix < Wi)
+            irow = (base + iy * Wi + ix).to(tl.int64)[:, None] * ld_x
+            for k0 in range(0, Cin_g, BLOCK_K):
+                kk = k0 + tl.arange(0, BLOCK_K)
+                kmask = kk < Cin_g
+                a = tl.load(x_ptr + irow + (g * Cin_g + kk)[None, :],
+                            mask=ok[:, None] & kmask[None, :], other=0.0)
+                wrow = ((ky * KW + kx) * Cin_g + kk).to(tl.int64)
+                w = tl.load(w_ptr + wrow[:, None] * Cout + n[None, :],
+                            mask=kmask[:, None] & nmask[None, :], other=0.0)
+                if IEEE:
+                    acc = tl.dot(a, w, acc, input_precision='ieee')
+                else:
+                    acc = tl.dot(a, w, acc)
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + n, mask=nmask, other=0.0).to(tl.float32)[None, :]
+    sink(acc, prow, prow, rmask, n, nmask, out_ptr, ld_out,
+         e0_a, e0_b, e0_f0, e0_f1, e0_ld, e1_a, e1_b, e1_f0, e1_f1, e1_ld,
+         e2_a, e2_b, e2_f0, e2_f1, e2_ld, e3_a, e3_b, e3_f0, e3_f1, e3_ld,
+         E0, E0R, E0C, E1, E1R, E1C, E2, E2R, E2C, E3, E3R, E3C)
+
+
+def conv_weight(weight: torch.Tensor) -> torch.Tensor:
+    """Convert a weight (Cout, Cin / groups, kh, kw) to the kernel layout (kh, kw, Cin_g, Cout)."""
+    if weight.dim() != 4:
+        raise KernelError(f'convolution weight {tuple(weight.shape)}: expected 4 dimensions')
+    return weight.permute(2, 3, 1, 0).contiguous()
+
+
+def conv_args(x: torch.Tensor, w_gemm: torch.Tensor, bias: torch.Tensor | None,
+              out: torch.Tensor, geometry: Geometry, groups: int, tile: tuple[int, int],
+              tiles: torch.Tensor, count: torch.Tensor | None,
+              cand: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE) -> tuple:
+    """
+    Bind a KxK convolution over listed tiles: ``(kernel, grid, args, meta)``.
+
+    ``x`` (B * Hi * Wi (+ 3), Cin) input rows; ``w_gemm`` (kh, kw, Cin / groups, Cout) from
+    :func:`conv_weight`; ``out`` (B * Ho * Wo (+ 3), Cout); ``tiles`` int32 tile ids
+    (``count`` int32 (1,) on the device, or None for all); ``cand`` uint8 positions to write.
+    """
+    check_device(x, w_gemm, bias, out)
+    check_float(x, w_gemm, bias, out)
+    kh, kw, cin_g, cout = w_gemm.shape
+    if (kh, kw) != tuple(geometry.kernel) or cout % groups or x.shape[1] != cin_g * groups:
+        raise KernelError(f'convolution: weight {tuple(w_gemm.shape)} (kh, kw, Cin_g, Cout), '
+                          f'{groups} groups and input channels {x.shape[1]} do not match')
+    if x.dtype != w_gemm.dtype:
+        raise KernelError(f'convolution: input is {x.dtype}, weights {w_gemm.dtype}')
+    cout_g = cout // groups
+    block_n, block_k = block(cout_g, 16, 64), block(cin_g, 16, 32)
+    n_blocks = cdiv(cout_g, block_n)
+    args = (x, x.stride(0), w_gemm, bias if bias is not None else w_gemm, out, out.stride(0),
+            cand if cand is not None else out, tiles, count if count is not None else tiles,
+            tiles.numel(), *geometry.args(), cin_g, cout, cout_g, n_blocks)
+    meta = dict(KH=kh, KW=kw, HAS_BIAS=bias is not None, HAS_CAND=cand is not None,
+                HAS_LIST=True, HAS_COUNT=count is not None, IEEE=x.dtype == torch.float32,
+                TY=tile[0], TX=tile[1], BLOCK_N=block_n, BLOCK_K=block_k,
+                **epilogue.kwargs(out))
+    return _conv_kernel, (max(1, tiles.numel()), groups * n_blocks), args, meta
+
+
+def conv_patches(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                 stride, dilation, groups: int,
+                 w_gemm: torch.Tensor | None = None) -> torch.Tensor:
+    """Convolve patches with padding 0 (see :func:`conv_patches_ref`)."""
+    t = patches.shape[0]
+    geometry, _ = patch_geometry(patches, weight.shape[2:], stride, dilation)
+    cout = weight.shape[0]
+    out = torch.empty(t * geometry.out_hw[0] * geometry.out_hw[1], cout, dtype=patches.dtype,
+                      device=patches.device)
+    if t:
+        tiles = torch.arange(t, dtype=torch.int32, device=patches.device)
+        kernel, grid, args, meta = conv_args(
+            channels_last_rows(patches), w_gemm if w_gemm is not None else conv_weight(weight),
+            bias, out, geometry, groups, patch_tile(geometry.out_hw), tiles, None)
+        launch(kernel, (t, grid[1]), *args, **meta)
+    return rows_as_nchw(out, t, geometry.out_hw)
+
+
+def conv_patches_ref(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     stride, dilation, groups: int) -> torch.Tensor:
+    """
+    Convolve a batch of patches (KxK, any stride, dilation and groups) with padding 0.
+
+    ``patches`` (t, Cin, ph, pw); ``weight`` (Cout, Cin / groups, kh, kw); ``bias`` (Cout,)
+    or None; result (t, Cout, T, T) with ``T = (ph - (kh - 1) * dh - 1) // sh + 1``.
+    """
+    return F.conv2d(patches, weight, bias, stride, 0, dilation, groups)

@@ -1,0 +1,304 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+The kernels as ``torch.library`` custom ops in the ``sparse_perception`` namespace.
+
+Every op's default implementation (every device) is the pure-torch reference beside its
+kernel; the Triton kernel is registered for CUDA; each op has a fake (meta) implementation,
+so the ops trace under ``torch.compile`` and ``torch.export``. ``torch.library.opcheck``
+checks them in CI on the CPU (the reference).
+
+The engine's backends call the launchers directly (a custom op's dispatch costs several
+microseconds per call, as much as a small kernel); the ops are the stable, traceable face
+of the same kernels for other code. Importing this module imports Triton.
+
+Ops (shapes for ``n`` rows, ``t`` patches):
+
+- ``gather_rows(src (R, C), index (...)) -> (..., C)``
+- ``linear_rows(rows (n, Cin), weight_t (Cin, Cout), bias (Cout,)?) -> (n, Cout)``
+- ``conv_patches(patches (t, Cin, ph, pw), weight (Cout, Cin/g, kh, kw), bias?, stride,
+  dilation, groups) -> (t, Cout, T, T)`` channels_last, padding 0 (depthwise or GEMM)
+- ``pool_patches(patches (t, C, ph, pw), mode, kernel, stride, dilation) -> (t, C, T, T)``
+- ``resample_taps(rows (n, K, C), weights (n, K)) -> (n, C)``
+- ``store_rows(dst (P + 3, C)!, index (n,)?, values (n, C), operand?, epilogue, threshold,
+  test) -> changed bool (n,)``: epilogue, change test and scatter; ``epilogue`` is a comma
+  list such as ``'add,relu'`` or ``'hardtanh(0,6)'`` whose binary steps read ``operand``
+- ``dilate_mask(mask (H, W), pads, kernel, stride, dilation, out_hw) -> (Ho, Wo)``
+- ``tile_flags(mask (H, W), tile) -> (ceil(H / tile), ceil(W / tile))``
+- ``list_tiles(flags) -> (list int32 (max(1, n),), count int32 (1,))``: sync-free
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Optional
+
+from sparse_perception.engine.graph import Step
+from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
+from sparse_perception.kernels import resample
+import torch
+from torch import Tensor
+
+_CL = torch.channels_last
+_BINARY = ('add', 'sub', 'mul', 'div')
+_TOKEN = re.compile(r'^\s*([a-z_0-9]+)\s*(?:\(([^)]*)\))?\s*$')
+
+
+def parse_epilogue(spec: str, operand: Optional[Tensor]) -> tuple[list, dict]:
+    """
+    Turn an epilogue string into engine steps and operands.
+
+    ``'relu'``, ``'relu6'``, ``'hardtanh(lo,hi)'``, ``'clamp(lo,hi)'``, ``'leaky_relu(s)'``,
+    ``'elu(a)'``, ``'hardswish'``, ``'hardsigmoid'``, ``'sigmoid'``, ``'silu'``, ``'tanh'``,
+    ``'gelu'``, ``'mish'``, and ``'add'``, ``'sub'``, ``'mul'``, ``'div'`` with ``operand``
+    (a cache (P' + 3, C') read at the same rows, or broadcast from one position).
+    """
+    steps: list = []
+    operands: dict = {}
+    for token in [t for t in spec.split(',') if t.strip()] if spec else []:
+        match = _TOKEN.match(token)
+        if match is None:
+            raise ValueError(f'epilogue step {token!r}: expected name or name(params)')
+        name, params = match.group(1), match.group(2)
+        values = tuple(float(p) for p in params.split(',')) if params else ()
+        if name in _BINARY:
+            if operand is None:
+                raise ValueError(f'epilogue step {name!r} needs the operand tensor')
+            operands[0] = operand
+            steps.append(Step('binary', name, operand=0))
+        elif name == 'relu6':
+            steps.append(Step('act', 'hardtanh', (0.0, 6.0)))
+        elif name in ('hardtanh', 'clamp'):
+            if len(values) != 2:
+                raise ValueError(f'epilogue step {token!r}: expected {name}(low,high)')
+            steps.append(Step('act', name, values))
+        elif name in ('leaky_relu', 'elu'):
+            steps.append(Step('act', name, values or ((0.01,) if name == 'leaky_relu' else
+                                                      (1.0,))))
+        elif name == 'gelu':
+            steps.append(Step('act', 'gelu', ('none',)))
+        elif name in ('relu', 'hardswish', 'hardsigmoid', 'sigmoid', 'silu', 'tanh', 'mish'):
+            steps.append(Step('act', name, ()))
+        else:
+            raise ValueError(f'epilogue step {name!r} is not known')
+    return steps, operands
+
+
+def _patch_out(patches: Tensor, kernel, stride, dilation) -> tuple[int, int]:
+    _, _, ph, pw = patches.shape
+    return ((ph - (kernel[0] - 1) * dilation[0] - 1) // stride[0] + 1,
+            (pw - (kernel[1] - 1) * dilation[1] - 1) // stride[1] + 1)
+
+
+# -- gather_rows -------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::gather_rows', mutates_args=())
+def gather_rows(src: Tensor, index: Tensor) -> Tensor:
+    """Rows ``src[index]`` (reference)."""
+    return gather.gather_rows_ref(src, index).clone()
+
+
+@gather_rows.register_kernel('cuda')
+def _(src: Tensor, index: Tensor) -> Tensor:
+    return gather.gather_rows(src, index)
+
+
+@gather_rows.register_fake
+def _(src: Tensor, index: Tensor) -> Tensor:
+    return src.new_empty(*index.shape, src.shape[1])
+
+
+# -- linear_rows -------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::linear_rows', mutates_args=())
+def linear_rows(rows: Tensor, weight_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+    """``rows @ weight_t + bias`` (reference)."""
+    return conv1x1.linear_rows_ref(rows, weight_t, bias)
+
+
+@linear_rows.register_kernel('cuda')
+def _(rows: Tensor, weight_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return conv1x1.linear_rows(rows.contiguous(), weight_t.contiguous(), bias)
+
+
+@linear_rows.register_fake
+def _(rows: Tensor, weight_t: Tensor, bias: Optional[Tensor]) -> Tensor:
+    return rows.new_empty(rows.shape[0], weight_t.shape[1])
+
+
+# -- conv_patches ------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::conv_patches', mutates_args=())
+def conv_patches(patches: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+                 dilation: list[int], groups: int) -> Tensor:
+    """Convolution of patches with padding 0, channels_last out (reference)."""
+    if groups == patches.shape[1] and weight.shape[1] == 1:
+        y = depthwise.depthwise_patches_ref(patches, weight, bias, stride, dilation)
+    else:
+        y = conv.conv_patches_ref(patches, weight, bias, stride, dilation, groups)
+    return y.contiguous(memory_format=_CL)
+
+
+@conv_patches.register_kernel('cuda')
+def _(patches: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+      dilation: list[int], groups: int) -> Tensor:
+    patches = patches.contiguous(memory_format=_CL)
+    if groups == patches.shape[1] and weight.shape[1] == 1:
+        return depthwise.depthwise_patches(patches, weight, bias, stride, dilation)
+    return conv.conv_patches(patches, weight, bias, stride, dilation, groups)
+
+
+@conv_patches.register_fake
+def _(patches: Tensor, weight: Tensor, bias: Optional[Tensor], stride: list[int],
+      dilation: list[int], groups: int) -> Tensor:
+    ho, wo = _patch_out(patches, weight.shape[2:], stride, dilation)
+    return torch.empty(patches.shape[0], weight.shape[0], ho, wo, dtype=patches.dtype,
+                       device=patches.device, memory_format=_CL)
+
+
+# -- pool_patches ------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::pool_patches', mutates_args=())
+def pool_patches(patches: Tensor, mode: str, kernel: list[int], stride: list[int],
+                 dilation: list[int]) -> Tensor:
+    """Max or average pooling of patches with padding 0, channels_last out (reference)."""
+    return pool.pool_patches_ref(patches, mode, kernel, stride, dilation).contiguous(
+        memory_format=_CL)
+
+
+@pool_patches.register_kernel('cuda')
+def _(patches: Tensor, mode: str, kernel: list[int], stride: list[int],
+      dilation: list[int]) -> Tensor:
+    return pool.pool_patches(patches.contiguous(memory_format=_CL), mode, kernel, stride,
+                             dilation)
+
+
+@pool_patches.register_fake
+def _(patches: Tensor, mode: str, kernel: list[int], stride: list[int],
+      dilation: list[int]) -> Tensor:
+    ho, wo = _patch_out(patches, kernel, stride, dilation if mode == 'max' else (1, 1))
+    return torch.empty(patches.shape[0], patches.shape[1], ho, wo, dtype=patches.dtype,
+                       device=patches.device, memory_format=_CL)
+
+
+# -- resample_taps -----------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::resample_taps', mutates_args=())
+def resample_taps(rows: Tensor, weights: Tensor) -> Tensor:
+    """Weighted sum of gathered taps (reference)."""
+    return resample.resample_taps_ref(rows, weights).contiguous()
+
+
+@resample_taps.register_kernel('cuda')
+def _(rows: Tensor, weights: Tensor) -> Tensor:
+    return resample.resample_taps(rows, weights)
+
+
+@resample_taps.register_fake
+def _(rows: Tensor, weights: Tensor) -> Tensor:
+    return rows.new_empty(rows.shape[0], rows.shape[2])
+
+
+# -- store_rows --------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::store_rows', mutates_args=('dst',))
+def store_rows(dst: Tensor, index: Optional[Tensor], values: Tensor, operand: Optional[Tensor],
+               epilogue_spec: str, threshold: float, test: bool) -> Tensor:
+    """Epilogue, change test and scatter into a cache; returns the changed rows (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    n = values.shape[0]
+    changed, _ = epilogue.store_rows_ref(dst, index, values, steps, operands, threshold, test)
+    flags = torch.zeros(n, dtype=torch.bool, device=values.device)
+    if not test or changed is None:
+        flags.fill_(True)
+    elif index is None:
+        flags[changed] = True
+    else:  # changed holds cache rows: map them back to positions in index
+        position = torch.full((dst.shape[0],), -1, dtype=torch.long, device=dst.device)
+        position[index] = torch.arange(n, device=dst.device)
+        flags[position[changed]] = True
+    return flags
+
+
+@store_rows.register_kernel('cuda')
+def _(dst: Tensor, index: Optional[Tensor], values: Tensor, operand: Optional[Tensor],
+      epilogue_spec: str, threshold: float, test: bool) -> Tensor:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    flags, _ = epilogue.store_rows(dst, index, values.contiguous(),
+                                   epilogue.encode(steps, operands), threshold, test)
+    return flags.bool() if test else torch.ones(values.shape[0], dtype=torch.bool,
+                                                device=values.device)
+
+
+@store_rows.register_fake
+def _(dst: Tensor, index: Optional[Tensor], values: Tensor, operand: Optional[Tensor],
+      epilogue_spec: str, threshold: float, test: bool) -> Tensor:
+    return values.new_empty(values.shape[0], dtype=torch.bool)
+
+
+# -- masks -------------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::dilate_mask', mutates_args=())
+def dilate_mask(mask: Tensor, pads: list[int], kernel: list[int], stride: list[int],
+                dilation: list[int], out_hw: list[int]) -> Tensor:
+    """Receptive-field image of a change mask through a window (reference)."""
+    return masks.dilate_mask_ref(mask, pads, kernel, stride, dilation, out_hw).contiguous()
+
+
+@dilate_mask.register_kernel('cuda')
+def _(mask: Tensor, pads: list[int], kernel: list[int], stride: list[int],
+      dilation: list[int], out_hw: list[int]) -> Tensor:
+    return masks.dilate_mask(mask, pads, kernel, stride, dilation, tuple(out_hw))
+
+
+@dilate_mask.register_fake
+def _(mask: Tensor, pads: list[int], kernel: list[int], stride: list[int],
+      dilation: list[int], out_hw: list[int]) -> Tensor:
+    return mask.new_empty(*out_hw, dtype=torch.bool)
+
+
+@torch.library.custom_op('sparse_perception::tile_flags', mutates_args=())
+def tile_flags(mask: Tensor, tile: int) -> Tensor:
+    """Tiles of a change mask that hold a set element (reference)."""
+    return masks.tile_flags_ref(mask, tile).contiguous()
+
+
+@tile_flags.register_kernel('cuda')
+def _(mask: Tensor, tile: int) -> Tensor:
+    return masks.tile_flags(mask, tile)
+
+
+@tile_flags.register_fake
+def _(mask: Tensor, tile: int) -> Tensor:
+    h, w = mask.shape
+    return mask.new_empty(-(-h // tile), -(-w // tile), dtype=torch.bool)
+
+
+@torch.library.custom_op('sparse_perception::list_tiles', mutates_args=())
+def list_tiles(flags: Tensor) -> tuple[Tensor, Tensor]:
+    """List set flags with a device-side count, without a host sync (reference)."""
+    return masks.list_tiles_ref(flags)
+
+
+@list_tiles.register_kernel('cuda')
+def _(flags: Tensor) -> tuple[Tensor, Tensor]:
+    return masks.list_tiles(flags)
+
+
+@list_tiles.register_fake
+def _(flags: Tensor) -> tuple[Tensor, Tensor]:
+    n = max(1, flags.numel())
+    return flags.new_empty(n, dtype=torch.int32), flags.new_empty(1, dtype=torch.int32)

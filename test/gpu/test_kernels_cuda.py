@@ -1,0 +1,178 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+The kernels on CUDA: the pure tier's interpreter checks on the GPU, plus what only a GPU shows.
+
+- every kernel against its reference (kernel_cases.py, larger shapes than the interpreter
+  affords), fp32 (TF32 off) and fp16;
+- the engine end to end: the kernels backend against the reference, the device mode against
+  the dense model, eager and replayed as a CUDA graph, fp32 and fp16;
+- an incremental device-mode frame with ``torch.cuda.set_sync_debug_mode('error')``: any
+  host synchronisation raises.
+
+Skipped without CUDA. Run on a GPU machine: ``.venv/bin/python -m pytest test/gpu -q``.
+"""
+
+import kernel_cases as kc
+import kernel_networks as kn
+import pytest
+from sparse_perception.engine import EngineConfig, IncrementalModel
+from sparse_perception.engine.device import DeviceModel
+from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
+from sparse_perception.engine.testing import effective_inputs, max_relative_difference
+import torch
+
+DTYPES = [torch.float32, torch.float16]
+
+
+@pytest.fixture
+def cuda(device):
+    if device != 'cuda':
+        pytest.skip('the pure tier runs these checks on the CPU through the interpreter')
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield device
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('seed', range(4))
+def test_primitives(cuda, dtype, seed):
+    kc.check_gather(cuda, dtype, seed)
+    kc.check_linear(cuda, dtype, seed)
+    kc.check_linear(cuda, dtype, seed, empty=True)
+    for stride in (1, 2):
+        kc.check_depthwise(cuda, dtype, seed, stride)
+    kc.check_conv(cuda, dtype, seed)
+    kc.check_conv(cuda, dtype, seed, empty=True)
+    for mode in ('max', 'avg'):
+        kc.check_pool(cuda, dtype, seed, mode)
+    kc.check_resample_taps(cuda, dtype, seed)
+    for test, threshold in ((True, 0.0), (True, 0.3), (False, 0.0)):
+        kc.check_store(cuda, dtype, seed, test, threshold)
+    kc.check_store(cuda, dtype, seed, True, 0.3, indexed=False)
+    kc.check_store(cuda, dtype, seed, True, 0.0, empty=True)
+
+
+@pytest.mark.parametrize('seed', range(8))
+def test_masks(cuda, seed):
+    kc.check_dilate(cuda, seed)
+    kc.check_tile_flags_and_lists(cuda, seed)
+    kc.check_candidates(cuda, seed)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('fraction', [0.0, 0.2, 1.0])
+@pytest.mark.parametrize('seed', range(3))
+def test_tile_forms(cuda, dtype, fraction, seed):
+    for kind in ('conv1x1', 'depthwise', 'conv', 'pool'):
+        kc.check_conv_tiles(cuda, dtype, seed * 10 + int(fraction * 5), kind, fraction)
+    kc.check_resample_tiles(cuda, dtype, seed, fraction)
+    kc.check_copy_tiles(cuda, dtype, seed, fraction)
+    for fn in ('softmax', 'log_softmax', 'argmax'):
+        kc.check_positionwise(cuda, dtype, seed, fn)
+    for threshold in (0.0, 0.5):
+        kc.check_intake(cuda, dtype, seed, threshold)
+    for gate_open in (True, False):
+        kc.check_global_pool(cuda, dtype, seed, gate_open)
+
+
+def test_ops_on_cuda_match_the_reference(cuda):
+    from sparse_perception.kernels import ops  # noqa: F401 (registers the ops)
+
+    g = torch.Generator().manual_seed(0)
+    patches = torch.randn(3, 8, 6, 6, generator=g).to(cuda).contiguous(
+        memory_format=torch.channels_last)
+    weight = torch.randn(8, 1, 3, 3, generator=g).to(cuda)
+    got = torch.ops.sparse_perception.conv_patches(patches, weight, None, [1, 1], [1, 1], 8)
+    ref = torch.ops.sparse_perception.conv_patches(patches.cpu(), weight.cpu(), None, [1, 1],
+                                                   [1, 1], 8)
+    assert (got.cpu() - ref).abs().max() <= 1e-5 * ref.abs().max()
+    flags = torch.rand(7, 9, generator=g) < 0.3
+    listed, count = torch.ops.sparse_perception.list_tiles(flags.to(cuda))
+    ref_list, ref_count = torch.ops.sparse_perception.list_tiles(flags)
+    n = int(count)
+    assert n == int(ref_count) and sorted(listed[:n].tolist()) == ref_list[:n].tolist()
+
+
+def run(engine, sequence, device, dtype=torch.float32):
+    state = engine.new_state()
+    return [engine(x.to(device, dtype), tiles, state).clone() for x, tiles in sequence]
+
+
+def dense(model, sequence, device, dtype=torch.float32):
+    seen = [sequence[0][0]] + effective_inputs(sequence[0][0], sequence[1:])
+    with torch.no_grad():
+        return [model(x.to(device, dtype)) for x in seen]
+
+
+def worst(a, b):
+    return max(max_relative_difference(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize('name', ['mobile', 'branches'])
+def test_kernels_backend_against_reference(cuda, name):
+    model = kn.build(name).to(cuda)
+    channels = 4 if name == 'branches' else 3
+    sequence = kn.frames(channels, 45, 61, 6)
+    got = run(IncrementalModel(model, EngineConfig(backend='kernels')), sequence, cuda)
+    ref = run(IncrementalModel(model, EngineConfig(backend='reference')), sequence, cuda)
+    assert worst(got, ref) <= 1e-5
+    assert worst(got, dense(model, sequence, cuda)) <= 1e-4
+
+
+@pytest.mark.parametrize('graph', [False, True])
+@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-4), (torch.float16, 1e-2)])
+def test_device_mode_equals_dense(cuda, graph, dtype, tolerance):
+    model = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda, dtype)
+    sequence = kn.frames(3, 144, 192, 8, seed=1, tile=16)
+    engine = DeviceModel(model, graph=graph)
+    got = run(engine, sequence, cuda, dtype)
+    reference = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda)
+    assert worst(got, dense(reference, sequence, cuda)) <= tolerance
+
+
+def test_graph_replay_matches_eager_frame_by_frame(cuda):
+    model = kn.build('mobile', seed=5).to(cuda)
+    sequence = kn.frames(3, 64, 96, 10, seed=3, tile=8)
+    eager = run(DeviceModel(model, graph=False), sequence, cuda)
+    engine = DeviceModel(model, graph=True)
+    state = engine.new_state()
+    replayed = []
+    for x, tiles in sequence:
+        replayed.append(engine(x.to(cuda), tiles, state).clone())
+    assert state.graphs, 'no CUDA graph was captured'
+    assert not state.graph_failed
+    assert worst(replayed, eager) <= 1e-6
+
+
+def test_incremental_frames_do_not_synchronise(cuda):
+    model = kn.build('mobile', seed=6).to(cuda)
+    engine = DeviceModel(model, EngineConfig(threshold_scale=0.1), graph=False)
+    state = engine.new_state()
+    sequence = kn.frames(3, 64, 96, 6, seed=4, tile=8)
+    device_tiles = [(x.to(cuda), t if t is None else t.tiles.to(cuda)) for x, t in sequence]
+    for x, tiles in device_tiles[:3]:  # dense frame, calibration, kernel compilation
+        engine(x, tiles, state)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for x, tiles in device_tiles[3:]:
+            engine(x, tiles, state)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    stats = engine.last_stats  # reading the counters is allowed once the frame is done
+    assert stats is not None and not stats.dense
