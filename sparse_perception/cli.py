@@ -34,6 +34,7 @@ COMMANDS = (
     'sparse_perception.replay.cli_make_bag',
     'sparse_perception.models.command',
     'sparse_perception.bench_command',
+    'sparse_perception.evaluation.command',
 )
 
 

@@ -367,7 +367,7 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
 
 def _apply_change_settings(detector: Any, settings: PerceptionSettings) -> None:
     # The reference image survives: only how new frames are compared with it changes.
-    for name in ('threshold', 'dilation', 'refresh_period'):
+    for name in ('threshold', 'min_pixels', 'dilation', 'refresh_period'):
         setattr(detector, name, getattr(settings.change, name))
 
 

@@ -1,0 +1,736 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Accuracy under sparsity on real footage: what ``sparse-perception eval accuracy`` measures.
+
+Four sections, each a key of the result:
+
+- ``parity``: each registered model whose file is at hand against the TFLite interpreter on
+  real frames (:mod:`sparse_perception.models.parity`): label agreement for segmentation,
+  keypoint error in network-input pixels for pose.
+- ``davis``: DeepLabV3-MobileNetV2 (PASCAL VOC, person = class 15) on the DAVIS 2016 sequences
+  parkour and breakdance, dense and incremental: mean per-frame IoU of the person class
+  against the DAVIS mask (DAVIS's J), and the share of mask pixels on which incremental and
+  dense agree.
+- ``jhmdb``: MoveNet Lightning on the JHMDB clip, dense and incremental: PCK@0.2 on the 12
+  joints JHMDB shares with COCO-17, the reference length being the longer side of the box
+  around all 15 annotated joints (see :mod:`sparse_perception.replay.groundtruth`).
+- ``settings``: the change and sparsity settings used, with the active fraction they produced.
+
+Frames are read with the replay's image-folder source and scored with the replay's metric
+classes (:mod:`sparse_perception.replay.metrics`) and ground-truth readers, and frames are
+matched to annotations by their position in the sequence, as the replay does for a bag.
+A replay of a bag made from the same frames (``sparse-perception make-bag``) with ``--gt``
+therefore reports the same ground-truth scores; ``test/bag/test_eval_replay.py`` checks it.
+
+The data and the Coral models come from the shared folder (``SPARSE_PERCEPTION_SHARED``,
+default ``../shared`` beside the repository).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import json
+import math
+from pathlib import Path
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from sparse_perception import settings as settings_module
+from sparse_perception.replay.errors import ReplayError
+from sparse_perception.replay.metrics import (
+    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
+from sparse_perception.settings import PerceptionSettings
+
+SCHEMA = 'sparse_perception.eval.accuracy/1'
+SEGMENTATION_MODEL = 'deeplabv3_mnv2_pascal'
+POSE_MODEL = 'movenet_lightning'
+GT_CLASS = 'person'  # class 15 of PASCAL VOC
+PCK_ALPHA = 0.2
+PCKH_ALPHA = 0.5
+DAVIS_SEQUENCES = ('parkour', 'breakdance')
+DAVIS_RATE_HZ = 24.0  # DAVIS 2016 frames are 24 per second
+JHMDB_CLIP = 'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2'
+JHMDB_RATE_HZ = 30.0
+SECTIONS = ('parity', 'davis', 'jhmdb')
+# Every other DAVIS frame (12 of its 24 per second): dense and incremental DeepLab at 513x513
+# on all 184 frames took 7.7 minutes of the 10 the evaluation may take on 2 shared CPU cores.
+DAVIS_FRAMES = '::2'
+JHMDB_FRAMES = ':'  # all 40 frames (MoveNet at 192x192 is cheap)
+# What issue 5 asks of the default sparsity settings.
+MAX_DROP_POINTS = 0.5  # IoU / PCK points, dense minus incremental
+MIN_AGREEMENT = 0.995  # share of mask pixels, incremental vs dense
+# Parity: the Coral models from the shared folder, the MediaPipe ones where they are cached.
+PARITY_MODELS = ('deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning',
+                 'selfie_segmentation', 'selfie_segmentation_landscape', 'blazepose')
+# The settings whose values the result records (the ones that shape sparsity).
+SPARSITY_SECTIONS = ('change.', 'sparsity.')
+
+
+class EvaluationError(ValueError):
+    """The evaluation cannot run (missing data, bad options); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A sequence of frames with ground truth, and the head that is scored on it."""
+
+    name: str  # 'parkour', 'breakdance', or the JHMDB clip's name
+    head: str  # 'segmentation' or 'pose'
+    frames_dir: Path  # a folder of image files in natural order, or a bag
+    truth: Path | None  # a folder of PNG masks or a joint_positions.mat; None: no scores
+    rate_hz: float | None  # for an image folder (a bag has its own stamps)
+
+
+def _shared(relative: str) -> Path:
+    from sparse_perception.shared_data import shared_path, SharedDataMissing
+
+    try:
+        return shared_path(relative)
+    except SharedDataMissing as exc:
+        raise EvaluationError(str(exc)) from None
+
+
+def davis_clip(sequence: str) -> Clip:
+    """Return the DAVIS 2016 480p sequence ``sequence`` from the shared folder."""
+    frames = _shared(f'data/davis/DAVIS/JPEGImages/480p/{sequence}')
+    masks = _shared(f'data/davis/DAVIS/Annotations/480p/{sequence}')
+    return Clip(sequence, 'segmentation', frames, masks, DAVIS_RATE_HZ)
+
+
+def jhmdb_clip() -> Clip:
+    """Return the JHMDB clip (40 frames, 320x240) and its joint_positions.mat."""
+    folder = _shared(f'data/jhmdb/ReadJHMDBAnnotations/data/{JHMDB_CLIP}')
+    truth = _shared('data/jhmdb/ReadJHMDBAnnotations/data/joint_positions.mat')
+    return Clip(JHMDB_CLIP, 'pose', folder, truth, JHMDB_RATE_HZ)
+
+
+def vtest_clip() -> Clip:
+    """Return the bundled vtest40 bag (static camera, no ground truth): where sparsity pays."""
+    from sparse_perception.shared_data import bundled_clip
+
+    return Clip('vtest40', 'segmentation', bundled_clip(), None, None)
+
+
+def read_frames(clip: Clip, frames: FrameRange = FrameRange()) -> list[Frame]:
+    """Decode the selected frames of ``clip`` (as the replay decodes an image folder)."""
+    from sparse_perception.replay.sources import open_source
+
+    try:
+        with open_source(clip.frames_dir, rate=clip.rate_hz, frames=frames) as source:
+            items = list(source)
+    except ReplayError as exc:
+        raise EvaluationError(f'{clip.name}: {exc}') from None
+    bad = [item for item in items if isinstance(item, SkippedFrame)]
+    if bad:
+        raise EvaluationError(f'{clip.frames_dir}: frame {bad[0].index} cannot be decoded '
+                              f'({bad[0].reason}); the shared data is damaged')
+    if not items:
+        raise EvaluationError(f'{clip.frames_dir}: the frame range {frames} selects none of '
+                              'its frames')
+    return items
+
+
+def load_truth(clip: Clip) -> Any:
+    """Open the clip's annotations with the replay's readers."""
+    from sparse_perception.replay.groundtruth import load_truth as load
+
+    if clip.truth is None:
+        return None
+    try:
+        return load(clip.truth)
+    except ReplayError as exc:
+        raise EvaluationError(str(exc)) from None
+
+
+@dataclass
+class HeadRun:
+    """What one pipeline produced on the frames of one clip."""
+
+    masks: list[np.ndarray] = field(default_factory=list)  # (H, W) uint8 class ids
+    keypoints: list[np.ndarray] = field(default_factory=list)  # (P, K, 3) x, y, score, f64
+    ms: list[float] = field(default_factory=list)  # wall time of Pipeline.process per frame
+    active: list[float] = field(default_factory=list)  # active fraction per frame
+    changed: list[float] = field(default_factory=list)  # changed tile fraction per frame
+    macs: int = 0
+    dense_macs: int = 0
+    dense_frames: int = 0
+
+    def add(self, head: str, result: Any, ms: float) -> None:
+        """Keep one frame's output of ``head`` and its statistics."""
+        stats = result.stats.heads[head]
+        self.ms.append(ms)
+        self.active.append(float(stats.active_fraction))
+        self.changed.append(float(result.stats.changed_fraction))
+        self.macs += int(stats.macs)
+        self.dense_macs += int(stats.dense_macs)
+        self.dense_frames += bool(stats.dense)
+        if head == 'segmentation':
+            self.masks.append(result.segmentation.mask)
+        else:
+            # float64, as the replay keeps them (float32 -> float64 is exact).
+            self.keypoints.append(np.asarray(result.pose.keypoints, np.float64))
+
+
+def run_head(pipelines: Sequence[Any], head: str, frames: Sequence[Frame]) -> list[HeadRun]:
+    """
+    Run each pipeline (reset first) over ``frames``; keep the outputs of ``head``.
+
+    With several pipelines (incremental and dense), each frame goes through all of them in
+    turn, so that they are timed under the same conditions (load, caches, clock).
+    """
+    runs = [HeadRun() for _ in pipelines]
+    for pipeline in pipelines:
+        pipeline.reset()
+    for frame in frames:
+        for pipeline, run in zip(pipelines, runs):
+            start = time.perf_counter()
+            result = pipeline.process(frame.image)
+            run.add(head, result, (time.perf_counter() - start) * 1e3)
+    return runs
+
+
+def warm(pipeline: Any, frame: Frame) -> None:
+    """Run one frame and forget it, so that building the engine is not timed as a frame."""
+    pipeline.process(frame.image)
+    pipeline.reset()
+
+
+def score(clip: Clip, frames: Sequence[Frame], truth: Any, incremental: HeadRun,
+          dense: HeadRun, names: Sequence[str]) -> dict[str, Any]:
+    """
+    Score both runs against the annotations and each other, with the replay's metrics.
+
+    ``names`` are the segmentation head's class names or the pose head's joint names.
+    """
+    from sparse_perception.replay.runner import class_id, coco_view
+
+    out: dict[str, Any] = {'frames': len(frames),
+                           'frame_indices': [frames[0].index, frames[-1].index],
+                           'frame_size': list(frames[0].image.shape[1::-1])}
+    if clip.head == 'segmentation':
+        person = class_id(tuple(names), GT_CLASS)
+        ious = {'incremental': BinaryIou(), 'dense': BinaryIou()}
+        agreement = MaskAgreement()
+        for i, frame in enumerate(frames):
+            mask = None if truth is None else truth.for_frame(frame.index)  # by position
+            if mask is not None:
+                for kind, run in (('incremental', incremental), ('dense', dense)):
+                    ious[kind].add(run.masks[i] == person, mask)
+            agreement.add(incremental.masks[i], dense.masks[i])
+        summaries = {kind: iou.summary() for kind, iou in ious.items()}
+        out.update({
+            'class_id': person,
+            'dense_iou': summaries['dense']['iou'],
+            'incremental_iou': summaries['incremental']['iou'],
+            'iou_drop_points': _drop(summaries['dense']['iou'],
+                                     summaries['incremental']['iou']),
+            'agreement': agreement.pixel,
+            'agreement_worst_frame': min(agreement.per_frame),
+            'dense_iou_global': summaries['dense']['iou_global'],
+            'incremental_iou_global': summaries['incremental']['iou_global'],
+            'frames_scored': summaries['incremental']['frames_scored'],
+        })
+    else:
+        pcks = {'incremental': Pck(PCK_ALPHA, PCKH_ALPHA), 'dense': Pck(PCK_ALPHA, PCKH_ALPHA)}
+        agreement = KeypointAgreement()
+        for i, frame in enumerate(frames):
+            people = None if truth is None else truth.for_frame(frame.index)
+            if people is not None:
+                for kind, run in (('incremental', incremental), ('dense', dense)):
+                    pcks[kind].add(coco_view(run.keypoints[i], names), people)
+            agreement.add(incremental.keypoints[i], dense.keypoints[i])
+        summaries = {kind: pck.summary() for kind, pck in pcks.items()}
+        keypoints = agreement.summary()
+        out.update({
+            'dense_pck': summaries['dense']['pck'],
+            'incremental_pck': summaries['incremental']['pck'],
+            'pck_drop_points': _drop(summaries['dense']['pck'],
+                                     summaries['incremental']['pck']),
+            'dense_pckh': summaries['dense']['pckh'],
+            'incremental_pckh': summaries['incremental']['pckh'],
+            'pck_alpha': PCK_ALPHA,
+            'joints_scored': summaries['incremental']['joints_scored'],
+            'frames_scored': summaries['incremental']['frames_scored'],
+            'agreement_keypoint_px': keypoints['keypoint_px'],
+            'agreement_keypoint_px_confident': keypoints['keypoint_px_confident'],
+            'agreement_keypoint_px_worst_frame': keypoints['keypoint_px_worst_frame'],
+        })
+    out.update(activity(incremental, dense))
+    return out
+
+
+def activity(incremental: HeadRun, dense: HeadRun) -> dict[str, Any]:
+    """Active fraction, MACs saved and latency (frames after the first) of a run pair."""
+    inc = summarize(incremental.ms[1:] or incremental.ms)
+    den = summarize(dense.ms[1:] or dense.ms)
+    return {
+        'active_fraction': mean_or_none(incremental.active),
+        'active_fraction_after_first': mean_or_none(incremental.active[1:]),
+        'changed_fraction_after_first': mean_or_none(incremental.changed[1:]),
+        'macs_saved': (1.0 - incremental.macs / incremental.dense_macs
+                       if incremental.dense_macs else None),
+        'dense_frames': incremental.dense_frames,
+        'latency_ms': {'dense': den, 'incremental': inc},
+        'speedup': den['p50'] / inc['p50'] if inc and den and inc['p50'] > 0 else None,
+    }
+
+
+def _drop(dense: float | None, incremental: float | None) -> float | None:
+    if dense is None or incremental is None:
+        return None
+    return 100.0 * (dense - incremental)
+
+
+def _pipeline(settings: PerceptionSettings, head: str, incremental: bool) -> Any:
+    from sparse_perception.pipeline import Pipeline
+
+    try:
+        return Pipeline(settings, heads=(head,), incremental=incremental)
+    except ValueError as exc:  # ModelLoadError names the model and the reason
+        raise EvaluationError(str(exc)) from None
+
+
+@dataclass
+class ClipData:
+    """A clip with its decoded frames and annotations, read once."""
+
+    clip: Clip
+    frames: list[Frame]
+    truth: Any
+
+
+def load_clips(sections: Sequence[str], davis_frames: FrameRange = FrameRange(),
+               jhmdb_frames: FrameRange = FrameRange(),
+               sequences: Sequence[str] = DAVIS_SEQUENCES) -> dict[str, list[ClipData]]:
+    """Read the clips of the ``davis`` and ``jhmdb`` sections (frames decoded in memory)."""
+    out: dict[str, list[ClipData]] = {}
+    if 'davis' in sections:
+        clips = [davis_clip(name) for name in sequences]
+        out['davis'] = [ClipData(c, read_frames(c, davis_frames), load_truth(c)) for c in clips]
+    if 'jhmdb' in sections:
+        clip = jhmdb_clip()
+        out['jhmdb'] = [ClipData(clip, read_frames(clip, jhmdb_frames), load_truth(clip))]
+    return out
+
+
+class Evaluator:
+    """
+    Dense and incremental pipelines per head; runs clips and scores them.
+
+    The first run of a clip runs the incremental and the dense pipeline frame by frame in
+    alternation. The dense outputs do not depend on the sparsity settings, so they are kept:
+    after :meth:`update` switches the incremental pipeline to new settings (a sweep), only
+    it runs again, and its latency is compared with the dense latency of that first run.
+    """
+
+    def __init__(self, settings: PerceptionSettings, log: Callable[[str], None] = print):
+        self.settings = settings
+        self.log = log
+        self._incremental: dict[str, Any] = {}
+        self._dense: dict[str, Any] = {}
+        self._dense_runs: dict[tuple, HeadRun] = {}
+
+    def _pipelines(self, head: str, first: Frame) -> tuple[Any, Any]:
+        if head not in self._incremental:
+            self._incremental[head] = _pipeline(self.settings, head, True)
+            warm(self._incremental[head], first)
+        if head not in self._dense:
+            self._dense[head] = _pipeline(self.settings, head, False)
+            warm(self._dense[head], first)
+        return self._incremental[head], self._dense[head]
+
+    def discard_incremental(self) -> None:
+        """Drop the incremental pipelines (after a failure); the next clip builds new ones."""
+        for pipeline in self._incremental.values():
+            pipeline.close()
+        self._incremental = {}
+
+    def update(self, settings: PerceptionSettings) -> None:
+        """Use new change and sparsity settings for the incremental runs from now on."""
+        model_changes = [s for s in ('segmentation', 'pose', 'device', 'precision', 'backend',
+                                     'models_dir')
+                         if getattr(settings.model, s) != getattr(self.settings.model, s)]
+        if model_changes:
+            raise EvaluationError(f'Evaluator.update changes only sparsity; model.'
+                                  f'{model_changes[0]} differs (make a new Evaluator)')
+        for pipeline in self._incremental.values():
+            pipeline.update(settings)
+        self.settings = settings
+
+    def clip(self, data: ClipData) -> dict[str, Any]:
+        """Run and score one clip; the dense run is reused when the clip was seen before."""
+        head = data.clip.head
+        incremental, dense = self._pipelines(head, data.frames[0])
+        started = time.perf_counter()
+        key = (data.clip.name, tuple(frame.index for frame in data.frames))
+        if key in self._dense_runs:
+            run, = run_head([incremental], head, data.frames)
+        else:  # dense and incremental in alternation, frame by frame
+            run, self._dense_runs[key] = run_head([incremental, dense], head, data.frames)
+        names = incremental.class_names if head == 'segmentation' else incremental.joint_names
+        result = score(data.clip, data.frames, data.truth, run, self._dense_runs[key], names)
+        result['model'] = getattr(self.settings.model, head)
+        self.log(f'{data.clip.name}: {len(data.frames)} frames in '
+                 f'{time.perf_counter() - started:.1f} s, ' + _brief(result))
+        return result
+
+    def close(self) -> None:
+        """Release the pipelines."""
+        for pipeline in [*self._incremental.values(), *self._dense.values()]:
+            pipeline.close()
+        self._incremental, self._dense = {}, {}
+
+
+def _brief(result: dict[str, Any]) -> str:
+    parts = []
+    for key, label in (('iou', 'IoU'), ('pck', 'PCK')):
+        if result.get(f'dense_{key}') is not None:
+            parts.append(f"{label} dense {result[f'dense_{key}']:.4f} incremental "
+                         f"{result[f'incremental_{key}']:.4f}")
+    if 'agreement' in result:
+        parts.append(f"agreement {result['agreement'] * 100:.3f}%")
+    else:
+        parts.append(f"keypoints {result['agreement_keypoint_px']:.2f} px from dense")
+    return ', '.join(parts + [f"active {result['active_fraction']:.3f}"])
+
+
+def sparsity_values(settings: PerceptionSettings) -> dict[str, Any]:
+    """Return the change and sparsity settings as ``{'section.field': value}``."""
+    flat = settings_module.flatten(settings)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()
+            if k.startswith(SPARSITY_SECTIONS)}
+
+
+def criteria(davis: dict[str, Any], jhmdb: dict[str, Any] | None) -> dict[str, Any]:
+    """Check the results against issue 5's bounds; list what fails."""
+    failures = []
+    for name, result in davis.items():
+        if result['iou_drop_points'] is not None and result['iou_drop_points'] > MAX_DROP_POINTS:
+            failures.append(f'davis/{name}: IoU drop {result["iou_drop_points"]:.3f} points '
+                            f'> {MAX_DROP_POINTS}')
+        if result['agreement'] is not None and result['agreement'] < MIN_AGREEMENT:
+            failures.append(f'davis/{name}: agreement {result["agreement"] * 100:.3f}% < '
+                            f'{MIN_AGREEMENT * 100:g}%')
+    if jhmdb and jhmdb['pck_drop_points'] is not None and \
+            jhmdb['pck_drop_points'] > MAX_DROP_POINTS:
+        failures.append(f'jhmdb: PCK drop {jhmdb["pck_drop_points"]:.3f} points > '
+                        f'{MAX_DROP_POINTS}')
+    return {'max_drop_points': MAX_DROP_POINTS, 'min_agreement': MIN_AGREEMENT,
+            'passed': not failures, 'failures': failures}
+
+
+def parity(models: Sequence[str], davis_frames: int, jhmdb_frames: int,
+           log: Callable[[str], None] = print) -> dict[str, Any]:
+    """
+    Each model against the TFLite interpreter, on real frames (see models.parity).
+
+    Segmentation models run on ``davis_frames`` frames spread over each DAVIS sequence, pose
+    models on ``jhmdb_frames`` frames spread over the JHMDB clip. A MediaPipe model that the
+    ``models fetch`` cache lacks is reported as skipped, with the reason.
+    """
+    require_interpreter()
+    from sparse_perception.models import parity as parity_module
+    from sparse_perception.models.registry import load_model, ModelNotFound, REGISTRY
+    from sparse_perception.replay.sources import image_files
+
+    segmentation = [path for sequence in DAVIS_SEQUENCES
+                    for path in _spread(image_files(davis_clip(sequence).frames_dir),
+                                        davis_frames)]
+    pose = _spread(image_files(jhmdb_clip().frames_dir), jhmdb_frames)
+    unknown = [name for name in models if name not in REGISTRY]
+    if unknown:
+        raise EvaluationError(f'parity models {unknown} are not registered; known: '
+                              f'{", ".join(REGISTRY)}')
+    out: dict[str, Any] = {}
+    for name in models:
+        started = time.perf_counter()
+        try:
+            model = load_model(name)
+        except ModelNotFound as exc:
+            if REGISTRY[name].location == 'shared':
+                raise EvaluationError(str(exc)) from None
+            out[name] = {'skipped': str(exc)}
+            log(f'parity {name}: skipped (not in the model cache)')
+            continue
+        if model.decoder == 'class_map':
+            result = parity_module.segmentation_parity(model, segmentation)
+            entry = {'metric': 'label agreement with the interpreter (share of pixels)',
+                     'agreement': result.summary['pooled_agreement'],
+                     'min_agreement': result.summary['min_agreement']}
+        elif model.decoder == 'probability':
+            result = parity_module.probability_parity(model, segmentation)
+            entry = {'metric': 'agreement of the person masks (probability >= 0.5)',
+                     'agreement': result.summary['pooled_agreement'],
+                     'min_agreement': result.summary['min_agreement'],
+                     'max_abs_probability': result.summary['max_abs_probability']}
+        elif model.decoder == 'blazepose':
+            result = parity_module.blazepose_parity(model, pose)
+            entry = {'metric': 'landmark error in crop pixels (256x256)',
+                     'median_px': result.summary['median_px'],
+                     'max_px': result.summary['max_px'],
+                     'within_2px': result.summary['within_2px']}
+        else:
+            result = parity_module.pose_parity(model, pose)
+            entry = {'metric': 'keypoint error in network-input pixels',
+                     'median_px': result.summary['median_px'],
+                     'mean_px': result.summary['mean_px'],
+                     'max_px': result.summary['max_px'],
+                     'within_2px': result.summary['within_2px']}
+        entry.update(kind=model.kind, fake_quant=result.fake_quant, frames=len(result.frames),
+                     per_frame=result.per_frame)
+        out[name] = entry
+        log(f'parity {name}: {len(result.frames)} frames in '
+            f'{time.perf_counter() - started:.1f} s, '
+            + ', '.join(f'{k} {v:.4g}' for k, v in entry.items()
+                        if isinstance(v, float)))
+    return out
+
+
+def require_interpreter() -> None:
+    """Raise a clear error when the TFLite interpreter (ai-edge-litert) is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec('ai_edge_litert') is None:
+        raise EvaluationError(
+            'the parity section needs the TFLite interpreter: pip install ai-edge-litert (in '
+            "the test extra: pip install 'sparse_perception[test]'), or leave the section "
+            'out with --sections davis,jhmdb')
+
+
+def _spread(items: Sequence[Any], count: int) -> list[Any]:
+    """Return ``count`` items evenly spread from first to last (all of them if fewer)."""
+    if count >= len(items):
+        return list(items)
+    if count <= 0:
+        return []
+    positions = np.linspace(0, len(items) - 1, count).round().astype(int)
+    return [items[i] for i in positions]
+
+
+@dataclass(frozen=True)
+class AccuracyOptions:
+    """What ``eval accuracy`` runs (its command-line options, parsed)."""
+
+    settings: PerceptionSettings
+    sections: tuple[str, ...] = SECTIONS
+    davis_frames: FrameRange = FrameRange.parse(DAVIS_FRAMES)
+    jhmdb_frames: FrameRange = FrameRange.parse(JHMDB_FRAMES)
+    sequences: tuple[str, ...] = DAVIS_SEQUENCES
+    parity_davis_frames: int = 3  # per DAVIS sequence
+    parity_jhmdb_frames: int = 8
+    parity_models: tuple[str, ...] = PARITY_MODELS
+
+
+def default_settings(**changes: Any) -> PerceptionSettings:
+    """Return the package's default settings with the evaluation's models (DeepLab, MoveNet)."""
+    values = {'model.segmentation': SEGMENTATION_MODEL, 'model.pose': POSE_MODEL}
+    values.update(changes)
+    return settings_module.replace(PerceptionSettings(), values)
+
+
+def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run the sections of ``options``; return the result (see the module docstring)."""
+    from sparse_perception.replay import report as report_module
+
+    unknown = [s for s in options.sections if s not in SECTIONS]
+    if unknown or not options.sections:
+        raise EvaluationError(f'sections {list(options.sections)}: expected some of '
+                              f'{", ".join(SECTIONS)}')
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    result: dict[str, Any] = {'schema': SCHEMA}
+    if 'parity' in options.sections:
+        require_interpreter()  # before minutes of work, not after
+    clips = load_clips(options.sections, options.davis_frames, options.jhmdb_frames,
+                       options.sequences)
+    evaluator = Evaluator(options.settings, log)
+    try:
+        for section in ('davis', 'jhmdb'):
+            if section not in clips:
+                continue
+            begin = time.perf_counter()
+            scored = {data.clip.name: evaluator.clip(data) for data in clips[section]}
+            result[section] = scored if section == 'davis' else {
+                'clip': clips[section][0].clip.name, **scored[clips[section][0].clip.name]}
+            timings[f'{section}_s'] = time.perf_counter() - begin
+    finally:
+        evaluator.close()
+    if 'parity' in options.sections:  # last: the interpreter's threads never overlap a timing
+        begin = time.perf_counter()
+        result['parity'] = parity(options.parity_models, options.parity_davis_frames,
+                                  options.parity_jhmdb_frames, log)
+        timings['parity_s'] = time.perf_counter() - begin
+    davis = result.get('davis', {})
+    jhmdb = result.get('jhmdb')
+    fractions = {f'davis/{name}': r['active_fraction'] for name, r in davis.items()}
+    if jhmdb is not None:
+        fractions['jhmdb'] = jhmdb['active_fraction']
+    result['settings'] = {
+        **sparsity_values(options.settings),
+        'package_defaults': sparsity_values(options.settings) == sparsity_values(
+            PerceptionSettings()),
+        'active_fraction': fractions,
+        'active_fraction_mean': mean_or_none(list(fractions.values())),
+    }
+    if davis or jhmdb:
+        result['criteria'] = criteria(davis, jhmdb)
+    result['conditions'] = {
+        'models': {head: {'name': getattr(options.settings.model, head),
+                          'network_input': network_input(options.settings, head)}
+                   for head in ('segmentation', 'pose')
+                   if ('davis' if head == 'segmentation' else 'jhmdb') in options.sections},
+        'davis_frames': str(options.davis_frames), 'jhmdb_frames': str(options.jhmdb_frames),
+        'davis_sequences': list(options.sequences),
+        'parity_frames': {'davis_per_sequence': options.parity_davis_frames,
+                          'jhmdb': options.parity_jhmdb_frames},
+        'note': ('The frames of a range are processed in order as one stream (the '
+                 'incremental pipeline sees a range with a step as a lower frame rate). '
+                 f'By default DAVIS runs on every other frame ({DAVIS_FRAMES}, 12 fps) and '
+                 'JHMDB on all 40, to finish within 10 minutes on 2 CPU cores; the '
+                 'networks run at their own input size (network_input). Latency and '
+                 'speedup are p50 over the frames after the first, wall time of '
+                 'Pipeline.process, dense and incremental in alternation.'),
+        'match_truth': 'by frame position in the sequence (as the replay does for a bag)',
+    }
+    timings['total_s'] = time.perf_counter() - started
+    result['timing'] = timings
+    result['environment'] = report_module.environment(options.settings.model.device)
+    return result
+
+
+def markdown(result: dict[str, Any], command: str = '') -> str:
+    """Render an ``eval accuracy`` result as markdown tables."""
+    env = result['environment']
+    versions, device = env['versions'], env['device']
+    conditions = result['conditions']
+    settings = result['settings']
+    lines = ['# Accuracy under sparsity (sparse-perception eval accuracy)', '']
+    lines.append('- settings: ' + ', '.join(
+        f'{k} = {v}' for k, v in settings.items() if k.startswith(SPARSITY_SECTIONS))
+        + (' (the package defaults)' if settings['package_defaults'] else ''))
+    for head, model in conditions['models'].items():
+        lines.append(f'- {head}: {model["name"]}, network input {model["network_input"]}')
+    lines.append(f'- frames: DAVIS {", ".join(conditions["davis_sequences"])} '
+                 f'[{conditions["davis_frames"]}], JHMDB [{conditions["jhmdb_frames"]}]; '
+                 f'ground truth matched {conditions["match_truth"]}')
+    lines.append(f'- machine: {device.get("cpu")}, {device.get("cores")} cores, device '
+                 f'{device.get("used")}, torch {versions.get("torch")} with '
+                 f'{device.get("torch_threads")} threads, Python {versions.get("python")}')
+    if command:
+        lines.append(f'- command: `{command}`, {result["timing"]["total_s"]:.0f} s')
+    lines.append('')
+    if result.get('davis'):
+        lines += ['## DAVIS: person IoU (DeepLabV3-MobileNetV2, class 15)', '',
+                  '| sequence | frames | dense IoU | incremental IoU | drop (points) | '
+                  'agreement | active | MACs saved | dense ms | incremental ms |',
+                  '|---|---|---|---|---|---|---|---|---|---|']
+        for name, r in result['davis'].items():
+            lines.append(
+                f'| {name} | {r["frames"]} | {r["dense_iou"]:.4f} | '
+                f'{r["incremental_iou"]:.4f} | {r["iou_drop_points"]:+.3f} | '
+                f'{r["agreement"] * 100:.3f}% | {r["active_fraction_after_first"]:.3f} | '
+                f'{r["macs_saved"] * 100:.1f}% | {_ms(r, "dense")} | '
+                f'{_ms(r, "incremental")} |')
+        lines.append('')
+    jhmdb = result.get('jhmdb')
+    if jhmdb:
+        lines += ['## JHMDB: PCK@0.2 of the person box, 12 joints (MoveNet Lightning)', '',
+                  '| clip | frames | dense PCK | incremental PCK | drop (points) | keypoints '
+                  'vs dense | active | MACs saved | dense ms | incremental ms |',
+                  '|---|---|---|---|---|---|---|---|---|---|',
+                  f'| {jhmdb["clip"]} | {jhmdb["frames"]} | {jhmdb["dense_pck"]:.4f} | '
+                  f'{jhmdb["incremental_pck"]:.4f} | {jhmdb["pck_drop_points"]:+.3f} | '
+                  f'{jhmdb["agreement_keypoint_px"]:.2f} px | '
+                  f'{jhmdb["active_fraction_after_first"]:.3f} | '
+                  f'{jhmdb["macs_saved"] * 100:.1f}% | {_ms(jhmdb, "dense")} | '
+                  f'{_ms(jhmdb, "incremental")} |', '']
+    check = result.get('criteria')
+    if check:
+        lines += [f'Issue 5 bounds (drop <= {check["max_drop_points"]} points, agreement >= '
+                  f'{check["min_agreement"] * 100:g}%): '
+                  + ('**met**' if check['passed'] else '**missed**: '
+                     + '; '.join(check['failures'])), '']
+    if result.get('parity'):
+        lines += ['## Parity with the TFLite interpreter', '',
+                  '| model | frames | result |', '|---|---|---|']
+        for name, entry in result['parity'].items():
+            if 'skipped' in entry:
+                lines.append(f'| {name} | - | skipped: {entry["skipped"]} |')
+            elif 'agreement' in entry:
+                lines.append(f'| {name} | {entry["frames"]} | {entry["agreement"] * 100:.2f}% '
+                             f'of labels agree (worst frame '
+                             f'{entry["min_agreement"] * 100:.2f}%) |')
+            else:
+                lines.append(f'| {name} | {entry["frames"]} | keypoint error median '
+                             f'{entry["median_px"]:.3g} px, max {entry["max_px"]:.3g} px, '
+                             f'{entry["within_2px"] * 100:.1f}% within 2 px |')
+        lines.append('')
+    lines.append('ms: p50 wall time of Pipeline.process over the frames after the first, '
+                 'dense and incremental in alternation. Active: share of positions '
+                 'recomputed.')
+    return '\n'.join(lines)
+
+
+def _ms(result: dict[str, Any], kind: str) -> str:
+    latency = result['latency_ms'][kind]
+    return '-' if not latency else f'{latency["p50"]:.0f}'
+
+
+def network_input(settings: PerceptionSettings, head: str) -> str:
+    """Describe how frames reach a head's network: 'WxH (resize)' or 'frame size'."""
+    from sparse_perception.models.registry import load_model, REGISTRY
+
+    name = getattr(settings.model, head)
+    model = load_model(name, models_dir=settings.model.models_dir or None)
+    if model.input_size is None:
+        return 'the frame size (fully convolutional)'
+    fit = REGISTRY[name].resize if name in REGISTRY else 'resize'
+    return f'{model.input_size[1]}x{model.input_size[0]} ({fit})'
+
+
+def write_json(result: dict[str, Any], path: Path) -> None:
+    """Write ``result`` as JSON (NaN as null) through a temporary name."""
+    write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + '\n', path)
+
+
+def write_text(text: str, path: Path) -> None:
+    """Write ``text`` through a temporary name, so that nothing half-written is left."""
+    path = Path(path)
+    if path.is_dir():
+        raise EvaluationError(f'{path} is a folder; expected a file name')
+    if not path.parent.is_dir():
+        raise EvaluationError(f'{path}: the folder {path.parent} does not exist')
+    temporary = path.with_name(path.name + '.part')
+    try:
+        temporary.write_text(text, encoding='utf-8')
+        temporary.replace(path)
+    finally:
+        if temporary.exists():
+            temporary.unlink()
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities (not JSON) by None, recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value

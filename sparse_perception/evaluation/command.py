@@ -1,0 +1,282 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``sparse-perception eval accuracy``: accuracy under sparsity on DAVIS and JHMDB."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+ACCURACY_DESCRIPTION = """\
+Measure what the sparsity settings cost in accuracy, on real footage with ground truth:
+parity of the models with the TFLite interpreter; DeepLabV3-MobileNetV2 on the DAVIS
+sequences parkour and breakdance (IoU of the person class, dense and incremental, and their
+pixel agreement); MoveNet on the JHMDB clip (PCK@0.2 of the person box, dense and
+incremental). Writes JSON with the sections parity, davis, jhmdb and settings.
+
+The data and the Coral models are read from the shared folder: $SPARSE_PERCEPTION_SHARED, or
+../shared beside the repository. Without flags the package's default sparsity settings are
+evaluated; the settings flags evaluate others (same names as the node parameters).
+"""
+
+ACCURACY_EPILOG = """\
+examples:
+  sparse-perception eval accuracy --json accuracy.json
+  sparse-perception eval accuracy --json quick.json --davis-frames 0:20 --sections davis
+  sparse-perception eval accuracy --json t20.json --change.threshold 20
+exit status: 0 done (also when a bound of issue 5 is missed: see criteria in the JSON),
+1 missing data or a model that cannot load (one line on stderr), 2 usage.
+"""
+
+
+SWEEP_DESCRIPTION = """\
+Run the incremental pipelines over sparsity settings (points) on DAVIS, JHMDB and the
+bundled vtest40 clip; record accuracy (against ground truth and against dense), active
+fraction, MACs saved and latency per point, and choose the point that saves the most MACs
+within issue 5's bounds. Each point is applied on top of the package defaults with
+change.threshold 0, change.min_pixels 1 and sparsity.scale 0. Without --point or --axis the
+built-in points run (see sparse_perception/evaluation/sweep.py).
+"""
+
+SWEEP_EPILOG = """\
+examples:
+  sparse-perception eval sweep --json sweep.json --markdown sweep.md
+  sparse-perception eval sweep --json s.json --axis change.threshold 0 2 4 \\
+      --axis sparsity.scale 0 0.01
+  sparse-perception eval sweep --json s.json --point change.threshold=2 change.min_pixels=4
+"""
+
+
+def register(subparsers) -> None:
+    """Add the ``eval`` command group and its ``accuracy`` command."""
+    from sparse_perception import settings
+    from sparse_perception.evaluation import accuracy
+
+    parser = subparsers.add_parser(
+        'eval', help='evaluate accuracy on real footage with ground truth',
+        description='Evaluations on the shared data (DAVIS, JHMDB).')
+    actions = parser.add_subparsers(dest='eval_command', metavar='EVALUATION')
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+
+    acc = actions.add_parser(
+        'accuracy', help='parity, DAVIS IoU and JHMDB PCK, dense vs incremental',
+        description=ACCURACY_DESCRIPTION, epilog=ACCURACY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    acc.add_argument('--json', type=Path, required=True, metavar='PATH',
+                     help='where to write the result')
+    acc.add_argument('--sections', default=','.join(accuracy.SECTIONS),
+                     help='comma-separated sections to run [%(default)s]')
+    acc.add_argument('--davis-frames', default=accuracy.DAVIS_FRAMES,
+                     metavar='START:STOP[:STEP]', help='frames of each DAVIS sequence, a '
+                     'Python slice [%(default)s: every other frame, to finish in 10 minutes '
+                     'on 2 CPU cores]')
+    acc.add_argument('--jhmdb-frames', default=accuracy.JHMDB_FRAMES,
+                     metavar='START:STOP[:STEP]', help='frames of the JHMDB clip, a Python '
+                     'slice [%(default)s]')
+    acc.add_argument('--sequences', default=','.join(accuracy.DAVIS_SEQUENCES),
+                     help='comma-separated DAVIS sequences [%(default)s]')
+    acc.add_argument('--parity-frames', type=int, nargs=2, default=(3, 8),
+                     metavar=('DAVIS', 'JHMDB'),
+                     help='parity frames per DAVIS sequence and of the JHMDB clip [3 8]')
+    acc.add_argument('--parity-models', nargs='+', default=list(accuracy.PARITY_MODELS),
+                     metavar='MODEL', help='registered models to check against the '
+                     'interpreter [all with a TFLite reference; MediaPipe ones when cached]')
+    acc.add_argument('--markdown', type=Path, metavar='PATH',
+                     help='also write the result as markdown tables here')
+    acc.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
+    settings.add_cli_flags(acc)
+    acc.set_defaults(func=run_accuracy)
+
+    sweep = actions.add_parser(
+        'sweep', help='sweep sparsity settings: accuracy and speed per point, the choice',
+        description=SWEEP_DESCRIPTION, epilog=SWEEP_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sweep.add_argument('--json', type=Path, required=True, metavar='PATH',
+                       help='where to write the result')
+    sweep.add_argument('--markdown', type=Path, metavar='PATH',
+                       help='also write the tables as markdown here')
+    sweep.add_argument('--point', nargs='+', action='append', default=[],
+                       metavar='NAME=VALUE', help='one point (repeatable)')
+    sweep.add_argument('--axis', nargs='+', action='append', default=[],
+                       metavar='NAME VALUE', help='an axis of a grid: a setting name, then '
+                       'its values (repeatable; the grid is every combination)')
+    sweep.add_argument('--davis-frames', default=accuracy.DAVIS_FRAMES,
+                       metavar='START:STOP[:STEP]', help='frames of each DAVIS sequence, a '
+                       'Python slice [%(default)s, as eval accuracy]')
+    sweep.add_argument('--jhmdb-frames', default=accuracy.JHMDB_FRAMES,
+                       metavar='START:STOP[:STEP]', help='frames of the JHMDB clip, a Python '
+                       'slice [%(default)s]')
+    sweep.add_argument('--no-vtest', action='store_true',
+                       help='leave out the bundled vtest40 clip (static camera)')
+    sweep.add_argument('--no-default-models', action='store_true',
+                       help="do not run the package's default models at the chosen point")
+    sweep.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
+    sweep.set_defaults(func=run_sweep)
+
+
+def _check_outputs(*paths: Path | None) -> None:
+    from sparse_perception.evaluation.accuracy import EvaluationError
+
+    for path in filter(None, paths):
+        if path.is_dir():
+            raise EvaluationError(f'{path} is a folder; expected a file name to write')
+        if not path.parent.is_dir():
+            raise EvaluationError(f'{path}: the folder {path.parent} does not exist; create it '
+                                  'first')
+
+
+def _command() -> str:
+    """Return the command line that is running, for the record."""
+    import shlex
+
+    program = sys.argv[0]
+    if Path(program).name in ('sparse-perception', '__main__.py', 'cli.py'):
+        program = 'sparse-perception'
+    return ' '.join(shlex.quote(a) for a in [program] + sys.argv[1:])
+
+
+def _error(message: str) -> int:
+    print(f'sparse-perception eval accuracy: error: {message}', file=sys.stderr)
+    return 1
+
+
+def options_from_args(args: argparse.Namespace):
+    """Turn the parsed flags into :class:`~.accuracy.AccuracyOptions` (may raise)."""
+    from sparse_perception import settings as settings_module
+    from sparse_perception.evaluation import accuracy
+    from sparse_perception.replay.sources import FrameRange
+
+    settings = settings_module.from_cli(args, accuracy.default_settings())
+    sections = tuple(s.strip() for s in args.sections.split(',') if s.strip())
+    unknown = [s for s in sections if s not in accuracy.SECTIONS]
+    if unknown or not sections:
+        raise accuracy.EvaluationError(
+            f'--sections {args.sections!r}: expected a comma-separated choice of '
+            f'{", ".join(accuracy.SECTIONS)}')
+    sequences = tuple(s.strip() for s in args.sequences.split(',') if s.strip())
+    if not sequences:
+        raise accuracy.EvaluationError('--sequences is empty; name DAVIS sequences, e.g. '
+                                       'parkour,breakdance')
+    if min(args.parity_frames) < 1:
+        raise accuracy.EvaluationError(
+            f'--parity-frames {args.parity_frames[0]} {args.parity_frames[1]}: both must be '
+            'at least 1')
+    return accuracy.AccuracyOptions(
+        settings=settings, sections=sections,
+        davis_frames=FrameRange.parse(args.davis_frames),
+        jhmdb_frames=FrameRange.parse(args.jhmdb_frames), sequences=sequences,
+        parity_davis_frames=args.parity_frames[0], parity_jhmdb_frames=args.parity_frames[1],
+        parity_models=tuple(args.parity_models))
+
+
+def run_accuracy(args: argparse.Namespace) -> int:
+    """Run the evaluation, write the JSON, print a summary; return the exit status."""
+    from sparse_perception import settings as settings_module
+    from sparse_perception.evaluation import accuracy
+    from sparse_perception.replay.errors import ReplayError
+
+    def log(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    try:
+        _check_outputs(args.json, args.markdown)
+        options = options_from_args(args)
+        result = accuracy.evaluate(options, log)
+        accuracy.write_json(result, args.json)
+        if args.markdown:
+            accuracy.write_text(accuracy.markdown(result, _command()) + '\n', args.markdown)
+    except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
+        return _error(str(exc))
+    except KeyboardInterrupt:
+        print('\nsparse-perception eval accuracy: interrupted; nothing written',
+              file=sys.stderr)
+        return 130
+    print(summary(result, args.json))
+    return 0
+
+
+def summary(result: dict, path: Path) -> str:
+    """Return the lines printed when the evaluation is done."""
+    lines = []
+    for name, entry in result.get('parity', {}).items():
+        if 'skipped' in entry:
+            lines.append(f'parity {name}: skipped')
+        elif 'agreement' in entry:
+            lines.append(f"parity {name}: {entry['agreement'] * 100:.2f}% of labels agree")
+        else:
+            lines.append(f"parity {name}: median keypoint error {entry['median_px']:.2f} px")
+    for name, entry in result.get('davis', {}).items():
+        lines.append(f"davis {name}: IoU dense {entry['dense_iou']:.4f}, incremental "
+                     f"{entry['incremental_iou']:.4f}, agreement "
+                     f"{entry['agreement'] * 100:.3f}%, active {entry['active_fraction']:.3f}")
+    jhmdb = result.get('jhmdb')
+    if jhmdb:
+        lines.append(f"jhmdb: PCK dense {jhmdb['dense_pck']:.4f}, incremental "
+                     f"{jhmdb['incremental_pck']:.4f}, active {jhmdb['active_fraction']:.3f}")
+    check = result.get('criteria')
+    if check:
+        lines.append('issue 5 bounds: ' + ('met' if check['passed'] else
+                                           'MISSED: ' + '; '.join(check['failures'])))
+    lines.append(f"{result['timing']['total_s']:.0f} s; written to {path}")
+    return '\n'.join(lines)
+
+
+def points_from_args(args: argparse.Namespace) -> list[dict]:
+    """Return the sweep's points: the --point ones, then the --axis grid (or the defaults)."""
+    from sparse_perception.evaluation import accuracy, sweep
+
+    points = [dict(sweep.parse_assignment(text) for text in point) for point in args.point]
+    axes = []
+    for axis in args.axis:
+        if len(axis) < 2:
+            raise accuracy.EvaluationError(f'--axis {" ".join(axis)}: expected a setting name '
+                                           'and at least one value')
+        axes.append((axis[0], [sweep.parse_value(axis[0], text)[1] for text in axis[1:]]))
+    if axes:
+        points += sweep.grid(axes)
+    return points or [dict(p) for p in sweep.DEFAULT_POINTS]
+
+
+def run_sweep(args: argparse.Namespace) -> int:
+    """Run the sweep, write JSON (and markdown); return the exit status."""
+    from sparse_perception import settings as settings_module
+    from sparse_perception.evaluation import accuracy, sweep
+    from sparse_perception.replay.errors import ReplayError
+    from sparse_perception.replay.sources import FrameRange
+
+    def log(text: str) -> None:
+        if not args.quiet:
+            print(text, file=sys.stderr, flush=True)
+
+    try:
+        _check_outputs(args.json, args.markdown)
+        document = sweep.sweep(
+            points_from_args(args), FrameRange.parse(args.davis_frames),
+            FrameRange.parse(args.jhmdb_frames), vtest=not args.no_vtest,
+            default_models=not args.no_default_models, log=log)
+        command = _command()
+        document['command'] = command
+        accuracy.write_json(document, args.json)
+        if args.markdown:
+            accuracy.write_text(sweep.markdown(document, command) + '\n', args.markdown)
+    except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
+        print(f'sparse-perception eval sweep: error: {exc}', file=sys.stderr)
+        return 1
+    chosen = document['chosen']
+    print('chosen: ' + (chosen['label'] if chosen else 'no point keeps the bounds'))
+    print(f'written to {args.json}' + (f' and {args.markdown}' if args.markdown else ''))
+    return 0

@@ -1,0 +1,212 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``sparse-perception eval accuracy``: the result contract on a few real frames, bad input."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparse_perception import cli
+from sparse_perception.evaluation import accuracy
+from sparse_perception.replay.metrics import PersonTruth
+from sparse_perception.replay.sources import Frame
+from sparse_perception.settings import PerceptionSettings
+from support import require_shared
+
+
+def _eval(*args):
+    return cli.main(['eval', 'accuracy', '--quiet', *map(str, args)])
+
+
+@pytest.fixture(scope='module')
+def short_run(tmp_path_factory):
+    """Run the command on 3 frames of each clip, parity with the two smallest Coral models."""
+    require_shared('data/davis/DAVIS')
+    require_shared('data/jhmdb/ReadJHMDBAnnotations')
+    require_shared('models/coral')
+    out = tmp_path_factory.mktemp('eval')
+    path = out / 'accuracy.json'
+    status = _eval('--json', path, '--markdown', out / 'accuracy.md', '--davis-frames', '0:3',
+                   '--jhmdb-frames', '10:13', '--sequences', 'parkour', '--parity-frames', 1, 2,
+                   '--parity-models', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning')
+    assert status == 0
+    return json.loads(path.read_text()), (out / 'accuracy.md').read_text()
+
+
+def test_result_contract(short_run):
+    result, _ = short_run
+    assert {'parity', 'davis', 'jhmdb', 'settings'} <= set(result)
+    seg = result['parity']['deeplabv3_mnv2_dm05_pascal']
+    pose = result['parity']['movenet_lightning']
+    assert seg['frames'] == 2 and 0.9 < seg['agreement'] <= 1.0  # 1 frame per sequence
+    assert pose['frames'] == 2 and 0.0 <= pose['median_px'] < 5.0
+    parkour = result['davis']['parkour']
+    for key in ('dense_iou', 'incremental_iou', 'agreement'):
+        assert 0.0 <= parkour[key] <= 1.0
+    assert parkour['frames'] == 3 and parkour['frame_indices'] == [0, 2]
+    assert parkour['class_id'] == 15 and parkour['frame_size'] == [854, 480]
+    jhmdb = result['jhmdb']
+    assert jhmdb['frames'] == 3 and jhmdb['frame_indices'] == [10, 12]
+    assert 0.0 <= jhmdb['dense_pck'] <= 1.0 and 0.0 <= jhmdb['incremental_pck'] <= 1.0
+    assert jhmdb['joints_scored'] == 3 * 12  # the 12 joints JHMDB shares with COCO-17
+    settings = result['settings']
+    defaults = PerceptionSettings()
+    assert settings['change.threshold'] == defaults.change.threshold
+    assert settings['sparsity.scale'] == defaults.sparsity.scale
+    assert settings['package_defaults'] is True
+    assert set(settings['active_fraction']) == {'davis/parkour', 'jhmdb'}
+    assert 0.0 < settings['active_fraction']['davis/parkour'] <= 1.0
+    assert result['conditions']['davis_frames'] == '0:3'
+    assert result['conditions']['models']['segmentation']['network_input'] == \
+        '513x513 (resize)'
+    assert result['environment']['versions']['torch']
+
+
+def test_default_settings_keep_the_bounds_on_real_frames(short_run):
+    # The first frame of a stream runs dense; the two after it are the incremental ones.
+    result, _ = short_run
+    assert result['criteria']['passed'], result['criteria']['failures']
+    assert result['davis']['parkour']['dense_frames'] == 1
+
+
+def test_markdown_names_every_section(short_run):
+    _, text = short_run
+    for heading in ('## DAVIS', '## JHMDB', '## Parity', 'parkour', 'movenet_lightning'):
+        assert heading in text
+
+
+def test_missing_shared_folder_is_named(tmp_path, monkeypatch, capsys):
+    missing = tmp_path / 'nowhere'
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(missing))
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'davis') == 1
+    error = capsys.readouterr().err
+    assert 'sparse-perception eval accuracy: error:' in error
+    assert str(missing) in error and 'SPARSE_PERCEPTION_SHARED' in error
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_incomplete_shared_folder_is_named(tmp_path, monkeypatch, capsys):
+    # DAVIS frames without their masks.
+    (tmp_path / 'data/davis/DAVIS/JPEGImages/480p/parkour').mkdir(parents=True)
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(tmp_path))
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'davis',
+                 '--sequences', 'parkour') == 1
+    assert 'Annotations/480p/parkour not found' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('args, message', [
+    (['--sections', 'davis,coco'], "--sections 'davis,coco'"),
+    (['--sections', 'davis', '--davis-frames', '5:2'], "frame range '5:2' selects no frames"),
+    (['--sections', 'davis', '--sequences', 'parkour', '--davis-frames', '500:600'],
+     'selects none of its frames'),
+    (['--sections', 'davis', '--sequences', 'no_such_sequence'], 'no_such_sequence not found'),
+    (['--change.threshold', '-1'], 'change.threshold = -1.0 is out of range'),
+    (['--parity-frames', '0', '3'], '--parity-frames 0 3'),
+])
+def test_bad_options_are_named(tmp_path, capsys, args, message):
+    require_shared('data/davis/DAVIS')
+    assert _eval('--json', tmp_path / 'out.json', *args) == 1
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_bad_json_path_is_named(tmp_path, capsys):
+    assert _eval('--json', tmp_path, '--sections', 'davis') == 1
+    assert 'is a folder' in capsys.readouterr().err
+    assert _eval('--json', tmp_path / 'no' / 'out.json', '--sections', 'davis') == 1
+    assert 'does not exist' in capsys.readouterr().err
+
+
+def test_unknown_parity_model_is_named(tmp_path, capsys):
+    require_shared('data/davis/DAVIS')
+    pytest.importorskip('ai_edge_litert')
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'parity',
+                 '--parity-models', 'no_such_model') == 1
+    assert "['no_such_model'] are not registered" in capsys.readouterr().err
+
+
+# -- scoring, with the replay's metrics, on outputs made up here --------------------------------
+
+class _Masks:
+    """Ground truth by position: frame i's foreground is the left i+1 columns."""
+
+    def for_frame(self, index, name=''):
+        mask = np.zeros((2, 4), bool)
+        mask[:, :index + 1] = True
+        return mask
+
+
+def _frames(count, first=0):
+    return [Frame(first + i, np.zeros((2, 4, 3), np.uint8), 0, 'camera', 0) for i in
+            range(count)]
+
+
+def _run(masks=(), keypoints=()):
+    run = accuracy.HeadRun(masks=list(masks), keypoints=list(keypoints))
+    run.ms = [10.0] * max(len(masks), len(keypoints))
+    run.active = [1.0] + [0.5] * (len(run.ms) - 1)
+    run.changed = list(run.active)
+    run.macs, run.dense_macs = 75, 100
+    return run
+
+
+def test_segmentation_scores_by_hand():
+    clip = accuracy.Clip('toy', 'segmentation', Path('.'), Path('.'), 24.0)
+    names = ['background'] * 15 + ['person']
+    frames = _frames(2, first=1)  # truth: frame 1 -> 2 columns, frame 2 -> 3 columns
+    dense = [np.full((2, 4), 15, np.uint8)] * 2  # all person
+    incremental = [np.full((2, 4), 15, np.uint8), np.zeros((2, 4), np.uint8)]
+    result = accuracy.score(clip, frames, _Masks(), _run(incremental), _run(dense), names)
+    assert result['dense_iou'] == pytest.approx(np.mean([4 / 8, 6 / 8]))
+    assert result['incremental_iou'] == pytest.approx(np.mean([4 / 8, 0.0]))
+    assert result['iou_drop_points'] == pytest.approx(100 * 6 / 8 / 2)
+    assert result['agreement'] == pytest.approx(8 / 16)
+    assert result['class_id'] == 15 and result['frame_indices'] == [1, 2]
+    assert result['macs_saved'] == pytest.approx(0.25)
+    assert result['active_fraction_after_first'] == pytest.approx(0.5)
+
+
+class _People:
+    def for_frame(self, index, name=''):
+        points = np.full((17, 2), np.nan)
+        visible = np.zeros(17, bool)
+        points[5:7] = [[10.0, 10.0], [20.0, 10.0]]  # the shoulders
+        visible[5:7] = True
+        return [PersonTruth(points, visible, 100.0, float('nan'))]
+
+
+def test_pose_scores_by_hand():
+    clip = accuracy.Clip('toy', 'pose', Path('.'), Path('.'), 30.0)
+    joints = ['left_shoulder', 'right_shoulder']
+    good = np.array([[[10.0, 10.0, 0.9], [20.0, 10.0, 0.9]]], np.float32)
+    off = np.array([[[10.0, 10.0, 0.9], [60.0, 10.0, 0.9]]], np.float32)  # 40 px > 0.2 x 100
+    result = accuracy.score(clip, _frames(2), _People(), _run(keypoints=[good, off]),
+                            _run(keypoints=[good, good]), joints)
+    assert result['dense_pck'] == 1.0 and result['incremental_pck'] == pytest.approx(3 / 4)
+    assert result['pck_drop_points'] == pytest.approx(25.0)
+    assert result['joints_scored'] == 4
+    assert result['agreement_keypoint_px'] == pytest.approx(40.0 / 4)
+
+
+def test_criteria_name_every_miss():
+    davis = {'a': {'iou_drop_points': 0.6, 'agreement': 0.99},
+             'b': {'iou_drop_points': -1.0, 'agreement': 0.996}}
+    check = accuracy.criteria(davis, {'pck_drop_points': 0.5})
+    assert not check['passed'] and len(check['failures']) == 2
+    assert 'davis/a: IoU drop 0.600' in check['failures'][0]
+    assert 'davis/a: agreement 99.000%' in check['failures'][1]
+    assert accuracy.criteria({'b': davis['b']}, {'pck_drop_points': 0.4})['passed']

@@ -1,0 +1,124 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The sparsity sweep's pure parts: points, their settings, the choice and the tables."""
+
+import argparse
+
+import pytest
+
+from sparse_perception import settings as st
+from sparse_perception.evaluation import accuracy, command, sweep
+
+
+def test_assignments_take_the_settings_types():
+    assert sweep.parse_assignment('change.threshold=4') == ('change.threshold', 4.0)
+    assert sweep.parse_assignment('change.min_pixels=16') == ('change.min_pixels', 16)
+    assert sweep.parse_assignment('sparsity.layer_thresholds=a=0.1;b=2') == (
+        'sparsity.layer_thresholds', ('a=0.1', 'b=2'))
+    with pytest.raises(accuracy.EvaluationError, match='is not NAME=VALUE'):
+        sweep.parse_assignment('change.threshold')
+    with pytest.raises(accuracy.EvaluationError, match=r"change.min_pixels='2.5': expected int"):
+        sweep.parse_assignment('change.min_pixels=2.5')
+    with pytest.raises(st.SettingError, match='out of range'):
+        sweep.parse_assignment('change.threshold=300')
+    with pytest.raises(st.SettingError, match="unknown setting 'change.thresh'"):
+        sweep.parse_assignment('change.thresh=3')
+
+
+def test_points_start_from_the_exact_base_whatever_the_defaults():
+    settings = sweep.point_settings({'sparsity.scale': 0.02})
+    assert settings.change.threshold == 0.0 and settings.change.min_pixels == 1
+    assert settings.sparsity.scale == 0.02
+    assert settings.model.segmentation == accuracy.SEGMENTATION_MODEL
+    assert settings.model.pose == accuracy.POSE_MODEL
+    assert settings.change.tile_size == st.PerceptionSettings().change.tile_size
+    models = {'model.segmentation': 'selfie_segmentation'}
+    assert sweep.point_settings({}, models).model.segmentation == 'selfie_segmentation'
+
+
+def test_grid_and_labels():
+    points = sweep.grid([('change.threshold', [0.0, 2.0]), ('sparsity.scale', [0.0, 0.01])])
+    assert points == [{'change.threshold': 0.0, 'sparsity.scale': 0.0},
+                      {'change.threshold': 0.0, 'sparsity.scale': 0.01},
+                      {'change.threshold': 2.0, 'sparsity.scale': 0.0},
+                      {'change.threshold': 2.0, 'sparsity.scale': 0.01}]
+    assert sweep.label(points[0]) == 'exact (threshold 0, scale 0)'
+    assert sweep.label(points[3]) == 'threshold=2, scale=0.01'
+    assert sweep.label({'change.min_pixels': 4}) == 'min_pixels=4'
+
+
+def _args(*argv):
+    parser = argparse.ArgumentParser()
+    command.register(parser.add_subparsers())
+    return parser.parse_args(['eval', 'sweep', '--json', 'x.json', *argv])
+
+
+def test_command_line_points():
+    assert command.points_from_args(_args()) == [dict(p) for p in sweep.DEFAULT_POINTS]
+    args = _args('--point', 'change.threshold=2', 'change.min_pixels=4',
+                 '--axis', 'sparsity.scale', '0', '0.05')
+    assert command.points_from_args(args) == [
+        {'change.threshold': 2.0, 'change.min_pixels': 4},
+        {'sparsity.scale': 0.0}, {'sparsity.scale': 0.05}]
+    with pytest.raises(accuracy.EvaluationError, match='at least one value'):
+        command.points_from_args(_args('--axis', 'sparsity.scale'))
+
+
+def _clip(drop, agreement, macs, active):
+    return {'iou_drop_points': drop, 'agreement': agreement, 'macs_saved': macs,
+            'active_fraction_after_first': active, 'latency_ms': {
+                'dense': {'p50': 100.0}, 'incremental': {'p50': 50.0}}, 'speedup': 2.0,
+            'dense_iou': 0.5, 'frames_scored': 3}
+
+
+def _point(name, drop, agreement, macs, active=0.5):
+    clips = {'davis/a': _clip(drop, agreement, macs, active),
+             'jhmdb': {**_clip(None, None, macs, active), 'pck_drop_points': 0.0,
+                       'agreement_keypoint_px': 0.1, 'dense_iou': None, 'dense_pck': 0.8}}
+    del clips['jhmdb']['agreement']
+    return {'label': name, 'point': {}, 'settings': {}, 'clips': clips,
+            'criteria': sweep.check(clips), 'macs_saved_mean': macs,
+            'active_fraction_mean': active}
+
+
+def test_choice_is_the_passing_point_that_saves_most():
+    points = [_point('exact', 0.0, 1.0, 0.1), _point('good', 0.4, 0.996, 0.3),
+              _point('too lossy', 0.6, 0.999, 0.5), _point('disagrees', 0.0, 0.99, 0.6),
+              {'label': 'crashed', 'error': 'IndexError: ...',
+               'criteria': {'passed': False, 'failures': ['the run failed']}}]
+    assert [p['criteria']['passed'] for p in points] == [True, True, False, False, False]
+    assert sweep.choose(points)['label'] == 'good'
+    tie = _point('good but busier', 0.4, 0.996, 0.3, active=0.6)
+    assert sweep.choose([tie, points[1]])['label'] == 'good'
+    assert sweep.choose(points[2:]) is None
+
+
+def test_markdown_tables():
+    points = [_point('exact', 0.0, 1.0, 0.1), _point('good', 0.4, 0.996, 0.3),
+              {'label': 'crashed', 'error': 'IndexError: boom', 'point': {},
+               'criteria': {'passed': False, 'failures': ['the run failed']}}]
+    document = {
+        'points': points, 'chosen': {'label': 'good'}, 'base': dict(sweep.BASE),
+        'models': {'segmentation': 'seg', 'pose': 'pose'}, 'wall_s': 12.0,
+        'conditions': {'davis': {'sequences': ['a'], 'frames': ':'},
+                       'jhmdb': {'frames': ':'}, 'vtest40': 'not run', 'timing': 't',
+                       'choice': 'c'},
+        'environment': {'versions': {'torch': '2.13.0'}, 'device': {'cpu': 'X', 'cores': 2}}}
+    text = sweep.markdown(document, 'sparse-perception eval sweep --json s.json')
+    assert '**Chosen: good**' in text
+    assert '| good | +0.40 / 99.60% | +0.00 / 0.10 px | **yes** |' in text
+    assert '| exact | +0.00 / 100.00% | +0.00 / 0.10 px | yes |' in text
+    assert '| crashed | failed | failed | no: IndexError: boom |' in text
+    assert '| good | 30.0% | 0.50 / 30% / 50 (2.00x) | 0.50 / 30% / 50 (2.00x) |' in text
