@@ -62,6 +62,7 @@ from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.executor import _tile_size, _unpack_tiles
 from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, trace
+from sparse_perception.engine.layers import convert_step
 from sparse_perception.engine.stats import FrameStats, LayerStats
 import torch
 from torch import nn
@@ -167,7 +168,7 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
                       (out.height, out.width), (ins[0].height, ins[0].width) if ins else (1, 1))
     spec.tile = k.window.cache_tile(spec.out_hw)
     spec.macs = macs_per_position(layer, values)
-    spec.steps = [_convert_step(s, device, dtype) for s in layer.epilogue]
+    spec.steps = [convert_step(s, device, dtype) for s in layer.epilogue]
     try:  # the epilogue must be fusable (operands are bound per stream later)
         k.epilogue.encode(spec.steps, {v: torch.zeros(values[v].positions + 3,
                                                       values[v].channels)
@@ -229,20 +230,6 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
     if layer.kind in ('cat', 'pointwise', 'gap'):
         return spec
     raise _unsupported(layer, f'{layer.kind} layers are not implemented by the kernels')
-
-
-def _convert_step(step: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    from sparse_perception.engine.graph import Step
-
-    if step.kind == 'affine':
-        scale, shift = step.const
-        return Step('affine', 'affine', const=(scale.to(device, dtype).view(1, -1),
-                                               shift.to(device, dtype).view(1, -1)))
-    if step.kind == 'binary' and step.const is not None:
-        return Step('binary', step.op, const=step.const.to(device, dtype), reverse=step.reverse)
-    if step.kind == 'act' and step.params and isinstance(step.params[0], torch.Tensor):
-        return Step('act', step.op, params=(step.params[0].to(device, dtype),))
-    return step
 
 
 class DeviceState:

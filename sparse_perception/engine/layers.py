@@ -135,7 +135,7 @@ class Run:
         self.device = device
         self.dtype = dtype
         self.tile_pref = tile
-        self.steps = [_convert_step(s, device, dtype) for s in layer.epilogue]
+        self.steps = [convert_step(s, device, dtype) for s in layer.epilogue]
         self.operand_ids = [s.operand for s in layer.epilogue if s.operand is not None]
         self.broadcast = {v: values[v].positions == 1 and self.positions > 1
                           for v in self.operand_ids}
@@ -866,7 +866,8 @@ def _taps(matrix: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.where(valid, order, n_in), torch.where(valid, weights, 0.0)
 
 
-def _convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
+def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
+    """Move an epilogue step's constants to the layer's device and dtype."""
     if step.kind == 'affine':
         scale, shift = step.const
         return Step('affine', 'affine', const=(scale.to(device, dtype).view(1, -1),

@@ -43,7 +43,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import json
-import math
 from pathlib import Path
 import time
 from typing import Any, Callable, Sequence
@@ -54,6 +53,7 @@ from sparse_perception import settings as settings_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.metrics import (
     BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.report import json_safe
 from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
 from sparse_perception.settings import PerceptionSettings
 
@@ -706,7 +706,7 @@ def network_input(settings: PerceptionSettings, head: str) -> str:
 
 def write_json(result: dict[str, Any], path: Path) -> None:
     """Write ``result`` as JSON (NaN as null) through a temporary name."""
-    write_text(json.dumps(_finite(result), indent=2, allow_nan=False) + '\n', path)
+    write_text(json.dumps(json_safe(result), indent=2, allow_nan=False) + '\n', path)
 
 
 def write_text(text: str, path: Path) -> None:
@@ -723,14 +723,3 @@ def write_text(text: str, path: Path) -> None:
     finally:
         if temporary.exists():
             temporary.unlink()
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN and infinities (not JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value

@@ -51,14 +51,17 @@ from sparse_perception.replay.sources import FrameRange
 SCHEMA = 'sparse_perception.eval.sweep/1'
 # Every point starts from these (on top of the package defaults), then sets its own values.
 BASE = {'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.scale': 0.0}
-# The default points: the input change threshold alone, with noise suppression, and the
-# engine's per-layer thresholds alone and with a small input threshold.
+# The default points: the input change threshold alone, with noise suppression (min_pixels,
+# which also turns on the neighbour rule for the edges of moving objects), and the engine's
+# per-layer and global-pooling thresholds alone and with a small input threshold.
 DEFAULT_POINTS: tuple[dict[str, Any], ...] = (
     {},
     *({'change.threshold': t} for t in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)),
     {'change.threshold': 2.0, 'change.min_pixels': 4},
     {'change.threshold': 2.0, 'change.min_pixels': 16},
     {'change.threshold': 4.0, 'change.min_pixels': 16},
+    *({'change.threshold': t, 'change.min_pixels': 32} for t in (4.0, 8.0, 12.0)),
+    {'change.threshold': 4.0, 'sparsity.global_scale': 0.05},
     *({'sparsity.scale': s} for s in (0.01, 0.02, 0.05)),
     {'change.threshold': 2.0, 'sparsity.scale': 0.01},
 )

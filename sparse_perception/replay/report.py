@@ -129,20 +129,20 @@ def environment(device_setting: str) -> dict[str, Any]:
     return {'versions': versions, 'device': device}
 
 
-def _finite(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Replace NaN and infinities (not JSON) by None, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
 def write_json(report: dict, path: Path) -> None:
     """Write ``report`` as indented JSON (NaN becomes null)."""
-    path.write_text(json.dumps(_finite(report), indent=2, allow_nan=False) + '\n',
+    path.write_text(json.dumps(json_safe(report), indent=2, allow_nan=False) + '\n',
                     encoding='utf-8')
 
 
