@@ -15,8 +15,10 @@
 """
 A test double of ``sparse_perception.pipeline.Pipeline`` for the node tests.
 
-Until the real pipeline lands (issues 3 and 5), the node tests run on this: a real, small
-computation, not canned answers. Per frame it builds a tile change map against a per-tile
+Most node tests run on this: a real, small computation, not canned answers, that is fast,
+deterministic and can be made to fail on demand, so the tests look at the ROS edge (QoS,
+headers, parameters, life cycle, bad input) and not at model speed. The real pipeline runs
+through the nodes in test/ros/test_nodes_real_pipeline.py. Per frame it builds a tile change map against a per-tile
 reference (change.threshold, tile_size, dilation, refresh_period), runs tiny fixed-weight torch
 conv nets (segmentation: class logits -> argmax mask; pose: 17 heatmaps -> argmax keypoints of
 one person), recomputes the mask only in changed tiles (keeping the cached result elsewhere),

@@ -17,7 +17,8 @@ A test double of ``sparse_perception.pipeline.Pipeline`` for the replay tests.
 
 It honours the pipeline contract (constructor, ``process``, ``update``, ``reset``, ``close``,
 ``class_names``, ``joint_names``, ``skeleton``, ``FrameResult`` out) with real, small
-computation, so that replay, metrics and reports can be tested before the real pipeline lands:
+computation, so that replay, metrics and reports are tested quickly and with figures known in
+advance (the real pipeline runs through the replay in test/bag/test_eval_replay.py):
 
 - a change map of tiles whose largest pixel difference from a per-tile reference exceeds
   ``change.threshold + 10 * sparsity.scale`` grey levels; only those tiles of the reference
