@@ -60,36 +60,109 @@ class _IncrementalNet:
     the frame (a resized frame, a tracked crop): that is the image that must hold still, and a
     crop that moves is then simply a changed input. ``stats`` collects the engine statistics
     of every call since :meth:`take_stats`.
+
+    The engine is the sync-free :class:`~sparse_perception.engine.device.DeviceModel` or the
+    eager :class:`~sparse_perception.engine.IncrementalModel`, as ``model.execution`` says
+    (see :func:`_execution`); both take ``(x, tiles, state)`` and return views of the state's
+    caches, which the caller consumes before the next frame. Under 'auto', a model the device
+    mode cannot run (found when it is lowered: at load, or at the first frame of a fully
+    convolutional model) falls back to the eager engine with a warning; under an explicit
+    'device' that is a :class:`ModelLoadError`.
     """
 
     def __init__(self, trunk: Any, settings: PerceptionSettings, what: str,
                  input_size: tuple[int, int] | None = None):
-        import torch
-
         from sparse_perception.change import ChangeDetector
-        from sparse_perception.engine import EngineConfig, IncrementalModel
+        from sparse_perception.engine import EngineConfig
 
+        self.what = what
+        self.config = EngineConfig.from_settings(settings)
+        self.trunk = trunk
+        self.input_size = input_size
+        self.requested = settings.model.execution
         try:
-            self.engine = IncrementalModel(trunk, EngineConfig.from_settings(settings))
-            if input_size is not None:  # lower it now, so an unsupported op fails here
-                self.engine.layer_names(torch.zeros(1, 3, *input_size, device=self.engine.device))
+            if _execution(self.requested, self.config, trunk) == 'device':
+                self._build_device()
+            else:
+                self._build_eager()
+        except ModelLoadError:
+            raise
         except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
             raise ModelLoadError(f'{what} cannot run incrementally: {exc}') from exc
-        self.state = self.engine.new_state()
         self.change = ChangeDetector(settings.change)
         self.stats: list[Any] = []
+        self._unread = False  # the engine holds statistics of a call not yet collected
+
+    def _build_device(self) -> None:
+        from sparse_perception.engine.device import DeviceModel
+
+        self.execution = 'device'
+        try:
+            # graph=None: CUDA-graph replay on CUDA; on the CPU (the interpreter) no graphs.
+            self.engine = DeviceModel(self.trunk, self.config)
+            self._lower()
+        except ValueError as exc:  # EngineError, UnsupportedOpError
+            self._device_failed(exc)
+            return
+        self.state = self.engine.new_state()
+
+    def _build_eager(self) -> None:
+        from sparse_perception.engine import IncrementalModel
+
+        self.execution = 'eager'
+        self.engine = IncrementalModel(self.trunk, self.config)
+        self._lower()
+        self.state = self.engine.new_state()
+
+    def _lower(self) -> None:
+        """Lower the trunk for its input now when that is fixed, so unsupported ops fail here."""
+        import torch
+
+        if self.input_size is not None:
+            self.engine.layer_names(torch.zeros(1, 3, *self.input_size,
+                                                device=self.engine.device))
+
+    def _device_failed(self, exc: Exception) -> None:
+        if self.requested == 'device':
+            raise ModelLoadError(f'{self.what} cannot run in the device mode '
+                                 f"(model.execution 'device'): {exc}; use model.execution "
+                                 "'eager' or 'auto'") from exc
+        LOG.warning('%s: the sync-free device mode cannot run it (%s); running the eager '
+                    'executor instead', self.what, exc)
+        self._build_eager()
 
     def __call__(self, x: Any, change: Any) -> Any:
         """Run ``x`` (1, C, H, W); ``change`` is its ChangeMap, or None for a dense frame."""
-        features = self.engine(x, None if change is None or change.refresh else change,
-                               self.state)
-        self.stats.append(self.engine.last_stats)
+        from sparse_perception.engine import EngineError, UnsupportedOpError
+
+        self._collect()
+        tiles = None if change is None or change.refresh else change
+        try:
+            features = self.engine(x, tiles, self.state)
+        except UnsupportedOpError as exc:  # lowered at its first frame (fully convolutional)
+            if self.execution != 'device':
+                raise
+            try:
+                self._device_failed(exc)
+            except EngineError as failed:  # the eager engine cannot run it either
+                raise ModelLoadError(f'{self.what} cannot run incrementally: {failed}') \
+                    from failed
+            features = self.engine(x, None, self.state)  # a new engine: its first frame
+        self._unread = True
         return features
+
+    def _collect(self) -> None:
+        # Read after the frame's outputs were used: on CUDA the device mode's statistics wait
+        # for the frame to finish, which decoding the outputs has waited for already.
+        if self._unread:
+            self.stats.append(self.engine.last_stats)
+            self._unread = False
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         from sparse_perception.engine import EngineConfig
 
-        self.engine.reconfigure(EngineConfig.from_settings(settings), self.state)
+        self.config = EngineConfig.from_settings(settings)
+        self.engine.reconfigure(self.config, self.state)
         _apply_change_settings(self.change, settings)
 
     def reset(self) -> None:
@@ -97,6 +170,7 @@ class _IncrementalNet:
         self.change.reset()
 
     def take_stats(self) -> list[Any]:
+        self._collect()
         stats, self.stats = self.stats, []
         return stats
 
@@ -289,14 +363,15 @@ class Pipeline:
         """
         Apply new settings from the next frame on.
 
-        A head whose model, device, precision or backend changed is reloaded (which may raise
-        :class:`ModelLoadError`; the old head then stays); sparsity changes keep the caches;
-        a new change threshold keeps the change map's reference.
+        A head whose model, device, precision, backend or execution changed is reloaded (which
+        may raise :class:`ModelLoadError`; the old head then stays); sparsity changes keep the
+        caches; a new change threshold keeps the change map's reference.
         """
         old = self._settings
         reload_all = (settings.model.device != old.model.device
                       or settings.model.precision != old.model.precision
                       or settings.model.backend != old.model.backend
+                      or settings.model.execution != old.model.execution
                       or settings.model.models_dir != old.model.models_dir)
         device = _device(settings.model.device)
         heads = dict(self._heads)
@@ -345,6 +420,30 @@ def _device(requested: str) -> str:
         raise ModelLoadError('model.device is cuda but CUDA is not available here (torch '
                              f'{torch.__version__}); use cpu or auto')
     return requested
+
+
+def _execution(requested: str, config: Any, trunk: Any) -> str:
+    """Resolve ``model.execution`` to 'device' or 'eager' (see ModelSettings.execution)."""
+    from sparse_perception.settings import resolve_backend
+
+    backend = resolve_backend(config.backend)
+    if requested == 'device' and backend == 'reference':
+        raise ModelLoadError(
+            "model.execution 'device' runs on the Triton kernels, but the backend resolves to "
+            "'reference' (model.backend or $SPARSE_PERCEPTION_BACKEND): set model.backend to "
+            "'kernels' or 'auto', or model.execution to 'eager' or 'auto'")
+    if requested != 'auto':
+        return requested
+    first = next(iter(trunk.parameters()), None)
+    device = first.device if first is not None else None
+    return 'device' if device is not None and _auto_picks_device(config, device) else 'eager'
+
+
+def _auto_picks_device(config: Any, device: Any) -> bool:
+    """Return whether 'auto' runs the device mode: on CUDA where the backend is the kernels."""
+    from sparse_perception.engine import get_backend
+
+    return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
 
 
 def _load(kind: str, name: str, settings: PerceptionSettings, device: str):

@@ -159,6 +159,17 @@ class ModelSettings:
         'auto', 'Sparse backend: GPU kernels, or the pure-torch reference '
         f'(auto = kernels on CUDA when Triton is present; env {BACKEND_ENV} overrides auto)',
         choices=('auto', 'kernels', 'reference'), reload=True)
+    # Which incremental executor runs the networks. 'device' is the sync-free DeviceModel on
+    # the Triton kernels: no host synchronisation in a frame, replayed as a CUDA graph on CUDA
+    # (the fast path; on the CPU it runs only under Triton's interpreter, for tests). 'eager'
+    # is IncrementalModel, which decides per layer on the host (on either backend). 'auto'
+    # takes 'device' where the backend resolves to the kernels and the device is CUDA, else
+    # 'eager'; a model the device mode cannot run then falls back to 'eager' with a warning.
+    # It builds a different engine, so a change reloads the model.
+    execution: str = setting(
+        'auto', 'Incremental executor: device (sync-free, CUDA graphs) or eager '
+        '(auto = device on CUDA with the kernels backend, else eager)',
+        choices=('auto', 'eager', 'device'), reload=True)
 
 
 @dataclass(frozen=True)

@@ -324,10 +324,31 @@ class DeviceModel:
         """Return the layer names (for threshold overrides) for inputs like ``x``."""
         return [s.layer.name for s in self.plan_for(self._check_input(x)).specs]
 
-    def reconfigure(self, config: EngineConfig) -> None:
-        """Use ``config`` from the next frame on; every stream's next frame runs dense."""
+    def reconfigure(self, config: EngineConfig, state: DeviceState | None = None) -> None:
+        """
+        Use ``config`` from the next frame on, keeping the caches where that is possible.
+
+        As :meth:`IncrementalModel.reconfigure <sparse_perception.engine.IncrementalModel.
+        reconfigure>`: thresholds change in place (the given ``state``, or the default one,
+        recomputes its per-layer thresholds from the layer scales of its first frame and runs
+        its next frame dense if any went down); a new tail rule rebuilds the plans, so the
+        next frame of every stream runs dense. The compute tile and the backend do not apply
+        to this mode (its tiles follow each map's size; it always runs the kernels).
+        """
+        if config.allow_dense_tail != self.config.allow_dense_tail:
+            self.config = config
+            self._plans.clear()
+            return
+        for plan in self._plans.values():  # raises before anything changes
+            plan.check_layer_thresholds(config)
         self.config = config
-        self._plans.clear()
+        state = state if state is not None else self._default_state
+        if state is not None and state.plan is not None and state.frames > 0:
+            before = list(state.thresholds) + [state.input_threshold]
+            self._calibrate(state.plan, state)
+            after = list(state.thresholds) + [state.input_threshold]
+            if any(new < old for new, old in zip(after, before)):
+                state.request_refresh()  # what the old thresholds held back must go
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
@@ -665,20 +686,28 @@ class DeviceModel:
         return program.tail(*views)
 
     def _calibrate(self, plan: _DevicePlan, state: DeviceState) -> None:
-        """Per-layer thresholds: override, else scale x RMS of the first frame's output."""
+        """
+        Per-layer thresholds: override, else scale x RMS of the first frame's output.
+
+        Global average pools take the larger of the two scales (EngineConfig.global_scale).
+        The scales are measured on the first frame (one synchronisation, a dense frame), so
+        that a scale set later (:meth:`reconfigure`) means what it means from the start.
+        """
         cfg = self.config
         overrides = cfg.layer_thresholds
         state.input_threshold = float(overrides.get('input', 0.0))
-        if cfg.threshold_scale > 0 and not state.rms:
+        if len(state.rms) != len(plan.specs):
             squares = torch.stack([state.caches[s.out][:s.positions].double().pow(2).mean()
                                    for s in plan.specs])
-            state.rms = squares.sqrt().tolist()  # one synchronisation, first frame only
+            state.rms = squares.sqrt().tolist()
         for s in plan.specs:
             override = next((overrides[n] for n in s.layer.names if n in overrides), None)
+            scale = max(cfg.threshold_scale, cfg.global_scale) if s.kind == 'gap' else \
+                cfg.threshold_scale
             if override is not None:
                 state.thresholds[s.index - 1] = float(override)
-            elif cfg.threshold_scale > 0:
-                state.thresholds[s.index - 1] = cfg.threshold_scale * state.rms[s.index - 1]
+            elif scale > 0 and s.kind != 'positionwise':
+                state.thresholds[s.index - 1] = scale * state.rms[s.index - 1]
             else:
                 state.thresholds[s.index - 1] = 0.0
         # Thresholds decide which layers test, hence the bound launches: bind them anew.

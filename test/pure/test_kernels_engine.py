@@ -167,6 +167,25 @@ def test_device_mode_with_thresholds_agrees_with_the_eager_reference():
     assert changed < sum(s.changed for s in exact.last_stats.layers)
 
 
+def test_device_mode_global_scale_and_live_thresholds_agree_with_the_eager_executor():
+    model = kn.build('mobile', seed=6)
+    sequence = kn.frames(3, 32, 32, 4, seed=7)  # 32 x 32: see the test above
+    first = EngineConfig(global_scale=0.5)
+    then = EngineConfig(threshold_scale=0.2, global_scale=0.5)
+    engines = {'device': DeviceModel(model, first, graph=False),
+               'eager': IncrementalModel(model, first)}
+    outputs, held = {}, {}
+    for name, engine in engines.items():
+        state = engine.new_state()
+        outputs[name] = [engine(x, tiles, state).clone() for x, tiles in sequence[:2]]
+        held[name] = [s.changed for s in engine.last_stats.layers if s.kind == 'gap']
+        engine.reconfigure(then, state)  # live: the caches stay, thresholds go up
+        outputs[name] += [engine(x, tiles, state).clone() for x, tiles in sequence[2:]]
+        assert not engine.last_stats.dense
+    assert worst(outputs['device'], outputs['eager']) <= 1e-4
+    assert held['device'] == held['eager'] == [0]  # the pooled mean moved too little
+
+
 def test_device_mode_on_mobilenet_v2_deeplabv3():
     model = mobilenet_v2_deeplabv3(width=0.25, seed=1)
     sequence = kn.frames(3, 24, 40, 2, seed=3, tile=8)[:2]
