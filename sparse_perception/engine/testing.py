@@ -28,6 +28,7 @@ import random
 from typing import Any, Callable, Sequence
 
 from sparse_perception.change import ChangeMap
+from sparse_perception.engine.ops import depth_to_space
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -184,7 +185,7 @@ class Pad(nn.Module):
 
 BLOCK_KINDS = ('conv', 'conv', 'conv', 'depthwise', 'conv_bn_act', 'conv_transpose', 'maxpool',
                'avgpool', 'resample', 'pad', 'residual', 'se', 'image_pool', 'cat', 'act',
-               'affine', 'batchnorm')
+               'affine', 'batchnorm', 'pixel_shuffle')
 
 
 def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
@@ -261,6 +262,19 @@ def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
         if c.pick((True, False)):
             return c.pick(ACTIVATION_MODULES)(), kind
         return Lambda(c.pick(ACTIVATION_FUNCTIONS)), kind
+    if kind == 'pixel_shuffle':
+        # A convolution makes the block * block * C channels a depth-to-space needs; the
+        # shuffle comes in PyTorch's channel order (module or function) or TF's.
+        block = c.pick((2, 3))
+        conv = nn.Conv2d(channels, c.integer(1, 3) * block * block, c.pick((1, 3)),
+                         padding='same')
+        form = c.pick(('module', 'function', 'tf'))
+        if form == 'module':
+            return nn.Sequential(conv, nn.PixelShuffle(block)), kind
+        if form == 'function':
+            return nn.Sequential(conv, Lambda(lambda x: F.pixel_shuffle(x, block))), kind
+        # Called by its global name: that is what torch.fx's autowrap keeps as one call.
+        return nn.Sequential(conv, Lambda(lambda x: depth_to_space(x, block))), kind
     if kind == 'affine':
         op = c.pick(('mul', 'add', 'sub', 'rsub', 'div', 'neg'))
         fn = {'mul': lambda x: x * 0.5, 'add': lambda x: x + 1.0, 'sub': lambda x: x - 0.25,

@@ -169,7 +169,12 @@ def test_tracked_crop_is_exact_at_threshold_zero(mediapipe_cache):
         # outputs); the heatmap refinement turns that into hundredths of a pixel at most.
         np.testing.assert_allclose(got.pose.keypoints, want.pose.keypoints, atol=0.05)
     head = incremental._heads['pose']
-    assert head.model.roi == dense._heads['pose'].model.roi
+    # The detector runs in the engine too, so the ROI it starts from differs from the dense
+    # one by float rounding (about 1e-6 px), no more.
+    roi, dense_roi = head.model.roi, dense._heads['pose'].model.roi
+    np.testing.assert_allclose([*roi.center, roi.size, roi.rotation],
+                               [*dense_roi.center, dense_roi.size, dense_roi.rotation],
+                               rtol=0, atol=1e-4)
     assert not got.stats.heads['pose'].dense  # the still crop ran sparse
     assert incremental.joint_names[0] == 'nose' and len(incremental.skeleton) > 0
 
