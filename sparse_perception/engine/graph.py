@@ -29,6 +29,8 @@ constants. Fusion rules:
 - A pointwise op whose main operand is used only by it joins the producer's epilogue; the
   fused layer then runs where its last op ran, so every operand is ready.
 - Identity, dropout (eval) and ``contiguous`` are aliases.
+- Depth-to-space (``nn.PixelShuffle``, ``F.pixel_shuffle``, TF-order ``ops.depth_to_space``)
+  becomes a transposed convolution with one-hot weights (data movement: no MACs counted).
 
 An op the engine cannot run incrementally raises :class:`UnsupportedOpError` naming it,
 unless it and everything after it form a *dense tail* without convolutions (an argmax, a
