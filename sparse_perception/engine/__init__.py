@@ -29,10 +29,11 @@ from sparse_perception.engine.backend import (available_backends, get_backend,
 from sparse_perception.engine.config import EngineConfig, parse_layer_thresholds
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.executor import IncrementalModel, StreamState
+from sparse_perception.engine.ops import depth_to_space
 from sparse_perception.engine.stats import FrameStats, LayerStats
 
 __all__ = [
-    'available_backends', 'EngineConfig', 'EngineError', 'FrameStats', 'get_backend',
-    'IncrementalModel', 'LayerStats', 'parse_layer_thresholds', 'ReferenceBackend',
+    'available_backends', 'depth_to_space', 'EngineConfig', 'EngineError', 'FrameStats',
+    'get_backend', 'IncrementalModel', 'LayerStats', 'parse_layer_thresholds', 'ReferenceBackend',
     'register_backend', 'StreamState', 'UnsupportedOpError',
 ]

@@ -29,6 +29,8 @@ constants. Fusion rules:
 - A pointwise op whose main operand is used only by it joins the producer's epilogue; the
   fused layer then runs where its last op ran, so every operand is ready.
 - Identity, dropout (eval) and ``contiguous`` are aliases.
+- Depth-to-space (``nn.PixelShuffle``, ``F.pixel_shuffle``, TF-order ``ops.depth_to_space``)
+  becomes a transposed convolution with one-hot weights (data movement: no MACs counted).
 
 An op the engine cannot run incrementally raises :class:`UnsupportedOpError` naming it,
 unless it and everything after it form a *dense tail* without convolutions (an argmax, a
@@ -43,6 +45,7 @@ import operator
 from typing import Any, Callable
 
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
+from sparse_perception.engine.ops import depth_to_space
 import torch
 from torch import fx
 import torch.nn as nn
@@ -81,6 +84,9 @@ _CONV_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose1d, nn.ConvTrans
                nn.ConvTranspose3d)
 _CONV_FUNCTIONS = (F.conv1d, F.conv2d, F.conv3d, F.conv_transpose1d, F.conv_transpose2d,
                    F.conv_transpose3d)
+# Depth-to-space functions -> the order in which they read the channels of a block.
+_SHUFFLE_FUNCTIONS = {F.pixel_shuffle: 'torch', torch.pixel_shuffle: 'torch',
+                      depth_to_space: 'tf'}
 
 
 @dataclass
@@ -201,7 +207,11 @@ def trace(module: nn.Module) -> fx.GraphModule:
     if fx.Tracer().is_leaf_module(module, ''):
         module = nn.Sequential(module)  # a bare torch.nn layer: trace it as a call
     try:
-        return fx.symbolic_trace(module)
+        # fx.wrap only keeps calls made through the defining module (``ops.depth_to_space``);
+        # autowrap also keeps a model's own ``from ... import depth_to_space`` as one call.
+        tracer = fx.Tracer(autowrap_functions=(depth_to_space,))
+        graph = tracer.trace(module)
+        return fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # torch.fx raises many types for data-dependent control flow
         raise EngineError(
             f'torch.fx could not trace {type(module).__name__}: {exc}. The engine needs a '
@@ -434,6 +444,8 @@ class _Lowering:
                 return self._linear(n, n.args[0], mod.weight, mod.bias)
             if isinstance(mod, nn.Flatten):
                 return self._reshape_global(n, n.args[0])
+            if isinstance(mod, nn.PixelShuffle):
+                return self._depth_to_space(n, n.args[0], mod.upscale_factor, 'torch')
             if isinstance(mod, _CONV_TYPES):
                 raise self._unsupported(n, 'only 2-D convolutions are supported')
             raise self._unsupported(n, 'this module type is not supported')
@@ -507,6 +519,11 @@ class _Lowering:
             return self._positionwise(n, args['input'], 'argmax', args['dim'], args['keepdim'])
         if target in (F.conv2d, F.conv_transpose2d):
             return self._conv_function(n)
+        if target in _SHUFFLE_FUNCTIONS:
+            order = _SHUFFLE_FUNCTIONS[target]
+            names = ['input', 'upscale_factor'] if order == 'torch' else ['x', 'block']
+            args = self._args(n, names, {})
+            return self._depth_to_space(n, args[names[0]], args[names[1]], order)
         if target is F.linear:
             args = self._args(n, ['input', 'weight', 'bias'], {'bias': None})
             return self._linear(n, args['input'], args['weight'], args['bias'])
@@ -636,14 +653,44 @@ class _Lowering:
                                    tuple(mod.dilation), mod.groups)
 
     def _conv_transpose_layer(self, n, x, weight, bias, stride, padding, output_padding,
-                              dilation, groups) -> None:
+                              dilation, groups) -> Layer:
         self._check_nchw_result(n)
         out = self._new_value(n)
         attrs = {'weight': weight, 'bias': bias, 'stride': stride, 'padding': padding,
                  'output_padding': output_padding, 'dilation': dilation, 'groups': groups,
                  'kernel': tuple(weight.shape[-2:])}
-        self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name),
-                              'conv_transpose', [x], out, attrs, order=self.node_order[n]))
+        return self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name),
+                                     'conv_transpose', [x], out, attrs,
+                                     order=self.node_order[n]))
+
+    def _depth_to_space(self, n: fx.Node, x: Any, block: Any, order: str) -> None:
+        """
+        Lower a depth-to-space (pixel shuffle) as a transposed convolution with one-hot weights.
+
+        Kernel = stride = block and no padding put every input position's channels on exactly
+        its own block x block outputs, so change maps, tiles and every backend work as for
+        any transposed convolution, and each output is ``x * 1`` plus zeros: exact in fp32.
+        """
+        v = self._main_input(n, x)
+        src = self.values[v]  # the model ran on the example: block divides the channels
+        bb = block * block
+        depth = src.channels // bb
+        if order == 'torch':
+            # In channel c * bb + i * block + j: groups of bb inputs feed one output channel
+            # each, so groups=depth and a (C_in, 1, b, b) weight, b*b times cheaper than dense.
+            weight = torch.eye(bb).view(bb, 1, block, block).repeat(depth, 1, 1, 1)
+            groups = depth
+        else:
+            # TF: in channel (i * block + j) * depth + c; an output channel's inputs are spread
+            # over the whole channel range, so no grouping fits: weight (C_in, C_out, b, b).
+            weight = torch.einsum('rs,cd->rcds', torch.eye(bb), torch.eye(depth))
+            weight = weight.reshape(bb * depth, depth, block, block)
+            groups = 1
+        weight = weight.to(src.dtype)  # ones and zeros: exact in every float type
+        layer = self._conv_transpose_layer(n, v, weight, None, (block, block), (0, 0), (0, 0),
+                                           (1, 1), groups)
+        # Data movement, not arithmetic: MAC statistics leave the one-hot products out.
+        layer.attrs['data_movement'] = True
 
     def _batch_norm_module(self, n: fx.Node, mod: nn.BatchNorm2d) -> None:
         if mod.training or mod.running_mean is None:
@@ -1116,6 +1163,8 @@ def _pad_map(n_in: int, before: int, after: int, mode: str) -> torch.Tensor:
 
 def macs_per_position(layer: Layer, values: list[Value]) -> float:
     """Multiply-accumulates per output position of a layer's core (0 for data movement)."""
+    if layer.attrs.get('data_movement'):
+        return 0.0
     out = values[layer.output]
     w = layer.attrs.get('weight')
     if layer.kind == 'conv':

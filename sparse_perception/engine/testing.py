@@ -28,6 +28,7 @@ import random
 from typing import Any, Callable, Sequence
 
 from sparse_perception.change import ChangeMap
+from sparse_perception.engine.ops import depth_to_space
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -185,11 +186,16 @@ class Pad(nn.Module):
 BLOCK_KINDS = ('conv', 'conv', 'conv', 'depthwise', 'conv_bn_act', 'conv_transpose', 'maxpool',
                'avgpool', 'resample', 'pad', 'residual', 'se', 'image_pool', 'cat', 'act',
                'affine', 'batchnorm')
+# Kinds added later are drawn only where asked for (``kinds=ALL_BLOCK_KINDS``): seeded tests
+# keep drawing the networks their seeds were chosen for (the device mode runs no pixel
+# shuffle, being a transposed convolution).
+ALL_BLOCK_KINDS = BLOCK_KINDS + ('pixel_shuffle',)
 
 
-def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
-    """Draw one block for an input with ``channels`` channels; returns (block, kind)."""
-    kind = c.pick(BLOCK_KINDS)
+def random_block(c: Any, channels: int,
+                 kinds: Sequence[str] = BLOCK_KINDS) -> tuple[nn.Module, str]:
+    """Draw one block of ``kinds`` for an input with ``channels`` channels: (block, kind)."""
+    kind = c.pick(kinds)
     k = c.pick((1, 3, 5, 7))
     s = c.pick((1, 1, 2))
     d = c.pick((1, 1, 2))
@@ -261,6 +267,19 @@ def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
         if c.pick((True, False)):
             return c.pick(ACTIVATION_MODULES)(), kind
         return Lambda(c.pick(ACTIVATION_FUNCTIONS)), kind
+    if kind == 'pixel_shuffle':
+        # A convolution makes the block * block * C channels a depth-to-space needs; the
+        # shuffle comes in PyTorch's channel order (module or function) or TF's.
+        block = c.pick((2, 3))
+        conv = nn.Conv2d(channels, c.integer(1, 3) * block * block, c.pick((1, 3)),
+                         padding='same')
+        form = c.pick(('module', 'function', 'tf'))
+        if form == 'module':
+            return nn.Sequential(conv, nn.PixelShuffle(block)), kind
+        if form == 'function':
+            return nn.Sequential(conv, Lambda(lambda x: F.pixel_shuffle(x, block))), kind
+        # Called by its global name: that is what torch.fx's autowrap keeps as one call.
+        return nn.Sequential(conv, Lambda(lambda x: depth_to_space(x, block))), kind
     if kind == 'affine':
         op = c.pick(('mul', 'add', 'sub', 'rsub', 'div', 'neg'))
         fn = {'mul': lambda x: x * 0.5, 'add': lambda x: x + 1.0, 'sub': lambda x: x - 0.25,
@@ -270,10 +289,11 @@ def random_block(c: Any, channels: int) -> tuple[nn.Module, str]:
     return bn, kind
 
 
-def random_network(c: Any, in_channels: int, height: int, width: int,
-                   blocks: int) -> tuple[nn.Module, list[str]] | None:
+def random_network(c: Any, in_channels: int, height: int, width: int, blocks: int,
+                   block_kinds: Sequence[str] = BLOCK_KINDS
+                   ) -> tuple[nn.Module, list[str]] | None:
     """
-    Draw a network of ``blocks`` blocks plus an optional softmax/argmax tail.
+    Draw a network of ``blocks`` blocks of ``block_kinds`` plus an optional softmax/argmax tail.
 
     Every intermediate tensor has at least 2x2 positions. Returns (model in eval mode, kinds),
     or None when the drawn shapes do not work out.
@@ -281,7 +301,7 @@ def random_network(c: Any, in_channels: int, height: int, width: int,
     layers, kinds = [], []
     x = torch.zeros(1, in_channels, height, width)
     for _ in range(blocks):
-        block, kind = random_block(c, x.shape[1])
+        block, kind = random_block(c, x.shape[1], block_kinds)
         randomize(block, c.integer(0, 10 ** 6))
         block.eval()
         try:

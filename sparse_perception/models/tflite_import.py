@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from sparse_perception.engine.ops import depth_to_space
 from sparse_perception.models.layers import FakeQuantize
 import torch
 from torch import fx, nn
@@ -138,22 +139,6 @@ _UNARY_FUNCTIONS: dict[str, Callable] = {
 
 _REDUCERS = {'MEAN': torch.mean, 'SUM': torch.sum, 'REDUCE_MAX': torch.amax,
              'REDUCE_MIN': torch.amin}
-
-
-@fx.wrap
-def depth_to_space(x: torch.Tensor, block: int) -> torch.Tensor:
-    """
-    Move ``block x block`` groups of channels into space, in TF's DEPTH_TO_SPACE order.
-
-    ``x`` is (N, block * block * C, H, W); the result is (N, C, H * block, W * block) with
-    ``out[n, c, h * block + i, w * block + j] = x[n, (i * block + j) * C + c, h, w]`` (TF's
-    depth-column-row order; ``nn.PixelShuffle`` takes the channels in the other order).
-    """
-    n, channels, height, width = x.shape
-    depth = channels // (block * block)
-    x = x.reshape(n, block, block, depth, height, width)  # (N, i, j, C, H, W)
-    x = x.permute(0, 3, 4, 1, 5, 2)  # (N, C, H, i, W, j)
-    return x.reshape(n, depth, height * block, width * block)
 
 
 def densify(values: np.ndarray, shape: tuple[int, ...], traversal_order: list[int],

@@ -18,16 +18,17 @@ Exactness of the incremental engine against the dense model (issue 3, item 4).
 Property-based: hypothesis draws small networks over every supported layer type (convolutions
 with kernels 1/3/5/7, strides 1/2, dilations, groups and padding modes, depthwise,
 transposed convolutions, pooling, resampling, padding, residual adds, squeeze-excitation,
-image pooling, concatenation, activations, affine arithmetic, softmax/argmax tails), odd
-image sizes and random change sequences; after every frame the incremental output must equal
-the dense output on the input the engine has seen (fp32: max abs difference <= 1e-4 of the
-output scale).
+image pooling, concatenation, activations, affine arithmetic, pixel shuffles in both channel
+orders, softmax/argmax tails), odd image sizes and random change sequences; after every frame
+the incremental output must equal the dense output on the input the engine has seen (fp32: max
+abs difference <= 1e-4 of the output scale).
 """
 
 from hypothesis import given, HealthCheck, settings, strategies as st
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.testing import (change_sequence, effective_inputs,
-                                              max_relative_difference, random_network)
+from sparse_perception.engine.testing import (ALL_BLOCK_KINDS, change_sequence,
+                                              effective_inputs, max_relative_difference,
+                                              random_network)
 import torch
 
 TOLERANCE = 1e-4
@@ -85,7 +86,7 @@ def test_random_networks_match_dense_after_any_sequence(data):
     c = HypothesisChooser(data)
     height, width = c.integer(5, 29), c.integer(5, 29)
     channels = c.integer(1, 4)
-    built = random_network(c, channels, height, width, c.integer(1, 4))
+    built = random_network(c, channels, height, width, c.integer(1, 4), ALL_BLOCK_KINDS)
     if built is None:
         return  # the drawn shapes do not fit this image size
     model, kinds = built
@@ -108,7 +109,7 @@ def test_tiny_thresholds_stay_close_to_dense(data):
     c = HypothesisChooser(data)
     height, width = c.integer(5, 29), c.integer(5, 29)
     channels = c.integer(1, 4)
-    built = random_network(c, channels, height, width, c.integer(1, 4))
+    built = random_network(c, channels, height, width, c.integer(1, 4), ALL_BLOCK_KINDS)
     if built is None:
         return
     model, _ = built

@@ -169,9 +169,56 @@ def test_tracked_crop_is_exact_at_threshold_zero(mediapipe_cache):
         # outputs); the heatmap refinement turns that into hundredths of a pixel at most.
         np.testing.assert_allclose(got.pose.keypoints, want.pose.keypoints, atol=0.05)
     head = incremental._heads['pose']
-    assert head.model.roi == dense._heads['pose'].model.roi
+    # The detector runs in the engine too, so the ROI it starts from differs from the dense
+    # one by float rounding (about 1e-6 px), no more.
+    roi, dense_roi = head.model.roi, dense._heads['pose'].model.roi
+    np.testing.assert_allclose([*roi.center, roi.size, roi.rotation],
+                               [*dense_roi.center, dense_roi.size, dense_roi.rotation],
+                               rtol=0, atol=1e-4)
     assert not got.stats.heads['pose'].dense  # the still crop ran sparse
     assert incremental.joint_names[0] == 'nose' and len(incremental.skeleton) > 0
+
+
+def _detector_input(frame, size):
+    """Letterbox ``frame`` to the detector's input in [-1, 1], as BlazePose.detect does."""
+    import torch
+
+    from sparse_perception.models.transforms import ImageTransform, resize_image
+
+    pixels = resize_image(frame, ImageTransform.fit(frame.shape[:2], (size, size), 'letterbox'))
+    return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() * (2.0 / 255.0) - 1.0
+
+
+def test_pose_detector_runs_in_the_engine_equal_to_dense(frames, mediapipe_cache):
+    # pose_detection.tflite holds three DEPTH_TO_SPACE ops; the engine lowers them, so the
+    # detector runs incrementally instead of falling back to dense.
+    import torch
+
+    # min_pixels 1: every changed pixel reaches the engine (the default 32 drops noise).
+    settings = _mediapipe_settings(mediapipe_cache, **{'change.min_pixels': 1})
+    head = Pipeline(settings, heads=('pose',))._heads['pose']
+    dense = Pipeline(settings, heads=('pose',), incremental=False)._heads['pose']
+    assert len(head.nets) == 2  # the landmark trunk and the detector
+    detector = head.nets[1]
+    size = head.model.detector_settings.input_size
+    for i, frame in enumerate(frames):
+        x = _detector_input(frame, size)
+        with torch.no_grad():
+            got, want = head.model.detector(x), dense.model.detector(x)
+        for a, b in zip(got, want):  # regressors, logits
+            assert a.shape == b.shape
+            # fp32 rounding of sparse against dense convolutions, as everywhere in the engine
+            assert float((a - b).abs().max()) <= 1e-4 * float(b.abs().max()), f'frame {i}'
+        (stats,) = detector.take_stats()
+        assert stats.dense == (i == 0)  # then only the changed tiles and their fields
+        shuffles = [s for s in stats.layers if s.name.startswith('depth_to_space')]
+        assert len(shuffles) == 3 and all(s.dense_macs == s.macs == 0 for s in shuffles)
+    # vtest's people are too small for this detector; on a JHMDB frame it finds the person.
+    person = _jhmdb_frames(1)[0]
+    got, want = head.model.detect(person), dense.model.detect(person)
+    assert len(got) == len(want) >= 1
+    for a, b in zip(got, want):
+        np.testing.assert_allclose([a.score, *a.box], [b.score, *b.box], rtol=0, atol=1e-3)
 
 
 def test_pose_head_without_a_person_returns_nobody(mediapipe_cache):
