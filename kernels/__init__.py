@@ -61,10 +61,17 @@ def _backend_factory(device: Any) -> Any:
     return KernelsBackend(device)
 
 
-def _register() -> None:
+def register() -> None:
+    """
+    Register the 'kernels' backend with the engine (idempotent).
+
+    Importing this package calls it; the engine calls it again when it finds no 'kernels'
+    backend registered, so a registry that was replaced after the first import (as tests
+    do) still gets the kernels.
+    """
     from sparse_perception.engine.backend import register_backend
 
     register_backend('kernels', _backend_factory)
 
 
-_register()
+register()

@@ -18,12 +18,14 @@ A test double of ``sparse_perception.pipeline.Pipeline`` for the node tests.
 Most node tests run on this: a real, small computation, not canned answers, that is fast,
 deterministic and can be made to fail on demand, so the tests look at the ROS edge (QoS,
 headers, parameters, life cycle, bad input) and not at model speed. The real pipeline runs
-through the nodes in test/ros/test_nodes_real_pipeline.py. Per frame it builds a tile change map against a per-tile
-reference (change.threshold, tile_size, dilation, refresh_period), runs tiny fixed-weight torch
-conv nets (segmentation: class logits -> argmax mask; pose: 17 heatmaps -> argmax keypoints of
-one person), recomputes the mask only in changed tiles (keeping the cached result elsewhere),
-and reports FrameStats whose active fraction is the changed share (1.0 when dense: first frame,
-refresh, reset, above sparsity.dense_fallback). A frame of another size resets it.
+through the nodes in test/ros/test_nodes_real_pipeline.py.
+
+Per frame it builds a tile change map against a per-tile reference (change.threshold, tile_size,
+dilation, refresh_period), runs tiny fixed-weight torch conv nets (segmentation: class logits ->
+argmax mask; pose: 17 heatmaps -> argmax keypoints of one person), recomputes the mask only in
+changed tiles (keeping the cached result elsewhere), and reports FrameStats whose active fraction
+is the changed share (1.0 when dense: first frame, refresh, reset, above sparsity.dense_fallback).
+A frame of another size resets it.
 
 Models: the registered names ``tiny-seg`` and ``tiny-pose``, or a JSON file
 ``{"head": "segmentation"|"pose", "seed": int}``; anything else raises ModelLoadError, as the

@@ -393,7 +393,7 @@ def get_backend(name: str, device: torch.device | str) -> Any:
     wanted = 'kernels' if resolved == 'auto' else resolved
     if wanted not in _FACTORIES and wanted == 'kernels':
         try:
-            importlib.import_module('sparse_perception.kernels')
+            importlib.import_module('sparse_perception.kernels').register()
         except ImportError as exc:
             reason = f'sparse_perception.kernels did not import ({exc})'
         else:

@@ -21,6 +21,7 @@ primitives against brute-force references.
 
 import itertools
 import logging
+import sys
 
 import pytest
 from sparse_perception import settings as st
@@ -53,8 +54,19 @@ def test_reference_is_always_there(monkeypatch, registry, caplog):
 def test_explicit_kernels_that_cannot_run_is_an_error(monkeypatch, registry):
     monkeypatch.delenv(st.BACKEND_ENV, raising=False)
     registry.pop('kernels', None)
-    with pytest.raises(EngineError, match="backend 'kernels' was requested but is not "):
+    monkeypatch.setitem(sys.modules, 'sparse_perception.kernels', None)  # as without Triton
+    with pytest.raises(EngineError, match="backend 'kernels' was requested but is not "
+                                          r'available: sparse_perception.kernels did not import'):
         get_backend('kernels', 'cpu')
+
+
+def test_kernels_register_again_into_a_replaced_registry(monkeypatch, registry):
+    import sparse_perception.kernels  # noqa: F401  (registered into the real registry)
+
+    monkeypatch.delenv(st.BACKEND_ENV, raising=False)
+    registry.pop('kernels', None)  # a registry replaced after that import, as tests do
+    assert isinstance(get_backend('auto', 'cpu'), ReferenceBackend)  # kernels are for CUDA
+    assert 'kernels' in registry
 
 
 def test_environment_switch(monkeypatch, registry):

@@ -46,7 +46,7 @@ def _settings(**changes):
 
 
 def test_thresholds_zero_give_the_dense_result(frames):
-    exact = _settings(**{'change.threshold': 0.0, 'sparsity.scale': 0.0})
+    exact = _settings(**{'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.scale': 0.0})
     incremental = Pipeline(exact, heads=('segmentation',))
     dense = Pipeline(exact, heads=('segmentation',), incremental=False)
     sparse_frames = 0
@@ -60,7 +60,9 @@ def test_thresholds_zero_give_the_dense_result(frames):
 
 
 def test_stats_and_change_map(frames):
-    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    # A static camera's change settings, so that the second frame leaves some layers alone.
+    static = _settings(**{'change.threshold': 12.0, 'change.min_pixels': 32})
+    pipeline = Pipeline(static, heads=('segmentation',))
     first = pipeline.process(frames[0])
     assert first.stats.dense and first.stats.changed_fraction == 1.0
     second = pipeline.process(frames[1])
