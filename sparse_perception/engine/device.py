@@ -60,7 +60,7 @@ from typing import Any
 from sparse_perception.engine.backend import as_nchw, new_cache
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.executor import _tile_size, _unpack_tiles
+from sparse_perception.engine.executor import _tile_size, _unpack_tiles, apply_thresholds
 from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, trace
 from sparse_perception.engine.layers import convert_step
 from sparse_perception.engine.stats import FrameStats, LayerStats
@@ -339,16 +339,7 @@ class DeviceModel:
             self.config = config
             self._plans.clear()
             return
-        for plan in self._plans.values():  # raises before anything changes
-            plan.check_layer_thresholds(config)
-        self.config = config
-        state = state if state is not None else self._default_state
-        if state is not None and state.plan is not None and state.frames > 0:
-            before = list(state.thresholds) + [state.input_threshold]
-            self._calibrate(state.plan, state)
-            after = list(state.thresholds) + [state.input_threshold]
-            if any(new < old for new, old in zip(after, before)):
-                state.request_refresh()  # what the old thresholds held back must go
+        apply_thresholds(self, config, state)
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,

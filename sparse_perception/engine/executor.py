@@ -150,6 +150,27 @@ class _Plan:
         return total
 
 
+def apply_thresholds(engine: Any, config: EngineConfig, state: Any) -> None:
+    """
+    Take ``config``'s thresholds in place, for IncrementalModel and DeviceModel alike.
+
+    ``state`` (or the engine's default one) recomputes its per-layer thresholds from the layer
+    scales of its first frame and runs its next frame dense if any went down.
+    """
+    for plan in engine._plans.values():  # raises before anything changes
+        plan.check_layer_thresholds(config)
+    engine.config = config
+    state = state if state is not None else engine._default_state
+    if state is not None and state.plan is not None and state.frames > 0:
+        before = list(state.thresholds) + [state.input_threshold]
+        engine._calibrate(state.plan, state)
+        after = list(state.thresholds) + [state.input_threshold]
+        if any(new < old for new, old in zip(after, before)):
+            # Changes held back under the old thresholds would stay in the caches: a dense
+            # frame restores what the new, tighter thresholds promise.
+            state.request_refresh()
+
+
 class IncrementalModel:
     """
     Incremental execution of an unmodified ``nn.Module`` in eval mode.
@@ -215,18 +236,7 @@ class IncrementalModel:
             self.config = config
             self._plans.clear()
             return
-        for plan in self._plans.values():  # raises before anything changes
-            plan.check_layer_thresholds(config)
-        self.config = config
-        state = state if state is not None else self._default_state
-        if state is not None and state.plan is not None and state.frames > 0:
-            before = list(state.thresholds) + [state.input_threshold]
-            self._calibrate(state.plan, state)
-            after = list(state.thresholds) + [state.input_threshold]
-            if any(new < old for new, old in zip(after, before)):
-                # Changes held back under the old thresholds would stay in the caches: a
-                # dense frame restores what the new, tighter thresholds promise.
-                state.request_refresh()
+        apply_thresholds(self, config, state)
 
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the names of the layers (for threshold overrides) for inputs like ``x``."""
