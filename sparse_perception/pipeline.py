@@ -34,6 +34,7 @@ two measures what the thresholds cost.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import Any, Sequence
@@ -465,9 +466,11 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
 
 
 def _apply_change_settings(detector: Any, settings: PerceptionSettings) -> None:
-    # The reference image survives: only how new frames are compared with it changes.
-    for name in ('threshold', 'min_pixels', 'dilation', 'refresh_period'):
-        setattr(detector, name, getattr(settings.change, name))
+    # The reference image survives: only how new frames are compared with it changes. Every
+    # live change setting is copied (tile_size is read-only: it shapes the reference).
+    for field in dataclasses.fields(settings.change):
+        if field.name != 'tile_size':
+            setattr(detector, field.name, getattr(settings.change, field.name))
 
 
 def _empty(kind: str, model: Any) -> Any:

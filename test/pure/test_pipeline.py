@@ -14,6 +14,8 @@
 
 """The pure pipeline on real models and real frames: exact at threshold 0, live settings."""
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
@@ -87,6 +89,21 @@ def test_settings_apply_on_the_next_frame_without_reload(frames):
     # A tile of 16 x 16 pixels can never hold more than 256 changed pixels.
     pipeline.update(_settings(**{'change.threshold': 0.0, 'change.min_pixels': 257}))
     assert pipeline.process(frames[5]).stats.changed_fraction == 0.0
+
+
+def test_every_live_change_setting_reaches_the_change_detectors(frames):
+    live = {'change.threshold': 7.0, 'change.dilation': 2, 'change.min_pixels': 20,
+            'change.neighbour_pixels': 5, 'change.refresh_period': 9}
+    assert set(live) | {'change.tile_size'} == {
+        f'change.{f.name}' for f in dataclasses.fields(st.ChangeSettings)}  # none left out
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    pipeline.process(frames[0])
+    pipeline.update(_settings(**live))
+    detectors = [pipeline._change] + [net.change for head in pipeline._heads.values()
+                                      for net in head.nets]
+    for detector in detectors:
+        for name, value in live.items():
+            assert getattr(detector, name.split('.')[1]) == value, name
 
 
 def test_model_change_reloads_and_a_bad_model_keeps_the_old_head(frames, tmp_path):
