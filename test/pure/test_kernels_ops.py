@@ -1,0 +1,81 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The ``torch.library`` ops of kernels/ops.py: ``torch.library.opcheck`` on every op.
+
+On the CPU each op runs its pure-torch reference; opcheck checks the schema (including the
+mutation that ``store_rows`` declares), the fake (meta) implementation against real outputs,
+and that the ops trace under AOT dispatch. The CUDA registrations are checked against these
+references in test/gpu/test_kernels_cuda.py.
+"""
+
+import pytest
+import torch
+
+ops = pytest.importorskip('sparse_perception.kernels.ops', reason='the ops need Triton')
+CL = torch.channels_last
+
+
+def _cases():
+    g = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g)
+
+    patches = randn(3, 6, 7, 7).contiguous(memory_format=CL)
+    cache = randn(20 + 3, 5)  # 20 positions and the engine's 3 spare rows
+    index = torch.tensor([0, 3, 4, 9, 17])
+    mask = torch.rand(9, 11, generator=g) < 0.2
+    # case -> (op name, arguments)
+    return {
+        'gather': ('gather_rows', (cache, index)),
+        'linear': ('linear_rows', (randn(5, 6), randn(6, 4), randn(4))),
+        'conv grouped': ('conv_patches', (patches, randn(4, 3, 3, 3), randn(4), [2, 2], [1, 1],
+                                          2)),
+        'conv depthwise': ('conv_patches', (patches, randn(6, 1, 3, 3), None, [1, 1], [2, 2],
+                                            6)),
+        'max pool': ('pool_patches', (patches, 'max', [3, 3], [2, 2], [1, 1])),
+        'avg pool': ('pool_patches', (patches, 'avg', [2, 2], [2, 2], [1, 1])),
+        'resample': ('resample_taps', (randn(5, 4, 6), torch.rand(5, 4, generator=g))),
+        'store tested': ('store_rows', (cache.clone(), index, randn(5, 5), cache.clone(),
+                                        'add,relu6', 0.1, True)),
+        'store all rows': ('store_rows', (cache.clone(), None, randn(20, 5), None, 'hardswish',
+                                          0.0, False)),
+        'dilate': ('dilate_mask', (mask, [1, 1, 1, 1], [3, 3], [1, 1], [1, 1], [9, 11])),
+        'tile flags': ('tile_flags', (mask, 4)),
+        'list tiles': ('list_tiles', (mask,)),
+    }
+
+
+@pytest.mark.parametrize('case', sorted(_cases()))
+def test_opcheck(case):
+    name, args = _cases()[case]
+    torch.library.opcheck(getattr(torch.ops.sparse_perception, name), args)
+
+
+def test_store_rows_reports_what_moved_past_the_threshold():
+    dst = torch.zeros(4 + 3, 2)
+    values = torch.tensor([[0.05, 0.0], [1.0, 0.0], [0.0, -2.0]])
+    changed = torch.ops.sparse_perception.store_rows(dst, torch.tensor([0, 1, 3]), values, None,
+                                                     'relu', 0.1, True)
+    assert changed.tolist() == [False, True, False]  # relu(-2) = 0: nothing moved at row 3
+    assert dst[1, 0] == 1.0
+
+
+def test_an_unknown_epilogue_step_is_named():
+    with pytest.raises(ValueError, match="epilogue step 'swish' is not known"):
+        ops.parse_epilogue('relu,swish', None)
+    with pytest.raises(ValueError, match="'add' needs the operand tensor"):
+        ops.parse_epilogue('add', None)
