@@ -127,3 +127,21 @@ def parse_layer_thresholds(items: Any) -> dict[str, float]:
                               'number >= 0, e.g. features.3.conv.1.0=0.05')
         out[name.strip()] = number
     return out
+
+
+def layer_threshold(config: EngineConfig, names: Any, kind: str, rms: float | None) -> float:
+    """
+    Return a layer's output threshold: its override, else its scale times ``rms``.
+
+    ``names`` are the layer's names (any may carry an override); ``rms`` the RMS of its output
+    on the stream's first frame, or None where no threshold applies (non-float outputs).
+    Global average pools take the larger of the two scales (see ``global_scale``).
+    """
+    overrides = config.layer_thresholds
+    override = next((overrides[n] for n in names if n in overrides), None)
+    if override is not None:
+        return float(override)
+    scale = config.threshold_scale
+    if kind == 'gap':
+        scale = max(scale, config.global_scale)
+    return scale * rms if scale > 0 and rms is not None else 0.0

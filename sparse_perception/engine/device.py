@@ -58,7 +58,7 @@ import logging
 from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, new_cache
-from sparse_perception.engine.config import EngineConfig
+from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.executor import _tile_size, _unpack_tiles, apply_thresholds
 from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, trace
@@ -685,22 +685,14 @@ class DeviceModel:
         that a scale set later (:meth:`reconfigure`) means what it means from the start.
         """
         cfg = self.config
-        overrides = cfg.layer_thresholds
-        state.input_threshold = float(overrides.get('input', 0.0))
+        state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
         if len(state.rms) != len(plan.specs):
             squares = torch.stack([state.caches[s.out][:s.positions].double().pow(2).mean()
                                    for s in plan.specs])
             state.rms = squares.sqrt().tolist()
         for s in plan.specs:
-            override = next((overrides[n] for n in s.layer.names if n in overrides), None)
-            scale = max(cfg.threshold_scale, cfg.global_scale) if s.kind == 'gap' else \
-                cfg.threshold_scale
-            if override is not None:
-                state.thresholds[s.index - 1] = float(override)
-            elif scale > 0 and s.kind != 'positionwise':
-                state.thresholds[s.index - 1] = scale * state.rms[s.index - 1]
-            else:
-                state.thresholds[s.index - 1] = 0.0
+            rms = None if s.kind == 'positionwise' else state.rms[s.index - 1]  # argmax, softmax
+            state.thresholds[s.index - 1] = layer_threshold(cfg, s.layer.names, s.kind, rms)
         # Thresholds decide which layers test, hence the bound launches: bind them anew.
         state.launches.clear()
         state.graphs.clear()

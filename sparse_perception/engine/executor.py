@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 from sparse_perception.engine.backend import as_nchw, get_backend, new_cache
-from sparse_perception.engine.config import EngineConfig
+from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.graph import lower, Program, trace
 from sparse_perception.engine.layers import Change, full_change, make_run, Run
@@ -318,23 +318,13 @@ class IncrementalModel:
         Global average pools take the larger of the two scales (see EngineConfig.global_scale).
         """
         cfg = self.config
-        overrides = cfg.layer_thresholds
-        state.input_threshold = float(overrides.get('input', 0.0))
+        state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
         if len(state.rms) != len(plan.runs):  # the first frame: measure each layer's scale
             state.rms = [float(state.caches[r.out][:r.positions].double().pow(2).mean().sqrt())
                          if r.value.dtype.is_floating_point else None for r in plan.runs]
         for run in plan.runs:
-            override = next((overrides[n] for n in run.names if n in overrides), None)
-            rms = state.rms[run.index]
-            scale = cfg.threshold_scale
-            if run.kind == 'gap':
-                scale = max(scale, cfg.global_scale)
-            if override is not None:
-                state.thresholds[run.index] = float(override)
-            elif scale > 0 and rms is not None:
-                state.thresholds[run.index] = scale * rms
-            else:
-                state.thresholds[run.index] = 0.0
+            state.thresholds[run.index] = layer_threshold(cfg, run.names, run.kind,
+                                                          state.rms[run.index])
 
     def _input(self, plan: _Plan, f: _Frame, x: torch.Tensor, tiles: Any, tile_size: int | None,
                stats: FrameStats) -> Change | None:
