@@ -40,7 +40,12 @@ from typing import Any
 
 
 def _backend_factory(device: Any) -> Any:
-    """Return a KernelsBackend for ``device``, or None where the kernels cannot run."""
+    """
+    Return a KernelsBackend for ``device``.
+
+    Where the kernels cannot run, raise an EngineError that says why: the engine passes it
+    on when 'kernels' was asked for, and logs it when it falls back under 'auto'.
+    """
     import torch
 
     from sparse_perception.engine.errors import EngineError
@@ -48,14 +53,11 @@ def _backend_factory(device: Any) -> Any:
     device = torch.device(device)
     try:
         from sparse_perception.kernels._runtime import can_run_on
-    except ImportError:  # no Triton
-        return None
+    except ImportError as exc:  # no Triton
+        raise EngineError(f'the kernels need Triton ({exc}); install the gpu extra') from None
     ok, reason = can_run_on(device)
     if not ok:
-        if device.type == 'cuda':
-            return None  # 'auto' falls back to the reference and says why in the log
-        raise EngineError(f"backend 'kernels' cannot run here: {reason}; use backend "
-                          "'reference' (or 'auto') on the CPU")
+        raise EngineError(f'the kernels cannot run on {device}: {reason}')
     from sparse_perception.kernels.backend import KernelsBackend
 
     return KernelsBackend(device)

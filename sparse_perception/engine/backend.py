@@ -73,10 +73,11 @@ Primitives (shapes for batch 1; ``n`` active positions, ``t`` active tiles)
 
 Registering a backend
 ---------------------
-:func:`register_backend` maps a name to a factory ``factory(device) -> Backend`` (or None when
-it cannot run on that device). When the 'kernels' backend is asked for and not registered,
-:func:`get_backend` imports ``sparse_perception.kernels``, whose import is expected to
-register it (without compiling anything or touching CUDA at import time).
+:func:`register_backend` maps a name to a factory ``factory(device) -> Backend`` that raises an
+EngineError saying why when it cannot run on that device (returning None also works). When the
+'kernels' backend is asked for and not registered, :func:`get_backend` imports
+``sparse_perception.kernels``, whose import is expected to register it (without compiling
+anything or touching CUDA at import time).
 """
 
 from __future__ import annotations
@@ -364,7 +365,7 @@ _LOGGED: set = set()
 
 
 def register_backend(name: str, factory: Callable[[torch.device], Any]) -> None:
-    """Register ``factory(device) -> backend or None`` under ``name``."""
+    """Register ``factory(device) -> backend`` (raising EngineError with why not) as ``name``."""
     _FACTORIES[name] = factory
 
 
@@ -402,8 +403,11 @@ def get_backend(name: str, device: torch.device | str) -> Any:
         reason = ''
     backend = None
     if wanted in _FACTORIES and (resolved != 'auto' or device.type == 'cuda'):
-        backend = _FACTORIES[wanted](device)
-        if backend is None:
+        try:
+            backend = _FACTORIES[wanted](device)
+        except EngineError as exc:  # the factory says why it cannot run here
+            backend, reason = None, str(exc)
+        if backend is None and not reason:
             reason = f'the {wanted} backend cannot run on {device}'
     elif wanted in _FACTORIES:
         reason = f'the {wanted} backend is for CUDA, not {device}'

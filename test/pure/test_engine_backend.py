@@ -69,6 +69,16 @@ def test_kernels_register_again_into_a_replaced_registry(monkeypatch, registry):
     assert 'kernels' in registry
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine where CUDA cannot run')
+def test_auto_on_cuda_logs_why_the_kernels_cannot_run(monkeypatch, registry, caplog):
+    monkeypatch.delenv(st.BACKEND_ENV, raising=False)
+    with caplog.at_level(logging.INFO):
+        assert isinstance(get_backend('auto', 'cuda'), ReferenceBackend)
+    assert 'the kernels cannot run on cuda: ' in caplog.text  # the reason, not just "cannot"
+    with pytest.raises(EngineError, match='the kernels cannot run on cuda: .+'):
+        get_backend('kernels', 'cuda')
+
+
 def test_environment_switch(monkeypatch, registry):
     monkeypatch.setenv(st.BACKEND_ENV, 'reference')
     assert isinstance(get_backend('auto', 'cpu'), ReferenceBackend)
