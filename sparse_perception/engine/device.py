@@ -302,7 +302,7 @@ class DeviceModel:
                               '(pass graph=False)')
         self._plans: dict[tuple, _DevicePlan] = {}
         self._default_state: DeviceState | None = None
-        self._last: tuple | None = None  # (state, host counters, event, dense, tile info)
+        self._last: tuple | FrameStats | None = None  # (state, counters, event, dense) -> stats
 
     # -- public ---------------------------------------------------------------------------------
 
