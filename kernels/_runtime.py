@@ -156,3 +156,22 @@ def tile_positions(t, Ho, Wo, TY: tl.constexpr, TX: tl.constexpr):
     ox = (r % ntx) * TX + i % TX
     valid = (oy < Ho) & (ox < Wo)
     return b, oy, ox, valid
+
+
+@triton.jit
+def tile_rows(list_ptr, pid, cand_ptr, Ho, Wo, HAS_LIST: tl.constexpr, HAS_CAND: tl.constexpr,
+              TY: tl.constexpr, TX: tl.constexpr):
+    """
+    Return (image, oy, ox, valid, rows, mask) of work item ``pid``'s output tile.
+
+    ``rows`` index the positions in a cache of ``Ho x Wo`` maps; ``mask`` keeps the valid
+    positions that are candidates (``cand_ptr`` bytes), or every valid one without a list.
+    """
+    t = work_item(list_ptr, pid, HAS_LIST)
+    b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
+    prow = b * Ho * Wo + oy * Wo + ox
+    if HAS_CAND:
+        rmask = valid & (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
+    else:
+        rmask = valid
+    return b, oy, ox, valid, prow, rmask

@@ -26,8 +26,7 @@ patch is materialised: the gather with halo is fused into the loads.
 from __future__ import annotations
 
 from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
+                                                KernelError, launch, tile_rows, work_count)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
 from sparse_perception.kernels.window import (channels_last_rows, Geometry, patch_geometry,
                                               patch_tile, rows_as_nchw)
@@ -54,13 +53,8 @@ def _conv_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
     pid = tl.program_id(0)
     if pid >= work_count(count_ptr, n_items, HAS_COUNT):
         return
-    t = work_item(list_ptr, pid, HAS_LIST)
-    b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
-    prow = b * Ho * Wo + oy * Wo + ox
-    if HAS_CAND:
-        rmask = valid & (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
-    else:
-        rmask = valid
+    b, oy, ox, valid, prow, rmask = tile_rows(list_ptr, pid, cand_ptr, Ho, Wo, HAS_LIST,
+                                              HAS_CAND, TY, TX)
     g = tl.program_id(1) // n_blocks
     local = (tl.program_id(1) % n_blocks) * BLOCK_N + tl.arange(0, BLOCK_N)
     nmask = local < Cout_g

@@ -30,8 +30,7 @@ fp32 runs with IEEE products (no TF32) so that fp32 stays exact against the dens
 from __future__ import annotations
 
 from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
+                                                KernelError, launch, tile_rows, work_count)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
 import torch
 import triton
@@ -55,13 +54,8 @@ def _conv1x1_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
     if BY_TILE:
         if pid >= work_count(count_ptr, n_items, HAS_COUNT):
             return
-        t = work_item(list_ptr, pid, HAS_LIST)
-        b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
-        prow = b * Ho * Wo + oy * Wo + ox
-        if HAS_CAND:
-            rmask = valid & (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
-        else:
-            rmask = valid
+        b, oy, ox, valid, prow, rmask = tile_rows(list_ptr, pid, cand_ptr, Ho, Wo, HAS_LIST,
+                                                  HAS_CAND, TY, TX)
     else:
         prow = pid * (TY * TX) + tl.arange(0, TY * TX)
         rmask = prow < n_items

@@ -24,7 +24,7 @@ channel ``c`` reads input channel ``c // multiplier`` (``groups == Cin``).
 from __future__ import annotations
 
 from sparse_perception.kernels._runtime import (check_device, check_float, KernelError,
-                                                launch, tile_positions, work_count, work_item)
+                                                launch, tile_rows, work_count)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
 from sparse_perception.kernels.window import (channel_block, channels_last_rows, Geometry,
                                               patch_geometry, patch_tile, rows_as_nchw)
@@ -50,13 +50,8 @@ def _depthwise_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
     pid = tl.program_id(0)
     if pid >= work_count(count_ptr, n_items, HAS_COUNT):
         return
-    t = work_item(list_ptr, pid, HAS_LIST)
-    b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
-    prow = b * Ho * Wo + oy * Wo + ox
-    if HAS_CAND:
-        rmask = valid & (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
-    else:
-        rmask = valid
+    b, oy, ox, valid, prow, rmask = tile_rows(list_ptr, pid, cand_ptr, Ho, Wo, HAS_LIST,
+                                              HAS_CAND, TY, TX)
     c = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = c < C
     cin = c // MULT

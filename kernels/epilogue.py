@@ -38,8 +38,7 @@ import math
 from typing import Any, Sequence
 
 from sparse_perception.kernels._runtime import (as_u8, block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
+                                                KernelError, launch, tile_rows, work_count)
 import torch
 import triton
 import triton.language as tl
@@ -474,10 +473,8 @@ def _commit_tiles_kernel(dst_ptr, ld_dst, val_ptr, ld_val, cand_ptr, changed_ptr
     pid = tl.program_id(0)
     if pid >= work_count(count_ptr, n_items, HAS_COUNT):
         return
-    t = work_item(list_ptr, pid, HAS_LIST)
-    b, oy, ox, valid = tile_positions(t, Ho, Wo, TY, TX)
-    prow = b * Ho * Wo + oy * Wo + ox
-    cand = tl.load(cand_ptr + prow, mask=valid, other=0) != 0
+    b, oy, ox, valid, prow, cand = tile_rows(list_ptr, pid, cand_ptr, Ho, Wo, HAS_LIST, True,
+                                             TY, TX)
     changed = _store_block(dst_ptr, ld_dst, prow, val_ptr, ld_val, prow, prow, cand, C, thr,
                            dst_ptr, 0,
                            e0_a, e0_b, e0_f0, e0_f1, e0_ld, e1_a, e1_b, e1_f0, e1_f1, e1_ld,
