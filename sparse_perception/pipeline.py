@@ -456,7 +456,8 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
             'list`) or a model file')
     try:
         model = load_model(name, device, models_dir=settings.model.models_dir or None)
-    except (OSError, ValueError, KeyError, RuntimeError) as exc:
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        # ImportError: an optional package the model's format needs (tflite) is missing.
         raise ModelLoadError(f'cannot load the {kind} model {name!r}: {exc}') from exc
     if model.kind != kind:
         raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')

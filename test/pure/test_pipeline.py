@@ -248,3 +248,11 @@ def test_pose_head_without_a_person_returns_nobody(mediapipe_cache):
     result = pipeline.process(np.full((120, 160, 3), 90, np.uint8))
     assert result.pose.people == 0 and result.pose.keypoints.shape == (0, 33, 3)
     assert result.segmentation is None
+
+
+def test_a_missing_optional_package_is_a_model_load_error_naming_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, 'tflite', None)  # as without the tflite extra
+    with pytest.raises(ModelLoadError, match=r"segmentation model .*needs the 'tflite' package"):
+        Pipeline(_settings(), heads=('segmentation',))
