@@ -207,10 +207,15 @@ class _Head:
                  incremental: bool):
         self.kind = kind
         self.model_name = getattr(settings.model, kind)
-        self.model = _load(kind, self.model_name, settings, device)
+        self.model = _load(kind, self.model_name, settings, device, incremental)
         self.nets: list[_IncrementalNet] = []
         self.net = None
         self._last_transform = None
+        # A tracking model's detector runs on every detect_period-th frame without a person
+        # (incremental pipelines only: the dense reference detects on every frame).
+        self.detect_period = settings.pose.detect_period if incremental else 1
+        self._undetected = 0  # frames since the person was lost (or the stream began)
+        self._moved = False  # the frame changed since the detector last ran
         if incremental:
             self.net = _IncrementalNet(self.model.module.trunk, settings,
                                        f'{kind} model {self.model_name!r}',
@@ -232,11 +237,14 @@ class _Head:
         """Apply new sparsity and change settings from the next frame on, keeping the caches."""
         for net in self.nets:
             net.reconfigure(settings)
+        if self.net is not None:
+            self.detect_period = settings.pose.detect_period
 
     def reset(self) -> None:
         for net in self.nets:
             net.reset()
         self._last_transform = None
+        self._undetected, self._moved = 0, False
         if hasattr(self.model, 'reset'):  # a tracking model forgets its person
             self.model.reset()
 
@@ -246,11 +254,18 @@ class _Head:
 
         start = time.perf_counter()
         model = self.model
-        pixels, transform = model.prepare(frame)  # a tracking model may run its detector here
-        if getattr(transform, 'source', None) == 'frame':
-            # A tracking model that follows nobody: its network would be decoded as nothing.
-            self._last_transform = None
-            return _empty(self.kind, model), self._stats(start)
+        locate = getattr(model, 'locate', None)  # a tracking model, with a person detector
+        if locate is None:
+            pixels, transform = model.prepare(frame)
+        else:
+            transform = locate(frame, detect=self._detect_now(frame_change))
+            if transform.source == 'frame':
+                # Nobody is tracked: the landmark network would be decoded as nothing.
+                self._last_transform = None
+                self._undetected += 1
+                return _empty(self.kind, model), self._stats(start)
+            self._undetected = 0
+            pixels = model.crop_input(frame, transform)
         x = model.to_tensor(pixels)
         with torch.no_grad():
             if self.net is None:
@@ -261,6 +276,16 @@ class _Head:
             outputs = model.module.tail(*[f.float() for f in features])
         result = _to_result(self.kind, model, model.decode(outputs, transform))
         return result, self._stats(start)
+
+    def _detect_now(self, frame_change: Any) -> bool:
+        """Whether a tracking model that follows nobody may run its detector on this frame."""
+        self._moved = self._moved or frame_change.refresh or frame_change.changed_fraction > 0
+        detect = self.net is None or self._undetected == 0 or (
+            # Nothing moved since the detector last found nobody: it would find nobody again.
+            self._moved and self._undetected % self.detect_period == 0)
+        if detect:
+            self._moved = False
+        return detect
 
     def _input_change(self, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
         """Return the ChangeMap of the network input (its ``refresh`` means dense)."""
@@ -309,6 +334,7 @@ class Pipeline:
         self._settings = settings
         self._head_names = tuple(heads)
         self._device = _device(settings.model.device)
+        _apply_threads(settings.model.threads)
         self._heads = {kind: _Head(kind, settings, self._device, incremental) for kind in heads}
         self._change = self._new_detector(settings)
         self._shape: tuple[int, ...] | None = None
@@ -373,8 +399,11 @@ class Pipeline:
                       or settings.model.precision != old.model.precision
                       or settings.model.backend != old.model.backend
                       or settings.model.execution != old.model.execution
+                      or settings.model.runtime != old.model.runtime
                       or settings.model.models_dir != old.model.models_dir)
         device = _device(settings.model.device)
+        if settings.model.threads != old.model.threads:
+            _apply_threads(settings.model.threads)
         heads = dict(self._heads)
         for kind in self._head_names:
             if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
@@ -447,7 +476,16 @@ def _auto_picks_device(config: Any, device: Any) -> bool:
     return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
 
 
-def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
+def _apply_threads(threads: int) -> None:
+    # Process-wide in torch: the nodes and the replay run one pipeline configuration each.
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
+          incremental: bool):
     from sparse_perception.models.registry import load_model
 
     if not name:
@@ -461,6 +499,14 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str):
         raise ModelLoadError(f'cannot load the {kind} model {name!r}: {exc}') from exc
     if model.kind != kind:
         raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')
+    if settings.model.runtime == 'litert' and not incremental:
+        from sparse_perception.models.litert import use_litert
+
+        try:
+            use_litert(model, settings.model.threads)
+        except (OSError, ValueError, ImportError) as exc:
+            raise ModelLoadError(f'cannot run the {kind} model {name!r} on LiteRT: {exc}') \
+                from exc
     if settings.model.precision == 'fp16' and device.startswith('cuda'):
         model.module.trunk.half()  # the tail and the decoders stay in fp32
     return model

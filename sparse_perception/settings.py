@@ -172,6 +172,33 @@ class ModelSettings:
         'auto', 'Incremental executor: device (sync-free, CUDA graphs) or eager '
         '(auto = device on CUDA with the kernels backend, else eager)',
         choices=('auto', 'eager', 'device'), reload=True)
+    # What runs a dense pass outside the incremental engine (the dense reference pipeline):
+    # the model's torch modules, or the TFLite interpreter (ai-edge-litert, XNNPACK) on the
+    # model's own .tflite file, which is what a MediaPipe user runs on a CPU.
+    runtime: str = setting(
+        'torch', 'Dense runtime: torch, or litert (the TFLite interpreter; TFLite models only)',
+        choices=('torch', 'litert'), reload=True)
+    # CPU threads of torch (and of LiteRT). One thread is the default: on a robot the CPU is
+    # shared with other nodes, and a thread pool that waits for a busy core stalls the whole
+    # frame (measured in bench/results/cpu.md); two threads gain little on a quiet machine.
+    # 0 leaves torch's own default (all cores).
+    threads: int = setting(
+        1, 'CPU threads for the networks (0 = torch default: all cores)', low=0, high=256,
+        reload=True)
+
+
+@dataclass(frozen=True)
+class PoseSettings:
+    """When a tracking pose model (BlazePose) looks for a person."""
+
+    # While nobody is tracked, the incremental pipeline runs the person detector on every
+    # N-th frame only (1 = every frame, as MediaPipe does); a person who walks in is then
+    # found up to N - 1 frames later. A frame whose detector input did not change at all
+    # skips the detector whatever N says (its result cannot differ). The dense reference
+    # pipeline always detects on every frame.
+    detect_period: int = setting(
+        4, 'While nobody is tracked, run the person detector every N frames (1 = every frame)',
+        low=1, high=1000)
 
 
 @dataclass(frozen=True)
@@ -181,6 +208,7 @@ class PerceptionSettings:
     change: ChangeSettings = field(default_factory=ChangeSettings)
     sparsity: SparsitySettings = field(default_factory=SparsitySettings)
     model: ModelSettings = field(default_factory=ModelSettings)
+    pose: PoseSettings = field(default_factory=PoseSettings)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -418,11 +418,26 @@ class BlazePose(LoadedModel):
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, RoiTransform]:
         """Crop the frame for the landmark model (uint8), detecting the person when needed."""
+        transform = self.locate(image)
+        return self.crop_input(image, transform), transform
+
+    def crop_input(self, image: np.ndarray, transform: RoiTransform) -> np.ndarray:
+        """Cut the landmark model's uint8 input out of the frame ``transform`` was made for."""
+        return crop(image, transform.roi, self.input_size)
+
+    def locate(self, image: np.ndarray, *, detect: bool = True) -> RoiTransform:
+        """
+        Return the crop of the next frame: the tracked ROI, or a new detection.
+
+        While nobody is tracked the detector runs, unless ``detect`` is False (a caller that
+        schedules detections); ``transform.source == 'frame'`` then means nobody is there,
+        and the landmark model need not run.
+        """
         check_frame(image)
         image_size = tuple(image.shape[:2])
         if self._image_size != image_size:
             self.roi, self._image_size = None, image_size
-        if self.roi is None:
+        if self.roi is None and detect:
             detections = self.detect(image)
             if detections:
                 best = detections[0]
@@ -431,8 +446,7 @@ class BlazePose(LoadedModel):
                     best.keypoints[_DETECTOR_CENTRE], best.keypoints[_DETECTOR_SCALE],
                     self.tracking.roi_scale)
                 self.roi_source = 'detection'
-        transform = self.transform(image_size)
-        return crop(image, transform.roi, self.input_size), transform
+        return self.transform(image_size)
 
     def decode(self, outputs, transform, *, min_score: float = 0.0,
                view: str | None = None) -> list[list[Keypoint]]:
