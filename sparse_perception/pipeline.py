@@ -71,14 +71,16 @@ class _IncrementalNet:
     'device' that is a :class:`ModelLoadError`.
     """
 
-    def __init__(self, trunk: Any, settings: PerceptionSettings, what: str,
-                 input_size: tuple[int, int] | None = None):
+    def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
+                 what: str, input_size: tuple[int, int] | None = None):
         from sparse_perception.change import ChangeDetector
         from sparse_perception.engine import EngineConfig
 
         self.what = what
         self.config = EngineConfig.from_settings(settings)
         self.trunk = trunk
+        self.tail = tail
+        self.dense = dense  # x -> the network's outputs in one dense pass
         self.input_size = input_size
         self.requested = settings.model.execution
         try:
@@ -93,6 +95,73 @@ class _IncrementalNet:
         self.change = ChangeDetector(settings.change)
         self.stats: list[Any] = []
         self._unread = False  # the engine holds statistics of a call not yet collected
+        self.adaptive = settings.sparsity.adaptive
+        self.choice = self._new_choice()
+        self.path = 'engine'  # what ran the last frame: 'engine', 'dense' or 'skip'
+        self._outputs: Any = None  # the last frame's outputs, while the dense path runs
+        self._dense_stats: Any = None  # the engine's statistics of a dense frame
+
+    def _new_choice(self) -> Any:
+        from sparse_perception.scheduling import PathChoice
+
+        # Host wall time measures the work of the eager executor on the CPU only; the device
+        # mode queues kernels without waiting for them (it runs on the CPU only under Triton's
+        # interpreter, in tests).
+        cpu = self.execution == 'eager' and self.engine.device.type == 'cpu'
+        return PathChoice() if self.adaptive and cpu else None
+
+    def run(self, x: Any, change: Any) -> Any:
+        """Return the network's outputs on ``x`` (1, C, H, W), by the path chosen for it."""
+        choice = self.choice
+        if choice is None:
+            return self._engine_outputs(x, change)
+        if change is not None and not change.refresh and not bool(change.tiles.any()):
+            # Nothing changed: the last outputs stand, whichever path made them (the engine
+            # finds that out in a few microseconds and keeps its caches in step).
+            if self.path == 'engine':
+                return self._engine_outputs(x, change)
+            if self._outputs is not None:
+                self._skipped()
+                return self._outputs
+        path = choice.pick()
+        start = time.perf_counter()
+        if path == 'dense':
+            outputs = self.dense(x)
+            choice.record('dense', (time.perf_counter() - start) * 1e3)
+            self._ran_dense()
+            self._outputs = outputs
+            return outputs
+        if self.path != 'engine':
+            self.state.request_refresh()  # its caches missed the dense frames
+        outputs = self._engine_outputs(x, change)
+        ms = (time.perf_counter() - start) * 1e3
+        stats = self.engine.last_stats
+        if stats.dense:
+            self._dense_stats = stats
+            if choice.needs_dense_sample:  # the first frame: time the dense pass too
+                self.dense(x)  # warm
+                start = time.perf_counter()
+                self.dense(x)
+                choice.record('dense', (time.perf_counter() - start) * 1e3)
+        else:
+            choice.record('engine', ms)
+        self.path, self._outputs = 'engine', None
+        return outputs
+
+    def _engine_outputs(self, x: Any, change: Any) -> Any:
+        features = self(x, change)
+        # An fp16 trunk hands float features to the tail, which stays in fp32.
+        return self.tail(*[f.float() for f in features])
+
+    def _ran_dense(self) -> None:
+        self._collect()
+        self.path = 'dense'
+        self.stats.append(_as_dense_pass(self._dense_stats, skipped=False))
+
+    def _skipped(self) -> None:
+        self._collect()
+        self.path = 'dense'
+        self.stats.append(_as_dense_pass(self._dense_stats, skipped=True))
 
     def _build_device(self) -> None:
         from sparse_perception.engine.device import DeviceModel
@@ -165,10 +234,18 @@ class _IncrementalNet:
         self.config = EngineConfig.from_settings(settings)
         self.engine.reconfigure(self.config, self.state)
         _apply_change_settings(self.change, settings)
+        if settings.sparsity.adaptive != self.adaptive:
+            self.adaptive = settings.sparsity.adaptive
+            self.choice = self._new_choice()
+            if self.path != 'engine':
+                self.state.request_refresh()
+            self.path, self._outputs = 'engine', None
 
     def reset(self) -> None:
         self.state.reset()
         self.change.reset()
+        self.choice = self._new_choice()
+        self.path, self._outputs = 'engine', None
 
     def take_stats(self) -> list[Any]:
         self._collect()
@@ -187,12 +264,12 @@ class _IncrementalDetector:
 
     def __init__(self, detector: Any, settings: PerceptionSettings, what: str,
                  input_size: tuple[int, int]):
-        self.tail = detector.tail
-        self.net = _IncrementalNet(detector.trunk, settings, what, input_size)
+        self.net = _IncrementalNet(detector.trunk, detector.tail, detector, settings, what,
+                                   input_size)
 
     def __call__(self, x: Any) -> Any:
         change = self.net.change.update((x + 1.0) * 0.5)  # compared in [0, 1] units
-        return self.tail(*[f.float() for f in self.net(x, change)])
+        return self.net.run(x, change)
 
 
 class _Head:
@@ -217,7 +294,8 @@ class _Head:
         self._undetected = 0  # frames since the person was lost (or the stream began)
         self._moved = False  # the frame changed since the detector last ran
         if incremental:
-            self.net = _IncrementalNet(self.model.module.trunk, settings,
+            module = self.model.module
+            self.net = _IncrementalNet(module.trunk, module.tail, _dense_pass(module), settings,
                                        f'{kind} model {self.model_name!r}',
                                        self.model.input_size)
             self.nets.append(self.net)
@@ -269,11 +347,9 @@ class _Head:
         x = model.to_tensor(pixels)
         with torch.no_grad():
             if self.net is None:
-                features = model.module.trunk(x)
+                outputs = _dense_pass(model.module)(x)
             else:
-                features = self.net(x, self._input_change(pixels, transform, frame_change))
-            # An fp16 trunk hands float features to the tail, which stays in fp32.
-            outputs = model.module.tail(*[f.float() for f in features])
+                outputs = self.net.run(x, self._input_change(pixels, transform, frame_change))
         result = _to_result(self.kind, model, model.decode(outputs, transform))
         return result, self._stats(start)
 
@@ -474,6 +550,26 @@ def _auto_picks_device(config: Any, device: Any) -> bool:
     from sparse_perception.engine import get_backend
 
     return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
+
+
+def _dense_pass(module: Any) -> Any:
+    """Return ``x -> outputs``: a model's trunk and tail as one dense pass."""
+    def run(x: Any) -> Any:
+        # An fp16 trunk hands float features to the tail, which stays in fp32.
+        return module.tail(*[f.float() for f in module.trunk(x)])
+    return run
+
+
+def _as_dense_pass(template: Any, skipped: bool) -> Any:
+    """Engine statistics for a frame the dense path ran (or skipped: nothing changed)."""
+    from sparse_perception.engine.stats import FrameStats, LayerStats
+
+    layers = [] if template is None else [
+        LayerStats(s.name, s.kind, s.positions, 'skip' if skipped else 'full',
+                   0 if skipped else s.positions, 0 if skipped else s.positions,
+                   0 if skipped else s.positions, 0.0 if skipped else s.dense_macs,
+                   s.dense_macs) for s in template.layers]
+    return FrameStats(dense=not skipped, input_fraction=0.0 if skipped else 1.0, layers=layers)
 
 
 def _apply_threads(threads: int) -> None:

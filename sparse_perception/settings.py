@@ -128,6 +128,12 @@ class SparsitySettings:
     window_dense_fallback: float = setting(
         0.35, 'Run a KxK/pooling layer dense above this share of positions in changed tiles',
         low=0.0, high=1.0)
+    # Measure the engine against a plain dense pass of the same network and run whichever is
+    # faster now (CPU only; see sparse_perception/scheduling.py): the engine's bookkeeping
+    # can cost more than it skips (a small network, a moving camera). Either path computes
+    # the same network; false always runs the engine.
+    adaptive: bool = setting(
+        True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
     # Edge of the tiles (in output positions) that KxK layers compute on.
     compute_tile: int = setting(
         4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,

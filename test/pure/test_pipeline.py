@@ -41,8 +41,9 @@ def frames():
 
 
 def _settings(**changes):
+    # adaptive off: these tests watch the engine itself (the path choice has its own tests).
     base = {'model.segmentation': SEGMENTATION, 'model.device': 'cpu',
-            'model.models_dir': str(require_shared('models/coral'))}
+            'model.models_dir': str(require_shared('models/coral')), 'sparsity.adaptive': False}
     base.update(changes)
     return st.replace(st.PerceptionSettings(), base)
 
@@ -155,7 +156,7 @@ def _jhmdb_frames(count):
 def _mediapipe_settings(cache, **changes):
     base = {'model.segmentation': 'selfie_segmentation_landscape', 'model.pose': 'blazepose',
             'model.models_dir': str(cache), 'model.device': 'cpu',
-            'change.threshold': 0.0, 'sparsity.scale': 0.0}
+            'change.threshold': 0.0, 'sparsity.scale': 0.0, 'sparsity.adaptive': False}
     base.update(changes)
     return st.replace(st.PerceptionSettings(), base)
 

@@ -1,0 +1,97 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Which path runs a network on a frame: the incremental engine, or a plain dense pass.
+
+Skipped work only pays when the engine's bookkeeping costs less than it saves. That depends
+on the network (a small one at 256x144 has little arithmetic to skip), on the dense runtime it
+competes with and on the scene (a moving camera changes every tile), so it is measured rather
+than assumed. :class:`PathChoice` keeps the wall time of the last few frames of each path and
+answers, per frame, which one to run:
+
+- The engine's frames are timed only when they ran sparse: a dense engine frame (the first,
+  a refresh) says nothing about what an incremental frame costs.
+- When the engine's median exceeds the dense pass's, the network runs dense. The engine's
+  caches go stale then, so returning to it costs one dense engine frame; it is tried again
+  after ``first_probe`` dense frames, and after twice as many each time it loses again (up
+  to ``max_probe``), so a scene where the engine never wins costs almost nothing extra.
+- A frame in which nothing changed is not a sample of either path (the caller skips it).
+
+The choice changes only speed: both paths compute the same network, and with every threshold
+at 0 on the same runtime their outputs are equal.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+import statistics
+
+PATHS = ('engine', 'dense')
+
+
+class PathChoice:
+    """Measured choice between the engine and a dense pass (see the module docstring)."""
+
+    def __init__(self, samples: int = 3, first_probe: int = 16, max_probe: int = 512):
+        if samples < 1 or first_probe < 1 or max_probe < first_probe:
+            raise ValueError(f'PathChoice needs samples >= 1 and 1 <= first_probe <= '
+                             f'max_probe, got {samples}, {first_probe}, {max_probe}')
+        self.first_probe = first_probe
+        self.max_probe = max_probe
+        self._engine_ms: deque[float] = deque(maxlen=samples)
+        self._dense_ms: deque[float] = deque(maxlen=samples)
+        self.path = 'engine'
+        self._probe = first_probe  # dense frames before the engine is tried again
+        self._dense_frames = 0  # dense frames since the engine last lost
+        self._lost_before = False  # the engine lost, was tried again, and lost again
+
+    @property
+    def needs_dense_sample(self) -> bool:
+        """Whether the dense pass has never been timed (time it on the first frame)."""
+        return not self._dense_ms
+
+    def pick(self) -> str:
+        """Return the path for the next frame that has changes: 'engine' or 'dense'."""
+        if self.path == 'dense' and self._dense_frames >= self._probe:
+            self.path = 'engine'  # try it again: the scene may have calmed down
+            self._engine_ms.clear()
+        return self.path
+
+    def record(self, path: str, ms: float) -> None:
+        """Add the wall time of a frame that ran ``path`` (the engine's sparse frames only)."""
+        if path not in PATHS:
+            raise ValueError(f'path {path!r} is not one of {PATHS}')
+        if path == 'dense':
+            self._dense_ms.append(ms)
+            self._dense_frames += 1
+            return
+        self._engine_ms.append(ms)
+        if len(self._engine_ms) < self._engine_ms.maxlen or not self._dense_ms:
+            return
+        if statistics.median(self._engine_ms) > statistics.median(self._dense_ms):
+            if self._lost_before:
+                self._probe = min(2 * self._probe, self.max_probe)
+            self._lost_before = True
+            self.path, self._dense_frames = 'dense', 0
+        else:
+            self._lost_before, self._probe = False, self.first_probe
+
+    def estimates(self) -> dict[str, float | None]:
+        """Return the median recent wall time of each path in ms (None before a sample)."""
+        return {'engine': statistics.median(self._engine_ms) if self._engine_ms else None,
+                'dense': statistics.median(self._dense_ms) if self._dense_ms else None}
+
+
+__all__ = ['PATHS', 'PathChoice']

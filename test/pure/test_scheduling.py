@@ -1,0 +1,157 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The measured choice between the engine and a dense pass, alone and in the pipeline."""
+
+import numpy as np
+import pytest
+
+from sparse_perception import settings as st
+from sparse_perception.pipeline import Pipeline
+from sparse_perception.scheduling import PathChoice
+from support import require_shared
+
+
+def _engine_frames(choice, ms, count):
+    """Record ``count`` sparse engine frames of ``ms`` each, asking for the path first."""
+    for _ in range(count):
+        assert choice.pick() == 'engine'
+        choice.record('engine', ms)
+
+
+def test_the_engine_stays_while_it_is_faster():
+    choice = PathChoice(samples=3)
+    choice.record('dense', 10.0)
+    _engine_frames(choice, 4.0, 50)
+    assert choice.estimates() == {'engine': 4.0, 'dense': 10.0}
+
+
+def test_a_slower_engine_hands_over_and_is_tried_again_less_and_less_often():
+    choice = PathChoice(samples=3, first_probe=4, max_probe=16)
+    choice.record('dense', 10.0)
+    _engine_frames(choice, 12.0, 3)
+    probes = []
+    for _ in range(4):  # lose, be tried again after 4, 8, 16, 16 dense frames
+        dense = 0
+        while choice.pick() == 'dense':
+            choice.record('dense', 10.0)
+            dense += 1
+        probes.append(dense)
+        _engine_frames(choice, 12.0, 3)
+    assert probes == [4, 8, 16, 16]
+    # The scene calms down: the engine wins its next trial and keeps the frames.
+    while choice.pick() == 'dense':
+        choice.record('dense', 10.0)
+    _engine_frames(choice, 3.0, 20)
+
+
+def test_no_decision_before_both_paths_were_timed():
+    choice = PathChoice(samples=2)
+    _engine_frames(choice, 100.0, 5)  # the dense pass was never timed
+    assert choice.needs_dense_sample
+    choice.record('dense', 1.0)
+    choice.record('engine', 100.0)
+    assert choice.pick() == 'dense'
+
+
+@pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4)])
+def test_bad_arguments_are_named(args):
+    with pytest.raises(ValueError, match='PathChoice needs'):
+        PathChoice(*args)
+    with pytest.raises(ValueError, match="path 'gpu'"):
+        PathChoice().record('gpu', 1.0)
+
+
+@pytest.fixture(scope='module')
+def frames():
+    """Eleven vtest frames at 144x192, the 4th and 8th repeated (frames where nothing moved)."""
+    import cv2
+
+    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
+    out = []
+    for _ in range(11):
+        ok, frame = capture.read()
+        assert ok
+        small = cv2.resize(frame, (192, 144), interpolation=cv2.INTER_AREA)
+        out.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    return out[:4] + [out[3]] + out[4:8] + [out[7]] + out[8:]
+
+
+def _coral_settings(**changes):
+    base = {'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn', 'model.device': 'cpu',
+            'model.models_dir': str(require_shared('models/coral')), 'change.threshold': 0.0,
+            'change.min_pixels': 1}
+    base.update(changes)
+    return st.replace(st.PerceptionSettings(), base)
+
+
+class _SlowEngine:
+    """Makes every engine frame look slower than any dense pass to the path choice."""
+
+    def __init__(self, choice):
+        self.choice = choice
+        self.record = choice.record
+
+    def __call__(self, path, ms):
+        self.record(path, ms + 1e6 if path == 'engine' else ms)
+
+
+def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
+    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
+    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    net = incremental._heads['segmentation'].net
+    net.choice.record = _SlowEngine(net.choice)
+    paths, macs = [], []
+    for frame in frames:
+        got, want = incremental.process(frame), dense.process(frame)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        paths.append(net.path)
+        macs.append(got.stats.heads['segmentation'].macs)
+    # The first frame times both; three sparse engine frames lose to the dense pass (frame 4
+    # changed nothing: the engine answers it, not a sample), which then runs every frame that
+    # changed and skips the one that did not (frame 9).
+    assert paths[:5] == ['engine'] * 5 and set(paths[5:]) == {'dense'}
+    assert macs[4] == macs[9] == 0
+    assert min(macs[5:9] + macs[10:]) == max(macs[5:9] + macs[10:]) == macs[0] > 0
+
+
+def test_adaptive_false_always_runs_the_engine(frames):
+    pipeline = Pipeline(_coral_settings(**{'sparsity.adaptive': False}),
+                        heads=('segmentation',))
+    net = pipeline._heads['segmentation'].net
+    assert net.choice is None
+    for frame in frames[:5]:
+        pipeline.process(frame)
+        assert net.path == 'engine'
+    # Live: turning it on starts measuring, keeping the caches of the running engine.
+    pipeline.update(_coral_settings(**{'sparsity.adaptive': True}))
+    assert net.choice is not None and not pipeline.process(frames[5]).stats.dense
+
+
+def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_one(
+        frames, mediapipe_cache):
+    base = {'model.pose': 'blazepose', 'model.models_dir': str(mediapipe_cache),
+            'model.device': 'cpu', 'pose.detect_period': 3}
+    settings = st.replace(st.PerceptionSettings(), base)
+    incremental = Pipeline(settings, heads=('pose',))
+    dense = Pipeline(settings, heads=('pose',), incremental=False)
+    still = frames[:4] + [frames[3]] * 3 + frames[5:9]  # frames 3 to 6 are one picture
+    ran = []
+    for frame in still:  # vtest's pedestrians are too small for the detector: nobody
+        before = incremental._heads['pose'].model.counters['detector_runs']
+        assert incremental.process(frame).pose.people == dense.process(frame).pose.people == 0
+        ran.append(incremental._heads['pose'].model.counters['detector_runs'] > before)
+    assert dense._heads['pose'].model.counters['detector_runs'] == len(still)
+    # Frames 0, 3, 6 and 9 by the period, but nothing moved between frames 3 and 6.
+    assert [i for i, r in enumerate(ran) if r] == [0, 3, 9]
