@@ -242,9 +242,9 @@ class _IncrementalNet:
             self.path, self._outputs = 'engine', None
 
     def reset(self) -> None:
+        # The path choice keeps what it measured: the network and its costs stay the same.
         self.state.reset()
         self.change.reset()
-        self.choice = self._new_choice()
         self.path, self._outputs = 'engine', None
 
     def take_stats(self) -> list[Any]:
