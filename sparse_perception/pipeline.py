@@ -110,12 +110,20 @@ class _IncrementalNet:
         cpu = self.execution == 'eager' and self.engine.device.type == 'cpu'
         return PathChoice() if self.adaptive and cpu else None
 
-    def run(self, x: Any, change: Any) -> Any:
-        """Return the network's outputs on ``x`` (1, C, H, W), by the path chosen for it."""
+    def run(self, x: Any, change: Any, still: bool | None = None) -> Any:
+        """
+        Return the network's outputs on ``x`` (1, C, H, W), by the path chosen for it.
+
+        ``change`` is the input's ChangeMap, or a function that makes it: the dense path
+        needs none when ``still`` already says whether the input is unchanged.
+        """
         choice = self.choice
         if choice is None:
-            return self._engine_outputs(x, change)
-        if change is not None and not change.refresh and not bool(change.tiles.any()):
+            return self._engine_outputs(x, _made(change))
+        if self.path == 'engine' or still is None:
+            change = _made(change)
+            still = not change.refresh and not bool(change.tiles.any())
+        if still:
             # Nothing changed: the last outputs stand, whichever path made them (the engine
             # finds that out in a few microseconds and keeps its caches in step).
             if self.path == 'engine':
@@ -132,8 +140,10 @@ class _IncrementalNet:
             self._outputs = outputs
             return outputs
         if self.path != 'engine':
-            self.state.request_refresh()  # its caches missed the dense frames
-        outputs = self._engine_outputs(x, change)
+            # The caches and the change map's reference missed the dense frames.
+            self.state.request_refresh()
+            self.change.request_refresh()
+        outputs = self._engine_outputs(x, _made(change))
         ms = (time.perf_counter() - start) * 1e3
         stats = self.engine.last_stats
         if stats.dense:
@@ -349,7 +359,12 @@ class _Head:
             if self.net is None:
                 outputs = _dense_pass(model.module)(x)
             else:
-                outputs = self.net.run(x, self._input_change(pixels, transform, frame_change))
+                # Known still without a change map of its own: the same crop of a still frame.
+                still = (not frame_change.refresh and frame_change.changed_fraction == 0.0
+                         and transform == self._last_transform)
+                outputs = self.net.run(
+                    x, lambda: self._input_change(pixels, transform, frame_change), still)
+                self._last_transform = transform
         result = _to_result(self.kind, model, model.decode(outputs, transform))
         return result, self._stats(start)
 
@@ -371,7 +386,6 @@ class _Head:
             if transform != self._last_transform:
                 self.net.change.request_refresh()  # a new crop or fit: every pixel is new
             change = self.net.change.update(pixels)
-        self._last_transform = transform
         return change
 
     def _stats(self, start: float) -> HeadStats:
@@ -451,7 +465,8 @@ class Pipeline:
                          self._shape[:2], image.shape[:2])
             self.reset()
             self._shape = image.shape
-        change = self._change.update(image)
+        # The dense reference needs no change map: every tile of every frame is computed.
+        change = self._change.update(image) if self.incremental else self._all_changed(image)
         outputs: dict[str, Any] = {}
         heads: dict[str, HeadStats] = {}
         for kind, head in self._heads.items():
@@ -510,6 +525,15 @@ class Pipeline:
 
     # -- helpers ------------------------------------------------------------------------------
 
+    def _all_changed(self, image: np.ndarray) -> Any:
+        import torch
+
+        from sparse_perception.change import ChangeMap
+
+        t = self._change.tile_size
+        tiles = torch.ones(-(-image.shape[0] // t), -(-image.shape[1] // t), dtype=torch.bool)
+        return ChangeMap(tiles, True, 1.0, 1.0, t, 0)
+
     @staticmethod
     def _new_detector(settings: PerceptionSettings):
         from sparse_perception.change import ChangeDetector
@@ -550,6 +574,11 @@ def _auto_picks_device(config: Any, device: Any) -> bool:
     from sparse_perception.engine import get_backend
 
     return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
+
+
+def _made(change: Any) -> Any:
+    """Return a ChangeMap given as one or as a function that makes it."""
+    return change() if callable(change) else change
 
 
 def _dense_pass(module: Any) -> Any:
