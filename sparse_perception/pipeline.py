@@ -97,7 +97,8 @@ class _IncrementalNet:
         self._unread = False  # the engine holds statistics of a call not yet collected
         self.adaptive = settings.sparsity.adaptive
         self.choice = self._new_choice()
-        self.path = 'engine'  # what ran the last frame: 'engine', 'dense' or 'skip'
+        self.path = 'engine'  # what ran the last frame: 'engine' or 'dense'
+        self.repeated = False  # the last run returned the same outputs as the run before
         self._outputs: Any = None  # the last frame's outputs, while the dense path runs
         self._dense_stats: Any = None  # the engine's statistics of a dense frame
 
@@ -118,11 +119,12 @@ class _IncrementalNet:
         needs none when ``still`` already says whether the input is unchanged.
         """
         choice = self.choice
-        if choice is None:
-            return self._engine_outputs(x, _made(change))
-        if self.path == 'engine' or still is None:
+        if choice is None or self.path == 'engine' or still is None:
             change = _made(change)
             still = not change.refresh and not bool(change.tiles.any())
+        self.repeated = still
+        if choice is None:
+            return self._engine_outputs(x, change)
         if still:
             # Nothing changed: the last outputs stand, whichever path made them (the engine
             # finds that out in a few microseconds and keeps its caches in step).
@@ -298,6 +300,7 @@ class _Head:
         self.nets: list[_IncrementalNet] = []
         self.net = None
         self._last_transform = None
+        self._last_result: Any = None  # the last decoded result
         # A tracking model's detector runs on every detect_period-th frame without a person
         # (incremental pipelines only: the dense reference detects on every frame).
         self.detect_period = settings.pose.detect_period if incremental else 1
@@ -331,7 +334,7 @@ class _Head:
     def reset(self) -> None:
         for net in self.nets:
             net.reset()
-        self._last_transform = None
+        self._last_transform = self._last_result = None
         self._undetected, self._moved = 0, False
         if hasattr(self.model, 'reset'):  # a tracking model forgets its person
             self.model.reset()
@@ -349,7 +352,7 @@ class _Head:
             transform = locate(frame, detect=self._detect_now(frame_change))
             if transform.source == 'frame':
                 # Nobody is tracked: the landmark network would be decoded as nothing.
-                self._last_transform = None
+                self._last_transform = self._last_result = None
                 self._undetected += 1
                 return _empty(self.kind, model), self._stats(start)
             self._undetected = 0
@@ -365,7 +368,11 @@ class _Head:
                 outputs = self.net.run(
                     x, lambda: self._input_change(pixels, transform, frame_change), still)
                 self._last_transform = transform
+                if self.net.repeated and self._last_result is not None:
+                    # The same outputs on the same crop decode to the same result.
+                    return self._last_result, self._stats(start)
         result = _to_result(self.kind, model, model.decode(outputs, transform))
+        self._last_result = result
         return result, self._stats(start)
 
     def _detect_now(self, frame_change: Any) -> bool:

@@ -112,12 +112,15 @@ def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
     incremental = Pipeline(_coral_settings(), heads=('segmentation',))
     net = incremental._heads['segmentation'].net
     net.choice.record = _SlowEngine(net.choice)
-    paths, macs = [], []
+    paths, macs, masks = [], [], []
     for frame in frames:
         got, want = incremental.process(frame), dense.process(frame)
         np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
         paths.append(net.path)
         macs.append(got.stats.heads['segmentation'].macs)
+        masks.append(got.segmentation.mask)
+    # A still frame is not even decoded again: the last result stands.
+    assert masks[4] is masks[3] and masks[9] is masks[8] and masks[5] is not masks[4]
     # The first frame times both; three sparse engine frames lose to the dense pass (frame 4
     # changed nothing: the engine answers it, not a sample), which then runs every frame that
     # changed and skips the one that did not (frame 9).
