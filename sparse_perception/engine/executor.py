@@ -264,7 +264,10 @@ class IncrementalModel:
         change = self._input(plan, f, x, tiles, tile_size, stats)
         if (not f.dense and change is not None
                 and stats.input_fraction > self.config.frame_dense_fallback):
+            # A dense frame reads the whole input, as a refresh does: the tiles the change map
+            # held back would otherwise stay stale under a dense pass (a moving camera).
             f.dense = stats.dense = True
+            change = self._input(plan, f, x, None, None, stats)
         changes: dict[int, Change | None] = {plan.program.input_id: change}
         layer_stats = stats.layers
         for run in plan.runs:

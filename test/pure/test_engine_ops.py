@@ -640,3 +640,22 @@ def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
     inc.reconfigure(EngineConfig(tile=EngineConfig().tile + 2), state)  # structural: dense next
     inc(x, tiles, state)
     assert inc.last_stats.dense
+
+
+@torch.no_grad()
+def test_a_frame_over_the_dense_fallback_reads_the_whole_input():
+    # A moving camera: every pixel moved, but the change map held back the tiles whose change
+    # stayed under its threshold. Past the fallback the frame is dense, and dense means the
+    # dense result of this frame, not of the input cache with those tiles left stale.
+    model = randomize(nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(8, 4, 3, padding=1)), 0).eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4, frame_dense_fallback=0.5))
+    state = inc.new_state()
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(1, 3, 16, 16, generator=g)
+    inc(x, None, state)
+    x = x + torch.randn(1, 3, 16, 16, generator=g)
+    tiles = torch.ones(4, 4, dtype=torch.bool)
+    tiles[0, :] = False  # 75% of the tiles: over the fallback
+    assert_close(inc(x, tiles, state), model(x))
+    assert inc.last_stats.dense
