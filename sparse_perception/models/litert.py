@@ -78,11 +78,11 @@ def use_litert(model: Any, threads: int) -> None:
         raise ValueError(f'threads must be 0 (every core) or more, got {threads}')
     _interpreter_class()  # fail early and clearly when the package is missing
     count = threads or _cores()
-    model.module = LiteRTNet(source, info, model.module.tail, count)
+    model.module = LiteRTNet(source, info, _torch_tail(model.module), count)
     detector = getattr(model, 'detector', None)
     if detector is not None:
         detector_source = Path(model.detector_source)
-        model.detector = LiteRTNet(detector_source, detector.info, detector.tail, count)
+        model.detector = LiteRTNet(detector_source, detector.info, _torch_tail(detector), count)
     model.details = dict(getattr(model, 'details', {}) or {},
                          runtime=f'litert (ai-edge-litert, XNNPACK, {count} threads)')
     LOG.info('%s runs on LiteRT (%s, %d threads)', name, source.name, count)
@@ -100,6 +100,7 @@ class LiteRTNet(nn.Module):
     def __init__(self, path: str | os.PathLike, info: Any, torch_tail: nn.Module, threads: int):
         super().__init__()
         self.source = Path(path)
+        self.info = info  # what the import recorded (describe() and a second swap read it)
         self.threads = threads
         self.runner = _Runner(self.source, info, threads)
         self.trunk = _Trunk(self.runner)
@@ -212,6 +213,11 @@ class _Tail(nn.Module):
         if self.runner.ran(features):
             return self.runner.last_outputs
         return self.torch_tail(*features)
+
+
+def _torch_tail(net: nn.Module) -> nn.Module:
+    # A model swapped before keeps its torch tail: swapping again only renews the interpreter.
+    return net.tail.torch_tail if isinstance(net, LiteRTNet) else net.tail
 
 
 def _interpreter_class():

@@ -21,6 +21,7 @@ against the same interpreter (test_models_parity.py, test_models_mediapipe.py,
 bench/results/accuracy.md): the interpreter is the reference both ways.
 """
 
+import os
 import sys
 
 import numpy as np
@@ -31,6 +32,7 @@ from sparse_perception.models.parity import read_rgb
 from sparse_perception.models.registry import load_model
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from support import require_shared
+from torch import fx
 
 pytest.importorskip('ai_edge_litert')
 
@@ -123,6 +125,9 @@ def test_torch_and_litert_runtimes_give_the_same_network_interface(mediapipe_cac
     model = load_model('blazepose', models_dir=mediapipe_cache)
     use_litert(model, 0)
     assert 'litert' in model.details['runtime']
+    assert model.module.threads == model.detector.threads == len(os.sched_getaffinity(0))
+    use_litert(model, 1)  # again: a new interpreter, the same torch tail behind it
+    assert model.module.threads == 1 and isinstance(model.module.tail.torch_tail, fx.GraphModule)
     pixels, _ = reference.prepare(_pose_frames()[0])
     x = model.to_tensor(pixels)
     with torch.no_grad():
