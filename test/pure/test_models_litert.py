@@ -187,9 +187,17 @@ def test_a_missing_interpreter_says_what_to_install(monkeypatch):
         Pipeline(settings, heads=('segmentation',), incremental=False)
 
 
-def test_with_outputs_refuses_a_tensor_the_model_lacks():
+def test_with_outputs_makes_an_intermediate_tensor_readable():
     from sparse_perception.models.tflite_edit import with_outputs
+    from tflite_writer import build, Op, run_reference, T
 
-    data = require_shared('models/coral/movenet_single_pose_lightning_ptq.tflite').read_bytes()
+    # x -> RELU -> hidden -> TANH -> y; XNNPACK runs both, so hidden is only readable as an
+    # output.
+    model = build([T((1, 4, 4, 3)), T((1, 4, 4, 3)), T((1, 4, 4, 3))],
+                  [Op('RELU', [0], [1]), Op('TANH', [1], [2])], [0], [2])
+    x = np.random.default_rng(0).normal(size=(1, 4, 4, 3)).astype(np.float32)
+    y, hidden = run_reference(with_outputs(model, [2, 1]), [x])
+    np.testing.assert_allclose(hidden, np.maximum(x, 0), rtol=0, atol=0)
+    np.testing.assert_allclose(y, np.tanh(np.maximum(x, 0)), rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match='tensor indices of the first subgraph'):
-        with_outputs(data, [10 ** 6])
+        with_outputs(model, [3])
