@@ -106,6 +106,9 @@ setup(
         'replay': ['matplotlib>=3.5', 'scipy>=1.7'],
         # Importing TFLite models (sparse_perception.models): the flatbuffer schema reader.
         'tflite': ['tflite>=2.10', 'flatbuffers>=2.0'],
+        # The dense runtime `model.runtime: litert`: the TFLite interpreter (XNNPACK) on the
+        # model's own file, and the schema reader that rewrites MediaPipe's custom operator.
+        'litert': ['ai-edge-litert>=1.0', 'tflite>=2.10', 'flatbuffers>=2.0'],
         'test': TEST_REQUIRES,
         'ros-test': ROS_TEST_REQUIRES,
     },

@@ -26,6 +26,7 @@ from typing import Any
 
 # name -> module providing register(subparsers).
 BENCHMARKS = (
+    'sparse_perception.benchmarks.cpu',
     'sparse_perception.benchmarks.engine',
     'sparse_perception.benchmarks.gpu',
 )

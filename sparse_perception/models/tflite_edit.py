@@ -24,6 +24,10 @@ flatbuffer (buffers, tensors, operators and their options, first subgraph only) 
 custom operator replaced by the builtin one, so that the interpreter can serve as the reference
 for the whole model. The replacement itself is checked against a direct transcription of the
 MediaPipe kernel in the tests.
+
+:func:`with_outputs` makes intermediate tensors graph outputs, so that an interpreter run hands
+back the feature maps the imported trunk returns (``model.runtime: litert``): a delegate such as
+XNNPACK keeps only graph outputs readable after a run.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import numpy as np
 CUSTOM_TRANSPOSE_CONV = 'Convolution2DTransposeBias'
 _TRANSPOSE_CONV = 67  # BuiltinOperator.TRANSPOSE_CONV
 _TFLITE_PADDING_SAME = 1  # TfLitePadding in the custom options; the schema's Padding.SAME is 0
+_SUBGRAPH_OUTPUTS = 8  # vtable slot of SubGraph.outputs (fields: tensors, inputs, outputs)
 
 
 def custom_operators(data: bytes) -> list[str]:
@@ -150,6 +155,36 @@ def builtin_transpose_conv(data: bytes) -> bytes:
     root = tflite.ModelEnd(builder)
     builder.Finish(root, file_identifier=b'TFL3')
     return bytes(builder.Output())
+
+
+def with_outputs(data: bytes, outputs: list[int]) -> bytes:
+    """
+    Return a copy of the model whose first subgraph's outputs are the tensors ``outputs``.
+
+    Unlike :func:`builtin_transpose_conv` this copies nothing else: the new outputs vector is
+    appended to the flatbuffer and the subgraph's field points at it (flatbuffer offsets point
+    forward, so an appended vector is always reachable), which works for any model, sparse
+    tensors included. Raises ValueError for a tensor index the subgraph does not have.
+    """
+    import tflite
+
+    model = tflite.Model.GetRootAs(data, 0)
+    graph = model.Subgraphs(0)
+    bad = [i for i in outputs if not 0 <= int(i) < graph.TensorsLength()]
+    if bad or not outputs:
+        raise ValueError(f'outputs {list(outputs)} must be tensor indices of the first subgraph '
+                         f'(0 to {graph.TensorsLength() - 1})')
+    field = graph._tab.Offset(_SUBGRAPH_OUTPUTS)
+    if not field:
+        raise ValueError('the subgraph has no outputs field to redirect')
+    position = graph._tab.Pos + field  # where the outputs vector's forward offset is stored
+    edited = bytearray(data)
+    edited += bytes(-len(edited) % 4)  # the vector's length prefix is 4-byte aligned
+    start = len(edited)
+    edited += np.asarray([len(outputs)], '<u4').tobytes()
+    edited += np.asarray(outputs, '<i4').tobytes()
+    edited[position:position + 4] = np.asarray([start - position], '<u4').tobytes()
+    return bytes(edited)
 
 
 def _buffer_bytes(buffer) -> bytes:

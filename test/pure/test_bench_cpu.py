@@ -1,0 +1,106 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``sparse-perception bench cpu``: its result schema on a tiny run (no time is asserted)."""
+
+import json
+import subprocess
+
+import numpy as np
+import pytest
+
+from sparse_perception import cli
+from sparse_perception.benchmarks import cpu
+from sparse_perception.models.registry import CACHE_ENV
+
+RUN_KEYS = {'engine', 'head', 'p50_ms', 'p90_ms', 'mean_ms', 'contended_p50_ms', 'macs_ratio',
+            'agreement', 'keypoint_px_p50', 'count_mismatch_frames'}
+
+
+def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_path,
+                                                          monkeypatch, capsys):
+    pytest.importorskip('ai_edge_litert')
+    monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))  # the default models, fetched
+    out = tmp_path / 'out' / 'cpu.json'
+    assert cli.main(['bench', 'cpu', '--frames', '3', '--passes', '1', '--no-contention',
+                     '--heads', 'segmentation', '--json', str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert {'machine', 'torch', 'commit', 'threads', 'runs', 'speedup_vs_dense',
+            'speedup_vs_litert'} <= set(result)
+    assert result['threads'] == 1  # the settings default
+    runs = result['runs']
+    assert [r['engine'] for r in runs] == list(cpu.ENGINES)
+    for run in runs:
+        assert set(run) == RUN_KEYS and run['head'] == 'segmentation'
+        for key in ('p50_ms', 'p90_ms', 'mean_ms'):
+            assert isinstance(run[key], float) and run[key] > 0
+        assert run['contended_p50_ms'] is None  # --no-contention
+        assert 0 < run['macs_ratio'] <= 1.0
+        assert run['keypoint_px_p50'] is None and run['count_mismatch_frames'] is None
+    by_engine = {r['engine']: r for r in runs}
+    assert by_engine['dense_torch']['agreement'] == 1.0
+    # At the shipped defaults the incremental masks are the dense ones but for noise.
+    assert by_engine['incremental']['agreement'] >= 0.995
+    assert by_engine['engine_dense']['agreement'] >= 0.995
+    assert by_engine['litert']['agreement'] >= 0.995
+    # The speedups are those of both heads together, which this run did not measure.
+    assert result['speedup_vs_dense'] is None and result['speedup_vs_litert'] is None
+    assert result['details']['frames'] == 3 and result['details']['passes'] == 1
+    assert len(result['commit'] or 'x' * 40) == 40
+    report = out.with_suffix('.md').read_text()
+    assert '| segmentation | incremental |' in report and result['machine']['cpu'] in report
+    assert 'bench cpu --frames 3 --passes 1 --heads segmentation' in report
+    assert '--no-contention' in report and '## Settings' in report
+    assert report in capsys.readouterr().out
+
+
+def test_bad_arguments_are_refused(capsys):
+    assert cli.main(['bench', 'cpu', '--heads', 'segmentation,face']) == 2
+    assert "--heads 'segmentation,face'" in capsys.readouterr().err
+    assert cli.main(['bench', 'cpu', '--passes', '0']) == 2
+    assert '--passes 0: expected at least 1' in capsys.readouterr().err
+
+
+def test_the_busy_processes_are_stopped_even_when_a_pipeline_fails(monkeypatch):
+    started = []
+    popen = subprocess.Popen
+
+    def recording_popen(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    class Failing:
+        def reset(self):
+            pass
+
+        def process(self, frame):
+            raise RuntimeError('boom')
+
+    monkeypatch.setattr(cpu.subprocess, 'Popen', recording_popen)
+    monkeypatch.setattr(cpu, 'BUSY_SETTLE_S', 0.0)
+    with pytest.raises(RuntimeError, match='boom'):
+        cpu._contended({name: Failing() for name in cpu.ENGINES},
+                       [np.zeros((8, 8, 3), np.uint8)])
+    assert len(started) == cpu.BUSY_PROCESSES
+    assert all(process.poll() is not None for process in started)
+
+
+def test_persons_are_paired_nearest_first():
+    person = np.zeros((1, 3, 3), np.float32)
+    far = person + [[[100.0, 0.0, 1.0]]]
+    near = person + [[[1.0, 0.0, 1.0]]]
+    # Found: far and near; dense found one person at the origin: the near one is paired.
+    distances = cpu._matched_distances(np.concatenate([far, near]), person)
+    assert distances == [1.0, 1.0, 1.0]
+    assert cpu._matched_distances(person[:0], person) == []
