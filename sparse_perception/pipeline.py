@@ -274,10 +274,10 @@ class _IncrementalDetector:
     is a letterboxed frame in [-1, 1]; its change map is taken on that input.
     """
 
-    def __init__(self, detector: Any, settings: PerceptionSettings, what: str,
+    def __init__(self, detector: Any, dense: Any, settings: PerceptionSettings, what: str,
                  input_size: tuple[int, int]):
-        self.net = _IncrementalNet(detector.trunk, detector.tail, detector, settings, what,
-                                   input_size)
+        self.net = _IncrementalNet(detector.trunk, detector.tail, _dense_pass(dense), settings,
+                                   what, input_size)
 
     def __call__(self, x: Any) -> Any:
         change = self.net.change.update((x + 1.0) * 0.5)  # compared in [0, 1] units
@@ -308,7 +308,8 @@ class _Head:
         self._moved = False  # the frame changed since the detector last ran
         if incremental:
             module = self.model.module
-            self.net = _IncrementalNet(module.trunk, module.tail, _dense_pass(module), settings,
+            self.net = _IncrementalNet(module.trunk, module.tail,
+                                       _dense_pass(self.model.dense_module), settings,
                                        f'{kind} model {self.model_name!r}',
                                        self.model.input_size)
             self.nets.append(self.net)
@@ -316,8 +317,8 @@ class _Head:
                 try:
                     size = self.model.detector_settings.input_size
                     detector = _IncrementalDetector(
-                        self.model.detector, settings, f'the detector of {self.model_name!r}',
-                        (size, size))
+                        self.model.detector, self.model.dense_detector, settings,
+                        f'the detector of {self.model_name!r}', (size, size))
                 except ModelLoadError as exc:  # it still runs, densely, as before
                     LOG.info('%s; it runs dense', exc)
                 else:
@@ -588,12 +589,15 @@ def _made(change: Any) -> Any:
     return change() if callable(change) else change
 
 
-def _dense_pass(module: Any) -> Any:
-    """Return ``x -> outputs``: a model's trunk and tail as one dense pass."""
-    def run(x: Any) -> Any:
+class _dense_pass:  # noqa: N801 (reads as the function it stands for)
+    """``x -> outputs``: a network's trunk and tail as one dense pass."""
+
+    def __init__(self, module: Any):
+        self.module = module  # torch, or LiteRT's stand-in (models/litert.py)
+
+    def __call__(self, x: Any) -> Any:
         # An fp16 trunk hands float features to the tail, which stays in fp32.
-        return module.tail(*[f.float() for f in module.trunk(x)])
-    return run
+        return self.module.tail(*[f.float() for f in self.module.trunk(x)])
 
 
 def _as_dense_pass(template: Any, skipped: bool) -> Any:
@@ -606,6 +610,15 @@ def _as_dense_pass(template: Any, skipped: bool) -> Any:
                    0 if skipped else s.positions, 0.0 if skipped else s.dense_macs,
                    s.dense_macs) for s in template.layers]
     return FrameStats(dense=not skipped, input_fraction=0.0 if skipped else 1.0, layers=layers)
+
+
+def _dense_runtime(requested: str, model: Any, device: str) -> str:
+    """Resolve ``model.runtime`` for one loaded model to 'torch' or 'litert'."""
+    if requested != 'auto':
+        return requested
+    from sparse_perception.models.litert import can_use_litert
+
+    return 'litert' if device == 'cpu' and can_use_litert(model) else 'torch'
 
 
 def _apply_threads(threads: int) -> None:
@@ -631,14 +644,20 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
         raise ModelLoadError(f'cannot load the {kind} model {name!r}: {exc}') from exc
     if model.kind != kind:
         raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')
-    if settings.model.runtime == 'litert' and not incremental:
-        from sparse_perception.models.litert import use_litert
+    model.dense_module, model.dense_detector = model.module, getattr(model, 'detector', None)
+    if _dense_runtime(settings.model.runtime, model, device) == 'litert':
+        from sparse_perception.models.litert import litert_networks
 
         try:
-            use_litert(model, settings.model.threads)
+            model.dense_module, model.dense_detector = litert_networks(
+                model, settings.model.threads)
         except (OSError, ValueError, ImportError) as exc:
             raise ModelLoadError(f'cannot run the {kind} model {name!r} on LiteRT: {exc}') \
                 from exc
+        if not incremental:  # the dense reference runs nothing else
+            model.module = model.dense_module
+            if model.dense_detector is not None:
+                model.detector = model.dense_detector
     if settings.model.precision == 'fp16' and device.startswith('cuda'):
         model.module.trunk.half()  # the tail and the decoders stay in fp32
     return model

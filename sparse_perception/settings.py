@@ -178,12 +178,17 @@ class ModelSettings:
         'auto', 'Incremental executor: device (sync-free, CUDA graphs) or eager '
         '(auto = device on CUDA with the kernels backend, else eager)',
         choices=('auto', 'eager', 'device'), reload=True)
-    # What runs a dense pass outside the incremental engine (the dense reference pipeline):
+    # What runs a dense pass (the dense reference pipeline, and the incremental pipeline's
+    # dense passes: first frames, and frames where a dense pass is faster than the engine):
     # the model's torch modules, or the TFLite interpreter (ai-edge-litert, XNNPACK) on the
-    # model's own .tflite file, which is what a MediaPipe user runs on a CPU.
+    # model's own .tflite file, which is what a MediaPipe user runs on a CPU and 2-3x faster
+    # than torch there on these models (bench/results/cpu.md). 'auto' takes litert for a
+    # TFLite model on the CPU when ai-edge-litert is installed, else torch. The engine always
+    # runs the torch networks.
     runtime: str = setting(
-        'torch', 'Dense runtime: torch, or litert (the TFLite interpreter; TFLite models only)',
-        choices=('torch', 'litert'), reload=True)
+        'auto', 'Dense runtime: torch, or litert (the TFLite interpreter; TFLite models only); '
+        'auto = litert for TFLite models on the CPU where it is installed',
+        choices=('auto', 'torch', 'litert'), reload=True)
     # CPU threads of torch (and of LiteRT). One thread is the default: on a robot the CPU is
     # shared with other nodes, and a thread pool that waits for a busy core stalls the whole
     # frame (measured in bench/results/cpu.md); two threads gain little on a quiet machine.

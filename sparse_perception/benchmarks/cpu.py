@@ -20,10 +20,11 @@ video), for each head (segmentation, pose, and both together: the main job) with
 models and settings, four pipelines run frame by frame in alternation, so that all see the
 same machine load:
 
-- ``dense_torch``: the dense reference pipeline, stock torch;
-- ``engine_dense``: the incremental pipeline with ``change.refresh_period: 1``, i.e. the
-  engine's own dense pass on every frame;
-- ``incremental``: the incremental pipeline at the shipped defaults;
+- ``dense_torch``: the dense reference pipeline, stock torch (``model.runtime: torch``);
+- ``engine_dense``: the incremental pipeline with ``change.refresh_period: 1``, the detector
+  on every frame and no path choice, i.e. the engine's own dense pass on every frame;
+- ``incremental``: the incremental pipeline at the shipped defaults (its dense passes on the
+  default runtime, LiteRT where installed);
 - ``litert``: the dense reference pipeline with ``model.runtime: litert`` (the models' own
   .tflite files on the TFLite interpreter, XNNPACK, the same thread count).
 
@@ -161,8 +162,11 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
         changes['model.threads'] = threads
     base = st.replace(st.PerceptionSettings(), changes)
     variants = {
-        'dense_torch': ({}, False),
-        'engine_dense': ({'change.refresh_period': 1}, True),
+        'dense_torch': ({'model.runtime': 'torch'}, False),
+        # The engine's own dense pass on every frame: a refresh each frame, the detector each
+        # frame, never the dense runtime instead.
+        'engine_dense': ({'change.refresh_period': 1, 'pose.detect_period': 1,
+                          'sparsity.adaptive': False, 'model.runtime': 'torch'}, True),
         'incremental': ({}, True),
         'litert': ({'model.runtime': 'litert'}, False),
     }

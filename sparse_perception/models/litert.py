@@ -63,6 +63,33 @@ def use_litert(model: Any, threads: int) -> None:
     checkpoint, or the fully convolutional conversion of one, which runs at any frame size
     where the file has a fixed input), and ImportError when ``ai-edge-litert`` is missing.
     """
+    module, detector = litert_networks(model, threads)
+    model.module = module
+    if detector is not None:
+        model.detector = detector
+    model.details = dict(getattr(model, 'details', {}) or {},
+                         runtime=f'litert (ai-edge-litert, XNNPACK, {module.threads} threads)')
+    LOG.info('%s runs on LiteRT (%s, %d threads)', getattr(model, 'name', '?'),
+             module.source.name, module.threads)
+
+
+def can_use_litert(model: Any) -> bool:
+    """Whether ``model`` comes from a .tflite file the interpreter can run, and it is here."""
+    try:
+        _interpreter_class()
+    except ImportError:
+        return False
+    return hasattr(getattr(model, 'info', None), 'trunk_outputs') and \
+        _is_tflite(Path(getattr(model, 'source', '') or ''))
+
+
+def litert_networks(model: Any, threads: int) -> tuple[LiteRTNet, LiteRTNet | None]:
+    """
+    Return ``model``'s network (and a two-stage model's detector, else None) on LiteRT.
+
+    The model itself is left as it is: an incremental pipeline keeps the torch networks for
+    its engine and runs these for its dense passes. Raises as :func:`use_litert` does.
+    """
     name = getattr(model, 'name', type(model).__name__)
     source = Path(getattr(model, 'source', '') or '')
     info = getattr(model, 'info', None)
@@ -78,14 +105,12 @@ def use_litert(model: Any, threads: int) -> None:
         raise ValueError(f'threads must be 0 (every core) or more, got {threads}')
     _interpreter_class()  # fail early and clearly when the package is missing
     count = threads or _cores()
-    model.module = LiteRTNet(source, info, _torch_tail(model.module), count)
+    module = LiteRTNet(source, info, _torch_tail(model.module), count)
     detector = getattr(model, 'detector', None)
     if detector is not None:
-        detector_source = Path(model.detector_source)
-        model.detector = LiteRTNet(detector_source, detector.info, _torch_tail(detector), count)
-    model.details = dict(getattr(model, 'details', {}) or {},
-                         runtime=f'litert (ai-edge-litert, XNNPACK, {count} threads)')
-    LOG.info('%s runs on LiteRT (%s, %d threads)', name, source.name, count)
+        detector = LiteRTNet(Path(model.detector_source), detector.info, _torch_tail(detector),
+                             count)
+    return module, detector
 
 
 class LiteRTNet(nn.Module):

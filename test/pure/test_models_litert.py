@@ -167,7 +167,13 @@ def test_a_model_not_from_a_tflite_file_is_refused(tmp_path):
     with pytest.raises(ModelLoadError, match=r"'tiny' cannot run on LiteRT.*not imported from "
                        r"a \.tflite file.*tiny\.pt.*model\.runtime 'torch'"):
         Pipeline(settings, heads=('segmentation',), incremental=False)
-    Pipeline(settings, heads=('segmentation',))  # the incremental pipeline runs torch
+    with pytest.raises(ModelLoadError, match=r"'tiny' cannot run on LiteRT"):
+        Pipeline(settings, heads=('segmentation',))  # its dense passes would run LiteRT too
+    # 'auto' runs such a model on torch, dense and incremental alike.
+    auto = st.replace(settings, {'model.runtime': 'auto'})
+    for incremental in (False, True):
+        head = Pipeline(auto, heads=('segmentation',), incremental=incremental)._heads
+        assert head['segmentation'].model.dense_module is head['segmentation'].model.module
 
 
 def test_the_fully_convolutional_conversion_is_refused():

@@ -156,7 +156,8 @@ def _jhmdb_frames(count):
 def _mediapipe_settings(cache, **changes):
     base = {'model.segmentation': 'selfie_segmentation_landscape', 'model.pose': 'blazepose',
             'model.models_dir': str(cache), 'model.device': 'cpu',
-            'change.threshold': 0.0, 'sparsity.scale': 0.0, 'sparsity.adaptive': False}
+            'change.threshold': 0.0, 'sparsity.scale': 0.0, 'sparsity.adaptive': False,
+            'model.runtime': 'torch'}
     base.update(changes)
     return st.replace(st.PerceptionSettings(), base)
 

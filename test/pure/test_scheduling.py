@@ -158,3 +158,28 @@ def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_on
     assert dense._heads['pose'].model.counters['detector_runs'] == len(still)
     # Frames 0, 3, 6 and 9 by the period, but nothing moved between frames 3 and 6.
     assert [i for i, r in enumerate(ran) if r] == [0, 3, 9]
+
+
+def test_auto_runtime_takes_litert_for_tflite_models_on_the_cpu(frames, mediapipe_cache):
+    pytest.importorskip('ai_edge_litert')
+    from sparse_perception.models.litert import LiteRTNet
+
+    settings = st.replace(st.PerceptionSettings(), {
+        'model.segmentation': 'selfie_segmentation_landscape', 'model.pose': 'blazepose',
+        'model.models_dir': str(mediapipe_cache), 'model.device': 'cpu'})
+    incremental = Pipeline(settings)
+    dense = Pipeline(settings, incremental=False)
+    for pipeline in (incremental, dense):
+        for head in pipeline._heads.values():
+            assert isinstance(head.model.dense_module, LiteRTNet)
+    seg, pose = incremental._heads['segmentation'], incremental._heads['pose']
+    assert not isinstance(seg.model.module, LiteRTNet)  # the engine runs torch
+    assert isinstance(pose.nets[1].dense.module, LiteRTNet)  # the detector's dense passes
+    for frame in frames[:6]:
+        got, want = incremental.process(frame), dense.process(frame)
+        agree = (got.segmentation.mask == want.segmentation.mask).mean()
+        assert agree >= 0.995 and got.pose.people == want.pose.people
+    # Fully convolutional conversions have no fixed-size file to run: torch.
+    coral = Pipeline(_coral_settings(), heads=('segmentation',))
+    assert coral._heads['segmentation'].model.dense_module is \
+        coral._heads['segmentation'].model.module
