@@ -99,12 +99,14 @@ def test_every_node_has_a_console_script_and_every_script_a_main(setup_kwargs):
 
 
 def test_the_main_job_installs_what_its_default_models_need(setup_kwargs):
-    # The default models are TFLite files (the tflite extra); the replay decodes and plots
-    # (opencv, replay). A fresh machine has only what scripts/demo installs.
+    # The default models are TFLite files (the tflite extra), whose dense passes run on the
+    # TFLite interpreter (litert); the replay decodes and plots (opencv, replay). A fresh
+    # machine has only what scripts/demo installs.
     line = next(ln for ln in (REPO / 'scripts' / 'demo').read_text().splitlines()
                 if 'env.sh' in ln)
     extras = set(line.split()[-1].split(','))
-    assert {'opencv', 'replay', 'tflite'} <= extras <= set(setup_kwargs['extras_require'])
+    assert {'opencv', 'replay', 'tflite', 'litert'} <= extras <= set(
+        setup_kwargs['extras_require'])
 
 
 def test_scripts_go_where_ros2_run_looks():
