@@ -211,6 +211,13 @@ class InputSettings:
     no_message_warning: float = setting(
         5.0, 'Warn (naming the likely QoS or type mismatch) when the topic has publishers but '
         'no image arrived for this many seconds', low=0.5, high=3600.0)
+    # Width x height of a compressed frame, read from its JPEG or PNG header, above which the
+    # frame is refused before decoding: a few hundred corrupt or hostile bytes can otherwise
+    # claim gigabytes. 64 megapixels holds two 8K frames (7680x4320 is 33 megapixels).
+    max_megapixels: float = setting(
+        64.0, 'Largest compressed image decoded, in megapixels (width x height / 1e6); larger '
+        'frames are refused from their header before decoding', low=0.01, high=1024.0,
+        read_only=True)
 
 
 @dataclass(frozen=True)
