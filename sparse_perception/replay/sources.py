@@ -352,7 +352,7 @@ def _rosbag2_storage(path: Path) -> str:
     try:
         document = yaml.safe_load((path / 'metadata.yaml').read_text(encoding='utf-8'))
         storage = document['rosbag2_bagfile_information']['storage_identifier']
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise ReplayError(f'{path}/metadata.yaml is not rosbag2 metadata: '
                           f'{_one_line(exc)}') from None
     if storage not in STORAGES:
@@ -455,19 +455,37 @@ class VideoSource(_Synthesised):
             self._capture = None
 
     def __iter__(self) -> Iterator[Frame | SkippedFrame]:
+        cv2 = _cv2()
         index = -1
         while True:
             index += 1
             if self.frames.past(index):
                 return
-            if not self.frames.wants(index):
-                if not self._capture.grab():
-                    return
-                continue
-            ok, bgr = self._capture.read()
+            wanted = self.frames.wants(index)
+            try:
+                if wanted:
+                    ok, bgr = self._capture.read()
+                else:
+                    ok, bgr = self._capture.grab(), None
+            except cv2.error as exc:
+                ok, bgr = False, _one_line(exc)
             if not ok:
+                yield from self._lost(index, bgr if isinstance(bgr, str) else '')
                 return
-            yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+            if wanted:
+                yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+
+    def _lost(self, index: int, why: str) -> Iterator[SkippedFrame]:
+        """Frames the header promises from ``index`` on that cannot be read: skipped, counted."""
+        if self.length is None or index >= self.length:
+            return  # the end of a video of unknown length, or the whole video read
+        reason = (f'the video ends after frame {index - 1} of the {self.length} its header '
+                  f'states (truncated or corrupt file){": " + why if why else ""}')
+        for lost in range(index, self.length):
+            if self.frames.past(lost):
+                return
+            if self.frames.wants(lost):
+                yield SkippedFrame(lost, self.stamp(lost), reason)
 
 
 class FolderSource(_Synthesised):
@@ -514,13 +532,22 @@ class _Blob:
     format: str = ''  # noqa: A003 (the CompressedImage field name)
 
 
+def encoded_file(path: Path) -> Any:
+    """Return a JPEG or PNG file's bytes dressed as a CompressedImage message."""
+    return _Blob(np.fromfile(path, np.uint8))
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; raises ImageConversionError if corrupt."""
     data = np.fromfile(path, np.uint8)
     if path.suffix.lower() in _COMPRESSED_SUFFIXES:
         return compressed_to_numpy(_Blob(data), 'rgb8')
     cv2 = _cv2()
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f'OpenCV cannot decode the {data.size} bytes: {_one_line(exc)}') from None
     if image is None:
         raise ImageConversionError(f'OpenCV cannot decode the {data.size} bytes (corrupt?)')
     return np.ascontiguousarray(convert_encoding(image, decoded_encoding(image), 'rgb8'))
