@@ -38,7 +38,8 @@ import numpy as np
 
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
-    COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header, SkippedFrame)
+    check_apart, COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header,
+    SkippedFrame)
 
 FORMATS = ('jpeg', 'png', 'raw')
 RAW_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
@@ -80,6 +81,8 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     if storage not in ('mcap', 'sqlite3'):
         raise ReplayError(f'storage {storage!r} is not mcap or sqlite3')
     output = Path(output)
+    # Before anything else: --overwrite must never remove the input.
+    check_apart(output, [input_path], 'output')
     if output.exists() and not overwrite:
         raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
     topic = topic or default_topic(fmt)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import functools
 from pathlib import Path
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -413,8 +413,16 @@ def encode_compressed(image: np.ndarray, stamp_ns: int, frame_id: str, typestore
     return bytes(typestore.serialize_cdr(msg, COMPRESSED))
 
 
+# builtin_interfaces/Time keeps whole seconds in an int32: the last stamp a message can hold.
+MAX_STAMP_NS = (2 ** 31 - 1) * 1_000_000_000
+
+
 def ros_header(typestore: Any, stamp_ns: int, frame_id: str) -> Any:
     """Return a std_msgs/Header of ``typestore`` with the given stamp and frame."""
+    if not 0 <= stamp_ns <= MAX_STAMP_NS:
+        raise ReplayError(
+            f'stamp {stamp_ns / 1e9:.9g} s is outside what a ROS stamp holds (0 to 2**31 - 1 '
+            'seconds since the epoch, until 2038); choose an earlier start time')
     Header = typestore.types['std_msgs/msg/Header']
     Time = typestore.types['builtin_interfaces/msg/Time']
     return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
@@ -587,6 +595,29 @@ def input_kind(path: Path) -> tuple[str, Path]:
         return 'video', path
     raise ReplayError(f'{path}: unknown input kind {suffix or "(no suffix)"!r}; expected '
                       f'{_SUPPORTED_KINDS}')
+
+
+def check_apart(output: str | Path, inputs: Sequence[str | Path], what: str) -> None:
+    """
+    Raise ReplayError when ``output`` is, contains or lies inside one of ``inputs``.
+
+    Writing an output replaces or removes what is there: an output that overlaps an input
+    would destroy or pollute it. Symbolic links are followed.
+    """
+    out = Path(output).resolve()
+    for given in inputs:
+        given = Path(given)
+        inp = given.resolve()
+        if out == inp:
+            relation = 'is'
+        elif out in inp.parents:
+            relation = 'contains'
+        elif inp in out.parents:
+            relation = 'lies inside'
+        else:
+            continue
+        raise ReplayError(f'{what} {output} {relation} the input {given}; writing it could '
+                          'destroy or pollute the input: choose an output outside it')
 
 
 def open_source(path: str | Path, *, topic: str | None = None, rate: float | None = None,
