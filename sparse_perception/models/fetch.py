@@ -34,7 +34,7 @@ import zipfile
 import zlib
 
 from sparse_perception.models.registry import (
-    CACHE_ENV, cache_dir, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
+    cache_dir, CACHE_ENV, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
 # A wheel that exists for mediapipe 0.10.21 whatever the machine: the fallback download.
 FALLBACK_PLATFORM = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
                      '--implementation', 'cp', '--abi', 'cp311']
