@@ -132,8 +132,7 @@ def test_bad_json_path_is_named(tmp_path, capsys):
 
 
 @pytest.mark.parametrize('command', ['accuracy', 'sweep'])
-def test_unwritable_json_folder_is_named_before_the_evaluation(tmp_path, capsys, monkeypatch,
-                                                              command):
+def test_unwritable_json_folder_is_named_before_the_evaluation(capsys, monkeypatch, command):
     from sparse_perception.evaluation import sweep
 
     def never(*args, **kwargs):
