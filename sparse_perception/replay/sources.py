@@ -319,7 +319,9 @@ class BagSource(FrameSource):
             else:
                 _check_compressed_format(msg.format)
                 image = compressed_to_numpy(msg, 'rgb8')
-        except ImageConversionError as exc:
+        except (ImageConversionError, ReplayError) as exc:
+            # One frame in an encoding or format that cannot be read is skipped like a corrupt
+            # one; a topic where every frame is so fails with the reasons listed.
             return SkippedFrame(index, stamp, _one_line(exc))
         message = None
         if self.keep_messages:

@@ -213,3 +213,23 @@ def test_bag_metadata_that_is_not_utf8(bag, tmp_path, capsys):
     metadata.write_bytes(metadata.read_bytes() + b'# \xff\xfe\n')
     assert _replay(tmp_path / 'out', bag) == 1
     assert 'metadata.yaml is not rosbag2 metadata' in _one_line_error(capsys, 'replay')
+
+
+def test_sigterm_cleans_up_like_ctrl_c(folder, tmp_path, capsys, monkeypatch):
+    import signal
+
+    from sparse_perception.replay import makebag
+    calls = []
+    header = makebag.ros_header
+
+    def terminated_midway(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return header(*args)
+    monkeypatch.setattr(makebag, 'ros_header', terminated_midway)
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10']) == 130
+    assert 'interrupted' in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob('.*partial*'))
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
