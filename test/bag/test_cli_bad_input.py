@@ -233,3 +233,11 @@ def test_sigterm_cleans_up_like_ctrl_c(folder, tmp_path, capsys, monkeypatch):
     assert 'interrupted' in capsys.readouterr().err
     assert not out.exists() and not list(tmp_path.glob('.*partial*'))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize('topic', ['camera image', '/camera//image', '/camera/', '/1cam', ''])
+def test_make_bag_refuses_invalid_topic_names(folder, tmp_path, capsys, topic):
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10', '--topic', topic]) == 1
+    assert 'is not a valid ROS topic name' in _one_line_error(capsys, 'make-bag')
+    assert not out.exists()
