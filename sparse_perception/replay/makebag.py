@@ -144,10 +144,10 @@ _TOPIC = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
 
 def check_topic_name(name: str, what: str) -> None:
     """Raise ReplayError unless ``name`` is a valid fully qualified or relative topic name."""
-    if not _TOPIC.match(name) or '__' in name:
+    if not _TOPIC.match(name):
         raise ReplayError(
             f'{what} {name!r} is not a valid ROS topic name; expected /-separated tokens of '
-            'letters, digits and single underscores, none starting with a digit '
+            'letters, digits and underscores, none starting with a digit '
             '(e.g. /camera/image_raw)')
 
 
