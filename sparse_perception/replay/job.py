@@ -243,6 +243,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),
+        'state_resets': result.resets,
         'skipped': [{'index': s.index, 'stamp_ns': s.stamp_ns, 'reason': s.reason}
                     for s in result.skipped],
         'latency_ms': summary['latency_ms'],

@@ -241,3 +241,16 @@ def test_make_bag_refuses_invalid_topic_names(folder, tmp_path, capsys, topic):
     assert cli.main(['make-bag', str(folder), str(out), '--rate', '10', '--topic', topic]) == 1
     assert 'is not a valid ROS topic name' in _one_line_error(capsys, 'make-bag')
     assert not out.exists()
+
+
+def test_stamps_jumping_back_reset_the_temporal_state(tmp_path):
+    import csv
+    messages = [compressed_message(i) for i in (0, 1, 2, 0, 1)]  # a bag recorded in a loop
+    bag = write_bag(tmp_path / 'input', {'/camera/image_raw/compressed': (COMPRESSED, messages)})
+    out = tmp_path / 'out'
+    assert _replay(out, bag, '--no-bag') == 0
+    report = json.loads((out / 'report.json').read_text())
+    assert report['state_resets'] == 1
+    with open(out / 'frames.csv') as stream:
+        active = [float(row['active_fraction']) for row in csv.DictReader(stream)]
+    assert active[0] == 1.0 and active[3] == 1.0 and active[4] < 1.0
