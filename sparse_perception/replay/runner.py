@@ -440,10 +440,14 @@ def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
         pipeline.reset()
         scorer = make_scorer()
         bar = progress(scale) if progress is not None else None
+        last_stamp = None
         with open_source() as source:
             for item in source:
                 if isinstance(item, SkippedFrame):
                     continue
+                if last_stamp is not None and item.stamp_ns < last_stamp:
+                    pipeline.reset()  # as in the main run
+                last_stamp = item.stamp_ns
                 result = pipeline.process(item.image)
                 scorer.add(item, result,
                            None if dense_outputs is None else dense_outputs.get(item.index))
