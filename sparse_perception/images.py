@@ -741,12 +741,16 @@ def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
     the decode. Where file descriptor 2 cannot be redirected, decodes without capturing.
     """
     with _STDERR_LOCK:
+        sink = None
         try:
+            sink = tempfile.TemporaryFile()
             saved = os.dup(2)
-        except OSError:
+        except OSError:  # no stderr to redirect, or no room for the capture
+            if sink is not None:
+                sink.close()
             return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ''
         try:
-            with tempfile.TemporaryFile() as sink:
+            with sink:
                 try:
                     sys.stderr.flush()
                 except (AttributeError, OSError, ValueError):
