@@ -547,11 +547,62 @@ def encoded_file(path: Path) -> Any:
     return _Blob(np.fromfile(path, np.uint8))
 
 
+def _header_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a BMP, PNM, TIFF or WebP header; ImageConversionError if unread."""
+    import struct
+    try:
+        if data[:2] == b'BM':
+            if struct.unpack_from('<I', data, 14)[0] == 12:  # the old OS/2 header
+                return struct.unpack_from('<HH', data, 18)
+            width, height = struct.unpack_from('<ii', data, 18)
+            return abs(width), abs(height)  # a negative height means top-down rows
+        if data[:1] == b'P' and data[1:2] in b'123456':
+            text = re.sub(rb'#[^\n]*', b' ', data[2:256])
+            width, height = (int(t) for t in text.split()[:2])
+            return width, height
+        if data[:4] in (b'II*\0', b'MM\0*'):
+            order = '<' if data[:2] == b'II' else '>'
+            offset = struct.unpack_from(order + 'I', data, 4)[0]
+            count = struct.unpack_from(order + 'H', data, offset)[0]
+            found = {}
+            for entry in range(count):
+                tag, kind = struct.unpack_from(order + 'HH', data, offset + 2 + 12 * entry)
+                if tag in (256, 257):
+                    fmt = order + ('H' if kind == 3 else 'I')
+                    found[tag] = struct.unpack_from(fmt, data, offset + 2 + 12 * entry + 8)[0]
+            return found[256], found[257]
+        if data[:4] == b'RIFF' and data[8:12] == b'WEBP':
+            chunk = data[12:16]
+            if chunk == b'VP8 ':
+                width, height = struct.unpack_from('<HH', data, 26)
+                return width & 0x3FFF, height & 0x3FFF
+            if chunk == b'VP8L':
+                bits = struct.unpack_from('<I', data, 21)[0]
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b'VP8X':
+                return (int.from_bytes(data[24:27], 'little') + 1,
+                        int.from_bytes(data[27:30], 'little') + 1)
+    except (struct.error, ValueError, KeyError, IndexError):
+        pass
+    raise ImageConversionError(
+        f'the image header cannot be read (corrupt, or not BMP/PNM/TIFF/WebP): it starts with '
+        f'{data[:8].hex(" ")}')
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; raises ImageConversionError if corrupt."""
+    from sparse_perception.images import default_max_pixels
+
     data = np.fromfile(path, np.uint8)
     if path.suffix.lower() in _COMPRESSED_SUFFIXES:
         return compressed_to_numpy(_Blob(data), 'rgb8')
+    width, height = _header_size(data[:65536].tobytes())
+    limit = default_max_pixels()
+    if width * height > limit:
+        raise ImageConversionError(
+            f'the image is {width}x{height} (width x height), {width * height / 1e6:.1f} '
+            f'megapixels, more than the limit of {limit / 1e6:g} (input.max_megapixels); '
+            'refused before decoding')
     cv2 = _cv2()
     try:
         image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None

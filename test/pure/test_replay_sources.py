@@ -204,7 +204,9 @@ def test_whole_video_reports_nothing_lost(tmp_path):
     assert [type(i) for i in items] == [Frame] * 6
 
 
-def test_opencv_errors_in_an_image_folder_skip_the_frame(folder):
+def test_opencv_errors_in_an_image_folder_skip_the_frame(folder, monkeypatch):
+    from sparse_perception import images
+    monkeypatch.setattr(images, 'default_max_pixels', lambda: 2 ** 40)  # OpenCV's limit first
     bmp = bytearray(cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes())
     bmp[18:26] = np.array([65000, 65000], '<i4').tobytes()  # above OpenCV's own pixel limit
     (folder / 'f3.bmp').write_bytes(bytes(bmp))
@@ -223,3 +225,26 @@ def test_rosbag2_metadata_that_is_not_utf8_is_one_error(tmp_path):
     (bag / 'metadata.yaml').write_bytes(b'rosbag2_bagfile_information:\n  x: "\xff\xfe"\n')
     with pytest.raises(ReplayError, match=r'metadata.yaml is not rosbag2 metadata: .*utf-8'):
         open_source(bag)
+
+
+@pytest.mark.parametrize('suffix', ['.bmp', '.tiff', '.webp', '.ppm', '.pgm'])
+def test_other_image_formats_are_read_with_a_size_check(tmp_path, suffix):
+    from sparse_perception.replay.sources import _header_size, read_image
+    picture = _picture(3, (30, 50))
+    image = picture[..., 1] if suffix == '.pgm' else picture[..., ::-1]
+    path = tmp_path / f'frame{suffix}'
+    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == '.webp'
+                       else [])
+    assert _header_size(path.read_bytes()) == (50, 30)
+    decoded = read_image(path)
+    assert decoded.shape == (30, 50, 3)
+
+
+def test_bmp_claiming_a_huge_size_is_refused_before_decoding(folder):
+    bmp = bytearray(cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    bmp[18:26] = np.array([20000, -20000], '<i4').tobytes()  # 400 megapixels, top-down
+    (folder / 'f3.bmp').write_bytes(bytes(bmp))
+    items = _frames(open_source(folder, rate=1.0))
+    bad = [i for i in items if isinstance(i, SkippedFrame)]
+    assert len(bad) == 1 and 'f3.bmp: the image is 20000x20000' in bad[0].reason
+    assert 'refused before decoding' in bad[0].reason
