@@ -937,8 +937,13 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = 'jpeg', header: Any = None
             raise ImageConversionError(
                 f'{codec} quality must be an integer in {low}..{high}, got {quality!r}')
         params = [flag, quality]
-    ok, encoded = cv2.imencode('.jpg' if codec == 'jpeg' else '.png',
-                               np.ascontiguousarray(payload_image), params)
+    try:
+        ok, encoded = cv2.imencode('.jpg' if codec == 'jpeg' else '.png',
+                                   np.ascontiguousarray(payload_image), params)
+    except cv2.error as exc:  # e.g. a JPEG side beyond 65535 pixels
+        raise ImageConversionError(
+            f'OpenCV could not {codec}-encode an array of shape {payload_image.shape}: '
+            f'{" ".join(str(exc).split())[-200:]}') from None
     if not ok:
         raise ImageConversionError(
             f'OpenCV could not {codec}-encode an array of dtype {payload_image.dtype} and shape '

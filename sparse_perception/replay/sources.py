@@ -458,6 +458,14 @@ class VideoSource(_Synthesised):
         self._capture = capture
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.length = count if count > 0 else None
+        from sparse_perception.images import default_max_pixels
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > default_max_pixels():
+            self.close()
+            raise ReplayError(
+                f'{path}: frames of {width}x{height} (width x height) are more than the limit '
+                f'of {default_max_pixels() / 1e6:g} megapixels (input.max_megapixels)')
 
     def close(self) -> None:
         if self._capture is not None:

@@ -236,3 +236,10 @@ def test_fuzzed_compressed_messages_decode_right_or_raise_our_error(case, encodi
     assert decoded is not None and image.shape[:2] == decoded.shape[:2]
     if data == _SEEDS[codec] and encoding == 'passthrough':
         np.testing.assert_array_equal(image, _EXPECTED[codec])
+
+
+def test_opencv_encoder_errors_become_image_conversion_error():
+    from sparse_perception.images import numpy_to_compressed
+    wide = np.zeros((1, 70000), np.uint8)  # beyond JPEG's 65535-pixel side
+    with pytest.raises(ImageConversionError, match='could not jpeg-encode'):
+        numpy_to_compressed(wide, 'jpeg', HEADER, msg_type=CompressedImage)

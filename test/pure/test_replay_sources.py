@@ -248,3 +248,11 @@ def test_bmp_claiming_a_huge_size_is_refused_before_decoding(folder):
     bad = [i for i in items if isinstance(i, SkippedFrame)]
     assert len(bad) == 1 and 'f3.bmp: the image is 20000x20000' in bad[0].reason
     assert 'refused before decoding' in bad[0].reason
+
+
+def test_video_of_frames_beyond_the_size_limit_is_refused(tmp_path, monkeypatch):
+    from sparse_perception import images
+    path = _mjpeg_avi(tmp_path / 'clip.avi', 2)
+    monkeypatch.setattr(images, 'default_max_pixels', lambda: 32 * 24 - 1)
+    with pytest.raises(ReplayError, match=r'frames of 32x24 .*more than the limit'):
+        open_source(path)
