@@ -49,13 +49,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum, frame) -> None:
+    # SIGTERM (a service stop, `timeout`, a CI runner) goes the way of Ctrl-C: every command
+    # then removes its staging folders and partial files on the way out.
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, 'func', None) is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    import signal
+    import threading
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print(f'\nsparse-perception {args.command}: interrupted', file=sys.stderr)
+        return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == '__main__':

@@ -60,9 +60,14 @@ from __future__ import annotations
 import array
 from dataclasses import dataclass
 import functools
+import os
 import re
+import struct
 import sys
+import tempfile
+import threading
 from typing import Any
+import zlib
 
 import numpy as np
 
@@ -606,6 +611,167 @@ def _sniff_codec(data: np.ndarray) -> str | None:
     return None
 
 
+def default_max_pixels() -> int:
+    """Largest image decoded from a compressed message: the ``input.max_megapixels`` default."""
+    from sparse_perception.settings import InputSettings
+    return int(InputSettings().max_megapixels * 1_000_000)
+
+
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic coded);
+# C4 (DHT), C8 (JPG) and CC (DAC) share the range but are not frame headers.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+# Markers without a length field: TEM, RST0-7 (SOI and EOI are handled apart).
+_JPEG_STANDALONE = frozenset([0x01, *range(0xD0, 0xD8)])
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """
+    Width and height from a JPEG's frame header, walking the marker segments before it.
+
+    Reads only the headers (a few hundred bytes): the image size is known before anything is
+    allocated. Raises ImageConversionError when the segments do not chain up to a frame header.
+    """
+    size = len(data)
+    offset = 2  # after SOI
+    while offset < size:
+        if data[offset] != 0xFF:
+            raise ImageConversionError(
+                f'CompressedImage JPEG is corrupt: expected a marker at byte {offset}, found '
+                f'{data[offset]:02x}')
+        while offset < size and data[offset] == 0xFF:  # fill bytes
+            offset += 1
+        if offset >= size:
+            break
+        marker = data[offset]
+        offset += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD8, 0xD9, 0xDA):
+            raise ImageConversionError(
+                f'CompressedImage JPEG is corrupt: marker ff {marker:02x} at byte {offset - 2} '
+                'comes before any frame header (SOF)')
+        if offset + 2 > size:
+            break
+        length = (data[offset] << 8) | data[offset + 1]
+        if length < 2 or offset + length > size:
+            raise ImageConversionError(
+                f'CompressedImage JPEG is corrupt or truncated: segment ff {marker:02x} at byte '
+                f'{offset - 2} claims {length} bytes, {size - offset} remain')
+        if marker in _JPEG_SOF:
+            if length < 8:
+                raise ImageConversionError(
+                    f'CompressedImage JPEG is corrupt: frame header of {length} bytes, '
+                    'expected at least 8')
+            height, width = struct.unpack_from('>HH', data, offset + 3)
+            if height == 0 or width == 0:
+                raise ImageConversionError(
+                    f'CompressedImage JPEG states a size of {width}x{height} (width x height); '
+                    'a zero or deferred (DNL) size is not supported')
+            return width, height
+        offset += length
+    raise ImageConversionError(
+        f'CompressedImage JPEG of {size} bytes is truncated or corrupt: no frame header (SOF) '
+        'found')
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """
+    Width and height from a PNG's IHDR, after checking every chunk's length and CRC.
+
+    A chunk length beyond the data (which makes decoders allocate gigabytes before failing),
+    a CRC mismatch (a flipped bit anywhere, pixels included) or a missing IEND chunk raises
+    ImageConversionError; nothing is decompressed here.
+    """
+    size = len(data)
+    view = memoryview(data)
+    offset = 8  # after the signature
+    width = height = 0
+    while True:
+        if offset + 12 > size:
+            raise ImageConversionError(
+                f'CompressedImage PNG of {size} bytes is truncated: it ends at byte {offset} '
+                'before the IEND chunk')
+        length, kind = struct.unpack_from('>I4s', data, offset)
+        end = offset + 12 + length
+        name = kind.decode('latin-1')
+        if end > size:
+            raise ImageConversionError(
+                f'CompressedImage PNG is corrupt or truncated: chunk {name!r} at byte {offset} '
+                f'claims {length} bytes, {max(0, size - offset - 12)} remain')
+        (crc,) = struct.unpack_from('>I', data, end - 4)
+        if zlib.crc32(view[offset + 4:end - 4]) != crc:
+            raise ImageConversionError(
+                f'CompressedImage PNG is corrupt: chunk {name!r} at byte {offset} fails its CRC '
+                'check (damaged data)')
+        if offset == 8:
+            if kind != b'IHDR' or length != 13:
+                raise ImageConversionError(
+                    f'CompressedImage PNG is corrupt: it starts with chunk {name!r} of {length} '
+                    'bytes, expected IHDR of 13')
+            width, height = struct.unpack_from('>II', data, offset + 8)
+            if width == 0 or height == 0:
+                raise ImageConversionError(
+                    f'CompressedImage PNG states a size of {width}x{height} (width x height)')
+        if kind == b'IEND':
+            return width, height
+        offset = end
+
+
+def _check_size(codec: str, width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageConversionError(
+            f'CompressedImage {codec} is {width}x{height} (width x height), '
+            f'{width * height / 1e6:.1f} megapixels, more than the limit of '
+            f'{max_pixels / 1e6:g} (input.max_megapixels); refused before decoding. Raise the '
+            'limit if frames this large are expected')
+
+
+# libjpeg's warnings for damaged data that still decodes (to wrong pixels); it prints them on
+# the C library's stderr and OpenCV returns the image regardless.
+_JPEG_CORRUPT_WARNINGS = ('Corrupt JPEG data', 'Premature end of JPEG file',
+                          'Invalid SOS parameters', 'Inconsistent progression sequence')
+_STDERR_LOCK = threading.Lock()
+
+
+def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
+    """
+    ``cv2.imdecode`` with the native stderr captured: (image or None, libjpeg's warnings).
+
+    Anything else written to stderr meanwhile (another thread's log line) is passed on after
+    the decode. Where file descriptor 2 cannot be redirected, decodes without capturing.
+    """
+    with _STDERR_LOCK:
+        sink = None
+        try:
+            sink = tempfile.TemporaryFile()
+            saved = os.dup(2)
+        except OSError:  # no stderr to redirect, or no room for the capture
+            if sink is not None:
+                sink.close()
+            return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ''
+        try:
+            with sink:
+                try:
+                    sys.stderr.flush()
+                except (AttributeError, OSError, ValueError):
+                    pass
+                os.dup2(sink.fileno(), 2)
+                try:
+                    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+                finally:
+                    os.dup2(saved, 2)
+                sink.seek(0)
+                text = sink.read().decode('utf-8', 'replace')
+        finally:
+            os.close(saved)
+    warnings, others = [], []
+    for line in text.splitlines(keepends=True):
+        (warnings if line.startswith(_JPEG_CORRUPT_WARNINGS) else others).append(line)
+    if others:
+        os.write(2, ''.join(others).encode('utf-8', 'replace'))
+    return image, ' '.join(line.strip() for line in warnings)
+
+
 def _jpeg_is_complete(data: np.ndarray) -> bool:
     """Whether the JPEG ends with its EOI marker (FF D9), allowing zero or FF padding."""
     tail = data[-65536:].tobytes()
@@ -639,7 +805,8 @@ def decoded_encoding(image: np.ndarray) -> str:
             'colour encoding') from None
 
 
-def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH) -> np.ndarray:
+def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
+                        max_pixels: int | None = None) -> np.ndarray:
     """
     Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) into a new numpy array.
 
@@ -650,8 +817,13 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH) -> np.nda
     The original raw encoding image_transport records (``'rgb8; jpeg compressed bgr8'``) is
     available from :func:`parse_compressed_format`.
 
+    ``max_pixels`` (default :func:`default_max_pixels`, 64 megapixels) bounds width x height,
+    read from the JPEG frame header or the PNG IHDR before anything is decoded.
+
     Raises :class:`ImageConversionError` for an unknown format, empty data, data that is not
-    the JPEG/PNG the format names, a truncated JPEG, or data OpenCV cannot decode.
+    the JPEG/PNG the format names, an image larger than ``max_pixels``, a truncated or damaged
+    JPEG or PNG (broken marker or chunk structure, a PNG CRC mismatch, libjpeg's corrupt-data
+    warnings), or data OpenCV cannot decode.
     """
     fmt = parse_compressed_format(_field(msg, 'format', 'sensor_msgs/CompressedImage'))
     data = _byte_array(_field(msg, 'data', 'sensor_msgs/CompressedImage'), 'CompressedImage')
@@ -670,12 +842,33 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH) -> np.nda
         raise ImageConversionError(
             f'CompressedImage JPEG of {data.size} bytes is truncated or corrupt: it does not '
             'end with the end-of-image marker ff d9')
+    if max_pixels is None:
+        max_pixels = default_max_pixels()
+    raw = data.tobytes()
+    width, height = _jpeg_size(raw) if codec == 'jpeg' else _png_size(raw)
+    _check_size(codec, width, height, max_pixels)
     cv2 = _cv2()
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    try:
+        if codec == 'jpeg':
+            image, warnings = _decode_with_warnings(cv2, data)
+        else:
+            image, warnings = cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ''
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f'CompressedImage {codec} data of {data.size} bytes ({width}x{height}) cannot be '
+            f'decoded: {" ".join(str(exc).split())[-200:]}') from None
     if image is None or image.size == 0:
         raise ImageConversionError(
             f'CompressedImage {codec} data of {data.size} bytes is corrupt: OpenCV cannot '
             'decode it')
+    if warnings:
+        raise ImageConversionError(
+            f'CompressedImage JPEG of {data.size} bytes is corrupt (it decodes, to wrong '
+            f'pixels): libjpeg says "{warnings[:200]}"')
+    if image.shape[:2] != (height, width):
+        raise ImageConversionError(
+            f'CompressedImage {codec} decodes to {image.shape[1]}x{image.shape[0]} but its '
+            f'header says {width}x{height}: corrupt')
     if desired_encoding == PASSTHROUGH:
         return image
     return np.ascontiguousarray(convert_encoding(image, decoded_encoding(image), desired_encoding))
@@ -744,8 +937,13 @@ def numpy_to_compressed(image: np.ndarray, fmt: str = 'jpeg', header: Any = None
             raise ImageConversionError(
                 f'{codec} quality must be an integer in {low}..{high}, got {quality!r}')
         params = [flag, quality]
-    ok, encoded = cv2.imencode('.jpg' if codec == 'jpeg' else '.png',
-                               np.ascontiguousarray(payload_image), params)
+    try:
+        ok, encoded = cv2.imencode('.jpg' if codec == 'jpeg' else '.png',
+                                   np.ascontiguousarray(payload_image), params)
+    except cv2.error as exc:  # e.g. a JPEG side beyond 65535 pixels
+        raise ImageConversionError(
+            f'OpenCV could not {codec}-encode an array of shape {payload_image.shape}: '
+            f'{" ".join(str(exc).split())[-200:]}') from None
     if not ok:
         raise ImageConversionError(
             f'OpenCV could not {codec}-encode an array of dtype {payload_image.dtype} and shape '

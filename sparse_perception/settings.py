@@ -250,6 +250,13 @@ class InputSettings:
     no_message_warning: float = setting(
         5.0, 'Warn (naming the likely QoS or type mismatch) when the topic has publishers but '
         'no image arrived for this many seconds', low=0.5, high=3600.0)
+    # Width x height of a compressed frame, read from its JPEG or PNG header, above which the
+    # frame is refused before decoding: a few hundred corrupt or hostile bytes can otherwise
+    # claim gigabytes. 64 megapixels holds two 8K frames (7680x4320 is 33 megapixels).
+    max_megapixels: float = setting(
+        64.0, 'Largest compressed image decoded, in megapixels (width x height / 1e6); larger '
+        'frames are refused from their header before decoding', low=0.01, high=1024.0,
+        read_only=True)
 
 
 @dataclass(frozen=True)
@@ -470,36 +477,94 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
     """
     Read settings from a ROS parameters file (``node_name: ros__parameters: ...``).
 
-    With ``node_name`` None, the file must hold exactly one node's parameters or a ``/**``
-    wildcard section; a ``/**/node_name`` section (that name in any namespace) also matches.
-    Parameters that are not settings of ``settings_type`` are ignored here: the node that owns
-    them reads them.
+    Sections are merged as rclpy merges them for a node of that name: every section whose key
+    matches the node (``/**``, ``/**/node_name``, ``node_name``, ``/node_name``, ``*`` for one
+    namespace level) applies, in file order, a later section overriding an earlier one
+    parameter by parameter. With ``node_name`` None, the file must hold exactly one section.
+    Parameters of the nodes that are not settings of ``settings_type`` (``input.*``,
+    ``diagnostics.*``, ``use_sim_time``, ...) are accepted and left to the node; any other key
+    is an error naming it and the nearest known parameter.
     """
     import yaml  # only needed here; keeps `import sparse_perception.settings` light
 
-    with open(path, encoding='utf-8') as stream:
-        try:
+    try:
+        with open(path, encoding='utf-8') as stream:
             document = yaml.safe_load(stream) or {}
-        except yaml.YAMLError as exc:
-            raise SettingError(f'{path}: not valid YAML: {exc}') from None
+    except yaml.YAMLError as exc:
+        raise SettingError(f'{path}: not valid YAML: {" ".join(str(exc).split())}') from None
+    except UnicodeDecodeError as exc:
+        raise SettingError(f'{path}: not UTF-8 text ({exc.reason} at byte {exc.start})') \
+            from None
+    except OSError as exc:
+        raise SettingError(f'{path}: cannot read the parameters file: {exc.strerror}') from None
     if not isinstance(document, Mapping):
-        raise SettingError(f'{path}: expected a mapping of node names, got {document!r}')
+        raise SettingError(f'{path}: expected a mapping of node names, got {document!r}'[:300])
+    bad_keys = [k for k in document if not isinstance(k, str)]
+    if bad_keys:
+        raise SettingError(f'{path}: node name {bad_keys[0]!r} is not a string')
     if node_name is None:
         if len(document) != 1:
             raise SettingError(
                 f'{path}: holds parameters for {sorted(document)}; say which node to read')
         node_name = next(iter(document))
-    # The node's own section, else one for that name in any namespace, else the wildcard.
-    key = next((k for k in (node_name, '/**/' + node_name, '/**') if k in document), None)
-    if key is None:
+    target = '/' + str(node_name).lstrip('/')
+    sections = [key for key in document if _node_key_matches(key, target)]
+    if not sections:
         raise SettingError(f'{path}: no parameters for node {node_name!r}; '
                            f'found {sorted(document)}')
-    params = (document[key] or {}).get('ros__parameters')
-    if not isinstance(params, Mapping):
-        raise SettingError(f'{path}: node {key!r} has no ros__parameters mapping')
+    merged: dict[str, Any] = {}
+    for key in sections:  # file order: later sections override earlier ones
+        section = document[key]
+        params = section.get('ros__parameters') if isinstance(section, Mapping) else None
+        if not isinstance(params, Mapping):
+            raise SettingError(
+                f'{path}: section {key!r} must be a mapping with a ros__parameters mapping, '
+                f'got {section!r}'[:300])
+        merged.update(_unnest_parameters(params, path, key))
     known = {s.name for s in specs(settings_type)}
-    changes = {k: v for k, v in unnest(params).items() if k in known}
+    _check_parameter_names(merged, path, known | {s.name for s in specs(NodeSettings)})
+    changes = {k: v for k, v in merged.items() if k in known}
     return replace(settings_type(), changes)
+
+
+# Parameters every rclpy node has; a parameters file may set them.
+_ROS_PARAMETERS = ('use_sim_time', 'start_type_description_service')
+
+
+def _node_key_matches(key: str, target: str) -> bool:
+    """Whether a parameters-file section ``key`` applies to the node named ``target``."""
+    import re
+    parts = ('/' + key.lstrip('/')).split('/')[1:]
+    pattern = ''.join('(?:/[^/]+)*' if part == '**' else '/[^/]+' if part == '*'
+                      else '/' + re.escape(part) for part in parts)
+    return re.fullmatch(pattern, target) is not None
+
+
+def _unnest_parameters(params: Mapping, path: Any, section: str,
+                       prefix: str = '') -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if not isinstance(key, str):
+            raise SettingError(
+                f'{path}: section {section!r} has the key {key!r} under {prefix or "the top"!r}'
+                '; parameter names are strings (quote it, or fix the indentation)')
+        if isinstance(value, Mapping):
+            out.update(_unnest_parameters(value, path, section, prefix + key + '.'))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def _check_parameter_names(params: Mapping[str, Any], path: Any, known: set[str]) -> None:
+    import difflib
+    for name in params:
+        if name in known or name in _ROS_PARAMETERS or name.startswith('qos_overrides.'):
+            continue
+        nearest = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.0)
+        raise SettingError(
+            f'{path}: unknown parameter {name!r}'
+            + (f'; did you mean {nearest[0]!r}?' if nearest else '')
+            + ' (the parameters are listed in config/perception.yaml)')
 
 
 def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None:

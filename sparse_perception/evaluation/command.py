@@ -130,12 +130,24 @@ def register(subparsers) -> None:
 def _check_outputs(*paths: Path | None) -> None:
     from sparse_perception.evaluation.accuracy import EvaluationError
 
+    import os
+    import tempfile
+
     for path in filter(None, paths):
         if path.is_dir():
             raise EvaluationError(f'{path} is a folder; expected a file name to write')
         if not path.parent.is_dir():
             raise EvaluationError(f'{path}: the folder {path.parent} does not exist; create it '
                                   'first')
+        # Try it, before an evaluation of many minutes: permissions alone do not tell (root,
+        # read-only file systems).
+        try:
+            handle, probe = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            raise EvaluationError(f'{path}: cannot write into {path.parent}: '
+                                  f'{exc.strerror}; choose another place') from None
 
 
 def _command() -> str:
@@ -201,6 +213,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
             accuracy.write_text(accuracy.markdown(result, _command()) + '\n', args.markdown)
     except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
+    except OSError as exc:  # a disk that filled up while writing
+        return _error(f'{exc.filename or args.json}: {exc.strerror or exc}')
     except KeyboardInterrupt:
         print('\nsparse-perception eval accuracy: interrupted; nothing written',
               file=sys.stderr)
@@ -275,6 +289,10 @@ def run_sweep(args: argparse.Namespace) -> int:
             accuracy.write_text(sweep.markdown(document, command) + '\n', args.markdown)
     except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
         print(f'sparse-perception eval sweep: error: {exc}', file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f'sparse-perception eval sweep: error: {exc.filename or args.json}: '
+              f'{exc.strerror or exc}', file=sys.stderr)
         return 1
     chosen = document['chosen']
     print('chosen: ' + (chosen['label'] if chosen else 'no point keeps the bounds'))

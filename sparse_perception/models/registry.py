@@ -49,6 +49,14 @@ class ModelNotFound(FileNotFoundError):
     """A registered model's file is not where it was looked for."""
 
 
+class DamagedModelError(ValueError):
+    """A model file differs from what was fetched, or cannot be read as a model at all."""
+
+
+# The file `models fetch` writes beside the models: each file's sha256 and size.
+MANIFEST = 'manifest.json'
+
+
 @dataclass(frozen=True)
 class ModelEntry:
     """A registered model: where its file is and how to run and decode it."""
@@ -316,6 +324,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
                                 'existing file')
         entry = next((e for e in REGISTRY.values() if e.filename == path.name and
                       not e.convert), None)
+    verify_model_file(path)
     if resize is not None and resize not in ('resize', 'letterbox'):
         raise ValueError(f"resize={resize!r} is not one of 'resize', 'letterbox'")
     if entry is not None and entry.decoder == 'blazepose':
@@ -336,12 +345,61 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
     return model
 
 
-def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
-                       fake_quant: str | None) -> LoadedModel:
+def _refetch_hint(path: Path) -> str:
+    if (path.parent / MANIFEST).is_file():
+        where = ('' if path.parent == cache_dir() / _MEDIAPIPE
+                 else f' --cache-dir {path.parent.parent}')
+        return f'fetch it again with `sparse-perception models fetch --force{where}`'
+    return 'replace it with an intact copy'
+
+
+def verify_model_file(path: Path) -> None:
+    """
+    Check a model file against the size and sha256 that ``models fetch`` recorded for it.
+
+    Files without a manifest beside them (the shared folder, a user's own file) are not
+    checked here; a damaged one fails when it is read. Raises :class:`DamagedModelError`.
+    """
+    import hashlib
+    import json
+
+    try:
+        manifest = json.loads((path.parent / MANIFEST).read_text(encoding='utf-8'))
+        record = manifest['files'][path.name]
+        expected_bytes, expected_sha = int(record['bytes']), str(record['sha256'])
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # no manifest, or not one that lists this file
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DamagedModelError(f'model file {path} cannot be read: {exc.strerror}') from None
+    digest = hashlib.sha256(data).hexdigest()
+    if len(data) != expected_bytes or digest != expected_sha:
+        raise DamagedModelError(
+            f'model file {path} is damaged: {len(data)} bytes with sha256 {digest[:16]}..., '
+            f'but {MANIFEST} recorded {expected_bytes} bytes with sha256 {expected_sha[:16]}... '
+            f'when it was fetched; {_refetch_hint(path)}')
+
+
+def _read_tflite(path: Path, **options):
+    """``load_tflite``, with a file that is not a readable flatbuffer named as damaged."""
     from sparse_perception.models.tflite_import import load_tflite
 
+    try:
+        return load_tflite(path, **options)
+    except (ValueError, OSError, ImportError, NotImplementedError):
+        raise  # the importer's own errors already name the file and the problem
+    except Exception as exc:  # struct.error, IndexError, ...: a truncated or damaged file
+        text = ' '.join(str(exc).split())[:120] or type(exc).__name__
+        raise DamagedModelError(
+            f'model file {path} is damaged or truncated ({path.stat().st_size} bytes; reading '
+            f'it failed with {type(exc).__name__}: {text}); {_refetch_hint(path)}') from None
+
+
+def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
+                       fake_quant: str | None) -> LoadedModel:
     mode = fake_quant or (entry.fake_quant if entry else 'tail')
-    net = load_tflite(path, fake_quant=mode)
+    net = _read_tflite(path, fake_quant=mode)
     spec = net.info.inputs[0]
     _, height, width, channels = spec.shape
     if channels != 3:
@@ -371,13 +429,13 @@ def _load_blazepose(path: Path, entry: ModelEntry, device: str,
 
     from sparse_perception.models.blazepose import BlazePose, DetectorSettings
     from sparse_perception.models.blazepose import LANDMARK_OUTPUTS
-    from sparse_perception.models.tflite_import import load_tflite
 
     beside = path.parent / entry.detector
     detector_path = beside if beside.is_file() else resolve(
         replace(entry, filename=entry.detector), models_dir)
-    landmarks = load_tflite(path, outputs=LANDMARK_OUTPUTS)
-    detector = load_tflite(detector_path)
+    verify_model_file(detector_path)
+    landmarks = _read_tflite(path, outputs=LANDMARK_OUTPUTS)
+    detector = _read_tflite(detector_path)
     settings = DetectorSettings()
     for net, source, expected in ((landmarks, path, None),
                                   (detector, detector_path, settings.input_size)):

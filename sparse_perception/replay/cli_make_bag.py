@@ -67,11 +67,14 @@ def run(args: argparse.Namespace) -> int:
     from sparse_perception.images import ImageConversionError
     from sparse_perception.replay.errors import ReplayError
     from sparse_perception.replay.makebag import make_bag
-    from sparse_perception.replay.sources import FrameRange
+    from sparse_perception.replay.sources import FrameRange, MAX_STAMP_NS
 
     try:
-        if args.start_time < 0 or args.start_time != args.start_time:
-            raise ReplayError(f'--start-time {args.start_time} must be 0 or more')
+        if not 0 <= args.start_time <= MAX_STAMP_NS / 1e9:  # also NaN and infinities
+            raise ReplayError(
+                f'--start-time {args.start_time:g} is out of range; expected 0 to '
+                f'{MAX_STAMP_NS // 1_000_000_000} seconds since the epoch (a ROS stamp holds '
+                'whole seconds in an int32, until 2038)')
         result = make_bag(
             args.input, args.output, rate=args.rate, storage=args.storage, fmt=args.fmt,
             topic=args.topic, frame_id=args.frame_id, quality=args.quality,
@@ -80,6 +83,14 @@ def run(args: argparse.Namespace) -> int:
     except (ReplayError, ImageConversionError) as exc:
         print(f'sparse-perception make-bag: error: {exc}', file=sys.stderr)
         return 1
+    except OSError as exc:  # an unwritable or full disk, an output under a file, ...
+        where = f'{exc.filename}: ' if exc.filename else ''
+        print(f'sparse-perception make-bag: error: {where}{exc.strerror or exc}; nothing was '
+              'written', file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print('\nsparse-perception make-bag: interrupted; nothing was written', file=sys.stderr)
+        return 130
     print(f'wrote {result.frames} frames ({len(result.skipped)} skipped as corrupt) to '
           f'{result.path} on {result.topic} ({result.msgtype}) at {result.rate_hz:g} Hz')
     for skipped in result.skipped[:10]:

@@ -141,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         report = run_job(job)
     except (ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
+    except OSError as exc:  # a full disk or a folder that became unwritable midway
+        where = f'{exc.filename}: ' if exc.filename else ''
+        return _error(f'{where}{exc.strerror or exc}; no report written')
     except KeyboardInterrupt:
         print('\nsparse-perception replay: interrupted; no report written', file=sys.stderr)
         return 130

@@ -79,10 +79,14 @@ class MaskTruth:
             path = self.files[index] if index < len(self.files) else None
         if path is None:
             return None
-        import cv2
-        mask = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-        if mask is None:
-            raise ReplayError(f'ground-truth mask {path} cannot be read (corrupt PNG?)')
+        from sparse_perception.images import compressed_to_numpy, ImageConversionError
+        from sparse_perception.replay.sources import encoded_file
+        try:
+            # The same checks as camera frames: size limit from the header, CRCs, no cv2.error.
+            mask = compressed_to_numpy(encoded_file(path))
+        except (ImageConversionError, OSError) as exc:
+            raise ReplayError(f'ground-truth mask {path} cannot be read: '
+                              f'{" ".join(str(exc).split())}') from None
         return mask.any(axis=2) if mask.ndim == 3 else mask > 0
 
     def describe(self) -> dict:
@@ -129,11 +133,31 @@ def read_coco(path: Path) -> KeypointTruth:
     """Read COCO keypoint annotations (``images``, ``annotations``, ``categories``)."""
     try:
         document = json.loads(path.read_text(encoding='utf-8'))
-        images = document['images']
-        annotations = document['annotations']
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise ReplayError(f'{path} is not COCO keypoint JSON (images, annotations, '
-                          f'categories): {exc}') from None
+                          f'categories): {_one_line(exc)}') from None
+    try:
+        return _read_coco(path, document)
+    except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
+        # A JSON document of another shape: a list where a mapping belongs, a missing id, ...
+        what = f'missing key {exc}' if isinstance(exc, KeyError) else _one_line(exc)
+        raise ReplayError(f'{path} is not COCO keypoint JSON of the expected shape (images: '
+                          '[{id, file_name}], annotations: [{image_id, keypoints: [x, y, v] x '
+                          f'17, bbox}}], categories): {what}') from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = ' '.join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= 200 else text[:197] + '...'
+
+
+def _read_coco(path: Path, document: dict) -> KeypointTruth:
+    if not isinstance(document, dict):
+        raise TypeError(f'the document is a {type(document).__name__}, not an object')
+    images = document['images']
+    annotations = document['annotations']
+    if not isinstance(images, list) or not isinstance(annotations, list):
+        raise TypeError('images and annotations must be lists')
     names = COCO17
     for category in document.get('categories', []):
         if category.get('keypoints'):
@@ -186,9 +210,9 @@ def read_jhmdb(path: Path) -> KeypointTruth:
             "`pip install 'sparse_perception[replay]'`") from None
     try:
         positions = np.asarray(loadmat(str(path))['pos_img'], dtype=np.float64)
-    except (OSError, ValueError, KeyError, TypeError, NotImplementedError) as exc:
+    except Exception as exc:  # scipy raises many kinds for a file that is not a .mat
         raise ReplayError(f'{path} is not a JHMDB joint_positions.mat with pos_img: '
-                          f'{exc}') from None
+                          f'{_one_line(exc)}') from None
     if positions.ndim != 3 or positions.shape[:2] != (2, len(JHMDB_JOINTS)):
         raise ReplayError(f'{path}: pos_img has shape {positions.shape}; expected 2 x 15 x '
                           'frames')

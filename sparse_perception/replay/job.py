@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+import os
 from pathlib import Path
 import sys
 import time
@@ -35,7 +36,7 @@ from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
 from sparse_perception.replay.runner import (
     build_pipeline, class_id, load_factory, Progress, replay, Scorer, sweep)
-from sparse_perception.replay.sources import FrameRange, open_source
+from sparse_perception.replay.sources import check_apart, FrameRange, open_source
 
 DEFAULT_SWEEP = (0.0, 0.5, 1.0, 2.0, 4.0)
 LATENCY_PLOT = 'latency.png'
@@ -90,15 +91,33 @@ def _truths(paths: Sequence[Path]) -> tuple[MaskTruth | None, KeypointTruth | No
     return masks, keypoints
 
 
-def _check_out(out: Path) -> None:
+# Everything a run writes into --out. A new run removes the ones it does not write again, so
+# that no output of an earlier run (a bag, a contact sheet, a video) sits beside a new report;
+# nothing else in --out is touched.
+OUTPUTS = (report_module.REPORT_JSON, report_module.REPORT_MD, report_module.FRAMES_CSV,
+           LATENCY_PLOT, ACTIVITY_PLOT, SWEEP_PLOT, CONTACT_SHEET, VIDEO, OUTPUT_BAG)
+
+
+def _check_out(out: Path, inputs: Sequence[Path]) -> None:
+    """Refuse an --out that overlaps an input or cannot be written, before any work."""
+    check_apart(out, inputs, '--out')
     if out.exists() and not out.is_dir():
         raise ReplayError(f'--out {out} is a file; expected a folder (it is created if absent)')
+    existing = out
+    while not existing.exists():  # the nearest folder that exists decides
+        if existing.parent == existing:
+            break
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ReplayError(f'--out {out} lies under the file {existing}; expected a folder')
+    if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
+        raise ReplayError(f'--out {out}: {existing} is not writable; choose another folder')
 
 
 def run_job(job: ReplayJob) -> dict[str, Any]:
     """Run the replay described by ``job``; return the report (also written to job.out)."""
     started = time.perf_counter()
-    _check_out(job.out)
+    _check_out(job.out, [job.source, *job.ground_truth])
     masks, keypoints = _truths(job.ground_truth)
     if masks is not None and 'segmentation' not in job.heads:
         raise ReplayError('mask ground truth needs the segmentation head (--heads seg or both)')
@@ -189,7 +208,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
         (staging.path / report_module.REPORT_MD).write_text(
             report_module.markdown(report) + '\n', encoding='utf-8')
         report_module.write_json(report, staging.path / report_module.REPORT_JSON)
-        staging.commit()
+        staging.commit(owned=OUTPUTS)
         return report
     finally:
         for pipeline in pipelines:
@@ -224,6 +243,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),
+        'state_resets': result.resets,
         'skipped': [{'index': s.index, 'stamp_ns': s.stamp_ns, 'reason': s.reason}
                     for s in result.skipped],
         'latency_ms': summary['latency_ms'],

@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
+import re
 import shutil
 import tempfile
 from typing import Any
@@ -38,7 +39,8 @@ import numpy as np
 
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
-    COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header, SkippedFrame)
+    check_apart, COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header,
+    SkippedFrame)
 
 FORMATS = ('jpeg', 'png', 'raw')
 RAW_ENCODINGS = ('rgb8', 'bgr8', 'mono8')
@@ -80,8 +82,12 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     if storage not in ('mcap', 'sqlite3'):
         raise ReplayError(f'storage {storage!r} is not mcap or sqlite3')
     output = Path(output)
+    # Before anything else: --overwrite must never remove the input.
+    check_apart(output, [input_path], 'output')
     if output.exists() and not overwrite:
         raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
+    if topic is not None:
+        check_topic_name(topic, '--topic')
     topic = topic or default_topic(fmt)
     msgtype = IMAGE if fmt == 'raw' else COMPRESSED
     source = open_source(input_path, rate=rate, frames=frames, start_ns=start_ns,
@@ -129,6 +135,20 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
         return result
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# ROS 2 topic names (rcl's validation): '/'-separated tokens of letters, digits and
+# underscores, none starting with a digit, no empty token, no trailing '/'.
+_TOPIC = re.compile(r'^/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*$')
+
+
+def check_topic_name(name: str, what: str) -> None:
+    """Raise ReplayError unless ``name`` is a valid fully qualified or relative topic name."""
+    if not _TOPIC.match(name):
+        raise ReplayError(
+            f'{what} {name!r} is not a valid ROS topic name; expected /-separated tokens of '
+            'letters, digits and underscores, none starting with a digit '
+            '(e.g. /camera/image_raw)')
 
 
 _CODEC_OF_SUFFIX = {'.jpg': 'jpeg', '.jpeg': 'jpeg', '.png': 'png'}

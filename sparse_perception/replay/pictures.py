@@ -63,8 +63,12 @@ class ContactSheet:
             return
         import cv2
         picture = _annotate(frame, result)
-        height = max(1, round(picture.shape[0] * self.width / picture.shape[1]))
-        thumb = cv2.resize(picture, (self.width, height), interpolation=cv2.INTER_AREA)
+        # Fit the thumbnail in width x 2 width: a tall, narrow frame (3000x2) must not make a
+        # sheet of gigabytes.
+        scale = min(self.width / picture.shape[1], 2 * self.width / picture.shape[0])
+        size = (max(1, min(self.width, round(picture.shape[1] * scale))),
+                max(1, min(2 * self.width, round(picture.shape[0] * scale))))
+        thumb = cv2.resize(picture, size, interpolation=cv2.INTER_AREA)
         self.kept.append((frame.index, float(result.stats.active_fraction), thumb))
         if len(self.kept) > 2 * self.tiles:
             self.kept = self.kept[::2]
@@ -84,7 +88,7 @@ class ContactSheet:
         sheet = np.full((rows * (height + 22), self.columns * self.width, 3), 255, np.uint8)
         for n, (index, active, thumb) in enumerate(chosen):
             top, left = (n // self.columns) * (height + 22), (n % self.columns) * self.width
-            sheet[top:top + thumb.shape[0], left:left + self.width] = thumb
+            sheet[top:top + thumb.shape[0], left:left + thumb.shape[1]] = thumb
             cv2.putText(sheet, f'frame {index}  active {active:.3f}',
                         (left + 4, top + height + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                         (0, 0, 0), 1, cv2.LINE_AA)

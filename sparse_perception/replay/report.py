@@ -51,12 +51,26 @@ class Staging:
         self.path = Path(tempfile.mkdtemp(prefix='.partial-', dir=out))
         self.committed = False
 
-    def commit(self, last: str = REPORT_JSON) -> list[Path]:
-        """Move every staged entry into ``out`` (replacing old ones), ``last`` at the end."""
+    def commit(self, last: str = REPORT_JSON, owned: Sequence[str] = ()) -> list[Path]:
+        """
+        Move every staged entry into ``out`` (replacing old ones), ``last`` at the end.
+
+        Names in ``owned`` that this run did not stage are removed from ``out`` first: outputs
+        of an earlier run that this one does not replace.
+        """
         entries = sorted(self.path.iterdir(), key=lambda p: (p.name == last, p.name))
         stale = self.out / last
         if stale.exists():  # an old report must not outlive the outputs it described
             stale.unlink()
+        staged = {entry.name for entry in entries}
+        for name in owned:
+            old = self.out / name
+            if name in staged or not (old.exists() or old.is_symlink()):
+                continue
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old)
+            else:
+                old.unlink()
         moved = []
         for entry in entries:
             target = self.out / entry.name

@@ -352,6 +352,7 @@ class ReplayResult:
     wall_s: float  # the whole loop: reading, decoding, both pipelines, scoring, sinks
     incremental_s: float  # wall time inside the incremental pipeline's process()
     dense_s: float  # wall time inside the dense pipeline's process()
+    resets: int = 0  # times the temporal state was reset: a stamp jumped back (a looped bag)
 
 
 def _dense_outputs(result: Any) -> DenseOutputs:
@@ -375,10 +376,18 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
     skipped: list[SkippedFrame] = []
     kept: dict[int, DenseOutputs] | None = {} if keep_dense else None
     incremental_s = dense_s = 0.0
+    resets = 0
+    last_stamp = None
     for item in source:
         if isinstance(item, SkippedFrame):
             skipped.append(item)
         else:
+            if last_stamp is not None and item.stamp_ns < last_stamp:
+                # As the nodes do: a stamp going back (a bag recorded in a loop, a restarted
+                # camera) starts a new sequence, whose first frame is computed densely.
+                incremental.reset()
+                resets += 1
+            last_stamp = item.stamp_ns
             begin = time.perf_counter()
             result = incremental.process(item.image)
             middle = time.perf_counter()
@@ -409,7 +418,7 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
             why = f'none could be decoded; frame range {source.frames}'
         raise ReplayError(f'{source.path}: no frame could be replayed ({why})')
     return ReplayResult(scorer, skipped, kept, time.perf_counter() - started, incremental_s,
-                        dense_s)
+                        dense_s, resets)
 
 
 def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
@@ -431,10 +440,14 @@ def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
         pipeline.reset()
         scorer = make_scorer()
         bar = progress(scale) if progress is not None else None
+        last_stamp = None
         with open_source() as source:
             for item in source:
                 if isinstance(item, SkippedFrame):
                     continue
+                if last_stamp is not None and item.stamp_ns < last_stamp:
+                    pipeline.reset()  # as in the main run
+                last_stamp = item.stamp_ns
                 result = pipeline.process(item.image)
                 scorer.add(item, result,
                            None if dense_outputs is None else dense_outputs.get(item.index))

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import functools
 from pathlib import Path
 import re
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -319,7 +319,9 @@ class BagSource(FrameSource):
             else:
                 _check_compressed_format(msg.format)
                 image = compressed_to_numpy(msg, 'rgb8')
-        except ImageConversionError as exc:
+        except (ImageConversionError, ReplayError) as exc:
+            # One frame in an encoding or format that cannot be read is skipped like a corrupt
+            # one; a topic where every frame is so fails with the reasons listed.
             return SkippedFrame(index, stamp, _one_line(exc))
         message = None
         if self.keep_messages:
@@ -352,7 +354,7 @@ def _rosbag2_storage(path: Path) -> str:
     try:
         document = yaml.safe_load((path / 'metadata.yaml').read_text(encoding='utf-8'))
         storage = document['rosbag2_bagfile_information']['storage_identifier']
-    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise ReplayError(f'{path}/metadata.yaml is not rosbag2 metadata: '
                           f'{_one_line(exc)}') from None
     if storage not in STORAGES:
@@ -413,8 +415,16 @@ def encode_compressed(image: np.ndarray, stamp_ns: int, frame_id: str, typestore
     return bytes(typestore.serialize_cdr(msg, COMPRESSED))
 
 
+# builtin_interfaces/Time keeps whole seconds in an int32: the last stamp a message can hold.
+MAX_STAMP_NS = (2 ** 31 - 1) * 1_000_000_000
+
+
 def ros_header(typestore: Any, stamp_ns: int, frame_id: str) -> Any:
     """Return a std_msgs/Header of ``typestore`` with the given stamp and frame."""
+    if not 0 <= stamp_ns <= MAX_STAMP_NS:
+        raise ReplayError(
+            f'stamp {stamp_ns / 1e9:.9g} s is outside what a ROS stamp holds (0 to 2**31 - 1 '
+            'seconds since the epoch, until 2038); choose an earlier start time')
     Header = typestore.types['std_msgs/msg/Header']
     Time = typestore.types['builtin_interfaces/msg/Time']
     return Header(stamp=Time(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000),
@@ -448,6 +458,14 @@ class VideoSource(_Synthesised):
         self._capture = capture
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.length = count if count > 0 else None
+        from sparse_perception.images import default_max_pixels
+        width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
+        height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        if width * height > default_max_pixels():
+            self.close()
+            raise ReplayError(
+                f'{path}: frames of {width}x{height} (width x height) are more than the limit '
+                f'of {default_max_pixels() / 1e6:g} megapixels (input.max_megapixels)')
 
     def close(self) -> None:
         if self._capture is not None:
@@ -455,19 +473,37 @@ class VideoSource(_Synthesised):
             self._capture = None
 
     def __iter__(self) -> Iterator[Frame | SkippedFrame]:
+        cv2 = _cv2()
         index = -1
         while True:
             index += 1
             if self.frames.past(index):
                 return
-            if not self.frames.wants(index):
-                if not self._capture.grab():
-                    return
-                continue
-            ok, bgr = self._capture.read()
+            wanted = self.frames.wants(index)
+            try:
+                if wanted:
+                    ok, bgr = self._capture.read()
+                else:
+                    ok, bgr = self._capture.grab(), None
+            except cv2.error as exc:
+                ok, bgr = False, _one_line(exc)
             if not ok:
+                yield from self._lost(index, bgr if isinstance(bgr, str) else '')
                 return
-            yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+            if wanted:
+                yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+
+    def _lost(self, index: int, why: str) -> Iterator[SkippedFrame]:
+        """Frames the header promises from ``index`` on that cannot be read: skipped, counted."""
+        if self.length is None or index >= self.length:
+            return  # the end of a video of unknown length, or the whole video read
+        reason = (f'the video ends after frame {index - 1} of the {self.length} its header '
+                  f'states (truncated or corrupt file){": " + why if why else ""}')
+        for lost in range(index, self.length):
+            if self.frames.past(lost):
+                return
+            if self.frames.wants(lost):
+                yield SkippedFrame(lost, self.stamp(lost), reason)
 
 
 class FolderSource(_Synthesised):
@@ -514,13 +550,73 @@ class _Blob:
     format: str = ''  # noqa: A003 (the CompressedImage field name)
 
 
+def encoded_file(path: Path) -> Any:
+    """Return a JPEG or PNG file's bytes dressed as a CompressedImage message."""
+    return _Blob(np.fromfile(path, np.uint8))
+
+
+def _header_size(data: bytes) -> tuple[int, int]:
+    """Width and height from a BMP, PNM, TIFF or WebP header; ImageConversionError if unread."""
+    import struct
+    try:
+        if data[:2] == b'BM':
+            if struct.unpack_from('<I', data, 14)[0] == 12:  # the old OS/2 header
+                return struct.unpack_from('<HH', data, 18)
+            width, height = struct.unpack_from('<ii', data, 18)
+            return abs(width), abs(height)  # a negative height means top-down rows
+        if data[:1] == b'P' and data[1:2] in b'123456':
+            text = re.sub(rb'#[^\n]*', b' ', data[2:256])
+            width, height = (int(t) for t in text.split()[:2])
+            return width, height
+        if data[:4] in (b'II*\0', b'MM\0*'):
+            order = '<' if data[:2] == b'II' else '>'
+            offset = struct.unpack_from(order + 'I', data, 4)[0]
+            count = struct.unpack_from(order + 'H', data, offset)[0]
+            found = {}
+            for entry in range(count):
+                tag, kind = struct.unpack_from(order + 'HH', data, offset + 2 + 12 * entry)
+                if tag in (256, 257):
+                    fmt = order + ('H' if kind == 3 else 'I')
+                    found[tag] = struct.unpack_from(fmt, data, offset + 2 + 12 * entry + 8)[0]
+            return found[256], found[257]
+        if data[:4] == b'RIFF' and data[8:12] == b'WEBP':
+            chunk = data[12:16]
+            if chunk == b'VP8 ':
+                width, height = struct.unpack_from('<HH', data, 26)
+                return width & 0x3FFF, height & 0x3FFF
+            if chunk == b'VP8L':
+                bits = struct.unpack_from('<I', data, 21)[0]
+                return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+            if chunk == b'VP8X':
+                return (int.from_bytes(data[24:27], 'little') + 1,
+                        int.from_bytes(data[27:30], 'little') + 1)
+    except (struct.error, ValueError, KeyError, IndexError):
+        pass
+    raise ImageConversionError(
+        f'the image header cannot be read (corrupt, or not BMP/PNM/TIFF/WebP): it starts with '
+        f'{data[:8].hex(" ")}')
+
+
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; raises ImageConversionError if corrupt."""
+    from sparse_perception.images import default_max_pixels
+
     data = np.fromfile(path, np.uint8)
     if path.suffix.lower() in _COMPRESSED_SUFFIXES:
         return compressed_to_numpy(_Blob(data), 'rgb8')
+    width, height = _header_size(data[:65536].tobytes())
+    limit = default_max_pixels()
+    if width * height > limit:
+        raise ImageConversionError(
+            f'the image is {width}x{height} (width x height), {width * height / 1e6:.1f} '
+            f'megapixels, more than the limit of {limit / 1e6:g} (input.max_megapixels); '
+            'refused before decoding')
     cv2 = _cv2()
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    except cv2.error as exc:
+        raise ImageConversionError(
+            f'OpenCV cannot decode the {data.size} bytes: {_one_line(exc)}') from None
     if image is None:
         raise ImageConversionError(f'OpenCV cannot decode the {data.size} bytes (corrupt?)')
     return np.ascontiguousarray(convert_encoding(image, decoded_encoding(image), 'rgb8'))
@@ -560,6 +656,29 @@ def input_kind(path: Path) -> tuple[str, Path]:
         return 'video', path
     raise ReplayError(f'{path}: unknown input kind {suffix or "(no suffix)"!r}; expected '
                       f'{_SUPPORTED_KINDS}')
+
+
+def check_apart(output: str | Path, inputs: Sequence[str | Path], what: str) -> None:
+    """
+    Raise ReplayError when ``output`` is, contains or lies inside one of ``inputs``.
+
+    Writing an output replaces or removes what is there: an output that overlaps an input
+    would destroy or pollute it. Symbolic links are followed.
+    """
+    out = Path(output).resolve()
+    for given in inputs:
+        given = Path(given)
+        inp = given.resolve()
+        if out == inp:
+            relation = 'is'
+        elif out in inp.parents:
+            relation = 'contains'
+        elif inp in out.parents:
+            relation = 'lies inside'
+        else:
+            continue
+        raise ReplayError(f'{what} {output} {relation} the input {given}; writing it could '
+                          'destroy or pollute the input: choose an output outside it')
 
 
 def open_source(path: str | Path, *, topic: str | None = None, rate: float | None = None,

@@ -253,7 +253,7 @@ def test_sweep(bag, tmp_path):
 def test_params_file(bag, tmp_path):
     params = tmp_path / 'params.yaml'
     params.write_text('segmentation_node:\n  ros__parameters:\n    change:\n      threshold: 0.0\n'
-                      '    sparsity:\n      scale: 0.0\n    output_topic: ignored\n')
+                      '    sparsity:\n      scale: 0.0\n    diagnostics:\n      period: 2.0\n')
     out = tmp_path / 'out'
     assert _replay(out, bag, '--params', params) == 0
     report = _report(out)

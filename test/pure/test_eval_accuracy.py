@@ -131,6 +131,24 @@ def test_bad_json_path_is_named(tmp_path, capsys):
     assert 'does not exist' in capsys.readouterr().err
 
 
+@pytest.mark.parametrize('command', ['accuracy', 'sweep'])
+def test_unwritable_json_folder_is_named_before_the_evaluation(capsys, monkeypatch, command):
+    from sparse_perception.evaluation import sweep
+
+    def never(*args, **kwargs):
+        raise AssertionError('the evaluation ran before the output was checked')
+    monkeypatch.setattr(accuracy, 'evaluate', never)
+    monkeypatch.setattr(sweep, 'sweep', never)
+    # /proc takes no new files, not even from root (a chmod would not stop root).
+    target = Path('/proc/sparse_perception_out.json')
+    if not target.parent.is_dir():
+        pytest.skip('needs Linux /proc')
+    assert cli.main(['eval', command, '--quiet', '--json', str(target)]) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1
+    assert f'{target}: cannot write into /proc: ' in err and 'choose another place' in err
+
+
 def test_unknown_parity_model_is_named(tmp_path, capsys):
     require_shared('data/davis/DAVIS')
     pytest.importorskip('ai_edge_litert')

@@ -657,8 +657,9 @@ def _png_bytes():
     (_jpeg_bytes()[:-200], 'jpeg', r'JPEG of \d+ bytes is truncated or corrupt'),
     (_jpeg_bytes()[:len(_jpeg_bytes()) // 2], 'rgb8; jpeg compressed bgr8', r'truncated'),
     (_jpeg_bytes()[:3] + bytes(300) + _jpeg_bytes()[303:], 'jpeg',
-     r'jpeg data of \d+ bytes is corrupt: OpenCV cannot decode it'),
-    (_png_bytes()[:len(_png_bytes()) // 2], 'png', r'png data of \d+ bytes is corrupt'),
+     r'JPEG is corrupt or truncated: segment ff 00 at byte 2 claims 0 bytes'),
+    (_png_bytes()[:len(_png_bytes()) // 2], 'png',
+     r"PNG is corrupt or truncated: chunk 'IDAT' at byte \d+ claims \d+ bytes"),
     (_png_bytes(), 'jpeg', r'format says jpeg but the data is png'),
     (_jpeg_bytes(), 'bgr8; png compressed bgr8', r'format says png but the data is jpeg'),
 ])

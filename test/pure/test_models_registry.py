@@ -252,3 +252,60 @@ def test_importing_the_registry_and_command_stays_light():
             'if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def _wheel_with(path, contents):
+    """Write a mediapipe wheel whose model members hold ``contents`` (file name -> bytes)."""
+    with zipfile.ZipFile(path, 'w') as archive:
+        for name, member in registry.MEDIAPIPE_FILES.items():
+            archive.writestr(member, contents.get(name, f'fake {name}'.encode()))
+    return path
+
+
+def test_fetched_models_are_verified_at_load(tmp_path):
+    model = _segmentation_tflite(tmp_path, 1).read_bytes()
+    wheel = _wheel_with(tmp_path / 'mp.whl', {'selfie_segmentation.tflite': model})
+    target = tmp_path / 'cache' / 'mediapipe'
+    fetch_mediapipe(target, wheel=str(wheel), log=lambda _: None)
+    path = target / 'selfie_segmentation.tflite'
+    assert load_model(path).decoder == 'probability'
+    damaged = bytearray(model)
+    damaged[-200] ^= 0x10  # one flipped bit in the weights: loads, computes something else
+    path.write_bytes(bytes(damaged))
+    with pytest.raises(registry.DamagedModelError,
+                       match=rf'model file {path} is damaged: .*sha256 .*recorded {len(model)} '
+                       rf'bytes .*`sparse-perception models fetch --force --cache-dir '
+                       rf'{tmp_path / "cache"}`'):
+        load_model(path)
+    path.write_bytes(model[:len(model) // 2])
+    with pytest.raises(registry.DamagedModelError, match='is damaged'):
+        load_model(path)
+
+
+def test_truncated_model_without_a_manifest_is_named(tmp_path):
+    path = _segmentation_tflite(tmp_path, 1)
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(ValueError, match=rf'{path}') as caught:
+        load_model(path)
+    assert '\n' not in str(caught.value)
+
+
+def test_damaged_wheel_leaves_nothing_half_extracted(tmp_path):
+    wheel = _wheel_with(tmp_path / 'mp.whl', {'pose_detection.tflite': bytes(5000)})
+    data = bytearray(wheel.read_bytes())
+    start = data.index(b'pose_detection.tflite') + 40
+    data[start:start + 8] = b'\xde\xad\xbe\xef' * 2  # inside the stored member
+    wheel.write_bytes(bytes(data))
+    target = tmp_path / 'cache'
+    with pytest.raises(FetchError, match='not an intact wheel'):
+        fetch_mediapipe(target, wheel=str(wheel), log=lambda _: None)
+    assert list(target.iterdir()) == []
+
+
+def test_cache_that_is_a_file_is_one_error(tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('x')
+    wheel = _wheel_with(tmp_path / 'mp.whl', {})
+    with pytest.raises(FetchError, match=rf'cannot use {blocker / "mediapipe"} as the model '
+                       'cache: .*choose another folder with --cache-dir'):
+        fetch_mediapipe(blocker / 'mediapipe', wheel=str(wheel), log=lambda _: None)

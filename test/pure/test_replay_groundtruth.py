@@ -174,8 +174,56 @@ def test_mask_folder_errors(tmp_path):
     with pytest.raises(ReplayError, match='holds no PNG masks'):
         load_truth(tmp_path)
     (tmp_path / '0.png').write_bytes(b'\x89PNG\r\n\x1a\n broken')
-    with pytest.raises(ReplayError, match=r'0.png cannot be read \(corrupt PNG\?\)'):
+    with pytest.raises(ReplayError, match=r'0.png cannot be read: .*PNG .*truncated'):
         load_truth(tmp_path).for_frame(0)
+
+
+def test_mask_files_get_the_frame_checks(tmp_path):
+    import struct
+    import zlib
+
+    def chunk(kind, payload):
+        return (struct.pack('>I', len(payload)) + kind + payload
+                + struct.pack('>I', zlib.crc32(kind + payload)))
+    # A 40000x40000 mask in a few hundred bytes: refused from its header, nothing allocated.
+    header = struct.pack('>IIBBBBB', 40000, 40000, 8, 0, 0, 0, 0)
+    huge = (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', header)
+            + chunk(b'IDAT', zlib.compress(bytes(40001 * 2))) + chunk(b'IEND', b''))
+    (tmp_path / '0.png').write_bytes(huge)
+    (tmp_path / '1.png').write_bytes(bytes(range(256)) * 4)  # random bytes named .png
+    truth = load_truth(tmp_path)
+    with pytest.raises(ReplayError, match=r'0.png cannot be read: .*40000x40000 .*refused'):
+        truth.for_frame(0)
+    with pytest.raises(ReplayError, match=r'1.png cannot be read: .*not JPEG/PNG'):
+        truth.for_frame(1)
+
+
+@pytest.mark.parametrize('document, message', [
+    ([1, 2, 3], 'the document is a list, not an object'),
+    ({'images': {'id': 1}, 'annotations': []}, 'images and annotations must be lists'),
+    ({'images': [{'file_name': 'a'}], 'annotations': []}, "missing key 'id'"),
+    ({'images': [{'id': 1}], 'annotations': [5]}, 'expected shape'),
+    ({'images': [{'id': [1]}], 'annotations': []}, 'unhashable'),
+    ({'images': [{'id': 1}], 'annotations': [{'image_id': 1, 'keypoints': ['a'] * 51}]},
+     'expected shape'),
+    ({'images': [{'id': 1}], 'annotations': [
+        {'image_id': 1, 'keypoints': [1, 2, 2] * 17, 'bbox': [0, 0, 'w', 'h']}]},
+     'expected shape'),
+    ({'images': [{'id': 1}], 'categories': 7, 'annotations': []}, 'expected shape'),
+])
+def test_coco_json_of_the_wrong_shape_is_one_error(tmp_path, document, message):
+    path = tmp_path / 'bad.json'
+    path.write_text(json.dumps(document))
+    with pytest.raises(ReplayError, match=message):
+        load_truth(path)
+
+
+@pytest.mark.parametrize('suffix', ['.json', '.mat'])
+def test_ground_truth_of_random_bytes_is_one_error(tmp_path, suffix):
+    path = tmp_path / f'truth{suffix}'
+    path.write_bytes(bytes(np.random.default_rng(3).integers(0, 256, 4096, np.uint8)))
+    with pytest.raises(ReplayError, match='is not'):
+        load_truth(path)
 
 
 def test_shared_davis_masks():

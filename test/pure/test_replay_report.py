@@ -190,3 +190,19 @@ def test_contact_sheet_keeps_even_frames(tmp_path):
         hinted.write(Frame(index, image.copy(), index, 'camera', index),
                      pipeline.process(image.copy()))
     assert [index for index, _, _ in hinted.kept] == [0, 9, 18, 27, 36]
+
+
+def test_contact_sheet_of_a_tall_narrow_frame_stays_small(tmp_path, monkeypatch):
+    from sparse_perception.replay import pictures
+    monkeypatch.setattr(pictures, '_annotate', lambda frame, result: frame.image)
+
+    class Result:
+        class stats:  # noqa: N801 (stands in for the pipeline's stats object)
+            active_fraction = 0.5
+
+    sheet = ContactSheet(tmp_path / 'sheet.png', tiles=2, columns=2, width=40)
+    sheet.write(Frame(0, np.full((3000, 2, 3), 128, np.uint8), 0, 'camera', 0), Result)
+    sheet.write(Frame(1, np.full((2, 3000, 3), 128, np.uint8), 1, 'camera', 1), Result)
+    sheet.close()
+    picture = cv2.imread(str(tmp_path / 'sheet.png'))
+    assert picture.shape == (2 * 40 + 22, 2 * 40, 3)  # the tall frame fits 40 x 80

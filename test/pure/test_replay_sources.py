@@ -172,3 +172,87 @@ def test_input_kinds(tmp_path, video):
     assert input_kind(video) == ('video', video)
     with pytest.raises(ReplayError, match='--topic applies to bags'):
         open_source(video, topic='/camera')
+
+
+def _mjpeg_avi(path, frames=20):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (32, 24))
+    for index in range(frames):
+        writer.write(np.random.default_rng(index).integers(0, 255, (24, 32, 3), np.uint8))
+    writer.release()
+    return path
+
+
+def test_truncated_video_counts_the_frames_it_lost(tmp_path):
+    path = _mjpeg_avi(tmp_path / 'clip.avi')
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.7)])
+    source = open_source(path)
+    assert source.length == 20
+    items = _frames(source)
+    read = [i for i in items if isinstance(i, Frame)]
+    lost = [i for i in items if isinstance(i, SkippedFrame)]
+    assert 0 < len(read) < 20 and len(read) + len(lost) == 20
+    assert [i.index for i in lost] == list(range(len(read), 20))
+    assert f'ends after frame {len(read) - 1} of the 20 its header states' in lost[0].reason
+    assert lost[0].stamp_ns == len(read) * 100_000_000
+    # A frame range stops the count where it stops.
+    assert len(_frames(open_source(path, frames=FrameRange.parse(':15')))) == 15
+
+
+def test_whole_video_reports_nothing_lost(tmp_path):
+    items = _frames(open_source(_mjpeg_avi(tmp_path / 'clip.avi', 6)))
+    assert [type(i) for i in items] == [Frame] * 6
+
+
+def test_opencv_errors_in_an_image_folder_skip_the_frame(folder, monkeypatch):
+    from sparse_perception import images
+    monkeypatch.setattr(images, 'default_max_pixels', lambda: 2 ** 40)  # OpenCV's limit first
+    bmp = bytearray(cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    bmp[18:26] = np.array([65000, 65000], '<i4').tobytes()  # above OpenCV's own pixel limit
+    (folder / 'f3.bmp').write_bytes(bytes(bmp))
+    jpeg = cv2.imencode('.jpg', _picture(5, (96, 128)))[1].tobytes()
+    (folder / 'f4.jpg').write_bytes(jpeg[:len(jpeg) // 2] + b'\xff\xd9')  # decodes, damaged
+    items = _frames(open_source(folder, rate=1.0))
+    bad = {i.index: i.reason for i in items if isinstance(i, SkippedFrame)}
+    assert sorted(bad) == [3, 4] and len(items) == 8
+    assert bad[3].startswith('f3.bmp: OpenCV cannot decode the') and 'MAX_IMAGE_PIXELS' in bad[3]
+    assert bad[4].startswith('f4.jpg: ') and 'Corrupt JPEG data' in bad[4]
+
+
+def test_rosbag2_metadata_that_is_not_utf8_is_one_error(tmp_path):
+    bag = tmp_path / 'bag'
+    bag.mkdir()
+    (bag / 'metadata.yaml').write_bytes(b'rosbag2_bagfile_information:\n  x: "\xff\xfe"\n')
+    with pytest.raises(ReplayError, match=r'metadata.yaml is not rosbag2 metadata: .*utf-8'):
+        open_source(bag)
+
+
+@pytest.mark.parametrize('suffix', ['.bmp', '.tiff', '.webp', '.ppm', '.pgm'])
+def test_other_image_formats_are_read_with_a_size_check(tmp_path, suffix):
+    from sparse_perception.replay.sources import _header_size, read_image
+    picture = _picture(3, (30, 50))
+    image = picture[..., 1] if suffix == '.pgm' else picture[..., ::-1]
+    path = tmp_path / f'frame{suffix}'
+    assert cv2.imwrite(str(path), image, [cv2.IMWRITE_WEBP_QUALITY, 101] if suffix == '.webp'
+                       else [])
+    assert _header_size(path.read_bytes()) == (50, 30)
+    decoded = read_image(path)
+    assert decoded.shape == (30, 50, 3)
+
+
+def test_bmp_claiming_a_huge_size_is_refused_before_decoding(folder):
+    bmp = bytearray(cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes())
+    bmp[18:26] = np.array([20000, -20000], '<i4').tobytes()  # 400 megapixels, top-down
+    (folder / 'f3.bmp').write_bytes(bytes(bmp))
+    items = _frames(open_source(folder, rate=1.0))
+    bad = [i for i in items if isinstance(i, SkippedFrame)]
+    assert len(bad) == 1 and 'f3.bmp: the image is 20000x20000' in bad[0].reason
+    assert 'refused before decoding' in bad[0].reason
+
+
+def test_video_of_frames_beyond_the_size_limit_is_refused(tmp_path, monkeypatch):
+    from sparse_perception import images
+    path = _mjpeg_avi(tmp_path / 'clip.avi', 2)
+    monkeypatch.setattr(images, 'default_max_pixels', lambda: 32 * 24 - 1)
+    with pytest.raises(ReplayError, match=r'frames of 32x24 .*more than the limit'):
+        open_source(path)

@@ -66,7 +66,7 @@ def test_nest_unnest_round_trip():
 def test_params_yaml(tmp_path):
     path = tmp_path / 'p.yaml'
     path.write_text('perception_node:\n  ros__parameters:\n    change:\n      threshold: 4.0\n'
-                    '    image_topic: /cam\n')
+                    '    input:\n      topic: /cam\n    use_sim_time: true\n')
     loaded = st.from_params_yaml(path)
     assert loaded.change.threshold == 4.0
     with pytest.raises(st.SettingError, match='no parameters for node'):
@@ -77,6 +77,60 @@ def test_params_yaml(tmp_path):
     path.write_text('a: [1, 2\n')
     with pytest.raises(st.SettingError, match='not valid YAML'):
         st.from_params_yaml(path)
+
+
+def _sections(*pairs):
+    """Render ``(key, threshold, dilation or None)`` sections of a parameters file."""
+    text = ''
+    for key, threshold, dilation in pairs:
+        text += f'{key}:\n  ros__parameters:\n    change:\n      threshold: {threshold}\n'
+        if dilation is not None:
+            text += f'      dilation: {dilation}\n'
+    return text
+
+
+# What real rclpy (kilted 9.1.2, `--params-file`) gives a node named perception_node for the
+# same files: every matching section applies in file order, parameter by parameter.
+@pytest.mark.parametrize('sections, threshold, dilation', [
+    ((('/**', 2.0, 3), ('perception_node', 5.0, None)), 5.0, 3),
+    ((('perception_node', 5.0, None), ('/**', 2.0, 3)), 2.0, 3),
+    ((('/**/perception_node', 5.0, None), ('/**', 2.0, None)), 2.0, 0),
+    ((('/perception_node', 7.0, None), ('/**/perception_node', 5.0, None)), 5.0, 0),
+    ((('/**/perception_node', 5.0, None), ('/perception_node', 7.0, None)), 7.0, 0),
+    ((('/**', 2.0, None), ('/*/perception_node', 9.0, None), ('/**/pose_node', 6.0, 1)),
+     2.0, 0),
+])
+def test_params_yaml_merges_sections_as_rclpy_does(tmp_path, sections, threshold, dilation):
+    path = tmp_path / 'p.yaml'
+    path.write_text(_sections(*sections))
+    loaded = st.from_params_yaml(path, 'perception_node')
+    assert (loaded.change.threshold, loaded.change.dilation) == (threshold, dilation)
+
+
+@pytest.mark.parametrize('text, pattern', [
+    ('perception_node: fast\n', r"section 'perception_node' must be a mapping with a "
+     'ros__parameters mapping'),
+    ('perception_node:\n  ros__parameters: 3\n', r'ros__parameters mapping, got'),
+    ('perception_node:\n  ros__parameters:\n    change:\n      1: 2.0\n',
+     r"has the key 1 under 'change.'; parameter names are strings"),
+    ('perception_node:\n  ros__parameters:\n    5: 2.0\n', r'has the key 5 under'),
+    ('perception_node:\n  ros__parameters:\n    change:\n      threshhold: 5.0\n',
+     r"unknown parameter 'change.threshhold'; did you mean 'change.threshold'\?"),
+    ('1: {}\n', r'node name 1 is not a string'),
+    ('- a\n- b\n', r'expected a mapping of node names'),
+])
+def test_bad_params_files_are_one_clear_error(tmp_path, text, pattern):
+    path = tmp_path / 'p.yaml'
+    path.write_text(text)
+    with pytest.raises(st.SettingError, match=pattern):
+        st.from_params_yaml(path, 'perception_node')
+
+
+def test_params_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / 'p.yaml'
+    path.write_bytes(b'perception_node:\n  ros__parameters: {a: "\xff\xfe"}\n')
+    with pytest.raises(st.SettingError, match='not UTF-8 text'):
+        st.from_params_yaml(path, 'perception_node')
 
 
 def test_cli_flags():
