@@ -174,6 +174,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
     for group in groups:
         pipelines = _pipelines(base, variants, HEAD_GROUPS[group])
         measured = _quiet(pipelines, clip, passes, HEAD_GROUPS[group])
+        unchanged = _unchanged(pipelines['incremental'], clip)
         contended = _contended(pipelines, clip) if contention else {}
         for engine in ENGINES:
             m = measured[engine]
@@ -189,6 +190,8 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
                 'agreement': m['agreement'],
                 'keypoint_px_p50': m['keypoint_px_p50'],
                 'count_mismatch_frames': m['count_mismatch_frames'],
+                # The same picture again: what a frame in which nothing moved costs.
+                'unchanged_p50_ms': _round(unchanged) if engine == 'incremental' else None,
             })
             details.append({'engine': engine, 'head': group, 'frames_timed': len(m['ms']),
                             'active_fraction': 1.0 if engine in ('dense_torch', 'litert')
@@ -293,6 +296,19 @@ def _quiet(pipelines: dict, clip: list, passes: int, heads: tuple[str, ...]) -> 
             for name, result in results.items():
                 _accumulate(acc[name], result, reference, heads)
     return {name: _summary(a, heads) for name, a in acc.items()}
+
+
+def _unchanged(pipeline, clip: list, repeats: int = 10) -> float:
+    """p50 ms of the incremental pipeline on its last picture shown again, unchanged."""
+    pipeline.reset()
+    for frame in clip[:4]:  # past the first, dense frame and the path choice's first samples
+        pipeline.process(frame)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        pipeline.process(clip[min(3, len(clip) - 1)])
+        times.append((time.perf_counter() - start) * 1e3)
+    return _percentile(times, 50)
 
 
 def _accumulate(acc: dict, result, reference, heads: tuple[str, ...]) -> None:
@@ -498,13 +514,18 @@ def markdown(result: dict) -> str:
         f"**{_cell(result['speedup_vs_dense'], 'x', 2)}** over dense torch, "
         f"**{_cell(result['speedup_vs_litert'], 'x', 2)}** over LiteRT.",
         '',
-        'dense_torch: the dense reference pipeline (`Pipeline(settings, incremental=False)`); '
-        "engine_dense: the incremental pipeline with `change.refresh_period: 1` (the engine's "
-        'own dense pass every frame); incremental: the shipped defaults; litert: the dense '
-        'reference pipeline with `model.runtime: litert`. The incremental pipelines (engine_dense '
-        'too) run the person detector on every `pose.detect_period`-th frame while nobody is '
-        'tracked and never twice on an unchanged picture; the dense ones on every frame without '
-        'a person. MACs / dense is what the engine counts for the networks that ran on a frame '
+        'A frame in which nothing moved (the same picture again), incremental, p50 ms: '
+        + ', '.join(f"{r['head']} {_cell(r['unchanged_p50_ms'])}" for r in result['runs']
+                    if r['engine'] == 'incremental') + '.',
+        '',
+        'dense_torch: the dense reference pipeline on torch (`Pipeline(settings, '
+        "incremental=False)`, `model.runtime: torch`); engine_dense: the incremental pipeline "
+        "with a refresh every frame (the engine's own dense pass, the detector on every frame, "
+        'no path choice); incremental: the shipped defaults (each network on the engine or on '
+        'its dense runtime, whichever is measured faster; the person detector on every '
+        '`pose.detect_period`-th frame while nobody is tracked, never twice on an unchanged '
+        'picture); litert: the dense reference pipeline with `model.runtime: litert`. '
+        'MACs / dense is what the engine counts for the networks that ran on a frame '
         '(1 for the dense pipelines; a skipped detector counts neither its MACs nor its dense '
         'MACs); active: the share of positions recomputed, weighted by dense MACs. Mask '
         'agreement, keypoint error (all keypoints of the persons both found, paired nearest '

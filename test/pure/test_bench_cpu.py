@@ -25,7 +25,7 @@ from sparse_perception.benchmarks import cpu
 from sparse_perception.models.registry import CACHE_ENV
 
 RUN_KEYS = {'engine', 'head', 'p50_ms', 'p90_ms', 'mean_ms', 'contended_p50_ms', 'macs_ratio',
-            'agreement', 'keypoint_px_p50', 'count_mismatch_frames'}
+            'agreement', 'keypoint_px_p50', 'count_mismatch_frames', 'unchanged_p50_ms'}
 
 
 def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_path,
@@ -48,6 +48,8 @@ def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_p
         assert run['contended_p50_ms'] is None  # --no-contention
         assert 0 < run['macs_ratio'] <= 1.0
         assert run['keypoint_px_p50'] is None and run['count_mismatch_frames'] is None
+        # Only the incremental pipeline has a cheaper frame when nothing moved.
+        assert (run['unchanged_p50_ms'] is None) == (run['engine'] != 'incremental')
     by_engine = {r['engine']: r for r in runs}
     assert by_engine['dense_torch']['agreement'] == 1.0
     # At the shipped defaults the incremental masks are the dense ones but for noise.

@@ -100,8 +100,9 @@ class Recorder(nn.Module):
 
 def record(pipeline):
     head = pipeline._heads['segmentation']
-    head.model.module.tail = Recorder(head.model.module.tail)
-    return head.model.module.tail
+    # The engine's network keeps the tail it was built with: wrap that one.
+    head.net.tail = head.model.module.tail = Recorder(head.model.module.tail)
+    return head.net.tail
 
 
 def dense_logits(pipeline, frame):
