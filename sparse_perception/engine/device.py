@@ -27,8 +27,9 @@ lowered program (graph.py) so that a frame needs no host synchronisation at all:
   receptive-field image of the input's changed positions (plus changed epilogue operands),
   and appends tiles holding candidates to a fixed-capacity list with a device-side count
   (programs exit at once when nothing upstream changed);
-- one compute kernel per layer (1x1 GEMM, implicit-GEMM KxK, depthwise, pooling, resampling,
-  padding, concatenation, pointwise) runs one program per list slot, slots past the count
+- one compute kernel per layer (1x1 GEMM, implicit-GEMM KxK and transposed KxK, depthwise,
+  pooling, resampling, padding, depth-to-space, concatenation, pointwise) runs one program
+  per list slot, slots past the count
   exit at once, reads its inputs straight from the NHWC caches (the gather with halo is
   fused), applies the epilogue and writes the candidates into the output cache;
 - a layer with a change test (threshold > 0) writes its raw values to a staging buffer and a
@@ -40,9 +41,10 @@ Every launch of an incremental frame has the same arguments from frame to frame 
 buffers never move), so on CUDA the whole frame is captured once as a CUDA graph and
 replayed; a capture that fails falls back to eager launches, said once in the log.
 
-What the lowering supports but this mode does not (transposed convolutions, epilogues after
-softmax or argmax, epilogues the kernels cannot fuse) raises :class:`UnsupportedOpError`
-naming the layer; such models run on :class:`~sparse_perception.engine.IncrementalModel`.
+What the lowering supports but this mode does not (epilogues after softmax or argmax,
+epilogues the kernels cannot fuse, integer outputs other than argmax) raises
+:class:`UnsupportedOpError` naming the layer; such models run on
+:class:`~sparse_perception.engine.IncrementalModel`.
 
 Differences from the eager executor: there are no per-layer dense fall-backs (the kernels run
 at every changed fraction; at 100% they compute the dense result from the same code), a
@@ -103,7 +105,8 @@ class _LayerSpec:
 
     index: int  # row of the statistics
     layer: Layer
-    kind: str  # conv1x1 conv depthwise pool resample pad cat pointwise gap
+    kind: str  # conv1x1 conv conv_transpose depthwise pool resample pad depth_to_space cat
+    #            pointwise positionwise gap
     out: int
     inputs: list
     out_hw: tuple
@@ -195,6 +198,30 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
         else:
             spec.weights['gemm'] = k.conv.conv_weight(w)
         spec.weights['groups'] = groups
+        return spec
+    if layer.kind == 'conv_transpose':
+        # Output o reads input (o + padding - k * dilation) / stride where that is exact: tap
+        # tables (Ho, kh) and (Wo, kw) give the candidates, the conv kernel the values.
+        kernel, stride, dil = tuple(a['kernel']), tuple(a['stride']), tuple(a['dilation'])
+        padding = tuple(a['padding'])
+        spec.geom = 'table'
+        spec.tables = tuple(k.conv.transposed_taps(n_out, n_in, kernel[i], stride[i], dil[i],
+                                                   padding[i]).to(device)
+                            for i, (n_out, n_in) in enumerate(zip(spec.out_hw, spec.in_hw)))
+        spec.window = (kernel, stride, dil, padding)
+        spec.weights['gemm'] = k.conv.conv_transpose_weight(a['weight'].to(device, dtype),
+                                                            a['groups'])
+        spec.weights['bias'] = None if a['bias'] is None else a['bias'].to(device, dtype)
+        spec.weights['groups'] = a['groups']
+        return spec
+    if layer.kind == 'depth_to_space':
+        block = a['block']
+        rows = (torch.arange(spec.out_hw[0]) // block).to(torch.int32).to(device)
+        cols = (torch.arange(spec.out_hw[1]) // block).to(torch.int32).to(device)
+        spec.geom = 'table'
+        spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
+        spec.weights['table'] = (rows, cols)
+        spec.weights['shuffle'] = (block, a['order'])
         return spec
     if layer.kind == 'pool':
         padding = tuple(a['padding'])
@@ -558,6 +585,15 @@ class DeviceModel:
             return [k.conv1x1.conv1x1_tiles_args(src, w['weight_t'], w['bias'], target,
                                                  s.out_hw, s.tile, tiles, tile_count,
                                                  **common)]
+        if s.kind == 'conv_transpose':
+            kernel, stride, dil, pads = s.window
+            geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)
+            return [k.conv.conv_args(src, w['gemm'], w['bias'], target, geometry, w['groups'],
+                                     s.tile, tiles, tile_count, transposed=True, **common)]
+        if s.kind == 'depth_to_space':
+            return [k.gather.copy_tiles_args(src, target, s.out_hw, s.tile, tiles, tile_count,
+                                             table=w['table'], in_width=s.in_hw[1],
+                                             shuffle=w['shuffle'], **common)]
         if s.kind in ('conv', 'depthwise', 'pool'):
             kernel, stride, dil, pads = s.window
             geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)
