@@ -82,6 +82,9 @@ def test_tile_forms(cuda, dtype, fraction, seed):
         kc.check_conv_tiles(cuda, dtype, seed * 10 + int(fraction * 5), kind, fraction)
     kc.check_resample_tiles(cuda, dtype, seed, fraction)
     kc.check_copy_tiles(cuda, dtype, seed, fraction)
+    kc.check_conv_transpose_tiles(cuda, dtype, seed, fraction)
+    for order in ('torch', 'tf'):
+        kc.check_shuffle_tiles(cuda, dtype, seed, order, fraction)
     for fn in ('softmax', 'log_softmax', 'argmax'):
         kc.check_positionwise(cuda, dtype, seed, fn)
     for threshold in (0.0, 0.5):

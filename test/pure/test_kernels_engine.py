@@ -226,9 +226,36 @@ def test_device_mode_streams_refresh_and_size_changes():
     assert one.memory_bytes() > 0
 
 
+@pytest.mark.parametrize('kernel, stride, padding, output_padding, dilation, groups', [
+    (2, 2, 0, 0, 1, 1), (3, 2, 1, 1, 1, 1), (4, 2, 1, 0, 1, 2), (3, 3, 0, 2, 2, 1)])
+def test_device_mode_runs_transposed_convolutions(kernel, stride, padding, output_padding,
+                                                  dilation, groups):
+    torch.manual_seed(kernel * 10 + stride)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(4, 6, kernel, stride, padding, output_padding, groups,
+                           dilation=dilation),
+        nn.BatchNorm2d(6), nn.ReLU6(), nn.Conv2d(6, 2, 3, padding=1)).eval()
+    model[3].running_mean.uniform_(-0.5, 0.5)
+    model[3].running_var.uniform_(0.5, 2.0)
+    sequence = kn.frames(3, 11, 13, 5, seed=kernel + stride)
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    got, active = [], []
+    for x, tiles in sequence:
+        got.append(device(x, tiles, state).clone())
+        (stats,) = [s for s in device.last_stats.layers if s.kind == 'conv_transpose']
+        active.append(stats.active / stats.positions)
+    assert worst(got, dense_outputs(model, sequence)) <= 1e-4
+    assert any(0 < a < 1 for a in active) and 0 in active  # a few tiles changed; none
+
+
 def test_device_mode_names_what_it_cannot_run():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ConvTranspose2d(3, 2, 2, 2)).eval()
-    with pytest.raises(UnsupportedOpError, match="layer '1'.*device mode cannot run it"):
+    # Five pointwise steps after a convolution: the kernels fuse at most four.
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Sigmoid(), nn.Tanh(),
+                          nn.Hardswish(), nn.ReLU()).eval()
+    with pytest.raises(UnsupportedOpError, match="layer '0'.*5 epilogue steps.*device mode "
+                                                 'cannot run it'):
         DeviceModel(model, graph=False)(torch.randn(1, 2, 8, 8))
     with pytest.raises(EngineError, match='CUDA graphs need a CUDA model'):
         DeviceModel(model, graph=True)
