@@ -259,6 +259,28 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
     raise _unsupported(layer, f'{layer.kind} layers are not implemented by the kernels')
 
 
+def check_lowering(module: nn.Module, x: torch.Tensor,
+                   config: EngineConfig | None = None) -> _DevicePlan:
+    """
+    Lower ``module`` for inputs like ``x`` as the device mode does, on any machine.
+
+    Raises :class:`UnsupportedOpError` naming the first layer the device mode cannot run (or
+    :class:`EngineError` without Triton); nothing is launched, so no GPU or interpreter is
+    needed. Returns the plan (weights in the kernels' layouts, on ``module``'s device).
+    """
+    try:
+        k = _kernels()
+    except ImportError as exc:
+        raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
+                          '(pip install triton)') from None
+    first = next(iter(module.parameters()), None)
+    device = first.device if first is not None else torch.device('cpu')
+    dtype = first.dtype if first is not None else torch.float32
+    config = config or EngineConfig()
+    return _DevicePlan(lower(trace(module), x, config.allow_dense_tail), config, device, dtype,
+                       k)
+
+
 class DeviceState:
     """One stream's caches, masks, counters and bound launches (``DeviceModel.new_state``)."""
 
