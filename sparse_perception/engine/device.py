@@ -391,6 +391,32 @@ class DeviceModel:
         apply_thresholds(self, config, state)
 
     @torch.no_grad()
+    def start_from(self, x: torch.Tensor, caches: list[torch.Tensor],
+                   state: DeviceState | None = None) -> None:
+        """
+        Initialise ``state`` from caches computed elsewhere, as if a dense frame of ``x`` ran.
+
+        ``caches`` are :class:`~sparse_perception.engine.IncrementalModel`'s after a dense
+        frame of the same module on ``x`` (the same lowered program: one (P + 3, C) cache per
+        value). The next frame runs incrementally. This lets the interpreter tests check the
+        incremental frames of full-size networks without interpreting a whole dense frame.
+        """
+        x = self._check_input(x)
+        state = state if state is not None else self._default_state or self.new_state()
+        plan = self.plan_for(x)
+        self._init_state(state, plan)
+        shapes = [tuple(c.shape) for c in state.caches]
+        if [tuple(c.shape) for c in caches] != shapes:
+            raise EngineError(f'start_from: {len(caches)} caches do not match the device '
+                              f'plan of {len(shapes)} values for input {tuple(x.shape)}; pass '
+                              "the eager executor's caches after a dense frame of this input")
+        for target, source in zip(state.caches, caches):
+            target.copy_(source)
+        state.buffers['x'].copy_(x)
+        self._calibrate(plan, state)
+        state.frames = 1
+
+    @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
                  state: DeviceState | None = None) -> Any:
         """Run one frame (see the class docstring)."""

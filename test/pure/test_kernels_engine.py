@@ -27,6 +27,7 @@ The engine on the kernels, end to end, through Triton's interpreter.
 
 import os
 
+from device_checks import ALLOWED, HostOps, recorded_launches, signature
 import kernel_networks as kn
 import pytest
 from sparse_perception import settings as st
@@ -39,7 +40,6 @@ from sparse_perception.engine.testing import (effective_inputs, max_relative_dif
                                               random_network, SeededChooser)
 import torch
 from torch import nn
-from torch.utils._python_dispatch import _disable_current_modes, TorchDispatchMode
 
 pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1',
@@ -263,52 +263,11 @@ def test_device_mode_names_what_it_cannot_run():
 
 # -- no host synchronisation; the same launches every frame -------------------------------------
 
-# What a frame may do on the host besides launching kernels: copy the frame and the tile map
-# in, clear the masks and counters, copy the counters out, and take views.
-ALLOWED = {'aten._to_copy.default', 'aten.copy_.default', 'aten.zero_.default',
-           'aten.clone.default', 'aten.permute.default', 'aten.slice.Tensor',
-           'aten.view.default', 'aten.select.int', 'aten.alias.default',
-           'aten.detach.default', 'aten.as_strided.default', 'aten.empty_like.default',
-           'aten.empty.memory_format'}
-
-
-class HostOps(TorchDispatchMode):
-    """Record the aten ops run on the host (kernel launches excluded)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def launches(monkeypatch):
     """Record every kernel launch (and run it outside any dispatch mode)."""
-    from sparse_perception.kernels import _runtime
-
-    record = []
-    launch = _runtime.launch
-
-    def recording(kernel, grid, *args, **meta):
-        record.append((kernel, grid, args, meta))
-        with _disable_current_modes():
-            launch(kernel, grid, *args, **meta)
-    monkeypatch.setattr(_runtime, 'launch', recording)
-    return record
-
-
-def signature(record):
-    """Return a launch list with tensors replaced by (address, shape, dtype)."""
-    def key(a):
-        if isinstance(a, torch.Tensor):
-            return ('tensor', a.data_ptr(), tuple(a.shape), a.dtype)
-        return a
-    return [(kernel.fn.__name__ if hasattr(kernel, 'fn') else str(kernel), grid,
-             tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in meta.items())))
-            for kernel, grid, args, meta in record]
+    with recorded_launches(monkeypatch) as record:
+        yield record
 
 
 def test_frames_are_sync_free_and_launch_the_same_kernels(launches):
