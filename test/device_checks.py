@@ -22,8 +22,13 @@ its launches are identical from frame to frame whatever changed: what a CUDA gra
 
 import contextlib
 
+from sparse_perception.change import ChangeMap
+from sparse_perception.engine.testing import max_relative_difference
 import torch
 from torch.utils._python_dispatch import _disable_current_modes, TorchDispatchMode
+
+TOLERANCE = 1e-4  # fp32, of the output scale, as everywhere in the engine
+TILE = 16  # change-map tile of the registered-model checks, pixels
 
 # What a frame may do on the host besides launching kernels: copy the frame and the tile map
 # in, clear the masks and counters, copy the counters out, and take views.
@@ -72,3 +77,29 @@ def signature(record):
     return [(kernel.fn.__name__ if hasattr(kernel, 'fn') else str(kernel), grid,
              tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in meta.items())))
             for kernel, grid, args, meta in record]
+
+
+def patched(x, tiles, value):
+    """Return ``x`` with the listed (row, column) change tiles set to ``value``."""
+    x = x.clone()
+    for ty, tx in tiles:
+        x[..., ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE] = value
+    return x
+
+
+def change_map(size, tiles):
+    grid = torch.zeros(-(-size[0] // TILE), -(-size[1] // TILE), dtype=torch.bool)
+    for ty, tx in tiles:
+        grid[ty, tx] = True
+    return ChangeMap(grid, False, float(grid.float().mean()), 0.0, TILE, 0)
+
+
+def assert_dense(got, trunk, x, what):
+    with torch.no_grad():
+        want = trunk(x)
+    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
+    assert len(got) == len(want), what
+    for a, b in zip(got, want):
+        assert a.shape == b.shape, what
+        diff = max_relative_difference(a, b)
+        assert diff <= TOLERANCE, f'{what}: max relative difference {diff:.3g}'

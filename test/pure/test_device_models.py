@@ -33,14 +33,13 @@ models from the shared folder.
 
 import os
 
-from device_checks import ALLOWED, HostOps, recorded_launches, signature
+from device_checks import (ALLOWED, assert_dense, change_map, HostOps, patched,
+                           recorded_launches, signature, TILE)
 import pytest
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
-from sparse_perception.change import ChangeMap
 from sparse_perception.engine import IncrementalModel
 from sparse_perception.engine.device import DeviceModel
-from sparse_perception.engine.testing import max_relative_difference
 from sparse_perception.models.registry import (device_mode_reason, engine_networks,
                                                FCN_CHECK_SIZE, load_model, REGISTRY)
 from support import require_shared
@@ -51,8 +50,6 @@ pytestmark = pytest.mark.skipif(
     reason='the kernels run on CPU tensors only under the interpreter; the gpu tier runs '
            'the device mode on CUDA')
 
-TOLERANCE = 1e-4  # fp32, of the output scale, as everywhere in the engine
-TILE = 16  # change-map tile, pixels
 # blazepose_coco17 runs blazepose's networks (it keeps fewer joints): checked once.
 NAMES = [name for name in REGISTRY if name != 'blazepose_coco17']
 
@@ -96,32 +93,6 @@ def test_every_registered_model_runs_in_the_device_mode(name, mediapipe_cache, m
         assert net.execution == 'device' and isinstance(net.engine, DeviceModel)
         if net.input_size is None:  # fully convolutional: lowered at its first frame
             net.engine.plan_for(torch.zeros(1, 3, *FCN_CHECK_SIZE))
-
-
-def patched(x, tiles, value):
-    """Return ``x`` with the listed (row, column) change tiles set to ``value``."""
-    x = x.clone()
-    for ty, tx in tiles:
-        x[..., ty * TILE:(ty + 1) * TILE, tx * TILE:(tx + 1) * TILE] = value
-    return x
-
-
-def change_map(size, tiles):
-    grid = torch.zeros(-(-size[0] // TILE), -(-size[1] // TILE), dtype=torch.bool)
-    for ty, tx in tiles:
-        grid[ty, tx] = True
-    return ChangeMap(grid, False, float(grid.float().mean()), 0.0, TILE, 0)
-
-
-def assert_dense(got, trunk, x, what):
-    with torch.no_grad():
-        want = trunk(x)
-    got, want = (got, want) if isinstance(want, tuple) else ((got,), (want,))
-    assert len(got) == len(want), what
-    for a, b in zip(got, want):
-        assert a.shape == b.shape, what
-        diff = max_relative_difference(a, b)
-        assert diff <= TOLERANCE, f'{what}: max relative difference {diff:.3g}'
 
 
 def networks():
