@@ -108,7 +108,7 @@ def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch
 # -- the sync-free device mode -------------------------------------------------------------------
 
 @pytest.mark.parametrize('name, size', [('mobile', (21, 26)), ('mobile_argmax', (16, 23)),
-                                        ('branches', (19, 14))])
+                                        ('branches', (19, 14)), ('upsampler', (10, 14))])
 def test_device_mode_equals_dense_at_thresholds_zero(name, size):
     model = kn.build(name, seed=1)
     sequence = kn.frames(model_channels(model), *size, 4, seed=2)
