@@ -134,5 +134,7 @@ def test_registered_network_frames_equal_dense_without_host_sync(name, which, me
         assert_dense(got, trunk, x, f'frame {i}')
         stats = device.last_stats
         assert not stats.dense
-        assert (0 < stats.active_fraction < 0.5) if tiles else stats.active_fraction == 0
+        # Global poolings (squeeze-excitation, image pooling) spread any change everywhere
+        # after them, so only "something" and "nothing" are checked here.
+        assert (stats.active_fraction > 0) if tiles else stats.active_fraction == 0
     assert frames[0] == frames[1]  # no change, then a change: the same launches
