@@ -21,6 +21,10 @@ one group: for every tap (ky, kx) and block of the group's input channels it loa
 input rows at that tap (zeros outside the map: the padding) and multiplies them with the
 weight slice on tensor cores (fp16/bf16 in, fp32 accumulate; fp32 with IEEE products). No
 patch is materialised: the gather with halo is fused into the loads.
+
+The same kernel runs transposed convolutions (``transposed=True``): output ``o`` reads input
+``i = (o + pad - k * dilation) / stride`` at tap ``k`` where that division is exact, so each
+output position sums its own taps (no scatter, no atomics) and only changed tiles run.
 """
 
 from __future__ import annotations
@@ -48,8 +52,8 @@ def _conv_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
                  E3: tl.constexpr, E3R: tl.constexpr, E3C: tl.constexpr,
                  KH: tl.constexpr, KW: tl.constexpr, HAS_BIAS: tl.constexpr,
                  HAS_CAND: tl.constexpr, HAS_LIST: tl.constexpr, HAS_COUNT: tl.constexpr,
-                 IEEE: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr,
-                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                 IEEE: tl.constexpr, TRANSPOSED: tl.constexpr, TY: tl.constexpr,
+                 TX: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid = tl.program_id(0)
     if pid >= work_count(count_ptr, n_items, HAS_COUNT):
         return
@@ -62,11 +66,21 @@ def _conv_kernel(x_ptr, ld_x, w_ptr, b_ptr, out_ptr, ld_out, cand_ptr,
     acc = tl.zeros((TY * TX, BLOCK_N), dtype=tl.float32)
     base = b * Hi * Wi
     for ky in tl.static_range(KH):
-        iy = oy * sy - pt + ky * dy
-        row_ok = rmask & (iy >= 0) & (iy < Hi)
+        if TRANSPOSED:  # input row (oy + pt - ky * dy) / sy, where that is exact
+            ny = oy + pt - ky * dy
+            iy = tl.where(ny >= 0, ny, 0) // sy
+            row_ok = rmask & (ny >= 0) & (ny % sy == 0) & (iy < Hi)
+        else:
+            iy = oy * sy - pt + ky * dy
+            row_ok = rmask & (iy >= 0) & (iy < Hi)
         for kx in tl.static_range(KW):
-            ix = ox * sx - pl + kx * dx
-            ok = row_ok & (ix >= 0) & (ix < Wi)
+            if TRANSPOSED:
+                nx = ox + pl - kx * dx
+                ix = tl.where(nx >= 0, nx, 0) // sx
+                ok = row_ok & (nx >= 0) & (nx % sx == 0) & (ix < Wi)
+            else:
+                ix = ox * sx - pl + kx * dx
+                ok = row_ok & (ix >= 0) & (ix < Wi)
             irow = (base + iy * Wi + ix).to(tl.int64)[:, None] * ld_x
             for k0 in range(0, Cin_g, BLOCK_K):
                 kk = k0 + tl.arange(0, BLOCK_K)
@@ -95,16 +109,45 @@ def conv_weight(weight: torch.Tensor) -> torch.Tensor:
     return weight.permute(2, 3, 1, 0).contiguous()
 
 
+def conv_transpose_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """Convert a transposed weight (Cin, Cout / groups, kh, kw) to (kh, kw, Cin_g, Cout)."""
+    if weight.dim() != 4 or weight.shape[0] % groups:
+        raise KernelError(f'transposed convolution weight {tuple(weight.shape)} with {groups} '
+                          'groups: expected (Cin, Cout / groups, kh, kw), Cin divisible')
+    cin, cout_g, kh, kw = weight.shape
+    w = weight.reshape(groups, cin // groups, cout_g, kh, kw)
+    return w.permute(3, 4, 1, 0, 2).reshape(kh, kw, cin // groups, groups * cout_g).contiguous()
+
+
+def transposed_taps(n_out: int, n_in: int, kernel: int, stride: int, dilation: int,
+                    padding: int) -> torch.Tensor:
+    """
+    Input index of every (output, tap) of a transposed convolution along one axis.
+
+    Returns int32 (n_out, kernel): ``(o + padding - k * dilation) / stride`` where that is an
+    exact division inside [0, n_in), else ``n_in`` (no input): the tap tables the candidate
+    kernel reads (``masks.candidates_args(tables=...)``).
+    """
+    o = torch.arange(n_out).view(-1, 1)
+    num = o + padding - torch.arange(kernel).view(1, -1) * dilation
+    i = torch.div(num, stride, rounding_mode='floor')
+    ok = (num >= 0) & (num % stride == 0) & (i < n_in)
+    return torch.where(ok, i, n_in).to(torch.int32).contiguous()
+
+
 def conv_args(x: torch.Tensor, w_gemm: torch.Tensor, bias: torch.Tensor | None,
               out: torch.Tensor, geometry: Geometry, groups: int, tile: tuple[int, int],
               tiles: torch.Tensor, count: torch.Tensor | None,
-              cand: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE) -> tuple:
+              cand: torch.Tensor | None = None, epilogue: Epilogue = NO_EPILOGUE,
+              transposed: bool = False) -> tuple:
     """
     Bind a KxK convolution over listed tiles: ``(kernel, grid, args, meta)``.
 
     ``x`` (B * Hi * Wi (+ 3), Cin) input rows; ``w_gemm`` (kh, kw, Cin / groups, Cout) from
-    :func:`conv_weight`; ``out`` (B * Ho * Wo (+ 3), Cout); ``tiles`` int32 tile ids
-    (``count`` int32 (1,) on the device, or None for all); ``cand`` uint8 positions to write.
+    :func:`conv_weight` (or :func:`conv_transpose_weight` with ``transposed``, where the
+    geometry's pads are the transposed convolution's padding); ``out`` (B * Ho * Wo (+ 3),
+    Cout); ``tiles`` int32 tile ids (``count`` int32 (1,) on the device, or None for all);
+    ``cand`` uint8 positions to write. Reference: :func:`conv_tiles_ref`.
     """
     check_device(x, w_gemm, bias, out)
     check_float(x, w_gemm, bias, out)
@@ -122,7 +165,8 @@ def conv_args(x: torch.Tensor, w_gemm: torch.Tensor, bias: torch.Tensor | None,
             tiles.numel(), *geometry.args(), cin_g, cout, cout_g, n_blocks)
     meta = dict(KH=kh, KW=kw, HAS_BIAS=bias is not None, HAS_CAND=cand is not None,
                 HAS_LIST=True, HAS_COUNT=count is not None, IEEE=x.dtype == torch.float32,
-                TY=tile[0], TX=tile[1], BLOCK_N=block_n, BLOCK_K=block_k,
+                TRANSPOSED=bool(transposed), TY=tile[0], TX=tile[1], BLOCK_N=block_n,
+                BLOCK_K=block_k,
                 **epilogue.kwargs(out))
     return _conv_kernel, (max(1, tiles.numel()), groups * n_blocks), args, meta
 
@@ -154,3 +198,29 @@ def conv_patches_ref(patches: torch.Tensor, weight: torch.Tensor, bias: torch.Te
     or None; result (t, Cout, T, T) with ``T = (ph - (kh - 1) * dh - 1) // sh + 1``.
     """
     return F.conv2d(patches, weight, bias, stride, 0, dilation, groups)
+
+
+def conv_tiles_ref(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   geometry: Geometry, groups: int, transposed: bool = False,
+                   output_padding: tuple = (0, 0)) -> torch.Tensor:
+    """
+    Return the whole output map that :func:`conv_args` computes tile by tile (plain torch).
+
+    ``x`` (Hi * Wi (+ 3), Cin) rows of one image; ``weight`` in PyTorch's layout, (Cout,
+    Cin / groups, kh, kw) or, ``transposed``, (Cin, Cout / groups, kh, kw); returns rows
+    (Ho * Wo, Cout) in float32 (before any epilogue).
+    """
+    (hi, wi), (ho, wo) = geometry.in_hw, geometry.out_hw
+    image = x[:hi * wi].float().t().reshape(1, -1, hi, wi)
+    w = weight.float()
+    b = None if bias is None else bias.float()
+    if transposed:
+        y = F.conv_transpose2d(image, w, b, geometry.stride, geometry.pads, output_padding,
+                               groups, geometry.dilation)
+    else:
+        (kh, kw), (sy, sx), (dy, dx) = geometry.kernel, geometry.stride, geometry.dilation
+        # Zeros on the far sides too: enough for every output position, the rest cropped.
+        image = F.pad(image, (geometry.pads[1], kw * dx + wo * sx, geometry.pads[0],
+                              kh * dy + ho * sy))
+        y = F.conv2d(image, w, b, geometry.stride, 0, geometry.dilation, groups)
+    return y[0, :, :ho, :wo].reshape(y.shape[1], -1).t()

@@ -18,8 +18,9 @@ Data movement: gather rows of a cache, and copy rows into listed output tiles.
 
 ``gather_rows`` is the engine's ``gather`` primitive: rows of an NHWC cache at an index
 (active positions, tiles with their halo, resampling taps). ``copy_tiles`` is the sync-free
-form used by padding, concatenation and standalone pointwise layers: output positions of
-listed tiles read one source row each (through optional separable row and column tables),
+form used by padding, concatenation, depth-to-space and standalone pointwise layers: output
+positions of listed tiles read one source row each (through optional separable row and column
+tables; for depth-to-space, at channels that depend on the position's phase in its block),
 then the epilogue, written only where the candidate mask is set.
 """
 
@@ -75,6 +76,7 @@ def gather_rows_ref(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 @triton.jit
 def _copy_tiles_kernel(x_ptr, ld_x, rows_ptr, cols_ptr, out_ptr, ld_out, cand_ptr,
                        list_ptr, count_ptr, n_items, Wi, Ho, Wo, C, col0, fill,
+                       block_size, channel_stride, phase_stride,
                        e0_a, e0_b, e0_f0, e0_f1, e0_ld, e1_a, e1_b, e1_f0, e1_f1, e1_ld,
                        e2_a, e2_b, e2_f0, e2_f1, e2_ld, e3_a, e3_b, e3_f0, e3_f1, e3_ld,
                        E0: tl.constexpr, E0R: tl.constexpr, E0C: tl.constexpr,
@@ -83,7 +85,8 @@ def _copy_tiles_kernel(x_ptr, ld_x, rows_ptr, cols_ptr, out_ptr, ld_out, cand_pt
                        E3: tl.constexpr, E3R: tl.constexpr, E3C: tl.constexpr,
                        HAS_TABLE: tl.constexpr, HAS_CAND: tl.constexpr,
                        HAS_LIST: tl.constexpr, HAS_COUNT: tl.constexpr,
-                       TY: tl.constexpr, TX: tl.constexpr, BLOCK_C: tl.constexpr):
+                       SHUFFLE: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr,
+                       BLOCK_C: tl.constexpr):
     pid = tl.program_id(0)
     if pid >= work_count(count_ptr, n_items, HAS_COUNT):
         return
@@ -105,7 +108,12 @@ def _copy_tiles_kernel(x_ptr, ld_x, rows_ptr, cols_ptr, out_ptr, ld_out, cand_pt
     ch = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     cmask = ch < C
     m2 = (rmask & inside)[:, None] & cmask[None, :]
-    v = tl.load(x_ptr + srow.to(tl.int64)[:, None] * ld_x + ch[None, :], mask=m2, other=0.0)
+    if SHUFFLE:  # depth-to-space: the source channel depends on the phase in the block
+        phase = (oy % block_size) * block_size + ox % block_size
+        src_ch = ch[None, :] * channel_stride + (phase * phase_stride)[:, None]
+    else:
+        src_ch = ch[None, :]
+    v = tl.load(x_ptr + srow.to(tl.int64)[:, None] * ld_x + src_ch, mask=m2, other=0.0)
     v = tl.where(inside[:, None], v.to(tl.float32), fill)
     sink(v, prow, prow, rmask, col0 + ch, cmask, out_ptr, ld_out,
          e0_a, e0_b, e0_f0, e0_f1, e0_ld, e1_a, e1_b, e1_f0, e1_f1, e1_ld,
@@ -117,7 +125,7 @@ def copy_tiles_args(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
                     tile: tuple[int, int], tiles: torch.Tensor, count: torch.Tensor | None,
                     cand: torch.Tensor | None = None, table: tuple | None = None,
                     in_width: int = 0, col0: int = 0, fill: float = 0.0,
-                    epilogue: Epilogue = NO_EPILOGUE) -> tuple:
+                    epilogue: Epilogue = NO_EPILOGUE, shuffle: tuple | None = None) -> tuple:
     """
     Bind a copy over listed output tiles: ``(kernel, grid, args, meta)``.
 
@@ -125,19 +133,36 @@ def copy_tiles_args(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     ``col0:col0 + C``; ``table`` (rows (Ho,), cols (Wo,)) int32 source coordinates, -1 for
     ``fill`` (padding), or None for the same position; ``cand`` uint8 (P_out,) limits the
     written positions; ``count`` int32 (1,) on the device, or None for all of ``tiles``.
+    ``shuffle`` = (block, order) makes it a depth-to-space: ``x`` has ``block**2 * C``
+    channels and output (y, x) reads channel ``c * block**2 + phase`` (order 'torch') or
+    ``phase * C + c`` ('tf') with ``phase = (y % block) * block + x % block``.
     """
     check_device(x, out, tiles)
     channels = x.shape[1]
+    strides = (1, 1, 0)
+    if shuffle is not None:
+        strides = shuffle_strides(channels, *shuffle)
+        channels //= strides[0] ** 2
     block_c = block(channels, 16, 64)
     rows, cols = table if table is not None else (tiles, tiles)
     args = (x, x.stride(0), rows, cols, out, out.stride(0),
             cand if cand is not None else out, tiles,
             count if count is not None else tiles, tiles.numel(), in_width, out_hw[0],
-            out_hw[1], channels, col0, float(fill))
+            out_hw[1], channels, col0, float(fill), *strides)
     meta = dict(HAS_TABLE=table is not None, HAS_CAND=cand is not None, HAS_LIST=True,
-                HAS_COUNT=count is not None, TY=tile[0], TX=tile[1], BLOCK_C=block_c,
-                **epilogue.kwargs(out))
+                HAS_COUNT=count is not None, SHUFFLE=shuffle is not None, TY=tile[0],
+                TX=tile[1], BLOCK_C=block_c, **epilogue.kwargs(out))
     return _copy_tiles_kernel, (max(1, tiles.numel()), cdiv(channels, block_c)), args, meta
+
+
+def shuffle_strides(channels: int, block_size: int, order: str) -> tuple[int, int, int]:
+    """Return (block, channel stride, phase stride) of a depth-to-space of ``channels``."""
+    bb = block_size * block_size
+    if block_size < 1 or channels % bb or order not in ('torch', 'tf'):
+        raise KernelError(f'depth-to-space: {channels} channels, block {block_size}, order '
+                          f'{order!r}: expected a block whose square divides the channels and '
+                          "order 'torch' or 'tf'")
+    return (block_size, bb, 1) if order == 'torch' else (block_size, 1, channels // bb)
 
 
 def copy_tiles(*args, **kwargs) -> None:
@@ -151,14 +176,16 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
                    tile: tuple[int, int], tiles: torch.Tensor, count: torch.Tensor | None,
                    cand: torch.Tensor | None = None, table: tuple | None = None,
                    in_width: int = 0, col0: int = 0, fill: float = 0.0,
-                   steps: tuple = (), operands: dict | None = None) -> None:
+                   steps: tuple = (), operands: dict | None = None,
+                   shuffle: tuple | None = None) -> None:
     """
     Copy rows into listed tiles of ``out`` in place: the reference of :func:`copy_tiles`.
 
     ``x`` (P_in (+ 3), C); ``out`` (P_out (+ 3), C_out) with ``P_out = Ho * Wo``; ``tiles``
     int32 (capacity,) ids of ``tile[0] x tile[1]`` output tiles (row-major), the first
     ``count[0]`` used; ``cand`` uint8 (P_out,); ``table`` int32 (Ho,), (Wo,); ``steps`` and
-    ``operands`` the epilogue (operands read at the output positions).
+    ``operands`` the epilogue (operands read at the output positions); ``shuffle`` (block,
+    order) a depth-to-space: ``x`` has block**2 * C channels, C of them read per position.
     """
     from sparse_perception.engine.backend import ReferenceBackend
 
@@ -175,9 +202,15 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
         v = torch.where(inside[:, None], v, torch.tensor(float(fill)))
     else:
         v = x.index_select(0, pos).float()
+    if shuffle is not None:
+        b, cs, ps = shuffle_strides(x.shape[1], *shuffle)
+        channels = x.shape[1] // (b * b)
+        phase = (pos // wo % b) * b + pos % wo % b  # (n,)
+        src_ch = torch.arange(channels, device=x.device)[None, :] * cs + phase[:, None] * ps
+        v = torch.gather(v, 1, src_ch)
     if steps:
         v = ReferenceBackend(x.device).epilogue(v.to(out.dtype), steps, operands or {}, pos)
-    out[pos, col0:col0 + x.shape[1]] = v.to(out.dtype)
+    out[pos, col0:col0 + v.shape[1]] = v.to(out.dtype)
 
 
 def _tile_rows(tiles: torch.Tensor, count: torch.Tensor | None, out_hw: tuple[int, int],

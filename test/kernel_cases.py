@@ -588,3 +588,90 @@ def check_global_pool(device: str, dtype: torch.dtype, seed: int, gate_open: boo
     low = x[:positions].mean(0, keepdim=True)
     assert_close(out[:1], ref, dtype, low, 'global pool')
     assert int(mask[0]) == 1 and stats.tolist()[1:3] == [1, 1]
+
+
+def check_conv_transpose_tiles(device: str, dtype: torch.dtype, seed: int,
+                               fraction: float) -> None:
+    """Transposed convolution over listed tiles: the kernel, its reference and F's agree."""
+    from sparse_perception.kernels import conv, epilogue, window
+    from sparse_perception.kernels._runtime import launch
+
+    r, g = _rng(seed)
+    h, w = r.randint(1, 9), r.randint(1, 11)
+    groups = r.choice((1, 1, 2))
+    cin, cout = groups * r.randint(1, 9), groups * r.randint(1, 7)
+    k = (r.choice((1, 2, 3, 4)), r.choice((2, 3)))
+    stride = (r.choice((1, 2)), r.choice((2, 3)))
+    dil = (1, r.choice((1, 2)))
+    pads = (r.randint(0, (k[0] - 1) * dil[0] // 2), r.randint(0, (k[1] - 1) * dil[1] // 2))
+    out_pad = (r.randint(0, stride[0] - 1), 0)
+    x = _randn(g, 1, cin, h, w, device=device)
+    weight = _randn(g, cin, cout // groups, *k, device=device) / (cin * k[0] * k[1]) ** 0.5
+    bias = _randn(g, cout, device=device)
+    dense = F.conv_transpose2d(x.double(), weight.double(), bias.double(), stride, pads,
+                               out_pad, groups, dil)
+    ho, wo = dense.shape[-2:]
+    low = _rows(F.conv_transpose2d(x.to(dtype), weight.to(dtype), bias.to(dtype), stride, pads,
+                                   out_pad, groups, dil)).cpu().float()
+    dense = _rows(dense).float().cpu()
+    src = new_cache(h * w, cin, dtype, device)
+    src[:h * w] = _rows(x).to(dtype)
+    geometry = window.Geometry((h, w), (ho, wo), k, stride, dil, pads)
+    ref = conv.conv_tiles_ref(src, weight.to(dtype), bias.to(dtype), geometry, groups,
+                              transposed=True, output_padding=out_pad).cpu()
+    assert_close(ref.to(dtype), dense, dtype, low.to(dtype), 'conv_tiles_ref transposed')
+    # The epilogue rides along (ReLU6) as in check_conv_tiles.
+    steps = [Step('act', 'hardtanh', (0.0, 6.0))]
+    ep = epilogue.encode(steps, {})
+    tile = window.cache_tile((ho, wo), r.choice((16, 64)))
+    cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
+    out = new_cache(ho * wo, cout, dtype, device)
+    out[:ho * wo] = _randn(g, ho * wo, cout, device=device).to(dtype)
+    before = out.clone()
+    kernel, grid, args, meta = conv.conv_args(
+        src, conv.conv_transpose_weight(weight.to(dtype), groups), bias.to(dtype), out,
+        geometry, groups, tile, tiles, count, cand, ep, transposed=True)
+    launch(kernel, grid, *args, **meta)
+    _check_tile_result(out, before, dense.clamp(0, 6), cand, dtype,
+                       low.clamp(0, 6).to(dtype), 'conv transposed')
+    # The candidate tap tables: output o reads input i at tap j iff i * s - p + j * d = o.
+    for axis, (n_out, n_in) in enumerate(((ho, h), (wo, w))):
+        taps = conv.transposed_taps(n_out, n_in, k[axis], stride[axis], dil[axis], pads[axis])
+        for o in range(n_out):
+            expected = {i for i in range(n_in) for j in range(k[axis])
+                        if i * stride[axis] - pads[axis] + j * dil[axis] == o}
+            assert set(taps[o].tolist()) - {n_in} == expected, (axis, o)
+
+
+def check_shuffle_tiles(device: str, dtype: torch.dtype, seed: int, order: str,
+                        fraction: float) -> None:
+    """Depth-to-space over listed tiles: copy_tiles and copy_tiles_ref equal the dense op."""
+    from sparse_perception.engine.ops import depth_to_space
+    from sparse_perception.kernels import gather, window
+
+    r, g = _rng(seed)
+    h, w, depth, b = r.randint(1, 7), r.randint(1, 7), r.randint(1, 9), r.choice((2, 3))
+    x = _randn(g, 1, depth * b * b, h, w, device=device).to(dtype)
+    dense = F.pixel_shuffle(x, b) if order == 'torch' else depth_to_space(x, b)
+    ho, wo = h * b, w * b
+    table = ((torch.arange(ho) // b).to(torch.int32).to(device),
+             (torch.arange(wo) // b).to(torch.int32).to(device))
+    src = new_cache(h * w, x.shape[1], dtype, device)
+    src[:h * w] = _rows(x)
+    offset = r.randint(0, 3)
+    out = new_cache(ho * wo, depth + offset, dtype, device)
+    out[:ho * wo] = _randn(g, ho * wo, out.shape[1], device=device).to(dtype)
+    before = out.clone()
+    tile = window.cache_tile((ho, wo))
+    cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
+    gather.copy_tiles(src, out, (ho, wo), tile, tiles, count, cand, table, w, offset,
+                      shuffle=(b, order))
+    ref = before.clone()
+    gather.copy_tiles_ref(src, ref, (ho, wo), tile, tiles, count, cand, table, w, offset,
+                          shuffle=(b, order))
+    expected = before[:ho * wo].clone().cpu()
+    sel = cand.bool().cpu()
+    expected[sel, offset:offset + depth] = _rows(dense).cpu()[sel]
+    assert torch.equal(out[:ho * wo].cpu(), expected)  # a copy: bit-exact
+    assert torch.equal(ref.cpu(), out.cpu())
+    assert torch.equal(out[ho * wo:], before[ho * wo:])

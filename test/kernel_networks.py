@@ -20,12 +20,14 @@ Between them the networks cover every layer kind the device mode runs: 1x1, dept
 grouped KxK convolutions (stride 1 and 2, dilation), folded BatchNorm, activations, residual
 adds, squeeze-excitation (global pooling, broadcast multiply), max and average pooling
 (ceil mode, count_include_pad), padding (reflect, constant), concatenation, nearest and
-bilinear resampling, and softmax / argmax tails.
+bilinear resampling, depth-to-space in both channel orders, transposed convolution, and
+softmax / argmax tails.
 """
 
 from __future__ import annotations
 
 from sparse_perception.change import ChangeMap
+from sparse_perception.engine.ops import depth_to_space
 from sparse_perception.engine.testing import randomize
 import torch
 from torch import nn
@@ -79,10 +81,32 @@ class Branches(nn.Module):
         return self.pool(y) * 2.0 - 1.0
 
 
+class Upsampler(nn.Module):
+    """Depth-to-space in both channel orders and a transposed convolution, with epilogues."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, 2, 1)
+        self.expand = nn.Conv2d(16, 32, 1)
+        self.side = nn.Conv2d(16, 32, 3, padding=1)
+        self.norm = nn.BatchNorm2d(8)
+        self.up = nn.ConvTranspose2d(8, 6, 3, 2, 1, output_padding=1)
+        self.up_norm = nn.BatchNorm2d(6)
+        self.head = nn.Conv2d(6, 4, 3, padding=1)
+
+    def forward(self, x):
+        """Apply the network."""
+        y = F.relu(self.stem(x))  # (16, H / 2, W / 2)
+        z = F.hardswish(self.norm(F.pixel_shuffle(self.expand(y), 2)))  # (8, H, W)
+        z = z + depth_to_space(self.side(y), 2)  # TF's channel order
+        return self.head(F.relu6(self.up_norm(self.up(z))))  # (4, 2H, 2W)
+
+
 def build(name: str, seed: int = 0) -> nn.Module:
     """Return a named test network with deterministic random weights, in eval mode."""
     model = {'mobile': MobileBlock, 'mobile_argmax': lambda: MobileBlock('argmax'),
-             'mobile_logits': lambda: MobileBlock('none'), 'branches': Branches}[name]()
+             'mobile_logits': lambda: MobileBlock('none'), 'branches': Branches,
+             'upsampler': Upsampler}[name]()
     return randomize(model, seed).eval()
 
 

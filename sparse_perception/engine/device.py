@@ -27,8 +27,9 @@ lowered program (graph.py) so that a frame needs no host synchronisation at all:
   receptive-field image of the input's changed positions (plus changed epilogue operands),
   and appends tiles holding candidates to a fixed-capacity list with a device-side count
   (programs exit at once when nothing upstream changed);
-- one compute kernel per layer (1x1 GEMM, implicit-GEMM KxK, depthwise, pooling, resampling,
-  padding, concatenation, pointwise) runs one program per list slot, slots past the count
+- one compute kernel per layer (1x1 GEMM, implicit-GEMM KxK and transposed KxK, depthwise,
+  pooling, resampling, padding, depth-to-space, concatenation, pointwise) runs one program
+  per list slot, slots past the count
   exit at once, reads its inputs straight from the NHWC caches (the gather with halo is
   fused), applies the epilogue and writes the candidates into the output cache;
 - a layer with a change test (threshold > 0) writes its raw values to a staging buffer and a
@@ -40,9 +41,10 @@ Every launch of an incremental frame has the same arguments from frame to frame 
 buffers never move), so on CUDA the whole frame is captured once as a CUDA graph and
 replayed; a capture that fails falls back to eager launches, said once in the log.
 
-What the lowering supports but this mode does not (transposed convolutions, epilogues after
-softmax or argmax, epilogues the kernels cannot fuse) raises :class:`UnsupportedOpError`
-naming the layer; such models run on :class:`~sparse_perception.engine.IncrementalModel`.
+What the lowering supports but this mode does not (epilogues after softmax or argmax,
+epilogues the kernels cannot fuse, integer outputs other than argmax) raises
+:class:`UnsupportedOpError` naming the layer; such models run on
+:class:`~sparse_perception.engine.IncrementalModel`.
 
 Differences from the eager executor: there are no per-layer dense fall-backs (the kernels run
 at every changed fraction; at 100% they compute the dense result from the same code), a
@@ -103,7 +105,8 @@ class _LayerSpec:
 
     index: int  # row of the statistics
     layer: Layer
-    kind: str  # conv1x1 conv depthwise pool resample pad cat pointwise gap
+    kind: str  # conv1x1 conv conv_transpose depthwise pool resample pad depth_to_space cat
+    #            pointwise positionwise gap
     out: int
     inputs: list
     out_hw: tuple
@@ -196,6 +199,30 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
             spec.weights['gemm'] = k.conv.conv_weight(w)
         spec.weights['groups'] = groups
         return spec
+    if layer.kind == 'conv_transpose':
+        # Output o reads input (o + padding - k * dilation) / stride where that is exact: tap
+        # tables (Ho, kh) and (Wo, kw) give the candidates, the conv kernel the values.
+        kernel, stride, dil = tuple(a['kernel']), tuple(a['stride']), tuple(a['dilation'])
+        padding = tuple(a['padding'])
+        spec.geom = 'table'
+        spec.tables = tuple(k.conv.transposed_taps(n_out, n_in, kernel[i], stride[i], dil[i],
+                                                   padding[i]).to(device)
+                            for i, (n_out, n_in) in enumerate(zip(spec.out_hw, spec.in_hw)))
+        spec.window = (kernel, stride, dil, padding)
+        spec.weights['gemm'] = k.conv.conv_transpose_weight(a['weight'].to(device, dtype),
+                                                            a['groups'])
+        spec.weights['bias'] = None if a['bias'] is None else a['bias'].to(device, dtype)
+        spec.weights['groups'] = a['groups']
+        return spec
+    if layer.kind == 'depth_to_space':
+        block = a['block']
+        rows = (torch.arange(spec.out_hw[0]) // block).to(torch.int32).to(device)
+        cols = (torch.arange(spec.out_hw[1]) // block).to(torch.int32).to(device)
+        spec.geom = 'table'
+        spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
+        spec.weights['table'] = (rows, cols)
+        spec.weights['shuffle'] = (block, a['order'])
+        return spec
     if layer.kind == 'pool':
         padding = tuple(a['padding'])
         dil = tuple(a.get('dilation', (1, 1)))
@@ -230,6 +257,28 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
     if layer.kind in ('cat', 'pointwise', 'gap'):
         return spec
     raise _unsupported(layer, f'{layer.kind} layers are not implemented by the kernels')
+
+
+def check_lowering(module: nn.Module, x: torch.Tensor,
+                   config: EngineConfig | None = None) -> _DevicePlan:
+    """
+    Lower ``module`` for inputs like ``x`` as the device mode does, on any machine.
+
+    Raises :class:`UnsupportedOpError` naming the first layer the device mode cannot run (or
+    :class:`EngineError` without Triton); nothing is launched, so no GPU or interpreter is
+    needed. Returns the plan (weights in the kernels' layouts, on ``module``'s device).
+    """
+    try:
+        k = _kernels()
+    except ImportError as exc:
+        raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
+                          '(pip install triton)') from None
+    first = next(iter(module.parameters()), None)
+    device = first.device if first is not None else torch.device('cpu')
+    dtype = first.dtype if first is not None else torch.float32
+    config = config or EngineConfig()
+    return _DevicePlan(lower(trace(module), x, config.allow_dense_tail), config, device, dtype,
+                       k)
 
 
 class DeviceState:
@@ -340,6 +389,32 @@ class DeviceModel:
             self._plans.clear()
             return
         apply_thresholds(self, config, state)
+
+    @torch.no_grad()
+    def start_from(self, x: torch.Tensor, caches: list[torch.Tensor],
+                   state: DeviceState | None = None) -> None:
+        """
+        Initialise ``state`` from caches computed elsewhere, as if a dense frame of ``x`` ran.
+
+        ``caches`` are :class:`~sparse_perception.engine.IncrementalModel`'s after a dense
+        frame of the same module on ``x`` (the same lowered program: one (P + 3, C) cache per
+        value). The next frame runs incrementally. This lets the interpreter tests check the
+        incremental frames of full-size networks without interpreting a whole dense frame.
+        """
+        x = self._check_input(x)
+        state = state if state is not None else self._default_state or self.new_state()
+        plan = self.plan_for(x)
+        self._init_state(state, plan)
+        shapes = [tuple(c.shape) for c in state.caches]
+        if [tuple(c.shape) for c in caches] != shapes:
+            raise EngineError(f'start_from: {len(caches)} caches do not match the device '
+                              f'plan of {len(shapes)} values for input {tuple(x.shape)}; pass '
+                              "the eager executor's caches after a dense frame of this input")
+        for target, source in zip(state.caches, caches):
+            target.copy_(source)
+        state.buffers['x'].copy_(x)
+        self._calibrate(plan, state)
+        state.frames = 1
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
@@ -558,6 +633,15 @@ class DeviceModel:
             return [k.conv1x1.conv1x1_tiles_args(src, w['weight_t'], w['bias'], target,
                                                  s.out_hw, s.tile, tiles, tile_count,
                                                  **common)]
+        if s.kind == 'conv_transpose':
+            kernel, stride, dil, pads = s.window
+            geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)
+            return [k.conv.conv_args(src, w['gemm'], w['bias'], target, geometry, w['groups'],
+                                     s.tile, tiles, tile_count, transposed=True, **common)]
+        if s.kind == 'depth_to_space':
+            return [k.gather.copy_tiles_args(src, target, s.out_hw, s.tile, tiles, tile_count,
+                                             table=w['table'], in_width=s.in_hw[1],
+                                             shuffle=w['shuffle'], **common)]
         if s.kind in ('conv', 'depthwise', 'pool'):
             kernel, stride, dil, pads = s.window
             geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)

@@ -30,7 +30,7 @@ constants. Fusion rules:
   fused layer then runs where its last op ran, so every operand is ready.
 - Identity, dropout (eval) and ``contiguous`` are aliases.
 - Depth-to-space (``nn.PixelShuffle``, ``F.pixel_shuffle``, TF-order ``ops.depth_to_space``)
-  becomes a transposed convolution with one-hot weights (data movement: no MACs counted).
+  becomes a ``depth_to_space`` layer: an index copy (no weights, no MACs).
 
 An op the engine cannot run incrementally raises :class:`UnsupportedOpError` naming it,
 unless it and everything after it form a *dense tail* without convolutions (an argmax, a
@@ -127,8 +127,8 @@ class Layer:
 
     name: str  # module path of the core (or fx node name)
     names: tuple[str, ...]  # every fused node (module paths and fx names), for overrides
-    kind: str  # 'input' 'conv' 'conv_transpose' 'pool' 'resample' 'pad' 'cat' 'gap'
-    #            'pointwise' 'positionwise'
+    kind: str  # 'input' 'conv' 'conv_transpose' 'pool' 'resample' 'pad' 'depth_to_space'
+    #            'cat' 'gap' 'pointwise' 'positionwise'
     inputs: list[int]  # value ids read by the core
     output: int  # value id written
     attrs: dict = field(default_factory=dict)
@@ -665,32 +665,18 @@ class _Lowering:
 
     def _depth_to_space(self, n: fx.Node, x: Any, block: Any, order: str) -> None:
         """
-        Lower a depth-to-space (pixel shuffle) as a transposed convolution with one-hot weights.
+        Lower a depth-to-space (pixel shuffle) as an index copy: no arithmetic, no weights.
 
-        Kernel = stride = block and no padding put every input position's channels on exactly
-        its own block x block outputs, so change maps, tiles and every backend work as for
-        any transposed convolution, and each output is ``x * 1`` plus zeros: exact in fp32.
+        Output (y, x) reads input position (y // block, x // block) at a channel that depends
+        on its phase (y % block, x % block): ``c * block * block + phase`` in PyTorch's order,
+        ``phase * depth + c`` in TF's. A BatchNorm after it becomes an epilogue step.
         """
         v = self._main_input(n, x)
-        src = self.values[v]  # the model ran on the example: block divides the channels
-        bb = block * block
-        depth = src.channels // bb
-        if order == 'torch':
-            # In channel c * bb + i * block + j: groups of bb inputs feed one output channel
-            # each, so groups=depth and a (C_in, 1, b, b) weight, b*b times cheaper than dense.
-            weight = torch.eye(bb).view(bb, 1, block, block).repeat(depth, 1, 1, 1)
-            groups = depth
-        else:
-            # TF: in channel (i * block + j) * depth + c; an output channel's inputs are spread
-            # over the whole channel range, so no grouping fits: weight (C_in, C_out, b, b).
-            weight = torch.einsum('rs,cd->rcds', torch.eye(bb), torch.eye(depth))
-            weight = weight.reshape(bb * depth, depth, block, block)
-            groups = 1
-        weight = weight.to(src.dtype)  # ones and zeros: exact in every float type
-        layer = self._conv_transpose_layer(n, v, weight, None, (block, block), (0, 0), (0, 0),
-                                           (1, 1), groups)
-        # Data movement, not arithmetic: MAC statistics leave the one-hot products out.
-        layer.attrs['data_movement'] = True
+        self._check_nchw_result(n)
+        out = self._new_value(n)
+        attrs = {'block': int(block), 'order': order}
+        self._add_layer(Layer(self._layer_name(n), (self._layer_name(n), n.name),
+                              'depth_to_space', [v], out, attrs, order=self.node_order[n]))
 
     def _batch_norm_module(self, n: fx.Node, mod: nn.BatchNorm2d) -> None:
         if mod.training or mod.running_mean is None:
@@ -1163,8 +1149,6 @@ def _pad_map(n_in: int, before: int, after: int, mode: str) -> torch.Tensor:
 
 def macs_per_position(layer: Layer, values: list[Value]) -> float:
     """Multiply-accumulates per output position of a layer's core (0 for data movement)."""
-    if layer.attrs.get('data_movement'):
-        return 0.0
     out = values[layer.output]
     w = layer.attrs.get('weight')
     if layer.kind == 'conv':

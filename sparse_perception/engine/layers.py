@@ -680,6 +680,58 @@ class Pad(Run):
         return self._values(f, self.source, self.constant)
 
 
+class DepthToSpace(Run):
+    """
+    Depth-to-space (pixel shuffle): an index copy, one input row and one channel per output.
+
+    Output (y, x) reads input row (y // b, x // b) at channel ``c * cs + phase * ps`` with
+    phase ``(y % b) * b + x % b`` (PyTorch order: cs = b * b, ps = 1; TF: cs = 1, ps = C).
+    """
+
+    kind = 'depth_to_space'
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        a = self.layer.attrs
+        src, out = self.in_values[0], self.value
+        b = self.block = a['block']
+        self.tf_order = a['order'] == 'tf'
+        y = torch.arange(out.height).view(-1, 1)
+        x = torch.arange(out.width).view(1, -1)
+        self.source = ((y // b) * src.width + x // b).view(-1).to(self.device)
+        self.phase = ((y % b) * b + x % b).view(-1).to(self.device)
+
+    def core_candidates(self, f: Any, changes: dict) -> Change | None:
+        ch = changes.get(self.inputs[0])
+        if ch is None:
+            return None
+        if ch.full:
+            return self.full
+        mask = ch.ext.index_select(0, self.source).view(self.value.height, self.value.width)
+        return Change(self.value.height, self.value.width, mask=mask)
+
+    def _pick(self, rows: torch.Tensor, phase: torch.Tensor) -> torch.Tensor:
+        """(n, b * b * C) input rows -> (n, C): the channels of each row's phase."""
+        n, bb = rows.shape[0], self.block * self.block
+        blocks = rows.view(n, bb, -1) if self.tf_order else rows.view(n, -1, bb).transpose(1, 2)
+        return blocks[torch.arange(n, device=rows.device), phase]
+
+    def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
+        index = cand.idx
+        stats.computed = index.numel()
+        rows = f.backend.gather(f.caches[self.inputs[0]], self.source.index_select(0, index))
+        return index, self._pick(rows, self.phase.index_select(0, index))
+
+    def dense_values(self, f: Any) -> torch.Tensor:
+        src, b = self.in_values[0], self.block
+        x = f.caches[self.inputs[0]][:src.positions]
+        if self.tf_order:  # (Hi, Wi, i, j, C) -> (Hi, i, Wi, j, C)
+            x = x.view(src.height, src.width, b, b, -1).permute(0, 2, 1, 3, 4)
+        else:  # (Hi, Wi, C, i, j) -> (Hi, i, Wi, j, C)
+            x = x.view(src.height, src.width, -1, b, b).permute(0, 3, 1, 4, 2)
+        return x.reshape(self.positions, self.channels)
+
+
 class Cat(Run):
     """Concatenation along channels."""
 
@@ -792,7 +844,8 @@ def make_run(index: int, layer: Layer, values: list[Value], device: torch.device
             cls = Window
     else:
         cls = {'conv_transpose': Window, 'pool': Window, 'resample': Resample, 'pad': Pad,
-               'cat': Cat, 'pointwise': Pointwise, 'positionwise': Positionwise,
+               'depth_to_space': DepthToSpace, 'cat': Cat, 'pointwise': Pointwise,
+               'positionwise': Positionwise,
                'gap': GlobalPool}[layer.kind]
     return cls(index, layer, values, device, dtype, tile)
 

@@ -29,6 +29,11 @@ def register(subparsers) -> None:
     listing = actions.add_parser('list', help='registered models and whether their files are '
                                  'present')
     listing.add_argument('--models-dir', help='folder searched first for model files')
+    listing.add_argument('--json', action='store_true',
+                         help='print a JSON list of {name, kind, available, device_mode, '
+                         'device_reason}; device_mode is checked by loading and lowering each '
+                         'available model for the sync-free device mode (device_reason: why '
+                         'not, null when it runs)')
     listing.set_defaults(func=_list)
 
     fetch = actions.add_parser(
@@ -61,6 +66,9 @@ def register(subparsers) -> None:
 def _list(args) -> int:
     from sparse_perception.models.registry import candidate_paths, REGISTRY
 
+    if args.json:
+        print(json.dumps(_list_json(args.models_dir), indent=2))
+        return 0
     rows = []
     for entry in REGISTRY.values():
         found = next((p for p in candidate_paths(entry, args.models_dir) if p.is_file()), None)
@@ -71,6 +79,28 @@ def _list(args) -> int:
     for row in [('name', 'kind', 'fit', 'file')] + rows:
         print('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
     return 0
+
+
+def _list_json(models_dir: str | None) -> list[dict]:
+    """Every registered model with its file's presence and whether the device mode runs it."""
+    from sparse_perception.models.registry import (candidate_paths, device_mode_reason,
+                                                   load_model, REGISTRY)
+
+    listing = []
+    for entry in REGISTRY.values():
+        found = next((p for p in candidate_paths(entry, models_dir) if p.is_file()), None)
+        if found is None:
+            device_mode, reason = False, f'model file missing ({entry.filename}); not checked'
+        else:
+            try:
+                reason = device_mode_reason(load_model(entry.name, 'cpu',
+                                                       models_dir=models_dir))
+            except (OSError, ValueError, ImportError) as exc:
+                reason = f'the model does not load: {exc}'
+            device_mode = reason is None
+        listing.append({'name': entry.name, 'kind': entry.kind, 'available': found is not None,
+                        'device_mode': device_mode, 'device_reason': reason})
+    return listing
 
 
 def _fetch(args) -> int:

@@ -300,6 +300,48 @@ class LoadedModel:
         return summary
 
 
+# Input size at which a fully convolutional model is lowered to check its layers.
+FCN_CHECK_SIZE = (96, 128)
+
+
+def engine_networks(model: LoadedModel) -> list[tuple[str, Any, tuple[int, int]]]:
+    """
+    Return the networks of ``model`` that the engine runs: (what, trunk, input size).
+
+    The trunk, and a two-stage model's person detector; a fully convolutional trunk is given
+    :data:`FCN_CHECK_SIZE`.
+    """
+    nets = [('network', model.module.trunk, model.input_size or FCN_CHECK_SIZE)]
+    detector = getattr(model, 'detector', None)
+    if detector is not None:
+        size = model.detector_settings.input_size
+        nets.append(('detector', detector.trunk, (size, size)))
+    return nets
+
+
+def device_mode_reason(model: LoadedModel) -> str | None:
+    """
+    Return why the sync-free device mode cannot run ``model``, or None when it can.
+
+    Checked by lowering every engine network for the device mode (no kernel runs, so this
+    works on any machine with Triton installed; without it, that is the reason).
+    """
+    import torch
+    from sparse_perception.engine import EngineError
+    from sparse_perception.engine.device import check_lowering
+
+    for what, trunk, size in engine_networks(model):
+        first = next(iter(trunk.parameters()), None)
+        dtype = first.dtype if first is not None else torch.float32
+        try:
+            check_lowering(trunk, torch.zeros(1, 3, *size, dtype=dtype,
+                                              device=first.device if first is not None
+                                              else 'cpu'))
+        except EngineError as exc:  # UnsupportedOpError is one
+            return f'{what}: {exc}'
+    return None
+
+
 def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
                models_dir: str | os.PathLike | None = None, fake_quant: str | None = None,
                resize: str | None = None) -> LoadedModel:

@@ -82,6 +82,9 @@ def test_tile_forms(cuda, dtype, fraction, seed):
         kc.check_conv_tiles(cuda, dtype, seed * 10 + int(fraction * 5), kind, fraction)
     kc.check_resample_tiles(cuda, dtype, seed, fraction)
     kc.check_copy_tiles(cuda, dtype, seed, fraction)
+    kc.check_conv_transpose_tiles(cuda, dtype, seed, fraction)
+    for order in ('torch', 'tf'):
+        kc.check_shuffle_tiles(cuda, dtype, seed, order, fraction)
     for fn in ('softmax', 'log_softmax', 'argmax'):
         kc.check_positionwise(cuda, dtype, seed, fn)
     for threshold in (0.0, 0.5):
@@ -145,8 +148,9 @@ def test_device_mode_equals_dense(cuda, graph, dtype, tolerance):
     assert worst(got, dense(reference, sequence, cuda)) <= tolerance
 
 
-def test_graph_replay_matches_eager_frame_by_frame(cuda):
-    model = kn.build('mobile', seed=5).to(cuda)
+@pytest.mark.parametrize('name', ['mobile', 'upsampler'])
+def test_graph_replay_matches_eager_frame_by_frame(cuda, name):
+    model = kn.build(name, seed=5).to(cuda)
     sequence = kn.frames(3, 64, 96, 10, seed=3, tile=8)
     eager = run(DeviceModel(model, graph=False), sequence, cuda)
     engine = DeviceModel(model, graph=True)
@@ -159,8 +163,9 @@ def test_graph_replay_matches_eager_frame_by_frame(cuda):
     assert worst(replayed, eager) <= 1e-6
 
 
-def test_incremental_frames_do_not_synchronise(cuda):
-    model = kn.build('mobile', seed=6).to(cuda)
+@pytest.mark.parametrize('name', ['mobile', 'upsampler'])
+def test_incremental_frames_do_not_synchronise(cuda, name):
+    model = kn.build(name, seed=6).to(cuda)
     engine = DeviceModel(model, EngineConfig(threshold_scale=0.1), graph=False)
     state = engine.new_state()
     sequence = kn.frames(3, 64, 96, 6, seed=4, tile=8)

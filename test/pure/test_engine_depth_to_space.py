@@ -15,9 +15,10 @@
 """
 Depth-to-space in the engine: TF's DEPTH_TO_SPACE and PyTorch's pixel shuffle.
 
-Both are lowered as one-hot transposed convolutions (kernel = stride = block). At thresholds
-0 the incremental output must equal the dense model's after every frame of random change
-sequences; the layer counts no multiply-accumulates.
+Both are lowered as an index copy (no weights): output (y, x) reads one channel of input
+position (y // block, x // block). At thresholds 0 the incremental output must equal the dense
+model's after every frame of random change sequences (bit-exact for the shuffle alone); the
+layer counts no multiply-accumulates, in the eager executor and in the sync-free device mode.
 """
 
 import os
@@ -54,8 +55,8 @@ class Upsampler(nn.Module):
     """
     conv -> depth-to-space -> BatchNorm -> act, a conv beside it on the shuffled map, an add.
 
-    The BatchNorm folds into the one-hot weight, the activation joins its epilogue, and the
-    residual add reads the shuffled value from another layer.
+    The BatchNorm and the activation join the shuffle's epilogue, and the residual add reads
+    the shuffled value from another layer.
     """
 
     def __init__(self, cin, depth, block, order):
@@ -130,20 +131,20 @@ def test_networks_with_shuffles_match_dense(order, block, size, seed):
 
 def shuffle_layers(inc, x):
     program = inc.plan_for(x).program
-    return [layer for layer in program.layers if layer.attrs.get('data_movement')]
+    return [layer for layer in program.layers if layer.kind == 'depth_to_space']
 
 
-@pytest.mark.parametrize('order, groups', [('module', 5), ('function', 5), ('tf', 1)])
-def test_shuffle_lowers_to_a_one_hot_conv_transpose(order, groups):
+@pytest.mark.parametrize('order, expected', [('module', 'torch'), ('function', 'torch'),
+                                             ('tf', 'tf')])
+def test_shuffle_lowers_to_an_index_copy(order, expected):
     model = randomize(Upsampler(3, 5, 2, order), 0).eval()
     x = torch.randn(1, 3, 8, 10)
     inc = IncrementalModel(model)
     (layer,) = shuffle_layers(inc, x)
-    assert layer.kind == 'conv_transpose' and layer.attrs['groups'] == groups
-    assert layer.attrs['kernel'] == layer.attrs['stride'] == (2, 2)
-    assert [s.op for s in layer.epilogue] == ['hardtanh']  # the BatchNorm folded
-    # Folding scales the ones: every input channel still feeds exactly one output tap.
-    assert torch.equal((layer.attrs['weight'] != 0).sum((1, 2, 3)), torch.ones(20).long())
+    assert layer.attrs == {'block': 2, 'order': expected}  # no weights
+    assert [s.op for s in layer.epilogue] == ['affine', 'hardtanh']  # BatchNorm, ReLU6
+    (run,) = [r for r in inc.plan_for(x).runs if r.layer is layer]
+    assert run.kind == 'depth_to_space'
 
 
 def test_shuffle_counts_no_macs():
@@ -178,9 +179,33 @@ def test_pixel_unshuffle_is_still_unsupported():
 @pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1',
                     reason='the kernels run on CPU tensors only under the interpreter')
 @pytest.mark.parametrize('order', ['function', 'tf'])
-def test_kernels_backend_runs_the_shuffle_as_a_conv_transpose(order):
+def test_kernels_backend_runs_the_shuffle(order):
     model = randomize(Upsampler(3, 5, 2, order), 3).eval()
     x0 = torch.randn(1, 3, 7, 9)
     sequence = change_sequence(SeededChooser(3), x0, 3)
     inc = check_sequence(model, x0, sequence, EngineConfig(backend='kernels'))
     assert inc.backend.name == 'kernels'
+
+
+@pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1',
+                    reason='the kernels run on CPU tensors only under the interpreter')
+@pytest.mark.parametrize('order, block', [('module', 2), ('tf', 3)])
+def test_device_mode_runs_the_shuffle_as_a_copy(order, block):
+    from sparse_perception.engine.device import DeviceModel
+
+    model = randomize(Upsampler(3, 5, block, order), 4).eval()
+    x0 = torch.randn(1, 3, 5, 6)
+    sequence = change_sequence(SeededChooser(4), x0, 3)
+    device = DeviceModel(model, EngineConfig(tile=2), graph=False)
+    state = device.new_state()
+    for i, ((frame, tiles), x) in enumerate(zip([(x0, None)] + sequence,
+                                                [x0] + effective_inputs(x0, sequence))):
+        got = device(frame, tiles, state)
+        with torch.no_grad():
+            want = model(x)
+        diff = max_relative_difference(got, want)
+        assert diff <= TOLERANCE, f'frame {i}: max relative difference {diff:.3g}'
+    shuffles = [s for s in device.last_stats.layers if s.kind == 'depth_to_space']
+    assert len(shuffles) == 1 and shuffles[0].dense_macs == shuffles[0].macs == 0
+    launched = {spec.kind for spec in device.plan_for(x0).specs}
+    assert 'depth_to_space' in launched and 'conv_transpose' not in launched

@@ -56,6 +56,8 @@ def test_every_launched_specialisation_compiles_for_sm90(tmp_path):
         runs = [('mobile', torch.float16, DeviceModel, EngineConfig(threshold_scale=0.1)),
                 ('branches', torch.float32, DeviceModel, EngineConfig(threshold_scale=0.1)),
                 ('mobile_argmax', torch.float32, DeviceModel, EngineConfig()),
+                ('upsampler', torch.float16, DeviceModel, EngineConfig(threshold_scale=0.1)),
+                ('upsampler', torch.float32, DeviceModel, EngineConfig()),
                 ('branches', torch.float32, IncrementalModel, EngineConfig(backend='kernels')),
                 ('mobile', torch.float16, IncrementalModel, EngineConfig(backend='kernels'))]
         for name, dtype, engine_type, config in runs:

@@ -27,6 +27,7 @@ The engine on the kernels, end to end, through Triton's interpreter.
 
 import os
 
+from device_checks import ALLOWED, HostOps, recorded_launches, signature
 import kernel_networks as kn
 import pytest
 from sparse_perception import settings as st
@@ -39,7 +40,6 @@ from sparse_perception.engine.testing import (effective_inputs, max_relative_dif
                                               random_network, SeededChooser)
 import torch
 from torch import nn
-from torch.utils._python_dispatch import _disable_current_modes, TorchDispatchMode
 
 pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1',
@@ -108,7 +108,7 @@ def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch
 # -- the sync-free device mode -------------------------------------------------------------------
 
 @pytest.mark.parametrize('name, size', [('mobile', (21, 26)), ('mobile_argmax', (16, 23)),
-                                        ('branches', (19, 14))])
+                                        ('branches', (19, 14)), ('upsampler', (10, 14))])
 def test_device_mode_equals_dense_at_thresholds_zero(name, size):
     model = kn.build(name, seed=1)
     sequence = kn.frames(model_channels(model), *size, 4, seed=2)
@@ -226,9 +226,36 @@ def test_device_mode_streams_refresh_and_size_changes():
     assert one.memory_bytes() > 0
 
 
+@pytest.mark.parametrize('kernel, stride, padding, output_padding, dilation, groups', [
+    (2, 2, 0, 0, 1, 1), (3, 2, 1, 1, 1, 1), (4, 2, 1, 0, 1, 2), (3, 3, 0, 2, 2, 1)])
+def test_device_mode_runs_transposed_convolutions(kernel, stride, padding, output_padding,
+                                                  dilation, groups):
+    torch.manual_seed(kernel * 10 + stride)
+    model = nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+        nn.ConvTranspose2d(4, 6, kernel, stride, padding, output_padding, groups,
+                           dilation=dilation),
+        nn.BatchNorm2d(6), nn.ReLU6(), nn.Conv2d(6, 2, 3, padding=1)).eval()
+    model[3].running_mean.uniform_(-0.5, 0.5)
+    model[3].running_var.uniform_(0.5, 2.0)
+    sequence = kn.frames(3, 11, 13, 5, seed=kernel + stride)
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    got, active = [], []
+    for x, tiles in sequence:
+        got.append(device(x, tiles, state).clone())
+        (stats,) = [s for s in device.last_stats.layers if s.kind == 'conv_transpose']
+        active.append(stats.active / stats.positions)
+    assert worst(got, dense_outputs(model, sequence)) <= 1e-4
+    assert any(0 < a < 1 for a in active) and 0 in active  # a few tiles changed; none
+
+
 def test_device_mode_names_what_it_cannot_run():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ConvTranspose2d(3, 2, 2, 2)).eval()
-    with pytest.raises(UnsupportedOpError, match="layer '1'.*device mode cannot run it"):
+    # Five pointwise steps after a convolution: the kernels fuse at most four.
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Sigmoid(), nn.Tanh(),
+                          nn.Hardswish(), nn.ReLU()).eval()
+    with pytest.raises(UnsupportedOpError, match="layer '0'.*5 epilogue steps.*device mode "
+                                                 'cannot run it'):
         DeviceModel(model, graph=False)(torch.randn(1, 2, 8, 8))
     with pytest.raises(EngineError, match='CUDA graphs need a CUDA model'):
         DeviceModel(model, graph=True)
@@ -236,52 +263,11 @@ def test_device_mode_names_what_it_cannot_run():
 
 # -- no host synchronisation; the same launches every frame -------------------------------------
 
-# What a frame may do on the host besides launching kernels: copy the frame and the tile map
-# in, clear the masks and counters, copy the counters out, and take views.
-ALLOWED = {'aten._to_copy.default', 'aten.copy_.default', 'aten.zero_.default',
-           'aten.clone.default', 'aten.permute.default', 'aten.slice.Tensor',
-           'aten.view.default', 'aten.select.int', 'aten.alias.default',
-           'aten.detach.default', 'aten.as_strided.default', 'aten.empty_like.default',
-           'aten.empty.memory_format'}
-
-
-class HostOps(TorchDispatchMode):
-    """Record the aten ops run on the host (kernel launches excluded)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops.append(str(func))
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.fixture
 def launches(monkeypatch):
     """Record every kernel launch (and run it outside any dispatch mode)."""
-    from sparse_perception.kernels import _runtime
-
-    record = []
-    launch = _runtime.launch
-
-    def recording(kernel, grid, *args, **meta):
-        record.append((kernel, grid, args, meta))
-        with _disable_current_modes():
-            launch(kernel, grid, *args, **meta)
-    monkeypatch.setattr(_runtime, 'launch', recording)
-    return record
-
-
-def signature(record):
-    """Return a launch list with tensors replaced by (address, shape, dtype)."""
-    def key(a):
-        if isinstance(a, torch.Tensor):
-            return ('tensor', a.data_ptr(), tuple(a.shape), a.dtype)
-        return a
-    return [(kernel.fn.__name__ if hasattr(kernel, 'fn') else str(kernel), grid,
-             tuple(key(a) for a in args), tuple(sorted((k, key(v)) for k, v in meta.items())))
-            for kernel, grid, args, meta in record]
+    with recorded_launches(monkeypatch) as record:
+        yield record
 
 
 def test_frames_are_sync_free_and_launch_the_same_kernels(launches):

@@ -61,6 +61,20 @@ def test_copy_over_tiles(seed):
     kc.check_copy_tiles('cpu', torch.float16 if seed == 1 else torch.float32, seed, 0.4)
 
 
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('fraction', [0.0, 0.3, 1.0])
+def test_conv_transpose_over_tiles(dtype, fraction):
+    for seed in range(4):
+        kc.check_conv_transpose_tiles('cpu', dtype, seed + int(fraction * 10), fraction)
+
+
+@pytest.mark.parametrize('order', ['torch', 'tf'])
+@pytest.mark.parametrize('seed', range(3))
+def test_depth_to_space_over_tiles(order, seed):
+    kc.check_shuffle_tiles('cpu', torch.float16 if seed == 1 else torch.float32, seed, order,
+                           [0.4, 1.0, 0.0][seed])
+
+
 @pytest.mark.parametrize('fn', ['softmax', 'log_softmax', 'argmax'])
 def test_positionwise_over_tiles(fn):
     kc.check_positionwise('cpu', torch.float32, 3, fn)

@@ -14,6 +14,7 @@
 
 """The registry, load_model by name and by path, checkpoints, and the models command."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -237,6 +238,20 @@ def test_models_command(tmp_path, capsys):
     assert cli.main(['models', 'fetch', '--wheel', str(wheel), '--cache-dir',
                      str(tmp_path / 'c')]) == 0
     assert (tmp_path / 'c' / 'mediapipe' / 'pose_landmark_full.tflite').is_file()
+
+
+def test_models_list_json_says_what_the_device_mode_runs(tmp_path, capsys, monkeypatch):
+    require_shared('models/coral')
+    movenet = registry.REGISTRY['movenet_lightning']
+    missing = dataclasses.replace(movenet, name='absent', filename='absent.tflite')
+    monkeypatch.setattr(registry, 'REGISTRY', {'movenet_lightning': movenet, 'absent': missing})
+    assert cli.main(['models', 'list', '--json', '--models-dir', str(tmp_path)]) == 0
+    listing = json.loads(capsys.readouterr().out)
+    assert listing == [
+        {'name': 'movenet_lightning', 'kind': 'pose', 'available': True, 'device_mode': True,
+         'device_reason': None},
+        {'name': 'absent', 'kind': 'pose', 'available': False, 'device_mode': False,
+         'device_reason': 'model file missing (absent.tflite); not checked'}]
 
 
 def test_command_line_entry_point():

@@ -156,14 +156,17 @@ def test_device_mode_equals_dense_and_takes_live_thresholds(checkpoint):
     assert max_relative_difference(seen.seen[-1][0], dense_logits(pipeline, sequence[6])) <= 1e-4
 
 
-def with_transposed_logits(monkeypatch, input_size=None):
-    """Make the loader give the tiny model a transposed 1x1 convolution as its logits layer."""
+def with_unfusable_logits(monkeypatch, input_size=None):
+    """Make the loader give the tiny model logits whose epilogue the kernels cannot fuse."""
     load = registry.load_model
 
     def loader(*args, **kwargs):
         model = load(*args, **kwargs)
         torch.manual_seed(1)
-        model.module.trunk.logits = nn.ConvTranspose2d(8, 3, 1).eval()
+        # Five pointwise steps after the convolution: the kernels fuse at most four.
+        model.module.trunk.logits = nn.Sequential(
+            nn.Conv2d(8, 3, 1), nn.ReLU(), nn.Sigmoid(), nn.Tanh(), nn.Hardswish(),
+            nn.ReLU()).eval()
         if input_size is not None:  # a fixed input size: lowered when it loads
             model.input_size, model.resize = input_size, 'resize'
         return model
@@ -172,7 +175,7 @@ def with_transposed_logits(monkeypatch, input_size=None):
 
 @pytest.mark.parametrize('input_size', [None, (HEIGHT, WIDTH)])
 def test_auto_falls_back_to_eager_with_a_warning(checkpoint, monkeypatch, caplog, input_size):
-    with_transposed_logits(monkeypatch, input_size)
+    with_unfusable_logits(monkeypatch, input_size)
     # On the CPU 'auto' never picks the device mode; pretend this is CUDA with the kernels.
     monkeypatch.setattr(pipeline_module, '_auto_picks_device', lambda config, device: True)
     caplog.set_level(logging.WARNING, logger=pipeline_module.LOG.name)
@@ -186,13 +189,13 @@ def test_auto_falls_back_to_eager_with_a_warning(checkpoint, monkeypatch, caplog
     assert type(net.engine) is IncrementalModel and net.execution == 'eager'
     assert not result.stats.heads['segmentation'].dense  # the eager engine runs sparse
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "'logits'" in warnings[0] and 'eager' in warnings[0]
+    assert len(warnings) == 1 and "'logits.0'" in warnings[0] and 'eager' in warnings[0]
 
 
 @pytest.mark.parametrize('input_size', [None, (HEIGHT, WIDTH)])
 def test_explicit_device_names_the_layer_it_cannot_run(checkpoint, monkeypatch, input_size):
-    with_transposed_logits(monkeypatch, input_size)
-    match = r"device mode.*layer 'logits' \(conv_transpose\).*model.execution 'eager'"
+    with_unfusable_logits(monkeypatch, input_size)
+    match = r"device mode.*layer 'logits.0' \(conv\).*epilogue steps.*model.execution 'eager'"
     with pytest.raises(ModelLoadError, match=match):
         pipeline = Pipeline(settings(checkpoint), heads=('segmentation',))
         pipeline.process(frames(1)[0])  # fully convolutional: lowered at the first frame
