@@ -90,7 +90,7 @@ def _cuda_available() -> bool:
 
 @pytest.fixture(params=['cpu', 'cuda'])
 def device(request):
-    """Run a test on every device there is (STYLE.md #11); CUDA skips without a GPU."""
+    """Run a test on every device there is; CUDA skips without a GPU."""
     if request.param == 'cuda' and not _cuda_available():
         pytest.skip('CUDA is not available')
     return request.param
@@ -98,7 +98,7 @@ def device(request):
 
 @pytest.fixture(params=['float32', 'float16'])
 def dtype(request):
-    """Both precisions; tolerances follow the precision (STYLE.md #9)."""
+    """Both precisions; tolerances follow the precision."""
     import torch
     return getattr(torch, request.param)
 

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Issue 7's "done when": DAVIS and JHMDB through make-bag and replay --gt score as eval accuracy.
+DAVIS and JHMDB through make-bag and replay --gt score as eval accuracy does.
 
 The frames go into rosbag2 files with ``sparse-perception make-bag`` (JPEG and PNG files byte
 for byte), the bags are replayed with their ground truth, and the report's ground-truth scores

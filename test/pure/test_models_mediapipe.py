@@ -87,7 +87,7 @@ def test_blazepose_agrees_with_the_interpreter(blazepose):
     frames = [clip / f'{i:05d}.png' for i in range(1, 41, 6)]
     frames.append(require_shared(f'{COCO}/000000000785.jpg'))
     summary = blazepose_parity(blazepose, frames).summary
-    # Issue 5 asks for 2 px at the model's resolution. Measured: the 33 landmarks within
+    # The parity bound is 2 px at the model's resolution. Measured: the 33 landmarks within
     # 0.0005 crop pixels of the interpreter's, presence within 2e-6, detector outputs within
     # 3e-6 of their largest magnitude.
     assert summary['within_2px'] == 1.0 and summary['max_px'] <= 0.05, summary
