@@ -23,6 +23,9 @@ like select tiers:
 - ros: real rclpy (nodes in executors, DDS between processes);
 - gpu: CUDA only, skipped where there is none;
 - lint: ament's flake8 and pep257, the copyright header, and the import boundaries.
+
+Across the tiers, tests that take more than a few seconds on 2 CPU cores are marked ``slow``
+(registered in pytest.ini): ``-m 'not slow'`` is the quick tier for the inner loop.
 """
 
 import importlib.util

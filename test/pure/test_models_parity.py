@@ -37,6 +37,7 @@ JHMDB = 'data/jhmdb/ReadJHMDBAnnotations/data/Goal_Keeping_Tips_catch_f_cm_np1_f
 COCO = 'data/coco-stills/tests/data/coco'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal'])
 def test_deeplab_labels_agree_with_the_interpreter(name):
     model = load_model(name, models_dir=require_shared('models/coral'))
@@ -61,6 +62,7 @@ def test_deeplab_labels_agree_with_the_interpreter(name):
     assert abs((mask == PERSON).mean() - person_net) < 0.05 * person_net
 
 
+@pytest.mark.slow
 def test_movenet_keypoints_agree_with_the_interpreter():
     model = load_model('movenet_lightning', models_dir=require_shared('models/coral'))
     frames = [require_shared(f'{JHMDB}/{i:05d}.png') for i in (1, 8, 15, 22, 29, 36)]
