@@ -78,8 +78,8 @@ setup(
     description=DESCRIPTION,
     license='Apache-2.0',
     python_requires='>=3.10',
-    # The GPU kernels live in the top-level kernels/ folder of the design card but are only
-    # ever imported as sparse_perception.kernels.
+    # The GPU kernels live in the top-level kernels/ folder (beside the package, like launch/ and
+    # config/) but are only ever imported as sparse_perception.kernels.
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']) + [PACKAGE + '.kernels'],
     package_dir={PACKAGE + '.kernels': 'kernels'},
     package_data={PACKAGE: ['data/*', 'data/*/*']},

@@ -14,7 +14,7 @@
 # limitations under the License.
 
 """
-Issue 7 on the full data: DAVIS and JHMDB bags replayed with ground truth vs eval accuracy.
+The full DAVIS and JHMDB data as bags, replayed with ground truth, against eval accuracy.
 
     .venv/bin/python bench/replay_groundtruth.py [--accuracy bench/results/accuracy.json]
 
@@ -109,7 +109,7 @@ def main(argv: list[str]) -> int:
                 'machine': platform.platform(), 'python': platform.python_version(),
                 'wall_s': time.perf_counter() - started}
     args.out.with_suffix('.json').write_text(json.dumps(document, indent=2) + '\n')
-    lines = ['# Replay with ground truth vs eval accuracy (issue 7)', '',
+    lines = ['# Replay with ground truth vs eval accuracy', '',
              f'- eval accuracy result: `{args.accuracy.name}`; the bags: '
              '`sparse-perception make-bag` of the whole sequence (JPEG / PNG byte for byte), '
              'replayed with `--gt` at the same settings and frame range',

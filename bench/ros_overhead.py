@@ -16,7 +16,7 @@
 """
 What the ROS edge costs per frame: conversion and publishing around the pipeline.
 
-Issue 6 targets below 2 ms per frame for 640x480 and 1280x720 on two CPU cores. This measures
+The target is below 2 ms per frame for 640x480 and 1280x720 on two CPU cores. This measures
 the real node's own code on real rclpy, with the model left out (a fixed result stands in for
 the pipeline, since the model's cost is not the ROS edge's):
 
@@ -252,7 +252,7 @@ def _markdown(report: dict) -> str:
         f"({report['machine']['cores']} cores visible, load average before/after "
         f"{report['machine']['load_before']} / {report['machine']['load_after']}), "
         f"{report['frames']} frames per figure after {report['warmup']} warm-up frames.", '',
-        'Target (issue 6): total below 2 ms. Median (p90) in ms; the model is left out.', '',
+        'Target: total below 2 ms. Median (p90) in ms; the model is left out.', '',
         '| stage | ' + ' | '.join(report['results']) + ' |',
         '|---|' + '---|' * len(report['results']),
     ]

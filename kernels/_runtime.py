@@ -112,11 +112,6 @@ def check_float(*tensors: torch.Tensor) -> None:
                               'bfloat16 (other dtypes run on the reference backend)')
 
 
-def dummy(like: torch.Tensor) -> torch.Tensor:
-    """Return a tensor to pass for a pointer argument a kernel will not read."""
-    return like
-
-
 # -- helpers used inside kernels ----------------------------------------------------------------
 
 @triton.jit

@@ -35,7 +35,7 @@ import typing
 from typing import Any, Iterator, Mapping
 
 # Environment variable that selects the compute backend wherever the settings leave it at
-# 'auto' (see STYLE.md #13: one switch, settable by environment and by parameter).
+# 'auto': one switch between kernels and reference, settable by environment and by parameter.
 BACKEND_ENV = 'SPARSE_PERCEPTION_BACKEND'
 
 

@@ -23,6 +23,9 @@ like select tiers:
 - ros: real rclpy (nodes in executors, DDS between processes);
 - gpu: CUDA only, skipped where there is none;
 - lint: ament's flake8 and pep257, the copyright header, and the import boundaries.
+
+Across the tiers, tests that take more than a few seconds on 2 CPU cores are marked ``slow``
+(registered in pytest.ini): ``-m 'not slow'`` is the quick tier for the inner loop.
 """
 
 import importlib.util
@@ -90,7 +93,7 @@ def _cuda_available() -> bool:
 
 @pytest.fixture(params=['cpu', 'cuda'])
 def device(request):
-    """Run a test on every device there is (STYLE.md #11); CUDA skips without a GPU."""
+    """Run a test on every device there is; CUDA skips without a GPU."""
     if request.param == 'cuda' and not _cuda_available():
         pytest.skip('CUDA is not available')
     return request.param
@@ -98,7 +101,7 @@ def device(request):
 
 @pytest.fixture(params=['float32', 'float16'])
 def dtype(request):
-    """Both precisions; tolerances follow the precision (STYLE.md #9)."""
+    """Both precisions; tolerances follow the precision."""
     import torch
     return getattr(torch, request.param)
 

@@ -20,7 +20,7 @@ The pure tier runs them on CPU tensors through Triton's interpreter, the gpu tie
 
 Each ``check_*`` draws random shapes from a seed (channels not multiples of 8, odd sizes),
 runs the kernel and its plain-torch reference, and asserts agreement with a tolerance that
-follows the precision (STYLE.md #9): fp32 within a few ulps of the output scale; fp16
+follows the precision: fp32 within a few ulps of the output scale; fp16
 within twice the error of the plain-torch fp16 path against an fp32 reference (at least two
 fp16 ulps of the scale). The tile forms of the sync-free path are checked against dense
 torch ops: candidates equal the dense result, every other cache row is untouched, and list

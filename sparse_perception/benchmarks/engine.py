@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-``sparse-perception bench engine``: the incremental engine against dense torch (issue 3).
+``sparse-perception bench engine``: the incremental engine against dense torch.
 
 One run, one process, the same weights and frames:
 
@@ -26,8 +26,8 @@ One run, one process, the same weights and frames:
 4. the extra memory of the caches (at 576x768 and 720p).
 
 Times are medians per frame with the warm-up dropped. ``--json`` writes the result contract
-of issue 3 (device, model, resolution, frames, dense_ms, incremental_ms, speedup,
-active_fraction, max_rel_diff, sweep) plus the details; ``--markdown`` a table.
+(device, model, resolution, frames, dense_ms, incremental_ms, speedup, active_fraction,
+max_rel_diff, sweep) plus the details; ``--markdown`` a table.
 """
 
 from __future__ import annotations
@@ -52,10 +52,10 @@ SCALES = (0.0, 0.01, 0.03, 0.1, 0.3)
 def register(subparsers: Any) -> None:
     """Add ``engine`` to the ``bench`` group."""
     parser = subparsers.add_parser(
-        'engine', help='incremental engine vs dense torch on vtest frames (issue 3)',
+        'engine', help='incremental engine vs dense torch on vtest frames',
         description='Time the incremental engine against the same model run dense with torch '
         'on the vtest clip, sweep the threshold scale and the changed fraction, and report the '
-        "caches' memory (issue 3).")
+        "caches' memory.")
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                         help='device to run on [cpu]')
     parser.add_argument('--json', metavar='PATH', help='write the results as JSON here')

@@ -14,7 +14,7 @@
 
 
 """
-``sparse-perception bench gpu``: incremental kernels against dense cuDNN at batch 1 (issue 4).
+``sparse-perception bench gpu``: incremental kernels against dense cuDNN at batch 1.
 
 One process, the same weights (fp16 by default) and the same real frames (vtest at 576x768,
 and resized to 1080x1920), through the change detector:
@@ -37,7 +37,7 @@ and resized to 1080x1920), through the change detector:
   changed fraction; the fixed cost is the time at p = 0 and the break-even is where the
   curves cross.
 
-CUDA only (exit code 2 elsewhere). ``--json`` writes the result contract of issue 4
+CUDA only (exit code 2 elsewhere). ``--json`` writes the result contract
 (``gpu``, ``torch``, ``triton``, ``runs``, ``layers``) plus details; ``--markdown`` a report.
 """
 
@@ -77,7 +77,7 @@ LAYERS = (
 def register(subparsers: Any) -> None:
     """Add ``bench gpu``."""
     parser = subparsers.add_parser(
-        'gpu', help='incremental kernels vs dense cuDNN on CUDA (issue 4)',
+        'gpu', help='incremental kernels vs dense cuDNN on CUDA',
         description=__doc__.split('\n\n')[0].split(': ', 1)[1] + ' CUDA only.')
     parser.add_argument('--json', metavar='PATH', help='write the results as JSON here')
     parser.add_argument('--markdown', metavar='PATH', help='write a markdown report here')

@@ -15,16 +15,20 @@
 """
 The per-layer primitives of incremental execution, behind one small backend interface.
 
-The sparse path of every layer runs as a few primitives; each is meant to become one fused
-GPU kernel in the ``kernels`` backend (issue 4), which must give the same results as the
-pure-torch :class:`ReferenceBackend` here (CPU and CUDA). Dense fallbacks hand the caches'
-channels_last views to stock torch ops (cuDNN and oneDNN run those well already), and the
-resampling layer's row path writes whole output rows straight into its cache.
+The eager executor (:class:`~sparse_perception.engine.IncrementalModel`) runs the sparse path
+of every layer as a few primitives. Two backends implement them: the pure-torch
+:class:`ReferenceBackend` here (CPU and CUDA) and the ``kernels`` backend
+(``sparse_perception.kernels.backend``: Triton kernels, the reference for what they do not
+cover), which gives the same results. Dense fallbacks hand the caches' channels_last views to
+stock torch ops (cuDNN and oneDNN run those well already), and the resampling layer's row
+path writes whole output rows straight into its cache.
 
-The reference builds exact-size index tensors with ``nonzero`` (a host synchronisation on
-CUDA). A kernels backend that must avoid those can keep the same primitives but pass
-fixed-capacity index buffers with a device-side count instead; the executor only needs the
-changed index (or mask) that ``store`` returns.
+Both backends take exact-size index tensors built with ``nonzero`` (a host synchronisation
+on CUDA). The sync-free path is not a backend:
+:class:`~sparse_perception.engine.device.DeviceModel` runs the same lowered program on the
+kernels directly, with fixed-capacity tile lists and device-side counts, and replays a frame
+as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
+primitives.
 
 Data layout
 -----------
@@ -76,8 +80,8 @@ Registering a backend
 :func:`register_backend` maps a name to a factory ``factory(device) -> Backend`` that raises an
 EngineError saying why when it cannot run on that device (returning None also works). When the
 'kernels' backend is asked for and not registered, :func:`get_backend` imports
-``sparse_perception.kernels``, whose import is expected to register it (without compiling
-anything or touching CUDA at import time).
+``sparse_perception.kernels`` and calls its ``register()`` (which compiles nothing and does
+not touch CUDA; importing that package registers the backend too).
 """
 
 from __future__ import annotations

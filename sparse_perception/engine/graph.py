@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import operator
-from typing import Any, Callable
+from typing import Any
 
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.ops import depth_to_space
@@ -191,13 +191,6 @@ def _holds_tensor(value: Any) -> bool:
     if isinstance(value, dict):
         return any(_holds_tensor(v) for v in value.values())
     return False
-
-
-@dataclass
-class _Ref:
-    """A reference to a program value inside node arguments."""
-
-    value: int
 
 
 def trace(module: nn.Module) -> fx.GraphModule:
@@ -1158,9 +1151,3 @@ def macs_per_position(layer: Layer, values: list[Value]) -> float:
         total = src.positions * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
         return total / out.positions
     return 0.0
-
-
-def activation_fn(name: str) -> Callable:
-    """Return the functional form of a named activation (for reference and tests)."""
-    from sparse_perception.engine.backend import ACTIVATIONS
-    return ACTIVATIONS[name]

@@ -827,10 +827,6 @@ class GlobalPool(Run):
     def _mean(self, total: torch.Tensor) -> torch.Tensor:
         return (total / self.in_values[0].positions).to(self.value.dtype).view(1, -1)
 
-    def dense_values(self, f: Any) -> torch.Tensor:  # used by nothing but kept for symmetry
-        src = self.in_values[0]
-        return f.caches[self.inputs[0]][:src.positions].mean(0, keepdim=True)
-
 
 def make_run(index: int, layer: Layer, values: list[Value], device: torch.device,
              dtype: torch.dtype, tile: int) -> Run:

@@ -72,7 +72,7 @@ SECTIONS = ('parity', 'davis', 'jhmdb')
 # on all 184 frames took 7.7 minutes of the 10 the evaluation may take on 2 shared CPU cores.
 DAVIS_FRAMES = '::2'
 JHMDB_FRAMES = ':'  # all 40 frames (MoveNet at 192x192 is cheap)
-# What issue 5 asks of the default sparsity settings.
+# The accuracy bounds the default sparsity settings must keep.
 MAX_DROP_POINTS = 0.5  # IoU / PCK points, dense minus incremental
 MIN_AGREEMENT = 0.995  # share of mask pixels, incremental vs dense
 # Parity: the Coral models from the shared folder, the MediaPipe ones where they are cached.
@@ -418,7 +418,7 @@ def sparsity_values(settings: PerceptionSettings) -> dict[str, Any]:
 
 
 def criteria(davis: dict[str, Any], jhmdb: dict[str, Any] | None) -> dict[str, Any]:
-    """Check the results against issue 5's bounds; list what fails."""
+    """Check the results against the accuracy bounds; list what fails."""
     failures = []
     for name, result in davis.items():
         if result['iou_drop_points'] is not None and result['iou_drop_points'] > MAX_DROP_POINTS:
@@ -662,7 +662,7 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   f'{_ms(jhmdb, "incremental")} |', '']
     check = result.get('criteria')
     if check:
-        lines += [f'Issue 5 bounds (drop <= {check["max_drop_points"]} points, agreement >= '
+        lines += [f'Accuracy bounds (drop <= {check["max_drop_points"]} points, agreement >= '
                   f'{check["min_agreement"] * 100:g}%): '
                   + ('**met**' if check['passed'] else '**missed**: '
                      + '; '.join(check['failures'])), '']

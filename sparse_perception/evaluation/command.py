@@ -37,7 +37,7 @@ examples:
   sparse-perception eval accuracy --json accuracy.json
   sparse-perception eval accuracy --json quick.json --davis-frames 0:20 --sections davis
   sparse-perception eval accuracy --json t20.json --change.threshold 20
-exit status: 0 done (also when a bound of issue 5 is missed: see criteria in the JSON),
+exit status: 0 done (also when an accuracy bound is missed: see criteria in the JSON),
 1 missing data or a model that cannot load (one line on stderr), 2 usage.
 """
 
@@ -46,7 +46,7 @@ SWEEP_DESCRIPTION = """\
 Run the incremental pipelines over sparsity settings (points) on DAVIS, JHMDB and the
 bundled vtest40 clip; record accuracy (against ground truth and against dense), active
 fraction, MACs saved and latency per point, and choose the point that saves the most MACs
-within issue 5's bounds. Each point is applied on top of the package defaults with
+within the accuracy bounds. Each point is applied on top of the package defaults with
 change.threshold 0, change.min_pixels 1 and sparsity.scale 0. Without --point or --axis the
 built-in points run (see sparse_perception/evaluation/sweep.py).
 """
@@ -243,8 +243,8 @@ def summary(result: dict, path: Path) -> str:
                      f"{jhmdb['incremental_pck']:.4f}, active {jhmdb['active_fraction']:.3f}")
     check = result.get('criteria')
     if check:
-        lines.append('issue 5 bounds: ' + ('met' if check['passed'] else
-                                           'MISSED: ' + '; '.join(check['failures'])))
+        lines.append('accuracy bounds: ' + ('met' if check['passed'] else
+                                            'MISSED: ' + '; '.join(check['failures'])))
     lines.append(f"{result['timing']['total_s']:.0f} s; written to {path}")
     return '\n'.join(lines)
 

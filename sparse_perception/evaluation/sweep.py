@@ -27,9 +27,9 @@ point the incremental pipelines run on
   where temporal sparsity has something to skip, for the speed a point buys.
 
 The dense outputs are computed once, in alternation with the first point's incremental run
-(so that both are timed under the same load). A point *passes* when it keeps issue 5's bounds
-on every DAVIS sequence and on JHMDB (IoU / PCK drop <= 0.5 points, mask agreement >= 99.5%);
-among the passing points the one that saves the most multiply-accumulates (mean over the
+(so that both are timed under the same load). A point *passes* when it keeps the accuracy
+bounds on every DAVIS sequence and on JHMDB (IoU / PCK drop <= 0.5 points, mask agreement
+>= 99.5%); among the passing points the one that saves the most multiply-accumulates (mean over the
 clips, vtest40 included; ties: the lower active fraction) is *chosen*. MACs, not wall time,
 decide, because they do not depend on the machine's load; the measured speed is recorded
 beside them. Finally the package's own default models (MediaPipe) are run at the exact base
@@ -138,7 +138,7 @@ def clip_key(data: accuracy.ClipData) -> str:
 
 
 def check(results: Mapping[str, dict]) -> dict[str, Any]:
-    """Check issue 5's bounds on the clips with ground truth (vtest40 has none)."""
+    """Check the accuracy bounds on the clips with ground truth (vtest40 has none)."""
     davis = {k.split('/', 1)[1]: v for k, v in results.items() if k.startswith('davis/')}
     return accuracy.criteria(davis, results.get('jhmdb'))
 
@@ -294,7 +294,7 @@ def markdown(document: Mapping[str, Any], command: str = '') -> str:
         f'{document["conditions"]["vtest40"]}',
         '- base of every point: package defaults with '
         + ', '.join(f'{k} = {v}' for k, v in document['base'].items() if k != 'note'),
-        f'- bounds (issue 5): IoU / PCK drop <= {accuracy.MAX_DROP_POINTS} points, mask '
+        f'- accuracy bounds: IoU / PCK drop <= {accuracy.MAX_DROP_POINTS} points, mask '
         f'agreement >= {accuracy.MIN_AGREEMENT * 100:g}% on every DAVIS sequence and JHMDB',
         f'- choice: {document["conditions"]["choice"]}',
         f'- machine: {device.get("cpu")}, {device.get("cores")} cores, torch '

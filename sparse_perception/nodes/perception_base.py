@@ -15,7 +15,7 @@
 """
 The lifecycle node the three perception nodes share: parameters, QoS, conversion, publishing.
 
-Life cycle (STYLE.md #2): configure reads the parameters, checks the model settings and creates
+Life cycle: configure reads the parameters, checks the model settings and creates
 the publishers; activate builds the pipeline (loading the models), warms it up, and starts the
 subscription and a processing thread; deactivate stops them and frees the models and GPU
 memory; cleanup removes the publishers. With ``node.autostart`` (the default) the node walks

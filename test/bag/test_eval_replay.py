@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Issue 7's "done when": DAVIS and JHMDB through make-bag and replay --gt score as eval accuracy.
+DAVIS and JHMDB through make-bag and replay --gt score as eval accuracy does.
 
 The frames go into rosbag2 files with ``sparse-perception make-bag`` (JPEG and PNG files byte
 for byte), the bags are replayed with their ground truth, and the report's ground-truth scores
@@ -25,6 +25,7 @@ matching. A few frames keep it quick; the full sequences are compared by
 
 import json
 
+import pytest
 from sparse_perception import cli
 from sparse_perception.evaluation import accuracy
 from sparse_perception.replay.sources import FrameRange
@@ -57,6 +58,7 @@ def _replay(tmp_path, bag, head, model, truth, frames=':'):
     return json.loads((out / 'report.json').read_text())
 
 
+@pytest.mark.slow
 def test_davis_bag_replay_scores_as_the_evaluation(tmp_path):
     require_shared('models/coral')
     clip = accuracy.davis_clip('parkour')
@@ -74,6 +76,7 @@ def test_davis_bag_replay_scores_as_the_evaluation(tmp_path):
     assert expected['incremental_iou'] != expected['dense_iou']  # the sparse path was scored
 
 
+@pytest.mark.slow
 def test_jhmdb_bag_replay_scores_as_the_evaluation(tmp_path):
     require_shared('models/coral')
     clip = accuracy.jhmdb_clip()

@@ -15,8 +15,8 @@
 """
 The engine's exactness checks on CUDA (the pure tier runs them on the CPU).
 
-TF32 is switched off so that fp32 means fp32 on both sides; fp16 models are held to the fp16
-tolerance of the issue (relative 1e-2 of the output scale).
+TF32 is switched off so that fp32 means fp32 on both sides; fp16 models are held to an fp16
+tolerance (relative 1e-2 of the output scale).
 """
 
 import pytest

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Only sparse_perception/nodes/ may import rclpy or ROS message packages (ARCHITECTURE.md).
+Only sparse_perception/nodes/ may import rclpy or ROS message packages.
 
 The core stays usable without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
 """

@@ -26,6 +26,7 @@ CHECKED = ['sparse_perception', 'kernels', 'launch', 'test', 'bench', 'tools', '
 
 @pytest.mark.flake8
 @pytest.mark.linter
+@pytest.mark.slow
 def test_flake8(monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # ament_flake8 skips hidden folders below the working directory
     # ament's own rules, checked in this process: flake8's worker processes are forked, and a

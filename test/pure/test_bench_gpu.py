@@ -119,6 +119,7 @@ def test_result_contract_from_a_fake_timing_source(tmp_path):
     assert not list(tmp_path.glob('*.tmp'))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1',
                     reason='the dry run needs the kernels on the CPU (the interpreter)')
 def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):

@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Temporal change maps (issue 3, item 1): thresholds, tiles, reference per tile, refresh."""
+"""Temporal change maps: thresholds, tiles, reference per tile, refresh."""
 
 import numpy as np
 import pytest

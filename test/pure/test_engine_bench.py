@@ -30,6 +30,7 @@ CONTRACT = ('device', 'model', 'resolution', 'frames', 'dense_ms', 'incremental_
             'active_fraction', 'max_rel_diff', 'sweep')
 
 
+@pytest.mark.slow
 def test_bench_engine_writes_the_contract(tmp_path, capsys):
     require_shared('data/vtest/vtest.avi')
     out, md = tmp_path / 'r.json', tmp_path / 'r.md'

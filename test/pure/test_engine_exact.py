@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Exactness of the incremental engine against the dense model (issue 3, item 4).
+Exactness of the incremental engine against the dense model.
 
 Property-based: hypothesis draws small networks over every supported layer type (convolutions
 with kernels 1/3/5/7, strides 1/2, dilations, groups and padding modes, depthwise,

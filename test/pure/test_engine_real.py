@@ -82,11 +82,13 @@ def check_clip(frames, width, tile_size, config=None, argmax=False):
     return active
 
 
+@pytest.mark.slow
 def test_vtest_full_resolution_is_exact():
     active = check_clip(vtest_frames(4), width=1.0, tile_size=16)
     assert max(active[1:]) < 1.0  # the frames after the first ran incrementally
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('tile_size, cutoff', [(8, 0.5), (16, 1.0), (4, 0.2)])
 def test_vtest_long_sequence_is_exact(tile_size, cutoff):
     frames = vtest_frames(12, size=(288, 384))
@@ -95,10 +97,12 @@ def test_vtest_long_sequence_is_exact(tile_size, cutoff):
                                    tile=4))
 
 
+@pytest.mark.slow
 def test_vtest_class_map_tail():
     check_clip(vtest_frames(6, size=(144, 192)), width=0.5, tile_size=8, argmax=True)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('sequence', ['parkour', 'breakdance'])
 def test_davis_moving_camera_is_exact(sequence):
     check_clip(davis_frames(sequence, 6, (240, 426)), width=0.5, tile_size=8)

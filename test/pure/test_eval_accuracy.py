@@ -47,6 +47,7 @@ def short_run(tmp_path_factory):
     return json.loads(path.read_text()), (out / 'accuracy.md').read_text()
 
 
+@pytest.mark.slow
 def test_result_contract(short_run):
     result, _ = short_run
     assert {'parity', 'davis', 'jhmdb', 'settings'} <= set(result)
@@ -76,6 +77,7 @@ def test_result_contract(short_run):
     assert result['environment']['versions']['torch']
 
 
+@pytest.mark.slow
 def test_default_settings_keep_the_bounds_on_real_frames(short_run):
     # The first frame of a stream runs dense; the two after it are the incremental ones.
     result, _ = short_run
@@ -83,6 +85,7 @@ def test_default_settings_keep_the_bounds_on_real_frames(short_run):
     assert result['davis']['parkour']['dense_frames'] == 1
 
 
+@pytest.mark.slow
 def test_markdown_names_every_section(short_run):
     _, text = short_run
     for heading in ('## DAVIS', '## JHMDB', '## Parity', 'parkour', 'movenet_lightning'):

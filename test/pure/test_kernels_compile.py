@@ -45,6 +45,7 @@ def _has_cuda_backend() -> bool:
                                  'ptxas').exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not _has_cuda_backend(), reason='this Triton wheel has no CUDA backend')
 def test_every_launched_specialisation_compiles_for_sm90(tmp_path):
     from sparse_perception.kernels import _runtime

@@ -107,6 +107,7 @@ def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch
 
 # -- the sync-free device mode -------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name, size', [('mobile', (21, 26)), ('mobile_argmax', (16, 23)),
                                         ('branches', (19, 14)), ('upsampler', (10, 14))])
 def test_device_mode_equals_dense_at_thresholds_zero(name, size):
@@ -138,6 +139,7 @@ def test_device_mode_on_random_networks(seed):
     assert worst(got, dense_outputs(model, sequence)) <= 1e-4, kinds
 
 
+@pytest.mark.slow
 def test_device_mode_fp16_within_the_fp16_tolerance():
     model = kn.build('mobile', seed=4).half()
     sequence = [(x.half(), t) for x, t in kn.frames(3, 17, 20, 3, seed=5)]
@@ -147,6 +149,7 @@ def test_device_mode_fp16_within_the_fp16_tolerance():
     assert worst(got, expected) <= 1e-2
 
 
+@pytest.mark.slow
 def test_device_mode_with_thresholds_agrees_with_the_eager_reference():
     model = kn.build('mobile', seed=6)
     # 33 x 37: windowed layers' tiles cross the maps' edges, in both executors.
@@ -163,6 +166,7 @@ def test_device_mode_with_thresholds_agrees_with_the_eager_reference():
     assert changed < sum(s.changed for s in exact.last_stats.layers)
 
 
+@pytest.mark.slow
 def test_device_mode_global_scale_and_live_thresholds_agree_with_the_eager_executor():
     model = kn.build('mobile', seed=6)
     sequence = kn.frames(3, 32, 32, 4, seed=7)  # 32 x 32: see the test above
@@ -182,6 +186,7 @@ def test_device_mode_global_scale_and_live_thresholds_agree_with_the_eager_execu
     assert held['device'] == held['eager'] == [0]  # the pooled mean moved too little
 
 
+@pytest.mark.slow
 def test_device_mode_on_mobilenet_v2_deeplabv3():
     model = mobilenet_v2_deeplabv3(width=0.25, seed=1)
     sequence = kn.frames(3, 24, 40, 2, seed=3, tile=8)[:2]
@@ -189,6 +194,7 @@ def test_device_mode_on_mobilenet_v2_deeplabv3():
     assert worst(got, dense_outputs(model, sequence)) <= 1e-4
 
 
+@pytest.mark.slow
 def test_device_statistics_match_the_eager_executor():
     model = kn.build('branches', seed=8)
     sequence = kn.frames(4, 19, 14, 2, seed=9)[:2]
@@ -206,6 +212,7 @@ def test_device_statistics_match_the_eager_executor():
     assert 0 < d.active_fraction < 1 and 0 < d.mac_fraction <= 1
 
 
+@pytest.mark.slow
 def test_device_mode_streams_refresh_and_size_changes():
     model = kn.build('branches', seed=2)
     device = DeviceModel(model, graph=False)
@@ -270,6 +277,7 @@ def launches(monkeypatch):
         yield record
 
 
+@pytest.mark.slow
 def test_frames_are_sync_free_and_launch_the_same_kernels(launches):
     model = kn.build('mobile', seed=3)
     device = DeviceModel(model, EngineConfig(threshold_scale=0.1), graph=False)

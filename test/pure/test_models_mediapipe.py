@@ -82,12 +82,13 @@ def test_selfie_mask_lands_on_the_person(mediapipe_cache):
         assert (person & truth).sum() / (person | truth).sum() >= 0.6
 
 
+@pytest.mark.slow
 def test_blazepose_agrees_with_the_interpreter(blazepose):
     clip = require_shared(f'{JHMDB}/{CLIP}')
     frames = [clip / f'{i:05d}.png' for i in range(1, 41, 6)]
     frames.append(require_shared(f'{COCO}/000000000785.jpg'))
     summary = blazepose_parity(blazepose, frames).summary
-    # Issue 5 asks for 2 px at the model's resolution. Measured: the 33 landmarks within
+    # The parity bound is 2 px at the model's resolution. Measured: the 33 landmarks within
     # 0.0005 crop pixels of the interpreter's, presence within 2e-6, detector outputs within
     # 3e-6 of their largest magnitude.
     assert summary['within_2px'] == 1.0 and summary['max_px'] <= 0.05, summary
@@ -95,6 +96,7 @@ def test_blazepose_agrees_with_the_interpreter(blazepose):
     assert summary['detector_max_relative_difference'] <= 1e-4, summary
 
 
+@pytest.mark.slow
 def test_blazepose_follows_the_jhmdb_goalkeeper(blazepose):
     clip = require_shared(f'{JHMDB}/{CLIP}')
     truth = read_jhmdb(require_shared(f'{JHMDB}/joint_positions.mat'))
@@ -174,6 +176,7 @@ def test_roi_stays_fixed_while_the_person_stays_inside_and_moves_when_they_leave
     assert abs(centres[-1][1] - roi.center[1]) <= 20.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('turns', [1, 2, 3])
 def test_rotated_frames_give_the_same_keypoints(blazepose, turns):
     frame = read_rgb(require_shared(f'{COCO}/000000000785.jpg'))
@@ -194,6 +197,7 @@ def test_rotated_frames_give_the_same_keypoints(blazepose, turns):
     assert abs((turned + 180.0) % 360.0 - 180.0) <= 10.0
 
 
+@pytest.mark.slow
 def test_blazepose_exposes_the_landmark_network_to_the_engine(blazepose):
     module = blazepose.module
     x = torch.rand(1, 3, 256, 256)

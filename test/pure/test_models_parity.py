@@ -16,8 +16,9 @@
 Parity of the imported Coral models with the TFLite interpreter on real frames (../shared).
 
 The torch modules hold the dequantised weights and compute in float, while the interpreter
-runs the integer kernels; both get the very same uint8 network input. Thresholds follow issue 5
-where the float model can meet them and are stated where it cannot (see each test).
+runs the integer kernels; both get the very same uint8 network input. Thresholds follow the
+parity bounds where the float model can meet them and are stated where it cannot (see each
+test).
 """
 
 import numpy as np
@@ -36,6 +37,7 @@ JHMDB = 'data/jhmdb/ReadJHMDBAnnotations/data/Goal_Keeping_Tips_catch_f_cm_np1_f
 COCO = 'data/coco-stills/tests/data/coco'
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('name', ['deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal'])
 def test_deeplab_labels_agree_with_the_interpreter(name):
     model = load_model(name, models_dir=require_shared('models/coral'))
@@ -43,7 +45,7 @@ def test_deeplab_labels_agree_with_the_interpreter(name):
               for sequence, index in DAVIS_FRAMES]
     result = segmentation_parity(model, frames)
     agreement = result.per_frame
-    # Issue 5: >= 98% of pixels. Measured per frame (tail fake-quant): parkour 99.8-99.96%,
+    # Parity bound: >= 98% of pixels. Measured per frame (tail fake-quant): parkour 99.8-99.96%,
     # breakdance 96-98% (a crowd of ambiguous people/chairs, where one quantisation step flips
     # the arg-max); so the bound is on the pooled pixels, and a looser one per frame.
     assert result.summary['pooled_agreement'] >= 0.98, agreement
@@ -60,12 +62,13 @@ def test_deeplab_labels_agree_with_the_interpreter(name):
     assert abs((mask == PERSON).mean() - person_net) < 0.05 * person_net
 
 
+@pytest.mark.slow
 def test_movenet_keypoints_agree_with_the_interpreter():
     model = load_model('movenet_lightning', models_dir=require_shared('models/coral'))
     frames = [require_shared(f'{JHMDB}/{i:05d}.png') for i in (1, 8, 15, 22, 29, 36)]
     frames.append(require_shared(f'{COCO}/000000000785.jpg'))
     summary = pose_parity(model, frames).summary
-    # Issue 5 asks for 2 px at model resolution. The int8 model's offsets are themselves on a
+    # The parity bound is 2 px at model resolution. The int8 model's offsets are themselves on a
     # 0.8 px grid and its features differ from the float ones by a few quantisation steps, so
     # not every keypoint lands within 2 px (measured: about 57%); the median does, and
     # confident keypoints stay close. Measured here: median 1.80 px, 90th percentile of the

@@ -450,7 +450,7 @@ def test_not_a_flatbuffer():
         import_tflite(b'\x00' * 64, name='junk.bin')
 
 
-def test_supported_operator_list_covers_the_issue():
+def test_supported_operator_list_covers_the_common_vision_operators():
     needed = {'CONV_2D', 'DEPTHWISE_CONV_2D', 'TRANSPOSE_CONV', 'ADD', 'MUL', 'HARD_SWISH',
               'LOGISTIC', 'AVERAGE_POOL_2D', 'MAX_POOL_2D', 'MEAN', 'RESIZE_BILINEAR',
               'RESIZE_NEAREST_NEIGHBOR', 'CONCATENATION', 'PAD', 'RESHAPE', 'ARG_MAX',

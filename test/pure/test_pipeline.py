@@ -107,6 +107,7 @@ def test_every_live_change_setting_reaches_the_change_detectors(frames):
             assert getattr(detector, name.split('.')[1]) == value, name
 
 
+@pytest.mark.slow
 def test_model_change_reloads_and_a_bad_model_keeps_the_old_head(frames, tmp_path):
     pipeline = Pipeline(_settings(), heads=('segmentation',))
     pipeline.process(frames[0])
@@ -118,6 +119,7 @@ def test_model_change_reloads_and_a_bad_model_keeps_the_old_head(frames, tmp_pat
     assert pipeline.process(frames[2]).stats.dense  # a new model starts dense
 
 
+@pytest.mark.slow
 def test_size_change_and_reset_run_dense(frames):
     pipeline = Pipeline(_settings(), heads=('segmentation',))
     pipeline.process(frames[0])
@@ -162,6 +164,7 @@ def _mediapipe_settings(cache, **changes):
     return st.replace(st.PerceptionSettings(), base)
 
 
+@pytest.mark.slow
 def test_resized_input_is_exact_at_threshold_zero(mediapipe_cache):
     # Selfie segmentation resizes the frame, so it keeps a change map of its own input.
     settings = _mediapipe_settings(mediapipe_cache)
@@ -173,6 +176,7 @@ def test_resized_input_is_exact_at_threshold_zero(mediapipe_cache):
     assert not got.stats.heads['segmentation'].dense
 
 
+@pytest.mark.slow
 def test_tracked_crop_is_exact_at_threshold_zero(mediapipe_cache):
     # BlazePose crops the frame around the person. A scene whose only motion is away from the
     # person keeps the crop still in both pipelines, so they must agree (tracking decisions
@@ -210,6 +214,7 @@ def _detector_input(frame, size):
     return torch.from_numpy(pixels).permute(2, 0, 1)[None].float() * (2.0 / 255.0) - 1.0
 
 
+@pytest.mark.slow
 def test_pose_detector_runs_in_the_engine_equal_to_dense(frames, mediapipe_cache):
     # pose_detection.tflite holds three DEPTH_TO_SPACE ops; the engine lowers them, so the
     # detector runs incrementally instead of falling back to dense.

@@ -111,6 +111,7 @@ def dense_logits(pipeline, frame):
         return model.module.trunk(model.to_tensor(frame))[0]
 
 
+@pytest.mark.slow
 def test_device_mode_equals_dense_and_takes_live_thresholds(checkpoint):
     pipeline = Pipeline(settings(checkpoint), heads=('segmentation',))
     head = pipeline._heads['segmentation']

@@ -30,6 +30,7 @@ import time
 import clip
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
+import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from support import REPO
@@ -56,6 +57,7 @@ def _wait_active(harness, node_process, timeout=60.0):
     return False
 
 
+@pytest.mark.slow
 def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     masks = harness.collect(Image, f'{NODE}/mask', qos)
@@ -139,6 +141,7 @@ def test_a_bad_parameter_stops_the_executable_with_the_reason():
     assert 'change.threshold' in output and '12.0' in output
 
 
+@pytest.mark.slow
 def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
     # Through the real factory: without sparse_perception.pipeline (or with it, for a model
     # name nobody registered) activation fails with the reason and the node keeps running.

@@ -22,6 +22,7 @@ incremental engine, on frames of the bundled rosbag2 clip.
 
 import clip
 import numpy as np
+import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
@@ -37,6 +38,7 @@ def _stamp(msg):
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
+@pytest.mark.slow
 def test_default_models_through_the_real_pipeline(harness, mediapipe_cache):
     node = harness.make(PerceptionNode, {
         'model.models_dir': str(mediapipe_cache), 'model.device': 'cpu',
