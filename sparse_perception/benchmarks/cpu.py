@@ -519,7 +519,7 @@ def markdown(result: dict) -> str:
                     if r['engine'] == 'incremental') + '.',
         '',
         'dense_torch: the dense reference pipeline on torch (`Pipeline(settings, '
-        "incremental=False)`, `model.runtime: torch`); engine_dense: the incremental pipeline "
+        'incremental=False)`, `model.runtime: torch`); engine_dense: the incremental pipeline '
         "with a refresh every frame (the engine's own dense pass, the detector on every frame, "
         'no path choice); incremental: the shipped defaults (each network on the engine or on '
         'its dense runtime, whichever is measured faster; the person detector on every '
