@@ -67,6 +67,7 @@ class Harness:
         from rclpy.parameter import Parameter
 
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
+        kwargs.setdefault('model_check', nodes_pipeline_double.model_problem)
         node = node_class(pipeline_factory=factory or nodes_pipeline_double.factory(),
                           context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
                           parameter_overrides=overrides, **kwargs)

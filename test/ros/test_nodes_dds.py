@@ -80,10 +80,8 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
         sent = {(sec, nanosec) for sec, nanosec, _ in clip.records()}
         harness.spin_until(lambda: len(masks) == len(sent) and len(clouds) == len(sent),
                            timeout=3.0)
-        # A dropped frame never completes the count above; what remains in flight then is
-        # at most the last frame's larger message (a 576x768 mask after its small cloud).
-        harness.spin_until(lambda: {_stamp(m) for m in masks} == {_stamp(c) for c in clouds},
-                           timeout=5.0)
+        # A dropped frame never completes the count above; let what is in flight arrive.
+        harness.spin_for(1.0)
     finally:
         if player is not None and player.poll() is None:
             player.kill()
@@ -101,7 +99,12 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     assert len(mask_stamps) >= len(sent) // 2, (len(mask_stamps), node_output)
     assert set(mask_stamps) <= sent and set(cloud_stamps) <= sent
     assert mask_stamps == sorted(set(mask_stamps))  # in order, each frame once
-    assert set(cloud_stamps) == set(mask_stamps)  # both heads ran on every frame
+    assert cloud_stamps == sorted(set(cloud_stamps))
+    # Both heads run on every frame the node takes, but DDS promises neither topic every
+    # message (keep-last history, best-effort input): a mask and a cloud of one frame are
+    # two deliveries, and either may be lost alone. Most frames must show both.
+    both = set(cloud_stamps) & set(mask_stamps)
+    assert len(both) >= len(sent) // 2, (len(both), len(mask_stamps), len(cloud_stamps))
     assert all(m.header.frame_id == 'camera' for m in masks + clouds)
     assert all((m.height, m.width, m.encoding) == (576, 768, 'mono8') for m in masks)
 
@@ -147,3 +150,38 @@ def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
         '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate')
     assert code == 0, output
     assert 'cannot activate' in output, output
+
+
+def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
+    # A terminal's Ctrl-C reaches the node from the terminal and again from `ros2 launch`; the
+    # second one lands while the node frees its model. Keep signalling until it has exited.
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+         '-r', f'__ns:=/sigint_{os.getpid()}', '-p', 'model.segmentation:=tiny-seg',
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
+         '-p', 'node.warmup_height:=48'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, active = [], threading.Event()
+
+    def read():
+        for line in process.stdout:
+            lines.append(line)
+            if ']: active' in line:
+                active.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert active.wait(60), ''.join(lines)
+        end = time.monotonic() + 10.0
+        while process.poll() is None and time.monotonic() < end:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(5)
+    output = ''.join(lines)
+    assert process.returncode == 0, output
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
