@@ -34,7 +34,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from support import REPO
 
-NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see conftest.UNIQUE)
+NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see ros_harness.UNIQUE)
 NODE = f'{NAMESPACE}/perception_node'
 CAMERA = f'{NAMESPACE}/camera/image_raw'
 
