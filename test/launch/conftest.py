@@ -25,6 +25,7 @@ import gc
 import importlib.util
 import os
 from pathlib import Path
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -59,9 +60,15 @@ def installed(tmp_path_factory, mediapipe_cache):
         _unavailable(f'ROS 2 launch tooling not installed ({", ".join(missing)}): ./scripts/test '
                      'installs it from the shared folder (wheels/ros-launch)')
     prefix = tmp_path_factory.mktemp('prefix')
+    # From a copy: setuptools leaves build/ and egg-info folders where it builds.
+    source = tmp_path_factory.mktemp('source') / 'sparse_perception'
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        '.venv', '.git', 'build', '*.egg-info', '__pycache__', '.*_cache', 'runs'))
     install = subprocess.run(
+        # --ignore-installed: leave the test environment's own (editable) install alone.
         [sys.executable, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
-         '--no-deps', '--no-build-isolation', '--prefix', str(prefix), str(REPO)],
+         '--no-deps', '--no-build-isolation', '--ignore-installed', '--prefix', str(prefix),
+         str(source)],
         capture_output=True, text=True)
     assert install.returncode == 0, install.stdout + install.stderr
     site = sysconfig.get_path('purelib', vars={'base': str(prefix), 'platbase': str(prefix)})
