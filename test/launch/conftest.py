@@ -53,7 +53,7 @@ def installed(tmp_path_factory, mediapipe_cache):
     AMENT_PREFIX_PATH names the prefix (the package index, launch/ and config/ under share/,
     the node executables under lib/sparse_perception/) before the test environment's own.
     """
-    require_shared('wheels/ros-launch')
+    shared = require_shared('wheels/ros-launch').parents[1]
     missing = [name for name in ('launch', 'launch_ros', 'ros2cli', 'ros2launch')
                if importlib.util.find_spec(name) is None]
     if missing:
@@ -80,6 +80,8 @@ def installed(tmp_path_factory, mediapipe_cache):
         PATH=os.pathsep.join([str(prefix / 'bin'), str(Path(sys.executable).parent),
                               env.get('PATH', '')]),
         SPARSE_PERCEPTION_MODEL_CACHE=str(mediapipe_cache),
+        # An install is not beside the shared folder: name it, as the README says.
+        SPARSE_PERCEPTION_SHARED=str(shared),
         PYTHONUNBUFFERED='1',
     )
     return env

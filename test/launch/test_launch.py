@@ -23,6 +23,7 @@ SIGINT and expects a clean exit.
 """
 
 import os
+import subprocess
 import time
 
 import clip
@@ -256,3 +257,13 @@ def test_pip_install_puts_the_node_executables_where_ros2_run_looks(installed):
     assert code == 0, output
     assert sorted(output.split()) == sorted(
         ['sparse_perception'] * 3 + ['perception_node', 'pose_node', 'segmentation_node'])
+
+
+def test_the_installed_command_line_finds_every_model(installed):
+    done = subprocess.run(['sparse-perception', 'models', 'list'], env=installed,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert 'not found' not in done.stdout and 'missing' not in done.stdout, done.stdout
+    for name in ('selfie_segmentation_landscape', 'blazepose', 'deeplabv3_mnv2_pascal',
+                 'movenet_lightning'):
+        assert name in done.stdout, done.stdout
