@@ -32,7 +32,8 @@ import sysconfig
 
 import pytest
 from ros_harness import Harness
-from support import IN_CI, REPO, require_shared
+from sparse_perception.shared_data import shared_path, SharedDataMissing
+from support import IN_CI, REPO
 
 if importlib.util.find_spec('rclpy') is None:
     # Under CI its absence already fails the session (test/conftest.py); here it only skips.
@@ -46,19 +47,24 @@ def _unavailable(reason):
 
 
 @pytest.fixture(scope='session')
-def installed(tmp_path_factory, mediapipe_cache):
+def installed(request, tmp_path_factory):
     """
     Return the environment in which ``ros2`` finds the package as ``pip install .`` left it.
 
     AMENT_PREFIX_PATH names the prefix (the package index, launch/ and config/ under share/,
     the node executables under lib/sparse_perception/) before the test environment's own.
     """
-    shared = require_shared('wheels/ros-launch').parents[1]
+    try:
+        shared = shared_path('wheels/ros-launch').parents[1]
+    except SharedDataMissing as exc:
+        _unavailable(f"the launch tier needs ROS 2's launch tooling, which is not on PyPI and "
+                     f'comes as wheels from the shared folder: {exc}')
     missing = [name for name in ('launch', 'launch_ros', 'ros2cli', 'ros2launch')
                if importlib.util.find_spec(name) is None]
     if missing:
         _unavailable(f'ROS 2 launch tooling not installed ({", ".join(missing)}): ./scripts/test '
                      'installs it from the shared folder (wheels/ros-launch)')
+    mediapipe_cache = request.getfixturevalue('mediapipe_cache')  # the default models
     prefix = tmp_path_factory.mktemp('prefix')
     # From a copy: setuptools leaves build/ and egg-info folders where it builds.
     source = tmp_path_factory.mktemp('source') / 'sparse_perception'
