@@ -94,14 +94,16 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def __init__(self, *, pipeline_factory: PipelineFactory = make_pipeline,
                  model_check: ModelCheck = registered_model_problem,
-                 node_name: str | None = None, **node_options: Any):
+                 defer_autostart: bool = False, node_name: str | None = None,
+                 **node_options: Any):
         """
         Declare the parameters and, with ``node.autostart``, walk to active.
 
         ``pipeline_factory(settings, heads)`` builds the pipeline and ``model_check(head,
         value, settings)`` says why a model setting cannot load before it is accepted (tests
-        pass a double of both); ``node_options`` go to rclpy's Node (namespace,
-        parameter_overrides, context, ...).
+        pass a double of both). With ``defer_autostart`` the caller starts the walk to active
+        (:meth:`start_autostart`) once the node spins. ``node_options`` go to rclpy's Node
+        (namespace, parameter_overrides, context, ...).
         Raises :class:`~sparse_perception.settings.SettingError` for a bad parameter value.
         """
         super().__init__(node_name or self.KIND.name, **node_options)
@@ -120,6 +122,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._subscription = None
         self._input_timers: list[Any] = []
         self._worker: threading.Thread | None = None
+        self._autostarter: threading.Thread | None = None
         self._slot = LatestSlot()
         self._guard = StreamGuard()
         self._throttle = LogThrottle()
@@ -136,7 +139,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, 'add_pre_set_parameters_callback'):  # Jazzy and later
             self.add_pre_set_parameters_callback(self._coerce_parameters)
-        if self._params.node.autostart:
+        if self._params.node.autostart and not defer_autostart:
             self._autostart()
 
     # -----------------------------------------------------------------------------------------
@@ -286,6 +289,25 @@ class PerceptionLifecycleNode(LifecycleNode):
     # Life cycle
     # -----------------------------------------------------------------------------------------
 
+    def start_autostart(self) -> None:
+        """
+        With ``node.autostart``, walk to active in a thread of its own, while the node spins.
+
+        Loading and warming the model takes tens of seconds on a CPU; meanwhile the executor
+        answers the node's services: get_state says 'activating', parameters can be read.
+        """
+        if self._params.node.autostart and self._autostarter is None:
+            self._autostarter = threading.Thread(
+                target=self._autostart_quietly, name=f'{self.get_name()}-autostart', daemon=True)
+            self._autostarter.start()
+
+    def _autostart_quietly(self) -> None:
+        try:
+            self._autostart()
+        except Exception as exc:
+            if self.context.ok():  # else: shut down under the transition (Ctrl-C)
+                self.get_logger().error(f'could not walk to active: {exc!r}')
+
     def _autostart(self) -> None:
         if self.trigger_configure() == SUCCESS:
             self.trigger_activate()
@@ -329,7 +351,7 @@ class PerceptionLifecycleNode(LifecycleNode):
                 f'model.{head} = {getattr(settings.model, head)!r}' for head in self._heads)
             + f' on {settings.model.device} and warming up ({lifecycle.warmup_frames} frames '
             f'of {lifecycle.warmup_width}x{lifecycle.warmup_height}); this can take tens of '
-            'seconds on a CPU, and the node answers no service until it is done')
+            'seconds on a CPU')
         try:
             pipeline = self._factory(settings, self._heads)
         except Exception as exc:  # ModelLoadError, or anything a broken model file throws
@@ -383,6 +405,9 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Stop the processing thread and free the model before the node goes."""
+        starter = self._autostarter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()  # a model load cannot be cut short; the warm-up stops early
         self._release_all()
         super().destroy_node()
 
@@ -640,8 +665,9 @@ def run(node_class: type, args: list[str] | None = None) -> int:
     executor = SingleThreadedExecutor()
     node = None
     try:
-        node = node_class()
+        node = node_class(defer_autostart=True)
         executor.add_node(node)
+        node.start_autostart()
         executor.spin()
     except st.SettingError as exc:
         get_logger(node_class.KIND.name).fatal(str(exc))

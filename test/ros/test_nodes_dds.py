@@ -64,6 +64,9 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
         [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:={NAMESPACE}', '-p', 'model.segmentation:=tiny-seg',
          '-p', 'model.pose:=tiny-pose', '-p', 'input.transport:=compressed',
+         # As the player publishes: under auto the node would switch from best effort once it
+         # sees the player, and lose what is sent meanwhile in a 2 s replay.
+         '-p', 'input.reliability:=reliable',
          '-p', f'input.topic:={CAMERA}', '-p', 'node.warmup_width:=64',
          '-p', 'node.warmup_height:=48'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -95,7 +98,7 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
 
     mask_stamps = [_stamp(m) for m in masks]
     cloud_stamps = [_stamp(c) for c in clouds]
-    # The node keeps up with 20 Hz here, but best effort may lose a frame under load.
+    # The node keeps up with 20 Hz here, but may drop a frame under load (newest wins).
     assert len(mask_stamps) >= len(sent) // 2, (len(mask_stamps), node_output)
     assert set(mask_stamps) <= sent and set(cloud_stamps) <= sent
     assert mask_stamps == sorted(set(mask_stamps))  # in order, each frame once
@@ -185,3 +188,36 @@ def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
     output = ''.join(lines)
     assert process.returncode == 0, output
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+
+
+def test_the_node_answers_get_state_while_it_warms_up(harness):
+    # A long warm-up (large frames): the executor must spin meanwhile.
+    namespace = f'/warm_{os.getpid()}'
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+         '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=40',
+         '-p', 'node.warmup_width:=1280', '-p', 'node.warmup_height:=720'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = harness.node.create_client(GetState, f'{namespace}/perception_node/get_state')
+    seen = []
+    try:
+        end = time.monotonic() + 120.0
+        while time.monotonic() < end and process.poll() is None:
+            if client.service_is_ready():
+                future = client.call_async(GetState.Request())
+                if harness.spin_until(future.done, timeout=2.0):
+                    seen.append(future.result().current_state.id)
+                    if seen[-1] == State.PRIMARY_STATE_ACTIVE:
+                        break
+            harness.spin_for(0.05)
+        assert seen and seen[-1] == State.PRIMARY_STATE_ACTIVE, seen
+        assert State.TRANSITION_STATE_ACTIVATING in seen, seen
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0 and 'Traceback' not in output, output
