@@ -132,16 +132,20 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
     assert _set(harness, client, change__threshold=5.0)[0].successful
 
 
-def test_the_registered_models_check_names_and_files():
+def test_the_registered_models_check_names_and_files(tmp_path, monkeypatch):
     from sparse_perception import settings as st
     from sparse_perception.node_config import registered_model_problem
 
     settings = st.PerceptionSettings()
     problem = registered_model_problem('segmentation', 'no_such_model', settings)
     assert 'no_such_model' in problem and 'selfie_segmentation' in problem
-    missing = registered_model_problem(
-        'pose', 'blazepose', st.replace(settings, {'model.models_dir': '/nonexistent'}))
-    assert missing is None or 'models fetch' in missing or 'looked in' in missing
+    monkeypatch.setenv('SPARSE_PERCEPTION_MODEL_CACHE', str(tmp_path / 'empty'))
+    missing = registered_model_problem('pose', 'blazepose', settings)
+    assert 'blazepose' in missing and 'models fetch' in missing, missing
+    (tmp_path / 'models' / 'mediapipe').mkdir(parents=True)
+    (tmp_path / 'models' / 'mediapipe' / 'pose_landmark_full.tflite').write_bytes(b'')
+    found = st.replace(settings, {'model.models_dir': str(tmp_path / 'models')})
+    assert registered_model_problem('pose', 'blazepose', found) is None
 
 
 def test_a_model_that_fails_to_load_reverts_only_itself(harness, tmp_path):
