@@ -16,6 +16,7 @@
 
 from glob import glob
 from pathlib import Path
+import sys
 import xml.etree.ElementTree as ElementTree
 
 from setuptools import find_packages, setup
@@ -72,6 +73,19 @@ TEST_REQUIRES = [
     'ai-edge-litert==2.3.0',
 ]
 
+DATA_FILES = [
+    ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
+    ('share/' + PACKAGE, ['package.xml']),
+    ('share/' + PACKAGE + '/launch', sorted(glob('launch/*.launch.py'))),
+    ('share/' + PACKAGE + '/config', sorted(glob('config/*.yaml'))),
+]
+# `ros2 run` and launch files look for node executables in lib/<package>. colcon puts the
+# console scripts there (setup.cfg); pip builds a wheel, whose console scripts land in bin/, so
+# a wheel also carries one forwarder per node in lib/<package> (colcon never builds a wheel, so
+# the two cannot collide).
+if any(command in sys.argv for command in ('bdist_wheel', 'editable_wheel')):
+    DATA_FILES.append(('lib/' + PACKAGE, [f'resource/lib/{node}' for node in NODES]))
+
 setup(
     name=PACKAGE,
     version=VERSION,
@@ -83,12 +97,7 @@ setup(
     packages=find_packages(include=[PACKAGE, PACKAGE + '.*']) + [PACKAGE + '.kernels'],
     package_dir={PACKAGE + '.kernels': 'kernels'},
     package_data={PACKAGE: ['data/*', 'data/*/*']},
-    data_files=[
-        ('share/ament_index/resource_index/packages', ['resource/' + PACKAGE]),
-        ('share/' + PACKAGE, ['package.xml']),
-        ('share/' + PACKAGE + '/launch', sorted(glob('launch/*.launch.py'))),
-        ('share/' + PACKAGE + '/config', sorted(glob('config/*.yaml'))),
-    ],
+    data_files=DATA_FILES,
     # Only what pip metadata can vouch for on a robot too: OpenCV usually comes from the
     # distribution there (python3-opencv), which pip cannot see, so it is an extra.
     install_requires=[

@@ -60,3 +60,32 @@ if [ ! -e "$stamp" ]; then
   find "$venv" -maxdepth 1 -name '.installed-*' ! -name ".installed-$files-*" -delete
   touch "$stamp"
 fi
+
+# ROS 2's launch tooling (launch, launch_ros, ros2launch and the ros2 command with its verbs)
+# for the launch tier: not on PyPI, but built from upstream as wheels in the shared folder
+# (wheels/ros-launch, with its README), installed on top of the ros-test extra's rclpy. Without
+# the shared folder nothing is installed and the launch tier says why it skips (under CI=true it
+# fails instead).
+install_ros_launch() {
+  local wheels=${SPARSE_PERCEPTION_SHARED:-$repo/../shared}/wheels/ros-launch
+  [ -d "$wheels" ] || return 0
+  local sums
+  sums=$(sha256sum "$wheels/SHA256SUMS" | cut -c1-16)
+  local launch_stamp="$venv/.launch-$sums"
+  [ -e "$launch_stamp" ] && return 0
+  echo "Installing ROS 2 launch tooling from $wheels into $venv ..." >&2
+  local log=$venv/install.log
+  if ! { (cd "$wheels" && sha256sum --quiet -c SHA256SUMS) >>"$log" 2>&1 &&
+         "$VENV_PY" -m pip install -q --disable-pip-version-check \
+           psutil==7.2.2 argcomplete==3.7.2 >>"$log" 2>&1 &&
+         "$VENV_PY" -m pip install -q --disable-pip-version-check --no-index \
+           --find-links "$wheels" launch launch_xml launch_yaml launch_ros ros2launch ros2cli \
+           ros2run ros2param ros2lifecycle ros2topic ros2node ros2service ros2pkg \
+           osrf_pycommon rosidl_runtime_py ros-composition-interfaces >>"$log" 2>&1; }; then
+    tail -n 30 "$log" >&2
+    echo "Installing the launch tooling from $wheels failed; the whole log is $log" >&2
+    exit 1
+  fi
+  find "$venv" -maxdepth 1 -name '.launch-*' -delete
+  touch "$launch_stamp"
+}

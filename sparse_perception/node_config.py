@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 import textwrap
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -106,6 +106,11 @@ def pipeline_settings(settings: st.NodeSettings) -> st.PerceptionSettings:
     return st.build(st.PerceptionSettings, st.flatten(settings))
 
 
+def _looks_like_path(value: str) -> bool:
+    return ('/' in value or '\\' in value or value.startswith('~')
+            or Path(value).suffix.lower() in MODEL_FILE_SUFFIXES)
+
+
 def model_problem(head: str, value: str) -> str | None:
     """
     Return why ``model.<head> = value`` cannot load, if that is clear without loading it.
@@ -117,14 +122,86 @@ def model_problem(head: str, value: str) -> str | None:
     if not value:
         return (f'{name} is empty but the {head} head is requested: set {name} to a registered '
                 'model name or a model file path')
-    looks_like_path = ('/' in value or '\\' in value or value.startswith('~')
-                       or Path(value).suffix.lower() in MODEL_FILE_SUFFIXES)
-    if looks_like_path:
+    if _looks_like_path(value):
         path = Path(value).expanduser()
         if not path.is_file():
             return (f'{name} = {value!r}: model file {str(path)!r} does not exist or is not a '
                     'file; fix the path or use a registered model name')
     return None
+
+
+# check_model(head, value, settings) -> why the model cannot load, or None
+ModelCheck = Callable[[str, str, st.PerceptionSettings], Optional[str]]
+
+
+def registered_model_problem(head: str, value: str,
+                             settings: st.PerceptionSettings) -> str | None:
+    """
+    Return why ``model.<head> = value`` cannot load, from what is knowable without loading.
+
+    Beyond :func:`model_problem`: a name must be registered and its file found (in
+    ``model.models_dir``, the model cache or the shared folder). A file that exists but does
+    not load is only found out when it is loaded.
+    """
+    problem = model_problem(head, value)
+    if problem or _looks_like_path(value):
+        return problem
+    from sparse_perception.models.registry import ModelNotFound, REGISTRY, resolve
+
+    entry = REGISTRY.get(value)
+    if entry is None:
+        return (f'model.{head} = {value!r} is neither a registered model '
+                f'({", ".join(sorted(REGISTRY))}) nor a model file path; use one of those '
+                'names or the path of a .tflite or checkpoint file')
+    try:
+        resolve(entry, settings.model.models_dir or None)
+    except ModelNotFound as exc:
+        return f'model.{head} = {value!r}: {exc}'
+    return None
+
+
+def device_problem(device: str) -> str | None:
+    """Return why ``model.device = device`` cannot run here (None: it can)."""
+    if device != 'cuda':
+        return None
+    import torch  # only when CUDA is asked for: torch loads with the model anyway
+
+    if torch.cuda.is_available():
+        return None
+    why = 'this torch is built without CUDA' if torch.version.cuda is None else 'no GPU is visible'
+    return (f"model.device = 'cuda' but CUDA is not available here ({why}, torch "
+            f"{torch.__version__}); use 'auto' (CUDA when there is one, else the CPU) or 'cpu'")
+
+
+def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
+                   heads: Sequence[str], check_model: ModelCheck) -> str | None:
+    """
+    Return why a running node must refuse the change from ``old`` to ``new`` (None: accept).
+
+    Decided when the parameter is set, so that a bad value is refused with its reason instead
+    of being accepted and undone at the next frame.
+    """
+    for head in changed_models(old, new, heads):
+        problem = check_model(head, getattr(new.model, head), new)
+        if problem:
+            return problem
+    if new.model.device != old.model.device:
+        return device_problem(new.model.device)
+    return None
+
+
+def keep_reloads(old: st.PerceptionSettings,
+                 new: st.PerceptionSettings) -> tuple[st.PerceptionSettings, tuple[str, ...]]:
+    """
+    Return ``new`` with the settings that reload the model taken from ``old``, and their names.
+
+    When a model fails to load, only what made it load goes back; every other change stands.
+    """
+    reloads = {s.name for s in st.specs(st.PerceptionSettings) if s.info.reload}
+    before, after = st.flatten(old), st.flatten(new)
+    reverted = tuple(n for n in before if n in reloads and before[n] != after[n])
+    merged = {**after, **{n: before[n] for n in reverted}}
+    return st.build(st.PerceptionSettings, merged), reverted
 
 
 def startup_problems(kind: NodeKind, settings: st.NodeSettings) -> list[str]:

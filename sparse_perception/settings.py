@@ -239,10 +239,13 @@ class InputSettings:
     transport: str = setting(
         'raw', 'raw: sensor_msgs/Image on the topic; compressed: sensor_msgs/CompressedImage',
         choices=('raw', 'compressed'), read_only=True)
-    # Best effort matches reliable and best-effort publishers alike (the sensor-data profile).
+    # auto: the publishers' own reliability (reliable when all offer it, else best effort),
+    # looked at again as they come and go. A fixed best effort matches every publisher but
+    # loses large raw images from a reliable one (one lost fragment loses the frame).
     reliability: str = setting(
-        'best_effort', 'QoS reliability of the image subscription',
-        choices=('best_effort', 'reliable'), read_only=True)
+        'auto', 'QoS reliability of the image subscription (auto: reliable when every '
+        'publisher offers it, else best effort)',
+        choices=('auto', 'best_effort', 'reliable'), read_only=True)
     # Keep-last depth; 1 means only the newest frame is ever waiting (no stale queue).
     depth: int = setting(
         1, 'QoS history depth (keep last) of the image subscription', low=1, high=100,

@@ -21,7 +21,8 @@ Decisions about a live image stream, made without ROS.
   image stamps jumped back, as when a bag loops);
 - :class:`LogThrottle`: log each kind of problem once, then summarise repeats;
 - :class:`SilenceWatch` and :func:`diagnose_silence`: a topic has publishers but no image
-  arrives, and the likely reason (a QoS or message type mismatch).
+  arrives, and the likely reason (a QoS or message type mismatch);
+- :func:`choose_reliability`: the subscription's QoS reliability for the publishers there are.
 """
 
 from __future__ import annotations
@@ -203,6 +204,22 @@ class SilenceWatch:
             return False
         self._warned = True
         return True
+
+
+def choose_reliability(setting: str, publishers: Sequence[str]) -> str:
+    """
+    Return the reliability to subscribe with: ``setting``, or for 'auto' the publishers' own.
+
+    'auto' subscribes reliable when every publisher offers reliable, as image_proc does: large
+    raw images sent reliably but received best effort lose whole frames to one lost fragment.
+    With a best-effort publisher among them, or none yet, it subscribes best effort, which
+    matches every publisher (the node looks again when publishers come and go).
+    """
+    if setting != 'auto':
+        return setting
+    if publishers and all(p == 'reliable' for p in publishers):
+        return 'reliable'
+    return 'best_effort'
 
 
 def diagnose_silence(topic: str, expected_type: str, reliability: str,

@@ -21,6 +21,7 @@ like select tiers:
 - pure: no ROS, no GPU (torch on the CPU, Triton through its CPU interpreter);
 - bag: real rosbag2 files (mcap and sqlite3), written and read;
 - ros: real rclpy (nodes in executors, DDS between processes);
+- launch: the installed package started with ROS 2's own ``ros2 launch`` and ``ros2 run``;
 - gpu: CUDA only, skipped where there is none;
 - lint: ament's flake8 and pep257, the copyright header, and the import boundaries.
 
@@ -38,7 +39,7 @@ import pytest
 from support import fetch_mediapipe_models, IN_CI
 
 TEST_DIR = Path(__file__).resolve().parent
-TIERS = ('pure', 'bag', 'ros', 'gpu', 'lint')
+TIERS = ('pure', 'bag', 'ros', 'launch', 'gpu', 'lint')
 
 # ROS traffic of one test run must not meet another's (parallel runs on one machine, or a
 # robot's live graph): a private domain, discovery on this host only. Set before any test

@@ -230,6 +230,22 @@ class TinyPipeline:
                          (time.perf_counter() - start) * 1e3)
 
 
+def model_problem(head: str, value: str, settings: PerceptionSettings) -> str | None:
+    """
+    Return why the double cannot load ``value`` (the nodes' ``model_check``), without loading.
+
+    As the real check does for the registry: a registered name or an existing file passes; what
+    a file holds is only found out when it loads.
+    """
+    from sparse_perception.node_config import model_problem as path_problem
+
+    problem = path_problem(head, value)
+    if problem or value in REGISTERED or Path(value).expanduser().is_file():
+        return problem
+    return (f'model.{head} = {value!r}: no registered model of that name and no such file '
+            f'(registered: {", ".join(REGISTERED)})')
+
+
 def factory(**kwargs):
     """Return a pipeline factory for the nodes that builds a TinyPipeline."""
     def make(settings, heads):

@@ -34,6 +34,7 @@ pure modules :mod:`~sparse_perception.health`, :mod:`~sparse_perception.stream` 
 from __future__ import annotations
 
 import collections
+import signal
 import threading
 import time
 from typing import Any
@@ -41,6 +42,7 @@ from typing import Any
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
@@ -55,16 +57,17 @@ from sparse_perception.images import compressed_to_numpy, image_to_numpy, numpy_
 from sparse_perception.markers import keypoint_markers
 from sparse_perception.messages import change_map_to_image, keypoints_to_cloud, mask_to_image
 from sparse_perception.node_config import (
-    changed_models, heads_of, make_pipeline, MODEL_INFO_PARAMETERS, model_problem, NodeKind,
-    parameter_specs, pipeline_settings, PipelineFactory, settings_from_parameters,
-    startup_problems, warmup_images)
+    change_problem, changed_models, heads_of, keep_reloads, make_pipeline,
+    MODEL_INFO_PARAMETERS, ModelCheck, NodeKind, parameter_specs, pipeline_settings,
+    PipelineFactory, registered_model_problem, settings_from_parameters, startup_problems,
+    warmup_images)
 from sparse_perception.nodes.ros_interop import (
     descriptor, diagnostic_array, from_parameter_value, input_qos, marker_array, output_qos,
     parameter_type, publisher_info, to_parameter_value)
 from sparse_perception.overlay import draw_pose, draw_segmentation
 from sparse_perception.stream import (
-    diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle, reason_key,
-    SilenceWatch, stamp_to_ns, StreamGuard)
+    choose_reliability, diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle,
+    reason_key, SilenceWatch, stamp_to_ns, StreamGuard)
 from visualization_msgs.msg import MarkerArray
 
 # flake8-import-order cannot tell this package from third-party ones under ament's settings,
@@ -90,16 +93,26 @@ class PerceptionLifecycleNode(LifecycleNode):
     KIND: NodeKind  # set by each node class
 
     def __init__(self, *, pipeline_factory: PipelineFactory = make_pipeline,
-                 node_name: str | None = None, **node_options: Any):
+                 model_check: ModelCheck = registered_model_problem,
+                 defer_autostart: bool = False, node_name: str | None = None,
+                 **node_options: Any):
         """
         Declare the parameters and, with ``node.autostart``, walk to active.
 
-        ``pipeline_factory(settings, heads)`` builds the pipeline (tests pass a double);
-        ``node_options`` go to rclpy's Node (namespace, parameter_overrides, context, ...).
+        ``pipeline_factory(settings, heads)`` builds the pipeline and ``model_check(head,
+        value, settings)`` says why a model setting cannot load before it is accepted (tests
+        pass a double of both). With ``defer_autostart`` the caller starts the walk to active
+        (:meth:`start_autostart`) once the node spins. ``node_options`` go to rclpy's Node
+        (namespace, parameter_overrides, context, ...).
         Raises :class:`~sparse_perception.settings.SettingError` for a bad parameter value.
         """
         super().__init__(node_name or self.KIND.name, **node_options)
         self._factory = pipeline_factory
+        self._check_model = model_check
+        # Timers run on the steady clock: under use_sim_time, /diagnostics and the silence
+        # watch must go on when /clock stops (a paused or finished bag).
+        self._steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self._reliability: str | None = None  # of the live subscription
         self._specs = {spec.name: spec for spec in parameter_specs(self.KIND)}
         self._lock = threading.Lock()  # guards _params and _pending between threads
         self._pending: st.PerceptionSettings | None = None  # applied at the next frame
@@ -109,6 +122,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._subscription = None
         self._input_timers: list[Any] = []
         self._worker: threading.Thread | None = None
+        self._autostarter: threading.Thread | None = None
         self._slot = LatestSlot()
         self._guard = StreamGuard()
         self._throttle = LogThrottle()
@@ -125,7 +139,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
         if hasattr(self, 'add_pre_set_parameters_callback'):  # Jazzy and later
             self.add_pre_set_parameters_callback(self._coerce_parameters)
-        if self._params.node.autostart:
+        if self._params.node.autostart and not defer_autostart:
             self._autostart()
 
     # -----------------------------------------------------------------------------------------
@@ -218,10 +232,9 @@ class PerceptionLifecycleNode(LifecycleNode):
                 new = st.replace(self._params, changes)
             except st.SettingError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            for head in changed_models(self._params, new, self._heads):
-                problem = model_problem(head, getattr(new.model, head))
-                if problem:
-                    return SetParametersResult(successful=False, reason=problem)
+            problem = change_problem(self._params, new, self._heads, self._check_model)
+            if problem:
+                return SetParametersResult(successful=False, reason=problem)
             self._params = new
             self._health.update_settings(new.diagnostics)
             self._pending = pipeline_settings(new)
@@ -238,9 +251,7 @@ class PerceptionLifecycleNode(LifecycleNode):
         try:
             self._pipeline.update(pending)
         except Exception as exc:  # ModelLoadError, or anything a bad model throws
-            self.get_logger().error(
-                f'could not apply the new settings, keeping the previous ones: {exc}')
-            self._restore(old, pending)
+            self._keep_previous_model(old, pending, exc)
             return
         self._in_force = pending
         self._health.set_fault(None)
@@ -249,23 +260,53 @@ class PerceptionLifecycleNode(LifecycleNode):
             self.get_logger().info('loaded ' + ', '.join(
                 f'model.{head} = {getattr(pending.model, head)!r}' for head in reloads))
 
-    def _restore(self, old: st.PerceptionSettings, rejected: st.PerceptionSettings) -> None:
+    def _keep_previous_model(self, old: st.PerceptionSettings, rejected: st.PerceptionSettings,
+                             exc: Exception) -> None:
+        """Go back to the model that ran, keeping every other change made meanwhile."""
+        kept, reverted = keep_reloads(old, rejected)
+        before, failed = st.flatten(old), st.flatten(rejected)
+        self.get_logger().error(
+            'could not apply ' + ', '.join(f'{n} = {failed[n]!r}' for n in reverted)
+            + f': {exc}; keeping the previous '
+            + ', '.join(f'{n} = {before[n]!r}' for n in reverted))
         try:
-            self._pipeline.update(old)
-        except Exception as exc:
+            self._pipeline.update(kept)
+            self._in_force = kept
+        except Exception as again:
             self._health.set_fault(f'settings could not be restored after a failed change: '
-                                   f'{exc}')
-            self.get_logger().error(f'could not restore the previous settings either: {exc}')
-        # Put the parameters back, so that `ros2 param get` tells what runs.
-        before, after = st.flatten(old), st.flatten(rejected)
+                                   f'{again}')
+            self.get_logger().error(f'could not restore the previous settings either: {again}')
+        # Put those parameters back, so that `ros2 param get` tells what runs; one set again
+        # since (to another value) is left as it is.
+        with self._lock:
+            current = st.flatten(self._params)
         self.set_parameters([
             Parameter(name, parameter_type(self._specs[name]),
                       to_parameter_value(self._specs[name], before[name]))
-            for name in before if before[name] != after[name] and name in self._specs])
+            for name in reverted if name in self._specs and current[name] == failed[name]])
 
     # -----------------------------------------------------------------------------------------
     # Life cycle
     # -----------------------------------------------------------------------------------------
+
+    def start_autostart(self) -> None:
+        """
+        With ``node.autostart``, walk to active in a thread of its own, while the node spins.
+
+        Loading and warming the model takes tens of seconds on a CPU; meanwhile the executor
+        answers the node's services: get_state says 'activating', parameters can be read.
+        """
+        if self._params.node.autostart and self._autostarter is None:
+            self._autostarter = threading.Thread(
+                target=self._autostart_quietly, name=f'{self.get_name()}-autostart', daemon=True)
+            self._autostarter.start()
+
+    def _autostart_quietly(self) -> None:
+        try:
+            self._autostart()
+        except Exception as exc:
+            if self.context.ok():  # else: shut down under the transition (Ctrl-C)
+                self.get_logger().error(f'could not walk to active: {exc!r}')
 
     def _autostart(self) -> None:
         if self.trigger_configure() == SUCCESS:
@@ -303,6 +344,14 @@ class PerceptionLifecycleNode(LifecycleNode):
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Load and warm the models, then start taking frames."""
         settings = pipeline_settings(self._params)
+        lifecycle = self._params.node
+        started = time.monotonic()
+        self.get_logger().info(
+            'activating: loading ' + ', '.join(
+                f'model.{head} = {getattr(settings.model, head)!r}' for head in self._heads)
+            + f' on {settings.model.device} and warming up ({lifecycle.warmup_frames} frames '
+            f'of {lifecycle.warmup_width}x{lifecycle.warmup_height}); this can take tens of '
+            'seconds on a CPU')
         try:
             pipeline = self._factory(settings, self._heads)
         except Exception as exc:  # ModelLoadError, or anything a broken model file throws
@@ -312,9 +361,11 @@ class PerceptionLifecycleNode(LifecycleNode):
             self._pipeline, self._in_force = pipeline, settings
             with self._lock:
                 self._pending = None if self._pending == settings else self._pending
-            lifecycle = self._params.node
             for frame in warmup_images(lifecycle.warmup_frames, lifecycle.warmup_width,
                                        lifecycle.warmup_height):
+                if not self.context.ok():  # Ctrl-C while warming up: stop here
+                    self._close_pipeline()
+                    return FAILURE
                 pipeline.process(frame)
             pipeline.reset()
             self._publish_model_info()
@@ -324,7 +375,9 @@ class PerceptionLifecycleNode(LifecycleNode):
             return FAILURE
         result = super().on_activate(state)  # enables the lifecycle publishers
         self._start_input()
-        self.get_logger().info(f'active: taking images from {self._subscription.topic_name}')
+        self.get_logger().info(
+            f'active after {time.monotonic() - started:.1f} s: taking images from '
+            f'{self._subscription.topic_name} ({self._reliability})')
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -352,6 +405,9 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def destroy_node(self) -> None:
         """Stop the processing thread and free the model before the node goes."""
+        starter = self._autostarter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()  # a model load cannot be cut short; the warm-up stops early
         self._release_all()
         super().destroy_node()
 
@@ -381,7 +437,17 @@ class PerceptionLifecycleNode(LifecycleNode):
 
     def _input_topic(self) -> str:
         cfg = self._params.input
-        return cfg.topic if cfg.transport == 'raw' else cfg.topic.rstrip('/') + '/compressed'
+        if cfg.transport == 'raw':
+            return cfg.topic
+        compressed = cfg.topic.rstrip('/') + '/compressed'
+        # As image_transport does: remapping the base topic (image:=/camera/image_raw) moves
+        # its compressed topic with it, unless the compressed topic is remapped itself.
+        resolve = getattr(self, 'resolve_topic_name', None)
+        if resolve is None:  # an rclpy without it cannot tell; take the name as it is
+            return compressed
+        if resolve(compressed) != resolve(compressed, only_expand=True):
+            return compressed
+        return resolve(cfg.topic).rstrip('/') + '/compressed'
 
     def _input_type(self) -> type:
         return Image if self._params.input.transport == 'raw' else CompressedImage
@@ -395,15 +461,25 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._worker = threading.Thread(target=self._work, name=f'{self.get_name()}-frames',
                                         daemon=True)
         self._worker.start()
-        cfg = self._params.input
+        self._subscribe(self._wanted_reliability(self._input_topic()))
+        self._input_timers = [
+            self.create_timer(self._params.diagnostics.period, self._on_diagnostics_timer,
+                              clock=self._steady),
+            self.create_timer(_WATCH_PERIOD, self._on_watch_timer, clock=self._steady),
+        ]
+
+    def _wanted_reliability(self, topic: str) -> str:
+        return choose_reliability(self._params.input.reliability, [
+            publisher_info(e).reliability for e in self.get_publishers_info_by_topic(topic)])
+
+    def _subscribe(self, reliability: str) -> None:
+        if self._subscription is not None:
+            self.destroy_subscription(self._subscription)
+        self._reliability = reliability
         self._subscription = self.create_subscription(
             self._input_type(), self._input_topic(), self._on_image,
-            input_qos(cfg.reliability, cfg.depth),
+            input_qos(reliability, self._params.input.depth),
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible))
-        self._input_timers = [
-            self.create_timer(self._params.diagnostics.period, self._on_diagnostics_timer),
-            self.create_timer(_WATCH_PERIOD, self._on_watch_timer),
-        ]
 
     def _stop_input(self) -> None:
         for timer in self._input_timers:
@@ -421,25 +497,34 @@ class PerceptionLifecycleNode(LifecycleNode):
         now = time.monotonic()
         self._health.received(now)
         self._silence.message(now)
-        if self._slot.put(msg):
+        if self._slot.put((msg, now)):
             self._health.dropped(now)
 
     def _on_incompatible(self, event: Any) -> None:
         policy = getattr(event.last_policy_kind, 'name', str(event.last_policy_kind))
         self._log_once('qos:' + policy, incompatible_qos_message(
-            self._input_topic(), policy, self._params.input.reliability), 'warning')
+            self._input_topic(), policy, self._reliability or self._params.input.reliability),
+            'warning')
 
     def _on_watch_timer(self) -> None:
         if self._subscription is None:
             return
         now = time.monotonic()
         topic = self._subscription.topic_name
+        publishers = [publisher_info(e) for e in self.get_publishers_info_by_topic(topic)]
+        wanted = choose_reliability(self._params.input.reliability,
+                                    [p.reliability for p in publishers])
+        if wanted != self._reliability:
+            self.get_logger().info(
+                f'input.reliability auto: the publishers of {topic} now offer '
+                f'{", ".join(sorted({p.reliability for p in publishers}))}: subscribing '
+                f'{wanted}')
+            self._subscribe(wanted)
         self._silence.timeout = self._params.input.no_message_warning
-        if self._silence.poll(now, self.count_publishers(topic)):
-            publishers = [publisher_info(e) for e in self.get_publishers_info_by_topic(topic)]
+        if self._silence.poll(now, len(publishers)):
             self.get_logger().warning(diagnose_silence(
-                topic, _type_name(self._input_type()), self._params.input.reliability,
-                publishers, self._silence.silent_for(now), self._silence.ever_received))
+                topic, _type_name(self._input_type()), self._reliability, publishers,
+                self._silence.silent_for(now), self._silence.ever_received))
 
     def _on_diagnostics_timer(self) -> None:
         now = time.monotonic()
@@ -456,7 +541,8 @@ class PerceptionLifecycleNode(LifecycleNode):
             # A new period applies from the next report (timers are remade, not changed in
             # place: not every distribution's rclpy can change a timer's period).
             self.destroy_timer(timer)
-            self._input_timers[0] = self.create_timer(period, self._on_diagnostics_timer)
+            self._input_timers[0] = self.create_timer(period, self._on_diagnostics_timer,
+                                                      clock=self._steady)
 
     # -----------------------------------------------------------------------------------------
     # Frames
@@ -465,12 +551,14 @@ class PerceptionLifecycleNode(LifecycleNode):
     def _work(self) -> None:
         slot = self._slot
         while not slot.closed:
-            msg = slot.take(_POLL_SECONDS)
-            if msg is None:
+            item = slot.take(_POLL_SECONDS)
+            if item is None:
                 continue
             try:
-                self._process(msg)
+                self._process(*item)
             except Exception as exc:  # a bug must not stop the stream; log it, go on
+                if not self.context.ok():
+                    return  # shutting down (Ctrl-C): publishing fails, and that is no error
                 self._bad_frame('internal', f'unexpected error processing a frame: {exc!r}',
                                 'error')
 
@@ -479,7 +567,7 @@ class PerceptionLifecycleNode(LifecycleNode):
             return image_to_numpy(msg, 'rgb8')
         return compressed_to_numpy(msg, 'rgb8')
 
-    def _process(self, msg: Any) -> None:
+    def _process(self, msg: Any, received: float) -> None:
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
         try:
@@ -498,10 +586,15 @@ class PerceptionLifecycleNode(LifecycleNode):
             self._bad_frame('pipeline', f'processing a frame failed: {exc}', 'error')
             return
         self._publish(header, image, result)
+        now = time.monotonic()
         latency_ms = None
-        if stamp_ns:
+        if self.get_parameter('use_sim_time').value:
+            # /clock advances in steps (a bag's clock rate), so stamp-to-now would read the
+            # step, not the node: under sim time the latency counts from the image's receipt.
+            latency_ms = (now - received) * 1e3
+        elif stamp_ns:
             latency_ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
-        self._health.processed(time.monotonic(), result.stats, latency_ms, stamp_ns)
+        self._health.processed(now, result.stats, latency_ms, stamp_ns)
 
     def _subscribed(self, topic: str) -> bool:
         return self._outputs[topic].get_subscription_count() > 0
@@ -543,7 +636,14 @@ class PerceptionLifecycleNode(LifecycleNode):
             return
         if repeats:
             text += f' (and {repeats} more like it since the last report)'
-        getattr(self.get_logger(), level)(text)
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        logger = self.get_logger()
+        if level == 'error':
+            logger.error(text)
+        elif level == 'warning':
+            logger.warning(text)
+        else:
+            logger.info(text)
 
 
 def _type_name(msg_type: type) -> str:
@@ -553,20 +653,32 @@ def _type_name(msg_type: type) -> str:
 
 def run(node_class: type, args: list[str] | None = None) -> int:
     """Run one perception node until shutdown (the body of each node's ``main``)."""
+    # Ctrl-C in a terminal reaches the node twice (from the terminal, and from `ros2 launch`
+    # passing it on), and each SIGINT would raise KeyboardInterrupt wherever the main thread
+    # is, as in the middle of freeing the model, or kill the process while Python exits.
+    # rclpy's own handler, installed by init() on top of this one, shuts the context down,
+    # which ends the spin; Python's part of the signal has nothing left to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     rclpy.init(args=args)
     # Made before the node: a Ctrl-C during a long activation (model load, warm-up) then
     # ends the spin cleanly instead of failing to create an executor on a shut-down context.
     executor = SingleThreadedExecutor()
     node = None
     try:
-        node = node_class()
+        node = node_class(defer_autostart=True)
         executor.add_node(node)
+        node.start_autostart()
         executor.spin()
     except st.SettingError as exc:
         get_logger(node_class.KIND.name).fatal(str(exc))
         return 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Shut down under a running transition (Ctrl-C during activation): what failed
+        # failed because of the shutdown.
     finally:
         if node is not None:
             node.destroy_node()

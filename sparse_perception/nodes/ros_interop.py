@@ -89,14 +89,20 @@ def input_qos(reliability: str, depth: int) -> QoSProfile:
                       durability=DurabilityPolicy.VOLATILE)
 
 
+# Outputs kept for a reliable subscriber that has not acknowledged them yet. With 1, each new
+# mask replaced one still in flight, and a reliable subscriber lost some; a few frames cover the
+# round trip without holding a stale backlog (keep-last never blocks the publisher).
+OUTPUT_DEPTH = 5
+
+
 def output_qos() -> QoSProfile:
     """
-    Return the output publishers' QoS: reliable, keep last 1, volatile.
+    Return the output publishers' QoS: reliable, keep last OUTPUT_DEPTH, volatile.
 
     A reliable publisher matches reliable and best-effort subscribers alike (RViz, Foxglove,
-    `ros2 topic echo`); depth 1 never holds a stale frame back.
+    `ros2 topic echo`).
     """
-    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=OUTPUT_DEPTH,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.VOLATILE)
 

@@ -154,3 +154,24 @@ def test_make_pipeline_builds_the_real_class(monkeypatch):
     settings = st.PerceptionSettings()
     assert isinstance(nc.make_pipeline(settings, ['pose']), Pipeline)
     assert calls == [(settings, ('pose',), True)]
+
+
+def test_a_failed_model_load_reverts_only_the_settings_that_reload_it():
+    old = st.PerceptionSettings()
+    new = st.replace(old, {'model.pose': 'broken.tflite', 'sparsity.scale': 0.25,
+                           'change.threshold': 7.0})
+    kept, reverted = nc.keep_reloads(old, new)
+    assert reverted == ('model.pose',)
+    assert kept.model.pose == old.model.pose
+    assert (kept.sparsity.scale, kept.change.threshold) == (0.25, 7.0)
+
+
+def test_a_change_is_refused_for_an_unloadable_model_or_device():
+    old = st.NodeSettings()
+    never = nc.change_problem(old, st.replace(old, {'change.threshold': 9.0}), nc.HEADS,
+                              lambda head, value, settings: 'never called')
+    assert never is None  # no model changed: the check is not asked
+    refused = nc.change_problem(old, st.replace(old, {'model.pose': 'nope'}), nc.HEADS,
+                                lambda head, value, settings: f'{head} {value} is bad')
+    assert refused == 'pose nope is bad'
+    assert nc.device_problem('cpu') is None and nc.device_problem('auto') is None

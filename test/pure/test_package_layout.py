@@ -140,6 +140,9 @@ def test_built_wheel_contents(tmp_path):
         assert data + f'share/{PACKAGE}/launch/{path.name}' in names
     for path in (REPO / 'config').glob('*.yaml'):
         assert data + f'share/{PACKAGE}/config/{path.name}' in names
+    # Where `ros2 run` and launch files look for the nodes (pip puts console scripts in bin/).
+    for node in ('perception_node', 'segmentation_node', 'pose_node'):
+        assert data + f'lib/{PACKAGE}/{node}' in names
     # Data shipped inside the package (the bundled clip and its notice) is in the wheel.
     for path in (REPO / PACKAGE / 'data').rglob('*'):
         if path.is_file():

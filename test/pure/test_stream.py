@@ -20,8 +20,8 @@ from types import SimpleNamespace
 import pytest
 
 from sparse_perception.stream import (
-    diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle, PublisherInfo,
-    reason_key, SilenceWatch, stamp_to_ns, StreamGuard)
+    choose_reliability, diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle,
+    PublisherInfo, reason_key, SilenceWatch, stamp_to_ns, StreamGuard)
 
 
 def test_stamp_to_ns():
@@ -150,3 +150,15 @@ def test_incompatible_qos_message():
     text = incompatible_qos_message('/image', 'RELIABILITY', 'reliable')
     assert 'RELIABILITY' in text and 'input.reliability to best_effort' in text
     assert 'agree' in incompatible_qos_message('/image', 'DURABILITY', 'best_effort')
+
+
+@pytest.mark.parametrize('setting, publishers, expected', [
+    ('auto', [], 'best_effort'),
+    ('auto', ['reliable'], 'reliable'),
+    ('auto', ['reliable', 'reliable'], 'reliable'),
+    ('auto', ['reliable', 'best_effort'], 'best_effort'),
+    ('best_effort', ['reliable'], 'best_effort'),
+    ('reliable', ['best_effort'], 'reliable'),
+])
+def test_reliability_follows_the_publishers_under_auto(setting, publishers, expected):
+    assert choose_reliability(setting, publishers) == expected

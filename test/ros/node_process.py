@@ -34,7 +34,8 @@ class PerceptionNodeOnDouble(PerceptionNode):
     """perception_node with the test double as its pipeline."""
 
     def __init__(self, **options):
-        super().__init__(pipeline_factory=nodes_pipeline_double.factory(), **options)
+        super().__init__(pipeline_factory=nodes_pipeline_double.factory(),
+                         model_check=nodes_pipeline_double.model_problem, **options)
 
 
 if __name__ == '__main__':

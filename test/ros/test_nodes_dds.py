@@ -35,7 +35,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from support import REPO
 
-NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see conftest.UNIQUE)
+NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see ros_harness.UNIQUE)
 NODE = f'{NAMESPACE}/perception_node'
 CAMERA = f'{NAMESPACE}/camera/image_raw'
 
@@ -66,6 +66,9 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
         [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:={NAMESPACE}', '-p', 'model.segmentation:=tiny-seg',
          '-p', 'model.pose:=tiny-pose', '-p', 'input.transport:=compressed',
+         # As the player publishes: under auto the node would switch from best effort once it
+         # sees the player, and lose what is sent meanwhile in a 2 s replay.
+         '-p', 'input.reliability:=reliable',
          '-p', f'input.topic:={CAMERA}', '-p', 'node.warmup_width:=64',
          '-p', 'node.warmup_height:=48'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -80,12 +83,12 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
         player_output = player.stdout.read()
         assert player.returncode == 0 and 'sent 40' in player_output, player_output
         sent = {(sec, nanosec) for sec, nanosec, _ in clip.records()}
-        harness.spin_until(lambda: len(masks) == len(sent) and len(clouds) == len(sent),
-                           timeout=3.0)
-        # A dropped frame never completes the count above; what remains in flight then is
-        # at most the last frame's larger message (a 576x768 mask after its small cloud).
-        harness.spin_until(lambda: {_stamp(m) for m in masks} == {_stamp(c) for c in clouds},
-                           timeout=5.0)
+        last = max(sent)
+        # The newest frame is always processed, and the last message of a reliable keep-last
+        # topic is always delivered: the last frame's outputs arrive, whatever was dropped.
+        assert harness.spin_until(
+            lambda: last in {_stamp(m) for m in masks} and last in {_stamp(c) for c in clouds},
+            timeout=30.0), (len(masks), len(clouds))
     finally:
         if player is not None and player.poll() is None:
             player.kill()
@@ -99,11 +102,14 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
 
     mask_stamps = [_stamp(m) for m in masks]
     cloud_stamps = [_stamp(c) for c in clouds]
-    # The node keeps up with 20 Hz here, but best effort may lose a frame under load.
-    assert len(mask_stamps) >= len(sent) // 2, (len(mask_stamps), node_output)
+    # How many frames the node takes depends on the machine's load (it drops what it cannot
+    # keep up with, newest wins), and DDS promises neither output topic every message (keep
+    # last): a mask and a cloud of one frame are two deliveries, either may be lost alone.
+    # What holds: outputs only for frames sent, in order, each once, and the last frame's.
     assert set(mask_stamps) <= sent and set(cloud_stamps) <= sent
     assert mask_stamps == sorted(set(mask_stamps))  # in order, each frame once
-    assert set(cloud_stamps) == set(mask_stamps)  # both heads ran on every frame
+    assert cloud_stamps == sorted(set(cloud_stamps))
+    assert mask_stamps[-1] == cloud_stamps[-1] == last
     assert all(m.header.frame_id == 'camera' for m in masks + clouds)
     assert all((m.height, m.width, m.encoding) == (576, 768, 'mono8') for m in masks)
 
@@ -150,3 +156,71 @@ def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
         '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate')
     assert code == 0, output
     assert 'cannot activate' in output, output
+
+
+def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
+    # A terminal's Ctrl-C reaches the node from the terminal and again from `ros2 launch`; the
+    # second one lands while the node frees its model. Keep signalling until it has exited.
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+         '-r', f'__ns:=/sigint_{os.getpid()}', '-p', 'model.segmentation:=tiny-seg',
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
+         '-p', 'node.warmup_height:=48'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines, active = [], threading.Event()
+
+    def read():
+        for line in process.stdout:
+            lines.append(line)
+            if ']: active' in line:
+                active.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        assert active.wait(60), ''.join(lines)
+        end = time.monotonic() + 10.0
+        while process.poll() is None and time.monotonic() < end:
+            process.send_signal(signal.SIGINT)
+            time.sleep(0.01)
+        process.wait(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        reader.join(5)
+    output = ''.join(lines)
+    assert process.returncode == 0, output
+    assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
+
+
+def test_the_node_answers_get_state_while_it_warms_up(harness):
+    # A long warm-up (large frames): the executor must spin meanwhile.
+    namespace = f'/warm_{os.getpid()}'
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+         '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=40',
+         '-p', 'node.warmup_width:=1280', '-p', 'node.warmup_height:=720'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = harness.node.create_client(GetState, f'{namespace}/perception_node/get_state')
+    seen = []
+    try:
+        end = time.monotonic() + 120.0
+        while time.monotonic() < end and process.poll() is None:
+            if client.service_is_ready():
+                future = client.call_async(GetState.Request())
+                if harness.spin_until(future.done, timeout=2.0):
+                    seen.append(future.result().current_state.id)
+                    if seen[-1] == State.PRIMARY_STATE_ACTIVE:
+                        break
+            harness.spin_for(0.05)
+        assert seen and seen[-1] == State.PRIMARY_STATE_ACTIVE, seen
+        assert State.TRANSITION_STATE_ACTIVATING in seen, seen
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            output, _ = process.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0 and 'Traceback' not in output, output
