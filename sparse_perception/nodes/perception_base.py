@@ -565,7 +565,8 @@ class PerceptionLifecycleNode(LifecycleNode):
     def _decode(self, msg: Any) -> Any:
         if self._params.input.transport == 'raw':
             return image_to_numpy(msg, 'rgb8')
-        return compressed_to_numpy(msg, 'rgb8')
+        limit = int(self._params.input.max_megapixels * 1e6)
+        return compressed_to_numpy(msg, 'rgb8', max_pixels=limit)
 
     def _process(self, msg: Any, received: float) -> None:
         header = msg.header

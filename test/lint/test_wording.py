@@ -15,7 +15,7 @@
 """
 Code, comments, messages and data speak of the product, not of how work on it was organised.
 
-A docstring says what a thing is and does; "as issue 5 asks" or a pointer to a planning
+A docstring says what a thing is and does; a tracker number or a pointer to a planning
 document outside the repository means nothing to a reader of the package. Markdown documents
 are left out: they describe the repository and may name its tracker.
 """
@@ -88,10 +88,13 @@ def test_no_process_words_in_tracked_files():
 
 
 def test_the_check_finds_a_planted_word(tmp_path):
+    # Assembled here, so that this file does not hold the words it looks for.
+    tracker = 'iss' + 'ue'
     planted = tmp_path / 'planted.py'
-    planted.write_text('x = 1\n# as issue 12 asks\n')
+    planted.write_text(f'x = 1\n# as {tracker} 12 asks\n')
     clean = tmp_path / 'clean.py'
     clean.write_text('"""Issues of the tracker are not numbered here; briefly, nothing."""\n')
     notes = tmp_path / 'notes.md'
-    notes.write_text('See issue 3.\n')
-    assert find_process_words([planted, clean, notes]) == [f'{planted}:2: # as issue 12 asks']
+    notes.write_text(f'See {tracker} 3.\n')
+    assert find_process_words([planted, clean, notes]) == [
+        f'{planted}:2: # as {tracker} 12 asks']

@@ -419,10 +419,13 @@ def _bad_raw(kind):
     ('zero size', 'zero size'),
     ('mismatched step', 'step'),
     ('corrupt jpeg', 'truncated or corrupt'),
+    ('over the size limit', 'input.max_megapixels'),
 ])
 def test_bad_input_is_logged_once_and_the_next_good_frame_runs(harness, kind, words):
-    transport = 'compressed' if kind == 'corrupt jpeg' else 'raw'
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.transport': transport})
+    transport = 'compressed' if kind in ('corrupt jpeg', 'over the size limit') else 'raw'
+    # vtest's frames are 0.44 megapixels: a limit of 0.5 takes them, not 1600x1200.
+    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.transport': transport,
+                                         'input.max_megapixels': 0.5})
     publisher = harness.node.create_publisher(
         Image if transport == 'raw' else CompressedImage, _input_topic(node, transport),
         QoSProfile(depth=10))
@@ -431,6 +434,11 @@ def test_bad_input_is_logged_once_and_the_next_good_frame_runs(harness, kind, wo
     if kind == 'corrupt jpeg':
         bad = _compressed(0)
         bad.data = bad.data[:len(bad.data) // 2]
+    elif kind == 'over the size limit':
+        import cv2
+
+        bad = _compressed(0)
+        bad.data = cv2.imencode('.jpg', np.zeros((1200, 1600, 3), np.uint8))[1].tobytes()
     else:
         bad = _bad_raw(kind)
     for _ in range(3):
