@@ -25,7 +25,10 @@ knows nothing of ROS. Per frame it
    is, else a change map of the network input (a resized frame, or a tracked person's crop);
 3. runs the network's convolutional trunk in the incremental engine, which reads the input
    only inside changed tiles, and its small tail densely, and decodes the result into a mask
-   or keypoints on the camera frame.
+   or keypoints on the camera frame. On the CPU a network runs a plain dense pass instead
+   while that is measured faster (:mod:`sparse_perception.scheduling`), an input that did not
+   change is not run at all, and a tracking pose model that follows nobody detects on every
+   ``pose.detect_period``-th frame only.
 
 With every threshold at 0 the outputs equal a dense pass over the same frames. A dense
 reference (``incremental=False``) runs the networks on the raw frames instead; comparing the
@@ -69,6 +72,11 @@ class _IncrementalNet:
     mode cannot run (found when it is lowered: at load, or at the first frame of a fully
     convolutional model) falls back to the eager engine with a warning; under an explicit
     'device' that is a :class:`ModelLoadError`.
+
+    :meth:`run` returns the network's outputs (trunk and tail) by one of two paths: the
+    engine, or ``dense``, a plain dense pass (torch or LiteRT: ``model.runtime``), whichever
+    :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``,
+    eager executor on the CPU); an input that did not change returns the last outputs.
     """
 
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
