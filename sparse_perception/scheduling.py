@@ -25,8 +25,9 @@ answers, per frame, which one to run:
   a refresh) says nothing about what an incremental frame costs.
 - When the engine's median exceeds the dense pass's, the network runs dense. The engine's
   caches go stale then, so returning to it costs one dense engine frame; it is tried again
-  after ``first_probe`` dense frames, and after twice as many each time it loses again (up
-  to ``max_probe``), so a scene where the engine never wins costs almost nothing extra.
+  after ``first_probe`` dense frames times how many times slower it was, and after twice as
+  many (or that ratio as many, if larger) each time it loses again, up to ``max_probe``: a
+  scene or a network where the engine never wins costs almost nothing extra.
 - A frame in which nothing changed is not a sample of either path (the caller skips it).
 
 The choice changes only speed: both paths compute the same network, and with every threshold
@@ -80,9 +81,14 @@ class PathChoice:
         self._engine_ms.append(ms)
         if len(self._engine_ms) < self._engine_ms.maxlen or not self._dense_ms:
             return
-        if statistics.median(self._engine_ms) > statistics.median(self._dense_ms):
+        engine, dense = statistics.median(self._engine_ms), statistics.median(self._dense_ms)
+        if engine > dense:
+            ratio = engine / dense if dense > 0 else float('inf')
             if self._lost_before:
-                self._probe = min(2 * self._probe, self.max_probe)
+                self._probe = self._probe * max(2.0, ratio)
+            else:
+                self._probe = self.first_probe * ratio
+            self._probe = int(min(self._probe, self.max_probe))
             self._lost_before = True
             self.path, self._dense_frames = 'dense', 0
         else:

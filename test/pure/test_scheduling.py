@@ -56,6 +56,20 @@ def test_a_slower_engine_hands_over_and_is_tried_again_less_and_less_often():
     _engine_frames(choice, 3.0, 20)
 
 
+def test_an_engine_far_slower_waits_longer_before_it_is_tried_again():
+    choice = PathChoice(samples=1, first_probe=4, max_probe=100)
+    choice.record('dense', 10.0)
+    waits = []
+    for _ in range(3):
+        _engine_frames(choice, 60.0, 1)  # six times slower than the dense pass
+        dense = 0
+        while choice.pick() == 'dense':
+            choice.record('dense', 10.0)
+            dense += 1
+        waits.append(dense)
+    assert waits == [24, 100, 100]  # 4 x 6, then x 6 up to the cap
+
+
 def test_no_decision_before_both_paths_were_timed():
     choice = PathChoice(samples=2)
     _engine_frames(choice, 100.0, 5)  # the dense pass was never timed
