@@ -249,7 +249,10 @@ def _as_hwc(frame: Any) -> torch.Tensor:
         if frame.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
             raise TypeError(f'frame dtype {frame.dtype} is not supported; expected uint8, '
                             'uint16 or float (convert the image first)')
-        tensor = torch.from_numpy(np.ascontiguousarray(frame))
+        frame = np.ascontiguousarray(frame)
+        if not frame.flags.writeable:  # a message's buffer: torch wraps only writable arrays
+            frame = frame.copy()
+        tensor = torch.from_numpy(frame)
         layout = 'numpy'
     elif isinstance(frame, torch.Tensor):
         tensor = frame.detach()

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+import pickle
 import tempfile
 from typing import Any
 
@@ -89,7 +90,15 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f'checkpoint {str(path)!r} does not exist') from None
-    except Exception as exc:  # torch raises several types for corrupt or unsafe files
+    except pickle.UnpicklingError as exc:
+        # torch's own message runs to several lines and suggests weights_only=False, which
+        # would run whatever code the file holds: name the refusal in one line instead.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f'{path}: refused: it holds pickled objects beyond tensors and plain data, which '
+            f'could run code when loaded ({first[:200]}); save the model with '
+            'sparse_perception.models.checkpoints.save_checkpoint, or its state_dict') from None
+    except Exception as exc:  # torch raises several types for corrupt files
         raise CheckpointError(f'{path}: not a readable torch checkpoint ({exc})') from None
     if isinstance(payload, dict) and payload.get('format') == CHECKPOINT_FORMAT:
         if payload.get('version') != CHECKPOINT_VERSION:

@@ -230,3 +230,18 @@ def test_bad_parameters_are_named(kwargs, message):
 def test_bad_frames_are_named(bad, message):
     with pytest.raises((TypeError, ValueError), match=message):
         ChangeDetector().update(bad)
+
+
+def test_a_read_only_frame_is_taken_without_a_warning():
+    import warnings
+
+    frame = np.zeros((32, 32, 3), np.uint8)
+    frame.flags.writeable = False  # as a message's buffer arrives
+    detector = ChangeDetector(threshold=0.0, tile_size=8, min_pixels=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        detector.update(frame)
+        moved = frame.copy()
+        moved[0, 0] = 9
+        moved.flags.writeable = False
+        assert detector.update(moved).tiles[0, 0]
