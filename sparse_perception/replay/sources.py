@@ -303,8 +303,9 @@ class BagSource(FrameSource):
         read = index + 1
         if read < self.length:
             raise ReplayError(
-                f'{self.path} is truncated or corrupt: its index lists {self.length} messages '
-                f'on {self.topic} but only {read} could be read')
+                f'{self.path}: its index lists {self.length} messages on {self.topic} but '
+                f'only {read} could be read: the storage is truncated or corrupt, or the '
+                'index (metadata.yaml) does not describe this storage')
 
     def _decode(self, index: int, msgtype: str, log_time: int, raw: Any) -> Frame | SkippedFrame:
         try:

@@ -205,8 +205,10 @@ def test_bag_shorter_than_its_index(tmp_path):
     info = document['rosbag2_bagfile_information']
     info['topics_with_message_count'][0]['message_count'] = 6
     (bag / 'metadata.yaml').write_text(yaml.safe_dump(document))
-    with pytest.raises(ReplayError, match='truncated or corrupt: its index lists 6 messages on '
-                                          '/c but only 4 could be read'):
+    # Here the index was edited, not the storage cut: the message says either may be wrong.
+    with pytest.raises(ReplayError, match=r'its index lists 6 messages on /c but only 4 could '
+                                          r'be read: .*truncated or corrupt, or the index '
+                                          r'\(metadata.yaml\) does not describe this storage'):
         _items(bag)
 
 
