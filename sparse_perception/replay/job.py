@@ -251,6 +251,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'active_fraction': summary['active_fraction'],
         'activity': summary['activity'],
         'agreement': summary['agreement'],
+        'pose': summary['pose'],
         'ground_truth': summary['ground_truth'],
         'sweep': points,
         'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},

@@ -127,6 +127,7 @@ class KeypointAgreement:
         self.confident_joints = 0
         self.mismatched_frames = 0  # frames where the two found different numbers of people
         self.per_frame: list[float] = []
+        self.distances: list[np.ndarray] = []  # per frame, every matched joint's distance
 
     def add(self, incremental: np.ndarray, dense: np.ndarray) -> float:
         """Count one frame; return its mean joint distance in pixels (NaN if nobody matched)."""
@@ -143,6 +144,7 @@ class KeypointAgreement:
             return math.nan
         d = np.concatenate(distances)
         c = np.concatenate(confident)
+        self.distances.append(d.astype(np.float32))
         self.total += float(d.sum())
         self.joints += d.size
         self.confident_total += float(c.sum())
@@ -161,6 +163,12 @@ class KeypointAgreement:
             'keypoint_px_worst_frame': max(finite) if finite else None,
             'people_mismatch_frames': self.mismatched_frames,
         }
+
+    def joint_p50(self) -> float | None:
+        """Median distance over every matched joint of every frame (None if none matched)."""
+        if not self.distances:
+            return None
+        return float(np.median(np.concatenate(self.distances)))
 
 
 def binary_iou(predicted: np.ndarray, truth: np.ndarray) -> float:

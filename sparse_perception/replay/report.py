@@ -214,6 +214,13 @@ def markdown(report: dict) -> str:
     if agreement:
         rows += [('mask pixels agreeing with dense', _fmt(agreement['mask_pixel'], 3, True)),
                  ('keypoint error vs dense (px)', _fmt(agreement['keypoint_px']))]
+    pose = report.get('pose')
+    if pose:
+        rows += [('frames with people (incremental)', _fmt(pose['frames_with_people'])),
+                 ('people per frame, mean', _fmt(pose['people_per_frame_mean'])),
+                 ('keypoint error vs dense, p50 (px)', _fmt(pose['keypoint_px_p50'])),
+                 ('frames whose person count differs from dense',
+                  _fmt(pose['person_count_mismatch_frames']))]
     lines += _table(('figure', 'value'), rows)
     lines += ['## Latency (ms)', '']
     lines += _table(('pipeline', 'mean', 'p50', 'p90', 'p99', 'min', 'max'), [

@@ -160,6 +160,7 @@ class Scorer:
         self.macs = 0
         self.dense_macs = 0
         self.head_macs: dict[str, list[int]] = {}
+        self.people: list[int] = []  # persons the incremental pipeline reported, per frame
 
     def add(self, frame: Frame, result: Any, dense: DenseOutputs | None) -> FrameRecord:
         """Score one frame's incremental result (and its dense reference, when there is one)."""
@@ -183,6 +184,8 @@ class Scorer:
                     per_layer.setdefault(str(layer), []).append(float(fraction))
         mask = result.segmentation.mask if result.segmentation is not None else None
         points = result.pose.keypoints if result.pose is not None else None
+        if points is not None:
+            self.people.append(int(np.asarray(points).shape[0]))
         if dense is not None:
             if mask is not None and dense.mask is not None:
                 record.mask_pixel = self.mask_agreement.add(mask, dense.mask)
@@ -297,12 +300,33 @@ class Scorer:
                 out['dense'] = values
         return out
 
+    def pose(self) -> dict[str, Any] | None:
+        """
+        How the pose head did: who it found, and how far from dense (None without pose).
+
+        Mask agreement can stay high while pose goes wrong (another person followed, a person
+        lost), so a setting is judged on these too.
+        """
+        if not self.people:
+            return None
+        compared = any(r.dense_ms is not None for r in self.records)
+        agreement = self.keypoint_agreement.summary() if compared else {}
+        return {
+            'frames_with_people': sum(1 for n in self.people if n > 0),
+            'people_per_frame_mean': float(np.mean(self.people)),
+            'keypoint_px_p50': self.keypoint_agreement.joint_p50() if compared else None,
+            'keypoint_px_mean': agreement.get('keypoint_px'),
+            'person_count_mismatch_frames': (agreement.get('people_mismatch_frames')
+                                             if compared else None),
+        }
+
     def summary(self) -> dict[str, Any]:
         """Every figure of this run."""
         activity = self.activity()
         return {'frames': self.frames, **self.latency(),
                 'active_fraction': activity.pop('active_fraction'), 'activity': activity,
-                'agreement': self.agreement(), 'ground_truth': self.ground_truth()}
+                'agreement': self.agreement(), 'pose': self.pose(),
+                'ground_truth': self.ground_truth()}
 
 
 class Progress:

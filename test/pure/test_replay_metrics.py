@@ -189,3 +189,31 @@ def test_natural_order():
     names = ['frame10.png', 'frame2.png', 'Frame1.png', '00003.jpg']
     assert sorted(names, key=natural_key) == ['00003.jpg', 'Frame1.png', 'frame2.png',
                                               'frame10.png']
+
+
+def test_the_pose_section_counts_people_and_their_error_against_dense():
+    from sparse_perception.replay.runner import DenseOutputs, Scorer
+    from sparse_perception.replay.sources import Frame
+    from sparse_perception.results import FrameResult, FrameStats, HeadStats, PoseResult
+
+    joints = ('a', 'b')
+
+    def people(*offsets):  # (P, 2, 3): two joints per person, shifted by each offset
+        return np.array([[[10.0 + o, 10.0, 0.9], [20.0 + o, 20.0, 0.9]] for o in offsets],
+                        np.float32).reshape(len(offsets), 2, 3)
+
+    scorer = Scorer(joint_names=joints)
+    # Incremental vs dense: a person 1 px off; nobody in both; one missed; two vs two.
+    for index, (got, want) in enumerate([(people(1.0), people(0.0)), (people(), people()),
+                                         (people(), people(0.0)),
+                                         (people(0.0, 100.0), people(3.0, 100.0))]):
+        result = FrameResult(None, PoseResult(got, joints, ()), np.zeros((1, 1), bool), 16,
+                             FrameStats(0.5, {'pose': HeadStats(0.5, 1, 2, False, 1.0)}, 1.0))
+        frame = Frame(index, np.zeros((4, 4, 3), np.uint8), index, 'camera', index)
+        scorer.add(frame, result, DenseOutputs(None, want, 2.0))
+    pose = scorer.pose()
+    assert pose['frames_with_people'] == 2 and pose['people_per_frame_mean'] == 0.75
+    assert pose['person_count_mismatch_frames'] == 1
+    # Matched joints: 1, 1 (frame 0), 0, 0 (frame 3, the right person), 3, 3 (frame 3).
+    assert pose['keypoint_px_p50'] == pytest.approx(1.0)
+    assert pose['keypoint_px_mean'] == pytest.approx(8.0 / 6.0)
