@@ -179,8 +179,12 @@ class _IncrementalNet:
         self.stats.append(_as_dense_pass(self._dense_stats, skipped=False))
 
     def _skipped(self) -> None:
-        self._collect()
+        self.not_run()
         self.path = 'dense'
+
+    def not_run(self) -> None:
+        """Count a frame the network was not run on where a dense pipeline runs it."""
+        self._collect()
         self.stats.append(_as_dense_pass(self._dense_stats, skipped=True))
 
     def _build_device(self) -> None:
@@ -358,7 +362,11 @@ class _Head:
         if locate is None:
             pixels, transform = model.prepare(frame)
         else:
-            transform = locate(frame, detect=self._detect_now(frame_change))
+            detect = self._detect_now(frame_change)
+            transform = locate(frame, detect=detect)
+            if not detect and getattr(model, 'roi', None) is None and len(self.nets) > 1:
+                # The dense reference detects on this frame: count what skipping it saved.
+                self.nets[1].not_run()
             if transform.source == 'frame':
                 # Nobody is tracked: the landmark network would be decoded as nothing.
                 self._last_transform = self._last_result = None

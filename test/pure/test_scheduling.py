@@ -164,11 +164,15 @@ def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_on
     incremental = Pipeline(settings, heads=('pose',))
     dense = Pipeline(settings, heads=('pose',), incremental=False)
     still = frames[:4] + [frames[3]] * 3 + frames[5:9]  # frames 3 to 6 are one picture
-    ran = []
+    ran, stats = [], []
     for frame in still:  # vtest's pedestrians are too small for the detector: nobody
         before = incremental._heads['pose'].model.counters['detector_runs']
-        assert incremental.process(frame).pose.people == dense.process(frame).pose.people == 0
+        result = incremental.process(frame)
+        assert result.pose.people == dense.process(frame).pose.people == 0
         ran.append(incremental._heads['pose'].model.counters['detector_runs'] > before)
+        stats.append(result.stats.heads['pose'])
+    # A frame without the detector saved its whole dense cost, and says so.
+    assert all(s.macs == 0 and s.dense_macs > 0 for s, r in zip(stats, ran) if not r)
     assert dense._heads['pose'].model.counters['detector_runs'] == len(still)
     # Frames 0, 3, 6 and 9 by the period, but nothing moved between frames 3 and 6.
     assert [i for i, r in enumerate(ran) if r] == [0, 3, 9]
