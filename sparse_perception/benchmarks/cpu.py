@@ -206,7 +206,9 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
             return None
         return round(ref['p50_ms'] / inc['p50_ms'], 3)
 
-    commit, dirty = _git()
+    from sparse_perception.replay.report import source_commit
+
+    commit, dirty = source_commit()
     return {
         'machine': _machine(load_before),
         'torch': torch.__version__,
@@ -453,20 +455,6 @@ def _machine(load_before: list | None) -> dict:
         'opencv': _version('opencv-python-headless') or _version('opencv-python'),
         'load_average_before': load_before, 'load_average_after': _load(),
     }
-
-
-def _git() -> tuple[str | None, bool | None]:
-    """Return the checkout's HEAD commit and whether tracked files differ from it."""
-    repo = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                                cwd=repo, capture_output=True, text=True, check=True,
-                                timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None, None  # an installed package, or no git
-    return commit, bool(status.strip())
 
 
 def _cell(value: Any, unit: str = '', digits: int = 1) -> str:

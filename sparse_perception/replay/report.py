@@ -140,7 +140,31 @@ def environment(device_setting: str) -> dict[str, Any]:
             device['gpu'] = torch.cuda.get_device_name()
             versions['cuda'] = torch.version.cuda
         device['torch_threads'] = torch.get_num_threads()
-    return {'versions': versions, 'device': device}
+    commit, dirty = source_commit()
+    return {'versions': versions, 'device': device,
+            'source': {'commit': commit, 'tracked_files_modified': dirty}}
+
+
+def source_commit() -> tuple[str | None, bool | None]:
+    """
+    Return the git commit of the running checkout and whether tracked files differ from it.
+
+    (None, None) for an installed package or without git: then the version says what ran.
+    """
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / '.git').exists():
+        return None, None
+    try:
+        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+                                cwd=repo, capture_output=True, text=True, check=True,
+                                timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit, bool(status.strip())
 
 
 def json_safe(value: Any) -> Any:
@@ -327,4 +351,9 @@ def markdown(report: dict) -> str:
     lines += _table(('component', 'version'),
                     [(k, v or 'not installed') for k, v in env['versions'].items()])
     lines += _table(('device', 'value'), [(k, v) for k, v in env['device'].items()])
+    source = env.get('source') or {}
+    if source.get('commit'):
+        lines += [f"Source: commit `{source['commit']}`"
+                  + (' with tracked files modified' if source.get('tracked_files_modified')
+                     else '') + '.', '']
     return '\n'.join(lines)

@@ -206,3 +206,18 @@ def test_contact_sheet_of_a_tall_narrow_frame_stays_small(tmp_path, monkeypatch)
     sheet.close()
     picture = cv2.imread(str(tmp_path / 'sheet.png'))
     assert picture.shape == (2 * 40 + 22, 2 * 40, 3)  # the tall frame fits 40 x 80
+
+
+def test_the_environment_names_the_commit_that_ran():
+    import subprocess
+    from pathlib import Path
+
+    from sparse_perception.replay.report import environment
+
+    repo = Path(__file__).resolve().parents[2]
+    if not (repo / '.git').exists():
+        pytest.skip('not a git checkout: the version names what ran')
+    head = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    source = environment('cpu')['source']
+    assert source['commit'] == head and isinstance(source['tracked_files_modified'], bool)
