@@ -131,7 +131,9 @@ class SparsitySettings:
     # Measure the engine against a plain dense pass of the same network and run whichever is
     # faster now (CPU only; see sparse_perception/scheduling.py): the engine's bookkeeping
     # can cost more than it skips (a small network, a moving camera). Either path computes
-    # the same network; false always runs the engine.
+    # the same network, but which one ran a frame depends on measured time, so with
+    # thresholds above 0 (or a dense runtime other than torch) two runs may differ slightly;
+    # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
         True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
     # Edge of the tiles (in output positions) that KxK layers compute on.
