@@ -53,19 +53,10 @@ import threading
 import time
 
 import numpy as np
+from sparse_perception.replay.report import cpu_model
 
 SIZES = ((640, 480), (1280, 720))
 PEOPLE, JOINTS = 5, 17
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or 'unknown'
 
 
 def _versions() -> dict:
@@ -298,7 +289,7 @@ def main() -> int:
     load_after = os.getloadavg()
     report = {
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-        'machine': {'cpu': _cpu_model(), 'cores': os.cpu_count(),
+        'machine': {'cpu': cpu_model(), 'cores': os.cpu_count(),
                     'platform': platform.platform(),
                     'load_before': [round(v, 2) for v in load_before],
                     'load_after': [round(v, 2) for v in load_after]},

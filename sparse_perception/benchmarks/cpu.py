@@ -51,6 +51,8 @@ import sys
 import time
 from typing import Any, Sequence
 
+from sparse_perception.replay.report import cpu_model
+
 ENGINES = ('dense_torch', 'engine_dense', 'incremental', 'litert')
 HEAD_GROUPS = {'segmentation': ('segmentation',), 'pose': ('pose',),
                'both': ('segmentation', 'pose')}
@@ -421,16 +423,6 @@ def _load() -> list | None:
         return None
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _version(package: str) -> str | None:
     from importlib import metadata
 
@@ -448,7 +440,7 @@ def _machine(load_before: list | None) -> dict:
     except (AttributeError, OSError):
         usable = os.cpu_count()
     return {
-        'cpu': _cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable,
+        'cpu': cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable,
         'platform': platform.platform(), 'python': platform.python_version(),
         'torch': torch.__version__,
         'ai_edge_litert': _version('ai-edge-litert'), 'numpy': _version('numpy'),

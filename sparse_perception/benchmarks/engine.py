@@ -45,6 +45,8 @@ import sys
 import time
 from typing import Any, Callable
 
+from sparse_perception.replay.report import cpu_model
+
 SWEEP_P = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50, 1.00)
 SCALES = (0.0, 0.01, 0.03, 0.1, 0.3)
 
@@ -518,24 +520,14 @@ def _device_name(device: str) -> str:
     if device == 'cuda':
         import torch
         return torch.cuda.get_device_name()
-    return _cpu_model()
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_model()
 
 
 def _machine(threads: int, device: str) -> dict:
     import numpy
     import torch
 
-    info = {'cpu': _cpu_model(), 'cpu_count': os.cpu_count(), 'torch_threads': threads,
+    info = {'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'torch_threads': threads,
             'python': platform.python_version(), 'torch': torch.__version__,
             'numpy': numpy.__version__, 'platform': platform.platform()}
     try:

@@ -107,7 +107,8 @@ def _version(module: str) -> str | None:
     return None
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
+    """Return the CPU's model name (for the provenance of a result)."""
     try:
         with open('/proc/cpuinfo', encoding='utf-8') as stream:
             for line in stream:
@@ -128,7 +129,7 @@ def environment(device_setting: str) -> dict[str, Any]:
         cores = len(os.sched_getaffinity(0))
     except AttributeError:
         cores = os.cpu_count()
-    device: dict[str, Any] = {'setting': device_setting, 'cpu': _cpu_model(), 'cores': cores,
+    device: dict[str, Any] = {'setting': device_setting, 'cpu': cpu_model(), 'cores': cores,
                               'platform': platform.platform()}
     if 'torch' in sys.modules:  # the pipeline imported it; never import torch just for this
         torch = sys.modules['torch']
