@@ -142,7 +142,7 @@ class _IncrementalNet:
                 self._skipped()
                 return self._outputs
         path = choice.pick()
-        start = time.perf_counter()
+        start = time.perf_counter()  # the input's change map is part of the engine's cost
         if path == 'dense':
             outputs = self.dense(x)
             choice.record('dense', (time.perf_counter() - start) * 1e3)
@@ -150,21 +150,21 @@ class _IncrementalNet:
             self._outputs = outputs
             return outputs
         if self.path != 'engine':
-            # The caches and the change map's reference missed the dense frames.
+            # The caches missed the dense frames; so did the change map's reference, unless
+            # this frame's map was made already (then the engine's dense frame reads it all).
             self.state.request_refresh()
-            self.change.request_refresh()
+            if callable(change):
+                self.change.request_refresh()
         outputs = self._engine_outputs(x, _made(change))
         ms = (time.perf_counter() - start) * 1e3
         stats = self.engine.last_stats
-        if stats.dense:
-            self._dense_stats = stats
-            if choice.needs_dense_sample:  # the first frame: time the dense pass too
-                self.dense(x)  # warm
-                start = time.perf_counter()
-                self.dense(x)
-                choice.record('dense', (time.perf_counter() - start) * 1e3)
-        else:
+        if not stats.dense:
             choice.record('engine', ms)
+        if choice.needs_dense_sample:  # the first frame, or the choice just turned on
+            self.dense(x)  # warm
+            start = time.perf_counter()
+            self.dense(x)
+            choice.record('dense', (time.perf_counter() - start) * 1e3)
         self.path, self._outputs = 'engine', None
         return outputs
 
@@ -249,7 +249,10 @@ class _IncrementalNet:
         # Read after the frame's outputs were used: on CUDA the device mode's statistics wait
         # for the frame to finish, which decoding the outputs has waited for already.
         if self._unread:
-            self.stats.append(self.engine.last_stats)
+            stats = self.engine.last_stats
+            if stats.dense:  # what a frame costs dense, for frames the engine does not run
+                self._dense_stats = stats
+            self.stats.append(stats)
             self._unread = False
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
@@ -266,10 +269,13 @@ class _IncrementalNet:
             self.path, self._outputs = 'engine', None
 
     def reset(self) -> None:
-        # The path choice keeps what it measured: the network and its costs stay the same.
+        # The path choice keeps what it measured: the network and its costs stay the same,
+        # unless it is fully convolutional, whose costs follow the frame size.
         self.state.reset()
         self.change.reset()
         self.path, self._outputs = 'engine', None
+        if self.input_size is None:
+            self.choice, self._dense_stats = self._new_choice(), None
 
     def take_stats(self) -> list[Any]:
         self._collect()
@@ -515,15 +521,17 @@ class Pipeline:
                       or settings.model.backend != old.model.backend
                       or settings.model.execution != old.model.execution
                       or settings.model.runtime != old.model.runtime
+                      or settings.model.threads != old.model.threads
                       or settings.model.models_dir != old.model.models_dir)
         device = _device(settings.model.device)
         if settings.model.threads != old.model.threads:
-            _apply_threads(settings.model.threads)
+            _apply_threads(settings.model.threads)  # the reloaded heads' LiteRT takes it too
         heads = dict(self._heads)
         for kind in self._head_names:
             if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
                 heads[kind] = _Head(kind, settings, device, self.incremental)
-            elif settings.sparsity != old.sparsity or settings.change != old.change:
+            elif (settings.sparsity != old.sparsity or settings.change != old.change
+                  or settings.pose != old.pose):
                 heads[kind].reconfigure(settings)
         self._heads, self._device = heads, device
         if settings.change.tile_size != old.change.tile_size:
@@ -637,12 +645,16 @@ def _dense_runtime(requested: str, model: Any, device: str) -> str:
     return 'litert' if device == 'cpu' and can_use_litert(model) else 'torch'
 
 
+_TORCH_DEFAULT_THREADS: list[int] = []  # torch's own thread count, before any setting
+
+
 def _apply_threads(threads: int) -> None:
     # Process-wide in torch: the nodes and the replay run one pipeline configuration each.
-    if threads > 0:
-        import torch
+    import torch
 
-        torch.set_num_threads(threads)
+    if not _TORCH_DEFAULT_THREADS:
+        _TORCH_DEFAULT_THREADS.append(torch.get_num_threads())
+    torch.set_num_threads(threads if threads > 0 else _TORCH_DEFAULT_THREADS[0])
 
 
 def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
@@ -661,15 +673,22 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
     if model.kind != kind:
         raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')
     model.dense_module, model.dense_detector = model.module, getattr(model, 'detector', None)
-    if _dense_runtime(settings.model.runtime, model, device) == 'litert':
+    runtime = _dense_runtime(settings.model.runtime, model, device)
+    if runtime == 'litert':
         from sparse_perception.models.litert import litert_networks
 
         try:
             model.dense_module, model.dense_detector = litert_networks(
                 model, settings.model.threads)
-        except (OSError, ValueError, ImportError) as exc:
-            raise ModelLoadError(f'cannot run the {kind} model {name!r} on LiteRT: {exc}') \
-                from exc
+        except (OSError, ValueError, ImportError, RuntimeError) as exc:
+            if settings.model.runtime == 'litert':
+                raise ModelLoadError(f'cannot run the {kind} model {name!r} on LiteRT: '
+                                     f'{exc}') from exc
+            LOG.warning('the %s model %r runs its dense passes on torch: LiteRT cannot run '
+                        'it (%s)', kind, name, exc)
+            runtime = 'torch'
+    model.details = dict(getattr(model, 'details', {}) or {}, runtime=runtime)
+    if runtime == 'litert':
         if not incremental:  # the dense reference runs nothing else
             model.module = model.dense_module
             if model.dense_detector is not None:

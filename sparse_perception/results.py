@@ -54,7 +54,7 @@ class HeadStats:
     active_fraction: float  # share of the dense work's positions recomputed (1.0 when dense)
     macs: int  # multiply-accumulates executed
     dense_macs: int  # what a dense pass costs
-    dense: bool  # ran dense: first frame, refresh, reset, or above the fallback fraction
+    dense: bool  # ran dense: first frame, refresh, reset, fallback, or the dense path
     ms: float  # wall time of this head (preprocess, network, decode)
     layers: dict[str, float] = field(default_factory=dict)  # active fraction by layer name
 

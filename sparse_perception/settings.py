@@ -183,8 +183,8 @@ class ModelSettings:
     # What runs a dense pass (the dense reference pipeline, and the incremental pipeline's
     # dense passes: first frames, and frames where a dense pass is faster than the engine):
     # the model's torch modules, or the TFLite interpreter (ai-edge-litert, XNNPACK) on the
-    # model's own .tflite file, which is what a MediaPipe user runs on a CPU and 2-3x faster
-    # than torch there on these models (bench/results/cpu.md). 'auto' takes litert for a
+    # model's own .tflite file, which is what a MediaPipe user runs on a CPU and about twice
+    # as fast as torch there on these models (bench/results/cpu.md). 'auto' takes litert for a
     # TFLite model on the CPU when ai-edge-litert is installed, else torch. The engine always
     # runs the torch networks.
     runtime: str = setting(
@@ -193,8 +193,8 @@ class ModelSettings:
         choices=('auto', 'torch', 'litert'), reload=True)
     # CPU threads of torch (and of LiteRT). One thread is the default: on a robot the CPU is
     # shared with other nodes, and a thread pool that waits for a busy core stalls the whole
-    # frame (measured in bench/results/cpu.md); two threads gain little on a quiet machine.
-    # 0 leaves torch's own default (all cores).
+    # frame. At 1 thread the main job's p50 doubled under two busy processes on two cores
+    # (bench/results/cpu.md). 0 is torch's own default (all cores).
     threads: int = setting(
         1, 'CPU threads for the networks (0 = torch default: all cores)', low=0, high=256,
         reload=True)

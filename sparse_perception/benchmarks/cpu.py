@@ -505,12 +505,12 @@ def markdown(result: dict) -> str:
         'its dense runtime, whichever is measured faster; the person detector on every '
         '`pose.detect_period`-th frame while nobody is tracked, never twice on an unchanged '
         'picture); litert: the dense reference pipeline with `model.runtime: litert`. '
-        'MACs / dense is what the engine counts for the networks that ran on a frame '
-        '(1 for the dense pipelines; a skipped detector counts neither its MACs nor its dense '
-        'MACs); active: the share of positions recomputed, weighted by dense MACs. Mask '
-        'agreement, keypoint error (all keypoints of the persons both found, paired nearest '
-        'first) and person count mismatches are against dense_torch on the same frame of the '
-        'same pass. Contended: one pass with '
+        'MACs / dense is what the networks executed over what a dense pass executes (1 for '
+        'the dense pipelines; a network not run counts its dense MACs as saved, a detector '
+        'the schedule skipped included); active: the share of positions recomputed, '
+        'weighted by dense MACs. Mask agreement, keypoint error (all keypoints of the persons '
+        'both found, paired nearest first) and person count mismatches are against '
+        'dense_torch on the same frame of the same pass. Contended: one pass with '
         f'{BUSY_PROCESSES} busy Python processes started and stopped by the benchmark.',
         '',
         '## Settings', '',

@@ -348,7 +348,8 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     import torch
     import triton
 
-    from sparse_perception.benchmarks.engine import _cpu_model, _model, _vtest
+    from sparse_perception.benchmarks.engine import _model, _vtest
+    from sparse_perception.replay.report import cpu_model
 
     started = time.perf_counter()
     m = _Cuda() if device == 'cuda' else _DryRun()
@@ -392,7 +393,7 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         'warmup_frames': warmup,
         'quick': quick or m.dry,
         'details': details,
-        'machine': dict(machine, cpu=_cpu_model(), python=platform.python_version(),
+        'machine': dict(machine, cpu=cpu_model(), python=platform.python_version(),
                         platform=platform.platform()),
         'method': 'CUDA events around each frame (input copy included for graph engines), '
                   'warm-up frames dropped; max_rel_diff is the max abs difference from the '

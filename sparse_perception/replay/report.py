@@ -266,7 +266,8 @@ def markdown(report: dict) -> str:
              _fmt(activity['active_fraction_after_first'], 3)),
             ('active fraction, p50', _fmt(activity['active_fraction_p50'], 3)),
             ('changed input tiles, mean', _fmt(activity['changed_fraction'], 3)),
-            ('frames run dense (first, refresh, fallback)', _fmt(activity['dense_frames'])),
+            ('frames run dense (first, refresh, fallback, dense path)',
+             _fmt(activity['dense_frames'])),
             ('MACs executed / dense', f"{_fmt(activity['macs'])} / "
                                       f"{_fmt(activity['dense_macs'])}")]
     for head, values in activity['per_head'].items():

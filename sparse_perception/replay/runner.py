@@ -410,6 +410,8 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
                 # As the nodes do: a stamp going back (a bag recorded in a loop, a restarted
                 # camera) starts a new sequence, whose first frame is computed densely.
                 incremental.reset()
+                if dense is not None:  # its tracking starts over too, or the two diverge
+                    dense.reset()
                 resets += 1
             last_stamp = item.stamp_ns
             begin = time.perf_counter()

@@ -125,10 +125,11 @@ def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
     dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
     incremental = Pipeline(_coral_settings(), heads=('segmentation',))
     net = incremental._heads['segmentation'].net
-    net.choice.record = _SlowEngine(net.choice)
     paths, macs, masks = [], [], []
-    for frame in frames:
+    for index, frame in enumerate(frames):
         got, want = incremental.process(frame), dense.process(frame)
+        if index == 0:  # after the first frame's reset, which renews a size-bound choice
+            net.choice.record = _SlowEngine(net.choice)
         np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
         paths.append(net.path)
         macs.append(got.stats.heads['segmentation'].macs)
@@ -151,15 +152,56 @@ def test_adaptive_false_always_runs_the_engine(frames):
     for frame in frames[:5]:
         pipeline.process(frame)
         assert net.path == 'engine'
-    # Live: turning it on starts measuring, keeping the caches of the running engine.
+    # Live: turning it on starts measuring, keeping the caches of the running engine, and
+    # times the dense pass at once (else no decision could ever be made).
     pipeline.update(_coral_settings(**{'sparsity.adaptive': True}))
     assert net.choice is not None and not pipeline.process(frames[5]).stats.dense
+    assert net.choice.estimates()['dense'] is not None
 
 
+def test_live_settings_of_the_schedule_and_threads_take_effect(frames):
+    import torch
+
+    from sparse_perception import pipeline as pipeline_module
+
+    pipeline = Pipeline(_coral_settings(), heads=('segmentation',))
+    pipeline.process(frames[0])
+    head = pipeline._heads['segmentation']
+    pipeline.update(_coral_settings(**{'pose.detect_period': 7}))
+    assert head.detect_period == 7 and pipeline._heads['segmentation'] is head  # no reload
+    pipeline.update(_coral_settings(**{'pose.detect_period': 7, 'model.threads': 2}))
+    assert torch.get_num_threads() == 2
+    pipeline.update(_coral_settings(**{'pose.detect_period': 7, 'model.threads': 0}))
+    assert torch.get_num_threads() == pipeline_module._TORCH_DEFAULT_THREADS[0]
+    pipeline.update(_coral_settings())  # back to one thread
+    assert torch.get_num_threads() == 1
+
+
+def test_auto_runtime_falls_back_to_torch_where_litert_fails(mediapipe_cache, monkeypatch,
+                                                             caplog):
+    pytest.importorskip('ai_edge_litert')
+    from sparse_perception.models import litert
+    from sparse_perception.pipeline import ModelLoadError
+
+    def broken(model, threads):
+        raise RuntimeError('Encountered unresolved custom op')
+    monkeypatch.setattr(litert, 'litert_networks', broken)
+    settings = st.replace(st.PerceptionSettings(), {
+        'model.segmentation': 'selfie_segmentation_landscape', 'model.device': 'cpu',
+        'model.models_dir': str(mediapipe_cache)})
+    with caplog.at_level('WARNING'):
+        head = Pipeline(settings, heads=('segmentation',))._heads['segmentation']
+    assert head.model.dense_module is head.model.module  # torch
+    assert 'runs its dense passes on torch' in caplog.text and 'unresolved' in caplog.text
+    with pytest.raises(ModelLoadError, match='on LiteRT: Encountered unresolved custom op'):
+        Pipeline(st.replace(settings, {'model.runtime': 'litert'}), heads=('segmentation',))
+
+
+@pytest.mark.parametrize('adaptive', [True, False])
 def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_one(
-        frames, mediapipe_cache):
+        frames, mediapipe_cache, adaptive):
     base = {'model.pose': 'blazepose', 'model.models_dir': str(mediapipe_cache),
-            'model.device': 'cpu', 'pose.detect_period': 3}
+            'model.device': 'cpu', 'pose.detect_period': 3, 'sparsity.adaptive': adaptive}
     settings = st.replace(st.PerceptionSettings(), base)
     incremental = Pipeline(settings, heads=('pose',))
     dense = Pipeline(settings, heads=('pose',), incremental=False)
