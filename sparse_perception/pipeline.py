@@ -319,6 +319,7 @@ class _Head:
         self.net = None
         self._last_transform = None
         self._last_result: Any = None  # the last decoded result
+        self._dense = _dense_pass(self.model.module)  # the dense reference's pass
         # A tracking model's detector runs on every detect_period-th frame without a person
         # (incremental pipelines only: the dense reference detects on every frame).
         self.detect_period = settings.pose.detect_period if incremental else 1
@@ -383,7 +384,7 @@ class _Head:
         x = model.to_tensor(pixels)
         with torch.no_grad():
             if self.net is None:
-                outputs = _dense_pass(model.module)(x)
+                outputs = self._dense(x)
             else:
                 # Known still without a change map of its own: the same crop of a still frame.
                 still = (not frame_change.refresh and frame_change.changed_fraction == 0.0

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sparse_perception.models.transforms import ImageTransform
+from sparse_perception.models.transforms import ImageTransform, optional_cv2
 
 UNLABELLED = 255
 
@@ -151,10 +151,7 @@ def probability_mask(probability, transform: ImageTransform, *, threshold: float
     top, left, bottom, right = transform.content_box
     crop = prob[top:bottom, left:right]
     height, width = transform.image_size
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
+    cv2 = optional_cv2()
     if cv2 is not None and crop.device.type == 'cpu':
         # OpenCV's bilinear resize samples at pixel centres as align_corners=False does, at
         # a fraction of the cost (a mask the size of the camera frame, every frame).

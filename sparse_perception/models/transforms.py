@@ -113,13 +113,24 @@ def resize_image(image: np.ndarray, transform: ImageTransform, *,
     return out
 
 
+_CV2: list = []
+
+
+def optional_cv2():
+    """Return OpenCV when it can be imported (an optional dependency), else None; tried once."""
+    if not _CV2:
+        try:
+            import cv2
+        except ImportError:
+            cv2 = None
+        _CV2.append(cv2)
+    return _CV2[0]
+
+
 def _resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """Resize a contiguous (H, W, 3) uint8 frame to ``size`` (h, w) as uint8."""
     shrinking = size[0] < image.shape[0] or size[1] < image.shape[1]
-    try:
-        import cv2
-    except ImportError:
-        cv2 = None
+    cv2 = optional_cv2()
     if cv2 is not None:
         return cv2.resize(image, (size[1], size[0]),
                           interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
