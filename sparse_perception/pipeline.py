@@ -109,6 +109,7 @@ class _IncrementalNet:
         self.repeated = False  # the last run returned the same outputs as the run before
         self._outputs: Any = None  # the last frame's outputs, while the dense path runs
         self._dense_stats: Any = None  # the engine's statistics of a dense frame
+        self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
 
     def _new_choice(self) -> Any:
         from sparse_perception.scheduling import PathChoice
@@ -176,16 +177,23 @@ class _IncrementalNet:
     def _ran_dense(self) -> None:
         self._collect()
         self.path = 'dense'
-        self.stats.append(_as_dense_pass(self._dense_stats, skipped=False))
+        self.stats.append(self._pass_stat(skipped=False))
 
     def _skipped(self) -> None:
         self.not_run()
         self.path = 'dense'
 
+    def _pass_stat(self, skipped: bool) -> Any:
+        # Read-only once made: the same object stands for every such frame of this size.
+        stats = self._pass_stats.get(skipped)
+        if stats is None:
+            stats = self._pass_stats[skipped] = _as_dense_pass(self._dense_stats, skipped)
+        return stats
+
     def not_run(self) -> None:
         """Count a frame the network was not run on where a dense pipeline runs it."""
         self._collect()
-        self.stats.append(_as_dense_pass(self._dense_stats, skipped=True))
+        self.stats.append(self._pass_stat(skipped=True))
 
     def _build_device(self) -> None:
         from sparse_perception.engine.device import DeviceModel
@@ -251,7 +259,7 @@ class _IncrementalNet:
         if self._unread:
             stats = self.engine.last_stats
             if stats.dense:  # what a frame costs dense, for frames the engine does not run
-                self._dense_stats = stats
+                self._dense_stats, self._pass_stats = stats, {}
             self.stats.append(stats)
             self._unread = False
 
@@ -275,7 +283,7 @@ class _IncrementalNet:
         self.change.reset()
         self.path, self._outputs = 'engine', None
         if self.input_size is None:
-            self.choice, self._dense_stats = self._new_choice(), None
+            self.choice, self._dense_stats, self._pass_stats = self._new_choice(), None, {}
 
     def take_stats(self) -> list[Any]:
         self._collect()
