@@ -81,7 +81,6 @@ class _IncrementalNet:
     ``gates`` (a segmentation network's :class:`~sparse_perception.gating.GateMaker`) limits
     where the engine recomputes (``sparsity.gate``), and may answer a frame from its glance
     alone; the engine then reads the whole input on its next frame, as it missed this one.
-    The device mode runs ungated (said once in the log).
     """
 
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
@@ -109,7 +108,6 @@ class _IncrementalNet:
         self.gates = gates
         self._missed = False  # the engine missed a frame the glance answered
         self._glance_stats: dict[tuple, Any] = {}  # per glance input size
-        self._ungated_said = False
         self.stats: list[Any] = []
         self._unread = False  # the engine holds statistics of a call not yet collected
         self.adaptive = settings.sparsity.adaptive
@@ -210,36 +208,35 @@ class _IncrementalNet:
         return outputs
 
     def _stale(self) -> bool:
-        return any(m is not None for m in getattr(self.state, 'stale', ()))
+        return bool(getattr(self.state, 'has_stale', False))
 
     def _active_gates(self) -> Any:
         gates = self.gates
-        if gates is None or not gates.active:
-            return None
-        if self.execution != 'eager':
-            if not self._ungated_said:
-                LOG.warning('%s: sparsity.gate %r needs the eager executor; the device mode '
-                            'runs ungated', self.what, gates.mode)
-                self._ungated_said = True
-            return None
-        return gates
+        return gates if gates is not None and gates.active else None
 
     def _count_glance(self, x: Any) -> None:
-        """Add the glance's dense pass to this frame's statistics (its MACs, no dense MACs)."""
+        """Add the glance's dense pass to this frame's statistics (made in take_stats)."""
+        self._collect()
+        # Its MACs are counted once per size by lowering the network at that size: not here,
+        # where the path choice times the engine's path.
+        self.stats.append(_Glance(tuple(x.shape[:2]), self.gates.glance_size(*x.shape[-2:]),
+                                  x.dtype, x.device))
+
+    def _glance_stat(self, glance: Any) -> Any:
+        """The statistics of a glance: its MACs, no dense MACs (it adds to the frame's)."""
         from sparse_perception.engine.stats import FrameStats, LayerStats
 
-        size = self.gates.glance_size(*x.shape[-2:])
-        stats = self._glance_stats.get(size)
+        stats = self._glance_stats.get(glance.size)
         if stats is None:
             import torch
 
-            small = torch.zeros(*x.shape[:2], *size, dtype=x.dtype, device=x.device)
-            positions = size[0] * size[1]
+            small = torch.zeros(*glance.batch_channels, *glance.size, dtype=glance.dtype,
+                                device=glance.device)
+            positions = glance.size[0] * glance.size[1]
             macs = self.engine.dense_macs(small)
-            stats = self._glance_stats[size] = FrameStats(layers=[LayerStats(
+            stats = self._glance_stats[glance.size] = FrameStats(layers=[LayerStats(
                 'glance', 'glance', positions, 'full', 0, positions, 0, macs, 0.0)])
-        self._collect()
-        self.stats.append(stats)
+        return stats
 
     def _ran_dense(self) -> None:
         self._collect()
@@ -374,7 +371,7 @@ class _IncrementalNet:
     def take_stats(self) -> list[Any]:
         self._collect()
         stats, self.stats = self.stats, []
-        return stats
+        return [self._glance_stat(s) if isinstance(s, _Glance) else s for s in stats]
 
 
 class _IncrementalDetector:
@@ -702,6 +699,16 @@ def _auto_picks_device(config: Any, device: Any) -> bool:
     from sparse_perception.engine import get_backend
 
     return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Glance:
+    """A glance ran on an input of this size (its statistics are made when collected)."""
+
+    batch_channels: tuple[int, int]
+    size: tuple[int, int]
+    dtype: Any
+    device: Any
 
 
 def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> Any:

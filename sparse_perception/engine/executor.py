@@ -63,6 +63,11 @@ class StreamState:
         self.__init__()
 
     @property
+    def has_stale(self) -> bool:
+        """Whether a gate left positions that no frame recomputed yet."""
+        return any(m is not None for m in self.stale)
+
+    @property
     def stale_positions(self) -> int:
         """Positions, over all layers, that a gate left stale and no frame recomputed yet."""
         return sum(int(m.sum()) for m in self.stale if m is not None)
@@ -256,13 +261,7 @@ class IncrementalModel:
 
     def dense_macs(self, x: torch.Tensor) -> int:
         """Multiply-accumulates of one dense pass on inputs like ``x`` (no plan is kept)."""
-        key = tuple(x.shape)
-        plan = self._plans.get(key)
-        program = plan.program if plan is not None else lower(
-            self.graph, self._check_input(x), self.config.allow_dense_tail)
-        values = program.values
-        return int(sum(values[layer.output].positions * macs_per_position(layer, values)
-                       for layer in program.layers[1:]))
+        return dense_macs(self, self._check_input(x))
 
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the names of the layers (for threshold overrides) for inputs like ``x``."""
@@ -421,6 +420,16 @@ class IncrementalModel:
         if program.tail_is_dense:
             state.tail_output = out
         return out
+
+
+def dense_macs(engine: Any, x: torch.Tensor) -> int:
+    """Multiply-accumulates of a dense pass of ``engine``'s network on inputs like ``x``."""
+    plan = engine._plans.get(tuple(x.shape))
+    program = plan.program if plan is not None else lower(engine.graph, x,
+                                                          engine.config.allow_dense_tail)
+    values = program.values
+    return int(sum(values[layer.output].positions * macs_per_position(layer, values)
+                   for layer in program.layers[1:]))
 
 
 def _clock(device: torch.device) -> float:

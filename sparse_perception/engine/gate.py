@@ -44,8 +44,17 @@ class Gate:
         self.tile = tile
         self.height = height
         self.width = width
-        self.fraction = float(tiles.float().mean()) if tiles.numel() else 0.0
+        self._tiles = tiles
+        self._fraction: float | None = None
         self._maps: dict[tuple[int, int], torch.Tensor] = {}
+
+    @property
+    def fraction(self) -> float:
+        """Share of the input's tiles inside the gate (read lazily: a host sync on a GPU)."""
+        if self._fraction is None:
+            tiles = self._tiles
+            self._fraction = float(tiles.float().mean()) if tiles.numel() else 0.0
+        return self._fraction
 
     def at(self, height: int, width: int) -> torch.Tensor:
         """Return the bool (height, width) gate of a layer of that size (computed once)."""

@@ -300,3 +300,43 @@ def test_frames_are_sync_free_and_launch_the_same_kernels(launches):
     # And the results are the dense model's (thresholds held some changes back: loosely).
     expected = dense_outputs(model, sequence)[-1]
     assert max_relative_difference(device(*sequence[-1], state), expected) <= 0.05
+
+
+# -- spatial gates in the device mode ---------------------------------------------------------
+
+def _gate_frames():
+    model = kn.build('mobile', seed=7)
+    return model, kn.frames(3, 17, 20, 4, seed=8)
+
+
+def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
+    model, sequence = _gate_frames()
+    plain, gated = DeviceModel(model, graph=False), DeviceModel(model, graph=False)
+    s_plain, s_gated = plain.new_state(), gated.new_state()
+    for i, (x, tiles) in enumerate(sequence):
+        whole = torch.ones(3, 4, dtype=torch.bool)  # tiles of 6 over 17x20
+        a = plain(x, tiles, s_plain).clone()
+        b = gated(x, tiles, s_gated, gate=whole).clone()
+        assert torch.equal(a, b), f'frame {i}'
+
+
+def test_device_mode_keeps_gated_changes_until_the_gate_returns():
+    model, sequence = _gate_frames()
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    x0 = sequence[0][0]
+    first = device(x0, None, state).clone()
+    x1 = x0.clone()
+    x1[..., 12:, 14:] += 1.0
+    tiles = torch.zeros(3, 4, dtype=torch.bool)
+    tiles[2, 2:] = True  # the change: bottom right
+    gate = torch.zeros(3, 4, dtype=torch.bool)
+    gate[0, 0] = True  # the gate: top left
+    out = device(x1, tiles, state, gate=gate).clone()
+    assert torch.equal(out, first)  # nothing recomputed where the change is
+    assert state.has_stale and device.last_stats.gate_fraction == pytest.approx(1 / 12)
+    still = torch.zeros(3, 4, dtype=torch.bool)
+    out = device(x1, still, state).clone()  # ungated: what waited is recomputed
+    assert not state.has_stale
+    with torch.no_grad():
+        assert max_relative_difference(out, model(x1)) <= 1e-4

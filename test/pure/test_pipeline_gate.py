@@ -56,6 +56,7 @@ def _run(settings, frames):
     return incremental, rows
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('gate', ['previous', 'glance'])
 def test_a_gate_computes_around_the_person_and_keeps_the_person(parkour, gate):
     _, rows = _run(_settings(**{'sparsity.gate': gate}), parkour)
@@ -68,12 +69,14 @@ def test_a_gate_computes_around_the_person_and_keeps_the_person(parkour, gate):
         assert iou > 0.9, f'frame {i}: person IoU against dense {iou:.3f}'
 
 
+@pytest.mark.slow
 def test_gate_none_is_the_ungated_engine_bit_for_bit(parkour):
     _, rows = _run(_settings(), parkour[:3])
     for got, want, macs, dense_macs in rows:
         np.testing.assert_array_equal(got, want)  # thresholds 0: exact
 
 
+@pytest.mark.slow
 def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour):
     settings = _settings(**{'sparsity.gate': 'previous', 'sparsity.gate_refresh': 0})
     pipeline = Pipeline(settings, heads=('segmentation',))
@@ -86,6 +89,7 @@ def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour):
                                   dense.process(parkour[2]).segmentation.mask)
 
 
+@pytest.mark.slow
 def test_the_glance_answers_a_frame_without_people_alone(parkour):
     settings = _settings(**{'sparsity.gate': 'glance'})
     pipeline = Pipeline(settings, heads=('segmentation',))
