@@ -340,3 +340,21 @@ def test_device_mode_keeps_gated_changes_until_the_gate_returns():
     assert not state.has_stale
     with torch.no_grad():
         assert max_relative_difference(out, model(x1)) <= 1e-4
+
+
+@pytest.mark.slow
+def test_gated_frames_do_not_synchronise_with_the_host(launches):
+    model, sequence = _gate_frames()
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    gate = torch.zeros(3, 4, dtype=torch.bool)
+    gate[1:, 1:3] = True
+    device(*sequence[0], state)
+    device(*sequence[1], state, gate=gate)  # binds the gated launches
+    with HostOps() as host:
+        device(*sequence[2], state, gate=gate)
+    # Building the gate's masks takes a few device ops; none reads a value back to the host.
+    syncing = {'aten._local_scalar_dense.default', 'aten.nonzero.default',
+               'aten.is_nonzero.default', 'aten.item.default', 'aten.equal.default'}
+    assert not set(host.ops) & syncing, sorted(set(host.ops) & syncing)
+    assert '_candidates_kernel' in {name for name, *_ in signature(launches)}
