@@ -39,13 +39,11 @@ from dataclasses import dataclass, field
 import time
 
 import numpy as np
+from sparse_perception.models.decoders import COCO17_JOINTS as COCO17
 from sparse_perception.results import (
     FrameResult, FrameStats, HeadStats, PoseResult, SegmentationResult)
 import torch
 
-COCO17 = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
-          'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
-          'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
 SKELETON = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13),
             (13, 15), (12, 14), (14, 16))
 CLASS_NAMES = ('background', 'person', 'sky')

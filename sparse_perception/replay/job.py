@@ -31,6 +31,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from sparse_perception.evaluation.provenance import environment
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
@@ -256,7 +257,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'sweep': points,
         'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},
         'wall_s': None,  # set when everything but the report files is written
-        'environment': report_module.environment(job.settings.model.device),
+        'environment': environment(job.settings.model.device),
         'outputs': outputs,
     }
 

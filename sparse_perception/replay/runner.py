@@ -35,10 +35,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from sparse_perception.evaluation.stats import mean_or_none, summarize
+from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.groundtruth import COCO17, KeypointTruth, MaskTruth
-from sparse_perception.replay.metrics import (
-    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.groundtruth import KeypointTruth, MaskTruth
+from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
 
 DEFAULT_PIPELINE = 'sparse_perception.pipeline:Pipeline'
@@ -93,9 +94,9 @@ def class_id(class_names: Sequence[str], wanted: str) -> int:
 
 def coco_view(keypoints: np.ndarray, joint_names: Sequence[str]) -> np.ndarray:
     """Reorder (P, K, 3) keypoints into COCO-17 order by joint name (NaN where absent)."""
-    out = np.full((keypoints.shape[0], len(COCO17), 3), np.nan, np.float64)
+    out = np.full((keypoints.shape[0], len(COCO17_JOINTS), 3), np.nan, np.float64)
     lowered = [name.lower() for name in joint_names]
-    for column, name in enumerate(COCO17):
+    for column, name in enumerate(COCO17_JOINTS):
         if name in lowered:
             out[:, column] = keypoints[:, lowered.index(name)]
     return out

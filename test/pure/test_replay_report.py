@@ -212,7 +212,7 @@ def test_the_environment_names_the_commit_that_ran():
     import subprocess
     from pathlib import Path
 
-    from sparse_perception.replay.report import environment
+    from sparse_perception.evaluation.provenance import environment
 
     repo = Path(__file__).resolve().parents[2]
     if not (repo / '.git').exists():
