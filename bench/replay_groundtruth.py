@@ -45,7 +45,7 @@ def _replay(bag: Path, out: Path, head: str, model: str, truth: Path, frames: st
     flags += [f'--{name}' for name, value in settings.items() if isinstance(value, list)
               and not value]  # an empty list: the flag with no values
     status = cli.main(['replay', str(bag), '--out', str(out), '--quiet', '--heads', head,
-                       f'--model.{"segmentation" if head == "seg" else "pose"}', model,
+                       f'--model.{head}', model,
                        '--gt', str(truth), '--frames', frames, '--no-bag', '--contact-sheet',
                        '0', *flags])
     if status != 0:
@@ -81,7 +81,7 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        jobs = [('davis', accuracy.davis_clip(name), 'seg', result['davis'][name],
+        jobs = [('davis', accuracy.davis_clip(name), 'segmentation', result['davis'][name],
                  result['conditions']['davis_frames'], '24', 'jpeg')
                 for name in result.get('davis', {})]
         if 'jhmdb' in result:
@@ -93,7 +93,7 @@ def main(argv: list[str]) -> int:
             if cli.main(['make-bag', str(clip.frames_dir), str(bag), '--rate', rate,
                          '--format', fmt]) != 0:
                 raise SystemExit(f'make-bag of {clip.frames_dir} failed')
-            model = models['segmentation' if head == 'seg' else 'pose']['name']
+            model = models[head]['name']
             report = _replay(bag, work / f'{clip.name}_run', head, model, clip.truth, frames,
                              settings)
             for name, replayed, evaluated in _pairs(kind, report, expected):

@@ -189,8 +189,8 @@ def _read_coco(path: Path, document: dict) -> KeypointTruth:
             box_size = float(max(bbox[2], bbox[3]))
         else:
             box_size = float(np.ptp(points[visible], axis=0).max())
-        nose, left, right = (COCO17_JOINTS.index(n) for n in ('nose', 'left_shoulder',
-                                                       'right_shoulder'))
+        nose, left, right = (COCO17_JOINTS.index(n)
+                             for n in ('nose', 'left_shoulder', 'right_shoulder'))
         neck = (points[left] + points[right]) / 2 if visible[left] and visible[right] else None
         face = points[nose] if visible[nose] else None
         frames[position[annotation['image_id']]].append(

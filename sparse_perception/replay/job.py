@@ -38,6 +38,7 @@ from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, Mask
 from sparse_perception.replay.runner import (
     build_pipeline, class_id, load_factory, Progress, replay, Scorer, sweep)
 from sparse_perception.replay.sources import check_apart, FrameRange, open_source
+from sparse_perception.settings import HEADS
 
 DEFAULT_SWEEP = (0.0, 0.5, 1.0, 2.0, 4.0)
 LATENCY_PLOT = 'latency.png'
@@ -55,7 +56,7 @@ class ReplayJob:
     source: Path  # rosbag2 folder, ROS 1 bag, video or image folder
     out: Path
     settings: Any  # PerceptionSettings
-    heads: tuple[str, ...] = ('segmentation', 'pose')
+    heads: tuple[str, ...] = HEADS
     topic: str | None = None
     rate: float | None = None
     frames: FrameRange = field(default_factory=FrameRange)
@@ -121,9 +122,11 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     _check_out(job.out, [job.source, *job.ground_truth])
     masks, keypoints = _truths(job.ground_truth)
     if masks is not None and 'segmentation' not in job.heads:
-        raise ReplayError('mask ground truth needs the segmentation head (--heads seg or both)')
+        raise ReplayError('mask ground truth needs the segmentation head (--heads segmentation '
+                          'or segmentation,pose)')
     if keypoints is not None and 'pose' not in job.heads:
-        raise ReplayError('keypoint ground truth needs the pose head (--heads pose or both)')
+        raise ReplayError('keypoint ground truth needs the pose head (--heads pose or '
+                          'segmentation,pose)')
     # Videos keep their own rate unless one is given; frames of a folder/video get stamps.
     opener = {'topic': job.topic, 'rate': job.rate, 'frames': job.frames}
     source = open_source(job.source, keep_messages=job.bag, **opener)

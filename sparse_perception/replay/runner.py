@@ -43,7 +43,6 @@ from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskA
 from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
 
 DEFAULT_PIPELINE = 'sparse_perception.pipeline:Pipeline'
-HEADS = ('segmentation', 'pose')
 
 
 def load_factory(spec: str = DEFAULT_PIPELINE) -> Callable[..., Any]:

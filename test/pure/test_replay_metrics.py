@@ -19,8 +19,8 @@ import math
 import numpy as np
 import pytest
 
-from sparse_perception.replay.errors import ReplayError
 from sparse_perception.models.decoders import COCO17_JOINTS
+from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.metrics import (
     binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, Pck, PersonTruth)
 from sparse_perception.replay.runner import class_id, coco_view
