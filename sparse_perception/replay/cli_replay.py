@@ -80,9 +80,6 @@ def register(subparsers) -> None:
                        help='node parameters YAML to read the settings from (flags override)')
     group.add_argument('--params-node', metavar='NAME',
                        help='which node of the parameters file (default: its only one)')
-    group.add_argument('--pipeline', default='sparse_perception.pipeline:Pipeline',
-                       metavar='MODULE:CALLABLE',
-                       help='pipeline factory with the signature of Pipeline [%(default)s]')
     group = parser.add_argument_group('ground truth')
     group.add_argument('--gt', type=Path, action='append', default=[], metavar='PATH',
                        help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
@@ -183,7 +180,7 @@ def _job(args, settings_module):
         pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep else (),
         bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
         contact_sheet=args.contact_sheet, video=args.video,
-        progress=not args.quiet and sys.stderr.isatty(), pipeline=args.pipeline)
+        progress=not args.quiet and sys.stderr.isatty())
 
 
 def summary(report: dict, out: Path) -> str:

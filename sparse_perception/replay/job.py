@@ -36,7 +36,7 @@ from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
 from sparse_perception.replay.runner import (
-    build_pipeline, class_id, load_factory, Progress, replay, Scorer, sweep)
+    build_pipeline, class_id, Progress, replay, Scorer, sweep)
 from sparse_perception.replay.sources import check_apart, FrameRange, open_source
 from sparse_perception.settings import HEADS
 
@@ -72,8 +72,16 @@ class ReplayJob:
     contact_sheet: int = 12
     video: bool = False
     progress: bool = False
-    pipeline: str | Callable[..., Any] = 'sparse_perception.pipeline:Pipeline'
+    # Builds the pipelines, with the signature of Pipeline; None: the package's Pipeline.
+    pipeline: Callable[..., Any] | None = None
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+
+
+def default_pipeline() -> Callable[..., Any]:
+    """Return what a replay builds its pipelines with unless told otherwise: the Pipeline."""
+    from sparse_perception.pipeline import Pipeline
+
+    return Pipeline
 
 
 def _truths(paths: Sequence[Path]) -> tuple[MaskTruth | None, KeypointTruth | None]:
@@ -134,7 +142,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     sinks: list[Any] = []
     staging = None
     try:
-        factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
+        factory = job.pipeline if job.pipeline is not None else default_pipeline()
         incremental = build_pipeline(factory, job.settings, job.heads, incremental=True)
         pipelines.append(incremental)
         dense = None
@@ -239,11 +247,11 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
     from sparse_perception import settings as settings_module
 
     flat = settings_module.flatten(job.settings)
+    factory = job.pipeline if job.pipeline is not None else default_pipeline()
     return {
         'schema': report_module.SCHEMA,
         'input': source.describe(),
-        'pipeline': job.pipeline if isinstance(job.pipeline, str) else (
-            f'{job.pipeline.__module__}:{job.pipeline.__qualname__}'),
+        'pipeline': f'{factory.__module__}:{factory.__qualname__}',
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),

@@ -15,9 +15,10 @@
 """
 The replay loop: every frame through the incremental pipeline and its dense reference.
 
-The pipeline comes from one factory with the signature of
-``sparse_perception.pipeline.Pipeline(settings, heads=..., incremental=...)``
-(:func:`load_factory`; the command's ``--pipeline`` names another). :class:`Scorer` turns the
+The pipelines are built by a factory with the signature of
+``sparse_perception.pipeline.Pipeline(settings, heads=..., incremental=...)`` (the Pipeline
+class itself, unless a :class:`~sparse_perception.replay.job.ReplayJob` names another
+callable). :class:`Scorer` turns the
 per-frame results into the figures of the report; :func:`replay` runs a source through the
 pipelines and hands each frame to the output sinks (bag, contact sheet, video);
 :func:`sweep` re-runs the incremental pipeline over sparsity scales against the dense outputs
@@ -27,7 +28,6 @@ kept from the main run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import importlib
 import math
 import sys
 import time
@@ -41,29 +41,6 @@ from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, MaskTruth
 from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
-
-DEFAULT_PIPELINE = 'sparse_perception.pipeline:Pipeline'
-
-
-def load_factory(spec: str = DEFAULT_PIPELINE) -> Callable[..., Any]:
-    """Import ``module:attribute`` and return it: a callable with Pipeline's signature."""
-    module_name, _, attribute = spec.partition(':')
-    if not module_name or not attribute:
-        raise ReplayError(f'pipeline {spec!r} is not MODULE:CALLABLE '
-                          f'(e.g. {DEFAULT_PIPELINE})')
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name and spec == DEFAULT_PIPELINE:
-            raise ReplayError(
-                f'this installation has no perception pipeline ({module_name} is missing); '
-                'reinstall sparse_perception, or name one with --pipeline MODULE:CALLABLE'
-            ) from None
-        raise ReplayError(f'pipeline {spec!r}: cannot import {module_name}: {exc}') from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise ReplayError(f'pipeline {spec!r}: {module_name} has no callable {attribute!r}')
-    return factory
 
 
 def build_pipeline(factory: Callable[..., Any], settings: Any, heads: Sequence[str],
