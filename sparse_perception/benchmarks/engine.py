@@ -286,8 +286,8 @@ def _model(name: str, clip: list, device: str):
 
     normalise = (1 / 127.5, -1.0)
     if name == 'mobilenet_v2_deeplabv3':
-        from sparse_perception.engine.networks import (calibrate_batchnorm,
-                                                       mobilenet_v2_deeplabv3)
+        from sparse_perception.models.benchmark_network import (
+            calibrate_batchnorm, mobilenet_v2_deeplabv3)
         model = mobilenet_v2_deeplabv3(seed=0)
         calibrate_batchnorm(model, [_to_input(f, 'cpu') for f in clip[:4]])
         label = ('MobileNetV2-DeepLabV3 (output stride 16, image pooling, 21 classes, '
