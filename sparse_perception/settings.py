@@ -142,6 +142,29 @@ class SparsitySettings:
     # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
         True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
+    # Spatial gates (sparse_perception/gating.py) for the segmentation network: on a moving
+    # camera every tile changes, and a gate limits recomputation to where the people are
+    # ('previous': last frame's person tiles; 'glance': also this frame's, from the network
+    # run at glance_scale, fully convolutional models only). Positions outside the gate keep
+    # their cached values and are recomputed once a gate covers them: none is exact.
+    gate: str = setting(
+        'none', 'Where the segmentation network recomputes: none (every change), previous '
+        "(last frame's people), glance (a low-resolution pass first)",
+        choices=('none', 'previous', 'glance'))
+    # The gate's margin around the people, in change tiles (change.tile_size pixels): it
+    # covers motion since the last frame and the receptive field across the gate's edge.
+    gate_margin: int = setting(
+        2, 'Grow the gate by this many change tiles around the people', low=0, high=64)
+    glance_scale: float = setting(
+        0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
+    # A band of tile rows that moves down the frame joins every gate, so a position is
+    # never staler than this many frames (and someone new is found within them).
+    gate_refresh: int = setting(
+        8, 'Recompute every position at least every N frames under a gate (0 = never)',
+        low=0, high=10000)
+    glance_exit: bool = setting(
+        True, 'When the glance and the last frame show nobody, publish the glance and skip '
+        'the full pass')
     # Edge of the tiles (in output positions) that KxK layers compute on.
     compute_tile: int = setting(
         4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
