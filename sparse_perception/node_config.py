@@ -32,8 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from sparse_perception import settings as st
-
-HEADS = ('segmentation', 'pose')
+from sparse_perception.settings import HEADS
 
 
 @dataclass(frozen=True)

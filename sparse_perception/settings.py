@@ -38,6 +38,12 @@ from typing import Any, Iterator, Mapping
 # 'auto': one switch between kernels and reference, settable by environment and by parameter.
 BACKEND_ENV = 'SPARSE_PERCEPTION_BACKEND'
 
+# The heads a pipeline can run, in canonical order: the names of node.heads, of the model
+# settings (model.segmentation, model.pose), of the registry's model kinds and of --heads.
+HEADS = ('segmentation', 'pose')
+# Command-line spellings of a head selection besides the heads' own names.
+HEAD_ALIASES = {'seg': ('segmentation',), 'both': HEADS}
+
 
 class SettingError(ValueError):
     """A setting has a value of the wrong type or outside its range."""
@@ -308,8 +314,7 @@ class LifecycleSettings:
         read_only=True)
     # Only perception_node declares it; segmentation_node and pose_node run their one head.
     heads: tuple[str, ...] = setting(
-        ('segmentation', 'pose'), 'Heads perception_node runs on one decoded frame',
-        choices=('segmentation', 'pose'), read_only=True)
+        HEADS, 'Heads perception_node runs on one decoded frame', choices=HEADS, read_only=True)
     warmup_frames: int = setting(
         2, 'Synthetic frames run at activation to load and warm the kernels (0 = none)',
         low=0, high=100)
@@ -482,6 +487,26 @@ def build(settings_type: type, flat: Mapping[str, Any], prefix: str = '') -> Any
         elif name in flat:
             kwargs[f.name] = flat[name]
     return settings_type(**kwargs)
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    """
+    Parse a command line's head selection into heads in canonical order.
+
+    ``text`` is a comma-separated list of head names (those of ``node.heads``:
+    'segmentation', 'pose') or of the short forms 'seg' and 'both'; for example
+    'segmentation,pose', 'pose' or 'both'. Anything else raises :class:`SettingError`.
+    """
+    words = [word.strip() for word in str(text).split(',')]
+    chosen: set[str] = set()
+    for word in words:
+        heads = (word,) if word in HEADS else HEAD_ALIASES.get(word)
+        if heads is None:
+            raise SettingError(
+                f'heads {text!r}: {word!r} is not a head; expected a comma-separated list of '
+                f'{", ".join(HEADS)} (or {", ".join(HEAD_ALIASES)})')
+        chosen.update(heads)
+    return tuple(head for head in HEADS if head in chosen)
 
 
 def resolve_backend(backend: str) -> str:

@@ -56,9 +56,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sparse_perception import settings as settings_module
+from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.metrics import (
-    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.report import json_safe
 from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
 from sparse_perception.settings import PerceptionSettings
@@ -559,7 +559,7 @@ def default_settings(**changes: Any) -> PerceptionSettings:
 
 def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the sections of ``options``; return the result (see the module docstring)."""
-    from sparse_perception.replay import report as report_module
+    from sparse_perception.evaluation.provenance import environment
 
     unknown = [s for s in options.sections if s not in SECTIONS]
     if unknown or not options.sections:
@@ -623,7 +623,7 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     }
     timings['total_s'] = time.perf_counter() - started
     result['timing'] = timings
-    result['environment'] = report_module.environment(options.settings.model.device)
+    result['environment'] = environment(options.settings.model.device)
     return result
 
 

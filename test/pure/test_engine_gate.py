@@ -22,13 +22,12 @@ full gate and no new change brings the output back to the dense model's on the i
 and a change entirely outside the gate leaves the output as it was.
 """
 
+from engine_cases import (
+    ALL_BLOCK_KINDS, change_sequence, effective_inputs, max_relative_difference, random_network)
 from hypothesis import given, HealthCheck, settings, strategies as st
 import pytest
 from sparse_perception.engine import EngineConfig, EngineError, IncrementalModel
 from sparse_perception.engine.gate import Gate
-from sparse_perception.engine.testing import (ALL_BLOCK_KINDS, change_sequence,
-                                              effective_inputs, max_relative_difference,
-                                              random_network)
 from support import HypothesisChooser
 import torch
 

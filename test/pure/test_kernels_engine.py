@@ -28,6 +28,7 @@ The engine on the kernels, end to end, through Triton's interpreter.
 import os
 
 from device_checks import ALLOWED, HostOps, recorded_launches, signature
+from engine_cases import effective_inputs, max_relative_difference, random_network, SeededChooser
 import kernel_networks as kn
 import pytest
 from sparse_perception import settings as st
@@ -35,9 +36,7 @@ from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
                                       ReferenceBackend, UnsupportedOpError)
 from sparse_perception.engine.device import DeviceModel
-from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
-from sparse_perception.engine.testing import (effective_inputs, max_relative_difference,
-                                              random_network, SeededChooser)
+from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 from torch import nn
 
@@ -130,7 +129,7 @@ def test_device_mode_on_random_networks(seed):
     built = random_network(c, channels, h, w, c.integer(2, 4))
     assert built is not None
     model, kinds = built
-    from sparse_perception.engine.testing import change_sequence
+    from engine_cases import change_sequence
 
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(1, channels, h, w, generator=g)
