@@ -46,10 +46,9 @@ import numpy as np
 
 from sparse_perception.results import (FrameResult, FrameStats, HeadStats, PoseResult,
                                        SegmentationResult)
-from sparse_perception.settings import PerceptionSettings
+from sparse_perception.settings import HEADS, PerceptionSettings
 
 LOG = logging.getLogger(__name__)
-HEADS = ('segmentation', 'pose')
 
 
 class ModelLoadError(ValueError):

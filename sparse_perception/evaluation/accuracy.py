@@ -61,7 +61,7 @@ from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.report import json_safe
 from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
-from sparse_perception.settings import PerceptionSettings
+from sparse_perception.settings import HEADS, PerceptionSettings
 
 SCHEMA = 'sparse_perception.eval.accuracy/1'
 SEGMENTATION_MODEL = 'deeplabv3_mnv2_pascal_fcn'
@@ -606,7 +606,7 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     result['conditions'] = {
         'models': {head: {'name': getattr(options.settings.model, head),
                           'network_input': network_input(options.settings, head)}
-                   for head in ('segmentation', 'pose')
+                   for head in HEADS
                    if ('davis' if head == 'segmentation' else 'jhmdb') in options.sections},
         'davis_frames': str(options.davis_frames), 'jhmdb_frames': str(options.jhmdb_frames),
         'davis_sequences': list(options.sequences),
