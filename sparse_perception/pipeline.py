@@ -222,7 +222,7 @@ class _IncrementalNet:
                                   x.dtype, x.device))
 
     def _glance_stat(self, glance: Any) -> Any:
-        """The statistics of a glance: its MACs, no dense MACs (it adds to the frame's)."""
+        """Return the statistics of a glance: its MACs, no dense MACs (they add to the frame)."""
         from sparse_perception.engine.stats import FrameStats, LayerStats
 
         stats = self._glance_stats.get(glance.size)
