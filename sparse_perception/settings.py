@@ -158,9 +158,12 @@ class SparsitySettings:
     glance_scale: float = setting(
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
     # A band of tile rows that moves down the frame joins every gate, so a position is
-    # never staler than this many frames (and someone new is found within them).
+    # never staler than this many frames (and someone the gate missed is found within
+    # them). Each band costs 1/N of a frame: on DAVIS parkour with the glance, 8, 16 and 32
+    # all kept the person IoU of dense, and 32 computed the fewest MACs (gates*.md in
+    # bench/results).
     gate_refresh: int = setting(
-        8, 'Recompute every position at least every N frames under a gate (0 = never)',
+        32, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '
