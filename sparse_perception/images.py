@@ -66,7 +66,7 @@ import struct
 import sys
 import tempfile
 import threading
-from typing import Any
+from typing import Any, Callable
 import zlib
 
 import numpy as np
@@ -733,12 +733,13 @@ _JPEG_CORRUPT_WARNINGS = ('Corrupt JPEG data', 'Premature end of JPEG file',
 _STDERR_LOCK = threading.Lock()
 
 
-def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
+def native_stderr_of(call: Callable[[], Any]) -> tuple[Any, str]:
     """
-    ``cv2.imdecode`` with the native stderr captured: (image or None, libjpeg's warnings).
+    Run ``call()`` with the native stderr (file descriptor 2) captured: (its result, the text).
 
-    Anything else written to stderr meanwhile (another thread's log line) is passed on after
-    the decode. Where file descriptor 2 cannot be redirected, decodes without capturing.
+    C libraries (libjpeg, FFmpeg) report damaged data only by printing; this is how the package
+    hears them. One capture at a time (a lock); where file descriptor 2 cannot be redirected,
+    ``call()`` runs without capturing and the text is empty.
     """
     with _STDERR_LOCK:
         sink = None
@@ -748,7 +749,7 @@ def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
         except OSError:  # no stderr to redirect, or no room for the capture
             if sink is not None:
                 sink.close()
-            return cv2.imdecode(data, cv2.IMREAD_UNCHANGED), ''
+            return call(), ''
         try:
             with sink:
                 try:
@@ -757,18 +758,34 @@ def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
                     pass
                 os.dup2(sink.fileno(), 2)
                 try:
-                    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+                    result = call()
                 finally:
                     os.dup2(saved, 2)
                 sink.seek(0)
                 text = sink.read().decode('utf-8', 'replace')
         finally:
             os.close(saved)
+    return result, text
+
+
+def pass_on_stderr(lines: list[str]) -> None:
+    """Write captured lines that were not the package's business back to stderr."""
+    if lines:
+        os.write(2, ''.join(lines).encode('utf-8', 'replace'))
+
+
+def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
+    """
+    ``cv2.imdecode`` with the native stderr captured: (image or None, libjpeg's warnings).
+
+    Anything else written to stderr meanwhile (another thread's log line) is passed on after
+    the decode.
+    """
+    image, text = native_stderr_of(lambda: cv2.imdecode(data, cv2.IMREAD_UNCHANGED))
     warnings, others = [], []
     for line in text.splitlines(keepends=True):
         (warnings if line.startswith(_JPEG_CORRUPT_WARNINGS) else others).append(line)
-    if others:
-        os.write(2, ''.join(others).encode('utf-8', 'replace'))
+    pass_on_stderr(others)
     return image, ' '.join(line.strip() for line in warnings)
 
 

@@ -405,7 +405,11 @@ def validate(s: SettingSpec, value: Any) -> Any:
             raise SettingError(
                 f'{s.name} must be {"an integer" if s.kind is int else "a number"}, '
                 f'got {value!r}')
-        value = s.kind(value)
+        try:
+            value = s.kind(value)
+        except OverflowError:  # an integer of hundreds of digits for a float setting
+            raise SettingError(f'{s.name} = an integer of {value.bit_length()} bits is out of '
+                               f'range; expected {info.low} to {info.high}') from None
         if value != value:  # NaN slips through every range comparison
             raise SettingError(f'{s.name} must be a number, got NaN')
         if (info.low is not None and value < info.low) or (
@@ -421,7 +425,7 @@ def validate(s: SettingSpec, value: Any) -> Any:
                 f'{s.name} = {value!r} is not one of {", ".join(info.choices)}')
         return value
     if s.kind is tuple:
-        if isinstance(value, str) or not all(isinstance(v, str) for v in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise SettingError(f'{s.name} must be a list of strings, got {value!r}')
         if info.choices is not None:
             unknown = [v for v in value if v not in info.choices]
@@ -546,11 +550,12 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
 
     try:
         with open(path, encoding='utf-8') as stream:
-            document = yaml.safe_load(stream) or {}
-    except yaml.YAMLError as exc:
-        raise SettingError(f'{path}: not valid YAML: {" ".join(str(exc).split())}') from None
+            document = yaml.load(stream, Loader=_parameters_loader()) or {}
     except UnicodeDecodeError as exc:
         raise SettingError(f'{path}: not UTF-8 text ({exc.reason} at byte {exc.start})') \
+            from None
+    except (yaml.YAMLError, ValueError) as exc:  # ValueError: a date or integer out of range
+        raise SettingError(f'{path}: not valid YAML: {" ".join(str(exc).split())[:300]}') \
             from None
     except OSError as exc:
         raise SettingError(f'{path}: cannot read the parameters file: {exc.strerror}') from None
@@ -581,7 +586,24 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
     known = {s.name for s in specs(settings_type)}
     _check_parameter_names(merged, path, known | {s.name for s in specs(NodeSettings)})
     changes = {k: v for k, v in merged.items() if k in known}
-    return replace(settings_type(), changes)
+    try:
+        return replace(settings_type(), changes)
+    except SettingError as exc:  # a bad value: say which file holds it
+        raise SettingError(f'{path}: {exc}') from None
+
+
+def _parameters_loader() -> type:
+    """Return a safe YAML loader refusing aliases (``*name``), as ROS 2's parser does."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        def compose_node(self, parent, index):
+            if self.check_event(yaml.AliasEvent):
+                raise yaml.composer.ComposerError(
+                    None, None, 'aliases (*name) are not supported in ROS 2 parameter files',
+                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+    return Loader
 
 
 # Parameters every rclpy node has; a parameters file may set them.

@@ -117,12 +117,15 @@ def source_commit() -> tuple[str | None, bool | None]:
     repo = Path(__file__).resolve().parents[2]
     if not (repo / '.git').exists():
         return None, None
+    # A query must not write: `git status` would refresh the checkout's index, and on a full
+    # disk (or beside the user's own git command) leave an index.lock behind.
+    env = dict(os.environ, GIT_OPTIONAL_LOCKS='0')
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
+                                text=True, check=True, timeout=10, env=env).stdout.strip()
         status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
                                 cwd=repo, capture_output=True, text=True, check=True,
-                                timeout=10).stdout
+                                timeout=10, env=env).stdout
     except (OSError, subprocess.SubprocessError):
         return None, None
     return commit, bool(status.strip())

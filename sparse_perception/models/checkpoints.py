@@ -69,7 +69,10 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, *,
                                          dir=path.parent)
     os.close(handle)
     try:
-        torch.save(payload, temporary)
+        # Through a stream, not the path: torch names the archive's records after a path, and
+        # the temporary name would make the same model's file differ from one save to the next.
+        with open(temporary, 'wb') as stream:
+            torch.save(payload, stream)
         os.replace(temporary, path)
     finally:
         if os.path.exists(temporary):
@@ -104,10 +107,17 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
         if payload.get('version') != CHECKPOINT_VERSION:
             raise CheckpointError(f'{path}: checkpoint version {payload.get("version")!r}; this '
                                   f'package reads version {CHECKPOINT_VERSION}')
-        name = architecture or payload['architecture']
+        name = architecture or payload.get('architecture')
         config = payload.get('config') if config is None else config
-        state = payload['state_dict']
-        meta = dict(payload.get('meta') or {})
+        state = payload.get('state_dict')
+        meta = payload.get('meta') or {}
+        if not (isinstance(name, str) and isinstance(config, (dict, type(None)))
+                and isinstance(meta, dict) and isinstance(state, dict)
+                and all(isinstance(v, torch.Tensor) for v in state.values())):
+            raise CheckpointError(
+                f'{path}: damaged checkpoint: its architecture, config, state_dict or meta is '
+                'missing or of the wrong kind; save it again')
+        meta = dict(meta)
     elif isinstance(payload, dict) and payload and all(
             isinstance(v, torch.Tensor) for v in payload.values()):
         if architecture is None:
@@ -117,15 +127,25 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
     else:
         raise CheckpointError(f'{path}: expected a {CHECKPOINT_FORMAT} file or a state_dict, '
                               f'got {type(payload).__name__}')
+    # First without memory (the meta device): a config edited to say 10**6 channels must not
+    # allocate gigabytes before the weights are found not to fit it.
     try:
-        model = build_architecture(name, config)
+        with torch.device('meta'):
+            skeleton = build_architecture(name, config)
     except ValueError as exc:
         raise CheckpointError(f'{path}: {exc}') from None
-    _load_state(model, state, path)
+    except Exception as exc:  # a config value of the wrong type or sign (a damaged file)
+        raise CheckpointError(f'{path}: cannot build {name!r} from the config {config!r}'[:300]
+                              + f': {type(exc).__name__}: {" ".join(str(exc).split())[:200]}') \
+            from None
+    _check_state(skeleton, state, path)
+    model = build_architecture(name, config)  # as large as the weights the file holds
+    model.load_state_dict(state, strict=True)
     return model.eval(), meta
 
 
-def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Raise CheckpointError unless ``state`` has exactly the model's names and shapes."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -139,4 +159,3 @@ def _load_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) ->
             raise CheckpointError(f'{path}: {key} has shape {tuple(value.shape)}, the '
                                   f'architecture expects {tuple(own[key].shape)}; check the '
                                   'config (e.g. depth_multiplier, num_classes)')
-    model.load_state_dict(state, strict=True)

@@ -116,7 +116,7 @@ def _fetch(args) -> int:
                                 version=args.version or MEDIAPIPE_VERSION,
                                 pip_args=args.pip_arg, force=args.force)
     except FetchError as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        print(f'sparse-perception models fetch: error: {exc}', file=sys.stderr)
         return 1
     print(f'{len(files)} files ready in {next(iter(files.values())).parent}')
     return 0
@@ -128,7 +128,7 @@ def _info(args) -> int:
     try:
         model = load_model(args.model, models_dir=args.models_dir, fake_quant=args.fake_quant)
     except (ModelNotFound, ValueError, ImportError) as exc:
-        print(f'error: {exc}', file=sys.stderr)
+        print(f'sparse-perception models info: error: {exc}', file=sys.stderr)
         return 1
     summary = model.describe()
     if args.json:

@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -424,15 +424,19 @@ def verify_model_file(path: Path) -> None:
             f'when it was fetched; {_refetch_hint(path)}')
 
 
-def _read_tflite(path: Path, **options):
+def _read_tflite(path: Path, *, fake_quant: str = 'none', outputs: Sequence[int] | None = None):
     """``load_tflite``, with a file that is not a readable flatbuffer named as damaged."""
-    from sparse_perception.models.tflite_import import load_tflite
+    from sparse_perception.models.tflite_import import (
+        FAKE_QUANT_MODES, load_tflite, TFLiteImportError)
 
+    if fake_quant not in FAKE_QUANT_MODES:  # an argument, not the file: said before reading
+        raise ValueError(f'fake_quant={fake_quant!r} is not one of '
+                         f'{", ".join(FAKE_QUANT_MODES)}')
     try:
-        return load_tflite(path, **options)
-    except (ValueError, OSError, ImportError, NotImplementedError):
+        return load_tflite(path, fake_quant=fake_quant, outputs=outputs)
+    except (TFLiteImportError, ImportError):
         raise  # the importer's own errors already name the file and the problem
-    except Exception as exc:  # struct.error, IndexError, ...: a truncated or damaged file
+    except Exception as exc:  # struct.error, IndexError, numpy's ValueError, ...: a damaged file
         text = ' '.join(str(exc).split())[:120] or type(exc).__name__
         raise DamagedModelError(
             f'model file {path} is damaged or truncated ({path.stat().st_size} bytes; reading '

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         print(f'sparse-perception make-bag: error: {exc}', file=sys.stderr)
         return 1
     except OSError as exc:  # an unwritable or full disk, an output under a file, ...
-        where = f'{exc.filename}: ' if exc.filename else ''
+        where = f'{exc.filename}: ' if exc.filename else f'cannot write {args.output}: '
         print(f'sparse-perception make-bag: error: {where}{exc.strerror or exc}; nothing was '
               'written', file=sys.stderr)
         return 1

@@ -146,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
     except (ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
     except OSError as exc:  # a full disk or a folder that became unwritable midway
-        where = f'{exc.filename}: ' if exc.filename else ''
+        # A failed write() names no file: then the output folder is where it happened.
+        where = f'{exc.filename}: ' if exc.filename else f'cannot write into {args.out}: '
         return _error(f'{where}{exc.strerror or exc}; no report written')
     except KeyboardInterrupt:
         print('\nsparse-perception replay: interrupted; no report written', file=sys.stderr)

@@ -46,7 +46,7 @@ class ContactSheet:
 
     def __init__(self, path: Path, tiles: int = 12, columns: int = 4, width: int = 320,
                  expected: int | None = None):
-        self.path = path
+        self.path = Path(path)
         self.tiles = tiles
         self.columns = columns
         self.width = width
@@ -92,8 +92,12 @@ class ContactSheet:
             cv2.putText(sheet, f'frame {index}  active {active:.3f}',
                         (left + 4, top + height + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45,
                         (0, 0, 0), 1, cv2.LINE_AA)
-        if not cv2.imwrite(str(self.path), sheet[..., ::-1]):
-            raise ReplayError(f'cannot write the contact sheet {self.path}')
+        # Encoded in memory and written by Python: a full disk is then an OSError naming the
+        # file, not libpng's 'Write Error' line on stderr and a False.
+        ok, encoded = cv2.imencode('.png', sheet[..., ::-1])
+        if not ok:
+            raise ReplayError(f'cannot encode the contact sheet {self.path}')
+        self.path.write_bytes(encoded.tobytes())
 
 
 class AnnotatedVideo:
@@ -105,7 +109,7 @@ class AnnotatedVideo:
     """
 
     def __init__(self, path: Path, rate_hz: float | None = None):
-        self.path = path
+        self.path = Path(path)
         self.rate_hz = rate_hz
         self._writer = None
         self._first: tuple[np.ndarray, int] | None = None
@@ -136,14 +140,54 @@ class AnnotatedVideo:
                                   'encoder); run without --video')
         if (picture.shape[1], picture.shape[0]) != self.size:
             picture = cv2.resize(picture, self.size)
-        self._writer.write(np.ascontiguousarray(picture[..., ::-1]))
+        # A failed write (a full disk) is only an OpenCV warning per frame on stderr; it is
+        # found at close instead, from the file itself.
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+        try:
+            self._writer.write(np.ascontiguousarray(picture[..., ::-1]))
+        finally:
+            cv2.utils.logging.setLogLevel(level)
         self.frames += 1
 
     def close(self) -> None:
-        """Finish the file."""
+        """Finish the file; ReplayError when it did not come out whole (a full disk)."""
         if self._first is not None:
             self._append(self._first[0])
             self._first = None
         if self._writer is not None:
             self._writer.release()
             self._writer = None
+            problem = mp4_problem(self.path)
+            if problem:
+                raise ReplayError(f'the annotated video {self.path.name} was not written '
+                                  f'completely ({problem}): is the disk full?')
+
+
+def mp4_problem(path: Path) -> str | None:
+    """
+    Say what is wrong with an MP4 file's top-level boxes, or None when they are whole.
+
+    OpenCV's writer reports no failed write; a file cut short (a full disk) lacks its ``moov``
+    index or ends inside a box. Reading the box headers finds that without FFmpeg.
+    """
+    import struct
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return f'it cannot be read back: {exc.strerror}'
+    offset, kinds = 0, set()
+    while offset < len(data):
+        if offset + 8 > len(data):
+            return f'it ends inside a box header at byte {offset}'
+        size, kind = struct.unpack_from('>I4s', data, offset)
+        if size == 1 and offset + 16 <= len(data):
+            size = struct.unpack_from('>Q', data, offset + 8)[0]
+        elif size == 0:
+            size = len(data) - offset
+        if size < 8 or offset + size > len(data):
+            return f'its {kind.decode("latin-1")!r} box at byte {offset} is cut short'
+        kinds.add(kind)
+        offset += size
+    missing = [k.decode() for k in (b'ftyp', b'mdat', b'moov') if k not in kinds]
+    return f'no {", ".join(missing)} box' if missing else None

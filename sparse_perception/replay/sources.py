@@ -241,6 +241,7 @@ class BagSource(FrameSource):
             raise ReplayError(f'{path}: cannot open the bag (truncated or corrupt?): '
                               f'{_one_line(exc)}') from None
         try:
+            self._check_index()
             self._connections = self._select(topic)
         except ReplayError:
             self.close()
@@ -250,6 +251,17 @@ class BagSource(FrameSource):
         self.length = sum(c.msgcount for c in self._connections)
         self._output_typestore = _typestore() if keep_messages and self.kind == 'rosbag1' \
             else None
+
+    def _check_index(self) -> None:
+        """Refuse an index whose topics are not named and counted (an edited metadata.yaml)."""
+        for c in self._reader.connections:
+            count = c.msgcount
+            if not (isinstance(c.topic, str) and isinstance(c.msgtype, str)
+                    and isinstance(count, int) and not isinstance(count, bool) and count >= 0):
+                raise ReplayError(
+                    f'{self.path}: the bag index is corrupt: a topic {c.topic!r} of type '
+                    f'{c.msgtype!r} with {count!r} messages'[:300]
+                    + (' (metadata.yaml)' if self.kind == 'rosbag2' else ''))
 
     def _select(self, topic: str | None) -> list:
         connections = self._reader.connections
@@ -355,7 +367,8 @@ def _rosbag2_storage(path: Path) -> str:
     try:
         document = yaml.safe_load((path / 'metadata.yaml').read_text(encoding='utf-8'))
         storage = document['rosbag2_bagfile_information']['storage_identifier']
-    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError) as exc:
+    except (OSError, ValueError, yaml.YAMLError, KeyError, TypeError) as exc:
+        # ValueError: not UTF-8, or a scalar out of range (a date, an integer of 5000 digits)
         raise ReplayError(f'{path}/metadata.yaml is not rosbag2 metadata: '
                           f'{_one_line(exc)}') from None
     if storage not in STORAGES:
@@ -440,11 +453,23 @@ class VideoSource(_Synthesised):
     def __init__(self, path: Path, frames: FrameRange, rate: float | None = None,
                  start_ns: int = 0, frame_id: str = DEFAULT_FRAME_ID,
                  keep_messages: bool = False):
+        from sparse_perception.images import native_stderr_of, pass_on_stderr
+
         cv2 = _cv2()
-        capture = cv2.VideoCapture(str(path))
+        # One decoding thread: a damage report printed during a read then belongs to the
+        # frame that read returns (frame threading would print it frames later).
+        capture, said = native_stderr_of(lambda: cv2.VideoCapture(
+            str(path), cv2.CAP_ANY, [cv2.CAP_PROP_N_THREADS, 1]))
         if not capture.isOpened():
+            said = _one_line(RuntimeError(_FFMPEG_LINE.sub('', said)))
             raise ReplayError(f'{path}: OpenCV cannot open this video (corrupt, or a codec '
-                              'its FFmpeg lacks); convert it, e.g. to MJPEG or H.264')
+                              'its FFmpeg lacks); convert it, e.g. to MJPEG or H.264'
+                              + (f'; the decoder says: {said}' if said != 'RuntimeError'
+                                 else ''))
+        # What FFmpeg said on opening (a broken header) goes into the reasons of frames lost.
+        self._opening_notes = _decoder_lines(said)
+        pass_on_stderr([line for line in said.splitlines(keepends=True)
+                        if not _FFMPEG_LINE.match(line)])
         if rate is None:
             rate = capture.get(cv2.CAP_PROP_FPS)
             if not rate or rate != rate or rate <= 0 or rate > 1000:
@@ -474,25 +499,56 @@ class VideoSource(_Synthesised):
             self._capture = None
 
     def __iter__(self) -> Iterator[Frame | SkippedFrame]:
-        cv2 = _cv2()
         index = -1
+        damaged = None  # the damaged frame later frames are predicted from, if any
         while True:
             index += 1
             if self.frames.past(index):
                 return
             wanted = self.frames.wants(index)
-            try:
-                if wanted:
-                    ok, bgr = self._capture.read()
-                else:
-                    ok, bgr = self._capture.grab(), None
-            except cv2.error as exc:
-                ok, bgr = False, _one_line(exc)
+            ok, bgr, damage, intra = self._read(wanted)
             if not ok:
-                yield from self._lost(index, bgr if isinstance(bgr, str) else '')
+                yield from self._lost(index, damage or self._opening_notes)
                 return
-            if wanted:
+            if damage:
+                damaged = index
+            elif intra:
+                damaged = None
+            if not wanted:
+                continue
+            if damage:
+                # FFmpeg conceals damage and returns a picture anyway: wrong pixels.
+                yield SkippedFrame(index, self.stamp(index),
+                                   f'the video decoder reports damaged data: {damage}')
+            elif damaged is not None:
+                yield SkippedFrame(index, self.stamp(index),
+                                   f'predicted from the damaged frame {damaged} (no key frame '
+                                   'since)')
+            else:
                 yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+
+    def _read(self, wanted: bool) -> tuple[bool, Any, str, bool]:
+        """Decode the next frame: (ok, BGR image or None, damage reported, a key frame)."""
+        from sparse_perception.images import native_stderr_of, pass_on_stderr
+
+        cv2 = _cv2()
+        capture = self._capture
+
+        def read():
+            try:
+                return capture.read() if wanted else (capture.grab(), None)
+            except cv2.error as exc:
+                return False, _one_line(exc)
+        (ok, bgr), said = native_stderr_of(read)
+        lines = said.splitlines(keepends=True)
+        pass_on_stderr([line for line in lines if not _FFMPEG_LINE.match(line)])
+        damage = _decoder_lines(said)
+        if isinstance(bgr, str):  # OpenCV's own error
+            damage, bgr = f'{damage} {bgr}'.strip(), None
+        # I-frames (and frames of an unknown type: intra-only codecs may say nothing) start
+        # afresh; P and B frames are predicted from the frames before them.
+        kind = capture.get(cv2.CAP_PROP_FRAME_TYPE) if ok else 0
+        return ok, bgr, damage, kind not in (ord('P'), ord('B'), ord('S'))
 
     def _lost(self, index: int, why: str) -> Iterator[SkippedFrame]:
         """Frames the header promises from ``index`` on that cannot be read: skipped, counted."""
@@ -505,6 +561,17 @@ class VideoSource(_Synthesised):
                 return
             if self.frames.wants(lost):
                 yield SkippedFrame(lost, self.stamp(lost), reason)
+
+
+# FFmpeg's log lines: '[mjpeg @ 0x55d0c2a1f4c0] huffman table decode error'.
+_FFMPEG_LINE = re.compile(r'\[[\w,.-]+ @ (0x)?[0-9a-fA-F]+\] ')
+
+
+def _decoder_lines(text: str) -> str:
+    """Return FFmpeg's messages in captured stderr on one line, without their prefixes."""
+    found = [_FFMPEG_LINE.sub('', line).strip() for line in text.splitlines()
+             if _FFMPEG_LINE.match(line)]
+    return _one_line(RuntimeError('; '.join(dict.fromkeys(found)))) if found else ''
 
 
 class FolderSource(_Synthesised):

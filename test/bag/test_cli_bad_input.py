@@ -26,7 +26,9 @@ from pathlib import Path
 import re
 
 import cv2
+from limits import run_cli_limited
 import numpy as np
+from pipeline_double import TinyConvPipeline
 import pytest
 from replay_helpers import (
     COMPRESSED, compressed_message, frame_picture, TYPESTORE, write_bag)
@@ -118,6 +120,22 @@ def test_make_bag_output_under_a_file(folder, tmp_path, capsys):
     assert 'nothing was written' in _one_line_error(capsys, 'make-bag')
 
 
+def _limited_error(run, command):
+    assert run.returncode == 1 and run.stdout == '', run.stderr
+    assert run.stderr.startswith(f'sparse-perception {command}: error: '), run.stderr
+    assert run.stderr.count('\n') == 1, run.stderr  # nothing else on stderr: no native noise
+    return run.stderr
+
+
+def test_make_bag_on_a_full_disk(folder, tmp_path):
+    # Files cannot grow past 2 KB: the storage file fails midway, as on a disk that fills up.
+    out = tmp_path / 'bag'
+    err = _limited_error(run_cli_limited(['make-bag', folder, out, '--rate', '10'], 2000),
+                         'make-bag')
+    assert f'cannot write {out}: File too large; nothing was written' in err
+    assert not out.exists() and not list(tmp_path.glob('.*partial*'))
+
+
 # ---------------------------------------------------------------------------------------------
 # replay
 # ---------------------------------------------------------------------------------------------
@@ -170,6 +188,46 @@ def test_replay_out_under_a_file_or_unwritable(bag, tmp_path, capsys):
         locked.chmod(0o700)
 
 
+def test_replay_out_on_a_full_disk(bag, tmp_path):
+    # The output bag, the contact sheet or a plot fails midway (files cannot grow past 8 KB).
+    out = tmp_path / 'out'
+    err = _limited_error(run_cli_limited(['replay', bag, '--pipeline', DOUBLE, '--quiet',
+                                          '--out', out], 8000), 'replay')
+    assert f'cannot write into {out}: File too large; no report written' in err
+    assert not (out / 'report.json').exists() and not list(out.glob('.partial-*'))
+
+
+def test_annotated_video_cut_short_by_a_full_disk_is_an_error(tmp_path):
+    # OpenCV's video writer reports failed writes only as warnings and leaves a file without
+    # its index: the replay must notice, not report success beside an unplayable video.
+    video = tmp_path / 'noise.avi'
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        writer.write(rng.integers(0, 256, (120, 160, 3), np.uint8))  # incompressible
+    writer.release()
+    out = tmp_path / 'out'
+    args = ['replay', video, '--pipeline', DOUBLE, '--quiet', '--no-bag', '--contact-sheet',
+            '0', '--video', '--out', out]
+    # 100 KB: room for the plots and tables, not for the video.
+    err = _limited_error(run_cli_limited(args, 100_000), 'replay')
+    assert 'the annotated video annotated.mp4 was not written completely (no moov box)' in err
+    assert not (out / 'report.json').exists() and not list(out.glob('.partial-*'))
+
+
+def test_whole_mp4_files_pass_the_completeness_check(tmp_path):
+    from sparse_perception.replay.pictures import mp4_problem
+    path = tmp_path / 'clip.mp4'
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'mp4v'), 10.0, (64, 48))
+    for index in range(5):
+        writer.write(np.ascontiguousarray(frame_picture(index)[..., ::-1]))
+    writer.release()
+    assert mp4_problem(path) is None
+    data = path.read_bytes()
+    path.write_bytes(data[:len(data) - 10])
+    assert 'is cut short' in mp4_problem(path)
+
+
 def test_reused_out_keeps_no_outputs_of_an_earlier_run(bag, tmp_path):
     out = tmp_path / 'out'
     assert _replay(out, bag, '--video') == 0
@@ -215,24 +273,51 @@ def test_bag_metadata_that_is_not_utf8(bag, tmp_path, capsys):
     assert 'metadata.yaml is not rosbag2 metadata' in _one_line_error(capsys, 'replay')
 
 
-def test_sigterm_cleans_up_like_ctrl_c(folder, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])  # Ctrl-C, a service stop
+def test_make_bag_interrupted_leaves_nothing(folder, tmp_path, capsys, monkeypatch,
+                                             signal_name):
     import signal
 
     from sparse_perception.replay import makebag
     calls = []
     header = makebag.ros_header
 
-    def terminated_midway(*args):
+    def interrupted_midway(*args):
         calls.append(1)
         if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), getattr(signal, signal_name))
         return header(*args)
-    monkeypatch.setattr(makebag, 'ros_header', terminated_midway)
+    monkeypatch.setattr(makebag, 'ros_header', interrupted_midway)
     out = tmp_path / 'bag'
     assert cli.main(['make-bag', str(folder), str(out), '--rate', '10']) == 130
-    assert 'interrupted' in capsys.readouterr().err
+    assert 'make-bag: interrupted; nothing was written' in capsys.readouterr().err
+    assert len(calls) == 2  # it stopped there
     assert not out.exists() and not list(tmp_path.glob('.*partial*'))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+def test_replay_interrupted_keeps_the_earlier_report(bag, tmp_path, capsys, monkeypatch,
+                                                     signal_name):
+    import signal
+
+    out = tmp_path / 'out'
+    assert _replay(out, bag) == 0
+    earlier = (out / 'report.json').read_bytes()
+    calls = []
+    process = TinyConvPipeline.process
+
+    def interrupted_midway(self, image):
+        calls.append(1)
+        if len(calls) == 3:
+            os.kill(os.getpid(), getattr(signal, signal_name))
+        return process(self, image)
+    monkeypatch.setattr(TinyConvPipeline, 'process', interrupted_midway)
+    capsys.readouterr()
+    assert _replay(out, bag) == 130
+    assert 'replay: interrupted; no report written' in capsys.readouterr().err
+    assert len(calls) == 3
+    assert (out / 'report.json').read_bytes() == earlier and not list(out.glob('.partial-*'))
 
 
 @pytest.mark.parametrize('topic', ['camera image', '/camera//image', '/camera/', '/1cam', ''])

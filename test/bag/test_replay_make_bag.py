@@ -72,6 +72,23 @@ def test_video_to_mcap(video, tmp_path, capsys):
     assert not list(out.parent.glob('.*partial*'))
 
 
+def test_truncated_video_says_how_many_frames_it_lost(tmp_path, capsys):
+    path = tmp_path / 'clip.avi'
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10.0, (64, 48))
+    for index in range(20):
+        writer.write(np.ascontiguousarray(frame_picture(index)[..., ::-1]))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * 0.6)])
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(path), str(out)]) == 0
+    printed = capsys.readouterr().out
+    written = len(_read(out))
+    assert 0 < written < 20
+    assert f'wrote {written} frames ({20 - written} skipped as corrupt)' in printed
+    assert f'the video ends after frame {written - 1} of the 20 its header states' in printed
+
+
 def test_folder_to_sqlite3_raw(folder, tmp_path):
     out = tmp_path / 'raw_bag'
     assert cli.main(['make-bag', str(folder), str(out), '--rate', '25', '--storage', 'sqlite3',

@@ -22,9 +22,11 @@ ImageConversionError, nothing else.
 """
 
 import struct
-import zlib
 
 import cv2
+from hostile_files import (
+    chunk as _chunk, jpeg as _jpeg, jpeg_claiming as _jpeg_claiming, picture as _picture,
+    png as _png, png_claiming as _png_claiming)
 from hypothesis import given, HealthCheck, settings, strategies as st
 import numpy as np
 import pytest
@@ -40,51 +42,8 @@ Time = TYPESTORE.types['builtin_interfaces/msg/Time']
 HEADER = Header(stamp=Time(sec=1, nanosec=2), frame_id='camera')
 
 
-def _picture(height=96, width=128):
-    y, x = np.mgrid[0:height, 0:width]
-    return np.stack([x * 2 % 256, y * 2 % 256, (x + y) % 256], -1).astype(np.uint8)
-
-
-def _jpeg(image=None):
-    return cv2.imencode('.jpg', _picture() if image is None else image)[1].tobytes()
-
-
-def _png(image=None):
-    return cv2.imencode('.png', _picture() if image is None else image)[1].tobytes()
-
-
 def _msg(data, fmt=''):
     return CompressedImage(header=HEADER, format=fmt, data=np.frombuffer(bytes(data), np.uint8))
-
-
-def _chunk(kind, payload):
-    return (struct.pack('>I', len(payload)) + kind + payload
-            + struct.pack('>I', zlib.crc32(kind + payload)))
-
-
-def _png_claiming(width, height, rows=4):
-    """Build a PNG whose IHDR says width x height (8-bit grey) but that holds a few rows."""
-    ihdr = struct.pack('>IIBBBBB', width, height, 8, 0, 0, 0, 0)
-    pixels = zlib.compress(bytes((width + 1) * rows), 9)
-    return (images._PNG_MAGIC + _chunk(b'IHDR', ihdr) + _chunk(b'IDAT', pixels)
-            + _chunk(b'IEND', b''))
-
-
-def _sof_offset(jpeg):
-    offset = 2
-    while True:
-        marker, length = jpeg[offset + 1], struct.unpack_from('>H', jpeg, offset + 2)[0]
-        if marker in images._JPEG_SOF:
-            return offset
-        offset += 2 + length
-
-
-def _jpeg_claiming(width, height):
-    """Edit a small valid JPEG's frame header to say width x height."""
-    data = bytearray(_jpeg())
-    sof = _sof_offset(data)
-    struct.pack_into('>HH', data, sof + 5, height, width)
-    return bytes(data)
 
 
 # ---------------------------------------------------------------------------------------------

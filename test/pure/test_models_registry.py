@@ -16,6 +16,8 @@
 
 import dataclasses
 import json
+import os
+from pathlib import Path
 import shutil
 import subprocess
 import sys
@@ -162,6 +164,34 @@ def test_checkpoints_never_unpickle_code(tmp_path):
 
 class _Opaque:
     pass
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda p: p.pop('architecture'), 'damaged checkpoint: its architecture, config'),
+    (lambda p: p.update(state_dict=[1, 2]), 'damaged checkpoint'),
+    (lambda p: p.update(meta='x'), 'damaged checkpoint'),
+    (lambda p: p['config'].update(depth_multiplier='x'), 'bad config for architecture'),
+    (lambda p: p['config'].update(num_classes=-3), 'num_classes must be >= 1'),
+    (lambda p: p['config'].update(depth_multiplier=1e9), "cannot build 'deeplabv3_mobilenetv2' "
+                                                         'from the config .*overflowed'),
+    # Checked without allocating: this one cost 600 MB before the shapes were compared.
+    (lambda p: p['config'].update(aspp_channels=10 ** 6),
+     r'has shape \(16, 80, 1, 1\), the architecture expects \(1000000, 80, 1, 1\)'),
+])
+def test_checkpoint_with_damaged_fields_is_one_error(tmp_path, edit, message):
+    # Edited fields of the pickle pass torch's reader: found here, never a KeyError.
+    path = save_checkpoint(_small_deeplab(), tmp_path / 'tiny.pt')
+    payload = torch.load(path, weights_only=True)
+    edit(payload)
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_model(path)
+    assert str(path) in str(caught.value) and '\n' not in str(caught.value)
+
+
+def test_the_same_model_saves_to_the_same_bytes(tmp_path):
+    first = save_checkpoint(_small_deeplab(), tmp_path / 'a.pt').read_bytes()
+    assert save_checkpoint(_small_deeplab(), tmp_path / 'b.pt').read_bytes() == first
 
 
 def _fake_wheel(path, *, complete=True):
@@ -326,3 +356,37 @@ def test_cache_that_is_a_file_is_one_error(tmp_path):
     with pytest.raises(FetchError, match=rf'cannot use {blocker / "mediapipe"} as the model '
                        'cache: .*choose another folder with --cache-dir'):
         fetch_mediapipe(blocker / 'mediapipe', wheel=str(wheel), log=lambda _: None)
+
+
+def test_unwritable_cache_is_one_line(tmp_path, capsys):
+    wheel = _wheel_with(tmp_path / 'mp.whl', {})
+    # /proc takes no new folders, not even from root (a chmod would not stop root).
+    places = [Path('/proc/sparse_perception_cache')] if Path('/proc/self').is_dir() else []
+    if os.geteuid() != 0:
+        locked = tmp_path / 'locked'
+        locked.mkdir(0o500)
+        places.append(locked)
+    if not places:
+        pytest.skip('needs Linux /proc or a user that permission bits stop')
+    for place in places:
+        assert cli.main(['models', 'fetch', '--wheel', str(wheel), '--cache-dir',
+                         str(place)]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith('sparse-perception models fetch: error: cannot use '
+                              f'{place / "mediapipe"} as the model cache: ') and \
+            err.count('\n') == 1, err
+        assert 'choose another folder with --cache-dir' in err
+
+
+def test_full_disk_leaves_no_partial_files_and_no_manifest(tmp_path):
+    from limits import run_cli_limited
+    payload = np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes()
+    wheel = _wheel_with(tmp_path / 'mp.whl', {'pose_detection.tflite': payload})
+    cache = tmp_path / 'cache'
+    # Files cannot grow past 20 KB: the model of 50 KB fails midway, as on a full disk.
+    run = run_cli_limited(['models', 'fetch', '--wheel', wheel, '--cache-dir', cache], 20_000)
+    assert run.returncode == 1 and run.stderr.count('\n') == 1, run.stderr
+    assert run.stderr.startswith('sparse-perception models fetch: error: cannot write the '
+                                 f'models into {cache / "mediapipe"}: File too large; no '
+                                 'manifest was written')
+    assert sorted(p.name for p in (cache / 'mediapipe').iterdir()) == []

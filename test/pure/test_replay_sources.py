@@ -204,6 +204,50 @@ def test_whole_video_reports_nothing_lost(tmp_path):
     assert [type(i) for i in items] == [Frame] * 6
 
 
+def _clip(path, fourcc, frames):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10.0, (64, 48))
+    for index in range(frames):
+        writer.write(np.ascontiguousarray(_picture(index, (48, 64))[..., ::-1]))
+    writer.release()
+    with open_source(path) as source:
+        return [item.image for item in source]
+
+
+def test_frames_the_video_decoder_reports_damaged_are_skipped(tmp_path, capfd):
+    # FFmpeg conceals damage and returns a picture: its report is the only sign of it.
+    path = tmp_path / 'clip.avi'
+    intact = _clip(path, 'MJPG', 8)
+    data = bytearray(path.read_bytes())
+    starts = [i for i in range(len(data) - 2) if data[i:i + 3] == b'\xff\xd8\xff']
+    scan = data.index(b'\xff\xda', starts[3])  # frame 3's entropy-coded data
+    data[scan + 40:scan + 64] = np.random.default_rng(0).bytes(24)
+    path.write_bytes(bytes(data))
+    items = _frames(open_source(path))
+    assert [type(i) for i in items] == [Frame] * 3 + [SkippedFrame] + [Frame] * 4
+    assert items[3].reason.startswith('the video decoder reports damaged data: ')
+    for index in (0, 1, 2, 4, 5, 6, 7):  # MJPEG frames stand alone: the others are intact
+        np.testing.assert_array_equal(items[index].image, intact[index])
+    assert capfd.readouterr().err == ''  # FFmpeg's report is taken, not printed
+
+
+def test_frames_predicted_from_a_damaged_frame_are_skipped_until_a_key_frame(tmp_path):
+    path = tmp_path / 'clip.mp4'
+    intact = _clip(path, 'mp4v', 30)  # MPEG-4 part 2: a key frame every 12 frames
+    data = bytearray(path.read_bytes())
+    at = data.index(b'mdat') + 1500  # inside one of the predicted frames after the first
+    data[at:at + 16] = np.random.default_rng(1500).bytes(16)
+    path.write_bytes(bytes(data))
+    items = _frames(open_source(path))
+    kinds = ''.join('F' if isinstance(i, Frame) else 'S' for i in items)
+    damaged = kinds.index('S')
+    assert 0 < damaged < 12 and kinds == 'F' * damaged + 'S' * (12 - damaged) + 'F' * 18, kinds
+    assert items[damaged].reason.startswith('the video decoder reports damaged data: ')
+    assert items[damaged + 1].reason == (f'predicted from the damaged frame {damaged} (no key '
+                                         'frame since)')
+    for index in [*range(damaged), *range(12, 30)]:  # before the damage, and from key frame 12
+        np.testing.assert_array_equal(items[index].image, intact[index])
+
+
 def test_opencv_errors_in_an_image_folder_skip_the_frame(folder, monkeypatch):
     from sparse_perception import images
     monkeypatch.setattr(images, 'default_max_pixels', lambda: 2 ** 40)  # OpenCV's limit first

@@ -118,11 +118,39 @@ def test_params_yaml_merges_sections_as_rclpy_does(tmp_path, sections, threshold
      r"unknown parameter 'change.threshhold'; did you mean 'change.threshold'\?"),
     ('1: {}\n', r'node name 1 is not a string'),
     ('- a\n- b\n', r'expected a mapping of node names'),
+    # Bad values name the file; none escapes as another exception.
+    ('perception_node:\n  ros__parameters:\n    change:\n      threshold: ' + '9' * 400 + '\n',
+     r'p.yaml: change.threshold = an integer of 1329 bits is out of range; expected 0.0 to'),
+    ('perception_node:\n  ros__parameters:\n    change:\n      threshold: 300.0\n',
+     r'p.yaml: change.threshold = 300.0 is out of range'),
+    ('perception_node:\n  ros__parameters:\n    sparsity:\n      layer_thresholds: 5\n',
+     r'sparsity.layer_thresholds must be a list of strings, got 5'),
+    ('perception_node:\n  ros__parameters:\n    change:\n      threshold: 2001-13-01\n',
+     r'not valid YAML: month must be in 1..12'),
+    ('perception_node:\n  ros__parameters:\n    change:\n      threshold: ' + '1' * 5000
+     + '\n', r'not valid YAML: Exceeds the limit \(4300 digits\)'),
+    # rcl refuses aliases ('Will not support aliasing'); they also make exponential expansions.
+    ('base: &b\n  ros__parameters:\n    change:\n      threshold: 5.0\nperception_node: *b\n',
+     r'not valid YAML: aliases \(\*name\) are not supported in ROS 2 parameter files'),
 ])
 def test_bad_params_files_are_one_clear_error(tmp_path, text, pattern):
     path = tmp_path / 'p.yaml'
     path.write_text(text)
-    with pytest.raises(st.SettingError, match=pattern):
+    with pytest.raises(st.SettingError, match=pattern) as caught:
+        st.from_params_yaml(path, 'perception_node')
+    assert '\n' not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    # Ten levels of ten aliases: 10**10 parameters if expanded.
+    lines = ['l0: &l0 {a: 1.0}']
+    for level in range(1, 11):
+        refs = ', '.join(f'k{i}: *l{level - 1}' for i in range(10))
+        lines.append(f'l{level}: &l{level} {{{refs}}}')
+    lines.append('perception_node:\n  ros__parameters:\n    change: *l10')
+    path = tmp_path / 'p.yaml'
+    path.write_text('\n'.join(lines) + '\n')
+    with pytest.raises(st.SettingError, match='aliases'):
         st.from_params_yaml(path, 'perception_node')
 
 

@@ -64,3 +64,17 @@ def test_params_files_merge_as_rclpy_merges_them(tmp_path, name):
     path.write_text(_text(FILES[name]))
     ours = st.from_params_yaml(path, 'perception_node')
     assert (ours.change.threshold, ours.change.dilation) == _rclpy_values(path)
+
+
+def test_aliases_are_refused_like_rclpy(tmp_path):
+    import rclpy
+    from rclpy.context import Context
+
+    path = tmp_path / 'params.yaml'
+    path.write_text('base: &b\n  ros__parameters:\n    change:\n      threshold: 5.0\n'
+                    '/**: *b\n')
+    context = Context()
+    with pytest.raises(Exception, match='Will not support aliasing'):
+        rclpy.init(context=context, args=['--ros-args', '--params-file', str(path)])
+    with pytest.raises(st.SettingError, match='aliases'):
+        st.from_params_yaml(path, 'perception_node')
