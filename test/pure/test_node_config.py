@@ -175,3 +175,19 @@ def test_a_change_is_refused_for_an_unloadable_model_or_device():
                                 lambda head, value, settings: f'{head} {value} is bad')
     assert refused == 'pose nope is bad'
     assert nc.device_problem('cpu') is None and nc.device_problem('auto') is None
+
+
+def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter_and_its_type():
+    def problem(name, value):
+        return nc.wrong_type_problem(st.spec(name, st.NodeSettings), value)
+
+    assert problem('sparsity.scale', 'hello') == (
+        "sparsity.scale must be a number, got 'hello': the parameter takes a double")
+    assert problem('change.min_pixels', 3.0) == (
+        'change.min_pixels must be an integer, got 3.0: the parameter takes an integer')
+    assert 'node.heads' in problem('node.heads', 'pose')
+    assert problem('node.heads', 'pose').endswith('takes a string array')
+    assert problem('model.device', True).endswith('takes a string')
+    # An empty array of another element type passes the settings' check, not the parameter's.
+    assert problem('node.heads', []) == (
+        'node.heads cannot take []: the parameter takes a string array')
