@@ -504,7 +504,8 @@ class PerceptionLifecycleNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        self._slot.close()
+        if self._slot.close():  # a frame received but never processed: count it
+            self._health.dropped(time.monotonic())
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
             worker.join()
