@@ -63,7 +63,7 @@ def _raw(index, shrink=1):
 # processes Fast DDS sends through the publisher's shared-memory segment (512 KB by default):
 # the fragments of a larger image (768x576 is 1.3 MB) overwrite one another unless the node's
 # process copies each out in time. bench/results/best_effort_delivery.md: from a plain rclpy
-# publisher to a plain rclpy subscriber, 0 to 3 of 20 full-size frames arrived, and 20 of 20
+# publisher to a plain rclpy subscriber, 0 to 6 of 20 full-size frames arrived, and 20 of 20
 # at 256x192. The transport promises no more, for this node or any other.
 BEST_EFFORT_SHRINK = 3
 
