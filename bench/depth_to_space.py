@@ -28,15 +28,14 @@ versions and commit.
 import argparse
 import json
 from pathlib import Path
-import statistics
-import subprocess
 import sys
 import time
 
 from sparse_perception.engine import EngineConfig, IncrementalModel
+from sparse_perception.evaluation.provenance import environment
+from sparse_perception.evaluation.stats import median
 from sparse_perception.models.registry import cache_dir
 from sparse_perception.models.tflite_import import load_tflite
-from sparse_perception.replay.report import environment
 import torch
 
 
@@ -70,14 +69,14 @@ def main(argv):
         frame_ms.append(stats.time_ms)
     macs = sum(s.dense_macs for s in engine.last_stats.layers if s.name in names)
     kinds = sorted({s.kind for s in engine.last_stats.layers if s.name in names})
-    commit = subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
-                            text=True, cwd=Path(__file__).parent).stdout.strip()
+    env = environment('cpu')
+    commit = env['source']['commit']
     result = {'model': Path(args.model).name, 'input': [1, 3, 224, 224],
               'frames': args.frames, 'layers': len(names), 'layer_kinds': kinds,
-              'depth_to_space_ms_p50': statistics.median(layer_ms),
-              'frame_ms_p50': statistics.median(frame_ms), 'depth_to_space_macs': macs,
+              'depth_to_space_ms_p50': median(layer_ms),
+              'frame_ms_p50': median(frame_ms), 'depth_to_space_macs': macs,
               'commit': commit, 'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-              **environment('cpu')}
+              **env}
     print(json.dumps({k: result[k] for k in ('layers', 'layer_kinds', 'depth_to_space_ms_p50',
                                              'frame_ms_p50', 'depth_to_space_macs', 'commit')}))
     if args.out:

@@ -28,13 +28,12 @@ replay beside the evaluation's, and whether they are equal.
 import argparse
 import json
 from pathlib import Path
-import platform
 import sys
 import tempfile
 import time
 
 from sparse_perception import cli
-from sparse_perception.evaluation import accuracy
+from sparse_perception.evaluation import accuracy, provenance
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
@@ -46,7 +45,7 @@ def _replay(bag: Path, out: Path, head: str, model: str, truth: Path, frames: st
     flags += [f'--{name}' for name, value in settings.items() if isinstance(value, list)
               and not value]  # an empty list: the flag with no values
     status = cli.main(['replay', str(bag), '--out', str(out), '--quiet', '--heads', head,
-                       f'--model.{"segmentation" if head == "seg" else "pose"}', model,
+                       f'--model.{head}', model,
                        '--gt', str(truth), '--frames', frames, '--no-bag', '--contact-sheet',
                        '0', *flags])
     if status != 0:
@@ -82,7 +81,7 @@ def main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as scratch:
         work = Path(scratch)
-        jobs = [('davis', accuracy.davis_clip(name), 'seg', result['davis'][name],
+        jobs = [('davis', accuracy.davis_clip(name), 'segmentation', result['davis'][name],
                  result['conditions']['davis_frames'], '24', 'jpeg')
                 for name in result.get('davis', {})]
         if 'jhmdb' in result:
@@ -94,7 +93,7 @@ def main(argv: list[str]) -> int:
             if cli.main(['make-bag', str(clip.frames_dir), str(bag), '--rate', rate,
                          '--format', fmt]) != 0:
                 raise SystemExit(f'make-bag of {clip.frames_dir} failed')
-            model = models['segmentation' if head == 'seg' else 'pose']['name']
+            model = models[head]['name']
             report = _replay(bag, work / f'{clip.name}_run', head, model, clip.truth, frames,
                              settings)
             for name, replayed, evaluated in _pairs(kind, report, expected):
@@ -106,7 +105,7 @@ def main(argv: list[str]) -> int:
                 for r in rows if r['clip'] == f'{kind}/{clip.name}'), flush=True)
     document = {'accuracy_result': str(args.accuracy), 'settings': settings,
                 'rows': rows, 'all_equal': all(r['equal'] for r in rows),
-                'machine': platform.platform(), 'python': platform.python_version(),
+                'environment': provenance.environment('auto'),
                 'wall_s': time.perf_counter() - started}
     args.out.with_suffix('.json').write_text(json.dumps(document, indent=2) + '\n')
     lines = ['# Replay with ground truth vs eval accuracy', '',
@@ -114,7 +113,8 @@ def main(argv: list[str]) -> int:
              '`sparse-perception make-bag` of the whole sequence (JPEG / PNG byte for byte), '
              'replayed with `--gt` at the same settings and frame range',
              f'- command: `bench/replay_groundtruth.py`, {document["wall_s"]:.0f} s, '
-             f'{document["machine"]}', '',
+             f'{document["environment"]["device"]["cpu"]}, commit '
+             f'{document["environment"]["source"]["commit"]}', '',
              '| clip | frames | score | replay | eval accuracy | equal |',
              '|---|---|---|---|---|---|']
     lines += [f'| {r["clip"]} | {r["frames"]} | {r["score"]} | {r["replay"]:.6f} | '

@@ -46,29 +46,23 @@ import datetime
 import json
 import os
 from pathlib import Path
-import platform
 import sys
 import tempfile
 import threading
 import time
 
 import numpy as np
-from sparse_perception.replay.report import cpu_model
+from sparse_perception.evaluation import provenance
+from sparse_perception.evaluation.stats import median, percentile
 
 SIZES = ((640, 480), (1280, 720))
 PEOPLE, JOINTS = 5, 17
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
-    out = {'python': platform.python_version()}
-    for name in ('numpy', 'opencv-python-headless', 'rclpy', 'ros-kilted-rclpy',
-                 'ros-rmw-fastrtps-cpp'):
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
+    found = provenance.versions(('python', 'numpy', 'cv2', 'rclpy', 'ros-kilted-rclpy',
+                                 'ros-rmw-fastrtps-cpp'))
+    out = {name: version for name, version in found.items() if version is not None}
     out['rmw'] = os.environ.get('RMW_IMPLEMENTATION', 'default (rmw_fastrtps_cpp)')
     return out
 
@@ -115,8 +109,8 @@ def _result(width: int, height: int, rng: np.random.Generator):
 
 def _summary(samples: list[float]) -> dict:
     values = np.array(samples) * 1e3
-    return {'median_ms': round(float(np.median(values)), 3),
-            'p90_ms': round(float(np.percentile(values, 90)), 3),
+    return {'median_ms': round(median(values), 3),
+            'p90_ms': round(percentile(values, 90), 3),
             'min_ms': round(float(values.min()), 3)}
 
 
@@ -289,8 +283,7 @@ def main() -> int:
     load_after = os.getloadavg()
     report = {
         'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-        'machine': {'cpu': cpu_model(), 'cores': os.cpu_count(),
-                    'platform': platform.platform(),
+        'machine': {**provenance.machine(), 'commit': provenance.source_commit()[0],
                     'load_before': [round(v, 2) for v in load_before],
                     'load_after': [round(v, 2) for v in load_after]},
         'versions': _versions(), 'frames': args.frames, 'warmup': args.warmup,

@@ -51,11 +51,13 @@ OP_BROADCAST = tl.constexpr(2)
 @triton.jit
 def _candidates_kernel(in_ptr, in_count_ptr, op0_ptr, op0_count_ptr, op1_ptr, op1_count_ptr,
                        th_ptr, tw_ptr, cand_ptr, list_ptr, count_ptr, stats_ptr,
+                       where_ptr, stale_ptr,
                        Hi, Wi, Ho, Wo, sy, sx, dy, dx, pt, pl,
                        GEOM: tl.constexpr, KH: tl.constexpr, KW: tl.constexpr,
                        OP0: tl.constexpr, OP1: tl.constexpr, GATE: tl.constexpr,
                        ACCUM: tl.constexpr, DENSE: tl.constexpr, LIST: tl.constexpr,
-                       COUNT_CHANGED: tl.constexpr, TY: tl.constexpr, TX: tl.constexpr):
+                       COUNT_CHANGED: tl.constexpr, SPATIAL: tl.constexpr,
+                       TY: tl.constexpr, TX: tl.constexpr):
     pid = tl.program_id(0)
     if GATE:
         # Nothing changed upstream: the candidate mask stays as the frame cleared it.
@@ -102,6 +104,13 @@ def _candidates_kernel(in_ptr, in_count_ptr, op0_ptr, op0_count_ptr, op1_ptr, op
         if ACCUM:
             cand = cand | (tl.load(cand_ptr + prow, mask=valid, other=0) != 0)
         cand = cand & valid
+        if SPATIAL:
+            # A spatial gate: recompute (candidates or stale) inside it; the rest waits as
+            # stale until a frame's gate covers it (engine/gate.py).
+            want = cand | (tl.load(stale_ptr + prow, mask=valid, other=0) != 0)
+            inside = tl.load(where_ptr + prow, mask=valid, other=0) != 0
+            cand = want & inside
+            tl.store(stale_ptr + prow, (want & (inside == 0)).to(tl.uint8), mask=valid)
     tl.store(cand_ptr + prow, cand.to(tl.uint8), mask=valid)
     if LIST:
         n = tl.sum(cand.to(tl.int32))
@@ -126,7 +135,7 @@ def candidates_args(cand: torch.Tensor, out_hw: tuple[int, int], tile: tuple[int
                     tiles: torch.Tensor | None = None, count: torch.Tensor | None = None,
                     stats: torch.Tensor | None = None, accumulate: bool = False,
                     dense: bool = False, count_changed: bool = False,
-                    gate: bool = True) -> tuple:
+                    gate: bool = True, spatial: tuple | None = None) -> tuple:
     """
     Bind the candidate-mask kernel of one layer: ``(kernel, grid, args, meta)``.
 
@@ -138,8 +147,18 @@ def candidates_args(cand: torch.Tensor, out_hw: tuple[int, int], tile: tuple[int
     pairs; a mask with one element is broadcast. With ``tiles`` (int32, one slot per tile),
     ``count`` (int32 (1,)) and ``stats`` (int32 (4,): tiles, candidates, changed, computed
     positions), tiles with a candidate are listed and counted.
+
+    ``spatial`` = (gate, stale), both uint8 (Ho * Wo,): a spatial gate of this layer's size
+    and the layer's stale mask (kept from frame to frame). The candidates become (candidates
+    or stale) and gated, and stale becomes (candidates or stale) outside the gate. Programs
+    then never exit early: stale positions may wait inside the gate without any change. Of
+    several accumulating launches, only the last (the one that lists tiles) takes it.
     """
     tensors = [cand, source, tiles, count, stats] + [m for m, _ in operands]
+    if spatial is not None:
+        if dense:
+            raise KernelError('a spatial gate applies to incremental frames only')
+        tensors += list(spatial)
     check_device(*[t for t in tensors if t is not None])
     if len(operands) > 2:
         raise KernelError(f'{len(operands)} operand masks; the kernel takes two per launch')
@@ -167,13 +186,17 @@ def candidates_args(cand: torch.Tensor, out_hw: tuple[int, int], tile: tuple[int
             tables[1] if tables is not None else dummy,
             as_u8(cand), tiles if listing else dummy, count if listing else dummy,
             stats if listing else dummy,
+            as_u8(spatial[0]) if spatial is not None else dummy,
+            as_u8(spatial[1]) if spatial is not None else dummy,
             in_hw[0], in_hw[1], out_hw[0], out_hw[1], stride[0], stride[1], dilation[0],
             dilation[1], pads[0], pads[1])
     counts = ([source_count] if source is not None else []) + [c for m, c in ops if m is not None]
-    gate = gate and not dense and bool(counts) and all(c is not None for c in counts)
+    gate = (gate and not dense and spatial is None and bool(counts)
+            and all(c is not None for c in counts))
     meta = {'GEOM': geom, 'KH': kh, 'KW': kw, 'OP0': op_kinds[0], 'OP1': op_kinds[1],
             'GATE': gate, 'ACCUM': accumulate, 'DENSE': dense, 'LIST': listing,
-            'COUNT_CHANGED': count_changed, 'TY': tile[0], 'TX': tile[1]}
+            'COUNT_CHANGED': count_changed, 'SPATIAL': spatial is not None,
+            'TY': tile[0], 'TX': tile[1]}
     return _candidates_kernel, (tile_grid(out_hw, tile),), args, meta
 
 

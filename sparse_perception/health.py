@@ -32,6 +32,7 @@ import threading
 
 import numpy as np
 
+from sparse_perception.evaluation.stats import percentile
 from sparse_perception.results import FrameStats
 from sparse_perception.settings import DiagnosticsSettings
 
@@ -95,13 +96,6 @@ def event_rate(times: np.ndarray) -> float:
     if len(times) < 2 or times[-1] <= times[0]:
         return 0.0
     return (len(times) - 1) / float(times[-1] - times[0])
-
-
-def percentile(values: np.ndarray, q: float) -> float | None:
-    """Return the q-th percentile of ``values`` (linear interpolation); None without any."""
-    if len(values) == 0:
-        return None
-    return float(np.percentile(values, q))
 
 
 class HealthMonitor:

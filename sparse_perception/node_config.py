@@ -32,8 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 import numpy as np
 
 from sparse_perception import settings as st
-
-HEADS = ('segmentation', 'pose')
+from sparse_perception.settings import HEADS
 
 
 @dataclass(frozen=True)
@@ -207,6 +206,28 @@ def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
             return problem
     if new.model.device != old.model.device:
         return device_problem(new.model.device)
+    return gate_problem(new, heads)
+
+
+def gate_problem(settings: st.PerceptionSettings, heads: Sequence[str]) -> str | None:
+    """
+    Return why ``sparsity.gate`` cannot run with the segmentation model (None: it can).
+
+    The glance runs the network at a smaller size, which only a fully convolutional model can;
+    registered models say so without loading (a model file is found out when it loads).
+    """
+    if settings.sparsity.gate != 'glance' or 'segmentation' not in heads:
+        return None
+    from sparse_perception.models.registry import REGISTRY
+
+    name = settings.model.segmentation
+    entry = REGISTRY.get(name)
+    if entry is not None and entry.resize != 'none':
+        fcn = sorted(n for n, e in REGISTRY.items() if e.kind == 'segmentation'
+                     and e.resize == 'none')
+        return (f"sparsity.gate 'glance' runs the segmentation network at a smaller size; "
+                f'{name!r} has a fixed input size: use a fully convolutional model '
+                f"({', '.join(fcn)}) or sparsity.gate 'previous' or 'none'")
     return None
 
 
@@ -215,9 +236,11 @@ def keep_reloads(old: st.PerceptionSettings,
     """
     Return ``new`` with the settings that reload the model taken from ``old``, and their names.
 
-    When a model fails to load, only what made it load goes back; every other change stands.
+    When a model fails to load, only what made it load goes back (and the spatial gate, which
+    a model may refuse: the glance needs a fully convolutional one); every other change stands.
     """
     reloads = {s.name for s in st.specs(st.PerceptionSettings) if s.info.reload}
+    reloads.add('sparsity.gate')
     before, after = st.flatten(old), st.flatten(new)
     reverted = tuple(n for n in before if n in reloads and before[n] != after[n])
     merged = {**after, **{n: before[n] for n in reverted}}
@@ -230,6 +253,7 @@ def startup_problems(kind: NodeKind, settings: st.NodeSettings) -> list[str]:
     if not heads:
         return [f'node.heads is empty: list at least one of {", ".join(kind.heads)}']
     problems = [model_problem(head, getattr(settings.model, head)) for head in heads]
+    problems.append(gate_problem(settings, heads))
     return [p for p in problems if p]
 
 

@@ -46,10 +46,9 @@ import numpy as np
 
 from sparse_perception.results import (FrameResult, FrameStats, HeadStats, PoseResult,
                                        SegmentationResult)
-from sparse_perception.settings import PerceptionSettings
+from sparse_perception.settings import HEADS, PerceptionSettings
 
 LOG = logging.getLogger(__name__)
-HEADS = ('segmentation', 'pose')
 
 
 class ModelLoadError(ValueError):
@@ -77,10 +76,14 @@ class _IncrementalNet:
     engine, or ``dense``, a plain dense pass (torch or LiteRT: ``model.runtime``), whichever
     :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``,
     eager executor on the CPU); an input that did not change returns the last outputs.
+
+    ``gates`` (a segmentation network's :class:`~sparse_perception.gating.GateMaker`) limits
+    where the engine recomputes (``sparsity.gate``), and may answer a frame from its glance
+    alone; the engine then reads the whole input on its next frame, as it missed this one.
     """
 
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
-                 what: str, input_size: tuple[int, int] | None = None):
+                 what: str, input_size: tuple[int, int] | None = None, gates: Any = None):
         from sparse_perception.change import ChangeDetector
         from sparse_perception.engine import EngineConfig
 
@@ -101,6 +104,9 @@ class _IncrementalNet:
         except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
             raise ModelLoadError(f'{what} cannot run incrementally: {exc}') from exc
         self.change = ChangeDetector(settings.change)
+        self.gates = gates
+        self._missed = False  # the engine missed a frame the glance answered
+        self._glance_stats: dict[tuple, Any] = {}  # per glance input size
         self.stats: list[Any] = []
         self._unread = False  # the engine holds statistics of a call not yet collected
         self.adaptive = settings.sparsity.adaptive
@@ -131,9 +137,13 @@ class _IncrementalNet:
         if choice is None or self.path == 'engine' or still is None:
             change = _made(change)
             still = not change.refresh and not bool(change.tiles.any())
-        self.repeated = still
+        # Positions a gate left stale may be recomputed on a still input: not a repeat then.
+        self.repeated = still and not self._stale()
+        if still and self.path == 'glance':
+            self.not_run()  # the glance's answer stands for the same input
+            return self._outputs
         if choice is None:
-            return self._engine_outputs(x, change)
+            return self._engine_outputs(x, change, glance=not still)
         if still:
             # Nothing changed: the last outputs stand, whichever path made them (the engine
             # finds that out in a few microseconds and keeps its caches in step).
@@ -149,15 +159,20 @@ class _IncrementalNet:
             choice.record('dense', (time.perf_counter() - start) * 1e3)
             self._ran_dense()
             self._outputs = outputs
+            if self.gates is not None:
+                self.gates.observe(outputs, *x.shape[-2:])
             return outputs
-        if self.path != 'engine':
+        if self.path == 'dense':
             # The caches missed the dense frames; so did the change map's reference, unless
             # this frame's map was made already (then the engine's dense frame reads it all).
             self.state.request_refresh()
             if callable(change):
                 self.change.request_refresh()
-        outputs = self._engine_outputs(x, _made(change))
+        outputs = self._engine_outputs(x, _made(change), glance=True)
         ms = (time.perf_counter() - start) * 1e3
+        if self.path == 'glance':
+            choice.record('engine', ms)  # the engine path answered from its glance
+            return outputs
         stats = self.engine.last_stats
         if not stats.dense:
             choice.record('engine', ms)
@@ -169,10 +184,58 @@ class _IncrementalNet:
         self.path, self._outputs = 'engine', None
         return outputs
 
-    def _engine_outputs(self, x: Any, change: Any) -> Any:
-        features = self(x, change)
+    def _engine_outputs(self, x: Any, change: Any, glance: bool = False) -> Any:
+        gates = self._active_gates()
+        height, width = x.shape[-2:]
+        gate = None
+        if gates is not None:
+            if glance and gates.mode == 'glance':
+                early = gates.glance(x)
+                self._count_glance(x)
+                if early is not None:  # nobody, now or before: the glance is the answer
+                    self.not_run()
+                    self.path, self._outputs, self._missed = 'glance', early, True
+                    gates.observe(early, height, width)
+                    return early
+            gate = gates.gate(height, width)
+        features = self(x, change, gate)
         # An fp16 trunk hands float features to the tail, which stays in fp32.
-        return self.tail(*[f.float() for f in features])
+        outputs = self.tail(*[f.float() for f in features])
+        if self.gates is not None:
+            self.gates.observe(outputs, height, width)
+        self.path = 'engine'
+        return outputs
+
+    def _stale(self) -> bool:
+        return bool(getattr(self.state, 'has_stale', False))
+
+    def _active_gates(self) -> Any:
+        gates = self.gates
+        return gates if gates is not None and gates.active else None
+
+    def _count_glance(self, x: Any) -> None:
+        """Add the glance's dense pass to this frame's statistics (made in take_stats)."""
+        self._collect()
+        # Its MACs are counted once per size by lowering the network at that size: not here,
+        # where the path choice times the engine's path.
+        self.stats.append(_Glance(tuple(x.shape[:2]), self.gates.glance_size(*x.shape[-2:]),
+                                  x.dtype, x.device))
+
+    def _glance_stat(self, glance: Any) -> Any:
+        """Return the statistics of a glance: its MACs, no dense MACs (they add to the frame)."""
+        from sparse_perception.engine.stats import FrameStats, LayerStats
+
+        stats = self._glance_stats.get(glance.size)
+        if stats is None:
+            import torch
+
+            small = torch.zeros(*glance.batch_channels, *glance.size, dtype=glance.dtype,
+                                device=glance.device)
+            positions = glance.size[0] * glance.size[1]
+            macs = self.engine.dense_macs(small)
+            stats = self._glance_stats[glance.size] = FrameStats(layers=[LayerStats(
+                'glance', 'glance', positions, 'full', 0, positions, 0, macs, 0.0)])
+        return stats
 
     def _ran_dense(self) -> None:
         self._collect()
@@ -233,14 +296,26 @@ class _IncrementalNet:
                     'executor instead', self.what, exc)
         self._build_eager()
 
-    def __call__(self, x: Any, change: Any) -> Any:
-        """Run ``x`` (1, C, H, W); ``change`` is its ChangeMap, or None for a dense frame."""
+    def __call__(self, x: Any, change: Any, gate: Any = None) -> Any:
+        """
+        Run ``x`` (1, C, H, W) through the engine.
+
+        ``change`` is its ChangeMap, or None for a dense frame; ``gate`` a tile map of where
+        layers may recompute (eager executor), or None.
+        """
         from sparse_perception.engine import EngineError, UnsupportedOpError
 
         self._collect()
         tiles = None if change is None or change.refresh else change
+        if tiles is not None and self._missed:
+            # The glance answered frames the engine did not see: all of its input is new.
+            tiles = _all_tiles(tiles)
+        self._missed = False
         try:
-            features = self.engine(x, tiles, self.state)
+            if gate is None:
+                features = self.engine(x, tiles, self.state)
+            else:
+                features = self.engine(x, tiles, self.state, gate=gate)
         except UnsupportedOpError as exc:  # lowered at its first frame (fully convolutional)
             if self.execution != 'device':
                 raise
@@ -266,6 +341,11 @@ class _IncrementalNet:
     def reconfigure(self, settings: PerceptionSettings) -> None:
         from sparse_perception.engine import EngineConfig
 
+        if self.gates is not None:
+            try:  # first: a gate this model cannot take changes nothing
+                self.gates.configure(settings.sparsity)
+            except ValueError as exc:
+                raise ModelLoadError(f'{self.what}: {exc}') from exc
         self.config = EngineConfig.from_settings(settings)
         self.engine.reconfigure(self.config, self.state)
         _apply_change_settings(self.change, settings)
@@ -281,14 +361,16 @@ class _IncrementalNet:
         # unless it is fully convolutional, whose costs follow the frame size.
         self.state.reset()
         self.change.reset()
-        self.path, self._outputs = 'engine', None
+        if self.gates is not None:
+            self.gates.reset()
+        self.path, self._outputs, self._missed = 'engine', None, False
         if self.input_size is None:
             self.choice, self._dense_stats, self._pass_stats = self._new_choice(), None, {}
 
     def take_stats(self) -> list[Any]:
         self._collect()
         stats, self.stats = self.stats, []
-        return stats
+        return [self._glance_stat(s) if isinstance(s, _Glance) else s for s in stats]
 
 
 class _IncrementalDetector:
@@ -335,10 +417,11 @@ class _Head:
         self._moved = False  # the frame changed since the detector last ran
         if incremental:
             module = self.model.module
+            what = f'{kind} model {self.model_name!r}'
             self.net = _IncrementalNet(module.trunk, module.tail,
                                        _dense_pass(self.model.dense_module), settings,
-                                       f'{kind} model {self.model_name!r}',
-                                       self.model.input_size)
+                                       what, self.model.input_size,
+                                       _gates(kind, self.model, settings, what))
             self.nets.append(self.net)
             if getattr(self.model, 'detector', None) is not None:
                 try:
@@ -615,6 +698,41 @@ def _auto_picks_device(config: Any, device: Any) -> bool:
     from sparse_perception.engine import get_backend
 
     return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
+
+
+@dataclasses.dataclass(frozen=True)
+class _Glance:
+    """A glance ran on an input of this size (its statistics are made when collected)."""
+
+    batch_channels: tuple[int, int]
+    size: tuple[int, int]
+    dtype: Any
+    device: Any
+
+
+def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> Any:
+    """Return the gate maker of a segmentation network (None for pose networks)."""
+    from sparse_perception.gating import GateMaker, person_class
+
+    if kind != 'segmentation':
+        return None
+    # The glance runs the torch network at another size: fully convolutional models only.
+    glance = _dense_pass(model.module) if model.fully_convolutional else None
+    try:
+        return GateMaker(settings.sparsity, settings.change.tile_size, model.decoder,
+                         person_class(tuple(model.labels)), glance)
+    except ValueError as exc:
+        raise ModelLoadError(f'{what}: {exc}') from exc
+
+
+def _all_tiles(change: Any) -> Any:
+    """Return the same ChangeMap with every tile set (not a refresh: gates still apply)."""
+    import dataclasses as dc
+
+    import torch
+
+    return dc.replace(change, tiles=torch.ones_like(torch.as_tensor(change.tiles)),
+                      changed_fraction=1.0)
 
 
 def _made(change: Any) -> Any:

@@ -38,6 +38,12 @@ from typing import Any, Iterator, Mapping
 # 'auto': one switch between kernels and reference, settable by environment and by parameter.
 BACKEND_ENV = 'SPARSE_PERCEPTION_BACKEND'
 
+# The heads a pipeline can run, in canonical order: the names of node.heads, of the model
+# settings (model.segmentation, model.pose), of the registry's model kinds and of --heads.
+HEADS = ('segmentation', 'pose')
+# Command-line spellings of a head selection besides the heads' own names.
+HEAD_ALIASES = {'seg': ('segmentation',), 'both': HEADS}
+
 
 class SettingError(ValueError):
     """A setting has a value of the wrong type or outside its range."""
@@ -136,6 +142,32 @@ class SparsitySettings:
     # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
         True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
+    # Spatial gates (sparse_perception/gating.py) for the segmentation network: on a moving
+    # camera every tile changes, and a gate limits recomputation to where the people are
+    # ('previous': last frame's person tiles; 'glance': also this frame's, from the network
+    # run at glance_scale, fully convolutional models only). Positions outside the gate keep
+    # their cached values and are recomputed once a gate covers them: none is exact.
+    gate: str = setting(
+        'none', 'Where the segmentation network recomputes: none (every change), previous '
+        "(last frame's people), glance (a low-resolution pass first)",
+        choices=('none', 'previous', 'glance'))
+    # The gate's margin around the people, in change tiles (change.tile_size pixels): it
+    # covers motion since the last frame and the receptive field across the gate's edge.
+    gate_margin: int = setting(
+        2, 'Grow the gate by this many change tiles around the people', low=0, high=64)
+    glance_scale: float = setting(
+        0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
+    # A band of tile rows that moves down the frame joins every gate, so a position is
+    # never staler than this many frames (and someone the gate missed is found within
+    # them). Each band costs 1/N of a frame: on DAVIS parkour with the glance, 8, 16 and 32
+    # all kept the person IoU of dense, and 32 computed the fewest MACs (gates*.md in
+    # bench/results).
+    gate_refresh: int = setting(
+        32, 'Recompute every position at least every N frames under a gate (0 = never)',
+        low=0, high=10000)
+    glance_exit: bool = setting(
+        True, 'When the glance and the last frame show nobody, publish the glance and skip '
+        'the full pass')
     # Edge of the tiles (in output positions) that KxK layers compute on.
     compute_tile: int = setting(
         4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
@@ -285,8 +317,7 @@ class LifecycleSettings:
         read_only=True)
     # Only perception_node declares it; segmentation_node and pose_node run their one head.
     heads: tuple[str, ...] = setting(
-        ('segmentation', 'pose'), 'Heads perception_node runs on one decoded frame',
-        choices=('segmentation', 'pose'), read_only=True)
+        HEADS, 'Heads perception_node runs on one decoded frame', choices=HEADS, read_only=True)
     warmup_frames: int = setting(
         2, 'Synthetic frames run at activation to load and warm the kernels (0 = none)',
         low=0, high=100)
@@ -459,6 +490,26 @@ def build(settings_type: type, flat: Mapping[str, Any], prefix: str = '') -> Any
         elif name in flat:
             kwargs[f.name] = flat[name]
     return settings_type(**kwargs)
+
+
+def parse_heads(text: str) -> tuple[str, ...]:
+    """
+    Parse a command line's head selection into heads in canonical order.
+
+    ``text`` is a comma-separated list of head names (those of ``node.heads``:
+    'segmentation', 'pose') or of the short forms 'seg' and 'both'; for example
+    'segmentation,pose', 'pose' or 'both'. Anything else raises :class:`SettingError`.
+    """
+    words = [word.strip() for word in str(text).split(',')]
+    chosen: set[str] = set()
+    for word in words:
+        heads = (word,) if word in HEADS else HEAD_ALIASES.get(word)
+        if heads is None:
+            raise SettingError(
+                f'heads {text!r}: {word!r} is not a head; expected a comma-separated list of '
+                f'{", ".join(HEADS)} (or {", ".join(HEAD_ALIASES)})')
+        chosen.update(heads)
+    return tuple(head for head in HEADS if head in chosen)
 
 
 def resolve_backend(backend: str) -> str:

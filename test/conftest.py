@@ -116,3 +116,19 @@ def mediapipe_cache(tmp_path_factory):
     PyPI the tests that need it skip, except under CI.
     """
     return fetch_mediapipe_models(tmp_path_factory.mktemp('model-cache'))
+
+
+@pytest.fixture
+def replay_double(monkeypatch):
+    """
+    Make replays run in this process build the pipeline double (test/pipeline_double.py).
+
+    ``sparse-perception replay`` builds the package's Pipeline; commands called through
+    ``cli.main`` in a test get the double instead, which computes every figure quickly.
+    """
+    from pipeline_double import PipelineDouble
+
+    from sparse_perception.replay import job
+
+    monkeypatch.setattr(job, 'default_pipeline', lambda: PipelineDouble)
+    return PipelineDouble

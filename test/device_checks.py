@@ -22,8 +22,8 @@ its launches are identical from frame to frame whatever changed: what a CUDA gra
 
 import contextlib
 
+from engine_cases import max_relative_difference
 from sparse_perception.change import ChangeMap
-from sparse_perception.engine.testing import max_relative_difference
 import torch
 from torch.utils._python_dispatch import _disable_current_modes, TorchDispatchMode
 

@@ -519,14 +519,24 @@ def check_candidates(device: str, seed: int) -> None:
     tiles = torch.full((capacity,), -1, dtype=torch.int32, device=device)
     count = torch.zeros(1, dtype=torch.int32, device=device)
     stats = torch.zeros(4, dtype=torch.int32, device=device)
+    spatial = None
+    if r.random() < 0.5:  # a spatial gate and the layer's stale positions
+        where = (torch.rand(ho * wo, generator=g) < r.choice((0.0, 0.4, 1.0)))
+        stale = (torch.rand(ho * wo, generator=g) < 0.2)
+        spatial = (where.to(device, torch.uint8), stale.to(device, torch.uint8))
     kernel, grid, a, meta = masks.candidates_args(
         cand, (ho, wo), tile, src, src_count, (h, w), (k, stride, dil, pads), None,
-        ((op, op_count), (bcast, bcast.int())), tiles, count, stats, count_changed=True)
+        ((op, op_count), (bcast, bcast.int())), tiles, count, stats, count_changed=True,
+        spatial=spatial)
     launch(kernel, grid, *a, **meta)
     expected = masks.dilate_mask_ref(src.bool().view(h, w), (pads[0], pads[0], pads[1],
                                                              pads[1]), k, stride, dil,
                                      (ho, wo)).reshape(-1)
     expected = expected | op.bool().cpu().to(expected.device) | bool(bcast[0])
+    if spatial is not None:
+        want = expected.cpu() | stale
+        expected = want & where
+        assert torch.equal(spatial[1].bool().cpu(), want & ~where)
     assert torch.equal(cand.bool().cpu(), expected.cpu())
     nty, ntx = -(-ho // tile[0]), -(-wo // tile[1])
     padded = F.pad(expected.view(ho, wo), (0, ntx * tile[1] - wo, 0, nty * tile[0] - ho))

@@ -26,9 +26,9 @@ softmax / argmax tails.
 
 from __future__ import annotations
 
+from engine_cases import randomize
 from sparse_perception.change import ChangeMap
 from sparse_perception.engine.ops import depth_to_space
-from sparse_perception.engine.testing import randomize
 import torch
 from torch import nn
 import torch.nn.functional as F

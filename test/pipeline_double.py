@@ -13,158 +13,306 @@
 # limitations under the License.
 
 """
-A test double of ``sparse_perception.pipeline.Pipeline`` for the replay tests.
+The one test double of ``sparse_perception.pipeline.Pipeline``.
 
-It honours the pipeline contract (constructor, ``process``, ``update``, ``reset``, ``close``,
-``class_names``, ``joint_names``, ``skeleton``, ``FrameResult`` out) with real, small
-computation, so that replay, metrics and reports are tested quickly and with figures known in
-advance (the real pipeline runs through the replay in test/bag/test_eval_replay.py):
+The replay, node and command tests run on it: a real, small computation, fast and
+deterministic, so that those tests look at what they test (reports, the ROS edge, parameters,
+life cycle, bad input) and every figure can be worked out by running the double directly.
+test/pure/test_pipeline_contract.py checks it against the real Pipeline (constructor, public
+methods and attributes, result types); the real pipeline itself runs through the replay in
+test/bag/test_eval_replay.py and through the nodes in test/ros/test_nodes_real_pipeline.py.
 
-- a change map of tiles whose largest pixel difference from a per-tile reference exceeds
-  ``change.threshold + 10 * sparsity.scale`` grey levels; only those tiles of the reference
-  are refreshed (so at threshold 0 the incremental result equals the dense one exactly, and
-  above it the two drift apart, as the real engine does);
-- a tiny fixed-weight torch conv net on the 1/8-scale reference: three class logits (argmax,
-  upsampled: the segmentation mask) and 17 heatmaps (soft-argmax: COCO-17 keypoints);
-- statistics: active fraction = share of changed tiles (1.0 on dense frames), MACs in
-  proportion, wall time in ms.
+Only the networks are stand-ins. Per frame:
 
-It is not the real engine: nothing here is sparse compute. Set a model setting to
-``'missing'`` to make the constructor fail like a model that cannot load.
+- the change map is the real one (:class:`sparse_perception.change.ChangeDetector` on the
+  ``change`` settings), reset on a new frame size, as in the pipeline;
+- the networks see an *engine input*: the frame where tiles were recomputed, what they saw
+  before elsewhere. A frame is dense (every tile recomputed) when the change map is a refresh
+  or its changed share exceeds ``sparsity.dense_fallback``; otherwise the changed tiles are
+  recomputed, except, standing in for the engine's output thresholds, those whose pixels
+  moved by at most ``10 * sparsity.scale`` grey levels. So at thresholds 0 the incremental
+  result is the dense one exactly, and above them the two drift apart, as with the engine;
+- the networks are tiny fixed-weight torch conv nets on the engine input pooled 8 times:
+  segmentation takes the argmax of 3 class logits, pose the soft-argmax of 17 heat maps (one
+  person, COCO-17 joints);
+- statistics: a head's active fraction is the share of recomputed tiles (1.0 when dense),
+  its MACs are in proportion; per layer, ``conv1`` recomputes those tiles and ``conv2`` those
+  within one tile of them (its receptive field).
+
+Models: ``tiny-seg`` and ``tiny-pose``, the names of the real registry (of the right kind),
+or a JSON file ``{"head": "segmentation"|"pose", "seed": int}``; anything else raises the
+real :class:`~sparse_perception.pipeline.ModelLoadError` naming the model, as the pipeline
+does for a model that cannot load. :func:`model_problem` is the matching check for the nodes.
+
+Instrumentation the tests read, beyond the contract (:data:`OBSERVED`): ``frames`` (process
+calls, warm-up included), ``resets`` (reset calls), ``updates`` (settings given to update)
+and ``closed``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
+import json
+from pathlib import Path
 import time
+import zlib
 
 import numpy as np
+from sparse_perception.change import ChangeDetector
+from sparse_perception.models.decoders import COCO17_JOINTS, COCO17_SKELETON
+from sparse_perception.pipeline import ModelLoadError
 from sparse_perception.results import (
     FrameResult, FrameStats, HeadStats, PoseResult, SegmentationResult)
+from sparse_perception.settings import HEADS, PerceptionSettings
 import torch
 
-COCO17 = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
-          'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
-          'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
-SKELETON = ((5, 7), (7, 9), (6, 8), (8, 10), (5, 6), (5, 11), (6, 12), (11, 12), (11, 13),
-            (13, 15), (12, 14), (14, 16))
 CLASS_NAMES = ('background', 'person', 'sky')
-SCALE = 8  # the net runs at 1/8 of the input resolution
+JOINT_NAMES = COCO17_JOINTS
+SKELETON = COCO17_SKELETON
+TINY_MODELS = {'tiny-seg': ('segmentation', 0), 'tiny-pose': ('pose', 1)}
+STRIDE = 8  # the nets run on the engine input pooled by this factor
+HIDDEN = 8  # channels between the two convolutions
+OBSERVED = ('frames', 'resets', 'updates', 'closed')  # what tests read beyond the contract
+
+__all__ = ['CLASS_NAMES', 'factory', 'JOINT_NAMES', 'model_problem', 'ModelLoadError',
+           'OBSERVED', 'PipelineDouble', 'replace_model', 'SKELETON']
 
 
-class DoubleModelError(ValueError):
-    """Stands in for ModelLoadError (a ValueError)."""
+def _registered() -> dict[str, tuple[str, int]]:
+    """Return every model name the double loads: its own, and the real registry's."""
+    from sparse_perception.models.registry import REGISTRY
+
+    names = {name: (entry.kind, zlib.crc32(name.encode()) % 2 ** 31)
+             for name, entry in REGISTRY.items()}
+    names.update(TINY_MODELS)
+    return names
 
 
-@dataclass(frozen=True)
-class LayerHeadStats(HeadStats):
-    """HeadStats with per-layer active fractions, as the real engine may report them."""
+def _resolve(head: str, name: str) -> int:
+    """Return the weight seed of model ``name`` for ``head``, or raise ModelLoadError."""
+    registered = _registered()
+    if name in registered:
+        model_head, seed = registered[name]
+    else:
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise ModelLoadError(f'model.{head} = {name!r}: no registered model of that name '
+                                 f'and no such file (registered: {", ".join(TINY_MODELS)}, '
+                                 'and the real registry)')
+        try:
+            spec = json.loads(path.read_text())
+            model_head, seed = spec['head'], int(spec['seed'])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f'model.{head} = {name!r}: unsupported model file: '
+                                 f'{exc!r}') from None
+    if model_head != head:
+        raise ModelLoadError(f'model.{head} = {name!r} is a {model_head} model')
+    return seed
 
-    layers: dict = field(default_factory=dict)
 
-
-def _net() -> torch.nn.Module:
-    generator = torch.Generator().manual_seed(7)
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
-        torch.nn.Conv2d(8, len(CLASS_NAMES) + len(COCO17), 3, padding=1))
+def _net(outputs: int, seed: int) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, HIDDEN, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Conv2d(HIDDEN, outputs, 3, padding=1))
     with torch.no_grad():
         for parameter in net.parameters():
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.5)
     return net.eval()
 
 
-class TinyConvPipeline:
-    """The pipeline contract on a tiny real conv net (see the module docstring)."""
+class PipelineDouble:
+    """Camera frames in, masks and keypoints out, on tiny nets (see the module docstring)."""
 
-    def __init__(self, settings, heads=('segmentation', 'pose'), incremental=True):
-        unknown = set(heads) - {'segmentation', 'pose'}
-        if unknown or not heads:
-            raise ValueError(f'unknown heads {sorted(unknown)}')
-        self.heads = tuple(heads)
+    def __init__(self, settings: PerceptionSettings | None = None, *,
+                 heads=HEADS, incremental: bool = True):
+        settings = settings if settings is not None else PerceptionSettings()
+        unknown = [h for h in heads if h not in HEADS]
+        if unknown or not heads or len(set(heads)) != len(heads):
+            raise ValueError(f'heads must be distinct names from {HEADS}, got {tuple(heads)}')
         self.incremental = incremental
-        self.update(settings)
-        self.net = _net()
-        self.reference = None
+        self._head_names = tuple(heads)
+        self._models = {head: getattr(settings.model, head) for head in heads}
+        self._nets = {head: self._load(head, name) for head, name in self._models.items()}
+        self._settings = settings
+        self._change = ChangeDetector(settings.change)
+        self._shape: tuple[int, ...] | None = None
+        self._input: np.ndarray | None = None  # (H, W, 3) uint8: what the networks saw
+        self.frames = 0
+        self.resets = 0
+        self.updates: list[PerceptionSettings] = []
         self.closed = False
 
-    @property
-    def class_names(self):
-        return CLASS_NAMES if 'segmentation' in self.heads else ()
+    @staticmethod
+    def _load(head: str, name: str) -> torch.nn.Module:
+        outputs = len(CLASS_NAMES) if head == 'segmentation' else len(JOINT_NAMES)
+        return _net(outputs, _resolve(head, name))
+
+    # -- the contract -----------------------------------------------------------------------
 
     @property
-    def joint_names(self):
-        return COCO17 if 'pose' in self.heads else ()
+    def settings(self) -> PerceptionSettings:
+        return self._settings
 
     @property
-    def skeleton(self):
-        return SKELETON if 'pose' in self.heads else ()
+    def class_names(self) -> tuple[str, ...]:
+        return CLASS_NAMES if 'segmentation' in self._nets else ()
 
-    def update(self, settings):
-        for head in self.heads:
-            name = getattr(settings.model, head)
-            if name == 'missing':
-                raise DoubleModelError(f'{head} model {name!r}: file not found')
-        self.settings = settings
+    @property
+    def joint_names(self) -> tuple[str, ...]:
+        return JOINT_NAMES if 'pose' in self._nets else ()
 
-    def reset(self):
-        self.reference = None
+    @property
+    def skeleton(self) -> tuple[tuple[int, int], ...]:
+        return SKELETON if 'pose' in self._nets else ()
 
-    def close(self):
-        self.closed = True
-
-    def _change(self, image):
-        tile = self.settings.change.tile_size
+    def process(self, image: np.ndarray) -> FrameResult:
+        """Run every head on one frame, ``(H, W, 3)`` uint8 RGB."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
+                or image.dtype != np.uint8 or 0 in image.shape:
+            raise ValueError(
+                'a frame must be a non-empty (H, W, 3) uint8 RGB array, got '
+                f'{getattr(image, "dtype", type(image).__name__)} of shape '
+                f'{getattr(image, "shape", None)}')
+        start = time.perf_counter()
+        self.frames += 1
+        if image.shape != self._shape:
+            self._forget()
+            self._shape = image.shape
+        cfg = self._settings
+        tile = self._change.tile_size
         height, width = image.shape[:2]
         tiles_h, tiles_w = -(-height // tile), -(-width // tile)
-        if (not self.incremental or self.reference is None
-                or self.reference.shape != image.shape):
-            self.reference = image.copy()
-            return np.ones((tiles_h, tiles_w), bool), True
-        threshold = self.settings.change.threshold + 10.0 * self.settings.sparsity.scale
-        diff = np.abs(image.astype(np.int16) - self.reference.astype(np.int16)).max(-1)
+        if self.incremental:
+            change = self._change.update(image)
+            changed, refresh = change.tiles.numpy(), change.refresh
+        else:
+            changed, refresh = np.ones((tiles_h, tiles_w), bool), True
+        changed_fraction = float(changed.mean())
+        dense = refresh or self._input is None or changed_fraction > cfg.sparsity.dense_fallback
+        if dense:
+            active = np.ones_like(changed)
+            self._input = image.copy()
+        else:
+            active = changed & (self._tile_motion(image, tile) > 10.0 * cfg.sparsity.scale)
+            pixels = np.repeat(np.repeat(active, tile, 0), tile, 1)[:height, :width]
+            self._input[pixels] = image[pixels]
+        x = torch.from_numpy(self._input).permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
+        pooled = torch.nn.functional.avg_pool2d(x, STRIDE, ceil_mode=True)  # (1, 3, h, w)
+        segmentation = pose = None
+        heads: dict[str, HeadStats] = {}
+        for head, net in self._nets.items():
+            head_start = time.perf_counter()
+            with torch.no_grad():
+                out = net(pooled)[0]  # (C, h, w)
+            if head == 'segmentation':
+                segmentation = SegmentationResult(_upsample(out.argmax(0), height, width),
+                                                  CLASS_NAMES)
+            else:
+                pose = PoseResult(_soft_argmax(out, height, width), JOINT_NAMES, SKELETON)
+            heads[head] = _stats(active, dense, pooled, out.shape[0], head_start)
+        stats = FrameStats(changed_fraction, heads, (time.perf_counter() - start) * 1e3)
+        return FrameResult(segmentation, pose, changed, tile, stats)
+
+    def update(self, settings: PerceptionSettings) -> None:
+        """Apply new settings from the next frame on (a model that fails to load: no change)."""
+        nets = dict(self._nets)
+        for head in self._head_names:
+            name = getattr(settings.model, head)
+            if name != self._models[head]:
+                nets[head] = self._load(head, name)  # raises before anything changes
+        self._nets = nets
+        self._models = {head: getattr(settings.model, head) for head in self._head_names}
+        if settings.change.tile_size != self._settings.change.tile_size:
+            self._change = ChangeDetector(settings.change)
+            self._forget()
+        else:
+            for f in dataclasses.fields(settings.change):  # as the pipeline: the reference stays
+                if f.name != 'tile_size':
+                    setattr(self._change, f.name, getattr(settings.change, f.name))
+        self._settings = settings
+        self.updates.append(settings)
+
+    def reset(self) -> None:
+        """Forget the temporal state: the next frame runs dense."""
+        self.resets += 1
+        self._forget()
+
+    def close(self) -> None:
+        """Release the networks."""
+        self._nets = {}
+        self.closed = True
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _forget(self) -> None:
+        self._change.reset()
+        self._input = None
+
+    def _tile_motion(self, image: np.ndarray, tile: int) -> np.ndarray:
+        """Return per tile the largest difference of any channel from the engine input."""
+        height, width = image.shape[:2]
+        tiles_h, tiles_w = -(-height // tile), -(-width // tile)
+        diff = np.abs(image.astype(np.int16) - self._input.astype(np.int16)).max(-1)
         padded = np.zeros((tiles_h * tile, tiles_w * tile), np.int16)
         padded[:height, :width] = diff
-        tiles = padded.reshape(tiles_h, tile, tiles_w, tile).max((1, 3)) > threshold
-        pixels = np.repeat(np.repeat(tiles, tile, 0), tile, 1)[:height, :width]
-        self.reference[pixels] = image[pixels]
-        return tiles, False
+        return padded.reshape(tiles_h, tile, tiles_w, tile).max((1, 3))
 
-    def process(self, image):
-        started = time.perf_counter()
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f'expected (H, W, 3) uint8 RGB, got {image.dtype} {image.shape}')
-        tiles, dense = self._change(image)
-        height, width = image.shape[:2]
-        x = torch.from_numpy(self.reference).permute(2, 0, 1)[None].float() / 255.0
-        small = torch.nn.functional.adaptive_avg_pool2d(
-            x, (max(1, height // SCALE), max(1, width // SCALE)))
-        with torch.no_grad():
-            out = self.net(small)[0]  # (3 + 17, h, w)
-        fraction = 1.0 if dense else float(tiles.mean())
-        dense_macs = int(small.shape[2] * small.shape[3] * (3 * 8 * 9 + 8 * 20 * 9))
-        segmentation = pose = None
-        head_ms = {}
-        if 'segmentation' in self.heads:
-            labels = out[:len(CLASS_NAMES)].argmax(0).numpy().astype(np.uint8)
-            rows = np.minimum(np.arange(height) * labels.shape[0] // height, labels.shape[0] - 1)
-            cols = np.minimum(np.arange(width) * labels.shape[1] // width, labels.shape[1] - 1)
-            segmentation = SegmentationResult(np.ascontiguousarray(labels[rows][:, cols]),
-                                              CLASS_NAMES)
-            head_ms['segmentation'] = (time.perf_counter() - started) * 1e3
-        if 'pose' in self.heads:
-            maps = out[len(CLASS_NAMES):]  # (17, h, w)
-            k, h, w = maps.shape
-            weights = torch.softmax(maps.reshape(k, -1) * 4.0, dim=1).reshape(k, h, w)
-            ys = (torch.arange(h, dtype=torch.float32) + 0.5) * height / h
-            xs = (torch.arange(w, dtype=torch.float32) + 0.5) * width / w
-            keypoints = torch.stack([(weights.sum(1) * xs).sum(1), (weights.sum(2) * ys).sum(1),
-                                     torch.sigmoid(maps.reshape(k, -1).max(1).values)], 1)
-            pose = PoseResult(keypoints[None].numpy().astype(np.float32), COCO17, SKELETON)
-            head_ms['pose'] = (time.perf_counter() - started) * 1e3 - sum(head_ms.values())
-        heads = {
-            name: LayerHeadStats(fraction, int(dense_macs * fraction), dense_macs, dense, ms,
-                                 layers={'conv1': fraction, 'conv2': min(1.0, fraction * 1.5)})
-            for name, ms in head_ms.items()}
-        stats = FrameStats(float(tiles.mean()), heads, (time.perf_counter() - started) * 1e3)
-        return FrameResult(segmentation, pose, tiles, self.settings.change.tile_size, stats)
+
+def _upsample(labels: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Nearest-neighbour class ids ``(h, w)`` -> ``(height, width)`` uint8."""
+    small = labels.numpy().astype(np.uint8)
+    rows = np.minimum(np.arange(height) * small.shape[0] // height, small.shape[0] - 1)
+    cols = np.minimum(np.arange(width) * small.shape[1] // width, small.shape[1] - 1)
+    return np.ascontiguousarray(small[rows][:, cols])
+
+
+def _soft_argmax(maps: torch.Tensor, height: int, width: int) -> np.ndarray:
+    """Heat maps ``(K, h, w)`` -> one person's keypoints ``(1, K, 3)``: x, y, score."""
+    k, h, w = maps.shape
+    weights = torch.softmax(maps.reshape(k, -1) * 4.0, dim=1).reshape(k, h, w)
+    ys = (torch.arange(h, dtype=torch.float32) + 0.5) * height / h
+    xs = (torch.arange(w, dtype=torch.float32) + 0.5) * width / w
+    keypoints = torch.stack([(weights.sum(1) * xs).sum(1), (weights.sum(2) * ys).sum(1),
+                             torch.sigmoid(maps.reshape(k, -1).max(1).values)], 1)
+    return keypoints[None].numpy().astype(np.float32)
+
+
+def _stats(active: np.ndarray, dense: bool, pooled: torch.Tensor, outputs: int,
+           start: float) -> HeadStats:
+    fraction = 1.0 if dense else float(active.mean())
+    grown = torch.nn.functional.max_pool2d(
+        torch.from_numpy(active)[None, None].float(), 3, 1, 1)[0, 0] > 0
+    reach = 1.0 if dense else float(grown.float().mean())
+    positions = pooled.shape[2] * pooled.shape[3]
+    dense_macs = positions * 9 * (3 * HIDDEN + HIDDEN * outputs)
+    return HeadStats(fraction, int(round(dense_macs * fraction)), dense_macs, dense,
+                     (time.perf_counter() - start) * 1e3,
+                     layers={'conv1': fraction, 'conv2': reach})
+
+
+def model_problem(head: str, value: str, settings: PerceptionSettings) -> str | None:
+    """
+    Return why the double cannot load ``value`` (the nodes' ``model_check``), without loading.
+
+    As the real check does: a registered name or an existing file passes; what a file holds is
+    only found out when it loads.
+    """
+    from sparse_perception.node_config import model_problem as path_problem
+
+    problem = path_problem(head, value)
+    if problem or value in _registered() or Path(value).expanduser().is_file():
+        return problem
+    return (f'model.{head} = {value!r}: no registered model of that name and no such file '
+            f'(registered: {", ".join(TINY_MODELS)}, and the real registry)')
+
+
+def factory(**kwargs):
+    """Return a pipeline factory for the nodes: ``make(settings, heads)`` builds a double."""
+    def make(settings, heads):
+        return PipelineDouble(settings, heads=tuple(heads), **kwargs)
+    return make
+
+
+def replace_model(settings: PerceptionSettings, **models: str) -> PerceptionSettings:
+    """Return ``settings`` with model names replaced."""
+    return dataclasses.replace(settings, model=dataclasses.replace(settings.model, **models))

@@ -52,12 +52,12 @@ class Harness:
 
     def make(self, node_class, params=None, factory=None, **kwargs):
         """Construct a node in a fresh namespace with ``params`` overriding its defaults."""
-        import nodes_pipeline_double
+        import pipeline_double
         from rclpy.parameter import Parameter
 
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
-        kwargs.setdefault('model_check', nodes_pipeline_double.model_problem)
-        node = node_class(pipeline_factory=factory or nodes_pipeline_double.factory(),
+        kwargs.setdefault('model_check', pipeline_double.model_problem)
+        node = node_class(pipeline_factory=factory or pipeline_double.factory(),
                           context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
                           parameter_overrides=overrides, **kwargs)
         return self.add(node)

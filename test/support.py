@@ -52,3 +52,20 @@ def fetch_mediapipe_models(cache: Path) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return Path(cache)
+
+
+class HypothesisChooser:
+    """Let hypothesis make a test generator's choices (so that failures shrink)."""
+
+    def __init__(self, data):
+        self.data = data
+
+    def pick(self, options):
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.sampled_from(list(options)))
+
+    def integer(self, low, high):
+        from hypothesis import strategies as st
+
+        return self.data.draw(st.integers(low, high))

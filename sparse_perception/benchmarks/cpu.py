@@ -30,11 +30,12 @@ same machine load:
 
 Each pass over the frames starts from a reset (the first frame of a pass is dense for the
 incremental pipelines); every ``Pipeline.process`` call is timed (time.perf_counter), after
-one untimed warm-up frame. Reported per run: p50, p90 and mean ms per frame; MACs executed
-over dense MACs (as the engine counts them); mask agreement and keypoint error against
-``dense_torch`` on the same frame; frames where the person count differs. Then, unless
-``--no-contention``, one more pass with two busy processes (started and stopped here) on the
-CPU gives the contended p50. ``--json`` writes the results and a markdown report beside them.
+one untimed warm-up frame. Reported per run: p50, p90 (as :mod:`evaluation.stats` defines
+them) and mean ms per frame; MACs executed over dense MACs (as the engine counts them); mask
+agreement and keypoint error against ``dense_torch`` on the same frame; frames where the
+person count differs. Then, unless ``--no-contention``, one more pass with two busy processes
+(started and stopped here) on the CPU gives the contended p50. ``--json`` writes the results
+and a markdown report beside them.
 """
 
 from __future__ import annotations
@@ -44,18 +45,19 @@ import datetime
 import json
 import os
 from pathlib import Path
-import platform
 import statistics
 import subprocess
 import sys
 import time
 from typing import Any, Sequence
 
-from sparse_perception.replay.report import cpu_model
+from sparse_perception.evaluation import provenance
+from sparse_perception.evaluation.stats import median, percentile
+from sparse_perception.settings import HEADS
 
 ENGINES = ('dense_torch', 'engine_dense', 'incremental', 'litert')
-HEAD_GROUPS = {'segmentation': ('segmentation',), 'pose': ('pose',),
-               'both': ('segmentation', 'pose')}
+# Each group is one set of pipelines measured on its own: every head alone, and all together.
+HEAD_GROUPS = {**{head: (head,) for head in HEADS}, 'both': HEADS}
 BUSY_PROCESSES = 2  # the contended pass: a robot's CPU shared with other busy nodes
 BUSY_SETTLE_S = 0.5  # lets the busy processes start spinning before the contended pass
 
@@ -85,7 +87,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--no-contention', action='store_true',
                         help='skip the pass under two busy processes')
     parser.add_argument('--heads', default=','.join(HEAD_GROUPS), metavar='LIST',
-                        help='comma-separated head groups from segmentation, pose, both '
+                        help='comma-separated head groups, each measured on its own: '
+                        f'{", ".join(HEAD_GROUPS)} '
                         f'[{",".join(HEAD_GROUPS)}]')
     parser.set_defaults(func=run_command)
 
@@ -157,7 +160,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
     from sparse_perception import settings as st
 
     started = time.perf_counter()
-    load_before = _load()
+    load_before = provenance.load_average()
     clip, input_label = _frames(source, topic, frames)
     changes: dict[str, Any] = {'model.device': 'cpu'}  # the CPU benchmark, GPU or not
     if threads is not None:
@@ -182,10 +185,10 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
             m = measured[engine]
             runs.append({
                 'engine': engine, 'head': group,
-                'p50_ms': _round(_percentile(m['ms'], 50)),
-                'p90_ms': _round(_percentile(m['ms'], 90)),
+                'p50_ms': _round(percentile(m['ms'], 50)),
+                'p90_ms': _round(percentile(m['ms'], 90)),
                 'mean_ms': _round(statistics.fmean(m['ms'])),
-                'contended_p50_ms': _round(_percentile(contended[engine], 50))
+                'contended_p50_ms': _round(percentile(contended[engine], 50))
                 if contended else None,
                 'macs_ratio': _ratio(m['macs'], m['dense_macs'], dense=engine in (
                     'dense_torch', 'litert')),
@@ -208,9 +211,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
             return None
         return round(ref['p50_ms'] / inc['p50_ms'], 3)
 
-    from sparse_perception.replay.report import source_commit
-
-    commit, dirty = source_commit()
+    commit, dirty = provenance.source_commit()
     return {
         'machine': _machine(load_before),
         'torch': torch.__version__,
@@ -312,7 +313,7 @@ def _unchanged(pipeline, clip: list, repeats: int = 10) -> float:
         start = time.perf_counter()
         pipeline.process(clip[min(3, len(clip) - 1)])
         times.append((time.perf_counter() - start) * 1e3)
-    return _percentile(times, 50)
+    return median(times)
 
 
 def _accumulate(acc: dict, result, reference, heads: tuple[str, ...]) -> None:
@@ -354,8 +355,6 @@ def _matched_distances(got, want) -> list[float]:
 
 
 def _summary(acc: dict, heads: tuple[str, ...]) -> dict:
-    import numpy as np
-
     pose = 'pose' in heads
     return {
         'ms': acc['ms'], 'macs': acc['macs'], 'dense_macs': acc['dense_macs'],
@@ -363,7 +362,7 @@ def _summary(acc: dict, heads: tuple[str, ...]) -> dict:
         else None,
         'dense_frames': acc['dense_frames'],
         'agreement': round(acc['equal_pixels'] / acc['pixels'], 6) if acc['pixels'] else None,
-        'keypoint_px_p50': _round(float(np.median(acc['keypoint_px'])), 4)
+        'keypoint_px_p50': _round(median(acc['keypoint_px']), 4)
         if acc['keypoint_px'] else None,
         'count_mismatch_frames': int(acc['mismatch']) if pose else None,
     }
@@ -404,49 +403,14 @@ def _ratio(macs: int, dense_macs: int, dense: bool) -> float | None:
     return round(macs / dense_macs, 4) if dense_macs else None
 
 
-def _percentile(values: list, q: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return float(ordered[k])
-
-
 def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(float(value), digits)
 
 
-def _load() -> list | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
-
-
-def _version(package: str) -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def _machine(load_before: list | None) -> dict:
-    import torch
-
-    try:
-        usable = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        usable = os.cpu_count()
-    return {
-        'cpu': cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable,
-        'platform': platform.platform(), 'python': platform.python_version(),
-        'torch': torch.__version__,
-        'ai_edge_litert': _version('ai-edge-litert'), 'numpy': _version('numpy'),
-        'opencv': _version('opencv-python-headless') or _version('opencv-python'),
-        'load_average_before': load_before, 'load_average_after': _load(),
-    }
+    return {**provenance.machine(),
+            **provenance.versions(('python', 'torch', 'ai_edge_litert', 'numpy', 'cv2')),
+            'load_average_before': load_before, 'load_average_after': provenance.load_average()}
 
 
 def _cell(value: Any, unit: str = '', digits: int = 1) -> str:

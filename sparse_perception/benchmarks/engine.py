@@ -39,13 +39,13 @@ import importlib
 import json
 import os
 from pathlib import Path
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable
 
-from sparse_perception.replay.report import cpu_model
+from sparse_perception.evaluation import provenance
+from sparse_perception.evaluation.stats import median, percentile
 
 SWEEP_P = (0.01, 0.02, 0.05, 0.10, 0.25, 0.50, 1.00)
 SCALES = (0.0, 0.01, 0.03, 0.1, 0.3)
@@ -159,7 +159,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
     from sparse_perception.engine import EngineConfig, IncrementalModel
 
     started = time.perf_counter()
-    load_before = _load()
+    load_before = provenance.load_average()
     if device == 'cpu':
         torch.set_num_threads(threads)
     clip = _vtest(warmup + frames, resolution)
@@ -236,6 +236,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
                                     'value range, worst frame',
         },
         'machine': dict(_machine(threads, device), load_average_before=load_before),
+        'commit': provenance.source_commit()[0],
         'command': 'sparse-perception bench engine ' + ' '.join(sys.argv[3:])
         if sys.argv[1:3] == ['bench', 'engine'] else ' '.join(sys.argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
@@ -285,8 +286,8 @@ def _model(name: str, clip: list, device: str):
 
     normalise = (1 / 127.5, -1.0)
     if name == 'mobilenet_v2_deeplabv3':
-        from sparse_perception.engine.networks import (calibrate_batchnorm,
-                                                       mobilenet_v2_deeplabv3)
+        from sparse_perception.models.benchmark_network import (
+            calibrate_batchnorm, mobilenet_v2_deeplabv3)
         model = mobilenet_v2_deeplabv3(seed=0)
         calibrate_batchnorm(model, [_to_input(f, 'cpu') for f in clip[:4]])
         label = ('MobileNetV2-DeepLabV3 (output stride 16, image pooling, 21 classes, '
@@ -505,47 +506,31 @@ def _cache_bytes(model, resolution: tuple[int, int], device: str) -> int:
 
 
 def _median(values: list) -> float:
-    return float(statistics.median(values)) if values else float('nan')
+    value = median(values)
+    return float('nan') if value is None else value
 
 
 def _percentile(values: list, q: float) -> float:
-    if not values:
-        return float('nan')
-    ordered = sorted(values)
-    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return float(ordered[k])
+    value = percentile(values, q)
+    return float('nan') if value is None else value
 
 
 def _device_name(device: str) -> str:
     if device == 'cuda':
         import torch
         return torch.cuda.get_device_name()
-    return cpu_model()
+    return provenance.cpu_model()
 
 
 def _machine(threads: int, device: str) -> dict:
-    import numpy
     import torch
 
-    info = {'cpu': cpu_model(), 'cpu_count': os.cpu_count(), 'torch_threads': threads,
-            'python': platform.python_version(), 'torch': torch.__version__,
-            'numpy': numpy.__version__, 'platform': platform.platform()}
-    try:
-        import cv2
-        info['opencv'] = cv2.__version__
-    except ImportError:
-        pass
-    info['load_average'] = _load()
+    info = {**provenance.machine(), 'torch_threads': threads,
+            **provenance.versions(('python', 'torch', 'numpy', 'cv2')),
+            'load_average': provenance.load_average()}
     if device == 'cuda':
         info['gpu'] = torch.cuda.get_device_name()
     return info
-
-
-def _load() -> list | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def markdown(result: dict) -> str:
@@ -560,10 +545,11 @@ def markdown(result: dict) -> str:
         f"detector threshold {d['change_detector']['threshold']} grey levels, tiles "
         f"{d['change_detector']['tile_size']} px, at least "
         f"{d['change_detector'].get('min_pixels', 1)} changed pixels per tile",
-        f"- machine: {m['cpu']}, {m['cpu_count']} CPUs, torch {m['torch']} with "
+        f"- machine: {m['cpu']}, {m['cores']} CPUs, torch {m['torch']} with "
         f"{m['torch_threads']} threads, Python {m['python']}; load average (1, 5, 15 min) "
         f"before {m.get('load_average_before')}, after {m.get('load_average')}",
-        f"- command: `{result['command']}`, {result['date']}, {result['wall_s']} s", '',
+        f"- command: `{result['command']}`, {result['date']}, {result['wall_s']} s, commit "
+        f"{result.get('commit')}", '',
         '## Real frames, thresholds 0', '',
         '| | ms per frame (median) |', '|---|---|',
         '| dense, stock torch channels_last (alternating with the incremental frames) | '

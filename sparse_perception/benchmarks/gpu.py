@@ -19,7 +19,8 @@
 One process, the same weights (fp16 by default) and the same real frames (vtest at 576x768,
 and resized to 1080x1920), through the change detector:
 
-- ``runs``: per engine and resolution, median and p90 latency per frame (CUDA events around
+- ``runs``: per engine and resolution, median and p90 latency per frame (percentiles as
+  :mod:`sparse_perception.evaluation.stats` defines them; CUDA events around
   each frame, warm-up dropped), speedup against dense under a CUDA graph, active fraction
   and max difference from the dense fp32 model on the same input, for
 
@@ -48,11 +49,14 @@ import copy
 import dataclasses
 import datetime
 import json
-import platform
 import statistics
 import sys
 import time
 from typing import Any, Callable, Sequence
+
+from sparse_perception.evaluation import provenance
+from sparse_perception.evaluation.stats import percentiles
+
 
 ENGINES = ('dense_eager', 'dense_graph', 'incremental_reference', 'incremental_kernels',
            'incremental_kernels_graph')
@@ -171,12 +175,9 @@ def write_outputs(result: dict, json_path: str | None, markdown_path: str | None
 # -- statistics ---------------------------------------------------------------------------------
 
 def summarize(times_ms: Sequence[float]) -> dict:
-    """Median and p90 (nearest rank) of per-frame times."""
-    if not times_ms:
-        return {'median_ms': None, 'p90_ms': None}
-    ordered = sorted(times_ms)
-    k = min(len(ordered) - 1, max(0, round(0.9 * (len(ordered) - 1))))
-    return {'median_ms': float(statistics.median(ordered)), 'p90_ms': float(ordered[k])}
+    """Median (p50) and p90 of per-frame times (None without any), as evaluation.stats."""
+    p50_p90 = percentiles(times_ms, (50, 90)) or (None, None)
+    return {'median_ms': p50_p90[0], 'p90_ms': p50_p90[1]}
 
 
 def break_even(curve: Sequence[dict], dense_us: float) -> float | None:
@@ -349,7 +350,6 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     import triton
 
     from sparse_perception.benchmarks.engine import _model, _vtest
-    from sparse_perception.replay.report import cpu_model
 
     started = time.perf_counter()
     m = _Cuda() if device == 'cuda' else _DryRun()
@@ -380,6 +380,7 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         machine = {'gpu_capability': f'{props.major}.{props.minor}',
                    'gpu_memory_gib': round(props.total_memory / 2 ** 30, 1),
                    'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version()}
+    commit, dirty = provenance.source_commit()
     return {
         'gpu': gpu,
         'torch': torch.__version__,
@@ -393,8 +394,9 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         'warmup_frames': warmup,
         'quick': quick or m.dry,
         'details': details,
-        'machine': dict(machine, cpu=cpu_model(), python=platform.python_version(),
-                        platform=platform.platform()),
+        'machine': dict(machine, **provenance.machine(),
+                        python=provenance.package_version('python')),
+        'commit': commit, 'tracked_files_modified': dirty,
         'method': 'CUDA events around each frame (input copy included for graph engines), '
                   'warm-up frames dropped; max_rel_diff is the max abs difference from the '
                   'dense fp32 model on the input the engine has seen, over the dense output '
@@ -600,17 +602,18 @@ def _layer_curve(m: _Cuda, spec: tuple, dtype: Any, repeats: int,
 
     from sparse_perception.engine import EngineConfig
     from sparse_perception.engine.device import DeviceModel
-    from sparse_perception.engine.testing import randomize
 
     name, kind, (h, w), cin, cout, stride = spec
     device = m.device
+    torch.manual_seed(0)
     if kind == 'conv1x1':
         conv = nn.Conv2d(cin, cout, 1, bias=False)
     elif kind == 'depthwise3x3':
         conv = nn.Conv2d(cin, cout, 3, stride, 1, groups=cin, bias=False)
     else:
         conv = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-    layer = randomize(nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6()), 0).eval()
+    # Seeded default weights: the launches' cost depends on the changed tiles, not on values.
+    layer = nn.Sequential(conv, nn.BatchNorm2d(cout), nn.ReLU6()).eval()
     layer = layer.to(device, dtype)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(1, cin, h, w, generator=g).to(device, dtype)
@@ -668,7 +671,8 @@ def markdown(result: dict) -> str:
     lines = [f"# Incremental kernels vs dense cuDNN ({result['gpu']})", '',
              f"- model: {result.get('model')}, {result.get('dtype')}, batch 1",
              f"- torch {result['torch']}, triton {result['triton']}, CUDA {m.get('cuda')}, "
-             f"cuDNN {m.get('cudnn')}, GPU capability {m.get('gpu_capability')}",
+             f"cuDNN {m.get('cudnn')}, GPU capability {m.get('gpu_capability')}; "
+             f"CPU {m.get('cpu')}; commit {result.get('commit')}",
              f"- frames: {result.get('frames')} timed after {result.get('warmup_frames')} "
              f"warm-up per engine and resolution; {result.get('method', '')}",
              f"- command: `{result.get('command')}`, {result.get('date')}, "

@@ -35,7 +35,10 @@ lowered program (graph.py) so that a frame needs no host synchronisation at all:
 - a layer with a change test (threshold > 0) writes its raw values to a staging buffer and a
   second kernel applies the epilogue, tests and commits (``kernels/epilogue.py``);
 - global average pooling recomputes its sum on the device when its input changed anywhere;
-- statistics are counted on the device and copied to the host once per frame, read lazily.
+- statistics are counted on the device and copied to the host once per frame, read lazily;
+- a spatial gate (``gate``, as in the eager executor) is one more mask per layer size, copied
+  in before the frame; the candidates kernel recomputes (candidates or stale) inside it and
+  keeps the rest in the layer's stale mask, which persists from frame to frame.
 
 Every launch of an incremental frame has the same arguments from frame to frame (the bound
 buffers never move), so on CUDA the whole frame is captured once as a CUDA graph and
@@ -62,7 +65,9 @@ from typing import Any
 from sparse_perception.engine.backend import as_nchw, new_cache
 from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.executor import _tile_size, _unpack_tiles, apply_thresholds
+from sparse_perception.engine.executor import (_tile_size, _unpack_tiles, apply_thresholds,
+                                               dense_macs)
+from sparse_perception.engine.gate import Gate
 from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, trace
 from sparse_perception.engine.layers import convert_step
 from sparse_perception.engine.stats import FrameStats, LayerStats
@@ -153,6 +158,11 @@ class _DevicePlan:
         if unknown:
             raise EngineError(f'layer thresholds name unknown layers {unknown}; layer names '
                               'are: ' + ', '.join(s.layer.name for s in self.specs))
+
+
+def _gateable(spec: _LayerSpec) -> bool:
+    """Whether a spatial gate applies to this layer (not global pools, not 1x1 outputs)."""
+    return spec.kind != 'gap' and spec.positions > 1
 
 
 def _unsupported(layer: Layer, reason: str) -> UnsupportedOpError:
@@ -293,10 +303,19 @@ class DeviceState:
         self.frames = 0
         self.refresh_requested = False
         self.buffers: dict[str, torch.Tensor] = {}
+        self.gate_buffers: dict[tuple[int, int], torch.Tensor] = {}  # per layer size
         self.launches: dict[Any, list] = {}
         self.graphs: dict[Any, Any] = {}
         self.graph_failed = False
         self.host: torch.Tensor | None = None  # pinned copy of the counters (CUDA)
+        # A gated frame ran since the last dense or whole-gate frame: stale positions may wait
+        # (known on the host without reading the device's stale masks).
+        self.gated = False
+
+    @property
+    def has_stale(self) -> bool:
+        """Whether positions may wait for a gate (conservative: no device read)."""
+        return self.gated
 
     def request_refresh(self) -> None:
         """Run the next frame dense, recomputing every cache from the input."""
@@ -369,6 +388,10 @@ class DeviceModel:
             self._plans[key] = plan
         return plan
 
+    def dense_macs(self, x: torch.Tensor) -> int:
+        """Multiply-accumulates of one dense pass on inputs like ``x`` (no plan is kept)."""
+        return dense_macs(self, self._check_input(x))
+
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the layer names (for threshold overrides) for inputs like ``x``."""
         return [s.layer.name for s in self.plan_for(self._check_input(x)).specs]
@@ -418,8 +441,8 @@ class DeviceModel:
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
-                 state: DeviceState | None = None) -> Any:
-        """Run one frame (see the class docstring)."""
+                 state: DeviceState | None = None, gate: Any = None) -> Any:
+        """Run one frame (see the class docstring; ``gate`` as the eager executor's)."""
         x = self._check_input(x)
         if state is None:
             if self._default_state is None:
@@ -431,18 +454,27 @@ class DeviceModel:
         if state.plan is not plan:
             self._init_state(state, plan)
             dense = True
-        key = None
+        key, spatial = None, None
         if not dense:
             tile = _tile_size(tiles, tile_size, plan.input.height, plan.input.width)
+            spatial = self._gate(plan, state, gate)
             cutoff = self.config.frame_dense_fallback
-            if cutoff < 1.0 and tiles.device.type == 'cpu' and \
+            if cutoff < 1.0 and spatial is None and tiles.device.type == 'cpu' and \
                     float(tiles.float().mean()) > cutoff:
                 dense = True
-            key = (tuple(tiles.shape), tile)
+            key = (tuple(tiles.shape), tile, spatial is not None)
         state.buffers['x'].copy_(x)
         if dense:
+            state.buffers['stale'].zero_()
+            state.gated = False
+            spatial = None
             self._run(state, 'dense')
         else:
+            if spatial is not None:
+                gate_map, whole = spatial
+                for (h, w), buffer in state.gate_buffers.items():
+                    buffer.copy_(gate_map.at(h, w).reshape(-1), non_blocking=True)
+                state.gated = not whole
             tiles_buffer = state.buffers.get('tiles')
             if tiles_buffer is None or tuple(tiles_buffer.shape) != key[0]:
                 state.buffers['tiles'] = torch.zeros(key[0], dtype=torch.uint8,
@@ -451,7 +483,7 @@ class DeviceModel:
                 state.graphs.clear()
             state.buffers['tiles'].copy_(tiles.to(torch.uint8), non_blocking=True)
             self._run(state, key)
-        self._record_stats(state, dense)
+        self._record_stats(state, dense, None if spatial is None else spatial[0])
         output = self._output(plan, state)
         if state.frames == 0:
             self._calibrate(plan, state)
@@ -466,10 +498,12 @@ class DeviceModel:
             return None
         if isinstance(self._last, FrameStats):
             return self._last
-        state, host, event, dense = self._last
+        state, host, event, dense, gate = self._last
         if event is not None:
             event.synchronize()
         self._last = self._frame_stats(state, host, dense)
+        if gate is not None:
+            self._last.gate_fraction = gate.fraction
         return self._last
 
     # -- building --------------------------------------------------------------------------------
@@ -512,6 +546,32 @@ class DeviceModel:
             n_tiles = self.k.masks.tile_grid(s.out_hw, s.tile) if s.kind != 'gap' else 1
             state.buffers[f'list{s.index}'] = torch.zeros(n_tiles, dtype=torch.int32,
                                                           device=dev)
+        # Spatial gates: the stale masks of every gated layer (kept across frames) and one
+        # gate mask per layer size (written before each gated frame).
+        gated = [s for s in plan.specs if _gateable(s)]
+        state.buffers['stale'] = torch.zeros(max(1, sum(s.positions for s in gated)),
+                                             dtype=torch.uint8, device=dev)
+        state.gate_buffers = {}
+        for s in gated:
+            if s.out_hw not in state.gate_buffers:
+                state.gate_buffers[s.out_hw] = torch.zeros(s.positions, dtype=torch.uint8,
+                                                           device=dev)
+                state.buffers[f'gate{s.out_hw[0]}x{s.out_hw[1]}'] = \
+                    state.gate_buffers[s.out_hw]
+
+    def _gate(self, plan: _DevicePlan, state: DeviceState, gate: Any) -> tuple | None:
+        """Return (Gate, covers everything) for this frame, or None (ungated)."""
+        value = plan.input
+        if gate is None:
+            if not state.gated:
+                return None
+            # Gated frames may have left positions stale: a whole gate recomputes them.
+            whole = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+            return Gate(whole, max(value.height, value.width), value.height, value.width), True
+        tile_size, _, tiles = _unpack_tiles(gate, 'gate')
+        tile = _tile_size(tiles, tile_size, value.height, value.width)
+        tiles = torch.as_tensor(tiles, device=self.device)
+        return Gate(tiles, tile, value.height, value.width), False
 
     def _views(self, state: DeviceState, dense: bool) -> dict:
         """Masks, counts and lists of every value and layer, as views into the buffers."""
@@ -554,7 +614,15 @@ class DeviceModel:
             tiles_map if not dense else changed[input_id].view(1, -1), stats[0],
             tile_edge, state.input_threshold, dense))
         sums_offset = 0
+        gated = not dense and key[2]
+        stale_offset = 0
         for s in plan.specs:
+            spatial = None
+            if _gateable(s):
+                if gated:
+                    stale = state.buffers['stale'][stale_offset:stale_offset + s.positions]
+                    spatial = (state.gate_buffers[s.out_hw], stale)
+                stale_offset += s.positions
             threshold = state.thresholds[s.index - 1]
             test = self._tested(state, s) and not dense
             exact = threshold == 0
@@ -574,7 +642,7 @@ class DeviceModel:
             tiles = state.buffers[f'list{s.index}']
             tile_count = row[0:1]
             bound += self._bind_candidates(s, cand[s.index], changed, count, tiles,
-                                           tile_count, row, dense, test)
+                                           tile_count, row, dense, test, spatial)
             if test:
                 staging = state.buffers['staging'][:s.positions * out_cache.shape[1]].view(
                     s.positions, -1)
@@ -591,12 +659,12 @@ class DeviceModel:
 
     def _bind_candidates(self, s: _LayerSpec, cand: torch.Tensor, changed: dict, count: dict,
                          tiles: torch.Tensor, tile_count: torch.Tensor, row: torch.Tensor,
-                         dense: bool, test: bool) -> list:
+                         dense: bool, test: bool, spatial: tuple | None = None) -> list:
         k = self.k
         sources = [(changed[v], count[v]) for v in s.inputs]
         operands = [(changed[v], count[v]) for v in s.layer.operands()[len(s.inputs):]]
         common = {'tiles': tiles, 'count': tile_count, 'stats': row, 'dense': dense,
-                  'count_changed': not test}
+                  'count_changed': not test, 'spatial': spatial}
         first, rest = sources[0], sources[1:]
         if not rest and len(operands) <= 2:
             kw = {'source': first[0], 'source_count': first[1], 'in_hw': s.in_hw,
@@ -617,7 +685,8 @@ class DeviceModel:
             else:
                 kw.update(operands=((mask, cnt),))
             if last:
-                kw.update(tiles=tiles, count=tile_count, stats=row, count_changed=not test)
+                kw.update(tiles=tiles, count=tile_count, stats=row, count_changed=not test,
+                          spatial=spatial)
             bound.append(k.masks.candidates_args(cand, s.out_hw, s.tile, **kw))
         return bound
 
@@ -715,7 +784,7 @@ class DeviceModel:
             LOG.warning('device mode: CUDA graph capture failed (%s); running frames eagerly',
                         exc)
 
-    def _record_stats(self, state: DeviceState, dense: bool) -> None:
+    def _record_stats(self, state: DeviceState, dense: bool, gate: Any) -> None:
         stats = state.buffers['stats']
         if self.device.type == 'cuda':
             if state.host is None:
@@ -723,9 +792,9 @@ class DeviceModel:
             state.host.copy_(stats, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            self._last = (state, state.host, event, dense)
+            self._last = (state, state.host, event, dense, gate)
         else:
-            self._last = (state, stats.clone(), None, dense)
+            self._last = (state, stats.clone(), None, dense, gate)
 
     def _frame_stats(self, state: DeviceState, host: torch.Tensor, dense: bool) -> FrameStats:
         plan = state.plan

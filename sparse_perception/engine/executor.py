@@ -30,7 +30,8 @@ import numpy as np
 from sparse_perception.engine.backend import as_nchw, get_backend, new_cache
 from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError
-from sparse_perception.engine.graph import lower, Program, trace
+from sparse_perception.engine.gate import Gate
+from sparse_perception.engine.graph import lower, macs_per_position, Program, trace
 from sparse_perception.engine.layers import Change, full_change, make_run, Run
 from sparse_perception.engine.stats import FrameStats, LayerStats
 import torch
@@ -43,6 +44,8 @@ class StreamState:
     def __init__(self) -> None:
         self.plan: _Plan | None = None
         self.caches: list[torch.Tensor] = []  # per value id: (P + 3, C) NHWC rows
+        # per run: bool (H, W) positions whose inputs changed outside a gate, or None
+        self.stale: list[torch.Tensor | None] = []
         self.thresholds: list[float] = []  # per run
         self.rms: list[float | None] = []  # per run: RMS of its output on the first frame
         self.input_threshold = 0.0
@@ -59,9 +62,20 @@ class StreamState:
         """Drop every cache; the next frame re-initialises the state (a dense frame)."""
         self.__init__()
 
+    @property
+    def has_stale(self) -> bool:
+        """Whether a gate left positions that no frame recomputed yet."""
+        return any(m is not None for m in self.stale)
+
+    @property
+    def stale_positions(self) -> int:
+        """Positions, over all layers, that a gate left stale and no frame recomputed yet."""
+        return sum(int(m.sum()) for m in self.stale if m is not None)
+
     def memory_bytes(self) -> int:
-        """Bytes held by this stream's caches and running sums."""
+        """Bytes held by this stream's caches, running sums and stale masks."""
         total = sum(c.numel() * c.element_size() for c in self.caches)
+        total += sum(m.numel() for m in self.stale if m is not None)
         return total + sum(s.numel() * s.element_size() for s in self.sums.values())
 
 
@@ -69,9 +83,9 @@ class _Frame:
     """What the runs of one frame share."""
 
     __slots__ = ('backend', 'state', 'caches', 'dense', 'rows_cutoff', 'window_cutoff',
-                 'thresholds', 'deltas', 'test_exact', 'direct')
+                 'thresholds', 'deltas', 'test_exact', 'direct', 'gate')
 
-    def __init__(self, backend, state, dense, config):
+    def __init__(self, backend, state, dense, config, gate=None):
         self.backend = backend
         self.state = state
         self.caches = state.caches
@@ -82,6 +96,7 @@ class _Frame:
         self.deltas: dict[int, tuple] = {}
         self.test_exact = config.exact_change_test
         self.direct = False  # a run may store its values itself (set per layer)
+        self.gate: Gate | None = gate  # where layers may recompute (None: everywhere)
 
 
 class _Plan:
@@ -183,6 +198,12 @@ class IncrementalModel:
     value. The first frame of a state, a frame of a new size and a requested refresh run
     dense. With all thresholds 0 the result equals the dense model's on the cached input.
 
+    ``gate`` (optional, a tile map over the input given like ``tiles``) limits where layers
+    recompute: each layer recomputes its changed positions inside the gate (resampled to its
+    size, see gate.py) and remembers those outside as stale, recomputing them in the first
+    frame whose gate covers them. Dense frames ignore the gate. Without a gate (or with one
+    that covers everything) a frame is exactly what it is ungated.
+
     The returned tensors are views of the state's caches (channels_last for 4-D outputs): they
     are overwritten by the next frame of the same state; clone them to keep them.
     """
@@ -238,13 +259,17 @@ class IncrementalModel:
             return
         apply_thresholds(self, config, state)
 
+    def dense_macs(self, x: torch.Tensor) -> int:
+        """Multiply-accumulates of one dense pass on inputs like ``x`` (no plan is kept)."""
+        return dense_macs(self, self._check_input(x))
+
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the names of the layers (for threshold overrides) for inputs like ``x``."""
         return [r.name for r in self.plan_for(self._check_input(x)).runs]
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
-                 state: StreamState | None = None) -> Any:
+                 state: StreamState | None = None, gate: Any = None) -> Any:
         """Run one frame (see the class docstring)."""
         x = self._check_input(x)
         if state is None:
@@ -260,14 +285,19 @@ class IncrementalModel:
             self._init_state(state, plan)
             dense = True
         stats = FrameStats(dense=dense)
-        f = _Frame(self.backend, state, dense, self.config)
+        f = _Frame(self.backend, state, dense, self.config,
+                   None if dense else self._gate(plan, state, gate))
         change = self._input(plan, f, x, tiles, tile_size, stats)
-        if (not f.dense and change is not None
+        if (not f.dense and change is not None and f.gate is None
                 and stats.input_fraction > self.config.frame_dense_fallback):
             # A dense frame reads the whole input, as a refresh does: the tiles the change map
             # held back would otherwise stay stale under a dense pass (a moving camera).
             f.dense = stats.dense = True
             change = self._input(plan, f, x, None, None, stats)
+        if f.dense:
+            state.stale = [None] * len(plan.runs)  # a dense frame recomputes everything
+        else:
+            stats.gate_fraction = 1.0 if f.gate is None else f.gate.fraction
         changes: dict[int, Change | None] = {plan.program.input_id: change}
         layer_stats = stats.layers
         for run in plan.runs:
@@ -313,6 +343,20 @@ class IncrementalModel:
         state.caches = [new_cache(v.positions, v.channels, v.dtype, device)
                         for v in plan.program.values]
         state.thresholds = [0.0] * len(plan.runs)
+        state.stale = [None] * len(plan.runs)
+
+    def _gate(self, plan: _Plan, state: StreamState, gate: Any) -> Gate | None:
+        """Turn a gate tile map (or ChangeMap-like gate) into a :class:`Gate`, None if none."""
+        value = plan.input
+        if gate is None:
+            if any(m is not None for m in state.stale):
+                # Gated frames left positions stale: an ungated frame recomputes them all.
+                return Gate(torch.ones(1, 1, dtype=torch.bool, device=self.device),
+                            max(value.height, value.width), value.height, value.width)
+            return None
+        tile_size, _, tiles = _unpack_tiles(gate, 'gate')
+        tile = _tile_size(tiles, tile_size, value.height, value.width)
+        return Gate(torch.as_tensor(tiles, device=self.device), tile, value.height, value.width)
 
     def _calibrate(self, plan: _Plan, state: StreamState) -> None:
         """
@@ -378,25 +422,38 @@ class IncrementalModel:
         return out
 
 
+def dense_macs(engine: Any, x: torch.Tensor) -> int:
+    """Multiply-accumulates of a dense pass of ``engine``'s network on inputs like ``x``."""
+    plan = engine._plans.get(tuple(x.shape))
+    program = plan.program if plan is not None else lower(engine.graph, x,
+                                                          engine.config.allow_dense_tail)
+    values = program.values
+    return int(sum(values[layer.output].positions * macs_per_position(layer, values)
+                   for layer in program.layers[1:]))
+
+
 def _clock(device: torch.device) -> float:
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
-def _unpack_tiles(tiles: Any) -> tuple[int | None, bool, Any]:
+def _unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, Any]:
     """Return (tile size or None, refresh, tile map or None) for tensors and ChangeMaps."""
     if tiles is None:
         return None, True, None
     if hasattr(tiles, 'tiles') and hasattr(tiles, 'tile_size'):
-        return int(tiles.tile_size), bool(getattr(tiles, 'refresh', False)), tiles.tiles
+        tile_map = tiles.tiles
+        if isinstance(tile_map, np.ndarray):
+            tile_map = torch.from_numpy(tile_map)
+        return int(tiles.tile_size), bool(getattr(tiles, 'refresh', False)), tile_map
     if isinstance(tiles, np.ndarray):
         tiles = torch.from_numpy(tiles)
     if not isinstance(tiles, torch.Tensor) or tiles.dim() != 2:
-        raise EngineError(f'tiles must be a bool (Ht, Wt) tensor, a ChangeMap or None, got '
+        raise EngineError(f'{what} must be a bool (Ht, Wt) tensor, a ChangeMap or None, got '
                           f'{type(tiles).__name__} {tuple(getattr(tiles, "shape", ()))}')
     if tiles.dtype != torch.bool:
-        raise EngineError(f'tiles has dtype {tiles.dtype}; expected torch.bool')
+        raise EngineError(f'{what} has dtype {tiles.dtype}; expected torch.bool')
     return None, False, tiles
 
 

@@ -179,6 +179,8 @@ class Run:
             stats.macs = self.positions * self.macs_per_position
             return self.full
         cand = self.candidates(f, changes)
+        if f.gate is not None and self.positions > 1:
+            cand = self.gated(f, cand)
         if cand is None:
             return None
         count = cand.count
@@ -227,6 +229,32 @@ class Run:
             return cand
         changed = self.store(f, index, values, True, threshold)
         return self._changed(index if changed is None else changed, stats)
+
+    def gated(self, f: Any, cand: Change | None) -> Change | None:
+        """
+        Return the positions to recompute under the frame's gate: (changed or stale), gated.
+
+        Candidates outside the gate join this layer's stale positions, which keep their
+        cached values until a frame's gate covers them (see gate.py).
+        """
+        stale = f.state.stale[self.index]
+        if cand is None and stale is None:
+            return None
+        gate = f.gate.at(self.value.height, self.value.width)
+        if cand is None:
+            want = stale
+        elif cand.full:
+            want = None  # every position: the gate alone decides
+        else:
+            want = cand.mask if stale is None else cand.mask | stale
+        keep = gate if want is None else want & gate
+        left = ~gate if want is None else want & ~gate
+        f.state.stale[self.index] = left if bool(left.any()) else None
+        if want is None and f.gate.fraction == 1.0:
+            return cand
+        if not bool(keep.any()):
+            return None
+        return Change(self.value.height, self.value.width, mask=keep)
 
     def sparse_work(self, f: Any, cand: Change) -> Any:
         """

@@ -46,6 +46,7 @@ class FrameStats:
 
     dense: bool = False  # the whole frame ran dense (first frame, refresh, size change)
     input_fraction: float = 0.0  # share of input pixels that changed
+    gate_fraction: float = 1.0  # share of input tiles a gate let layers recompute in
     layers: list[LayerStats] = field(default_factory=list)
     time_ms: float | None = None  # wall time of the frame, with EngineConfig.profile
 
@@ -85,6 +86,7 @@ class FrameStats:
     def summary(self) -> dict:
         """Return the headline numbers as a plain dict (for logs and JSON)."""
         return {'dense': self.dense, 'input_fraction': self.input_fraction,
+                'gate_fraction': self.gate_fraction,
                 'active_fraction': self.active_fraction, 'mac_fraction': self.mac_fraction,
                 'macs': self.macs, 'dense_macs': self.dense_macs,
                 'dense_fallbacks': self.dense_fallbacks, 'time_ms': self.time_ms}

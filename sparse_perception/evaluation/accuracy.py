@@ -23,7 +23,13 @@ Four sections, each a key of the result:
 - ``davis``: DeepLabV3-MobileNetV2 (PASCAL VOC, person = class 15) on the DAVIS 2016 sequences
   parkour and breakdance, dense and incremental: mean per-frame IoU of the person class
   against the DAVIS mask (DAVIS's J), and the share of mask pixels on which incremental and
-  dense agree.
+  dense agree. The network is the fully convolutional variant (``*_fcn``), at the frames'
+  own 854x480: a spatial gate (``sparsity.gate``) needs a network that runs the frame as it
+  is, and the comparison holds the model fixed across gates.
+
+Each scored section also gives ``macs_ratio`` (MACs executed / dense MACs, over the frames
+after the first) and ``speedup`` (dense p50 / incremental p50 wall time, both measured in the
+same run, in alternation).
 - ``jhmdb``: MoveNet Lightning on the JHMDB clip, dense and incremental: PCK@0.2 on the 12
   joints JHMDB shares with COCO-17, the reference length being the longer side of the box
   around all 15 annotated joints (see :mod:`sparse_perception.replay.groundtruth`).
@@ -50,15 +56,15 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sparse_perception import settings as settings_module
+from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.metrics import (
-    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.report import json_safe
 from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
-from sparse_perception.settings import PerceptionSettings
+from sparse_perception.settings import HEADS, PerceptionSettings
 
 SCHEMA = 'sparse_perception.eval.accuracy/1'
-SEGMENTATION_MODEL = 'deeplabv3_mnv2_pascal'
+SEGMENTATION_MODEL = 'deeplabv3_mnv2_pascal_fcn'
 POSE_MODEL = 'movenet_lightning'
 GT_CLASS = 'person'  # class 15 of PASCAL VOC
 PCK_ALPHA = 0.2
@@ -68,8 +74,8 @@ DAVIS_RATE_HZ = 24.0  # DAVIS 2016 frames are 24 per second
 JHMDB_CLIP = 'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2'
 JHMDB_RATE_HZ = 30.0
 SECTIONS = ('parity', 'davis', 'jhmdb')
-# Every other DAVIS frame (12 of its 24 per second): dense and incremental DeepLab at 513x513
-# on all 184 frames took 7.7 minutes of the 10 the evaluation may take on 2 shared CPU cores.
+# Every other DAVIS frame (12 of its 24 per second): dense and incremental DeepLab on all 184
+# frames took 7.7 minutes (at 513x513) of the 10 the evaluation may take on 2 shared CPU cores.
 DAVIS_FRAMES = '::2'
 JHMDB_FRAMES = ':'  # all 40 frames (MoveNet at 192x192 is cheap)
 # The accuracy bounds the default sparsity settings must keep.
@@ -169,6 +175,8 @@ class HeadRun:
     changed: list[float] = field(default_factory=list)  # changed tile fraction per frame
     macs: int = 0
     dense_macs: int = 0
+    macs_after_first: int = 0  # the first frame of a stream always runs dense
+    dense_macs_after_first: int = 0
     dense_frames: int = 0
 
     def add(self, head: str, result: Any, ms: float) -> None:
@@ -177,6 +185,9 @@ class HeadRun:
         self.ms.append(ms)
         self.active.append(float(stats.active_fraction))
         self.changed.append(float(result.stats.changed_fraction))
+        if len(self.ms) > 1:  # not the first frame
+            self.macs_after_first += int(stats.macs)
+            self.dense_macs_after_first += int(stats.dense_macs)
         self.macs += int(stats.macs)
         self.dense_macs += int(stats.dense_macs)
         self.dense_frames += bool(stats.dense)
@@ -285,6 +296,8 @@ def activity(incremental: HeadRun, dense: HeadRun) -> dict[str, Any]:
         'changed_fraction_after_first': mean_or_none(incremental.changed[1:]),
         'macs_saved': (1.0 - incremental.macs / incremental.dense_macs
                        if incremental.dense_macs else None),
+        'macs_ratio': (incremental.macs_after_first / incremental.dense_macs_after_first
+                       if incremental.dense_macs_after_first else None),
         'dense_frames': incremental.dense_frames,
         'latency_ms': {'dense': den, 'incremental': inc},
         'speedup': den['p50'] / inc['p50'] if inc and den and inc['p50'] > 0 else None,
@@ -546,7 +559,7 @@ def default_settings(**changes: Any) -> PerceptionSettings:
 
 def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the sections of ``options``; return the result (see the module docstring)."""
-    from sparse_perception.replay import report as report_module
+    from sparse_perception.evaluation.provenance import environment
 
     unknown = [s for s in options.sections if s not in SECTIONS]
     if unknown or not options.sections:
@@ -593,7 +606,7 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     result['conditions'] = {
         'models': {head: {'name': getattr(options.settings.model, head),
                           'network_input': network_input(options.settings, head)}
-                   for head in ('segmentation', 'pose')
+                   for head in HEADS
                    if ('davis' if head == 'segmentation' else 'jhmdb') in options.sections},
         'davis_frames': str(options.davis_frames), 'jhmdb_frames': str(options.jhmdb_frames),
         'davis_sequences': list(options.sequences),
@@ -610,7 +623,7 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     }
     timings['total_s'] = time.perf_counter() - started
     result['timing'] = timings
-    result['environment'] = report_module.environment(options.settings.model.device)
+    result['environment'] = environment(options.settings.model.device)
     return result
 
 
@@ -638,28 +651,28 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
     if result.get('davis'):
         lines += ['## DAVIS: person IoU (DeepLabV3-MobileNetV2, class 15)', '',
                   '| sequence | frames | dense IoU | incremental IoU | drop (points) | '
-                  'agreement | active | MACs saved | dense ms | incremental ms |',
-                  '|---|---|---|---|---|---|---|---|---|---|']
+                  'agreement | active | MACs / dense | dense ms | incremental ms | speedup |',
+                  '|---|---|---|---|---|---|---|---|---|---|---|']
         for name, r in result['davis'].items():
             lines.append(
                 f'| {name} | {r["frames"]} | {r["dense_iou"]:.4f} | '
                 f'{r["incremental_iou"]:.4f} | {r["iou_drop_points"]:+.3f} | '
                 f'{r["agreement"] * 100:.3f}% | {r["active_fraction_after_first"]:.3f} | '
-                f'{r["macs_saved"] * 100:.1f}% | {_ms(r, "dense")} | '
-                f'{_ms(r, "incremental")} |')
+                f'{_ratio(r["macs_ratio"])} | {_ms(r, "dense")} | '
+                f'{_ms(r, "incremental")} | {_speedup(r)} |')
         lines.append('')
     jhmdb = result.get('jhmdb')
     if jhmdb:
         lines += ['## JHMDB: PCK@0.2 of the person box, 12 joints (MoveNet Lightning)', '',
                   '| clip | frames | dense PCK | incremental PCK | drop (points) | keypoints '
-                  'vs dense | active | MACs saved | dense ms | incremental ms |',
-                  '|---|---|---|---|---|---|---|---|---|---|',
+                  'vs dense | active | MACs / dense | dense ms | incremental ms | speedup |',
+                  '|---|---|---|---|---|---|---|---|---|---|---|',
                   f'| {jhmdb["clip"]} | {jhmdb["frames"]} | {jhmdb["dense_pck"]:.4f} | '
                   f'{jhmdb["incremental_pck"]:.4f} | {jhmdb["pck_drop_points"]:+.3f} | '
                   f'{jhmdb["agreement_keypoint_px"]:.2f} px | '
                   f'{jhmdb["active_fraction_after_first"]:.3f} | '
-                  f'{jhmdb["macs_saved"] * 100:.1f}% | {_ms(jhmdb, "dense")} | '
-                  f'{_ms(jhmdb, "incremental")} |', '']
+                  f'{_ratio(jhmdb["macs_ratio"])} | {_ms(jhmdb, "dense")} | '
+                  f'{_ms(jhmdb, "incremental")} | {_speedup(jhmdb)} |', '']
     check = result.get('criteria')
     if check:
         lines += [f'Accuracy bounds (drop <= {check["max_drop_points"]} points, agreement >= '
@@ -682,9 +695,18 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                              f'{entry["within_2px"] * 100:.1f}% within 2 px |')
         lines.append('')
     lines.append('ms: p50 wall time of Pipeline.process over the frames after the first, '
-                 'dense and incremental in alternation. Active: share of positions '
-                 'recomputed.')
+                 'dense and incremental in alternation; speedup: their ratio. Active: share '
+                 'of positions recomputed; MACs / dense: multiply-accumulates executed over '
+                 'those of dense passes, frames after the first.')
     return '\n'.join(lines)
+
+
+def _ratio(value: float | None) -> str:
+    return '-' if value is None else f'{value:.3f}'
+
+
+def _speedup(result: dict[str, Any]) -> str:
+    return '-' if result.get('speedup') is None else f'{result["speedup"]:.2f}x'
 
 
 def _ms(result: dict[str, Any], kind: str) -> str:

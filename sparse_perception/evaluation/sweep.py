@@ -39,13 +39,12 @@ and at the chosen point, to show what the chosen settings do to them.
 from __future__ import annotations
 
 import itertools
-import os
 import time
 from typing import Any, Callable, Mapping, Sequence
 
 from sparse_perception import settings as settings_module
 from sparse_perception.evaluation import accuracy
-from sparse_perception.replay.metrics import mean_or_none
+from sparse_perception.evaluation.stats import mean_or_none
 from sparse_perception.replay.sources import FrameRange
 
 SCHEMA = 'sparse_perception.eval.sweep/1'
@@ -156,10 +155,10 @@ def sweep(points: Sequence[Mapping[str, Any]],
           jhmdb_frames: FrameRange = FrameRange.parse(accuracy.JHMDB_FRAMES), vtest: bool = True,
           default_models: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every point (see the module docstring); return the result document."""
-    from sparse_perception.replay import report as report_module
+    from sparse_perception.evaluation.provenance import environment, load_average
 
     started = time.perf_counter()
-    load_before = _loadavg()
+    load_before = load_average()
     if not points:
         raise accuracy.EvaluationError('the sweep has no points')
     loaded = accuracy.load_clips(('davis', 'jhmdb'), davis_frames, jhmdb_frames)
@@ -222,9 +221,9 @@ def sweep(points: Sequence[Mapping[str, Any]],
     }
     if default_models and chosen is not None:
         document['default_models'] = _default_models(chosen['point'], clips, log)
-    document['environment'] = report_module.environment('auto')
+    document['environment'] = environment('auto')
     document['environment']['loadavg_before'] = load_before
-    document['environment']['loadavg_after'] = _loadavg()
+    document['environment']['loadavg_after'] = load_average()
     document['wall_s'] = time.perf_counter() - started
     return document
 
@@ -266,13 +265,6 @@ def _short(result: Mapping[str, Any]) -> str:
         parts.append(f'{result["agreement_keypoint_px"]:.2f} px')
     parts.append(f'active {result["active_fraction_after_first"]:.2f}')
     return ' '.join(parts)
-
-
-def _loadavg() -> list[float] | None:
-    try:
-        return [round(v, 2) for v in os.getloadavg()]
-    except OSError:
-        return None
 
 
 def markdown(document: Mapping[str, Any], command: str = '') -> str:

@@ -33,11 +33,13 @@ import argparse
 from dataclasses import asdict, dataclass, field
 import json
 from pathlib import Path
-import platform
 import sys
 from typing import Iterable
 
 import numpy as np
+
+from sparse_perception.evaluation.provenance import environment
+from sparse_perception.evaluation.stats import median, percentile
 
 
 @dataclass
@@ -142,14 +144,14 @@ def pose_parity(model, frames: Iterable[str | Path], confident: float = 0.3) -> 
                          (ours[:, 1] - expected[:, 1]) * width)
         errors.append(error)
         scores.append(expected[:, 2])
-        per_frame.append(float(np.median(error)))
+        per_frame.append(median(error))
         names.append(str(path))
     errors, scores = np.concatenate(errors), np.concatenate(scores)
     sure = errors[scores >= confident]
     return Parity(model.name, model.info.fake_quant, names, per_frame, {
-        'median_px': float(np.median(errors)), 'mean_px': float(errors.mean()),
+        'median_px': median(errors), 'mean_px': float(errors.mean()),
         'within_2px': float((errors <= 2.0).mean()), 'max_px': float(errors.max()),
-        f'p90_px_score_{confident}': float(np.percentile(sure, 90)) if sure.size else None,
+        f'p90_px_score_{confident}': percentile(sure, 90),
         f'max_px_score_{confident}': float(sure.max()) if sure.size else None})
 
 
@@ -215,12 +217,12 @@ def blazepose_parity(model, frames: Iterable[str | Path]) -> Parity:
         error = np.hypot(*(mine[:, :2] - theirs[:, :2]).T)
         errors.append(error)
         presence.append(abs(float(outputs[1].reshape(-1)[0]) - float(expected[1].reshape(-1)[0])))
-        per_frame.append(float(np.median(error)))
+        per_frame.append(median(error))
         names.append(str(path))
         model.decode(outputs, transform)
     errors = np.concatenate(errors)
     return Parity(model.name, 'none', names, per_frame, {
-        'median_px': float(np.median(errors)), 'max_px': float(errors.max()),
+        'median_px': median(errors), 'max_px': float(errors.max()),
         'within_2px': float((errors <= 2.0).mean()), 'max_presence_difference': max(presence),
         'detector_max_relative_difference': detector_error})
 
@@ -246,8 +248,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--modes', nargs='*', default=['none', 'tail', 'all'])
     args = parser.parse_args(argv)
 
-    import torch
-
     from sparse_perception.models.registry import load_model
 
     frames = shared_frames(args.step)
@@ -265,11 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(asdict(result))
     results += _mediapipe_results(frames)
     if args.json:
-        from ai_edge_litert import __version__ as litert_version
-
-        document = {'machine': platform.platform(), 'python': sys.version.split()[0],
-                    'torch': torch.__version__, 'ai_edge_litert': litert_version,
-                    'results': results}
+        document = {'environment': environment('cpu'), 'results': results}
         path = Path(args.json)
         temporary = path.with_name(path.name + '.part')
         temporary.write_text(json.dumps(document, indent=1) + '\n')

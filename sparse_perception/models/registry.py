@@ -37,10 +37,11 @@ import numpy as np
 
 from sparse_perception.models import decoders
 from sparse_perception.models.transforms import check_frame, ImageTransform, resize_image
+from sparse_perception.settings import HEADS
 from sparse_perception.shared_data import SHARED_ENV, shared_root
 
 CACHE_ENV = 'SPARSE_PERCEPTION_MODEL_CACHE'
-KINDS = ('segmentation', 'pose')
+KINDS = HEADS  # a model serves one head
 DECODERS = ('class_map', 'class_scores', 'probability', 'single_pose', 'blazepose')
 CHECKPOINT_SUFFIXES = ('.pt', '.pth', '.ckpt')
 

@@ -24,7 +24,7 @@ Modules, each importable without torch, OpenCV or rosbags (they are imported on 
 
 - :mod:`.sources`: frame sources (bags, videos, image folders), topic detection, frame ranges;
 - :mod:`.groundtruth`: mask folders (DAVIS layout), COCO-17 keypoint JSON, JHMDB ``.mat``;
-- :mod:`.metrics`: latency summaries, agreement with dense, IoU and PCK;
+- :mod:`.metrics`: agreement with dense, IoU and PCK;
 - :mod:`.runner`: the per-frame loop and its results;
 - :mod:`.report`, :mod:`.plots`, :mod:`.pictures`, :mod:`.outbag`: what a run writes;
 - :mod:`.makebag`: video or image folder -> rosbag2.

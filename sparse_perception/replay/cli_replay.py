@@ -24,8 +24,6 @@ import argparse
 from pathlib import Path
 import sys
 
-HEAD_CHOICES = {'seg': ('segmentation',), 'pose': ('pose',), 'both': ('segmentation', 'pose')}
-
 DESCRIPTION = """\
 Replay a recording through the incremental pipeline and its dense reference, frame by frame
 (every frame is processed, unlike `ros2 bag play`), and write into --out:
@@ -40,7 +38,7 @@ EPILOG = """\
 examples:
   sparse-perception replay --out runs/demo
   sparse-perception replay my_bag/ --topic /camera/image_raw --frames 0:300 --out runs/mine
-  sparse-perception replay davis_bag/ --heads seg --gt DAVIS/Annotations/480p/parkour \\
+  sparse-perception replay davis_bag/ --heads segmentation --gt DAVIS/Annotations/480p/parkour \\
       --gt-class person --out runs/parkour
   sparse-perception replay jhmdb_bag/ --heads pose --gt joint_positions.mat --out runs/jhmdb
   sparse-perception replay --sweep 0,0.5,1,2 --out runs/sweep
@@ -69,8 +67,9 @@ def register(subparsers) -> None:
                        help='frame rate giving videos and image folders their stamps '
                        "(default: a video's own rate; required for image folders)")
     group = parser.add_argument_group('what runs')
-    group.add_argument('--heads', choices=sorted(HEAD_CHOICES), default='both',
-                       help='segmentation, pose or both [both]')
+    group.add_argument('--heads', type=_heads, default=settings.HEADS, metavar='HEADS',
+                       help='heads to run, as node.heads names them: segmentation, pose or '
+                       "segmentation,pose ('seg' and 'both' also work) [segmentation,pose]")
     group.add_argument('--no-dense', action='store_true',
                        help='skip the dense reference (no agreement, no speedup)')
     group.add_argument('--sweep', nargs='?', const=','.join(f'{s:g}' for s in _default_sweep()),
@@ -81,9 +80,6 @@ def register(subparsers) -> None:
                        help='node parameters YAML to read the settings from (flags override)')
     group.add_argument('--params-node', metavar='NAME',
                        help='which node of the parameters file (default: its only one)')
-    group.add_argument('--pipeline', default='sparse_perception.pipeline:Pipeline',
-                       metavar='MODULE:CALLABLE',
-                       help='pipeline factory with the signature of Pipeline [%(default)s]')
     group = parser.add_argument_group('ground truth')
     group.add_argument('--gt', type=Path, action='append', default=[], metavar='PATH',
                        help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
@@ -108,6 +104,14 @@ def register(subparsers) -> None:
                        help='no progress line (it is shown only on a terminal anyway)')
     settings.add_cli_flags(parser)
     parser.set_defaults(func=run)
+
+
+def _heads(text: str) -> tuple[str, ...]:
+    from sparse_perception import settings as settings_module
+    try:
+        return settings_module.parse_heads(text)
+    except settings_module.SettingError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _default_sweep() -> tuple[float, ...]:
@@ -170,13 +174,13 @@ def _job(args, settings_module):
         raise ReplayError(f'--contact-sheet {args.contact_sheet} must be 0 or more')
     return ReplayJob(
         source=args.input if args.input is not None else bundled_clip(),
-        out=args.out, settings=settings, heads=HEAD_CHOICES[args.heads], topic=args.topic,
+        out=args.out, settings=settings, heads=args.heads, topic=args.topic,
         rate=args.rate, frames=FrameRange.parse(args.frames), dense=not args.no_dense,
         ground_truth=tuple(args.gt), gt_class=args.gt_class, pck_alpha=args.pck_alpha,
         pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep else (),
         bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
         contact_sheet=args.contact_sheet, video=args.video,
-        progress=not args.quiet and sys.stderr.isatty(), pipeline=args.pipeline)
+        progress=not args.quiet and sys.stderr.isatty())
 
 
 def summary(report: dict, out: Path) -> str:

@@ -20,7 +20,7 @@ Frames are matched to annotations by file name where the input is an image folde
 otherwise (the i-th frame of a bag or video <-> the i-th annotation in natural file order, the
 i-th column of a JHMDB ``pos_img``).
 
-Keypoints come out in COCO-17 order (:data:`COCO17`) as
+Keypoints come out in COCO-17 order (``models.decoders.COCO17_JOINTS``) as
 :class:`~sparse_perception.replay.metrics.PersonTruth`, whatever their source:
 
 - COCO JSON: each image's non-crowd annotations; a joint is scored when ``v > 0``; the PCK
@@ -40,19 +40,18 @@ from pathlib import Path
 
 import numpy as np
 
+from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.metrics import PersonTruth
 from sparse_perception.replay.sources import natural_key
 
-COCO17 = ('nose', 'left_eye', 'right_eye', 'left_ear', 'right_ear', 'left_shoulder',
-          'right_shoulder', 'left_elbow', 'right_elbow', 'left_wrist', 'right_wrist',
-          'left_hip', 'right_hip', 'left_knee', 'right_knee', 'left_ankle', 'right_ankle')
 # JHMDB's joint order (R/L are the person's right and left), named in COCO terms where COCO-17
 # has the joint; neck, belly and face have no COCO-17 counterpart.
 JHMDB_JOINTS = ('neck', 'belly', 'face', 'right_shoulder', 'left_shoulder', 'right_hip',
                 'left_hip', 'right_elbow', 'left_elbow', 'right_knee', 'left_knee',
                 'right_wrist', 'left_wrist', 'right_ankle', 'left_ankle')
-JHMDB_SHARED = tuple(name for name in JHMDB_JOINTS if name in COCO17)  # the 12 scored joints
+# The 12 joints JHMDB shares with COCO-17: the scored ones.
+JHMDB_SHARED = tuple(name for name in JHMDB_JOINTS if name in COCO17_JOINTS)
 _MASK_SUFFIXES = ('.png',)
 
 
@@ -100,7 +99,7 @@ class KeypointTruth:
     kind = 'keypoints'
 
     def __init__(self, path: Path, fmt: str, frames: list[list[PersonTruth]],
-                 names: list[str] | None = None, scored: tuple[str, ...] = COCO17):
+                 names: list[str] | None = None, scored: tuple[str, ...] = COCO17_JOINTS):
         self.path = path
         self.format = fmt
         self.frames = frames
@@ -158,16 +157,16 @@ def _read_coco(path: Path, document: dict) -> KeypointTruth:
     annotations = document['annotations']
     if not isinstance(images, list) or not isinstance(annotations, list):
         raise TypeError('images and annotations must be lists')
-    names = COCO17
+    names = COCO17_JOINTS
     for category in document.get('categories', []):
         if category.get('keypoints'):
             names = tuple(category['keypoints'])
             break
-    unknown = [n for n in names if n not in COCO17]
+    unknown = [n for n in names if n not in COCO17_JOINTS]
     if unknown:
         raise ReplayError(f'{path}: keypoint names {unknown} are not COCO-17 joints '
-                          f'({", ".join(COCO17)})')
-    columns = [COCO17.index(n) for n in names]
+                          f'({", ".join(COCO17_JOINTS)})')
+    columns = [COCO17_JOINTS.index(n) for n in names]
     order = sorted(images, key=lambda image: natural_key(str(image.get('file_name', ''))))
     position = {image['id']: i for i, image in enumerate(order)}
     frames: list[list[PersonTruth]] = [[] for _ in order]
@@ -190,8 +189,8 @@ def _read_coco(path: Path, document: dict) -> KeypointTruth:
             box_size = float(max(bbox[2], bbox[3]))
         else:
             box_size = float(np.ptp(points[visible], axis=0).max())
-        nose, left, right = (COCO17.index(n) for n in ('nose', 'left_shoulder',
-                                                       'right_shoulder'))
+        nose, left, right = (COCO17_JOINTS.index(n)
+                             for n in ('nose', 'left_shoulder', 'right_shoulder'))
         neck = (points[left] + points[right]) / 2 if visible[left] and visible[right] else None
         face = points[nose] if visible[nose] else None
         frames[position[annotation['image_id']]].append(
@@ -217,7 +216,7 @@ def read_jhmdb(path: Path) -> KeypointTruth:
         raise ReplayError(f'{path}: pos_img has shape {positions.shape}; expected 2 x 15 x '
                           'frames')
     shared = [JHMDB_JOINTS.index(n) for n in JHMDB_SHARED]
-    columns = [COCO17.index(n) for n in JHMDB_SHARED]
+    columns = [COCO17_JOINTS.index(n) for n in JHMDB_SHARED]
     neck, face = JHMDB_JOINTS.index('neck'), JHMDB_JOINTS.index('face')
     frames = []
     for frame in range(positions.shape[2]):

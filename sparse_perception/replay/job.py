@@ -31,12 +31,14 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from sparse_perception.evaluation.provenance import environment
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
 from sparse_perception.replay.runner import (
-    build_pipeline, class_id, load_factory, Progress, replay, Scorer, sweep)
+    build_pipeline, class_id, Progress, replay, Scorer, sweep)
 from sparse_perception.replay.sources import check_apart, FrameRange, open_source
+from sparse_perception.settings import HEADS
 
 DEFAULT_SWEEP = (0.0, 0.5, 1.0, 2.0, 4.0)
 LATENCY_PLOT = 'latency.png'
@@ -54,7 +56,7 @@ class ReplayJob:
     source: Path  # rosbag2 folder, ROS 1 bag, video or image folder
     out: Path
     settings: Any  # PerceptionSettings
-    heads: tuple[str, ...] = ('segmentation', 'pose')
+    heads: tuple[str, ...] = HEADS
     topic: str | None = None
     rate: float | None = None
     frames: FrameRange = field(default_factory=FrameRange)
@@ -70,8 +72,16 @@ class ReplayJob:
     contact_sheet: int = 12
     video: bool = False
     progress: bool = False
-    pipeline: str | Callable[..., Any] = 'sparse_perception.pipeline:Pipeline'
+    # Builds the pipelines, with the signature of Pipeline; None: the package's Pipeline.
+    pipeline: Callable[..., Any] | None = None
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
+
+
+def default_pipeline() -> Callable[..., Any]:
+    """Return what a replay builds its pipelines with unless told otherwise: the Pipeline."""
+    from sparse_perception.pipeline import Pipeline
+
+    return Pipeline
 
 
 def _truths(paths: Sequence[Path]) -> tuple[MaskTruth | None, KeypointTruth | None]:
@@ -120,9 +130,11 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     _check_out(job.out, [job.source, *job.ground_truth])
     masks, keypoints = _truths(job.ground_truth)
     if masks is not None and 'segmentation' not in job.heads:
-        raise ReplayError('mask ground truth needs the segmentation head (--heads seg or both)')
+        raise ReplayError('mask ground truth needs the segmentation head (--heads segmentation '
+                          'or segmentation,pose)')
     if keypoints is not None and 'pose' not in job.heads:
-        raise ReplayError('keypoint ground truth needs the pose head (--heads pose or both)')
+        raise ReplayError('keypoint ground truth needs the pose head (--heads pose or '
+                          'segmentation,pose)')
     # Videos keep their own rate unless one is given; frames of a folder/video get stamps.
     opener = {'topic': job.topic, 'rate': job.rate, 'frames': job.frames}
     source = open_source(job.source, keep_messages=job.bag, **opener)
@@ -130,7 +142,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     sinks: list[Any] = []
     staging = None
     try:
-        factory = load_factory(job.pipeline) if isinstance(job.pipeline, str) else job.pipeline
+        factory = job.pipeline if job.pipeline is not None else default_pipeline()
         incremental = build_pipeline(factory, job.settings, job.heads, incremental=True)
         pipelines.append(incremental)
         dense = None
@@ -235,11 +247,11 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
     from sparse_perception import settings as settings_module
 
     flat = settings_module.flatten(job.settings)
+    factory = job.pipeline if job.pipeline is not None else default_pipeline()
     return {
         'schema': report_module.SCHEMA,
         'input': source.describe(),
-        'pipeline': job.pipeline if isinstance(job.pipeline, str) else (
-            f'{job.pipeline.__module__}:{job.pipeline.__qualname__}'),
+        'pipeline': f'{factory.__module__}:{factory.__qualname__}',
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),
@@ -256,7 +268,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'sweep': points,
         'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},
         'wall_s': None,  # set when everything but the report files is written
-        'environment': report_module.environment(job.settings.model.device),
+        'environment': environment(job.settings.model.device),
         'outputs': outputs,
     }
 

@@ -15,41 +15,28 @@
 """
 The replay's figures, as small accumulators over frames (numpy only).
 
-- latency: :func:`summarize` (mean, p50, p90, p99 of per-frame milliseconds);
 - agreement of the incremental pipeline with its dense reference: :class:`MaskAgreement`
   (share of equal mask pixels, mIoU over classes) and :class:`KeypointAgreement` (mean
   distance in pixels between matched people's joints);
 - ground truth: :class:`BinaryIou` (a predicted class against a foreground mask, DAVIS style:
   per-frame IoU averaged over frames, an empty frame that is predicted empty scores 1) and
   :class:`Pck` (PCK against the person box, PCKh against the head segment).
+
+Latency summaries and percentiles come from :mod:`sparse_perception.evaluation.stats`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 import math
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import numpy as np
 
+from sparse_perception.evaluation.stats import median
+
 # A keypoint agreement counts joints the dense pipeline is at least this sure of as "confident".
 CONFIDENT_SCORE = 0.3
-
-
-def summarize(values: Iterable[float]) -> dict[str, float] | None:
-    """Return mean, p50, p90, p99, min and max of ``values`` (None when there are none)."""
-    data = np.asarray(list(values), dtype=np.float64)
-    if data.size == 0:
-        return None
-    p50, p90, p99 = np.percentile(data, [50, 90, 99])
-    return {'mean': float(data.mean()), 'p50': float(p50), 'p90': float(p90),
-            'p99': float(p99), 'min': float(data.min()), 'max': float(data.max())}
-
-
-def mean_or_none(values: Sequence[float]) -> float | None:
-    """Mean of the finite values, None when there are none."""
-    finite = [v for v in values if v is not None and math.isfinite(v)]
-    return float(np.mean(finite)) if finite else None
 
 
 class MaskAgreement:
@@ -168,7 +155,7 @@ class KeypointAgreement:
         """Median distance over every matched joint of every frame (None if none matched)."""
         if not self.distances:
             return None
-        return float(np.median(np.concatenate(self.distances)))
+        return median(np.concatenate(self.distances))
 
 
 def binary_iou(predicted: np.ndarray, truth: np.ndarray) -> float:

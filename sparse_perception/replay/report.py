@@ -29,12 +29,9 @@ import json
 import math
 import os
 from pathlib import Path
-import platform
 import shutil
 import tempfile
 from typing import Any, Sequence
-
-from sparse_perception import __version__
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -88,84 +85,6 @@ class Staging:
         """Remove the staging folder and whatever it holds."""
         if not self.committed:
             shutil.rmtree(self.path, ignore_errors=True)
-
-
-def _version(module: str) -> str | None:
-    """Version of an installed module without importing it (None when it is not installed)."""
-    import sys
-    from importlib import metadata
-    loaded = sys.modules.get(module)
-    if loaded is not None and getattr(loaded, '__version__', None):
-        return str(loaded.__version__)
-    names = {'cv2': ('opencv-python-headless', 'opencv-python', 'opencv-contrib-python'),
-             'yaml': ('PyYAML',)}.get(module, (module,))
-    for name in names:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def cpu_model() -> str:
-    """Return the CPU's model name (for the provenance of a result)."""
-    try:
-        with open('/proc/cpuinfo', encoding='utf-8') as stream:
-            for line in stream:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def environment(device_setting: str) -> dict[str, Any]:
-    """Software versions and the machine (called at the end of a run, never at import)."""
-    import sys
-    versions = {'sparse_perception': __version__, 'python': sys.version.split()[0]}
-    for module in ('numpy', 'torch', 'cv2', 'rosbags', 'matplotlib', 'scipy', 'triton'):
-        versions['opencv' if module == 'cv2' else module] = _version(module)
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    device: dict[str, Any] = {'setting': device_setting, 'cpu': cpu_model(), 'cores': cores,
-                              'platform': platform.platform()}
-    if 'torch' in sys.modules:  # the pipeline imported it; never import torch just for this
-        torch = sys.modules['torch']
-        cuda = torch.cuda.is_available()
-        device['cuda_available'] = cuda
-        device['used'] = device_setting if device_setting != 'auto' else (
-            'cuda' if cuda else 'cpu')
-        if cuda and device['used'] == 'cuda':
-            device['gpu'] = torch.cuda.get_device_name()
-            versions['cuda'] = torch.version.cuda
-        device['torch_threads'] = torch.get_num_threads()
-    commit, dirty = source_commit()
-    return {'versions': versions, 'device': device,
-            'source': {'commit': commit, 'tracked_files_modified': dirty}}
-
-
-def source_commit() -> tuple[str | None, bool | None]:
-    """
-    Return the git commit of the running checkout and whether tracked files differ from it.
-
-    (None, None) for an installed package or without git: then the version says what ran.
-    """
-    import subprocess
-
-    repo = Path(__file__).resolve().parents[2]
-    if not (repo / '.git').exists():
-        return None, None
-    try:
-        commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
-                                text=True, check=True, timeout=10).stdout.strip()
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
-                                cwd=repo, capture_output=True, text=True, check=True,
-                                timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit, bool(status.strip())
 
 
 def json_safe(value: Any) -> Any:

@@ -15,9 +15,10 @@
 """
 The replay loop: every frame through the incremental pipeline and its dense reference.
 
-The pipeline comes from one factory with the signature of
-``sparse_perception.pipeline.Pipeline(settings, heads=..., incremental=...)``
-(:func:`load_factory`; the command's ``--pipeline`` names another). :class:`Scorer` turns the
+The pipelines are built by a factory with the signature of
+``sparse_perception.pipeline.Pipeline(settings, heads=..., incremental=...)`` (the Pipeline
+class itself, unless a :class:`~sparse_perception.replay.job.ReplayJob` names another
+callable). :class:`Scorer` turns the
 per-frame results into the figures of the report; :func:`replay` runs a source through the
 pipelines and hands each frame to the output sinks (bag, contact sheet, video);
 :func:`sweep` re-runs the incremental pipeline over sparsity scales against the dense outputs
@@ -27,7 +28,6 @@ kept from the main run.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-import importlib
 import math
 import sys
 import time
@@ -35,35 +35,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from sparse_perception.evaluation.stats import mean_or_none, summarize
+from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.groundtruth import COCO17, KeypointTruth, MaskTruth
-from sparse_perception.replay.metrics import (
-    BinaryIou, KeypointAgreement, MaskAgreement, mean_or_none, Pck, summarize)
+from sparse_perception.replay.groundtruth import KeypointTruth, MaskTruth
+from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
 from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
-
-DEFAULT_PIPELINE = 'sparse_perception.pipeline:Pipeline'
-HEADS = ('segmentation', 'pose')
-
-
-def load_factory(spec: str = DEFAULT_PIPELINE) -> Callable[..., Any]:
-    """Import ``module:attribute`` and return it: a callable with Pipeline's signature."""
-    module_name, _, attribute = spec.partition(':')
-    if not module_name or not attribute:
-        raise ReplayError(f'pipeline {spec!r} is not MODULE:CALLABLE '
-                          f'(e.g. {DEFAULT_PIPELINE})')
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name == module_name and spec == DEFAULT_PIPELINE:
-            raise ReplayError(
-                f'this installation has no perception pipeline ({module_name} is missing); '
-                'reinstall sparse_perception, or name one with --pipeline MODULE:CALLABLE'
-            ) from None
-        raise ReplayError(f'pipeline {spec!r}: cannot import {module_name}: {exc}') from None
-    factory = getattr(module, attribute, None)
-    if not callable(factory):
-        raise ReplayError(f'pipeline {spec!r}: {module_name} has no callable {attribute!r}')
-    return factory
 
 
 def build_pipeline(factory: Callable[..., Any], settings: Any, heads: Sequence[str],
@@ -93,9 +70,9 @@ def class_id(class_names: Sequence[str], wanted: str) -> int:
 
 def coco_view(keypoints: np.ndarray, joint_names: Sequence[str]) -> np.ndarray:
     """Reorder (P, K, 3) keypoints into COCO-17 order by joint name (NaN where absent)."""
-    out = np.full((keypoints.shape[0], len(COCO17), 3), np.nan, np.float64)
+    out = np.full((keypoints.shape[0], len(COCO17_JOINTS), 3), np.nan, np.float64)
     lowered = [name.lower() for name in joint_names]
-    for column, name in enumerate(COCO17):
+    for column, name in enumerate(COCO17_JOINTS):
         if name in lowered:
             out[:, column] = keypoints[:, lowered.index(name)]
     return out

@@ -32,7 +32,8 @@ from replay_helpers import (
     COMPRESSED, compressed_message, frame_picture, TYPESTORE, write_bag)
 from sparse_perception import cli
 
-DOUBLE = 'pipeline_double:TinyConvPipeline'
+# Replays in this module build the pipeline double.
+pytestmark = pytest.mark.usefixtures('replay_double')
 
 
 def _one_line_error(capsys, command):
@@ -122,8 +123,7 @@ def test_make_bag_output_under_a_file(folder, tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 
 def _replay(out, *args):
-    return cli.main(['replay', '--pipeline', DOUBLE, '--quiet', *map(str, args), '--out',
-                     str(out)])
+    return cli.main(['replay', '--quiet', *map(str, args), '--out', str(out)])
 
 
 @pytest.fixture

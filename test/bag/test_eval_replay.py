@@ -52,7 +52,7 @@ def _evaluate(clip, frames):
 def _replay(tmp_path, bag, head, model, truth, frames=':'):
     out = tmp_path / 'run'
     assert cli.main(['replay', str(bag), '--out', str(out), '--quiet', '--heads', head,
-                     f'--model.{"segmentation" if head == "seg" else "pose"}', model,
+                     f'--model.{head}', model,
                      '--gt', str(truth), '--frames', frames, '--no-bag', '--contact-sheet',
                      '0', *_flags()]) == 0
     return json.loads((out / 'report.json').read_text())
@@ -65,7 +65,7 @@ def test_davis_bag_replay_scores_as_the_evaluation(tmp_path):
     bag = tmp_path / 'parkour_bag'
     assert cli.main(['make-bag', str(clip.frames_dir), str(bag), '--rate', '24',
                      '--frames', '0:4']) == 0
-    report = _replay(tmp_path, bag, 'seg', accuracy.SEGMENTATION_MODEL, clip.truth)
+    report = _replay(tmp_path, bag, 'segmentation', accuracy.SEGMENTATION_MODEL, clip.truth)
     expected = _evaluate(clip, FrameRange(0, 4))
     truth = report['ground_truth']
     assert truth['masks']['frames_scored'] == expected['frames_scored'] == 4

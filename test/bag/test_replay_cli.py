@@ -15,8 +15,9 @@
 """
 ``sparse-perception replay`` end to end on real bags, with the pipeline test double.
 
-The double (test/pipeline_double.py) computes for real, so every figure in the report can be
-checked against the same pipelines run here directly on the same frames.
+The double (test/pipeline_double.py, built through the replay_double fixture) computes for
+real, so every figure in the report can be checked against the same pipelines run here
+directly on the same frames.
 """
 
 import json
@@ -28,7 +29,7 @@ import sys
 
 import cv2
 import numpy as np
-from pipeline_double import TinyConvPipeline
+from pipeline_double import PipelineDouble
 import pytest
 from replay_helpers import (
     COMPRESSED, compressed_message, frame_picture, IMAGE, PERIOD_NS, START_NS, TYPESTORE,
@@ -44,14 +45,12 @@ from sparse_perception.settings import PerceptionSettings, replace
 from sparse_perception.shared_data import bundled_clip
 from support import REPO
 
-DOUBLE = 'pipeline_double:TinyConvPipeline'
 FRAMES = 8
+pytestmark = pytest.mark.usefixtures('replay_double')
 
 
 def _replay(out, *args):
-    # The double first, so that a test can name another pipeline after it.
-    return cli.main(['replay', '--pipeline', DOUBLE, '--quiet', *map(str, args), '--out',
-                     str(out)])
+    return cli.main(['replay', '--quiet', *map(str, args), '--out', str(out)])
 
 
 def _report(out):
@@ -67,8 +66,8 @@ def bag(tmp_path):
 
 def _direct(settings, frames=FRAMES):
     """Run the double directly, incremental and dense, on the frames of the test bag."""
-    incremental = TinyConvPipeline(settings)
-    dense = TinyConvPipeline(settings, incremental=False)
+    incremental = PipelineDouble(settings)
+    dense = PipelineDouble(settings, incremental=False)
     return [(incremental.process(frame_picture(i)), dense.process(frame_picture(i)))
             for i in range(frames)]
 
@@ -87,6 +86,7 @@ def test_report_contract(bag, tmp_path, capsys):
     assert report['settings']['change.threshold'] == 40.0
     assert report['environment']['versions']['rosbags'] and report['environment']['device']
     assert report['input']['kind'] == 'rosbag2' and report['input']['storage'] == 'mcap'
+    assert report['pipeline'] == 'pipeline_double:PipelineDouble'  # what built the pipelines
 
     # The figures are those of the same pipelines run here on the same frames.
     settings = replace(PerceptionSettings(), {'change.threshold': 40.0})
@@ -283,7 +283,8 @@ def test_corrupt_frames_are_reported(tmp_path):
     (['{bag}', '--topic', '/nope'], "topic '/nope' is not in .*image topics: "
                                     '/camera/image_raw/compressed'),
     (['{bag}', '--model.segmentation', 'missing'],
-     "cannot create the incremental pipeline: segmentation model 'missing': file not found"),
+     "cannot create the incremental pipeline: model.segmentation = 'missing': no registered "
+     'model of that name'),
     (['{bag}', '--change.threshold', '300'], r'change.threshold = 300.0 is out of range'),
     (['{bag}', '--gt', '{masks}', '--gt-class', 'dog'], "class 'dog' is not one of"),
     (['{bag}', '--gt', '{masks}', '--heads', 'pose'], 'mask ground truth needs the '
@@ -292,7 +293,6 @@ def test_corrupt_frames_are_reported(tmp_path):
     (['{bag}', '--frames', '100:'], r'no frame could be replayed \(it holds 8 frames; frame '
                                     r'range 100:\)'),
     (['{bag}', '--sweep', '0,x'], "--sweep '0,x' is not a comma-separated list"),
-    (['{bag}', '--pipeline', 'nowhere:Pipe'], "pipeline 'nowhere:Pipe': cannot import"),
     (['{bag}', '--params', '{missing}'], 'no such file'),
 ])
 def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):
@@ -308,19 +308,7 @@ def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):
     assert not (out / 'report.json').exists() and not list(tmp_path.rglob('.partial-*'))
 
 
-def test_default_pipeline_missing_is_named(bag, tmp_path, capsys):
-    # Until the real pipeline lands, the default factory names what is missing.
-    try:
-        import sparse_perception.pipeline  # noqa: F401
-    except ImportError:
-        assert cli.main(['replay', str(bag), '--out', str(tmp_path / 'out')]) == 1
-        assert 'has no perception pipeline (sparse_perception.pipeline is missing)' in \
-            capsys.readouterr().err
-    else:
-        pytest.skip('sparse_perception.pipeline exists: the end-to-end tests cover it')
-
-
-class _FailingPipeline(TinyConvPipeline):
+class _FailingPipeline(PipelineDouble):
     """Breaks on its fourth frame, as a crashing model would."""
 
     def process(self, image):
@@ -344,8 +332,7 @@ def test_failure_midway_leaves_no_report(bag, tmp_path):
 
 def test_bundled_clip_is_the_default_input(tmp_path):
     out = tmp_path / 'out'
-    assert cli.main(['replay', '--frames', '0:3', '--out', str(out), '--pipeline', DOUBLE,
-                     '--quiet']) == 0
+    assert cli.main(['replay', '--frames', '0:3', '--out', str(out), '--quiet']) == 0
     report = _report(out)
     assert Path(report['input']['path']) == bundled_clip()
     assert report['frames'] == 3
@@ -393,7 +380,7 @@ def test_image_folder_input(tmp_path):
     cv2.imwrite(str(masks / 'mask_0.png'), np.zeros((48, 64), np.uint8))
     notes = []
     report = run_job(ReplayJob(source=folder, out=out, settings=PerceptionSettings(), rate=2.0,
-                               bag=False, ground_truth=[masks], pipeline=TinyConvPipeline,
+                               bag=False, ground_truth=[masks], pipeline=PipelineDouble,
                                log=notes.append))
     assert report['ground_truth']['masks']['frames_scored'] == 0
     assert report['ground_truth']['iou'] is None

@@ -19,12 +19,11 @@ TF32 is switched off so that fp32 means fp32 on both sides; fp16 models are held
 tolerance (relative 1e-2 of the output scale).
 """
 
+from engine_cases import (
+    change_sequence, effective_inputs, max_relative_difference, random_network, SeededChooser)
 import pytest
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
-from sparse_perception.engine.testing import (change_sequence, effective_inputs,
-                                              max_relative_difference, random_network,
-                                              SeededChooser)
+from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 
 

@@ -26,13 +26,13 @@ The kernels on CUDA: the pure tier's interpreter checks on the GPU, plus what on
 Skipped without CUDA. Run on a GPU machine: ``.venv/bin/python -m pytest test/gpu -q``.
 """
 
+from engine_cases import effective_inputs, max_relative_difference
 import kernel_cases as kc
 import kernel_networks as kn
 import pytest
 from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.engine.device import DeviceModel
-from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
-from sparse_perception.engine.testing import effective_inputs, max_relative_difference
+from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 
 DTYPES = [torch.float32, torch.float16]

@@ -23,13 +23,13 @@ import itertools
 import logging
 import sys
 
+from engine_cases import randomize
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, get_backend, IncrementalModel,
                                       ReferenceBackend, register_backend)
 from sparse_perception.engine.backend import new_cache
-from sparse_perception.engine.testing import randomize
 import torch
 from torch import nn
 import torch.nn.functional as F

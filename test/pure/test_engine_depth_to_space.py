@@ -23,11 +23,11 @@ layer counts no multiply-accumulates, in the eager executor and in the sync-free
 
 import os
 
+from engine_cases import (
+    change_sequence, effective_inputs, max_relative_difference, randomize, SeededChooser)
 import pytest
 from sparse_perception.engine import (depth_to_space, EngineConfig, IncrementalModel,
                                       UnsupportedOpError)
-from sparse_perception.engine.testing import (change_sequence, effective_inputs,
-                                              max_relative_difference, randomize, SeededChooser)
 import torch
 from torch import nn
 import torch.nn.functional as F

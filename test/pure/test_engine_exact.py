@@ -24,27 +24,14 @@ the incremental output must equal the dense output on the input the engine has s
 abs difference <= 1e-4 of the output scale).
 """
 
+from engine_cases import (
+    ALL_BLOCK_KINDS, change_sequence, effective_inputs, max_relative_difference, random_network)
 from hypothesis import given, HealthCheck, settings, strategies as st
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.testing import (ALL_BLOCK_KINDS, change_sequence,
-                                              effective_inputs, max_relative_difference,
-                                              random_network)
+from support import HypothesisChooser
 import torch
 
 TOLERANCE = 1e-4
-
-
-class HypothesisChooser:
-    """Let hypothesis make the generators' choices (so failures shrink)."""
-
-    def __init__(self, data):
-        self.data = data
-
-    def pick(self, options):
-        return self.data.draw(st.sampled_from(list(options)))
-
-    def integer(self, low, high):
-        return self.data.draw(st.integers(low, high))
 
 
 def check_sequence(model, x0, sequence, config=None, device='cpu'):

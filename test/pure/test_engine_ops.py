@@ -19,13 +19,12 @@ Every supported layer type with its edge cases, errors that name unsupported ops
 streams, thresholds and statistics.
 """
 
+from engine_cases import ImagePoolCat, Interpolate, Pad, randomize, SqueezeExcite
 import numpy as np
 import pytest
 from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
                                       UnsupportedOpError)
-from sparse_perception.engine.testing import (ImagePoolCat, Interpolate, Pad, randomize,
-                                              SqueezeExcite)
 import torch
 from torch import nn
 import torch.nn.functional as F

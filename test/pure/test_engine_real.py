@@ -26,7 +26,8 @@ propagated), fp32 max abs difference <= 1e-4 of the output scale, after every fr
 import pytest
 from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.networks import calibrate_batchnorm, mobilenet_v2_deeplabv3
+from sparse_perception.models.benchmark_network import (
+    calibrate_batchnorm, mobilenet_v2_deeplabv3)
 from support import require_shared
 import torch
 

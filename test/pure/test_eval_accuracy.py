@@ -58,6 +58,8 @@ def test_result_contract(short_run):
     parkour = result['davis']['parkour']
     for key in ('dense_iou', 'incremental_iou', 'agreement'):
         assert 0.0 <= parkour[key] <= 1.0
+    for section in (parkour, result['jhmdb']):
+        assert 0.0 < section['macs_ratio'] <= 1.0 and section['speedup'] > 0.0
     assert parkour['frames'] == 3 and parkour['frame_indices'] == [0, 2]
     assert parkour['class_id'] == 15 and parkour['frame_size'] == [854, 480]
     jhmdb = result['jhmdb']
@@ -73,7 +75,7 @@ def test_result_contract(short_run):
     assert 0.0 < settings['active_fraction']['davis/parkour'] <= 1.0
     assert result['conditions']['davis_frames'] == '0:3'
     assert result['conditions']['models']['segmentation']['network_input'] == \
-        '513x513 (resize)'
+        'the frame size (fully convolutional)'
     assert result['environment']['versions']['torch']
 
 

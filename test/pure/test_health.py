@@ -142,12 +142,10 @@ def test_new_settings_apply_to_the_next_report():
     assert monitor.report(now).level == Level.WARN
 
 
-def test_rate_and_percentile_helpers():
+def test_rate_helper():
     assert health.event_rate(np.array([])) == 0.0
     assert health.event_rate(np.array([1.0, 1.0])) == 0.0
     assert health.event_rate(np.array([0.0, 0.5, 1.0])) == pytest.approx(2.0)
-    assert health.percentile(np.array([]), 50) is None
-    assert health.percentile(np.array([1.0, 3.0]), 50) == 2.0
 
 
 def test_gpu_helpers_never_import_torch(monkeypatch):

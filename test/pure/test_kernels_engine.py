@@ -28,6 +28,7 @@ The engine on the kernels, end to end, through Triton's interpreter.
 import os
 
 from device_checks import ALLOWED, HostOps, recorded_launches, signature
+from engine_cases import effective_inputs, max_relative_difference, random_network, SeededChooser
 import kernel_networks as kn
 import pytest
 from sparse_perception import settings as st
@@ -35,9 +36,7 @@ from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
                                       ReferenceBackend, UnsupportedOpError)
 from sparse_perception.engine.device import DeviceModel
-from sparse_perception.engine.networks import mobilenet_v2_deeplabv3
-from sparse_perception.engine.testing import (effective_inputs, max_relative_difference,
-                                              random_network, SeededChooser)
+from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 from torch import nn
 
@@ -130,7 +129,7 @@ def test_device_mode_on_random_networks(seed):
     built = random_network(c, channels, h, w, c.integer(2, 4))
     assert built is not None
     model, kinds = built
-    from sparse_perception.engine.testing import change_sequence
+    from engine_cases import change_sequence
 
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(1, channels, h, w, generator=g)
@@ -300,3 +299,61 @@ def test_frames_are_sync_free_and_launch_the_same_kernels(launches):
     # And the results are the dense model's (thresholds held some changes back: loosely).
     expected = dense_outputs(model, sequence)[-1]
     assert max_relative_difference(device(*sequence[-1], state), expected) <= 0.05
+
+
+# -- spatial gates in the device mode ---------------------------------------------------------
+
+def _gate_frames():
+    model = kn.build('mobile', seed=7)
+    return model, kn.frames(3, 17, 20, 4, seed=8)
+
+
+def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
+    model, sequence = _gate_frames()
+    plain, gated = DeviceModel(model, graph=False), DeviceModel(model, graph=False)
+    s_plain, s_gated = plain.new_state(), gated.new_state()
+    for i, (x, tiles) in enumerate(sequence):
+        whole = torch.ones(3, 4, dtype=torch.bool)  # tiles of 6 over 17x20
+        a = plain(x, tiles, s_plain).clone()
+        b = gated(x, tiles, s_gated, gate=whole).clone()
+        assert torch.equal(a, b), f'frame {i}'
+
+
+def test_device_mode_keeps_gated_changes_until_the_gate_returns():
+    model, sequence = _gate_frames()
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    x0 = sequence[0][0]
+    first = device(x0, None, state).clone()
+    x1 = x0.clone()
+    x1[..., 12:, 14:] += 1.0
+    tiles = torch.zeros(3, 4, dtype=torch.bool)
+    tiles[2, 2:] = True  # the change: bottom right
+    gate = torch.zeros(3, 4, dtype=torch.bool)
+    gate[0, 0] = True  # the gate: top left
+    out = device(x1, tiles, state, gate=gate).clone()
+    assert torch.equal(out, first)  # nothing recomputed where the change is
+    assert state.has_stale and device.last_stats.gate_fraction == pytest.approx(1 / 12)
+    still = torch.zeros(3, 4, dtype=torch.bool)
+    out = device(x1, still, state).clone()  # ungated: what waited is recomputed
+    assert not state.has_stale
+    with torch.no_grad():
+        assert max_relative_difference(out, model(x1)) <= 1e-4
+
+
+@pytest.mark.slow
+def test_gated_frames_do_not_synchronise_with_the_host(launches):
+    model, sequence = _gate_frames()
+    device = DeviceModel(model, graph=False)
+    state = device.new_state()
+    gate = torch.zeros(3, 4, dtype=torch.bool)
+    gate[1:, 1:3] = True
+    device(*sequence[0], state)
+    device(*sequence[1], state, gate=gate)  # binds the gated launches
+    with HostOps() as host:
+        device(*sequence[2], state, gate=gate)
+    # Building the gate's masks takes a few device ops; none reads a value back to the host.
+    syncing = {'aten._local_scalar_dense.default', 'aten.nonzero.default',
+               'aten.is_nonzero.default', 'aten.item.default', 'aten.equal.default'}
+    assert not set(host.ops) & syncing, sorted(set(host.ops) & syncing)
+    assert '_candidates_kernel' in {name for name, *_ in signature(launches)}

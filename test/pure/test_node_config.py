@@ -177,6 +177,27 @@ def test_a_change_is_refused_for_an_unloadable_model_or_device():
     assert nc.device_problem('cpu') is None and nc.device_problem('auto') is None
 
 
+def test_a_glance_gate_is_refused_for_a_fixed_size_segmentation_model():
+    old = st.NodeSettings()  # the default segmentation model has a fixed input size
+    glance = st.replace(old, {'sparsity.gate': 'glance'})
+    problem = nc.change_problem(old, glance, nc.HEADS, lambda *args: None)
+    assert "sparsity.gate 'glance'" in problem and 'selfie_segmentation_landscape' in problem
+    assert 'deeplabv3_mnv2_pascal_fcn' in problem  # names what would work
+    assert nc.change_problem(old, glance, ('pose',), lambda *args: None) is None
+    fcn = st.replace(glance, {'model.segmentation': 'deeplabv3_mnv2_pascal_fcn'})
+    assert nc.gate_problem(fcn, nc.HEADS) is None
+    assert nc.gate_problem(st.replace(old, {'sparsity.gate': 'previous'}), nc.HEADS) is None
+    assert any('glance' in p for p in nc.startup_problems(nc.PERCEPTION, glance))
+
+
+def test_a_failed_load_also_takes_back_a_gate_change():
+    old = st.PerceptionSettings()
+    new = st.replace(old, {'sparsity.gate': 'glance', 'sparsity.scale': 0.25})
+    kept, reverted = nc.keep_reloads(old, new)
+    assert reverted == ('sparsity.gate',)
+    assert kept.sparsity.gate == 'none' and kept.sparsity.scale == 0.25
+
+
 def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter_and_its_type():
     def problem(name, value):
         return nc.wrong_type_problem(st.spec(name, st.NodeSettings), value)

@@ -30,13 +30,13 @@ width 0.25 on 24x32 frames (the interpreter runs every kernel program in Python)
 import logging
 import os
 
+from engine_cases import max_relative_difference
 import numpy as np
 import pytest
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
 from sparse_perception.engine import IncrementalModel
 from sparse_perception.engine.device import DeviceModel
-from sparse_perception.engine.testing import max_relative_difference
 from sparse_perception.health import HealthMonitor
 from sparse_perception.models import registry
 from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2

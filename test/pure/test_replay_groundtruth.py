@@ -22,9 +22,10 @@ import numpy as np
 import pytest
 from scipy.io import savemat
 
+from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import (
-    COCO17, JHMDB_JOINTS, JHMDB_SHARED, KeypointTruth, load_truth, MaskTruth)
+    JHMDB_JOINTS, JHMDB_SHARED, KeypointTruth, load_truth, MaskTruth)
 from support import require_shared
 
 
@@ -37,7 +38,7 @@ def _coco(tmp_path, document):
 def _keypoints(points):
     """COCO flat list for {joint name: (x, y, v)}."""
     flat = []
-    for name in COCO17:
+    for name in COCO17_JOINTS:
         flat += list(points.get(name, (0, 0, 0)))
     return flat
 
@@ -45,7 +46,7 @@ def _keypoints(points):
 def test_coco_json(tmp_path):
     document = {
         'images': [{'id': 7, 'file_name': 'frame10.jpg'}, {'id': 3, 'file_name': 'frame2.jpg'}],
-        'categories': [{'id': 1, 'name': 'person', 'keypoints': list(COCO17)}],
+        'categories': [{'id': 1, 'name': 'person', 'keypoints': list(COCO17_JOINTS)}],
         'annotations': [
             {'id': 1, 'image_id': 3, 'bbox': [0, 0, 40, 80], 'keypoints': _keypoints({
                 'nose': (20, 10, 2), 'left_shoulder': (30, 30, 2), 'right_shoulder': (10, 30, 1),
@@ -60,7 +61,7 @@ def test_coco_json(tmp_path):
     first, = truth.for_frame(0)
     assert truth.for_frame(5, 'frame2.png') == truth.for_frame(0)  # by name where one is given
     assert first.box_size == 80  # longer side of the bbox
-    np.testing.assert_array_equal(first.keypoints[COCO17.index('nose')], [20, 10])
+    np.testing.assert_array_equal(first.keypoints[COCO17_JOINTS.index('nose')], [20, 10])
     assert first.visible.sum() == 3  # v = 0 is not annotated
     assert first.head_size == pytest.approx(20.0)  # nose (20, 10) to shoulders' middle (20, 30)
     second, = truth.for_frame(1)
@@ -75,8 +76,8 @@ def test_coco_json_with_other_joint_order(tmp_path):
                 'categories': [{'keypoints': names}],
                 'annotations': [{'image_id': 1, 'keypoints': [5, 6, 2, 7, 8, 2]}]}
     person, = load_truth(_coco(tmp_path, document)).for_frame(0)
-    np.testing.assert_array_equal(person.keypoints[COCO17.index('right_ankle')], [5, 6])
-    np.testing.assert_array_equal(person.keypoints[COCO17.index('nose')], [7, 8])
+    np.testing.assert_array_equal(person.keypoints[COCO17_JOINTS.index('right_ankle')], [5, 6])
+    np.testing.assert_array_equal(person.keypoints[COCO17_JOINTS.index('nose')], [7, 8])
 
 
 @pytest.mark.parametrize('document, message', [
@@ -111,11 +112,12 @@ def test_jhmdb_mat(tmp_path):
     assert truth.scored_joints == JHMDB_SHARED and len(JHMDB_SHARED) == 12
     person, = truth.for_frame(2)
     assert person.visible.sum() == 12
-    assert not person.visible[[COCO17.index(n) for n in ('nose', 'left_eye', 'right_ear')]].any()
+    hidden = [COCO17_JOINTS.index(n) for n in ('nose', 'left_eye', 'right_ear')]
+    assert not person.visible[hidden].any()
     # JHMDB joint j lands on its COCO-17 name, 1-based -> 0-based.
     for name in JHMDB_SHARED:
         j = JHMDB_JOINTS.index(name)
-        np.testing.assert_array_equal(person.keypoints[COCO17.index(name)],
+        np.testing.assert_array_equal(person.keypoints[COCO17_JOINTS.index(name)],
                                       [10 + j * 2 + 2, 100 + j * 3])
     assert person.box_size == pytest.approx(14 * 3)  # y spans 42 px, x spans 28
     neck, face = JHMDB_JOINTS.index('neck'), JHMDB_JOINTS.index('face')

@@ -19,24 +19,12 @@ import math
 import numpy as np
 import pytest
 
+from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.groundtruth import COCO17
 from sparse_perception.replay.metrics import (
-    binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, Pck, PersonTruth,
-    summarize)
+    binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, Pck, PersonTruth)
 from sparse_perception.replay.runner import class_id, coco_view
 from sparse_perception.replay.sources import FrameRange, natural_key
-
-
-def test_summarize_percentiles():
-    values = list(range(1, 101))  # 1..100 ms
-    s = summarize(values)
-    assert s['mean'] == 50.5 and s['min'] == 1 and s['max'] == 100
-    # numpy's linear interpolation: p50 of 1..100 is 50.5, p90 is 90.1, p99 is 99.01.
-    assert s['p50'] == pytest.approx(50.5)
-    assert s['p90'] == pytest.approx(90.1)
-    assert s['p99'] == pytest.approx(99.01)
-    assert summarize([]) is None
 
 
 def test_mask_agreement_by_hand():
@@ -149,9 +137,9 @@ def test_coco_view_reorders_by_name():
     keypoints = np.arange(9, dtype=np.float32).reshape(1, 3, 3)
     view = coco_view(keypoints, names)
     assert view.shape == (1, 17, 3)
-    np.testing.assert_array_equal(view[0, COCO17.index('right_ankle')], [0, 1, 2])
-    np.testing.assert_array_equal(view[0, COCO17.index('nose')], [3, 4, 5])
-    assert np.isnan(view[0, COCO17.index('left_eye')]).all()
+    np.testing.assert_array_equal(view[0, COCO17_JOINTS.index('right_ankle')], [0, 1, 2])
+    np.testing.assert_array_equal(view[0, COCO17_JOINTS.index('nose')], [3, 4, 5])
+    assert np.isnan(view[0, COCO17_JOINTS.index('left_eye')]).all()
 
 
 def test_class_id():

@@ -21,7 +21,7 @@ import sys
 
 import cv2
 import numpy as np
-from pipeline_double import TinyConvPipeline
+from pipeline_double import PipelineDouble
 import pytest
 from sparse_perception.replay import plots
 from sparse_perception.replay.job import ReplayJob, run_job
@@ -147,7 +147,7 @@ def test_without_matplotlib_the_report_says_why(tmp_path, monkeypatch):
     notes = []
     report = run_job(ReplayJob(source=folder, out=tmp_path / 'out',
                                settings=PerceptionSettings(), rate=5.0, bag=False,
-                               pipeline=TinyConvPipeline, log=notes.append))
+                               pipeline=PipelineDouble, log=notes.append))
     assert report['frames'] == 3
     assert 'matplotlib' in report['outputs']['plots_missing'] and 'matplotlib' in notes[0]
     assert 'latency_plot' not in report['outputs']
@@ -171,7 +171,7 @@ def test_progress_line():
 
 
 def test_contact_sheet_keeps_even_frames(tmp_path):
-    pipeline = TinyConvPipeline(PerceptionSettings())
+    pipeline = PipelineDouble(PerceptionSettings())
     sheet = ContactSheet(tmp_path / 'sheet.png', tiles=4, columns=2, width=40)
     image = np.zeros((30, 40, 3), np.uint8)
     for index in range(37):
@@ -212,7 +212,7 @@ def test_the_environment_names_the_commit_that_ran():
     import subprocess
     from pathlib import Path
 
-    from sparse_perception.replay.report import environment
+    from sparse_perception.evaluation.provenance import environment
 
     repo = Path(__file__).resolve().parents[2]
     if not (repo / '.git').exists():

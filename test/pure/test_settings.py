@@ -154,3 +154,50 @@ def test_backend_switch(monkeypatch):
     monkeypatch.setenv(st.BACKEND_ENV, 'fast')
     with pytest.raises(st.SettingError, match=st.BACKEND_ENV):
         st.resolve_backend('auto')
+
+
+@pytest.mark.parametrize('text, heads', [
+    ('segmentation', ('segmentation',)), ('pose', ('pose',)),
+    ('pose,segmentation', ('segmentation', 'pose')), ('segmentation, pose', st.HEADS),
+    ('seg', ('segmentation',)), ('both', st.HEADS), ('seg,both', st.HEADS),
+])
+def test_parse_heads_takes_the_parameter_names_and_the_short_forms(text, heads):
+    assert st.parse_heads(text) == heads
+
+
+@pytest.mark.parametrize('text', ['', 'face', 'segmentation,', 'segmentation;pose'])
+def test_parse_heads_names_a_bad_head(text):
+    with pytest.raises(st.SettingError, match='is not a head; expected a comma-separated list'):
+        st.parse_heads(text)
+
+
+def test_one_vocabulary_of_heads():
+    from sparse_perception import node_config
+    from sparse_perception.models import registry
+
+    assert st.spec('node.heads', st.NodeSettings).default == st.HEADS
+    assert st.spec('node.heads', st.NodeSettings).info.choices == st.HEADS
+    assert registry.KINDS == node_config.PERCEPTION.heads == st.HEADS
+    # Every head has its model setting (model.<head>).
+    assert all(st.spec(f'model.{head}') for head in st.HEADS)
+
+
+@pytest.mark.parametrize('argv, heads', [
+    ([], ('segmentation', 'pose')), (['--heads', 'seg'], ('segmentation',)),
+    (['--heads', 'both'], ('segmentation', 'pose')), (['--heads', 'pose'], ('pose',)),
+    (['--heads', 'segmentation,pose'], ('segmentation', 'pose')),
+])
+def test_replay_heads_flag_speaks_the_parameter_names(argv, heads):
+    from sparse_perception.cli import build_parser
+
+    args = build_parser().parse_args(['replay', '--out', 'unused'] + argv)
+    assert args.heads == heads
+
+
+def test_replay_heads_flag_refuses_an_unknown_head(capsys):
+    from sparse_perception.cli import build_parser
+
+    with pytest.raises(SystemExit) as exited:
+        build_parser().parse_args(['replay', '--out', 'unused', '--heads', 'face'])
+    assert exited.value.code == 2
+    assert "'face' is not a head" in capsys.readouterr().err

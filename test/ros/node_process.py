@@ -22,10 +22,10 @@ It runs through the same run() as the console scripts; only the pipeline factory
 from pathlib import Path
 import sys
 
-# test/, for nodes_pipeline_double
+# test/, for pipeline_double
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import nodes_pipeline_double  # noqa: E402
+import pipeline_double  # noqa: E402
 from sparse_perception.nodes.perception_base import run  # noqa: E402
 from sparse_perception.nodes.perception_node import PerceptionNode  # noqa: E402
 
@@ -34,8 +34,8 @@ class PerceptionNodeOnDouble(PerceptionNode):
     """perception_node with the test double as its pipeline."""
 
     def __init__(self, **options):
-        super().__init__(pipeline_factory=nodes_pipeline_double.factory(),
-                         model_check=nodes_pipeline_double.model_problem, **options)
+        super().__init__(pipeline_factory=pipeline_double.factory(),
+                         model_check=pipeline_double.model_problem, **options)
 
 
 if __name__ == '__main__':

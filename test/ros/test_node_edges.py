@@ -21,7 +21,7 @@ that follows the publisher, remapping with the compressed transport, and what ac
 
 import clip
 from diagnostic_msgs.msg import DiagnosticArray
-import nodes_pipeline_double
+import pipeline_double
 import pytest
 from rcl_interfaces.msg import Log
 from rclpy.parameter import Parameter
@@ -83,7 +83,7 @@ def test_a_warning_then_an_error_from_the_frames_thread_keeps_it_running(harness
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(nodes_pipeline_double.TinyPipeline(settings, heads))
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg'},
@@ -163,7 +163,7 @@ def test_a_model_that_fails_to_load_reverts_only_itself(harness, tmp_path):
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(nodes_pipeline_double.TinyPipeline(settings, heads))
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(PoseNode, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)

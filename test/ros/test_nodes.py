@@ -15,7 +15,7 @@
 """
 The nodes in an executor with real rclpy: frames from the bundled rosbag2 clip in, outputs out.
 
-The pipeline is the contract-following double from test/nodes_pipeline_double.py, which makes
+The pipeline is the contract-following double from test/pipeline_double.py, which makes
 the ROS edge's behaviour quick to drive; test_nodes_real_pipeline.py runs the real one. Input
 messages are the clip's CompressedImages, deserialized by rclpy from the bag's CDR bytes, and
 raw Images made from their pixels.
@@ -27,8 +27,8 @@ import clip
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State, Transition
 from lifecycle_msgs.srv import ChangeState, GetState
-import nodes_pipeline_double
 import numpy as np
+import pipeline_double
 import pytest
 from rcl_interfaces.msg import Log
 import rclpy
@@ -115,7 +115,7 @@ def test_bag_frames_in_masks_and_keypoints_out_with_the_input_header(harness, tr
         assert mask.header == msg.header  # stamp and frame_id, unchanged
         assert (mask.encoding, mask.height, mask.width) == ('mono8', HEIGHT, WIDTH)
         values = image_to_numpy(mask)
-        assert values.max() < len(nodes_pipeline_double.CLASS_NAMES)
+        assert values.max() < len(pipeline_double.CLASS_NAMES)
         assert harness.spin_until(lambda: any(_stamp(c) == _stamp(msg) for c in clouds))
         cloud = next(c for c in clouds if _stamp(c) == _stamp(msg))
         assert cloud.header == msg.header
@@ -125,7 +125,7 @@ def test_bag_frames_in_masks_and_keypoints_out_with_the_input_header(harness, tr
         assert (0 <= points['x']).all() and (points['x'] < WIDTH).all()
         assert (0 <= points['y']).all() and (points['y'] < HEIGHT).all()
         assert ((0 <= points['score']) & (points['score'] <= 1)).all()
-    double = nodes_pipeline_double
+    double = pipeline_double
     assert node.get_parameter('class_names').value == list(double.CLASS_NAMES)
     assert node.get_parameter('joint_names').value == list(double.JOINT_NAMES)
     skeleton = node.get_parameter('skeleton').value
@@ -220,7 +220,7 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(nodes_pipeline_double.TinyPipeline(settings, heads))
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(PoseNode, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
@@ -268,7 +268,7 @@ def test_lifecycle_transitions_through_the_lifecycle_services(harness):
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(nodes_pipeline_double.TinyPipeline(settings, heads))
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg',
@@ -461,7 +461,7 @@ def test_size_change_and_clock_jump_reset_and_keep_going(harness):
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(nodes_pipeline_double.TinyPipeline(settings, heads))
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg'},

@@ -23,7 +23,7 @@ ROS 2 node) accepts for the recorded type.
 """
 
 import numpy as np
-from pipeline_double import TinyConvPipeline
+from pipeline_double import PipelineDouble
 import pytest
 
 serialization = pytest.importorskip('rclpy.serialization')
@@ -49,8 +49,8 @@ def test_output_bag_deserializes_with_rclpy(tmp_path, storage):
         'sensor_msgs/msg/CompressedImage', [compressed_message(i) for i in range(frames)])})
     out = tmp_path / 'out'
     run_job(ReplayJob(source=bag, out=out, settings=PerceptionSettings(), bag_storage=storage,
-                      contact_sheet=0, pipeline=TinyConvPipeline))
-    pipeline = TinyConvPipeline(PerceptionSettings())
+                      contact_sheet=0, pipeline=PipelineDouble))
+    pipeline = PipelineDouble(PerceptionSettings())
     expected = [pipeline.process(frame_picture(i)) for i in range(frames)]
     seen = {}
     with Reader(out / 'output_bag') as reader:

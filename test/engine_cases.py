@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Test utilities: random networks, random change sequences, the dense-equivalence check.
+The engine's test cases: random networks, random change sequences, the dense-equivalence check.
 
 The networks cover every supported layer type.
 

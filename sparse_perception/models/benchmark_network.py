@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Reference networks with deterministic weights, for benchmarks and tests.
+The engine's benchmark network: a DeepLabV3-MobileNetV2 with deterministic random weights.
 
 :func:`mobilenet_v2_deeplabv3` is a MobileNetV2 backbone (output stride 16: the last two
 stages dilated instead of strided) with the DeepLabV3 head of the Coral/TF-slim model: a 1x1
@@ -22,19 +22,21 @@ to the input size. Its weights are random but deterministic (a seed); call
 :func:`calibrate_batchnorm` on a few real frames so that activations have realistic
 statistics, since a random network's outputs mean nothing but its activations should still
 look like a trained network's (zero mean, unit variance before each activation).
+
+It shares its stage table with :mod:`sparse_perception.models.architectures` but is not that
+architecture: it keeps its BatchNorms unfolded (to calibrate them, and so that the engine's
+BatchNorm folding runs), and it is the network the committed engine benchmarks were measured
+on (bench/results/engine_cpu.md), so its layout stays as it is.
 """
 
 from __future__ import annotations
 
 from typing import Iterable
 
+from sparse_perception.models.architectures import MOBILENET_V2_BLOCKS
 import torch
 from torch import nn
 import torch.nn.functional as F
-
-# MobileNetV2 stages: (expansion t, output channels c, repeats n, stride s).
-_MOBILENET_V2 = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-                 (6, 160, 3, 2), (6, 320, 1, 1))
 
 
 class ConvBNAct(nn.Sequential):
@@ -49,7 +51,7 @@ class ConvBNAct(nn.Sequential):
         super().__init__(*layers)
 
 
-class InvertedResidual(nn.Module):
+class InvertedResidualBN(nn.Module):
     """MobileNetV2 block: 1x1 expand, depthwise 3x3, 1x1 project, residual when shapes match."""
 
     def __init__(self, cin: int, cout: int, stride: int, expansion: int, dilation: int = 1):
@@ -70,8 +72,8 @@ class InvertedResidual(nn.Module):
         return self.conv(x)
 
 
-class DeepLabV3MobileNetV2(nn.Module):
-    """MobileNetV2 (output stride 16) with the DeepLabV3 image-pooling head."""
+class DeepLabV3MobileNetV2BN(nn.Module):
+    """MobileNetV2 (output stride 16) with the DeepLabV3 image-pooling head, BatchNorm kept."""
 
     def __init__(self, num_classes: int = 21, width: float = 1.0, output_stride: int = 16,
                  head_channels: int = 256, argmax: bool = False):
@@ -84,7 +86,7 @@ class DeepLabV3MobileNetV2(nn.Module):
 
         layers: list[nn.Module] = [ConvBNAct(3, ch(32), 3, 2)]
         cin, stride, dilation = ch(32), 2, 1
-        for t, c, n, s in _MOBILENET_V2:
+        for t, c, n, s in MOBILENET_V2_BLOCKS:
             block_stride = s
             block_dilation = dilation
             if stride * s > output_stride:  # keep the resolution, dilate instead
@@ -93,8 +95,8 @@ class DeepLabV3MobileNetV2(nn.Module):
             else:
                 stride *= s
             for i in range(n):
-                layers.append(InvertedResidual(cin, ch(c), block_stride if i == 0 else 1, t,
-                                               block_dilation if i == 0 else dilation))
+                layers.append(InvertedResidualBN(cin, ch(c), block_stride if i == 0 else 1, t,
+                                                 block_dilation if i == 0 else dilation))
                 cin = ch(c)
         self.features = nn.Sequential(*layers)
         self.aspp = ConvBNAct(cin, head_channels, 1)
@@ -115,10 +117,10 @@ class DeepLabV3MobileNetV2(nn.Module):
 
 
 def mobilenet_v2_deeplabv3(num_classes: int = 21, width: float = 1.0, output_stride: int = 16,
-                           seed: int = 0, argmax: bool = False) -> DeepLabV3MobileNetV2:
+                           seed: int = 0, argmax: bool = False) -> DeepLabV3MobileNetV2BN:
     """Build the benchmark segmentation network with deterministic weights, in eval mode."""
     generator = torch.Generator().manual_seed(seed)
-    model = DeepLabV3MobileNetV2(num_classes, width, output_stride, argmax=argmax)
+    model = DeepLabV3MobileNetV2BN(num_classes, width, output_stride, argmax=argmax)
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             fan_in = module.in_channels // module.groups * module.kernel_size[0] * \

@@ -1,0 +1,212 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Spatial gates for a segmentation network: recompute where the people are, not every change.
+
+On a moving camera every tile changes, so temporal sparsity alone computes everything. A gate
+(``sparsity.gate``) tells the engine where a frame may recompute (engine/gate.py); the rest
+keeps its cached features and is recomputed once a gate covers it again. The gates:
+
+- ``previous``: the person tiles of the last frame's output, grown by ``sparsity.gate_margin``
+  tiles. Cheap, but someone who appears away from everyone seen is found only when the
+  refresh band (below) passes over them.
+- ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
+  sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
+  previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
+  is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
+  on a stream's first frame, which must find the people the glance is too coarse for). Fully
+  convolutional networks only: a fixed-size network cannot run smaller.
+
+Every gate also holds a band of tile rows that moves down the frame, so that every position
+is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how stale a cached
+position can get; 0 turns the band off).
+
+Gates follow people: on the PASCAL models other classes outside the gate keep stale labels
+until the band passes (their IoU is not what the gate protects).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from sparse_perception.settings import SparsitySettings
+
+GATES = ('none', 'previous', 'glance')
+
+
+def person_map(outputs: Any, decoder: str, person: int) -> Any:
+    """
+    Return a bool (h, w) tensor: where a segmentation network's outputs say "person".
+
+    ``decoder`` is the model's (models/registry.py): 'class_map' outputs hold class ids,
+    'class_scores' NHWC scores, 'probability' a person probability (thresholded at 0.5, as
+    the decoder does).
+    """
+    import torch
+
+    out = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    if decoder == 'class_map':
+        ids = out if not out.is_floating_point() else out.argmax(1)
+        return ids.reshape(ids.shape[-2:]) == person
+    if decoder == 'class_scores':  # (1, h, w, C)
+        return out.reshape(out.shape[-3:]).argmax(-1) == person
+    if decoder == 'probability':
+        prob = out.float()
+        if prob.dim() == 4 and prob.shape[-1] == 1 and prob.shape[1] != 1:
+            prob = prob[..., 0]
+        return torch.as_tensor(prob).reshape(prob.shape[-2:]) >= 0.5
+    raise ValueError(f'a {decoder!r} model has no person map to gate on')
+
+
+def person_class(labels: tuple[str, ...]) -> int | None:
+    """Index of 'person' among a segmentation model's labels, None if it has none."""
+    return list(labels).index('person') if 'person' in labels else None
+
+
+def resize_outputs(outputs: Any, decoder: str, height: int, width: int) -> Any:
+    """Scale a segmentation network's outputs up to an (height, width) input, as if run there."""
+    import torch.nn.functional as F
+
+    out = outputs[0] if isinstance(outputs, (tuple, list)) else outputs
+    if decoder == 'class_map' and not out.is_floating_point():  # ids (1, h, w)
+        ids = out.reshape(1, 1, *out.shape[-2:]).float()
+        up = F.interpolate(ids, size=(height, width), mode='nearest-exact')
+        return up.reshape(1, height, width).to(out.dtype)
+    if out.dim() == 4 and decoder in ('class_scores', 'probability') and out.shape[1] != 1:
+        nchw = out.permute(0, 3, 1, 2).float()  # NHWC, as TFLite models give them
+        up = F.interpolate(nchw, size=(height, width), mode='bilinear', align_corners=False)
+        return up.permute(0, 2, 3, 1).to(out.dtype)
+    nchw = out.reshape(1, -1, *out.shape[-2:]).float()
+    up = F.interpolate(nchw, size=(height, width), mode='bilinear', align_corners=False)
+    return up.reshape(*out.shape[:-2], height, width).to(out.dtype)
+
+
+def to_tiles(mask: Any, height: int, width: int, tile: int) -> Any:
+    """Turn a bool (h, w) map over an (height, width) input into (ceil(H/t), ceil(W/t)) tiles."""
+    import torch.nn.functional as F
+
+    m = mask.reshape(1, 1, *mask.shape[-2:]).float()
+    if tuple(m.shape[-2:]) != (height, width):
+        m = F.interpolate(m, size=(height, width), mode='nearest')
+    th, tw = -(-height // tile), -(-width // tile)
+    m = F.pad(m, (0, tw * tile - width, 0, th * tile - height))
+    return F.max_pool2d(m, tile)[0, 0] > 0
+
+
+def grow(tiles: Any, margin: int) -> Any:
+    """Grow a bool tile map by ``margin`` tiles in every direction."""
+    import torch.nn.functional as F
+
+    if margin <= 0 or not bool(tiles.any()):
+        return tiles
+    grown = F.max_pool2d(tiles[None, None].float(), 2 * margin + 1, 1, margin)
+    return grown[0, 0] > 0
+
+
+class GateMaker:
+    """
+    Makes each frame's gate for one segmentation network, and the glance's early exit.
+
+    Call :meth:`glance` (glance gate only) before the frame, :meth:`gate` for the engine's
+    tile map, and :meth:`observe` with the frame's outputs, whichever path made them.
+    """
+
+    def __init__(self, settings: SparsitySettings, tile: int, decoder: str, person: int | None,
+                 glance_pass: Callable[[Any], Any] | None = None):
+        self.tile = tile
+        self.decoder = decoder
+        self.person = person
+        self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
+        self.configure(settings)
+        self.reset()
+
+    def configure(self, settings: SparsitySettings) -> None:
+        """Take the gate settings from the next frame on (they are all live)."""
+        if settings.gate != 'none' and self.person is None:
+            raise ValueError("sparsity.gate follows people, and this model's labels have no "
+                             "'person' class (use sparsity.gate none)")
+        if settings.gate == 'glance' and self.glance_pass is None:
+            raise ValueError("sparsity.gate 'glance' runs the network at a smaller size and "
+                             'needs a fully convolutional one; this model has a fixed input '
+                             "size (use 'previous', or a model whose name ends in _fcn)")
+        self.mode = settings.gate
+        self.margin = settings.gate_margin
+        self.scale = settings.glance_scale
+        self.refresh = settings.gate_refresh
+        self.exit = settings.glance_exit
+
+    def reset(self) -> None:
+        """Forget what earlier frames showed (a new stream)."""
+        self.previous: Any = None  # person tiles of the last frame's output
+        self.frames = 0
+        self.seen: Any = None  # this frame's glance tiles
+
+    @property
+    def active(self) -> bool:
+        return self.mode != 'none'
+
+    def glance(self, x: Any) -> Any:
+        """
+        Run the glance on ``x`` (1, C, H, W).
+
+        Returns its outputs at full size when the frame may skip its full pass (nobody now or
+        in the last frame, ``glance_exit``), else None.
+        """
+        import torch.nn.functional as F
+
+        self.seen = None
+        if self.mode != 'glance':
+            return None
+        height, width = x.shape[-2:]
+        size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
+        small = F.interpolate(x, size=size, mode='area')
+        outputs = self.glance_pass(small)
+        people = person_map(outputs, self.decoder, self.person)
+        self.seen = to_tiles(people, height, width, self.tile)
+        # A stream's first frame runs in full: with nothing seen before, a glance that sees
+        # nobody may just have missed someone small.
+        if (self.exit and self.previous is not None and not bool(self.previous.any())
+                and not bool(self.seen.any())):
+            return resize_outputs(outputs, self.decoder, height, width)
+        return None
+
+    def glance_size(self, height: int, width: int) -> tuple[int, int]:
+        """Return the glance's input size for an (height, width) input."""
+        return max(1, round(height * self.scale)), max(1, round(width * self.scale))
+
+    def gate(self, height: int, width: int) -> Any:
+        """Return this frame's bool tile map over an (height, width) input, or None (none)."""
+        import torch
+
+        if self.mode == 'none':
+            return None
+        th, tw = -(-height // self.tile), -(-width // self.tile)
+        tiles = torch.zeros(th, tw, dtype=torch.bool)
+        for part in (self.previous, self.seen):
+            if part is not None and tuple(part.shape) == (th, tw):
+                tiles |= part
+        tiles = grow(tiles, self.margin)
+        if self.refresh > 0:  # the band that bounds staleness
+            band = self.frames % self.refresh
+            tiles[band * th // self.refresh:(band + 1) * th // self.refresh] = True
+        return tiles
+
+    def observe(self, outputs: Any, height: int, width: int) -> None:
+        """Remember the person tiles of this frame's outputs (for the next frame's gate)."""
+        self.frames += 1
+        if self.mode == 'none':
+            return
+        people = person_map(outputs, self.decoder, self.person)
+        self.previous = to_tiles(people, height, width, self.tile)

@@ -1,0 +1,144 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Spatial gates in the pipeline, on the Coral DeepLab and a moving camera (DAVIS parkour)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from sparse_perception import settings as st
+from sparse_perception.gating import grow, person_map, resize_outputs, to_tiles
+from sparse_perception.pipeline import ModelLoadError, Pipeline
+from support import require_shared
+
+SEGMENTATION = 'deeplabv3_mnv2_pascal_fcn'
+PERSON = 15
+
+
+@pytest.fixture(scope='module')
+def parkour():
+    """Four frames of DAVIS parkour: a moving camera following one person."""
+    folder = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
+    # At their own size: a network at stride 16 sees a person shrunk to half size through a
+    # handful of positions, and a gate's margin of 2 tiles is then too thin to hold them.
+    return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            for path in sorted(folder.glob('*.jpg'))[10:18:2]]
+
+
+def _settings(**changes):
+    base = {'model.segmentation': SEGMENTATION, 'model.device': 'cpu', 'model.pose': '',
+            'model.models_dir': str(require_shared('models/coral')), 'sparsity.adaptive': False,
+            'change.threshold': 0.0, 'change.min_pixels': 1}
+    base.update(changes)
+    return st.replace(st.PerceptionSettings(), base)
+
+
+def _run(settings, frames):
+    incremental = Pipeline(settings, heads=('segmentation',))
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    rows = []
+    for frame in frames:
+        got, want = incremental.process(frame), dense.process(frame)
+        head = got.stats.heads['segmentation']
+        rows.append((got.segmentation.mask, want.segmentation.mask, head.macs, head.dense_macs))
+    return incremental, rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('gate', ['previous', 'glance'])
+def test_a_gate_computes_around_the_person_and_keeps_the_person(parkour, gate):
+    _, rows = _run(_settings(**{'sparsity.gate': gate}), parkour)
+    macs = sum(r[2] for r in rows[1:]) / sum(r[3] for r in rows[1:])
+    assert macs < 0.6  # ungated, a moving camera recomputes everything (ratio 1)
+    for i, (got, want, _, _) in enumerate(rows):
+        person_got, person_want = got == PERSON, want == PERSON
+        assert person_want.sum() > 500, 'the test needs a visible person'
+        iou = (person_got & person_want).sum() / (person_got | person_want).sum()
+        assert iou > 0.9, f'frame {i}: person IoU against dense {iou:.3f}'
+
+
+@pytest.mark.slow
+def test_gate_none_is_the_ungated_engine_bit_for_bit(parkour):
+    _, rows = _run(_settings(), parkour[:3])
+    for got, want, macs, dense_macs in rows:
+        np.testing.assert_array_equal(got, want)  # thresholds 0: exact
+
+
+@pytest.mark.slow
+def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour):
+    settings = _settings(**{'sparsity.gate': 'previous', 'sparsity.gate_refresh': 0})
+    pipeline = Pipeline(settings, heads=('segmentation',))
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    for frame in parkour[:3]:
+        pipeline.process(frame)
+    pipeline.update(st.replace(settings, {'sparsity.gate': 'none'}))
+    got = pipeline.process(parkour[2])  # the same frame, now ungated
+    np.testing.assert_array_equal(got.segmentation.mask,
+                                  dense.process(parkour[2]).segmentation.mask)
+
+
+@pytest.mark.slow
+def test_the_glance_answers_a_frame_without_people_alone(parkour):
+    settings = _settings(**{'sparsity.gate': 'glance'})
+    pipeline = Pipeline(settings, heads=('segmentation',))
+    grey = np.full((480, 854, 3), 118, np.uint8)
+    first = pipeline.process(grey)  # a stream's first frame runs in full
+    assert first.stats.heads['segmentation'].dense
+    noise = np.random.default_rng(0).integers(110, 126, grey.shape, dtype=np.uint8)
+    second = pipeline.process(noise).stats.heads['segmentation']
+    # Only the glance ran: a sixteenth of the network's work at scale 1/4.
+    assert 0 < second.macs < 0.1 * second.dense_macs
+    assert not (pipeline.process(noise).segmentation.mask == PERSON).any()
+    # The engine missed those frames: it reads its whole input again when it next runs.
+    result = pipeline.process(parkour[0])
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False).process(parkour[0])
+    person_got = result.segmentation.mask == PERSON
+    person_want = dense.segmentation.mask == PERSON
+    assert (person_got & person_want).sum() / (person_got | person_want).sum() > 0.9
+
+
+def test_the_glance_needs_a_fully_convolutional_model(parkour):
+    path = require_shared('models/coral')
+    fixed = {'model.segmentation': 'deeplabv3_mnv2_pascal', 'model.models_dir': str(path)}
+    with pytest.raises(ModelLoadError, match='fully convolutional'):
+        Pipeline(_settings(**fixed, **{'sparsity.gate': 'glance'}), heads=('segmentation',))
+    pipeline = Pipeline(_settings(**fixed, **{'sparsity.gate': 'previous'}),
+                        heads=('segmentation',))
+    with pytest.raises(ModelLoadError, match='fully convolutional'):
+        pipeline.update(_settings(**fixed, **{'sparsity.gate': 'glance'}))
+    assert pipeline.settings.sparsity.gate == 'previous'
+    pipeline.process(parkour[0])  # the old head still runs
+
+
+def test_gate_maps_from_each_kind_of_output():
+    import torch
+
+    ids = torch.zeros(1, 8, 12, dtype=torch.int64)
+    ids[0, 2:4, 5:7] = PERSON
+    assert person_map(ids, 'class_map', PERSON).sum() == 4
+    prob = torch.zeros(1, 8, 12, 1)
+    prob[0, 0, 0, 0] = 0.7
+    assert person_map(prob, 'probability', 1).nonzero().tolist() == [[0, 0]]
+    scores = torch.zeros(1, 8, 12, 3)
+    scores[0, 7, 11, 2] = 5.0
+    assert person_map(scores, 'class_scores', 2).nonzero().tolist() == [[7, 11]]
+    # An 8x12 map over a 32x48 input in tiles of 16: the person lies in tile (0, 1).
+    tiles = to_tiles(person_map(ids, 'class_map', PERSON), 32, 48, 16)
+    assert tiles.nonzero().tolist() == [[0, 1]]
+    assert grow(tiles, 1).sum() == 6  # 2 rows x 3 columns inside the 2x3 map
+    assert resize_outputs(ids, 'class_map', 16, 24).shape == (1, 16, 24)
+    assert resize_outputs(prob, 'probability', 16, 24).shape == (1, 16, 24, 1)
+    with pytest.raises(ValueError, match='no person map'):
+        person_map(ids, 'single_pose', 0)
