@@ -198,9 +198,25 @@ class ChangeDetector:
                 r.reshape(tiles_h, t, tiles_w, t, channels)[rows, :, cols] = \
                     a.reshape(tiles_h, t, tiles_w, t, channels)[rows, :, cols]
             else:
-                for y, x in zip((rows * t).tolist(), (cols * t).tolist()):
-                    r[y:y + t, x:x + t] = a[y:y + t, x:x + t]
+                _copy_tiles(a, r, tiles.numpy(), rows, cols, t)
         return tiles, pixel_fraction
+
+
+def _copy_tiles(a: np.ndarray, r: np.ndarray, tiles: np.ndarray, rows: np.ndarray,
+                cols: np.ndarray, t: int) -> None:
+    """Copy the changed tiles of ``a`` into ``r`` for a frame that tiles do not divide."""
+    cv2 = _cv2()
+    height, width, channels = a.shape
+    if cv2 is not None and rows.size > 32 and channels in (3, 4) and r.flags.c_contiguous:
+        # One masked copy in OpenCV (about 0.1 ms at 854x480) rather than a Python loop over
+        # every changed tile: about 5 ms on a moving camera, where every tile changes.
+        mask = np.repeat(np.repeat(tiles.view(np.uint8), t, 0), t, 1)[:height, :width]
+        out = cv2.copyTo(a, np.ascontiguousarray(mask), r)
+        if out is not r:
+            r[...] = out
+        return
+    for y, x in zip((rows * t).tolist(), (cols * t).tolist()):
+        r[y:y + t, x:x + t] = a[y:y + t, x:x + t]
 
 
 def _channel_peak(diff: np.ndarray) -> np.ndarray:

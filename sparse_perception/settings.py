@@ -159,11 +159,12 @@ class SparsitySettings:
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
     # A band of tile rows that moves down the frame joins every gate, so a position is
     # never staler than this many frames (and someone the gate missed is found within
-    # them). Each band costs 1/N of a frame: on DAVIS parkour with the glance, 8, 16 and 32
-    # all kept the person IoU of dense, and 32 computed the fewest MACs (gates*.md in
-    # bench/results).
+    # them). Each band costs 1/N of a frame. With the glance on DAVIS (gates_sweep.md in
+    # bench/results), 8 and 16 kept the accuracy bounds on both sequences in the sweep, but
+    # 16 lost 0.55 IoU points on breakdance (a crowd, where what the gate leaves out waits
+    # longest) in a run of its own, and 32 lost 0.74: 8 keeps a margin.
     gate_refresh: int = setting(
-        32, 'Recompute every position at least every N frames under a gate (0 = never)',
+        8, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '

@@ -647,6 +647,10 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                  f'{device.get("torch_threads")} threads, Python {versions.get("python")}')
     if command:
         lines.append(f'- command: `{command}`, {result["timing"]["total_s"]:.0f} s')
+    source = env.get('source') or {}
+    if source.get('commit'):
+        lines.append(f'- source: commit {source["commit"][:12]}'
+                     + (' with modified files' if source.get('tracked_files_modified') else ''))
     lines.append('')
     if result.get('davis'):
         lines += ['## DAVIS: person IoU (DeepLabV3-MobileNetV2, class 15)', '',

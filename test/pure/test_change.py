@@ -111,7 +111,8 @@ def test_neighbour_rule_takes_the_edges_of_a_changed_tile_only():
     assert ref[0, 0, 0] == 100 and ref[10, 15, 0] == 100
 
 
-@pytest.mark.parametrize('shape, tile', [((48, 64, 3), 16), ((45, 70, 3), 8), ((30, 41), 4)])
+@pytest.mark.parametrize('shape, tile', [((48, 64, 3), 16), ((45, 70, 3), 8), ((30, 41), 4),
+                                         ((100, 90, 3), 8), ((61, 83, 4), 4)])
 def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, shape, dtype=np.uint8)]
