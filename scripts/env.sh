@@ -89,3 +89,24 @@ install_ros_launch() {
   find "$venv" -maxdepth 1 -name '.launch-*' -delete
   touch "$launch_stamp"
 }
+
+# colcon from PyPI, for the launch tier's build of the robot install (README: colcon build on a
+# ROS install). Pinned, and installed once per pin set; the test extra's pins stay as they are.
+colcon_pins='colcon-common-extensions==0.3.0 colcon-core==0.21.3 colcon-ros==0.5.0
+  colcon-python-setup-py==0.2.9'
+install_colcon() {
+  local colcon_stamp
+  colcon_stamp="$venv/.colcon-$(echo "$colcon_pins" | sha256sum | cut -c1-16)"
+  [ -e "$colcon_stamp" ] && return 0
+  echo "Installing colcon into $venv ..." >&2
+  local log=$venv/install.log
+  # shellcheck disable=SC2086  # the pins are separate words
+  if ! "$VENV_PY" -m pip install -q --disable-pip-version-check -c "$repo/constraints.txt" \
+       $colcon_pins >>"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "Installing colcon into $venv failed; the whole log is $log" >&2
+    exit 1
+  fi
+  find "$venv" -maxdepth 1 -name '.colcon-*' -delete
+  touch "$colcon_stamp"
+}

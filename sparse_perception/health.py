@@ -259,6 +259,9 @@ class HealthMonitor:
              number(last.changed_fraction if last else None, 4)),
             ('dense frames (window)', str(len(self._dense.values(now)))),
             ('dense frames (total)', str(self._totals['dense'])),
+            # Every frame received is processed, dropped or bad, or waits to be processed: a
+            # gap to the frames sent was lost before the node (the transport or its queue).
+            ('received frames (total)', str(self._totals['received'])),
             ('dropped frames (total)', str(self._totals['dropped'])),
             ('bad frames (total)', str(self._totals['failed'])),
             ('processed frames (total)', str(self._totals['processed'])),

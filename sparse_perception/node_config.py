@@ -172,6 +172,26 @@ def device_problem(device: str) -> str | None:
             f"{torch.__version__}); use 'auto' (CUDA when there is one, else the CPU) or 'cpu'")
 
 
+_TYPE_WORDS = {bool: 'a boolean', int: 'an integer', float: 'a double', str: 'a string',
+               tuple: 'a string array'}
+
+
+def wrong_type_problem(spec: st.SettingSpec, value: Any) -> str:
+    """
+    Return why a parameter value of another type than the setting's is refused.
+
+    Names the parameter and the type it takes, as the settings say it (``sparsity.scale must
+    be a number, got 'hello'``), instead of the middleware's bare type codes.
+    """
+    try:
+        st.validate(spec, value)
+    except st.SettingError as exc:
+        problem = str(exc)
+    else:  # taken by the settings, but a parameter of another type (an empty integer array)
+        problem = f'{spec.name} cannot take {value!r}'
+    return f'{problem}: the parameter takes {_TYPE_WORDS[spec.kind]}'
+
+
 def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
                    heads: Sequence[str], check_model: ModelCheck) -> str | None:
     """

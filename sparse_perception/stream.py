@@ -71,12 +71,18 @@ class LatestSlot:
             item, self._item = self._item, None
             return None if self._closed else item
 
-    def close(self) -> None:
-        """Wake every waiting :meth:`take` and make it return None from now on."""
+    def close(self) -> bool:
+        """
+        Wake every waiting :meth:`take` and make it return None from now on.
+
+        Return True if an item not yet taken was discarded (a dropped frame, to be counted).
+        """
         with self._condition:
+            discarded = self._item is not None
             self._closed = True
             self._item = None
             self._condition.notify_all()
+        return discarded
 
     @property
     def closed(self) -> bool:
@@ -249,10 +255,25 @@ def diagnose_silence(topic: str, expected_type: str, reliability: str,
         else:
             causes.append(
                 f'likely a QoS mismatch (publishers offer {seen}; this node asks for '
-                f'{reliability}) or images too large for best-effort delivery over the network; '
-                'check `ros2 topic info --verbose ' + topic + '`')
+                f'{reliability}); check `ros2 topic info --verbose {topic}`')
+        if reliability == 'best_effort':
+            causes.append(_too_large_for_best_effort(expected_type))
     return (f'{len(publishers)} publisher(s) on {topic} but no image arrived for '
             f'{waited:.1f} s: ' + '; '.join(causes))
+
+
+def _too_large_for_best_effort(expected_type: str) -> str:
+    # Best effort re-sends nothing: one lost fragment loses the whole image. Between processes
+    # on one host, Fast DDS (ROS 2's default middleware) sends through the publisher's
+    # shared-memory segment, 512 KB by default; the fragments of a larger image overwrite one
+    # another unless the subscriber's process copies each out in time, so most such images
+    # are lost, and on a busy CPU nearly all.
+    remedy = 'have every publisher of the topic send reliably (this node then subscribes reliable)'
+    if expected_type == 'sensor_msgs/msg/Image':
+        remedy += ', or use input.transport: compressed'
+    return ('or images too large to arrive whole under best effort (one lost fragment loses '
+            "the image; Fast DDS's default shared-memory segment is 512 KB, less than a "
+            f'640x480 rgb8 image): {remedy}')
 
 
 def incompatible_qos_message(topic: str, policy: str, reliability: str) -> str:

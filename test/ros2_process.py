@@ -23,11 +23,20 @@ import threading
 import time
 
 
-def ros2(env, *args, timeout=60.0):
-    """Run ``ros2 ARGS`` (the CLI of the test environment); return (exit status, output)."""
-    done = subprocess.run([str(Path(sys.executable).parent / 'ros2'), *args], env=env,
-                          capture_output=True, text=True, timeout=timeout)
-    return done.returncode, done.stdout + done.stderr
+def ros2(env, *args, timeout=60.0, tries=3):
+    """
+    Run ``ros2 ARGS`` (the CLI of the test environment); return (exit status, output).
+
+    A command that says 'Node not found' did nothing: its ``--spin-time`` of discovery was too
+    short on a busy machine. It is run again, as a user would, up to ``tries`` times in all.
+    """
+    for _ in range(tries):
+        done = subprocess.run([str(Path(sys.executable).parent / 'ros2'), *args], env=env,
+                              capture_output=True, text=True, timeout=timeout)
+        output = done.stdout + done.stderr
+        if not (done.returncode and 'Node not found' in output):
+            break
+    return done.returncode, output
 
 
 class Running:

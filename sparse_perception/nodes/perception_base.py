@@ -60,7 +60,7 @@ from sparse_perception.node_config import (
     change_problem, changed_models, heads_of, keep_reloads, make_pipeline,
     MODEL_INFO_PARAMETERS, ModelCheck, NodeKind, parameter_specs, pipeline_settings,
     PipelineFactory, registered_model_problem, settings_from_parameters, startup_problems,
-    warmup_images)
+    warmup_images, wrong_type_problem)
 from sparse_perception.nodes.ros_interop import (
     descriptor, diagnostic_array, from_parameter_value, input_qos, marker_array, output_qos,
     parameter_type, publisher_info, to_parameter_value)
@@ -137,8 +137,6 @@ class PerceptionLifecycleNode(LifecycleNode):
         self._health = HealthMonitor(self._params.diagnostics, time.monotonic())
         self._silence = SilenceWatch(self._params.input.no_message_warning, time.monotonic())
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        if hasattr(self, 'add_pre_set_parameters_callback'):  # Jazzy and later
-            self.add_pre_set_parameters_callback(self._coerce_parameters)
         if self._params.node.autostart and not defer_autostart:
             self._autostart()
 
@@ -210,17 +208,35 @@ class PerceptionLifecycleNode(LifecycleNode):
         if not result.successful:
             self.get_logger().warning(f'could not publish the model names: {result.reason}')
 
-    def _coerce_parameters(self, parameters: list[Parameter]) -> list[Parameter]:
-        # `ros2 param set /node change.threshold 20` sends an integer; take it as 20.0.
-        coerced = []
-        for parameter in parameters:
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
+        """Set each parameter on its own, as rclpy does, each through the type check below."""
+        return [self.set_parameters_atomically([parameter]) for parameter in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """
+        Set the parameters all or none, after checking each value's type against its setting.
+
+        rclpy checks types before any node callback and refuses a wrong one with its bare type
+        codes ("Wrong parameter type, expected '3' got '4'"); checked here first, the reason
+        names the parameter and the type it takes. Every parameter request (the parameter
+        services behind ``ros2 param set``, and the node itself) comes through here.
+        """
+        checked = []
+        for parameter in parameter_list:
             spec = self._specs.get(parameter.name)
-            if (spec is not None and spec.kind is float
-                    and parameter.type_ == Parameter.Type.INTEGER):
-                parameter = Parameter(parameter.name, Parameter.Type.DOUBLE,
-                                      float(parameter.value))
-            coerced.append(parameter)
-        return coerced
+            if (spec is None or parameter.type_ == Parameter.Type.NOT_SET
+                    or self.describe_parameter(parameter.name).read_only):
+                checked.append(parameter)  # rclpy's own checks say what is wrong
+                continue
+            wanted = parameter_type(spec)
+            if wanted == Parameter.Type.DOUBLE and parameter.type_ == Parameter.Type.INTEGER:
+                # `ros2 param set /node change.threshold 20` sends an integer; take it as 20.0.
+                parameter = Parameter(parameter.name, wanted, float(parameter.value))
+            elif parameter.type_ != wanted:
+                return SetParametersResult(
+                    successful=False, reason=wrong_type_problem(spec, parameter.value))
+            checked.append(parameter)
+        return super().set_parameters_atomically(checked)
 
     def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
         changes = {p.name: from_parameter_value(self._specs[p.name], p.value)
@@ -488,7 +504,8 @@ class PerceptionLifecycleNode(LifecycleNode):
         if self._subscription is not None:
             self.destroy_subscription(self._subscription)
             self._subscription = None
-        self._slot.close()
+        if self._slot.close():  # a frame received but never processed: count it
+            self._health.dropped(time.monotonic())
         worker, self._worker = self._worker, None
         if worker is not None and worker is not threading.current_thread():
             worker.join()

@@ -66,10 +66,7 @@ def installed(request, tmp_path_factory):
                      'installs it from the shared folder (wheels/ros-launch)')
     mediapipe_cache = request.getfixturevalue('mediapipe_cache')  # the default models
     prefix = tmp_path_factory.mktemp('prefix')
-    # From a copy: setuptools leaves build/ and egg-info folders where it builds.
-    source = tmp_path_factory.mktemp('source') / 'sparse_perception'
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
-        '.venv', '.git', 'build', '*.egg-info', '__pycache__', '.*_cache', 'runs'))
+    source = copy_source(tmp_path_factory.mktemp('source'))
     install = subprocess.run(
         # --ignore-installed: leave the test environment's own (editable) install alone.
         [sys.executable, '-m', 'pip', 'install', '-q', '--disable-pip-version-check',
@@ -91,6 +88,39 @@ def installed(request, tmp_path_factory):
         PYTHONUNBUFFERED='1',
     )
     return env
+
+
+def copy_source(folder):
+    """
+    Copy the package's source, as a clone holds it, to ``folder``/sparse_perception; return it.
+
+    Builds run on a copy: setuptools leaves build/ and egg-info folders where it builds.
+    """
+    source = Path(folder) / 'sparse_perception'
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(
+        '.venv', '.git', 'build', 'install', 'log', '*.egg-info', '__pycache__', '.*_cache',
+        'runs'))
+    return source
+
+
+@pytest.fixture(scope='session')
+def colcon_workspace(tmp_path_factory):
+    """
+    Return a workspace in which ``colcon build`` built the package, as the README's robot does.
+
+    colcon is the test environment's (./scripts/test installs it from PyPI); its Python is the
+    one it builds with, as a robot's colcon builds with the ROS install's.
+    """
+    colcon = Path(sys.executable).parent / 'colcon'
+    if not colcon.exists():
+        _unavailable('colcon is not installed in the test environment: ./scripts/test installs '
+                     'it from PyPI (colcon-common-extensions)')
+    workspace = tmp_path_factory.mktemp('ros2_ws')
+    copy_source(workspace / 'src')
+    build = subprocess.run([str(colcon), 'build', '--packages-select', 'sparse_perception'],
+                           cwd=workspace, capture_output=True, text=True, timeout=600)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return workspace
 
 
 @pytest.fixture(scope='module')

@@ -122,6 +122,7 @@ def test_dropping_most_frames_warns():
     report = monitor.report(now + 0.4)
     assert report.level == Level.WARN and 'dropping 40 of 70' in report.message
     assert report.value('dropped frames (total)') == '40'
+    assert report.value('received frames (total)') == '70'
 
 
 def test_fault_is_an_error_until_cleared_and_levels_combine():

@@ -196,3 +196,19 @@ def test_a_failed_load_also_takes_back_a_gate_change():
     kept, reverted = nc.keep_reloads(old, new)
     assert reverted == ('sparsity.gate',)
     assert kept.sparsity.gate == 'none' and kept.sparsity.scale == 0.25
+
+
+def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter_and_its_type():
+    def problem(name, value):
+        return nc.wrong_type_problem(st.spec(name, st.NodeSettings), value)
+
+    assert problem('sparsity.scale', 'hello') == (
+        "sparsity.scale must be a number, got 'hello': the parameter takes a double")
+    assert problem('change.min_pixels', 3.0) == (
+        'change.min_pixels must be an integer, got 3.0: the parameter takes an integer')
+    assert 'node.heads' in problem('node.heads', 'pose')
+    assert problem('node.heads', 'pose').endswith('takes a string array')
+    assert problem('model.device', True).endswith('takes a string')
+    # An empty array of another element type passes the settings' check, not the parameter's.
+    assert problem('node.heads', []) == (
+        'node.heads cannot take []: the parameter takes a string array')

@@ -15,7 +15,7 @@
 """
 What colcon (ament_python) and pip install: package.xml, setup.py data_files, scripts.
 
-These checks stand in for a ``colcon build`` on a ROS install, which these machines lack: the
+Quick checks of what a ``colcon build`` installs (the launch tier runs the build itself): the
 manifest is well formed, every launch and config file, the ament index marker and package.xml
 are installed to share/, every node has a console script that ``ros2 run`` finds in
 lib/sparse_perception, and the built wheel really contains the kernels as a sub-package.

@@ -50,11 +50,18 @@ def test_slot_wakes_a_waiting_taker_and_close_releases_it():
     assert taken == ['frame']
     waiting = threading.Thread(target=lambda: taken.append(slot.take(10)))
     waiting.start()
-    slot.close()
+    assert not slot.close()  # nothing was waiting to be taken
     waiting.join(5)
     assert not waiting.is_alive() and taken == ['frame', None]
     slot.put('late')
     assert slot.take(0) is None and slot.closed
+
+
+def test_closing_the_slot_says_whether_it_discarded_a_frame():
+    slot = LatestSlot()
+    slot.put('frame')
+    assert slot.close()
+    assert slot.take(0) is None
 
 
 def test_guard_resets_on_size_change():
@@ -144,6 +151,24 @@ def test_diagnosis_without_an_obvious_cause():
     stalled = diagnose_silence('/image', 'sensor_msgs/msg/Image', 'best_effort',
                                [_publisher()], 5.0, True)
     assert 'stopped sending' in stalled
+
+
+def test_diagnosis_under_best_effort_names_images_too_large_to_arrive_whole():
+    # Best effort loses a whole raw image with any fragment: the diagnosis says so, and how
+    # to avoid it, whether or not an image ever arrived.
+    for ever_received in (False, True):
+        raw = diagnose_silence('/image', 'sensor_msgs/msg/Image', 'best_effort',
+                               [_publisher(), _publisher(reliability='reliable')], 5.0,
+                               ever_received)
+        assert 'too large to arrive whole under best effort' in raw, raw
+        assert 'send reliably' in raw and 'input.transport: compressed' in raw, raw
+    compressed = diagnose_silence('/image/compressed', 'sensor_msgs/msg/CompressedImage',
+                                  'best_effort', [_publisher('sensor_msgs/msg/CompressedImage')],
+                                  5.0, True)
+    assert 'send reliably' in compressed and 'input.transport' not in compressed
+    reliable = diagnose_silence('/image', 'sensor_msgs/msg/Image', 'reliable',
+                                [_publisher(reliability='reliable')], 5.0, True)
+    assert 'best effort' not in reliable
 
 
 def test_incompatible_qos_message():

@@ -119,8 +119,17 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
     assert 'no_such_model' in result.reason and 'tiny-seg' in result.reason, result.reason
     result, = _set(harness, client, model__pose='')
     assert not result.successful and 'model.pose' in result.reason
-    result, = _set(harness, client, change__threshold='lots')  # wrong type
-    assert not result.successful and result.reason
+    # A wrong type: the reason names the parameter and its type, not rclpy's type codes.
+    result, = _set(harness, client, change__threshold='lots')
+    assert not result.successful
+    assert result.reason == (
+        "change.threshold must be a number, got 'lots': the parameter takes a double")
+    result, = _set(harness, client, change__min_pixels=3.5)
+    assert not result.successful and 'change.min_pixels' in result.reason
+    assert result.reason.endswith('takes an integer'), result.reason
+    # Read-only stays read-only whatever the type.
+    result, = _set(harness, client, change__tile_size='big')
+    assert not result.successful and 'read-only' in result.reason, result.reason
     result, = _set(harness, client, change__threshold=300.0)  # out of range
     assert not result.successful and '300' in result.reason
     if not torch.cuda.is_available():
