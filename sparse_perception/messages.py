@@ -101,7 +101,8 @@ def keypoints_to_cloud(pose: PoseResult, header: Any, *, msg_type: type,
     flat = keypoints.reshape(-1, 3)
     points['x'], points['y'], points['score'] = flat[:, 0], flat[:, 1], flat[:, 2]
     points['joint'] = np.tile(np.arange(joints, dtype=np.uint16), people)
-    points['person'] = np.repeat(np.arange(people, dtype=np.uint16), joints)
+    # The person's id, the same while a tracking model follows them (uint16: it wraps).
+    points['person'] = np.repeat((pose.person_ids % 65536).astype(np.uint16), joints)
     fields = [field_type(name=name, offset=offset, datatype=datatype, count=1)
               for name, offset, datatype in KEYPOINT_FIELDS]
     return build_message(msg_type, header, {
