@@ -436,13 +436,16 @@ class _Head:
         if free and not detect and len(self.nets) > 1:
             # The dense reference detects on this frame: count what skipping it saved.
             self.nets[1].not_run()
-        self._undetected = self._undetected + 1 if len(model.tracks) < model.max_people else 0
         people, ids = [], []
         for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops):
             pixels = model.crop_input(frame, transform)
             for person in self._infer(slot, pixels, transform, frame_change):
                 people.append(person)
                 ids.append(transform.person)
+        # Someone lost (or every slot taken): the next frame may detect at once.
+        lost = len(model.tracks) < len(crops)
+        full = len(model.tracks) >= model.max_people
+        self._undetected = 0 if lost or full else self._undetected + 1
         return _to_result(self.kind, model, people, ids), self._stats(start)
 
     def _infer(self, slot: Any, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
