@@ -39,6 +39,7 @@ class Slot:
     person: int | None = None  # the id of the person it follows now
     transform: Any = None  # the crop it last ran on
     decoded: Any = None  # what that crop decoded to
+    x: Any = None  # the network input made from that crop
 
 
 class PersonSlots:
@@ -57,7 +58,7 @@ class PersonSlots:
         wanted = set(people)
         for slot in self.slots:
             if slot.person is not None and slot.person not in wanted:
-                slot.person, slot.transform, slot.decoded = None, None, None
+                slot.person, slot.transform, slot.decoded, slot.x = None, None, None, None
         owned = {slot.person: slot for slot in self.slots if slot.person is not None}
         out = []
         for person in people:
@@ -75,7 +76,7 @@ class PersonSlots:
     def forget(self) -> None:
         """Free every slot (the stream starts over); the network states are kept for reuse."""
         for slot in self.slots:
-            slot.person, slot.transform, slot.decoded = None, None, None
+            slot.person, slot.transform, slot.decoded, slot.x = None, None, None, None
 
     @property
     def nets(self) -> list[Any]:

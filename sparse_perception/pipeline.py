@@ -428,7 +428,7 @@ class _Head:
         if getattr(model, 'locate_people', None) is None:
             pixels, transform = model.prepare(frame)
             (slot,) = self.slots.slots[:1]
-            decoded = self._infer(slot, pixels, transform, frame_change)
+            decoded = self._infer(slot, lambda: pixels, transform, frame_change)
             return _to_result(self.kind, model, decoded), self._stats(start)
         free = len(model.tracks) < model.max_people
         detect = free and self._detect_now(frame_change)
@@ -438,8 +438,8 @@ class _Head:
             self.nets[1].not_run()
         people, ids = [], []
         for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops):
-            pixels = model.crop_input(frame, transform)
-            for person in self._infer(slot, pixels, transform, frame_change):
+            crop = lambda transform=transform: model.crop_input(frame, transform)  # noqa: E731
+            for person in self._infer(slot, crop, transform, frame_change):
                 people.append(person)
                 ids.append(transform.person)
         # Someone lost (or every slot taken): the next frame may detect at once.
@@ -448,21 +448,28 @@ class _Head:
         self._undetected = 0 if lost or full else self._undetected + 1
         return _to_result(self.kind, model, people, ids), self._stats(start)
 
-    def _infer(self, slot: Any, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
-        """Run the network on one input in ``slot``'s state and decode it."""
+    def _infer(self, slot: Any, pixels: Any, transform: Any, frame_change: Any) -> Any:
+        """Run the network on one input (``pixels()`` makes it) in ``slot``'s state; decode."""
         import torch
 
-        x = self.model.to_tensor(pixels)
+        net = slot.net
+        # Known still: the same crop of a still frame, or of a frame that changed nowhere the
+        # crop reads (several people: someone else moved). Its input is the last one then.
+        still = transform == slot.transform and not frame_change.refresh and (
+            frame_change.changed_fraction == 0.0 or (
+                net is not None and hasattr(net.change, 'changed')
+                and not net.change.changed(transform)))
+        x = slot.x if still and slot.x is not None else self.model.to_tensor(pixels())
         with torch.no_grad():
-            if slot.net is None:
+            if net is None:
                 outputs = self._dense(x)
             else:
-                # Known still without a change map of its own: the same crop of a still frame.
-                still = (not frame_change.refresh and frame_change.changed_fraction == 0.0
-                         and transform == slot.transform)
-                outputs = slot.net.run(
+                slot.x = x
+                outputs = net.run(
                     x, lambda: self._input_change(slot, transform, frame_change), still)
-                repeated = slot.net.repeated and slot.transform == transform
+                if net.path == 'dense' and not net.repeated and hasattr(net.change, 'read_whole'):
+                    net.change.read_whole()  # a dense pass read every tile
+                repeated = net.repeated and slot.transform == transform
                 slot.transform = transform
                 if repeated and slot.decoded is not None:
                     # The same outputs on the same crop decode to the same result.
