@@ -19,7 +19,8 @@ The package's output messages, built from pipeline results: one encoding for nod
   unlabelled);
 - keypoints: ``sensor_msgs/PointCloud2`` with one point per joint per person and the fields
   ``x``, ``y`` (float32, input pixels), ``score`` (float32), ``joint`` (uint16, index into the
-  joint names) and ``person`` (uint16), little-endian, 16 bytes a point, ``height`` 1;
+  joint names) and ``person`` (uint16: the person's id, which stays while a tracking model
+  follows them), little-endian, 16 bytes a point, ``height`` 1;
 - change maps: ``mono8`` Image, 255 where the tile changed, at the input resolution.
 
 vision_msgs has no keypoint type and is not installed everywhere; a PointCloud2 is standard,
