@@ -283,25 +283,6 @@ class ResampledChange:
         fraction = float(tiles.float().mean())
         return ChangeMap(tiles, False, fraction, fraction, t, index)
 
-    def read_whole(self) -> None:
-        """Note that the network read its whole input (a dense pass): nothing is pending."""
-        if self._pending is not None:
-            self._pending[:] = False
-
-    def changed(self, transform: Any) -> bool:
-        """Whether the next :meth:`update` for ``transform`` would mark any tile (no update)."""
-        if self._refresh or self._pending is None:
-            return True
-        if not self._pending.any():
-            return False
-        t = self.tile_size
-        height, width = (int(v) for v in transform.input_size)
-        x0, y0, x1, y1 = self._tile_boxes(transform, -(-height // t), -(-width // t))
-        rows, cols = np.nonzero(self._pending)
-        # A changed frame tile inside some input tile's range of frame tiles.
-        return bool(((rows[:, None] >= y0.min()) & (rows[:, None] <= y1.max())
-                     & (cols[:, None] >= x0.min()) & (cols[:, None] <= x1.max())).any())
-
     def _tile_boxes(self, transform: Any, tiles_h: int, tiles_w: int) -> tuple:
         """Per input tile, the inclusive range of frame tiles its pixels are sampled from."""
         key = (transform, self._frame_tiles, self._frame_tile_size)

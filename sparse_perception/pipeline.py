@@ -453,12 +453,13 @@ class _Head:
         import torch
 
         net = slot.net
-        # Known still: the same crop of a still frame, or of a frame that changed nowhere the
-        # crop reads (several people: someone else moved). Its input is the last one then.
-        still = transform == slot.transform and not frame_change.refresh and (
-            frame_change.changed_fraction == 0.0 or (
-                net is not None and hasattr(net.change, 'changed')
-                and not net.change.changed(transform)))
+        # Known still: the same crop of a still frame; its input is the last one then. (A
+        # frame that changed only where the crop does not read is not taken as still: the
+        # dense path then runs on the fresh crop, as a dense pipeline would, and at the
+        # static-camera setting that kept the person count with dense on 18 more frames of
+        # vtest's 795, bench/results/pose_sparsity_vtest.md.)
+        still = (transform == slot.transform and not frame_change.refresh
+                 and frame_change.changed_fraction == 0.0)
         x = slot.x if still and slot.x is not None else self.model.to_tensor(pixels())
         with torch.no_grad():
             if net is None:
@@ -467,8 +468,6 @@ class _Head:
                 slot.x = x
                 outputs = net.run(
                     x, lambda: self._input_change(slot, transform, frame_change), still)
-                if net.path == 'dense' and not net.repeated and hasattr(net.change, 'read_whole'):
-                    net.change.read_whole()  # a dense pass read every tile
                 repeated = net.repeated and slot.transform == transform
                 slot.transform = transform
                 if repeated and slot.decoded is not None:
