@@ -219,6 +219,121 @@ def _copy_tiles(a: np.ndarray, r: np.ndarray, tiles: np.ndarray, rows: np.ndarra
         r[y:y + t, x:x + t] = a[y:y + t, x:x + t]
 
 
+class ResampledChange:
+    """
+    The change map of a network input resampled from the camera frame, made from the frame's map.
+
+    The change settings count camera pixels: a pixel moved past ``threshold`` grey levels, a
+    tile holds ``min_pixels`` such pixels. A network input resampled from the frame (BlazePose's
+    detector sees the frame shrunk about 3.4 times, its landmark model a crop enlarged 1-4
+    times, a segmentation model a resized frame) would, with a change detector of its own,
+    apply them at another scale: on the shrunk detector input 32 changed pixels stand for about
+    370 camera pixels, and shrinking also averages a small person's edges below the threshold,
+    so a walking pedestrian could stay stale for many frames. Here an input tile is changed
+    when the frame region it samples holds a frame tile that changed since the network last
+    ran: the same rule for every network whatever its input's scale, exact at threshold 0 as
+    the frame's map is, and no second pass over pixels.
+
+    Call :meth:`add` with every frame's change map, whether the network runs on that frame or
+    not, and :meth:`update` with the input's transform when it runs.
+    """
+
+    def __init__(self, tile_size: int):
+        if tile_size < 1:
+            raise ValueError(f'ResampledChange tile_size={tile_size!r} must be at least 1')
+        self.tile_size = int(tile_size)
+        self._footprints: tuple[Any, Any] | None = None  # (transform key, tile index boxes)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget what changed: the next update is a refresh (every tile changed)."""
+        self._pending: np.ndarray | None = None  # frame tiles changed since the last update
+        self._frame_tiles: tuple[int, int] | None = None
+        self._frame_tile_size = 0
+        self._refresh = True
+        self._frame_index = 0
+
+    def request_refresh(self) -> None:
+        """Make the next update a full refresh (every tile changed)."""
+        self._refresh = True
+
+    def add(self, frame_change: ChangeMap) -> None:
+        """Take one frame's change map into what changed since the network last ran."""
+        tiles = frame_change.tiles.cpu().numpy()
+        shape = tuple(tiles.shape)
+        if (frame_change.refresh or shape != self._frame_tiles
+                or frame_change.tile_size != self._frame_tile_size):
+            self._refresh = True
+            self._pending = np.zeros(shape, bool)
+            self._frame_tiles, self._frame_tile_size = shape, frame_change.tile_size
+            return
+        self._pending |= tiles
+
+    def update(self, transform: Any) -> ChangeMap:
+        """
+        Return the change map of the input ``transform`` makes, and start gathering anew.
+
+        ``transform`` maps input pixels to frame pixels (``to_image``) and has ``input_size``
+        (h, w): an :class:`~sparse_perception.models.transforms.ImageTransform` or a
+        BlazePose ``RoiTransform``.
+        """
+        t = self.tile_size
+        height, width = (int(v) for v in transform.input_size)
+        tiles_h, tiles_w = -(-height // t), -(-width // t)
+        index = self._frame_index
+        self._frame_index += 1
+        if self._refresh or self._pending is None:  # a network made after this frame's add
+            self._refresh = False
+            if self._pending is not None:
+                self._pending[:] = False
+            return ChangeMap(torch.ones(tiles_h, tiles_w, dtype=torch.bool), True, 1.0, 1.0, t,
+                             index)
+        boxes = self._tile_boxes(transform, tiles_h, tiles_w)
+        integral = np.zeros((self._pending.shape[0] + 1, self._pending.shape[1] + 1), np.int32)
+        integral[1:, 1:] = self._pending.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
+        x0, y0, x1, y1 = boxes  # inclusive frame tile ranges, (tiles_h, tiles_w) each
+        count = (integral[y1 + 1, x1 + 1] - integral[y0, x1 + 1] - integral[y1 + 1, x0]
+                 + integral[y0, x0])
+        tiles = torch.from_numpy(count > 0)
+        self._pending[:] = False
+        fraction = float(tiles.float().mean())
+        return ChangeMap(tiles, False, fraction, fraction, t, index)
+
+    def _tile_boxes(self, transform: Any, tiles_h: int, tiles_w: int) -> tuple:
+        """Per input tile, the inclusive range of frame tiles its pixels are sampled from."""
+        key = (transform, self._frame_tiles, self._frame_tile_size)
+        if self._footprints is not None and self._footprints[0] == key:
+            return self._footprints[1]
+        t, frame_t = self.tile_size, self._frame_tile_size
+        height, width = (int(v) for v in transform.input_size)
+        # The first and last pixel centres of each tile: the map is affine, so the corners of
+        # a tile's centre grid bound where its samples land in the frame.
+        firsts_x, firsts_y = np.arange(tiles_w) * t + 0.5, np.arange(tiles_h) * t + 0.5
+        lasts_x = np.minimum(np.arange(1, tiles_w + 1) * t, width) - 0.5
+        lasts_y = np.minimum(np.arange(1, tiles_h + 1) * t, height) - 0.5
+        corners = [transform.to_image(np.stack(np.meshgrid(xs, ys), axis=-1))
+                   for xs in (firsts_x, lasts_x) for ys in (firsts_y, lasts_y)]
+        low, high = np.minimum.reduce(corners), np.maximum.reduce(corners)  # (h, w, 2)
+        # A sample reads the frame pixels around it: bilinear interpolation (crops, enlarging)
+        # the two nearest along each axis, area averaging (shrinking) those under the input
+        # pixel, half its extent each way; torch's antialiased stand-in for OpenCV up to a
+        # whole extent.
+        origin, ex, ey = transform.to_image(np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+        extent = np.abs(ex - origin) + np.abs(ey - origin)  # (x, y) frame pixels per input pixel
+        reach = np.maximum(0.5, extent * (0.5 if _cv2() is not None else 1.0))
+        first = np.floor(low - reach).astype(np.int64)
+        last = np.maximum(np.floor(high - 0.5) + 1, np.ceil(high + reach) - 1).astype(np.int64)
+        frame_h, frame_w = self._frame_tiles
+        # Outside the frame a crop replicates its border: clipping reads the edge tiles.
+        x0 = np.clip(first[..., 0] // frame_t, 0, frame_w - 1)
+        y0 = np.clip(first[..., 1] // frame_t, 0, frame_h - 1)
+        x1 = np.clip(last[..., 0] // frame_t, 0, frame_w - 1)
+        y1 = np.clip(last[..., 1] // frame_t, 0, frame_h - 1)
+        boxes = (x0, y0, x1, y1)
+        self._footprints = (key, boxes)
+        return boxes
+
+
 def _channel_peak(diff: np.ndarray) -> np.ndarray:
     """Return the largest channel of an (H, W, C) uint8 array as (H, W)."""
     cv2 = _cv2()

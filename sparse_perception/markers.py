@@ -54,7 +54,9 @@ def keypoint_markers(pose: PoseResult, image_size: tuple[int, int], min_score: f
     height, width = image_size
     keypoints = np.asarray(pose.keypoints, dtype=np.float64)  # (P, K, 3) x, y, score
     people = []
-    for person, joints in enumerate(keypoints):
+    # A person's id names their markers and picks their colour: both stay while they are
+    # followed (a marker id must fit an int32).
+    for person, joints in zip((int(i) % 2 ** 30 for i in pose.person_ids), keypoints):
         shown = joints[:, 2] >= min_score
         if not shown.any():
             continue

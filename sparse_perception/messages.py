@@ -19,7 +19,8 @@ The package's output messages, built from pipeline results: one encoding for nod
   unlabelled);
 - keypoints: ``sensor_msgs/PointCloud2`` with one point per joint per person and the fields
   ``x``, ``y`` (float32, input pixels), ``score`` (float32), ``joint`` (uint16, index into the
-  joint names) and ``person`` (uint16), little-endian, 16 bytes a point, ``height`` 1;
+  joint names) and ``person`` (uint16: the person's id, which stays while a tracking model
+  follows them), little-endian, 16 bytes a point, ``height`` 1;
 - change maps: ``mono8`` Image, 255 where the tile changed, at the input resolution.
 
 vision_msgs has no keypoint type and is not installed everywhere; a PointCloud2 is standard,
@@ -101,7 +102,8 @@ def keypoints_to_cloud(pose: PoseResult, header: Any, *, msg_type: type,
     flat = keypoints.reshape(-1, 3)
     points['x'], points['y'], points['score'] = flat[:, 0], flat[:, 1], flat[:, 2]
     points['joint'] = np.tile(np.arange(joints, dtype=np.uint16), people)
-    points['person'] = np.repeat(np.arange(people, dtype=np.uint16), joints)
+    # The person's id, the same while a tracking model follows them (uint16: it wraps).
+    points['person'] = np.repeat((pose.person_ids % 65536).astype(np.uint16), joints)
     fields = [field_type(name=name, offset=offset, datatype=datatype, count=1)
               for name, offset, datatype in KEYPOINT_FIELDS]
     return build_message(msg_type, header, {

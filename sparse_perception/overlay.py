@@ -66,16 +66,31 @@ def draw_pose(image: np.ndarray, pose: PoseResult, min_score: float = 0.3) -> np
 
     out = np.ascontiguousarray(image.copy())
     scale = max(1, round(max(image.shape[:2]) / 400))
-    for person, keypoints in enumerate(np.asarray(pose.keypoints)):
-        colour = tuple(int(c) for c in _PALETTE[(person % 20) + 1])
+    for person, keypoints in zip(pose.person_ids, np.asarray(pose.keypoints)):
+        # Colour and label follow the person's id, which stays while they are followed.
+        colour = tuple(int(c) for c in _PALETTE[(int(person) % 20) + 1])
         for a, b in pose.skeleton:
             if min(keypoints[a, 2], keypoints[b, 2]) >= min_score:
                 cv2.line(out, _point(keypoints[a]), _point(keypoints[b]), colour, scale,
                          cv2.LINE_AA)
-        for x, y, score in keypoints:
-            if score >= min_score:
-                cv2.circle(out, _point((x, y)), 2 * scale, (255, 255, 255), -1, cv2.LINE_AA)
+        shown = keypoints[keypoints[:, 2] >= min_score]
+        for x, y, score in shown:
+            cv2.circle(out, _point((x, y)), 2 * scale, (255, 255, 255), -1, cv2.LINE_AA)
+        if len(shown):  # the id above the highest joint shown
+            top = shown[np.argmin(shown[:, 1])]
+            _label(out, str(int(person)), _point((top[0], top[1] - 6 * scale)), colour, scale)
     return out
+
+
+def _label(image: np.ndarray, text: str, at: tuple[int, int], colour: tuple, scale: int):
+    """Write ``text`` centred on ``at`` in ``colour`` with a dark outline (readable anywhere)."""
+    import cv2
+
+    font, size = cv2.FONT_HERSHEY_SIMPLEX, 0.4 * scale
+    (width, height), _ = cv2.getTextSize(text, font, size, scale)
+    origin = (at[0] - width // 2, at[1])
+    cv2.putText(image, text, origin, font, size, (0, 0, 0), scale + 2, cv2.LINE_AA)
+    cv2.putText(image, text, origin, font, size, colour, scale, cv2.LINE_AA)
 
 
 def draw_change(image: np.ndarray, tiles: np.ndarray, tile_size: int) -> np.ndarray:

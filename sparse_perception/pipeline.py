@@ -22,7 +22,9 @@ knows nothing of ROS. Per frame it
    whose reference holds, per tile, the pixels last propagated;
 2. for each head (segmentation, pose), fits the frame to the network input and finds which
    input tiles changed: the frame's change map itself when the network takes the frame as it
-   is, else a change map of the network input (a resized frame, or a tracked person's crop);
+   is, else the frame's map carried onto the network input (a resized frame, or a tracked
+   person's crop; :class:`~sparse_perception.change.ResampledChange`), so that the change
+   settings count camera pixels whatever the input's scale;
 3. runs the network's convolutional trunk in the incremental engine, which reads the input
    only inside changed tiles, and its small tail densely, and decodes the result into a mask
    or keypoints on the camera frame. On the CPU a network runs a plain dense pass instead
@@ -384,12 +386,27 @@ class _IncrementalDetector:
 
     def __init__(self, detector: Any, dense: Any, settings: PerceptionSettings, what: str,
                  input_size: tuple[int, int]):
+        from sparse_perception.change import ResampledChange
+
         self.net = _IncrementalNet(detector.trunk, detector.tail, _dense_pass(dense), settings,
                                    what, input_size)
+        self.net.change = ResampledChange(settings.change.tile_size)
+        self.input_size = input_size
+        self._image_size: tuple[int, int] | None = None
+
+    def add(self, frame_change: Any, image_size: tuple[int, int]) -> None:
+        """Take every frame's change map, whether the detector runs on the frame or not."""
+        self.net.change.add(frame_change)
+        self._image_size = image_size
 
     def __call__(self, x: Any) -> Any:
-        change = self.net.change.update((x + 1.0) * 0.5)  # compared in [0, 1] units
-        return self.net.run(x, change)
+        from sparse_perception.models.transforms import ImageTransform
+
+        if self._image_size is None:
+            raise ValueError(f'{self.net.what} runs within a pipeline, which gives it each '
+                             "frame's change map first")
+        letterbox = ImageTransform.fit(self._image_size, self.input_size, 'letterbox')
+        return self.net.run(x, lambda: self.net.change.update(letterbox))
 
 
 class _Head:
@@ -397,7 +414,9 @@ class _Head:
     One network on the frame: the loaded model and, when incremental, its engine state.
 
     A fully convolutional network that takes the camera frame as it is shares the pipeline's
-    change map; a network whose input is resampled keeps a change map of its own input.
+    change map; a network whose input is resampled gets the frame's map carried onto its input
+    (ResampledChange). A tracking pose model that follows several people runs its landmark
+    network once per person, each in a network state of its own (``slots``).
     """
 
     def __init__(self, kind: str, settings: PerceptionSettings, device: str,
@@ -407,21 +426,19 @@ class _Head:
         self.model = _load(kind, self.model_name, settings, device, incremental)
         self.nets: list[_IncrementalNet] = []
         self.net = None
-        self._last_transform = None
-        self._last_result: Any = None  # the last decoded result
+        self._prefixes = ['']  # per network in nets: how its layers are named in the stats
         self._dense = _dense_pass(self.model.module)  # the dense reference's pass
-        # A tracking model's detector runs on every detect_period-th frame without a person
-        # (incremental pipelines only: the dense reference detects on every frame).
+        # A tracking model's detector runs on every detect_period-th frame while it follows
+        # fewer people than it may (incremental pipelines only: the dense reference detects
+        # on every such frame).
         self.detect_period = settings.pose.detect_period if incremental else 1
-        self._undetected = 0  # frames since the person was lost (or the stream began)
-        self._moved = False  # the frame changed since the detector last ran
+        self._undetected = 0  # frames in a row with room for another person
+        self._moved = False  # the frame changed where nobody is followed since the detector ran
+        self._settings = settings
+        if hasattr(self.model, 'max_people'):
+            self.model.max_people = settings.pose.max_people
         if incremental:
-            module = self.model.module
-            what = f'{kind} model {self.model_name!r}'
-            self.net = _IncrementalNet(module.trunk, module.tail,
-                                       _dense_pass(self.model.dense_module), settings,
-                                       what, self.model.input_size,
-                                       _gates(kind, self.model, settings, what))
+            self.net = self._landmark_net(settings)
             self.nets.append(self.net)
             if getattr(self.model, 'detector', None) is not None:
                 try:
@@ -434,88 +451,148 @@ class _Head:
                 else:
                     self.model.detector = detector
                     self.nets.append(detector.net)
+                    self._prefixes.append('detector/')
+        from sparse_perception.person_crops import PersonSlots
+
+        self.slots = PersonSlots(self.net, self._another_person)
+
+    def _landmark_net(self, settings: PerceptionSettings) -> _IncrementalNet:
+        from sparse_perception.change import ResampledChange
+
+        module = self.model.module
+        what = f'{self.kind} model {self.model_name!r}'
+        net = _IncrementalNet(module.trunk, module.tail, _dense_pass(self.model.dense_module),
+                              settings, what, self.model.input_size,
+                              _gates(self.kind, self.model, settings, what))
+        if self.model.input_size is not None and self.model.resize != 'none':
+            # A resampled input: its change map comes from the frame's (see ResampledChange);
+            # a network fed the frame itself shares the frame's map.
+            net.change = ResampledChange(settings.change.tile_size)
+        return net
+
+    def _another_person(self) -> _IncrementalNet | None:
+        """Make a landmark network state for one more person followed at once (None: dense)."""
+        if self.net is None:
+            return None
+        net = self._landmark_net(self._settings)
+        self.nets.append(net)
+        self._prefixes.append(f'person{len(self.slots.slots)}/')
+        return net
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Apply new sparsity and change settings from the next frame on, keeping the caches."""
+        self._settings = settings
         for net in self.nets:
             net.reconfigure(settings)
         if self.net is not None:
             self.detect_period = settings.pose.detect_period
+        if hasattr(self.model, 'max_people'):
+            self.model.max_people = settings.pose.max_people
+            del self.model.tracks[settings.pose.max_people:]  # the latest found go first
 
     def reset(self) -> None:
         for net in self.nets:
             net.reset()
-        self._last_transform = self._last_result = None
+        self.slots.forget()
         self._undetected, self._moved = 0, False
-        if hasattr(self.model, 'reset'):  # a tracking model forgets its person
+        if hasattr(self.model, 'reset'):  # a tracking model forgets its people
             self.model.reset()
 
     def run(self, frame: np.ndarray, frame_change: Any) -> tuple[Any, HeadStats]:
         """Run on ``frame`` (H, W, 3) uint8 RGB; ``frame_change`` is the frame's ChangeMap."""
-        import torch
-
         start = time.perf_counter()
         model = self.model
-        locate = getattr(model, 'locate', None)  # a tracking model, with a person detector
-        if locate is None:
+        for net in self.nets:  # what changed reaches every resampled input, run or not
+            if net.change is not frame_change and hasattr(net.change, 'add'):
+                net.change.add(frame_change)
+        detector = getattr(model, 'detector', None)
+        if isinstance(detector, _IncrementalDetector):
+            detector.add(frame_change, frame.shape[:2])
+        if getattr(model, 'locate_people', None) is None:
             pixels, transform = model.prepare(frame)
-        else:
-            detect = self._detect_now(frame_change)
-            transform = locate(frame, detect=detect)
-            if not detect and getattr(model, 'roi', None) is None and len(self.nets) > 1:
-                # The dense reference detects on this frame: count what skipping it saved.
-                self.nets[1].not_run()
-            if transform.source == 'frame':
-                # Nobody is tracked: the landmark network would be decoded as nothing.
-                self._last_transform = self._last_result = None
-                self._undetected += 1
-                return _empty(self.kind, model), self._stats(start)
-            self._undetected = 0
-            pixels = model.crop_input(frame, transform)
-        x = model.to_tensor(pixels)
+            (slot,) = self.slots.slots[:1]
+            decoded = self._infer(slot, lambda: pixels, transform, frame_change)
+            return _to_result(self.kind, model, decoded), self._stats(start)
+        free = len(model.tracks) < model.max_people
+        detect = free and self._detect_now(frame_change)
+        crops = model.locate_people(frame, detect=detect)
+        if free and not detect and len(self.nets) > 1:
+            # The dense reference detects on this frame: count what skipping it saved.
+            self.nets[1].not_run()
+        people, ids = [], []
+        for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops):
+            crop = lambda transform=transform: model.crop_input(frame, transform)  # noqa: E731
+            for person in self._infer(slot, crop, transform, frame_change):
+                people.append(person)
+                ids.append(transform.person)
+        # Someone lost (or every slot taken): the next frame may detect at once.
+        lost = len(model.tracks) < len(crops)
+        full = len(model.tracks) >= model.max_people
+        self._undetected = 0 if lost or full else self._undetected + 1
+        return _to_result(self.kind, model, people, ids), self._stats(start)
+
+    def _infer(self, slot: Any, pixels: Any, transform: Any, frame_change: Any) -> Any:
+        """Run the network on one input (``pixels()`` makes it) in ``slot``'s state; decode."""
+        import torch
+
+        net = slot.net
+        # Known still: the same crop of a still frame; its input is the last one then. (A
+        # frame that changed only where the crop does not read is not taken as still: the
+        # dense path then runs on the fresh crop, as a dense pipeline would, and at the
+        # static-camera setting that kept the person count with dense on 18 more frames of
+        # vtest's 795, bench/results/pose_sparsity_vtest.md.)
+        still = (transform == slot.transform and not frame_change.refresh
+                 and frame_change.changed_fraction == 0.0)
+        x = slot.x if still and slot.x is not None else self.model.to_tensor(pixels())
         with torch.no_grad():
-            if self.net is None:
+            if net is None:
                 outputs = self._dense(x)
             else:
-                # Known still without a change map of its own: the same crop of a still frame.
-                still = (not frame_change.refresh and frame_change.changed_fraction == 0.0
-                         and transform == self._last_transform)
-                outputs = self.net.run(
-                    x, lambda: self._input_change(pixels, transform, frame_change), still)
-                self._last_transform = transform
-                if self.net.repeated and self._last_result is not None:
+                slot.x = x
+                outputs = net.run(
+                    x, lambda: self._input_change(slot, transform, frame_change), still)
+                repeated = net.repeated and slot.transform == transform
+                slot.transform = transform
+                if repeated and slot.decoded is not None:
                     # The same outputs on the same crop decode to the same result.
-                    return self._last_result, self._stats(start)
-        result = _to_result(self.kind, model, model.decode(outputs, transform))
-        self._last_result = result
-        return result, self._stats(start)
+                    return slot.decoded
+        slot.decoded = self.model.decode(outputs, transform)
+        return slot.decoded
 
     def _detect_now(self, frame_change: Any) -> bool:
-        """Whether a tracking model that follows nobody may run its detector on this frame."""
-        self._moved = self._moved or frame_change.refresh or frame_change.changed_fraction > 0
-        detect = self.net is None or self._undetected == 0 or (
-            # Nothing moved since the detector last found nobody: it would find nobody again.
+        """Whether a tracking model with room for another person may detect on this frame."""
+        from sparse_perception.person_crops import tiles_outside
+
+        if self.net is None:
+            return True
+        tracks = self.model.tracks
+        moved = frame_change.refresh or (
+            frame_change.changed_fraction > 0 and (not tracks or tiles_outside(
+                frame_change.tiles.cpu().numpy(), frame_change.tile_size,
+                [t.roi.corners() for t in tracks])))
+        self._moved = self._moved or moved
+        detect = self._undetected == 0 or (
+            # Nothing moved outside the crops since the detector last ran: it would find
+            # nobody new.
             self._moved and self._undetected % self.detect_period == 0)
         if detect:
             self._moved = False
         return detect
 
-    def _input_change(self, pixels: np.ndarray, transform: Any, frame_change: Any) -> Any:
+    def _input_change(self, slot: Any, transform: Any, frame_change: Any) -> Any:
         """Return the ChangeMap of the network input (its ``refresh`` means dense)."""
         if getattr(transform, 'mode', None) == 'none':
-            change = frame_change  # the input is the frame: share its change map
-        else:
-            if transform != self._last_transform:
-                self.net.change.request_refresh()  # a new crop or fit: every pixel is new
-            change = self.net.change.update(pixels)
-        return change
+            return frame_change  # the input is the frame: share its change map
+        if transform != slot.transform:
+            slot.net.change.request_refresh()  # a new crop or fit: every pixel is new
+        return slot.net.change.update(transform)
 
     def _stats(self, start: float) -> HeadStats:
         """Sum what the head's networks did this frame (the detector only when it ran)."""
         ms = (time.perf_counter() - start) * 1e3
         if self.net is None:
             return HeadStats(1.0, 0, 0, True, ms)
-        runs = [(prefix, stats) for net, prefix in zip(self.nets, ('', 'detector/'))
+        runs = [(prefix, stats) for net, prefix in zip(self.nets, self._prefixes)
                 for stats in net.take_stats()]
         dense_macs = sum(stats.dense_macs for _, stats in runs)
         active = (sum(stats.active_fraction * stats.dense_macs for _, stats in runs) / dense_macs
@@ -833,15 +910,7 @@ def _apply_change_settings(detector: Any, settings: PerceptionSettings) -> None:
             setattr(detector, field.name, getattr(settings.change, field.name))
 
 
-def _empty(kind: str, model: Any) -> Any:
-    if kind == 'segmentation':
-        raise ModelLoadError(f'segmentation model {model.name!r} returned no input crop')
-    joints = tuple(model.joints)
-    return PoseResult(np.zeros((0, len(joints), 3), np.float32), joints,
-                      tuple(tuple(edge) for edge in model.skeleton))
-
-
-def _to_result(kind: str, model: Any, decoded: Any) -> Any:
+def _to_result(kind: str, model: Any, decoded: Any, ids: Sequence[int] | None = None) -> Any:
     if kind == 'segmentation':
         return SegmentationResult(np.ascontiguousarray(decoded, dtype=np.uint8),
                                   tuple(model.labels))
@@ -849,7 +918,8 @@ def _to_result(kind: str, model: Any, decoded: Any) -> Any:
     joints = len(model.joints)
     keypoints = np.asarray(people, dtype=np.float32).reshape(len(people), joints, 3)
     return PoseResult(keypoints, tuple(model.joints),
-                      tuple(tuple(edge) for edge in model.skeleton))
+                      tuple(tuple(edge) for edge in model.skeleton),
+                      None if ids is None else np.asarray(ids, dtype=np.int64))
 
 
 __all__ = ['HEADS', 'ModelLoadError', 'Pipeline']

@@ -41,10 +41,20 @@ class PoseResult:
     keypoints: np.ndarray  # (P, K, 3) float32: x, y (input pixels, x right, y down), score 0-1
     joint_names: tuple[str, ...]  # K names, e.g. COCO-17 order
     skeleton: tuple[tuple[int, int], ...]  # joint index pairs to draw as bones
+    # (P,) int: each person's id, the same while the person is followed from frame to frame
+    # (a tracking model); None: people are numbered by their position in ``keypoints``.
+    ids: np.ndarray | None = None
 
     @property
     def people(self) -> int:
         return int(self.keypoints.shape[0])
+
+    @property
+    def person_ids(self) -> np.ndarray:
+        """(P,) int64: the people's ids, or their positions when the model gives none."""
+        if self.ids is None:
+            return np.arange(self.people, dtype=np.int64)
+        return np.asarray(self.ids, dtype=np.int64)
 
 
 @dataclass(frozen=True)

@@ -235,7 +235,7 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class PoseSettings:
-    """When a tracking pose model (BlazePose) looks for a person."""
+    """How a tracking pose model (BlazePose) looks for people, and how many it follows."""
 
     # While nobody is tracked, the incremental pipeline runs the person detector on every
     # N-th frame only (1 = every frame, as MediaPipe does); a person who walks in is then
@@ -245,6 +245,13 @@ class PoseSettings:
     detect_period: int = setting(
         4, 'While nobody is tracked, run the person detector every N frames (1 = every frame)',
         low=1, high=1000)
+    # How many people a tracking pose model follows at once, each in a still crop with an
+    # engine state of its own (the landmark network runs once per person: a person costs
+    # what one person costs). While fewer are followed, the detector looks for more on every
+    # detect_period-th frame on which something changed outside the followed people's crops.
+    # 1 follows the best detection only, as MediaPipe's pose graph does.
+    max_people: int = setting(
+        1, 'How many people a tracking pose model (BlazePose) follows at once', low=1, high=64)
 
 
 @dataclass(frozen=True)

@@ -39,10 +39,14 @@ MIB = 1 << 20
 _LIMITED_CLI = """\
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
-limit = int(sys.argv[1])
+limit, double = int(sys.argv[1]), sys.argv[2] == '1'
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
 from sparse_perception import cli
-sys.exit(cli.main(sys.argv[2:]))
+if double:  # replays build the pipeline double (test/pipeline_double.py), as in-process
+    from pipeline_double import PipelineDouble
+    from sparse_perception.replay import job
+    job.default_pipeline = lambda: PipelineDouble
+sys.exit(cli.main(sys.argv[3:]))
 """
 
 
@@ -52,9 +56,15 @@ def _env() -> dict:
     return dict(os.environ, PYTHONPATH=path)
 
 
-def run_cli_limited(argv: list, file_size: int) -> subprocess.CompletedProcess:
-    """Run ``sparse-perception ARGV`` in a child whose files cannot grow past ``file_size``."""
-    return subprocess.run([sys.executable, '-c', _LIMITED_CLI, str(file_size), *map(str, argv)],
+def run_cli_limited(argv: list, file_size: int,
+                    double: bool = False) -> subprocess.CompletedProcess:
+    """
+    Run ``sparse-perception ARGV`` in a child whose files cannot grow past ``file_size``.
+
+    With ``double``, a replay there builds the pipeline double instead of the real Pipeline.
+    """
+    return subprocess.run([sys.executable, '-c', _LIMITED_CLI, str(file_size),
+                           '1' if double else '0', *map(str, argv)],
                           capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300)
 
 

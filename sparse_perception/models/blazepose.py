@@ -98,6 +98,12 @@ class TrackingSettings:
     rotation_tolerance: float = math.radians(10.0)
     landmark_presence: float = 0.5  # landmarks at least this present must stay inside the crop
     margin: float = 0.02  # ... at least this fraction of the crop from its border
+    # Two ROIs whose centres lie closer than this fraction of the smaller side (and whose
+    # sides are within scale_tolerance squared) frame one person: the landmark model, trained
+    # on hips near the crop's centre, follows whoever is there, so a second crop would follow
+    # the same person (a new detection there spawns nobody; of two crops that meet, the
+    # younger ends).
+    same_person: float = 0.15
     heatmap_refine: bool = True  # refine landmarks from the heatmaps (MediaPipe does)
     heatmap_kernel: int = 7
     heatmap_min_confidence: float = 0.5
@@ -170,6 +176,7 @@ class RoiTransform:
     roi: Roi
     source: str  # 'detection', 'landmarks' (tracked) or 'frame' (nobody tracked)
     mode: str = 'roi'
+    person: int = -1  # the id of the tracked person this crop follows (-1: nobody)
 
     def to_input(self, xy: np.ndarray) -> np.ndarray:
         """Map frame coordinates ``(..., 2)`` as (x, y) to network input pixels."""
@@ -349,6 +356,24 @@ def coco17_view(person: list[Keypoint]) -> list[Keypoint]:
 
 
 @dataclass
+class Track:
+    """One followed person: an id that stays while the person is followed, and a still ROI."""
+
+    person: int  # the id
+    roi: Roi
+    source: str  # 'detection' or 'landmarks': what placed the ROI
+
+
+def same_person(a: Roi, b: Roi, settings: TrackingSettings = TrackingSettings()) -> bool:
+    """Whether two ROIs frame one person (see ``TrackingSettings.same_person``)."""
+    side = min(a.size, b.size)
+    ratio = a.size / b.size if b.size > 0 else math.inf
+    close = math.hypot(a.center[0] - b.center[0], a.center[1] - b.center[1]) \
+        < settings.same_person * side
+    return close and settings.scale_tolerance ** -2 <= ratio <= settings.scale_tolerance ** 2
+
+
+@dataclass
 class BlazePose(LoadedModel):
     """
     BlazePose with the surface of :class:`LoadedModel`, so a pipeline runs it like any pose model.
@@ -369,30 +394,46 @@ class BlazePose(LoadedModel):
     detector_source: Path | None = None
     detector_settings: DetectorSettings = field(default_factory=DetectorSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
-    roi: Roi | None = field(default=None, init=False)  # tracked ROI; None: detect next frame
-    roi_source: str = field(default='frame', init=False)
+    max_people: int = 1  # how many people are followed at once, each in a crop of its own
+    tracks: list[Track] = field(default_factory=list, init=False)  # oldest first
     counters: dict[str, int] = field(init=False, default_factory=lambda: {
-        'frames': 0, 'detector_runs': 0, 'detections': 0, 'roi_moves': 0, 'losses': 0})
+        'frames': 0, 'detector_runs': 0, 'detections': 0, 'roi_moves': 0, 'losses': 0,
+        'merges': 0})
 
     def __post_init__(self):
         self._anchors = ssd_anchor_centres(self.detector_settings)
         self._image_size: tuple[int, int] | None = None
+        self._next_id = 0
 
     @property
     def view(self) -> str:
         return 'coco17' if len(self.joints) == len(decoders.COCO17_JOINTS) else 'blazepose33'
 
+    @property
+    def roi(self) -> Roi | None:
+        """Return the ROI of the person followed longest (None: nobody is followed)."""
+        return self.tracks[0].roi if self.tracks else None
+
+    @property
+    def roi_source(self) -> str:
+        """Return what placed that ROI: 'detection', 'landmarks' ('frame': nobody)."""
+        return self.tracks[0].source if self.tracks else 'frame'
+
     def reset(self) -> None:
-        """Forget the tracked person (a new stream starts): the next frame runs the detector."""
-        self.roi, self.roi_source, self._image_size = None, 'frame', None
+        """Forget the tracked people (a new stream starts): the next frame runs the detector."""
+        self.tracks, self._image_size = [], None
 
     def transform(self, image_size: tuple[int, int]) -> RoiTransform:
         """Return the crop the next frame of ``image_size`` gets if no detection is needed."""
         image_size = (int(image_size[0]), int(image_size[1]))
-        if self.roi is None or self._image_size != image_size:
+        if not self.tracks or self._image_size != image_size:
             return RoiTransform(image_size, self.input_size, Roi.whole_frame(image_size),
                                 'frame')
-        return RoiTransform(image_size, self.input_size, self.roi, self.roi_source)
+        return self._crop_of(self.tracks[0], image_size)
+
+    def _crop_of(self, track: Track, image_size: tuple[int, int]) -> RoiTransform:
+        return RoiTransform(image_size, self.input_size, track.roi, track.source,
+                            person=track.person)
 
     def detect(self, image: np.ndarray) -> list[Detection]:
         """Run the person detector on a frame; detections in frame pixels, best first."""
@@ -431,22 +472,39 @@ class BlazePose(LoadedModel):
 
         While nobody is tracked the detector runs, unless ``detect`` is False (a caller that
         schedules detections); ``transform.source == 'frame'`` then means nobody is there,
-        and the landmark model need not run.
+        and the landmark model need not run. With ``max_people`` above 1 this is the crop of
+        the person followed longest; :meth:`locate_people` returns every crop.
+        """
+        crops = self.locate_people(image, detect=detect)
+        return crops[0] if crops else self.transform(image.shape[:2])
+
+    def locate_people(self, image: np.ndarray, *, detect: bool = True) -> list[RoiTransform]:
+        """
+        Return the crop of every followed person for the next frame, oldest first.
+
+        While fewer than ``max_people`` are followed the detector runs, unless ``detect`` is
+        False (a caller that schedules detections), and each detection that is nobody's
+        already (:func:`same_person`) starts a new person, best first.
         """
         check_frame(image)
-        image_size = tuple(image.shape[:2])
+        image_size = (int(image.shape[0]), int(image.shape[1]))
         if self._image_size != image_size:
-            self.roi, self._image_size = None, image_size
-        if self.roi is None and detect:
-            detections = self.detect(image)
-            if detections:
-                best = detections[0]
-                self.counters['detections'] += 1
-                self.roi = Roi.from_points(
-                    best.keypoints[_DETECTOR_CENTRE], best.keypoints[_DETECTOR_SCALE],
-                    self.tracking.roi_scale)
-                self.roi_source = 'detection'
-        return self.transform(image_size)
+            self.tracks, self._image_size = [], image_size
+        if detect and len(self.tracks) < self.max_people:
+            found = 0
+            for detection in self.detect(image):
+                if len(self.tracks) >= self.max_people:
+                    break
+                roi = Roi.from_points(detection.keypoints[_DETECTOR_CENTRE],
+                                      detection.keypoints[_DETECTOR_SCALE],
+                                      self.tracking.roi_scale)
+                if any(same_person(roi, t.roi, self.tracking) for t in self.tracks):
+                    continue
+                self.tracks.append(Track(self._next_id, roi, 'detection'))
+                self._next_id += 1
+                found += 1
+            self.counters['detections'] += found
+        return [self._crop_of(track, image_size) for track in self.tracks]
 
     def decode(self, outputs, transform, *, min_score: float = 0.0,
                view: str | None = None) -> list[list[Keypoint]]:
@@ -468,10 +526,13 @@ class BlazePose(LoadedModel):
         landmarks, presence, heatmap = _landmark_arrays(outputs)
         if transform.source == 'frame':
             return []  # nobody detected: the crop is only there to keep the stream uniform
+        # The person this crop follows, if the crop is still theirs (the latest frame's).
+        track = next((t for t in self.tracks
+                      if t.person == transform.person and t.roi == transform.roi), None)
         if presence < self.tracking.presence_threshold:
-            if self.roi is not None and self.roi == transform.roi:
+            if track is not None:
                 self.counters['losses'] += 1
-                self.roi, self.roi_source = None, 'frame'
+                self.tracks.remove(track)
             return []
         height, width = self.input_size
         uv = landmarks[:, :2] / (width, height)
@@ -481,8 +542,8 @@ class BlazePose(LoadedModel):
         xy = transform.roi.to_frame(uv)
         visibility = _sigmoid(landmarks[:, 3])
         landmark_presence = _sigmoid(landmarks[:, 4])
-        if self.roi == transform.roi:  # the decoded frame is the latest one: track
-            self._track(transform.roi, uv, xy, landmark_presence)
+        if track is not None:  # the decoded frame is the latest one: track
+            self._track(track, uv, xy, landmark_presence)
         person = [Keypoint(float(x), float(y), float(s))
                   for (x, y), s in zip(xy[:len(BLAZEPOSE33_JOINTS)], visibility)]
         if view == 'coco17':
@@ -491,14 +552,22 @@ class BlazePose(LoadedModel):
             return []
         return [person]
 
-    def _track(self, roi: Roi, uv: np.ndarray, xy: np.ndarray, presence: np.ndarray) -> None:
+    def _track(self, track: Track, uv: np.ndarray, xy: np.ndarray,
+               presence: np.ndarray) -> None:
         """Keep the ROI while the person stays inside it; otherwise move it to the landmarks."""
         settings = self.tracking
         suggested = Roi.from_points(xy[_ROI_CENTRE], xy[_ROI_SCALE], settings.roi_scale)
-        if not keeps_roi(roi, suggested, uv[:len(BLAZEPOSE33_JOINTS)],
-                         presence[:len(BLAZEPOSE33_JOINTS)], settings):
-            self.roi, self.roi_source = suggested, 'landmarks'
-            self.counters['roi_moves'] += 1
+        if keeps_roi(track.roi, suggested, uv[:len(BLAZEPOSE33_JOINTS)],
+                     presence[:len(BLAZEPOSE33_JOINTS)], settings):
+            return
+        if any(same_person(suggested, other.roi, settings) for other in self.tracks
+               if other.person < track.person):
+            # It moved onto someone followed longer: one person, one crop.
+            self.counters['merges'] += 1
+            self.tracks.remove(track)
+            return
+        track.roi, track.source = suggested, 'landmarks'
+        self.counters['roi_moves'] += 1
 
     def __call__(self, image: np.ndarray, **options):
         """Run both stages densely on one frame and decode it (tracking across calls)."""

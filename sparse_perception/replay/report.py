@@ -163,6 +163,7 @@ def markdown(report: dict) -> str:
         rows += [('frames with people (incremental)', _fmt(pose['frames_with_people'])),
                  ('people per frame, mean', _fmt(pose['people_per_frame_mean'])),
                  ('keypoint error vs dense, p50 (px)', _fmt(pose['keypoint_px_p50'])),
+                 ('keypoint error vs dense, mean (px)', _fmt(pose['keypoint_px_mean'])),
                  ('frames whose person count differs from dense',
                   _fmt(pose['person_count_mismatch_frames']))]
     lines += _table(('figure', 'value'), rows)

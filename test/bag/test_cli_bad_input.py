@@ -28,7 +28,7 @@ import re
 import cv2
 from limits import run_cli_limited
 import numpy as np
-from pipeline_double import TinyConvPipeline
+from pipeline_double import PipelineDouble
 import pytest
 from replay_helpers import (
     COMPRESSED, compressed_message, frame_picture, TYPESTORE, write_bag)
@@ -191,8 +191,8 @@ def test_replay_out_under_a_file_or_unwritable(bag, tmp_path, capsys):
 def test_replay_out_on_a_full_disk(bag, tmp_path):
     # The output bag, the contact sheet or a plot fails midway (files cannot grow past 8 KB).
     out = tmp_path / 'out'
-    err = _limited_error(run_cli_limited(['replay', bag, '--pipeline', DOUBLE, '--quiet',
-                                          '--out', out], 8000), 'replay')
+    err = _limited_error(run_cli_limited(['replay', bag, '--quiet', '--out', out], 8000,
+                                         double=True), 'replay')
     assert f'cannot write into {out}: File too large; no report written' in err
     assert not (out / 'report.json').exists() and not list(out.glob('.partial-*'))
 
@@ -207,10 +207,10 @@ def test_annotated_video_cut_short_by_a_full_disk_is_an_error(tmp_path):
         writer.write(rng.integers(0, 256, (120, 160, 3), np.uint8))  # incompressible
     writer.release()
     out = tmp_path / 'out'
-    args = ['replay', video, '--pipeline', DOUBLE, '--quiet', '--no-bag', '--contact-sheet',
-            '0', '--video', '--out', out]
+    args = ['replay', video, '--quiet', '--no-bag', '--contact-sheet', '0', '--video', '--out',
+            out]
     # 100 KB: room for the plots and tables, not for the video.
-    err = _limited_error(run_cli_limited(args, 100_000), 'replay')
+    err = _limited_error(run_cli_limited(args, 100_000, double=True), 'replay')
     assert 'the annotated video annotated.mp4 was not written completely (no moov box)' in err
     assert not (out / 'report.json').exists() and not list(out.glob('.partial-*'))
 
@@ -305,14 +305,14 @@ def test_replay_interrupted_keeps_the_earlier_report(bag, tmp_path, capsys, monk
     assert _replay(out, bag) == 0
     earlier = (out / 'report.json').read_bytes()
     calls = []
-    process = TinyConvPipeline.process
+    process = PipelineDouble.process
 
     def interrupted_midway(self, image):
         calls.append(1)
         if len(calls) == 3:
             os.kill(os.getpid(), getattr(signal, signal_name))
         return process(self, image)
-    monkeypatch.setattr(TinyConvPipeline, 'process', interrupted_midway)
+    monkeypatch.setattr(PipelineDouble, 'process', interrupted_midway)
     capsys.readouterr()
     assert _replay(out, bag) == 130
     assert 'replay: interrupted; no report written' in capsys.readouterr().err

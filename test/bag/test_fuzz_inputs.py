@@ -56,7 +56,6 @@ import yaml
 
 pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
 
-DOUBLE = 'pipeline_double:TinyConvPipeline'
 FRAMES = 4
 PICTURES = [frame_picture(i) for i in range(FRAMES)]
 MAX_PIXELS = 1_000_000  # input.max_megapixels for the fuzz: 1 megapixel (3 MB as RGB)
@@ -113,7 +112,13 @@ def run_cli(argv):
     stderr holds what Python wrote and what native code (libpng, FFmpeg) wrote to file
     descriptor 2, in that order.
     """
+    from pipeline_double import PipelineDouble
+
+    from sparse_perception.replay import job
+
     out, err = io.StringIO(), io.StringIO()
+    # Replays build the pipeline double (test/pipeline_double.py), which computes quickly.
+    real, job.default_pipeline = job.default_pipeline, lambda: PipelineDouble
     with tempfile.TemporaryFile() as native:
         saved = os.dup(2)
         os.dup2(native.fileno(), 2)
@@ -123,6 +128,7 @@ def run_cli(argv):
         finally:
             os.dup2(saved, 2)
             os.close(saved)
+            job.default_pipeline = real
         native.seek(0)
         printed = native.read().decode('utf-8', 'replace')
     return status, out.getvalue(), err.getvalue() + printed
@@ -201,7 +207,7 @@ def seed_bags(tmp_path_factory):
     }
     # Warm up: the first replay imports the pipeline, plots and writers; that is no example's
     # memory.
-    status, _, err = run_cli(['replay', bags['mcap png'], '--pipeline', DOUBLE, '--quiet',
+    status, _, err = run_cli(['replay', bags['mcap png'], '--quiet',
                               '--out', root / 'warm-up'])
     assert status == 0, err
     return Seeds(bags)
@@ -296,7 +302,7 @@ def test_damaged_bags(seed_bags, bounded, data):
         _apply_bag_damage(data.draw, copy, target)
         out = Path(scratch) / 'out'
         with bounded() as peak:
-            status, _, err = run_cli(['replay', copy, '--pipeline', DOUBLE, '--quiet',
+            status, _, err = run_cli(['replay', copy, '--quiet',
                                       '--contact-sheet', '2', *extra, '--out', out])
         assert_bounded(peak)
         event(f'{name}, {target}: exit {status}')
@@ -340,7 +346,7 @@ def test_damaged_videos(seed_videos, bounded, name, command, data):
         video = Path(scratch) / name
         video.write_bytes(data.draw(damaged(seed_videos[name])))
         out = Path(scratch) / 'out'
-        argv = (['replay', video, '--pipeline', DOUBLE, '--quiet', '--no-bag',
+        argv = (['replay', video, '--quiet', '--no-bag',
                  '--contact-sheet', '2', '--out', out] if command == 'replay'
                 else ['make-bag', video, out])
         with bounded() as peak:
@@ -492,7 +498,7 @@ def test_fuzzed_parameter_files(one_frame_bag, bounded, monkeypatch, text, node)
             assert '\n' not in str(exc) and str(params) in str(exc), str(exc)
             expected = None
         out = Path(scratch) / 'out'
-        argv = ['replay', one_frame_bag, '--pipeline', DOUBLE, '--quiet', '--no-bag',
+        argv = ['replay', one_frame_bag, '--quiet', '--no-bag',
                 '--no-dense', '--contact-sheet', '0', '--params', params, '--out', out]
         if node:
             argv += ['--params-node', node]

@@ -246,3 +246,84 @@ def test_a_read_only_frame_is_taken_without_a_warning():
         moved[0, 0] = 9
         moved.flags.writeable = False
         assert detector.update(moved).tiles[0, 0]
+
+
+# -- the change map of a resampled network input ------------------------------------------------
+
+def _frame_map(detector, image):
+    return detector.update(image)
+
+
+def test_resampled_input_starts_with_a_refresh_and_then_follows_the_frame_map():
+    from sparse_perception.change import ResampledChange
+    from sparse_perception.models.transforms import ImageTransform
+
+    frames = ChangeDetector(threshold=0, tile_size=16, min_pixels=1)
+    shrink = ImageTransform.fit((96, 128), (48, 64), 'resize')  # half size: 3 x 4 input tiles
+    resampled = ResampledChange(16)
+    resampled.add(frames.update(frame(96, 128)))
+    first = resampled.update(shrink)
+    assert first.refresh and first.tiles.shape == (3, 4) and bool(first.tiles.all())
+    still = frame(96, 128)
+    resampled.add(frames.update(still))
+    assert not resampled.update(shrink).tiles.any()  # nothing moved, nothing to run
+    moved = still.copy()
+    moved[70, 100] = 0  # frame tile (4, 6): input pixel (35, 50), in input tile (2, 3)
+    resampled.add(frames.update(moved))
+    tiles = resampled.update(shrink).tiles
+    assert tiles[2, 3] and int(tiles.sum()) <= 2  # that tile (and at most a neighbour)
+
+
+def test_a_small_change_in_the_frame_reaches_a_shrunk_input():
+    # The regression behind a tracked pose that parted from dense at change.threshold 12 and
+    # min_pixels 32: a walking pedestrian changes about 40 camera pixels of a tile, a change
+    # detector of the detector's own, 3.4 times smaller, input saw a tenth of that, below
+    # min_pixels, and the detector kept answering for where people had been.
+    from sparse_perception.change import ResampledChange
+    from sparse_perception.models.transforms import ImageTransform, resize_image
+
+    size = (576, 768)
+    letterbox = ImageTransform.fit(size, (224, 224), 'letterbox')
+    settings = {'threshold': 12, 'tile_size': 16, 'min_pixels': 32}
+    frames, own = ChangeDetector(**settings), ChangeDetector(**settings)
+    resampled = ResampledChange(16)
+    before = frame(*size)
+    after = before.copy()
+    after[290:300, 400:404] = 160  # 40 pixels, 60 grey levels brighter: one frame tile
+    for image in (before, after):
+        change = frames.update(image)
+        resampled.add(change)
+        through_frame = resampled.update(letterbox)
+        through_own = own.update(resize_image(image, letterbox))
+    assert int(change.tiles.sum()) == 1
+    assert not through_own.tiles.any()  # the input's own map misses it...
+    x, y = letterbox.to_input(np.array([402.0, 295.0]))
+    assert through_frame.tiles[int(y) // 16, int(x) // 16]  # ...the frame's map does not
+
+
+def test_resampled_input_gathers_the_frames_it_did_not_run_and_refreshes_with_the_frame():
+    from sparse_perception.change import ResampledChange
+    from sparse_perception.models.transforms import ImageTransform
+
+    frames = ChangeDetector(threshold=0, tile_size=16, min_pixels=1)
+    same = ImageTransform.fit((64, 64), (64, 64), 'resize')
+    resampled = ResampledChange(16)
+    base = frame(64, 64)
+    resampled.add(frames.update(base))
+    resampled.update(same)
+    for y, x in ((5, 5), (40, 50)):  # two frames the network did not run on
+        base = base.copy()
+        base[y, x] = 0
+        resampled.add(frames.update(base))
+    tiles = resampled.update(same).tiles
+    assert tiles[0, 0] and tiles[2, 3]
+    resampled.add(frames.update(base))
+    assert not resampled.update(same).tiles.any()  # taken: gathering starts anew
+    frames.request_refresh()
+    resampled.add(frames.update(base))
+    assert resampled.update(same).refresh
+    resampled.add(frames.update(base))
+    resampled.request_refresh()
+    assert resampled.update(same).refresh
+    resampled.reset()
+    assert resampled.update(same).refresh  # made after the frame's map was handed out

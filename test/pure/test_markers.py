@@ -40,3 +40,13 @@ def test_joints_and_bones_above_the_score_only():
 def test_no_people():
     pose = PoseResult(np.zeros((0, 17, 3), np.float32), tuple('abcdefghijklmnopq'), ())
     assert keypoint_markers(pose, (10, 10), 0.3, 0.01) == []
+
+
+def test_markers_are_named_and_coloured_by_the_person_id():
+    keypoints = np.array([[[100, 50, 0.9], [120, 50, 0.8]]] * 2, np.float32)
+    by_position = keypoint_markers(PoseResult(keypoints, ('a', 'b'), ((0, 1),)), (80, 120),
+                                   0.3, 0.01)
+    tracked = keypoint_markers(PoseResult(keypoints, ('a', 'b'), ((0, 1),),
+                                          np.array([4, 1])), (80, 120), 0.3, 0.01)
+    assert [p.person for p in tracked] == [4, 1]
+    assert tracked[1].colour == by_position[1].colour  # id 1 wherever it stands

@@ -98,3 +98,12 @@ def test_change_map_image_cuts_edge_tiles():
     assert pixels[4:, 4:].min() == 255 and pixels[4:, :4].max() == 0
     with pytest.raises(ValueError, match='tiles'):
         change_map_to_image(tiles, 4, (9, 7), HEADER, msg_type=Image)
+
+
+def test_person_field_carries_the_tracked_ids():
+    import dataclasses
+
+    pose = dataclasses.replace(_pose(), ids=np.array([7, 65538]))  # the field is uint16
+    points = cloud_to_keypoints(keypoints_to_cloud(pose, HEADER, msg_type=PointCloud2,
+                                                   field_type=PointField))
+    np.testing.assert_array_equal(points['person'], [7, 7, 7, 2, 2, 2])

@@ -290,7 +290,7 @@ def test_roi_stays_still_while_the_person_stays_inside():
         model.decode(model.module(model.to_tensor(crops[-1])), model.transform(first.shape[:2]))
         assert person and model.roi == roi
     assert model.counters == {'frames': 9, 'detector_runs': 1, 'detections': 1, 'roi_moves': 0,
-                              'losses': 0}
+                              'losses': 0, 'merges': 0}
     assert np.array_equal(crops[0], crops[1]) and np.array_equal(crops[1], crops[2])
 
 
@@ -352,3 +352,95 @@ def test_views_reset_and_frame_size():
     model.prepare(_scene(140, 90, size=(200, 300)))  # another camera size: detect again
     assert model.counters['detector_runs'] == runs + 2
     assert len(COCO17_SKELETON) == 19 and len(bp.BLAZEPOSE33_SKELETON) == 35
+
+
+# ---------------------------------------------------------------------------- several people
+class RectanglesDetector(torch.nn.Module):
+    """Stand-in detector for several people: each bright rectangle is one, the tallest first."""
+
+    def forward(self, x):  # (1, 3, 224, 224) in [-1, 1]
+        import cv2
+
+        mask = (x[0].mean(0) > 0.0).numpy().astype(np.uint8)
+        count, labels = cv2.connectedComponents(mask)
+        regressors = torch.zeros(1, 2254, 12)
+        logits = torch.full((1, 2254, 1), -100.0)
+        blobs = []
+        for label in range(1, count):
+            ys, xs = np.nonzero(labels == label)
+            blobs.append((ys.max() - ys.min() + 1, xs.mean() + 0.5, ys.mean() + 0.5))
+        anchors = bp.ssd_anchor_centres() * 224
+        for rank, (height, cx, cy) in enumerate(sorted(blobs, reverse=True)):
+            anchor = torch.tensor(anchors[rank * 20], dtype=torch.float32)  # far apart: no NMS
+            centre = torch.tensor([cx, cy], dtype=torch.float32)
+            half = float(height) / 2
+            regressors[0, rank * 20, 0:2] = centre - anchor
+            regressors[0, rank * 20, 2:4] = float(height) / 4
+            regressors[0, rank * 20, 4:6] = centre - anchor
+            regressors[0, rank * 20, 6:8] = centre - anchor - torch.tensor([0.0, half])
+            logits[0, rank * 20, 0] = 10.0 - rank
+        return regressors, logits
+
+
+def _people_tracker(max_people):
+    model = _tracker()
+    model.detector = RectanglesDetector()
+    model.max_people = max_people
+    return model
+
+
+def _people(*rectangles, size=(240, 320)):
+    frame = np.full((*size, 3), 20, np.uint8)
+    for left, top, height in rectangles:
+        frame[top:top + height, left:left + height // 2] = 230
+    return frame
+
+
+def _decode_all(model, frame, detect=True):
+    people = {}
+    for transform in model.locate_people(frame, detect=detect):
+        with torch.no_grad():
+            outputs = model.module(model.to_tensor(model.crop_input(frame, transform)))
+        for person in model.decode(outputs, transform):
+            people[transform.person] = (person[0].x, person[0].y)
+    return people
+
+
+def test_several_people_each_get_a_crop_and_an_id_that_stays():
+    model = _people_tracker(max_people=3)
+    frame = _people((30, 60, 60), (200, 80, 50))
+    assert model.counters['detector_runs'] == 0
+    people = _decode_all(model, frame)
+    assert sorted(people) == [0, 1] and model.counters['detections'] == 2
+    assert people[0] == pytest.approx((30.0, 60.0), abs=1.5)  # the taller one first
+    assert people[1] == pytest.approx((200.0, 80.0), abs=1.5)
+    # One walks out of their crop: the crop follows, the id stays; nobody new is spawned.
+    frame = _people((60, 60, 60), (200, 80, 50))
+    people = _decode_all(model, frame, detect=False)
+    assert people[0] == pytest.approx((60.0, 60.0), abs=1.5) and sorted(people) == [0, 1]
+    assert model.counters['roi_moves'] >= 1
+    # A detection of someone already followed spawns nobody; a third person gets id 2.
+    frame = _people((60, 60, 60), (200, 80, 50), (130, 170, 40))
+    _decode_all(model, frame, detect=False)  # the crops settle on the moved person
+    people = _decode_all(model, frame)
+    assert sorted(people) == [0, 1, 2] and people[2] == pytest.approx((130.0, 170.0), abs=1.5)
+    # Person 1 leaves: lost, and the ids of the others stay.
+    frame = _people((60, 60, 60), (130, 170, 40))
+    assert sorted(_decode_all(model, frame, detect=False)) == [0, 2]
+    assert [t.person for t in model.tracks] == [0, 2] and model.counters['losses'] == 1
+    assert model.roi == model.tracks[0].roi  # the single-person view: the oldest person
+
+
+def test_one_person_at_a_time_follows_the_best_detection_only():
+    model = _people_tracker(max_people=1)
+    people = _decode_all(model, _people((30, 60, 60), (200, 80, 50)))
+    assert list(people) == [0] and people[0] == pytest.approx((30.0, 60.0), abs=1.5)
+    _decode_all(model, _people((30, 60, 60), (200, 80, 50)))
+    assert model.counters['detector_runs'] == 1  # nobody more is looked for
+
+
+def test_same_person_compares_centres_and_sides():
+    roi = bp.Roi((100.0, 100.0), 100.0, 0.0)
+    assert bp.same_person(roi, bp.Roi((110.0, 100.0), 110.0, 0.3))
+    assert not bp.same_person(roi, bp.Roi((120.0, 100.0), 100.0, 0.0))  # 0.2 of the side
+    assert not bp.same_person(roi, bp.Roi((100.0, 100.0), 150.0, 0.0))  # another size

@@ -62,3 +62,17 @@ def test_change_tint_and_mismatch():
     assert out[:8, :8, 0].min() == 200 and out[8:, :, 0].max() == 0
     with pytest.raises(ValueError, match='does not match'):
         draw_result(image, _result(np.zeros((4, 4), np.uint8)))
+
+
+def test_each_person_is_labelled_with_their_id_above_the_skeleton():
+    image = np.zeros((64, 64, 3), np.uint8)
+    keypoints = np.array([[[20, 40, 0.9], [44, 40, 0.9]]], np.float32)
+    plain = draw_result(image, _result(keypoints=keypoints))
+    pose = PoseResult(keypoints, ('p', 'q'), ((0, 1),), np.array([3]))
+    labelled = draw_result(image, FrameResult(None, pose, np.zeros((2, 2), bool), 8,
+                                              FrameStats(0.0)))
+    assert plain[22:36].any() and labelled[22:36].any()  # both label above the joints...
+    assert (plain[22:36] != labelled[22:36]).any()  # ...with the id: '0' and '3' differ
+    # The same skeleton, in the colour of the id.
+    np.testing.assert_array_equal(plain[38:].any(2), labelled[38:].any(2))
+    assert (plain[40, 32] != labelled[40, 32]).any()

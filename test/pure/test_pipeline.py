@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 
 from sparse_perception import settings as st
+from sparse_perception.change import ChangeDetector
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from support import require_shared
 
@@ -227,7 +228,10 @@ def test_pose_detector_runs_in_the_engine_equal_to_dense(frames, mediapipe_cache
     assert len(head.nets) == 2  # the landmark trunk and the detector
     detector = head.nets[1]
     size = head.model.detector_settings.input_size
+    # Its input's change map comes from the frame's, which the pipeline hands it every frame.
+    frame_changes = ChangeDetector(settings.change)
     for i, frame in enumerate(frames):
+        head.model.detector.add(frame_changes.update(frame), frame.shape[:2])
         x = _detector_input(frame, size)
         with torch.no_grad():
             got, want = head.model.detector(x), dense.model.detector(x)
@@ -241,10 +245,32 @@ def test_pose_detector_runs_in_the_engine_equal_to_dense(frames, mediapipe_cache
         assert len(shuffles) == 3 and all(s.dense_macs == s.macs == 0 for s in shuffles)
     # vtest's people are too small for this detector; on a JHMDB frame it finds the person.
     person = _jhmdb_frames(1)[0]
+    head.model.detector.add(frame_changes.update(person), person.shape[:2])
     got, want = head.model.detect(person), dense.model.detect(person)
     assert len(got) == len(want) >= 1
     for a, b in zip(got, want):
         np.testing.assert_allclose([a.score, *a.box], [b.score, *b.box], rtol=0, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_small_change_reaches_the_detector_at_a_static_camera_setting(mediapipe_cache):
+    # The regression behind a sparse pose that parted from dense on vtest at change.threshold
+    # 12 and min_pixels 32: the detector's input is the frame shrunk 3.4 times, and a change
+    # map of that input of its own dropped a walking pedestrian's change (about 40 camera
+    # pixels in a tile, a tenth of that after shrinking), so the detector kept answering
+    # for where people had been. The frame's map, carried onto the input, keeps it.
+    settings = _mediapipe_settings(mediapipe_cache, **{
+        'change.threshold': 12.0, 'change.min_pixels': 32, 'pose.detect_period': 1})
+    pipeline = Pipeline(settings, heads=('pose',))
+    frame = np.full((576, 768, 3), 90, np.uint8)
+    pipeline.process(frame)
+    moved = frame.copy()
+    moved[290:300, 400:404] = 160  # 40 pixels of one frame tile, 70 grey levels brighter
+    stats = pipeline.process(moved).stats
+    assert stats.changed_fraction > 0
+    detector = {name: value for name, value in stats.heads['pose'].layers.items()
+                if name.startswith('detector/')}
+    assert detector and max(detector.values()) > 0  # the detector recomputed that place
 
 
 def test_pose_head_without_a_person_returns_nobody(mediapipe_cache):

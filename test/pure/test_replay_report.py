@@ -221,3 +221,14 @@ def test_the_environment_names_the_commit_that_ran():
                           text=True, check=True).stdout.strip()
     source = environment('cpu')['source']
     assert source['commit'] == head and isinstance(source['tracked_files_modified'], bool)
+
+
+def test_markdown_pose_section_holds_every_pose_figure():
+    pose = {'frames_with_people': 7, 'people_per_frame_mean': 1.25, 'keypoint_px_p50': 0.5,
+            'keypoint_px_mean': 4.75, 'person_count_mismatch_frames': 2}
+    text = markdown(_report(pose=pose))
+    for row in ('| frames with people (incremental) | 7 |', '| people per frame, mean | 1.25 |',
+                '| keypoint error vs dense, p50 (px) | 0.50 |',
+                '| keypoint error vs dense, mean (px) | 4.75 |',
+                '| frames whose person count differs from dense | 2 |'):
+        assert row in text, row

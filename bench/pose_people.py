@@ -1,0 +1,206 @@
+#!/usr/bin/env python3
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+BlazePose following several people: what it finds, and what each person costs.
+
+    .venv/bin/python bench/pose_people.py [--max-people 4] [--vtest-frames 795]
+
+Writes bench/results/pose_people.json and .md:
+
+1. COCO stills (the shared folder's four images, 12 annotated people): PCK@0.2 of the person
+   box over every annotated person, COCO-17 joints, after three frames of each still (the
+   crops settle on the landmarks), for ``pose.max_people`` 1 and ``--max-people``, dense
+   reference and incremental pipeline;
+2. cost per person: the pose head's milliseconds per frame on a frame holding two people (COCO
+   785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people;
+3. vtest (``--vtest-frames`` frames of the full clip): frames in which the incremental
+   pipeline reports anybody, and people per frame, for 1 and ``--max-people``, with
+   ``sparsity.adaptive`` off: the path choice follows measured time, and the tracking follows
+   the path's outputs, so with it on two runs find people in different frames.
+
+The machine's load average is recorded before and after: the timings mean little on a
+machine that other work shares.
+"""
+
+import argparse
+import json
+import os
+from pathlib import Path
+import platform
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+
+from sparse_perception import settings as st
+from sparse_perception.pipeline import Pipeline
+from sparse_perception.replay.groundtruth import read_coco
+from sparse_perception.replay.metrics import Pck
+from sparse_perception.replay.report import cpu_model
+from sparse_perception.shared_data import shared_path
+
+RESULTS = Path(__file__).resolve().parent / 'results'
+COCO = 'data/coco-stills/tests/data/coco'
+
+
+def _settings(max_people, **changes):
+    values = {'model.pose': 'blazepose_coco17', 'model.device': 'cpu',
+              'pose.max_people': max_people}
+    values.update(changes)
+    return st.replace(st.PerceptionSettings(), values)
+
+
+def _rgb(path):
+    image = cv2.imread(str(path))
+    if image is None:
+        raise SystemExit(f'cannot read {path}')
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def coco_pck(max_people):
+    """Score PCK@0.2 over every annotated person of the COCO stills, dense and incremental."""
+    folder = shared_path(COCO)
+    truth = read_coco(folder / 'test_coco.json')
+    names = sorted(p.name for p in folder.glob('*.jpg'))
+    out = {}
+    for name, incremental in (('dense', False), ('incremental', True)):
+        pck, found = Pck(), []
+        for index, file in enumerate(names):
+            pipeline = Pipeline(_settings(max_people), heads=('pose',), incremental=incremental)
+            image = _rgb(folder / file)
+            for _ in range(3):
+                pose = pipeline.process(image).pose
+            people = truth.for_frame(index, file)
+            pck.add(np.asarray(pose.keypoints, np.float64), people)
+            found.append({'image': file, 'annotated': len(people), 'found': pose.people})
+        out[name] = {**pck.summary(), 'images': found}
+    return out
+
+
+def person_cost(max_people, scene, frames=24):
+    """Time the pose head per frame on two people, still or panning, after a warm-up."""
+    person = _rgb(shared_path(f'{COCO}/000000000785.jpg'))
+    two = np.ascontiguousarray(np.concatenate([person, person], 0))
+    pipeline = Pipeline(_settings(max_people), heads=('pose',))
+    ms, people = [], []
+    for i in range(frames):
+        frame = two if scene == 'still' else np.ascontiguousarray(np.roll(two, 2 * i, axis=1))
+        result = pipeline.process(frame)
+        if i >= 4:  # the first frames detect and run dense
+            ms.append(result.stats.heads['pose'].ms)
+            people.append(result.pose.people)
+    return {'scene': scene, 'max_people': max_people, 'frames_timed': len(ms),
+            'people_mean': float(np.mean(people)), 'ms_p50': float(np.median(ms)),
+            'ms_mean': float(np.mean(ms))}
+
+
+def vtest_people(max_people, frames):
+    """Count frames with anybody, and people per frame, on the full vtest clip (incremental)."""
+    capture = cv2.VideoCapture(str(shared_path('data/vtest/vtest.avi')))
+    pipeline = Pipeline(_settings(max_people, **{'sparsity.adaptive': False}), heads=('pose',))
+    counts = []
+    for _ in range(frames):
+        ok, frame = capture.read()
+        if not ok:
+            break
+        counts.append(pipeline.process(np.ascontiguousarray(frame[..., ::-1])).pose.people)
+    return {'max_people': max_people, 'frames': len(counts),
+            'frames_with_people': int(sum(1 for c in counts if c)),
+            'people_per_frame_mean': float(np.mean(counts)) if counts else None,
+            'most_people_in_a_frame': int(max(counts)) if counts else None}
+
+
+def _commit():
+    try:
+        return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], capture_output=True,
+                              text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return 'unknown'
+
+
+def _loads(values):
+    return '/'.join(f'{v:.1f}' for v in values)
+
+
+def markdown(doc):
+    lines = ['# BlazePose following several people (bench/pose_people.py)', '',
+             f"- machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
+             f"torch {doc['machine']['torch']} ({doc['machine']['threads']} thread), "
+             f"Python {doc['machine']['python']}; load average (1, 5, 15 min) "
+             f"{_loads(doc['machine']['load_average_before'])} before, "
+             f"{_loads(doc['machine']['load_average_after'])} after",
+             f"- git commit: {doc['commit']}",
+             f"- command: `{doc['command']}`, {doc['seconds']:.0f} s",
+             '- settings: the package defaults, `model.pose: blazepose_coco17`, '
+             '`model.device: cpu`, `pose.max_people` as given', '',
+             '## COCO stills: PCK@0.2 of the person box over all 12 annotated people', '',
+             '| max_people | pipeline | PCK | joints scored | people found per image |',
+             '|---|---|---|---|---|']
+    for max_people, result in doc['coco'].items():
+        for name in ('dense', 'incremental'):
+            r = result[name]
+            found = ', '.join(f"{i['found']}/{i['annotated']}" for i in r['images'])
+            lines.append(f"| {max_people} | {name} | {r['pck']:.4f} | {r['joints_scored']} | "
+                         f'{found} |')
+    lines += ['', 'People found / annotated, per image in file-name order: with every slot '
+              'free the detector runs on each frame, so what is not found was not detected '
+              '(MediaPipe pose_detection, score 0.5).', '',
+              '## Cost per person (pose head, ms per frame; COCO 785 twice, one above the '
+              'other)', '',
+              '| scene | max_people | people found | p50 ms | mean ms |', '|---|---|---|---|---|']
+    for r in doc['cost']:
+        lines.append(f"| {r['scene']} | {r['max_people']} | {r['people_mean']:.2f} | "
+                     f"{r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
+    lines += ['', '## vtest: frames in which the incremental pipeline reports anybody '
+              '(`sparsity.adaptive: false`)', '',
+              '| max_people | frames | frames with people | people per frame | most in a '
+              'frame |', '|---|---|---|---|---|']
+    for r in doc['vtest']:
+        lines.append(f"| {r['max_people']} | {r['frames']} | {r['frames_with_people']} | "
+                     f"{r['people_per_frame_mean']:.3f} | {r['most_people_in_a_frame']} |")
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--max-people', type=int, default=4)
+    parser.add_argument('--vtest-frames', type=int, default=795)
+    args = parser.parse_args(argv)
+    import torch
+
+    start = time.perf_counter()
+    doc = {'commit': _commit(),
+           'command': 'python bench/pose_people.py ' + ' '.join(argv or sys.argv[1:]),
+           'machine': {'cpu': cpu_model(), 'cores': os.cpu_count(), 'torch': torch.__version__,
+                       'threads': st.PerceptionSettings().model.threads,
+                       'python': platform.python_version(),
+                       'load_average_before': list(os.getloadavg())}}
+    doc['coco'] = {str(n): coco_pck(n) for n in (1, args.max_people)}
+    doc['cost'] = [person_cost(n, scene) for scene in ('still', 'panning') for n in (1, 2)]
+    doc['vtest'] = [vtest_people(n, args.vtest_frames) for n in (1, args.max_people)]
+    doc['seconds'] = time.perf_counter() - start
+    doc['machine']['load_average_after'] = list(os.getloadavg())
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / 'pose_people.json').write_text(json.dumps(doc, indent=2) + '\n')
+    (RESULTS / 'pose_people.md').write_text(markdown(doc))
+    print(markdown(doc))
+
+
+if __name__ == '__main__':
+    main()

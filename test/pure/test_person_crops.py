@@ -1,0 +1,107 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Several people, each in a crop with a network state of its own; ids that stay."""
+
+import cv2
+import numpy as np
+import pytest
+
+from sparse_perception import settings as st
+from sparse_perception.person_crops import PersonSlots, tiles_outside
+from sparse_perception.pipeline import Pipeline
+from support import require_shared
+
+
+def test_slots_are_kept_per_person_reused_and_made_on_first_need():
+    made = []
+    slots = PersonSlots('first', lambda: made.append(len(made)) or f'net{len(made)}')
+    a, = slots.assign([5])
+    assert a.net == 'first' and a.person == 5 and made == []
+    a.transform = 'crop'
+    a2, b = slots.assign([5, 9])
+    assert a2 is a and a.transform == 'crop'  # person 5 keeps their state
+    assert b.net == 'net1' and len(made) == 1
+    c, = slots.assign([11])  # 5 and 9 are gone: 11 takes the first free slot, nothing new
+    assert c is a and c.transform is None and len(made) == 1
+    assert slots.nets == ['net1']
+    slots.forget()
+    assert all(s.person is None for s in slots.slots)
+
+
+def test_tiles_outside_every_crop():
+    tiles = np.zeros((4, 4), bool)
+    tiles[1, 1] = True
+    box = np.array([[16.0, 16.0], [30.0, 16.0], [30.0, 30.0], [16.0, 30.0]])
+    assert not tiles_outside(tiles, 16, [box])
+    assert tiles_outside(tiles, 16, [box + 32])
+    assert not tiles_outside(np.zeros((4, 4), bool), 16, [])
+
+
+def _coco(name):
+    image = cv2.imread(str(require_shared(f'data/coco-stills/tests/data/coco/{name}.jpg')))
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _settings(cache, **changes):
+    base = {'model.pose': 'blazepose', 'model.models_dir': str(cache), 'model.device': 'cpu',
+            'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.adaptive': False,
+            'model.runtime': 'torch', 'pose.max_people': 4}
+    base.update(changes)
+    return st.replace(st.PerceptionSettings(), base)
+
+
+def _two_people():
+    """Return the person of COCO 785 twice, one above the other: the detector finds both."""
+    person = _coco('000000000785')
+    return np.ascontiguousarray(np.concatenate([person, person], 0))
+
+
+@pytest.mark.slow
+def test_several_people_are_followed_with_stable_ids_and_equal_to_dense(mediapipe_cache):
+    image = _two_people()
+    incremental = Pipeline(_settings(mediapipe_cache), heads=('pose',))
+    dense = Pipeline(_settings(mediapipe_cache), heads=('pose',), incremental=False)
+    frames = [image] * 3
+    moving = image.copy()
+    moving[:40, :80] = 255 - moving[:40, :80]  # a change away from everybody
+    frames.append(moving)
+    ids = []
+    for frame in frames:
+        got, want = incremental.process(frame).pose, dense.process(frame).pose
+        assert got.people == want.people == 2
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=0.05)
+        np.testing.assert_array_equal(got.ids, want.ids)
+        ids.append(got.ids.tolist())
+    assert len(set(ids[0])) == len(ids[0]) and all(i == ids[-1] for i in ids[1:])
+    head = incremental._heads['pose']
+    assert len(head.slots.slots) == got.people  # one network state per person
+    # Each followed person beyond the first has a network of its own in the statistics.
+    stats = incremental.process(moving).stats.heads['pose']
+    assert any(name.startswith('person1/') for name in stats.layers)
+
+
+def test_one_person_at_a_time_is_the_default(mediapipe_cache):
+    pipeline = Pipeline(_settings(mediapipe_cache, **{'pose.max_people': 1}), heads=('pose',))
+    frame = _two_people()
+    result = pipeline.process(frame).pose
+    assert result.people == 1 and result.ids.tolist() == [0]
+    assert st.PerceptionSettings().pose.max_people == 1
+    # Raised live: more people are looked for on a later frame, the first keeps their id.
+    pipeline.update(_settings(mediapipe_cache, **{'pose.max_people': 3}))
+    frame[-40:, :80] = 0  # a change outside the first person's crop
+    result = pipeline.process(frame).pose
+    assert result.people == 2 and result.ids.tolist() == [0, 1]
+    pipeline.update(_settings(mediapipe_cache, **{'pose.max_people': 1}))
+    assert pipeline.process(frame).pose.ids.tolist() == [0]
