@@ -116,8 +116,11 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
 
 def _run_executable(module, *ros_args, until=None, timeout=30.0):
     """Run a node's console-script entry point; stop it with SIGINT once ``until`` is printed."""
+    # A node that does not exit dumps every thread's stack on SIGABRT (faulthandler), so a
+    # hang shows where it hangs instead of only an exit code of -9.
     process = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, 'PYTHONFAULTHANDLER': '1'})
     lines, seen = [], threading.Event()
 
     def read():
@@ -134,8 +137,12 @@ def _run_executable(module, *ros_args, until=None, timeout=30.0):
             process.send_signal(signal.SIGINT)
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
     reader.join(5)
     return process.returncode, ''.join(lines)
 
