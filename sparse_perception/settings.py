@@ -252,6 +252,15 @@ class PoseSettings:
     # 1 follows the best detection only, as MediaPipe's pose graph does.
     max_people: int = setting(
         1, 'How many people a tracking pose model (BlazePose) follows at once', low=1, high=64)
+    # The person detector finds people near the camera (it looks for a face and upper body);
+    # pedestrians a few dozen pixels tall it misses. When the segmentation head runs too, each
+    # of its person regions at least this many pixels tall that lies in nobody's crop
+    # proposes a person wherever the detector would run (same schedule, same room), largest
+    # first, and the landmark network's presence score keeps or drops them. 0: the detector
+    # alone.
+    mask_proposal_height: int = setting(
+        32, 'Segmentation person regions at least this many pixels tall propose people to '
+        'the pose head (0 = the detector alone)', low=0, high=100000)
 
 
 @dataclass(frozen=True)
