@@ -135,10 +135,10 @@ def test_the_segmentation_mask_finds_pedestrians_the_detector_misses(mediapipe_c
     # nobody in this frame; the segmentation head's person regions propose them.
     frame = _vtest_frame(0)
     heads = ('pose', 'segmentation')  # in either order, segmentation runs first
-    on = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation'}),
+    on = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation',
+                                                'pose.mask_proposal_height': 32}),
                   heads=heads, incremental=False)
-    off = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation',
-                                                 'pose.mask_proposal_height': 0}),
+    off = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation'}),
                    heads=heads, incremental=False)
     found, missed = on.process(frame), off.process(frame)
     assert missed.pose.people == 0
