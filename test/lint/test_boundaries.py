@@ -13,9 +13,14 @@
 # limitations under the License.
 
 """
-Only sparse_perception/nodes/ may import rclpy or ROS message packages.
+Import boundaries: who may import what.
 
-The core stays usable without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
+Only sparse_perception/nodes/ may import rclpy or ROS message packages: the core stays usable
+without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
+
+Nothing under sparse_perception/kernels/ imports sparse_perception.engine: the engine imports
+the kernels, never the other way round, so the kernels and their references can be read,
+tested and changed without the engine.
 """
 
 import ast
@@ -27,25 +32,39 @@ ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'visualizati
                'launch', 'launch_ros', 'cv_bridge')
 
 
-def _imported_roots(path: Path):
+def _imported_modules(path: Path, package: str = ''):
+    """Yield (line, module) of every import in ``path``, anywhere in it, made absolute."""
     tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield node.lineno, alias.name.split('.')[0]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            yield node.lineno, node.module.split('.')[0]
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:  # relative to the file's package
+                parent = package.split('.')[:len(package.split('.')) - node.level + 1]
+                base = '.'.join(parent + ([base] if base else []))
+            for alias in node.names:
+                yield node.lineno, f'{base}.{alias.name}' if base else alias.name
+
+
+def _imported_roots(path: Path):
+    for line, module in _imported_modules(path):
+        yield line, module.split('.')[0]
+
+
+def _package_of(path: Path) -> str:
+    return '.'.join(path.relative_to(REPO).parent.parts)
 
 
 def test_only_nodes_import_ros():
     offenders = []
-    for folder in ('sparse_perception', 'kernels'):
-        for path in sorted((REPO / folder).rglob('*.py')):
-            relative = path.relative_to(REPO)
-            if relative.parts[:2] == ('sparse_perception', 'nodes'):
-                continue
-            offenders += [f'{relative}:{line} imports {root}'
-                          for line, root in _imported_roots(path) if root in ROS_MODULES]
+    for path in sorted((REPO / 'sparse_perception').rglob('*.py')):
+        relative = path.relative_to(REPO)
+        if relative.parts[:2] == ('sparse_perception', 'nodes'):
+            continue
+        offenders += [f'{relative}:{line} imports {root}'
+                      for line, root in _imported_roots(path) if root in ROS_MODULES]
     assert not offenders, 'ROS imports outside sparse_perception/nodes/:\n' + '\n'.join(
         offenders)
 
@@ -55,3 +74,33 @@ def test_check_sees_an_offender(tmp_path):
     sample = tmp_path / 'sample.py'
     sample.write_text('import rclpy.node\nfrom sensor_msgs.msg import Image\n')
     assert [root for _, root in _imported_roots(sample)] == ['rclpy', 'sensor_msgs']
+
+
+def _engine_imports(path: Path, package: str) -> list:
+    return [(line, module) for line, module in _imported_modules(path, package)
+            if module == 'sparse_perception.engine'
+            or module.startswith('sparse_perception.engine.')]
+
+
+def test_kernels_do_not_import_the_engine():
+    offenders = []
+    for path in sorted((REPO / 'sparse_perception' / 'kernels').rglob('*.py')):
+        offenders += [f'{path.relative_to(REPO)}:{line} imports {module}'
+                      for line, module in _engine_imports(path, _package_of(path))]
+    assert not offenders, 'engine imports in sparse_perception/kernels/:\n' + '\n'.join(
+        offenders)
+
+
+def test_kernel_check_sees_an_offender(tmp_path):
+    # Guard against a check that cannot fail: absolute, nested and relative imports count.
+    sample = tmp_path / 'sample.py'
+    sample.write_text('from sparse_perception.engine.graph import Layer\n'
+                      'def f():\n'
+                      '    import sparse_perception.engine\n'
+                      'from ..engine import backend\n'
+                      'from . import runtime\n')
+    assert sorted(_imported_modules(sample, 'sparse_perception.kernels')) == [
+        (1, 'sparse_perception.engine.graph.Layer'), (3, 'sparse_perception.engine'),
+        (4, 'sparse_perception.engine.backend'), (5, 'sparse_perception.kernels.runtime')]
+    assert [line for line, _ in sorted(_engine_imports(sample, 'sparse_perception.kernels'))] \
+        == [1, 3, 4]

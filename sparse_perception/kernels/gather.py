@@ -26,13 +26,11 @@ then the epilogue, written only where the candidate mask is set.
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
-from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.epilogue import Epilogue, epilogue_ref, NO_EPILOGUE, sink
+from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
+                                               launch, tile_positions, tl, triton, work_count,
+                                               work_item)
 import torch
-import triton
-import triton.language as tl
 
 
 @triton.jit
@@ -187,8 +185,6 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     ``operands`` the epilogue (operands read at the output positions); ``shuffle`` (block,
     order) a depth-to-space: ``x`` has block**2 * C channels, C of them read per position.
     """
-    from sparse_perception.engine.backend import ReferenceBackend
-
     ho, wo = out_hw
     pos = _tile_rows(tiles, count, out_hw, tile, x.device)
     if cand is not None:
@@ -209,7 +205,7 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
         src_ch = torch.arange(channels, device=x.device)[None, :] * cs + phase[:, None] * ps
         v = torch.gather(v, 1, src_ch)
     if steps:
-        v = ReferenceBackend(x.device).epilogue(v.to(out.dtype), steps, operands or {}, pos)
+        v = epilogue_ref(v.to(out.dtype), steps, operands or {}, pos)
     out[pos, col0:col0 + v.shape[1]] = v.to(out.dtype)
 
 

@@ -21,9 +21,11 @@ kernel; the Triton kernel is registered for CUDA; each op has a fake (meta) impl
 so the ops trace under ``torch.compile`` and ``torch.export``. ``torch.library.opcheck``
 checks them in CI on the CPU (the reference).
 
-The engine's backends call the launchers directly (a custom op's dispatch costs several
-microseconds per call, as much as a small kernel); the ops are the stable, traceable face
-of the same kernels for other code. Importing this module imports Triton.
+Each op wraps its launcher, the one entry point of a kernel: the engine's backend and its
+device executor call the launchers themselves, since a custom op's dispatch costs several
+microseconds per call (as much as a small kernel) and a CUDA graph replays bound launches
+without any dispatch; the ops are the stable, traceable face of the same kernels for other
+code.
 
 Ops (shapes for ``n`` rows, ``t`` patches):
 
@@ -46,9 +48,9 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from sparse_perception.engine.graph import Step
 from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
 from sparse_perception.kernels import resample
+from sparse_perception.kernels.steps import Step
 import torch
 from torch import Tensor
 

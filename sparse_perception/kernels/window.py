@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparse_perception.kernels._runtime import block, KernelError, next_pow2
+from sparse_perception.kernels.runtime import block, KernelError, next_pow2
 import torch
 
 
