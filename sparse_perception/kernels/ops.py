@@ -41,6 +41,11 @@ Ops (shapes for ``n`` rows, ``t`` patches):
 - ``dilate_mask(mask (H, W), pads, kernel, stride, dilation, out_hw) -> (Ho, Wo)``
 - ``tile_flags(mask (H, W), tile) -> (ceil(H / tile), ceil(W / tile))``
 - ``list_tiles(flags) -> (list int32 (max(1, n),), count int32 (1,))``: sync-free
+- ``copy_tiles(x (P_in + 3, C), out (P_out + 3, C')!, out_hw, tile, tiles (cap,), count
+  (1,)?, cand (P_out,)?, table_rows (Ho,)?, table_cols (Wo,)?, in_width, col0, fill,
+  operand?, epilogue, shuffle_block, shuffle_order)``: copies rows into the listed tiles of
+  ``out`` at channels ``col0:`` (padding through the tables, concatenation, depth-to-space
+  with a block above 0)
 """
 
 from __future__ import annotations
@@ -304,3 +309,45 @@ def _(flags: Tensor) -> tuple[Tensor, Tensor]:
 def _(flags: Tensor) -> tuple[Tensor, Tensor]:
     n = max(1, flags.numel())
     return flags.new_empty(n, dtype=torch.int32), flags.new_empty(1, dtype=torch.int32)
+
+
+# -- copy_tiles --------------------------------------------------------------------------------
+
+def _copy_layout(table_rows: Optional[Tensor], table_cols: Optional[Tensor],
+                 shuffle_block: int, shuffle_order: str) -> tuple:
+    table = None if table_rows is None else (table_rows, table_cols)
+    return table, (shuffle_block, shuffle_order) if shuffle_block else None
+
+
+@torch.library.custom_op('sparse_perception::copy_tiles', mutates_args=('out',))
+def copy_tiles(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+               count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+               table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+               operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+               shuffle_order: str) -> None:
+    """Copy rows into the listed tiles of a cache: padding, concatenation (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    table, shuffle = _copy_layout(table_rows, table_cols, shuffle_block, shuffle_order)
+    gather.copy_tiles_ref(x, out, tuple(out_hw), tuple(tile), tiles, count, cand, table,
+                          in_width, col0, fill, steps, operands, shuffle)
+
+
+@copy_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+      table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+      operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+      shuffle_order: str) -> None:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    table, shuffle = _copy_layout(table_rows, table_cols, shuffle_block, shuffle_order)
+    gather.copy_tiles(x, out, tuple(out_hw), tuple(tile), tiles, count, cand, table, in_width,
+                      col0, fill, epilogue.encode(steps, operands), shuffle)
+
+
+@copy_tiles.register_fake
+def _(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+      table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+      operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+      shuffle_order: str) -> None:
+    return None

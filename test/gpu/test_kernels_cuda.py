@@ -109,6 +109,19 @@ def test_ops_on_cuda_match_the_reference(cuda):
     ref_list, ref_count = torch.ops.sparse_perception.list_tiles(flags)
     n = int(count)
     assert n == int(ref_count) and sorted(listed[:n].tolist()) == ref_list[:n].tolist()
+    # Depth-to-space by 2 of a 2 x 3 map of 8 channels, then a residual add: a copy, bit-exact.
+    x, out = torch.randn(6 + 3, 8, generator=g), torch.randn(24 + 3, 2, generator=g)
+    residual = torch.randn(24 + 3, 2, generator=g)
+    rows = torch.arange(4, dtype=torch.int32) // 2
+    cols = torch.arange(6, dtype=torch.int32) // 2
+    tiles = torch.tensor([0, 1], dtype=torch.int32)
+    got, ref = out.to(cuda), out.clone()
+    torch.ops.sparse_perception.copy_tiles(x.to(cuda), got, [4, 6], [4, 4], tiles.to(cuda), None,
+                                           None, rows.to(cuda), cols.to(cuda), 3, 0, 0.0,
+                                           residual.to(cuda), 'add', 2, 'torch')
+    torch.ops.sparse_perception.copy_tiles(x, ref, [4, 6], [4, 4], tiles, None, None, rows, cols,
+                                           3, 0, 0.0, residual, 'add', 2, 'torch')
+    assert torch.equal(got.cpu(), ref)
 
 
 def run(engine, sequence, device, dtype=torch.float32):

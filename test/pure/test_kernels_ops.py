@@ -56,6 +56,20 @@ def _cases():
         'dilate': ('dilate_mask', (mask, [1, 1, 1, 1], [3, 3], [1, 1], [1, 1], [9, 11])),
         'tile flags': ('tile_flags', (mask, 4)),
         'list tiles': ('list_tiles', (mask,)),
+        # A 4 x 5 map padded by one on every side (-1: the fill) into channels 2: of a cache.
+        'copy tiles padded': ('copy_tiles', (
+            randn(20 + 3, 3), randn(42 + 3, 5), [6, 7], [4, 4],
+            torch.tensor([3, 0, 1, 2], dtype=torch.int32), torch.tensor([2], dtype=torch.int32),
+            (torch.rand(42, generator=g) < 0.5).to(torch.uint8),
+            torch.tensor([-1, 0, 1, 2, 3, -1], dtype=torch.int32),
+            torch.tensor([-1, 0, 1, 2, 3, 4, -1], dtype=torch.int32), 5, 2, -1.5, None,
+            'relu', 0, '')),
+        # Depth-to-space by 2 of a 2 x 3 map of 8 channels, then a residual add.
+        'copy tiles shuffled': ('copy_tiles', (
+            randn(6 + 3, 8), randn(24 + 3, 2), [4, 6], [4, 4],
+            torch.tensor([0, 1], dtype=torch.int32), None, None,
+            torch.arange(4, dtype=torch.int32) // 2, torch.arange(6, dtype=torch.int32) // 2,
+            3, 0, 0.0, randn(24 + 3, 2), 'add', 2, 'torch')),
     }
 
 
