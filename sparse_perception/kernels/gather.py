@@ -30,6 +30,7 @@ from sparse_perception.kernels.epilogue import Epilogue, epilogue_ref, NO_EPILOG
 from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
                                                launch, tile_positions, tl, triton, work_count,
                                                work_item)
+from sparse_perception.kernels.window import listed_positions
 import torch
 
 
@@ -186,9 +187,7 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     order) a depth-to-space: ``x`` has block**2 * C channels, C of them read per position.
     """
     ho, wo = out_hw
-    pos = _tile_rows(tiles, count, out_hw, tile, x.device)
-    if cand is not None:
-        pos = pos[cand.index_select(0, pos) != 0]
+    pos = listed_positions(tiles, count, out_hw, tile, cand)
     if table is not None:
         r = table[0].long().index_select(0, pos // wo)
         c = table[1].long().index_select(0, pos % wo)
@@ -207,17 +206,3 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     if steps:
         v = epilogue_ref(v.to(out.dtype), steps, operands or {}, pos)
     out[pos, col0:col0 + v.shape[1]] = v.to(out.dtype)
-
-
-def _tile_rows(tiles: torch.Tensor, count: torch.Tensor | None, out_hw: tuple[int, int],
-               tile: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Positions (int64, sorted, unique) of the listed output tiles inside the map."""
-    ho, wo = out_hw
-    n = int(count[0]) if count is not None else tiles.numel()
-    ids = tiles[:n].long()
-    ntx = -(-wo // tile[1])
-    ty, tx = ids // ntx, ids % ntx
-    oy = ty[:, None] * tile[0] + torch.arange(tile[0], device=device).repeat_interleave(tile[1])
-    ox = tx[:, None] * tile[1] + torch.arange(tile[1], device=device).repeat(tile[0])
-    inside = (oy < ho) & (ox < wo)
-    return (oy * wo + ox)[inside].unique()

@@ -46,6 +46,9 @@ Ops (shapes for ``n`` rows, ``t`` patches):
   operand?, epilogue, shuffle_block, shuffle_order)``: copies rows into the listed tiles of
   ``out`` at channels ``col0:`` (padding through the tables, concatenation, depth-to-space
   with a block above 0)
+- ``positionwise_tiles(x (P + 3, C), out (P + 3, C or 1)!, fn, out_hw, tile, tiles (cap,),
+  count (1,)?, cand (P,)?)``: softmax, log-softmax (in x's dtype) or argmax (int64) over
+  channels at the listed tiles' positions
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ import re
 from typing import Optional
 
 from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
-from sparse_perception.kernels import resample
+from sparse_perception.kernels import positionwise, resample, window
+from sparse_perception.kernels.runtime import launch
 from sparse_perception.kernels.steps import Step
 import torch
 from torch import Tensor
@@ -350,4 +354,28 @@ def _(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
       table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
       operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
       shuffle_order: str) -> None:
+    return None
+
+
+# -- positionwise_tiles ------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::positionwise_tiles', mutates_args=('out',))
+def positionwise_tiles(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int],
+                       tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    """Softmax, log-softmax or argmax over channels at the listed tiles' positions (reference)."""
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    out[pos] = positionwise.positionwise_ref(x.index_select(0, pos), fn).to(out.dtype)
+
+
+@positionwise_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    kernel, grid, args, meta = positionwise.positionwise_args(x, out, fn, tuple(out_hw),
+                                                              tuple(tile), tiles, count, cand)
+    launch(kernel, grid, *args, **meta)
+
+
+@positionwise_tiles.register_fake
+def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor]) -> None:
     return None

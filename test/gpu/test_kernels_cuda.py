@@ -122,6 +122,20 @@ def test_ops_on_cuda_match_the_reference(cuda):
     torch.ops.sparse_perception.copy_tiles(x, ref, [4, 6], [4, 4], tiles, None, None, rows, cols,
                                            3, 0, 0.0, residual, 'add', 2, 'torch')
     assert torch.equal(got.cpu(), ref)
+    # Softmax and argmax over channels at the listed tiles' positions of a 4 x 5 map.
+    cache = torch.randn(20 + 3, 5, generator=g)
+    tiles = torch.tensor([1, 2, 0, 3], dtype=torch.int32)
+    count = torch.tensor([3], dtype=torch.int32)
+    cand = (torch.rand(20, generator=g) < 0.7).to(torch.uint8)
+    for fn, out in (('softmax', torch.zeros(20 + 3, 5)),
+                    ('argmax', torch.zeros(20 + 3, 1, dtype=torch.int64))):
+        got, ref = out.to(cuda), out.clone()
+        torch.ops.sparse_perception.positionwise_tiles(cache.to(cuda), got, fn, [4, 5], [2, 4],
+                                                       tiles.to(cuda), count.to(cuda),
+                                                       cand.to(cuda))
+        torch.ops.sparse_perception.positionwise_tiles(cache, ref, fn, [4, 5], [2, 4], tiles,
+                                                       count, cand)
+        assert (got.cpu() - ref).abs().max() <= 1e-6, fn
 
 
 def run(engine, sequence, device, dtype=torch.float32):

@@ -70,6 +70,13 @@ def _cases():
             torch.tensor([0, 1], dtype=torch.int32), None, None,
             torch.arange(4, dtype=torch.int32) // 2, torch.arange(6, dtype=torch.int32) // 2,
             3, 0, 0.0, randn(24 + 3, 2), 'add', 2, 'torch')),
+        'softmax tiles': ('positionwise_tiles', (
+            cache, torch.zeros(20 + 3, 5), 'softmax', [4, 5], [2, 4],
+            torch.tensor([1, 2, 0, 3], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            (torch.rand(20, generator=g) < 0.7).to(torch.uint8))),
+        'argmax tiles': ('positionwise_tiles', (
+            cache, torch.zeros(20 + 3, 1, dtype=torch.int64), 'argmax', [4, 5], [2, 4],
+            torch.tensor([0, 1, 2, 3], dtype=torch.int32), None, None)),
     }
 
 
