@@ -49,6 +49,10 @@ Ops (shapes for ``n`` rows, ``t`` patches):
 - ``positionwise_tiles(x (P + 3, C), out (P + 3, C or 1)!, fn, out_hw, tile, tiles (cap,),
   count (1,)?, cand (P,)?)``: softmax, log-softmax (in x's dtype) or argmax (int64) over
   channels at the listed tiles' positions
+- ``resample_tiles(x (Hi * Wi + 3, C), out (Ho * Wo + 3, C)!, in_hw, out_hw, row_taps
+  (Ho, kh), row_weights (Ho, kh), col_taps (Wo, kw), col_weights (Wo, kw), tile, tiles
+  (cap,), count (1,)?, cand (Ho * Wo,)?, operand?, epilogue)``: separable resampling from
+  tap tables (``resample.tap_tables``) at the listed tiles' positions
 """
 
 from __future__ import annotations
@@ -378,4 +382,41 @@ def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles
 @positionwise_tiles.register_fake
 def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles: Tensor,
       count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    return None
+
+
+# -- resample_tiles ----------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::resample_tiles', mutates_args=('out',))
+def resample_tiles(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int],
+                   row_taps: Tensor, row_weights: Tensor, col_taps: Tensor, col_weights: Tensor,
+                   tile: list[int], tiles: Tensor, count: Optional[Tensor],
+                   cand: Optional[Tensor], operand: Optional[Tensor],
+                   epilogue_spec: str) -> None:
+    """Separable resampling from tap tables at the listed tiles' positions (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    whole = resample.resample_tiles_ref(x, tuple(in_hw), tuple(out_hw), (row_taps, row_weights),
+                                        (col_taps, col_weights))
+    values = whole.index_select(0, pos).to(out.dtype)
+    out[pos] = epilogue.epilogue_ref(values, steps, operands, pos) if steps else values
+
+
+@resample_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int], row_taps: Tensor,
+      row_weights: Tensor, col_taps: Tensor, col_weights: Tensor, tile: list[int],
+      tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor], operand: Optional[Tensor],
+      epilogue_spec: str) -> None:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    kernel, grid, args, meta = resample.resample_tiles_args(
+        x, out, tuple(in_hw), tuple(out_hw), (row_taps, row_weights), (col_taps, col_weights),
+        tuple(tile), tiles, count, cand, epilogue.encode(steps, operands))
+    launch(kernel, grid, *args, **meta)
+
+
+@resample_tiles.register_fake
+def _(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int], row_taps: Tensor,
+      row_weights: Tensor, col_taps: Tensor, col_weights: Tensor, tile: list[int],
+      tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor], operand: Optional[Tensor],
+      epilogue_spec: str) -> None:
     return None

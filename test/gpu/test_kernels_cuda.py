@@ -136,6 +136,20 @@ def test_ops_on_cuda_match_the_reference(cuda):
         torch.ops.sparse_perception.positionwise_tiles(cache, ref, fn, [4, 5], [2, 4], tiles,
                                                        count, cand)
         assert (got.cpu() - ref).abs().max() <= 1e-6, fn
+    # The 4 x 5 map resized to 6 x 7 from tap tables, then a residual add and a relu.
+    row_taps = torch.tensor([[0, 1], [0, 1], [1, 2], [1, 2], [2, 3], [3, 4]], dtype=torch.int32)
+    col_taps = torch.tensor([[0, 5], [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [4, 5]],
+                            dtype=torch.int32)
+    tables = (row_taps, torch.rand(6, 2, generator=g), col_taps, torch.rand(7, 2, generator=g))
+    residual = torch.randn(42 + 3, 5, generator=g)
+    cand = (torch.rand(42, generator=g) < 0.8).to(torch.uint8)
+    got, ref = torch.zeros(42 + 3, 5, device=cuda), torch.zeros(42 + 3, 5)
+    torch.ops.sparse_perception.resample_tiles(
+        cache.to(cuda), got, [4, 5], [6, 7], *(t.to(cuda) for t in tables), [4, 4],
+        tiles.to(cuda), count.to(cuda), cand.to(cuda), residual.to(cuda), 'add,relu')
+    torch.ops.sparse_perception.resample_tiles(cache, ref, [4, 5], [6, 7], *tables, [4, 4], tiles,
+                                               count, cand, residual, 'add,relu')
+    assert (got.cpu() - ref).abs().max() <= 1e-5
 
 
 def run(engine, sequence, device, dtype=torch.float32):

@@ -77,6 +77,16 @@ def _cases():
         'argmax tiles': ('positionwise_tiles', (
             cache, torch.zeros(20 + 3, 1, dtype=torch.int64), 'argmax', [4, 5], [2, 4],
             torch.tensor([0, 1, 2, 3], dtype=torch.int32), None, None)),
+        # A 4 x 5 map resized to 6 x 7 (two taps per axis, a zero-weight tap on the edges).
+        'resample tiles': ('resample_tiles', (
+            cache, torch.zeros(42 + 3, 5), [4, 5], [6, 7],
+            torch.tensor([[0, 1], [0, 1], [1, 2], [1, 2], [2, 3], [3, 4]], dtype=torch.int32),
+            torch.rand(6, 2, generator=g),
+            torch.tensor([[0, 5], [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [4, 5]],
+                         dtype=torch.int32), torch.rand(7, 2, generator=g), [4, 4],
+            torch.tensor([2, 0, 3, 1], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            (torch.rand(42, generator=g) < 0.8).to(torch.uint8), randn(42 + 3, 5),
+            'add,relu')),
     }
 
 
