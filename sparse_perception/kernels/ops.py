@@ -53,6 +53,9 @@ Ops (shapes for ``n`` rows, ``t`` patches):
   (Ho, kh), row_weights (Ho, kh), col_taps (Wo, kw), col_weights (Wo, kw), tile, tiles
   (cap,), count (1,)?, cand (Ho * Wo,)?, operand?, epilogue)``: separable resampling from
   tap tables (``resample.tap_tables``) at the listed tiles' positions
+- ``intake(x (1, C, H, W), cache (H * W + 3, C)!, tiles bool (Ht, Wt), tile, threshold,
+  dense) -> changed bool (H * W,)``: a frame's changed pixels into its cache
+- ``global_pool(x (P + 3, C), positions) -> (1, C)``: the mean of the first P rows
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ import re
 from typing import Optional
 
 from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
-from sparse_perception.kernels import positionwise, resample, window
+from sparse_perception.kernels import frame, positionwise, resample, window
 from sparse_perception.kernels.runtime import launch
 from sparse_perception.kernels.steps import Step
 import torch
@@ -420,3 +423,54 @@ def _(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int], row_taps: Ten
       tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor], operand: Optional[Tensor],
       epilogue_spec: str) -> None:
     return None
+
+
+# -- the frame: intake and global pooling ------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::intake', mutates_args=('cache',))
+def intake(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+           dense: bool) -> Tensor:
+    """Take a frame's changed pixels into its cache; return the changed mask (reference)."""
+    return frame.intake_ref(x, cache, tiles, tile, threshold, dense)
+
+
+@intake.register_kernel('cuda')
+def _(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+      dense: bool) -> Tensor:
+    positions = x.shape[2] * x.shape[3]
+    mask = torch.zeros(positions, dtype=torch.uint8, device=x.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=x.device)
+    kernel, grid, args, meta = frame.intake_args(x, cache, mask, tiles.to(torch.uint8), stats,
+                                                 tile, threshold, dense)
+    launch(kernel, grid, *args, **meta)
+    return mask.bool()
+
+
+@intake.register_fake
+def _(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+      dense: bool) -> Tensor:
+    return x.new_empty(x.shape[2] * x.shape[3], dtype=torch.bool)
+
+
+@torch.library.custom_op('sparse_perception::global_pool', mutates_args=())
+def global_pool(x: Tensor, positions: int) -> Tensor:
+    """Mean over the first ``positions`` rows of a cache, in its dtype (reference)."""
+    return frame.global_pool_ref(x, positions).to(x.dtype)
+
+
+@global_pool.register_kernel('cuda')
+def _(x: Tensor, positions: int) -> Tensor:
+    channels = x.shape[1]
+    out = torch.zeros(1 + 3, channels, dtype=x.dtype, device=x.device)
+    sums = torch.zeros(channels, dtype=torch.float32, device=x.device)
+    mask = torch.zeros(1, dtype=torch.uint8, device=x.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=x.device)
+    in_count = torch.ones(1, dtype=torch.int32, device=x.device)
+    frame.run(frame.global_pool_args(x, positions, out, sums, mask, stats, in_count, 0.0,
+                                     test=False, exact=False, gate=False))
+    return out[:1].clone()
+
+
+@global_pool.register_fake
+def _(x: Tensor, positions: int) -> Tensor:
+    return x.new_empty(1, x.shape[1])

@@ -150,6 +150,17 @@ def test_ops_on_cuda_match_the_reference(cuda):
     torch.ops.sparse_perception.resample_tiles(cache, ref, [4, 5], [6, 7], *tables, [4, 4], tiles,
                                                count, cand, residual, 'add,relu')
     assert (got.cpu() - ref).abs().max() <= 1e-5
+    # A frame's intake into its cache (a copy: bit-exact) and global pooling.
+    x = torch.randn(1, 3, 4, 5, generator=g)
+    flags = torch.rand(2, 3, generator=g) < 0.5
+    before = torch.randn(20 + 3, 3, generator=g)
+    got, ref = before.to(cuda), before.clone()
+    changed = torch.ops.sparse_perception.intake(x.to(cuda), got, flags.to(cuda), 2, 0.5, False)
+    assert torch.equal(changed.cpu(), torch.ops.sparse_perception.intake(x, ref, flags, 2, 0.5,
+                                                                         False))
+    assert torch.equal(got.cpu(), ref)
+    pooled = torch.ops.sparse_perception.global_pool(cache.to(cuda), 20)
+    assert (pooled.cpu() - torch.ops.sparse_perception.global_pool(cache, 20)).abs().max() <= 1e-6
 
 
 def run(engine, sequence, device, dtype=torch.float32):

@@ -87,6 +87,12 @@ def _cases():
             torch.tensor([2, 0, 3, 1], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
             (torch.rand(42, generator=g) < 0.8).to(torch.uint8), randn(42 + 3, 5),
             'add,relu')),
+        # A 4 x 5 frame of 3 channels against a cache of it, tiles of 2 pixels.
+        'intake': ('intake', (randn(1, 3, 4, 5), randn(20 + 3, 3),
+                              torch.rand(2, 3, generator=g) < 0.5, 2, 0.5, False)),
+        'intake dense': ('intake', (randn(1, 3, 4, 5), randn(20 + 3, 3),
+                                    torch.zeros(2, 3, dtype=torch.bool), 2, 0.0, True)),
+        'global pool': ('global_pool', (cache, 20)),
     }
 
 
