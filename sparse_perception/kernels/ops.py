@@ -56,6 +56,9 @@ Ops (shapes for ``n`` rows, ``t`` patches):
 - ``intake(x (1, C, H, W), cache (H * W + 3, C)!, tiles bool (Ht, Wt), tile, threshold,
   dense) -> changed bool (H * W,)``: a frame's changed pixels into its cache
 - ``global_pool(x (P + 3, C), positions) -> (1, C)``: the mean of the first P rows
+- ``commit_tiles(dst (P + 3, C)!, staging (P (+ 3), C), cand uint8 (P,), tiles (cap,), count
+  (1,)?, out_hw, tile, operand?, epilogue, threshold, test) -> changed bool (P,)``: the
+  epilogue, change test and store of the staged candidates of the listed tiles
 """
 
 from __future__ import annotations
@@ -474,3 +477,44 @@ def _(x: Tensor, positions: int) -> Tensor:
 @global_pool.register_fake
 def _(x: Tensor, positions: int) -> Tensor:
     return x.new_empty(1, x.shape[1])
+
+
+# -- commit_tiles ------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::commit_tiles', mutates_args=('dst',))
+def commit_tiles(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor,
+                 count: Optional[Tensor], out_hw: list[int], tile: list[int],
+                 operand: Optional[Tensor], epilogue_spec: str, threshold: float,
+                 test: bool) -> Tensor:
+    """Epilogue, change test and store of the staged candidates of listed tiles (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    positions = out_hw[0] * out_hw[1]
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    changed = torch.zeros(positions, dtype=torch.bool, device=dst.device)
+    picked, _ = epilogue.store_rows_ref(dst, pos, staging.index_select(0, pos), steps, operands,
+                                        threshold, test)
+    changed[pos if picked is None else picked] = True
+    return changed
+
+
+@commit_tiles.register_kernel('cuda')
+def _(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor, count: Optional[Tensor],
+      out_hw: list[int], tile: list[int], operand: Optional[Tensor], epilogue_spec: str,
+      threshold: float, test: bool) -> Tensor:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    changed = torch.zeros(out_hw[0] * out_hw[1], dtype=torch.uint8, device=dst.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=dst.device)
+    if count is None:
+        count = torch.tensor([tiles.numel()], dtype=torch.int32, device=dst.device)
+    kernel, grid, args, meta = epilogue.commit_tiles_args(
+        dst, staging, cand, changed, stats, tiles, count, out_hw[0], out_hw[1], tuple(tile),
+        epilogue.encode(steps, operands), threshold, test, threshold == 0)
+    launch(kernel, grid, *args, **meta)
+    return changed.bool()
+
+
+@commit_tiles.register_fake
+def _(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor, count: Optional[Tensor],
+      out_hw: list[int], tile: list[int], operand: Optional[Tensor], epilogue_spec: str,
+      threshold: float, test: bool) -> Tensor:
+    return dst.new_empty(out_hw[0] * out_hw[1], dtype=torch.bool)

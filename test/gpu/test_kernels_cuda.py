@@ -154,13 +154,25 @@ def test_ops_on_cuda_match_the_reference(cuda):
     x = torch.randn(1, 3, 4, 5, generator=g)
     flags = torch.rand(2, 3, generator=g) < 0.5
     before = torch.randn(20 + 3, 3, generator=g)
-    got, ref = before.to(cuda), before.clone()
+    got, ref = before.clone().to(cuda), before.clone()
     changed = torch.ops.sparse_perception.intake(x.to(cuda), got, flags.to(cuda), 2, 0.5, False)
     assert torch.equal(changed.cpu(), torch.ops.sparse_perception.intake(x, ref, flags, 2, 0.5,
                                                                          False))
     assert torch.equal(got.cpu(), ref)
     pooled = torch.ops.sparse_perception.global_pool(cache.to(cuda), 20)
     assert (pooled.cpu() - torch.ops.sparse_perception.global_pool(cache, 20)).abs().max() <= 1e-6
+    # Committing staged candidates of listed tiles through an epilogue and the change test.
+    staging = torch.randn(20 + 3, 5, generator=g)
+    cand = (torch.rand(20, generator=g) < 0.7).to(torch.uint8)
+    got, ref = cache.clone().to(cuda), cache.clone()
+    changed = torch.ops.sparse_perception.commit_tiles(
+        got, staging.to(cuda), cand.to(cuda), tiles.to(cuda), count.to(cuda), [4, 5], [2, 4],
+        cache.clone().to(cuda), 'add,relu6', 0.2, True)
+    ref_changed = torch.ops.sparse_perception.commit_tiles(ref, staging, cand, tiles, count,
+                                                           [4, 5], [2, 4], cache.clone(),
+                                                           'add,relu6', 0.2, True)
+    assert torch.equal(changed.cpu(), ref_changed)
+    assert (got.cpu() - ref).abs().max() <= 1e-6
 
 
 def run(engine, sequence, device, dtype=torch.float32):

@@ -93,6 +93,14 @@ def _cases():
         'intake dense': ('intake', (randn(1, 3, 4, 5), randn(20 + 3, 3),
                                     torch.zeros(2, 3, dtype=torch.bool), 2, 0.0, True)),
         'global pool': ('global_pool', (cache, 20)),
+        'commit tiles': ('commit_tiles', (
+            cache.clone(), randn(20 + 3, 5), (torch.rand(20, generator=g) < 0.7).to(torch.uint8),
+            torch.tensor([2, 0, 3, 1], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            [4, 5], [2, 4], cache.clone(), 'add,relu6', 0.2, True)),
+        'commit tiles untested': ('commit_tiles', (
+            cache.clone(), randn(20 + 3, 5), torch.ones(20, dtype=torch.uint8),
+            torch.tensor([0, 1, 2, 3], dtype=torch.int32), None, [4, 5], [2, 4], None, '', 0.0,
+            False)),
     }
 
 
