@@ -16,19 +16,28 @@
 The per-layer primitives of incremental execution, behind one small backend interface.
 
 The eager executor (:class:`~sparse_perception.engine.IncrementalModel`) runs the sparse path
-of every layer as a few primitives. Two backends implement them: the pure-torch
-:class:`ReferenceBackend` here (CPU and CUDA) and the ``kernels`` backend
-(``sparse_perception.kernels.backend``: Triton kernels, the reference for what they do not
-cover), which gives the same results. Dense fallbacks hand the caches' channels_last views to
-stock torch ops (cuDNN and oneDNN run those well already), and the resampling layer's row
-path writes whole output rows straight into its cache.
+of every layer as a few primitives. Two backends implement them, both here:
+:class:`ReferenceBackend` (CPU and CUDA) runs the pure-torch references that sit beside each
+Triton kernel in ``sparse_perception.kernels`` (``*_ref``), and :class:`KernelsBackend` runs
+the kernels' launchers (and the reference for what they do not cover), with the same results.
+Dense fallbacks hand the caches' channels_last views to stock torch ops (cuDNN and oneDNN run
+those well already), and the resampling layer's row path writes whole output rows straight
+into its cache.
 
 Both backends take exact-size index tensors built with ``nonzero`` (a host synchronisation
 on CUDA). The sync-free path is not a backend:
 :class:`~sparse_perception.engine.device.DeviceModel` runs the same lowered program on the
-kernels directly, with fixed-capacity tile lists and device-side counts, and replays a frame
-as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
+same kernels, bound once to fixed-capacity tile lists and device-side counts, and replays a
+frame as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
 primitives.
+
+One entry point per kernel: its launcher, written as a binder (``*_args``: the kernel, grid,
+arguments and meta-parameters of one launch) and ``runtime.launch``. The device executor binds
+its persistent buffers once and replays the bound launches, because a captured CUDA graph
+needs fixed pointers and no per-frame Python work; :class:`KernelsBackend` calls the
+launchers that bind and launch at once; the ``torch.library`` ops
+(``sparse_perception.kernels.ops``) run the same launchers on CUDA and the ``*_ref`` on every
+other device. Nothing else calls a ``@triton.jit`` kernel.
 
 Data layout
 -----------
@@ -78,10 +87,9 @@ Primitives (shapes for batch 1; ``n`` active positions, ``t`` active tiles)
 Registering a backend
 ---------------------
 :func:`register_backend` maps a name to a factory ``factory(device) -> Backend`` that raises an
-EngineError saying why when it cannot run on that device (returning None also works). When the
-'kernels' backend is asked for and not registered, :func:`get_backend` imports
-``sparse_perception.kernels`` and calls its ``register()`` (which compiles nothing and does
-not touch CUDA; importing that package registers the backend too).
+EngineError saying why when it cannot run on that device (returning None also works). The
+'kernels' backend is registered here (one registered under that name replaces it; 'reference'
+is always :class:`ReferenceBackend`); building it compiles nothing and does not touch CUDA.
 """
 
 from __future__ import annotations
