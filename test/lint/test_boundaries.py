@@ -13,14 +13,9 @@
 # limitations under the License.
 
 """
-Import boundaries: who may import what.
+Only sparse_perception/nodes/ may import rclpy or ROS message packages.
 
-Only sparse_perception/nodes/ may import rclpy or ROS message packages: the core stays usable
-without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
-
-Nothing under sparse_perception/kernels/ imports sparse_perception.engine: the engine imports
-the kernels, never the other way round, so the kernels and their references can be read,
-tested and changed without the engine.
+The core stays usable without ROS (bag replay, benchmarks, tests), and the ROS edge stays thin.
 """
 
 import ast
@@ -32,39 +27,25 @@ ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'visualizati
                'launch', 'launch_ros', 'cv_bridge')
 
 
-def _imported_modules(path: Path, package: str = ''):
-    """Yield (line, module) of every import in ``path``, anywhere in it, made absolute."""
+def _imported_roots(path: Path):
     tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
-                yield node.lineno, alias.name
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ''
-            if node.level:  # relative to the file's package
-                parent = package.split('.')[:len(package.split('.')) - node.level + 1]
-                base = '.'.join(parent + ([base] if base else []))
-            for alias in node.names:
-                yield node.lineno, f'{base}.{alias.name}' if base else alias.name
-
-
-def _imported_roots(path: Path):
-    for line, module in _imported_modules(path):
-        yield line, module.split('.')[0]
-
-
-def _package_of(path: Path) -> str:
-    return '.'.join(path.relative_to(REPO).parent.parts)
+                yield node.lineno, alias.name.split('.')[0]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module.split('.')[0]
 
 
 def test_only_nodes_import_ros():
     offenders = []
-    for path in sorted((REPO / 'sparse_perception').rglob('*.py')):
-        relative = path.relative_to(REPO)
-        if relative.parts[:2] == ('sparse_perception', 'nodes'):
-            continue
-        offenders += [f'{relative}:{line} imports {root}'
-                      for line, root in _imported_roots(path) if root in ROS_MODULES]
+    for folder in ('sparse_perception',):
+        for path in sorted((REPO / folder).rglob('*.py')):
+            relative = path.relative_to(REPO)
+            if relative.parts[:2] == ('sparse_perception', 'nodes'):
+                continue
+            offenders += [f'{relative}:{line} imports {root}'
+                          for line, root in _imported_roots(path) if root in ROS_MODULES]
     assert not offenders, 'ROS imports outside sparse_perception/nodes/:\n' + '\n'.join(
         offenders)
 
@@ -76,6 +57,22 @@ def test_check_sees_an_offender(tmp_path):
     assert [root for _, root in _imported_roots(sample)] == ['rclpy', 'sensor_msgs']
 
 
+def _imported_modules(path: Path, package: str):
+    """Yield (line, module) of every import in ``path``, nested ones too, made absolute."""
+    tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:  # relative to the file's package
+                parts = package.split('.')
+                base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                yield node.lineno, f'{base}.{alias.name}' if base else alias.name
+
+
 def _engine_imports(path: Path, package: str) -> list:
     return [(line, module) for line, module in _imported_modules(path, package)
             if module == 'sparse_perception.engine'
@@ -83,10 +80,13 @@ def _engine_imports(path: Path, package: str) -> list:
 
 
 def test_kernels_do_not_import_the_engine():
+    # The engine imports the kernels, never the other way round: the kernels and their
+    # references can then be read, tested and changed without the engine.
     offenders = []
     for path in sorted((REPO / 'sparse_perception' / 'kernels').rglob('*.py')):
+        package = '.'.join(path.relative_to(REPO).parent.parts)
         offenders += [f'{path.relative_to(REPO)}:{line} imports {module}'
-                      for line, module in _engine_imports(path, _package_of(path))]
+                      for line, module in _engine_imports(path, package)]
     assert not offenders, 'engine imports in sparse_perception/kernels/:\n' + '\n'.join(
         offenders)
 
