@@ -92,10 +92,7 @@ setup(
     description=DESCRIPTION,
     license='Apache-2.0',
     python_requires='>=3.10',
-    # The GPU kernels live in the top-level kernels/ folder (beside the package, like launch/ and
-    # config/) but are only ever imported as sparse_perception.kernels.
-    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']) + [PACKAGE + '.kernels'],
-    package_dir={PACKAGE + '.kernels': 'kernels'},
+    packages=find_packages(include=[PACKAGE, PACKAGE + '.*']),
     package_data={PACKAGE: ['data/*', 'data/*/*']},
     data_files=DATA_FILES,
     # Only what pip metadata can vouch for on a robot too: OpenCV usually comes from the

@@ -54,17 +54,17 @@ class HostOps(TorchDispatchMode):
 @contextlib.contextmanager
 def recorded_launches(monkeypatch):
     """Record every kernel launch (and run it outside any dispatch mode) in a list."""
-    from sparse_perception.kernels import _runtime
+    from sparse_perception.kernels import runtime
 
     record = []
-    launch = _runtime.launch
+    launch = runtime.launch
 
     def recording(kernel, grid, *args, **meta):
         record.append((kernel, grid, args, meta))
         with _disable_current_modes():
             launch(kernel, grid, *args, **meta)
     with monkeypatch.context() as patch:
-        patch.setattr(_runtime, 'launch', recording)
+        patch.setattr(runtime, 'launch', recording)
         yield record
 
 

@@ -32,7 +32,7 @@ from __future__ import annotations
 import random
 
 from sparse_perception.engine.backend import new_cache
-from sparse_perception.engine.graph import Step
+from sparse_perception.kernels.steps import Step
 import torch
 import torch.nn.functional as F
 
@@ -325,7 +325,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
                      fraction: float) -> None:
     """1x1, depthwise, KxK convolution and pooling over listed tiles of a cache."""
     from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, pool, window
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w = r.randint(1, 19), r.randint(1, 21)
@@ -400,7 +400,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
 def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float) -> None:
     from sparse_perception.engine.graph import _axis_matrix
     from sparse_perception.kernels import resample, window
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w, channels = r.randint(1, 9), r.randint(1, 9), r.randint(1, 19)
@@ -468,7 +468,7 @@ def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float
 
 def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> None:
     from sparse_perception.kernels import positionwise, window
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w, channels = r.randint(1, 12), r.randint(1, 12), r.randint(1, 70)
@@ -496,7 +496,7 @@ def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> N
 def check_candidates(device: str, seed: int) -> None:
     """Check the candidate kernel: receptive field, operands, listing and device counts."""
     from sparse_perception.kernels import masks, window
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w = r.randint(1, 23), r.randint(1, 23)
@@ -551,7 +551,7 @@ def check_candidates(device: str, seed: int) -> None:
 
 def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float) -> None:
     from sparse_perception.kernels import frame
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w, channels = r.randint(1, 30), r.randint(1, 30), r.choice((1, 3, 4))
@@ -604,7 +604,7 @@ def check_conv_transpose_tiles(device: str, dtype: torch.dtype, seed: int,
                                fraction: float) -> None:
     """Transposed convolution over listed tiles: the kernel, its reference and F's agree."""
     from sparse_perception.kernels import conv, epilogue, window
-    from sparse_perception.kernels._runtime import launch
+    from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
     h, w = r.randint(1, 9), r.randint(1, 11)

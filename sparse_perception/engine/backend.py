@@ -16,19 +16,28 @@
 The per-layer primitives of incremental execution, behind one small backend interface.
 
 The eager executor (:class:`~sparse_perception.engine.IncrementalModel`) runs the sparse path
-of every layer as a few primitives. Two backends implement them: the pure-torch
-:class:`ReferenceBackend` here (CPU and CUDA) and the ``kernels`` backend
-(``sparse_perception.kernels.backend``: Triton kernels, the reference for what they do not
-cover), which gives the same results. Dense fallbacks hand the caches' channels_last views to
-stock torch ops (cuDNN and oneDNN run those well already), and the resampling layer's row
-path writes whole output rows straight into its cache.
+of every layer as a few primitives. Two backends implement them, both here:
+:class:`ReferenceBackend` (CPU and CUDA) runs the pure-torch references that sit beside each
+Triton kernel in ``sparse_perception.kernels`` (``*_ref``), and :class:`KernelsBackend` runs
+the kernels' launchers (and the reference for what they do not cover), with the same results.
+Dense fallbacks hand the caches' channels_last views to stock torch ops (cuDNN and oneDNN run
+those well already), and the resampling layer's row path writes whole output rows straight
+into its cache.
 
 Both backends take exact-size index tensors built with ``nonzero`` (a host synchronisation
 on CUDA). The sync-free path is not a backend:
 :class:`~sparse_perception.engine.device.DeviceModel` runs the same lowered program on the
-kernels directly, with fixed-capacity tile lists and device-side counts, and replays a frame
-as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
+same kernels, bound once to fixed-capacity tile lists and device-side counts, and replays a
+frame as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
 primitives.
+
+One entry point per kernel: its launcher, written as a binder (``*_args``: the kernel, grid,
+arguments and meta-parameters of one launch) and ``runtime.launch``. The device executor binds
+its persistent buffers once and replays the bound launches, because a captured CUDA graph
+needs fixed pointers and no per-frame Python work; :class:`KernelsBackend` calls the
+launchers that bind and launch at once; the ``torch.library`` ops
+(``sparse_perception.kernels.ops``) run the same launchers on CUDA and the ``*_ref`` on every
+other device. Nothing else calls a ``@triton.jit`` kernel.
 
 Data layout
 -----------
@@ -78,58 +87,24 @@ Primitives (shapes for batch 1; ``n`` active positions, ``t`` active tiles)
 Registering a backend
 ---------------------
 :func:`register_backend` maps a name to a factory ``factory(device) -> Backend`` that raises an
-EngineError saying why when it cannot run on that device (returning None also works). When the
-'kernels' backend is asked for and not registered, :func:`get_backend` imports
-``sparse_perception.kernels`` and calls its ``register()`` (which compiles nothing and does
-not touch CUDA; importing that package registers the backend too).
+EngineError saying why when it cannot run on that device (returning None also works). The
+'kernels' backend is registered here (one registered under that name replaces it; 'reference'
+is always :class:`ReferenceBackend`); building it compiles nothing and does not touch CUDA.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 from typing import Any, Callable, Sequence
+import weakref
 
 from sparse_perception.engine.errors import EngineError
+from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
+from sparse_perception.kernels import resample
+from sparse_perception.kernels.runtime import can_run_on, TL_FLOAT
 import torch
-import torch.nn.functional as F
 
 LOG = logging.getLogger(__name__)
-
-# Activation name (see graph.py) -> function(x, *params, inplace). In-place where torch can,
-# since the running value is always a fresh tensor owned by the engine.
-ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
-    'relu': lambda x: torch.relu_(x),
-    'hardtanh': lambda x, lo, hi: x.clamp_(lo, hi),
-    'clamp': lambda x, lo, hi: x.clamp_(lo, hi),
-    'hardswish': lambda x: F.hardswish(x, inplace=True),
-    'hardsigmoid': lambda x: F.hardsigmoid(x, inplace=True),
-    'sigmoid': lambda x: x.sigmoid_(),
-    'silu': lambda x: F.silu(x, inplace=True),
-    'tanh': lambda x: x.tanh_(),
-    'leaky_relu': lambda x, slope: F.leaky_relu(x, slope, inplace=True),
-    'gelu': lambda x, approximate: F.gelu(x, approximate=approximate),
-    'elu': lambda x, alpha: F.elu(x, alpha, inplace=True),
-    'mish': lambda x: F.mish(x),
-    'softplus': lambda x, beta, threshold: F.softplus(x, beta, threshold),
-    'prelu': lambda x, weight: F.prelu(x, weight) if x.dim() != 2 else _prelu_rows(x, weight),
-}
-
-_BINARY = {'add': torch.add, 'sub': torch.sub, 'mul': torch.mul, 'div': torch.div}
-
-# Activations that can read one tensor and write another in one pass: f(src, dst, *params).
-_OUT_ACTIVATIONS: dict[str, Callable[..., Any]] = {
-    'relu': lambda src, dst: torch.clamp(src, min=0, out=dst),
-    'hardtanh': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
-    'clamp': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
-    'sigmoid': lambda src, dst: torch.sigmoid(src, out=dst),
-    'tanh': lambda src, dst: torch.tanh(src, out=dst),
-}
-
-
-def _prelu_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    # F.prelu treats dim 1 as channels; rows (n, C) have channels in dim 1 already.
-    return torch.where(x >= 0, x, x * weight.view(1, -1))
 
 
 def zero_row(positions: int) -> int:
@@ -164,7 +139,7 @@ def as_nchw(cache: torch.Tensor, height: int, width: int) -> torch.Tensor:
 
 
 class ReferenceBackend:
-    """The pure-torch implementation of every primitive (CPU and CUDA)."""
+    """The pure-torch implementation of every primitive (CPU and CUDA): the kernels' ``*_ref``."""
 
     name = 'reference'
 
@@ -175,47 +150,20 @@ class ReferenceBackend:
 
     def gather(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Rows ``src[index]``: ``(R, C)`` and int64 ``(...)`` -> ``(..., C)``."""
-        return src.index_select(0, index.reshape(-1)).view(*index.shape, src.shape[1])
+        return gather.gather_rows_ref(src, index)
 
     def store(self, dst: torch.Tensor, index: torch.Tensor | None, values: torch.Tensor,
               threshold: float, test: bool = True,
               want_old: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Change test and scatter (see the module docstring)."""
-        if index is None:
-            target = dst[:dst.shape[0] - 3]
-            if not test:
-                old = target.clone() if want_old else None
-                if values.data_ptr() != target.data_ptr():
-                    target.copy_(values)
-                return None, old
-            changed = _changed_rows(values, target, threshold)
-            sel = changed.nonzero().squeeze(1)
-            if sel.numel() == target.shape[0]:
-                old = target.clone() if want_old else None
-                target.copy_(values)
-                return None, old
-            old = target.index_select(0, sel) if want_old else None
-            target.index_copy_(0, sel, values.index_select(0, sel))
-            return sel, old
-        if not test:
-            old = dst.index_select(0, index) if want_old else None
-            dst.index_copy_(0, index, values)
-            return None, old
-        old = dst.index_select(0, index)
-        changed = _changed_rows(values, old, threshold)
-        sel = changed.nonzero().squeeze(1)
-        if sel.numel() == index.numel():
-            dst.index_copy_(0, index, values)
-            return None, old if want_old else None
-        picked = index.index_select(0, sel)
-        dst.index_copy_(0, picked, values.index_select(0, sel))
-        return picked, old.index_select(0, sel) if want_old else None
+        return epilogue.store_rows_ref(dst, index, values, (), None, threshold, test, want_old)
 
     def store_epilogue(self, dst: torch.Tensor, index: torch.Tensor | None,
                        values: torch.Tensor, steps: Sequence[Any], operands: dict,
                        threshold: float, test: bool = True, want_old: bool = False):
         """:meth:`epilogue` then :meth:`store`: one fused kernel in a GPU backend."""
         if steps:
+            # The engine owns ``values``: the epilogue may overwrite them instead of allocating.
             values = self.epilogue(values, steps, operands, index)
         return self.store(dst, index, values, threshold, test, want_old)
 
@@ -224,11 +172,7 @@ class ReferenceBackend:
     def linear(self, rows: torch.Tensor, weight_t: torch.Tensor,
                bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """1x1 convolution on rows: ``(n, Cin) @ (Cin, Cout) + bias``."""
-        if bias is None:
-            return torch.mm(rows, weight_t, out=out) if out is not None else rows @ weight_t
-        if out is not None:
-            return torch.addmm(bias, rows, weight_t, out=out)
-        return torch.addmm(bias, rows, weight_t)
+        return conv1x1.linear_rows_ref(rows, weight_t, bias, out)
 
     def window(self, patches: torch.Tensor, layer: Any) -> torch.Tensor:
         """Run ``layer``'s windowed op with padding 0 on a batch of tiles with halo."""
@@ -236,9 +180,7 @@ class ReferenceBackend:
 
     def resample(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted sum of taps: ``(n, K, C)``, ``(n, K)`` -> ``(n, C)``."""
-        if rows.shape[1] == 1:
-            return rows[:, 0] * weights
-        return torch.bmm(weights.unsqueeze(1), rows).squeeze(1)
+        return resample.resample_taps_ref(rows, weights)
 
     def epilogue(self, x: torch.Tensor, steps: Sequence[Any], operands: dict,
                  index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -249,43 +191,152 @@ class ReferenceBackend:
         (all rows in order when None), or broadcast when it has a single position. The
         result is written to ``out`` when given (else over ``x``) and returned.
         """
+        return epilogue.epilogue_ref(x, steps, operands, index, out)
+
+    # -- masks ---------------------------------------------------------------------------------
+
+    def dilate(self, mask: torch.Tensor, pads: tuple[int, int, int, int],
+               kernel: tuple[int, int], stride: tuple[int, int],
+               dilation: tuple[int, int], ceil_mode: bool,
+               out_hw: tuple[int, int]) -> torch.Tensor:
+        """Receptive-field image of ``mask`` (H, W) through a windowed op (see module doc)."""
+        return masks.dilate_mask_ref(mask, pads, kernel, stride, dilation, out_hw)
+
+    def active_tiles(self, mask: torch.Tensor, tile: int) -> torch.Tensor:
+        """Row-major ids of ``tile x tile`` tiles of ``mask`` (H, W) with a set element."""
+        return masks.tile_flags_ref(mask, tile).view(-1).nonzero().squeeze(1)
+
+
+class KernelsBackend(ReferenceBackend):
+    """
+    Triton kernels for every primitive, the reference for what they do not cover.
+
+    It plugs into the eager executor, which still decides per layer on the host (exact-size
+    index tensors, ``nonzero``). Every primitive gives the reference backend's results (up to
+    the rounding of fp32 accumulation). What the kernels do not cover runs on the reference
+    path, said once in the log: transposed convolutions, integer tensors (argmax outputs), and
+    epilogues with steps the kernels do not know or more than ``epilogue.MAX_STEPS`` of them.
+    """
+
+    name = 'kernels'
+
+    def __init__(self, device: torch.device | str = 'cuda'):
+        super().__init__(device)
+        # Weights of windowed layers in the kernels' layouts, converted once per layer.
+        self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._said: set = set()
+
+    def _fallback(self, what: str) -> None:
+        if what not in self._said:
+            self._said.add(what)
+            LOG.info('kernels backend: %s runs on the reference path', what)
+
+    # -- data movement -----------------------------------------------------------------------
+
+    def gather(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """Rows ``src[index]``: ``(R, C)`` and int64 ``(...)`` -> ``(..., C)``."""
+        if src.dtype not in TL_FLOAT:
+            return super().gather(src, index)
+        return gather.gather_rows(src, index)
+
+    def store(self, dst: torch.Tensor, index: torch.Tensor | None, values: torch.Tensor,
+              threshold: float, test: bool = True, want_old: bool = False):
+        """Change test and scatter (see the module docstring)."""
+        if dst.dtype not in TL_FLOAT or values.dtype != dst.dtype:
+            return super().store(dst, index, values, threshold, test, want_old)
+        return self.store_epilogue(dst, index, values, (), {}, threshold, test, want_old)
+
+    def store_epilogue(self, dst: torch.Tensor, index: torch.Tensor | None,
+                       values: torch.Tensor, steps: Sequence[Any], operands: dict,
+                       threshold: float, test: bool = True, want_old: bool = False):
+        """Epilogue, change test and scatter in one kernel."""
+        if dst.dtype not in TL_FLOAT or values.dtype != dst.dtype:
+            return ReferenceBackend.store_epilogue(self, dst, index, values, steps, operands,
+                                                   threshold, test, want_old)
+        try:
+            ep = epilogue.encode(steps, operands)
+        except epilogue.Unfusable as exc:
+            self._fallback(str(exc))
+            return ReferenceBackend.store_epilogue(self, dst, index, values, steps, operands,
+                                                   threshold, test, want_old)
+        values = values if values.stride(1) == 1 else values.contiguous()
+        flags, old = epilogue.store_rows(dst, index, values, ep, threshold, test,
+                                         threshold == 0, want_old, flags=test)
+        if not test:
+            return None, old
+        sel = flags.nonzero().squeeze(1)
+        if sel.numel() == values.shape[0]:
+            return None, old
+        picked = sel if index is None else index.index_select(0, sel)
+        return picked, old.index_select(0, sel) if want_old else None
+
+    # -- compute on gathered blocks -----------------------------------------------------------
+
+    def linear(self, rows: torch.Tensor, weight_t: torch.Tensor,
+               bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """1x1 convolution on rows: ``(n, Cin) @ (Cin, Cout) + bias``."""
+        if rows.dtype not in TL_FLOAT or rows.dtype != weight_t.dtype or \
+                not weight_t.is_contiguous():
+            return super().linear(rows, weight_t, bias, out)
+        rows = rows if rows.stride(1) == 1 else rows.contiguous()
+        return conv1x1.linear_rows(rows, weight_t, bias, out)
+
+    def window(self, patches: torch.Tensor, layer: Any) -> torch.Tensor:
+        """Run ``layer``'s windowed op with padding 0 on a batch of tiles with halo."""
+        if getattr(layer, 'transposed', False):
+            self._fallback('transposed convolution')
+            return super().window(patches, layer)
+        if patches.dtype not in TL_FLOAT:
+            return super().window(patches, layer)
+        pool_mode = getattr(layer, 'pool', None)
+        if pool_mode is not None:
+            return pool.pool_patches(patches, pool_mode, layer.kernel, layer.stride,
+                                     layer.dilation)
+        weight = layer.weight
+        if weight.dtype != patches.dtype:
+            return super().window(patches, layer)
+        cin = patches.shape[1]
+        if layer.groups == cin and weight.shape[1] == 1:
+            taps = self._prepared(layer, 'depthwise', lambda: depthwise.depthwise_weight(weight))
+            return depthwise.depthwise_patches(patches, weight, layer.bias, layer.stride,
+                                               layer.dilation, taps)
+        gemm = self._prepared(layer, 'conv', lambda: conv.conv_weight(weight))
+        return conv.conv_patches(patches, weight, layer.bias, layer.stride, layer.dilation,
+                                 layer.groups, gemm)
+
+    def _prepared(self, layer: Any, kind: str, make: Any) -> torch.Tensor:
+        try:
+            entry = self._weights.get(layer)
+        except TypeError:  # not weak-referenceable: convert every time
+            return make()
+        if entry is None or entry[0] != kind or entry[1] is not layer.weight:
+            entry = (kind, layer.weight, make())
+            self._weights[layer] = entry
+        return entry[2]
+
+    def resample(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """Weighted sum of taps: ``(n, K, C)``, ``(n, K)`` -> ``(n, C)``."""
+        if rows.dtype not in TL_FLOAT or weights.dtype != rows.dtype:
+            return super().resample(rows, weights)
+        return resample.resample_taps(rows, weights)
+
+    def epilogue(self, x: torch.Tensor, steps: Sequence[Any], operands: dict,
+                 index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply pointwise ``steps`` to rows ``x`` (n, C) (see the reference)."""
         dst = x if out is None else out
-        src = x
-        for step in steps:
-            kind = step.kind
-            if kind == 'act':
-                fn = _OUT_ACTIVATIONS.get(step.op)
-                if fn is not None:
-                    fn(src, dst, *step.params)
-                else:
-                    if src is not dst:
-                        dst.copy_(src)
-                    result = ACTIVATIONS[step.op](dst, *step.params)
-                    if result.data_ptr() != dst.data_ptr():
-                        dst.copy_(result)
-            elif kind == 'affine':
-                scale, shift = step.const
-                torch.addcmul(shift, src, scale, out=dst)
-            elif kind == 'scalar':
-                if step.reverse:  # const (op) x
-                    if step.op == 'sub':
-                        torch.mul(src, -1.0, out=dst).add_(step.const)
-                    else:
-                        torch.reciprocal(src, out=dst).mul_(step.const)
-                else:
-                    _BINARY[step.op](src, step.const, out=dst)
-            else:  # binary
-                if step.operand is not None:
-                    other = _rows_at(operands[step.operand], index)
-                else:
-                    other = _rows_at(step.const, index, padded=False)
-                if step.reverse:
-                    _BINARY[step.op](other, src, out=dst)
-                else:
-                    _BINARY[step.op](src, other, out=dst)
-            src = dst
-        if src is not dst:
-            dst.copy_(src)
+        if not steps:
+            if dst is not x:
+                dst.copy_(x)
+            return dst
+        if x.dtype not in TL_FLOAT or dst.dtype != x.dtype or x.stride(1) != 1 or \
+                dst.stride(1) != 1:
+            return super().epilogue(x, steps, operands, index, out)
+        try:
+            ep = epilogue.encode(steps, operands)
+        except epilogue.Unfusable as exc:
+            self._fallback(str(exc))
+            return super().epilogue(x, steps, operands, index, out)
+        epilogue.store_rows(dst, index, x, ep, test=False, dst_at_index=False, flags=False)
         return dst
 
     # -- masks ---------------------------------------------------------------------------------
@@ -294,76 +345,32 @@ class ReferenceBackend:
                kernel: tuple[int, int], stride: tuple[int, int],
                dilation: tuple[int, int], ceil_mode: bool,
                out_hw: tuple[int, int]) -> torch.Tensor:
-        """
-        Receptive-field image of ``mask`` (H, W) through a windowed op (see module doc).
-
-        Output (oy, ox) is set when any tap ``(oy * sh - top + i * dh, ox * sw - left +
-        j * dw)`` inside the input is set; computed separably with shifted ORs.
-        """
-        ho, wo = out_hw
-        top, _, left, _ = pads
-        m = _axis_or(mask, 0, top, kernel[0], stride[0], dilation[0], ho)
-        return _axis_or(m, 1, left, kernel[1], stride[1], dilation[1], wo)
+        """Receptive-field image of ``mask`` (H, W) through a windowed op."""
+        return masks.dilate_mask(mask, pads, kernel, stride, dilation, out_hw)
 
     def active_tiles(self, mask: torch.Tensor, tile: int) -> torch.Tensor:
         """Row-major ids of ``tile x tile`` tiles of ``mask`` (H, W) with a set element."""
-        h, w = mask.shape
-        th, tw = -(-h // tile), -(-w // tile)
-        if (th * tile, tw * tile) != (h, w):
-            mask = F.pad(mask, (0, tw * tile - w, 0, th * tile - h))
-        any_set = mask.view(th, tile, tw, tile).any(3).any(1)
-        return any_set.view(-1).nonzero().squeeze(1)
+        return masks.tile_flags(mask, tile).view(-1).nonzero().squeeze(1)
 
 
-_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+def _kernels_backend(device: torch.device) -> KernelsBackend:
+    """
+    Return a KernelsBackend for ``device``.
 
-
-def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Bool (n,): rows whose max abs change exceeds ``threshold`` (any bit change at 0)."""
-    if threshold > 0:
-        return (new - old).abs_().amax(1) > threshold
-    # Exact: compare bit patterns (a few times faster than float != and any() on CPU).
-    # +0.0 and -0.0 count as a change, which is merely conservative.
-    kind = _SAME_SIZE_INT[new.element_size()]
-    diff = new.contiguous().view(kind) ^ old.contiguous().view(kind)
-    return (diff.amax(1) != 0) | (diff.amin(1) != 0)
-
-
-def _axis_or(mask: torch.Tensor, axis: int, before: int, kernel: int, stride: int,
-             dilation: int, n_out: int) -> torch.Tensor:
-    """OR of the ``kernel`` taps of every output along one axis of a bool mask."""
-    n_in = mask.shape[axis]
-    if kernel == 1 and stride == 1 and before == 0 and n_out == n_in:
-        return mask
-    need = (n_out - 1) * stride + (kernel - 1) * dilation + 1  # padded input length
-    shape = list(mask.shape)
-    shape[axis] = max(need, before + n_in)
-    padded = mask.new_zeros(shape)
-    padded.narrow(axis, before, n_in).copy_(mask)
-    out = None
-    for j in range(kernel):
-        start = j * dilation
-        tap = padded.narrow(axis, start, (n_out - 1) * stride + 1)
-        if stride > 1:
-            tap = tap[::stride] if axis == 0 else tap[:, ::stride]
-        out = tap.clone() if out is None else out.logical_or_(tap)
-    return out
-
-
-def _rows_at(src: torch.Tensor, index: torch.Tensor | None, padded: bool = True) -> torch.Tensor:
-    """Rows of an operand at ``index``: broadcast for single-position tensors."""
-    positions = src.shape[0] - (3 if padded else 0)
-    if positions == 1:
-        return src[:1]
-    if index is None:
-        return src[:positions]
-    return src.index_select(0, index)
+    Where the kernels cannot run, raise an EngineError that says why: :func:`get_backend`
+    passes it on when 'kernels' was asked for, and logs it when it falls back under 'auto'.
+    """
+    ok, reason = can_run_on(device)
+    if not ok:
+        raise EngineError(f'the kernels cannot run on {device}: {reason}')
+    return KernelsBackend(device)
 
 
 # -- registry ----------------------------------------------------------------------------------
 
 _FACTORIES: dict[str, Callable[[torch.device], Any]] = {
     'reference': lambda device: ReferenceBackend(device),
+    'kernels': _kernels_backend,
 }
 _LOGGED: set = set()
 
@@ -383,7 +390,7 @@ def get_backend(name: str, device: torch.device | str) -> Any:
     Return the backend for ``name`` ('auto', 'reference', 'kernels') on ``device``.
 
     'auto' (after the environment switch in settings.resolve_backend) picks the kernels on
-    CUDA where they are registered and can run, else the reference, saying so once in the
+    CUDA where they can run, else the reference, saying so once in the
     log. Asking for 'kernels' explicitly where they cannot run is an error.
     """
     from sparse_perception.settings import resolve_backend
@@ -396,24 +403,18 @@ def get_backend(name: str, device: torch.device | str) -> Any:
         raise EngineError(f'unknown backend {name!r}; expected one of auto, '
                           f'{", ".join(available_backends())}')
     wanted = 'kernels' if resolved == 'auto' else resolved
-    if wanted not in _FACTORIES and wanted == 'kernels':
+    backend, reason = None, ''
+    factory = _FACTORIES.get(wanted)
+    if factory is None:
+        reason = f'no {wanted} backend is registered'
+    elif resolved != 'auto' or device.type == 'cuda':
         try:
-            importlib.import_module('sparse_perception.kernels').register()
-        except ImportError as exc:
-            reason = f'sparse_perception.kernels did not import ({exc})'
-        else:
-            reason = 'sparse_perception.kernels registers no engine backend'
-    else:
-        reason = ''
-    backend = None
-    if wanted in _FACTORIES and (resolved != 'auto' or device.type == 'cuda'):
-        try:
-            backend = _FACTORIES[wanted](device)
+            backend = factory(device)
         except EngineError as exc:  # the factory says why it cannot run here
-            backend, reason = None, str(exc)
+            reason = str(exc)
         if backend is None and not reason:
             reason = f'the {wanted} backend cannot run on {device}'
-    elif wanted in _FACTORIES:
+    else:
         reason = f'the {wanted} backend is for CUDA, not {device}'
     if backend is not None:
         return backend

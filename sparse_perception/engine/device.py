@@ -82,10 +82,10 @@ def _kernels() -> Any:
     """Import the kernel modules (Triton) on first use."""
     from sparse_perception.kernels import (conv, conv1x1, depthwise, epilogue, frame, gather,
                                            masks, pool, positionwise, resample, window)
-    from sparse_perception.kernels import _runtime
+    from sparse_perception.kernels import runtime
 
     return _Modules(conv, conv1x1, depthwise, epilogue, frame, gather, masks, pool,
-                    positionwise, resample, window, _runtime)
+                    positionwise, resample, window, runtime)
 
 
 @dataclass

@@ -46,13 +46,14 @@ from typing import Any
 
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.ops import depth_to_space
+from sparse_perception.kernels.steps import Step
 import torch
 from torch import fx
 import torch.nn as nn
 import torch.nn.functional as F
 
 # Activations: name -> (module types, functions, method names). Parameters are normalised by
-# _activation() below; the reference backend applies them (backend.ACTIVATIONS).
+# _activation() below; the references apply them (kernels/epilogue.py, ACTIVATIONS).
 _ACT_MODULES: dict[type, str] = {
     nn.ReLU: 'relu', nn.ReLU6: 'hardtanh', nn.Hardtanh: 'hardtanh', nn.Hardswish: 'hardswish',
     nn.Hardsigmoid: 'hardsigmoid', nn.Sigmoid: 'sigmoid', nn.SiLU: 'silu', nn.Tanh: 'tanh',
@@ -107,18 +108,6 @@ class Value:
     def positions(self) -> int:
         """Return H * W, the number of data rows of the cache."""
         return self.height * self.width
-
-
-@dataclass
-class Step:
-    """One pointwise op of an epilogue, applied to ``x`` (the running value)."""
-
-    kind: str  # 'act' | 'affine' | 'binary' | 'scalar'
-    op: str  # activation name, or 'add' | 'sub' | 'mul' | 'div'
-    params: tuple = ()  # activation parameters (floats, or a tensor for prelu)
-    operand: int | None = None  # binary: value id of the other tensor
-    const: Any = None  # scalar: a float; affine: (scale, shift) (C,) tensors; binary const
-    reverse: bool = False  # operand (op) x instead of x (op) operand
 
 
 @dataclass

@@ -109,6 +109,70 @@ def test_ops_on_cuda_match_the_reference(cuda):
     ref_list, ref_count = torch.ops.sparse_perception.list_tiles(flags)
     n = int(count)
     assert n == int(ref_count) and sorted(listed[:n].tolist()) == ref_list[:n].tolist()
+    # Depth-to-space by 2 of a 2 x 3 map of 8 channels, then a residual add: a copy, bit-exact.
+    x, out = torch.randn(6 + 3, 8, generator=g), torch.randn(24 + 3, 2, generator=g)
+    residual = torch.randn(24 + 3, 2, generator=g)
+    rows = torch.arange(4, dtype=torch.int32) // 2
+    cols = torch.arange(6, dtype=torch.int32) // 2
+    tiles = torch.tensor([0, 1], dtype=torch.int32)
+    got, ref = out.to(cuda), out.clone()
+    torch.ops.sparse_perception.copy_tiles(x.to(cuda), got, [4, 6], [4, 4], tiles.to(cuda), None,
+                                           None, rows.to(cuda), cols.to(cuda), 3, 0, 0.0,
+                                           residual.to(cuda), 'add', 2, 'torch')
+    torch.ops.sparse_perception.copy_tiles(x, ref, [4, 6], [4, 4], tiles, None, None, rows, cols,
+                                           3, 0, 0.0, residual, 'add', 2, 'torch')
+    assert torch.equal(got.cpu(), ref)
+    # Softmax and argmax over channels at the listed tiles' positions of a 4 x 5 map.
+    cache = torch.randn(20 + 3, 5, generator=g)
+    tiles = torch.tensor([1, 2, 0, 3], dtype=torch.int32)
+    count = torch.tensor([3], dtype=torch.int32)
+    cand = (torch.rand(20, generator=g) < 0.7).to(torch.uint8)
+    for fn, out in (('softmax', torch.zeros(20 + 3, 5)),
+                    ('argmax', torch.zeros(20 + 3, 1, dtype=torch.int64))):
+        got, ref = out.to(cuda), out.clone()
+        torch.ops.sparse_perception.positionwise_tiles(cache.to(cuda), got, fn, [4, 5], [2, 4],
+                                                       tiles.to(cuda), count.to(cuda),
+                                                       cand.to(cuda))
+        torch.ops.sparse_perception.positionwise_tiles(cache, ref, fn, [4, 5], [2, 4], tiles,
+                                                       count, cand)
+        assert (got.cpu() - ref).abs().max() <= 1e-6, fn
+    # The 4 x 5 map resized to 6 x 7 from tap tables, then a residual add and a relu.
+    row_taps = torch.tensor([[0, 1], [0, 1], [1, 2], [1, 2], [2, 3], [3, 4]], dtype=torch.int32)
+    col_taps = torch.tensor([[0, 5], [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [4, 5]],
+                            dtype=torch.int32)
+    tables = (row_taps, torch.rand(6, 2, generator=g), col_taps, torch.rand(7, 2, generator=g))
+    residual = torch.randn(42 + 3, 5, generator=g)
+    cand = (torch.rand(42, generator=g) < 0.8).to(torch.uint8)
+    got, ref = torch.zeros(42 + 3, 5, device=cuda), torch.zeros(42 + 3, 5)
+    torch.ops.sparse_perception.resample_tiles(
+        cache.to(cuda), got, [4, 5], [6, 7], *(t.to(cuda) for t in tables), [4, 4],
+        tiles.to(cuda), count.to(cuda), cand.to(cuda), residual.to(cuda), 'add,relu')
+    torch.ops.sparse_perception.resample_tiles(cache, ref, [4, 5], [6, 7], *tables, [4, 4], tiles,
+                                               count, cand, residual, 'add,relu')
+    assert (got.cpu() - ref).abs().max() <= 1e-5
+    # A frame's intake into its cache (a copy: bit-exact) and global pooling.
+    x = torch.randn(1, 3, 4, 5, generator=g)
+    flags = torch.rand(2, 3, generator=g) < 0.5
+    before = torch.randn(20 + 3, 3, generator=g)
+    got, ref = before.clone().to(cuda), before.clone()
+    changed = torch.ops.sparse_perception.intake(x.to(cuda), got, flags.to(cuda), 2, 0.5, False)
+    assert torch.equal(changed.cpu(), torch.ops.sparse_perception.intake(x, ref, flags, 2, 0.5,
+                                                                         False))
+    assert torch.equal(got.cpu(), ref)
+    pooled = torch.ops.sparse_perception.global_pool(cache.to(cuda), 20)
+    assert (pooled.cpu() - torch.ops.sparse_perception.global_pool(cache, 20)).abs().max() <= 1e-6
+    # Committing staged candidates of listed tiles through an epilogue and the change test.
+    staging = torch.randn(20 + 3, 5, generator=g)
+    cand = (torch.rand(20, generator=g) < 0.7).to(torch.uint8)
+    got, ref = cache.clone().to(cuda), cache.clone()
+    changed = torch.ops.sparse_perception.commit_tiles(
+        got, staging.to(cuda), cand.to(cuda), tiles.to(cuda), count.to(cuda), [4, 5], [2, 4],
+        cache.clone().to(cuda), 'add,relu6', 0.2, True)
+    ref_changed = torch.ops.sparse_perception.commit_tiles(ref, staging, cand, tiles, count,
+                                                           [4, 5], [2, 4], cache.clone(),
+                                                           'add,relu6', 0.2, True)
+    assert torch.equal(changed.cpu(), ref_changed)
+    assert (got.cpu() - ref).abs().max() <= 1e-6
 
 
 def run(engine, sequence, device, dtype=torch.float32):

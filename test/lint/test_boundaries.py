@@ -39,7 +39,7 @@ def _imported_roots(path: Path):
 
 def test_only_nodes_import_ros():
     offenders = []
-    for folder in ('sparse_perception', 'kernels'):
+    for folder in ('sparse_perception',):
         for path in sorted((REPO / folder).rglob('*.py')):
             relative = path.relative_to(REPO)
             if relative.parts[:2] == ('sparse_perception', 'nodes'):
@@ -55,3 +55,52 @@ def test_check_sees_an_offender(tmp_path):
     sample = tmp_path / 'sample.py'
     sample.write_text('import rclpy.node\nfrom sensor_msgs.msg import Image\n')
     assert [root for _, root in _imported_roots(sample)] == ['rclpy', 'sensor_msgs']
+
+
+def _imported_modules(path: Path, package: str):
+    """Yield (line, module) of every import in ``path``, nested ones too, made absolute."""
+    tree = ast.parse(path.read_text(encoding='utf-8'), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ''
+            if node.level:  # relative to the file's package
+                parts = package.split('.')
+                base = '.'.join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
+            for alias in node.names:
+                yield node.lineno, f'{base}.{alias.name}' if base else alias.name
+
+
+def _engine_imports(path: Path, package: str) -> list:
+    return [(line, module) for line, module in _imported_modules(path, package)
+            if module == 'sparse_perception.engine'
+            or module.startswith('sparse_perception.engine.')]
+
+
+def test_kernels_do_not_import_the_engine():
+    # The engine imports the kernels, never the other way round: the kernels and their
+    # references can then be read, tested and changed without the engine.
+    offenders = []
+    for path in sorted((REPO / 'sparse_perception' / 'kernels').rglob('*.py')):
+        package = '.'.join(path.relative_to(REPO).parent.parts)
+        offenders += [f'{path.relative_to(REPO)}:{line} imports {module}'
+                      for line, module in _engine_imports(path, package)]
+    assert not offenders, 'engine imports in sparse_perception/kernels/:\n' + '\n'.join(
+        offenders)
+
+
+def test_kernel_check_sees_an_offender(tmp_path):
+    # Guard against a check that cannot fail: absolute, nested and relative imports count.
+    sample = tmp_path / 'sample.py'
+    sample.write_text('from sparse_perception.engine.graph import Layer\n'
+                      'def f():\n'
+                      '    import sparse_perception.engine\n'
+                      'from ..engine import backend\n'
+                      'from . import runtime\n')
+    assert sorted(_imported_modules(sample, 'sparse_perception.kernels')) == [
+        (1, 'sparse_perception.engine.graph.Layer'), (3, 'sparse_perception.engine'),
+        (4, 'sparse_perception.engine.backend'), (5, 'sparse_perception.kernels.runtime')]
+    assert [line for line, _ in sorted(_engine_imports(sample, 'sparse_perception.kernels'))] \
+        == [1, 3, 4]

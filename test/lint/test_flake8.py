@@ -21,7 +21,7 @@ from ament_flake8.main import main_with_errors
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKED = ['sparse_perception', 'kernels', 'launch', 'test', 'bench', 'tools', 'setup.py']
+CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'tools', 'setup.py']
 
 
 @pytest.mark.flake8

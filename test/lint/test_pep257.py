@@ -20,7 +20,7 @@ from ament_pep257.main import main
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-CHECKED = ['sparse_perception', 'kernels', 'launch', 'test', 'bench', 'tools', 'setup.py']
+CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'tools', 'setup.py']
 
 
 @pytest.mark.linter

@@ -32,7 +32,7 @@ PROCESS_WORDS = re.compile(
     r'\bissue\s*#?\d+|\bSTYLE\.md\b|\bARCHITECTURE\.md\b|\bdesign card\b|\bbrief\b',
     re.IGNORECASE)
 # Folders walked when the tree is not a git checkout (an unpacked sdist, a colcon build).
-FOLDERS = ['sparse_perception', 'kernels', 'launch', 'config', 'test', 'bench', 'scripts',
+FOLDERS = ['sparse_perception', 'launch', 'config', 'test', 'bench', 'scripts',
            'tools', 'resource', '.ci']
 SELF = Path(__file__).resolve()
 

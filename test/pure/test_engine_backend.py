@@ -21,18 +21,25 @@ primitives against brute-force references.
 
 import itertools
 import logging
+import os
+from pathlib import Path
+import subprocess
 import sys
+import textwrap
 
 from engine_cases import randomize
 import pytest
 from sparse_perception import settings as st
+from sparse_perception.engine import (available_backends, EngineConfig, EngineError,
+                                      get_backend, IncrementalModel, ReferenceBackend,
+                                      register_backend)
 from sparse_perception.engine import backend as backend_module
-from sparse_perception.engine import (EngineConfig, EngineError, get_backend, IncrementalModel,
-                                      ReferenceBackend, register_backend)
 from sparse_perception.engine.backend import new_cache
 import torch
 from torch import nn
 import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -52,21 +59,59 @@ def test_reference_is_always_there(monkeypatch, registry, caplog):
 
 
 def test_explicit_kernels_that_cannot_run_is_an_error(monkeypatch, registry):
+    from sparse_perception.kernels import runtime
+
     monkeypatch.delenv(st.BACKEND_ENV, raising=False)
-    registry.pop('kernels', None)
-    monkeypatch.setitem(sys.modules, 'sparse_perception.kernels', None)  # as without Triton
+    monkeypatch.setattr(runtime, 'TRITON_MISSING', 'the kernels need Triton (absent); install '
+                        'the gpu extra')  # as without Triton
     with pytest.raises(EngineError, match="backend 'kernels' was requested but is not "
-                                          r'available: sparse_perception.kernels did not import'):
+                                          r'available: the kernels cannot run on cpu: the '
+                                          'kernels need Triton'):
         get_backend('kernels', 'cpu')
 
 
-def test_kernels_register_again_into_a_replaced_registry(monkeypatch, registry):
-    import sparse_perception.kernels  # noqa: F401  (registered into the real registry)
-
+def test_the_kernels_need_no_registration(monkeypatch, registry):
     monkeypatch.delenv(st.BACKEND_ENV, raising=False)
-    registry.pop('kernels', None)  # a registry replaced after that import, as tests do
+    assert 'kernels' in available_backends()
     assert isinstance(get_backend('auto', 'cpu'), ReferenceBackend)  # kernels are for CUDA
-    assert 'kernels' in registry
+    assert get_backend('kernels', 'cpu').name == 'kernels'  # Triton's interpreter on the CPU
+    registry.pop('kernels')  # a registry replaced wholesale
+    with pytest.raises(EngineError, match='no kernels backend is registered'):
+        get_backend('kernels', 'cpu')
+
+
+def test_the_reference_runs_without_triton():
+    # The references sit beside the Triton kernels: their modules must import without Triton,
+    # and the engine must run on them and say why the kernels cannot.
+    code = textwrap.dedent("""
+        import sys
+        sys.modules['triton'] = None
+        import torch
+        from torch import nn
+        from sparse_perception.engine import (EngineConfig, EngineError, get_backend,
+                                              IncrementalModel)
+        model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                              nn.Conv2d(4, 2, 1)).eval()
+        inc = IncrementalModel(model, EngineConfig(backend='auto', threshold_scale=0.0))
+        state = inc.new_state()
+        x = torch.randn(1, 3, 16, 16)
+        inc(x, None, state)
+        tiles = torch.zeros(2, 2, dtype=torch.bool)
+        tiles[1, 0] = True
+        x[..., 8:, :8] += 1
+        with torch.no_grad():
+            assert torch.allclose(inc(x, tiles, state), model(x), atol=1e-6), 'not dense'
+        try:
+            get_backend('kernels', 'cpu')
+        except EngineError as exc:
+            print(exc)
+        """)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert 'the kernels need Triton' in result.stdout and 'install the gpu extra' in \
+        result.stdout
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine where CUDA cannot run')

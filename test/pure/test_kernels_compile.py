@@ -48,11 +48,11 @@ def _has_cuda_backend() -> bool:
 @pytest.mark.slow
 @pytest.mark.skipif(not _has_cuda_backend(), reason='this Triton wheel has no CUDA backend')
 def test_every_launched_specialisation_compiles_for_sm90(tmp_path):
-    from sparse_perception.kernels import _runtime
+    from sparse_perception.kernels import runtime
     from sparse_perception.kernels.aot import SpecRecorder
 
     recorder = SpecRecorder()
-    _runtime.RECORDERS.append(recorder)
+    runtime.RECORDERS.append(recorder)
     try:
         runs = [('mobile', torch.float16, DeviceModel, EngineConfig(threshold_scale=0.1)),
                 ('branches', torch.float32, DeviceModel, EngineConfig(threshold_scale=0.1)),
@@ -75,7 +75,7 @@ def test_every_launched_specialisation_compiles_for_sm90(tmp_path):
                                    torch.rand(5, 4, dtype=dtype))
         masks.list_tiles(torch.rand(5, 7) < 0.3)
     finally:
-        _runtime.RECORDERS.remove(recorder)
+        runtime.RECORDERS.remove(recorder)
     specs = tmp_path / 'specs.json'
     count = recorder.dump(specs)
     kernels = {s['kernel'] for s in recorder.specs.values()}

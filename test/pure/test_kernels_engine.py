@@ -94,9 +94,9 @@ def test_switch_flips_the_backend_and_results_agree(monkeypatch):
 
 
 def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch):
-    from sparse_perception.kernels import _runtime
+    from sparse_perception.kernels import runtime
 
-    monkeypatch.setattr(_runtime, 'INTERPRETED', False)
+    monkeypatch.setattr(runtime, 'INTERPRETED', False)
     monkeypatch.setattr(backend_module, '_LOGGED', set())
     with pytest.raises(EngineError, match='on the CPU only under Triton.s interpreter'):
         IncrementalModel(kn.build('branches'), EngineConfig(backend='kernels'))

@@ -56,6 +56,51 @@ def _cases():
         'dilate': ('dilate_mask', (mask, [1, 1, 1, 1], [3, 3], [1, 1], [1, 1], [9, 11])),
         'tile flags': ('tile_flags', (mask, 4)),
         'list tiles': ('list_tiles', (mask,)),
+        # A 4 x 5 map padded by one on every side (-1: the fill) into channels 2: of a cache.
+        'copy tiles padded': ('copy_tiles', (
+            randn(20 + 3, 3), randn(42 + 3, 5), [6, 7], [4, 4],
+            torch.tensor([3, 0, 1, 2], dtype=torch.int32), torch.tensor([2], dtype=torch.int32),
+            (torch.rand(42, generator=g) < 0.5).to(torch.uint8),
+            torch.tensor([-1, 0, 1, 2, 3, -1], dtype=torch.int32),
+            torch.tensor([-1, 0, 1, 2, 3, 4, -1], dtype=torch.int32), 5, 2, -1.5, None,
+            'relu', 0, '')),
+        # Depth-to-space by 2 of a 2 x 3 map of 8 channels, then a residual add.
+        'copy tiles shuffled': ('copy_tiles', (
+            randn(6 + 3, 8), randn(24 + 3, 2), [4, 6], [4, 4],
+            torch.tensor([0, 1], dtype=torch.int32), None, None,
+            torch.arange(4, dtype=torch.int32) // 2, torch.arange(6, dtype=torch.int32) // 2,
+            3, 0, 0.0, randn(24 + 3, 2), 'add', 2, 'torch')),
+        'softmax tiles': ('positionwise_tiles', (
+            cache, torch.zeros(20 + 3, 5), 'softmax', [4, 5], [2, 4],
+            torch.tensor([1, 2, 0, 3], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            (torch.rand(20, generator=g) < 0.7).to(torch.uint8))),
+        'argmax tiles': ('positionwise_tiles', (
+            cache, torch.zeros(20 + 3, 1, dtype=torch.int64), 'argmax', [4, 5], [2, 4],
+            torch.tensor([0, 1, 2, 3], dtype=torch.int32), None, None)),
+        # A 4 x 5 map resized to 6 x 7 (two taps per axis, a zero-weight tap on the edges).
+        'resample tiles': ('resample_tiles', (
+            cache, torch.zeros(42 + 3, 5), [4, 5], [6, 7],
+            torch.tensor([[0, 1], [0, 1], [1, 2], [1, 2], [2, 3], [3, 4]], dtype=torch.int32),
+            torch.rand(6, 2, generator=g),
+            torch.tensor([[0, 5], [0, 1], [1, 2], [2, 3], [3, 4], [4, 5], [4, 5]],
+                         dtype=torch.int32), torch.rand(7, 2, generator=g), [4, 4],
+            torch.tensor([2, 0, 3, 1], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            (torch.rand(42, generator=g) < 0.8).to(torch.uint8), randn(42 + 3, 5),
+            'add,relu')),
+        # A 4 x 5 frame of 3 channels against a cache of it, tiles of 2 pixels.
+        'intake': ('intake', (randn(1, 3, 4, 5), randn(20 + 3, 3),
+                              torch.rand(2, 3, generator=g) < 0.5, 2, 0.5, False)),
+        'intake dense': ('intake', (randn(1, 3, 4, 5), randn(20 + 3, 3),
+                                    torch.zeros(2, 3, dtype=torch.bool), 2, 0.0, True)),
+        'global pool': ('global_pool', (cache, 20)),
+        'commit tiles': ('commit_tiles', (
+            cache.clone(), randn(20 + 3, 5), (torch.rand(20, generator=g) < 0.7).to(torch.uint8),
+            torch.tensor([2, 0, 3, 1], dtype=torch.int32), torch.tensor([3], dtype=torch.int32),
+            [4, 5], [2, 4], cache.clone(), 'add,relu6', 0.2, True)),
+        'commit tiles untested': ('commit_tiles', (
+            cache.clone(), randn(20 + 3, 5), torch.ones(20, dtype=torch.uint8),
+            torch.tensor([0, 1, 2, 3], dtype=torch.int32), None, [4, 5], [2, 4], None, '', 0.0,
+            False)),
     }
 
 

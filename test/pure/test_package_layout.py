@@ -116,10 +116,15 @@ def test_scripts_go_where_ros2_run_looks():
     assert config['install']['install_scripts'] == '$base/lib/' + PACKAGE
 
 
-def test_kernels_are_a_subpackage_not_a_top_level_module(setup_kwargs):
-    assert setup_kwargs['package_dir'][PACKAGE + '.kernels'] == 'kernels'
+def test_kernels_are_a_plain_subpackage_of_this_checkout(setup_kwargs):
+    # No package_dir mapping: a mapped folder would let a checkout on PYTHONPATH import
+    # another checkout's kernels.
+    assert 'package_dir' not in setup_kwargs
+    assert PACKAGE + '.kernels' in setup_kwargs['packages']
     assert 'kernels' not in setup_kwargs['packages']
-    assert importlib.import_module(PACKAGE + '.kernels').__file__.startswith(str(REPO / 'kernels'))
+    assert not (REPO / 'kernels').exists()
+    assert importlib.import_module(PACKAGE + '.kernels').__file__.startswith(
+        str(REPO / PACKAGE / 'kernels'))
 
 
 def test_built_wheel_contents(tmp_path):

@@ -21,9 +21,11 @@ kernel; the Triton kernel is registered for CUDA; each op has a fake (meta) impl
 so the ops trace under ``torch.compile`` and ``torch.export``. ``torch.library.opcheck``
 checks them in CI on the CPU (the reference).
 
-The engine's backends call the launchers directly (a custom op's dispatch costs several
-microseconds per call, as much as a small kernel); the ops are the stable, traceable face
-of the same kernels for other code. Importing this module imports Triton.
+Each op wraps its launcher, the one entry point of a kernel: the engine's backend and its
+device executor call the launchers themselves, since a custom op's dispatch costs several
+microseconds per call (as much as a small kernel) and a CUDA graph replays bound launches
+without any dispatch; the ops are the stable, traceable face of the same kernels for other
+code.
 
 Ops (shapes for ``n`` rows, ``t`` patches):
 
@@ -39,6 +41,24 @@ Ops (shapes for ``n`` rows, ``t`` patches):
 - ``dilate_mask(mask (H, W), pads, kernel, stride, dilation, out_hw) -> (Ho, Wo)``
 - ``tile_flags(mask (H, W), tile) -> (ceil(H / tile), ceil(W / tile))``
 - ``list_tiles(flags) -> (list int32 (max(1, n),), count int32 (1,))``: sync-free
+- ``copy_tiles(x (P_in + 3, C), out (P_out + 3, C')!, out_hw, tile, tiles (cap,), count
+  (1,)?, cand (P_out,)?, table_rows (Ho,)?, table_cols (Wo,)?, in_width, col0, fill,
+  operand?, epilogue, shuffle_block, shuffle_order)``: copies rows into the listed tiles of
+  ``out`` at channels ``col0:`` (padding through the tables, concatenation, depth-to-space
+  with a block above 0)
+- ``positionwise_tiles(x (P + 3, C), out (P + 3, C or 1)!, fn, out_hw, tile, tiles (cap,),
+  count (1,)?, cand (P,)?)``: softmax, log-softmax (in x's dtype) or argmax (int64) over
+  channels at the listed tiles' positions
+- ``resample_tiles(x (Hi * Wi + 3, C), out (Ho * Wo + 3, C)!, in_hw, out_hw, row_taps
+  (Ho, kh), row_weights (Ho, kh), col_taps (Wo, kw), col_weights (Wo, kw), tile, tiles
+  (cap,), count (1,)?, cand (Ho * Wo,)?, operand?, epilogue)``: separable resampling from
+  tap tables (``resample.tap_tables``) at the listed tiles' positions
+- ``intake(x (1, C, H, W), cache (H * W + 3, C)!, tiles bool (Ht, Wt), tile, threshold,
+  dense) -> changed bool (H * W,)``: a frame's changed pixels into its cache
+- ``global_pool(x (P + 3, C), positions) -> (1, C)``: the mean of the first P rows
+- ``commit_tiles(dst (P + 3, C)!, staging (P (+ 3), C), cand uint8 (P,), tiles (cap,), count
+  (1,)?, out_hw, tile, operand?, epilogue, threshold, test) -> changed bool (P,)``: the
+  epilogue, change test and store of the staged candidates of the listed tiles
 """
 
 from __future__ import annotations
@@ -46,9 +66,10 @@ from __future__ import annotations
 import re
 from typing import Optional
 
-from sparse_perception.engine.graph import Step
 from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
-from sparse_perception.kernels import resample
+from sparse_perception.kernels import frame, positionwise, resample, window
+from sparse_perception.kernels.runtime import launch
+from sparse_perception.kernels.steps import Step
 import torch
 from torch import Tensor
 
@@ -302,3 +323,198 @@ def _(flags: Tensor) -> tuple[Tensor, Tensor]:
 def _(flags: Tensor) -> tuple[Tensor, Tensor]:
     n = max(1, flags.numel())
     return flags.new_empty(n, dtype=torch.int32), flags.new_empty(1, dtype=torch.int32)
+
+
+# -- copy_tiles --------------------------------------------------------------------------------
+
+def _copy_layout(table_rows: Optional[Tensor], table_cols: Optional[Tensor],
+                 shuffle_block: int, shuffle_order: str) -> tuple:
+    table = None if table_rows is None else (table_rows, table_cols)
+    return table, (shuffle_block, shuffle_order) if shuffle_block else None
+
+
+@torch.library.custom_op('sparse_perception::copy_tiles', mutates_args=('out',))
+def copy_tiles(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+               count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+               table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+               operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+               shuffle_order: str) -> None:
+    """Copy rows into the listed tiles of a cache: padding, concatenation (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    table, shuffle = _copy_layout(table_rows, table_cols, shuffle_block, shuffle_order)
+    gather.copy_tiles_ref(x, out, tuple(out_hw), tuple(tile), tiles, count, cand, table,
+                          in_width, col0, fill, steps, operands, shuffle)
+
+
+@copy_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+      table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+      operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+      shuffle_order: str) -> None:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    table, shuffle = _copy_layout(table_rows, table_cols, shuffle_block, shuffle_order)
+    gather.copy_tiles(x, out, tuple(out_hw), tuple(tile), tiles, count, cand, table, in_width,
+                      col0, fill, epilogue.encode(steps, operands), shuffle)
+
+
+@copy_tiles.register_fake
+def _(x: Tensor, out: Tensor, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor], table_rows: Optional[Tensor],
+      table_cols: Optional[Tensor], in_width: int, col0: int, fill: float,
+      operand: Optional[Tensor], epilogue_spec: str, shuffle_block: int,
+      shuffle_order: str) -> None:
+    return None
+
+
+# -- positionwise_tiles ------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::positionwise_tiles', mutates_args=('out',))
+def positionwise_tiles(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int],
+                       tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    """Softmax, log-softmax or argmax over channels at the listed tiles' positions (reference)."""
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    out[pos] = positionwise.positionwise_ref(x.index_select(0, pos), fn).to(out.dtype)
+
+
+@positionwise_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    kernel, grid, args, meta = positionwise.positionwise_args(x, out, fn, tuple(out_hw),
+                                                              tuple(tile), tiles, count, cand)
+    launch(kernel, grid, *args, **meta)
+
+
+@positionwise_tiles.register_fake
+def _(x: Tensor, out: Tensor, fn: str, out_hw: list[int], tile: list[int], tiles: Tensor,
+      count: Optional[Tensor], cand: Optional[Tensor]) -> None:
+    return None
+
+
+# -- resample_tiles ----------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::resample_tiles', mutates_args=('out',))
+def resample_tiles(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int],
+                   row_taps: Tensor, row_weights: Tensor, col_taps: Tensor, col_weights: Tensor,
+                   tile: list[int], tiles: Tensor, count: Optional[Tensor],
+                   cand: Optional[Tensor], operand: Optional[Tensor],
+                   epilogue_spec: str) -> None:
+    """Separable resampling from tap tables at the listed tiles' positions (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    whole = resample.resample_tiles_ref(x, tuple(in_hw), tuple(out_hw), (row_taps, row_weights),
+                                        (col_taps, col_weights))
+    values = whole.index_select(0, pos).to(out.dtype)
+    out[pos] = epilogue.epilogue_ref(values, steps, operands, pos) if steps else values
+
+
+@resample_tiles.register_kernel('cuda')
+def _(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int], row_taps: Tensor,
+      row_weights: Tensor, col_taps: Tensor, col_weights: Tensor, tile: list[int],
+      tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor], operand: Optional[Tensor],
+      epilogue_spec: str) -> None:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    kernel, grid, args, meta = resample.resample_tiles_args(
+        x, out, tuple(in_hw), tuple(out_hw), (row_taps, row_weights), (col_taps, col_weights),
+        tuple(tile), tiles, count, cand, epilogue.encode(steps, operands))
+    launch(kernel, grid, *args, **meta)
+
+
+@resample_tiles.register_fake
+def _(x: Tensor, out: Tensor, in_hw: list[int], out_hw: list[int], row_taps: Tensor,
+      row_weights: Tensor, col_taps: Tensor, col_weights: Tensor, tile: list[int],
+      tiles: Tensor, count: Optional[Tensor], cand: Optional[Tensor], operand: Optional[Tensor],
+      epilogue_spec: str) -> None:
+    return None
+
+
+# -- the frame: intake and global pooling ------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::intake', mutates_args=('cache',))
+def intake(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+           dense: bool) -> Tensor:
+    """Take a frame's changed pixels into its cache; return the changed mask (reference)."""
+    return frame.intake_ref(x, cache, tiles, tile, threshold, dense)
+
+
+@intake.register_kernel('cuda')
+def _(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+      dense: bool) -> Tensor:
+    positions = x.shape[2] * x.shape[3]
+    mask = torch.zeros(positions, dtype=torch.uint8, device=x.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=x.device)
+    kernel, grid, args, meta = frame.intake_args(x, cache, mask, tiles.to(torch.uint8), stats,
+                                                 tile, threshold, dense)
+    launch(kernel, grid, *args, **meta)
+    return mask.bool()
+
+
+@intake.register_fake
+def _(x: Tensor, cache: Tensor, tiles: Tensor, tile: int, threshold: float,
+      dense: bool) -> Tensor:
+    return x.new_empty(x.shape[2] * x.shape[3], dtype=torch.bool)
+
+
+@torch.library.custom_op('sparse_perception::global_pool', mutates_args=())
+def global_pool(x: Tensor, positions: int) -> Tensor:
+    """Mean over the first ``positions`` rows of a cache, in its dtype (reference)."""
+    return frame.global_pool_ref(x, positions).to(x.dtype)
+
+
+@global_pool.register_kernel('cuda')
+def _(x: Tensor, positions: int) -> Tensor:
+    channels = x.shape[1]
+    out = torch.zeros(1 + 3, channels, dtype=x.dtype, device=x.device)
+    sums = torch.zeros(channels, dtype=torch.float32, device=x.device)
+    mask = torch.zeros(1, dtype=torch.uint8, device=x.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=x.device)
+    in_count = torch.ones(1, dtype=torch.int32, device=x.device)
+    frame.run(frame.global_pool_args(x, positions, out, sums, mask, stats, in_count, 0.0,
+                                     test=False, exact=False, gate=False))
+    return out[:1].clone()
+
+
+@global_pool.register_fake
+def _(x: Tensor, positions: int) -> Tensor:
+    return x.new_empty(1, x.shape[1])
+
+
+# -- commit_tiles ------------------------------------------------------------------------------
+
+@torch.library.custom_op('sparse_perception::commit_tiles', mutates_args=('dst',))
+def commit_tiles(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor,
+                 count: Optional[Tensor], out_hw: list[int], tile: list[int],
+                 operand: Optional[Tensor], epilogue_spec: str, threshold: float,
+                 test: bool) -> Tensor:
+    """Epilogue, change test and store of the staged candidates of listed tiles (reference)."""
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    positions = out_hw[0] * out_hw[1]
+    pos = window.listed_positions(tiles, count, tuple(out_hw), tuple(tile), cand)
+    changed = torch.zeros(positions, dtype=torch.bool, device=dst.device)
+    picked, _ = epilogue.store_rows_ref(dst, pos, staging.index_select(0, pos), steps, operands,
+                                        threshold, test)
+    changed[pos if picked is None else picked] = True
+    return changed
+
+
+@commit_tiles.register_kernel('cuda')
+def _(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor, count: Optional[Tensor],
+      out_hw: list[int], tile: list[int], operand: Optional[Tensor], epilogue_spec: str,
+      threshold: float, test: bool) -> Tensor:
+    steps, operands = parse_epilogue(epilogue_spec, operand)
+    changed = torch.zeros(out_hw[0] * out_hw[1], dtype=torch.uint8, device=dst.device)
+    stats = torch.zeros(4, dtype=torch.int32, device=dst.device)
+    if count is None:
+        count = torch.tensor([tiles.numel()], dtype=torch.int32, device=dst.device)
+    kernel, grid, args, meta = epilogue.commit_tiles_args(
+        dst, staging, cand, changed, stats, tiles, count, out_hw[0], out_hw[1], tuple(tile),
+        epilogue.encode(steps, operands), threshold, test, threshold == 0)
+    launch(kernel, grid, *args, **meta)
+    return changed.bool()
+
+
+@commit_tiles.register_fake
+def _(dst: Tensor, staging: Tensor, cand: Tensor, tiles: Tensor, count: Optional[Tensor],
+      out_hw: list[int], tile: list[int], operand: Optional[Tensor], epilogue_spec: str,
+      threshold: float, test: bool) -> Tensor:
+    return dst.new_empty(out_hw[0] * out_hw[1], dtype=torch.bool)

@@ -29,12 +29,10 @@ fp32 runs with IEEE products (no TF32) so that fp32 stays exact against the dens
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_rows, work_count)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
+                                               launch, tile_rows, tl, triton, work_count)
 import torch
-import triton
-import triton.language as tl
 
 
 @triton.jit
@@ -120,15 +118,19 @@ def linear_rows(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor |
     return out
 
 
-def linear_rows_ref(rows: torch.Tensor, weight_t: torch.Tensor,
-                    bias: torch.Tensor | None) -> torch.Tensor:
+def linear_rows_ref(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
     """
-    Return ``rows @ weight_t + bias``.
+    Return ``rows @ weight_t + bias``, into ``out`` when given.
 
     ``rows`` (n, Cin); ``weight_t`` (Cin, Cout) (a 1x1 convolution's weight transposed);
-    ``bias`` (Cout,) or None; result (n, Cout).
+    ``bias`` (Cout,) or None; ``out`` (n, Cout) or None; result (n, Cout).
     """
-    return rows @ weight_t if bias is None else torch.addmm(bias, rows, weight_t)
+    if bias is None:
+        return torch.mm(rows, weight_t, out=out) if out is not None else rows @ weight_t
+    if out is not None:
+        return torch.addmm(bias, rows, weight_t, out=out)
+    return torch.addmm(bias, rows, weight_t)
 
 
 def conv1x1_tiles_args(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None,

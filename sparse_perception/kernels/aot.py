@@ -55,7 +55,7 @@ def _constexpr_names(kernel: Any) -> set:
 
 
 class SpecRecorder:
-    """Collect the distinct specialisations launched (use with ``_runtime.RECORDERS``)."""
+    """Collect the distinct specialisations launched (use with ``runtime.RECORDERS``)."""
 
     def __init__(self) -> None:
         self.specs: dict[str, dict] = {}

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sparse_perception.kernels._runtime import block, KernelError, next_pow2
+from sparse_perception.kernels.runtime import block, KernelError, next_pow2
 import torch
 
 
@@ -99,3 +99,27 @@ def rows_as_nchw(rows: torch.Tensor, t: int, out_hw: tuple[int, int]) -> torch.T
 def channel_block(channels: int) -> int:
     """Channel block of the per-channel (depthwise, pooling) kernels."""
     return block(channels, 16, 32)
+
+
+def listed_positions(tiles: torch.Tensor, count: torch.Tensor | None, out_hw: tuple[int, int],
+                     tile: tuple[int, int], cand: torch.Tensor | None = None) -> torch.Tensor:
+    """
+    Return the positions a launch over listed tiles writes, as the references compute them.
+
+    ``tiles`` int32 (capacity,) ids of ``tile[0] x tile[1]`` tiles of an ``out_hw`` map
+    (row-major), the first ``count[0]`` used (all without ``count``); ``cand`` uint8 (P,)
+    keeps the positions it marks. Returns int64 (n,) positions ``y * W + x``, sorted, unique.
+    """
+    ho, wo = out_hw
+    n = int(count[0]) if count is not None else tiles.numel()
+    ids = tiles[:n].long()
+    ntx = -(-wo // tile[1])
+    ty, tx = ids // ntx, ids % ntx
+    device = tiles.device
+    oy = ty[:, None] * tile[0] + torch.arange(tile[0], device=device).repeat_interleave(tile[1])
+    ox = tx[:, None] * tile[1] + torch.arange(tile[1], device=device).repeat(tile[0])
+    inside = (oy < ho) & (ox < wo)
+    pos = (oy * wo + ox)[inside].unique()
+    if cand is not None:
+        pos = pos[cand.index_select(0, pos) != 0]
+    return pos

@@ -26,11 +26,9 @@ tests and stores the pooled row.
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (as_u8, block, cdiv, check_device, check_float,
-                                                launch)
+from sparse_perception.kernels.runtime import (as_u8, block, cdiv, check_device, check_float,
+                                               launch, tl, triton)
 import torch
-import triton
-import triton.language as tl
 
 
 @triton.jit

@@ -23,11 +23,9 @@ one sums the exponentials, a third writes the result.
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (block, check_device, KernelError,
-                                                tile_positions, work_count, work_item)
+from sparse_perception.kernels.runtime import (block, check_device, KernelError, tile_positions,
+                                               tl, triton, work_count, work_item)
 import torch
-import triton
-import triton.language as tl
 
 FUNCTIONS = {'softmax': 0, 'log_softmax': 1, 'argmax': 2}
 

@@ -26,13 +26,12 @@ then the epilogue, written only where the candidate mask is set.
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
-from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.epilogue import Epilogue, epilogue_ref, NO_EPILOGUE, sink
+from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
+                                               launch, tile_positions, tl, triton, work_count,
+                                               work_item)
+from sparse_perception.kernels.window import listed_positions
 import torch
-import triton
-import triton.language as tl
 
 
 @triton.jit
@@ -187,12 +186,8 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     ``operands`` the epilogue (operands read at the output positions); ``shuffle`` (block,
     order) a depth-to-space: ``x`` has block**2 * C channels, C of them read per position.
     """
-    from sparse_perception.engine.backend import ReferenceBackend
-
     ho, wo = out_hw
-    pos = _tile_rows(tiles, count, out_hw, tile, x.device)
-    if cand is not None:
-        pos = pos[cand.index_select(0, pos) != 0]
+    pos = listed_positions(tiles, count, out_hw, tile, cand)
     if table is not None:
         r = table[0].long().index_select(0, pos // wo)
         c = table[1].long().index_select(0, pos % wo)
@@ -209,19 +204,5 @@ def copy_tiles_ref(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
         src_ch = torch.arange(channels, device=x.device)[None, :] * cs + phase[:, None] * ps
         v = torch.gather(v, 1, src_ch)
     if steps:
-        v = ReferenceBackend(x.device).epilogue(v.to(out.dtype), steps, operands or {}, pos)
+        v = epilogue_ref(v.to(out.dtype), steps, operands or {}, pos)
     out[pos, col0:col0 + v.shape[1]] = v.to(out.dtype)
-
-
-def _tile_rows(tiles: torch.Tensor, count: torch.Tensor | None, out_hw: tuple[int, int],
-               tile: tuple[int, int], device: torch.device) -> torch.Tensor:
-    """Positions (int64, sorted, unique) of the listed output tiles inside the map."""
-    ho, wo = out_hw
-    n = int(count[0]) if count is not None else tiles.numel()
-    ids = tiles[:n].long()
-    ntx = -(-wo // tile[1])
-    ty, tx = ids // ntx, ids % ntx
-    oy = ty[:, None] * tile[0] + torch.arange(tile[0], device=device).repeat_interleave(tile[1])
-    ox = tx[:, None] * tile[1] + torch.arange(tile[1], device=device).repeat(tile[0])
-    inside = (oy < ho) & (ox < wo)
-    return (oy * wo + ox)[inside].unique()

@@ -23,15 +23,13 @@ channel ``c`` reads input channel ``c // multiplier`` (``groups == Cin``).
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (check_device, check_float, KernelError,
-                                                launch, tile_rows, work_count)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.runtime import (check_device, check_float, KernelError, launch,
+                                               tile_rows, tl, triton, work_count)
 from sparse_perception.kernels.window import (channel_block, channels_last_rows, Geometry,
                                               patch_geometry, patch_tile, rows_as_nchw)
 import torch
 import torch.nn.functional as F
-import triton
-import triton.language as tl
 
 
 @triton.jit

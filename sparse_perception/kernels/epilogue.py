@@ -35,13 +35,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import math
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
-from sparse_perception.kernels._runtime import (as_u8, block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_rows, work_count)
+from sparse_perception.kernels.runtime import (as_u8, block, cdiv, check_device, check_float,
+                                               KernelError, launch, tile_rows, tl, triton,
+                                               work_count)
 import torch
-import triton
-import triton.language as tl
+import torch.nn.functional as F
 
 MAX_STEPS = 4
 
@@ -127,7 +127,7 @@ NO_EPILOGUE = Epilogue()
 
 def encode(steps: Sequence[Any], operands: dict, padded: bool = True) -> Epilogue:
     """
-    Encode engine epilogue steps (``graph.Step``, converted to the device and dtype).
+    Encode engine epilogue steps (``steps.Step``, converted to the device and dtype).
 
     ``operands`` maps a value id to its cache ``(P' + 3, C')`` (``padded``) or to plain rows
     ``(P', C')``. A cache with one position is broadcast to every row, one with one channel
@@ -541,14 +541,157 @@ def store_rows_ref(dst: torch.Tensor, index: torch.Tensor | None, values: torch.
                    threshold: float = 0.0, test: bool = True,
                    want_old: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """
-    Run the engine's pure-torch ``store_epilogue``: the reference of :func:`store_rows`.
+    Run the epilogue, change test and scatter in plain torch: the reference of store_rows.
 
     ``dst`` (P + 3, C) is a cache; ``index`` int64 (n,) its rows (None: all P rows in
-    order); ``values`` (n, C) the layer's core output at those rows; ``steps`` the epilogue
-    (``graph.Step``) reading ``operands`` {value id: cache (P' + 3, C')} at the same rows.
-    Returns (changed cache rows int64 (m,) or None for all of them, old rows (m, C) or None).
-    """
-    from sparse_perception.engine.backend import ReferenceBackend
+    order); ``values`` (n, C) the layer's core output at those rows (left as it is: the
+    epilogue writes a new tensor); ``steps`` the epilogue (``steps.Step``) reading
+    ``operands`` {value id: cache (P' + 3, C')} at the same rows (see :func:`epilogue_ref`).
 
-    return ReferenceBackend(dst.device).store_epilogue(
-        dst, index, values.clone(), steps, operands or {}, threshold, test, want_old)
+    A row whose new value differs from the cached one by more than ``threshold`` (max over
+    channels; any bit at threshold 0) is written and reported as changed; the others keep the
+    cached value. With ``test`` False every row is written and none is reported. Returns
+    (changed cache rows int64 (m,), or None for all of them; old rows (m, C) before the write,
+    only with ``want_old``).
+    """
+    if steps:
+        values = epilogue_ref(values, steps, operands or {}, index, torch.empty_like(values))
+    if index is None:
+        target = dst[:dst.shape[0] - 3]
+        if not test:
+            old = target.clone() if want_old else None
+            if values.data_ptr() != target.data_ptr():
+                target.copy_(values)
+            return None, old
+        changed = _changed_rows(values, target, threshold)
+        sel = changed.nonzero().squeeze(1)
+        if sel.numel() == target.shape[0]:
+            old = target.clone() if want_old else None
+            target.copy_(values)
+            return None, old
+        old = target.index_select(0, sel) if want_old else None
+        target.index_copy_(0, sel, values.index_select(0, sel))
+        return sel, old
+    if not test:
+        old = dst.index_select(0, index) if want_old else None
+        dst.index_copy_(0, index, values)
+        return None, old
+    old = dst.index_select(0, index)
+    changed = _changed_rows(values, old, threshold)
+    sel = changed.nonzero().squeeze(1)
+    if sel.numel() == index.numel():
+        dst.index_copy_(0, index, values)
+        return None, old if want_old else None
+    picked = index.index_select(0, sel)
+    dst.index_copy_(0, picked, values.index_select(0, sel))
+    return picked, old.index_select(0, sel) if want_old else None
+
+
+_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+
+
+def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Bool (n,): rows whose max abs change exceeds ``threshold`` (any bit change at 0)."""
+    if threshold > 0:
+        return (new - old).abs_().amax(1) > threshold
+    # Exact: compare bit patterns (a few times faster than float != and any() on CPU).
+    # +0.0 and -0.0 count as a change, which is merely conservative.
+    kind = _SAME_SIZE_INT[new.element_size()]
+    diff = new.contiguous().view(kind) ^ old.contiguous().view(kind)
+    return (diff.amax(1) != 0) | (diff.amin(1) != 0)
+
+
+# Activation name (see the engine's graph.py) -> function(x, *params), in place where torch
+# can: the running value is always a fresh tensor owned by the caller.
+ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
+    'relu': lambda x: torch.relu_(x),
+    'hardtanh': lambda x, lo, hi: x.clamp_(lo, hi),
+    'clamp': lambda x, lo, hi: x.clamp_(lo, hi),
+    'hardswish': lambda x: F.hardswish(x, inplace=True),
+    'hardsigmoid': lambda x: F.hardsigmoid(x, inplace=True),
+    'sigmoid': lambda x: x.sigmoid_(),
+    'silu': lambda x: F.silu(x, inplace=True),
+    'tanh': lambda x: x.tanh_(),
+    'leaky_relu': lambda x, slope: F.leaky_relu(x, slope, inplace=True),
+    'gelu': lambda x, approximate: F.gelu(x, approximate=approximate),
+    'elu': lambda x, alpha: F.elu(x, alpha, inplace=True),
+    'mish': lambda x: F.mish(x),
+    'softplus': lambda x, beta, threshold: F.softplus(x, beta, threshold),
+    'prelu': lambda x, weight: F.prelu(x, weight) if x.dim() != 2 else _prelu_rows(x, weight),
+}
+
+_BINARY = {'add': torch.add, 'sub': torch.sub, 'mul': torch.mul, 'div': torch.div}
+
+# Activations that can read one tensor and write another in one pass: f(src, dst, *params).
+_OUT_ACTIVATIONS: dict[str, Callable[..., Any]] = {
+    'relu': lambda src, dst: torch.clamp(src, min=0, out=dst),
+    'hardtanh': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
+    'clamp': lambda src, dst, lo, hi: torch.clamp(src, lo, hi, out=dst),
+    'sigmoid': lambda src, dst: torch.sigmoid(src, out=dst),
+    'tanh': lambda src, dst: torch.tanh(src, out=dst),
+}
+
+
+def _prelu_rows(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    # F.prelu treats dim 1 as channels; rows (n, C) have channels in dim 1 already.
+    return torch.where(x >= 0, x, x * weight.view(1, -1))
+
+
+def epilogue_ref(x: torch.Tensor, steps: Sequence[Any], operands: dict,
+                 index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """
+    Apply pointwise ``steps`` to rows ``x`` in plain torch: the reference of the epilogue.
+
+    ``x`` (n, C) rows; ``steps`` the epilogue (``steps.Step``); ``operands`` maps a value id
+    to its cache ``(P' + 3, C')``, read at ``index`` int64 (n,) (all rows in order when None)
+    or broadcast when it has a single position; ``out`` (n, C) or None. The result is written
+    to ``out`` when given, else over ``x``, and returned.
+    """
+    dst = x if out is None else out
+    src = x
+    for step in steps:
+        kind = step.kind
+        if kind == 'act':
+            fn = _OUT_ACTIVATIONS.get(step.op)
+            if fn is not None:
+                fn(src, dst, *step.params)
+            else:
+                if src is not dst:
+                    dst.copy_(src)
+                result = ACTIVATIONS[step.op](dst, *step.params)
+                if result.data_ptr() != dst.data_ptr():
+                    dst.copy_(result)
+        elif kind == 'affine':
+            scale, shift = step.const
+            torch.addcmul(shift, src, scale, out=dst)
+        elif kind == 'scalar':
+            if step.reverse:  # const (op) x
+                if step.op == 'sub':
+                    torch.mul(src, -1.0, out=dst).add_(step.const)
+                else:
+                    torch.reciprocal(src, out=dst).mul_(step.const)
+            else:
+                _BINARY[step.op](src, step.const, out=dst)
+        else:  # binary
+            if step.operand is not None:
+                other = _rows_at(operands[step.operand], index)
+            else:
+                other = _rows_at(step.const, index, padded=False)
+            if step.reverse:
+                _BINARY[step.op](other, src, out=dst)
+            else:
+                _BINARY[step.op](src, other, out=dst)
+        src = dst
+    if src is not dst:
+        dst.copy_(src)
+    return dst
+
+
+def _rows_at(src: torch.Tensor, index: torch.Tensor | None, padded: bool = True) -> torch.Tensor:
+    """Rows of an operand at ``index``: broadcast for single-position tensors."""
+    positions = src.shape[0] - (3 if padded else 0)
+    if positions == 1:
+        return src[:1]
+    if index is None:
+        return src[:positions]
+    return src.index_select(0, index)

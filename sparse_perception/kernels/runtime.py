@@ -16,11 +16,16 @@
 """
 What every kernel module shares: Triton, the interpreter switch, launching, argument checks.
 
-Imported only by the kernel modules (never by ``sparse_perception.kernels`` itself), so that
+Imported by the kernel modules (never by ``sparse_perception.kernels`` itself), so that
 importing the package neither imports Triton nor decides between the interpreter and compiled
 kernels. ``triton.jit`` makes that decision when a kernel module is imported: with
 ``TRITON_INTERPRET=1`` in the environment at that moment every kernel runs in Triton's CPU
 interpreter (on CPU tensors; CI does this), otherwise it compiles for CUDA on first launch.
+
+Triton is optional (the ``gpu`` extra): the pure-torch references beside the kernels are what
+the engine's reference backend runs, so the kernel modules import without Triton too. Then
+:data:`TRITON_MISSING` says why, :func:`can_run_on` refuses every device and :func:`launch`
+raises.
 """
 
 from __future__ import annotations
@@ -29,8 +34,30 @@ import os
 from typing import Any, Callable
 
 import torch
-import triton
-import triton.language as tl
+
+
+class _WithoutTriton:
+    """Stands in for ``triton`` and ``triton.language`` so that kernel modules still define."""
+
+    @staticmethod
+    def jit(fn: Callable) -> Callable:
+        """Return ``fn`` unchanged: without Triton no kernel is ever launched."""
+        return fn
+
+    @staticmethod
+    def constexpr(value: Any) -> Any:
+        """Return ``value``: the kernel modules' compile-time constants, as plain values."""
+        return value
+
+
+try:
+    import triton
+    import triton.language as tl
+except ImportError as exc:
+    TRITON_MISSING = f'the kernels need Triton ({exc}); install the gpu extra'
+    triton = tl = _WithoutTriton()
+else:
+    TRITON_MISSING = ''
 
 # The mode the kernel modules were created in (they import this module first).
 INTERPRETED = os.environ.get('TRITON_INTERPRET', '0') == '1'
@@ -47,6 +74,8 @@ class KernelError(RuntimeError):
 
 def launch(kernel: Any, grid: tuple, *args: Any, **meta: Any) -> None:
     """Launch ``kernel[grid](*args, **meta)``, telling the recorders first."""
+    if TRITON_MISSING:
+        raise KernelError(TRITON_MISSING)
     for record in RECORDERS:
         record(kernel, grid, args, meta)
     kernel[grid](*args, **meta)
@@ -70,6 +99,8 @@ def check_device(*tensors: torch.Tensor) -> None:
 def can_run_on(device: torch.device) -> tuple[bool, str]:
     """Return (True, '') if kernels can run on ``device``, else (False, the reason)."""
     device = torch.device(device)
+    if TRITON_MISSING:
+        return False, TRITON_MISSING
     if device.type == 'cuda':
         if INTERPRETED:
             return False, ('TRITON_INTERPRET=1 was set when the kernels were imported, so they '

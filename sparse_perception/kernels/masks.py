@@ -30,11 +30,10 @@ the list.
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (as_u8, cdiv, check_device, KernelError,
-                                                launch, next_pow2, tile_positions)
+from sparse_perception.kernels.runtime import (as_u8, cdiv, check_device, KernelError, launch,
+                                               next_pow2, tile_positions, tl, triton)
 import torch
-import triton
-import triton.language as tl
+import torch.nn.functional as F
 
 # Geometry of the core input (compile-time): none, a window (convolution, pooling), tap
 # tables (resampling, padding), or the same position (1x1 convolution, pointwise, cat).
@@ -223,21 +222,35 @@ def dilate_mask_ref(mask: torch.Tensor, pads: tuple, kernel, stride, dilation,
     Return the receptive-field image of ``mask`` through a window.
 
     Output (oy, ox) is set when a tap ``(oy * sh - top + i * dh, ox * sw - left + j * dw)``
-    inside the input is set. ``mask`` bool (H, W); ``pads`` (top, bottom, left, right);
-    result bool ``out_hw``.
+    inside the input is set; computed separably with shifted ORs. ``mask`` bool (H, W);
+    ``pads`` (top, bottom, left, right); ``kernel``, ``stride``, ``dilation`` (y, x); result
+    bool ``out_hw`` (Ho, Wo).
     """
-    import torch.nn.functional as F
-
-    top, _, left, _ = pads
-    h, w = mask.shape
     ho, wo = out_hw
-    need_h = (ho - 1) * stride[0] + (kernel[0] - 1) * dilation[0] + 1
-    need_w = (wo - 1) * stride[1] + (kernel[1] - 1) * dilation[1] + 1
-    padded = torch.zeros(max(need_h, top + h), max(need_w, left + w), device=mask.device)
-    padded[top:top + h, left:left + w] = mask.float()
-    ones = torch.ones(1, 1, *kernel, device=mask.device)
-    hits = F.conv2d(padded[None, None, :need_h, :need_w], ones, None, stride, 0, dilation)
-    return hits[0, 0, :ho, :wo] > 0
+    top, _, left, _ = pads
+    m = _axis_or(mask, 0, top, kernel[0], stride[0], dilation[0], ho)
+    return _axis_or(m, 1, left, kernel[1], stride[1], dilation[1], wo)
+
+
+def _axis_or(mask: torch.Tensor, axis: int, before: int, kernel: int, stride: int,
+             dilation: int, n_out: int) -> torch.Tensor:
+    """OR of the ``kernel`` taps of every output along one axis of a bool mask."""
+    n_in = mask.shape[axis]
+    if kernel == 1 and stride == 1 and before == 0 and n_out == n_in:
+        return mask
+    need = (n_out - 1) * stride + (kernel - 1) * dilation + 1  # padded input length
+    shape = list(mask.shape)
+    shape[axis] = max(need, before + n_in)
+    padded = mask.new_zeros(shape)
+    padded.narrow(axis, before, n_in).copy_(mask)
+    out = None
+    for j in range(kernel):
+        start = j * dilation
+        tap = padded.narrow(axis, start, (n_out - 1) * stride + 1)
+        if stride > 1:
+            tap = tap[::stride] if axis == 0 else tap[:, ::stride]
+        out = tap.clone() if out is None else out.logical_or_(tap)
+    return out
 
 
 @triton.jit
@@ -274,12 +287,11 @@ def tile_flags_ref(mask: torch.Tensor, tile: int) -> torch.Tensor:
 
     ``mask`` bool (H, W); result bool (ceil(H / tile), ceil(W / tile)).
     """
-    import torch.nn.functional as F
-
     h, w = mask.shape
     th, tw = cdiv(h, tile), cdiv(w, tile)
-    padded = F.pad(mask, (0, tw * tile - w, 0, th * tile - h))
-    return padded.view(th, tile, tw, tile).any(3).any(1)
+    if (th * tile, tw * tile) != (h, w):
+        mask = F.pad(mask, (0, tw * tile - w, 0, th * tile - h))
+    return mask.view(th, tile, tw, tile).any(3).any(1)
 
 
 @triton.jit

@@ -25,13 +25,11 @@ defines them; entries past the input are empty taps).
 
 from __future__ import annotations
 
-from sparse_perception.kernels._runtime import (block, cdiv, check_device, check_float,
-                                                KernelError, launch, tile_positions,
-                                                work_count, work_item)
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
+from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
+                                               launch, tile_positions, tl, triton, work_count,
+                                               work_item)
 import torch
-import triton
-import triton.language as tl
 
 
 @triton.jit
