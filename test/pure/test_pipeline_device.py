@@ -203,9 +203,9 @@ def test_explicit_device_names_the_layer_it_cannot_run(checkpoint, monkeypatch, 
 
 
 def test_device_with_the_reference_backend_is_a_clear_error(checkpoint, monkeypatch):
-    with pytest.raises(ModelLoadError, match="execution 'device'.*resolves to 'reference'"):
-        Pipeline(settings(checkpoint, **{'model.backend': 'reference'}),
-                 heads=('segmentation',))
+    # Explicitly: the settings refuse the combination before anything loads.
+    with pytest.raises(st.SettingError, match="execution 'device'.*resolves to 'reference'"):
+        settings(checkpoint, **{'model.backend': 'reference'})
     monkeypatch.setenv(st.BACKEND_ENV, 'reference')  # the environment switch, under auto
     with pytest.raises(ModelLoadError, match='SPARSE_PERCEPTION_BACKEND'):
         Pipeline(settings(checkpoint, **{'model.backend': 'auto'}), heads=('segmentation',))
