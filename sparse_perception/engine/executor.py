@@ -503,7 +503,7 @@ class IncrementalModel:
         state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
         if len(state.rms) != len(plan.layers):
             measured = [g for g in plan.layers if g.value.dtype.is_floating_point]
-            rms = torch.stack([state.caches[g.value.index][:g.positions].double().pow(2).mean()
+            rms = torch.stack([state.caches[g.layer.output][:g.positions].double().pow(2).mean()
                                for g in measured]).sqrt().tolist() if measured else []
             by_layer = dict(zip((g.index for g in measured), rms))
             state.rms = [by_layer.get(g.index) for g in plan.layers]
