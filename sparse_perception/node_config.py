@@ -204,6 +204,9 @@ def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
         problem = check_model(head, getattr(new.model, head), new)
         if problem:
             return problem
+    problem = st.execution_problem(new.model.backend, new.model.execution)
+    if problem:
+        return problem
     if new.model.device != old.model.device:
         return device_problem(new.model.device)
     return gate_problem(new, heads)
@@ -253,6 +256,7 @@ def startup_problems(kind: NodeKind, settings: st.NodeSettings) -> list[str]:
     if not heads:
         return [f'node.heads is empty: list at least one of {", ".join(kind.heads)}']
     problems = [model_problem(head, getattr(settings.model, head)) for head in heads]
+    problems.append(st.execution_problem(settings.model.backend, settings.model.execution))
     problems.append(gate_problem(settings, heads))
     return [p for p in problems if p]
 

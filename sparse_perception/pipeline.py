@@ -66,13 +66,13 @@ class _IncrementalNet:
     crop that moves is then simply a changed input. ``stats`` collects the engine statistics
     of every call since :meth:`take_stats`.
 
-    The engine is the sync-free :class:`~sparse_perception.engine.device.DeviceModel` or the
-    eager :class:`~sparse_perception.engine.IncrementalModel`, as ``model.execution`` says
-    (see :func:`_execution`); both take ``(x, tiles, state)`` and return views of the state's
-    caches, which the caller consumes before the next frame. Under 'auto', a model the device
-    mode cannot run (found when it is lowered: at load, or at the first frame of a fully
-    convolutional model) falls back to the eager engine with a warning; under an explicit
-    'device' that is a :class:`ModelLoadError`.
+    The engine (:class:`~sparse_perception.engine.IncrementalModel`) runs on the executor
+    ``model.execution`` asks for, and chooses under 'auto'; it takes ``(x, tiles, state)`` and
+    returns views of the state's caches, which the caller consumes before the next frame.
+    Under 'auto', a model the device executor cannot run (found when it is lowered: at load,
+    or at the first frame of a fully convolutional model) runs on the eager executor, and the
+    engine's reason is logged once as a warning; under an explicit 'device' that is a
+    :class:`ModelLoadError`.
 
     :meth:`run` returns the network's outputs (trunk and tail) by one of two paths: the
     engine, or ``dense``, a plain dense pass (torch or LiteRT: ``model.runtime``), whichever
@@ -87,7 +87,7 @@ class _IncrementalNet:
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
                  what: str, input_size: tuple[int, int] | None = None, gates: Any = None):
         from sparse_perception.change import ChangeDetector
-        from sparse_perception.engine import EngineConfig
+        from sparse_perception.engine import EngineConfig, EngineError, IncrementalModel
 
         self.what = what
         self.config = EngineConfig.from_settings(settings)
@@ -96,15 +96,17 @@ class _IncrementalNet:
         self.dense = dense  # x -> the network's outputs in one dense pass
         self.input_size = input_size
         self.requested = settings.model.execution
+        self._fallback_logged = False
         try:
-            if _execution(self.requested, self.config, trunk) == 'device':
-                self._build_device()
-            else:
-                self._build_eager()
-        except ModelLoadError:
-            raise
-        except ValueError as exc:  # EngineError: an op the engine cannot run, a bad config
+            # graph=None: CUDA-graph replay on CUDA; on the CPU (the interpreter) no graphs.
+            self.engine = IncrementalModel(trunk, self.config, execution=self.requested)
+            self._lower()
+        except EngineError as exc:  # an op the engine cannot run, a bad config
+            raise self._load_error(exc) from exc
+        except ValueError as exc:
             raise ModelLoadError(f'{what} cannot run incrementally: {exc}') from exc
+        self._log_fallback()
+        self.state = self.engine.new_state()
         self.change = ChangeDetector(settings.change)
         self.gates = gates
         self._missed = False  # the engine missed a frame the glance answered
@@ -260,26 +262,10 @@ class _IncrementalNet:
         self._collect()
         self.stats.append(self._pass_stat(skipped=True))
 
-    def _build_device(self) -> None:
-        from sparse_perception.engine.device import DeviceModel
-
-        self.execution = 'device'
-        try:
-            # graph=None: CUDA-graph replay on CUDA; on the CPU (the interpreter) no graphs.
-            self.engine = DeviceModel(self.trunk, self.config)
-            self._lower()
-        except ValueError as exc:  # EngineError, UnsupportedOpError
-            self._device_failed(exc)
-            return
-        self.state = self.engine.new_state()
-
-    def _build_eager(self) -> None:
-        from sparse_perception.engine import IncrementalModel
-
-        self.execution = 'eager'
-        self.engine = IncrementalModel(self.trunk, self.config)
-        self._lower()
-        self.state = self.engine.new_state()
+    @property
+    def execution(self) -> str:
+        """Return the executor the engine runs: 'eager' or 'device'."""
+        return self.engine.execution
 
     def _lower(self) -> None:
         """Lower the trunk for its input now when that is fixed, so unsupported ops fail here."""
@@ -289,14 +275,18 @@ class _IncrementalNet:
             self.engine.layer_names(torch.zeros(1, 3, *self.input_size,
                                                 device=self.engine.device))
 
-    def _device_failed(self, exc: Exception) -> None:
+    def _load_error(self, exc: Exception) -> ModelLoadError:
         if self.requested == 'device':
-            raise ModelLoadError(f'{self.what} cannot run in the device mode '
-                                 f"(model.execution 'device'): {exc}; use model.execution "
-                                 "'eager' or 'auto'") from exc
-        LOG.warning('%s: the sync-free device mode cannot run it (%s); running the eager '
-                    'executor instead', self.what, exc)
-        self._build_eager()
+            return ModelLoadError(f'{self.what} cannot run in the device mode '
+                                  f"(model.execution 'device'): {exc}; use model.execution "
+                                  "'eager' or 'auto'")
+        return ModelLoadError(f'{self.what} cannot run incrementally: {exc}')
+
+    def _log_fallback(self) -> None:
+        if self.engine.fallback is not None and not self._fallback_logged:
+            LOG.warning('%s: the sync-free device mode cannot run it (%s); running the eager '
+                        'executor instead', self.what, self.engine.fallback)
+            self._fallback_logged = True
 
     def __call__(self, x: Any, change: Any, gate: Any = None) -> Any:
         """
@@ -305,7 +295,7 @@ class _IncrementalNet:
         ``change`` is its ChangeMap, or None for a dense frame; ``gate`` a tile map of where
         layers may recompute (eager executor), or None.
         """
-        from sparse_perception.engine import EngineError, UnsupportedOpError
+        from sparse_perception.engine import UnsupportedOpError
 
         self._collect()
         tiles = None if change is None or change.refresh else change
@@ -319,14 +309,11 @@ class _IncrementalNet:
             else:
                 features = self.engine(x, tiles, self.state, gate=gate)
         except UnsupportedOpError as exc:  # lowered at its first frame (fully convolutional)
-            if self.execution != 'device':
-                raise
-            try:
-                self._device_failed(exc)
-            except EngineError as failed:  # the eager engine cannot run it either
-                raise ModelLoadError(f'{self.what} cannot run incrementally: {failed}') \
-                    from failed
-            features = self.engine(x, None, self.state)  # a new engine: its first frame
+            # An explicit 'device', or 'auto' whose eager fall-back cannot run it either.
+            if self.requested == 'device' or self.engine.fallback is not None:
+                raise self._load_error(exc) from exc
+            raise
+        self._log_fallback()
         self._unread = True
         return features
 
@@ -773,30 +760,6 @@ def _device(requested: str) -> str:
         raise ModelLoadError('model.device is cuda but CUDA is not available here (torch '
                              f'{torch.__version__}); use cpu or auto')
     return requested
-
-
-def _execution(requested: str, config: Any, trunk: Any) -> str:
-    """Resolve ``model.execution`` to 'device' or 'eager' (see ModelSettings.execution)."""
-    from sparse_perception.settings import resolve_backend
-
-    backend = resolve_backend(config.backend)
-    if requested == 'device' and backend == 'reference':
-        raise ModelLoadError(
-            "model.execution 'device' runs on the Triton kernels, but the backend resolves to "
-            "'reference' (model.backend or $SPARSE_PERCEPTION_BACKEND): set model.backend to "
-            "'kernels' or 'auto', or model.execution to 'eager' or 'auto'")
-    if requested != 'auto':
-        return requested
-    first = next(iter(trunk.parameters()), None)
-    device = first.device if first is not None else None
-    return 'device' if device is not None and _auto_picks_device(config, device) else 'eager'
-
-
-def _auto_picks_device(config: Any, device: Any) -> bool:
-    """Return whether 'auto' runs the device mode: on CUDA where the backend is the kernels."""
-    from sparse_perception.engine import get_backend
-
-    return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
 
 
 @dataclasses.dataclass(frozen=True)

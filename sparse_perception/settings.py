@@ -202,13 +202,13 @@ class ModelSettings:
         'auto', 'Sparse backend: GPU kernels, or the pure-torch reference '
         f'(auto = kernels on CUDA when Triton is present; env {BACKEND_ENV} overrides auto)',
         choices=('auto', 'kernels', 'reference'), reload=True)
-    # Which incremental executor runs the networks. 'device' is the sync-free DeviceModel on
-    # the Triton kernels: no host synchronisation in a frame, replayed as a CUDA graph on CUDA
-    # (the fast path; on the CPU it runs only under Triton's interpreter, for tests). 'eager'
-    # is IncrementalModel, which decides per layer on the host (on either backend). 'auto'
-    # takes 'device' where the backend resolves to the kernels and the device is CUDA, else
-    # 'eager'; a model the device mode cannot run then falls back to 'eager' with a warning.
-    # It builds a different engine, so a change reloads the model.
+    # Which executor runs the engine's frames. 'device' runs on the Triton kernels without
+    # host synchronisation in a frame, replayed as a CUDA graph on CUDA (the fast path; on
+    # the CPU it runs only under Triton's interpreter, for tests), so it needs the kernels
+    # backend ('reference' is refused). 'eager' decides per layer on the host (on either
+    # backend). 'auto' takes 'device' where the backend resolves to the kernels and the
+    # device is CUDA, else 'eager'; a model the device executor cannot run then falls back to
+    # 'eager' with a warning. It builds a different engine, so a change reloads the model.
     execution: str = setting(
         'auto', 'Incremental executor: device (sync-free, CUDA graphs) or eager '
         '(auto = device on CUDA with the kernels backend, else eager)',
@@ -231,6 +231,14 @@ class ModelSettings:
     threads: int = setting(
         1, 'CPU threads for the networks (0 = torch default: all cores)', low=0, high=256,
         reload=True)
+
+    def __post_init__(self) -> None:
+        # Only the explicit choice: a settings object does not depend on the environment (the
+        # environment's backend is checked where a node takes parameters and an engine is built).
+        if self.backend != 'auto':
+            problem = execution_problem(self.backend, self.execution)
+            if problem:
+                raise SettingError(problem)
 
 
 @dataclass(frozen=True)
@@ -534,6 +542,28 @@ def parse_heads(text: str) -> tuple[str, ...]:
                 f'{", ".join(HEADS)} (or {", ".join(HEAD_ALIASES)})')
         chosen.update(heads)
     return tuple(head for head in HEADS if head in chosen)
+
+
+def execution_problem(backend: str, execution: str) -> str | None:
+    """
+    Return why ``model.execution`` cannot run with ``model.backend`` (None: it can).
+
+    The device executor runs on the kernels only. ``backend`` 'auto' is resolved with
+    :data:`BACKEND_ENV`, as the engine resolves it when it is built.
+    """
+    if execution != 'device':
+        return None
+    try:
+        resolved = resolve_backend(backend)
+    except SettingError as exc:
+        return str(exc)
+    if resolved != 'reference':
+        return None
+    why = ("model.backend 'reference'" if backend == 'reference'
+           else f"model.backend 'auto' under ${BACKEND_ENV}=reference")
+    return (f"model.execution 'device' runs on the Triton kernels, but the backend resolves "
+            f"to 'reference' ({why}): set model.backend to 'kernels' (or 'auto' without "
+            f"${BACKEND_ENV}=reference), or model.execution to 'eager' or 'auto'")
 
 
 def resolve_backend(backend: str) -> str:

@@ -461,14 +461,15 @@ def _dense_engines(m: _Cuda, model: Any, example: Any) -> dict:
 
 def _incremental_engines(m: _Cuda, model: Any) -> dict:
     from sparse_perception.engine import EngineConfig, IncrementalModel
-    from sparse_perception.engine.device import DeviceModel
 
     out = {}
     for name, engine in (
             ('incremental_reference', IncrementalModel(model, EngineConfig(backend='reference'))),
-            ('incremental_kernels', DeviceModel(model, EngineConfig(), graph=False)),
-            ('incremental_kernels_graph', DeviceModel(model, EngineConfig(),
-                                                      graph=not m.dry))):
+            ('incremental_kernels', IncrementalModel(model, EngineConfig(), execution='device',
+                                                     graph=False)),
+            ('incremental_kernels_graph', IncrementalModel(model, EngineConfig(),
+                                                           execution='device',
+                                                           graph=not m.dry))):
         out[name] = (engine, engine.new_state())
     return out
 
@@ -536,7 +537,8 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
             dense_graph_ms = entry['median_ms']
         entries.append(entry)
         if name == 'incremental_kernels_graph':
-            info['graph_captured'] = bool(state.graphs) and not state.graph_failed
+            info['graph_captured'] = (bool(state.executor_state.graphs)
+                                      and not state.executor_state.graph_failed)
     for entry in entries:
         if dense_graph_ms and entry['median_ms']:
             entry['speedup_vs_dense_graph'] = dense_graph_ms / entry['median_ms']
@@ -600,8 +602,7 @@ def _layer_curve(m: _Cuda, spec: tuple, dtype: Any, repeats: int,
     import torch
     from torch import nn
 
-    from sparse_perception.engine import EngineConfig
-    from sparse_perception.engine.device import DeviceModel
+    from sparse_perception.engine import EngineConfig, IncrementalModel
 
     name, kind, (h, w), cin, cout, stride = spec
     device = m.device
@@ -620,7 +621,7 @@ def _layer_curve(m: _Cuda, spec: tuple, dtype: Any, repeats: int,
     x = x.contiguous(memory_format=torch.channels_last)
     dense = _fold(layer).to(memory_format=torch.channels_last)
     dense_us = _graph_us(m, lambda: dense(x), repeats)
-    engine = DeviceModel(layer, EngineConfig(), graph=False)
+    engine = IncrementalModel(layer, EngineConfig(), execution='device', graph=False)
     state = engine.new_state()
     engine(x, None, state)
     tile = 8
@@ -634,10 +635,11 @@ def _layer_curve(m: _Cuda, spec: tuple, dtype: Any, repeats: int,
         mask = tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
         x = torch.where(mask, x + 0.5, x)
         engine(x, tiles, state)  # sets the input's change mask, binds the launches
-        key = next(k for k in state.launches if k != 'dense')
-        bound = state.launches[key][1:]  # the layer's launches (after the input intake)
-        row = state.buffers['stats'][1]
-        launch = engine.k.runtime.launch
+        stream = state.executor_state
+        key = next(k for k in stream.launches if k != 'dense')
+        bound = stream.launches[key][1:]  # the layer's launches (after the input intake)
+        row = stream.buffers['stats'][1]
+        launch = engine.executor.k.runtime.launch
 
         def layer_launches(bound=bound, row=row, launch=launch):
             row.zero_()  # the layer's tile counter, as the frame clears it

@@ -18,10 +18,11 @@ The incremental sparse CNN engine: run a model frame by frame, recomputing only 
 An unmodified ``nn.Module`` is run so that each layer is recomputed only where its inputs
 changed.
 
-``IncrementalModel(module, EngineConfig(...))`` wraps a model in eval mode; ``new_state()``
-gives one stream's caches; ``model(x, tiles, state)`` runs a frame. See executor.py for the
-frame contract, graph.py for what is supported, backend.py for the primitive interface GPU
-kernels implement, and layers.py for the per-layer algorithm.
+``IncrementalModel(module, EngineConfig(...), execution=...)`` wraps a model in eval mode;
+``new_state()`` gives one stream's caches; ``model(x, tiles, state)`` runs a frame. See
+executor.py for the frame contract and the choice of executor (eager.py and layers.py decide
+per layer on the host; device.py runs sync-free on the kernels), graph.py for what is
+supported, and backend.py for the primitive interface GPU kernels implement.
 """
 
 from sparse_perception.engine.backend import (available_backends, get_backend,

@@ -26,7 +26,8 @@ into its cache.
 
 Both backends take exact-size index tensors built with ``nonzero`` (a host synchronisation
 on CUDA). The sync-free path is not a backend:
-:class:`~sparse_perception.engine.device.DeviceModel` runs the same lowered program on the
+the device executor (:class:`~sparse_perception.engine.device.DeviceExecutor`, behind the
+same :class:`~sparse_perception.engine.IncrementalModel`) runs the lowered program on the
 same kernels, bound once to fixed-capacity tile lists and device-side counts, and replays a
 frame as a CUDA graph; it shares this module's cache layout (:func:`new_cache`) but not the
 primitives.

@@ -14,9 +14,9 @@
 
 
 """
-:class:`DeviceModel`: incremental execution without host synchronisation, CUDA-graph ready.
+The device executor: incremental frames without host synchronisation, CUDA-graph ready.
 
-The eager executor (executor.py) decides per layer on the host: it counts changed positions,
+The eager executor (eager.py) decides per layer on the host: it counts changed positions,
 builds exact-size index tensors with ``nonzero`` and picks sparse or dense paths. On a GPU
 every such decision is a host synchronisation (about 50 us) and every small torch op a launch
 (about 8 us), which is more than a sparse layer's arithmetic. This module runs the same
@@ -46,8 +46,8 @@ replayed; a capture that fails falls back to eager launches, said once in the lo
 
 What the lowering supports but this mode does not (epilogues after softmax or argmax,
 epilogues the kernels cannot fuse, integer outputs other than argmax) raises
-:class:`UnsupportedOpError` naming the layer; such models run on
-:class:`~sparse_perception.engine.IncrementalModel`.
+:class:`UnsupportedOpError` naming the layer; such models run on the eager executor
+(``execution='auto'`` falls back to it by itself).
 
 Differences from the eager executor: there are no per-layer dense fall-backs (the kernels run
 at every changed fraction; at 100% they compute the dense result from the same code), a
@@ -60,16 +60,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import logging
-from typing import Any
+from typing import Any, Callable
 
-from sparse_perception.engine.backend import as_nchw, new_cache
-from sparse_perception.engine.config import EngineConfig, layer_threshold
+from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.executor import (_tile_size, _unpack_tiles, apply_thresholds,
-                                               dense_macs)
-from sparse_perception.engine.gate import Gate
-from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, trace
-from sparse_perception.engine.layers import convert_step
+from sparse_perception.engine.executor import Frame, LayerGeometry, Plan, StreamState
+from sparse_perception.engine.graph import Layer, lower, trace
 from sparse_perception.engine.stats import FrameStats, LayerStats
 import torch
 from torch import nn
@@ -108,7 +104,7 @@ class _Modules:
 class _LayerSpec:
     """What one layer needs on the device, built once per input shape."""
 
-    index: int  # row of the statistics
+    index: int  # row of the statistics (row 0 is the input)
     layer: Layer
     kind: str  # conv1x1 conv conv_transpose depthwise pool resample pad depth_to_space cat
     #            pointwise positionwise gap
@@ -116,14 +112,24 @@ class _LayerSpec:
     inputs: list
     out_hw: tuple
     in_hw: tuple
+    steps: list
+    macs: float
+    terminal: bool
     tile: tuple = (8, 8)
     geom: str = 'same'  # how candidates come from the core input: window, table, same
     window: tuple | None = None  # kernel, stride, dilation, (top, left)
     tables: tuple | None = None  # candidate tap tables (rows (Ho, kh), cols (Wo, kw))
     weights: dict = field(default_factory=dict)
-    steps: list = field(default_factory=list)
-    macs: float = 0.0
-    terminal: bool = False
+
+    @property
+    def name(self) -> str:
+        """Return the layer's name."""
+        return self.layer.name
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Return every name the layer answers to (for threshold overrides)."""
+        return self.layer.names
 
     @property
     def positions(self) -> int:
@@ -131,33 +137,20 @@ class _LayerSpec:
         return self.out_hw[0] * self.out_hw[1]
 
 
-class _DevicePlan:
-    """The lowered program and the per-layer device data for one input shape."""
+def build_specs(plan: Plan, k: _Modules) -> list[_LayerSpec]:
+    """Return the device data of every layer of a plan (raises what the kernels cannot run)."""
+    values = plan.program.values
+    return [_build_spec(g, values, plan.device, plan.dtype, k) for g in plan.layers]
 
-    def __init__(self, program: Program, config: EngineConfig, device: torch.device,
-                 dtype: torch.dtype, k: _Modules):
-        self.program = program
-        self.device = device
-        self.dtype = dtype
-        values = program.values
-        self.input = values[program.input_id]
-        self.specs = []
-        read = set()
-        for layer in program.layers[1:]:
-            read.update(layer.operands())
-        for i, layer in enumerate(program.layers[1:]):
-            spec = _build_spec(i + 1, layer, values, device, dtype, k)
-            spec.terminal = layer.output not in read
-            self.specs.append(spec)
-        self.check_layer_thresholds(config)
 
-    def check_layer_thresholds(self, config: EngineConfig) -> None:
-        """Raise :class:`EngineError` if a per-layer threshold names no layer of this plan."""
-        known = {n for s in self.specs for n in s.layer.names} | {'input'}
-        unknown = sorted(set(config.layer_thresholds) - known)
-        if unknown:
-            raise EngineError(f'layer thresholds name unknown layers {unknown}; layer names '
-                              'are: ' + ', '.join(s.layer.name for s in self.specs))
+class _Lowering:
+    """Builds the device data of a plan without running anything (see check_lowering)."""
+
+    def __init__(self, k: _Modules):
+        self.k = k
+
+    def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
+        return build_specs(plan, self.k), None
 
 
 def _gateable(spec: _LayerSpec) -> bool:
@@ -168,20 +161,20 @@ def _gateable(spec: _LayerSpec) -> bool:
 def _unsupported(layer: Layer, reason: str) -> UnsupportedOpError:
     return UnsupportedOpError(f'layer {layer.name!r} ({layer.kind})', layer.name,
                               f'{reason}; the sync-free device mode cannot run it (use '
-                              'IncrementalModel, the eager executor)')
+                              "execution 'eager')")
 
 
-def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
-                dtype: torch.dtype, k: _Modules) -> _LayerSpec:
-    out = values[layer.output]
-    ins = [values[v] for v in layer.inputs]
-    if not out.dtype.is_floating_point and layer.kind != 'positionwise':
-        raise _unsupported(layer, f'its output is {out.dtype}')
-    spec = _LayerSpec(index, layer, layer.kind, layer.output, list(layer.inputs),
-                      (out.height, out.width), (ins[0].height, ins[0].width) if ins else (1, 1))
+def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: torch.dtype,
+                k: _Modules) -> _LayerSpec:
+    layer = g.layer
+    if not g.value.dtype.is_floating_point and layer.kind != 'positionwise':
+        raise _unsupported(layer, f'its output is {g.value.dtype}')
+    ins = g.in_values
+    spec = _LayerSpec(g.index + 1, layer, g.kind, layer.output, list(layer.inputs),
+                      (g.value.height, g.value.width),
+                      (ins[0].height, ins[0].width) if ins else (1, 1), g.steps,
+                      g.macs_per_position, g.terminal)
     spec.tile = k.window.cache_tile(spec.out_hw)
-    spec.macs = macs_per_position(layer, values)
-    spec.steps = [convert_step(s, device, dtype) for s in layer.epilogue]
     try:  # the epilogue must be fusable (operands are bound per stream later)
         k.epilogue.encode(spec.steps, {v: torch.zeros(values[v].positions + 3,
                                                       values[v].channels)
@@ -189,21 +182,19 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
     except k.epilogue.Unfusable as exc:
         raise _unsupported(layer, str(exc)) from None
     a = layer.attrs
-    if layer.kind == 'conv':
+    if layer.kind == 'conv':  # conv1x1, depthwise or conv
         w = a['weight'].to(device, dtype)
         bias = None if a['bias'] is None else a['bias'].to(device, dtype)
         kernel, stride, dil = tuple(a['kernel']), tuple(a['stride']), tuple(a['dilation'])
         top, _, left, _ = a['pads']
         groups = a['groups']
         spec.weights['bias'] = bias
-        if kernel == (1, 1) and stride == (1, 1) and not any(a['pads']) and groups == 1:
-            spec.kind = 'conv1x1'
+        if spec.kind == 'conv1x1':
             spec.weights['weight_t'] = w.reshape(w.shape[0], -1).t().contiguous()
             return spec
         spec.geom = 'window'
         spec.window = (kernel, stride, dil, (top, left))
-        if groups == ins[0].channels and w.shape[1] == 1:
-            spec.kind = 'depthwise'
+        if spec.kind == 'depthwise':
             spec.weights['taps'] = k.depthwise.depthwise_weight(w)
         else:
             spec.weights['gemm'] = k.conv.conv_weight(w)
@@ -270,38 +261,35 @@ def _build_spec(index: int, layer: Layer, values: list, device: torch.device,
 
 
 def check_lowering(module: nn.Module, x: torch.Tensor,
-                   config: EngineConfig | None = None) -> _DevicePlan:
+                   config: EngineConfig | None = None) -> Plan:
     """
-    Lower ``module`` for inputs like ``x`` as the device mode does, on any machine.
+    Lower ``module`` for inputs like ``x`` as the device executor does, on any machine.
 
-    Raises :class:`UnsupportedOpError` naming the first layer the device mode cannot run (or
-    :class:`EngineError` without Triton); nothing is launched, so no GPU or interpreter is
+    Raises :class:`UnsupportedOpError` naming the first layer the device executor cannot run
+    (or :class:`EngineError` without Triton); nothing is launched, so no GPU or interpreter is
     needed. Returns the plan (weights in the kernels' layouts, on ``module``'s device).
     """
-    try:
-        k = _kernels()
-    except ImportError as exc:
-        raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
-                          '(pip install triton)') from None
+    k = _kernels_or_error()
     first = next(iter(module.parameters()), None)
     device = first.device if first is not None else torch.device('cpu')
     dtype = first.dtype if first is not None else torch.float32
     config = config or EngineConfig()
-    return _DevicePlan(lower(trace(module), x, config.allow_dense_tail), config, device, dtype,
-                       k)
+    return Plan(lower(trace(module), x, config.allow_dense_tail), _Lowering(k), config, device,
+                dtype)
 
 
-class DeviceState:
-    """One stream's caches, masks, counters and bound launches (``DeviceModel.new_state``)."""
+def _kernels_or_error() -> _Modules:
+    try:
+        return _kernels()
+    except ImportError as exc:
+        raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
+                          "(pip install triton) or use execution 'eager'") from None
+
+
+class DeviceStream:
+    """What the device executor keeps per stream: masks, counters, lists, bound launches."""
 
     def __init__(self) -> None:
-        self.plan: _DevicePlan | None = None
-        self.caches: list[torch.Tensor] = []
-        self.thresholds: list[float] = []  # per layer spec
-        self.rms: list[float] = []
-        self.input_threshold = 0.0
-        self.frames = 0
-        self.refresh_requested = False
         self.buffers: dict[str, torch.Tensor] = {}
         self.gate_buffers: dict[tuple[int, int], torch.Tensor] = {}  # per layer size
         self.launches: dict[Any, list] = {}
@@ -317,50 +305,28 @@ class DeviceState:
         """Whether positions may wait for a gate (conservative: no device read)."""
         return self.gated
 
-    def request_refresh(self) -> None:
-        """Run the next frame dense, recomputing every cache from the input."""
-        self.refresh_requested = True
-
-    def reset(self) -> None:
-        """Drop every cache; the next frame re-initialises the state (a dense frame)."""
-        self.__init__()
+    def stale_positions(self) -> int:
+        """Positions, over all layers, that a gate left stale (reads the device's masks)."""
+        return int(self.buffers['stale'].sum()) if self.gated else 0
 
     def memory_bytes(self) -> int:
-        """Bytes held by this stream's caches, masks, lists and staging."""
-        tensors = self.caches + list(self.buffers.values())
-        return sum(t.numel() * t.element_size() for t in tensors)
+        """Bytes of the masks, lists, counters and staging."""
+        return sum(t.numel() * t.element_size() for t in self.buffers.values())
 
 
-class DeviceModel:
-    """
-    Sync-free incremental execution of an unmodified ``nn.Module`` on the Triton kernels.
+class DeviceExecutor:
+    """Runs an engine's frames on the Triton kernels without host synchronisation."""
 
-    The call contract is :class:`~sparse_perception.engine.IncrementalModel`'s: ``y =
-    model(x, tiles, state)`` with ``x`` (1, C, H, W) and ``tiles`` a bool (Ht, Wt) change map
-    (or a :class:`~sparse_perception.change.ChangeMap`, or None for a dense frame); outputs
-    are views of the state's caches, overwritten by its next frame. With all thresholds 0
-    the output equals the dense model's (up to fp32 accumulation order).
+    name = 'device'
+    backend = None  # the kernels are launched directly, not through a backend
+    # Settings a plan is built from: changing one rebuilds the plans. The compute tile and the
+    # backend do not apply here (tiles follow each map's size; the kernels always run).
+    plan_settings = ('allow_dense_tail',)
 
-    ``graph``: replay incremental frames as a CUDA graph (default: on CUDA). Runs on CUDA,
-    and on CPU tensors under Triton's interpreter (for tests).
-    """
-
-    def __init__(self, module: nn.Module, config: EngineConfig | None = None,
-                 graph: bool | None = None):
-        if module.training:
-            raise EngineError(f'{type(module).__name__} is in training mode; call .eval() '
-                              'before wrapping it (BatchNorm must use its running statistics)')
-        self.module = module
-        self.config = config or EngineConfig()
-        self.graph = trace(module)
-        first = next(iter(module.parameters()), None)
-        self.device = first.device if first is not None else torch.device('cpu')
-        self.dtype = first.dtype if first is not None else torch.float32
-        try:
-            self.k = _kernels()
-        except ImportError as exc:
-            raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
-                              '(pip install triton) or use IncrementalModel') from None
+    def __init__(self, engine: Any, graph: bool | None = None):
+        self.engine = engine
+        self.device = engine.device
+        self.k = _kernels_or_error()
         ok, reason = self.k.runtime.can_run_on(self.device)
         if not ok:
             raise EngineError(f'the device mode cannot run here: {reason}')
@@ -368,220 +334,116 @@ class DeviceModel:
         if self.use_graph and self.device.type != 'cuda':
             raise EngineError(f'CUDA graphs need a CUDA model; this one is on {self.device} '
                               '(pass graph=False)')
-        self._plans: dict[tuple, _DevicePlan] = {}
-        self._default_state: DeviceState | None = None
-        self._last: tuple | FrameStats | None = None  # (state, counters, event, dense) -> stats
 
-    # -- public ---------------------------------------------------------------------------------
+    def reconfigured(self) -> None:
+        """Take the engine's new configuration (its plans are rebuilt)."""
 
-    def new_state(self) -> DeviceState:
-        """Return empty per-stream state (initialised by the stream's first frame)."""
-        return DeviceState()
+    # -- plans and streams ----------------------------------------------------------------------
 
-    def plan_for(self, x: torch.Tensor) -> _DevicePlan:
-        """Return (building once) the plan for inputs shaped like ``x``."""
-        key = tuple(x.shape)
-        plan = self._plans.get(key)
-        if plan is None:
-            program = lower(self.graph, x, self.config.allow_dense_tail)
-            plan = _DevicePlan(program, self.config, self.device, self.dtype, self.k)
-            self._plans[key] = plan
-        return plan
+    def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
+        """Return the device data of a plan's layers (nothing more per input shape)."""
+        return build_specs(plan, self.k), None
 
-    def dense_macs(self, x: torch.Tensor) -> int:
-        """Multiply-accumulates of one dense pass on inputs like ``x`` (no plan is kept)."""
-        return dense_macs(self, self._check_input(x))
+    def plan_bytes(self, plan: Plan) -> int:
+        """Bytes of the weights in the kernels' layouts and the tap tables."""
+        total = 0
+        for s in plan.runs:
+            for t in list(s.weights.values()) + list(s.tables or ()):
+                for part in t if isinstance(t, tuple) else (t,):
+                    if isinstance(part, torch.Tensor):
+                        total += part.numel() * part.element_size()
+        return total
 
-    def layer_names(self, x: torch.Tensor) -> list[str]:
-        """Return the layer names (for threshold overrides) for inputs like ``x``."""
-        return [s.layer.name for s in self.plan_for(self._check_input(x)).specs]
-
-    def reconfigure(self, config: EngineConfig, state: DeviceState | None = None) -> None:
-        """
-        Use ``config`` from the next frame on, keeping the caches where that is possible.
-
-        As :meth:`IncrementalModel.reconfigure <sparse_perception.engine.IncrementalModel.
-        reconfigure>`: thresholds change in place (the given ``state``, or the default one,
-        recomputes its per-layer thresholds from the layer scales of its first frame and runs
-        its next frame dense if any went down); a new tail rule rebuilds the plans, so the
-        next frame of every stream runs dense. The compute tile and the backend do not apply
-        to this mode (its tiles follow each map's size; it always runs the kernels).
-        """
-        if config.allow_dense_tail != self.config.allow_dense_tail:
-            self.config = config
-            self._plans.clear()
-            return
-        apply_thresholds(self, config, state)
-
-    @torch.no_grad()
-    def start_from(self, x: torch.Tensor, caches: list[torch.Tensor],
-                   state: DeviceState | None = None) -> None:
-        """
-        Initialise ``state`` from caches computed elsewhere, as if a dense frame of ``x`` ran.
-
-        ``caches`` are :class:`~sparse_perception.engine.IncrementalModel`'s after a dense
-        frame of the same module on ``x`` (the same lowered program: one (P + 3, C) cache per
-        value). The next frame runs incrementally. This lets the interpreter tests check the
-        incremental frames of full-size networks without interpreting a whole dense frame.
-        """
-        x = self._check_input(x)
-        state = state if state is not None else self._default_state or self.new_state()
-        plan = self.plan_for(x)
-        self._init_state(state, plan)
-        shapes = [tuple(c.shape) for c in state.caches]
-        if [tuple(c.shape) for c in caches] != shapes:
-            raise EngineError(f'start_from: {len(caches)} caches do not match the device '
-                              f'plan of {len(shapes)} values for input {tuple(x.shape)}; pass '
-                              "the eager executor's caches after a dense frame of this input")
-        for target, source in zip(state.caches, caches):
-            target.copy_(source)
-        state.buffers['x'].copy_(x)
-        self._calibrate(plan, state)
-        state.frames = 1
-
-    @torch.no_grad()
-    def __call__(self, x: torch.Tensor, tiles: Any = None,
-                 state: DeviceState | None = None, gate: Any = None) -> Any:
-        """Run one frame (see the class docstring; ``gate`` as the eager executor's)."""
-        x = self._check_input(x)
-        if state is None:
-            if self._default_state is None:
-                self._default_state = self.new_state()
-            state = self._default_state
-        plan = self.plan_for(x)
-        tile_size, refresh, tiles = _unpack_tiles(tiles)
-        dense = tiles is None or refresh or state.refresh_requested
-        if state.plan is not plan:
-            self._init_state(state, plan)
-            dense = True
-        key, spatial = None, None
-        if not dense:
-            tile = _tile_size(tiles, tile_size, plan.input.height, plan.input.width)
-            spatial = self._gate(plan, state, gate)
-            cutoff = self.config.frame_dense_fallback
-            if cutoff < 1.0 and spatial is None and tiles.device.type == 'cpu' and \
-                    float(tiles.float().mean()) > cutoff:
-                dense = True
-            key = (tuple(tiles.shape), tile, spatial is not None)
-        state.buffers['x'].copy_(x)
-        if dense:
-            state.buffers['stale'].zero_()
-            state.gated = False
-            spatial = None
-            self._run(state, 'dense')
-        else:
-            if spatial is not None:
-                gate_map, whole = spatial
-                for (h, w), buffer in state.gate_buffers.items():
-                    buffer.copy_(gate_map.at(h, w).reshape(-1), non_blocking=True)
-                state.gated = not whole
-            tiles_buffer = state.buffers.get('tiles')
-            if tiles_buffer is None or tuple(tiles_buffer.shape) != key[0]:
-                state.buffers['tiles'] = torch.zeros(key[0], dtype=torch.uint8,
-                                                     device=self.device)
-                state.launches = {k: v for k, v in state.launches.items() if k == 'dense'}
-                state.graphs.clear()
-            state.buffers['tiles'].copy_(tiles.to(torch.uint8), non_blocking=True)
-            self._run(state, key)
-        self._record_stats(state, dense, None if spatial is None else spatial[0])
-        output = self._output(plan, state)
-        if state.frames == 0:
-            self._calibrate(plan, state)
-        state.frames += 1
-        state.refresh_requested = False
-        return output
-
-    @property
-    def last_stats(self) -> FrameStats | None:
-        """Statistics of the last frame (read from the device on first access)."""
-        if self._last is None:
-            return None
-        if isinstance(self._last, FrameStats):
-            return self._last
-        state, host, event, dense, gate = self._last
-        if event is not None:
-            event.synchronize()
-        self._last = self._frame_stats(state, host, dense)
-        if gate is not None:
-            self._last.gate_fraction = gate.fraction
-        return self._last
-
-    # -- building --------------------------------------------------------------------------------
-
-    def _check_input(self, x: Any) -> torch.Tensor:
-        if not isinstance(x, torch.Tensor):
-            raise EngineError(f'x must be a torch tensor (1, C, H, W), got {type(x).__name__}')
-        if x.dim() != 4 or x.shape[0] != 1:
-            raise EngineError(f'x has shape {tuple(x.shape)}; expected (1, C, H, W)')
-        if x.device != self.device:
-            raise EngineError(f'x is on {x.device} but the model is on {self.device}; move the '
-                              'input to the model device')
-        if not x.dtype.is_floating_point:
-            raise EngineError(f'x has dtype {x.dtype}; expected a float tensor ({self.dtype})')
-        return x
-
-    def _init_state(self, state: DeviceState, plan: _DevicePlan) -> None:
-        state.reset()
-        state.plan = plan
+    def new_stream(self, plan: Plan) -> DeviceStream:
+        """Return the per-stream buffers of a fresh state."""
+        stream = DeviceStream()
         dev = self.device
         values = plan.program.values
-        state.caches = [new_cache(v.positions, v.channels, v.dtype, dev) for v in values]
-        n = len(plan.specs)
-        state.thresholds = [0.0] * n
+        n = len(plan.runs)
         # One flat byte buffer for every mask: cleared by one memset per frame.
-        sizes = [plan.input.positions] + [2 * s.positions for s in plan.specs]
-        masks = torch.zeros(sum(sizes), dtype=torch.uint8, device=dev)
-        state.buffers['masks'] = masks
-        state.buffers['stats'] = torch.zeros(n + 1, _STAT_COLUMNS, dtype=torch.int32,
+        sizes = [plan.input.positions] + [2 * s.positions for s in plan.runs]
+        stream.buffers['masks'] = torch.zeros(sum(sizes), dtype=torch.uint8, device=dev)
+        stream.buffers['stats'] = torch.zeros(n + 1, _STAT_COLUMNS, dtype=torch.int32,
+                                              device=dev)
+        gap_channels = [values[s.inputs[0]].channels for s in plan.runs if s.kind == 'gap']
+        stream.buffers['sums'] = torch.zeros(max(1, sum(gap_channels)), dtype=torch.float32,
                                              device=dev)
-        gap_channels = [values[s.inputs[0]].channels for s in plan.specs if s.kind == 'gap']
-        state.buffers['sums'] = torch.zeros(max(1, sum(gap_channels)), dtype=torch.float32,
-                                            device=dev)
-        staging = max([s.positions * values[s.out].channels for s in plan.specs] + [1])
-        state.buffers['staging'] = torch.zeros(staging, dtype=self.dtype, device=dev)
-        state.buffers['x'] = torch.zeros(plan.input.channels, plan.input.height,
-                                         plan.input.width, dtype=self.dtype,
-                                         device=dev)[None]
-        for s in plan.specs:
+        staging = max([s.positions * values[s.out].channels for s in plan.runs] + [1])
+        stream.buffers['staging'] = torch.zeros(staging, dtype=plan.dtype, device=dev)
+        stream.buffers['x'] = torch.zeros(plan.input.channels, plan.input.height,
+                                          plan.input.width, dtype=plan.dtype,
+                                          device=dev)[None]
+        for s in plan.runs:
             n_tiles = self.k.masks.tile_grid(s.out_hw, s.tile) if s.kind != 'gap' else 1
-            state.buffers[f'list{s.index}'] = torch.zeros(n_tiles, dtype=torch.int32,
-                                                          device=dev)
+            stream.buffers[f'list{s.index}'] = torch.zeros(n_tiles, dtype=torch.int32,
+                                                           device=dev)
         # Spatial gates: the stale masks of every gated layer (kept across frames) and one
         # gate mask per layer size (written before each gated frame).
-        gated = [s for s in plan.specs if _gateable(s)]
-        state.buffers['stale'] = torch.zeros(max(1, sum(s.positions for s in gated)),
-                                             dtype=torch.uint8, device=dev)
-        state.gate_buffers = {}
+        gated = [s for s in plan.runs if _gateable(s)]
+        stream.buffers['stale'] = torch.zeros(max(1, sum(s.positions for s in gated)),
+                                              dtype=torch.uint8, device=dev)
         for s in gated:
-            if s.out_hw not in state.gate_buffers:
-                state.gate_buffers[s.out_hw] = torch.zeros(s.positions, dtype=torch.uint8,
-                                                           device=dev)
-                state.buffers[f'gate{s.out_hw[0]}x{s.out_hw[1]}'] = \
-                    state.gate_buffers[s.out_hw]
+            if s.out_hw not in stream.gate_buffers:
+                stream.gate_buffers[s.out_hw] = torch.zeros(s.positions, dtype=torch.uint8,
+                                                            device=dev)
+                stream.buffers[f'gate{s.out_hw[0]}x{s.out_hw[1]}'] = \
+                    stream.gate_buffers[s.out_hw]
+        return stream
 
-    def _gate(self, plan: _DevicePlan, state: DeviceState, gate: Any) -> tuple | None:
-        """Return (Gate, covers everything) for this frame, or None (ungated)."""
-        value = plan.input
-        if gate is None:
-            if not state.gated:
-                return None
-            # Gated frames may have left positions stale: a whole gate recomputes them.
-            whole = torch.ones(1, 1, dtype=torch.bool, device=self.device)
-            return Gate(whole, max(value.height, value.width), value.height, value.width), True
-        tile_size, _, tiles = _unpack_tiles(gate, 'gate')
-        tile = _tile_size(tiles, tile_size, value.height, value.width)
-        tiles = torch.as_tensor(tiles, device=self.device)
-        return Gate(tiles, tile, value.height, value.width), False
+    def started(self, plan: Plan, state: StreamState, x: torch.Tensor) -> None:
+        """Complete a state whose caches were copied in: the input buffer."""
+        state.executor_state.buffers['x'].copy_(x)
 
-    def _views(self, state: DeviceState, dense: bool) -> dict:
+    def calibrated(self, state: StreamState) -> None:
+        """Thresholds decide which layers test, hence the bound launches: bind them anew."""
+        state.executor_state.launches.clear()
+        state.executor_state.graphs.clear()
+
+    # -- a frame --------------------------------------------------------------------------------
+
+    def run(self, plan: Plan, state: StreamState,
+            frame: Frame) -> tuple[Callable[[], FrameStats], bool]:
+        """Run one frame; return how to read its statistics, and that the output changed."""
+        stream = state.executor_state
+        tiles, dense, gate = frame.tiles, frame.dense, frame.gate
+        key = None
+        if not dense:
+            cutoff = self.engine.config.frame_dense_fallback
+            if cutoff < 1.0 and gate is None and tiles.device.type == 'cpu' and \
+                    float(tiles.float().mean()) > cutoff:
+                dense = True
+            key = (tuple(tiles.shape), frame.tile, gate is not None)
+        stream.buffers['x'].copy_(frame.x)
+        if dense:
+            stream.buffers['stale'].zero_()
+            stream.gated = False
+            gate = None
+            self._run(state, 'dense')
+        else:
+            if gate is not None:
+                for (h, w), buffer in stream.gate_buffers.items():
+                    buffer.copy_(gate.at(h, w).reshape(-1), non_blocking=True)
+                stream.gated = not frame.whole_gate
+            tiles_buffer = stream.buffers.get('tiles')
+            if tiles_buffer is None or tuple(tiles_buffer.shape) != key[0]:
+                stream.buffers['tiles'] = torch.zeros(key[0], dtype=torch.uint8,
+                                                      device=self.device)
+                stream.launches = {k: v for k, v in stream.launches.items() if k == 'dense'}
+                stream.graphs.clear()
+            stream.buffers['tiles'].copy_(tiles.to(torch.uint8), non_blocking=True)
+            self._run(state, key)
+        return self._stats(plan, stream, dense, gate), True
+
+    def _views(self, state: StreamState, dense: bool) -> dict:
         """Masks, counts and lists of every value and layer, as views into the buffers."""
+        stream = state.executor_state
         plan = state.plan
-        masks, stats = state.buffers['masks'], state.buffers['stats']
+        masks, stats = stream.buffers['masks'], stream.buffers['stats']
         changed = {plan.program.input_id: masks[:plan.input.positions]}
         count = {plan.program.input_id: stats[0, 2:3]}
         cand = {}
         offset = plan.input.positions
-        for s in plan.specs:
+        for s in plan.runs:
             p = s.positions
             cand[s.index] = masks[offset:offset + p]
             tested = not dense and self._tested(state, s)
@@ -590,38 +452,39 @@ class DeviceModel:
             offset += 2 * p
         return {'changed': changed, 'count': count, 'cand': cand}
 
-    def _tested(self, state: DeviceState, spec: _LayerSpec) -> bool:
+    def _tested(self, state: StreamState, spec: _LayerSpec) -> bool:
         if spec.kind == 'gap':
             return True
         if spec.kind == 'positionwise':
             return False  # always propagates its candidates (conservative, see module doc)
         threshold = state.thresholds[spec.index - 1] if state.thresholds else 0.0
-        return (threshold > 0 or self.config.exact_change_test) and not spec.terminal
+        return (threshold > 0 or self.engine.config.exact_change_test) and not spec.terminal
 
-    def _bind(self, state: DeviceState, key: Any) -> list:
+    def _bind(self, state: StreamState, key: Any) -> list:
         """Bind every launch of a frame (dense, or incremental with this tile map)."""
+        stream = state.executor_state
         k, plan = self.k, state.plan
         dense = key == 'dense'
         views = self._views(state, dense)
         changed, count, cand = views['changed'], views['count'], views['cand']
-        stats = state.buffers['stats']
+        stats = stream.buffers['stats']
         bound = []
         input_id = plan.program.input_id
-        tiles_map = state.buffers.get('tiles')
+        tiles_map = stream.buffers.get('tiles')
         tile_edge = 1 if dense else key[1]
         bound.append(k.frame.intake_args(
-            state.buffers['x'], state.caches[input_id], changed[input_id],
+            stream.buffers['x'], state.caches[input_id], changed[input_id],
             tiles_map if not dense else changed[input_id].view(1, -1), stats[0],
             tile_edge, state.input_threshold, dense))
         sums_offset = 0
         gated = not dense and key[2]
         stale_offset = 0
-        for s in plan.specs:
+        for s in plan.runs:
             spatial = None
             if _gateable(s):
                 if gated:
-                    stale = state.buffers['stale'][stale_offset:stale_offset + s.positions]
-                    spatial = (state.gate_buffers[s.out_hw], stale)
+                    stale = stream.buffers['stale'][stale_offset:stale_offset + s.positions]
+                    spatial = (stream.gate_buffers[s.out_hw], stale)
                 stale_offset += s.positions
             threshold = state.thresholds[s.index - 1]
             test = self._tested(state, s) and not dense
@@ -631,7 +494,7 @@ class DeviceModel:
             operands = {v: state.caches[v] for v in s.layer.operands()}
             if s.kind == 'gap':
                 channels = out_cache.shape[1]
-                sums = state.buffers['sums'][sums_offset:sums_offset + channels]
+                sums = stream.buffers['sums'][sums_offset:sums_offset + channels]
                 sums_offset += channels
                 src = s.inputs[0]
                 bound += k.frame.global_pool_args(
@@ -639,12 +502,12 @@ class DeviceModel:
                     changed[s.out], row, count[src], threshold, not dense, exact,
                     gate=not dense)
                 continue
-            tiles = state.buffers[f'list{s.index}']
+            tiles = stream.buffers[f'list{s.index}']
             tile_count = row[0:1]
             bound += self._bind_candidates(s, cand[s.index], changed, count, tiles,
                                            tile_count, row, dense, test, spatial)
             if test:
-                staging = state.buffers['staging'][:s.positions * out_cache.shape[1]].view(
+                staging = stream.buffers['staging'][:s.positions * out_cache.shape[1]].view(
                     s.positions, -1)
                 target, ep = staging, k.epilogue.NO_EPILOGUE
             else:
@@ -690,7 +553,7 @@ class DeviceModel:
             bound.append(k.masks.candidates_args(cand, s.out_hw, s.tile, **kw))
         return bound
 
-    def _bind_compute(self, s: _LayerSpec, state: DeviceState, target: torch.Tensor,
+    def _bind_compute(self, s: _LayerSpec, state: StreamState, target: torch.Tensor,
                       ep: Any, tiles: torch.Tensor, tile_count: torch.Tensor,
                       cand: torch.Tensor) -> list:
         k = self.k
@@ -746,27 +609,30 @@ class DeviceModel:
 
     # -- running ---------------------------------------------------------------------------------
 
-    def _launches(self, state: DeviceState, key: Any) -> list:
-        bound = state.launches.get(key)
+    def _launches(self, state: StreamState, key: Any) -> list:
+        stream = state.executor_state
+        bound = stream.launches.get(key)
         if bound is None:
             bound = self._bind(state, key)
-            state.launches[key] = bound
+            stream.launches[key] = bound
         return bound
 
-    def _body(self, state: DeviceState, bound: list) -> None:
-        state.buffers['masks'].zero_()
-        state.buffers['stats'].zero_()
-        state.buffers['sums'].zero_()
+    def _body(self, state: StreamState, bound: list) -> None:
+        stream = state.executor_state
+        stream.buffers['masks'].zero_()
+        stream.buffers['stats'].zero_()
+        stream.buffers['sums'].zero_()
         launch = self.k.runtime.launch
         for kernel, grid, args, meta in bound:
             launch(kernel, grid, *args, **meta)
 
-    def _run(self, state: DeviceState, key: Any) -> None:
+    def _run(self, state: StreamState, key: Any) -> None:
+        stream = state.executor_state
         bound = self._launches(state, key)
-        if key == 'dense' or not self.use_graph or state.graph_failed:
+        if key == 'dense' or not self.use_graph or stream.graph_failed:
             self._body(state, bound)
             return
-        graph = state.graphs.get(key)
+        graph = stream.graphs.get(key)
         if graph is not None:
             graph.replay()
             return
@@ -778,30 +644,41 @@ class DeviceModel:
             torch.cuda.synchronize(self.device)
             with torch.cuda.graph(graph):
                 self._body(state, bound)
-            state.graphs[key] = graph
+            stream.graphs[key] = graph
         except Exception as exc:  # any capture failure: stay eager, say so once
-            state.graph_failed = True
+            stream.graph_failed = True
             LOG.warning('device mode: CUDA graph capture failed (%s); running frames eagerly',
                         exc)
 
-    def _record_stats(self, state: DeviceState, dense: bool, gate: Any) -> None:
-        stats = state.buffers['stats']
+    def _stats(self, plan: Plan, stream: DeviceStream, dense: bool,
+               gate: Any) -> Callable[[], FrameStats]:
+        """Copy the counters off the device without waiting; return how to read them."""
+        stats = stream.buffers['stats']
+        event = None
         if self.device.type == 'cuda':
-            if state.host is None:
-                state.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
-            state.host.copy_(stats, non_blocking=True)
+            if stream.host is None:
+                stream.host = torch.empty(stats.shape, dtype=stats.dtype, pin_memory=True)
+            host = stream.host
+            host.copy_(stats, non_blocking=True)
             event = torch.cuda.Event()
             event.record()
-            self._last = (state, state.host, event, dense, gate)
         else:
-            self._last = (state, stats.clone(), None, dense, gate)
+            host = stats.clone()
 
-    def _frame_stats(self, state: DeviceState, host: torch.Tensor, dense: bool) -> FrameStats:
-        plan = state.plan
+        def read() -> FrameStats:
+            if event is not None:
+                event.synchronize()
+            frame_stats = self._frame_stats(plan, host, dense)
+            if gate is not None:
+                frame_stats.gate_fraction = gate.fraction
+            return frame_stats
+        return read
+
+    def _frame_stats(self, plan: Plan, host: torch.Tensor, dense: bool) -> FrameStats:
         counts = host.tolist()
         stats = FrameStats(dense=dense,
                            input_fraction=counts[0][2] / max(1, plan.input.positions))
-        for s in plan.specs:
+        for s in plan.runs:
             tiles, active, changed, computed = counts[s.index]
             ls = LayerStats(s.layer.name, s.kind, s.positions,
                             dense_macs=s.positions * s.macs)
@@ -812,40 +689,3 @@ class DeviceModel:
             ls.macs = computed * s.macs
             stats.layers.append(ls)
         return stats
-
-    def _output(self, plan: _DevicePlan, state: DeviceState) -> Any:
-        program = plan.program
-        views = []
-        for v in program.frontier:
-            value = program.values[v]
-            cache = state.caches[v]
-            if value.view == 'nc':
-                views.append(cache[:1])
-            elif value.view == 'nhw':
-                views.append(cache[:value.positions].view(1, value.height, value.width))
-            else:
-                views.append(as_nchw(cache, value.height, value.width))
-        if program.tail_mutates:
-            views = [v.clone() for v in views]
-        return program.tail(*views)
-
-    def _calibrate(self, plan: _DevicePlan, state: DeviceState) -> None:
-        """
-        Per-layer thresholds: override, else scale x RMS of the first frame's output.
-
-        Global average pools take the larger of the two scales (EngineConfig.global_scale).
-        The scales are measured on the first frame (one synchronisation, a dense frame), so
-        that a scale set later (:meth:`reconfigure`) means what it means from the start.
-        """
-        cfg = self.config
-        state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
-        if len(state.rms) != len(plan.specs):
-            squares = torch.stack([state.caches[s.out][:s.positions].double().pow(2).mean()
-                                   for s in plan.specs])
-            state.rms = squares.sqrt().tolist()
-        for s in plan.specs:
-            rms = None if s.kind == 'positionwise' else state.rms[s.index - 1]  # argmax, softmax
-            state.thresholds[s.index - 1] = layer_threshold(cfg, s.layer.names, s.kind, rms)
-        # Thresholds decide which layers test, hence the bound launches: bind them anew.
-        state.launches.clear()
-        state.graphs.clear()

@@ -15,135 +15,141 @@
 """
 :class:`IncrementalModel`: run an unmodified ``nn.Module`` incrementally, frame by frame.
 
-One model instance serves any number of camera streams: each stream's caches live in its own
-:class:`StreamState`. Per input size the model lowers the traced module once (see graph.py)
-and builds its layer runs (see layers.py); a frame whose size differs from the state's
-re-initialises that state and runs dense.
+One engine object holds what does not depend on how a frame is executed: the traced module,
+one :class:`Plan` per input shape (the lowered program and each layer's geometry, computed
+once), the per-stream :class:`StreamState`, input checks, tile maps and gates, calibration of
+the per-layer thresholds, the output views and the statistics of the last frame. Behind it
+one of two executors runs the frames:
+
+- ``eager`` (eager.py with layers.py) decides per layer on the host, on the pure-torch
+  reference or the Triton kernels (``EngineConfig.backend``);
+- ``device`` (device.py) runs a frame without host synchronisation on the Triton kernels and
+  replays it as a CUDA graph on CUDA.
+
+``execution='auto'`` takes the device executor on CUDA where the backend resolves to the
+kernels, and the eager one otherwise; a model the device executor cannot run (found when the
+engine is built or when a plan is lowered) then runs eagerly, and :attr:`~IncrementalModel.
+fallback` says why. This is the one place that chooses and falls back.
+
+One engine serves any number of camera streams, each with its own state; a frame whose size
+differs from the state's re-initialises that state and runs dense.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
-from sparse_perception.engine.backend import as_nchw, get_backend, new_cache
+from sparse_perception.engine.backend import as_nchw, new_cache
 from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.gate import Gate
-from sparse_perception.engine.graph import lower, macs_per_position, Program, trace
-from sparse_perception.engine.layers import Change, full_change, make_run, Run
-from sparse_perception.engine.stats import FrameStats, LayerStats
+from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, Step, \
+    trace, Value
+from sparse_perception.engine.stats import FrameStats
 import torch
 from torch import nn
 
+EXECUTIONS = ('auto', 'eager', 'device')
 
-class StreamState:
-    """The caches and bookkeeping of one stream (create with ``IncrementalModel.new_state``)."""
 
-    def __init__(self) -> None:
-        self.plan: _Plan | None = None
-        self.caches: list[torch.Tensor] = []  # per value id: (P + 3, C) NHWC rows
-        # per run: bool (H, W) positions whose inputs changed outside a gate, or None
-        self.stale: list[torch.Tensor | None] = []
-        self.thresholds: list[float] = []  # per run
-        self.rms: list[float | None] = []  # per run: RMS of its output on the first frame
-        self.input_threshold = 0.0
-        self.sums: dict[int, torch.Tensor] = {}  # running float64 sums of global pools
-        self.tail_output: Any = None
-        self.frames = 0  # frames run since the last (re)initialisation
-        self.refresh_requested = False
+@dataclass
+class LayerGeometry:
+    """What every executor knows of one lowered layer, computed once per plan."""
 
-    def request_refresh(self) -> None:
-        """Run the next frame dense, recomputing every cache from the input."""
-        self.refresh_requested = True
-
-    def reset(self) -> None:
-        """Drop every cache; the next frame re-initialises the state (a dense frame)."""
-        self.__init__()
+    index: int  # position among the plan's layers (the input is not one)
+    layer: Layer
+    kind: str  # the core: conv1x1 conv depthwise conv_transpose pool resample pad
+    #            depth_to_space cat pointwise positionwise gap
+    value: Value  # the output
+    in_values: list[Value]  # the core's inputs
+    steps: list[Step]  # the epilogue, constants on the model's device and dtype
+    operand_ids: list[int]  # value ids the epilogue reads besides the core's output
+    macs_per_position: float
+    terminal: bool  # no layer reads the output (only the model's output or its tail)
 
     @property
-    def has_stale(self) -> bool:
-        """Whether a gate left positions that no frame recomputed yet."""
-        return any(m is not None for m in self.stale)
+    def name(self) -> str:
+        """Return the module path the layer is known by."""
+        return self.layer.name
 
     @property
-    def stale_positions(self) -> int:
-        """Positions, over all layers, that a gate left stale and no frame recomputed yet."""
-        return sum(int(m.sum()) for m in self.stale if m is not None)
-
-    def memory_bytes(self) -> int:
-        """Bytes held by this stream's caches, running sums and stale masks."""
-        total = sum(c.numel() * c.element_size() for c in self.caches)
-        total += sum(m.numel() for m in self.stale if m is not None)
-        return total + sum(s.numel() * s.element_size() for s in self.sums.values())
+    def positions(self) -> int:
+        """Return the output's H * W."""
+        return self.value.positions
 
 
-class _Frame:
-    """What the runs of one frame share."""
-
-    __slots__ = ('backend', 'state', 'caches', 'dense', 'rows_cutoff', 'window_cutoff',
-                 'thresholds', 'deltas', 'test_exact', 'direct', 'gate')
-
-    def __init__(self, backend, state, dense, config, gate=None):
-        self.backend = backend
-        self.state = state
-        self.caches = state.caches
-        self.dense = dense
-        self.rows_cutoff = config.layer_dense_fallback
-        self.window_cutoff = config.window_dense_fallback
-        self.thresholds = state.thresholds
-        self.deltas: dict[int, tuple] = {}
-        self.test_exact = config.exact_change_test
-        self.direct = False  # a run may store its values itself (set per layer)
-        self.gate: Gate | None = gate  # where layers may recompute (None: everywhere)
+def core_kind(layer: Layer, values: list[Value]) -> str:
+    """Return the compute kind of a lowered layer (a convolution's special shapes named)."""
+    if layer.kind != 'conv':
+        return layer.kind
+    a = layer.attrs
+    if (tuple(a['kernel']) == (1, 1) and tuple(a['stride']) == (1, 1)
+            and not any(a['pads']) and a['groups'] == 1):
+        return 'conv1x1'
+    if a['groups'] == values[layer.inputs[0]].channels and a['weight'].shape[1] == 1:
+        return 'depthwise'
+    return 'conv'
 
 
-class _Plan:
-    """The lowered program and its runs for one input shape."""
+def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
+    """Move an epilogue step's constants to the layer's device and dtype."""
+    if step.kind == 'affine':
+        scale, shift = step.const
+        return Step('affine', 'affine', const=(scale.to(device, dtype).view(1, -1),
+                                               shift.to(device, dtype).view(1, -1)))
+    if step.kind == 'binary' and step.const is not None:
+        return Step('binary', step.op, const=step.const.to(device, dtype), reverse=step.reverse)
+    if step.kind == 'act' and step.params and isinstance(step.params[0], torch.Tensor):
+        return Step('act', step.op, params=(step.params[0].to(device, dtype),))
+    return step
 
-    def __init__(self, program: Program, config: EngineConfig, device: torch.device,
-                 dtype: torch.dtype):
+
+def geometry(program: Program, device: torch.device,
+             dtype: torch.dtype) -> list[LayerGeometry]:
+    """Return the geometry of every layer but the input, in execution order."""
+    values = program.values
+    layers = program.layers[1:]
+    read = {v for layer in layers for v in layer.operands()}
+    return [LayerGeometry(
+        i, layer, core_kind(layer, values), values[layer.output],
+        [values[v] for v in layer.inputs],
+        [convert_step(s, device, dtype) for s in layer.epilogue],
+        [s.operand for s in layer.epilogue if s.operand is not None],
+        macs_per_position(layer, values), layer.output not in read)
+        for i, layer in enumerate(layers)]
+
+
+class Plan:
+    """
+    The lowered program of one input shape and the executor's per-layer work.
+
+    ``layers`` holds the shared geometry; ``runs`` what the executor built from it, one per
+    layer in the same order (each with the ``name``, ``names`` and ``kind`` it reports), and
+    ``tables`` what else the executor keeps per input shape.
+    """
+
+    def __init__(self, program: Program, executor: Any, config: EngineConfig,
+                 device: torch.device, dtype: torch.dtype):
         self.program = program
+        self.executor = executor
         self.device = device
         self.dtype = dtype
-        values = program.values
-        self.runs: list[Run] = [
-            make_run(i, layer, values, device, dtype, config.tile)
-            for i, layer in enumerate(program.layers[1:])]
-        gap_inputs = {r.inputs[0] for r in self.runs if r.kind == 'gap'}
-        read = {v for r in self.runs for v in r.inputs + r.operand_ids}
-        for r in self.runs:
-            r.want_old = r.out in gap_inputs
-            r.terminal = r.out not in read
-        self.input = values[program.input_id]
-        self.input_wants_old = program.input_id in gap_inputs
-        self.input_full = full_change(self.input, device)
-        self._tile_tables: dict[int, torch.Tensor] = {}
+        self.input = program.values[program.input_id]
+        self.layers = geometry(program, device, dtype)
+        self.runs, self.tables = executor.build(self, config)
         self.check_layer_thresholds(config)
 
     def check_layer_thresholds(self, config: EngineConfig) -> None:
         """Raise :class:`EngineError` if a per-layer threshold names no layer of this plan."""
-        known = {name for r in self.runs for name in r.names} | {'input'}
+        known = {name for g in self.layers for name in g.layer.names} | {'input'}
         unknown = sorted(set(config.layer_thresholds) - known)
         if unknown:
             raise EngineError(
                 f'layer thresholds name unknown layers {unknown}; layer names are: '
-                + ', '.join(r.name for r in self.runs))
-
-    def tile_table(self, tile: int) -> torch.Tensor:
-        """Return int64 (tiles, tile * tile): input pixel rows of each input tile (P = outside)."""
-        table = self._tile_tables.get(tile)
-        if table is None:
-            h, w = self.input.height, self.input.width
-            nty, ntx = -(-h // tile), -(-w // tile)
-            ty, tx = torch.meshgrid(torch.arange(nty), torch.arange(ntx), indexing='ij')
-            y = ty.reshape(-1, 1, 1) * tile + torch.arange(tile).view(1, -1, 1)
-            x = tx.reshape(-1, 1, 1) * tile + torch.arange(tile).view(1, 1, -1)
-            inside = (y < h) & (x < w)
-            table = torch.where(inside, y * w + x, h * w).view(nty * ntx, -1).to(self.device)
-            self._tile_tables[tile] = table
-        return table
+                + ', '.join(g.name for g in self.layers))
 
     def view(self, state: StreamState, value_id: int) -> torch.Tensor:
         """Return the model-facing view of a cached value."""
@@ -157,33 +163,65 @@ class _Plan:
 
     def memory_bytes(self) -> int:
         """Bytes of the index tables and converted weights shared by every stream."""
-        total = 0
-        for r in self.runs:
-            for t in vars(r).values():
-                if isinstance(t, torch.Tensor):
-                    total += t.numel() * t.element_size()
+        return self.executor.plan_bytes(self)
+
+
+class StreamState:
+    """
+    The caches and bookkeeping of one stream (create with ``IncrementalModel.new_state``).
+
+    ``executor_state`` holds what only the plan's executor keeps per stream (the eager one's
+    stale masks and running sums; the device one's masks, lists, counters and bound
+    launches).
+    """
+
+    def __init__(self) -> None:
+        self.plan: Plan | None = None
+        self.caches: list[torch.Tensor] = []  # per value id: (P + 3, C) NHWC rows
+        self.thresholds: list[float] = []  # per layer
+        self.rms: list[float | None] = []  # per layer: RMS of its output on the first frame
+        self.input_threshold = 0.0
+        self.tail_output: Any = None
+        self.frames = 0  # frames run since the last (re)initialisation
+        self.refresh_requested = False
+        self.executor_state: Any = None
+
+    def request_refresh(self) -> None:
+        """Run the next frame dense, recomputing every cache from the input."""
+        self.refresh_requested = True
+
+    def reset(self) -> None:
+        """Drop every cache; the next frame re-initialises the state (a dense frame)."""
+        self.__init__()
+
+    @property
+    def has_stale(self) -> bool:
+        """Whether a gate may have left positions that no frame recomputed yet."""
+        return self.executor_state is not None and self.executor_state.has_stale
+
+    @property
+    def stale_positions(self) -> int:
+        """Positions, over all layers, that a gate left stale and no frame recomputed yet."""
+        return 0 if self.executor_state is None else self.executor_state.stale_positions()
+
+    def memory_bytes(self) -> int:
+        """Bytes held by this stream's caches and the executor's per-stream buffers."""
+        total = sum(c.numel() * c.element_size() for c in self.caches)
+        if self.executor_state is not None:
+            total += self.executor_state.memory_bytes()
         return total
 
 
-def apply_thresholds(engine: Any, config: EngineConfig, state: Any) -> None:
-    """
-    Take ``config``'s thresholds in place, for IncrementalModel and DeviceModel alike.
+@dataclass
+class Frame:
+    """One frame as the engine hands it to the executor."""
 
-    ``state`` (or the engine's default one) recomputes its per-layer thresholds from the layer
-    scales of its first frame and runs its next frame dense if any went down.
-    """
-    for plan in engine._plans.values():  # raises before anything changes
-        plan.check_layer_thresholds(config)
-    engine.config = config
-    state = state if state is not None else engine._default_state
-    if state is not None and state.plan is not None and state.frames > 0:
-        before = list(state.thresholds) + [state.input_threshold]
-        engine._calibrate(state.plan, state)
-        after = list(state.thresholds) + [state.input_threshold]
-        if any(new < old for new, old in zip(after, before)):
-            # Changes held back under the old thresholds would stay in the caches: a dense
-            # frame restores what the new, tighter thresholds promise.
-            state.request_refresh()
+    x: torch.Tensor  # (1, C, H, W) in the model's dtype
+    tiles: torch.Tensor | None  # bool (Ht, Wt) changed input tiles, as given; None: dense
+    tile: int  # the tile edge of ``tiles`` (1 when dense)
+    dense: bool
+    gate: Gate | None  # where layers may recompute (None: everywhere)
+    whole_gate: bool  # the gate covers everything (set to recompute what gates left)
 
 
 class IncrementalModel:
@@ -204,24 +242,81 @@ class IncrementalModel:
     frame whose gate covers them. Dense frames ignore the gate. Without a gate (or with one
     that covers everything) a frame is exactly what it is ungated.
 
+    ``execution`` picks the executor: 'eager', 'device' or 'auto' (see the module docstring);
+    ``graph`` (device executor) replays incremental frames as a CUDA graph (default: on
+    CUDA). The device executor runs on CUDA, and on CPU tensors under Triton's interpreter
+    (for tests).
+
     The returned tensors are views of the state's caches (channels_last for 4-D outputs): they
     are overwritten by the next frame of the same state; clone them to keep them.
     """
 
-    def __init__(self, module: nn.Module, config: EngineConfig | None = None):
+    def __init__(self, module: nn.Module, config: EngineConfig | None = None,
+                 execution: str = 'eager', graph: bool | None = None):
         if module.training:
             raise EngineError(f'{type(module).__name__} is in training mode; call .eval() '
                               'before wrapping it (BatchNorm must use its running statistics)')
+        if execution not in EXECUTIONS:
+            raise EngineError(f'execution {execution!r} is not one of {", ".join(EXECUTIONS)}')
         self.module = module
         self.config = config or EngineConfig()
         self.graph = trace(module)
         first = next(iter(module.parameters()), None)
         self.device = first.device if first is not None else torch.device('cpu')
         self.dtype = first.dtype if first is not None else torch.float32
-        self.backend = get_backend(self.config.backend, self.device)
-        self._plans: dict[tuple, _Plan] = {}
+        self.requested = execution
+        self.fallback: str | None = None  # why 'auto' runs eagerly where it chose the device
+        self._graph_option = graph
+        self._plans: dict[tuple, Plan] = {}
         self._default_state: StreamState | None = None
-        self.last_stats: FrameStats | None = None
+        self._last: FrameStats | Callable[[], FrameStats] | None = None
+        self.executor = self._choose()
+
+    # -- choosing the executor --------------------------------------------------------------
+
+    def _choose(self) -> Any:
+        from sparse_perception.engine import eager
+
+        requested = self.requested
+        if requested == 'device':
+            check_device_backend(self.config)
+            return self._device()
+        if requested == 'auto' and auto_picks_device(self.config, self.device):
+            try:
+                return self._device()
+            except EngineError as exc:
+                self.fallback = str(exc)
+        return eager.EagerExecutor(self)
+
+    def _device(self) -> Any:
+        from sparse_perception.engine import device
+
+        return device.DeviceExecutor(self, self._graph_option)
+
+    def _fall_back(self, exc: EngineError) -> None:
+        """Under 'auto', run eagerly from now on because the device executor cannot."""
+        from sparse_perception.engine import eager
+
+        if self.requested != 'auto' or self.execution != 'device':
+            raise exc
+        self.fallback = str(exc)
+        self.executor = eager.EagerExecutor(self)
+        self._plans.clear()
+
+    @property
+    def execution(self) -> str:
+        """Return the executor that runs the frames: 'eager' or 'device'."""
+        return self.executor.name
+
+    @property
+    def backend(self) -> Any:
+        """Return the eager executor's primitives (None under the device executor)."""
+        return self.executor.backend
+
+    @property
+    def use_graph(self) -> bool:
+        """Whether incremental frames replay as a CUDA graph."""
+        return self.executor.use_graph
 
     # -- public ---------------------------------------------------------------------------------
 
@@ -229,15 +324,22 @@ class IncrementalModel:
         """Return empty per-stream caches (initialised by the stream's first frame)."""
         return StreamState()
 
-    def plan_for(self, x: torch.Tensor) -> _Plan:
+    def plan_for(self, x: torch.Tensor) -> Plan:
         """Return (building once) the plan for inputs shaped like ``x``."""
         key = tuple(x.shape)
         plan = self._plans.get(key)
         if plan is None:
-            program = lower(self.graph, x, self.config.allow_dense_tail)
-            plan = _Plan(program, self.config, self.device, self.dtype)
+            try:
+                plan = self._plan(x)
+            except EngineError as exc:  # UnsupportedOpError is one
+                self._fall_back(exc)
+                plan = self._plan(x)
             self._plans[key] = plan
         return plan
+
+    def _plan(self, x: torch.Tensor) -> Plan:
+        program = lower(self.graph, x, self.config.allow_dense_tail)
+        return Plan(program, self.executor, self.config, self.device, self.dtype)
 
     def reconfigure(self, config: EngineConfig,
                     state: StreamState | None = None) -> None:
@@ -247,78 +349,109 @@ class IncrementalModel:
         Thresholds and dense fall-backs change in place: the given ``state`` (or the default
         one) recomputes its per-layer thresholds from the layer scales it measured on its first
         frame, and runs its next frame dense if any threshold went down (what the old ones held
-        back would otherwise stay). A new compute tile, backend or tail rule rebuilds the plans,
-        so the next frame of every stream runs dense.
+        back would otherwise stay). A setting the executor's plans depend on (the tail rule;
+        eagerly also the compute tile and the backend) rebuilds the plans, so the next frame of
+        every stream runs dense.
         """
         old = self.config
-        if (config.tile, config.backend, config.allow_dense_tail) != (
-                old.tile, old.backend, old.allow_dense_tail):
-            self.backend = get_backend(config.backend, self.device)
+        if any(getattr(config, name) != getattr(old, name)
+               for name in self.executor.plan_settings):
             self.config = config
+            self.executor.reconfigured()
             self._plans.clear()
             return
-        apply_thresholds(self, config, state)
+        for plan in self._plans.values():  # raises before anything changes
+            plan.check_layer_thresholds(config)
+        self.config = config
+        state = state if state is not None else self._default_state
+        if state is not None and state.plan is not None and state.frames > 0:
+            before = list(state.thresholds) + [state.input_threshold]
+            self._calibrate(state.plan, state)
+            after = list(state.thresholds) + [state.input_threshold]
+            if any(new < old for new, old in zip(after, before)):
+                # What the old thresholds held back would stay in the caches: a dense
+                # frame restores what the new, tighter thresholds promise.
+                state.request_refresh()
 
     def dense_macs(self, x: torch.Tensor) -> int:
         """Multiply-accumulates of one dense pass on inputs like ``x`` (no plan is kept)."""
-        return dense_macs(self, self._check_input(x))
+        x = self._check_input(x)
+        plan = self._plans.get(tuple(x.shape))
+        program = plan.program if plan is not None else lower(self.graph, x,
+                                                              self.config.allow_dense_tail)
+        values = program.values
+        return int(sum(values[layer.output].positions * macs_per_position(layer, values)
+                       for layer in program.layers[1:]))
 
     def layer_names(self, x: torch.Tensor) -> list[str]:
         """Return the names of the layers (for threshold overrides) for inputs like ``x``."""
-        return [r.name for r in self.plan_for(self._check_input(x)).runs]
+        return [g.name for g in self.plan_for(self._check_input(x)).layers]
+
+    @property
+    def last_stats(self) -> FrameStats | None:
+        """Statistics of the last frame (the device executor's are read on first access)."""
+        if callable(self._last):
+            self._last = self._last()
+        return self._last
+
+    @torch.no_grad()
+    def start_from(self, x: torch.Tensor, caches: list[torch.Tensor],
+                   state: StreamState | None = None) -> None:
+        """
+        Initialise ``state`` from caches computed elsewhere, as if a dense frame of ``x`` ran.
+
+        ``caches`` are another engine's after a dense frame of the same module on ``x`` (the
+        same lowered program: one (P + 3, C) cache per value). The next frame runs
+        incrementally. This lets the interpreter tests check the device executor's
+        incremental frames of full-size networks without interpreting a whole dense frame.
+        """
+        x = self._check_input(x)
+        state = state if state is not None else self._state()
+        plan = self.plan_for(x)
+        self._init_state(state, plan)
+        shapes = [tuple(c.shape) for c in state.caches]
+        if [tuple(c.shape) for c in caches] != shapes:
+            raise EngineError(f'start_from: {len(caches)} caches do not match the plan of '
+                              f'{len(shapes)} values for input {tuple(x.shape)}; pass the '
+                              'caches of an engine after a dense frame of this input')
+        for target, source in zip(state.caches, caches):
+            target.copy_(source)
+        self.executor.started(plan, state, x)
+        self._calibrate(plan, state)
+        state.frames = 1
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, tiles: Any = None,
                  state: StreamState | None = None, gate: Any = None) -> Any:
         """Run one frame (see the class docstring)."""
         x = self._check_input(x)
-        if state is None:
-            if self._default_state is None:
-                self._default_state = self.new_state()
-            state = self._default_state
-        profile = self.config.profile
-        start = _clock(self.device) if profile else 0.0
+        state = state if state is not None else self._state()
         plan = self.plan_for(x)
-        tile_size, refresh, tiles = _unpack_tiles(tiles)
+        tile_size, refresh, tiles = unpack_tiles(tiles)
         dense = tiles is None or refresh or state.refresh_requested
         if state.plan is not plan:
             self._init_state(state, plan)
             dense = True
-        stats = FrameStats(dense=dense)
-        f = _Frame(self.backend, state, dense, self.config,
-                   None if dense else self._gate(plan, state, gate))
-        change = self._input(plan, f, x, tiles, tile_size, stats)
-        if (not f.dense and change is not None and f.gate is None
-                and stats.input_fraction > self.config.frame_dense_fallback):
-            # A dense frame reads the whole input, as a refresh does: the tiles the change map
-            # held back would otherwise stay stale under a dense pass (a moving camera).
-            f.dense = stats.dense = True
-            change = self._input(plan, f, x, None, None, stats)
-        if f.dense:
-            state.stale = [None] * len(plan.runs)  # a dense frame recomputes everything
-        else:
-            stats.gate_fraction = 1.0 if f.gate is None else f.gate.fraction
-        changes: dict[int, Change | None] = {plan.program.input_id: change}
-        layer_stats = stats.layers
-        for run in plan.runs:
-            ls = LayerStats(run.name, run.kind, run.positions,
-                            dense_macs=run.positions * run.macs_per_position)
-            t0 = _clock(self.device) if profile else 0.0
-            changes[run.out] = run.step(f, changes, ls)
-            if profile:
-                ls.time_ms = (_clock(self.device) - t0) * 1e3
-            layer_stats.append(ls)
-        output = self._output(plan, state, changes, f.dense)
+        value = plan.input
+        tile, spatial, whole = 1, None, False
+        if not dense:
+            spatial, whole = self._gate(plan, state, gate)
+            tile = tile_size_of(tiles, tile_size, value.height, value.width)
+        frame = Frame(x, None if dense else tiles, tile, dense, spatial, whole)
+        self._last, frontier_changed = self.executor.run(plan, state, frame)
+        output = self._output(plan, state, frontier_changed or frame.dense)
         if state.frames == 0:
             self._calibrate(plan, state)
         state.frames += 1
         state.refresh_requested = False
-        if profile:
-            stats.time_ms = (_clock(self.device) - start) * 1e3
-        self.last_stats = stats
         return output
 
-    # -- internals ------------------------------------------------------------------------------
+    # -- shared by the executors ----------------------------------------------------------------
+
+    def _state(self) -> StreamState:
+        if self._default_state is None:
+            self._default_state = self.new_state()
+        return self._default_state
 
     def _check_input(self, x: Any) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
@@ -336,82 +469,52 @@ class IncrementalModel:
             x = x.to(self.dtype)
         return x
 
-    def _init_state(self, state: StreamState, plan: _Plan) -> None:
+    def _init_state(self, state: StreamState, plan: Plan) -> None:
         state.reset()
         state.plan = plan
-        device = self.device
-        state.caches = [new_cache(v.positions, v.channels, v.dtype, device)
+        state.caches = [new_cache(v.positions, v.channels, v.dtype, self.device)
                         for v in plan.program.values]
-        state.thresholds = [0.0] * len(plan.runs)
-        state.stale = [None] * len(plan.runs)
+        state.thresholds = [0.0] * len(plan.layers)
+        state.executor_state = self.executor.new_stream(plan)
 
-    def _gate(self, plan: _Plan, state: StreamState, gate: Any) -> Gate | None:
-        """Turn a gate tile map (or ChangeMap-like gate) into a :class:`Gate`, None if none."""
+    def _gate(self, plan: Plan, state: StreamState, gate: Any) -> tuple[Gate | None, bool]:
+        """Return this frame's :class:`Gate` (None: ungated) and whether it covers all."""
         value = plan.input
         if gate is None:
-            if any(m is not None for m in state.stale):
-                # Gated frames left positions stale: an ungated frame recomputes them all.
-                return Gate(torch.ones(1, 1, dtype=torch.bool, device=self.device),
-                            max(value.height, value.width), value.height, value.width)
-            return None
-        tile_size, _, tiles = _unpack_tiles(gate, 'gate')
-        tile = _tile_size(tiles, tile_size, value.height, value.width)
-        return Gate(torch.as_tensor(tiles, device=self.device), tile, value.height, value.width)
+            if not state.has_stale:
+                return None, False
+            # Gated frames left positions stale: a gate over everything recomputes them.
+            whole = torch.ones(1, 1, dtype=torch.bool, device=self.device)
+            return Gate(whole, max(value.height, value.width), value.height, value.width), True
+        tile_size, _, tiles = unpack_tiles(gate, 'gate')
+        tile = tile_size_of(tiles, tile_size, value.height, value.width)
+        tiles = torch.as_tensor(tiles, device=self.device)
+        return Gate(tiles, tile, value.height, value.width), False
 
-    def _calibrate(self, plan: _Plan, state: StreamState) -> None:
+    def _calibrate(self, plan: Plan, state: StreamState) -> None:
         """
         Set per-layer thresholds: override, else scale x RMS of the first frame's output.
 
         Global average pools take the larger of the two scales (see EngineConfig.global_scale).
+        The scales are measured on the first frame (one synchronisation, a dense frame), so
+        that a scale set later (:meth:`reconfigure`) means what it means from the start.
         """
         cfg = self.config
         state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
-        if len(state.rms) != len(plan.runs):  # the first frame: measure each layer's scale
-            state.rms = [float(state.caches[r.out][:r.positions].double().pow(2).mean().sqrt())
-                         if r.value.dtype.is_floating_point else None for r in plan.runs]
-        for run in plan.runs:
-            state.thresholds[run.index] = layer_threshold(cfg, run.names, run.kind,
-                                                          state.rms[run.index])
+        if len(state.rms) != len(plan.layers):
+            measured = [g for g in plan.layers if g.value.dtype.is_floating_point]
+            rms = torch.stack([state.caches[g.layer.output][:g.positions].double().pow(2).mean()
+                               for g in measured]).sqrt().tolist() if measured else []
+            by_layer = dict(zip((g.index for g in measured), rms))
+            state.rms = [by_layer.get(g.index) for g in plan.layers]
+        for g in plan.layers:
+            state.thresholds[g.index] = layer_threshold(cfg, g.layer.names, g.kind,
+                                                        state.rms[g.index])
+        self.executor.calibrated(state)
 
-    def _input(self, plan: _Plan, f: _Frame, x: torch.Tensor, tiles: Any, tile_size: int | None,
-               stats: FrameStats) -> Change | None:
-        value = plan.input
-        cache = f.caches[plan.program.input_id]
-        if f.dense:
-            as_nchw(cache, value.height, value.width).copy_(x)
-            if plan.input_wants_old:
-                f.deltas[plan.program.input_id] = (None, None)
-            stats.input_fraction = 1.0
-            return plan.input_full
-        tile = _tile_size(tiles, tile_size, value.height, value.width)
-        tiles = torch.as_tensor(tiles, device=self.device)
-        if tile == 1:
-            pixels = tiles.reshape(-1).nonzero().squeeze(1)
-        else:
-            ids = tiles.reshape(-1).nonzero().squeeze(1)
-            pixels = plan.tile_table(tile).index_select(0, ids).view(-1)
-            pixels = pixels[pixels < value.positions]
-        if pixels.numel() == 0:
-            return None
-        if x.is_contiguous(memory_format=torch.channels_last):
-            rows = x.permute(0, 2, 3, 1).reshape(value.positions, -1).index_select(0, pixels)
-        else:
-            rows = x.reshape(value.channels, -1).index_select(1, pixels).t()
-        changed, old = self.backend.store(cache, pixels, rows, f.state.input_threshold, True,
-                                          plan.input_wants_old)
-        if changed is None:
-            changed = pixels
-        if plan.input_wants_old:
-            f.deltas[plan.program.input_id] = (changed, old)
-        stats.input_fraction = changed.numel() / value.positions
-        if changed.numel() == 0:
-            return None
-        return Change(value.height, value.width, idx=changed)
-
-    def _output(self, plan: _Plan, state: StreamState, changes: dict, dense: bool) -> Any:
+    def _output(self, plan: Plan, state: StreamState, frontier_changed: bool) -> Any:
         program = plan.program
-        if (program.tail_is_dense and not dense and state.tail_output is not None
-                and all(changes.get(v) is None for v in program.frontier)):
+        if program.tail_is_dense and not frontier_changed and state.tail_output is not None:
             return state.tail_output
         views = [plan.view(state, v) for v in program.frontier]
         if program.tail_mutates:  # never let the tail write into the caches
@@ -422,23 +525,30 @@ class IncrementalModel:
         return out
 
 
-def dense_macs(engine: Any, x: torch.Tensor) -> int:
-    """Multiply-accumulates of a dense pass of ``engine``'s network on inputs like ``x``."""
-    plan = engine._plans.get(tuple(x.shape))
-    program = plan.program if plan is not None else lower(engine.graph, x,
-                                                          engine.config.allow_dense_tail)
-    values = program.values
-    return int(sum(values[layer.output].positions * macs_per_position(layer, values)
-                   for layer in program.layers[1:]))
+def check_device_backend(config: EngineConfig) -> None:
+    """Raise :class:`EngineError` where the backend setting rules out the device executor."""
+    from sparse_perception.settings import execution_problem
+
+    problem = execution_problem(config.backend, 'device')
+    if problem:
+        raise EngineError(problem)
 
 
-def _clock(device: torch.device) -> float:
+def auto_picks_device(config: EngineConfig, device: torch.device) -> bool:
+    """Return whether 'auto' runs the device executor: on CUDA where the backend is the kernels."""
+    from sparse_perception.engine.backend import get_backend
+
+    return device.type == 'cuda' and get_backend(config.backend, device).name == 'kernels'
+
+
+def clock(device: torch.device) -> float:
+    """Return the host time, after the device's queued work (for profiling)."""
     if device.type == 'cuda':
         torch.cuda.synchronize(device)
     return time.perf_counter()
 
 
-def _unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, Any]:
+def unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, Any]:
     """Return (tile size or None, refresh, tile map or None) for tensors and ChangeMaps."""
     if tiles is None:
         return None, True, None
@@ -457,7 +567,7 @@ def _unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, An
     return None, False, tiles
 
 
-def _tile_size(tiles: torch.Tensor, tile_size: int | None, height: int, width: int) -> int:
+def tile_size_of(tiles: torch.Tensor, tile_size: int | None, height: int, width: int) -> int:
     """
     Tile edge that maps a (Ht, Wt) tile map onto an (height, width) image.
 

@@ -32,7 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
-from sparse_perception.engine.graph import Layer, macs_per_position, Step, Value
+from sparse_perception.engine.executor import LayerGeometry
+from sparse_perception.engine.graph import Value
 import torch
 import torch.nn.functional as F
 
@@ -120,29 +121,29 @@ class Run:
 
     kind = 'base'
 
-    def __init__(self, index: int, layer: Layer, values: list[Value], device: torch.device,
+    def __init__(self, g: LayerGeometry, values: list[Value], device: torch.device,
                  dtype: torch.dtype, tile: int):
-        self.index = index
-        self.layer = layer
-        self.name = layer.name
-        self.names = layer.names
-        self.out = layer.output
-        self.value = values[layer.output]
-        self.inputs = list(layer.inputs)
-        self.in_values = [values[i] for i in self.inputs]
+        self.index = g.index
+        self.layer = g.layer
+        self.name = g.name
+        self.names = g.layer.names
+        self.out = g.layer.output
+        self.value = g.value
+        self.inputs = list(g.layer.inputs)
+        self.in_values = g.in_values
         self.positions = self.value.positions
         self.channels = self.value.channels
         self.device = device
         self.dtype = dtype
         self.tile_pref = tile
-        self.steps = [convert_step(s, device, dtype) for s in layer.epilogue]
-        self.operand_ids = [s.operand for s in layer.epilogue if s.operand is not None]
+        self.steps = g.steps
+        self.operand_ids = g.operand_ids
         self.broadcast = {v: values[v].positions == 1 and self.positions > 1
                           for v in self.operand_ids}
-        self.macs_per_position = macs_per_position(layer, values)
+        self.macs_per_position = g.macs_per_position
         self.full = full_change(self.value, device)
         self.want_old = False  # a global pooling reads this output's deltas
-        self.terminal = False  # no layer reads the output (only the model's output / tail)
+        self.terminal = g.terminal  # no layer reads the output (only the output / tail)
 
     # Subclasses: core_candidates(f, changes), sparse(f, cand) -> (index, values),
     # dense_values(f) -> values (P, C).
@@ -237,7 +238,7 @@ class Run:
         Candidates outside the gate join this layer's stale positions, which keep their
         cached values until a frame's gate covers them (see gate.py).
         """
-        stale = f.state.stale[self.index]
+        stale = f.stream.stale[self.index]
         if cand is None and stale is None:
             return None
         gate = f.gate.at(self.value.height, self.value.width)
@@ -249,7 +250,7 @@ class Run:
             want = cand.mask if stale is None else cand.mask | stale
         keep = gate if want is None else want & gate
         left = ~gate if want is None else want & ~gate
-        f.state.stale[self.index] = left if bool(left.any()) else None
+        f.stream.stale[self.index] = left if bool(left.any()) else None
         if want is None and f.gate.fraction == 1.0:
             return cand
         if not bool(keep.any()):
@@ -828,7 +829,7 @@ class GlobalPool(Run):
     def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
         src = self.in_values[0]
         cache = f.caches[self.inputs[0]]
-        sums = f.state.sums
+        sums = f.stream.sums
         stats.computed = 1
         if f.dense:
             sums[self.index] = cache[:src.positions].sum(0, dtype=torch.float64)
@@ -856,22 +857,14 @@ class GlobalPool(Run):
         return (total / self.in_values[0].positions).to(self.value.dtype).view(1, -1)
 
 
-def make_run(index: int, layer: Layer, values: list[Value], device: torch.device,
+def make_run(g: LayerGeometry, values: list[Value], device: torch.device,
              dtype: torch.dtype, tile: int) -> Run:
-    """Pick the run class for a lowered layer."""
-    a = layer.attrs
-    if layer.kind == 'conv':
-        if (tuple(a['kernel']) == (1, 1) and tuple(a['stride']) == (1, 1)
-                and not any(a['pads']) and a['groups'] == 1):
-            cls = RowsConv
-        else:
-            cls = Window
-    else:
-        cls = {'conv_transpose': Window, 'pool': Window, 'resample': Resample, 'pad': Pad,
-               'depth_to_space': DepthToSpace, 'cat': Cat, 'pointwise': Pointwise,
-               'positionwise': Positionwise,
-               'gap': GlobalPool}[layer.kind]
-    return cls(index, layer, values, device, dtype, tile)
+    """Pick the run class for a layer's compute kind."""
+    cls = {'conv1x1': RowsConv, 'conv': Window, 'depthwise': Window, 'conv_transpose': Window,
+           'pool': Window, 'resample': Resample, 'pad': Pad, 'depth_to_space': DepthToSpace,
+           'cat': Cat, 'pointwise': Pointwise, 'positionwise': Positionwise,
+           'gap': GlobalPool}[g.kind]
+    return cls(g, values, device, dtype, tile)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -941,16 +934,3 @@ def _taps(matrix: torch.Tensor, n_in: int) -> tuple[torch.Tensor, torch.Tensor]:
     weights = torch.gather(matrix, 1, order)
     valid = torch.gather(nonzero, 1, order)
     return torch.where(valid, order, n_in), torch.where(valid, weights, 0.0)
-
-
-def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
-    """Move an epilogue step's constants to the layer's device and dtype."""
-    if step.kind == 'affine':
-        scale, shift = step.const
-        return Step('affine', 'affine', const=(scale.to(device, dtype).view(1, -1),
-                                               shift.to(device, dtype).view(1, -1)))
-    if step.kind == 'binary' and step.const is not None:
-        return Step('binary', step.op, const=step.const.to(device, dtype), reverse=step.reverse)
-    if step.kind == 'act' and step.params and isinstance(step.params[0], torch.Tensor):
-        return Step('act', step.op, params=(step.params[0].to(device, dtype),))
-    return step

@@ -23,7 +23,7 @@ Models missing here skip (`sparse-perception models fetch`, the shared folder).
 
 from device_checks import assert_dense, change_map, patched, TILE
 import pytest
-from sparse_perception.engine.device import DeviceModel
+from sparse_perception.engine import IncrementalModel
 from sparse_perception.models.registry import (engine_networks, load_model, ModelNotFound,
                                                REGISTRY)
 from sparse_perception.shared_data import shared_root
@@ -53,7 +53,7 @@ def test_registered_network_on_cuda_graphs_equals_dense(name, which):
         size = (576, 768)
     g = torch.Generator().manual_seed(len(name))
     x0 = (torch.rand(1, 3, *size, generator=g) * 2 - 1).cuda()
-    device = DeviceModel(trunk)
+    device = IncrementalModel(trunk, execution='device')
     assert device.use_graph
     state = device.new_state()
     assert_dense(device(x0, None, state), trunk, x0, 'dense frame')
@@ -62,4 +62,5 @@ def test_registered_network_on_cuda_graphs_equals_dense(name, which):
         x = patched(x, tiles, 0.5 - 0.25 * i)
         assert_dense(device(x, change_map(size, tiles), state), trunk, x, f'frame {i}')
         assert not device.last_stats.dense
-    assert state.graphs and not state.graph_failed  # replayed from a captured graph
+    stream = state.executor_state
+    assert stream.graphs and not stream.graph_failed  # replayed from a captured graph

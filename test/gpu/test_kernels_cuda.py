@@ -31,7 +31,6 @@ import kernel_cases as kc
 import kernel_networks as kn
 import pytest
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.device import DeviceModel
 from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 
@@ -206,7 +205,7 @@ def test_kernels_backend_against_reference(cuda, name):
 def test_device_mode_equals_dense(cuda, graph, dtype, tolerance):
     model = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda, dtype)
     sequence = kn.frames(3, 144, 192, 8, seed=1, tile=16)
-    engine = DeviceModel(model, graph=graph)
+    engine = IncrementalModel(model, execution='device', graph=graph)
     got = run(engine, sequence, cuda, dtype)
     reference = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda)
     assert worst(got, dense(reference, sequence, cuda)) <= tolerance
@@ -216,21 +215,22 @@ def test_device_mode_equals_dense(cuda, graph, dtype, tolerance):
 def test_graph_replay_matches_eager_frame_by_frame(cuda, name):
     model = kn.build(name, seed=5).to(cuda)
     sequence = kn.frames(3, 64, 96, 10, seed=3, tile=8)
-    eager = run(DeviceModel(model, graph=False), sequence, cuda)
-    engine = DeviceModel(model, graph=True)
+    eager = run(IncrementalModel(model, execution='device', graph=False), sequence, cuda)
+    engine = IncrementalModel(model, execution='device', graph=True)
     state = engine.new_state()
     replayed = []
     for x, tiles in sequence:
         replayed.append(engine(x.to(cuda), tiles, state).clone())
-    assert state.graphs, 'no CUDA graph was captured'
-    assert not state.graph_failed
+    assert state.executor_state.graphs, 'no CUDA graph was captured'
+    assert not state.executor_state.graph_failed
     assert worst(replayed, eager) <= 1e-6
 
 
 @pytest.mark.parametrize('name', ['mobile', 'upsampler'])
 def test_incremental_frames_do_not_synchronise(cuda, name):
     model = kn.build(name, seed=6).to(cuda)
-    engine = DeviceModel(model, EngineConfig(threshold_scale=0.1), graph=False)
+    engine = IncrementalModel(model, EngineConfig(threshold_scale=0.1), execution='device',
+                              graph=False)
     state = engine.new_state()
     sequence = kn.frames(3, 64, 96, 6, seed=4, tile=8)
     device_tiles = [(x.to(cuda), t if t is None else t.tiles.to(cuda)) for x, t in sequence]

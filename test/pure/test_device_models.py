@@ -22,7 +22,7 @@ Every registered model in the sync-free device mode, through Triton's interprete
 - Marked ``slow`` (``-m 'not slow'`` skips them): each network at its own input size runs
   incremental frames in the device mode equal to the dense network at thresholds 0, with no
   host synchronisation and the same launches from frame to frame. These streams start from
-  the eager executor's dense caches (``DeviceModel.start_from``): interpreting a whole dense
+  the eager executor's dense caches (``IncrementalModel.start_from``): interpreting a whole dense
   frame of a 256x256 network takes too long. The device mode's own dense frame runs on the
   fully convolutional DeepLab here (at a small size) and on the networks of
   test_kernels_engine.py.
@@ -38,8 +38,8 @@ from device_checks import (ALLOWED, assert_dense, change_map, HostOps, patched,
 import pytest
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
+from sparse_perception.engine import executor as executor_module
 from sparse_perception.engine import IncrementalModel
-from sparse_perception.engine.device import DeviceModel
 from sparse_perception.models.registry import (device_mode_reason, engine_networks,
                                                FCN_CHECK_SIZE, load_model, REGISTRY)
 from support import require_shared
@@ -78,10 +78,7 @@ def test_every_registered_model_runs_in_the_device_mode(name, mediapipe_cache, m
     directory = models_dir(name, mediapipe_cache)
     assert device_mode_reason(loaded(name, directory)) is None
 
-    def fall_back(net, exc):
-        pytest.fail(f'{net.what} fell back to the eager executor: {exc}')
-    monkeypatch.setattr(pipeline_module, '_auto_picks_device', lambda config, device: True)
-    monkeypatch.setattr(pipeline_module._IncrementalNet, '_device_failed', fall_back)
+    monkeypatch.setattr(executor_module, 'auto_picks_device', lambda config, device: True)
     kind = REGISTRY[name].kind
     settings = st.replace(st.PerceptionSettings(), {
         'model.segmentation': name if kind == 'segmentation' else '',
@@ -90,9 +87,11 @@ def test_every_registered_model_runs_in_the_device_mode(name, mediapipe_cache, m
     head = pipeline_module.Pipeline(settings, heads=(kind,))._heads[kind]
     assert len(head.nets) == (2 if REGISTRY[name].detector else 1)  # + the person detector
     for net in head.nets:
-        assert net.execution == 'device' and isinstance(net.engine, DeviceModel)
         if net.input_size is None:  # fully convolutional: lowered at its first frame
             net.engine.plan_for(torch.zeros(1, 3, *FCN_CHECK_SIZE))
+        # A fall-back to the eager executor is a failure here.
+        assert net.engine.fallback is None, f'{net.what} fell back: {net.engine.fallback}'
+        assert net.execution == 'device'
 
 
 # Interpreting a registered network's frames at its full input size takes minutes each on
@@ -125,7 +124,7 @@ def test_registered_network_frames_equal_dense_without_host_sync(name, which, me
         size = (33, 47)  # any size runs: small, so that the dense frame runs on the kernels
     g = torch.Generator().manual_seed(len(name))
     x0 = torch.rand(1, 3, *size, generator=g) * 2 - 1
-    device = DeviceModel(trunk, graph=False)
+    device = IncrementalModel(trunk, execution='device', graph=False)
     state = device.new_state()
     if fully_convolutional:
         assert_dense(device(x0, None, state), trunk, x0, 'dense frame')

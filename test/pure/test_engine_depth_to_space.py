@@ -191,12 +191,10 @@ def test_kernels_backend_runs_the_shuffle(order):
                     reason='the kernels run on CPU tensors only under the interpreter')
 @pytest.mark.parametrize('order, block', [('module', 2), ('tf', 3)])
 def test_device_mode_runs_the_shuffle_as_a_copy(order, block):
-    from sparse_perception.engine.device import DeviceModel
-
     model = randomize(Upsampler(3, 5, block, order), 4).eval()
     x0 = torch.randn(1, 3, 5, 6)
     sequence = change_sequence(SeededChooser(4), x0, 3)
-    device = DeviceModel(model, EngineConfig(tile=2), graph=False)
+    device = IncrementalModel(model, EngineConfig(tile=2), execution='device', graph=False)
     state = device.new_state()
     for i, ((frame, tiles), x) in enumerate(zip([(x0, None)] + sequence,
                                                 [x0] + effective_inputs(x0, sequence))):
@@ -207,5 +205,5 @@ def test_device_mode_runs_the_shuffle_as_a_copy(order, block):
         assert diff <= TOLERANCE, f'frame {i}: max relative difference {diff:.3g}'
     shuffles = [s for s in device.last_stats.layers if s.kind == 'depth_to_space']
     assert len(shuffles) == 1 and shuffles[0].dense_macs == shuffles[0].macs == 0
-    launched = {spec.kind for spec in device.plan_for(x0).specs}
+    launched = {spec.kind for spec in device.plan_for(x0).runs}
     assert 'depth_to_space' in launched and 'conv_transpose' not in launched

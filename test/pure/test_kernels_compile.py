@@ -31,7 +31,6 @@ import sys
 import kernel_networks as kn
 import pytest
 from sparse_perception.engine import EngineConfig, IncrementalModel
-from sparse_perception.engine.device import DeviceModel
 import torch
 
 pytestmark = pytest.mark.skipif(
@@ -54,17 +53,16 @@ def test_every_launched_specialisation_compiles_for_sm90(tmp_path):
     recorder = SpecRecorder()
     runtime.RECORDERS.append(recorder)
     try:
-        runs = [('mobile', torch.float16, DeviceModel, EngineConfig(threshold_scale=0.1)),
-                ('branches', torch.float32, DeviceModel, EngineConfig(threshold_scale=0.1)),
-                ('mobile_argmax', torch.float32, DeviceModel, EngineConfig()),
-                ('upsampler', torch.float16, DeviceModel, EngineConfig(threshold_scale=0.1)),
-                ('upsampler', torch.float32, DeviceModel, EngineConfig()),
-                ('branches', torch.float32, IncrementalModel, EngineConfig(backend='kernels')),
-                ('mobile', torch.float16, IncrementalModel, EngineConfig(backend='kernels'))]
-        for name, dtype, engine_type, config in runs:
+        runs = [('mobile', torch.float16, 'device', EngineConfig(threshold_scale=0.1)),
+                ('branches', torch.float32, 'device', EngineConfig(threshold_scale=0.1)),
+                ('mobile_argmax', torch.float32, 'device', EngineConfig()),
+                ('upsampler', torch.float16, 'device', EngineConfig(threshold_scale=0.1)),
+                ('upsampler', torch.float32, 'device', EngineConfig()),
+                ('branches', torch.float32, 'eager', EngineConfig(backend='kernels')),
+                ('mobile', torch.float16, 'eager', EngineConfig(backend='kernels'))]
+        for name, dtype, execution, config in runs:
             model = kn.build(name).to(dtype)
-            kwargs = {'graph': False} if engine_type is DeviceModel else {}
-            engine = engine_type(model, config, **kwargs)
+            engine = IncrementalModel(model, config, execution=execution, graph=False)
             state = engine.new_state()
             channels = 4 if name == 'branches' else 3
             for x, tiles in kn.frames(channels, 12, 12, 2):

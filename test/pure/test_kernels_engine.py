@@ -35,7 +35,7 @@ from sparse_perception import settings as st
 from sparse_perception.engine import backend as backend_module
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
                                       ReferenceBackend, UnsupportedOpError)
-from sparse_perception.engine.device import DeviceModel
+from sparse_perception.engine import executor as executor_module
 from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 from torch import nn
@@ -101,7 +101,7 @@ def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch
     with pytest.raises(EngineError, match='on the CPU only under Triton.s interpreter'):
         IncrementalModel(kn.build('branches'), EngineConfig(backend='kernels'))
     with pytest.raises(EngineError, match='device mode cannot run here'):
-        DeviceModel(kn.build('branches'))
+        IncrementalModel(kn.build('branches'), execution='device')
 
 
 # -- the sync-free device mode -------------------------------------------------------------------
@@ -112,7 +112,7 @@ def test_kernels_on_the_cpu_without_the_interpreter_is_a_clear_error(monkeypatch
 def test_device_mode_equals_dense_at_thresholds_zero(name, size):
     model = kn.build(name, seed=1)
     sequence = kn.frames(model_channels(model), *size, 4, seed=2)
-    got = run(DeviceModel(model, graph=False), sequence)
+    got = run(IncrementalModel(model, execution='device', graph=False), sequence)
     expected = dense_outputs(model, sequence)
     if name == 'mobile_argmax':  # classes may differ only where two logits (nearly) tie
         for a, b in zip(got, expected):
@@ -134,7 +134,8 @@ def test_device_mode_on_random_networks(seed):
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(1, channels, h, w, generator=g)
     sequence = [(x0, None)] + change_sequence(c, x0, 3)
-    got = run(DeviceModel(model, graph=False), sequence)  # the drawn kinds all run there
+    # The drawn kinds all run there.
+    got = run(IncrementalModel(model, execution='device', graph=False), sequence)
     assert worst(got, dense_outputs(model, sequence)) <= 1e-4, kinds
 
 
@@ -142,7 +143,7 @@ def test_device_mode_on_random_networks(seed):
 def test_device_mode_fp16_within_the_fp16_tolerance():
     model = kn.build('mobile', seed=4).half()
     sequence = [(x.half(), t) for x, t in kn.frames(3, 17, 20, 3, seed=5)]
-    got = run(DeviceModel(model, graph=False), sequence)
+    got = run(IncrementalModel(model, execution='device', graph=False), sequence)
     reference = kn.build('mobile', seed=4)
     expected = dense_outputs(reference, [(x.float(), t) for x, t in sequence])
     assert worst(got, expected) <= 1e-2
@@ -154,13 +155,13 @@ def test_device_mode_with_thresholds_agrees_with_the_eager_reference():
     # 33 x 37: windowed layers' tiles cross the maps' edges, in both executors.
     sequence = kn.frames(3, 33, 37, 3, seed=7)
     config = EngineConfig(threshold_scale=0.2)
-    device = DeviceModel(model, config, graph=False)
+    device = IncrementalModel(model, config, execution='device', graph=False)
     got = run(device, sequence)
     ref = run(IncrementalModel(model, config), sequence)
     assert worst(got, ref) <= 1e-4
     # Thresholds hold changes back: fewer positions propagate than at thresholds 0.
     changed = sum(s.changed for s in device.last_stats.layers)
-    exact = DeviceModel(model, graph=False)
+    exact = IncrementalModel(model, execution='device', graph=False)
     run(exact, sequence)
     assert changed < sum(s.changed for s in exact.last_stats.layers)
 
@@ -171,7 +172,7 @@ def test_device_mode_global_scale_and_live_thresholds_agree_with_the_eager_execu
     sequence = kn.frames(3, 32, 32, 4, seed=7)  # 32 x 32: see the test above
     first = EngineConfig(global_scale=0.5)
     then = EngineConfig(threshold_scale=0.2, global_scale=0.5)
-    engines = {'device': DeviceModel(model, first, graph=False),
+    engines = {'device': IncrementalModel(model, first, execution='device', graph=False),
                'eager': IncrementalModel(model, first)}
     outputs, held = {}, {}
     for name, engine in engines.items():
@@ -189,7 +190,7 @@ def test_device_mode_global_scale_and_live_thresholds_agree_with_the_eager_execu
 def test_device_mode_on_mobilenet_v2_deeplabv3():
     model = mobilenet_v2_deeplabv3(width=0.25, seed=1)
     sequence = kn.frames(3, 24, 40, 2, seed=3, tile=8)[:2]
-    got = run(DeviceModel(model, graph=False), sequence)
+    got = run(IncrementalModel(model, execution='device', graph=False), sequence)
     assert worst(got, dense_outputs(model, sequence)) <= 1e-4
 
 
@@ -197,7 +198,8 @@ def test_device_mode_on_mobilenet_v2_deeplabv3():
 def test_device_statistics_match_the_eager_executor():
     model = kn.build('branches', seed=8)
     sequence = kn.frames(4, 19, 14, 2, seed=9)[:2]
-    device, eager = DeviceModel(model, graph=False), IncrementalModel(model)
+    device = IncrementalModel(model, execution='device', graph=False)
+    eager = IncrementalModel(model)
     run(device, sequence)
     run(eager, sequence)
     d, e = device.last_stats, eager.last_stats
@@ -214,7 +216,7 @@ def test_device_statistics_match_the_eager_executor():
 @pytest.mark.slow
 def test_device_mode_streams_refresh_and_size_changes():
     model = kn.build('branches', seed=2)
-    device = DeviceModel(model, graph=False)
+    device = IncrementalModel(model, execution='device', graph=False)
     one, two = device.new_state(), device.new_state()
     a = kn.frames(4, 13, 11, 2, seed=1)
     b = kn.frames(4, 13, 11, 2, seed=2)
@@ -245,7 +247,7 @@ def test_device_mode_runs_transposed_convolutions(kernel, stride, padding, outpu
     model[3].running_mean.uniform_(-0.5, 0.5)
     model[3].running_var.uniform_(0.5, 2.0)
     sequence = kn.frames(3, 11, 13, 5, seed=kernel + stride)
-    device = DeviceModel(model, graph=False)
+    device = IncrementalModel(model, execution='device', graph=False)
     state = device.new_state()
     got, active = [], []
     for x, tiles in sequence:
@@ -262,9 +264,32 @@ def test_device_mode_names_what_it_cannot_run():
                           nn.Hardswish(), nn.ReLU()).eval()
     with pytest.raises(UnsupportedOpError, match="layer '0'.*5 epilogue steps.*device mode "
                                                  'cannot run it'):
-        DeviceModel(model, graph=False)(torch.randn(1, 2, 8, 8))
+        IncrementalModel(model, execution='device', graph=False)(torch.randn(1, 2, 8, 8))
     with pytest.raises(EngineError, match='CUDA graphs need a CUDA model'):
-        DeviceModel(model, graph=True)
+        IncrementalModel(model, execution='device', graph=True)
+
+
+def test_the_engine_chooses_the_executor_and_falls_back(monkeypatch):
+    model = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Sigmoid(), nn.Tanh(),
+                          nn.Hardswish(), nn.ReLU()).eval()
+    x = torch.randn(1, 2, 8, 8)
+    monkeypatch.delenv(st.BACKEND_ENV, raising=False)
+    with pytest.raises(EngineError, match="resolves to 'reference'"):
+        IncrementalModel(model, EngineConfig(backend='reference'), execution='device')
+    monkeypatch.setenv(st.BACKEND_ENV, 'reference')  # the switch, flipped for 'auto'
+    with pytest.raises(EngineError, match=st.BACKEND_ENV):
+        IncrementalModel(model, EngineConfig(backend='auto'), execution='device')
+    monkeypatch.delenv(st.BACKEND_ENV)
+    # On the CPU 'auto' never picks the device executor; pretend this is CUDA.
+    monkeypatch.setattr(executor_module, 'auto_picks_device', lambda config, device: True)
+    engine = IncrementalModel(model, execution='auto', graph=False)
+    assert engine.execution == 'device' and engine.fallback is None
+    got = engine(x)  # lowered now: the kernels cannot fuse five epilogue steps
+    assert engine.execution == 'eager' and "layer '0'" in engine.fallback
+    with torch.no_grad():
+        assert torch.allclose(got, model(x), atol=1e-6)
+    monkeypatch.setattr(executor_module, 'auto_picks_device', lambda config, device: False)
+    assert IncrementalModel(model, execution='auto').execution == 'eager'
 
 
 # -- no host synchronisation; the same launches every frame -------------------------------------
@@ -279,7 +304,8 @@ def launches(monkeypatch):
 @pytest.mark.slow
 def test_frames_are_sync_free_and_launch_the_same_kernels(launches):
     model = kn.build('mobile', seed=3)
-    device = DeviceModel(model, EngineConfig(threshold_scale=0.1), graph=False)
+    device = IncrementalModel(model, EngineConfig(threshold_scale=0.1), execution='device',
+                              graph=False)
     state = device.new_state()
     sequence = kn.frames(3, 17, 20, 4, seed=4)
     device(*sequence[0], state)  # dense first frame (calibrates, may synchronise)
@@ -310,7 +336,8 @@ def _gate_frames():
 
 def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
     model, sequence = _gate_frames()
-    plain, gated = DeviceModel(model, graph=False), DeviceModel(model, graph=False)
+    plain, gated = (IncrementalModel(model, execution='device', graph=False)
+                    for _ in range(2))
     s_plain, s_gated = plain.new_state(), gated.new_state()
     for i, (x, tiles) in enumerate(sequence):
         whole = torch.ones(3, 4, dtype=torch.bool)  # tiles of 6 over 17x20
@@ -321,7 +348,7 @@ def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
 
 def test_device_mode_keeps_gated_changes_until_the_gate_returns():
     model, sequence = _gate_frames()
-    device = DeviceModel(model, graph=False)
+    device = IncrementalModel(model, execution='device', graph=False)
     state = device.new_state()
     x0 = sequence[0][0]
     first = device(x0, None, state).clone()
@@ -344,7 +371,7 @@ def test_device_mode_keeps_gated_changes_until_the_gate_returns():
 @pytest.mark.slow
 def test_gated_frames_do_not_synchronise_with_the_host(launches):
     model, sequence = _gate_frames()
-    device = DeviceModel(model, graph=False)
+    device = IncrementalModel(model, execution='device', graph=False)
     state = device.new_state()
     gate = torch.zeros(3, 4, dtype=torch.bool)
     gate[1:, 1:3] = True

@@ -177,6 +177,17 @@ def test_a_change_is_refused_for_an_unloadable_model_or_device():
     assert nc.device_problem('cpu') is None and nc.device_problem('auto') is None
 
 
+def test_device_execution_under_a_reference_environment_is_refused(monkeypatch):
+    monkeypatch.setenv(st.BACKEND_ENV, 'reference')
+    old = st.NodeSettings()
+    device = st.replace(old, {'model.execution': 'device'})
+    problem = nc.change_problem(old, device, nc.HEADS, lambda *args: None)
+    assert "model.execution 'device'" in problem and st.BACKEND_ENV in problem
+    assert problem in nc.startup_problems(nc.PERCEPTION, device)
+    monkeypatch.delenv(st.BACKEND_ENV)
+    assert nc.change_problem(old, device, nc.HEADS, lambda *args: None) is None
+
+
 def test_a_glance_gate_is_refused_for_a_fixed_size_segmentation_model():
     old = st.NodeSettings()  # the default segmentation model has a fixed input size
     glance = st.replace(old, {'sparsity.gate': 'glance'})

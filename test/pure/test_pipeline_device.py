@@ -35,8 +35,7 @@ import numpy as np
 import pytest
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
-from sparse_perception.engine import IncrementalModel
-from sparse_perception.engine.device import DeviceModel
+from sparse_perception.engine import executor as executor_module
 from sparse_perception.health import HealthMonitor
 from sparse_perception.models import registry
 from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
@@ -115,7 +114,7 @@ def dense_logits(pipeline, frame):
 def test_device_mode_equals_dense_and_takes_live_thresholds(checkpoint):
     pipeline = Pipeline(settings(checkpoint), heads=('segmentation',))
     head = pipeline._heads['segmentation']
-    assert isinstance(head.net.engine, DeviceModel) and not head.net.engine.use_graph
+    assert head.net.engine.execution == 'device' and not head.net.engine.use_graph
     seen = record(pipeline)
     sequence = frames(7)
     active = []
@@ -178,7 +177,7 @@ def with_unfusable_logits(monkeypatch, input_size=None):
 def test_auto_falls_back_to_eager_with_a_warning(checkpoint, monkeypatch, caplog, input_size):
     with_unfusable_logits(monkeypatch, input_size)
     # On the CPU 'auto' never picks the device mode; pretend this is CUDA with the kernels.
-    monkeypatch.setattr(pipeline_module, '_auto_picks_device', lambda config, device: True)
+    monkeypatch.setattr(executor_module, 'auto_picks_device', lambda config, device: True)
     caplog.set_level(logging.WARNING, logger=pipeline_module.LOG.name)
     pipeline = Pipeline(settings(checkpoint, **{'model.execution': 'auto',
                                                 'model.backend': 'auto'}),
@@ -187,7 +186,8 @@ def test_auto_falls_back_to_eager_with_a_warning(checkpoint, monkeypatch, caplog
     for frame in sequence:
         result = pipeline.process(frame)
     net = pipeline._heads['segmentation'].net
-    assert type(net.engine) is IncrementalModel and net.execution == 'eager'
+    assert net.engine.execution == net.execution == 'eager'
+    assert "'logits.0'" in net.engine.fallback
     assert not result.stats.heads['segmentation'].dense  # the eager engine runs sparse
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "'logits.0'" in warnings[0] and 'eager' in warnings[0]
@@ -203,9 +203,9 @@ def test_explicit_device_names_the_layer_it_cannot_run(checkpoint, monkeypatch, 
 
 
 def test_device_with_the_reference_backend_is_a_clear_error(checkpoint, monkeypatch):
-    with pytest.raises(ModelLoadError, match="execution 'device'.*resolves to 'reference'"):
-        Pipeline(settings(checkpoint, **{'model.backend': 'reference'}),
-                 heads=('segmentation',))
+    # Explicitly: the settings refuse the combination before anything loads.
+    with pytest.raises(st.SettingError, match="execution 'device'.*resolves to 'reference'"):
+        settings(checkpoint, **{'model.backend': 'reference'})
     monkeypatch.setenv(st.BACKEND_ENV, 'reference')  # the environment switch, under auto
     with pytest.raises(ModelLoadError, match='SPARSE_PERCEPTION_BACKEND'):
         Pipeline(settings(checkpoint, **{'model.backend': 'auto'}), heads=('segmentation',))
@@ -213,13 +213,16 @@ def test_device_with_the_reference_backend_is_a_clear_error(checkpoint, monkeypa
     pipeline = Pipeline(settings(checkpoint, **{'model.execution': 'auto',
                                                 'model.backend': 'auto'}),
                         heads=('segmentation',))
-    assert type(pipeline._heads['segmentation'].net.engine) is IncrementalModel
+    net = pipeline._heads['segmentation'].net
+    assert net.execution == 'eager' and net.engine.fallback is None
 
 
 def test_auto_is_eager_on_the_cpu_and_a_change_reloads(checkpoint):
     pipeline = Pipeline(settings(checkpoint, **{'model.execution': 'auto'}),
                         heads=('segmentation',))
-    assert type(pipeline._heads['segmentation'].net.engine) is IncrementalModel
+    engine = pipeline._heads['segmentation'].net.engine
+    assert engine.execution == 'eager' and engine.fallback is None
     pipeline.update(settings(checkpoint))  # 'device': a new engine, so the model reloads
-    assert isinstance(pipeline._heads['segmentation'].net.engine, DeviceModel)
+    assert pipeline._heads['segmentation'].net.engine is not engine
+    assert pipeline._heads['segmentation'].net.engine.execution == 'device'
     assert pipeline.settings.model.execution == 'device'

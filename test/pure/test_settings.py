@@ -184,6 +184,21 @@ def test_backend_switch(monkeypatch):
         st.resolve_backend('auto')
 
 
+def test_device_execution_with_the_reference_backend_is_refused(monkeypatch):
+    monkeypatch.delenv(st.BACKEND_ENV, raising=False)
+    with pytest.raises(st.SettingError, match="execution 'device'.*model.backend 'reference'"):
+        st.replace(st.PerceptionSettings(), {'model.backend': 'reference',
+                                             'model.execution': 'device'})
+    # Under 'auto' the environment decides, read when asked (not when settings are made).
+    device = st.replace(st.PerceptionSettings(), {'model.execution': 'device'})
+    assert st.execution_problem(device.model.backend, device.model.execution) is None
+    monkeypatch.setenv(st.BACKEND_ENV, 'reference')
+    assert st.BACKEND_ENV in st.execution_problem('auto', 'device')
+    assert st.execution_problem('kernels', 'device') is None  # an explicit choice wins
+    assert st.execution_problem('auto', 'auto') is None
+    assert st.execution_problem('reference', 'eager') is None
+
+
 @pytest.mark.parametrize('text, heads', [
     ('segmentation', ('segmentation',)), ('pose', ('pose',)),
     ('pose,segmentation', ('segmentation', 'pose')), ('segmentation, pose', st.HEADS),
