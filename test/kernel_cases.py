@@ -398,7 +398,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
 
 
 def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float) -> None:
-    from sparse_perception.engine.graph import _axis_matrix
+    from sparse_perception.engine.canonical import _axis_matrix
     from sparse_perception.kernels import resample, window
     from sparse_perception.kernels.runtime import launch
 
@@ -446,7 +446,7 @@ def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float
         dense = F.pad(x, pad, mode='constant', value=value)
     else:
         dense = F.pad(x, pad, mode=mode)
-    from sparse_perception.engine.graph import _pad_map
+    from sparse_perception.engine.canonical import _pad_map
     table = (_pad_map(h, pad[2], pad[3], mode).to(torch.int32).to(device),
              _pad_map(w, pad[0], pad[1], mode).to(torch.int32).to(device))
     ho, wo = dense.shape[-2:]

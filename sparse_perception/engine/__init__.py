@@ -21,7 +21,7 @@ changed.
 ``IncrementalModel(module, EngineConfig(...), execution=...)`` wraps a model in eval mode;
 ``new_state()`` gives one stream's caches; ``model(x, tiles, state)`` runs a frame. See
 executor.py for the frame contract and the choice of executor (eager.py and layers.py decide
-per layer on the host; device.py runs sync-free on the kernels), graph.py for what is
+per layer on the host; device.py runs sync-free on the kernels), canonical.py for what is
 supported, and backend.py for the primitive interface GPU kernels implement.
 """
 

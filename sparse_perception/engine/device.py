@@ -20,7 +20,7 @@ The eager executor (eager.py) decides per layer on the host: it counts changed p
 builds exact-size index tensors with ``nonzero`` and picks sparse or dense paths. On a GPU
 every such decision is a host synchronisation (about 50 us) and every small torch op a launch
 (about 8 us), which is more than a sparse layer's arithmetic. This module runs the same
-lowered program (graph.py) so that a frame needs no host synchronisation at all:
+lowered program (ir.py) so that a frame needs no host synchronisation at all:
 
 - change masks stay on the device as bytes per position, one flat buffer cleared per frame;
 - per layer, one *candidates* kernel runs a fixed grid over all output tiles: it computes the
@@ -65,8 +65,10 @@ from typing import Any, Callable
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.executor import Frame, LayerGeometry, Plan, StreamState
-from sparse_perception.engine.graph import Layer, lower, trace
+from sparse_perception.engine.ir import Layer
+from sparse_perception.engine.lower import lower
 from sparse_perception.engine.stats import FrameStats, LayerStats
+from sparse_perception.engine.tracing import trace
 import torch
 from torch import nn
 

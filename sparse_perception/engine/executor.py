@@ -46,9 +46,11 @@ from sparse_perception.engine.backend import as_nchw, new_cache
 from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.gate import Gate
-from sparse_perception.engine.graph import Layer, lower, macs_per_position, Program, Step, \
-    trace, Value
+from sparse_perception.engine.ir import Layer, macs_per_position, Program, Value
+from sparse_perception.engine.lower import lower
 from sparse_perception.engine.stats import FrameStats
+from sparse_perception.engine.tracing import trace
+from sparse_perception.kernels.steps import Step
 import torch
 from torch import nn
 

@@ -15,7 +15,7 @@
 """
 Per-layer incremental execution: change propagation, sparse and dense paths.
 
-Each lowered :class:`~sparse_perception.engine.graph.Layer` becomes one ``Run`` object built
+Each lowered :class:`~sparse_perception.engine.ir.Layer` becomes one ``Run`` object built
 once per input size, holding everything that does not change between frames (weights in the
 compute layout, index tables of tiles and taps). Per frame, a run
 
@@ -33,7 +33,7 @@ from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
 from sparse_perception.engine.executor import LayerGeometry
-from sparse_perception.engine.graph import Value
+from sparse_perception.engine.ir import Value
 import torch
 import torch.nn.functional as F
 

@@ -16,7 +16,7 @@
 Tensor ops the engine owns: functions that models (and importers) call and the engine lowers.
 
 Each is wrapped with ``torch.fx.wrap`` so that a traced graph keeps it as one call (which
-graph.py lowers as a whole) instead of tracing into its reshapes and permutes, which the
+the engine lowers as a whole) instead of tracing into its reshapes and permutes, which the
 engine cannot run on tiles.
 """
 

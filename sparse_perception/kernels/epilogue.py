@@ -601,7 +601,7 @@ def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> tor
     return (diff.amax(1) != 0) | (diff.amin(1) != 0)
 
 
-# Activation name (see the engine's graph.py) -> function(x, *params), in place where torch
+# Activation name (see the engine's canonical.py) -> function(x, *params), in place where torch
 # can: the running value is always a fresh tensor owned by the caller.
 ACTIVATIONS: dict[str, Callable[..., torch.Tensor]] = {
     'relu': lambda x: torch.relu_(x),

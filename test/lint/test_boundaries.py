@@ -94,13 +94,13 @@ def test_kernels_do_not_import_the_engine():
 def test_kernel_check_sees_an_offender(tmp_path):
     # Guard against a check that cannot fail: absolute, nested and relative imports count.
     sample = tmp_path / 'sample.py'
-    sample.write_text('from sparse_perception.engine.graph import Layer\n'
+    sample.write_text('from sparse_perception.engine.ir import Layer\n'
                       'def f():\n'
                       '    import sparse_perception.engine\n'
                       'from ..engine import backend\n'
                       'from . import runtime\n')
     assert sorted(_imported_modules(sample, 'sparse_perception.kernels')) == [
-        (1, 'sparse_perception.engine.graph.Layer'), (3, 'sparse_perception.engine'),
+        (1, 'sparse_perception.engine.ir.Layer'), (3, 'sparse_perception.engine'),
         (4, 'sparse_perception.engine.backend'), (5, 'sparse_perception.kernels.runtime')]
     assert [line for line, _ in sorted(_engine_imports(sample, 'sparse_perception.kernels'))] \
         == [1, 3, 4]
