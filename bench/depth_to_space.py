@@ -40,10 +40,9 @@ import torch
 
 
 def depth_to_space_names(engine, x):
-    """Names of the layers that lower a depth-to-space, in either of its lowered forms."""
+    """Names of the layers that lower a depth-to-space."""
     program = engine.plan_for(x).program
-    return {layer.name for layer in program.layers
-            if layer.kind == 'depth_to_space' or layer.attrs.get('data_movement')}
+    return {layer.name for layer in program.layers if layer.kind == 'depth_to_space'}
 
 
 def main(argv):

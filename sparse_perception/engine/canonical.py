@@ -16,12 +16,12 @@
 """
 Op recognition: each module type, function and tensor method the engine runs, and what it is.
 
-Three tables map a traced node to a converter that emits IR (or raises
-:class:`UnsupportedOpError` naming what it cannot do): :data:`MODULES` by module type,
-:data:`FUNCTIONS` by the called function, :data:`METHODS` by the tensor method's name. A
-converter canonicalises the op's many spellings (``nn.ReLU6``, ``F.relu6`` and
-``x.clamp(0, 6)`` are one activation; ``nn.PixelShuffle`` and ``ops.depth_to_space`` one
-index copy) into a layer or a fused epilogue step (fusion.py).
+Tables map a traced node to a converter that emits IR (or raises
+:class:`UnsupportedOpError` naming what it cannot do): :data:`MODULE_EXACT` and
+:data:`MODULES` by module type, :data:`FUNCTIONS` by the called function, :data:`METHODS` by
+the tensor method's name. A converter brings the op's spellings to one form (``nn.ReLU6``
+and ``F.relu6`` are one hardtanh; ``nn.PixelShuffle`` and ``ops.depth_to_space`` one index
+copy) as a layer or as an epilogue step fused into the layer before (fusion.py).
 
 - Identity, dropout (eval) and ``contiguous`` are aliases.
 - Depth-to-space (``nn.PixelShuffle``, ``F.pixel_shuffle``, TF-order ``ops.depth_to_space``)
@@ -34,7 +34,8 @@ import operator
 from typing import Any, Callable, TYPE_CHECKING
 
 from sparse_perception.engine.fusion import batch_norm, binary, extend, pointwise
-from sparse_perception.engine.ir import Kind, Value
+from sparse_perception.engine.ir import ConvAttrs, ConvTransposeAttrs, DepthToSpaceAttrs, Kind, \
+    PadAttrs, PoolAttrs, PositionwiseAttrs, ResampleAttrs, Value
 from sparse_perception.engine.ops import depth_to_space
 from sparse_perception.kernels.steps import Step
 import torch
@@ -439,18 +440,16 @@ def _conv_layer(lo, n, x, weight, bias, stride, pads, dilation, groups) -> None:
     lo.check_nchw_result(n)
     out = lo.new_value(n)
     kh, kw = weight.shape[-2:]
-    attrs = {'weight': weight, 'bias': bias, 'stride': stride, 'pads': pads,
-             'dilation': dilation, 'groups': groups, 'kernel': (kh, kw)}
-    lo.emit(n, Kind.CONV, [x], out, attrs)
+    lo.emit(n, Kind.CONV, [x], out, ConvAttrs(weight, bias, stride, pads, dilation, groups,
+                                              (kh, kw)))
 
 
 def _conv_transpose_layer(lo, n, x, weight, bias, stride, padding, output_padding,
                           dilation, groups) -> None:
     lo.check_nchw_result(n)
     out = lo.new_value(n)
-    attrs = {'weight': weight, 'bias': bias, 'stride': stride, 'padding': padding,
-             'output_padding': output_padding, 'dilation': dilation, 'groups': groups,
-             'kernel': tuple(weight.shape[-2:])}
+    attrs = ConvTransposeAttrs(weight, bias, stride, padding, output_padding, dilation, groups,
+                               tuple(weight.shape[-2:]))
     lo.emit(n, Kind.CONV_TRANSPOSE, [x], out, attrs)
 
 
@@ -465,7 +464,7 @@ def _depth_to_space(lo: Lowering, n: fx.Node, x: Any, block: Any, order: str) ->
     v = lo.main_input(n, x)
     lo.check_nchw_result(n)
     out = lo.new_value(n)
-    lo.emit(n, Kind.DEPTH_TO_SPACE, [v], out, {'block': int(block), 'order': order})
+    lo.emit(n, Kind.DEPTH_TO_SPACE, [v], out, DepthToSpaceAttrs(int(block), order))
 
 
 def _pool(lo: Lowering, n: fx.Node, x: Any, kind: str, args: dict) -> None:
@@ -473,11 +472,9 @@ def _pool(lo: Lowering, n: fx.Node, x: Any, kind: str, args: dict) -> None:
     lo.check_nchw_result(n)
     k = _pair(args['kernel_size'])
     stride = _pair(args['stride'] if args.get('stride') not in (None, []) else k)
-    attrs = {'pool': kind, 'kernel': k, 'stride': stride,
-             'padding': _pair(args['padding']), 'dilation': _pair(args.get('dilation', 1)),
-             'ceil_mode': bool(args['ceil_mode']),
-             'count_include_pad': bool(args.get('count_include_pad', True)),
-             'divisor_override': args.get('divisor_override')}
+    attrs = PoolAttrs(kind, k, stride, _pair(args['padding']),
+                      _pair(args.get('dilation', 1)), bool(args['ceil_mode']),
+                      bool(args.get('count_include_pad', True)), args.get('divisor_override'))
     out = lo.new_value(n)
     lo.emit(n, Kind.POOL, [v], out, attrs)
 
@@ -510,7 +507,7 @@ def _mean(lo: Lowering, n: fx.Node, x: Any, dim: Any, keepdim: bool) -> None:
 
 def _gap(lo: Lowering, n: fx.Node, v: int) -> None:
     out = lo.new_value(n)
-    lo.emit(n, Kind.GAP, [v], out, {})
+    lo.emit(n, Kind.GAP, [v], out, None)
 
 
 def _resample(lo: Lowering, n: fx.Node, x: Any, args: dict) -> None:
@@ -528,7 +525,7 @@ def _resample(lo: Lowering, n: fx.Node, x: Any, args: dict) -> None:
     except (RuntimeError, ValueError) as exc:
         raise lo.unsupported(n, f'could not derive resampling weights: {exc}') from None
     out = lo.new_value(n)
-    lo.emit(n, Kind.RESAMPLE, [v], out, {'ah': ah, 'aw': aw})
+    lo.emit(n, Kind.RESAMPLE, [v], out, ResampleAttrs(ah, aw))
 
 
 def _pad(lo: Lowering, n: fx.Node, x: Any, pad: tuple, mode: str, value: float) -> None:
@@ -555,7 +552,7 @@ def _pad_value(lo: Lowering, n: fx.Node, v: int, pad: tuple, mode: str, value: f
         lo.values.append(Value(out, n.name + '_pad', src.channels, len(rows), len(cols),
                                src.dtype))
         lo.value_uses[out] = 1
-    lo.emit(n, Kind.PAD, [v], out, {'rows': rows, 'cols': cols, 'value': value, 'mode': mode},
+    lo.emit(n, Kind.PAD, [v], out, PadAttrs(rows, cols, value, mode),
             name=lo.layer_name(n) + ('' if node_value else '.pad'))
     return out
 
@@ -574,7 +571,7 @@ def _cat(lo: Lowering, n: fx.Node, tensors: Any, dim: int) -> None:
     if len(sizes) != 1 or any(lo.values[i].view != 'nchw' for i in ids):
         raise lo.unsupported(n, f'concatenation of tensors of sizes {sorted(sizes)}')
     out = lo.new_value(n)
-    lo.emit(n, Kind.CAT, ids, out, {})
+    lo.emit(n, Kind.CAT, ids, out, None)
 
 
 def _positionwise(lo: Lowering, n: fx.Node, x: Any, fn: str, dim: Any, keepdim: bool) -> None:
@@ -582,7 +579,7 @@ def _positionwise(lo: Lowering, n: fx.Node, x: Any, fn: str, dim: Any, keepdim: 
     if dim is None or dim % 4 != 1:
         raise lo.unsupported(n, f'{fn} over dim {dim} (only the channel dim 1)')
     out = lo.new_value(n)
-    lo.emit(n, Kind.POSITIONWISE, [v], out, {'fn': fn, 'keepdim': keepdim})
+    lo.emit(n, Kind.POSITIONWISE, [v], out, PositionwiseAttrs(fn, keepdim))
 
 
 def _linear(lo: Lowering, n: fx.Node, x: Any, weight: Any, bias: Any) -> None:
@@ -593,9 +590,8 @@ def _linear(lo: Lowering, n: fx.Node, x: Any, weight: Any, bias: Any) -> None:
         raise lo.unsupported(n, 'Linear weights computed from the input')
     out = lo.new_value(n)
     w = weight.detach()[:, :, None, None]
-    attrs = {'weight': w, 'bias': _opt(bias), 'stride': (1, 1), 'pads': (0, 0, 0, 0),
-             'dilation': (1, 1), 'groups': 1, 'kernel': (1, 1)}
-    lo.emit(n, Kind.CONV, [v], out, attrs)
+    lo.emit(n, Kind.CONV, [v], out,
+            ConvAttrs(w, _opt(bias), (1, 1), (0, 0, 0, 0), (1, 1), 1, (1, 1)))
 
 
 def _reshape_global(lo: Lowering, n: fx.Node, x: Any) -> None:
@@ -618,7 +614,7 @@ def _reshape_global(lo: Lowering, n: fx.Node, x: Any) -> None:
         return
     # The same vector in another layout: a cheap pointwise copy.
     out = lo.new_value(n)
-    lo.emit(n, Kind.POINTWISE, [v], out, {})
+    lo.emit(n, Kind.POINTWISE, [v], out, None)
 
 
 # -- argument normalisation ------------------------------------------------------------------

@@ -185,11 +185,11 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
         raise _unsupported(layer, str(exc)) from None
     a = layer.attrs
     if layer.kind == 'conv':  # conv1x1, depthwise or conv
-        w = a['weight'].to(device, dtype)
-        bias = None if a['bias'] is None else a['bias'].to(device, dtype)
-        kernel, stride, dil = tuple(a['kernel']), tuple(a['stride']), tuple(a['dilation'])
-        top, _, left, _ = a['pads']
-        groups = a['groups']
+        w = a.weight.to(device, dtype)
+        bias = None if a.bias is None else a.bias.to(device, dtype)
+        kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
+        top, _, left, _ = a.pads
+        groups = a.groups
         spec.weights['bias'] = bias
         if spec.kind == 'conv1x1':
             spec.weights['weight_t'] = w.reshape(w.shape[0], -1).t().contiguous()
@@ -205,57 +205,57 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
     if layer.kind == 'conv_transpose':
         # Output o reads input (o + padding - k * dilation) / stride where that is exact: tap
         # tables (Ho, kh) and (Wo, kw) give the candidates, the conv kernel the values.
-        kernel, stride, dil = tuple(a['kernel']), tuple(a['stride']), tuple(a['dilation'])
-        padding = tuple(a['padding'])
+        kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
+        padding = tuple(a.padding)
         spec.geom = 'table'
         spec.tables = tuple(k.conv.transposed_taps(n_out, n_in, kernel[i], stride[i], dil[i],
                                                    padding[i]).to(device)
                             for i, (n_out, n_in) in enumerate(zip(spec.out_hw, spec.in_hw)))
         spec.window = (kernel, stride, dil, padding)
-        spec.weights['gemm'] = k.conv.conv_transpose_weight(a['weight'].to(device, dtype),
-                                                            a['groups'])
-        spec.weights['bias'] = None if a['bias'] is None else a['bias'].to(device, dtype)
-        spec.weights['groups'] = a['groups']
+        spec.weights['gemm'] = k.conv.conv_transpose_weight(a.weight.to(device, dtype),
+                                                            a.groups)
+        spec.weights['bias'] = None if a.bias is None else a.bias.to(device, dtype)
+        spec.weights['groups'] = a.groups
         return spec
     if layer.kind == 'depth_to_space':
-        block = a['block']
+        block = a.block
         rows = (torch.arange(spec.out_hw[0]) // block).to(torch.int32).to(device)
         cols = (torch.arange(spec.out_hw[1]) // block).to(torch.int32).to(device)
         spec.geom = 'table'
         spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
         spec.weights['table'] = (rows, cols)
-        spec.weights['shuffle'] = (block, a['order'])
+        spec.weights['shuffle'] = (block, a.order)
         return spec
     if layer.kind == 'pool':
-        padding = tuple(a['padding'])
-        dil = tuple(a.get('dilation', (1, 1)))
+        padding = tuple(a.padding)
+        dil = tuple(a.dilation)
         spec.geom = 'window'
-        spec.window = (tuple(a['kernel']), tuple(a['stride']), dil, padding)
-        if a['pool'] == 'avg':
+        spec.window = (tuple(a.kernel), tuple(a.stride), dil, padding)
+        if a.pool == 'avg':
             spec.weights['divisors'] = k.pool.avg_divisors(
-                spec.in_hw, a['kernel'], a['stride'], padding, a['ceil_mode'],
-                a['count_include_pad'], a['divisor_override']).to(device)
-        spec.weights['mode'] = a['pool']
+                spec.in_hw, a.kernel, a.stride, padding, a.ceil_mode,
+                a.count_include_pad, a.divisor_override).to(device)
+        spec.weights['mode'] = a.pool
         return spec
     if layer.kind == 'resample':
-        rows = tuple(t.to(device) for t in k.resample.tap_tables(a['ah'], spec.in_hw[0]))
-        cols = tuple(t.to(device) for t in k.resample.tap_tables(a['aw'], spec.in_hw[1]))
+        rows = tuple(t.to(device) for t in k.resample.tap_tables(a.ah, spec.in_hw[0]))
+        cols = tuple(t.to(device) for t in k.resample.tap_tables(a.aw, spec.in_hw[1]))
         spec.geom = 'table'
         spec.tables = (rows[0], cols[0])
         spec.weights['rows'], spec.weights['cols'] = rows, cols
         return spec
     if layer.kind == 'pad':
-        rows = a['rows'].to(torch.int32).to(device)
-        cols = a['cols'].to(torch.int32).to(device)
+        rows = a.rows.to(torch.int32).to(device)
+        cols = a.cols.to(torch.int32).to(device)
         spec.geom = 'table'
         spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
         spec.weights['table'] = (rows, cols)
-        spec.weights['fill'] = float(a['value'])
+        spec.weights['fill'] = float(a.value)
         return spec
     if layer.kind == 'positionwise':
         if spec.steps:
             raise _unsupported(layer, 'an epilogue after softmax or argmax')
-        spec.weights['fn'] = a['fn']
+        spec.weights['fn'] = a.fn
         return spec
     if layer.kind in ('cat', 'pointwise', 'gap'):
         return spec

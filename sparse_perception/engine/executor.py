@@ -88,10 +88,10 @@ def core_kind(layer: Layer, values: list[Value]) -> str:
     if layer.kind != 'conv':
         return layer.kind
     a = layer.attrs
-    if (tuple(a['kernel']) == (1, 1) and tuple(a['stride']) == (1, 1)
-            and not any(a['pads']) and a['groups'] == 1):
+    if (tuple(a.kernel) == (1, 1) and tuple(a.stride) == (1, 1)
+            and not any(a.pads) and a.groups == 1):
         return 'conv1x1'
-    if a['groups'] == values[layer.inputs[0]].channels and a['weight'].shape[1] == 1:
+    if a.groups == values[layer.inputs[0]].channels and a.weight.shape[1] == 1:
         return 'depthwise'
     return 'conv'
 

@@ -74,7 +74,7 @@ def pointwise(lo: Lowering, n: fx.Node, x: Any, step: Step) -> None:
         extend(lo, producer, n)
         return
     out = lo.new_value(n)
-    lo.emit(n, Kind.POINTWISE, [v], out, {}, [step])
+    lo.emit(n, Kind.POINTWISE, [v], out, None, [step])
 
 
 def batch_norm(lo: Lowering, n: fx.Node, x: Any, mean: torch.Tensor, var: torch.Tensor,
@@ -95,19 +95,20 @@ def batch_norm(lo: Lowering, n: fx.Node, x: Any, mean: torch.Tensor, var: torch.
 
 def fold_affine(layer: Layer, scale: torch.Tensor, shift: torch.Tensor) -> None:
     """Fold ``y * scale + shift`` (per output channel) into a convolution's weights."""
-    w = layer.attrs['weight']
+    a = layer.attrs
+    w = a.weight
     dtype = w.dtype
     if layer.kind == Kind.CONV:
         w2 = w.double() * scale.view(-1, 1, 1, 1)
     else:  # transposed: weight (Cin, Cout/groups, kh, kw)
-        g = layer.attrs['groups']
+        g = a.groups
         cin, cout_g = w.shape[:2]
         w2 = (w.double().view(g, cin // g, cout_g, *w.shape[2:])
               * scale.view(g, 1, cout_g, 1, 1)).view_as(w)
-    b = layer.attrs['bias']
+    b = a.bias
     b2 = (b.double() * scale if b is not None else 0.0) + shift
-    layer.attrs['weight'] = w2.to(dtype)
-    layer.attrs['bias'] = torch.as_tensor(b2, dtype=torch.float64).to(dtype).expand(
+    a.weight = w2.to(dtype)
+    a.bias = torch.as_tensor(b2, dtype=torch.float64).to(dtype).expand(
         scale.shape).contiguous()
 
 

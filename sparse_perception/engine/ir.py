@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import enum
+from typing import Union
 
 from sparse_perception.kernels.steps import Step
 import torch
@@ -52,6 +53,86 @@ class Kind(str, enum.Enum):
     # version (enum.StrEnum would do this from 3.11 on).
     __str__ = str.__str__
     __format__ = str.__format__
+
+
+@dataclass
+class ConvAttrs:
+    """A convolution's core (a Linear on a pooled vector is a 1x1 one)."""
+
+    weight: torch.Tensor  # (Cout, Cin / groups, kh, kw), batch norm folded in
+    bias: torch.Tensor | None  # (Cout,)
+    stride: tuple[int, int]
+    pads: tuple[int, int, int, int]  # zero padding (top, bottom, left, right): 'same' is uneven
+    dilation: tuple[int, int]
+    groups: int
+    kernel: tuple[int, int]
+
+
+@dataclass
+class ConvTransposeAttrs:
+    """A transposed convolution's core, in torch's terms."""
+
+    weight: torch.Tensor  # (Cin, Cout / groups, kh, kw), batch norm folded in
+    bias: torch.Tensor | None  # (Cout,)
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # rows, columns cropped from each side of the full output
+    output_padding: tuple[int, int]
+    dilation: tuple[int, int]
+    groups: int
+    kernel: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class PoolAttrs:
+    """A max or average pooling, in torch's terms."""
+
+    pool: str  # 'max' or 'avg'
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int]  # on both sides (rows, columns), as torch pools take it
+    dilation: tuple[int, int]
+    ceil_mode: bool
+    count_include_pad: bool
+    divisor_override: int | None
+
+
+@dataclass(frozen=True)
+class ResampleAttrs:
+    """Separable resampling: each output row and column a weighted sum of input ones."""
+
+    ah: torch.Tensor  # (Ho, Hi) float64
+    aw: torch.Tensor  # (Wo, Wi) float64
+
+
+@dataclass(frozen=True)
+class PadAttrs:
+    """Padding as an index copy: where each output row and column reads from."""
+
+    rows: torch.Tensor  # int64 (Ho,): source row of each output row, -1 for the constant
+    cols: torch.Tensor  # int64 (Wo,): source column of each output column, -1 likewise
+    value: float  # the constant
+    mode: str  # torch's padding mode
+
+
+@dataclass(frozen=True)
+class DepthToSpaceAttrs:
+    """Depth-to-space as an index copy (see canonical.py)."""
+
+    block: int
+    order: str  # the channel order of a block: 'torch' (pixel shuffle) or 'tf'
+
+
+@dataclass(frozen=True)
+class PositionwiseAttrs:
+    """A function over the channels of each position."""
+
+    fn: str  # 'softmax', 'log_softmax' or 'argmax'
+    keepdim: bool  # argmax keeps the channel dim
+
+
+# What a layer's core needs besides its inputs; None for input, cat, gap and pointwise.
+Attrs = Union[ConvAttrs, ConvTransposeAttrs, PoolAttrs, ResampleAttrs, PadAttrs,
+              DepthToSpaceAttrs, PositionwiseAttrs]
 
 
 @dataclass
@@ -83,7 +164,7 @@ class Layer:
     kind: Kind
     inputs: list[int]  # value ids read by the core
     output: int  # value id written
-    attrs: dict = field(default_factory=dict)
+    attrs: Attrs | None = None
     epilogue: list[Step] = field(default_factory=list)
     # fx position of the last fused node: the layers run in this order. The padding layer of
     # a padded convolution shares its convolution's position and is added just before it;
@@ -112,10 +193,11 @@ class Program:
 def macs_per_position(layer: Layer, values: list[Value]) -> float:
     """Multiply-accumulates per output position of a layer's core (0 for data movement)."""
     out = values[layer.output]
-    w = layer.attrs.get('weight')
     if layer.kind == Kind.CONV:
+        w = layer.attrs.weight
         return float(w.shape[1] * w.shape[2] * w.shape[3] * out.channels)
     if layer.kind == Kind.CONV_TRANSPOSE:  # every input position feeds cout/g*kh*kw outputs
+        w = layer.attrs.weight
         src = values[layer.inputs[0]]
         total = src.positions * w.shape[0] * w.shape[1] * w.shape[2] * w.shape[3]
         return total / out.positions

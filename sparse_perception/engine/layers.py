@@ -295,9 +295,9 @@ class RowsConv(Run):
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         a = self.layer.attrs
-        w = a['weight']
+        w = a.weight
         self.weight_t = w.reshape(w.shape[0], -1).t().contiguous().to(self.device)
-        self.bias = None if a['bias'] is None else a['bias'].to(self.device)
+        self.bias = None if a.bias is None else a.bias.to(self.device)
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])
@@ -335,26 +335,26 @@ class Window(Run):
         a = layer.attrs
         dev = self.device
         self.transposed = layer.kind == 'conv_transpose'
-        self.pool = a.get('pool')
-        self.kernel = tuple(a['kernel'])
-        self.stride = tuple(a['stride'])
-        self.dilation = tuple(a.get('dilation', (1, 1)))
+        self.pool = a.pool if layer.kind == 'pool' else None
+        self.kernel = tuple(a.kernel)
+        self.stride = tuple(a.stride)
+        self.dilation = tuple(a.dilation)
         if layer.kind in ('conv', 'conv_transpose'):
-            self.weight = a['weight'].to(dev)
+            self.weight = a.weight.to(dev)
             if layer.kind == 'conv':
                 self.weight = self.weight.contiguous(memory_format=torch.channels_last)
-            self.bias = None if a['bias'] is None else a['bias'].to(dev)
-            self.groups = a['groups']
+            self.bias = None if a.bias is None else a.bias.to(dev)
+            self.groups = a.groups
         if layer.kind == 'pool':
-            p = a['padding']
+            p = a.padding
             self.pads = (p[0], p[0], p[1], p[1])
-            self.ceil_mode = a['ceil_mode']
+            self.ceil_mode = a.ceil_mode
         elif layer.kind == 'conv':
-            self.pads = tuple(a['pads'])
+            self.pads = tuple(a.pads)
             self.ceil_mode = False
         else:
-            self.padding = tuple(a['padding'])
-            self.output_padding = tuple(a['output_padding'])
+            self.padding = tuple(a.padding)
+            self.output_padding = tuple(a.output_padding)
         tile = _tile_for(self.tile_pref, out.height, out.width)
         if self.transposed:  # tiles aligned to the stride keep the patch geometry constant
             tile = max(tile, *self.stride)
@@ -405,10 +405,10 @@ class Window(Run):
         # divides by torch's own divisor. factor = kh * kw / divisor, per output position.
         a = self.layer.attrs
         ones = torch.ones(1, 1, src.height, src.width, dtype=torch.float64)
-        kw = {'kernel_size': self.kernel, 'stride': self.stride, 'padding': a['padding'],
-              'ceil_mode': a['ceil_mode']}
-        mean = F.avg_pool2d(ones, count_include_pad=a['count_include_pad'],
-                            divisor_override=a['divisor_override'], **kw)
+        kw = {'kernel_size': self.kernel, 'stride': self.stride, 'padding': a.padding,
+              'ceil_mode': a.ceil_mode}
+        mean = F.avg_pool2d(ones, count_include_pad=a.count_include_pad,
+                            divisor_override=a.divisor_override, **kw)
         count = F.avg_pool2d(ones, count_include_pad=True, divisor_override=1, **kw)
         factor = self.kernel[0] * self.kernel[1] * mean / count.clamp(min=1)
         factor = factor.view(-1)
@@ -490,11 +490,11 @@ class Window(Run):
         x = as_nchw(f.caches[self.inputs[0]], src.height, src.width)
         a = self.layer.attrs
         if self.pool == 'max':
-            y = F.max_pool2d(x, self.kernel, self.stride, a['padding'], self.dilation,
+            y = F.max_pool2d(x, self.kernel, self.stride, a.padding, self.dilation,
                              self.ceil_mode)
         elif self.pool == 'avg':
-            y = F.avg_pool2d(x, self.kernel, self.stride, a['padding'], self.ceil_mode,
-                             a['count_include_pad'], a['divisor_override'])
+            y = F.avg_pool2d(x, self.kernel, self.stride, a.padding, self.ceil_mode,
+                             a.count_include_pad, a.divisor_override)
         elif self.transposed:
             y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
                                    self.output_padding, self.groups, self.dilation)
@@ -518,15 +518,15 @@ class Resample(Run):
         super().__init__(*args, **kwargs)
         a = self.layer.attrs
         src, dev, dtype = self.in_values[0], self.device, self.dtype
-        self.ah = a['ah'].to(dev, dtype)  # (Ho, Hi)
-        self.aw = a['aw'].to(dev, dtype)  # (Wo, Wi)
-        self.th, self.wh = _taps(a['ah'], src.height)
-        self.tw, self.ww = _taps(a['aw'], src.width)
+        self.ah = a.ah.to(dev, dtype)  # (Ho, Hi)
+        self.aw = a.aw.to(dev, dtype)  # (Wo, Wi)
+        self.th, self.wh = _taps(a.ah, src.height)
+        self.tw, self.ww = _taps(a.aw, src.width)
         self.th, self.tw = self.th.to(dev), self.tw.to(dev)
         self.wh, self.ww = self.wh.to(dev, dtype), self.ww.to(dev, dtype)
         self.row_valid = self.th < src.height
         self.col_valid = self.tw < src.width
-        self.bands = _bands(a['ah'], dev, dtype)
+        self.bands = _bands(a.ah, dev, dtype)
         if self.bands is not None:
             self.band_starts = torch.tensor([b[0] for b in self.bands], device=dev)
 
@@ -679,11 +679,11 @@ class Pad(Run):
         super().__init__(*args, **kwargs)
         a = self.layer.attrs
         src = self.in_values[0]
-        rows, cols = a['rows'].view(-1, 1), a['cols'].view(1, -1)
+        rows, cols = a.rows.view(-1, 1), a.cols.view(1, -1)
         inside = (rows >= 0) & (cols >= 0)
         self.source = torch.where(inside, rows * src.width + cols,
                                   zero_row(src.positions)).view(-1).to(self.device)
-        self.value_fill = float(a['value'])
+        self.value_fill = float(a.value)
         self.constant = (~inside).view(-1, 1).to(self.device) if self.value_fill else None
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
@@ -723,8 +723,8 @@ class DepthToSpace(Run):
         super().__init__(*args, **kwargs)
         a = self.layer.attrs
         src, out = self.in_values[0], self.value
-        b = self.block = a['block']
-        self.tf_order = a['order'] == 'tf'
+        b = self.block = a.block
+        self.tf_order = a.order == 'tf'
         y = torch.arange(out.height).view(-1, 1)
         x = torch.arange(out.width).view(1, -1)
         self.source = ((y // b) * src.width + x // b).view(-1).to(self.device)
@@ -805,7 +805,7 @@ class Positionwise(Run):
         return changes.get(self.inputs[0])
 
     def _apply(self, rows: torch.Tensor) -> torch.Tensor:
-        fn = self.layer.attrs['fn']
+        fn = self.layer.attrs.fn
         if fn == 'softmax':
             return torch.softmax(rows, 1)
         if fn == 'log_softmax':

@@ -32,7 +32,7 @@ from typing import Any
 
 from sparse_perception.engine import canonical
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.ir import Kind, Layer, Program, Value
+from sparse_perception.engine.ir import Attrs, Kind, Layer, Program, Value
 from sparse_perception.engine.tail import build_tail, check_tail
 from sparse_perception.engine.tracing import dependent_nodes, Meta, node_args, Opaque, record
 from sparse_perception.kernels.steps import Step
@@ -147,7 +147,7 @@ class Lowering:
         self.producer[layer.output] = layer
         return layer
 
-    def emit(self, n: fx.Node, kind: Kind, inputs: list[int], out: int, attrs: dict,
+    def emit(self, n: fx.Node, kind: Kind, inputs: list[int], out: int, attrs: Attrs | None,
              epilogue: list[Step] | None = None, name: str | None = None) -> Layer:
         """Add the layer of node ``n`` (named after it, run where it runs) writing ``out``."""
         name = name or self.layer_name(n)

@@ -28,6 +28,7 @@ from engine_cases import (
 import pytest
 from sparse_perception.engine import (depth_to_space, EngineConfig, IncrementalModel,
                                       UnsupportedOpError)
+from sparse_perception.engine.ir import DepthToSpaceAttrs
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -141,7 +142,7 @@ def test_shuffle_lowers_to_an_index_copy(order, expected):
     x = torch.randn(1, 3, 8, 10)
     inc = IncrementalModel(model)
     (layer,) = shuffle_layers(inc, x)
-    assert layer.attrs == {'block': 2, 'order': expected}  # no weights
+    assert layer.attrs == DepthToSpaceAttrs(block=2, order=expected)  # no weights
     assert [s.op for s in layer.epilogue] == ['affine', 'hardtanh']  # BatchNorm, ReLU6
     (run,) = [r for r in inc.plan_for(x).runs if r.layer is layer]
     assert run.kind == 'depth_to_space'
