@@ -676,7 +676,7 @@ class Pipeline:
                            change.tile_size, stats)
 
     def _proposals(self, segmentation: Any) -> Callable[[], list] | None:
-        """The person regions of this frame's mask, for the pose head (segmentation runs first)."""
+        """Return the person regions of this frame's mask for the pose head (None: none)."""
         height = self._settings.pose.mask_proposal_height
         if segmentation is None or height == 0 or 'person' not in segmentation.class_names:
             return None
