@@ -126,7 +126,7 @@ def measure(frames: int, warmup: int) -> dict:
     from visualization_msgs.msg import MarkerArray
 
     from sparse_perception import settings
-    from sparse_perception.images import numpy_to_compressed, numpy_to_image
+    from sparse_perception.media.images import numpy_to_compressed, numpy_to_image
     from sparse_perception.nodes.perception_node import PerceptionNode
 
     context = Context()

@@ -39,7 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from ros2_process import ros2, Running
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-from sparse_perception.images import compressed_to_numpy, numpy_to_image
+from sparse_perception.media.images import compressed_to_numpy, numpy_to_image
 
 RUN = f'lt{os.getpid()}'  # namespaces unique to this test run
 BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)

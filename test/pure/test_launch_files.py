@@ -26,7 +26,7 @@ import ast
 from pathlib import Path
 
 import pytest
-from sparse_perception import node_config
+from sparse_perception.nodes import node_config
 from support import REPO
 import yaml
 

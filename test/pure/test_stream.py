@@ -12,14 +12,14 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Stream decisions (sparse_perception.stream): newest frame, resets, throttling, silence."""
+"""Stream decisions (sparse_perception.nodes.stream): newest frame, resets, throttling, silence."""
 
 import threading
 from types import SimpleNamespace
 
 import pytest
 
-from sparse_perception.stream import (
+from sparse_perception.nodes.stream import (
     choose_reliability, diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle,
     PublisherInfo, reason_key, SilenceWatch, stamp_to_ns, StreamGuard)
 
