@@ -119,7 +119,8 @@ class FrameWorker:
                 self._bad_frame('internal', f'unexpected error processing a frame: {exc!r}',
                                 'error')
 
-    def _decode(self, msg: Any) -> Any:
+    def decode(self, msg: Any) -> Any:
+        """Return the image of an input message as (H, W, 3) uint8 RGB; raise why not."""
         cfg = self._parameters.settings.input
         if cfg.transport == 'raw':
             return image_to_numpy(msg, 'rgb8')
@@ -129,7 +130,7 @@ class FrameWorker:
         header = msg.header
         stamp_ns = stamp_to_ns(header.stamp)
         try:
-            image = self._decode(msg)  # (H, W, 3) uint8 RGB
+            image = self.decode(msg)  # (H, W, 3) uint8 RGB
         except Exception as exc:  # ImageConversionError; ImportError without OpenCV
             self._bad_frame('input', f'skipped a bad input image: {exc}', 'warning')
             return

@@ -81,23 +81,24 @@ class Outputs:
         if result.pose is not None:
             self._send('keypoints', keypoints_to_cloud(
                 result.pose, header, msg_type=PointCloud2, field_type=PointField))
-            if self._subscribed('keypoint_markers'):
+            if self.subscribed('keypoint_markers'):
                 people = keypoint_markers(result.pose, image.shape[:2], output.min_score,
                                           output.marker_scale)
                 self._send('keypoint_markers',
                            marker_array(people, header, self._node.get_name()))
-        if self._subscribed('overlay'):
+        if self.subscribed('overlay'):
             drawn = image
             if result.segmentation is not None:
                 drawn = draw_segmentation(drawn, result.segmentation)
             if result.pose is not None:
                 drawn = draw_pose(drawn, result.pose, output.min_score)
             self._send('overlay', numpy_to_image(drawn, 'rgb8', header, msg_type=Image))
-        if self._subscribed('change_map'):
+        if self.subscribed('change_map'):
             self._send('change_map', change_map_to_image(
                 result.change_tiles, result.tile_size, image.shape[:2], header, msg_type=Image))
 
-    def _subscribed(self, topic: str) -> bool:
+    def subscribed(self, topic: str) -> bool:
+        """Return whether anyone subscribes to output ``topic``."""
         return self.publishers[topic].get_subscription_count() > 0
 
     def _send(self, topic: str, msg: Any) -> None:
