@@ -51,7 +51,7 @@ import sys
 import time
 from typing import Any, Sequence
 
-from sparse_perception.evaluation import provenance
+from sparse_perception.evaluation import loop, provenance
 from sparse_perception.evaluation.stats import median, percentile
 from sparse_perception.settings import HEADS
 
@@ -227,7 +227,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
             'tree_dirty': dirty,
             'input': input_label,
             'frames': len(clip),
-            'frame_size': list(clip[0].shape[:2]),
+            'frame_size': list(clip[0].image.shape[:2]),
             'passes': passes,
             'contention': {'busy_processes': BUSY_PROCESSES, 'passes': 1} if contention
             else None,
@@ -240,7 +240,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
 
 
 def _frames(source, topic, count) -> tuple[list, str]:
-    """Decode the frames once: (list of (H, W, 3) uint8 RGB, a label of the input)."""
+    """Decode the frames once: (the decoded frames, a label of the input)."""
     from sparse_perception.replay.sources import Frame, open_source, ReplayError
     from sparse_perception.shared_data import bundled_clip
 
@@ -249,12 +249,12 @@ def _frames(source, topic, count) -> tuple[list, str]:
     with open_source(path, topic=topic) as opened:
         for item in opened:
             if isinstance(item, Frame):
-                frames.append(item.image)
+                frames.append(item)
                 if count is not None and len(frames) >= count:
                     break
     if not frames:
         raise ReplayError(f'{path}: no frame could be decoded')
-    shapes = {f.shape for f in frames}
+    shapes = {f.image.shape for f in frames}
     if len(shapes) > 1:
         raise ReplayError(f'{path}: frames of several sizes {sorted(shapes)}; the benchmark '
                           'needs one size (a size change resets the pipelines)')
@@ -270,36 +270,21 @@ def _pipelines(base, variants: dict, heads: tuple[str, ...]) -> dict:
             for name, (changes, incremental) in variants.items()}
 
 
-def _order(frame_index: int) -> list[str]:
-    """Rotate which pipeline goes first, so that none always runs after the same one."""
-    k = frame_index % len(ENGINES)
-    return list(ENGINES[k:] + ENGINES[:k])
-
-
-def _warm(pipelines: dict, clip: list) -> None:
-    for pipeline in pipelines.values():
-        pipeline.reset()
-        pipeline.process(clip[0])  # one-time costs: lowering, allocation, weight packing
-
-
 def _quiet(pipelines: dict, clip: list, passes: int, heads: tuple[str, ...]) -> dict:
     """Time every frame of every pass and compare each result with dense_torch's."""
-    _warm(pipelines, clip)
+    ordered = [pipelines[name] for name in ENGINES]
+    loop.warm(ordered, clip[0])
     acc = {name: {'ms': [], 'macs': 0, 'dense_macs': 0, 'active': 0.0, 'dense_frames': 0,
                   'equal_pixels': 0, 'pixels': 0, 'keypoint_px': [], 'mismatch': 0}
            for name in ENGINES}
+    reference = ENGINES.index('dense_torch')
     for _ in range(passes):
-        for pipeline in pipelines.values():
+        for pipeline in ordered:
             pipeline.reset()
-        for index, frame in enumerate(clip):
-            results = {}
-            for name in _order(index):
-                start = time.perf_counter()
-                results[name] = pipelines[name].process(frame)
-                acc[name]['ms'].append((time.perf_counter() - start) * 1e3)
-            reference = results['dense_torch']
-            for name, result in results.items():
-                _accumulate(acc[name], result, reference, heads)
+        for step in loop.run(clip, ordered, rotate=True):
+            for name, result, ms in zip(ENGINES, step.results, step.ms):
+                acc[name]['ms'].append(ms)
+                _accumulate(acc[name], result, step.results[reference], heads)
     return {name: _summary(a, heads) for name, a in acc.items()}
 
 
@@ -307,11 +292,11 @@ def _unchanged(pipeline, clip: list, repeats: int = 10) -> float:
     """p50 ms of the incremental pipeline on its last picture shown again, unchanged."""
     pipeline.reset()
     for frame in clip[:4]:  # past the first, dense frame and the path choice's first samples
-        pipeline.process(frame)
+        pipeline.process(frame.image)
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        pipeline.process(clip[min(3, len(clip) - 1)])
+        pipeline.process(clip[min(3, len(clip) - 1)].image)
         times.append((time.perf_counter() - start) * 1e3)
     return median(times)
 
@@ -376,13 +361,12 @@ def _contended(pipelines: dict, clip: list) -> dict:
         for _ in range(BUSY_PROCESSES):
             busy.append(subprocess.Popen([sys.executable, '-c', 'while True: pass']))
         time.sleep(BUSY_SETTLE_S)
-        for pipeline in pipelines.values():
+        ordered = [pipelines[name] for name in ENGINES]
+        for pipeline in ordered:
             pipeline.reset()
-        for index, frame in enumerate(clip):
-            for name in _order(index):
-                start = time.perf_counter()
-                pipelines[name].process(frame)
-                times[name].append((time.perf_counter() - start) * 1e3)
+        for step in loop.run(clip, ordered, rotate=True):
+            for name, ms in zip(ENGINES, step.ms):
+                times[name].append(ms)
     finally:
         for process in busy:
             process.terminate()

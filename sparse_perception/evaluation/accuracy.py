@@ -56,6 +56,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from sparse_perception import settings as settings_module
+from sparse_perception.evaluation import loop
 from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
@@ -203,23 +204,15 @@ def run_head(pipelines: Sequence[Any], head: str, frames: Sequence[Frame]) -> li
     Run each pipeline (reset first) over ``frames``; keep the outputs of ``head``.
 
     With several pipelines (incremental and dense), each frame goes through all of them in
-    turn, so that they are timed under the same conditions (load, caches, clock).
+    turn (:func:`sparse_perception.evaluation.loop.run`).
     """
     runs = [HeadRun() for _ in pipelines]
     for pipeline in pipelines:
         pipeline.reset()
-    for frame in frames:
-        for pipeline, run in zip(pipelines, runs):
-            start = time.perf_counter()
-            result = pipeline.process(frame.image)
-            run.add(head, result, (time.perf_counter() - start) * 1e3)
+    for step in loop.run(frames, pipelines):
+        for run, result, ms in zip(runs, step.results, step.ms):
+            run.add(head, result, ms)
     return runs
-
-
-def warm(pipeline: Any, frame: Frame) -> None:
-    """Run one frame and forget it, so that building the engine is not timed as a frame."""
-    pipeline.process(frame.image)
-    pipeline.reset()
 
 
 def score(clip: Clip, frames: Sequence[Frame], truth: Any, incremental: HeadRun,
@@ -362,10 +355,10 @@ class Evaluator:
     def _pipelines(self, head: str, first: Frame) -> tuple[Any, Any]:
         if head not in self._incremental:
             self._incremental[head] = _pipeline(self.settings, head, True)
-            warm(self._incremental[head], first)
+            loop.warm([self._incremental[head]], first)
         if head not in self._dense:
             self._dense[head] = _pipeline(self.settings, head, False)
-            warm(self._dense[head], first)
+            loop.warm([self._dense[head]], first)
         return self._incremental[head], self._dense[head]
 
     def discard_incremental(self) -> None:

@@ -20,7 +20,8 @@ The pipelines are built by a factory with the signature of
 class itself, unless a :class:`~sparse_perception.replay.job.ReplayJob` names another
 callable). :class:`Scorer` turns the
 per-frame results into the figures of the report; :func:`replay` runs a source through the
-pipelines and hands each frame to the output sinks (bag, contact sheet, video);
+pipelines (the frame loop of :mod:`sparse_perception.evaluation.loop`) and hands each frame to
+the output sinks (bag, contact sheet, video);
 :func:`sweep` re-runs the incremental pipeline over sparsity scales against the dense outputs
 kept from the main run.
 """
@@ -35,6 +36,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+from sparse_perception.evaluation import loop
 from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
@@ -378,33 +380,22 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
     kept: dict[int, DenseOutputs] | None = {} if keep_dense else None
     incremental_s = dense_s = 0.0
     resets = 0
-    last_stamp = None
-    for item in source:
-        if isinstance(item, SkippedFrame):
-            skipped.append(item)
+    pipelines = [incremental] if dense is None else [incremental, dense]
+    for step in loop.run(source, pipelines):
+        if isinstance(step, SkippedFrame):
+            skipped.append(step)
         else:
-            if last_stamp is not None and item.stamp_ns < last_stamp:
-                # As the nodes do: a stamp going back (a bag recorded in a loop, a restarted
-                # camera) starts a new sequence, whose first frame is computed densely.
-                incremental.reset()
-                if dense is not None:  # its tracking starts over too, or the two diverge
-                    dense.reset()
-                resets += 1
-            last_stamp = item.stamp_ns
-            begin = time.perf_counter()
-            result = incremental.process(item.image)
-            middle = time.perf_counter()
-            incremental_s += middle - begin
+            resets += step.reset
+            incremental_s += step.ms[0] / 1e3
             reference = None
             if dense is not None:
-                output = dense.process(item.image)
-                dense_s += time.perf_counter() - middle
-                reference = _dense_outputs(output)
+                dense_s += step.ms[1] / 1e3
+                reference = _dense_outputs(step.results[1])
                 if kept is not None:
-                    kept[item.index] = reference
-            scorer.add(item, result, reference)
+                    kept[step.frame.index] = reference
+            scorer.add(step.frame, step.results[0], reference)
             for sink in sinks:
-                sink.write(item, result)
+                sink.write(step.frame, step.results[0])
         if progress is not None:
             progress.update(scorer.frames, len(skipped), scorer.running_active_fraction())
     if progress is not None:
@@ -443,17 +434,12 @@ def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
         pipeline.reset()
         scorer = make_scorer()
         bar = progress(scale) if progress is not None else None
-        last_stamp = None
         with open_source() as source:
-            for item in source:
-                if isinstance(item, SkippedFrame):
+            for step in loop.run(source, [pipeline]):
+                if isinstance(step, SkippedFrame):
                     continue
-                if last_stamp is not None and item.stamp_ns < last_stamp:
-                    pipeline.reset()  # as in the main run
-                last_stamp = item.stamp_ns
-                result = pipeline.process(item.image)
-                scorer.add(item, result,
-                           None if dense_outputs is None else dense_outputs.get(item.index))
+                scorer.add(step.frame, step.results[0],
+                           None if dense_outputs is None else dense_outputs.get(step.frame.index))
                 if bar is not None:
                     bar.update(scorer.frames, 0, scorer.running_active_fraction())
         if bar is not None:

@@ -23,6 +23,7 @@ import pytest
 from sparse_perception import cli
 from sparse_perception.benchmarks import cpu
 from sparse_perception.models.registry import CACHE_ENV
+from sparse_perception.replay.sources import Frame
 
 RUN_KEYS = {'engine', 'head', 'p50_ms', 'p90_ms', 'mean_ms', 'contended_p50_ms', 'macs_ratio',
             'agreement', 'keypoint_px_p50', 'count_mismatch_frames', 'unchanged_p50_ms'}
@@ -93,7 +94,7 @@ def test_the_busy_processes_are_stopped_even_when_a_pipeline_fails(monkeypatch):
     monkeypatch.setattr(cpu, 'BUSY_SETTLE_S', 0.0)
     with pytest.raises(RuntimeError, match='boom'):
         cpu._contended({name: Failing() for name in cpu.ENGINES},
-                       [np.zeros((8, 8, 3), np.uint8)])
+                       [Frame(0, np.zeros((8, 8, 3), np.uint8), 0, 'camera', 0)])
     assert len(started) == cpu.BUSY_PROCESSES
     assert all(process.poll() is not None for process in started)
 

@@ -294,7 +294,7 @@ def test_command_line_entry_point():
 
 def test_importing_the_registry_and_command_stays_light():
     code = ('import sys, sparse_perception.models, sparse_perception.models.registry, '
-            'sparse_perception.models.command, sparse_perception.models.decoders; '
+            'sparse_perception.cli.models, sparse_perception.models.decoders; '
             "heavy = [m for m in ('torch', 'tflite', 'ai_edge_litert', 'cv2') "
             'if m in sys.modules]; print(heavy); sys.exit(1 if heavy else 0)')
     result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True)

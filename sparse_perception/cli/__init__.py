@@ -15,9 +15,11 @@
 """
 The ``sparse-perception`` command line: one sub-command per job.
 
-Each sub-command lives in its own module, which provides ``register(subparsers)`` (adding a
-parser whose ``func`` default runs it) and imports its heavy dependencies lazily, so that
-``sparse-perception --help`` stays fast.
+Each sub-command lives in the module of this package named after it (``replay``,
+``make_bag``, ``models``, ``bench``, ``eval``), which provides ``register(subparsers)`` (adding
+a parser whose ``func`` default runs it) and imports its heavy dependencies lazily, so that
+``sparse-perception --help`` stays fast. The work itself is done by the core packages
+(``replay``, ``evaluation``, ``models``, ``benchmarks``); these modules only parse and report.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ from sparse_perception import __version__
 
 # name -> module providing register(subparsers); order is the order shown in --help.
 COMMANDS = (
-    'sparse_perception.replay.cli_replay',
-    'sparse_perception.replay.cli_make_bag',
-    'sparse_perception.models.command',
-    'sparse_perception.bench_command',
-    'sparse_perception.evaluation.command',
+    'sparse_perception.cli.replay',
+    'sparse_perception.cli.make_bag',
+    'sparse_perception.cli.models',
+    'sparse_perception.cli.bench',
+    'sparse_perception.cli.eval',
 )
 
 

@@ -155,7 +155,7 @@ def _command() -> str:
     import shlex
 
     program = sys.argv[0]
-    if Path(program).name in ('sparse-perception', '__main__.py', 'cli.py'):
+    if Path(program).name in ('sparse-perception', '__main__.py'):
         program = 'sparse-perception'
     return ' '.join(shlex.quote(a) for a in [program] + sys.argv[1:])
 
