@@ -68,6 +68,9 @@ from sparse_perception.nodes.stream import ThrottledLogger
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
+# Longest wait of the executable's spin for anything to do; see run().
+_SPIN_WAIT_SECONDS = 0.5
+
 
 class PerceptionNode(LifecycleNode):
     """Lifecycle node running the heads of ``kind`` on one camera."""
@@ -282,7 +285,12 @@ def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> i
         node = PerceptionNode(kind, defer_autostart=True, **node_options)
         executor.add_node(node)
         node.start_autostart()
-        executor.spin()
+        # Not executor.spin(), which waits without a timeout: on SIGINT rclpy's signal thread
+        # first wakes the executor, then shuts the context down. A wake-up used up by the wait
+        # before the shutdown lets the spin start one more wait on a context no one will wake
+        # again, and the process hangs (seen under load). A bounded wait sees the shutdown.
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=_SPIN_WAIT_SECONDS)
     except st.SettingError as exc:
         get_logger(kind.name).fatal(str(exc))
         return 1
