@@ -44,7 +44,7 @@ import sys
 import tempfile
 import time
 
-from sparse_perception.replay.report import cpu_model
+from sparse_perception.evaluation.provenance import cpu_model
 
 TOPIC = '/best_effort_delivery/image'
 SIZES = ((768, 576), (256, 192))

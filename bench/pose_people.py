@@ -23,11 +23,14 @@ Writes bench/results/pose_people.json and .md:
 1. COCO stills (the shared folder's four images, 12 annotated people): PCK@0.2 of the person
    box over every annotated person, COCO-17 joints, after three frames of each still (the
    crops settle on the landmarks), for ``pose.max_people`` 1 and ``--max-people``, dense
-   reference and incremental pipeline;
+   reference and incremental pipeline, the pose head alone (people come from the person
+   detector) and with the segmentation head (its mask's person regions propose people too,
+   ``pose.mask_proposal_height``);
 2. cost per person: the pose head's milliseconds per frame on a frame holding two people (COCO
    785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people;
 3. vtest (``--vtest-frames`` frames of the full clip): frames in which the incremental
-   pipeline reports anybody, and people per frame, for 1 and ``--max-people``, with
+   pipeline reports anybody, and people per frame, for 1 and ``--max-people``, pose alone and
+   with segmentation, with
    ``sparsity.adaptive`` off: the path choice follows measured time, and the tracking follows
    the path's outputs, so with it on two runs find people in different frames.
 
@@ -48,19 +51,24 @@ import cv2
 import numpy as np
 
 from sparse_perception import settings as st
+from sparse_perception.evaluation.provenance import cpu_model
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.groundtruth import read_coco
 from sparse_perception.replay.metrics import Pck
-from sparse_perception.replay.report import cpu_model
 from sparse_perception.shared_data import shared_path
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 COCO = 'data/coco-stills/tests/data/coco'
 
 
-def _settings(max_people, **changes):
+# With the segmentation head, its person regions propose people (off by default).
+PROPOSALS = {'pose.mask_proposal_height': 32}
+
+
+def _settings(max_people, heads=('pose',), **changes):
     values = {'model.pose': 'blazepose_coco17', 'model.device': 'cpu',
-              'pose.max_people': max_people}
+              'pose.max_people': max_people,
+              **(PROPOSALS if 'segmentation' in heads else {})}
     values.update(changes)
     return st.replace(st.PerceptionSettings(), values)
 
@@ -72,7 +80,7 @@ def _rgb(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def coco_pck(max_people):
+def coco_pck(max_people, heads):
     """Score PCK@0.2 over every annotated person of the COCO stills, dense and incremental."""
     folder = shared_path(COCO)
     truth = read_coco(folder / 'test_coco.json')
@@ -81,7 +89,8 @@ def coco_pck(max_people):
     for name, incremental in (('dense', False), ('incremental', True)):
         pck, found = Pck(), []
         for index, file in enumerate(names):
-            pipeline = Pipeline(_settings(max_people), heads=('pose',), incremental=incremental)
+            pipeline = Pipeline(_settings(max_people, heads), heads=heads,
+                                incremental=incremental)
             image = _rgb(folder / file)
             for _ in range(3):
                 pose = pipeline.process(image).pose
@@ -109,17 +118,18 @@ def person_cost(max_people, scene, frames=24):
             'ms_mean': float(np.mean(ms))}
 
 
-def vtest_people(max_people, frames):
+def vtest_people(max_people, frames, heads):
     """Count frames with anybody, and people per frame, on the full vtest clip (incremental)."""
     capture = cv2.VideoCapture(str(shared_path('data/vtest/vtest.avi')))
-    pipeline = Pipeline(_settings(max_people, **{'sparsity.adaptive': False}), heads=('pose',))
+    pipeline = Pipeline(_settings(max_people, heads, **{'sparsity.adaptive': False}),
+                        heads=heads)
     counts = []
     for _ in range(frames):
         ok, frame = capture.read()
         if not ok:
             break
         counts.append(pipeline.process(np.ascontiguousarray(frame[..., ::-1])).pose.people)
-    return {'max_people': max_people, 'frames': len(counts),
+    return {'max_people': max_people, 'heads': '+'.join(heads), 'frames': len(counts),
             'frames_with_people': int(sum(1 for c in counts if c)),
             'people_per_frame_mean': float(np.mean(counts)) if counts else None,
             'most_people_in_a_frame': int(max(counts)) if counts else None}
@@ -148,19 +158,22 @@ def markdown(doc):
              f"- git commit: {doc['commit']}",
              f"- command: `{doc['command']}`, {doc['seconds']:.0f} s",
              '- settings: the package defaults, `model.pose: blazepose_coco17`, '
-             '`model.device: cpu`, `pose.max_people` as given', '',
+             '`model.device: cpu`, `pose.max_people` as given; with the segmentation head '
+             '`pose.mask_proposal_height: 32`', '',
              '## COCO stills: PCK@0.2 of the person box over all 12 annotated people', '',
-             '| max_people | pipeline | PCK | joints scored | people found per image |',
-             '|---|---|---|---|---|']
-    for max_people, result in doc['coco'].items():
+             '| heads | max_people | pipeline | PCK | joints scored | people found per image |',
+             '|---|---|---|---|---|---|']
+    for key, result in doc['coco'].items():
+        heads, max_people = key.split(':')
         for name in ('dense', 'incremental'):
             r = result[name]
             found = ', '.join(f"{i['found']}/{i['annotated']}" for i in r['images'])
-            lines.append(f"| {max_people} | {name} | {r['pck']:.4f} | {r['joints_scored']} | "
-                         f'{found} |')
+            lines.append(f"| {heads} | {max_people} | {name} | {r['pck']:.4f} | "
+                         f"{r['joints_scored']} | {found} |")
     lines += ['', 'People found / annotated, per image in file-name order: with every slot '
               'free the detector runs on each frame, so what is not found was not detected '
-              '(MediaPipe pose_detection, score 0.5).', '',
+              '(MediaPipe pose_detection, score 0.5), nor proposed by the segmentation mask '
+              '(selfie_segmentation) and confirmed by the landmark network.', '',
               '## Cost per person (pose head, ms per frame; COCO 785 twice, one above the '
               'other)', '',
               '| scene | max_people | people found | p50 ms | mean ms |', '|---|---|---|---|---|']
@@ -169,11 +182,12 @@ def markdown(doc):
                      f"{r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
     lines += ['', '## vtest: frames in which the incremental pipeline reports anybody '
               '(`sparsity.adaptive: false`)', '',
-              '| max_people | frames | frames with people | people per frame | most in a '
-              'frame |', '|---|---|---|---|---|']
+              '| heads | max_people | frames | frames with people | people per frame | most in '
+              'a frame |', '|---|---|---|---|---|---|']
     for r in doc['vtest']:
-        lines.append(f"| {r['max_people']} | {r['frames']} | {r['frames_with_people']} | "
-                     f"{r['people_per_frame_mean']:.3f} | {r['most_people_in_a_frame']} |")
+        lines.append(f"| {r['heads']} | {r['max_people']} | {r['frames']} | "
+                     f"{r['frames_with_people']} | {r['people_per_frame_mean']:.3f} | "
+                     f"{r['most_people_in_a_frame']} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -191,9 +205,11 @@ def main(argv=None):
                        'threads': st.PerceptionSettings().model.threads,
                        'python': platform.python_version(),
                        'load_average_before': list(os.getloadavg())}}
-    doc['coco'] = {str(n): coco_pck(n) for n in (1, args.max_people)}
+    variants = [(heads, n) for heads in (('pose',), ('segmentation', 'pose'))
+                for n in (1, args.max_people)]
+    doc['coco'] = {f"{'+'.join(heads)}:{n}": coco_pck(n, heads) for heads, n in variants}
     doc['cost'] = [person_cost(n, scene) for scene in ('still', 'panning') for n in (1, 2)]
-    doc['vtest'] = [vtest_people(n, args.vtest_frames) for n in (1, args.max_people)]
+    doc['vtest'] = [vtest_people(n, args.vtest_frames, heads) for heads, n in variants]
     doc['seconds'] = time.perf_counter() - start
     doc['machine']['load_average_after'] = list(os.getloadavg())
     RESULTS.mkdir(exist_ok=True)

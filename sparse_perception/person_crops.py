@@ -102,3 +102,20 @@ def tiles_outside(tiles: np.ndarray, tile_size: int, boxes: list[np.ndarray]) ->
         if c0 <= c1 and r0 <= r1:
             outside[r0:r1 + 1, c0:c1 + 1] = False
     return bool(outside.any())
+
+
+def person_boxes(mask: np.ndarray, person: int, min_height: int) -> list[tuple[int, ...]]:
+    """
+    Return the boxes ``(x0, y0, x1, y1)`` of the person regions of a class-id mask, largest first.
+
+    ``mask`` is (H, W) class ids; a region is an 8-connected set of ``person`` pixels at least
+    ``min_height`` pixels tall (shorter ones are too small for the landmark network's crop to
+    say anything, and noise).
+    """
+    import cv2
+
+    count, _, stats, _ = cv2.connectedComponentsWithStats(
+        np.ascontiguousarray(mask == person, dtype=np.uint8), connectivity=8)
+    regions = [stats[k] for k in range(1, count) if stats[k][cv2.CC_STAT_HEIGHT] >= min_height]
+    regions.sort(key=lambda s: -int(s[cv2.CC_STAT_AREA]))
+    return [(int(x), int(y), int(x + w), int(y + h)) for x, y, w, h, _ in regions]

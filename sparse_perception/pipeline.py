@@ -42,7 +42,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -498,8 +498,14 @@ class _Head:
         if hasattr(self.model, 'reset'):  # a tracking model forgets its people
             self.model.reset()
 
-    def run(self, frame: np.ndarray, frame_change: Any) -> tuple[Any, HeadStats]:
-        """Run on ``frame`` (H, W, 3) uint8 RGB; ``frame_change`` is the frame's ChangeMap."""
+    def run(self, frame: np.ndarray, frame_change: Any,
+            proposals: Callable[[], list] | None = None) -> tuple[Any, HeadStats]:
+        """
+        Run on ``frame`` (H, W, 3) uint8 RGB; ``frame_change`` is the frame's ChangeMap.
+
+        ``proposals`` returns boxes where the frame's segmentation saw people, for a tracking
+        model to try where its detector would run.
+        """
         start = time.perf_counter()
         model = self.model
         for net in self.nets:  # what changed reaches every resampled input, run or not
@@ -515,7 +521,10 @@ class _Head:
             return _to_result(self.kind, model, decoded), self._stats(start)
         free = len(model.tracks) < model.max_people
         detect = free and self._detect_now(frame_change)
-        crops = model.locate_people(frame, detect=detect)
+        # Proposals cost a connected-components pass, not a network: tried on every frame
+        # with room, as the dense reference does, so both follow the same people.
+        boxes = proposals() if free and proposals is not None else ()
+        crops = model.locate_people(frame, detect=detect, proposals=boxes)
         if free and not detect and len(self.nets) > 1:
             # The dense reference detects on this frame: count what skipping it saved.
             self.nets[1].not_run()
@@ -621,10 +630,12 @@ class Pipeline:
             raise ValueError(f'heads must be distinct names from {HEADS}, got {tuple(heads)}')
         self.incremental = incremental
         self._settings = settings
-        self._head_names = tuple(heads)
+        # Segmentation runs before pose whatever the order asked: its mask proposes people.
+        self._head_names = tuple(kind for kind in HEADS if kind in heads)
         self._device = _device(settings.model.device)
         _apply_threads(settings.model.threads)
-        self._heads = {kind: _Head(kind, settings, self._device, incremental) for kind in heads}
+        self._heads = {kind: _Head(kind, settings, self._device, incremental)
+                       for kind in self._head_names}
         self._change = self._new_detector(settings)
         self._shape: tuple[int, ...] | None = None
 
@@ -669,12 +680,23 @@ class Pipeline:
         outputs: dict[str, Any] = {}
         heads: dict[str, HeadStats] = {}
         for kind, head in self._heads.items():
-            outputs[kind], heads[kind] = head.run(image, change)
+            outputs[kind], heads[kind] = head.run(image, change,
+                                                  self._proposals(outputs.get('segmentation')))
         tiles = change.tiles.cpu().numpy()
         stats = FrameStats(float(change.changed_fraction), heads,
                            (time.perf_counter() - start) * 1e3)
         return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
                            change.tile_size, stats)
+
+    def _proposals(self, segmentation: Any) -> Callable[[], list] | None:
+        """The person regions of this frame's mask, for the pose head (segmentation runs first)."""
+        height = self._settings.pose.mask_proposal_height
+        if segmentation is None or height == 0 or 'person' not in segmentation.class_names:
+            return None
+        from sparse_perception.person_crops import person_boxes
+
+        person = segmentation.class_names.index('person')
+        return lambda: person_boxes(segmentation.mask, person, height)
 
     def update(self, settings: PerceptionSettings) -> None:
         """

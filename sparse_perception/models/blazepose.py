@@ -139,6 +139,15 @@ class Roi:
         return cls((cx, cy), size, rotation)
 
     @classmethod
+    def around_box(cls, box, scale: float = 1.25) -> Roi:
+        """
+        Return an upright ROI around a person's box ``(x0, y0, x1, y1)``: side ``scale`` times
+        its longer side, centred on it (a standing person's hips sit near the box's centre).
+        """
+        x0, y0, x1, y1 = (float(v) for v in box)
+        return cls(((x0 + x1) / 2.0, (y0 + y1) / 2.0), max(x1 - x0, y1 - y0) * scale, 0.0)
+
+    @classmethod
     def whole_frame(cls, image_size: tuple[int, int]) -> Roi:
         """Return the square around the whole frame (the crop when nobody is tracked)."""
         height, width = image_size
@@ -174,7 +183,7 @@ class RoiTransform:
     image_size: tuple[int, int]  # (H, W) of the camera frame
     input_size: tuple[int, int]  # (h, w) of the network input
     roi: Roi
-    source: str  # 'detection', 'landmarks' (tracked) or 'frame' (nobody tracked)
+    source: str  # 'detection', 'proposal', 'landmarks' (tracked) or 'frame' (nobody tracked)
     mode: str = 'roi'
     person: int = -1  # the id of the tracked person this crop follows (-1: nobody)
 
@@ -361,7 +370,7 @@ class Track:
 
     person: int  # the id
     roi: Roi
-    source: str  # 'detection' or 'landmarks': what placed the ROI
+    source: str  # 'detection', 'proposal' or 'landmarks': what placed the ROI
 
 
 def same_person(a: Roi, b: Roi, settings: TrackingSettings = TrackingSettings()) -> bool:
@@ -397,8 +406,8 @@ class BlazePose(LoadedModel):
     max_people: int = 1  # how many people are followed at once, each in a crop of its own
     tracks: list[Track] = field(default_factory=list, init=False)  # oldest first
     counters: dict[str, int] = field(init=False, default_factory=lambda: {
-        'frames': 0, 'detector_runs': 0, 'detections': 0, 'roi_moves': 0, 'losses': 0,
-        'merges': 0})
+        'frames': 0, 'detector_runs': 0, 'detections': 0, 'proposals': 0,
+        'rejected_proposals': 0, 'roi_moves': 0, 'losses': 0, 'merges': 0})
 
     def __post_init__(self):
         self._anchors = ssd_anchor_centres(self.detector_settings)
@@ -478,13 +487,19 @@ class BlazePose(LoadedModel):
         crops = self.locate_people(image, detect=detect)
         return crops[0] if crops else self.transform(image.shape[:2])
 
-    def locate_people(self, image: np.ndarray, *, detect: bool = True) -> list[RoiTransform]:
+    def locate_people(self, image: np.ndarray, *, detect: bool = True,
+                      proposals: Any = ()) -> list[RoiTransform]:
         """
         Return the crop of every followed person for the next frame, oldest first.
 
         While fewer than ``max_people`` are followed the detector runs, unless ``detect`` is
         False (a caller that schedules detections), and each detection that is nobody's
-        already (:func:`same_person`) starts a new person, best first.
+        already (:func:`same_person`) starts a new person, best first. Then, with room left,
+        each of ``proposals`` (boxes ``(x0, y0, x1, y1)`` in frame pixels where someone may
+        be, most likely first: a segmentation mask's person regions, which find people too
+        small for the detector) that lies in nobody's crop starts one, whether the detector
+        ran or not; the landmark network's presence score on the next decode keeps or drops
+        them.
         """
         check_frame(image)
         image_size = (int(image.shape[0]), int(image.shape[1]))
@@ -504,6 +519,16 @@ class BlazePose(LoadedModel):
                 self._next_id += 1
                 found += 1
             self.counters['detections'] += found
+        for box in proposals:
+            if len(self.tracks) >= self.max_people:
+                break
+            roi = Roi.around_box(box, self.tracking.roi_scale)
+            if any(_inside(roi.center, t.roi) or same_person(roi, t.roi, self.tracking)
+                   for t in self.tracks):
+                continue
+            self.tracks.append(Track(self._next_id, roi, 'proposal'))
+            self._next_id += 1
+            self.counters['proposals'] += 1
         return [self._crop_of(track, image_size) for track in self.tracks]
 
     def decode(self, outputs, transform, *, min_score: float = 0.0,
@@ -531,7 +556,9 @@ class BlazePose(LoadedModel):
                       if t.person == transform.person and t.roi == transform.roi), None)
         if presence < self.tracking.presence_threshold:
             if track is not None:
-                self.counters['losses'] += 1
+                # A proposal nobody confirmed was never someone followed: not a loss.
+                self.counters['rejected_proposals' if track.source == 'proposal'
+                              else 'losses'] += 1
                 self.tracks.remove(track)
             return []
         height, width = self.input_size
@@ -589,6 +616,12 @@ class BlazePose(LoadedModel):
         }
         summary['tracking'] = dict(vars(self.tracking))
         return summary
+
+
+def _inside(point, roi: Roi, border: float = 0.2) -> bool:
+    """Whether ``point`` (x, y) lies in the middle of ``roi``: a person followed there."""
+    u, v = roi.from_frame(np.asarray(point, np.float64))
+    return border <= u <= 1.0 - border and border <= v <= 1.0 - border
 
 
 def keeps_roi(roi: Roi, suggested: Roi, uv: np.ndarray, presence: np.ndarray,

@@ -289,8 +289,8 @@ def test_roi_stays_still_while_the_person_stays_inside():
         crops.append(model.prepare(_scene(left, 90))[0])
         model.decode(model.module(model.to_tensor(crops[-1])), model.transform(first.shape[:2]))
         assert person and model.roi == roi
-    assert model.counters == {'frames': 9, 'detector_runs': 1, 'detections': 1, 'roi_moves': 0,
-                              'losses': 0, 'merges': 0}
+    assert model.counters == {'frames': 9, 'detector_runs': 1, 'detections': 1, 'proposals': 0,
+                              'rejected_proposals': 0, 'roi_moves': 0, 'losses': 0, 'merges': 0}
     assert np.array_equal(crops[0], crops[1]) and np.array_equal(crops[1], crops[2])
 
 
@@ -444,3 +444,50 @@ def test_same_person_compares_centres_and_sides():
     assert bp.same_person(roi, bp.Roi((110.0, 100.0), 110.0, 0.3))
     assert not bp.same_person(roi, bp.Roi((120.0, 100.0), 100.0, 0.0))  # 0.2 of the side
     assert not bp.same_person(roi, bp.Roi((100.0, 100.0), 150.0, 0.0))  # another size
+
+
+class NobodyDetector(torch.nn.Module):
+    """Stand-in detector that never finds anybody (people too small for it)."""
+
+    def forward(self, x):
+        return torch.zeros(1, 2254, 12), torch.full((1, 2254, 1), -20.0)
+
+
+def test_proposals_start_people_the_detector_missed_where_nobody_is_followed():
+    model = _people_tracker(max_people=3)
+    model.detector = NobodyDetector()
+    frame = _people((30, 60, 60), (200, 80, 50))
+    boxes = [(30, 60, 60, 120), (200, 80, 225, 130)]
+    # Tried whether the detector runs or not (the caller decides when to propose).
+    crops = model.locate_people(frame, detect=False, proposals=boxes)
+    assert model.counters['detector_runs'] == 0
+    assert [c.source for c in crops] == ['proposal', 'proposal']
+    assert crops[0].roi == bp.Roi.around_box(boxes[0], model.tracking.roi_scale)
+    assert model.counters['detections'] == 0 and model.counters['proposals'] == 2
+    # A region inside someone's crop proposes nobody new, nor does the same region again.
+    assert len(model.locate_people(frame, proposals=[(40, 80, 50, 100), *boxes])) == 2
+    # The landmark network confirms them: followed and decoded with their ids.
+    people = _decode_all(model, frame, detect=False)
+    assert sorted(people) == [0, 1]
+    assert people[0] == pytest.approx((30.0, 60.0), abs=1.5)
+
+
+def test_a_proposal_the_landmarks_do_not_confirm_is_dropped_without_counting_a_loss():
+    model = _people_tracker(max_people=2)
+    model.detector = NobodyDetector()
+    frame = _people((30, 60, 60))
+    crops = model.locate_people(frame, proposals=[(200, 100, 230, 160)])  # empty ground
+    assert [c.source for c in crops] == ['proposal']
+    with torch.no_grad():
+        outputs = model.module(model.to_tensor(model.crop_input(frame, crops[0])))
+    assert model.decode(outputs, crops[0]) == []
+    assert model.tracks == [] and model.counters['rejected_proposals'] == 1
+    assert model.counters['losses'] == 0
+
+
+def test_proposals_respect_the_number_of_people_followed():
+    model = _people_tracker(max_people=1)
+    model.detector = NobodyDetector()
+    frame = _people((30, 60, 60), (200, 80, 50))
+    crops = model.locate_people(frame, proposals=[(30, 60, 60, 120), (200, 80, 225, 130)])
+    assert len(crops) == 1 and model.counters['proposals'] == 1

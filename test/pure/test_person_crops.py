@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sparse_perception import settings as st
-from sparse_perception.person_crops import PersonSlots, tiles_outside
+from sparse_perception.person_crops import person_boxes, PersonSlots, tiles_outside
 from sparse_perception.pipeline import Pipeline
 from support import require_shared
 
@@ -47,6 +47,17 @@ def test_tiles_outside_every_crop():
     assert not tiles_outside(tiles, 16, [box])
     assert tiles_outside(tiles, 16, [box + 32])
     assert not tiles_outside(np.zeros((4, 4), bool), 16, [])
+
+
+def test_person_boxes_are_the_tall_enough_person_regions_largest_first():
+    mask = np.zeros((100, 120), np.uint8)
+    mask[10:40, 5:15] = 1  # 30 tall
+    mask[50:95, 60:90] = 1  # 45 tall, the largest
+    mask[0:10, 100:120] = 1  # 10 tall: too small
+    mask[60:99, 0:20] = 2  # another class
+    assert person_boxes(mask, 1, 20) == [(60, 50, 90, 95), (5, 10, 15, 40)]
+    assert person_boxes(mask, 1, 31) == [(60, 50, 90, 95)]
+    assert person_boxes(mask, 3, 1) == []
 
 
 def _coco(name):
@@ -105,3 +116,36 @@ def test_one_person_at_a_time_is_the_default(mediapipe_cache):
     assert result.people == 2 and result.ids.tolist() == [0, 1]
     pipeline.update(_settings(mediapipe_cache, **{'pose.max_people': 1}))
     assert pipeline.process(frame).pose.ids.tolist() == [0]
+
+
+def _vtest_frame(index):
+    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
+    try:
+        capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+        ok, image = capture.read()
+    finally:
+        capture.release()
+    assert ok
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+@pytest.mark.slow
+def test_the_segmentation_mask_finds_pedestrians_the_detector_misses(mediapipe_cache):
+    # vtest's pedestrians are 50-80 px tall: too small for the person detector, which finds
+    # nobody in this frame; the segmentation head's person regions propose them.
+    frame = _vtest_frame(0)
+    heads = ('pose', 'segmentation')  # in either order, segmentation runs first
+    on = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation',
+                                                'pose.mask_proposal_height': 32}),
+                  heads=heads, incremental=False)
+    off = Pipeline(_settings(mediapipe_cache, **{'model.segmentation': 'selfie_segmentation'}),
+                   heads=heads, incremental=False)
+    found, missed = on.process(frame), off.process(frame)
+    assert missed.pose.people == 0
+    assert found.pose.people >= 1
+    boxes = person_boxes(found.segmentation.mask, 1, 32)
+    # Each person found stands in a region of the mask.
+    for person in found.pose.keypoints:
+        x, y = np.median(person[:, 0]), np.median(person[:, 1])
+        assert any(x0 - 10 <= x <= x1 + 10 and y0 - 10 <= y <= y1 + 10
+                   for x0, y0, x1, y1 in boxes), (x, y, boxes)
