@@ -37,7 +37,7 @@ HEADROOM = 256 * MIB
 IMAGES = """
 import numpy as np
 import hostile_files as h
-from sparse_perception.images import compressed_to_numpy, ImageConversionError
+from sparse_perception.media.images import compressed_to_numpy, ImageConversionError
 import cv2  # loaded before the measured part: its code is not what is measured
 
 class Message:
