@@ -118,7 +118,7 @@ def test_movenet_on_litert_keeps_the_torch_keypoints():
 
 
 def test_torch_and_litert_runtimes_give_the_same_network_interface(mediapipe_cache):
-    from sparse_perception.models.litert import use_litert
+    from sparse_perception.models.tflite.litert import use_litert
     import torch
 
     reference = load_model('blazepose', models_dir=mediapipe_cache)
@@ -194,7 +194,7 @@ def test_a_missing_interpreter_says_what_to_install(monkeypatch):
 
 
 def test_with_outputs_makes_an_intermediate_tensor_readable():
-    from sparse_perception.models.tflite_edit import with_outputs
+    from sparse_perception.models.tflite.edit import with_outputs
     from tflite_writer import build, Op, run_reference, T
 
     # x -> RELU -> hidden -> TANH -> y; XNNPACK runs both, so hidden is only readable as an
