@@ -122,6 +122,7 @@ def test_kernels_are_a_subpackage_not_a_top_level_module(setup_kwargs):
     assert importlib.import_module(PACKAGE + '.kernels').__file__.startswith(str(REPO / 'kernels'))
 
 
+@pytest.mark.slow
 def test_built_wheel_contents(tmp_path):
     # Build from a copy: setuptools leaves build/ and egg-info folders where it builds.
     source = tmp_path / 'source'
