@@ -129,6 +129,7 @@ def _set(harness, client, name, value):
     return future.result().results[0]
 
 
+@pytest.mark.slow
 def test_segmentation_launch_raw_reliable_and_best_effort_lifecycle_and_ctrl_c(
         installed, harness, params_file):
     namespace, camera = f'{RUN}_seg', f'/{RUN}_seg_camera/image_raw'
@@ -249,6 +250,7 @@ def _stream_and_account(harness, publisher, offset, pace, masks, clouds, diagnos
     return figures
 
 
+@pytest.mark.slow
 def test_perception_launch_compressed_parameters_refused_when_set_every_frame_accounted_for(
         installed, harness, params_file, record_property):
     import torch
@@ -321,6 +323,7 @@ def test_perception_launch_compressed_parameters_refused_when_set_every_frame_ac
         running.stop()
 
 
+@pytest.mark.slow
 def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, params_file):
     namespace, camera = f'{RUN}_pose', f'/{RUN}_pose_camera/image_raw'
     node = f'/{namespace}/pose_node'
@@ -343,6 +346,7 @@ def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, 
         running.stop()
 
 
+@pytest.mark.slow
 def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
     # The README's command, with the compressed transport: the remap moves both topics.
     namespace = f'{RUN}_run'
@@ -363,6 +367,7 @@ def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
         running.stop()
 
 
+@pytest.mark.slow
 def test_pip_install_puts_the_node_executables_where_ros2_run_looks(installed):
     code, output = ros2(installed, 'pkg', 'executables', 'sparse_perception')
     assert code == 0, output
@@ -370,6 +375,7 @@ def test_pip_install_puts_the_node_executables_where_ros2_run_looks(installed):
         ['sparse_perception'] * 3 + ['perception_node', 'pose_node', 'segmentation_node'])
 
 
+@pytest.mark.slow
 def test_the_installed_command_line_finds_every_model(installed):
     done = subprocess.run(['sparse-perception', 'models', 'list'], env=installed,
                           capture_output=True, text=True, timeout=120)

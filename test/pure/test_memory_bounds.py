@@ -143,6 +143,7 @@ def load():
 """
 
 
+@pytest.mark.slow
 def test_checkpoint_config_claiming_a_huge_network_allocates_nothing(tmp_path):
     # Unchecked, the edited config builds 10**6-channel layers: 620 MB before the weights
     # are found not to fit.

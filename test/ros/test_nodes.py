@@ -379,6 +379,7 @@ def test_qos_mismatch_is_named_in_a_warning(harness):
     assert node.outputs.published['mask'] == 0
 
 
+@pytest.mark.slow
 def test_wrong_message_type_is_named_in_a_warning(harness):
     node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.no_message_warning': 0.5})
     # One DDS participant refuses two types on one topic: publish from another context.
