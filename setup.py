@@ -29,7 +29,8 @@ _manifest = ElementTree.parse(HERE / 'package.xml').getroot()
 VERSION = _manifest.findtext('version').strip()
 DESCRIPTION = ' '.join(_manifest.findtext('description').split())
 
-# One console script per node: `ros2 run sparse_perception <name>`.
+# One console script per node kind, `ros2 run sparse_perception <name>`: each runs the one node
+# class with the heads of its kind.
 NODES = [
     'perception_node',
     'segmentation_node',

@@ -35,7 +35,7 @@ from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.evaluation.provenance import environment
 from sparse_perception.evaluation.stats import median
 from sparse_perception.models.registry import cache_dir
-from sparse_perception.models.tflite_import import load_tflite
+from sparse_perception.models.tflite.importer import load_tflite
 import torch
 
 

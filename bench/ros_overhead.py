@@ -126,7 +126,7 @@ def measure(frames: int, warmup: int) -> dict:
     from visualization_msgs.msg import MarkerArray
 
     from sparse_perception import settings
-    from sparse_perception.images import numpy_to_compressed, numpy_to_image
+    from sparse_perception.media.images import numpy_to_compressed, numpy_to_image
     from sparse_perception.nodes.perception_node import PerceptionNode
 
     context = Context()
@@ -155,11 +155,12 @@ def measure(frames: int, warmup: int) -> dict:
                 listener.create_subscription(msg_type, f'/bench/perception_node/{topic}',
                                              count(topic), 10)
             executor.add_node(listener)
+            output = node.parameters.settings.output
             spinner = threading.Thread(target=executor.spin, daemon=True)
             spinner.start()
             deadline = time.monotonic() + 10
-            while (node._outputs['mask'].get_subscription_count() < 1
-                   or node._outputs['keypoints'].get_subscription_count() < 1):
+            while (node.outputs.publishers['mask'].get_subscription_count() < 1
+                   or node.outputs.publishers['keypoints'].get_subscription_count() < 1):
                 if time.monotonic() > deadline:
                     raise RuntimeError('the listener never matched the publishers')
                 time.sleep(0.01)
@@ -179,9 +180,9 @@ def measure(frames: int, warmup: int) -> dict:
                 t0 = time.perf_counter()
                 msg = deserialize_message(raw_bytes, Image)
                 t1 = time.perf_counter()
-                image = node._decode(msg)
+                image = node.worker.decode(msg)
                 t2 = time.perf_counter()
-                node._publish(msg.header, image, result)
+                node.outputs.publish_result(msg.header, image, result, output)
                 t3 = time.perf_counter()
                 if keep:
                     stages['receive'].append(t1 - t0)
@@ -190,12 +191,13 @@ def measure(frames: int, warmup: int) -> dict:
                     stages['total'].append(t3 - t0)
 
             # Compressed input: the same node code with the compressed transport.
-            node._params = settings.replace(node._params, {'input.transport': 'compressed'})
+            node.parameters.settings = settings.replace(
+                node.parameters.settings, {'input.transport': 'compressed'})
             for index in range(warmup + frames):
                 t0 = time.perf_counter()
                 msg = deserialize_message(jpeg_bytes, CompressedImage)
-                image = node._decode(msg)
-                node._publish(msg.header, image, result)
+                image = node.worker.decode(msg)
+                node.outputs.publish_result(msg.header, image, result, output)
                 if index >= warmup:
                     stages['compressed_total'].append(time.perf_counter() - t0)
 
@@ -205,15 +207,15 @@ def measure(frames: int, warmup: int) -> dict:
                 listener.create_subscription(msg_type, f'/bench/perception_node/{topic}',
                                              lambda _: None, 10)
             deadline = time.monotonic() + 10
-            while not all(node._subscribed(t) for t in ('overlay', 'change_map',
-                                                        'keypoint_markers')):
+            while not all(node.outputs.subscribed(t)
+                          for t in ('overlay', 'change_map', 'keypoint_markers')):
                 if time.monotonic() > deadline:
                     raise RuntimeError('debug topic subscribers never matched')
                 time.sleep(0.01)
-            image = node._decode(deserialize_message(jpeg_bytes, CompressedImage))
+            image = node.worker.decode(deserialize_message(jpeg_bytes, CompressedImage))
             for index in range(warmup + frames):
                 t0 = time.perf_counter()
-                node._publish(header, image, result)
+                node.outputs.publish_result(header, image, result, output)
                 if index >= warmup:
                     stages['debug_topics'].append(time.perf_counter() - t0)
 

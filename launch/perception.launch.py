@@ -13,13 +13,15 @@
 # limitations under the License.
 
 """
-Launch perception_node: segmentation and pose on one camera, one decoded frame.
+Launch one perception node on one camera: perception_node, segmentation_node or pose_node.
 
 Declarative only (the tests read this file without launch installed): arguments, one node.
-Parameters come from params_file first; the launch arguments below override it.
+Parameters come from params_file first (its section for the chosen node); the launch arguments
+below override it.
 
     ros2 launch sparse_perception perception.launch.py camera_topic:=/camera/image_raw
     ros2 launch sparse_perception perception.launch.py heads:='[segmentation]' namespace:=front
+    ros2 launch sparse_perception perception.launch.py node:=pose_node
 """
 
 from launch import LaunchDescription
@@ -33,6 +35,11 @@ def generate_launch_description():
     """Return the launch description: the arguments and the node."""
     return LaunchDescription([
         DeclareLaunchArgument(
+            'node', default_value='perception_node',
+            choices=['perception_node', 'segmentation_node', 'pose_node'],
+            description='Node to run, also its name: perception_node (segmentation and pose on '
+                        'one decoded frame), segmentation_node or pose_node'),
+        DeclareLaunchArgument(
             'camera_topic', default_value='image',
             description='Camera base topic (sensor_msgs/Image); the compressed transport '
                         "reads '<camera_topic>/compressed'"),
@@ -44,7 +51,8 @@ def generate_launch_description():
             description='Namespace of the node and its topics (empty: none)'),
         DeclareLaunchArgument(
             'heads', default_value='[segmentation, pose]',
-            description='Heads to run on the one decoded frame: a list of segmentation, pose'),
+            description='Heads perception_node runs on the one decoded frame: a list of '
+                        'segmentation, pose (the other nodes run their one head)'),
         DeclareLaunchArgument(
             'params_file',
             default_value=PathJoinSubstitution(
@@ -59,8 +67,8 @@ def generate_launch_description():
             description='Logging level of the node'),
         Node(
             package='sparse_perception',
-            executable='perception_node',
-            name='perception_node',
+            executable=LaunchConfiguration('node'),
+            name=LaunchConfiguration('node'),
             namespace=LaunchConfiguration('namespace'),
             parameters=[
                 LaunchConfiguration('params_file'),

@@ -676,7 +676,7 @@ class Pipeline:
                            change.tile_size, stats)
 
     def _proposals(self, segmentation: Any) -> Callable[[], list] | None:
-        """The person regions of this frame's mask, for the pose head (segmentation runs first)."""
+        """Return the person regions of this frame's mask for the pose head (None: none)."""
         height = self._settings.pose.mask_proposal_height
         if segmentation is None or height == 0 or 'person' not in segmentation.class_names:
             return None
@@ -806,7 +806,7 @@ class _dense_pass:  # noqa: N801 (reads as the function it stands for)
     """``x -> outputs``: a network's trunk and tail as one dense pass."""
 
     def __init__(self, module: Any):
-        self.module = module  # torch, or LiteRT's stand-in (models/litert.py)
+        self.module = module  # torch, or LiteRT's stand-in (models/tflite/litert.py)
 
     def __call__(self, x: Any) -> Any:
         # An fp16 trunk hands float features to the tail, which stays in fp32.
@@ -829,7 +829,7 @@ def _dense_runtime(requested: str, model: Any, device: str) -> str:
     """Resolve ``model.runtime`` for one loaded model to 'torch' or 'litert'."""
     if requested != 'auto':
         return requested
-    from sparse_perception.models.litert import can_use_litert
+    from sparse_perception.models.tflite.litert import can_use_litert
 
     return 'litert' if device == 'cpu' and can_use_litert(model) else 'torch'
 
@@ -864,7 +864,7 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
     model.dense_module, model.dense_detector = model.module, getattr(model, 'detector', None)
     runtime = _dense_runtime(settings.model.runtime, model, device)
     if runtime == 'litert':
-        from sparse_perception.models.litert import litert_networks
+        from sparse_perception.models.tflite.litert import litert_networks
 
         try:
             model.dense_module, model.dense_detector = litert_networks(

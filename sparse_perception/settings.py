@@ -266,9 +266,9 @@ class PoseSettings:
     # proposes a person on every frame with room (as in the dense reference, so both follow
     # the same people), largest first, and the landmark network's presence score keeps or
     # drops them. Off by default: each person so found costs a landmark pass on most frames
-    # (a walking person changes most of a crop cut around them), and on the bundled clip that
-    # turns the pose head from nearly idle into the largest cost (bench/results/
-    # pose_mask_proposals.md). 32 finds the clip's 50-80 px pedestrians.
+    # (a walking person changes most of a crop cut around them), and on the bundled clip's
+    # video that turns the pose head from nearly idle into the largest cost (MACs saved 41% ->
+    # 2%, bench/results/pose_mask_proposals.md). 32 finds its 50-80 px pedestrians.
     mask_proposal_height: int = setting(
         0, 'Segmentation person regions at least this many pixels tall propose people to '
         'the pose head (0 = off: the detector alone)', low=0, high=100000)

@@ -297,7 +297,7 @@ def model_problem(head: str, value: str, settings: PerceptionSettings) -> str | 
     As the real check does: a registered name or an existing file passes; what a file holds is
     only found out when it loads.
     """
-    from sparse_perception.node_config import model_problem as path_problem
+    from sparse_perception.nodes.node_config import model_problem as path_problem
 
     problem = path_problem(head, value)
     if problem or value in _registered() or Path(value).expanduser().is_file():

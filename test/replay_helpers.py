@@ -25,7 +25,7 @@ import numpy as np
 from rosbags.rosbag1 import Writer as Writer1
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
-from sparse_perception.images import numpy_to_compressed, numpy_to_image
+from sparse_perception.media.images import numpy_to_compressed, numpy_to_image
 
 TYPESTORE = get_typestore(Stores.LATEST)
 ROS1_TYPESTORE = get_typestore(Stores.ROS1_NOETIC)

@@ -50,16 +50,17 @@ class Harness:
         self.nodes.append(node)
         return node
 
-    def make(self, node_class, params=None, factory=None, **kwargs):
-        """Construct a node in a fresh namespace with ``params`` overriding its defaults."""
+    def make(self, kind, params=None, factory=None, **kwargs):
+        """Construct a node of ``kind`` in a fresh namespace, ``params`` overriding defaults."""
         import pipeline_double
         from rclpy.parameter import Parameter
+        from sparse_perception.nodes.perception_node import PerceptionNode
 
         overrides = [Parameter(name, value=value) for name, value in (params or {}).items()]
         kwargs.setdefault('model_check', pipeline_double.model_problem)
-        node = node_class(pipeline_factory=factory or pipeline_double.factory(),
-                          context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
-                          parameter_overrides=overrides, **kwargs)
+        node = PerceptionNode(kind, pipeline_factory=factory or pipeline_double.factory(),
+                              context=self.context, namespace=f'/{UNIQUE}_{next(_namespaces)}',
+                              parameter_overrides=overrides, **kwargs)
         return self.add(node)
 
     def spin_until(self, condition, timeout=10.0):

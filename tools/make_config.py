@@ -29,7 +29,7 @@ from pathlib import Path
 import sys
 import tempfile
 
-from sparse_perception.node_config import render_config
+from sparse_perception.nodes.node_config import render_config
 
 CONFIG = Path(__file__).resolve().parents[1] / 'config' / 'perception.yaml'
 

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the bag; print what was written; return the exit status."""
-    from sparse_perception.images import ImageConversionError
+    from sparse_perception.media.images import ImageConversionError
     from sparse_perception.replay.errors import ReplayError
     from sparse_perception.replay.makebag import make_bag
     from sparse_perception.replay.sources import FrameRange, MAX_STAMP_NS

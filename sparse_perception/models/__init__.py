@@ -15,8 +15,8 @@
 """
 Pretrained models: importers (TFLite, checkpoints), the registry and the decoders.
 
-- :mod:`.tflite_import`: a TFLite flatbuffer -> ``TFLiteNet`` (``trunk`` + ``tail`` fx graphs of
-  stock torch layers);
+- :mod:`.tflite`: a TFLite flatbuffer -> ``TFLiteNet`` (``trunk`` + ``tail`` fx graphs of
+  stock torch layers), and the LiteRT dense runtime;
 - :mod:`.architectures`, :mod:`.checkpoints`: the package's own networks and their files;
 - :mod:`.registry`: :func:`load_model` (name or path -> :class:`LoadedModel`);
 - :mod:`.transforms`, :mod:`.decoders`: frame <-> network input, outputs -> masks/keypoints;
@@ -30,7 +30,7 @@ _LAZY = {
     'load_model': 'sparse_perception.models.registry',
     'LoadedModel': 'sparse_perception.models.registry',
     'REGISTRY': 'sparse_perception.models.registry',
-    'load_tflite': 'sparse_perception.models.tflite_import',
+    'load_tflite': 'sparse_perception.models.tflite.importer',
 }
 
 

@@ -171,7 +171,7 @@ def deeplab_from_tflite(net: nn.Module, depth_multiplier: float | None = None,
     """
     Move the weights of an imported TFLite DeepLabV3-MobileNetV2 into the own architecture.
 
-    ``net`` is what :func:`~sparse_perception.models.tflite_import.load_tflite` returns for a
+    ``net`` is what :func:`~sparse_perception.models.tflite.importer.load_tflite` returns for a
     Coral-style DeepLab; its convolutions, in graph order, must line up one to one with the
     architecture's (checked layer by layer: a mismatch names the layer and both shapes).
     ``depth_multiplier`` and ``num_classes`` default to what the weights say.

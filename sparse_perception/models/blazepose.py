@@ -141,8 +141,10 @@ class Roi:
     @classmethod
     def around_box(cls, box, scale: float = 1.25) -> Roi:
         """
-        Return an upright ROI around a person's box ``(x0, y0, x1, y1)``: side ``scale`` times
-        its longer side, centred on it (a standing person's hips sit near the box's centre).
+        Return an upright ROI around a person's box ``(x0, y0, x1, y1)``.
+
+        Its side is ``scale`` times the box's longer side, and it is centred on the box (a
+        standing person's hips sit near the box's centre).
         """
         x0, y0, x1, y1 = (float(v) for v in box)
         return cls(((x0 + x1) / 2.0, (y0 + y1) / 2.0), max(x1 - x0, y1 - y0) * scale, 0.0)

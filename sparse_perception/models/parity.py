@@ -20,7 +20,7 @@ compared by the fraction of equal labels, pose by the keypoint distance in netwo
 The interpreter comes from ``ai-edge-litert`` (a test dependency, imported when needed). It
 cannot run MediaPipe's custom Convolution2DTransposeBias; for the selfie segmentation models
 the reference is the same flatbuffer with that operator rewritten as the builtin TRANSPOSE_CONV
-with a bias input (:mod:`~sparse_perception.models.tflite_edit`), which computes the same thing.
+with a bias input (:mod:`~sparse_perception.models.tflite.edit`), which computes the same thing.
 
 ``python -m sparse_perception.models.parity --json PATH`` measures the registered Coral models on
 the shared DAVIS, JHMDB and COCO frames for each fake-quantisation mode, and the MediaPipe models
@@ -69,8 +69,8 @@ class Reference:
         except ImportError:
             raise ImportError('parity checks need the TFLite interpreter: pip install '
                               'ai-edge-litert (part of the test extra)') from None
-        from sparse_perception.models.tflite_edit import builtin_transpose_conv
-        from sparse_perception.models.tflite_edit import CUSTOM_TRANSPOSE_CONV, custom_operators
+        from sparse_perception.models.tflite.edit import builtin_transpose_conv
+        from sparse_perception.models.tflite.edit import CUSTOM_TRANSPOSE_CONV, custom_operators
 
         data = Path(path).read_bytes()
         self.rewritten = CUSTOM_TRANSPOSE_CONV in custom_operators(data)

@@ -274,7 +274,7 @@ class LoadedModel:
 
     def describe(self) -> dict[str, Any]:
         """Plain-data summary (what ``sparse-perception models info`` prints)."""
-        from sparse_perception.models.tflite_import import graph_summary
+        from sparse_perception.models.tflite.importer import graph_summary
 
         summary = {
             'name': self.name, 'kind': self.kind, 'source': str(self.source),
@@ -426,8 +426,8 @@ def verify_model_file(path: Path) -> None:
 
 def _read_tflite(path: Path, *, fake_quant: str = 'none', outputs: Sequence[int] | None = None):
     """``load_tflite``, with a file that is not a readable flatbuffer named as damaged."""
-    from sparse_perception.models.tflite_import import (
-        FAKE_QUANT_MODES, load_tflite, TFLiteImportError)
+    from sparse_perception.models.tflite.importer import FAKE_QUANT_MODES, load_tflite
+    from sparse_perception.models.tflite.reader import TFLiteImportError
 
     if fake_quant not in FAKE_QUANT_MODES:  # an argument, not the file: said before reading
         raise ValueError(f'fake_quant={fake_quant!r} is not one of '

@@ -150,4 +150,4 @@ def check_frame(image: np.ndarray) -> None:
         described = f'{image.dtype} array of shape {image.shape}' if isinstance(
             image, np.ndarray) else type(image).__name__
         raise ValueError(f'expected an (H, W, 3) uint8 RGB frame, got a {described}; convert '
-                         'it first (sparse_perception.images does this for ROS images)')
+                         'it first (sparse_perception.media.images does this for ROS images)')

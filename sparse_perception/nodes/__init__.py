@@ -12,4 +12,9 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""ROS 2 nodes: the only part of the package that imports rclpy and message packages."""
+"""
+The ROS edge: the perception node, its parts and the pure decisions they take.
+
+The node and its parts are the only modules of the package that import rclpy and message
+packages; health, stream, markers and node_config decide without ROS and are tested without it.
+"""

@@ -12,31 +12,306 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
+
 """
-``perception_node``: segmentation and pose on one subscription and one decoded frame.
+The perception lifecycle node: camera in, masks and keypoints out.
 
-Both heads share the image conversion and the change map: the usual robot setup of one
-camera and one GPU. ``node.heads`` (read-only) can narrow it to one head.
+One class serves the three executables; they differ only in the heads they run
+(:data:`~sparse_perception.nodes.node_config.NODE_KINDS`): ``perception_node`` runs
+segmentation and pose on one subscription and one decoded frame (``node.heads``, read-only,
+can narrow it to one), ``segmentation_node`` and ``pose_node`` one head each.
 
-Topics, parameters and the life cycle are described in
-:mod:`sparse_perception.nodes.perception_base` and the README.
+The node wires small parts together, each in its own module: :class:`NodeParameters` (the
+settings as parameters), :class:`Outputs` (publishers and what a result becomes),
+:class:`FrameInput` (the subscription and its mailbox), :class:`FrameWorker` (the pipeline and
+its thread) and :class:`DiagnosticsTimer`. Every decision (health levels, resets, throttling,
+QoS diagnosis, model checks) is made in the pure modules :mod:`.health`, :mod:`.stream` and
+:mod:`.node_config`.
+
+Life cycle: configure checks the model settings and creates the publishers; activate builds the
+pipeline (loading the models), warms it up, and starts the subscription and the frame worker;
+deactivate stops them and frees the models and GPU memory; cleanup removes the publishers.
+With ``node.autostart`` (the default) the node walks itself to active, so ``ros2 run`` and
+``ros2 launch`` just work.
 """
 
+from __future__ import annotations
+
+import signal
 import sys
+import threading
+import time
+from typing import Any
 
-from sparse_perception.node_config import PERCEPTION
-from sparse_perception.nodes.perception_base import PerceptionLifecycleNode, run
+from rcl_interfaces.msg import SetParametersResult
+import rclpy
+from rclpy.clock import Clock, ClockType
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.logging import get_logger
+from rclpy.parameter import Parameter
+from sparse_perception import settings as st
+from sparse_perception.nodes.diagnostics import DiagnosticsTimer
+from sparse_perception.nodes.frame_input import FrameInput
+from sparse_perception.nodes.frame_worker import FrameWorker
+from sparse_perception.nodes.health import HealthMonitor
+from sparse_perception.nodes.node_config import (
+    make_pipeline, ModelCheck, NodeKind, PERCEPTION, pipeline_settings, PipelineFactory,
+    registered_model_problem, startup_problems)
+from sparse_perception.nodes.outputs import Outputs
+from sparse_perception.nodes.parameters import NodeParameters
+from sparse_perception.nodes.stream import ThrottledLogger
+
+# flake8-import-order cannot tell this package from third-party ones under ament's settings,
+# so its imports sort in among them.
+
+SUCCESS = TransitionCallbackReturn.SUCCESS
+FAILURE = TransitionCallbackReturn.FAILURE
+
+# Longest wait of the executable's spin for anything to do; see run().
+_SPIN_WAIT_SECONDS = 0.5
 
 
-class PerceptionNode(PerceptionLifecycleNode):
-    """Lifecycle node running both heads on one subscription and one decoded frame."""
+class PerceptionNode(LifecycleNode):
+    """Lifecycle node running the heads of ``kind`` on one camera."""
 
-    KIND = PERCEPTION
+    def __init__(self, kind: NodeKind = PERCEPTION, *,
+                 pipeline_factory: PipelineFactory = make_pipeline,
+                 model_check: ModelCheck = registered_model_problem,
+                 defer_autostart: bool = False, node_name: str | None = None,
+                 **node_options: Any):
+        """
+        Declare the parameters and, with ``node.autostart``, walk to active.
+
+        ``kind`` says the heads and the default node name. ``pipeline_factory(settings,
+        heads)`` builds the pipeline and ``model_check(head, value, settings)`` says why a
+        model setting cannot load before it is accepted (tests pass a double of both). With
+        ``defer_autostart`` the caller starts the walk to active (:meth:`start_autostart`)
+        once the node spins. ``node_options`` go to rclpy's Node (namespace,
+        parameter_overrides, context, ...).
+        Raises :class:`~sparse_perception.settings.SettingError` for a bad parameter value.
+        """
+        super().__init__(node_name or kind.name, **node_options)
+        self.kind = kind
+        self._autostarter: threading.Thread | None = None
+        self.parameters = NodeParameters(self, kind, model_check)
+        try:
+            settings = self.parameters.declare()
+        except Exception:
+            self.destroy_node()  # the context would otherwise keep a half-built node
+            raise
+        # Timers run on the steady clock: under use_sim_time, /diagnostics and the silence
+        # watch must go on when /clock stops (a paused or finished bag).
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        log = ThrottledLogger(self.get_logger())
+        self.health = HealthMonitor(settings.diagnostics, time.monotonic())
+        self.outputs = Outputs(self)
+        self.input = FrameInput(self, self.parameters, self.health, log, steady)
+        self.worker = FrameWorker(self, self.parameters, self.health, self.outputs, log,
+                                  pipeline_factory)
+        self.diagnostics = DiagnosticsTimer(self, self.parameters, self.health, self.outputs,
+                                            self.input.publisher_count, steady)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        if settings.node.autostart and not defer_autostart:
+            self._autostart()
+
+    # -----------------------------------------------------------------------------------------
+    # Parameters
+    # -----------------------------------------------------------------------------------------
+
+    def set_parameters(self, parameter_list: list[Parameter]) -> list[SetParametersResult]:
+        """Set each parameter on its own, as rclpy does, each through the type check."""
+        return [self.set_parameters_atomically([parameter]) for parameter in parameter_list]
+
+    def set_parameters_atomically(self, parameter_list: list[Parameter]) -> SetParametersResult:
+        """
+        Set the parameters all or none, after checking each value's type against its setting.
+
+        Every parameter request (the parameter services behind ``ros2 param set``, and the node
+        itself) comes through here, so every refusal of a type names the parameter.
+        """
+        checked, refusal = self.parameters.check_types(parameter_list)
+        if refusal is not None:
+            return SetParametersResult(successful=False, reason=refusal)
+        return super().set_parameters_atomically(checked)
+
+    def _on_set_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        return self.parameters.accept(
+            parameters, lambda settings: self.health.update_settings(settings.diagnostics))
+
+    # -----------------------------------------------------------------------------------------
+    # Life cycle
+    # -----------------------------------------------------------------------------------------
+
+    def start_autostart(self) -> None:
+        """
+        With ``node.autostart``, walk to active in a thread of its own, while the node spins.
+
+        Loading and warming the model takes tens of seconds on a CPU; meanwhile the executor
+        answers the node's services: get_state says 'activating', parameters can be read.
+        """
+        if self.parameters.settings.node.autostart and self._autostarter is None:
+            self._autostarter = threading.Thread(
+                target=self._autostart_quietly, name=f'{self.get_name()}-autostart', daemon=True)
+            self._autostarter.start()
+
+    def _autostart_quietly(self) -> None:
+        try:
+            self._autostart()
+        except Exception as exc:
+            if self.context.ok():  # else: shut down under the transition (Ctrl-C)
+                self.get_logger().error(f'could not walk to active: {exc!r}')
+
+    def _autostart(self) -> None:
+        if self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Check the model settings and create the publishers."""
+        settings = self.parameters.settings
+        problems = startup_problems(self.kind, settings)
+        for problem in problems:
+            self.get_logger().error(f'cannot configure: {problem}')
+        if problems:
+            return FAILURE
+        try:
+            self.outputs.create(self.parameters.heads)
+        except Exception as exc:
+            self.get_logger().error(f'cannot configure: {exc}')
+            self.outputs.destroy()
+            return FAILURE
+        cfg = settings.input
+        self.get_logger().info(
+            f'configured: heads {", ".join(self.parameters.heads)}; input {self.input.topic()} '
+            f'({cfg.transport}, {cfg.reliability}, depth {cfg.depth})')
+        return SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Load and warm the models, then start taking frames."""
+        settings = pipeline_settings(self.parameters.settings)
+        lifecycle = self.parameters.settings.node
+        started = time.monotonic()
+        self.get_logger().info(
+            'activating: loading ' + ', '.join(
+                f'model.{head} = {getattr(settings.model, head)!r}'
+                for head in self.parameters.heads)
+            + f' on {settings.model.device} and warming up ({lifecycle.warmup_frames} frames '
+            f'of {lifecycle.warmup_width}x{lifecycle.warmup_height}); this can take tens of '
+            'seconds on a CPU')
+        try:
+            self.worker.load(settings)
+        except Exception as exc:  # ModelLoadError, or anything a broken model file throws
+            self.get_logger().error(f'cannot activate: {exc}')
+            return FAILURE
+        try:
+            warm = self.worker.warm_up(lifecycle, self.context.ok)
+        except Exception as exc:
+            self.get_logger().error(f'cannot activate: warming up the model failed: {exc}')
+            warm = False
+        if not warm:  # failed, or Ctrl-C while warming up
+            self.worker.close()
+            return FAILURE
+        result = super().on_activate(state)  # enables the lifecycle publishers
+        self._start_frames()
+        self.get_logger().info(
+            f'active after {time.monotonic() - started:.1f} s: taking images from '
+            f'{self.input.subscription.topic_name} ({self.input.reliability})')
+        return result
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Stop taking frames and free the models and GPU memory."""
+        self._stop_frames()
+        self.worker.close()
+        self.get_logger().info('inactive: model released')
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Remove the publishers."""
+        self.outputs.destroy()
+        return SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything, from whichever state."""
+        self._release_all()
+        return SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        """Release everything and go back to unconfigured."""
+        self.get_logger().error(f'error in state {state.label}: releasing everything')
+        self._release_all()
+        return SUCCESS
+
+    def destroy_node(self) -> None:
+        """Stop the frame worker and free the model before the node goes."""
+        starter = self._autostarter
+        if starter is not None and starter is not threading.current_thread():
+            starter.join()  # a model load cannot be cut short; the warm-up stops early
+        if hasattr(self, 'worker'):  # else: its parameters failed to declare
+            self._release_all()
+        super().destroy_node()
+
+    def _start_frames(self) -> None:
+        now = time.monotonic()
+        self.health.restart(now)
+        slot = self.input.start(now)
+        self.worker.start(slot)
+        self.diagnostics.start()
+
+    def _stop_frames(self) -> None:
+        self.diagnostics.stop()
+        self.input.stop()  # closes the slot, which ends the worker's thread
+        self.worker.stop()
+
+    def _release_all(self) -> None:
+        self._stop_frames()
+        self.worker.close()
+        self.outputs.destroy()
 
 
-def main(args=None):
-    """Run the node until shutdown (console script ``perception_node``)."""
-    return run(PerceptionNode, args)
+def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> int:
+    """Run a perception node of ``kind`` until shutdown (the body of each executable)."""
+    # Ctrl-C in a terminal reaches the node twice (from the terminal, and from `ros2 launch`
+    # passing it on), and each SIGINT would raise KeyboardInterrupt wherever the main thread
+    # is, as in the middle of freeing the model, or kill the process while Python exits.
+    # rclpy's own handler, installed by init() on top of this one, shuts the context down,
+    # which ends the spin; Python's part of the signal has nothing left to do.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rclpy.init(args=args)
+    # Made before the node: a Ctrl-C during a long activation (model load, warm-up) then
+    # ends the spin cleanly instead of failing to create an executor on a shut-down context.
+    executor = SingleThreadedExecutor()
+    node = None
+    try:
+        node = PerceptionNode(kind, defer_autostart=True, **node_options)
+        executor.add_node(node)
+        node.start_autostart()
+        # Not executor.spin(), which waits without a timeout: on SIGINT rclpy's signal thread
+        # first wakes the executor, then shuts the context down. A wake-up used up by the wait
+        # before the shutdown lets the spin start one more wait on a context no one will wake
+        # again, and the process hangs (seen under load). A bounded wait sees the shutdown.
+        while executor.context.ok():
+            executor.spin_once(timeout_sec=_SPIN_WAIT_SECONDS)
+    except st.SettingError as exc:
+        get_logger(kind.name).fatal(str(exc))
+        return 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():
+            raise
+        # Shut down under a running transition (Ctrl-C during activation): what failed
+        # failed because of the shutdown.
+    finally:
+        if node is not None:
+            node.destroy_node()
+        executor.shutdown(timeout_sec=1.0)
+        rclpy.try_shutdown()
+    return 0
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run ``perception_node`` until shutdown (its console script)."""
+    return run(PERCEPTION, args)
 
 
 if __name__ == '__main__':

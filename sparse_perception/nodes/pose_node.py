@@ -12,28 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""
-``pose_node``: human pose only: keypoints of every person per frame.
 
-Topics, parameters and the life cycle are described in
-:mod:`sparse_perception.nodes.perception_base` and the README.
-"""
+"""``pose_node``: the perception node with pose only, human keypoints a frame."""
 
 import sys
 
-from sparse_perception.node_config import POSE
-from sparse_perception.nodes.perception_base import PerceptionLifecycleNode, run
-
-
-class PoseNode(PerceptionLifecycleNode):
-    """Lifecycle node running human pose only."""
-
-    KIND = POSE
+from sparse_perception.nodes.node_config import POSE
+from sparse_perception.nodes.perception_node import run
 
 
 def main(args=None):
-    """Run the node until shutdown (console script ``pose_node``)."""
-    return run(PoseNode, args)
+    """Run ``pose_node`` until shutdown (its console script)."""
+    return run(POSE, args)
 
 
 if __name__ == '__main__':

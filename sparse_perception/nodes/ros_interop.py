@@ -30,10 +30,10 @@ from geometry_msgs.msg import Point
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sparse_perception.health import HealthReport
-from sparse_perception.markers import PersonMarkers
+from sparse_perception.nodes.health import HealthReport
+from sparse_perception.nodes.markers import PersonMarkers
+from sparse_perception.nodes.stream import PublisherInfo
 from sparse_perception.settings import SettingSpec
-from sparse_perception.stream import PublisherInfo
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 

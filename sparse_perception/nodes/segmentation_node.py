@@ -12,28 +12,18 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""
-``segmentation_node``: semantic segmentation only: a class-id mask per frame.
 
-Topics, parameters and the life cycle are described in
-:mod:`sparse_perception.nodes.perception_base` and the README.
-"""
+"""``segmentation_node``: the perception node with segmentation only, a class-id mask a frame."""
 
 import sys
 
-from sparse_perception.node_config import SEGMENTATION
-from sparse_perception.nodes.perception_base import PerceptionLifecycleNode, run
-
-
-class SegmentationNode(PerceptionLifecycleNode):
-    """Lifecycle node running semantic segmentation only."""
-
-    KIND = SEGMENTATION
+from sparse_perception.nodes.node_config import SEGMENTATION
+from sparse_perception.nodes.perception_node import run
 
 
 def main(args=None):
-    """Run the node until shutdown (console script ``segmentation_node``)."""
-    return run(SegmentationNode, args)
+    """Run ``segmentation_node`` until shutdown (its console script)."""
+    return run(SEGMENTATION, args)
 
 
 if __name__ == '__main__':

@@ -78,7 +78,7 @@ class MaskTruth:
             path = self.files[index] if index < len(self.files) else None
         if path is None:
             return None
-        from sparse_perception.images import compressed_to_numpy, ImageConversionError
+        from sparse_perception.media.images import compressed_to_numpy, ImageConversionError
         from sparse_perception.replay.sources import encoded_file
         try:
             # The same checks as camera frames: size limit from the header, CRCs, no cv2.error.

@@ -72,7 +72,8 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     from rosbags.rosbag2 import Writer
     from rosbags.typesys import get_typestore, Stores
 
-    from sparse_perception.images import convert_encoding, numpy_to_compressed, numpy_to_image
+    from sparse_perception.media.images import (
+        convert_encoding, numpy_to_compressed, numpy_to_image)
     from sparse_perception.replay.outbag import BAG_VERSION, storage_plugin
 
     if fmt not in FORMATS:

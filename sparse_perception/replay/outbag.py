@@ -16,7 +16,7 @@
 The replay's output bag: the input images plus the pipeline's ``mask`` and ``keypoints``.
 
 Written with rosbags as rosbag2 (mcap by default, or sqlite3), in the same message encodings
-the nodes publish (:mod:`sparse_perception.messages`): the mask as a ``mono8``
+the nodes publish (:mod:`sparse_perception.media.messages`): the mask as a ``mono8``
 ``sensor_msgs/Image`` of class ids, keypoints as a ``sensor_msgs/PointCloud2``. Every output
 message carries the input frame's header (stamp and frame_id) and is logged at the input's
 receive time, so ``ros2 bag play`` replays outputs in step with their images.
@@ -73,7 +73,7 @@ class OutputBag:
 
     def write(self, frame: Frame, result: Any) -> None:
         """Write a frame's input message and its outputs, all at the input's receive time."""
-        from sparse_perception.messages import keypoints_to_cloud, mask_to_image
+        from sparse_perception.media.messages import keypoints_to_cloud, mask_to_image
 
         time = frame.log_time_ns
         if frame.message is not None:

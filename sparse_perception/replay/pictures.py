@@ -16,7 +16,7 @@
 Pictures of a replay for people: a contact sheet of annotated frames, an annotated video.
 
 Both draw the incremental pipeline's mask, skeletons and changed tiles with
-:mod:`sparse_perception.overlay`; both need OpenCV.
+:mod:`sparse_perception.media.overlay`; both need OpenCV.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from sparse_perception.replay.sources import Frame
 
 
 def _annotate(frame: Frame, result: Any) -> np.ndarray:
-    from sparse_perception.overlay import draw_result
+    from sparse_perception.media.overlay import draw_result
     return draw_result(frame.image, result, show_change=True)
 
 

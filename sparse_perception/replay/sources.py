@@ -22,7 +22,7 @@ format, a truncated bag, a topic that is not there, an encoding this package doe
 raises :class:`~sparse_perception.replay.errors.ReplayError` with a one-line message.
 
 Bags are read with rosbags' ``AnyReader``; images are decoded by
-:mod:`sparse_perception.images` (so bags decode exactly as the nodes decode live topics);
+:mod:`sparse_perception.media.images` (so bags decode exactly as the nodes decode live topics);
 videos and image folders need OpenCV and get stamps synthesised from a frame rate.
 """
 
@@ -36,7 +36,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 
-from sparse_perception.images import (
+from sparse_perception.media.images import (
     compressed_to_numpy, convert_encoding, decoded_encoding, image_to_numpy,
     ImageConversionError, parse_compressed_format)
 from sparse_perception.replay.errors import ReplayError
@@ -46,7 +46,7 @@ COMPRESSED = 'sensor_msgs/msg/CompressedImage'
 IMAGE_TYPES = (IMAGE, COMPRESSED)
 STORAGES = ('mcap', 'sqlite3')
 VIDEO_SUFFIXES = ('.avi', '.mp4', '.mkv', '.mov', '.webm', '.mpg', '.mpeg', '.m4v', '.wmv')
-# Decoded by sparse_perception.images (JPEG/PNG, with truncation checks) ...
+# Decoded by sparse_perception.media.images (JPEG/PNG, with truncation checks) ...
 _COMPRESSED_SUFFIXES = ('.png', '.jpg', '.jpeg')
 # ... and by OpenCV directly.
 _OTHER_IMAGE_SUFFIXES = ('.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
@@ -202,7 +202,7 @@ class FrameSource:
 @functools.lru_cache(maxsize=None)
 def _check_raw_encoding(encoding: str) -> None:
     """Raise ReplayError when raw images of ``encoding`` cannot become RGB (fatal, not skipped)."""
-    from sparse_perception.images import encoding_info
+    from sparse_perception.media.images import encoding_info
     try:
         info = encoding_info(encoding)
         shape = (1, 1) if info.channels == 1 else (1, 1, info.channels)
@@ -422,7 +422,7 @@ class _Synthesised(FrameSource):
 def encode_compressed(image: np.ndarray, stamp_ns: int, frame_id: str, typestore: Any,
                       fmt: str = 'jpeg', quality: int | None = 95) -> bytes:
     """RGB frame -> CDR bytes of a sensor_msgs/CompressedImage (image_transport's format)."""
-    from sparse_perception.images import numpy_to_compressed
+    from sparse_perception.media.images import numpy_to_compressed
     msg = numpy_to_compressed(image, fmt, ros_header(typestore, stamp_ns, frame_id),
                               msg_type=typestore.types[COMPRESSED], encoding='rgb8',
                               quality=quality)
@@ -453,7 +453,7 @@ class VideoSource(_Synthesised):
     def __init__(self, path: Path, frames: FrameRange, rate: float | None = None,
                  start_ns: int = 0, frame_id: str = DEFAULT_FRAME_ID,
                  keep_messages: bool = False):
-        from sparse_perception.images import native_stderr_of, pass_on_stderr
+        from sparse_perception.media.images import native_stderr_of, pass_on_stderr
 
         cv2 = _cv2()
         # One decoding thread: a damage report printed during a read then belongs to the
@@ -484,7 +484,7 @@ class VideoSource(_Synthesised):
         self._capture = capture
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.length = count if count > 0 else None
-        from sparse_perception.images import default_max_pixels
+        from sparse_perception.media.images import default_max_pixels
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
         if width * height > default_max_pixels():
@@ -529,7 +529,7 @@ class VideoSource(_Synthesised):
 
     def _read(self, wanted: bool) -> tuple[bool, Any, str, bool]:
         """Decode the next frame: (ok, BGR image or None, damage reported, a key frame)."""
-        from sparse_perception.images import native_stderr_of, pass_on_stderr
+        from sparse_perception.media.images import native_stderr_of, pass_on_stderr
 
         cv2 = _cv2()
         capture = self._capture
@@ -667,7 +667,7 @@ def _header_size(data: bytes) -> tuple[int, int]:
 
 def read_image(path: Path) -> np.ndarray:
     """Decode an image file to (H, W, 3) uint8 RGB; raises ImageConversionError if corrupt."""
-    from sparse_perception.images import default_max_pixels
+    from sparse_perception.media.images import default_max_pixels
 
     data = np.fromfile(path, np.uint8)
     if path.suffix.lower() in _COMPRESSED_SUFFIXES:

@@ -188,6 +188,7 @@ def test_replay_out_under_a_file_or_unwritable(bag, tmp_path, capsys):
         locked.chmod(0o700)
 
 
+@pytest.mark.slow
 def test_replay_out_on_a_full_disk(bag, tmp_path):
     # The output bag, the contact sheet or a plot fails midway (files cannot grow past 8 KB).
     out = tmp_path / 'out'
@@ -197,6 +198,7 @@ def test_replay_out_on_a_full_disk(bag, tmp_path):
     assert not (out / 'report.json').exists() and not list(out.glob('.partial-*'))
 
 
+@pytest.mark.slow
 def test_annotated_video_cut_short_by_a_full_disk_is_an_error(tmp_path):
     # OpenCV's video writer reports failed writes only as warnings and leaves a file without
     # its index: the replay must notice, not report success beside an unplayable video.

@@ -80,7 +80,7 @@ def _fuzz_settings(examples):
 @pytest.fixture
 def bounded(monkeypatch):
     """Lower the image size limit; yield a checker of one example's peak memory."""
-    from sparse_perception import images
+    from sparse_perception.media import images
     monkeypatch.setattr(images, 'default_max_pixels', lambda: MAX_PIXELS)
     probe = PeakMemory()
     if not probe.supported:

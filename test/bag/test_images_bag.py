@@ -26,7 +26,7 @@ from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
-from sparse_perception.images import (
+from sparse_perception.media.images import (
     compressed_to_numpy, image_to_numpy, numpy_to_compressed, numpy_to_image)
 from sparse_perception.shared_data import bundled_clip
 from support import require_shared

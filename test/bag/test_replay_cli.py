@@ -37,8 +37,8 @@ from replay_helpers import (
 from rosbags.highlevel import AnyReader
 from scipy.io import savemat
 from sparse_perception import cli
-from sparse_perception.images import image_to_numpy
-from sparse_perception.messages import cloud_to_keypoints
+from sparse_perception.media.images import image_to_numpy
+from sparse_perception.media.messages import cloud_to_keypoints
 from sparse_perception.replay.job import ReplayJob, run_job
 from sparse_perception.replay.metrics import binary_iou
 from sparse_perception.settings import PerceptionSettings, replace

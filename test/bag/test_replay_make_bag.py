@@ -20,7 +20,7 @@ import pytest
 from replay_helpers import frame_picture, TYPESTORE
 from rosbags.highlevel import AnyReader
 from sparse_perception import cli
-from sparse_perception.images import compressed_to_numpy, image_to_numpy
+from sparse_perception.media.images import compressed_to_numpy, image_to_numpy
 from sparse_perception.replay.sources import open_source
 import yaml
 

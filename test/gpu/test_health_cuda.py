@@ -15,7 +15,7 @@
 """CUDA memory as the nodes report it (/diagnostics) and release it (lifecycle deactivate)."""
 
 import pytest
-from sparse_perception import health
+from sparse_perception.nodes import health
 import torch
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA is not available')

@@ -62,6 +62,7 @@ def test_the_readme_shows_the_commands_run_here():
         assert command in readme, command
 
 
+@pytest.mark.slow
 def test_colcon_puts_every_executable_where_ros2_run_looks(colcon_workspace, sourced):
     lib = colcon_workspace / 'install' / 'sparse_perception' / 'lib' / 'sparse_perception'
     for name in EXECUTABLES:
@@ -77,6 +78,7 @@ def test_colcon_puts_every_executable_where_ros2_run_looks(colcon_workspace, sou
     assert 'camera_topic' in arguments and 'params_file' in arguments, arguments
 
 
+@pytest.mark.slow
 def test_the_command_line_runs_through_ros2_run(sourced):
     # The README's command: with the models already in the cache it only checks them.
     fetched = sourced('ros2 run sparse_perception sparse-perception models fetch')

@@ -13,14 +13,14 @@
 # limitations under the License.
 
 """
-Each launch file started with ``ros2 launch`` and its documented arguments, as a user does.
+The launch file started with ``ros2 launch`` and its documented arguments, as a user does.
 
 The package comes from a plain ``pip install .`` (conftest), the models are the defaults from
 ``sparse-perception models fetch``, and the frames are the bundled clip, sent from this process
 with reliable and best-effort publishers, raw and compressed, one at a time and as a stream
-whose every frame must be accounted for. One node start per launch file: each test drives its
-node through topics, parameters and the life cycle, then stops it with SIGINT and expects a
-clean exit.
+whose every frame must be accounted for. One start per node the launch file chooses among:
+each test drives its node through topics, parameters and the life cycle, then stops it with
+SIGINT and expects a clean exit.
 """
 
 import os
@@ -39,7 +39,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from ros2_process import ros2, Running
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-from sparse_perception.images import compressed_to_numpy, numpy_to_image
+from sparse_perception.media.images import compressed_to_numpy, numpy_to_image
 
 RUN = f'lt{os.getpid()}'  # namespaces unique to this test run
 BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
@@ -129,12 +129,14 @@ def _set(harness, client, name, value):
     return future.result().results[0]
 
 
+@pytest.mark.slow
 def test_segmentation_launch_raw_reliable_and_best_effort_lifecycle_and_ctrl_c(
         installed, harness, params_file):
     namespace, camera = f'{RUN}_seg', f'/{RUN}_seg_camera/image_raw'
     node = f'/{namespace}/segmentation_node'
-    running = Running(installed, 'launch', 'sparse_perception', 'segmentation.launch.py',
-                      f'camera_topic:={camera}', 'transport:=raw', f'namespace:={namespace}',
+    running = Running(installed, 'launch', 'sparse_perception', 'perception.launch.py',
+                      'node:=segmentation_node', f'camera_topic:={camera}', 'transport:=raw',
+                      f'namespace:={namespace}',
                       f'params_file:={params_file}', 'use_sim_time:=false', 'log_level:=info')
     try:
         running.wait_for('active after')
@@ -248,6 +250,7 @@ def _stream_and_account(harness, publisher, offset, pace, masks, clouds, diagnos
     return figures
 
 
+@pytest.mark.slow
 def test_perception_launch_compressed_parameters_refused_when_set_every_frame_accounted_for(
         installed, harness, params_file, record_property):
     import torch
@@ -320,11 +323,12 @@ def test_perception_launch_compressed_parameters_refused_when_set_every_frame_ac
         running.stop()
 
 
+@pytest.mark.slow
 def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, params_file):
     namespace, camera = f'{RUN}_pose', f'/{RUN}_pose_camera/image_raw'
     node = f'/{namespace}/pose_node'
-    running = Running(installed, 'launch', 'sparse_perception', 'pose.launch.py',
-                      f'camera_topic:={camera}', f'namespace:={namespace}',
+    running = Running(installed, 'launch', 'sparse_perception', 'perception.launch.py',
+                      'node:=pose_node', f'camera_topic:={camera}', f'namespace:={namespace}',
                       f'params_file:={params_file}', 'use_sim_time:=true', 'log_level:=info')
     try:
         running.wait_for('active after')
@@ -342,6 +346,7 @@ def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, 
         running.stop()
 
 
+@pytest.mark.slow
 def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
     # The README's command, with the compressed transport: the remap moves both topics.
     namespace = f'{RUN}_run'
@@ -362,6 +367,7 @@ def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
         running.stop()
 
 
+@pytest.mark.slow
 def test_pip_install_puts_the_node_executables_where_ros2_run_looks(installed):
     code, output = ros2(installed, 'pkg', 'executables', 'sparse_perception')
     assert code == 0, output
@@ -369,6 +375,7 @@ def test_pip_install_puts_the_node_executables_where_ros2_run_looks(installed):
         ['sparse_perception'] * 3 + ['perception_node', 'pose_node', 'segmentation_node'])
 
 
+@pytest.mark.slow
 def test_the_installed_command_line_finds_every_model(installed):
     done = subprocess.run(['sparse-perception', 'models', 'list'], env=installed,
                           capture_output=True, text=True, timeout=120)

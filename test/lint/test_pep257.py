@@ -25,6 +25,7 @@ CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'tools', 'setup.py']
 
 @pytest.mark.linter
 @pytest.mark.pep257
+@pytest.mark.slow
 def test_pep257(monkeypatch):
     monkeypatch.chdir(REPO)
     paths = [p for p in CHECKED if (REPO / p).exists()]

@@ -191,6 +191,7 @@ def test_kernels_backend_runs_the_shuffle(order):
 @pytest.mark.skipif(os.environ.get('TRITON_INTERPRET') != '1',
                     reason='the kernels run on CPU tensors only under the interpreter')
 @pytest.mark.parametrize('order, block', [('module', 2), ('tf', 3)])
+@pytest.mark.slow
 def test_device_mode_runs_the_shuffle_as_a_copy(order, block):
     model = randomize(Upsampler(3, 5, block, order), 4).eval()
     x0 = torch.randn(1, 3, 5, 6)

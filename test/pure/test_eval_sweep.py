@@ -19,7 +19,8 @@ import argparse
 import pytest
 
 from sparse_perception import settings as st
-from sparse_perception.evaluation import accuracy, command, sweep
+from sparse_perception.cli import eval as eval_command
+from sparse_perception.evaluation import accuracy, sweep
 
 
 def test_assignments_take_the_settings_types():
@@ -61,19 +62,19 @@ def test_grid_and_labels():
 
 def _args(*argv):
     parser = argparse.ArgumentParser()
-    command.register(parser.add_subparsers())
+    eval_command.register(parser.add_subparsers())
     return parser.parse_args(['eval', 'sweep', '--json', 'x.json', *argv])
 
 
 def test_command_line_points():
-    assert command.points_from_args(_args()) == [dict(p) for p in sweep.DEFAULT_POINTS]
+    assert eval_command.points_from_args(_args()) == [dict(p) for p in sweep.DEFAULT_POINTS]
     args = _args('--point', 'change.threshold=2', 'change.min_pixels=4',
                  '--axis', 'sparsity.scale', '0', '0.05')
-    assert command.points_from_args(args) == [
+    assert eval_command.points_from_args(args) == [
         {'change.threshold': 2.0, 'change.min_pixels': 4},
         {'sparsity.scale': 0.0}, {'sparsity.scale': 0.05}]
     with pytest.raises(accuracy.EvaluationError, match='at least one value'):
-        command.points_from_args(_args('--axis', 'sparsity.scale'))
+        eval_command.points_from_args(_args('--axis', 'sparsity.scale'))
 
 
 def _clip(drop, agreement, macs, active):

@@ -12,15 +12,15 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Node health decisions (sparse_perception.health) on made-up clocks."""
+"""Node health decisions (sparse_perception.nodes.health) on made-up clocks."""
 
 import sys
 
 import numpy as np
 import pytest
 
-from sparse_perception import health
-from sparse_perception.health import HealthMonitor, Level
+from sparse_perception.nodes import health
+from sparse_perception.nodes.health import HealthMonitor, Level
 from sparse_perception.results import FrameStats, HeadStats
 from sparse_perception.settings import DiagnosticsSettings
 

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-sparse_perception.images on rosbags message types (no ROS needed).
+sparse_perception.media.images on rosbags message types (no ROS needed).
 
 Messages go through rosbags' CDR serializer, so what is checked is what a bag or a DDS peer
 would see. References are independent of the code under test: raw bytes written here by hand,
@@ -26,8 +26,8 @@ import numpy as np
 import pytest
 from rosbags.typesys import get_typestore, Stores
 
-from sparse_perception import images
-from sparse_perception.images import (
+from sparse_perception.media import images
+from sparse_perception.media.images import (
     compressed_to_numpy, CompressedFormat, convert_encoding, encoding_info, ENCODINGS,
     image_to_numpy, ImageConversionError, numpy_to_compressed, numpy_to_image,
     parse_compressed_format)

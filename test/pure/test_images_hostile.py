@@ -32,8 +32,8 @@ import numpy as np
 import pytest
 from rosbags.typesys import get_typestore, Stores
 
-from sparse_perception import images
-from sparse_perception.images import compressed_to_numpy, ImageConversionError
+from sparse_perception.media import images
+from sparse_perception.media.images import compressed_to_numpy, ImageConversionError
 
 TYPESTORE = get_typestore(Stores.LATEST)
 CompressedImage = TYPESTORE.types['sensor_msgs/msg/CompressedImage']
@@ -198,7 +198,7 @@ def test_fuzzed_compressed_messages_decode_right_or_raise_our_error(case, encodi
 
 
 def test_opencv_encoder_errors_become_image_conversion_error():
-    from sparse_perception.images import numpy_to_compressed
+    from sparse_perception.media.images import numpy_to_compressed
     wide = np.zeros((1, 70000), np.uint8)  # beyond JPEG's 65535-pixel side
     with pytest.raises(ImageConversionError, match='could not jpeg-encode'):
         numpy_to_compressed(wide, 'jpeg', HEADER, msg_type=CompressedImage)

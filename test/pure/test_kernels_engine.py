@@ -64,6 +64,7 @@ def worst(outputs, expected):
 # -- the eager executor on the kernels backend ----------------------------------------------------
 
 @pytest.mark.parametrize('name', ['mobile', 'branches'])
+@pytest.mark.slow
 def test_kernels_backend_equals_reference(name):
     model = kn.build(name)
     sequence = kn.frames(model_channels(model), 21, 26, 3)
@@ -79,6 +80,7 @@ def model_channels(model):
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
 
 
+@pytest.mark.slow
 def test_switch_flips_the_backend_and_results_agree(monkeypatch):
     model = kn.build('branches', seed=3)
     sequence = kn.frames(4, 13, 17, 3, seed=1)
@@ -122,6 +124,7 @@ def test_device_mode_equals_dense_at_thresholds_zero(name, size):
 
 
 @pytest.mark.parametrize('seed', [106, 111, 133, 140, 146, 151, 156])
+@pytest.mark.slow
 def test_device_mode_on_random_networks(seed):
     c = SeededChooser(seed)
     h, w = c.integer(5, 17), c.integer(5, 17)
@@ -236,6 +239,7 @@ def test_device_mode_streams_refresh_and_size_changes():
 
 @pytest.mark.parametrize('kernel, stride, padding, output_padding, dilation, groups', [
     (2, 2, 0, 0, 1, 1), (3, 2, 1, 1, 1, 1), (4, 2, 1, 0, 1, 2), (3, 3, 0, 2, 2, 1)])
+@pytest.mark.slow
 def test_device_mode_runs_transposed_convolutions(kernel, stride, padding, output_padding,
                                                   dilation, groups):
     torch.manual_seed(kernel * 10 + stride)
@@ -334,6 +338,7 @@ def _gate_frames():
     return model, kn.frames(3, 17, 20, 4, seed=8)
 
 
+@pytest.mark.slow
 def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
     model, sequence = _gate_frames()
     plain, gated = (IncrementalModel(model, execution='device', graph=False)
@@ -346,6 +351,7 @@ def test_device_mode_with_a_whole_gate_is_the_ungated_device_mode():
         assert torch.equal(a, b), f'frame {i}'
 
 
+@pytest.mark.slow
 def test_device_mode_keeps_gated_changes_until_the_gate_returns():
     model, sequence = _gate_frames()
     device = IncrementalModel(model, execution='device', graph=False)

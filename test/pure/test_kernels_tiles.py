@@ -63,6 +63,7 @@ def test_copy_over_tiles(seed):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('fraction', [0.0, 0.3, 1.0])
+@pytest.mark.slow
 def test_conv_transpose_over_tiles(dtype, fraction):
     for seed in range(4):
         kc.check_conv_transpose_tiles('cpu', dtype, seed + int(fraction * 10), fraction)

@@ -16,26 +16,25 @@
 The launch files, read as Python syntax trees (launch and launch_ros are not installable here).
 
 They must stay declarative: imports and one generate_launch_description that returns a
-LaunchDescription of arguments and nodes, with no branches or loops. Every node they start is a
-console script of this package, every parameter they set is one the node declares, every launch
-argument used is declared with a description, and the default params_file is the package's
-config/perception.yaml with a section for the node.
+LaunchDescription of arguments and nodes, with no branches or loops. Every node they can start
+is a console script of this package, every parameter they set is one the node declares (the
+heads only perception_node), every launch argument used is declared with a description, and the
+default params_file is the package's config/perception.yaml with a section for each node.
 """
 
 import ast
 from pathlib import Path
 
 import pytest
-from sparse_perception import node_config
+from sparse_perception.nodes import node_config
 from support import REPO
 import yaml
 
 LAUNCH_FILES = sorted((REPO / 'launch').glob('*.launch.py'))
-EXPECTED = {'perception.launch.py': 'perception_node',
-            'segmentation.launch.py': 'segmentation_node',
-            'pose.launch.py': 'pose_node'}
-COMMON_ARGUMENTS = {'camera_topic', 'transport', 'namespace', 'params_file', 'use_sim_time',
-                    'log_level'}
+# Each launch file and the nodes its `node` argument chooses among.
+EXPECTED = {'perception.launch.py': set(node_config.NODE_KINDS)}
+COMMON_ARGUMENTS = {'node', 'camera_topic', 'transport', 'namespace', 'params_file',
+                    'use_sim_time', 'log_level'}
 ROS_PARAMETERS = {'use_sim_time'}  # declared by every rclpy node
 
 
@@ -107,6 +106,14 @@ def test_arguments_are_declared_described_and_used(launch_file):
     assert set(declared) == expected
 
 
+def _node_choices(tree):
+    argument = next(c for c in _calls(tree, 'DeclareLaunchArgument')
+                    if _constant(c.args[0]) == 'node')
+    choices = {_constant(e) for e in _keyword(argument, 'choices').elts}
+    assert _constant(_keyword(argument, 'default_value')) in choices
+    return choices
+
+
 def test_nodes_are_console_scripts_and_set_declared_parameters(launch_file):
     path, tree = launch_file
     scripts = _console_scripts()
@@ -114,17 +121,24 @@ def test_nodes_are_console_scripts_and_set_declared_parameters(launch_file):
     assert len(nodes) == 1
     node = nodes[0]
     assert _constant(_keyword(node, 'package')) == 'sparse_perception'
-    executable = _constant(_keyword(node, 'executable'))
-    assert executable == EXPECTED[path.name]
-    assert executable in scripts, f'{executable} is not a console script in setup.py NODES'
-    assert _constant(_keyword(node, 'name')) == executable
+    choices = _node_choices(tree)
+    assert choices == EXPECTED[path.name]
+    assert choices <= scripts, f'{choices - scripts} are not console scripts in setup.py NODES'
+    for keyword in ('executable', 'name'):  # the node's name is its executable's
+        value = _keyword(node, keyword)
+        assert value.func.id == 'LaunchConfiguration' and _constant(value.args[0]) == 'node'
     parameters = _keyword(node, 'parameters')
     first, *rest = parameters.elts
     assert _constant(first.args[0]) == 'params_file'
-    declared = {s.name for s in node_config.parameter_specs(node_config.NODE_KINDS[executable])}
-    for mapping in rest:
-        keys = {_constant(k) for k in mapping.keys}
-        assert keys <= declared | ROS_PARAMETERS, keys - declared - ROS_PARAMETERS
+    for executable in choices:
+        kind = node_config.NODE_KINDS[executable]
+        declared = {s.name for s in node_config.parameter_specs(kind)}
+        # The heads choose among perception_node's; the other nodes leave it undeclared, and
+        # rclpy ignores a parameter a node does not declare.
+        allowed = declared | ROS_PARAMETERS | {'node.heads'}
+        for mapping in rest:
+            keys = {_constant(k) for k in mapping.keys}
+            assert keys <= allowed, (executable, keys - allowed)
 
 
 def test_default_params_file_is_the_packaged_config_with_this_node(launch_file):
@@ -137,7 +151,8 @@ def test_default_params_file_is_the_packaged_config_with_this_node(launch_file):
     relative = Path(*[_constant(p) for p in parts])
     assert relative == Path('config/perception.yaml')
     document = yaml.safe_load((REPO / relative).read_text(encoding='utf-8'))
-    assert f'/**/{EXPECTED[path.name]}' in document
+    for executable in _node_choices(tree):
+        assert f'/**/{executable}' in document
 
 
 def test_the_checks_see_logic_and_unknown_executables(tmp_path):

@@ -16,7 +16,7 @@
 
 import numpy as np
 
-from sparse_perception.markers import keypoint_markers
+from sparse_perception.nodes.markers import keypoint_markers
 from sparse_perception.results import PoseResult
 
 

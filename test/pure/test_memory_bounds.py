@@ -37,7 +37,7 @@ HEADROOM = 256 * MIB
 IMAGES = """
 import numpy as np
 import hostile_files as h
-from sparse_perception.images import compressed_to_numpy, ImageConversionError
+from sparse_perception.media.images import compressed_to_numpy, ImageConversionError
 import cv2  # loaded before the measured part: its code is not what is measured
 
 class Message:
@@ -143,6 +143,7 @@ def load():
 """
 
 
+@pytest.mark.slow
 def test_checkpoint_config_claiming_a_huge_network_allocates_nothing(tmp_path):
     # Unchecked, the edited config builds 10**6-channel layers: 620 MB before the weights
     # are found not to fit.

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from rosbags.typesys import get_typestore, Stores
 
-from sparse_perception.images import image_to_numpy, ImageConversionError
-from sparse_perception.messages import (
+from sparse_perception.media.images import image_to_numpy, ImageConversionError
+from sparse_perception.media.messages import (
     change_map_to_image, cloud_to_keypoints, KEYPOINT_DTYPE, keypoints_to_cloud, mask_to_image,
     MessageFormatError)
 from sparse_perception.results import PoseResult, SegmentationResult

@@ -91,6 +91,7 @@ def test_selfie_segmentation_on_litert_decodes_the_torch_mask(name, mediapipe_ca
 
 
 @pytest.mark.parametrize('name', ['deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal'])
+@pytest.mark.slow
 def test_deeplab_on_litert_decodes_the_torch_labels(name):
     agreement = _mask_agreement('segmentation', name, require_shared('models/coral'))
     # The integer kernels against the float import: pooled >= 98%, a looser bound per frame
@@ -99,6 +100,7 @@ def test_deeplab_on_litert_decodes_the_torch_labels(name):
 
 
 @pytest.mark.parametrize('name', ['blazepose', 'blazepose_coco17'])
+@pytest.mark.slow
 def test_blazepose_on_litert_tracks_the_torch_keypoints(name, mediapipe_cache):
     errors = _keypoint_errors(name, mediapipe_cache, _pose_frames())  # tracked frame to frame
     # Both stages agree with the interpreter within 0.05 px of the crop on the same crop. The
@@ -117,8 +119,9 @@ def test_movenet_on_litert_keeps_the_torch_keypoints():
     assert np.median(errors) <= 2.0 * 320 / 192, errors
 
 
+@pytest.mark.slow
 def test_torch_and_litert_runtimes_give_the_same_network_interface(mediapipe_cache):
-    from sparse_perception.models.litert import use_litert
+    from sparse_perception.models.tflite.litert import use_litert
     import torch
 
     reference = load_model('blazepose', models_dir=mediapipe_cache)
@@ -194,7 +197,7 @@ def test_a_missing_interpreter_says_what_to_install(monkeypatch):
 
 
 def test_with_outputs_makes_an_intermediate_tensor_readable():
-    from sparse_perception.models.tflite_edit import with_outputs
+    from sparse_perception.models.tflite.edit import with_outputs
     from tflite_writer import build, Op, run_reference, T
 
     # x -> RELU -> hidden -> TANH -> y; XNNPACK runs both, so hidden is only readable as an

@@ -220,6 +220,7 @@ def test_blazepose_exposes_the_landmark_network_to_the_engine(blazepose):
     assert isinstance(transform, bp.RoiTransform)
 
 
+@pytest.mark.slow
 def test_loading_by_path_and_describing(mediapipe_cache, tmp_path, capsys, monkeypatch):
     landmarks = mediapipe_cache / 'mediapipe' / 'pose_landmark_full.tflite'
     model = load_model(landmarks)  # the detector is found beside it

@@ -28,9 +28,10 @@ import itertools
 
 import numpy as np
 import pytest
-from sparse_perception.models.tflite_edit import builtin_transpose_conv, custom_operators
-from sparse_perception.models.tflite_import import densify, import_tflite
-from sparse_perception.models.tflite_import import supported_operators, TFLiteImportError
+from sparse_perception.models.tflite.converters import supported_operators
+from sparse_perception.models.tflite.edit import builtin_transpose_conv, custom_operators
+from sparse_perception.models.tflite.importer import import_tflite
+from sparse_perception.models.tflite.reader import densify, TFLiteImportError
 from tflite_writer import build, CustomOp, Op, run_reference, T
 import torch
 from torch import fx

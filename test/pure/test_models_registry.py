@@ -220,6 +220,7 @@ def test_fetch_extracts_the_files_from_a_wheel(tmp_path):
                                                                   complete=False)))
 
 
+@pytest.mark.slow
 def test_fetch_goes_through_pip_download(tmp_path):
     # pip download from a local package folder: the real command path, without a network.
     index = tmp_path / 'index'
@@ -235,6 +236,7 @@ def test_fetch_goes_through_pip_download(tmp_path):
                         pip_args=['--no-index', '--find-links', str(index)])
 
 
+@pytest.mark.slow
 def test_fetch_skips_a_verified_cache_and_repairs_a_damaged_one(tmp_path):
     index, empty = tmp_path / 'index', tmp_path / 'empty'
     index.mkdir()

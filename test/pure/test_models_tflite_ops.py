@@ -23,10 +23,10 @@ convolution cropping, NHWC weight layouts, fused activations, axis conventions.
 
 import numpy as np
 import pytest
-from sparse_perception.models.tflite_import import import_tflite
-from sparse_perception.models.tflite_import import supported_operators
-from sparse_perception.models.tflite_import import TFLiteImportError
-from sparse_perception.models.tflite_import import UnsupportedOperatorError
+from sparse_perception.models.tflite.converters import supported_operators
+from sparse_perception.models.tflite.importer import import_tflite
+from sparse_perception.models.tflite.reader import TFLiteImportError
+from sparse_perception.models.tflite.reader import UnsupportedOperatorError
 from tflite_writer import build, Op, run_reference, T
 import torch
 from torch import fx, nn
@@ -462,7 +462,7 @@ def test_bad_arguments_are_named(tmp_path):
     model = build([T((1, 2, 2, 1)), T((1, 2, 2, 1))], [Op('RELU', [0], [1])], [0], [1])
     with pytest.raises(ValueError, match="fake_quant='some'"):
         import_tflite(model, fake_quant='some')
-    from sparse_perception.models.tflite_import import load_tflite
+    from sparse_perception.models.tflite.importer import load_tflite
     with pytest.raises(TFLiteImportError, match='cannot read TFLite model'):
         load_tflite(tmp_path / 'missing.tflite')
 

@@ -19,8 +19,8 @@ import types
 
 import numpy as np
 import pytest
-from sparse_perception import node_config as nc
 from sparse_perception import settings as st
+from sparse_perception.nodes import node_config as nc
 from support import REPO
 import yaml
 

@@ -17,7 +17,7 @@
 import numpy as np
 import pytest
 
-from sparse_perception.overlay import draw_result, palette
+from sparse_perception.media.overlay import draw_result, palette
 from sparse_perception.results import FrameResult, FrameStats, PoseResult, SegmentationResult
 
 

@@ -127,6 +127,7 @@ def test_kernels_are_a_plain_subpackage_of_this_checkout(setup_kwargs):
         str(REPO / PACKAGE / 'kernels'))
 
 
+@pytest.mark.slow
 def test_built_wheel_contents(tmp_path):
     # Build from a copy: setuptools leaves build/ and egg-info folders where it builds.
     source = tmp_path / 'source'

@@ -36,10 +36,10 @@ import pytest
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
 from sparse_perception.engine import executor as executor_module
-from sparse_perception.health import HealthMonitor
 from sparse_perception.models import registry
 from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
 from sparse_perception.models.checkpoints import save_checkpoint
+from sparse_perception.nodes.health import HealthMonitor
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 import torch
 from torch import nn

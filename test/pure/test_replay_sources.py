@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from rosbags.typesys import get_typestore, Stores
 
-from sparse_perception.images import compressed_to_numpy
+from sparse_perception.media.images import compressed_to_numpy
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
     Frame, FrameRange, input_kind, open_source, SkippedFrame)
@@ -249,7 +249,7 @@ def test_frames_predicted_from_a_damaged_frame_are_skipped_until_a_key_frame(tmp
 
 
 def test_opencv_errors_in_an_image_folder_skip_the_frame(folder, monkeypatch):
-    from sparse_perception import images
+    from sparse_perception.media import images
     monkeypatch.setattr(images, 'default_max_pixels', lambda: 2 ** 40)  # OpenCV's limit first
     bmp = bytearray(cv2.imencode('.bmp', np.zeros((4, 4, 3), np.uint8))[1].tobytes())
     bmp[18:26] = np.array([65000, 65000], '<i4').tobytes()  # above OpenCV's own pixel limit
@@ -295,7 +295,7 @@ def test_bmp_claiming_a_huge_size_is_refused_before_decoding(folder):
 
 
 def test_video_of_frames_beyond_the_size_limit_is_refused(tmp_path, monkeypatch):
-    from sparse_perception import images
+    from sparse_perception.media import images
     path = _mjpeg_avi(tmp_path / 'clip.avi', 2)
     monkeypatch.setattr(images, 'default_max_pixels', lambda: 32 * 24 - 1)
     with pytest.raises(ReplayError, match=r'frames of 32x24 .*more than the limit'):

@@ -180,7 +180,7 @@ def test_live_settings_of_the_schedule_and_threads_take_effect(frames):
 def test_auto_runtime_falls_back_to_torch_where_litert_fails(mediapipe_cache, monkeypatch,
                                                              caplog):
     pytest.importorskip('ai_edge_litert')
-    from sparse_perception.models import litert
+    from sparse_perception.models.tflite import litert
     from sparse_perception.pipeline import ModelLoadError
 
     def broken(model, threads):
@@ -198,6 +198,7 @@ def test_auto_runtime_falls_back_to_torch_where_litert_fails(mediapipe_cache, mo
 
 
 @pytest.mark.parametrize('adaptive', [True, False])
+@pytest.mark.slow
 def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_one(
         frames, mediapipe_cache, adaptive):
     base = {'model.pose': 'blazepose', 'model.models_dir': str(mediapipe_cache),
@@ -220,9 +221,10 @@ def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_on
     assert [i for i, r in enumerate(ran) if r] == [0, 3, 9]
 
 
+@pytest.mark.slow
 def test_auto_runtime_takes_litert_for_tflite_models_on_the_cpu(frames, mediapipe_cache):
     pytest.importorskip('ai_edge_litert')
-    from sparse_perception.models.litert import LiteRTNet
+    from sparse_perception.models.tflite.litert import LiteRTNet
 
     settings = st.replace(st.PerceptionSettings(), {
         'model.segmentation': 'selfie_segmentation_landscape', 'model.pose': 'blazepose',

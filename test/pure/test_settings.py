@@ -215,7 +215,7 @@ def test_parse_heads_names_a_bad_head(text):
 
 
 def test_one_vocabulary_of_heads():
-    from sparse_perception import node_config
+    from sparse_perception.nodes import node_config
     from sparse_perception.models import registry
 
     assert st.spec('node.heads', st.NodeSettings).default == st.HEADS

@@ -12,16 +12,16 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Stream decisions (sparse_perception.stream): newest frame, resets, throttling, silence."""
+"""Stream decisions (sparse_perception.nodes.stream): newest frame, resets, throttling, silence."""
 
 import threading
 from types import SimpleNamespace
 
 import pytest
 
-from sparse_perception.stream import (
+from sparse_perception.nodes.stream import (
     choose_reliability, diagnose_silence, incompatible_qos_message, LatestSlot, LogThrottle,
-    PublisherInfo, reason_key, SilenceWatch, stamp_to_ns, StreamGuard)
+    PublisherInfo, reason_key, SilenceWatch, stamp_to_ns, StreamGuard, ThrottledLogger)
 
 
 def test_stamp_to_ns():
@@ -105,6 +105,22 @@ def test_throttle_logs_first_then_summarises():
     assert throttle.check('b', 2.0) == 0  # another problem is logged at once
     assert throttle.check('a', 10.5) == 2
     assert throttle.check('a', 11.0) is None
+
+
+def test_throttled_logger_says_each_problem_once_at_its_level_then_counts_repeats():
+    said = []
+    logger = SimpleNamespace(**{level: (lambda text, level=level: said.append((level, text)))
+                                for level in ('error', 'warning', 'info')})
+    now = [0.0]
+    log = ThrottledLogger(logger, LogThrottle(interval=10.0), clock=lambda: now[0])
+    log.once('bad', 'a bad frame', 'warning')
+    log.once('bad', 'a bad frame', 'warning')
+    log.once('broken', 'the model failed', 'error')
+    log.once('note', 'a note', 'info')
+    now[0] = 11.0
+    log.once('bad', 'a bad frame', 'warning')
+    assert said == [('warning', 'a bad frame'), ('error', 'the model failed'), ('info', 'a note'),
+                    ('warning', 'a bad frame (and 1 more like it since the last report)')]
 
 
 def test_silence_watch_warns_once_per_silence():

@@ -26,17 +26,10 @@ import sys
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pipeline_double  # noqa: E402
-from sparse_perception.nodes.perception_base import run  # noqa: E402
-from sparse_perception.nodes.perception_node import PerceptionNode  # noqa: E402
-
-
-class PerceptionNodeOnDouble(PerceptionNode):
-    """perception_node with the test double as its pipeline."""
-
-    def __init__(self, **options):
-        super().__init__(pipeline_factory=pipeline_double.factory(),
-                         model_check=pipeline_double.model_problem, **options)
+from sparse_perception.nodes.node_config import PERCEPTION  # noqa: E402
+from sparse_perception.nodes.perception_node import run  # noqa: E402
 
 
 if __name__ == '__main__':
-    sys.exit(run(PerceptionNodeOnDouble, sys.argv))
+    sys.exit(run(PERCEPTION, sys.argv, pipeline_factory=pipeline_double.factory(),
+                 model_check=pipeline_double.model_problem))

@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-sparse_perception.images on real rclpy message classes (the ros-test extra).
+sparse_perception.media.images on real rclpy message classes (the ros-test extra).
 
 rclpy keeps ``data`` in an ``array.array('B')``, a buffer its owner may change, and serializes
 through its C type support: both differ from rosbags, which test/pure covers.
@@ -33,7 +33,7 @@ builtin_interfaces = pytest.importorskip('builtin_interfaces.msg')
 
 from rosbags.typesys import get_typestore, Stores  # noqa: E402 (after the skips)
 
-from sparse_perception.images import (  # noqa: E402
+from sparse_perception.media.images import (  # noqa: E402
     compressed_to_numpy, encoding_info, ENCODINGS, image_to_numpy, ImageConversionError,
     numpy_to_compressed, numpy_to_image)
 

@@ -22,8 +22,8 @@ sensor_msgs = pytest.importorskip('sensor_msgs.msg')
 std_msgs = pytest.importorskip('std_msgs.msg')
 builtin_interfaces = pytest.importorskip('builtin_interfaces.msg')
 
-from sparse_perception.images import image_to_numpy  # noqa: E402 (after the skips)
-from sparse_perception.messages import (  # noqa: E402
+from sparse_perception.media.images import image_to_numpy  # noqa: E402 (after the skips)
+from sparse_perception.media.messages import (  # noqa: E402
     cloud_to_keypoints, keypoints_to_cloud, mask_to_image)
 from sparse_perception.results import PoseResult, SegmentationResult  # noqa: E402
 

@@ -28,10 +28,8 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
-from sparse_perception.nodes.perception_node import PerceptionNode
-from sparse_perception.nodes.pose_node import PoseNode
+from sparse_perception.nodes.node_config import PERCEPTION, POSE, SEGMENTATION
 from sparse_perception.nodes.ros_interop import output_qos
-from sparse_perception.nodes.segmentation_node import SegmentationNode
 
 MODELS = {'model.segmentation': 'tiny-seg', 'model.pose': 'tiny-pose'}
 FAST = {'diagnostics.period': 0.1, 'node.warmup_width': 64, 'node.warmup_height': 48}
@@ -40,7 +38,7 @@ FAST = {'diagnostics.period': 0.1, 'node.warmup_width': 64, 'node.warmup_height'
 def _raw(index):
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CompressedImage
-    from sparse_perception.images import compressed_to_numpy, numpy_to_image
+    from sparse_perception.media.images import compressed_to_numpy, numpy_to_image
 
     compressed = deserialize_message(clip.records()[index][2], CompressedImage)
     pixels = compressed_to_numpy(compressed, 'bgr8')
@@ -86,7 +84,7 @@ def test_a_warning_then_an_error_from_the_frames_thread_keeps_it_running(harness
         pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
-    node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg'},
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg'},
                         factory=factory)
     publisher = harness.node.create_publisher(Image, _input_topic(node), QoSProfile(depth=10))
     masks = harness.collect(Image, _topic(node, 'mask'))
@@ -106,13 +104,13 @@ def test_a_warning_then_an_error_from_the_frames_thread_keeps_it_running(harness
         'blew up' in line for line in harness.log_lines(node, Log.ERROR)))
     # The frames thread is still alive: the next good frame is processed.
     _send_and_wait(harness, publisher, _raw(2), masks)
-    assert node._worker.is_alive()
+    assert node.worker.thread.is_alive()
 
 
 def test_bad_values_are_refused_when_set_with_the_reason(harness):
     import torch
 
-    node = harness.make(PerceptionNode, {**MODELS, **FAST})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
     client = _client(harness, node)
     result, = _set(harness, client, model__segmentation='no_such_model')
     assert not result.successful
@@ -143,7 +141,7 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
 
 def test_the_registered_models_check_names_and_files(tmp_path, monkeypatch):
     from sparse_perception import settings as st
-    from sparse_perception.node_config import registered_model_problem
+    from sparse_perception.nodes.node_config import registered_model_problem
 
     settings = st.PerceptionSettings()
     problem = registered_model_problem('segmentation', 'no_such_model', settings)
@@ -166,7 +164,7 @@ def test_a_model_that_fails_to_load_reverts_only_itself(harness, tmp_path):
         pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
-    node = harness.make(PoseNode, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
     client = _client(harness, node)
     publisher = harness.node.create_publisher(Image, _input_topic(node), QoSProfile(depth=10))
     clouds = harness.collect(PointCloud2, _topic(node, 'keypoints'))
@@ -185,7 +183,7 @@ def test_a_model_that_fails_to_load_reverts_only_itself(harness, tmp_path):
 
 
 def test_diagnostics_go_on_under_sim_time_without_a_clock(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'use_sim_time': True})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'use_sim_time': True})
     name = f'{node.get_fully_qualified_name()}: perception'
     diagnostics = harness.collect(DiagnosticArray, '/diagnostics')
 
@@ -212,7 +210,7 @@ def _subscription_reliability(harness, topic):
 
 
 def test_the_subscription_follows_the_publishers_reliability(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'node.autostart': False})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'node.autostart': False})
     topic = _input_topic(node)
     reliable = harness.node.create_publisher(
         Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
@@ -241,14 +239,14 @@ def test_outputs_keep_more_than_the_last_message_for_reliable_subscribers():
     ('image/compressed:=/cam_edge/jpeg', '/cam_edge/jpeg'),
 ])
 def test_remapping_the_base_topic_moves_the_compressed_topic(harness, remap, expected):
-    node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg',
-                                           'input.transport': 'compressed'},
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg',
+                                       'input.transport': 'compressed'},
                         cli_args=['--ros-args', '-r', remap])
-    assert node._subscription.topic_name == expected
+    assert node.input.subscription.topic_name == expected
 
 
 def test_activation_says_it_is_loading_and_warming(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
     assert harness.spin_until(lambda: any(
         'warming up' in line and 'tiny-seg' in line for line in harness.log_lines(node)))
     assert harness.spin_until(lambda: any(

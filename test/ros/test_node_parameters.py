@@ -23,11 +23,9 @@ declares is in the file.
 import pytest
 from rcl_interfaces.msg import ParameterType
 from rclpy.parameter import Parameter
-from sparse_perception import node_config
 from sparse_perception import settings as st
+from sparse_perception.nodes import node_config
 from sparse_perception.nodes.perception_node import PerceptionNode
-from sparse_perception.nodes.pose_node import PoseNode
-from sparse_perception.nodes.segmentation_node import SegmentationNode
 from support import REPO
 import yaml
 
@@ -37,14 +35,13 @@ YAML_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_I
               list: ParameterType.PARAMETER_STRING_ARRAY}
 
 
-@pytest.mark.parametrize('node_class', [PerceptionNode, SegmentationNode, PoseNode],
-                         ids=lambda c: c.KIND.name)
-def test_yaml_parameters_are_declared_with_matching_type_and_range(ros_context, node_class):
-    kind = node_class.KIND
+@pytest.mark.parametrize('kind', node_config.NODE_KINDS.values(), ids=lambda k: k.name)
+def test_yaml_parameters_are_declared_with_matching_type_and_range(ros_context, kind):
     section = yaml.safe_load(CONFIG.read_text())[f'/**/{kind.name}']['ros__parameters']
     in_file = st.unnest(section)
-    node = node_class(context=ros_context, cli_args=['--ros-args', '--params-file', str(CONFIG)],
-                      parameter_overrides=[Parameter('node.autostart', value=False)])
+    node = PerceptionNode(kind, context=ros_context,
+                          cli_args=['--ros-args', '--params-file', str(CONFIG)],
+                          parameter_overrides=[Parameter('node.autostart', value=False)])
     try:
         specs = {s.name: s for s in node_config.parameter_specs(kind)}
         for name, value in in_file.items():
@@ -80,7 +77,9 @@ def test_a_bad_value_in_a_parameters_file_is_named(ros_context, tmp_path):
     bad = tmp_path / 'bad.yaml'
     bad.write_text('/**/pose_node:\n  ros__parameters:\n    change:\n      threshold: 12\n')
     with pytest.raises(st.SettingError, match='change.threshold.*12.0'):
-        PoseNode(context=ros_context, cli_args=['--ros-args', '--params-file', str(bad)])
+        PerceptionNode(node_config.POSE, context=ros_context,
+                       cli_args=['--ros-args', '--params-file', str(bad)])
     bad.write_text("/**/pose_node:\n  ros__parameters:\n    model:\n      device: 'tpu'\n")
     with pytest.raises(st.SettingError, match="model.device = 'tpu'"):
-        PoseNode(context=ros_context, cli_args=['--ros-args', '--params-file', str(bad)])
+        PerceptionNode(node_config.POSE, context=ros_context,
+                       cli_args=['--ros-args', '--params-file', str(bad)])

@@ -38,11 +38,9 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-from sparse_perception.images import compressed_to_numpy, image_to_numpy, numpy_to_image
-from sparse_perception.messages import cloud_to_keypoints
-from sparse_perception.nodes.perception_node import PerceptionNode
-from sparse_perception.nodes.pose_node import PoseNode
-from sparse_perception.nodes.segmentation_node import SegmentationNode
+from sparse_perception.media.images import compressed_to_numpy, image_to_numpy, numpy_to_image
+from sparse_perception.media.messages import cloud_to_keypoints
+from sparse_perception.nodes.node_config import PERCEPTION, POSE, SEGMENTATION
 from visualization_msgs.msg import Marker, MarkerArray
 
 MODELS = {'model.segmentation': 'tiny-seg', 'model.pose': 'tiny-pose'}
@@ -102,7 +100,7 @@ def _values(status):
 
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
 def test_bag_frames_in_masks_and_keypoints_out_with_the_input_header(harness, transport):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.transport': transport})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.transport': transport})
     publisher = harness.node.create_publisher(
         Image if transport == 'raw' else CompressedImage, _input_topic(node, transport),
         qos_profile_sensor_data)
@@ -132,11 +130,11 @@ def test_bag_frames_in_masks_and_keypoints_out_with_the_input_header(harness, tr
     assert list(zip(skeleton[::2], skeleton[1::2])) == list(double.SKELETON)
 
 
-@pytest.mark.parametrize('node_class, model, present, absent', [
-    (SegmentationNode, {'model.segmentation': 'tiny-seg'}, 'mask', 'keypoints'),
-    (PoseNode, {'model.pose': 'tiny-pose'}, 'keypoints', 'mask')])
-def test_single_head_nodes_publish_their_head_only(harness, node_class, model, present, absent):
-    node = harness.make(node_class, {**FAST, **model})
+@pytest.mark.parametrize('kind, model, present, absent', [
+    (SEGMENTATION, {'model.segmentation': 'tiny-seg'}, 'mask', 'keypoints'),
+    (POSE, {'model.pose': 'tiny-pose'}, 'keypoints', 'mask')])
+def test_single_head_nodes_publish_their_head_only(harness, kind, model, present, absent):
+    node = harness.make(kind, {**FAST, **model})
     topics = {name for name, _ in harness.node.get_publisher_names_and_types_by_node(
         node.get_name(), node.get_namespace())}
     assert _topic(node, present) in topics and _topic(node, absent) not in topics
@@ -157,7 +155,7 @@ def _set(harness, client, **values):
 
 
 def test_parameters_through_the_parameter_service(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
     client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
     assert harness.spin_until(lambda: client.services_are_ready())
     publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
@@ -192,7 +190,7 @@ def test_parameters_through_the_parameter_service(harness):
     # Node-side settings apply without a frame: the diagnostics timer takes a new period.
     assert _set(harness, client, diagnostics__period=0.3)[0].successful
     assert harness.spin_until(
-        lambda: node._input_timers[0].timer_period_ns == 300_000_000, timeout=5.0)
+        lambda: node.diagnostics.timer.timer_period_ns == 300_000_000, timeout=5.0)
 
     rejected = {
         'change.threshold': 300.0,  # out of range
@@ -223,7 +221,7 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
         pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
-    node = harness.make(PoseNode, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
     client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
     assert harness.spin_until(lambda: client.services_are_ready())
     publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
@@ -271,8 +269,8 @@ def test_lifecycle_transitions_through_the_lifecycle_services(harness):
         pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
-    node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg',
-                                           'node.autostart': False, 'node.warmup_frames': 3},
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg',
+                                       'node.autostart': False, 'node.warmup_frames': 3},
                         factory=factory)
     publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
     masks = harness.collect(Image, _topic(node, 'mask'))
@@ -319,15 +317,15 @@ def test_lifecycle_transitions_through_the_lifecycle_services(harness):
 
 
 def test_missing_model_file_leaves_the_node_unconfigured(harness):
-    node = harness.make(PerceptionNode, {**FAST, 'model.segmentation': '/no/such/deeplab.tflite',
-                                         'model.pose': 'tiny-pose'})
+    node = harness.make(PERCEPTION, {**FAST, 'model.segmentation': '/no/such/deeplab.tflite',
+                                     'model.pose': 'tiny-pose'})
     assert _state(harness, node) == State.PRIMARY_STATE_UNCONFIGURED
     assert harness.spin_until(lambda: any('/no/such/deeplab.tflite' in line for line in
                                           harness.log_lines(node, Log.ERROR)))
 
 
 def test_a_model_that_fails_to_load_leaves_the_node_inactive(harness):
-    node = harness.make(PoseNode, {**FAST, 'model.pose': 'unheard-of-model'})
+    node = harness.make(POSE, {**FAST, 'model.pose': 'unheard-of-model'})
     assert _state(harness, node) == State.PRIMARY_STATE_INACTIVE
     assert harness.spin_until(lambda: any(
         'cannot activate' in line and 'unheard-of-model' in line
@@ -335,22 +333,23 @@ def test_a_model_that_fails_to_load_leaves_the_node_inactive(harness):
 
 
 def test_debug_topics_are_drawn_only_while_someone_subscribes(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
     publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
     masks = harness.collect(Image, _topic(node, 'mask'))
     harness.spin_until(lambda: publisher.get_subscription_count() == 1)
     for index in range(3):
         _send_and_wait(harness, publisher, _raw(index), masks)
-    assert node.published['mask'] == 3
+    assert node.outputs.published['mask'] == 3
     for topic in ('overlay', 'change_map', 'keypoint_markers'):
-        assert node.published[topic] == 0, topic
+        assert node.outputs.published[topic] == 0, topic
 
     overlays = harness.collect(Image, _topic(node, 'overlay'))
     changes = harness.collect(Image, _topic(node, 'change_map'))
     markers = harness.collect(MarkerArray, _topic(node, 'keypoint_markers'))
-    harness.spin_until(lambda: node._outputs['overlay'].get_subscription_count() == 1
-                       and node._outputs['change_map'].get_subscription_count() == 1
-                       and node._outputs['keypoint_markers'].get_subscription_count() == 1)
+    publishers = node.outputs.publishers
+    harness.spin_until(lambda: publishers['overlay'].get_subscription_count() == 1
+                       and publishers['change_map'].get_subscription_count() == 1
+                       and publishers['keypoint_markers'].get_subscription_count() == 1)
     msg = _raw(3)
     overlay = _send_and_wait(harness, publisher, msg, overlays)
     assert overlay.header == msg.header and overlay.encoding == 'rgb8'
@@ -363,12 +362,12 @@ def test_debug_topics_are_drawn_only_while_someone_subscribes(harness):
     assert all(m.header == msg.header for m in array.markers)
     assert array.markers[0].action == Marker.DELETEALL
     assert [m.type for m in array.markers[1:]] in ([], [Marker.SPHERE_LIST, Marker.LINE_LIST])
-    assert node.published['overlay'] >= 1 and node.published['change_map'] >= 1
+    assert node.outputs.published['overlay'] >= 1 and node.outputs.published['change_map'] >= 1
 
 
 def test_qos_mismatch_is_named_in_a_warning(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.reliability': 'reliable',
-                                         'input.no_message_warning': 0.5})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.reliability': 'reliable',
+                                     'input.no_message_warning': 0.5})
     best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
     publisher = harness.node.create_publisher(Image, _input_topic(node), best_effort)
     publisher.publish(_raw(0))
@@ -377,11 +376,12 @@ def test_qos_mismatch_is_named_in_a_warning(harness):
         return [w for w in harness.log_lines(node, Log.WARN) if 'best_effort' in w.lower()]
     assert harness.spin_until(warned, timeout=10.0), harness.log_lines(node)
     assert any('QoS' in w and 'input.reliability' in w for w in warned())
-    assert node.published['mask'] == 0
+    assert node.outputs.published['mask'] == 0
 
 
+@pytest.mark.slow
 def test_wrong_message_type_is_named_in_a_warning(harness):
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.no_message_warning': 0.5})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.no_message_warning': 0.5})
     # One DDS participant refuses two types on one topic: publish from another context.
     other = Context()
     rclpy.init(context=other)
@@ -424,8 +424,8 @@ def _bad_raw(kind):
 def test_bad_input_is_logged_once_and_the_next_good_frame_runs(harness, kind, words):
     transport = 'compressed' if kind in ('corrupt jpeg', 'over the size limit') else 'raw'
     # vtest's frames are 0.44 megapixels: a limit of 0.5 takes them, not 1600x1200.
-    node = harness.make(PerceptionNode, {**MODELS, **FAST, 'input.transport': transport,
-                                         'input.max_megapixels': 0.5})
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.transport': transport,
+                                     'input.max_megapixels': 0.5})
     publisher = harness.node.create_publisher(
         Image if transport == 'raw' else CompressedImage, _input_topic(node, transport),
         QoSProfile(depth=10))
@@ -450,7 +450,7 @@ def test_bad_input_is_logged_once_and_the_next_good_frame_runs(harness, kind, wo
     warnings = [w for w in harness.log_lines(node, Log.WARN) if 'bad input' in w]
     assert len(warnings) == 1, warnings
     assert words in warnings[0], warnings[0]
-    report = node._health.report(time.monotonic())
+    report = node.health.report(time.monotonic())
     # Each bad frame was either taken and rejected, or replaced by the next one in the slot.
     assert int(report.value('bad frames (total)')) >= 1
     assert (int(report.value('bad frames (total)'))
@@ -464,7 +464,7 @@ def test_size_change_and_clock_jump_reset_and_keep_going(harness):
         pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
         return pipelines[-1]
 
-    node = harness.make(SegmentationNode, {**FAST, 'model.segmentation': 'tiny-seg'},
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg'},
                         factory=factory)
     publisher = harness.node.create_publisher(Image, _input_topic(node), QoSProfile(depth=10))
     masks = harness.collect(Image, _topic(node, 'mask'))

@@ -165,6 +165,7 @@ def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
     assert 'cannot activate' in output, output
 
 
+@pytest.mark.slow
 def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
     # A terminal's Ctrl-C reaches the node from the terminal and again from `ros2 launch`; the
     # second one lands while the node frees its model. Keep signalling until it has exited.
@@ -200,6 +201,7 @@ def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
     assert 'Traceback' not in output and 'KeyboardInterrupt' not in output, output
 
 
+@pytest.mark.slow
 def test_the_node_answers_get_state_while_it_warms_up(harness):
     # A long warm-up (large frames): the executor must spin meanwhile.
     namespace = f'/warm_{os.getpid()}'

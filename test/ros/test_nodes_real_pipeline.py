@@ -26,10 +26,9 @@ import pytest
 from rclpy.qos import qos_profile_sensor_data
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
-from sparse_perception.images import image_to_numpy
-from sparse_perception.messages import cloud_to_keypoints
-from sparse_perception.node_config import make_pipeline
-from sparse_perception.nodes.perception_node import PerceptionNode
+from sparse_perception.media.images import image_to_numpy
+from sparse_perception.media.messages import cloud_to_keypoints
+from sparse_perception.nodes.node_config import make_pipeline, PERCEPTION
 
 WIDTH, HEIGHT = 768, 576
 
@@ -40,7 +39,7 @@ def _stamp(msg):
 
 @pytest.mark.slow
 def test_default_models_through_the_real_pipeline(harness, mediapipe_cache):
-    node = harness.make(PerceptionNode, {
+    node = harness.make(PERCEPTION, {
         'model.models_dir': str(mediapipe_cache), 'model.device': 'cpu',
         'input.transport': 'compressed', 'node.warmup_width': 64, 'node.warmup_height': 48,
     }, factory=make_pipeline)

@@ -32,8 +32,8 @@ sensor_msgs = pytest.importorskip('sensor_msgs.msg')
 from replay_helpers import (  # noqa: E402 (after the skips)
     compressed_message, frame_picture, PERIOD_NS, START_NS, write_bag)
 from rosbags.rosbag2 import Reader  # noqa: E402
-from sparse_perception.images import compressed_to_numpy, image_to_numpy  # noqa: E402
-from sparse_perception.messages import cloud_to_keypoints  # noqa: E402
+from sparse_perception.media.images import compressed_to_numpy, image_to_numpy  # noqa: E402
+from sparse_perception.media.messages import cloud_to_keypoints  # noqa: E402
 from sparse_perception.replay.job import ReplayJob, run_job  # noqa: E402
 from sparse_perception.settings import PerceptionSettings  # noqa: E402
 

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sparse_perception.overlay import palette
+from sparse_perception.media.overlay import palette
 from sparse_perception.results import PoseResult
 
 _COLOURS = palette(32)

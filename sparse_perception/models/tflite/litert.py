@@ -22,7 +22,7 @@ networks for that interpreter, in place, behind the same interface:
 - ``model.module.trunk(x)`` takes the normalised NCHW float input (``model.to_tensor``) and
   returns the imported trunk's feature maps (NCHW float32, the same tensors the torch trunk
   returns), read from the interpreter: the flatbuffer is edited so that those maps are graph
-  outputs (:func:`~sparse_perception.models.tflite_edit.with_outputs`);
+  outputs (:func:`~sparse_perception.models.tflite.edit.with_outputs`);
 - ``model.module.tail(*features)`` returns the model outputs in the TFLite layout, as the torch
   tail does. Given the very feature tensors the last ``trunk`` call returned, it hands back the
   interpreter's own outputs of that run (the interpreter already computed them); given any
@@ -139,8 +139,8 @@ class _Runner:
     """The interpreter with the trunk maps as extra outputs, and the last run's results."""
 
     def __init__(self, path: Path, info: Any, threads: int):
-        from sparse_perception.models.tflite_edit import builtin_transpose_conv
-        from sparse_perception.models.tflite_edit import CUSTOM_TRANSPOSE_CONV, custom_operators
+        from sparse_perception.models.tflite.edit import builtin_transpose_conv
+        from sparse_perception.models.tflite.edit import CUSTOM_TRANSPOSE_CONV, custom_operators
 
         data = path.read_bytes()
         if CUSTOM_TRANSPOSE_CONV in custom_operators(data):
@@ -154,7 +154,7 @@ class _Runner:
         self.features = [_tensor_index(graph, spec, path) for spec in info.trunk_outputs]
         wanted = list(dict.fromkeys(file_outputs + self.outputs + self.features))
         if wanted != file_outputs:
-            from sparse_perception.models.tflite_edit import with_outputs
+            from sparse_perception.models.tflite.edit import with_outputs
 
             data = with_outputs(data, wanted)
         Interpreter = _interpreter_class()

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.images import build_message, ImageConversionError, numpy_to_image
+from sparse_perception.media.images import build_message, ImageConversionError, numpy_to_image
 from sparse_perception.results import PoseResult, SegmentationResult
 
 # sensor_msgs/PointField datatype constants.

@@ -19,7 +19,8 @@ Decisions about a live image stream, made without ROS.
   so that a node always processes the newest frame and never builds a queue;
 - :class:`StreamGuard`: when the temporal state must be reset (the frame size changed, or the
   image stamps jumped back, as when a bag loops);
-- :class:`LogThrottle`: log each kind of problem once, then summarise repeats;
+- :class:`LogThrottle` and :class:`ThrottledLogger`: log each kind of problem once, then
+  summarise repeats;
 - :class:`SilenceWatch` and :func:`diagnose_silence`: a topic has publishers but no image
   arrives, and the likely reason (a QoS or message type mismatch);
 - :func:`choose_reliability`: the subscription's QoS reliability for the publishers there are.
@@ -30,7 +31,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 import re
 import threading
-from typing import Any, Sequence
+import time
+from typing import Any, Callable, Sequence
 
 
 def stamp_to_ns(stamp: Any) -> int:
@@ -161,6 +163,35 @@ class LogThrottle:
             return None
         self._last[key] = now
         return self._quiet.pop(key, 0)
+
+
+class ThrottledLogger:
+    """
+    A logger that reports each recurring problem once, then a count at most every minute.
+
+    ``logger`` is anything with ``error``, ``warning`` and ``info`` methods (a node's logger).
+    """
+
+    def __init__(self, logger: Any, throttle: LogThrottle | None = None,
+                 clock: Callable[[], float] = time.monotonic):
+        self._logger = logger
+        self._throttle = throttle or LogThrottle()
+        self._clock = clock
+
+    def once(self, key: str, text: str, level: str) -> None:
+        """Log ``text`` at ``level`` (error, warning, info) unless ``key`` was logged lately."""
+        repeats = self._throttle.check(key, self._clock())
+        if repeats is None:
+            return
+        if repeats:
+            text += f' (and {repeats} more like it since the last report)'
+        # One call site per severity: rclpy refuses a call site whose severity changes.
+        if level == 'error':
+            self._logger.error(text)
+        elif level == 'warning':
+            self._logger.warning(text)
+        else:
+            self._logger.info(text)
 
 
 @dataclass(frozen=True)
