@@ -491,7 +491,7 @@ class _Head:
         Run on ``frame`` (H, W, 3) uint8 RGB; ``frame_change`` is the frame's ChangeMap.
 
         ``proposals`` returns boxes where the frame's segmentation saw people, for a tracking
-        model to try where its detector would run.
+        model to try on any frame where it follows fewer people than it may.
         """
         start = time.perf_counter()
         model = self.model
