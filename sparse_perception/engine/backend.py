@@ -96,16 +96,31 @@ is always :class:`ReferenceBackend`); building it compiles nothing and does not 
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 import weakref
 
 from sparse_perception.engine.errors import EngineError
-from sparse_perception.kernels import conv, conv1x1, depthwise, epilogue, gather, masks, pool
-from sparse_perception.kernels import resample
-from sparse_perception.kernels.runtime import can_run_on, TL_FLOAT
 import torch
 
 LOG = logging.getLogger(__name__)
+
+
+def kernel_modules() -> SimpleNamespace:
+    """
+    Return the kernel modules (``k.conv``, ``k.runtime``...), importing them on first use.
+
+    Importing one imports Triton and fixes the choice of its CPU interpreter (see
+    ``kernels/runtime.py``): that happens when a backend or the device executor is first
+    built, not when the engine is imported.
+    """
+    from sparse_perception.kernels import (conv, conv1x1, depthwise, epilogue, frame, gather,
+                                           masks, pool, positionwise, resample, runtime, window)
+
+    return SimpleNamespace(conv=conv, conv1x1=conv1x1, depthwise=depthwise, epilogue=epilogue,
+                           frame=frame, gather=gather, masks=masks, pool=pool,
+                           positionwise=positionwise, resample=resample, runtime=runtime,
+                           window=window)
 
 
 def zero_row(positions: int) -> int:
@@ -146,18 +161,20 @@ class ReferenceBackend:
 
     def __init__(self, device: torch.device | str = 'cpu'):
         self.device = torch.device(device)
+        self.k = kernel_modules()  # the references live beside the kernels
 
     # -- data movement -----------------------------------------------------------------------
 
     def gather(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Rows ``src[index]``: ``(R, C)`` and int64 ``(...)`` -> ``(..., C)``."""
-        return gather.gather_rows_ref(src, index)
+        return self.k.gather.gather_rows_ref(src, index)
 
     def store(self, dst: torch.Tensor, index: torch.Tensor | None, values: torch.Tensor,
               threshold: float, test: bool = True,
               want_old: bool = False) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """Change test and scatter (see the module docstring)."""
-        return epilogue.store_rows_ref(dst, index, values, (), None, threshold, test, want_old)
+        return self.k.epilogue.store_rows_ref(dst, index, values, (), None, threshold, test,
+                                              want_old)
 
     def store_epilogue(self, dst: torch.Tensor, index: torch.Tensor | None,
                        values: torch.Tensor, steps: Sequence[Any], operands: dict,
@@ -173,7 +190,7 @@ class ReferenceBackend:
     def linear(self, rows: torch.Tensor, weight_t: torch.Tensor,
                bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """1x1 convolution on rows: ``(n, Cin) @ (Cin, Cout) + bias``."""
-        return conv1x1.linear_rows_ref(rows, weight_t, bias, out)
+        return self.k.conv1x1.linear_rows_ref(rows, weight_t, bias, out)
 
     def window(self, patches: torch.Tensor, layer: Any) -> torch.Tensor:
         """Run ``layer``'s windowed op with padding 0 on a batch of tiles with halo."""
@@ -181,7 +198,7 @@ class ReferenceBackend:
 
     def resample(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted sum of taps: ``(n, K, C)``, ``(n, K)`` -> ``(n, C)``."""
-        return resample.resample_taps_ref(rows, weights)
+        return self.k.resample.resample_taps_ref(rows, weights)
 
     def epilogue(self, x: torch.Tensor, steps: Sequence[Any], operands: dict,
                  index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -192,7 +209,7 @@ class ReferenceBackend:
         (all rows in order when None), or broadcast when it has a single position. The
         result is written to ``out`` when given (else over ``x``) and returned.
         """
-        return epilogue.epilogue_ref(x, steps, operands, index, out)
+        return self.k.epilogue.epilogue_ref(x, steps, operands, index, out)
 
     # -- masks ---------------------------------------------------------------------------------
 
@@ -201,11 +218,11 @@ class ReferenceBackend:
                dilation: tuple[int, int], ceil_mode: bool,
                out_hw: tuple[int, int]) -> torch.Tensor:
         """Receptive-field image of ``mask`` (H, W) through a windowed op (see module doc)."""
-        return masks.dilate_mask_ref(mask, pads, kernel, stride, dilation, out_hw)
+        return self.k.masks.dilate_mask_ref(mask, pads, kernel, stride, dilation, out_hw)
 
     def active_tiles(self, mask: torch.Tensor, tile: int) -> torch.Tensor:
         """Row-major ids of ``tile x tile`` tiles of ``mask`` (H, W) with a set element."""
-        return masks.tile_flags_ref(mask, tile).view(-1).nonzero().squeeze(1)
+        return self.k.masks.tile_flags_ref(mask, tile).view(-1).nonzero().squeeze(1)
 
 
 class KernelsBackend(ReferenceBackend):
@@ -223,6 +240,7 @@ class KernelsBackend(ReferenceBackend):
 
     def __init__(self, device: torch.device | str = 'cuda'):
         super().__init__(device)
+        self.floats = self.k.runtime.TL_FLOAT  # the dtypes the kernels take
         # Weights of windowed layers in the kernels' layouts, converted once per layer.
         self._weights: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._said: set = set()
@@ -236,14 +254,14 @@ class KernelsBackend(ReferenceBackend):
 
     def gather(self, src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
         """Rows ``src[index]``: ``(R, C)`` and int64 ``(...)`` -> ``(..., C)``."""
-        if src.dtype not in TL_FLOAT:
+        if src.dtype not in self.floats:
             return super().gather(src, index)
-        return gather.gather_rows(src, index)
+        return self.k.gather.gather_rows(src, index)
 
     def store(self, dst: torch.Tensor, index: torch.Tensor | None, values: torch.Tensor,
               threshold: float, test: bool = True, want_old: bool = False):
         """Change test and scatter (see the module docstring)."""
-        if dst.dtype not in TL_FLOAT or values.dtype != dst.dtype:
+        if dst.dtype not in self.floats or values.dtype != dst.dtype:
             return super().store(dst, index, values, threshold, test, want_old)
         return self.store_epilogue(dst, index, values, (), {}, threshold, test, want_old)
 
@@ -251,18 +269,18 @@ class KernelsBackend(ReferenceBackend):
                        values: torch.Tensor, steps: Sequence[Any], operands: dict,
                        threshold: float, test: bool = True, want_old: bool = False):
         """Epilogue, change test and scatter in one kernel."""
-        if dst.dtype not in TL_FLOAT or values.dtype != dst.dtype:
+        if dst.dtype not in self.floats or values.dtype != dst.dtype:
             return ReferenceBackend.store_epilogue(self, dst, index, values, steps, operands,
                                                    threshold, test, want_old)
         try:
-            ep = epilogue.encode(steps, operands)
-        except epilogue.Unfusable as exc:
+            ep = self.k.epilogue.encode(steps, operands)
+        except self.k.epilogue.Unfusable as exc:
             self._fallback(str(exc))
             return ReferenceBackend.store_epilogue(self, dst, index, values, steps, operands,
                                                    threshold, test, want_old)
         values = values if values.stride(1) == 1 else values.contiguous()
-        flags, old = epilogue.store_rows(dst, index, values, ep, threshold, test,
-                                         threshold == 0, want_old, flags=test)
+        flags, old = self.k.epilogue.store_rows(dst, index, values, ep, threshold, test,
+                                                threshold == 0, want_old, flags=test)
         if not test:
             return None, old
         sel = flags.nonzero().squeeze(1)
@@ -276,34 +294,35 @@ class KernelsBackend(ReferenceBackend):
     def linear(self, rows: torch.Tensor, weight_t: torch.Tensor,
                bias: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
         """1x1 convolution on rows: ``(n, Cin) @ (Cin, Cout) + bias``."""
-        if rows.dtype not in TL_FLOAT or rows.dtype != weight_t.dtype or \
+        if rows.dtype not in self.floats or rows.dtype != weight_t.dtype or \
                 not weight_t.is_contiguous():
             return super().linear(rows, weight_t, bias, out)
         rows = rows if rows.stride(1) == 1 else rows.contiguous()
-        return conv1x1.linear_rows(rows, weight_t, bias, out)
+        return self.k.conv1x1.linear_rows(rows, weight_t, bias, out)
 
     def window(self, patches: torch.Tensor, layer: Any) -> torch.Tensor:
         """Run ``layer``'s windowed op with padding 0 on a batch of tiles with halo."""
         if getattr(layer, 'transposed', False):
             self._fallback('transposed convolution')
             return super().window(patches, layer)
-        if patches.dtype not in TL_FLOAT:
+        if patches.dtype not in self.floats:
             return super().window(patches, layer)
         pool_mode = getattr(layer, 'pool', None)
         if pool_mode is not None:
-            return pool.pool_patches(patches, pool_mode, layer.kernel, layer.stride,
-                                     layer.dilation)
+            return self.k.pool.pool_patches(patches, pool_mode, layer.kernel, layer.stride,
+                                            layer.dilation)
         weight = layer.weight
         if weight.dtype != patches.dtype:
             return super().window(patches, layer)
         cin = patches.shape[1]
+        k = self.k
         if layer.groups == cin and weight.shape[1] == 1:
-            taps = self._prepared(layer, 'depthwise', lambda: depthwise.depthwise_weight(weight))
-            return depthwise.depthwise_patches(patches, weight, layer.bias, layer.stride,
-                                               layer.dilation, taps)
-        gemm = self._prepared(layer, 'conv', lambda: conv.conv_weight(weight))
-        return conv.conv_patches(patches, weight, layer.bias, layer.stride, layer.dilation,
-                                 layer.groups, gemm)
+            taps = self._prepared(layer, 'depthwise', lambda: k.depthwise.depthwise_weight(weight))
+            return k.depthwise.depthwise_patches(patches, weight, layer.bias, layer.stride,
+                                                 layer.dilation, taps)
+        gemm = self._prepared(layer, 'conv', lambda: k.conv.conv_weight(weight))
+        return k.conv.conv_patches(patches, weight, layer.bias, layer.stride, layer.dilation,
+                                   layer.groups, gemm)
 
     def _prepared(self, layer: Any, kind: str, make: Any) -> torch.Tensor:
         try:
@@ -317,9 +336,9 @@ class KernelsBackend(ReferenceBackend):
 
     def resample(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted sum of taps: ``(n, K, C)``, ``(n, K)`` -> ``(n, C)``."""
-        if rows.dtype not in TL_FLOAT or weights.dtype != rows.dtype:
+        if rows.dtype not in self.floats or weights.dtype != rows.dtype:
             return super().resample(rows, weights)
-        return resample.resample_taps(rows, weights)
+        return self.k.resample.resample_taps(rows, weights)
 
     def epilogue(self, x: torch.Tensor, steps: Sequence[Any], operands: dict,
                  index: torch.Tensor | None, out: torch.Tensor | None = None) -> torch.Tensor:
@@ -329,15 +348,16 @@ class KernelsBackend(ReferenceBackend):
             if dst is not x:
                 dst.copy_(x)
             return dst
-        if x.dtype not in TL_FLOAT or dst.dtype != x.dtype or x.stride(1) != 1 or \
+        if x.dtype not in self.floats or dst.dtype != x.dtype or x.stride(1) != 1 or \
                 dst.stride(1) != 1:
             return super().epilogue(x, steps, operands, index, out)
         try:
-            ep = epilogue.encode(steps, operands)
-        except epilogue.Unfusable as exc:
+            ep = self.k.epilogue.encode(steps, operands)
+        except self.k.epilogue.Unfusable as exc:
             self._fallback(str(exc))
             return super().epilogue(x, steps, operands, index, out)
-        epilogue.store_rows(dst, index, x, ep, test=False, dst_at_index=False, flags=False)
+        self.k.epilogue.store_rows(dst, index, x, ep, test=False, dst_at_index=False,
+                                   flags=False)
         return dst
 
     # -- masks ---------------------------------------------------------------------------------
@@ -347,11 +367,11 @@ class KernelsBackend(ReferenceBackend):
                dilation: tuple[int, int], ceil_mode: bool,
                out_hw: tuple[int, int]) -> torch.Tensor:
         """Receptive-field image of ``mask`` (H, W) through a windowed op."""
-        return masks.dilate_mask(mask, pads, kernel, stride, dilation, out_hw)
+        return self.k.masks.dilate_mask(mask, pads, kernel, stride, dilation, out_hw)
 
     def active_tiles(self, mask: torch.Tensor, tile: int) -> torch.Tensor:
         """Row-major ids of ``tile x tile`` tiles of ``mask`` (H, W) with a set element."""
-        return masks.tile_flags(mask, tile).view(-1).nonzero().squeeze(1)
+        return self.k.masks.tile_flags(mask, tile).view(-1).nonzero().squeeze(1)
 
 
 def _kernels_backend(device: torch.device) -> KernelsBackend:
@@ -361,7 +381,7 @@ def _kernels_backend(device: torch.device) -> KernelsBackend:
     Where the kernels cannot run, raise an EngineError that says why: :func:`get_backend`
     passes it on when 'kernels' was asked for, and logs it when it falls back under 'auto'.
     """
-    ok, reason = can_run_on(device)
+    ok, reason = kernel_modules().runtime.can_run_on(device)
     if not ok:
         raise EngineError(f'the kernels cannot run on {device}: {reason}')
     return KernelsBackend(device)

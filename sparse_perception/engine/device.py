@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 import logging
 from typing import Any, Callable
 
+from sparse_perception.engine.backend import kernel_modules
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
 from sparse_perception.engine.executor import Frame, LayerGeometry, Plan, StreamState
@@ -74,32 +75,6 @@ from torch import nn
 
 LOG = logging.getLogger(__name__)
 _STAT_COLUMNS = 4  # per layer: listed tiles, candidates, changed, computed positions
-
-
-def _kernels() -> Any:
-    """Import the kernel modules (Triton) on first use."""
-    from sparse_perception.kernels import (conv, conv1x1, depthwise, epilogue, frame, gather,
-                                           masks, pool, positionwise, resample, window)
-    from sparse_perception.kernels import runtime
-
-    return _Modules(conv, conv1x1, depthwise, epilogue, frame, gather, masks, pool,
-                    positionwise, resample, window, runtime)
-
-
-@dataclass
-class _Modules:
-    conv: Any
-    conv1x1: Any
-    depthwise: Any
-    epilogue: Any
-    frame: Any
-    gather: Any
-    masks: Any
-    pool: Any
-    positionwise: Any
-    resample: Any
-    window: Any
-    runtime: Any
 
 
 @dataclass
@@ -139,7 +114,7 @@ class _LayerSpec:
         return self.out_hw[0] * self.out_hw[1]
 
 
-def build_specs(plan: Plan, k: _Modules) -> list[_LayerSpec]:
+def build_specs(plan: Plan, k: Any) -> list[_LayerSpec]:
     """Return the device data of every layer of a plan (raises what the kernels cannot run)."""
     values = plan.program.values
     return [_build_spec(g, values, plan.device, plan.dtype, k) for g in plan.layers]
@@ -148,7 +123,7 @@ def build_specs(plan: Plan, k: _Modules) -> list[_LayerSpec]:
 class _Lowering:
     """Builds the device data of a plan without running anything (see check_lowering)."""
 
-    def __init__(self, k: _Modules):
+    def __init__(self, k: Any):
         self.k = k
 
     def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
@@ -167,7 +142,7 @@ def _unsupported(layer: Layer, reason: str) -> UnsupportedOpError:
 
 
 def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: torch.dtype,
-                k: _Modules) -> _LayerSpec:
+                k: Any) -> _LayerSpec:
     layer = g.layer
     if not g.value.dtype.is_floating_point and layer.kind != 'positionwise':
         raise _unsupported(layer, f'its output is {g.value.dtype}')
@@ -280,9 +255,9 @@ def check_lowering(module: nn.Module, x: torch.Tensor,
                 dtype)
 
 
-def _kernels_or_error() -> _Modules:
+def _kernels_or_error() -> Any:
     try:
-        return _kernels()
+        return kernel_modules()
     except ImportError as exc:
         raise EngineError(f'the device mode needs Triton ({exc}); install the gpu extra '
                           "(pip install triton) or use execution 'eager'") from None

@@ -114,6 +114,27 @@ def test_the_reference_runs_without_triton():
         result.stdout
 
 
+
+def test_importing_the_engine_leaves_triton_alone():
+    # Triton (and the choice of its interpreter) comes with the first backend or device
+    # executor built, not with the import: the reference backend's users need not pay for it.
+    code = textwrap.dedent("""
+        import sys
+        import sparse_perception.engine
+        from sparse_perception.engine import device, eager, executor, layers
+        print(sorted(m for m in sys.modules if m == 'triton' or m.startswith('triton.')))
+        sparse_perception.engine.get_backend('reference', 'cpu')
+        print('triton' in sys.modules, 'sparse_perception.kernels.runtime' in sys.modules)
+        """)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    result = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True,
+                            env=env, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.split('\n')
+    assert lines[0] == '[]', result.stdout
+    # The test can fail: building a backend does import the kernels (and Triton, if installed).
+    assert lines[1].split()[1] == 'True', result.stdout
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine where CUDA cannot run')
 def test_auto_on_cuda_logs_why_the_kernels_cannot_run(monkeypatch, registry, caplog):
     monkeypatch.delenv(st.BACKEND_ENV, raising=False)
