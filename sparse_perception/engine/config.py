@@ -21,6 +21,7 @@ from typing import Any, Mapping
 
 from sparse_perception import settings as st
 from sparse_perception.engine.errors import EngineError
+from sparse_perception.engine.ir import Kind
 
 # The setting each field is read from; the field's default and range are that setting's
 # (settings are the only place defaults are written). The other fields are not settings.
@@ -144,7 +145,7 @@ def parse_layer_thresholds(items: Any) -> dict[str, float]:
     return out
 
 
-def layer_threshold(config: EngineConfig, names: Any, kind: str, rms: float | None) -> float:
+def layer_threshold(config: EngineConfig, names: Any, kind: Kind, rms: float | None) -> float:
     """
     Return a layer's output threshold: its override, else its scale times ``rms``.
 
@@ -157,6 +158,6 @@ def layer_threshold(config: EngineConfig, names: Any, kind: str, rms: float | No
     if override is not None:
         return float(override)
     scale = config.threshold_scale
-    if kind == 'gap':
+    if kind == Kind.GAP:
         scale = max(scale, config.global_scale)
     return scale * rms if scale > 0 and rms is not None else 0.0

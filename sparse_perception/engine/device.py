@@ -59,14 +59,15 @@ propagate their candidates (no threshold test), and dense tails run every frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import enum
 import logging
 from typing import Any, Callable
 
 from sparse_perception.engine.backend import kernel_modules
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.executor import Frame, LayerGeometry, Plan, StreamState
-from sparse_perception.engine.ir import Layer
+from sparse_perception.engine.executor import ConvForm, Frame, LayerGeometry, Plan, StreamState
+from sparse_perception.engine.ir import Kind, Layer
 from sparse_perception.engine.lower import lower
 from sparse_perception.engine.stats import FrameStats, LayerStats
 from sparse_perception.engine.tracing import trace
@@ -77,14 +78,21 @@ LOG = logging.getLogger(__name__)
 _STAT_COLUMNS = 4  # per layer: listed tiles, candidates, changed, computed positions
 
 
+class Reach(enum.Enum):
+    """Which positions of its core input an output position reads (for its candidates)."""
+
+    SAME = 'same'  # the same position (1x1 convolutions, pointwise ops, concatenation)
+    WINDOW = 'window'  # a window: kernel, stride, dilation and padding
+    TABLE = 'table'  # the rows and columns of tap tables (resampling, padding, shuffles)
+
+
 @dataclass
 class _LayerSpec:
     """What one layer needs on the device, built once per input shape."""
 
     index: int  # row of the statistics (row 0 is the input)
     layer: Layer
-    kind: str  # conv1x1 conv conv_transpose depthwise pool resample pad depth_to_space cat
-    #            pointwise positionwise gap
+    kind: Kind | ConvForm  # the core, as LayerGeometry names it
     out: int
     inputs: list
     out_hw: tuple
@@ -93,7 +101,7 @@ class _LayerSpec:
     macs: float
     terminal: bool
     tile: tuple = (8, 8)
-    geom: str = 'same'  # how candidates come from the core input: window, table, same
+    reach: Reach = Reach.SAME  # how candidates come from the core input
     window: tuple | None = None  # kernel, stride, dilation, (top, left)
     tables: tuple | None = None  # candidate tap tables (rows (Ho, kh), cols (Wo, kw))
     weights: dict = field(default_factory=dict)
@@ -132,7 +140,7 @@ class _Lowering:
 
 def _gateable(spec: _LayerSpec) -> bool:
     """Whether a spatial gate applies to this layer (not global pools, not 1x1 outputs)."""
-    return spec.kind != 'gap' and spec.positions > 1
+    return spec.kind != Kind.GAP and spec.positions > 1
 
 
 def _unsupported(layer: Layer, reason: str) -> UnsupportedOpError:
@@ -144,7 +152,7 @@ def _unsupported(layer: Layer, reason: str) -> UnsupportedOpError:
 def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: torch.dtype,
                 k: Any) -> _LayerSpec:
     layer = g.layer
-    if not g.value.dtype.is_floating_point and layer.kind != 'positionwise':
+    if not g.value.dtype.is_floating_point and layer.kind != Kind.POSITIONWISE:
         raise _unsupported(layer, f'its output is {g.value.dtype}')
     ins = g.in_values
     spec = _LayerSpec(g.index + 1, layer, g.kind, layer.output, list(layer.inputs),
@@ -159,30 +167,30 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
     except k.epilogue.Unfusable as exc:
         raise _unsupported(layer, str(exc)) from None
     a = layer.attrs
-    if layer.kind == 'conv':  # conv1x1, depthwise or conv
+    if layer.kind == Kind.CONV:  # conv1x1, depthwise or conv
         w = a.weight.to(device, dtype)
         bias = None if a.bias is None else a.bias.to(device, dtype)
         kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
         top, _, left, _ = a.pads
         groups = a.groups
         spec.weights['bias'] = bias
-        if spec.kind == 'conv1x1':
+        if spec.kind == ConvForm.CONV1X1:
             spec.weights['weight_t'] = w.reshape(w.shape[0], -1).t().contiguous()
             return spec
-        spec.geom = 'window'
+        spec.reach = Reach.WINDOW
         spec.window = (kernel, stride, dil, (top, left))
-        if spec.kind == 'depthwise':
+        if spec.kind == ConvForm.DEPTHWISE:
             spec.weights['taps'] = k.depthwise.depthwise_weight(w)
         else:
             spec.weights['gemm'] = k.conv.conv_weight(w)
         spec.weights['groups'] = groups
         return spec
-    if layer.kind == 'conv_transpose':
+    if layer.kind == Kind.CONV_TRANSPOSE:
         # Output o reads input (o + padding - k * dilation) / stride where that is exact: tap
         # tables (Ho, kh) and (Wo, kw) give the candidates, the conv kernel the values.
         kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
         padding = tuple(a.padding)
-        spec.geom = 'table'
+        spec.reach = Reach.TABLE
         spec.tables = tuple(k.conv.transposed_taps(n_out, n_in, kernel[i], stride[i], dil[i],
                                                    padding[i]).to(device)
                             for i, (n_out, n_in) in enumerate(zip(spec.out_hw, spec.in_hw)))
@@ -192,19 +200,19 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
         spec.weights['bias'] = None if a.bias is None else a.bias.to(device, dtype)
         spec.weights['groups'] = a.groups
         return spec
-    if layer.kind == 'depth_to_space':
+    if layer.kind == Kind.DEPTH_TO_SPACE:
         block = a.block
         rows = (torch.arange(spec.out_hw[0]) // block).to(torch.int32).to(device)
         cols = (torch.arange(spec.out_hw[1]) // block).to(torch.int32).to(device)
-        spec.geom = 'table'
+        spec.reach = Reach.TABLE
         spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
         spec.weights['table'] = (rows, cols)
         spec.weights['shuffle'] = (block, a.order)
         return spec
-    if layer.kind == 'pool':
+    if layer.kind == Kind.POOL:
         padding = tuple(a.padding)
         dil = tuple(a.dilation)
-        spec.geom = 'window'
+        spec.reach = Reach.WINDOW
         spec.window = (tuple(a.kernel), tuple(a.stride), dil, padding)
         if a.pool == 'avg':
             spec.weights['divisors'] = k.pool.avg_divisors(
@@ -212,27 +220,27 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
                 a.count_include_pad, a.divisor_override).to(device)
         spec.weights['mode'] = a.pool
         return spec
-    if layer.kind == 'resample':
+    if layer.kind == Kind.RESAMPLE:
         rows = tuple(t.to(device) for t in k.resample.tap_tables(a.ah, spec.in_hw[0]))
         cols = tuple(t.to(device) for t in k.resample.tap_tables(a.aw, spec.in_hw[1]))
-        spec.geom = 'table'
+        spec.reach = Reach.TABLE
         spec.tables = (rows[0], cols[0])
         spec.weights['rows'], spec.weights['cols'] = rows, cols
         return spec
-    if layer.kind == 'pad':
+    if layer.kind == Kind.PAD:
         rows = a.rows.to(torch.int32).to(device)
         cols = a.cols.to(torch.int32).to(device)
-        spec.geom = 'table'
+        spec.reach = Reach.TABLE
         spec.tables = (rows.view(-1, 1), cols.view(-1, 1))
         spec.weights['table'] = (rows, cols)
         spec.weights['fill'] = float(a.value)
         return spec
-    if layer.kind == 'positionwise':
+    if layer.kind == Kind.POSITIONWISE:
         if spec.steps:
             raise _unsupported(layer, 'an epilogue after softmax or argmax')
         spec.weights['fn'] = a.fn
         return spec
-    if layer.kind in ('cat', 'pointwise', 'gap'):
+    if layer.kind in (Kind.CAT, Kind.POINTWISE, Kind.GAP):
         return spec
     raise _unsupported(layer, f'{layer.kind} layers are not implemented by the kernels')
 
@@ -342,7 +350,7 @@ class DeviceExecutor:
         stream.buffers['masks'] = torch.zeros(sum(sizes), dtype=torch.uint8, device=dev)
         stream.buffers['stats'] = torch.zeros(n + 1, _STAT_COLUMNS, dtype=torch.int32,
                                               device=dev)
-        gap_channels = [values[s.inputs[0]].channels for s in plan.runs if s.kind == 'gap']
+        gap_channels = [values[s.inputs[0]].channels for s in plan.runs if s.kind == Kind.GAP]
         stream.buffers['sums'] = torch.zeros(max(1, sum(gap_channels)), dtype=torch.float32,
                                              device=dev)
         staging = max([s.positions * values[s.out].channels for s in plan.runs] + [1])
@@ -351,7 +359,7 @@ class DeviceExecutor:
                                           plan.input.width, dtype=plan.dtype,
                                           device=dev)[None]
         for s in plan.runs:
-            n_tiles = self.k.masks.tile_grid(s.out_hw, s.tile) if s.kind != 'gap' else 1
+            n_tiles = self.k.masks.tile_grid(s.out_hw, s.tile) if s.kind != Kind.GAP else 1
             stream.buffers[f'list{s.index}'] = torch.zeros(n_tiles, dtype=torch.int32,
                                                            device=dev)
         # Spatial gates: the stale masks of every gated layer (kept across frames) and one
@@ -430,9 +438,9 @@ class DeviceExecutor:
         return {'changed': changed, 'count': count, 'cand': cand}
 
     def _tested(self, state: StreamState, spec: _LayerSpec) -> bool:
-        if spec.kind == 'gap':
+        if spec.kind == Kind.GAP:
             return True
-        if spec.kind == 'positionwise':
+        if spec.kind == Kind.POSITIONWISE:
             return False  # always propagates its candidates (conservative, see module doc)
         threshold = state.thresholds[spec.index - 1] if state.thresholds else 0.0
         return (threshold > 0 or self.engine.config.exact_change_test) and not spec.terminal
@@ -469,7 +477,7 @@ class DeviceExecutor:
             row = stats[s.index]
             out_cache = state.caches[s.out]
             operands = {v: state.caches[v] for v in s.layer.operands()}
-            if s.kind == 'gap':
+            if s.kind == Kind.GAP:
                 channels = out_cache.shape[1]
                 sums = stream.buffers['sums'][sums_offset:sums_offset + channels]
                 sums_offset += channels
@@ -509,9 +517,9 @@ class DeviceExecutor:
         if not rest and len(operands) <= 2:
             kw = {'source': first[0], 'source_count': first[1], 'in_hw': s.in_hw,
                   'operands': tuple(operands)}
-            if s.geom == 'window':
+            if s.reach == Reach.WINDOW:
                 kw['window'] = s.window
-            elif s.geom == 'table':
+            elif s.reach == Reach.TABLE:
                 kw['tables'] = s.tables
             return [k.masks.candidates_args(cand, s.out_hw, s.tile, **kw, **common)]
         # Several inputs (concatenation) or many operands: accumulate, list on the last.
@@ -538,43 +546,43 @@ class DeviceExecutor:
         src = state.caches[s.inputs[0]]
         w = s.weights
         common = {'cand': cand, 'epilogue': ep}
-        if s.kind == 'conv1x1':
+        if s.kind == ConvForm.CONV1X1:
             return [k.conv1x1.conv1x1_tiles_args(src, w['weight_t'], w['bias'], target,
                                                  s.out_hw, s.tile, tiles, tile_count,
                                                  **common)]
-        if s.kind == 'conv_transpose':
+        if s.kind == Kind.CONV_TRANSPOSE:
             kernel, stride, dil, pads = s.window
             geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)
             return [k.conv.conv_args(src, w['gemm'], w['bias'], target, geometry, w['groups'],
                                      s.tile, tiles, tile_count, transposed=True, **common)]
-        if s.kind == 'depth_to_space':
+        if s.kind == Kind.DEPTH_TO_SPACE:
             return [k.gather.copy_tiles_args(src, target, s.out_hw, s.tile, tiles, tile_count,
                                              table=w['table'], in_width=s.in_hw[1],
                                              shuffle=w['shuffle'], **common)]
-        if s.kind in ('conv', 'depthwise', 'pool'):
+        if s.kind in (Kind.CONV, ConvForm.DEPTHWISE, Kind.POOL):
             kernel, stride, dil, pads = s.window
             geometry = k.window.Geometry(s.in_hw, s.out_hw, kernel, stride, dil, pads)
-            if s.kind == 'depthwise':
+            if s.kind == ConvForm.DEPTHWISE:
                 return [k.depthwise.depthwise_args(src, w['taps'], w['bias'], target, geometry,
                                                    s.tile, tiles, tile_count, src.shape[1],
                                                    **common)]
-            if s.kind == 'conv':
+            if s.kind == Kind.CONV:
                 return [k.conv.conv_args(src, w['gemm'], w['bias'], target, geometry,
                                          w['groups'], s.tile, tiles, tile_count, **common)]
             return [k.pool.pool_args(src, target, w['mode'], geometry, s.tile, tiles,
                                      tile_count, w.get('divisors'), **common)]
-        if s.kind == 'resample':
+        if s.kind == Kind.RESAMPLE:
             return [k.resample.resample_tiles_args(src, target, s.in_hw, s.out_hw, w['rows'],
                                                    w['cols'], s.tile, tiles, tile_count,
                                                    **common)]
-        if s.kind == 'pad':
+        if s.kind == Kind.PAD:
             return [k.gather.copy_tiles_args(src, target, s.out_hw, s.tile, tiles, tile_count,
                                              table=w['table'], in_width=s.in_hw[1],
                                              fill=w['fill'], **common)]
-        if s.kind == 'positionwise':
+        if s.kind == Kind.POSITIONWISE:
             return [k.positionwise.positionwise_args(src, target, w['fn'], s.out_hw, s.tile,
                                                      tiles, tile_count, cand)]
-        if s.kind == 'pointwise':
+        if s.kind == Kind.POINTWISE:
             return [k.gather.copy_tiles_args(src, target, s.out_hw, s.tile, tiles, tile_count,
                                              **common)]
         bound, col0 = [], 0  # cat
@@ -659,7 +667,7 @@ class DeviceExecutor:
             tiles, active, changed, computed = counts[s.index]
             ls = LayerStats(s.layer.name, s.kind, s.positions,
                             dense_macs=s.positions * s.macs)
-            if s.kind == 'gap':
+            if s.kind == Kind.GAP:
                 computed = active
             ls.active, ls.changed, ls.computed = active, changed, computed
             ls.mode = 'full' if dense else ('sparse' if active else 'skip')

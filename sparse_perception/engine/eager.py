@@ -27,6 +27,7 @@ from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, get_backend
 from sparse_perception.engine.executor import clock, Frame, Plan, StreamState
+from sparse_perception.engine.ir import Kind
 from sparse_perception.engine.layers import Change, full_change, make_run
 from sparse_perception.engine.stats import FrameStats, LayerStats
 import torch
@@ -123,7 +124,7 @@ class EagerExecutor:
         """Return the runs of a plan's layers (with what reads what) and its input tables."""
         values = plan.program.values
         runs = [make_run(g, values, plan.device, plan.dtype, config.tile) for g in plan.layers]
-        gap_inputs = {r.inputs[0] for r in runs if r.kind == 'gap'}
+        gap_inputs = {g.layer.inputs[0] for g in plan.layers if g.kind == Kind.GAP}
         for r in runs:
             r.want_old = r.out in gap_inputs
         return runs, InputTables(plan, plan.program.input_id in gap_inputs)
@@ -143,8 +144,8 @@ class EagerExecutor:
 
     def started(self, plan: Plan, state: StreamState, x: torch.Tensor) -> None:
         """Complete a state whose caches were copied in: the global pools' running sums."""
-        for run in plan.runs:
-            if run.kind == 'gap':
+        for g, run in zip(plan.layers, plan.runs):
+            if g.kind == Kind.GAP:
                 src = run.in_values[0]
                 state.executor_state.sums[run.index] = \
                     state.caches[run.inputs[0]][:src.positions].sum(0, dtype=torch.float64)

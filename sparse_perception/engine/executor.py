@@ -38,6 +38,7 @@ differs from the state's re-initialises that state and runs dense.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import enum
 import time
 from typing import Any, Callable
 
@@ -46,7 +47,7 @@ from sparse_perception.engine.backend import as_nchw, new_cache
 from sparse_perception.engine.config import EngineConfig, layer_threshold
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.gate import Gate
-from sparse_perception.engine.ir import Layer, macs_per_position, Program, Value
+from sparse_perception.engine.ir import Kind, Layer, macs_per_position, Program, Value
 from sparse_perception.engine.lower import lower
 from sparse_perception.engine.stats import FrameStats
 from sparse_perception.engine.tracing import trace
@@ -57,14 +58,24 @@ from torch import nn
 EXECUTIONS = ('auto', 'eager', 'device')
 
 
+class ConvForm(str, enum.Enum):
+    """The shapes of a convolution (``Kind.CONV``) that both executors compute their own way."""
+
+    CONV1X1 = 'conv1x1'  # 1x1, stride 1, no padding, one group: a GEMM on rows
+    DEPTHWISE = 'depthwise'  # one input channel per group: a per-channel window
+
+    # Prints as its plain name in statistics and messages, like Kind.
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
 @dataclass
 class LayerGeometry:
     """What every executor knows of one lowered layer, computed once per plan."""
 
     index: int  # position among the plan's layers (the input is not one)
     layer: Layer
-    kind: str  # the core: conv1x1 conv depthwise conv_transpose pool resample pad
-    #            depth_to_space cat pointwise positionwise gap
+    kind: Kind | ConvForm  # the core, a convolution's special shapes named (core_kind)
     value: Value  # the output
     in_values: list[Value]  # the core's inputs
     steps: list[Step]  # the epilogue, constants on the model's device and dtype
@@ -83,17 +94,17 @@ class LayerGeometry:
         return self.value.positions
 
 
-def core_kind(layer: Layer, values: list[Value]) -> str:
+def core_kind(layer: Layer, values: list[Value]) -> Kind | ConvForm:
     """Return the compute kind of a lowered layer (a convolution's special shapes named)."""
-    if layer.kind != 'conv':
+    if layer.kind != Kind.CONV:
         return layer.kind
     a = layer.attrs
     if (tuple(a.kernel) == (1, 1) and tuple(a.stride) == (1, 1)
             and not any(a.pads) and a.groups == 1):
-        return 'conv1x1'
+        return ConvForm.CONV1X1
     if a.groups == values[layer.inputs[0]].channels and a.weight.shape[1] == 1:
-        return 'depthwise'
-    return 'conv'
+        return ConvForm.DEPTHWISE
+    return Kind.CONV
 
 
 def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:

@@ -32,8 +32,8 @@ from __future__ import annotations
 from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
-from sparse_perception.engine.executor import LayerGeometry
-from sparse_perception.engine.ir import Value
+from sparse_perception.engine.executor import ConvForm, LayerGeometry
+from sparse_perception.engine.ir import Kind, Value
 import torch
 import torch.nn.functional as F
 
@@ -119,7 +119,7 @@ def union(parts: list[Change], full: Change) -> Change | None:
 class Run:
     """Base: one layer's per-frame work (see the module docstring)."""
 
-    kind = 'base'
+    kind: str  # what the layer's statistics call it
 
     def __init__(self, g: LayerGeometry, values: list[Value], device: torch.device,
                  dtype: torch.dtype, tile: int):
@@ -290,7 +290,7 @@ class Run:
 class RowsConv(Run):
     """1x1 convolution, stride 1, no padding, one group (or Linear): a GEMM on rows."""
 
-    kind = 'conv1x1'
+    kind = ConvForm.CONV1X1
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -327,29 +327,29 @@ class RowsConv(Run):
 class Window(Run):
     """KxK convolution (any stride, dilation, groups), pooling, transposed convolution."""
 
-    kind = 'window'
+    kind = 'window'  # in the statistics, whatever the windowed op
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         layer, src, out = self.layer, self.in_values[0], self.value
         a = layer.attrs
         dev = self.device
-        self.transposed = layer.kind == 'conv_transpose'
-        self.pool = a.pool if layer.kind == 'pool' else None
+        self.transposed = layer.kind == Kind.CONV_TRANSPOSE
+        self.pool = a.pool if layer.kind == Kind.POOL else None
         self.kernel = tuple(a.kernel)
         self.stride = tuple(a.stride)
         self.dilation = tuple(a.dilation)
-        if layer.kind in ('conv', 'conv_transpose'):
+        if layer.kind in (Kind.CONV, Kind.CONV_TRANSPOSE):
             self.weight = a.weight.to(dev)
-            if layer.kind == 'conv':
+            if layer.kind == Kind.CONV:
                 self.weight = self.weight.contiguous(memory_format=torch.channels_last)
             self.bias = None if a.bias is None else a.bias.to(dev)
             self.groups = a.groups
-        if layer.kind == 'pool':
+        if layer.kind == Kind.POOL:
             p = a.padding
             self.pads = (p[0], p[0], p[1], p[1])
             self.ceil_mode = a.ceil_mode
-        elif layer.kind == 'conv':
+        elif layer.kind == Kind.CONV:
             self.pads = tuple(a.pads)
             self.ceil_mode = False
         else:
@@ -512,7 +512,7 @@ class Window(Run):
 class Resample(Run):
     """Separable linear resampling (nearest, bilinear, bicubic, area) with torch's weights."""
 
-    kind = 'resample'
+    kind = Kind.RESAMPLE
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -673,7 +673,7 @@ class Resample(Run):
 class Pad(Run):
     """Constant, reflect, replicate or circular padding (and cropping): one tap per output."""
 
-    kind = 'pad'
+    kind = Kind.PAD
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -717,7 +717,7 @@ class DepthToSpace(Run):
     phase ``(y % b) * b + x % b`` (PyTorch order: cs = b * b, ps = 1; TF: cs = 1, ps = C).
     """
 
-    kind = 'depth_to_space'
+    kind = Kind.DEPTH_TO_SPACE
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
@@ -764,7 +764,7 @@ class DepthToSpace(Run):
 class Cat(Run):
     """Concatenation along channels."""
 
-    kind = 'cat'
+    kind = Kind.CAT
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return union([changes.get(v) for v in self.inputs], self.full)
@@ -782,7 +782,7 @@ class Cat(Run):
 class Pointwise(Run):
     """The identity core: a standalone epilogue (activation, residual add, broadcast mul)."""
 
-    kind = 'pointwise'
+    kind = Kind.POINTWISE
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])  # the main operand has the output's size
@@ -799,7 +799,7 @@ class Pointwise(Run):
 class Positionwise(Run):
     """Softmax, log-softmax or argmax over the channels of each position."""
 
-    kind = 'positionwise'
+    kind = Kind.POSITIONWISE
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])
@@ -824,7 +824,7 @@ class Positionwise(Run):
 class GlobalPool(Run):
     """Global average pooling from a running float64 sum updated with the input's deltas."""
 
-    kind = 'gap'
+    kind = Kind.GAP
 
     def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
         src = self.in_values[0]
@@ -857,13 +857,17 @@ class GlobalPool(Run):
         return (total / self.in_values[0].positions).to(self.value.dtype).view(1, -1)
 
 
+# The run of each compute kind (a kind without one is a KeyError naming it).
+_RUNS = {ConvForm.CONV1X1: RowsConv, Kind.CONV: Window, ConvForm.DEPTHWISE: Window,
+         Kind.CONV_TRANSPOSE: Window, Kind.POOL: Window, Kind.RESAMPLE: Resample, Kind.PAD: Pad,
+         Kind.DEPTH_TO_SPACE: DepthToSpace, Kind.CAT: Cat, Kind.POINTWISE: Pointwise,
+         Kind.POSITIONWISE: Positionwise, Kind.GAP: GlobalPool}
+
+
 def make_run(g: LayerGeometry, values: list[Value], device: torch.device,
              dtype: torch.dtype, tile: int) -> Run:
     """Pick the run class for a layer's compute kind."""
-    cls = {'conv1x1': RowsConv, 'conv': Window, 'depthwise': Window, 'conv_transpose': Window,
-           'pool': Window, 'resample': Resample, 'pad': Pad, 'depth_to_space': DepthToSpace,
-           'cat': Cat, 'pointwise': Pointwise, 'positionwise': Positionwise,
-           'gap': GlobalPool}[g.kind]
+    cls = _RUNS[g.kind]
     return cls(g, values, device, dtype, tile)
 
 

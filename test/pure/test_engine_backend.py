@@ -114,7 +114,6 @@ def test_the_reference_runs_without_triton():
         result.stdout
 
 
-
 def test_importing_the_engine_leaves_triton_alone():
     # Triton (and the choice of its interpreter) comes with the first backend or device
     # executor built, not with the import: the reference backend's users need not pay for it.
@@ -134,6 +133,7 @@ def test_importing_the_engine_leaves_triton_alone():
     assert lines[0] == '[]', result.stdout
     # The test can fail: building a backend does import the kernels (and Triton, if installed).
     assert lines[1].split()[1] == 'True', result.stdout
+
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine where CUDA cannot run')
 def test_auto_on_cuda_logs_why_the_kernels_cannot_run(monkeypatch, registry, caplog):
