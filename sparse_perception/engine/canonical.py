@@ -35,7 +35,7 @@ from typing import Any, Callable, TYPE_CHECKING
 
 from sparse_perception.engine.fusion import batch_norm, binary, extend, pointwise
 from sparse_perception.engine.ir import ConvAttrs, ConvTransposeAttrs, DepthToSpaceAttrs, Kind, \
-    PadAttrs, PoolAttrs, PositionwiseAttrs, ResampleAttrs, Value
+    NO_PADDING, PadAttrs, Padding, PoolAttrs, PositionwiseAttrs, ResampleAttrs, Value
 from sparse_perception.engine.ops import depth_to_space
 from sparse_perception.kernels.steps import Step
 import torch
@@ -167,13 +167,13 @@ def _conv_module(lo: Lowering, n: fx.Node) -> None:
     mod = lo.modules[n.target]
     x = lo.main_input(n, n.args[0])
     weight, bias = mod.weight.detach(), _opt(mod.bias)
-    pads = _conv_pads(mod.padding, mod.kernel_size, mod.dilation)
-    if mod.padding_mode != 'zeros' and any(pads):
-        x = _pad_value(lo, n, x, (pads[2], pads[3], pads[0], pads[1]),
+    padding = _conv_padding(mod.padding, mod.kernel_size, mod.dilation)
+    if mod.padding_mode != 'zeros' and any(padding):
+        x = _pad_value(lo, n, x, (padding.left, padding.right, padding.top, padding.bottom),
                        {'reflect': 'reflect', 'replicate': 'replicate',
                         'circular': 'circular'}[mod.padding_mode], 0.0)
-        pads = (0, 0, 0, 0)
-    _conv_layer(lo, n, x, weight, bias, tuple(mod.stride), pads, tuple(mod.dilation),
+        padding = NO_PADDING
+    _conv_layer(lo, n, x, weight, bias, tuple(mod.stride), padding, tuple(mod.dilation),
                 mod.groups)
 
 
@@ -327,8 +327,8 @@ def _conv_call(lo: Lowering, n: fx.Node) -> None:
             lo, n, x, weight, bias, _pair(args['stride']), _pair(args['padding']),
             _pair(args['output_padding']), _pair(args['dilation']), args['groups'])
         return
-    pads = _conv_pads(args['padding'], k, _pair(args['dilation']))
-    _conv_layer(lo, n, x, weight, bias, _pair(args['stride']), pads,
+    padding = _conv_padding(args['padding'], k, _pair(args['dilation']))
+    _conv_layer(lo, n, x, weight, bias, _pair(args['stride']), padding,
                 _pair(args['dilation']), args['groups'])
 
 
@@ -436,19 +436,20 @@ METHODS: dict[str, Converter] = _table(
 
 # -- layer builders --------------------------------------------------------------------------
 
-def _conv_layer(lo, n, x, weight, bias, stride, pads, dilation, groups) -> None:
+def _conv_layer(lo, n, x, weight, bias, stride, padding, dilation, groups) -> None:
     lo.check_nchw_result(n)
     out = lo.new_value(n)
     kh, kw = weight.shape[-2:]
-    lo.emit(n, Kind.CONV, [x], out, ConvAttrs(weight, bias, stride, pads, dilation, groups,
+    lo.emit(n, Kind.CONV, [x], out, ConvAttrs(weight, bias, stride, padding, dilation, groups,
                                               (kh, kw)))
 
 
-def _conv_transpose_layer(lo, n, x, weight, bias, stride, padding, output_padding,
+def _conv_transpose_layer(lo, n, x, weight, bias, stride, crop, output_padding,
                           dilation, groups) -> None:
+    """Emit a transposed convolution; torch's ``padding`` of one is a crop of its output."""
     lo.check_nchw_result(n)
     out = lo.new_value(n)
-    attrs = ConvTransposeAttrs(weight, bias, stride, padding, output_padding, dilation, groups,
+    attrs = ConvTransposeAttrs(weight, bias, stride, crop, output_padding, dilation, groups,
                                tuple(weight.shape[-2:]))
     lo.emit(n, Kind.CONV_TRANSPOSE, [x], out, attrs)
 
@@ -472,7 +473,7 @@ def _pool(lo: Lowering, n: fx.Node, x: Any, kind: str, args: dict) -> None:
     lo.check_nchw_result(n)
     k = _pair(args['kernel_size'])
     stride = _pair(args['stride'] if args.get('stride') not in (None, []) else k)
-    attrs = PoolAttrs(kind, k, stride, _pair(args['padding']),
+    attrs = PoolAttrs(kind, k, stride, Padding.even(*_pair(args['padding'])),
                       _pair(args.get('dilation', 1)), bool(args['ceil_mode']),
                       bool(args.get('count_include_pad', True)), args.get('divisor_override'))
     out = lo.new_value(n)
@@ -591,7 +592,7 @@ def _linear(lo: Lowering, n: fx.Node, x: Any, weight: Any, bias: Any) -> None:
     out = lo.new_value(n)
     w = weight.detach()[:, :, None, None]
     lo.emit(n, Kind.CONV, [v], out,
-            ConvAttrs(w, _opt(bias), (1, 1), (0, 0, 0, 0), (1, 1), 1, (1, 1)))
+            ConvAttrs(w, _opt(bias), (1, 1), NO_PADDING, (1, 1), 1, (1, 1)))
 
 
 def _reshape_global(lo: Lowering, n: fx.Node, x: Any) -> None:
@@ -629,17 +630,16 @@ def _pair(v: Any) -> tuple:
     return (v, v)
 
 
-def _conv_pads(padding: Any, kernel: Any, dilation: Any) -> tuple[int, int, int, int]:
-    """Return (top, bottom, left, right) zero padding of a convolution."""
+def _conv_padding(padding: Any, kernel: Any, dilation: Any) -> Padding:
+    """Return the zero padding of a convolution given torch's ``padding`` argument."""
     kernel, dilation = _pair(kernel), _pair(dilation)
     if isinstance(padding, str):
         if padding == 'valid':
-            return (0, 0, 0, 0)
+            return NO_PADDING
         total = [d * (k - 1) for k, d in zip(kernel, dilation)]  # 'same'
-        return (total[0] // 2, total[0] - total[0] // 2, total[1] // 2,
-                total[1] - total[1] // 2)
-    ph, pw = _pair(padding)
-    return (ph, ph, pw, pw)
+        return Padding(total[0] // 2, total[0] - total[0] // 2, total[1] // 2,
+                       total[1] - total[1] // 2)
+    return Padding.even(*_pair(padding))
 
 
 def _module_activation(mod: nn.Module) -> tuple[str, tuple]:

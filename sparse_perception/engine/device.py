@@ -171,7 +171,7 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
         w = a.weight.to(device, dtype)
         bias = None if a.bias is None else a.bias.to(device, dtype)
         kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
-        top, _, left, _ = a.pads
+        top, _, left, _ = a.padding
         groups = a.groups
         spec.weights['bias'] = bias
         if spec.kind == ConvForm.CONV1X1:
@@ -186,15 +186,15 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
         spec.weights['groups'] = groups
         return spec
     if layer.kind == Kind.CONV_TRANSPOSE:
-        # Output o reads input (o + padding - k * dilation) / stride where that is exact: tap
+        # Output o reads input (o + crop - k * dilation) / stride where that is exact: tap
         # tables (Ho, kh) and (Wo, kw) give the candidates, the conv kernel the values.
         kernel, stride, dil = tuple(a.kernel), tuple(a.stride), tuple(a.dilation)
-        padding = tuple(a.padding)
+        crop = tuple(a.crop)
         spec.reach = Reach.TABLE
         spec.tables = tuple(k.conv.transposed_taps(n_out, n_in, kernel[i], stride[i], dil[i],
-                                                   padding[i]).to(device)
+                                                   crop[i]).to(device)
                             for i, (n_out, n_in) in enumerate(zip(spec.out_hw, spec.in_hw)))
-        spec.window = (kernel, stride, dil, padding)
+        spec.window = (kernel, stride, dil, crop)
         spec.weights['gemm'] = k.conv.conv_transpose_weight(a.weight.to(device, dtype),
                                                             a.groups)
         spec.weights['bias'] = None if a.bias is None else a.bias.to(device, dtype)
@@ -210,7 +210,7 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
         spec.weights['shuffle'] = (block, a.order)
         return spec
     if layer.kind == Kind.POOL:
-        padding = tuple(a.padding)
+        padding = a.padding.torch_pair()  # (top, left), as the window kernels take it
         dil = tuple(a.dilation)
         spec.reach = Reach.WINDOW
         spec.window = (tuple(a.kernel), tuple(a.stride), dil, padding)

@@ -100,7 +100,7 @@ def core_kind(layer: Layer, values: list[Value]) -> Kind | ConvForm:
         return layer.kind
     a = layer.attrs
     if (tuple(a.kernel) == (1, 1) and tuple(a.stride) == (1, 1)
-            and not any(a.pads) and a.groups == 1):
+            and not any(a.padding) and a.groups == 1):
         return ConvForm.CONV1X1
     if a.groups == values[layer.inputs[0]].channels and a.weight.shape[1] == 1:
         return ConvForm.DEPTHWISE

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 import enum
-from typing import Union
+from typing import NamedTuple, Union
 
 from sparse_perception.kernels.steps import Step
 import torch
@@ -55,6 +55,34 @@ class Kind(str, enum.Enum):
     __format__ = str.__format__
 
 
+class Padding(NamedTuple):
+    """
+    Rows and columns added around a window's input before it slides, as torch adds them.
+
+    Zeros for convolutions and average pooling (whose divisor may leave them out), ``-inf``
+    for max pooling. Uneven for TF's 'same'; a torch pooling's is even.
+    """
+
+    top: int
+    bottom: int
+    left: int
+    right: int
+
+    @classmethod
+    def even(cls, rows: int, cols: int) -> 'Padding':
+        """Return torch's ``padding=(rows, cols)``: as much on both sides."""
+        return cls(rows, rows, cols, cols)
+
+    def torch_pair(self) -> tuple[int, int]:
+        """Return the ``(rows, cols)`` torch's pooling takes (it must be even)."""
+        if self.top != self.bottom or self.left != self.right:
+            raise ValueError(f'{self} is uneven; torch takes even padding only')
+        return self.top, self.left
+
+
+NO_PADDING = Padding(0, 0, 0, 0)
+
+
 @dataclass
 class ConvAttrs:
     """A convolution's core (a Linear on a pooled vector is a 1x1 one)."""
@@ -62,7 +90,7 @@ class ConvAttrs:
     weight: torch.Tensor  # (Cout, Cin / groups, kh, kw), batch norm folded in
     bias: torch.Tensor | None  # (Cout,)
     stride: tuple[int, int]
-    pads: tuple[int, int, int, int]  # zero padding (top, bottom, left, right): 'same' is uneven
+    padding: Padding
     dilation: tuple[int, int]
     groups: int
     kernel: tuple[int, int]
@@ -75,7 +103,7 @@ class ConvTransposeAttrs:
     weight: torch.Tensor  # (Cin, Cout / groups, kh, kw), batch norm folded in
     bias: torch.Tensor | None  # (Cout,)
     stride: tuple[int, int]
-    padding: tuple[int, int]  # rows, columns cropped from each side of the full output
+    crop: tuple[int, int]  # rows, columns cropped from each side of the full output
     output_padding: tuple[int, int]
     dilation: tuple[int, int]
     groups: int
@@ -89,7 +117,7 @@ class PoolAttrs:
     pool: str  # 'max' or 'avg'
     kernel: tuple[int, int]
     stride: tuple[int, int]
-    padding: tuple[int, int]  # on both sides (rows, columns), as torch pools take it
+    padding: Padding  # even
     dilation: tuple[int, int]
     ceil_mode: bool
     count_include_pad: bool

@@ -345,16 +345,12 @@ class Window(Run):
                 self.weight = self.weight.contiguous(memory_format=torch.channels_last)
             self.bias = None if a.bias is None else a.bias.to(dev)
             self.groups = a.groups
-        if layer.kind == Kind.POOL:
-            p = a.padding
-            self.pads = (p[0], p[0], p[1], p[1])
-            self.ceil_mode = a.ceil_mode
-        elif layer.kind == Kind.CONV:
-            self.pads = tuple(a.pads)
-            self.ceil_mode = False
-        else:
-            self.padding = tuple(a.padding)
+        if self.transposed:
+            self.crop = tuple(a.crop)
             self.output_padding = tuple(a.output_padding)
+        else:
+            self.pads = tuple(a.padding)
+            self.ceil_mode = a.ceil_mode if self.pool else False
         tile = _tile_for(self.tile_pref, out.height, out.width)
         if self.transposed:  # tiles aligned to the stride keep the patch geometry constant
             tile = max(tile, *self.stride)
@@ -373,11 +369,11 @@ class Window(Run):
         ty, tx = ty.reshape(-1, 1), tx.reshape(-1, 1)
         pad_row = low_row(src.positions) if self.pool == 'max' else zero_row(src.positions)
         if self.transposed:
-            rows, self.crop = _transposed_axis(t, self.kernel[0], self.stride[0],
-                                               self.dilation[0], self.padding[0])
+            rows, crop_h = _transposed_axis(t, self.kernel[0], self.stride[0],
+                                            self.dilation[0], self.crop[0])
             cols, crop_w = _transposed_axis(t, self.kernel[1], self.stride[1],
-                                            self.dilation[1], self.padding[1])
-            self.crop = (self.crop, crop_w)
+                                            self.dilation[1], self.crop[1])
+            self.tile_crop = (crop_h, crop_w)
             iy = ty * t // self.stride[0] + rows[0] + torch.arange(rows[1]).view(1, -1)
             ix = tx * t // self.stride[1] + cols[0] + torch.arange(cols[1]).view(1, -1)
             ph, pw = rows[1], cols[1]
@@ -405,7 +401,8 @@ class Window(Run):
         # divides by torch's own divisor. factor = kh * kw / divisor, per output position.
         a = self.layer.attrs
         ones = torch.ones(1, 1, src.height, src.width, dtype=torch.float64)
-        kw = {'kernel_size': self.kernel, 'stride': self.stride, 'padding': a.padding,
+        kw = {'kernel_size': self.kernel, 'stride': self.stride,
+              'padding': a.padding.torch_pair(),
               'ceil_mode': a.ceil_mode}
         mean = F.avg_pool2d(ones, count_include_pad=a.count_include_pad,
                             divisor_override=a.divisor_override, **kw)
@@ -427,7 +424,7 @@ class Window(Run):
         if self.transposed:
             m = ch.mask.to(torch.float32)[None, None]
             ones = torch.ones(1, 1, *self.kernel, device=m.device)
-            grown = F.conv_transpose2d(m, ones, None, self.stride, self.padding,
+            grown = F.conv_transpose2d(m, ones, None, self.stride, self.crop,
                                        self.output_padding, 1, self.dilation)
             mask = grown[0, 0] > 0
         else:
@@ -444,7 +441,7 @@ class Window(Run):
         if self.transposed:
             y = F.conv_transpose2d(patches, self.weight, None, self.stride, 0, 0,
                                    self.groups, self.dilation)
-            (c0, c1), t = self.crop, self.tile
+            (c0, c1), t = self.tile_crop, self.tile
             if y.shape[2] < c0 + t or y.shape[3] < c1 + t:  # outputs no tap reaches
                 y = F.pad(y, (0, max(0, c1 + t - y.shape[3]), 0, max(0, c0 + t - y.shape[2])))
             y = y[:, :, c0:c0 + t, c1:c1 + t]
@@ -490,13 +487,13 @@ class Window(Run):
         x = as_nchw(f.caches[self.inputs[0]], src.height, src.width)
         a = self.layer.attrs
         if self.pool == 'max':
-            y = F.max_pool2d(x, self.kernel, self.stride, a.padding, self.dilation,
+            y = F.max_pool2d(x, self.kernel, self.stride, a.padding.torch_pair(), self.dilation,
                              self.ceil_mode)
         elif self.pool == 'avg':
-            y = F.avg_pool2d(x, self.kernel, self.stride, a.padding, self.ceil_mode,
+            y = F.avg_pool2d(x, self.kernel, self.stride, a.padding.torch_pair(), self.ceil_mode,
                              a.count_include_pad, a.divisor_override)
         elif self.transposed:
-            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding,
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.crop,
                                    self.output_padding, self.groups, self.dilation)
         else:
             top, bottom, left, right = self.pads
@@ -886,18 +883,17 @@ def _tile_for(tile: int, height: int, width: int) -> int:
 
 
 def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,
-                     padding: int) -> tuple[tuple[int, int], int]:
+                     crop: int) -> tuple[tuple[int, int], int]:
     """Input rows of an output tile of a transposed convolution: (first offset, count), crop."""
     reach = (kernel - 1) * dilation
-    # Output o reads inputs i with i * stride + j * dilation = o + padding. For an output
+    # Output o reads inputs i with i * stride + j * dilation = o + crop. For an output
     # tile [o0, o0 + tile) with o0 a multiple of tile (hence of stride) that is
-    # i_lo = floor((o0 + padding - reach) / stride) to i_hi = floor((o0 + tile - 1 + padding)
-    # / stride); the transposed convolution of that patch without padding puts output o at
-    # o + padding - i_lo * stride, an offset (the crop) that is the same for every tile.
-    first = (padding - reach) // stride  # i_lo - o0 / stride
-    last = (tile - 1 + padding) // stride  # i_hi - o0 / stride
-    crop = padding - first * stride
-    return (first, last - first + 1), crop
+    # i_lo = floor((o0 + crop - reach) / stride) to i_hi = floor((o0 + tile - 1 + crop)
+    # / stride); the transposed convolution of that patch without a crop puts output o at
+    # o + crop - i_lo * stride, an offset (the patch's crop) that is the same for every tile.
+    first = (crop - reach) // stride  # i_lo - o0 / stride
+    last = (tile - 1 + crop) // stride  # i_hi - o0 / stride
+    return (first, last - first + 1), crop - first * stride
 
 
 def _bands(matrix: torch.Tensor, device: torch.device, dtype: torch.dtype) -> list | None:
