@@ -32,6 +32,8 @@ from __future__ import annotations
 import random
 
 from sparse_perception.engine.backend import new_cache
+from sparse_perception.engine.device import TILING
+from sparse_perception.engine.executor import compute_tile, Tiling
 from sparse_perception.kernels.steps import Step
 import torch
 import torch.nn.functional as F
@@ -370,7 +372,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
     ep = epilogue.encode(steps, {0: operand})
     dense = dense.clamp(0, 6) + operand[:ho * wo].cpu().float()
     low = (low.cpu().float().clamp(0, 6) + operand[:ho * wo].cpu().float()).to(dtype)
-    tile = window.cache_tile((ho, wo), r.choice((16, 64)))
+    tile = compute_tile((ho, wo), Tiling(8, r.choice((16, 64))))
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
     out = new_cache(ho * wo, cout, dtype, device)
     out[:ho * wo] = _randn(g, ho * wo, cout, device=device).to(dtype)
@@ -399,7 +401,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
 
 def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float) -> None:
     from sparse_perception.engine.canonical import _axis_matrix
-    from sparse_perception.kernels import resample, window
+    from sparse_perception.kernels import resample
     from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
@@ -420,7 +422,7 @@ def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: f
     low = _rows(F.interpolate(x.to(dtype).float(), size=(ho, wo), **kw)).to(dtype).cpu()
     ref = resample.resample_tiles_ref(src, (h, w), (ho, wo), rows, cols).cpu()
     assert_close(ref.to(dtype), dense, dtype, low, 'resample_tiles_ref')
-    tile = window.cache_tile((ho, wo))
+    tile = compute_tile((ho, wo), TILING)
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
     out = new_cache(ho * wo, channels, dtype, device)
     before = out.clone()
@@ -432,7 +434,7 @@ def check_resample_tiles(device: str, dtype: torch.dtype, seed: int, fraction: f
 
 def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float) -> None:
     """Check padding (tables with a fill value) and concatenation (channel offset) over tiles."""
-    from sparse_perception.kernels import gather, window
+    from sparse_perception.kernels import gather
 
     r, g = _rng(seed)
     h, w, channels = r.randint(1, 11), r.randint(1, 11), r.randint(1, 19)
@@ -456,7 +458,7 @@ def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float
     out = new_cache(ho * wo, channels + offset + 2, dtype, device)
     out[:ho * wo] = _randn(g, ho * wo, out.shape[1], device=device).to(dtype)
     before = out.clone()
-    tile = window.cache_tile((ho, wo))
+    tile = compute_tile((ho, wo), TILING)
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
     gather.copy_tiles(src, out, (ho, wo), tile, tiles, count, cand, table, w, offset, value)
     expected = before[:ho * wo].clone().cpu()
@@ -467,7 +469,7 @@ def check_copy_tiles(device: str, dtype: torch.dtype, seed: int, fraction: float
 
 
 def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> None:
-    from sparse_perception.kernels import positionwise, window
+    from sparse_perception.kernels import positionwise
     from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
@@ -478,7 +480,7 @@ def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> N
     out = new_cache(h * w, 1 if fn == 'argmax' else channels,
                     torch.int64 if fn == 'argmax' else dtype, device)
     before = out.clone()
-    tile = window.cache_tile((h, w))
+    tile = compute_tile((h, w), TILING)
     cand, tiles, count = _tile_case(r, g, device, (h, w), tile, 0.5)
     kernel, grid, a, meta = positionwise.positionwise_args(src, out, fn, (h, w), tile, tiles,
                                                            count, cand)
@@ -495,7 +497,7 @@ def check_positionwise(device: str, dtype: torch.dtype, seed: int, fn: str) -> N
 
 def check_candidates(device: str, seed: int) -> None:
     """Check the candidate kernel: receptive field, operands, listing and device counts."""
-    from sparse_perception.kernels import masks, window
+    from sparse_perception.kernels import masks
     from sparse_perception.kernels.runtime import launch
 
     r, g = _rng(seed)
@@ -513,7 +515,7 @@ def check_candidates(device: str, seed: int) -> None:
     op = (torch.rand(ho * wo, generator=g) < 0.05).to(device, torch.uint8)
     op_count = op.sum().to(torch.int32).view(1)
     bcast = torch.tensor([r.random() < 0.2], dtype=torch.uint8, device=device)
-    tile = window.cache_tile((ho, wo), r.choice((16, 64)))
+    tile = compute_tile((ho, wo), Tiling(8, r.choice((16, 64))))
     capacity = masks.tile_grid((ho, wo), tile)
     cand = torch.zeros(ho * wo, dtype=torch.uint8, device=device)
     tiles = torch.full((capacity,), -1, dtype=torch.int32, device=device)
@@ -633,7 +635,7 @@ def check_conv_transpose_tiles(device: str, dtype: torch.dtype, seed: int,
     # The epilogue rides along (ReLU6) as in check_conv_tiles.
     steps = [Step('act', 'hardtanh', (0.0, 6.0))]
     ep = epilogue.encode(steps, {})
-    tile = window.cache_tile((ho, wo), r.choice((16, 64)))
+    tile = compute_tile((ho, wo), Tiling(8, r.choice((16, 64))))
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
     out = new_cache(ho * wo, cout, dtype, device)
     out[:ho * wo] = _randn(g, ho * wo, cout, device=device).to(dtype)
@@ -657,7 +659,7 @@ def check_shuffle_tiles(device: str, dtype: torch.dtype, seed: int, order: str,
                         fraction: float) -> None:
     """Depth-to-space over listed tiles: copy_tiles and copy_tiles_ref equal the dense op."""
     from sparse_perception.engine.ops import depth_to_space
-    from sparse_perception.kernels import gather, window
+    from sparse_perception.kernels import gather
 
     r, g = _rng(seed)
     h, w, depth, b = r.randint(1, 7), r.randint(1, 7), r.randint(1, 9), r.choice((2, 3))
@@ -672,7 +674,7 @@ def check_shuffle_tiles(device: str, dtype: torch.dtype, seed: int, order: str,
     out = new_cache(ho * wo, depth + offset, dtype, device)
     out[:ho * wo] = _randn(g, ho * wo, out.shape[1], device=device).to(dtype)
     before = out.clone()
-    tile = window.cache_tile((ho, wo))
+    tile = compute_tile((ho, wo), TILING)
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
     gather.copy_tiles(src, out, (ho, wo), tile, tiles, count, cand, table, w, offset,
                       shuffle=(b, order))

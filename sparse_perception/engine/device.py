@@ -66,7 +66,8 @@ from typing import Any, Callable
 from sparse_perception.engine.backend import kernel_modules
 from sparse_perception.engine.config import EngineConfig
 from sparse_perception.engine.errors import EngineError, UnsupportedOpError
-from sparse_perception.engine.executor import ConvForm, Frame, LayerGeometry, Plan, StreamState
+from sparse_perception.engine.executor import ConvForm, Frame, LayerGeometry, Plan, \
+    StreamState, Tiling
 from sparse_perception.engine.ir import Kind, Layer
 from sparse_perception.engine.lower import lower
 from sparse_perception.engine.stats import FrameStats, LayerStats
@@ -75,6 +76,8 @@ import torch
 from torch import nn
 
 LOG = logging.getLogger(__name__)
+# A program of the tiled kernels computes 64 positions (8 x 8 where the map is 8 wide).
+TILING = Tiling(edge=8, positions=64)
 _STAT_COLUMNS = 4  # per layer: listed tiles, candidates, changed, computed positions
 
 
@@ -100,7 +103,7 @@ class _LayerSpec:
     steps: list
     macs: float
     terminal: bool
-    tile: tuple = (8, 8)
+    tile: tuple[int, int]  # the plan's (TILING)
     reach: Reach = Reach.SAME  # how candidates come from the core input
     window: tuple | None = None  # kernel, stride, dilation, (top, left)
     tables: tuple | None = None  # candidate tap tables (rows (Ho, kh), cols (Wo, kw))
@@ -134,6 +137,9 @@ class _Lowering:
     def __init__(self, k: Any):
         self.k = k
 
+    def tiling(self, config: EngineConfig) -> Tiling:
+        return TILING
+
     def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
         return build_specs(plan, self.k), None
 
@@ -158,8 +164,7 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
     spec = _LayerSpec(g.index + 1, layer, g.kind, layer.output, list(layer.inputs),
                       (g.value.height, g.value.width),
                       (ins[0].height, ins[0].width) if ins else (1, 1), g.steps,
-                      g.macs_per_position, g.terminal)
-    spec.tile = k.window.cache_tile(spec.out_hw)
+                      g.macs_per_position, g.terminal, g.tile)
     try:  # the epilogue must be fusable (operands are bound per stream later)
         k.epilogue.encode(spec.steps, {v: torch.zeros(values[v].positions + 3,
                                                       values[v].channels)
@@ -324,6 +329,10 @@ class DeviceExecutor:
         """Take the engine's new configuration (its plans are rebuilt)."""
 
     # -- plans and streams ----------------------------------------------------------------------
+
+    def tiling(self, config: EngineConfig) -> Tiling:
+        """Tiles of a fixed number of positions, whatever the ``tile`` setting."""
+        return TILING
 
     def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
         """Return the device data of a plan's layers (nothing more per input shape)."""

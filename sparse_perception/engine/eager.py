@@ -26,7 +26,7 @@ from __future__ import annotations
 from typing import Any
 
 from sparse_perception.engine.backend import as_nchw, get_backend
-from sparse_perception.engine.executor import clock, Frame, Plan, StreamState
+from sparse_perception.engine.executor import clock, Frame, Plan, StreamState, Tiling
 from sparse_perception.engine.ir import Kind
 from sparse_perception.engine.layers import Change, full_change, make_run
 from sparse_perception.engine.stats import FrameStats, LayerStats
@@ -120,10 +120,14 @@ class EagerExecutor:
 
     # -- plans and streams ----------------------------------------------------------------------
 
+    def tiling(self, config: Any) -> Tiling:
+        """Square tiles of the ``tile`` setting (see compute_tile)."""
+        return Tiling(config.tile)
+
     def build(self, plan: Plan, config: Any) -> tuple[list, InputTables]:
         """Return the runs of a plan's layers (with what reads what) and its input tables."""
         values = plan.program.values
-        runs = [make_run(g, values, plan.device, plan.dtype, config.tile) for g in plan.layers]
+        runs = [make_run(g, values, plan.device, plan.dtype) for g in plan.layers]
         gap_inputs = {g.layer.inputs[0] for g in plan.layers if g.kind == Kind.GAP}
         for r in runs:
             r.want_old = r.out in gap_inputs

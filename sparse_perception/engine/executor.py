@@ -82,6 +82,7 @@ class LayerGeometry:
     operand_ids: list[int]  # value ids the epilogue reads besides the core's output
     macs_per_position: float
     terminal: bool  # no layer reads the output (only the model's output or its tail)
+    tile: tuple[int, int]  # (rows, columns) of output positions computed together (compute_tile)
 
     @property
     def name(self) -> str:
@@ -107,6 +108,47 @@ def core_kind(layer: Layer, values: list[Value]) -> Kind | ConvForm:
     return Kind.CONV
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """What an executor asks of its tiles (the one parameter of :func:`compute_tile`)."""
+
+    edge: int  # the tile edge it prefers, in output positions
+    positions: int | None = None  # every tile holds exactly this many (None: square tiles)
+
+
+def compute_tile(out_hw: tuple[int, int], tiling: Tiling,
+                 stride: tuple[int, int] = (1, 1)) -> tuple[int, int]:
+    """
+    Return the tile, (rows, columns) of output positions, a layer computes together.
+
+    Both executors recompute a layer tile by tile: where a tile holds a candidate, all of it
+    is computed (the rest of it is written unchanged up to rounding, exactly at thresholds
+    0). They differ in one constraint, ``tiling``:
+
+    - the eager executor gathers each tile with its halo and runs a stock torch op on the
+      batch, so its tiles are square: ``edge`` (the ``tile`` setting), halved while the map
+      holds fewer than 64 of them (down to 2), so that a small map still has tiles to skip.
+      A transposed convolution's tiles are multiples of its ``stride``, so that every tile's
+      patch has the same geometry;
+    - the device executor runs one Triton program per tile over a fixed number of positions
+      (``positions``: a power of two for ``tl.arange``, at least 16 rows for ``tl.dot``):
+      tiles ``edge`` wide, narrower on a narrower map (a power of two), and as tall as the
+      positions make them. Its kernels read every position's window on their own, so they need
+      no alignment to a stride.
+    """
+    height, width = out_hw
+    if tiling.positions is not None:
+        columns = min(tiling.edge, 1 << max(0, width - 1).bit_length())
+        return tiling.positions // columns, columns
+    t = tiling.edge
+    while t > 2 and -(-height // t) * -(-width // t) < 64:
+        t //= 2
+    t = max(1, t, *stride)
+    t = -(-t // stride[0]) * stride[0]
+    t = -(-t // stride[1]) * stride[1]
+    return t, t
+
+
 def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
     """Move an epilogue step's constants to the layer's device and dtype."""
     if step.kind == 'affine':
@@ -120,8 +162,8 @@ def convert_step(step: Step, device: torch.device, dtype: torch.dtype) -> Step:
     return step
 
 
-def geometry(program: Program, device: torch.device,
-             dtype: torch.dtype) -> list[LayerGeometry]:
+def geometry(program: Program, device: torch.device, dtype: torch.dtype,
+             tiling: Tiling) -> list[LayerGeometry]:
     """Return the geometry of every layer but the input, in execution order."""
     values = program.values
     layers = program.layers[1:]
@@ -131,7 +173,10 @@ def geometry(program: Program, device: torch.device,
         [values[v] for v in layer.inputs],
         [convert_step(s, device, dtype) for s in layer.epilogue],
         [s.operand for s in layer.epilogue if s.operand is not None],
-        macs_per_position(layer, values), layer.output not in read)
+        macs_per_position(layer, values), layer.output not in read,
+        compute_tile((values[layer.output].height, values[layer.output].width), tiling,
+                     tuple(layer.attrs.stride) if layer.kind == Kind.CONV_TRANSPOSE
+                     else (1, 1)))
         for i, layer in enumerate(layers)]
 
 
@@ -151,7 +196,7 @@ class Plan:
         self.device = device
         self.dtype = dtype
         self.input = program.values[program.input_id]
-        self.layers = geometry(program, device, dtype)
+        self.layers = geometry(program, device, dtype, executor.tiling(config))
         self.runs, self.tables = executor.build(self, config)
         self.check_layer_thresholds(config)
 

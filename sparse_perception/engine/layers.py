@@ -122,7 +122,7 @@ class Run:
     kind: str  # what the layer's statistics call it
 
     def __init__(self, g: LayerGeometry, values: list[Value], device: torch.device,
-                 dtype: torch.dtype, tile: int):
+                 dtype: torch.dtype):
         self.index = g.index
         self.layer = g.layer
         self.name = g.name
@@ -135,7 +135,6 @@ class Run:
         self.channels = self.value.channels
         self.device = device
         self.dtype = dtype
-        self.tile_pref = tile
         self.steps = g.steps
         self.operand_ids = g.operand_ids
         self.broadcast = {v: values[v].positions == 1 and self.positions > 1
@@ -329,8 +328,8 @@ class Window(Run):
 
     kind = 'window'  # in the statistics, whatever the windowed op
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
+    def __init__(self, g: LayerGeometry, *args: Any):
+        super().__init__(g, *args)
         layer, src, out = self.layer, self.in_values[0], self.value
         a = layer.attrs
         dev = self.device
@@ -351,12 +350,7 @@ class Window(Run):
         else:
             self.pads = tuple(a.padding)
             self.ceil_mode = a.ceil_mode if self.pool else False
-        tile = _tile_for(self.tile_pref, out.height, out.width)
-        if self.transposed:  # tiles aligned to the stride keep the patch geometry constant
-            tile = max(tile, *self.stride)
-            tile = -(-tile // self.stride[0]) * self.stride[0]
-            tile = -(-tile // self.stride[1]) * self.stride[1]
-        self.tile = tile
+        self.tile = g.tile[0]  # square (compute_tile)
         self._build_tables(src, out, dev)
         self.factor = None
         if self.pool == 'avg':
@@ -862,10 +856,9 @@ _RUNS = {ConvForm.CONV1X1: RowsConv, Kind.CONV: Window, ConvForm.DEPTHWISE: Wind
 
 
 def make_run(g: LayerGeometry, values: list[Value], device: torch.device,
-             dtype: torch.dtype, tile: int) -> Run:
+             dtype: torch.dtype) -> Run:
     """Pick the run class for a layer's compute kind."""
-    cls = _RUNS[g.kind]
-    return cls(g, values, device, dtype, tile)
+    return _RUNS[g.kind](g, values, device, dtype)
 
 
 # -- helpers ----------------------------------------------------------------------------------
@@ -873,13 +866,6 @@ def make_run(g: LayerGeometry, values: list[Value], device: torch.device,
 def _rows(y: torch.Tensor) -> torch.Tensor:
     """(1, C, H, W) -> (H * W, C) rows (a view for channels_last tensors)."""
     return y[0].permute(1, 2, 0).reshape(-1, y.shape[1])
-
-
-def _tile_for(tile: int, height: int, width: int) -> int:
-    t = tile
-    while t > 2 and -(-height // t) * -(-width // t) < 64:
-        t //= 2
-    return max(1, t)
 
 
 def _transposed_axis(tile: int, kernel: int, stride: int, dilation: int,

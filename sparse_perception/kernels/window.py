@@ -76,12 +76,6 @@ def patch_tile(out_hw: tuple[int, int]) -> tuple[int, int]:
     return ty, tx
 
 
-def cache_tile(out_hw: tuple[int, int], positions: int = 64) -> tuple[int, int]:
-    """Tile shape (TY, TX) with ``positions`` positions for an output map (narrow maps)."""
-    tx = min(8, next_pow2(out_hw[1]))
-    return positions // tx, tx
-
-
 def channels_last_rows(patches: torch.Tensor) -> torch.Tensor:
     """View ``(t, C, ph, pw)`` channels_last patches as rows ``(t * ph * pw, C)``."""
     t, c, ph, pw = patches.shape
