@@ -121,9 +121,9 @@ def compute_tile(out_hw: tuple[int, int], tiling: Tiling,
     """
     Return the tile, (rows, columns) of output positions, a layer computes together.
 
-    Both executors recompute a layer tile by tile: where a tile holds a candidate, all of it
-    is computed (the rest of it is written unchanged up to rounding, exactly at thresholds
-    0). They differ in one constraint, ``tiling``:
+    Both executors recompute a layer tile by tile: a tile that holds a candidate is computed
+    whole, so the tile decides how many positions a frame computes (the statistics'
+    ``computed`` and ``macs``), not the values. They differ in one constraint, ``tiling``:
 
     - the eager executor gathers each tile with its halo and runs a stock torch op on the
       batch, so its tiles are square: ``edge`` (the ``tile`` setting), halved while the map

@@ -60,7 +60,7 @@ class Padding(NamedTuple):
     Rows and columns added around a window's input before it slides, as torch adds them.
 
     Zeros for convolutions and average pooling (whose divisor may leave them out), ``-inf``
-    for max pooling. Uneven for TF's 'same'; a torch pooling's is even.
+    for max pooling. Uneven for 'same' padding of an even kernel; a torch pooling's is even.
     """
 
     top: int
