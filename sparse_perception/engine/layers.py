@@ -326,10 +326,9 @@ class RowsConv(Run):
 class Window(Run):
     """KxK convolution (any stride, dilation, groups), pooling, transposed convolution."""
 
-    kind = 'window'  # in the statistics, whatever the windowed op
-
     def __init__(self, g: LayerGeometry, *args: Any):
         super().__init__(g, *args)
+        self.kind = g.kind  # conv, depthwise, pool or conv_transpose, as the device executor
         layer, src, out = self.layer, self.in_values[0], self.value
         a = layer.attrs
         dev = self.device

@@ -96,7 +96,7 @@ def test_batchnorm_folds_and_standalone_batchnorm():
                           nn.ReLU6(), nn.BatchNorm2d(4))
     inc = run_and_compare(model)
     kinds = [layer.kind for layer in inc.last_stats.layers]
-    assert kinds == ['window']  # conv + bn + relu6 + bn: one fused layer
+    assert kinds == ['conv']  # conv + bn + relu6 + bn: one fused layer
 
 
 @pytest.mark.parametrize('act', [
