@@ -35,7 +35,7 @@ from replay_helpers import (
 from sparse_perception import cli
 
 # Replays in this module build the pipeline double.
-pytestmark = pytest.mark.usefixtures('replay_double')
+pytestmark = [pytest.mark.bag, pytest.mark.usefixtures('replay_double')]
 
 
 def _one_line_error(capsys, command):

@@ -54,7 +54,7 @@ from sparse_perception import cli
 from support import IN_CI
 import yaml
 
-pytestmark = [pytest.mark.fuzz, pytest.mark.slow]
+pytestmark = [pytest.mark.bag, pytest.mark.fuzz, pytest.mark.slow]
 
 FRAMES = 4
 PICTURES = [frame_picture(i) for i in range(FRAMES)]
@@ -381,7 +381,7 @@ def test_damaged_videos(seed_videos, bounded, name, command, data):
 # ---------------------------------------------------------------------------------------------
 
 # Section keys: the first four apply to a node named perception_node in the root namespace
-# (rclpy's rules, checked against rclpy itself in test/ros/test_params_merge_rclpy.py).
+# (rclpy's rules, checked against rclpy itself in test/core/test_params_merge_rclpy.py).
 APPLYING = ('/**', 'perception_node', '/perception_node', '/**/perception_node')
 NODE_KEYS = [*APPLYING, '/*/perception_node', 'pose_node', '/**/pose_node',
              '/ns/perception_node', '']

@@ -46,7 +46,7 @@ from sparse_perception.shared_data import bundled_clip
 from support import REPO
 
 FRAMES = 8
-pytestmark = pytest.mark.usefixtures('replay_double')
+pytestmark = [pytest.mark.bag, pytest.mark.usefixtures('replay_double')]
 
 
 def _replay(out, *args):

@@ -19,6 +19,8 @@ import gc
 import pytest
 from sparse_perception import settings as st
 
+pytestmark = pytest.mark.ros
+
 FILES = {
     'wildcard then node': {'/**': (2.0, 3), 'perception_node': (5.0, None)},
     'node then wildcard': {'perception_node': (5.0, None), '/**': (2.0, 3)},

@@ -29,7 +29,7 @@ from sparse_perception.models.registry import (engine_networks, load_model, Mode
 from sparse_perception.shared_data import shared_root
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA is not available')
+pytestmark = pytest.mark.gpu
 
 
 def networks():

@@ -26,15 +26,7 @@ from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 
-
-@pytest.fixture
-def cuda(device):
-    if device != 'cuda':
-        pytest.skip('the pure tier runs these checks on the CPU')
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield device
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+pytestmark = pytest.mark.gpu
 
 
 def run_sequence(model, x0, sequence, device, dtype=torch.float32, config=None):

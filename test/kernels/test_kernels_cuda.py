@@ -23,7 +23,7 @@ The kernels on CUDA: the pure tier's interpreter checks on the GPU, plus what on
 - an incremental device-mode frame with ``torch.cuda.set_sync_debug_mode('error')``: any
   host synchronisation raises.
 
-Skipped without CUDA. Run on a GPU machine: ``.venv/bin/python -m pytest test/gpu -q``.
+Skipped without CUDA. Run on a GPU machine: ``.venv/bin/python -m pytest -m gpu -q``.
 """
 
 from engine_cases import effective_inputs, max_relative_difference
@@ -34,17 +34,9 @@ from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.models.benchmark_network import mobilenet_v2_deeplabv3
 import torch
 
+pytestmark = pytest.mark.gpu
+
 DTYPES = [torch.float32, torch.float16]
-
-
-@pytest.fixture
-def cuda(device):
-    if device != 'cuda':
-        pytest.skip('the pure tier runs these checks on the CPU through the interpreter')
-    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    yield device
-    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
 @pytest.mark.parametrize('dtype', DTYPES)

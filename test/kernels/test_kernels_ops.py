@@ -18,7 +18,7 @@ The ``torch.library`` ops of kernels/ops.py: ``torch.library.opcheck`` on every 
 On the CPU each op runs its pure-torch reference; opcheck checks the schema (including the
 mutation that ``store_rows`` declares), the fake (meta) implementation against real outputs,
 and that the ops trace under AOT dispatch. The CUDA registrations are checked against these
-references in test/gpu/test_kernels_cuda.py.
+references in test/kernels/test_kernels_cuda.py.
 """
 
 import pytest

@@ -31,7 +31,7 @@ import torch
 pytestmark = pytest.mark.skipif(
     os.environ.get('TRITON_INTERPRET') != '1',
     reason='the kernels run on CPU tensors only under the interpreter (set by conftest where '
-           'there is no CUDA); on a GPU machine test/gpu/test_kernels_cuda.py runs them')
+           'there is no CUDA); on a GPU machine test/kernels/test_kernels_cuda.py runs them')
 
 DTYPES = [torch.float32, torch.float16]
 

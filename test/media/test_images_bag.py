@@ -31,6 +31,8 @@ from sparse_perception.media.images import (
 from sparse_perception.shared_data import bundled_clip
 from support import require_shared
 
+pytestmark = pytest.mark.bag
+
 TYPESTORE = get_typestore(Stores.LATEST)
 Image = TYPESTORE.types['sensor_msgs/msg/Image']
 CompressedImage = TYPESTORE.types['sensor_msgs/msg/CompressedImage']

@@ -16,7 +16,7 @@
 sparse_perception.media.images on real rclpy message classes (the ros-test extra).
 
 rclpy keeps ``data`` in an ``array.array('B')``, a buffer its owner may change, and serializes
-through its C type support: both differ from rosbags, which test/pure covers.
+through its C type support: both differ from rosbags, which test/media/test_images.py covers.
 """
 
 import array
@@ -36,6 +36,8 @@ from rosbags.typesys import get_typestore, Stores  # noqa: E402 (after the skips
 from sparse_perception.media.images import (  # noqa: E402
     compressed_to_numpy, encoding_info, ENCODINGS, image_to_numpy, ImageConversionError,
     numpy_to_compressed, numpy_to_image)
+
+pytestmark = pytest.mark.ros
 
 Image = sensor_msgs.Image
 CompressedImage = sensor_msgs.CompressedImage

@@ -27,6 +27,8 @@ from sparse_perception.media.messages import (  # noqa: E402
     cloud_to_keypoints, keypoints_to_cloud, mask_to_image)
 from sparse_perception.results import PoseResult, SegmentationResult  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 
 def _header():
     return std_msgs.Header(stamp=builtin_interfaces.Time(sec=1700000000, nanosec=42),

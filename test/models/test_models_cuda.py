@@ -21,7 +21,7 @@ from sparse_perception.models.registry import load_model
 from support import require_shared
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA is not available')
+pytestmark = pytest.mark.gpu
 
 FRAME = 'data/davis/DAVIS/JPEGImages/480p/parkour/00030.jpg'
 

@@ -18,7 +18,7 @@ Replay the bundled clip onto a topic from a process of its own (the two-process 
 The bag's serialized CompressedImages are published as they are (rclpy publishes CDR bytes),
 with their recorded header stamps, once a subscriber is there. Prints how many it sent.
 
-Usage: python test/ros/bag_publisher.py TOPIC [--rate HZ] [--subscribers N] [--timeout S]
+Usage: python test/nodes/bag_publisher.py TOPIC [--rate HZ] [--subscribers N] [--timeout S]
 """
 
 import argparse

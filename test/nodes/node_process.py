@@ -15,7 +15,7 @@
 """
 Run perception_node on the pipeline double in a process of its own (the two-process test).
 
-Usage: python test/ros/node_process.py --ros-args -p model.segmentation:=tiny-seg ...
+Usage: python test/nodes/node_process.py --ros-args -p model.segmentation:=tiny-seg ...
 It runs through the same run() as the console scripts; only the pipeline factory differs.
 """
 

@@ -18,7 +18,7 @@ import pytest
 from sparse_perception.nodes import health
 import torch
 
-pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='CUDA is not available')
+pytestmark = pytest.mark.gpu
 
 
 def test_gpu_memory_is_reported_and_released():

@@ -31,6 +31,8 @@ from sensor_msgs.msg import Image, PointCloud2
 from sparse_perception.nodes.node_config import PERCEPTION, POSE, SEGMENTATION
 from sparse_perception.nodes.ros_interop import output_qos
 
+pytestmark = pytest.mark.ros
+
 MODELS = {'model.segmentation': 'tiny-seg', 'model.pose': 'tiny-pose'}
 FAST = {'diagnostics.period': 0.1, 'node.warmup_width': 64, 'node.warmup_height': 48}
 

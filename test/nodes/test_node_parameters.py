@@ -29,6 +29,8 @@ from sparse_perception.nodes.perception_node import PerceptionNode
 from support import REPO
 import yaml
 
+pytestmark = pytest.mark.ros
+
 CONFIG = REPO / 'config' / 'perception.yaml'
 YAML_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
               float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING,

@@ -43,6 +43,8 @@ from sparse_perception.media.messages import cloud_to_keypoints
 from sparse_perception.nodes.node_config import PERCEPTION, POSE, SEGMENTATION
 from visualization_msgs.msg import Marker, MarkerArray
 
+pytestmark = pytest.mark.ros
+
 MODELS = {'model.segmentation': 'tiny-seg', 'model.pose': 'tiny-pose'}
 FAST = {'diagnostics.period': 0.1, 'node.warmup_width': 64, 'node.warmup_height': 48}
 WIDTH, HEIGHT = 768, 576

@@ -35,6 +35,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image, PointCloud2
 from support import REPO
 
+pytestmark = pytest.mark.ros
+
 NAMESPACE = f'/dds_{os.getpid()}'  # unique to this run (see ros_harness.UNIQUE)
 NODE = f'{NAMESPACE}/perception_node'
 CAMERA = f'{NAMESPACE}/camera/image_raw'
@@ -63,7 +65,7 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     masks = harness.collect(Image, f'{NODE}/mask', qos)
     clouds = harness.collect(PointCloud2, f'{NODE}/keypoints', qos)
     node_process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:={NAMESPACE}', '-p', 'model.segmentation:=tiny-seg',
          '-p', 'model.pose:=tiny-pose', '-p', 'input.transport:=compressed',
          # As the player publishes: under auto the node would switch from best effort once it
@@ -76,7 +78,7 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     try:
         assert _wait_active(harness, node_process), 'the node process never became active'
         player = subprocess.Popen(
-            [sys.executable, str(REPO / 'test' / 'ros' / 'bag_publisher.py'),
+            [sys.executable, str(REPO / 'test' / 'nodes' / 'bag_publisher.py'),
              f'{CAMERA}/compressed', '--rate', '20'],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert harness.spin_until(lambda: player.poll() is not None, timeout=60.0)
@@ -170,7 +172,7 @@ def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
     # A terminal's Ctrl-C reaches the node from the terminal and again from `ros2 launch`; the
     # second one lands while the node frees its model. Keep signalling until it has exited.
     process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:=/sigint_{os.getpid()}', '-p', 'model.segmentation:=tiny-seg',
          '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
          '-p', 'node.warmup_height:=48'],
@@ -206,7 +208,7 @@ def test_the_node_answers_get_state_while_it_warms_up(harness):
     # A long warm-up (large frames): the executor must spin meanwhile.
     namespace = f'/warm_{os.getpid()}'
     process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'ros' / 'node_process.py'), '--ros-args',
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
          '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=40',
          '-p', 'node.warmup_width:=1280', '-p', 'node.warmup_height:=720'],

@@ -30,6 +30,8 @@ from sparse_perception.media.images import image_to_numpy
 from sparse_perception.media.messages import cloud_to_keypoints
 from sparse_perception.nodes.node_config import make_pipeline, PERCEPTION
 
+pytestmark = pytest.mark.ros
+
 WIDTH, HEIGHT = 768, 576
 
 

@@ -31,6 +31,8 @@ from sparse_perception.evaluation import accuracy
 from sparse_perception.replay.sources import FrameRange
 from support import require_shared
 
+pytestmark = pytest.mark.bag
+
 # Not the package defaults: a threshold that leaves tiles out, so that the incremental scores
 # differ from the dense ones and the comparison covers the sparse path too.
 SETTINGS = {'change.threshold': 8.0, 'sparsity.scale': 0.0}

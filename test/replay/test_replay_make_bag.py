@@ -24,6 +24,8 @@ from sparse_perception.media.images import compressed_to_numpy, image_to_numpy
 from sparse_perception.replay.sources import open_source
 import yaml
 
+pytestmark = pytest.mark.bag
+
 
 def _read(bag):
     with AnyReader([bag], default_typestore=TYPESTORE) as reader:

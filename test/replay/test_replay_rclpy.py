@@ -37,6 +37,8 @@ from sparse_perception.media.messages import cloud_to_keypoints  # noqa: E402
 from sparse_perception.replay.job import ReplayJob, run_job  # noqa: E402
 from sparse_perception.settings import PerceptionSettings  # noqa: E402
 
+pytestmark = pytest.mark.ros
+
 RCLPY_TYPES = {'sensor_msgs/msg/CompressedImage': sensor_msgs.CompressedImage,
                'sensor_msgs/msg/Image': sensor_msgs.Image,
                'sensor_msgs/msg/PointCloud2': sensor_msgs.PointCloud2}

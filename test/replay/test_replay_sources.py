@@ -12,7 +12,7 @@
 # See the License for the specific language governing permissions and
 # limitations under the License.
 
-"""Frame sources without bags: image folders and video files (bags: test/bag)."""
+"""Frame sources without bags: image folders and video files (bags: test_replay_sources_bag.py)."""
 
 import cv2
 import numpy as np

@@ -33,6 +33,8 @@ from sparse_perception.shared_data import bundled_clip
 from support import require_shared
 import yaml
 
+pytestmark = pytest.mark.bag
+
 
 def _items(path, **kwargs):
     with open_source(path, **kwargs) as source:
