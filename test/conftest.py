@@ -30,8 +30,9 @@ pytest.mark.<tier>``; a module without one is pure. ``-m 'not ros'`` and the lik
 - lint: ament's flake8 and pep257, the copyright header, the wording and the import boundaries.
 
 A test that uses the fixtures of a tier it is not in (``harness`` and ``ros_context`` of ros
-and launch, ``cuda`` of gpu, launch's own), or a module that imports rclpy or ROS messages
-outside ros and launch, stops the run before any test runs, naming the file (tiers.py).
+and launch, ``cuda`` of gpu, launch's own), a module that imports rclpy or ROS messages
+outside ros and launch, or one that writes or reads bags outside bag, ros and launch, stops
+the run before any test runs, naming the file (tiers.py).
 
 Across the tiers, tests that take more than a few seconds on 2 CPU cores are marked ``slow``
 (registered in pytest.ini): ``-m 'not slow'`` is the quick tier for the inner loop.

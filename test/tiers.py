@@ -21,7 +21,8 @@ a module without one is pure. The tier is read from the source as well as from t
 marks, so a tier whose dependencies are missing can be left uncollected without importing the
 module. The checks make a wrong or missing declaration fail the run instead of drifting: a
 test that uses a ROS or CUDA fixture, or a module that imports rclpy or ROS messages, outside
-the tier that provides them.
+the tier that provides them, or a module that writes or reads rosbag2 files outside the tiers
+that do.
 """
 
 import ast
@@ -31,6 +32,11 @@ TIERS = ('pure', 'bag', 'ros', 'launch', 'gpu', 'lint')
 
 # Tiers that need a ROS 2 install (rclpy and the message packages).
 ROS_TIERS = ('ros', 'launch')
+
+# Tiers whose tests write and read real bags (the ros tier replays them through rclpy).
+BAG_TIERS = ('bag', 'ros', 'launch')
+# Helpers of test/replay_helpers.py that write bags.
+BAG_WRITERS = ('write_bag', 'write_ros1_bag')
 
 # Fixtures that work only in some tiers, and those tiers.
 FIXTURE_TIERS = {
@@ -87,6 +93,24 @@ def ros_imports(tree: ast.Module) -> list:
     return sorted(set(found))
 
 
+def bag_uses(tree: ast.Module) -> list:
+    """Return how the module writes or reads bags: rosbags' bag modules, helpers, make-bag runs."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [alias.name for alias in node.names
+                      if alias.name.startswith(('rosbags.rosbag1', 'rosbags.rosbag2'))]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            if node.module.startswith(('rosbags.rosbag1', 'rosbags.rosbag2')):
+                found.append(node.module)
+            elif node.module == 'replay_helpers':
+                found += [alias.name for alias in node.names if alias.name in BAG_WRITERS]
+        elif (isinstance(node, (ast.List, ast.Tuple)) and node.elts
+              and isinstance(node.elts[0], ast.Constant) and node.elts[0].value == 'make-bag'):
+            found.append('make-bag')  # a command line
+    return sorted(set(found))
+
+
 def tier_problems(tree: ast.Module, marked, fixturenames) -> list:
     """
     Return what is wrong with the tier of one test, or nothing.
@@ -113,4 +137,8 @@ def tier_problems(tree: ast.Module, marked, fixturenames) -> list:
     if imported and tier not in ROS_TIERS:
         problems.append(f'imports {", ".join(imported)}, which only the '
                         f'{" or ".join(ROS_TIERS)} tier installs, but is in the {tier} tier')
+    bags = bag_uses(tree)
+    if bags and tier not in BAG_TIERS:
+        problems.append(f'writes or reads bags ({", ".join(bags)}), which the bag tier does, '
+                        f'but is in the {tier} tier')
     return problems

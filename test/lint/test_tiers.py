@@ -48,6 +48,13 @@ def test_ros_imports_are_found_wherever_they_are():
         'lifecycle_msgs.msg', 'rcl_interfaces.msg', 'rclpy.node', 'sensor_msgs.msg']
 
 
+def test_bag_uses_are_found():
+    source = ('from rosbags.rosbag2 import Writer\nfrom replay_helpers import frame_picture, '
+              'write_bag\nfrom rosbags.typesys import Stores\nargs = ["make-bag", "--out"]\n')
+    assert set(tiers.bag_uses(_tree(source))) == {'rosbags.rosbag2', 'write_bag', 'make-bag'}
+    assert tiers.bag_uses(_tree('from replay_helpers import TYPESTORE\nx = "make-bag"\n')) == []
+
+
 def test_a_declared_tier_with_its_fixtures_and_imports_passes():
     ros = _tree('import pytest\nimport rclpy\npytestmark = pytest.mark.ros\n')
     assert tiers.tier_problems(ros, {'ros'}, ['harness', 'ros_context', 'tmp_path']) == []
@@ -56,6 +63,9 @@ def test_a_declared_tier_with_its_fixtures_and_imports_passes():
     gpu = _tree('import pytest\npytestmark = pytest.mark.gpu\n')
     assert tiers.tier_problems(gpu, {'gpu'}, ['cuda', 'device']) == []
     assert tiers.tier_problems(_tree('x = 1\n'), set(), ['device', 'tmp_path']) == []
+    replay = _tree('import pytest\nimport rclpy\nfrom replay_helpers import write_bag\n'
+                   'pytestmark = pytest.mark.ros\n')
+    assert tiers.tier_problems(replay, {'ros'}, []) == []
 
 
 @pytest.mark.parametrize('source, marked, fixtures, expected', [
@@ -68,6 +78,9 @@ def test_a_declared_tier_with_its_fixtures_and_imports_passes():
     ('import rclpy\n', set(), [], 'imports rclpy, which only the ros or launch tier'),
     ('import pytest\npytestmark = pytest.mark.gpu\nfrom std_msgs.msg import Header\n', {'gpu'},
      [], 'imports std_msgs.msg'),
+    ('from replay_helpers import write_bag\n', set(), [], 'writes or reads bags (write_bag)'),
+    ('import pytest\npytestmark = pytest.mark.gpu\nx = ["make-bag"]\n', {'gpu'}, [],
+     'but is in the gpu tier'),
     ('x = 1\n', {'ros'}, [], 'differ from the tiers its pytestmark declares'),
     ('import pytest\npytestmark = [pytest.mark.ros, pytest.mark.bag]\n', {'ros', 'bag'}, [],
      'a module belongs to one tier'),
