@@ -13,22 +13,32 @@
 # limitations under the License.
 
 """
-Test tiers and the fixtures every tier shares.
+Test tiers and the fixtures the tiers share.
 
-Tiers are folders, and each test is marked with its folder's name, so ``-m 'not ros'`` and the
-like select tiers:
+Test files live in folders that mirror the package (test/engine for sparse_perception/engine,
+test/core for its top-level modules, test/launch for launch/, test/lint for the whole tree);
+test/ itself holds this file and the helper modules the tests import (``from support import
+...``). A test's tier is what it needs, declared once per module as ``pytestmark =
+pytest.mark.<tier>``; a module without one is pure. ``-m 'not ros'`` and the like select tiers:
 
 - pure: no ROS, no GPU (torch on the CPU, Triton through its CPU interpreter);
 - bag: real rosbag2 files (mcap and sqlite3), written and read;
-- ros: real rclpy (nodes in executors, DDS between processes);
+- ros: real rclpy (nodes in executors, DDS between processes); not collected without rclpy;
 - launch: the installed package started with ROS 2's own ``ros2 launch`` and ``ros2 run``;
+  not collected without rclpy;
 - gpu: CUDA only, skipped where there is none;
-- lint: ament's flake8 and pep257, the copyright header, and the import boundaries.
+- lint: ament's flake8 and pep257, the copyright header, the wording and the import boundaries.
+
+A test that uses the fixtures of a tier it is not in (``harness`` and ``ros_context`` of ros
+and launch, ``cuda`` of gpu, launch's own), a module that imports rclpy or ROS messages
+outside ros and launch, or one that writes or reads bags outside bag, ros and launch, stops
+the run before any test runs, naming the file (tiers.py).
 
 Across the tiers, tests that take more than a few seconds on 2 CPU cores are marked ``slow``
 (registered in pytest.ini): ``-m 'not slow'`` is the quick tier for the inner loop.
 """
 
+import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -37,9 +47,10 @@ import random
 import pytest
 
 from support import fetch_mediapipe_models, IN_CI
+import tiers
 
 TEST_DIR = Path(__file__).resolve().parent
-TIERS = ('pure', 'bag', 'ros', 'launch', 'gpu', 'lint')
+HAVE_RCLPY = importlib.util.find_spec('rclpy') is not None
 
 # ROS traffic of one test run must not meet another's (parallel runs on one machine, or a
 # robot's live graph): a private domain, discovery on this host only. Set before any test
@@ -68,23 +79,46 @@ _interpret_kernels_without_cuda()
 
 
 def pytest_configure(config):
-    for tier in TIERS:
+    for tier in tiers.TIERS:
         config.addinivalue_line('markers', f'{tier}: test of the {tier} tier (see conftest)')
 
 
 def pytest_sessionstart(session):
     # Under CI every tier runs: a missing rclpy there is a broken install, not a skip.
-    if IN_CI and importlib.util.find_spec('rclpy') is None:
+    if IN_CI and not HAVE_RCLPY:
         raise pytest.UsageError(
             'CI=true but rclpy is not importable: install the ros-test extra '
             '(the README test command does)')
 
 
+def pytest_ignore_collect(collection_path, config):
+    # The ros and launch tiers need the real rclpy (the ros-test extra; ./scripts/test installs
+    # it). Under CI its absence already fails the session, so here it only leaves them out.
+    if (not HAVE_RCLPY and collection_path.suffix == '.py'
+            and collection_path.name.startswith('test_')
+            and tiers.declared_tiers(tiers.parse(collection_path)) & set(tiers.ROS_TIERS)):
+        return True
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: every collected test is checked
 def pytest_collection_modifyitems(config, items):
+    trees, problems = {}, {}
     for item in items:
-        parts = Path(str(item.fspath)).resolve().relative_to(TEST_DIR).parts
-        if len(parts) > 1 and parts[0] in TIERS:
-            item.add_marker(getattr(pytest.mark, parts[0]))
+        path = Path(str(item.fspath)).resolve()
+        if path not in trees:
+            trees[path] = tiers.parse(path)
+        marked = {mark.name for mark in item.iter_markers() if mark.name in tiers.TIERS}
+        for problem in tiers.tier_problems(trees[path], marked, getattr(item, 'fixturenames', ())):
+            problems.setdefault(path, {})[problem] = None  # in order, once
+        if not marked:
+            item.add_marker(pytest.mark.pure)
+        elif 'gpu' in marked and not _cuda_available():
+            item.add_marker(pytest.mark.skip(reason='CUDA is not available'))
+    if problems:
+        raise pytest.UsageError('test tiers:\n' + '\n'.join(
+            f'{path.relative_to(TEST_DIR.parent)}: {problem}'
+            for path, found in problems.items() for problem in found))
 
 
 def _cuda_available() -> bool:
@@ -105,6 +139,45 @@ def dtype(request):
     """Both precisions; tolerances follow the precision."""
     import torch
     return getattr(torch, request.param)
+
+
+@pytest.fixture
+def cuda(device):
+    """Run a test on CUDA only (the gpu tier), TF32 off so that float32 means float32."""
+    if device != 'cuda':
+        pytest.skip('the pure tier runs these checks on the CPU')
+    import torch
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    yield device
+    torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+@pytest.fixture(scope='module')
+def ros_context():
+    """Return a private rclpy context for the module's tests (ros and launch tiers)."""
+    import rclpy
+    from rclpy.context import Context
+
+    context = Context()
+    rclpy.init(context=context)
+    yield context
+    rclpy.shutdown(context=context)
+    context.destroy()
+    # The DDS participant and its threads go only when the last node object referring to the
+    # context is collected. Collect now: a process that forks later (flake8's worker pool in
+    # the lint tier) must not inherit threads that may hold locks.
+    gc.collect()
+
+
+@pytest.fixture
+def harness(ros_context):
+    """Return a harness that drives nodes in the private context (ros and launch tiers)."""
+    from ros_harness import Harness
+
+    h = Harness(ros_context)
+    yield h
+    h.close()
 
 
 @pytest.fixture(scope='session')

@@ -18,9 +18,9 @@ The one test double of ``sparse_perception.pipeline.Pipeline``.
 The replay, node and command tests run on it: a real, small computation, fast and
 deterministic, so that those tests look at what they test (reports, the ROS edge, parameters,
 life cycle, bad input) and every figure can be worked out by running the double directly.
-test/pure/test_pipeline_contract.py checks it against the real Pipeline (constructor, public
+test/core/test_pipeline_contract.py checks it against the real Pipeline (constructor, public
 methods and attributes, result types); the real pipeline itself runs through the replay in
-test/bag/test_eval_replay.py and through the nodes in test/ros/test_nodes_real_pipeline.py.
+test/replay/test_eval_replay.py and through the nodes in test/nodes/test_nodes_real_pipeline.py.
 
 Only the networks are stand-ins. Per frame:
 

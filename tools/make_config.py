@@ -16,7 +16,7 @@
 """
 Write config/perception.yaml from the typed settings (every node parameter and its default).
 
-Run it after changing sparse_perception/settings.py; test/pure/test_node_config.py fails while
+Run it after changing sparse_perception/settings.py; test/nodes/test_node_config.py fails while
 the committed file and the settings disagree. Usage, from the repository root::
 
     .venv/bin/python tools/make_config.py          # rewrites config/perception.yaml

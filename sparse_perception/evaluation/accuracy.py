@@ -39,7 +39,7 @@ Frames are read with the replay's image-folder source and scored with the replay
 classes (:mod:`sparse_perception.replay.metrics`) and ground-truth readers, and frames are
 matched to annotations by their position in the sequence, as the replay does for a bag.
 A replay of a bag made from the same frames (``sparse-perception make-bag``) with ``--gt``
-therefore reports the same ground-truth scores; ``test/bag/test_eval_replay.py`` checks it.
+therefore reports the same ground-truth scores; ``test/replay/test_eval_replay.py`` checks it.
 
 The data and the Coral models come from the shared folder (``SPARSE_PERCEPTION_SHARED``,
 default ``../shared`` beside the repository).

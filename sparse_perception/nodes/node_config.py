@@ -308,7 +308,7 @@ CONFIG_HEADER = """\
 # Parameters of the sparse_perception nodes, with their defaults.
 #
 # Generated from sparse_perception/settings.py by tools/make_config.py; do not edit by hand
-# (test/pure/test_node_config.py fails when this file and the settings disagree). Copy it to
+# (test/nodes/test_node_config.py fails when this file and the settings disagree). Copy it to
 # change values and pass the copy as params_file to the launch file.
 #
 # Keys are '/**/<node name>' so that the sections apply in any namespace. Parameters marked

@@ -21,7 +21,6 @@ tooling (the wheels in the shared folder, which ./scripts/test installs). Withou
 folder, or without the tooling, the tier skips with the reason; under CI=true it fails.
 """
 
-import gc
 import importlib.util
 import os
 from pathlib import Path
@@ -31,13 +30,8 @@ import sys
 import sysconfig
 
 import pytest
-from ros_harness import Harness
 from sparse_perception.shared_data import shared_path, SharedDataMissing
 from support import IN_CI, REPO
-
-if importlib.util.find_spec('rclpy') is None:
-    # Under CI its absence already fails the session (test/conftest.py); here it only skips.
-    collect_ignore_glob = ['test_*.py']
 
 
 def _unavailable(reason):
@@ -121,23 +115,3 @@ def colcon_workspace(tmp_path_factory):
                            cwd=workspace, capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
     return workspace
-
-
-@pytest.fixture(scope='module')
-def ros_context():
-    import rclpy
-    from rclpy.context import Context
-
-    context = Context()
-    rclpy.init(context=context)
-    yield context
-    rclpy.shutdown(context=context)
-    context.destroy()
-    gc.collect()  # see test/ros/conftest.py
-
-
-@pytest.fixture
-def harness(ros_context):
-    h = Harness(ros_context)
-    yield h
-    h.close()

@@ -29,6 +29,8 @@ import pytest
 from sparse_perception.shared_data import shared_path
 from support import REPO
 
+pytestmark = pytest.mark.launch
+
 EXECUTABLES = ('perception_node', 'pose_node', 'segmentation_node', 'sparse-perception')
 
 

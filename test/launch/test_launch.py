@@ -41,6 +41,8 @@ from ros2_process import ros2, Running
 from sensor_msgs.msg import CompressedImage, Image, PointCloud2
 from sparse_perception.media.images import compressed_to_numpy, numpy_to_image
 
+pytestmark = pytest.mark.launch
+
 RUN = f'lt{os.getpid()}'  # namespaces unique to this test run
 BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)

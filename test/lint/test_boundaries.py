@@ -23,6 +23,10 @@ node_config), which import no ROS either, so that they are tested without it.
 import ast
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.lint
+
 REPO = Path(__file__).resolve().parents[2]
 ROS_MODULES = ('rclpy', 'sensor_msgs', 'std_msgs', 'geometry_msgs', 'visualization_msgs',
                'diagnostic_msgs', 'lifecycle_msgs', 'builtin_interfaces', 'rcl_interfaces',

@@ -21,6 +21,10 @@ the file (after a shebang). Files copied from elsewhere keep their own notices a
 
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.lint
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'scripts', '.ci', 'tools']
 NOTICE = (REPO / 'test' / 'lint' / 'test_copyright.py').read_text().split('\n\n', 1)[0]

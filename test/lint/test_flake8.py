@@ -20,6 +20,8 @@ import ament_flake8
 from ament_flake8.main import main_with_errors
 import pytest
 
+pytestmark = pytest.mark.lint
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'tools', 'setup.py']
 

@@ -19,6 +19,8 @@ from pathlib import Path
 from ament_pep257.main import main
 import pytest
 
+pytestmark = pytest.mark.lint
+
 REPO = Path(__file__).resolve().parents[2]
 CHECKED = ['sparse_perception', 'launch', 'test', 'bench', 'tools', 'setup.py']
 

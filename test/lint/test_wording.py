@@ -26,6 +26,8 @@ import subprocess
 
 import pytest
 
+pytestmark = pytest.mark.lint
+
 REPO = Path(__file__).resolve().parents[2]
 # Tracker numbers and planning documents that are not part of the package.
 PROCESS_WORDS = re.compile(

@@ -1,0 +1,106 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+
+"""
+Every Triton kernel against its plain-torch reference, through Triton's CPU interpreter.
+
+Random shapes per seed (channels not multiples of 8, odd sizes), empty inputs, all tiles
+active, fp32 and fp16 with tolerances that follow the precision; see kernel_cases.py (the gpu
+tier runs the same checks on CUDA). Shapes stay tiny: the interpreter runs every program in
+Python.
+"""
+
+import os
+
+import kernel_cases as kc
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    os.environ.get('TRITON_INTERPRET') != '1',
+    reason='the kernels run on CPU tensors only under the interpreter (set by conftest where '
+           'there is no CUDA); on a GPU machine test/kernels/test_kernels_cuda.py runs them')
+
+DTYPES = [torch.float32, torch.float16]
+
+
+@pytest.mark.parametrize('seed', range(3))
+def test_gather(seed):
+    kc.check_gather('cpu', torch.float16 if seed else torch.float32, seed)
+    kc.check_gather('cpu', torch.float32, seed, empty=True)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('seed', range(3))
+def test_linear_rows(dtype, seed):
+    kc.check_linear('cpu', dtype, seed)
+
+
+def test_linear_rows_empty():
+    kc.check_linear('cpu', torch.float32, 0, empty=True)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('stride', [1, 2])
+@pytest.mark.parametrize('seed', range(2))
+def test_depthwise_patches(dtype, stride, seed):
+    kc.check_depthwise('cpu', dtype, seed, stride)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('seed', range(3))
+def test_conv_patches(dtype, seed):
+    kc.check_conv('cpu', dtype, seed)
+
+
+@pytest.mark.parametrize('mode', ['max', 'avg'])
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_pool_patches(mode, dtype):
+    kc.check_pool('cpu', dtype, 1, mode)
+
+
+def test_window_kernels_on_no_patches():
+    kc.check_depthwise('cpu', torch.float32, 0, 1, empty=True)
+    kc.check_conv('cpu', torch.float32, 0, empty=True)
+    kc.check_pool('cpu', torch.float32, 0, 'max', empty=True)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+def test_resample_taps(dtype):
+    kc.check_resample_taps('cpu', dtype, 4)
+    kc.check_resample_taps('cpu', dtype, 0, empty=True)
+
+
+@pytest.mark.parametrize('dtype', DTYPES)
+@pytest.mark.parametrize('test, threshold', [(True, 0.0), (True, 0.3), (False, 0.0)])
+@pytest.mark.parametrize('seed', range(2))
+def test_store_epilogue(dtype, test, threshold, seed):
+    kc.check_store('cpu', dtype, seed, test, threshold)
+
+
+@pytest.mark.parametrize('threshold', [0.0, 0.3])
+def test_store_all_rows_and_empty_index(threshold):
+    kc.check_store('cpu', torch.float32, 5, True, threshold, indexed=False)
+    kc.check_store('cpu', torch.float32, 6, True, threshold, empty=True)
+
+
+@pytest.mark.parametrize('seed', range(6))
+def test_dilate(seed):
+    kc.check_dilate('cpu', seed)
+
+
+@pytest.mark.parametrize('seed', [pytest.param(0, marks=pytest.mark.slow), 1, 2, 3, 4])
+def test_tile_flags_and_device_lists(seed):
+    kc.check_tile_flags_and_lists('cpu', seed)
