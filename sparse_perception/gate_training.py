@@ -23,6 +23,11 @@ time: the scaled frame, the difference to the last one and the last frame's pers
 The loss is binary cross-entropy with the person tiles weighted ``recall_weight`` times the
 rest: a tile left out costs accuracy, one let in only compute.
 
+Each frame also makes a second sample whose last frame is shifted by up to ``shift`` cells (a
+camera that moved): without it a gate trained on a static camera takes all motion for people,
+and on a hand-held camera lets in a scatter of tiles that its margin grows into most of the
+frame.
+
 Everything is seeded and single-threaded: the same sources, settings and seed give the same
 weights, bit for bit.
 """
@@ -72,7 +77,8 @@ def frames_of(sources: Sequence[str | Path], max_frames: int) -> Any:
 
 
 def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int = 0,
-           max_frames: int = 300, progress: Callable[[str], None] | None = None
+           max_frames: int = 300, shift: int = 8, seed: int = 0,
+           progress: Callable[[str], None] | None = None
            ) -> tuple[list[tuple[Any, Any, Any]], int]:
     """
     Return (image and motion, last person tiles, target) per frame after each source's first.
@@ -90,6 +96,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     if person is None:
         raise TrainingError(f"the model's labels have no 'person' class: {model.labels}")
     samples = []
+    moves = torch.Generator().manual_seed(seed)
     last_source, last_small, last_people = None, None, None
     frames = 0
     for source, image in frames_of(sources, max_frames):
@@ -105,6 +112,11 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
             inputs, prior = features(small, last_small, last_people)
             target = grow(people | last_people, margin)
             samples.append((inputs, prior, target.float()[None]))
+            if shift > 0:  # the same frame from a camera that moved since the last one
+                dy, dx = (torch.randint(-shift, shift + 1, (2,), generator=moves)).tolist()
+                moved = torch.roll(last_small, (dy, dx), (2, 3))
+                inputs, _ = features(small, moved, last_people)
+                samples.append((inputs, prior, target.float()[None]))
         last_source, last_small, last_people = source, small, people
         if progress is not None and frames % 25 == 0:
             progress(f'{frames} frames through the model')
@@ -167,7 +179,8 @@ def fit(samples: list[tuple[Any, Any, Any]], *, epochs: int, seed: int,
 
 def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
           models_dir: str | None = None, tile: int = 16, epochs: int = 30,
-          max_frames: int = 300, seed: int = 0, margin: int = 0, recall_weight: float = 4.0,
+          max_frames: int = 300, seed: int = 0, margin: int = 0, shift: int = 8,
+          recall_weight: float = 4.0,
           progress: Callable[[str], None] | None = None) -> TrainingReport:
     """Distil the gate from ``model_name`` on the sources and write it to ``out``."""
     from sparse_perception.gating_learned import CELLS, save, VERSION
@@ -188,12 +201,12 @@ def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
     samples, frames = distil(sources, model, tile, margin=margin, max_frames=max_frames,
-                             progress=progress)
+                             shift=shift, seed=seed, progress=progress)
     state, report = fit(samples, epochs=epochs, seed=seed, recall_weight=recall_weight,
                         progress=progress)
     report.frames = frames
     report.meta = {'version': VERSION, 'tile': tile, 'cells': CELLS, 'model': model_name,
-                   'margin': margin, 'seed': seed, 'epochs': epochs, 'samples': len(samples),
-                   'recall_weight': recall_weight}
+                   'margin': margin, 'shift': shift, 'seed': seed, 'epochs': epochs,
+                   'samples': len(samples), 'recall_weight': recall_weight}
     save(state, report.meta, out)
     return report

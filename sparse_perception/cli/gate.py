@@ -71,6 +71,10 @@ def register(subparsers) -> None:
     train.add_argument('--margin', type=int, default=0, metavar='TILES',
                        help='grow the targets by this many tiles (sparsity.gate_margin is '
                        'added at run time) [%(default)s]')
+    train.add_argument('--shift', type=int, default=8, metavar='CELLS',
+                       help='also train each frame against its last one shifted by up to '
+                       'this many quarter tiles, as from a moving camera (0 = off) '
+                       '[%(default)s]')
     train.add_argument('--recall-weight', type=float, default=4.0, metavar='W',
                        help='weight of person tiles in the loss against the rest '
                        '[%(default)s]')
@@ -86,11 +90,12 @@ def run_train(args: argparse.Namespace) -> int:
 
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
     try:
-        if args.tile_size < 1:
-            raise TrainingError('--tile-size must be at least 1')
+        if args.tile_size < 1 or args.shift < 0:
+            raise TrainingError('--tile-size must be at least 1 and --shift at least 0')
         report = train(args.sources, args.out, model_name=args.model, models_dir=args.models_dir,
                        tile=args.tile_size, epochs=args.epochs, max_frames=args.max_frames,
-                       seed=args.seed, margin=args.margin, recall_weight=args.recall_weight,
+                       seed=args.seed, margin=args.margin, shift=args.shift,
+                       recall_weight=args.recall_weight,
                        progress=progress)
     except (TrainingError, ReplayError) as exc:
         print(f'sparse-perception gate train: error: {exc}', file=sys.stderr)

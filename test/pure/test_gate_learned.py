@@ -43,7 +43,7 @@ def test_training_twice_with_one_seed_gives_the_same_loadable_weights(tiny_frame
     first = train([tiny_frames], tmp_path / 'a.pt', seed=3, **kwargs)
     train([tiny_frames], tmp_path / 'b.pt', seed=3, **kwargs)
     train([tiny_frames], tmp_path / 'c.pt', seed=4, **kwargs)
-    assert first.frames == 5 and first.samples == 4
+    assert first.frames == 5 and first.samples == 8  # 4 pairs, each also shifted
     a, meta = load(tmp_path / 'a.pt', 16)
     b, _ = load(tmp_path / 'b.pt', 16)
     c, _ = load(tmp_path / 'c.pt', 16)
