@@ -28,6 +28,10 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
   on a stream's first frame, which must find the people the glance is too coarse for). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
+- ``learned``: a tiny tile-level network (gating_learned.py, file ``sparsity.gate_model``,
+  trained by ``sparse-perception gate train``) gives the tiles where this frame's people are
+  likely (probability at least ``sparsity.gate_threshold``); the gate is those plus the
+  previous ones, grown. Any segmentation network with a person class.
 
 Every gate also holds a band of tile rows that moves down the frame, so that every position
 is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how stale a cached
@@ -43,7 +47,7 @@ from typing import Any, Callable
 
 from sparse_perception.settings import SparsitySettings
 
-GATES = ('none', 'previous', 'glance')
+GATES = ('none', 'previous', 'glance', 'learned')
 
 
 def person_map(outputs: Any, decoder: str, person: int) -> Any:
@@ -129,6 +133,7 @@ class GateMaker:
         self.decoder = decoder
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
+        self.learned: Any = None  # the learned gate's network (gating_learned.LearnedGate)
         self.configure(settings)
         self.reset()
 
@@ -141,15 +146,26 @@ class GateMaker:
             raise ValueError("sparsity.gate 'glance' runs the network at a smaller size and "
                              'needs a fully convolutional one; this model has a fixed input '
                              "size (use 'previous', or a model whose name ends in _fcn)")
+        if settings.gate == 'learned':
+            self._load_learned(settings.gate_model)
         self.mode = settings.gate
+        self.threshold = settings.gate_threshold
         self.margin = settings.gate_margin
         self.scale = settings.glance_scale
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
 
+    def _load_learned(self, path: str) -> None:
+        from sparse_perception.gating_learned import LearnedGate
+
+        if self.learned is None or self.learned.path != path:
+            self.learned = LearnedGate(path, self.tile)  # GateFileError: a ValueError
+
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""
         self.previous: Any = None  # person tiles of the last frame's output
+        if self.learned is not None:
+            self.learned.reset()
         self.frames = 0
         self.seen: Any = None  # this frame's glance tiles
 
@@ -159,7 +175,7 @@ class GateMaker:
 
     def glance(self, x: Any) -> Any:
         """
-        Run the glance on ``x`` (1, C, H, W).
+        Look at ``x`` (1, C, H, W) with the glance, or the learned gate's network.
 
         Returns its outputs at full size when the frame may skip its full pass (nobody now or
         in the last frame, ``glance_exit``), else None.
@@ -167,6 +183,9 @@ class GateMaker:
         import torch.nn.functional as F
 
         self.seen = None
+        if self.mode == 'learned':
+            self.seen = self.learned.tiles(x, self.previous, self.threshold)
+            return None
         if self.mode != 'glance':
             return None
         height, width = x.shape[-2:]
@@ -181,6 +200,12 @@ class GateMaker:
                 and not bool(self.seen.any())):
             return resize_outputs(outputs, self.decoder, height, width)
         return None
+
+    def learned_macs(self, height: int, width: int) -> int:
+        """Multiply-accumulates of the learned gate on an (height, width) input."""
+        from sparse_perception.gating_learned import macs
+
+        return macs(-(-height // self.tile), -(-width // self.tile))
 
     def glance_size(self, height: int, width: int) -> tuple[int, int]:
         """Return the glance's input size for an (height, width) input."""

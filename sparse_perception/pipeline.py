@@ -193,6 +193,9 @@ class _IncrementalNet:
         height, width = x.shape[-2:]
         gate = None
         if gates is not None:
+            if glance and gates.mode == 'learned':
+                gates.glance(x)  # this frame's likely people, from the learned gate
+                self._count_learned(height, width)
             if glance and gates.mode == 'glance':
                 early = gates.glance(x)
                 self._count_glance(x)
@@ -224,6 +227,16 @@ class _IncrementalNet:
         # where the path choice times the engine's path.
         self.stats.append(_Glance(tuple(x.shape[:2]), self.gates.glance_size(*x.shape[-2:]),
                                   x.dtype, x.device))
+
+    def _count_learned(self, height: int, width: int) -> None:
+        """Add the learned gate's pass to this frame's statistics."""
+        from sparse_perception.engine.stats import FrameStats, LayerStats
+
+        self._collect()
+        tiles = -(-height // self.gates.tile) * -(-width // self.gates.tile)
+        macs = self.gates.learned_macs(height, width)
+        self.stats.append(FrameStats(layers=[LayerStats(
+            'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)]))
 
     def _glance_stat(self, glance: Any) -> Any:
         """Return the statistics of a glance: its MACs, no dense MACs (they add to the frame)."""

@@ -149,8 +149,9 @@ class SparsitySettings:
     # their cached values and are recomputed once a gate covers them: none is exact.
     gate: str = setting(
         'none', 'Where the segmentation network recomputes: none (every change), previous '
-        "(last frame's people), glance (a low-resolution pass first)",
-        choices=('none', 'previous', 'glance'))
+        "(last frame's people), glance (a low-resolution pass first), learned (a tiny "
+        'network trained by `sparse-perception gate train`: sparsity.gate_model)',
+        choices=('none', 'previous', 'glance', 'learned'))
     # The gate's margin around the people, in change tiles (change.tile_size pixels): it
     # covers motion since the last frame and the receptive field across the gate's edge.
     gate_margin: int = setting(
@@ -166,6 +167,13 @@ class SparsitySettings:
     gate_refresh: int = setting(
         8, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
+    # The learned gate (sparse_perception/gating_learned.py): the file that
+    # `sparse-perception gate train` wrote, and the probability from which a tile is gated.
+    gate_model: str = setting(
+        '', 'Gate file of sparsity.gate learned (from `sparse-perception gate train`)')
+    gate_threshold: float = setting(
+        0.5, "Gate the tiles where the learned gate's person probability is at least this",
+        low=0.0, high=1.0)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '
         'the full pass')
@@ -173,6 +181,11 @@ class SparsitySettings:
     compute_tile: int = setting(
         4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,
         reload=True)
+
+    def __post_init__(self) -> None:
+        if self.gate == 'learned' and not self.gate_model:
+            raise SettingError("sparsity.gate 'learned' needs sparsity.gate_model: the file "
+                               'that `sparse-perception gate train` wrote')
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,11 @@
 The ``sparse-perception`` command line: one sub-command per job.
 
 Each sub-command lives in the module of this package named after it (``replay``,
-``make_bag``, ``models``, ``bench``, ``eval``), which provides ``register(subparsers)`` (adding
-a parser whose ``func`` default runs it) and imports its heavy dependencies lazily, so that
-``sparse-perception --help`` stays fast. The work itself is done by the core packages
-(``replay``, ``evaluation``, ``models``, ``benchmarks``); these modules only parse and report.
+``make_bag``, ``models``, ``bench``, ``eval``, ``gate``), which provides
+``register(subparsers)`` (adding a parser whose ``func`` default runs it) and imports its heavy
+dependencies lazily, so that ``sparse-perception --help`` stays fast. The work itself is done
+by the core packages (``replay``, ``evaluation``, ``models``, ``benchmarks``,
+``gate_training``); these modules only parse and report.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ COMMANDS = (
     'sparse_perception.cli.models',
     'sparse_perception.cli.bench',
     'sparse_perception.cli.eval',
+    'sparse_perception.cli.gate',
 )
 
 

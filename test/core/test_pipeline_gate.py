@@ -76,13 +76,30 @@ def test_gate_none_is_the_ungated_engine_bit_for_bit(parkour):
         np.testing.assert_array_equal(got, want)  # thresholds 0: exact
 
 
+@pytest.fixture(scope='module')
+def gate_file(tmp_path_factory):
+    """Write a learned gate whose network sees nobody: the gate is the last frame's people."""
+    import torch
+
+    from sparse_perception.gating_learned import CELLS, network, save, VERSION
+
+    torch.manual_seed(0)
+    state = network().state_dict()
+    state['tiles.4.bias'].fill_(-50.0)  # the last layer's: probability 0 everywhere
+    path = tmp_path_factory.mktemp('gate') / 'gate.pt'
+    return str(save(state, {'version': VERSION, 'tile': 16, 'cells': CELLS}, path))
+
+
 @pytest.mark.slow
-def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour):
-    settings = _settings(**{'sparsity.gate': 'previous', 'sparsity.gate_refresh': 0})
+@pytest.mark.parametrize('gate', ['previous', 'learned'])
+def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour, gate, gate_file):
+    settings = _settings(**{'sparsity.gate': gate, 'sparsity.gate_model': gate_file,
+                            'sparsity.gate_refresh': 0})
     pipeline = Pipeline(settings, heads=('segmentation',))
     dense = Pipeline(settings, heads=('segmentation',), incremental=False)
     for frame in parkour[:3]:
-        pipeline.process(frame)
+        stats = pipeline.process(frame).stats.heads['segmentation']
+    assert stats.macs < stats.dense_macs  # the gate left something out
     pipeline.update(st.replace(settings, {'sparsity.gate': 'none'}))
     got = pipeline.process(parkour[2])  # the same frame, now ungated
     np.testing.assert_array_equal(got.segmentation.mask,

@@ -1,0 +1,110 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""``sparse-perception gate train``: distil the learned gate from a segmentation model."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+import sys
+
+# The fully convolutional DeepLab: the gate's tiles lie over the network input, so a gate
+# is made for the model it gates, and this is the one a moving camera gains from gating
+# (it runs at the frame's size; the fixed-size default model sees a few dozen tiles).
+DEFAULT_MODEL = 'deeplabv3_mnv2_pascal_fcn'
+
+TRAIN_DESCRIPTION = """\
+Run the segmentation model dense on every frame of the sources (rosbag2 folders, videos,
+image folders) and train the learned gate (sparsity.gate learned) to predict its person tiles
+in each frame and the one before, from the scaled frame, its motion and the last person
+tiles. Runs on the CPU; the same sources, flags and seed give the same weights. The file holds
+weights and metadata only; use it with --sparsity.gate learned --sparsity.gate_model PATH.
+"""
+
+TRAIN_EPILOG = f"""\
+examples:
+  sparse-perception gate train vtest.avi --out gate.pt
+  sparse-perception gate train bag1 bag2 frames/ --out gate.pt --epochs 20 --seed 1
+exit status: 0 written, 1 bad input (one line on stderr), 2 usage.
+The model defaults to {DEFAULT_MODEL} (its Coral weights are read from the shared folder).
+"""
+
+
+def register(subparsers) -> None:
+    """Add the ``gate`` command group and its ``train`` command."""
+    parser = subparsers.add_parser(
+        'gate', help='train the learned spatial gate', description='The learned gate '
+        '(sparsity.gate learned) of the segmentation network.')
+    actions = parser.add_subparsers(dest='gate_command', metavar='ACTION')
+    parser.set_defaults(func=lambda args: parser.print_help() or 2)
+    train = actions.add_parser(
+        'train', help='distil a gate from the segmentation model on unlabelled video',
+        description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    train.add_argument('sources', nargs='+', type=Path, metavar='SOURCE',
+                       help='rosbag2 folder, video file or folder of images')
+    train.add_argument('--out', type=Path, required=True, metavar='PATH',
+                       help='the gate file to write (replaced atomically)')
+    train.add_argument('--model', default=DEFAULT_MODEL,
+                       help='segmentation model to distil from [%(default)s]')
+    train.add_argument('--models-dir', metavar='DIR',
+                       help='folder searched first for model files [the shared folder, the '
+                       'models fetch cache]')
+    train.add_argument('--tile-size', type=int, default=16, metavar='PIXELS',
+                       help='change.tile_size the gate is for [%(default)s]')
+    train.add_argument('--epochs', type=int, default=30, help='passes over the frames '
+                       '[%(default)s]')
+    train.add_argument('--max-frames', type=int, default=300, metavar='N',
+                       help='frames read from the sources in all [%(default)s]')
+    train.add_argument('--margin', type=int, default=0, metavar='TILES',
+                       help='grow the targets by this many tiles (sparsity.gate_margin is '
+                       'added at run time) [%(default)s]')
+    train.add_argument('--shift', type=int, default=8, metavar='CELLS',
+                       help='also train each frame against its last one shifted by up to '
+                       'this many quarter tiles, as from a moving camera (0 = off) '
+                       '[%(default)s]')
+    train.add_argument('--recall-weight', type=float, default=4.0, metavar='W',
+                       help='weight of person tiles in the loss against the rest '
+                       '[%(default)s]')
+    train.add_argument('--seed', type=int, default=0, help='random seed [%(default)s]')
+    train.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
+    train.set_defaults(func=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Train and write the gate; print what it learned; return the exit status."""
+    from sparse_perception.gate_training import train, TrainingError
+    from sparse_perception.replay.errors import ReplayError
+
+    progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    try:
+        if args.tile_size < 1 or args.shift < 0:
+            raise TrainingError('--tile-size must be at least 1 and --shift at least 0')
+        report = train(args.sources, args.out, model_name=args.model, models_dir=args.models_dir,
+                       tile=args.tile_size, epochs=args.epochs, max_frames=args.max_frames,
+                       seed=args.seed, margin=args.margin, shift=args.shift,
+                       recall_weight=args.recall_weight,
+                       progress=progress)
+    except (TrainingError, ReplayError) as exc:
+        print(f'sparse-perception gate train: error: {exc}', file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f'sparse-perception gate train: error: cannot write {args.out}: '
+              f'{exc.strerror or exc}', file=sys.stderr)
+        return 1
+    print(f'wrote {args.out}: {report.frames} frames, {report.samples} training pairs; on '
+          f'them the gate holds {report.recall:.1%} of the target tiles letting in '
+          f'{report.gated:.1%} of all tiles (targets: {report.tiles_positive:.1%})')
+    return 0

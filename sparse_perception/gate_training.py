@@ -1,0 +1,212 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Train the learned gate (gating_learned.py) on unlabelled video, by distillation.
+
+The segmentation network runs dense on every frame of the sources (bags, videos, image
+folders, read by the replay's frame sources); its person tiles are the labels. The target of
+a frame is its person tiles or the previous frame's, grown by ``margin`` tiles (the gate's
+own margin is added at run time, so 0 by default); the inputs are what the gate sees at run
+time: the scaled frame, the difference to the last one and the last frame's person tiles.
+The loss is binary cross-entropy with the person tiles weighted ``recall_weight`` times the
+rest: a tile left out costs accuracy, one let in only compute.
+
+Each frame also makes a second sample whose last frame is shifted by up to ``shift`` cells (a
+camera that moved): without it a gate trained on a static camera takes all motion for people,
+and on a hand-held camera lets in a scatter of tiles that its margin grows into most of the
+frame.
+
+Everything is seeded and single-threaded: the same sources, settings and seed give the same
+weights, bit for bit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+
+class TrainingError(ValueError):
+    """The sources or the model cannot make training data; the message says why."""
+
+
+@dataclass
+class TrainingReport:
+    """What a training run read and how well the gate fits its own frames."""
+
+    frames: int
+    samples: int
+    tiles_positive: float  # share of target tiles that are positive
+    recall: float  # of the target tiles, at the threshold
+    gated: float  # share of tiles the gate lets in, at the threshold
+    losses: list[float] = field(default_factory=list)  # per epoch
+    meta: dict = field(default_factory=dict)
+
+
+def frames_of(sources: Sequence[str | Path], max_frames: int) -> Any:
+    """Yield (source index, RGB frame) over the sources, at most ``max_frames`` in all."""
+    from sparse_perception.replay.sources import input_kind, open_source
+
+    count = 0
+    for index, source in enumerate(sources):
+        path = Path(source)
+        if not path.exists():
+            raise TrainingError(f'{path} does not exist')
+        kind, _ = input_kind(path)
+        # An image folder needs a rate for its stamps, which training does not read.
+        with open_source(path, rate=1.0 if kind == 'folder' else None) as frames:
+            for frame in frames:
+                if count >= max_frames:
+                    return
+                if hasattr(frame, 'image'):
+                    count += 1
+                    yield index, frame.image
+
+
+def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int = 0,
+           max_frames: int = 300, shift: int = 8, seed: int = 0,
+           progress: Callable[[str], None] | None = None
+           ) -> tuple[list[tuple[Any, Any, Any]], int]:
+    """
+    Return (image and motion, last person tiles, target) per frame after each source's first.
+
+    And the number of frames read.
+
+    ``model`` is a loaded segmentation model (models/registry.py) with a 'person' class.
+    """
+    import torch
+
+    from sparse_perception.gating import grow, person_class, person_map, to_tiles
+    from sparse_perception.gating_learned import features, small_image
+
+    person = person_class(tuple(model.labels))
+    if person is None:
+        raise TrainingError(f"the model's labels have no 'person' class: {model.labels}")
+    samples = []
+    moves = torch.Generator().manual_seed(seed)
+    last_source, last_small, last_people = None, None, None
+    frames = 0
+    for source, image in frames_of(sources, max_frames):
+        frames += 1
+        with torch.no_grad():
+            pixels, _ = model.prepare(image)
+            x = model.to_tensor(pixels)
+            outputs = model.module.tail(*[f.float() for f in model.module.trunk(x)])
+        height, width = x.shape[-2:]
+        people = to_tiles(person_map(outputs, model.decoder, person), height, width, tile)
+        small = small_image(x.cpu(), tile)
+        if source == last_source and last_people.shape == people.shape:
+            inputs, prior = features(small, last_small, last_people)
+            target = grow(people | last_people, margin)
+            samples.append((inputs, prior, target.float()[None]))
+            if shift > 0:  # the same frame from a camera that moved since the last one
+                dy, dx = (torch.randint(-shift, shift + 1, (2,), generator=moves)).tolist()
+                moved = torch.roll(last_small, (dy, dx), (2, 3))
+                inputs, _ = features(small, moved, last_people)
+                samples.append((inputs, prior, target.float()[None]))
+        last_source, last_small, last_people = source, small, people
+        if progress is not None and frames % 25 == 0:
+            progress(f'{frames} frames through the model')
+    if frames == 0:
+        raise TrainingError('no frames in ' + ', '.join(str(s) for s in sources))
+    if not samples:
+        raise TrainingError(f'{frames} frame(s) but no two in a row from one source: the '
+                            'gate learns from consecutive frames')
+    return samples, frames
+
+
+def fit(samples: list[tuple[Any, Any, Any]], *, epochs: int, seed: int,
+        recall_weight: float = 4.0, threshold: float = 0.5, learning_rate: float = 3e-3,
+        progress: Callable[[str], None] | None = None) -> tuple[dict, TrainingReport]:
+    """Train a new gate network on ``samples``; return its state_dict and a report."""
+    import torch
+    import torch.nn.functional as F
+
+    from sparse_perception.gating_learned import network
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: sums in one order, the same weights every run
+    try:
+        torch.manual_seed(seed)
+        net = network()
+        optimiser = torch.optim.Adam(net.parameters(), lr=learning_rate)
+        order = torch.Generator().manual_seed(seed)
+        weight = torch.tensor(recall_weight)
+        losses = []
+        for epoch in range(epochs):
+            total = 0.0
+            for i in torch.randperm(len(samples), generator=order).tolist():
+                inputs, prior, target = samples[i]
+                logits = net(inputs, prior)
+                loss = F.binary_cross_entropy_with_logits(logits, target, pos_weight=weight)
+                optimiser.zero_grad()
+                loss.backward()
+                optimiser.step()
+                total += float(loss.detach())
+            losses.append(total / len(samples))
+            if progress is not None:
+                progress(f'epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}')
+        net.eval()
+        hits = positives = gated = tiles = 0
+        with torch.no_grad():
+            for inputs, prior, target in samples:
+                on = torch.sigmoid(net(inputs, prior)) >= threshold
+                truth = target > 0.5
+                hits += int((on & truth).sum())
+                positives += int(truth.sum())
+                gated += int(on.sum())
+                tiles += truth.numel()
+    finally:
+        torch.set_num_threads(threads)
+    report = TrainingReport(frames=0, samples=len(samples), tiles_positive=positives / tiles,
+                            recall=hits / positives if positives else 1.0,
+                            gated=gated / tiles, losses=losses)
+    return net.state_dict(), report
+
+
+def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
+          models_dir: str | None = None, tile: int = 16, epochs: int = 30,
+          max_frames: int = 300, seed: int = 0, margin: int = 0, shift: int = 8,
+          recall_weight: float = 4.0,
+          progress: Callable[[str], None] | None = None) -> TrainingReport:
+    """Distil the gate from ``model_name`` on the sources and write it to ``out``."""
+    from sparse_perception.gating_learned import CELLS, save, VERSION
+    from sparse_perception.models.registry import load_model
+
+    if epochs < 1 or max_frames < 2:
+        raise TrainingError('--epochs must be at least 1 and --max-frames at least 2')
+    if not sources:
+        raise TrainingError('no sources given')
+    for source in sources:
+        if not Path(source).exists():
+            raise TrainingError(f'{source} does not exist')
+    try:
+        model = load_model(model_name, 'cpu', models_dir=models_dir)
+    except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
+        raise TrainingError(f'cannot load the segmentation model {model_name!r}: {exc}') \
+            from exc
+    if model.kind != 'segmentation':
+        raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
+    samples, frames = distil(sources, model, tile, margin=margin, max_frames=max_frames,
+                             shift=shift, seed=seed, progress=progress)
+    state, report = fit(samples, epochs=epochs, seed=seed, recall_weight=recall_weight,
+                        progress=progress)
+    report.frames = frames
+    report.meta = {'version': VERSION, 'tile': tile, 'cells': CELLS, 'model': model_name,
+                   'margin': margin, 'shift': shift, 'seed': seed, 'epochs': epochs,
+                   'samples': len(samples), 'recall_weight': recall_weight}
+    save(state, report.meta, out)
+    return report

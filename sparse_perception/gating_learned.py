@@ -1,0 +1,189 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+The ``learned`` gate: a tiny tile-level network that says where the people will be.
+
+It sees the network input scaled to :data:`CELLS` pixels per change tile, the difference to
+the last frame's (what moved) and the last frame's person tiles, and gives one logit per
+change tile: two strided convolutions bring the image to tile resolution, two more mix in the
+neighbours. About 7 million multiply-accumulates on an 854x480 frame, a few thousandths of
+DeepLab's. It is distilled from a segmentation network on unlabelled video
+(:mod:`sparse_perception.gate_training`, ``sparse-perception gate train``).
+
+A gate file holds weights only: ``{'state': state_dict, 'meta': {...}}``, read with
+``torch.load(weights_only=True)``; the metadata names the format version, the change tile
+size it was trained for and the input scale, and a file that does not match is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+VERSION = 1
+CELLS = 4  # pixels per change tile edge in the gate's input (1/4 at 16-pixel tiles)
+WIDTH = 16  # channels of the tile-level features
+
+
+class GateFileError(ValueError):
+    """A gate file is missing, not a gate, or made for other settings."""
+
+
+def network() -> Any:
+    """Return a new, untrained gate network."""
+    import torch
+    from torch import nn
+
+    class TileGate(nn.Module):
+        """Image, motion and last frame's person tiles -> one logit per change tile."""
+
+        def __init__(self):
+            super().__init__()
+            self.image = nn.Sequential(  # two stride-2 steps: CELLS (4) pixels -> one tile
+                nn.Conv2d(6, 8, 3, 2, 1), nn.ReLU(),
+                nn.Conv2d(8, WIDTH, 3, 2, 1), nn.ReLU())
+            self.tiles = nn.Sequential(  # the neighbourhood: motion reaches across tiles
+                nn.Conv2d(WIDTH + 1, WIDTH, 3, 1, 1), nn.ReLU(),
+                nn.Conv2d(WIDTH, WIDTH, 3, 1, 1), nn.ReLU(),
+                nn.Conv2d(WIDTH, 1, 1))
+
+        def forward(self, image: torch.Tensor, previous: torch.Tensor) -> torch.Tensor:
+            features = self.image(image)
+            return self.tiles(torch.cat([features, previous], 1))[:, 0]
+
+    return TileGate()
+
+
+def macs(tiles_h: int, tiles_w: int) -> int:
+    """Multiply-accumulates of one pass over (tiles_h, tiles_w) change tiles."""
+    half = (2 * tiles_h) * (2 * tiles_w)
+    tile = tiles_h * tiles_w
+    return (half * 8 * 6 * 9 + tile * WIDTH * 8 * 9 + tile * WIDTH * (WIDTH + 1) * 9
+            + tile * WIDTH * WIDTH * 9 + tile * WIDTH)
+
+
+def small_image(x: Any, tile: int) -> Any:
+    """Scale a (1, C, H, W) network input to CELLS pixels per tile, standardised, 3 channels."""
+    import torch.nn.functional as F
+
+    height, width = x.shape[-2:]
+    th, tw = -(-height // tile), -(-width // tile)
+    image = x[:, :3].float()
+    if image.shape[1] < 3:  # a grey input: the same channel three times
+        image = image[:, :1].expand(-1, 3, -1, -1)
+    small = F.interpolate(image, size=(th * CELLS, tw * CELLS), mode='area')
+    # Networks take their inputs in different ranges ([0, 1], [-1, 1], ...): standardise.
+    mean = small.mean(dim=(2, 3), keepdim=True)
+    return (small - mean) / (small.std() + 1e-6)
+
+
+def features(small: Any, last_small: Any, previous: Any) -> tuple[Any, Any]:
+    """Return the network's inputs: image and motion (1, 6, ...), last person tiles (1, 1, ...)."""
+    import torch
+
+    motion = small - last_small if last_small is not None else torch.zeros_like(small)
+    return torch.cat([small, motion], 1), previous.float()[None, None]
+
+
+def save(state: dict, meta: dict, path: str | Path) -> Path:
+    """Write a gate file atomically (a temporary file beside it, then renamed)."""
+    import os
+    import tempfile
+
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+    os.close(handle)
+    try:
+        torch.save({'state': {k: v.detach().clone() for k, v in state.items()},
+                    'meta': dict(meta)}, temp)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path, tile: int) -> tuple[Any, dict]:
+    """Return the gate network in a file (eval mode) and its metadata; refuse a bad file."""
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise GateFileError(f'gate file {str(path)!r} does not exist (train one with '
+                            '`sparse-perception gate train`)')
+    try:
+        blob = torch.load(path, map_location='cpu', weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
+            ValueError) as exc:
+        raise GateFileError(f'{path} is not a gate file: {" ".join(str(exc).split())[:200]}') \
+            from None
+    if not isinstance(blob, dict) or set(blob) != {'state', 'meta'} \
+            or not isinstance(blob['meta'], dict):
+        raise GateFileError(f'{path} is not a gate file (expected weights and metadata)')
+    meta = blob['meta']
+    if meta.get('version') != VERSION:
+        raise GateFileError(f'{path}: gate format version {meta.get("version")!r}, this '
+                            f'package reads version {VERSION}; train it again')
+    if meta.get('cells') != CELLS:
+        raise GateFileError(f'{path}: input scale of {meta.get("cells")!r} pixels per tile, '
+                            f'this package uses {CELLS}; train it again')
+    if meta.get('tile') != tile:
+        raise GateFileError(f'{path}: trained for change tiles of {meta.get("tile")!r} '
+                            f'pixels, but change.tile_size is {tile}; train it with that '
+                            'tile size')
+    net = network()
+    try:
+        net.load_state_dict(blob['state'])
+    except (RuntimeError, TypeError, AttributeError) as exc:
+        raise GateFileError(f'{path}: weights do not fit the gate network: '
+                            f'{" ".join(str(exc).split())[:200]}') from None
+    return net.eval(), meta
+
+
+class LearnedGate:
+    """A loaded gate network that follows one stream: call :meth:`tiles` once per frame."""
+
+    def __init__(self, path: str | Path, tile: int):
+        self.path = str(path)
+        self.tile = tile
+        self.net, self.meta = load(path, tile)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the last frame (a new stream)."""
+        self.last_small: Any = None
+
+    def tiles(self, x: Any, previous: Any, threshold: float) -> Any:
+        """Return bool tiles where the person probability is at least ``threshold``."""
+        import torch
+
+        small = small_image(x.cpu(), self.tile)
+        th, tw = small.shape[-2] // CELLS, small.shape[-1] // CELLS
+        if previous is None or tuple(previous.shape) != (th, tw):
+            previous = torch.zeros(th, tw, dtype=torch.bool)
+        last = self.last_small
+        if last is not None and last.shape != small.shape:
+            last = None
+        image, prior = features(small, last, previous.cpu())
+        self.last_small = small
+        with torch.no_grad():
+            prob = torch.sigmoid(self.net(image, prior))[0]
+        return (prob >= threshold).to(x.device)

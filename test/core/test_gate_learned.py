@@ -1,0 +1,104 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""The learned gate: training, its file, its setting."""
+
+import cv2
+import pytest
+from sparse_perception import settings as st
+from sparse_perception.cli import main
+from sparse_perception.gate_training import train, TrainingError
+from sparse_perception.gating_learned import (CELLS, GateFileError, LearnedGate, load, network,
+                                              save, VERSION)
+from support import require_shared
+import torch
+
+META = {'version': VERSION, 'tile': 16, 'cells': CELLS}
+
+
+@pytest.fixture(scope='module')
+def tiny_frames(tmp_path_factory):
+    """Five frames of DAVIS parkour at 96x160, as an image folder."""
+    source = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
+    require_shared('models/coral')
+    folder = tmp_path_factory.mktemp('frames')
+    for i, path in enumerate(sorted(source.glob('*.jpg'))[10:15]):
+        cv2.imwrite(str(folder / f'{i}.png'), cv2.resize(cv2.imread(str(path)), (160, 96)))
+    return folder
+
+
+def test_training_twice_with_one_seed_gives_the_same_loadable_weights(tiny_frames, tmp_path):
+    kwargs = {'model_name': 'deeplabv3_mnv2_pascal_fcn', 'epochs': 2, 'max_frames': 5}
+    first = train([tiny_frames], tmp_path / 'a.pt', seed=3, **kwargs)
+    train([tiny_frames], tmp_path / 'b.pt', seed=3, **kwargs)
+    train([tiny_frames], tmp_path / 'c.pt', seed=4, **kwargs)
+    assert first.frames == 5 and first.samples == 8  # 4 pairs, each also shifted
+    a, meta = load(tmp_path / 'a.pt', 16)
+    b, _ = load(tmp_path / 'b.pt', 16)
+    c, _ = load(tmp_path / 'c.pt', 16)
+    assert meta['model'] == 'deeplabv3_mnv2_pascal_fcn' and meta['seed'] == 3
+    for name, value in a.state_dict().items():
+        assert torch.equal(value, b.state_dict()[name]), name
+    assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
+    assert not list(tmp_path.glob('.*'))  # no temporary file left beside them
+    gate = LearnedGate(tmp_path / 'a.pt', 16)
+    tiles = gate.tiles(torch.zeros(1, 3, 96, 160), None, 0.5)
+    assert tiles.shape == (6, 10) and tiles.dtype == torch.bool
+
+
+def test_training_refuses_missing_sources_and_empty_ones(tiny_frames, tmp_path, capsys):
+    assert main(['gate', 'train', str(tmp_path / 'nothing'), '--out',
+                 str(tmp_path / 'g.pt')]) == 1
+    assert 'nothing does not exist' in capsys.readouterr().err
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    (broken / '0.png').write_bytes(b'not a picture')
+    with pytest.raises(TrainingError, match='no frames'):
+        train([broken], tmp_path / 'g.pt', model_name='deeplabv3_mnv2_pascal_fcn')
+    with pytest.raises(TrainingError, match='not a segmentation model'):
+        train([tiny_frames], tmp_path / 'g.pt', model_name='movenet_lightning')
+    assert not (tmp_path / 'g.pt').exists()
+
+
+def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
+    with pytest.raises(GateFileError, match='does not exist'):
+        load(tmp_path / 'none.pt', 16)
+    (tmp_path / 'text.pt').write_text('weights')
+    with pytest.raises(GateFileError, match='not a gate file'):
+        load(tmp_path / 'text.pt', 16)
+    torch.save({'weights': torch.zeros(3)}, tmp_path / 'other.pt')
+    with pytest.raises(GateFileError, match='not a gate file'):
+        load(tmp_path / 'other.pt', 16)
+    torch.save({'state': {}, 'meta': META, 'code': print}, tmp_path / 'code.pt')
+    with pytest.raises(GateFileError, match='not a gate file'):  # weights only: no objects
+        load(tmp_path / 'code.pt', 16)
+    state = network().state_dict()
+    save(state, META, tmp_path / 'gate.pt')
+    with pytest.raises(GateFileError, match='change.tile_size is 8'):
+        load(tmp_path / 'gate.pt', 8)
+    save(state, dict(META, version=VERSION + 1), tmp_path / 'new.pt')
+    with pytest.raises(GateFileError, match='version'):
+        load(tmp_path / 'new.pt', 16)
+    save({k: v for k, v in state.items() if 'tiles' in k}, META, tmp_path / 'part.pt')
+    with pytest.raises(GateFileError, match='do not fit'):
+        load(tmp_path / 'part.pt', 16)
+    load(tmp_path / 'gate.pt', 16)
+
+
+def test_the_learned_gate_needs_its_file():
+    with pytest.raises(st.SettingError, match='sparsity.gate_model'):
+        st.replace(st.PerceptionSettings(), {'sparsity.gate': 'learned'})
+    chosen = st.replace(st.PerceptionSettings(),
+                        {'sparsity.gate': 'learned', 'sparsity.gate_model': 'gate.pt'})
+    assert chosen.sparsity.gate == 'learned'
