@@ -29,6 +29,11 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   on a stream's first frame, which must find the people the glance is too coarse for). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
 
+A gate that covers more than ``sparsity.gate_dense_above`` of the frame (a crowd) is dropped:
+the frame recomputes every change and every stale position, which costs little more than the
+gate would and leaves nothing waiting. The glance is skipped when the last frame's people,
+grown, cover that much already.
+
 Every gate also holds a band of tile rows that moves down the frame, so that every position
 is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how stale a cached
 position can get; 0 turns the band off).
@@ -146,6 +151,7 @@ class GateMaker:
         self.scale = settings.glance_scale
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
+        self.dense_above = settings.gate_dense_above
 
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""
@@ -170,6 +176,8 @@ class GateMaker:
         if self.mode != 'glance':
             return None
         height, width = x.shape[-2:]
+        if self._crowd(self.previous, height, width):
+            return None  # the frame runs ungated: a glance would not change that
         size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
         small = F.interpolate(x, size=size, mode='area')
         outputs = self.glance_pass(small)
@@ -187,7 +195,11 @@ class GateMaker:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
     def gate(self, height: int, width: int) -> Any:
-        """Return this frame's bool tile map over an (height, width) input, or None (none)."""
+        """
+        Return this frame's bool tile map over an (height, width) input.
+
+        None runs the frame ungated: gate none, or a gate over more than ``gate_dense_above``.
+        """
         import torch
 
         if self.mode == 'none':
@@ -198,10 +210,21 @@ class GateMaker:
             if part is not None and tuple(part.shape) == (th, tw):
                 tiles |= part
         tiles = grow(tiles, self.margin)
+        if self._covers_most(tiles):
+            return None  # ungated: recomputes every change and every stale position
         if self.refresh > 0:  # the band that bounds staleness
             band = self.frames % self.refresh
             tiles[band * th // self.refresh:(band + 1) * th // self.refresh] = True
         return tiles
+
+    def _crowd(self, people: Any, height: int, width: int) -> bool:
+        """Whether ``people`` (tiles of this input size), grown, cover most of the input."""
+        shape = (-(-height // self.tile), -(-width // self.tile))
+        return (people is not None and tuple(people.shape) == shape
+                and self._covers_most(grow(people, self.margin)))
+
+    def _covers_most(self, tiles: Any) -> bool:
+        return float(tiles.float().mean()) > self.dense_above
 
     def observe(self, outputs: Any, height: int, width: int) -> None:
         """Remember the person tiles of this frame's outputs (for the next frame's gate)."""

@@ -195,7 +195,8 @@ class _IncrementalNet:
         if gates is not None:
             if glance and gates.mode == 'glance':
                 early = gates.glance(x)
-                self._count_glance(x)
+                if gates.seen is not None:  # it ran (not skipped for a crowd)
+                    self._count_glance(x)
                 if early is not None:  # nobody, now or before: the glance is the answer
                     self.not_run()
                     self.path, self._outputs, self._missed = 'glance', early, True

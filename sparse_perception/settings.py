@@ -166,6 +166,13 @@ class SparsitySettings:
     gate_refresh: int = setting(
         8, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
+    # A gate over most of the frame (a crowd) saves little and leaves the rest stale, where
+    # it waits for the band: above this share of the input's tiles the frame runs ungated,
+    # recomputing every change and every stale position, and the glance is skipped when
+    # the last frame's people, grown, cover that much already.
+    gate_dense_above: float = setting(
+        0.5, "Run a frame ungated when its gate covers more than this share of the input's "
+        'tiles', low=0.0, high=1.0)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '
         'the full pass')
