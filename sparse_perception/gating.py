@@ -26,7 +26,8 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
   is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
-  on a stream's first frame, which must find the people the glance is too coarse for). Fully
+  on a stream's first frame, which must find the people the glance is too coarse for; the
+  next full pass runs ungated, as the caches are older everywhere). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
 
 A gate that covers more than ``sparsity.gate_dense_above`` of the frame (a crowd) is dropped:

@@ -202,7 +202,9 @@ class _IncrementalNet:
                     self.path, self._outputs, self._missed = 'glance', early, True
                     gates.observe(early, height, width)
                     return early
-            gate = gates.gate(height, width)
+            # After frames the glance answered alone, the caches hold an older picture
+            # everywhere: this frame recomputes all of it, as a stream's first frame does.
+            gate = None if self._missed else gates.gate(height, width)
         features = self(x, change, gate)
         # An fp16 trunk hands float features to the tail, which stays in fp32.
         outputs = self.tail(*[f.float() for f in features])

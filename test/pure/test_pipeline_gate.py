@@ -150,9 +150,10 @@ def test_a_dropped_gate_is_the_ungated_engine_bit_for_bit(parkour):
     settings = _settings(**{'sparsity.gate': 'glance', 'sparsity.gate_dense_above': 0.0})
     _, rows = _run(settings, parkour[:3])
     _, ungated = _run(_settings(), parkour[:3])
-    for (got, want, macs, _), (_, _, ungated_macs, _) in zip(rows, ungated):
+    for got, want, _, _ in rows:
         np.testing.assert_array_equal(got, want)  # thresholds 0: exact
-        assert macs == ungated_macs  # no glance counted
+    # A stream's first frame glances (nobody seen before); after it, no glance is counted.
+    assert [r[2] for r in rows[1:]] == [r[2] for r in ungated[1:]]
 
 
 def _maker(**changes):
