@@ -155,6 +155,16 @@ class SparsitySettings:
     # covers motion since the last frame and the receptive field across the gate's edge.
     gate_margin: int = setting(
         2, 'Grow the gate by this many change tiles around the people', low=0, high=64)
+    # A gate over most of the frame (a crowd) saves little and leaves the rest stale, where
+    # it waits for the band: above this share of the input's tiles the frame runs ungated,
+    # recomputing every change and every stale position, and the glance is skipped when
+    # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
+    # gates_sweep.md, refresh 32) 1 (never) lost 0.87 IoU points at 99.14% agreement and
+    # 1.25x; 0.5 lost none at 99.97% and 1.90x. Parkour (one person) ran the same with
+    # either: its gates stay under half the frame.
+    gate_dense_above: float = setting(
+        0.5, "Run a frame ungated when its gate covers more than this share of the input's "
+        'tiles', low=0.0, high=1.0)
     glance_scale: float = setting(
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
     # A band of tile rows that moves down the frame joins every gate, so a position is
@@ -166,16 +176,6 @@ class SparsitySettings:
     gate_refresh: int = setting(
         16, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
-    # A gate over most of the frame (a crowd) saves little and leaves the rest stale, where
-    # it waits for the band: above this share of the input's tiles the frame runs ungated,
-    # recomputing every change and every stale position, and the glance is skipped when
-    # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
-    # gates_sweep.md, refresh 32) 1 (never) lost 0.87 IoU points at 99.14% agreement and
-    # 1.25x; 0.5 lost none at 99.97% and 1.90x. Parkour (one person) ran the same with
-    # either: its gates stay under half the frame.
-    gate_dense_above: float = setting(
-        0.5, "Run a frame ungated when its gate covers more than this share of the input's "
-        'tiles', low=0.0, high=1.0)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '
         'the full pass')
