@@ -27,13 +27,14 @@ point the incremental pipelines run on
   where temporal sparsity has something to skip, for the speed a point buys.
 
 The dense pipeline runs again, in alternation with every point's incremental run, so that
-each point's speedup is measured side by side under the same load and caches. A point *passes* when it keeps the accuracy
-bounds on every DAVIS sequence and on JHMDB (IoU / PCK drop <= 0.5 points, mask agreement
->= 99.5%); among the passing points the one that saves the most multiply-accumulates (mean over the
-clips, vtest40 included; ties: the lower active fraction) is *chosen*. MACs, not wall time,
-decide, because they do not depend on the machine's load; the measured speed is recorded
-beside them. Finally the package's own default models (MediaPipe) are run at the exact base
-and at the chosen point, to show what the chosen settings do to them.
+each point's speedup is measured side by side under the same load and caches. A point
+*passes* when it keeps the accuracy bounds on every DAVIS sequence and on JHMDB (IoU / PCK
+drop <= 0.5 points, mask agreement >= 99.5%); among the passing points the one that saves the
+most multiply-accumulates (mean over the clips, vtest40 included; ties: the lower active
+fraction) is *chosen*. MACs, not wall time, decide, because they do not depend on the
+machine's load; the measured speed is recorded beside them. Finally the package's own default
+models (MediaPipe) are run at the exact base and at the chosen point, to show what the
+chosen settings do to them.
 """
 
 from __future__ import annotations

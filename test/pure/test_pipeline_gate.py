@@ -157,7 +157,7 @@ def test_a_dropped_gate_is_the_ungated_engine_bit_for_bit(parkour):
 
 
 def _maker(**changes):
-    """A glance GateMaker over a 64x64 input in tiles of 16, whose glance sees ``glances``."""
+    """Return a glance GateMaker over a 64x64 input in tiles of 16 whose glance sees nobody."""
     import torch
 
     from sparse_perception.gating import GateMaker
@@ -175,7 +175,7 @@ def _maker(**changes):
 
 
 def _people(rows):
-    """Outputs (class ids) of a 64x64 frame whose person fills the given tile rows."""
+    """Return the class ids of a 64x64 frame whose person fills the given tile rows."""
     import torch
 
     ids = torch.zeros(1, 64, 64, dtype=torch.int64)
