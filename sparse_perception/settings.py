@@ -160,7 +160,7 @@ class SparsitySettings:
     # recomputing every change and every stale position, and the glance is skipped when
     # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
     # gates_sweep.md, refresh 32) 1 (never) lost 0.87 IoU points at 99.14% agreement and
-    # 1.25x; 0.5 lost none at 99.97% and 1.90x. Parkour (one person) ran the same with
+    # 1.11x; 0.5 lost none at 99.97% and 1.67x. Parkour (one person) ran the same with
     # either: its gates stay under half the frame.
     gate_dense_above: float = setting(
         0.5, "Run a frame ungated when its gate covers more than this share of the input's "
