@@ -26,12 +26,18 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
   is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
-  on a stream's first frame, which must find the people the glance is too coarse for). Fully
+  on a stream's first frame, which must find the people the glance is too coarse for; the
+  next full pass runs ungated, as the caches are older everywhere). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
 - ``learned``: a tiny tile-level network (gating_learned.py, file ``sparsity.gate_model``,
   trained by ``sparse-perception gate train``) gives the tiles where this frame's people are
   likely (probability at least ``sparsity.gate_threshold``); the gate is those plus the
   previous ones, grown. Any segmentation network with a person class.
+
+A gate that covers more than ``sparsity.gate_dense_above`` of the frame (a crowd) is dropped:
+the frame recomputes every change and every stale position, which costs little more than the
+gate would and leaves nothing waiting. The glance is skipped when the last frame's people,
+grown, cover that much already.
 
 Every gate also holds a band of tile rows that moves down the frame, so that every position
 is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how stale a cached
@@ -154,6 +160,7 @@ class GateMaker:
         self.scale = settings.glance_scale
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
+        self.dense_above = settings.gate_dense_above
 
     def _load_learned(self, path: str) -> None:
         from sparse_perception.gating_learned import LearnedGate
@@ -189,6 +196,8 @@ class GateMaker:
         if self.mode != 'glance':
             return None
         height, width = x.shape[-2:]
+        if self._crowd(self.previous, height, width):
+            return None  # the frame runs ungated: a glance would not change that
         size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
         small = F.interpolate(x, size=size, mode='area')
         outputs = self.glance_pass(small)
@@ -212,7 +221,11 @@ class GateMaker:
         return max(1, round(height * self.scale)), max(1, round(width * self.scale))
 
     def gate(self, height: int, width: int) -> Any:
-        """Return this frame's bool tile map over an (height, width) input, or None (none)."""
+        """
+        Return this frame's bool tile map over an (height, width) input.
+
+        None runs the frame ungated: gate none, or a gate over more than ``gate_dense_above``.
+        """
         import torch
 
         if self.mode == 'none':
@@ -223,10 +236,21 @@ class GateMaker:
             if part is not None and tuple(part.shape) == (th, tw):
                 tiles |= part
         tiles = grow(tiles, self.margin)
+        if self._covers_most(tiles):
+            return None  # ungated: recomputes every change and every stale position
         if self.refresh > 0:  # the band that bounds staleness
             band = self.frames % self.refresh
             tiles[band * th // self.refresh:(band + 1) * th // self.refresh] = True
         return tiles
+
+    def _crowd(self, people: Any, height: int, width: int) -> bool:
+        """Whether ``people`` (tiles of this input size), grown, cover most of the input."""
+        shape = (-(-height // self.tile), -(-width // self.tile))
+        return (people is not None and tuple(people.shape) == shape
+                and self._covers_most(grow(people, self.margin)))
+
+    def _covers_most(self, tiles: Any) -> bool:
+        return float(tiles.float().mean()) > self.dense_above
 
     def observe(self, outputs: Any, height: int, width: int) -> None:
         """Remember the person tiles of this frame's outputs (for the next frame's gate)."""

@@ -198,13 +198,16 @@ class _IncrementalNet:
                 self._count_learned(height, width)
             if glance and gates.mode == 'glance':
                 early = gates.glance(x)
-                self._count_glance(x)
+                if gates.seen is not None:  # it ran (not skipped for a crowd)
+                    self._count_glance(x)
                 if early is not None:  # nobody, now or before: the glance is the answer
                     self.not_run()
                     self.path, self._outputs, self._missed = 'glance', early, True
                     gates.observe(early, height, width)
                     return early
-            gate = gates.gate(height, width)
+            # After frames the glance answered alone, the caches hold an older picture
+            # everywhere: this frame recomputes all of it, as a stream's first frame does.
+            gate = None if self._missed else gates.gate(height, width)
         features = self(x, change, gate)
         # An fp16 trunk hands float features to the tail, which stays in fp32.
         outputs = self.tail(*[f.float() for f in features])

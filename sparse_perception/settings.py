@@ -156,16 +156,26 @@ class SparsitySettings:
     # covers motion since the last frame and the receptive field across the gate's edge.
     gate_margin: int = setting(
         2, 'Grow the gate by this many change tiles around the people', low=0, high=64)
+    # A gate over most of the frame (a crowd) saves little and leaves the rest stale, where
+    # it waits for the band: above this share of the input's tiles the frame runs ungated,
+    # recomputing every change and every stale position, and the glance is skipped when
+    # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
+    # gates_sweep.md, refresh 32) 1 (never) lost 0.87 IoU points at 99.14% agreement and
+    # 1.11x; 0.5 lost none at 99.97% and 1.67x. Parkour (one person) ran the same with
+    # either: its gates stay under half the frame.
+    gate_dense_above: float = setting(
+        0.5, "Run a frame ungated when its gate covers more than this share of the input's "
+        'tiles', low=0.0, high=1.0)
     glance_scale: float = setting(
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
     # A band of tile rows that moves down the frame joins every gate, so a position is
     # never staler than this many frames (and someone the gate missed is found within
-    # them). Each band costs 1/N of a frame. With the glance on DAVIS (gates_sweep.md in
-    # bench/results), 8 and 16 kept the accuracy bounds on both sequences in the sweep, but
-    # 16 lost 0.55 IoU points on breakdance (a crowd, where what the gate leaves out waits
-    # longest) in a run of its own, and 32 lost 0.74: 8 keeps a margin.
+    # them). Each band costs 1/N of a frame. With the glance on DAVIS, every fourth frame
+    # (bench/results/gates_sweep.md), 8 / 16 / 32 ran parkour at 34% / 29% / 26% of dense
+    # MACs, losing 0.22 / 0.16 / 0.40 IoU points, and kept 99.92% / 99.51% / 99.47% of the
+    # static vtest40 clip's mask: 16 is the cheapest with a margin on both bounds.
     gate_refresh: int = setting(
-        8, 'Recompute every position at least every N frames under a gate (0 = never)',
+        16, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
     # The learned gate (sparse_perception/gating_learned.py): the file that
     # `sparse-perception gate train` wrote, and the probability from which a tile is gated.

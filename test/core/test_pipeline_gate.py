@@ -159,3 +159,61 @@ def test_gate_maps_from_each_kind_of_output():
     assert resize_outputs(prob, 'probability', 16, 24).shape == (1, 16, 24, 1)
     with pytest.raises(ValueError, match='no person map'):
         person_map(ids, 'single_pose', 0)
+
+
+@pytest.mark.slow
+def test_a_dropped_gate_is_the_ungated_engine_bit_for_bit(parkour):
+    # At 0 every gate that holds somebody is dropped: the frames run ungated, without a glance.
+    settings = _settings(**{'sparsity.gate': 'glance', 'sparsity.gate_dense_above': 0.0})
+    _, rows = _run(settings, parkour[:3])
+    _, ungated = _run(_settings(), parkour[:3])
+    for got, want, _, _ in rows:
+        np.testing.assert_array_equal(got, want)  # thresholds 0: exact
+    # A stream's first frame glances (nobody seen before); after it, no glance is counted.
+    assert [r[2] for r in rows[1:]] == [r[2] for r in ungated[1:]]
+
+
+def _maker(**changes):
+    """Return a glance GateMaker over a 64x64 input in tiles of 16 whose glance sees nobody."""
+    import torch
+
+    from sparse_perception.gating import GateMaker
+
+    calls = []
+
+    def glance_pass(small):
+        calls.append(tuple(small.shape[-2:]))
+        return torch.zeros(1, *small.shape[-2:], dtype=torch.int64)  # sees nobody
+
+    values = {'sparsity.gate': 'glance', 'sparsity.gate_margin': 0,
+              'sparsity.gate_refresh': 0, **changes}
+    sparsity = st.replace(st.PerceptionSettings(), values).sparsity
+    return GateMaker(sparsity, 16, 'class_map', PERSON, glance_pass), calls
+
+
+def _people(rows):
+    """Return the class ids of a 64x64 frame whose person fills the given tile rows."""
+    import torch
+
+    ids = torch.zeros(1, 64, 64, dtype=torch.int64)
+    ids[0, rows[0] * 16:rows[1] * 16] = PERSON
+    return ids
+
+
+def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():
+    import torch
+
+    maker, calls = _maker(**{'sparsity.gate_dense_above': 0.5})
+    x = torch.zeros(1, 3, 64, 64)
+    maker.observe(_people((0, 1)), 64, 64)  # a quarter of the tiles: gated
+    assert maker.glance(x) is None and len(calls) == 1
+    assert maker.gate(64, 64).float().mean() == 0.25
+    maker.observe(_people((0, 3)), 64, 64)  # three quarters (a crowd): ungated
+    assert maker.glance(x) is None and len(calls) == 1  # the glance was skipped
+    assert maker.seen is None and maker.gate(64, 64) is None
+    # At 1 a gate is never dropped, however much it covers.
+    maker.configure(st.replace(st.PerceptionSettings(), {
+        'sparsity.gate': 'glance', 'sparsity.gate_margin': 0, 'sparsity.gate_refresh': 0,
+        'sparsity.gate_dense_above': 1.0}).sparsity)
+    maker.glance(x)
+    assert len(calls) == 2 and maker.gate(64, 64).float().mean() == 0.75

@@ -123,3 +123,34 @@ def test_markdown_tables():
     assert '| exact | +0.00 / 100.00% | +0.00 / 0.10 px | yes |' in text
     assert '| crashed | failed | failed | no: IndexError: boom |' in text
     assert '| good | 30.0% | 0.50 / 30% / 50 (2.00x) | 0.50 / 30% / 50 (2.00x) |' in text
+
+
+def test_every_point_runs_beside_the_dense_pipeline(monkeypatch):
+    # A pipeline that runs alone keeps its caches and times faster than one that alternates:
+    # each point's incremental run alternates with the dense one, not only the first.
+    class Fake:
+        class_names = ('background', 'person')
+
+        def __init__(self, settings, head, incremental):
+            self.incremental = incremental
+
+        def update(self, settings):
+            pass
+
+        def close(self):
+            pass
+
+    runs = []
+    monkeypatch.setattr(accuracy, '_pipeline', Fake)
+    monkeypatch.setattr(accuracy.loop, 'warm', lambda pipelines, frame: None)
+    monkeypatch.setattr(accuracy, 'run_head', lambda pipelines, head, frames: runs.append(
+        [p.incremental for p in pipelines]) or [accuracy.HeadRun() for _ in pipelines])
+    monkeypatch.setattr(accuracy, 'score', lambda *args: {})
+    monkeypatch.setattr(accuracy, '_brief', lambda result: '')
+    clip = accuracy.ClipData(accuracy.davis_clip('parkour'), [argparse.Namespace(index=0)],
+                             None)
+    evaluator = accuracy.Evaluator(sweep.point_settings({}), log=lambda line: None)
+    evaluator.clip(clip)
+    evaluator.update(sweep.point_settings({'sparsity.gate': 'glance'}))
+    evaluator.clip(clip)
+    assert runs == [[True, False], [True, False]]
