@@ -79,7 +79,7 @@ class _IncrementalNet:
     :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``,
     eager executor on the CPU); an input that did not change returns the last outputs.
 
-    ``gates`` (a segmentation network's :class:`~sparse_perception.gating.GateMaker`) limits
+    ``gates`` (a segmentation network's :class:`~sparse_perception.gates.maker.GateMaker`) limits
     where the engine recomputes (``sparsity.gate``), and may answer a frame from its glance
     alone; the engine then reads the whole input on its next frame, as it missed this one.
     """
@@ -790,7 +790,7 @@ class _Glance:
 
 def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> Any:
     """Return the gate maker of a segmentation network (None for pose networks)."""
-    from sparse_perception.gating import GateMaker, person_class
+    from sparse_perception.gates.maker import GateMaker, person_class
 
     if kind != 'segmentation':
         return None

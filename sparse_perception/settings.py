@@ -142,7 +142,7 @@ class SparsitySettings:
     # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
         True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
-    # Spatial gates (sparse_perception/gating.py) for the segmentation network: on a moving
+    # Spatial gates (sparse_perception/gates/maker.py) for the segmentation network: on a moving
     # camera every tile changes, and a gate limits recomputation to where the people are
     # ('previous': last frame's person tiles; 'glance': also this frame's, from the network
     # run at glance_scale, fully convolutional models only). Positions outside the gate keep
@@ -177,7 +177,7 @@ class SparsitySettings:
     gate_refresh: int = setting(
         16, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
-    # The learned gate (sparse_perception/gating_learned.py): the file that
+    # The learned gate (sparse_perception/gates/learned.py): the file that
     # `sparse-perception gate train` wrote, and the probability from which a tile is gated.
     gate_model: str = setting(
         '', 'Gate file of sparsity.gate learned (from `sparse-perception gate train`)')

@@ -20,7 +20,7 @@ Each sub-command lives in the module of this package named after it (``replay``,
 ``register(subparsers)`` (adding a parser whose ``func`` default runs it) and imports its heavy
 dependencies lazily, so that ``sparse-perception --help`` stays fast. The work itself is done
 by the core packages (``replay``, ``evaluation``, ``models``, ``benchmarks``,
-``gate_training``); these modules only parse and report.
+``gates.training``); these modules only parse and report.
 """
 
 from __future__ import annotations

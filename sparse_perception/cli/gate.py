@@ -85,7 +85,7 @@ def register(subparsers) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Train and write the gate; print what it learned; return the exit status."""
-    from sparse_perception.gate_training import train, TrainingError
+    from sparse_perception.gates.training import train, TrainingError
     from sparse_perception.replay.errors import ReplayError
 
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))

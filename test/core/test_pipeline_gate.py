@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sparse_perception import settings as st
-from sparse_perception.gating import grow, person_map, resize_outputs, to_tiles
+from sparse_perception.gates.maker import grow, person_map, resize_outputs, to_tiles
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from support import require_shared
 
@@ -81,7 +81,7 @@ def gate_file(tmp_path_factory):
     """Write a learned gate whose network sees nobody: the gate is the last frame's people."""
     import torch
 
-    from sparse_perception.gating_learned import CELLS, network, save, VERSION
+    from sparse_perception.gates.learned import CELLS, network, save, VERSION
 
     torch.manual_seed(0)
     state = network().state_dict()
@@ -177,7 +177,7 @@ def _maker(**changes):
     """Return a glance GateMaker over a 64x64 input in tiles of 16 whose glance sees nobody."""
     import torch
 
-    from sparse_perception.gating import GateMaker
+    from sparse_perception.gates.maker import GateMaker
 
     calls = []
 

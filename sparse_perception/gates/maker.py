@@ -29,7 +29,7 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   on a stream's first frame, which must find the people the glance is too coarse for; the
   next full pass runs ungated, as the caches are older everywhere). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
-- ``learned``: a tiny tile-level network (gating_learned.py, file ``sparsity.gate_model``,
+- ``learned``: a tiny tile-level network (gates/learned.py, file ``sparsity.gate_model``,
   trained by ``sparse-perception gate train``) gives the tiles where this frame's people are
   likely (probability at least ``sparsity.gate_threshold``); the gate is those plus the
   previous ones, grown. Any segmentation network with a person class.
@@ -139,7 +139,7 @@ class GateMaker:
         self.decoder = decoder
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
-        self.learned: Any = None  # the learned gate's network (gating_learned.LearnedGate)
+        self.learned: Any = None  # the learned gate's network (gates.learned.LearnedGate)
         self.configure(settings)
         self.reset()
 
@@ -163,7 +163,7 @@ class GateMaker:
         self.dense_above = settings.gate_dense_above
 
     def _load_learned(self, path: str) -> None:
-        from sparse_perception.gating_learned import LearnedGate
+        from sparse_perception.gates.learned import LearnedGate
 
         if self.learned is None or self.learned.path != path:
             self.learned = LearnedGate(path, self.tile)  # GateFileError: a ValueError
@@ -212,7 +212,7 @@ class GateMaker:
 
     def learned_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates of the learned gate on an (height, width) input."""
-        from sparse_perception.gating_learned import macs
+        from sparse_perception.gates.learned import macs
 
         return macs(-(-height // self.tile), -(-width // self.tile))
 

@@ -20,7 +20,7 @@ the last frame's (what moved) and the last frame's person tiles, and gives one l
 change tile: two strided convolutions bring the image to tile resolution, two more mix in the
 neighbours. About 7 million multiply-accumulates on an 854x480 frame, a few thousandths of
 DeepLab's. It is distilled from a segmentation network on unlabelled video
-(:mod:`sparse_perception.gate_training`, ``sparse-perception gate train``).
+(:mod:`sparse_perception.gates.training`, ``sparse-perception gate train``).
 
 A gate file holds weights only: ``{'state': state_dict, 'meta': {...}}``, read with
 ``torch.load(weights_only=True)``; the metadata names the format version, the change tile

@@ -18,8 +18,8 @@ import cv2
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.cli import main
-from sparse_perception.gate_training import train, TrainingError
-from sparse_perception.gating_learned import (CELLS, GateFileError, LearnedGate, load, network,
+from sparse_perception.gates.training import train, TrainingError
+from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load, network,
                                               save, VERSION)
 from support import require_shared
 import torch

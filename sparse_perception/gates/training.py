@@ -13,7 +13,7 @@
 # limitations under the License.
 
 """
-Train the learned gate (gating_learned.py) on unlabelled video, by distillation.
+Train the learned gate (gates/learned.py) on unlabelled video, by distillation.
 
 The segmentation network runs dense on every frame of the sources (bags, videos, image
 folders, read by the replay's frame sources); its person tiles are the labels. The target of
@@ -89,8 +89,8 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     """
     import torch
 
-    from sparse_perception.gating import grow, person_class, person_map, to_tiles
-    from sparse_perception.gating_learned import features, small_image
+    from sparse_perception.gates.maker import grow, person_class, person_map, to_tiles
+    from sparse_perception.gates.learned import features, small_image
 
     person = person_class(tuple(model.labels))
     if person is None:
@@ -135,7 +135,7 @@ def fit(samples: list[tuple[Any, Any, Any]], *, epochs: int, seed: int,
     import torch
     import torch.nn.functional as F
 
-    from sparse_perception.gating_learned import network
+    from sparse_perception.gates.learned import network
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread: sums in one order, the same weights every run
@@ -183,7 +183,7 @@ def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
           recall_weight: float = 4.0,
           progress: Callable[[str], None] | None = None) -> TrainingReport:
     """Distil the gate from ``model_name`` on the sources and write it to ``out``."""
-    from sparse_perception.gating_learned import CELLS, save, VERSION
+    from sparse_perception.gates.learned import CELLS, save, VERSION
     from sparse_perception.models.registry import load_model
 
     if epochs < 1 or max_frames < 2:
