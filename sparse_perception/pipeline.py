@@ -33,8 +33,9 @@ knows nothing of ROS. Per frame it
    ``pose.detect_period``-th frame only.
 
 With every threshold at 0 the outputs equal a dense pass over the same frames. A dense
-reference (``incremental=False``) runs the networks on the raw frames instead; comparing the
-two measures what the thresholds cost.
+reference (``incremental=False``) runs the networks on the raw frames instead, with the same
+tracking (a tracking pose model detects on the same schedule, on every frame with room counted
+as changed); comparing the two measures what the thresholds cost.
 """
 
 from __future__ import annotations
@@ -432,9 +433,9 @@ class _Head:
         self._prefixes = ['']  # per network in nets: how its layers are named in the stats
         self._dense = _dense_pass(self.model.module)  # the dense reference's pass
         # A tracking model's detector runs on every detect_period-th frame while it follows
-        # fewer people than it may (incremental pipelines only: the dense reference detects
-        # on every such frame).
-        self.detect_period = settings.pose.detect_period if incremental else 1
+        # fewer people than it may, in the dense reference too: the reference is the same
+        # tracking with dense networks, so what differs from it is what sparsity did.
+        self.detect_period = settings.pose.detect_period
         self._undetected = 0  # frames in a row with room for another person
         self._moved = False  # the frame changed where nobody is followed since the detector ran
         self._settings = settings
@@ -487,8 +488,7 @@ class _Head:
         self._settings = settings
         for net in self.nets:
             net.reconfigure(settings)
-        if self.net is not None:
-            self.detect_period = settings.pose.detect_period
+        self.detect_period = settings.pose.detect_period
         if hasattr(self.model, 'max_people'):
             self.model.max_people = settings.pose.max_people
             del self.model.tracks[settings.pose.max_people:]  # the latest found go first
@@ -575,8 +575,8 @@ class _Head:
         """Whether a tracking model with room for another person may detect on this frame."""
         from sparse_perception.person_crops import tiles_outside
 
-        if self.net is None:
-            return True
+        if self.net is None:  # dense: every frame counts as moved (no change map)
+            return self._undetected % self.detect_period == 0
         tracks = self.model.tracks
         moved = frame_change.refresh or (
             frame_change.changed_fraction > 0 and (not tracks or tiles_outside(

@@ -272,7 +272,8 @@ class PoseSettings:
     # N-th frame only (1 = every frame, as MediaPipe does); a person who walks in is then
     # found up to N - 1 frames later. A frame whose detector input did not change at all
     # skips the detector whatever N says (its result cannot differ). The dense reference
-    # pipeline always detects on every frame.
+    # pipeline detects on the same schedule, so that it differs from the incremental one by
+    # sparsity alone.
     detect_period: int = setting(
         4, 'While nobody is tracked, run the person detector every N frames (1 = every frame)',
         low=1, high=1000)
