@@ -26,6 +26,7 @@ import ast
 from pathlib import Path
 
 import pytest
+from sparse_perception import settings as st
 from sparse_perception.nodes import node_config
 from support import REPO
 import yaml
@@ -104,6 +105,40 @@ def test_arguments_are_declared_described_and_used(launch_file):
     assert used == set(declared), f'{path.name}: used {used}, declared {set(declared)}'
     expected = COMMON_ARGUMENTS | ({'heads'} if path.name == 'perception.launch.py' else set())
     assert set(declared) == expected
+
+
+def _overrides(tree):
+    """Return {parameter: launch argument} of the node's parameters set from arguments."""
+    (node,) = _calls(tree, 'Node')
+    result = {}
+    for item in _keyword(node, 'parameters').elts:
+        if isinstance(item, ast.Dict):
+            for key, value in zip(item.keys, item.values):
+                if isinstance(value, ast.Call) and getattr(value.func, 'id', '') == \
+                        'LaunchConfiguration':
+                    result[_constant(key)] = _constant(value.args[0])
+    return result
+
+
+def test_arguments_that_set_settings_default_to_the_settings(launch_file):
+    # These arguments are always passed to the node (launch has no declarative way to pass an
+    # argument only when given), so a default other than the setting's would silently change
+    # the node's behaviour from what the settings, the YAML and the README say.
+    path, tree = launch_file
+    arguments = {_constant(c.args[0]): c for c in _calls(tree, 'DeclareLaunchArgument')}
+    overrides = {k: v for k, v in _overrides(tree).items() if k not in ROS_PARAMETERS}
+    assert overrides, f'{path.name}: no launch argument sets a setting'
+    for parameter, name in overrides.items():
+        spec = st.spec(parameter, st.NodeSettings)
+        default = _constant(_keyword(arguments[name], 'default_value'))
+        if spec.kind is tuple:
+            assert yaml.safe_load(default) == list(spec.default), (path.name, name)
+        else:
+            assert spec.kind(default) == spec.default, (path.name, name)
+        choices = _keyword(arguments[name], 'choices')
+        if spec.info.choices is not None and spec.kind is not tuple:
+            assert choices is not None, f'{path.name}: {name} offers no choices'
+            assert {_constant(e) for e in choices.elts} == set(spec.info.choices)
 
 
 def _node_choices(tree):
