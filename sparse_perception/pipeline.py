@@ -310,7 +310,7 @@ class _IncrementalNet:
         Run ``x`` (1, C, H, W) through the engine.
 
         ``change`` is its ChangeMap, or None for a dense frame; ``gate`` a tile map of where
-        layers may recompute (eager executor), or None.
+        layers may recompute (either executor), or None.
         """
         from sparse_perception.engine import UnsupportedOpError
 

@@ -20,11 +20,6 @@ import argparse
 from pathlib import Path
 import sys
 
-# The fully convolutional DeepLab: the gate's tiles lie over the network input, so a gate
-# is made for the model it gates, and this is the one a moving camera gains from gating
-# (it runs at the frame's size; the fixed-size default model sees a few dozen tiles).
-DEFAULT_MODEL = 'deeplabv3_mnv2_pascal_fcn'
-
 TRAIN_DESCRIPTION = """\
 Run the segmentation model dense on every frame of the sources (rosbag2 folders, videos,
 image folders) and train the learned gate (sparsity.gate learned) to predict its person tiles
@@ -33,17 +28,21 @@ tiles. Runs on the CPU; the same sources, flags and seed give the same weights. 
 weights and metadata only; use it with --sparsity.gate learned --sparsity.gate_model PATH.
 """
 
-TRAIN_EPILOG = f"""\
+TRAIN_EPILOG = """\
 examples:
   sparse-perception gate train vtest.avi --out gate.pt
   sparse-perception gate train bag1 bag2 frames/ --out gate.pt --epochs 20 --seed 1
 exit status: 0 written, 1 bad input (one line on stderr), 2 usage.
-The model defaults to {DEFAULT_MODEL} (its Coral weights are read from the shared folder).
+The default model is the fully convolutional DeepLab, the one a moving camera gains from
+gating (its Coral weights are read from the shared folder).
 """
 
 
 def register(subparsers) -> None:
     """Add the ``gate`` command group and its ``train`` command."""
+    from sparse_perception.gates.training import TrainingOptions
+
+    defaults = TrainingOptions()
     parser = subparsers.add_parser(
         'gate', help='train the learned spatial gate', description='The learned gate '
         '(sparsity.gate learned) of the segmentation network.')
@@ -57,45 +56,44 @@ def register(subparsers) -> None:
                        help='rosbag2 folder, video file or folder of images')
     train.add_argument('--out', type=Path, required=True, metavar='PATH',
                        help='the gate file to write (replaced atomically)')
-    train.add_argument('--model', default=DEFAULT_MODEL,
+    train.add_argument('--model', default=defaults.model_name,
                        help='segmentation model to distil from [%(default)s]')
     train.add_argument('--models-dir', metavar='DIR',
                        help='folder searched first for model files [the shared folder, the '
                        'models fetch cache]')
-    train.add_argument('--tile-size', type=int, default=16, metavar='PIXELS',
+    train.add_argument('--tile-size', type=int, default=defaults.tile, metavar='PIXELS',
                        help='change.tile_size the gate is for [%(default)s]')
-    train.add_argument('--epochs', type=int, default=30, help='passes over the frames '
+    train.add_argument('--epochs', type=int, default=defaults.epochs, help='passes over the frames '
                        '[%(default)s]')
-    train.add_argument('--max-frames', type=int, default=300, metavar='N',
+    train.add_argument('--max-frames', type=int, default=defaults.max_frames, metavar='N',
                        help='frames read from the sources in all [%(default)s]')
-    train.add_argument('--margin', type=int, default=0, metavar='TILES',
+    train.add_argument('--margin', type=int, default=defaults.margin, metavar='TILES',
                        help='grow the targets by this many tiles (sparsity.gate_margin is '
                        'added at run time) [%(default)s]')
-    train.add_argument('--shift', type=int, default=8, metavar='CELLS',
+    train.add_argument('--shift', type=int, default=defaults.shift, metavar='CELLS',
                        help='also train each frame against its last one shifted by up to '
                        'this many quarter tiles, as from a moving camera (0 = off) '
                        '[%(default)s]')
-    train.add_argument('--recall-weight', type=float, default=4.0, metavar='W',
+    train.add_argument('--recall-weight', type=float, default=defaults.recall_weight, metavar='W',
                        help='weight of person tiles in the loss against the rest '
                        '[%(default)s]')
-    train.add_argument('--seed', type=int, default=0, help='random seed [%(default)s]')
+    train.add_argument('--seed', type=int, default=defaults.seed, help='random seed [%(default)s]')
     train.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
     train.set_defaults(func=run_train)
 
 
 def run_train(args: argparse.Namespace) -> int:
     """Train and write the gate; print what it learned; return the exit status."""
-    from sparse_perception.gates.training import train, TrainingError
+    from sparse_perception.gates.training import train, TrainingError, TrainingOptions
     from sparse_perception.replay.errors import ReplayError
 
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr))
+    options = TrainingOptions(
+        model_name=args.model, tile=args.tile_size, epochs=args.epochs,
+        max_frames=args.max_frames, seed=args.seed, margin=args.margin, shift=args.shift,
+        recall_weight=args.recall_weight)
     try:
-        if args.tile_size < 1 or args.shift < 0:
-            raise TrainingError('--tile-size must be at least 1 and --shift at least 0')
-        report = train(args.sources, args.out, model_name=args.model, models_dir=args.models_dir,
-                       tile=args.tile_size, epochs=args.epochs, max_frames=args.max_frames,
-                       seed=args.seed, margin=args.margin, shift=args.shift,
-                       recall_weight=args.recall_weight,
+        report = train(args.sources, args.out, options, models_dir=args.models_dir,
                        progress=progress)
     except (TrainingError, ReplayError) as exc:
         print(f'sparse-perception gate train: error: {exc}', file=sys.stderr)

@@ -49,6 +49,7 @@ exit status: 0 done, 1 bad input or a model that cannot load (one line on stderr
 def register(subparsers) -> None:
     """Add the ``replay`` sub-command."""
     from sparse_perception import settings
+    from sparse_perception.replay import metrics
 
     parser = subparsers.add_parser(
         'replay', help='evaluate on a bag, video or image folder (the main job)',
@@ -86,10 +87,10 @@ def register(subparsers) -> None:
                        'JHMDB joint_positions.mat; repeat for masks and keypoints')
     group.add_argument('--gt-class', default='person', metavar='NAME|ID',
                        help="segmentation class scored as the masks' foreground [person]")
-    group.add_argument('--pck-alpha', type=float, default=0.2,
-                       help='PCK threshold, times the person box size [0.2]')
-    group.add_argument('--pckh-alpha', type=float, default=0.5,
-                       help='PCKh threshold, times the head segment [0.5]')
+    group.add_argument('--pck-alpha', type=float, default=metrics.PCK_ALPHA,
+                       help=f'PCK threshold, times the person box size [{metrics.PCK_ALPHA}]')
+    group.add_argument('--pckh-alpha', type=float, default=metrics.PCKH_ALPHA,
+                       help=f'PCKh threshold, times the head segment [{metrics.PCKH_ALPHA}]')
     group = parser.add_argument_group('outputs')
     group.add_argument('--no-bag', action='store_true', help='write no output bag')
     group.add_argument('--bag-storage', choices=('mcap', 'sqlite3'), default='mcap',

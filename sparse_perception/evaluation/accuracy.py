@@ -59,7 +59,8 @@ from sparse_perception import settings as settings_module
 from sparse_perception.evaluation import loop
 from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.replay.errors import ReplayError
-from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
+from sparse_perception.replay.metrics import (BinaryIou, KeypointAgreement, MaskAgreement, Pck,
+                                              PCK_ALPHA, PCKH_ALPHA)
 from sparse_perception.replay.report import json_safe
 from sparse_perception.replay.sources import Frame, FrameRange, SkippedFrame
 from sparse_perception.settings import HEADS, PerceptionSettings
@@ -68,8 +69,6 @@ SCHEMA = 'sparse_perception.eval.accuracy/1'
 SEGMENTATION_MODEL = 'deeplabv3_mnv2_pascal_fcn'
 POSE_MODEL = 'movenet_lightning'
 GT_CLASS = 'person'  # class 15 of PASCAL VOC
-PCK_ALPHA = 0.2
-PCKH_ALPHA = 0.5
 DAVIS_SEQUENCES = ('parkour', 'breakdance')
 DAVIS_RATE_HZ = 24.0  # DAVIS 2016 frames are 24 per second
 JHMDB_CLIP = 'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2'
@@ -641,7 +640,8 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                      + (' with modified files' if source.get('tracked_files_modified') else ''))
     lines.append('')
     if result.get('davis'):
-        lines += ['## DAVIS: person IoU (DeepLabV3-MobileNetV2, class 15)', '',
+        model = next(iter(result['davis'].values())).get('model', 'segmentation model')
+        lines += [f'## DAVIS: person IoU ({model})', '',
                   '| sequence | frames | dense IoU | incremental IoU | drop (points) | '
                   'agreement | active | MACs / dense | dense ms | incremental ms | speedup |',
                   '|---|---|---|---|---|---|---|---|---|---|---|']
@@ -655,7 +655,8 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
         lines.append('')
     jhmdb = result.get('jhmdb')
     if jhmdb:
-        lines += ['## JHMDB: PCK@0.2 of the person box, 12 joints (MoveNet Lightning)', '',
+        lines += [f'## JHMDB: PCK@{PCK_ALPHA} of the person box, 12 joints '
+                  f'({jhmdb.get("model", "pose model")})', '',
                   '| clip | frames | dense PCK | incremental PCK | drop (points) | keypoints '
                   'vs dense | active | MACs / dense | dense ms | incremental ms | speedup |',
                   '|---|---|---|---|---|---|---|---|---|---|---|',

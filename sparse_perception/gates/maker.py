@@ -53,8 +53,6 @@ from typing import Any, Callable
 
 from sparse_perception.settings import SparsitySettings
 
-GATES = ('none', 'previous', 'glance', 'learned')
-
 
 def person_map(outputs: Any, decoder: str, person: int) -> Any:
     """

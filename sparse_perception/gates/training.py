@@ -38,9 +38,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from sparse_perception.settings import ChangeSettings
+
 
 class TrainingError(ValueError):
     """The sources or the model cannot make training data; the message says why."""
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """How a gate is trained; the defaults are those of ``sparse-perception gate train``."""
+
+    # The fully convolutional DeepLab: the gate's tiles lie over the network input, so a gate
+    # is made for the model it gates, and this is the one a moving camera gains from gating
+    # (it runs at the frame's size; the fixed-size default model sees a few dozen tiles).
+    model_name: str = 'deeplabv3_mnv2_pascal_fcn'
+    tile: int = ChangeSettings().tile_size  # the change.tile_size the gate is for
+    epochs: int = 30
+    max_frames: int = 300  # read from all the sources together
+    seed: int = 0
+    margin: int = 0  # tiles the targets grow by (sparsity.gate_margin is added at run time)
+    shift: int = 8  # quarter tiles a shifted copy of the last frame moves, as a moving camera
+    recall_weight: float = 4.0  # of person tiles in the loss against the rest
 
 
 @dataclass
@@ -177,17 +196,19 @@ def fit(samples: list[tuple[Any, Any, Any]], *, epochs: int, seed: int,
     return net.state_dict(), report
 
 
-def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
-          models_dir: str | None = None, tile: int = 16, epochs: int = 30,
-          max_frames: int = 300, seed: int = 0, margin: int = 0, shift: int = 8,
-          recall_weight: float = 4.0,
+def train(sources: Sequence[str | Path], out: str | Path,
+          options: TrainingOptions = TrainingOptions(), *, models_dir: str | None = None,
           progress: Callable[[str], None] | None = None) -> TrainingReport:
-    """Distil the gate from ``model_name`` on the sources and write it to ``out``."""
+    """Distil the gate from the options' model on the sources and write it to ``out``."""
     from sparse_perception.gates.learned import CELLS, save, VERSION
     from sparse_perception.models.registry import load_model
 
-    if epochs < 1 or max_frames < 2:
+    o = options
+    model_name = o.model_name
+    if o.epochs < 1 or o.max_frames < 2:
         raise TrainingError('--epochs must be at least 1 and --max-frames at least 2')
+    if o.tile < 1 or o.shift < 0:
+        raise TrainingError('--tile-size must be at least 1 and --shift at least 0')
     if not sources:
         raise TrainingError('no sources given')
     for source in sources:
@@ -200,13 +221,13 @@ def train(sources: Sequence[str | Path], out: str | Path, *, model_name: str,
             from exc
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
-    samples, frames = distil(sources, model, tile, margin=margin, max_frames=max_frames,
-                             shift=shift, seed=seed, progress=progress)
-    state, report = fit(samples, epochs=epochs, seed=seed, recall_weight=recall_weight,
+    samples, frames = distil(sources, model, o.tile, margin=o.margin, max_frames=o.max_frames,
+                             shift=o.shift, seed=o.seed, progress=progress)
+    state, report = fit(samples, epochs=o.epochs, seed=o.seed, recall_weight=o.recall_weight,
                         progress=progress)
     report.frames = frames
-    report.meta = {'version': VERSION, 'tile': tile, 'cells': CELLS, 'model': model_name,
-                   'margin': margin, 'shift': shift, 'seed': seed, 'epochs': epochs,
-                   'samples': len(samples), 'recall_weight': recall_weight}
+    report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS, 'model': model_name,
+                   'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,
+                   'samples': len(samples), 'recall_weight': o.recall_weight}
     save(state, report.meta, out)
     return report

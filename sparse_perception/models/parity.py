@@ -22,23 +22,18 @@ cannot run MediaPipe's custom Convolution2DTransposeBias; for the selfie segment
 the reference is the same flatbuffer with that operator rewritten as the builtin TRANSPOSE_CONV
 with a bias input (:mod:`~sparse_perception.models.tflite.edit`), which computes the same thing.
 
-``python -m sparse_perception.models.parity --json PATH`` measures the registered Coral models on
-the shared DAVIS, JHMDB and COCO frames for each fake-quantisation mode, and the MediaPipe models
-(selfie segmentation, both BlazePose stages) when ``models fetch`` has put them in the cache.
+``sparse-perception eval accuracy --sections parity`` measures every registered model at hand
+with these functions on the shared DAVIS, JHMDB and COCO frames.
 """
 
 from __future__ import annotations
 
-import argparse
-from dataclasses import asdict, dataclass, field
-import json
+from dataclasses import dataclass, field
 from pathlib import Path
-import sys
 from typing import Iterable
 
 import numpy as np
 
-from sparse_perception.evaluation.provenance import environment
 from sparse_perception.evaluation.stats import median, percentile
 
 
@@ -225,74 +220,3 @@ def blazepose_parity(model, frames: Iterable[str | Path]) -> Parity:
         'median_px': median(errors), 'max_px': float(errors.max()),
         'within_2px': float((errors <= 2.0).mean()), 'max_presence_difference': max(presence),
         'detector_max_relative_difference': detector_error})
-
-
-def shared_frames(step: int = 4) -> dict[str, list[Path]]:
-    """Frames from the shared folder: DAVIS (every ``step``-th), JHMDB, one COCO still."""
-    from sparse_perception.shared_data import shared_path
-
-    davis = shared_path('data/davis/DAVIS/JPEGImages/480p')
-    jhmdb = shared_path('data/jhmdb/ReadJHMDBAnnotations/data/'
-                        'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2')
-    coco = shared_path('data/coco-stills/tests/data/coco/000000000785.jpg')
-    return {
-        'segmentation': sorted(davis.glob('*/*.jpg'))[::step],
-        'pose': sorted(jhmdb.glob('*.png')) + [coco],
-    }
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-    parser.add_argument('--json', help='write the results here')
-    parser.add_argument('--step', type=int, default=4, help='use every STEP-th DAVIS frame')
-    parser.add_argument('--modes', nargs='*', default=['none', 'tail', 'all'])
-    args = parser.parse_args(argv)
-
-    from sparse_perception.models.registry import load_model
-
-    frames = shared_frames(args.step)
-    results = []
-    for name in ('deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning'):
-        for mode in args.modes:
-            model = load_model(name, fake_quant=mode)
-            if model.kind == 'segmentation':
-                result = segmentation_parity(model, frames['segmentation'])
-            else:
-                result = pose_parity(model, frames['pose'])
-            print(name, mode, len(result.frames), 'frames',
-                  {k: round(v, 4) for k, v in result.summary.items() if v is not None},
-                  flush=True)
-            results.append(asdict(result))
-    results += _mediapipe_results(frames)
-    if args.json:
-        document = {'environment': environment('cpu'), 'results': results}
-        path = Path(args.json)
-        temporary = path.with_name(path.name + '.part')
-        temporary.write_text(json.dumps(document, indent=1) + '\n')
-        temporary.replace(path)
-    return 0
-
-
-def _mediapipe_results(frames: dict[str, list[Path]]) -> list[dict]:
-    """Measure the MediaPipe models' parity; skip (with a note) those the cache lacks."""
-    from sparse_perception.models.registry import load_model, ModelNotFound
-
-    results = []
-    for name in ('selfie_segmentation', 'selfie_segmentation_landscape', 'blazepose'):
-        try:
-            model = load_model(name)
-        except ModelNotFound as exc:
-            print(f'{name}: skipped ({exc})', flush=True)
-            continue
-        if name == 'blazepose':
-            result = blazepose_parity(model, frames['pose'])
-        else:
-            result = probability_parity(model, frames['segmentation'])
-        print(name, len(result.frames), 'frames',
-              {k: round(v, 6) for k, v in result.summary.items()}, flush=True)
-        results.append(asdict(result))
-    return results
-
-
-if __name__ == '__main__':
-    sys.exit(main())

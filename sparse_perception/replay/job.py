@@ -40,7 +40,6 @@ from sparse_perception.replay.runner import (
 from sparse_perception.replay.sources import check_apart, FrameRange, open_source
 from sparse_perception.settings import HEADS
 
-DEFAULT_SWEEP = (0.0, 0.5, 1.0, 2.0, 4.0)
 LATENCY_PLOT = 'latency.png'
 ACTIVITY_PLOT = 'active_fraction.png'
 SWEEP_PLOT = 'sweep.png'

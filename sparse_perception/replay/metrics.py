@@ -35,6 +35,10 @@ import numpy as np
 
 from sparse_perception.evaluation.stats import median
 
+# The usual thresholds: PCK@0.2 of the person box, PCKh@0.5 of the head segment.
+PCK_ALPHA = 0.2
+PCKH_ALPHA = 0.5
+
 # A keypoint agreement counts joints the dense pipeline is at least this sure of as "confident".
 CONFIDENT_SCORE = 0.3
 
@@ -217,7 +221,7 @@ class Pck:
     Predicted people are matched to annotated ones greedily by mean joint distance.
     """
 
-    def __init__(self, alpha: float = 0.2, head_alpha: float = 0.5):
+    def __init__(self, alpha: float = PCK_ALPHA, head_alpha: float = PCKH_ALPHA):
         self.alpha = alpha
         self.head_alpha = head_alpha
         self.correct = 0

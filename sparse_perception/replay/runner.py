@@ -41,7 +41,8 @@ from sparse_perception.evaluation.stats import mean_or_none, summarize
 from sparse_perception.models.decoders import COCO17_JOINTS
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, MaskTruth
-from sparse_perception.replay.metrics import BinaryIou, KeypointAgreement, MaskAgreement, Pck
+from sparse_perception.replay.metrics import (BinaryIou, KeypointAgreement, MaskAgreement, Pck,
+                                              PCK_ALPHA, PCKH_ALPHA)
 from sparse_perception.replay.sources import Frame, FrameSource, SkippedFrame
 
 
@@ -124,8 +125,8 @@ class Scorer:
     keypoints: KeypointTruth | None = None
     gt_class: int | None = None
     joint_names: Sequence[str] = ()
-    pck_alpha: float = 0.2
-    pckh_alpha: float = 0.5
+    pck_alpha: float = PCK_ALPHA
+    pckh_alpha: float = PCKH_ALPHA
     records: list[FrameRecord] = field(default_factory=list)
 
     def __post_init__(self):

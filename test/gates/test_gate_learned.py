@@ -18,7 +18,7 @@ import cv2
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.cli import main
-from sparse_perception.gates.training import train, TrainingError
+from sparse_perception.gates.training import train, TrainingError, TrainingOptions
 from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load, network,
                                               save, VERSION)
 from support import require_shared
@@ -40,9 +40,9 @@ def tiny_frames(tmp_path_factory):
 
 def test_training_twice_with_one_seed_gives_the_same_loadable_weights(tiny_frames, tmp_path):
     kwargs = {'model_name': 'deeplabv3_mnv2_pascal_fcn', 'epochs': 2, 'max_frames': 5}
-    first = train([tiny_frames], tmp_path / 'a.pt', seed=3, **kwargs)
-    train([tiny_frames], tmp_path / 'b.pt', seed=3, **kwargs)
-    train([tiny_frames], tmp_path / 'c.pt', seed=4, **kwargs)
+    first = train([tiny_frames], tmp_path / 'a.pt', TrainingOptions(seed=3, **kwargs))
+    train([tiny_frames], tmp_path / 'b.pt', TrainingOptions(seed=3, **kwargs))
+    train([tiny_frames], tmp_path / 'c.pt', TrainingOptions(seed=4, **kwargs))
     assert first.frames == 5 and first.samples == 8  # 4 pairs, each also shifted
     a, meta = load(tmp_path / 'a.pt', 16)
     b, _ = load(tmp_path / 'b.pt', 16)
@@ -65,9 +65,9 @@ def test_training_refuses_missing_sources_and_empty_ones(tiny_frames, tmp_path, 
     broken.mkdir()
     (broken / '0.png').write_bytes(b'not a picture')
     with pytest.raises(TrainingError, match='no frames'):
-        train([broken], tmp_path / 'g.pt', model_name='deeplabv3_mnv2_pascal_fcn')
+        train([broken], tmp_path / 'g.pt')
     with pytest.raises(TrainingError, match='not a segmentation model'):
-        train([tiny_frames], tmp_path / 'g.pt', model_name='movenet_lightning')
+        train([tiny_frames], tmp_path / 'g.pt', TrainingOptions(model_name='movenet_lightning'))
     assert not (tmp_path / 'g.pt').exists()
 
 
