@@ -91,7 +91,7 @@ class FixedPipeline:
 
 def _result(width: int, height: int, rng: np.random.Generator):
     from sparse_perception.results import (
-        FrameResult, FrameStats, HeadStats, PoseResult, SegmentationResult)
+        FrameResult, HeadStats, PipelineStats, PoseResult, SegmentationResult)
 
     mask = rng.integers(0, 21, (height, width), dtype=np.uint8)
     keypoints = np.zeros((PEOPLE, JOINTS, 3), np.float32)
@@ -104,7 +104,7 @@ def _result(width: int, height: int, rng: np.random.Generator):
         SegmentationResult(mask, tuple(f'class{i}' for i in range(21))),
         PoseResult(keypoints, tuple(f'joint{i}' for i in range(JOINTS)),
                    tuple((i, i + 1) for i in range(JOINTS - 1))),
-        tiles, 16, FrameStats(0.05, {'segmentation': head, 'pose': head}, 2.0))
+        tiles, 16, PipelineStats(0.05, {'segmentation': head, 'pose': head}, 2.0))
 
 
 def _summary(samples: list[float]) -> dict:

@@ -47,7 +47,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from sparse_perception.results import (FrameResult, FrameStats, HeadStats, PoseResult,
+from sparse_perception.results import (FrameResult, HeadStats, PipelineStats, PoseResult,
                                        SegmentationResult)
 from sparse_perception.settings import HEADS, PerceptionSettings
 
@@ -686,8 +686,8 @@ class Pipeline:
             outputs[kind], heads[kind] = head.run(image, change,
                                                   self._proposals(outputs.get('segmentation')))
         tiles = change.tiles.cpu().numpy()
-        stats = FrameStats(float(change.changed_fraction), heads,
-                           (time.perf_counter() - start) * 1e3)
+        stats = PipelineStats(float(change.changed_fraction), heads,
+                              (time.perf_counter() - start) * 1e3)
         return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
                            change.tile_size, stats)
 

@@ -70,7 +70,7 @@ class HeadStats:
 
 
 @dataclass(frozen=True)
-class FrameStats:
+class PipelineStats:
     """How the whole frame ran."""
 
     changed_fraction: float  # share of input tiles the change map marked changed
@@ -105,4 +105,4 @@ class FrameResult:
     pose: PoseResult | None
     change_tiles: np.ndarray  # (Ht, Wt) bool: input tiles that changed this frame
     tile_size: int  # edge of a change tile in input pixels
-    stats: FrameStats
+    stats: PipelineStats

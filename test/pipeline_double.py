@@ -62,7 +62,7 @@ from sparse_perception.change import ChangeDetector
 from sparse_perception.models.decoders import COCO17_JOINTS, COCO17_SKELETON
 from sparse_perception.pipeline import ModelLoadError
 from sparse_perception.results import (
-    FrameResult, FrameStats, HeadStats, PoseResult, SegmentationResult)
+    FrameResult, HeadStats, PipelineStats, PoseResult, SegmentationResult)
 from sparse_perception.settings import HEADS, PerceptionSettings
 import torch
 
@@ -210,7 +210,7 @@ class PipelineDouble:
             else:
                 pose = PoseResult(_soft_argmax(out, height, width), JOINT_NAMES, SKELETON)
             heads[head] = _stats(active, dense, pooled, out.shape[0], head_start)
-        stats = FrameStats(changed_fraction, heads, (time.perf_counter() - start) * 1e3)
+        stats = PipelineStats(changed_fraction, heads, (time.perf_counter() - start) * 1e3)
         return FrameResult(segmentation, pose, changed, tile, stats)
 
     def update(self, settings: PerceptionSettings) -> None:

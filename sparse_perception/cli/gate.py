@@ -63,8 +63,8 @@ def register(subparsers) -> None:
                        'models fetch cache]')
     train.add_argument('--tile-size', type=int, default=defaults.tile, metavar='PIXELS',
                        help='change.tile_size the gate is for [%(default)s]')
-    train.add_argument('--epochs', type=int, default=defaults.epochs, help='passes over the frames '
-                       '[%(default)s]')
+    train.add_argument('--epochs', type=int, default=defaults.epochs,
+                       help='passes over the frames [%(default)s]')
     train.add_argument('--max-frames', type=int, default=defaults.max_frames, metavar='N',
                        help='frames read from the sources in all [%(default)s]')
     train.add_argument('--margin', type=int, default=defaults.margin, metavar='TILES',

@@ -33,7 +33,7 @@ import threading
 import numpy as np
 
 from sparse_perception.evaluation.stats import percentile
-from sparse_perception.results import FrameStats
+from sparse_perception.results import PipelineStats
 from sparse_perception.settings import DiagnosticsSettings
 
 
@@ -125,7 +125,7 @@ class HealthMonitor:
         self._dense = _Window(settings.window)
         self._totals = collections.Counter()
         self._last_processed: float | None = None
-        self._last_stats: FrameStats | None = None
+        self._last_stats: PipelineStats | None = None
         self._last_stamp_ns: int | None = None
         self._last_failure = ''
         self._fault: str | None = None
@@ -158,7 +158,7 @@ class HealthMonitor:
             self._totals['failed'] += 1
             self._last_failure = reason
 
-    def processed(self, now: float, stats: FrameStats, latency_ms: float | None,
+    def processed(self, now: float, stats: PipelineStats, latency_ms: float | None,
                   stamp_ns: int) -> None:
         """Record a frame processed and published; ``latency_ms`` None when unstamped."""
         with self._lock:

@@ -171,7 +171,7 @@ def markdown(report: dict) -> str:
     lines += _table(('pipeline', 'mean', 'p50', 'p90', 'p99', 'min', 'max'), [
         (name, *(_fmt(latency[name][k]) for k in ('mean', 'p50', 'p90', 'p99', 'min', 'max')))
         for name in ('dense', 'incremental') if latency.get(name)])
-    lines += ['Latency is the pipeline-reported time per frame (`FrameStats.ms`).', '']
+    lines += ['Latency is the pipeline-reported time per frame (`PipelineStats.ms`).', '']
     timing = report.get('timing')
     if timing:
         lines += [f"Run time {timing['total_s']:.1f} s: incremental pipeline "

@@ -30,7 +30,7 @@ import pytest
 from sparse_perception import settings as st
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from sparse_perception.results import (
-    FrameResult, FrameStats, HeadStats, PoseResult, SegmentationResult)
+    FrameResult, HeadStats, PipelineStats, PoseResult, SegmentationResult)
 
 HEIGHT, WIDTH = 24, 32
 META = {'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['bg', 'a', 'b'],
@@ -100,7 +100,7 @@ def test_same_constructor_methods_and_attributes(make):
 
 
 def _check_result(result, heads, shape, tile):
-    assert isinstance(result, FrameResult) and isinstance(result.stats, FrameStats)
+    assert isinstance(result, FrameResult) and isinstance(result.stats, PipelineStats)
     assert result.tile_size == tile and isinstance(result.tile_size, int)
     tiles = result.change_tiles
     assert isinstance(tiles, np.ndarray) and tiles.dtype == bool

@@ -18,14 +18,14 @@ import numpy as np
 import pytest
 
 from sparse_perception.media.overlay import draw_result, palette
-from sparse_perception.results import FrameResult, FrameStats, PoseResult, SegmentationResult
+from sparse_perception.results import FrameResult, PipelineStats, PoseResult, SegmentationResult
 
 
 def _result(mask=None, keypoints=None, tiles=None):
     segmentation = None if mask is None else SegmentationResult(mask, ('bg', 'a', 'b'))
     pose = None if keypoints is None else PoseResult(keypoints, ('p', 'q'), ((0, 1),))
     tiles = np.zeros((2, 2), bool) if tiles is None else tiles
-    return FrameResult(segmentation, pose, tiles, 8, FrameStats(0.0))
+    return FrameResult(segmentation, pose, tiles, 8, PipelineStats(0.0))
 
 
 def test_palette_is_distinct_and_background_black():
@@ -70,7 +70,7 @@ def test_each_person_is_labelled_with_their_id_above_the_skeleton():
     plain = draw_result(image, _result(keypoints=keypoints))
     pose = PoseResult(keypoints, ('p', 'q'), ((0, 1),), np.array([3]))
     labelled = draw_result(image, FrameResult(None, pose, np.zeros((2, 2), bool), 8,
-                                              FrameStats(0.0)))
+                                              PipelineStats(0.0)))
     assert plain[22:36].any() and labelled[22:36].any()  # both label above the joints...
     assert (plain[22:36] != labelled[22:36]).any()  # ...with the id: '0' and '3' differ
     # The same skeleton, in the colour of the id.

@@ -21,13 +21,13 @@ import pytest
 
 from sparse_perception.nodes import health
 from sparse_perception.nodes.health import HealthMonitor, Level
-from sparse_perception.results import FrameStats, HeadStats
+from sparse_perception.results import HeadStats, PipelineStats
 from sparse_perception.settings import DiagnosticsSettings
 
 
 def _stats(active=0.25, dense=False, ms=4.0):
     head = HeadStats(active, int(active * 1000), 1000, dense, ms)
-    return FrameStats(changed_fraction=active, heads={'segmentation': head}, ms=ms)
+    return PipelineStats(changed_fraction=active, heads={'segmentation': head}, ms=ms)
 
 
 def _running(latency_ms=20.0, frames=30, rate=10.0, settings=DiagnosticsSettings()):

@@ -182,7 +182,7 @@ def test_natural_order():
 def test_the_pose_section_counts_people_and_their_error_against_dense():
     from sparse_perception.replay.runner import DenseOutputs, Scorer
     from sparse_perception.replay.sources import Frame
-    from sparse_perception.results import FrameResult, FrameStats, HeadStats, PoseResult
+    from sparse_perception.results import FrameResult, HeadStats, PipelineStats, PoseResult
 
     joints = ('a', 'b')
 
@@ -196,7 +196,7 @@ def test_the_pose_section_counts_people_and_their_error_against_dense():
                                          (people(), people(0.0)),
                                          (people(0.0, 100.0), people(3.0, 100.0))]):
         result = FrameResult(None, PoseResult(got, joints, ()), np.zeros((1, 1), bool), 16,
-                             FrameStats(0.5, {'pose': HeadStats(0.5, 1, 2, False, 1.0)}, 1.0))
+                             PipelineStats(0.5, {'pose': HeadStats(0.5, 1, 2, False, 1.0)}, 1.0))
         frame = Frame(index, np.zeros((4, 4, 3), np.uint8), index, 'camera', index)
         scorer.add(frame, result, DenseOutputs(None, want, 2.0))
     pose = scorer.pose()
