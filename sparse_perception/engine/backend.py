@@ -194,7 +194,18 @@ class ReferenceBackend:
 
     def window(self, patches: torch.Tensor, layer: Any) -> torch.Tensor:
         """Run ``layer``'s windowed op with padding 0 on a batch of tiles with halo."""
-        return layer.window_op(patches)
+        if getattr(layer, 'transposed', False):
+            return layer.transposed_patches(patches)  # no kernel: torch, cropped to the tile
+        k = self.k
+        if layer.pool is not None:
+            return k.pool.pool_patches_ref(patches, layer.pool, layer.kernel, layer.stride,
+                                           layer.dilation)
+        weight = layer.weight
+        if layer.groups == patches.shape[1] and weight.shape[1] == 1:
+            return k.depthwise.depthwise_patches_ref(patches, weight, layer.bias, layer.stride,
+                                                     layer.dilation)
+        return k.conv.conv_patches_ref(patches, weight, layer.bias, layer.stride,
+                                       layer.dilation, layer.groups)
 
     def resample(self, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """Weighted sum of taps: ``(n, K, C)``, ``(n, K)`` -> ``(n, C)``."""

@@ -425,22 +425,15 @@ class Window(Run):
                                     self.ceil_mode, (out.height, out.width))
         return Change(out.height, out.width, mask=mask)
 
-    def window_op(self, patches: torch.Tensor) -> torch.Tensor:
-        """Run the layer's op on patches (t, C, ph, pw) with padding 0 -> (t, C', T, T)."""
-        if self.pool == 'max':
-            return F.max_pool2d(patches, self.kernel, self.stride, 0, self.dilation)
-        if self.pool == 'avg':
-            return F.avg_pool2d(patches, self.kernel, self.stride, 0)
-        if self.transposed:
-            y = F.conv_transpose2d(patches, self.weight, None, self.stride, 0, 0,
-                                   self.groups, self.dilation)
-            (c0, c1), t = self.tile_crop, self.tile
-            if y.shape[2] < c0 + t or y.shape[3] < c1 + t:  # outputs no tap reaches
-                y = F.pad(y, (0, max(0, c1 + t - y.shape[3]), 0, max(0, c0 + t - y.shape[2])))
-            y = y[:, :, c0:c0 + t, c1:c1 + t]
-            return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
-        return F.conv2d(patches, self.weight, self.bias, self.stride, 0, self.dilation,
-                        self.groups)
+    def transposed_patches(self, patches: torch.Tensor) -> torch.Tensor:
+        """Run the transposed convolution on patches (t, C, ph, pw) -> (t, C', T, T)."""
+        y = F.conv_transpose2d(patches, self.weight, None, self.stride, 0, 0,
+                               self.groups, self.dilation)
+        (c0, c1), t = self.tile_crop, self.tile
+        if y.shape[2] < c0 + t or y.shape[3] < c1 + t:  # outputs no tap reaches
+            y = F.pad(y, (0, max(0, c1 + t - y.shape[3]), 0, max(0, c0 + t - y.shape[2])))
+        y = y[:, :, c0:c0 + t, c1:c1 + t]
+        return y if self.bias is None else y + self.bias.view(1, -1, 1, 1)
 
     def sparse_work(self, f: Any, cand: Change) -> Any:
         """Tiles holding candidates, or None when they cover too much of the map."""
