@@ -18,9 +18,9 @@ import cv2
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.cli import main
-from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load, network,
-                                             save, VERSION)
 from sparse_perception.gates.training import train, TrainingError
+from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load, network,
+                                              save, VERSION)
 from support import require_shared
 import torch
 
