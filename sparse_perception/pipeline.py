@@ -80,9 +80,10 @@ class _IncrementalNet:
     :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``,
     eager executor on the CPU); an input that did not change returns the last outputs.
 
-    ``gates`` (a segmentation network's :class:`~sparse_perception.gates.maker.GateMaker`) limits
-    where the engine recomputes (``sparsity.gate``), and may answer a frame from its glance
-    alone; the engine then reads the whole input on its next frame, as it missed this one.
+    ``gates`` (a segmentation network's :class:`~sparse_perception.gates.maker.GateMaker`, a
+    single-person pose network's :class:`~sparse_perception.gates.track.TrackGate`) limits
+    where the engine recomputes (``sparsity.gate``, ``pose.gate``), and a glance may answer a
+    frame alone; the engine then reads the whole input on its next frame, as it missed this one.
     """
 
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
@@ -349,7 +350,7 @@ class _IncrementalNet:
 
         if self.gates is not None:
             try:  # first: a gate this model cannot take changes nothing
-                self.gates.configure(settings.sparsity)
+                self.gates.reconfigure(settings)
             except ValueError as exc:
                 raise ModelLoadError(f'{self.what}: {exc}') from exc
         self.config = EngineConfig.from_settings(settings)
@@ -485,6 +486,8 @@ class _Head:
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Apply new sparsity and change settings from the next frame on, keeping the caches."""
+        if self.kind == 'pose' and self.net is not None:  # first: a bad gate changes nothing
+            _check_pose_gate(self.model, settings, f'pose model {self.model_name!r}')
         self._settings = settings
         for net in self.nets:
             net.reconfigure(settings)
@@ -789,11 +792,13 @@ class _Glance:
 
 
 def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> Any:
-    """Return the gate maker of a segmentation network (None for pose networks)."""
+    """Return the gate maker of a network: segmentation, single-person pose, else None."""
     from sparse_perception.gates.maker import GateMaker, person_class
+    from sparse_perception.gates.track import TrackGate
 
     if kind != 'segmentation':
-        return None
+        _check_pose_gate(model, settings, what)
+        return TrackGate(settings, settings.change.tile_size) if _single_pose(model) else None
     # The glance runs the torch network at another size: fully convolutional models only.
     glance = _dense_pass(model.module) if model.fully_convolutional else None
     try:
@@ -801,6 +806,19 @@ def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> An
                          person_class(tuple(model.labels)), glance)
     except ValueError as exc:
         raise ModelLoadError(f'{what}: {exc}') from exc
+
+
+def _single_pose(model: Any) -> bool:
+    return getattr(model, 'decoder', None) == 'single_pose'
+
+
+def _check_pose_gate(model: Any, settings: PerceptionSettings, what: str) -> None:
+    """Raise ModelLoadError when ``pose.gate`` asks for a gate this pose model cannot take."""
+    if settings.pose.gate != 'none' and not _single_pose(model):
+        raise ModelLoadError(
+            f'{what}: pose.gate {settings.pose.gate!r} follows the keypoints of a '
+            'single-person pose network (movenet_lightning); this one tracks people in crops '
+            "of their own (use pose.gate 'none')")
 
 
 def _all_tiles(change: Any) -> Any:

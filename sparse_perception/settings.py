@@ -266,7 +266,7 @@ class ModelSettings:
 
 @dataclass(frozen=True)
 class PoseSettings:
-    """How a tracking pose model (BlazePose) looks for people, and how many it follows."""
+    """How the pose head looks for people, how many it follows and where it recomputes."""
 
     # While nobody is tracked, the incremental pipeline runs the person detector on every
     # N-th frame only (1 = every frame, as MediaPipe does); a person who walks in is then
@@ -296,6 +296,19 @@ class PoseSettings:
     mask_proposal_height: int = setting(
         0, 'Segmentation person regions at least this many pixels tall propose people to '
         'the pose head (0 = off: the detector alone)', low=0, high=100000)
+    # Spatial gate of a single-person pose network (sparse_perception/gates/track.py):
+    # 'track' recomputes only inside the box of the last frame's confident keypoints, grown
+    # by sparsity.gate_margin, with the segmentation gates' refresh band and crowd fallback
+    # (sparsity.gate_refresh, sparsity.gate_dense_above). After a frame without a confident
+    # keypoint the next runs ungated. Positions outside the gate keep their cached values
+    # and are recomputed once a gate covers them: none is exact.
+    gate: str = setting(
+        'none', 'Where a single-person pose network recomputes: none (wherever the input '
+        "changed), track (around the last frame's keypoints)", choices=('none', 'track'))
+    # Keypoints scoring at least this make the track gate's box (MoveNet's scores are
+    # per-joint confidences in [0, 1]; 0.3 is what the overlay draws by default).
+    gate_score: float = setting(
+        0.3, "Keypoints scoring at least this make pose.gate track's box", low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@
 # limitations under the License.
 
 """
-Spatial gates: where a segmentation network recomputes on a frame, beyond what changed.
+Spatial gates: where a network recomputes on a frame, beyond what changed.
 
-``maker.py`` makes each frame's gate (``sparsity.gate``: previous, glance or learned) for the
-pipeline; ``learned.py`` is the learned gate's small network and its file; ``training.py``
-trains it by distillation (``sparse-perception gate train``).
+``maker.py`` makes each frame's gate of a segmentation network (``sparsity.gate``:
+previous, glance or learned) for the pipeline; ``track.py`` that of a single-person pose
+network (``pose.gate track``); ``learned.py`` is the learned gate's small network and its
+file; ``training.py`` trains it by distillation (``sparse-perception gate train``).
 """

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from sparse_perception.settings import SparsitySettings
+from sparse_perception.settings import PerceptionSettings, SparsitySettings
 
 
 def person_map(outputs: Any, decoder: str, person: int) -> Any:
@@ -123,6 +123,30 @@ def grow(tiles: Any, margin: int) -> Any:
     return grown[0, 0] > 0
 
 
+def covers_most(tiles: Any, dense_above: float) -> bool:
+    """Whether a bool tile map covers more than ``dense_above`` of its input (a crowd)."""
+    return float(tiles.float().mean()) > dense_above
+
+
+def bound(tiles: Any, margin: int, dense_above: float, refresh: int, frame: int) -> Any:
+    """
+    Turn a frame's people tiles into its gate: grown by ``margin``, with the refresh band.
+
+    Returns None (the frame runs ungated: it recomputes every change and every stale
+    position) when the grown tiles cover more than ``dense_above`` of the input. Otherwise
+    the band of frame number ``frame`` joins them, so that a position is never staler than
+    ``refresh`` frames (0: no band). ``tiles`` may be changed in place.
+    """
+    tiles = grow(tiles, margin)
+    if covers_most(tiles, dense_above):
+        return None
+    if refresh > 0:
+        rows = tiles.shape[0]
+        band = frame % refresh
+        tiles[band * rows // refresh:(band + 1) * rows // refresh] = True
+    return tiles
+
+
 class GateMaker:
     """
     Makes each frame's gate for one segmentation network, and the glance's early exit.
@@ -159,6 +183,10 @@ class GateMaker:
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
         self.dense_above = settings.gate_dense_above
+
+    def reconfigure(self, settings: PerceptionSettings) -> None:
+        """Take a pipeline's new settings from the next frame on (see :meth:`configure`)."""
+        self.configure(settings.sparsity)
 
     def _load_learned(self, path: str) -> None:
         from sparse_perception.gates.learned import LearnedGate
@@ -233,13 +261,7 @@ class GateMaker:
         for part in (self.previous, self.seen):
             if part is not None and tuple(part.shape) == (th, tw):
                 tiles |= part
-        tiles = grow(tiles, self.margin)
-        if self._covers_most(tiles):
-            return None  # ungated: recomputes every change and every stale position
-        if self.refresh > 0:  # the band that bounds staleness
-            band = self.frames % self.refresh
-            tiles[band * th // self.refresh:(band + 1) * th // self.refresh] = True
-        return tiles
+        return bound(tiles, self.margin, self.dense_above, self.refresh, self.frames)
 
     def _crowd(self, people: Any, height: int, width: int) -> bool:
         """Whether ``people`` (tiles of this input size), grown, cover most of the input."""
@@ -248,7 +270,7 @@ class GateMaker:
                 and self._covers_most(grow(people, self.margin)))
 
     def _covers_most(self, tiles: Any) -> bool:
-        return float(tiles.float().mean()) > self.dense_above
+        return covers_most(tiles, self.dense_above)
 
     def observe(self, outputs: Any, height: int, width: int) -> None:
         """Remember the person tiles of this frame's outputs (for the next frame's gate)."""

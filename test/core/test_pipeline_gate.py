@@ -106,6 +106,51 @@ def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour, gate, gat
                                   dense.process(parkour[2]).segmentation.mask)
 
 
+@pytest.fixture(scope='module')
+def jhmdb():
+    """Four frames of the JHMDB clip: a goalkeeper filmed by a panning camera."""
+    folder = require_shared(
+        'data/jhmdb/ReadJHMDBAnnotations/data/Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2')
+    return [cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+            for path in sorted(folder.glob('*.png'))[:8:2]]
+
+
+def _pose_settings(**changes):
+    return _settings(**{'model.segmentation': '', 'model.pose': 'movenet_lightning',
+                        'model.runtime': 'torch', **changes})
+
+
+@pytest.mark.slow
+def test_switching_the_pose_gate_off_recomputes_what_it_left_stale(jhmdb):
+    settings = _pose_settings(**{'pose.gate': 'track', 'sparsity.gate_refresh': 0})
+    pipeline = Pipeline(settings, heads=('pose',))
+    ungated = Pipeline(st.replace(settings, {'pose.gate': 'none'}), heads=('pose',))
+    dense = Pipeline(settings, heads=('pose',), incremental=False)
+    for frame in jhmdb[:3]:
+        got, want = pipeline.process(frame), dense.process(frame)
+        ungated.process(frame)
+    stats = got.stats.heads['pose']
+    assert stats.macs < 0.8 * stats.dense_macs  # the gate left something out
+    moved = np.abs(got.pose.keypoints - want.pose.keypoints)[..., :2].max()
+    assert moved > 0.5, 'the test needs a gate that changed the keypoints'
+    pipeline.update(st.replace(settings, {'pose.gate': 'none'}))
+    got = pipeline.process(jhmdb[2])  # the same frame, now ungated
+    # What the engine ungated all along gives (its fp32 sums differ from a dense pass by
+    # about 1e-4 px), and dense's keypoints.
+    np.testing.assert_array_equal(got.pose.keypoints, ungated.process(jhmdb[2]).pose.keypoints)
+    np.testing.assert_allclose(got.pose.keypoints, want.pose.keypoints, atol=1e-3)
+
+
+def test_the_pose_gate_needs_a_single_person_network(mediapipe_cache):
+    blazepose = {'model.segmentation': '', 'model.pose': 'blazepose',
+                 'model.models_dir': str(mediapipe_cache)}
+    with pytest.raises(ModelLoadError, match="pose.gate 'track'.*single-person"):
+        Pipeline(_settings(**blazepose, **{'pose.gate': 'track'}), heads=('pose',))
+    pipeline = Pipeline(_settings(**blazepose), heads=('pose',))
+    with pytest.raises(ModelLoadError, match="pose.gate 'track'"):
+        pipeline.update(_settings(**blazepose, **{'pose.gate': 'track'}))
+
+
 @pytest.mark.slow
 def test_the_glance_answers_a_frame_without_people_alone(parkour):
     settings = _settings(**{'sparsity.gate': 'glance'})

@@ -38,6 +38,8 @@ def test_every_setting_is_described_and_its_default_valid():
     ('change.tile_size', True, 'integer'),
     ('model.device', 'tpu', 'not one of'),
     ('sparsity.layer_thresholds', 'conv1=0.1', 'list of strings'),
+    ('pose.gate', 'glance', 'not one of'),
+    ('pose.gate_score', 1.5, 'out of range'),
     ('no.such', 1, 'unknown setting'),
 ])
 def test_bad_values_are_named(name, value, message):
@@ -170,6 +172,8 @@ def test_cli_flags():
     assert got.sparsity == st.SparsitySettings()
     with pytest.raises(SystemExit):
         parser.parse_args(['--model.device', 'tpu'])
+    gated = st.from_cli(parser.parse_args(['--pose.gate', 'track']))
+    assert gated.pose.gate == 'track' and st.PerceptionSettings().pose.gate == 'none'
 
 
 def test_backend_switch(monkeypatch):
