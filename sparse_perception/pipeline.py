@@ -112,7 +112,7 @@ class _IncrementalNet:
         self.change = ChangeDetector(settings.change)
         self.gates = gates
         self._missed = False  # the engine missed a frame the glance answered
-        self._glance_stats: dict[tuple, Any] = {}  # per glance input size
+        self._glance_stats: dict[tuple, Any] = {}  # a gate's own pass, per input size
         self.stats: list[Any] = []
         self._unread = False  # the engine holds statistics of a call not yet collected
         self.adaptive = settings.sparsity.adaptive
@@ -238,10 +238,14 @@ class _IncrementalNet:
         from sparse_perception.engine.stats import FrameStats, LayerStats
 
         self._collect()
-        tiles = -(-height // self.gates.tile) * -(-width // self.gates.tile)
-        macs = self.gates.learned_macs(height, width)
-        self.stats.append(FrameStats(layers=[LayerStats(
-            'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)]))
+        key = ('learned', height, width)
+        stats = self._glance_stats.get(key)
+        if stats is None:  # the same for every frame of a size: made once
+            tiles = -(-height // self.gates.tile) * -(-width // self.gates.tile)
+            macs = self.gates.learned_macs(height, width)
+            stats = self._glance_stats[key] = FrameStats(layers=[LayerStats(
+                'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)])
+        self.stats.append(stats)
 
     def _glance_stat(self, glance: Any) -> Any:
         """Return the statistics of a glance: its MACs, no dense MACs (they add to the frame)."""

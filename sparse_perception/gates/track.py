@@ -30,8 +30,6 @@ from typing import Any
 from sparse_perception.gates.maker import bound
 from sparse_perception.settings import PerceptionSettings
 
-POSE_GATES = ('none', 'track')
-
 
 def keypoint_tiles(keypoints: Any, min_score: float, height: int, width: int,
                    tile: int) -> Any:
