@@ -37,6 +37,8 @@ _DISTRIBUTIONS = {
 }
 # The names results use for modules whose import name says less.
 _DISPLAY_NAMES = {'cv2': 'opencv'}
+# Names the commit of a checkout copied without its .git (source_commit).
+SOURCE_COMMIT_ENV = 'SPARSE_PERCEPTION_SOURCE_COMMIT'
 # The modules an environment block lists (torch first: the one that matters most).
 ENVIRONMENT_MODULES = ('numpy', 'torch', 'cv2', 'rosbags', 'matplotlib', 'scipy', 'triton',
                        'ai_edge_litert')
@@ -106,17 +108,21 @@ def versions(modules: Iterable[str]) -> dict[str, str | None]:
     return {_DISPLAY_NAMES.get(m, m): package_version(m) for m in modules}
 
 
-def source_commit() -> tuple[str | None, bool | None]:
+def source_commit(repo: Path | None = None) -> tuple[str | None, bool | None]:
     """
-    Return the git commit of the running checkout and whether tracked files differ from it.
+    Return the git commit of the checkout ``repo`` (the running one by default) and whether
+    tracked files differ from it.
 
-    (None, None) for an installed package or without git: then the version says what ran.
+    (None, None) for an installed package or without git: then the version says what ran. A
+    copy of a checkout without its ``.git`` (sent to another machine, say) can name its commit
+    in $SPARSE_PERCEPTION_SOURCE_COMMIT; whether it differs from that commit is then unknown.
     """
     import subprocess
 
-    repo = Path(__file__).resolve().parents[2]
+    repo = repo or Path(__file__).resolve().parents[2]
     if not (repo / '.git').exists():
-        return None, None
+        named = os.environ.get(SOURCE_COMMIT_ENV, '').strip()
+        return (named or None), None
     # A query must not write: `git status` would refresh the checkout's index, and on a full
     # disk (or beside the user's own git command) leave an index.lock behind.
     env = dict(os.environ, GIT_OPTIONAL_LOCKS='0')
