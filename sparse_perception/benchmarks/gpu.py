@@ -58,6 +58,12 @@ from sparse_perception.evaluation import provenance
 from sparse_perception.evaluation.stats import percentiles
 
 
+def _progress(started: float, text: str) -> None:
+    """Say on stderr what has just been measured (a run takes minutes, mostly compiling)."""
+    print(f'bench gpu [{time.perf_counter() - started:6.1f} s] {text}', file=sys.stderr,
+          flush=True)
+
+
 ENGINES = ('dense_eager', 'dense_graph', 'incremental_reference', 'incremental_kernels',
            'incremental_kernels_graph')
 RESOLUTIONS = ((576, 768), (1080, 1920))
@@ -358,11 +364,12 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     torch.backends.cudnn.benchmark = True
     clip = _vtest(warmup + frames, tuple(resolutions[0]))
     model32, label, normalise = _model(model_name, clip, m.device.type)
+    _progress(started, f'{label}, {dtype_name}: frames read, model ready')
     runs, details = [], {}
     for resolution in resolutions:
         clip = _vtest(warmup + frames, tuple(resolution))
         entries, info = _real_frames(m, model32, clip, resolution, normalise, dtype, warmup,
-                                     change_threshold, tile_size, diff_every)
+                                     change_threshold, tile_size, diff_every, started)
         runs += entries
         details['%dx%d' % tuple(resolution)] = info
     largest = max(resolutions, key=lambda r: r[0] * r[1])
@@ -371,7 +378,12 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     first = _to_input(_vtest(1, tuple(largest))[0], normalise, m.device, torch.float32)
     sweep = _synthetic_sweep(m, model32, largest, dtype, sweep_frames, dense_graph_ms, first,
                              sweep_p, min(2, warmup))
-    curves = [_layer_curve(m, spec, dtype, layer_repeats, layer_p) for spec in layers]
+    _progress(started, f'changed-fraction sweep done ({len(sweep)} points)')
+    curves = []
+    for spec in layers:
+        curves.append(_layer_curve(m, spec, dtype, layer_repeats, layer_p))
+        _progress(started, f"layer {spec[0]}: dense {_fmt(curves[-1]['dense_us'], '.1f')} "
+                           f"us, fixed cost {_fmt(curves[-1]['fixed_cost_us'], '.1f')} us")
     if m.dry:
         gpu, machine = 'none: a dry run on the CPU (figures mean nothing)', {}
     else:
@@ -476,7 +488,7 @@ def _incremental_engines(m: _Cuda, model: Any) -> dict:
 
 def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], normalise: tuple,
                  dtype: Any, warmup: int, change_threshold: float, tile_size: int,
-                 diff_every: int) -> tuple[list, dict]:
+                 diff_every: int, started: float) -> tuple[list, dict]:
     import torch
 
     from sparse_perception.change import ChangeDetector
@@ -536,6 +548,9 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
         if name == 'dense_graph':
             dense_graph_ms = entry['median_ms']
         entries.append(entry)
+        _progress(started, f"{resolution[0]}x{resolution[1]} {name}: p50 "
+                           f"{_fmt(entry['median_ms'], '.3f')} ms, max rel diff "
+                           f"{_fmt(entry['max_rel_diff'], '.1e')}")
         if name == 'incremental_kernels_graph':
             info['graph_captured'] = (bool(state.executor_state.graphs)
                                       and not state.executor_state.graph_failed)

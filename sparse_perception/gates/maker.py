@@ -257,10 +257,13 @@ class GateMaker:
         if self.mode == 'none':
             return None
         th, tw = -(-height // self.tile), -(-width // self.tile)
-        tiles = torch.zeros(th, tw, dtype=torch.bool)
-        for part in (self.previous, self.seen):
-            if part is not None and tuple(part.shape) == (th, tw):
-                tiles |= part
+        parts = [part for part in (self.previous, self.seen)
+                 if part is not None and tuple(part.shape) == (th, tw)]
+        # On the device the parts come from (the model's outputs): CUDA in device mode.
+        tiles = torch.zeros(th, tw, dtype=torch.bool,
+                            device=parts[0].device if parts else None)
+        for part in parts:
+            tiles |= part
         return bound(tiles, self.margin, self.dense_above, self.refresh, self.frames)
 
     def _crowd(self, people: Any, height: int, width: int) -> bool:
