@@ -370,7 +370,7 @@ def check_conv_tiles(device: str, dtype: torch.dtype, seed: int, kind: str,
     operand[:ho * wo] = _randn(g, ho * wo, cout, device=device).to(dtype)
     steps = [Step('act', 'hardtanh', (0.0, 6.0)), Step('binary', 'add', operand=0)]
     ep = epilogue.encode(steps, {0: operand})
-    dense = dense.clamp(0, 6) + operand[:ho * wo].cpu().float()
+    dense = dense.cpu().clamp(0, 6) + operand[:ho * wo].cpu().float()
     low = (low.cpu().float().clamp(0, 6) + operand[:ho * wo].cpu().float()).to(dtype)
     tile = compute_tile((ho, wo), Tiling(8, r.choice((16, 64))))
     cand, tiles, count = _tile_case(r, g, device, (ho, wo), tile, fraction)
@@ -568,7 +568,7 @@ def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float) -
                                         .to(device, dtype))
     tiles = torch.rand(-(-h // tile), -(-w // tile), generator=g) < 0.5
     ref_cache = cache.clone()
-    ref_changed = frame.intake_ref(x, ref_cache, tiles, tile, threshold, False)
+    ref_changed = frame.intake_ref(x, ref_cache, tiles.to(device), tile, threshold, False)
     mask = torch.zeros(h * w, dtype=torch.uint8, device=device)
     stats = torch.zeros(4, dtype=torch.int32, device=device)
     kernel, grid, a, meta = frame.intake_args(x, cache, mask, tiles.to(device, torch.uint8),

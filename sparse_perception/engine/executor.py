@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import enum
+import itertools
 import time
 from typing import Any, Callable
 
@@ -319,9 +320,12 @@ class IncrementalModel:
         self.module = module
         self.config = config or EngineConfig()
         self.graph = trace(module)
-        first = next(iter(module.parameters()), None)
+        first = next(itertools.chain(module.parameters(), module.buffers()), None)
         self.device = first.device if first is not None else torch.device('cpu')
         self.dtype = first.dtype if first is not None else torch.float32
+        # A module without parameters or buffers (pools and activations only) has no device
+        # of its own: it runs where its first input is.
+        self._placed = first is not None
         self.requested = execution
         self.fallback: str | None = None  # why 'auto' runs eagerly where it chose the device
         self._graph_option = graph
@@ -517,6 +521,13 @@ class IncrementalModel:
         if x.dim() != 4 or x.shape[0] != 1:
             raise EngineError(f'x has shape {tuple(x.shape)}; expected (1, C, H, W) (batch 1: '
                               'serve several streams with one state each)')
+        if not self._placed:
+            self._placed = True
+            if x.device != self.device or (x.dtype.is_floating_point and x.dtype != self.dtype):
+                self.device = x.device
+                self.dtype = x.dtype if x.dtype.is_floating_point else self.dtype
+                self._plans.clear()
+                self.executor = self._choose()
         if x.device != self.device:
             raise EngineError(f'x is on {x.device} but the model is on {self.device}; move the '
                               'input to the model device')

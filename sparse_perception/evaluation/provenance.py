@@ -110,8 +110,9 @@ def versions(modules: Iterable[str]) -> dict[str, str | None]:
 
 def source_commit(repo: Path | None = None) -> tuple[str | None, bool | None]:
     """
-    Return the git commit of the checkout ``repo`` (the running one by default) and whether
-    tracked files differ from it.
+    Return the commit of the checkout ``repo`` (default: this one) and whether it was changed.
+
+    Changed means tracked files differ from the commit.
 
     (None, None) for an installed package or without git: then the version says what ran. A
     copy of a checkout without its ``.git`` (sent to another machine, say) can name its commit

@@ -29,7 +29,8 @@ from sparse_perception.models.registry import (engine_networks, load_model, Mode
 from sparse_perception.shared_data import shared_root
 import torch
 
-pytestmark = pytest.mark.gpu
+# TF32 off: the dense references are float32 (conftest's no_tf32 says why).
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('no_tf32')]
 
 
 def networks():

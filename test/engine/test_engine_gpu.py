@@ -15,9 +15,11 @@
 """
 The engine's exactness checks on CUDA (the pure tier runs them on the CPU).
 
-TF32 is switched off so that fp32 means fp32 on both sides; fp16 models are held to an fp16
-tolerance (relative 1e-2 of the output scale).
+TF32 is switched off so that fp32 means fp32 on both sides; fp16 models are held to what fp16
+itself moves the dense model (at least relative 1e-2 of the output scale).
 """
+
+import copy
 
 from engine_cases import (
     change_sequence, effective_inputs, max_relative_difference, random_network, SeededChooser)
@@ -60,8 +62,8 @@ def test_random_networks_on_cuda(cuda, seed):
     assert run_sequence(model, x0, sequence, cuda) <= 1e-4
 
 
-@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-4), (torch.float16, 1e-2)])
-def test_segmentation_network_on_cuda(cuda, dtype, tolerance):
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_segmentation_network_on_cuda(cuda, dtype):
     model = mobilenet_v2_deeplabv3(width=0.5, seed=2)
     g = torch.Generator().manual_seed(0)
     x0 = torch.randn(1, 3, 144, 192, generator=g)
@@ -72,4 +74,16 @@ def test_segmentation_network_on_cuda(cuda, dtype, tolerance):
         tiles[i % 9, (2 * i) % 12] = tiles[(i + 4) % 9, (5 * i) % 12] = True
         x = x + torch.randn(x.shape, generator=g) * 0.1
         sequence.append((x, tiles))
+    tolerance = 1e-4
+    if dtype == torch.float16:
+        # Dense fp16 (cuDNN) is the reference here. Each of the two may be as far from fp32 as
+        # fp16 moves this random network's output (several percent of its scale: about 7%
+        # between the two was seen on an H200), so they may differ by twice that.
+        seen = [x0] + effective_inputs(x0, sequence)
+        model32 = copy.deepcopy(model).to(cuda)
+        model16 = copy.deepcopy(model32).half()
+        with torch.no_grad():
+            own = max(max_relative_difference(model16(x.to(cuda, dtype)), model32(x.to(cuda)))
+                      for x in seen)
+        tolerance = max(1e-2, 2 * own)
     assert run_sequence(model, x0, sequence, cuda, dtype) <= tolerance

@@ -355,6 +355,28 @@ def test_bad_inputs_are_named(x, message):
 
 
 @torch.no_grad()
+def test_a_module_without_tensors_runs_where_its_first_input_is():
+    # Pools and activations only: no parameter or buffer says where the model lives, so the
+    # first input does (its device and float dtype); a later input elsewhere is refused.
+    model = nn.Sequential(nn.MaxPool2d(3, 1, 1), nn.ReLU(), nn.AvgPool2d(2)).eval()
+    inc = IncrementalModel(model)
+    state = inc.new_state()
+    x = torch.randn(1, 3, 9, 10, dtype=torch.float64)
+    got = inc(x, None, state)
+    assert got.dtype == torch.float64 and torch.equal(got, model(x))
+    x2 = x.clone()
+    x2[..., :4, :4] += 1
+    tiles = torch.zeros(3, 3, dtype=torch.bool)
+    tiles[0, 0] = True
+    assert torch.equal(inc(x2, tiles, state), model(x2))
+    with pytest.raises(EngineError, match='on meta but the model is on cpu'):
+        inc(torch.zeros(1, 3, 9, 10, device='meta'), None, state)
+    # With a buffer the module has a place of its own: the input is converted to its dtype.
+    bn = nn.Sequential(nn.BatchNorm2d(3)).eval()
+    assert IncrementalModel(bn)(x).dtype == torch.float32
+
+
+@torch.no_grad()
 def test_tile_maps_in_every_form():
     model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU()), 1).eval()
     inc = IncrementalModel(model)

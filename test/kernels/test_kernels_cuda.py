@@ -26,6 +26,8 @@ The kernels on CUDA: the pure tier's interpreter checks on the GPU, plus what on
 Skipped without CUDA. Run on a GPU machine: ``.venv/bin/python -m pytest -m gpu -q``.
 """
 
+import copy
+
 from engine_cases import effective_inputs, max_relative_difference
 import kernel_cases as kc
 import kernel_networks as kn
@@ -192,14 +194,28 @@ def test_kernels_backend_against_reference(cuda, name):
     assert worst(got, dense(model, sequence, cuda)) <= 1e-4
 
 
+def fp16_bound(model32, sequence, device):
+    """
+    How far an fp16 engine may be from the fp32 dense model: 1.5 x dense fp16's own distance.
+
+    On random-weight networks fp16 alone moves the output by several percent of its scale
+    (dense fp16 cuDNN was 12% off fp32 on the benchmark network at 576x768, on an H200), so a
+    fixed tolerance says more about the weights than about the kernels. Floor 1e-2.
+    """
+    model16 = copy.deepcopy(model32).half()
+    own = worst(dense(model16, sequence, device, torch.float16), dense(model32, sequence, device))
+    return max(1e-2, 1.5 * own)
+
+
 @pytest.mark.parametrize('graph', [False, True])
-@pytest.mark.parametrize('dtype, tolerance', [(torch.float32, 1e-4), (torch.float16, 1e-2)])
-def test_device_mode_equals_dense(cuda, graph, dtype, tolerance):
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_device_mode_equals_dense(cuda, graph, dtype):
     model = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda, dtype)
     sequence = kn.frames(3, 144, 192, 8, seed=1, tile=16)
     engine = IncrementalModel(model, execution='device', graph=graph)
     got = run(engine, sequence, cuda, dtype)
     reference = mobilenet_v2_deeplabv3(width=0.5, seed=2).to(cuda)
+    tolerance = 1e-4 if dtype == torch.float32 else fp16_bound(reference, sequence, cuda)
     assert worst(got, dense(reference, sequence, cuda)) <= tolerance
 
 

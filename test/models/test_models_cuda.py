@@ -21,7 +21,8 @@ from sparse_perception.models.registry import load_model
 from support import require_shared
 import torch
 
-pytestmark = pytest.mark.gpu
+# TF32 off: the dense references are float32 (conftest's no_tf32 says why).
+pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('no_tf32')]
 
 FRAME = 'data/davis/DAVIS/JPEGImages/480p/parkour/00030.jpg'
 
