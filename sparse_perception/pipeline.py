@@ -77,8 +77,9 @@ class _IncrementalNet:
 
     :meth:`run` returns the network's outputs (trunk and tail) by one of two paths: the
     engine, or ``dense``, a plain dense pass (torch or LiteRT: ``model.runtime``), whichever
-    :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``,
-    eager executor on the CPU); an input that did not change returns the last outputs.
+    :class:`~sparse_perception.scheduling.PathChoice` measures faster now (``sparsity.adaptive``;
+    on CUDA each timed pass ends with a synchronisation); an input that did not change returns
+    the last outputs.
 
     ``gates`` (a segmentation network's :class:`~sparse_perception.gates.maker.GateMaker`, a
     single-person pose network's :class:`~sparse_perception.gates.track.TrackGate`) limits
@@ -124,13 +125,16 @@ class _IncrementalNet:
         self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
 
     def _new_choice(self) -> Any:
-        from sparse_perception.scheduling import PathChoice
+        from sparse_perception.scheduling import measurable, PathChoice
 
-        # Host wall time measures the work of the eager executor on the CPU only; the device
-        # mode queues kernels without waiting for them (it runs on the CPU only under Triton's
-        # interpreter, in tests).
-        cpu = self.execution == 'eager' and self.engine.device.type == 'cpu'
-        return PathChoice() if self.adaptive and cpu else None
+        measured = measurable(self.execution, self.engine.device)
+        return PathChoice() if self.adaptive and measured else None
+
+    def _clock(self) -> float:
+        """Return the host clock in seconds once the device has done what was queued."""
+        from sparse_perception.scheduling import finished_clock
+
+        return finished_clock(self.engine.device)
 
     def run(self, x: Any, change: Any, still: bool | None = None) -> Any:
         """
@@ -159,10 +163,10 @@ class _IncrementalNet:
                 self._skipped()
                 return self._outputs
         path = choice.pick()
-        start = time.perf_counter()  # the input's change map is part of the engine's cost
+        start = self._clock()  # the input's change map is part of the engine's cost
         if path == 'dense':
             outputs = self.dense(x)
-            choice.record('dense', (time.perf_counter() - start) * 1e3)
+            choice.record('dense', (self._clock() - start) * 1e3)
             self._ran_dense()
             self._outputs = outputs
             if self.gates is not None:
@@ -175,7 +179,7 @@ class _IncrementalNet:
             if callable(change):
                 self.change.request_refresh()
         outputs = self._engine_outputs(x, _made(change), glance=True)
-        ms = (time.perf_counter() - start) * 1e3
+        ms = (self._clock() - start) * 1e3
         if self.path == 'glance':
             choice.record('engine', ms)  # the engine path answered from its glance
             return outputs
@@ -184,9 +188,9 @@ class _IncrementalNet:
             choice.record('engine', ms)
         if choice.needs_dense_sample:  # the first frame, or the choice just turned on
             self.dense(x)  # warm
-            start = time.perf_counter()
+            start = self._clock()
             self.dense(x)
-            choice.record('dense', (time.perf_counter() - start) * 1e3)
+            choice.record('dense', (self._clock() - start) * 1e3)
         self.path, self._outputs = 'engine', None
         return outputs
 

@@ -38,8 +38,36 @@ from __future__ import annotations
 
 from collections import deque
 import statistics
+import time
+from typing import Any
 
 PATHS = ('engine', 'dense')
+
+
+def measurable(execution: str, device: Any) -> bool:
+    """
+    Whether a path's host wall time says what it costs: on the CPU and on CUDA.
+
+    On CUDA the clock reads only after the device finished (:func:`finished_clock`). The
+    device executor on the CPU is Triton's interpreter (tests): its time says nothing.
+    """
+    kind = getattr(device, 'type', str(device))
+    return kind == 'cuda' or (kind == 'cpu' and execution == 'eager')
+
+
+def finished_clock(device: Any) -> float:
+    """
+    Return the host clock in seconds after the work queued on ``device`` has finished.
+
+    A CUDA device runs its kernels after the host queued them, so a path's time is read after
+    a synchronisation. The pipeline waits for a network's outputs anyway (its decoders copy
+    them to the host), so this adds no wait of its own.
+    """
+    if getattr(device, 'type', str(device)) == 'cuda':
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
 
 
 class PathChoice:
@@ -100,4 +128,4 @@ class PathChoice:
                 'dense': statistics.median(self._dense_ms) if self._dense_ms else None}
 
 
-__all__ = ['PATHS', 'PathChoice']
+__all__ = ['finished_clock', 'measurable', 'PATHS', 'PathChoice']

@@ -141,7 +141,7 @@ class SparsitySettings:
     # thresholds above 0 (or a dense runtime other than torch) two runs may differ slightly;
     # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
-        True, 'Run a dense pass instead of the engine while that is measured faster (CPU)')
+        True, 'Run a dense pass instead of the engine while that is measured faster')
     # Spatial gates (sparse_perception/gates/maker.py) for the segmentation network: on a moving
     # camera every tile changes, and a gate limits recomputation to where the people are
     # ('previous': last frame's person tiles; 'glance': also this frame's, from the network

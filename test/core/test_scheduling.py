@@ -19,7 +19,7 @@ import pytest
 
 from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
-from sparse_perception.scheduling import PathChoice
+from sparse_perception.scheduling import finished_clock, measurable, PathChoice
 from support import require_shared
 
 
@@ -85,6 +85,28 @@ def test_bad_arguments_are_named(args):
         PathChoice(*args)
     with pytest.raises(ValueError, match="path 'gpu'"):
         PathChoice().record('gpu', 1.0)
+
+
+@pytest.mark.parametrize('execution, device, measured', [
+    ('eager', 'cpu', True), ('device', 'cpu', False), ('eager', 'cuda', True),
+    ('device', 'cuda', True)])
+def test_paths_are_timed_where_the_host_clock_can_tell(execution, device, measured):
+    import torch
+
+    # The device executor on the CPU is Triton's interpreter: its time means nothing.
+    assert measurable(execution, torch.device(device)) is measured
+
+
+def test_the_clock_waits_for_cuda_work_and_for_nothing_else(monkeypatch):
+    import torch
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, 'synchronize', lambda device=None: waited.append(device))
+    before = finished_clock(torch.device('cpu'))
+    assert waited == []
+    cuda = torch.device('cuda', 1)
+    after = finished_clock(cuda)
+    assert waited == [cuda] and after >= before
 
 
 @pytest.fixture(scope='module')
