@@ -175,15 +175,18 @@ class LearnedGate:
         """Return bool tiles where the person probability is at least ``threshold``."""
         import torch
 
-        small = small_image(x.cpu(), self.tile)
+        # On the input's device: on a GPU the frame never goes to the host for the gate.
+        if next(self.net.parameters()).device != x.device:
+            self.net.to(x.device)
+        small = small_image(x, self.tile)
         th, tw = small.shape[-2] // CELLS, small.shape[-1] // CELLS
         if previous is None or tuple(previous.shape) != (th, tw):
-            previous = torch.zeros(th, tw, dtype=torch.bool)
+            previous = torch.zeros(th, tw, dtype=torch.bool, device=x.device)
         last = self.last_small
-        if last is not None and last.shape != small.shape:
+        if last is not None and (last.shape != small.shape or last.device != small.device):
             last = None
-        image, prior = features(small, last, previous.cpu())
+        image, prior = features(small, last, previous.to(x.device))
         self.last_small = small
         with torch.no_grad():
             prob = torch.sigmoid(self.net(image, prior))[0]
-        return (prob >= threshold).to(x.device)
+        return prob >= threshold

@@ -42,3 +42,18 @@ def test_the_glance_gate_of_cuda_outputs_is_a_cuda_tile_map(cuda):
     gate = maker.gate(128, 128)
     assert gate.device.type == 'cuda'
     assert gate[:2].all() and gate[7].all() and not gate[2:7].any()
+
+
+def test_the_learned_gate_runs_on_the_inputs_device(cuda, tmp_path):
+    from sparse_perception.gates.learned import CELLS, LearnedGate, network, save, VERSION
+
+    torch.manual_seed(0)
+    state = network().state_dict()
+    state['tiles.4.bias'].fill_(50.0)  # the last layer's: probability 1 everywhere
+    path = save(state, {'version': VERSION, 'tile': 16, 'cells': CELLS}, tmp_path / 'g.pt')
+    gate = LearnedGate(path, 16)
+    tiles = gate.tiles(torch.rand(1, 3, 96, 160, device=cuda), None, 0.5)
+    assert tiles.device.type == 'cuda' and tuple(tiles.shape) == (6, 10) and tiles.all()
+    assert next(gate.net.parameters()).device.type == 'cuda'
+    # The next frame's motion is taken against the last one, on the same device.
+    assert gate.tiles(torch.rand(1, 3, 96, 160, device=cuda), tiles, 0.5).all()
