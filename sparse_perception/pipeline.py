@@ -125,10 +125,11 @@ class _IncrementalNet:
         self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
 
     def _new_choice(self) -> Any:
-        from sparse_perception.scheduling import measurable, PathChoice
+        from sparse_perception.scheduling import measurable, PathChoice, warmup_frames
 
-        measured = measurable(self.execution, self.engine.device)
-        return PathChoice() if self.adaptive and measured else None
+        device = self.engine.device
+        measured = measurable(self.execution, device)
+        return PathChoice(warmup=warmup_frames(device)) if self.adaptive and measured else None
 
     def _clock(self) -> float:
         """Return the host clock in seconds once the device has done what was queued."""

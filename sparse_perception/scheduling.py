@@ -28,7 +28,8 @@ answers, per frame, which one to run:
   after ``first_probe`` dense frames times how many times slower it was, and after twice as
   many (or that ratio as many, if larger) each time it loses again, up to ``max_probe``: a
   scene or a network where the engine never wins costs almost nothing extra.
-- A frame in which nothing changed is not a sample of either path (the caller skips it).
+- A frame in which nothing changed is not a sample of either path (the caller skips it), nor
+  are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
 
 The choice changes only speed: both paths compute the same network, and with every threshold
 at 0 on the same runtime their outputs are equal.
@@ -55,6 +56,17 @@ def measurable(execution: str, device: Any) -> bool:
     return kind == 'cuda' or (kind == 'cpu' and execution == 'eager')
 
 
+def warmup_frames(device: Any) -> int:
+    """
+    Return how many of the engine's first sparse frames say nothing of its cost on ``device``.
+
+    On CUDA the first incremental frames compile their Triton kernels and capture the CUDA
+    graph: 19 s and 28 s for the default models' first two on an H200, against 4 ms later.
+    As samples they would keep the engine off for the longest probe interval.
+    """
+    return 2 if getattr(device, 'type', str(device)) == 'cuda' else 0
+
+
 def finished_clock(device: Any) -> float:
     """
     Return the host clock in seconds after the work queued on ``device`` has finished.
@@ -73,10 +85,14 @@ def finished_clock(device: Any) -> float:
 class PathChoice:
     """Measured choice between the engine and a dense pass (see the module docstring)."""
 
-    def __init__(self, samples: int = 3, first_probe: int = 16, max_probe: int = 512):
-        if samples < 1 or first_probe < 1 or max_probe < first_probe:
-            raise ValueError(f'PathChoice needs samples >= 1 and 1 <= first_probe <= '
-                             f'max_probe, got {samples}, {first_probe}, {max_probe}')
+    def __init__(self, samples: int = 3, first_probe: int = 16, max_probe: int = 512,
+                 warmup: int = 0):
+        if samples < 1 or first_probe < 1 or max_probe < first_probe or warmup < 0:
+            raise ValueError(f'PathChoice needs samples >= 1, 1 <= first_probe <= max_probe '
+                             f'and warmup >= 0, got {samples}, {first_probe}, {max_probe}, '
+                             f'{warmup}')
+        # The engine's first sparse frames that are not samples: they carry one-time costs.
+        self._warmup = warmup
         self.first_probe = first_probe
         self.max_probe = max_probe
         self._engine_ms: deque[float] = deque(maxlen=samples)
@@ -106,6 +122,9 @@ class PathChoice:
             self._dense_ms.append(ms)
             self._dense_frames += 1
             return
+        if self._warmup:
+            self._warmup -= 1
+            return
         self._engine_ms.append(ms)
         if len(self._engine_ms) < self._engine_ms.maxlen or not self._dense_ms:
             return
@@ -128,4 +147,4 @@ class PathChoice:
                 'dense': statistics.median(self._dense_ms) if self._dense_ms else None}
 
 
-__all__ = ['finished_clock', 'measurable', 'PATHS', 'PathChoice']
+__all__ = ['finished_clock', 'measurable', 'PATHS', 'PathChoice', 'warmup_frames']

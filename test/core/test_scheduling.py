@@ -19,7 +19,8 @@ import pytest
 
 from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
-from sparse_perception.scheduling import finished_clock, measurable, PathChoice
+from sparse_perception.scheduling import (finished_clock, measurable, PathChoice,
+                                          warmup_frames)
 from support import require_shared
 
 
@@ -70,6 +71,25 @@ def test_an_engine_far_slower_waits_longer_before_it_is_tried_again():
     assert waits == [24, 100, 100]  # 4 x 6, then x 6 up to the cap
 
 
+def test_the_engines_first_frames_after_warmup_are_the_samples():
+    import torch
+
+    # Two frames that compiled kernels (seconds each), then the engine at its real speed: it
+    # keeps the frames. Without the warm-up the two would have sent it away.
+    choice = PathChoice(samples=3, warmup=2)
+    choice.record('dense', 4.0)
+    _engine_frames(choice, 20000.0, 2)
+    _engine_frames(choice, 3.0, 10)
+    assert choice.estimates()['engine'] == 3.0
+    cold = PathChoice(samples=3)
+    cold.record('dense', 4.0)
+    _engine_frames(cold, 20000.0, 2)
+    cold.record('engine', 3.0)
+    assert cold.pick() == 'dense'
+    # The dense pass needs no warm-up of the choice's (the caller warms it before timing).
+    assert warmup_frames(torch.device('cuda')) == 2 and warmup_frames(torch.device('cpu')) == 0
+
+
 def test_no_decision_before_both_paths_were_timed():
     choice = PathChoice(samples=2)
     _engine_frames(choice, 100.0, 5)  # the dense pass was never timed
@@ -79,7 +99,7 @@ def test_no_decision_before_both_paths_were_timed():
     assert choice.pick() == 'dense'
 
 
-@pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4)])
+@pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4), (1, 1, 1, -1)])
 def test_bad_arguments_are_named(args):
     with pytest.raises(ValueError, match='PathChoice needs'):
         PathChoice(*args)
