@@ -45,8 +45,8 @@ real :class:`~sparse_perception.pipeline.ModelLoadError` naming the model, as th
 does for a model that cannot load. :func:`model_problem` is the matching check for the nodes.
 
 Instrumentation the tests read, beyond the contract (:data:`OBSERVED`): ``frames`` (process
-calls, warm-up included), ``resets`` (reset calls), ``updates`` (settings given to update)
-and ``closed``.
+calls, warm-up included), ``resets`` (reset calls), ``warm_ups`` (warm_up calls),
+``updates`` (settings given to update) and ``closed``.
 """
 
 from __future__ import annotations
@@ -72,7 +72,8 @@ SKELETON = COCO17_SKELETON
 TINY_MODELS = {'tiny-seg': ('segmentation', 0), 'tiny-pose': ('pose', 1)}
 STRIDE = 8  # the nets run on the engine input pooled by this factor
 HIDDEN = 8  # channels between the two convolutions
-OBSERVED = ('frames', 'resets', 'updates', 'closed')  # what tests read beyond the contract
+# What tests read beyond the contract.
+OBSERVED = ('frames', 'resets', 'warm_ups', 'updates', 'closed')
 
 __all__ = ['CLASS_NAMES', 'factory', 'JOINT_NAMES', 'model_problem', 'ModelLoadError',
            'OBSERVED', 'PipelineDouble', 'replace_model', 'SKELETON']
@@ -139,6 +140,7 @@ class PipelineDouble:
         self._input: np.ndarray | None = None  # (H, W, 3) uint8: what the networks saw
         self.frames = 0
         self.resets = 0
+        self.warm_ups = 0
         self.updates: list[PerceptionSettings] = []
         self.closed = False
 
@@ -236,6 +238,10 @@ class PipelineDouble:
         """Forget the temporal state: the next frame runs dense."""
         self.resets += 1
         self._forget()
+
+    def warm_up(self) -> None:
+        """Pay the networks' one-time costs: the tiny nets have none; counted only."""
+        self.warm_ups += 1
 
     def close(self) -> None:
         """Release the networks."""

@@ -71,6 +71,8 @@ class FrameWorker:
         """
         Run the warm-up frames, then forget them; return False if ``going_on()`` turned false.
 
+        With warm-up frames, every network of a fixed input size is warmed too, the ones the
+        frames do not reach included (a pose landmark network waits for somebody in view).
         Publishes the loaded model's names once warm.
         """
         for frame in warmup_images(lifecycle.warmup_frames, lifecycle.warmup_width,
@@ -78,6 +80,8 @@ class FrameWorker:
             if not going_on():
                 return False
             self.pipeline.process(frame)
+        if lifecycle.warmup_frames and going_on():
+            self.pipeline.warm_up()
         self.pipeline.reset()
         self._parameters.publish_model_info(self.pipeline)
         return True

@@ -205,6 +205,32 @@ def test_tracked_crop_is_exact_at_threshold_zero(mediapipe_cache):
     assert incremental.joint_names[0] == 'nose' and len(incremental.skeleton) > 0
 
 
+@pytest.mark.slow
+def test_warm_up_reaches_every_fixed_size_network_and_changes_nothing(mediapipe_cache):
+    # Blank frames never wake BlazePose's landmark network: warm_up runs an incremental frame
+    # through every network anyway (on a GPU: compiling its kernels) and leaves every state
+    # and output as they were.
+    settings = _mediapipe_settings(mediapipe_cache)
+    warmed = Pipeline(settings, heads=('segmentation', 'pose'))
+    blank = np.full((120, 160, 3), 64, np.uint8)
+    warmed.process(blank)
+    landmark = warmed._heads['pose'].net
+    assert landmark.engine.last_stats is None and not landmark.state.caches
+    warmed.warm_up()
+    nets = [net for head in warmed._heads.values() for net in head.nets]
+    assert len(nets) == 3
+    for net in nets:  # the last engine frame of each: incremental, over a changed tile
+        stats = net.engine.last_stats
+        assert not stats.dense and 0 < stats.active_fraction < 1, net.what
+    assert not landmark.state.caches  # its own stream never started
+    warmed.reset()
+    cold = Pipeline(settings, heads=('segmentation', 'pose'))
+    for frame in _jhmdb_frames(3):
+        got, want = warmed.process(frame), cold.process(frame)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        np.testing.assert_array_equal(got.pose.keypoints, want.pose.keypoints)
+
+
 def _detector_input(frame, size):
     """Letterbox ``frame`` to the detector's input in [-1, 1], as BlazePose.detect does."""
     import torch

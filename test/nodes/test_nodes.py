@@ -292,6 +292,7 @@ def test_lifecycle_transitions_through_the_lifecycle_services(harness):
     assert _change_state(harness, node, Transition.TRANSITION_ACTIVATE)
     assert _state(harness, node) == State.PRIMARY_STATE_ACTIVE
     assert len(pipelines) == 1 and pipelines[0].frames == 3  # warmed up
+    assert pipelines[0].warm_ups == 1  # with the networks the frames do not reach
     assert harness.spin_until(lambda: publisher.get_subscription_count() == 1)
     first = _send_and_wait(harness, publisher, _raw(0), masks)
     assert first.header.stamp == _raw(0).header.stamp
