@@ -32,7 +32,9 @@ answers, per frame, which one to run:
   are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
 
 The choice changes only speed: both paths compute the same network, and with every threshold
-at 0 on the same runtime their outputs are equal.
+at 0 on the same runtime their outputs are equal; on CUDA only while cuDNN's TF32 is off (by
+default torch convolves float32 in TF32 there, which moved dense outputs by 6e-4 to 3e-2 of
+their scale on the registered networks, while the engine's kernels compute in float32).
 """
 
 from __future__ import annotations
@@ -61,8 +63,8 @@ def warmup_frames(device: Any) -> int:
     Return how many of the engine's first sparse frames say nothing of its cost on ``device``.
 
     On CUDA the first incremental frames compile their Triton kernels and capture the CUDA
-    graph: 19 s and 28 s for the default models' first two on an H200, against 4 ms later.
-    As samples they would keep the engine off for the longest probe interval.
+    graph (about 4 s each for the default models on an H200, against 4 ms later). As samples
+    they would keep the engine off for the longest probe interval.
     """
     return 2 if getattr(device, 'type', str(device)) == 'cuda' else 0
 

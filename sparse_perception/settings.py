@@ -135,10 +135,10 @@ class SparsitySettings:
         0.35, 'Run a KxK/pooling layer dense above this share of positions in changed tiles',
         low=0.0, high=1.0)
     # Measure the engine against a plain dense pass of the same network and run whichever is
-    # faster now (CPU only; see sparse_perception/scheduling.py): the engine's bookkeeping
-    # can cost more than it skips (a small network, a moving camera). Either path computes
-    # the same network, but which one ran a frame depends on measured time, so with
-    # thresholds above 0 (or a dense runtime other than torch) two runs may differ slightly;
+    # faster now (see sparse_perception/scheduling.py): the engine's bookkeeping can cost
+    # more than it skips (a small network, a moving camera). Either path computes the same
+    # network, but which one ran a frame depends on measured time, so with thresholds above 0
+    # (or a dense runtime other than torch, or TF32 on CUDA) two runs may differ slightly;
     # false always runs the engine (reproducible evaluations).
     adaptive: bool = setting(
         True, 'Run a dense pass instead of the engine while that is measured faster')

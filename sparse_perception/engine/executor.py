@@ -332,7 +332,12 @@ class IncrementalModel:
         self._plans: dict[tuple, Plan] = {}
         self._default_state: StreamState | None = None
         self._last: FrameStats | Callable[[], FrameStats] | None = None
-        self.executor = self._choose()
+        if self._placed:
+            self.executor = self._choose()
+        else:  # chosen at the first input, which says where the module runs (_check_input)
+            from sparse_perception.engine import eager
+
+            self.executor = eager.EagerExecutor(self)
 
     # -- choosing the executor --------------------------------------------------------------
 
@@ -523,11 +528,10 @@ class IncrementalModel:
                               'serve several streams with one state each)')
         if not self._placed:
             self._placed = True
-            if x.device != self.device or (x.dtype.is_floating_point and x.dtype != self.dtype):
-                self.device = x.device
-                self.dtype = x.dtype if x.dtype.is_floating_point else self.dtype
-                self._plans.clear()
-                self.executor = self._choose()
+            self.device = x.device
+            self.dtype = x.dtype if x.dtype.is_floating_point else self.dtype
+            self._plans.clear()
+            self.executor = self._choose()
         if x.device != self.device:
             raise EngineError(f'x is on {x.device} but the model is on {self.device}; move the '
                               'input to the model device')

@@ -114,9 +114,9 @@ def source_commit(repo: Path | None = None) -> tuple[str | None, bool | None]:
 
     Changed means tracked files differ from the commit.
 
-    (None, None) for an installed package or without git: then the version says what ran. A
-    copy of a checkout without its ``.git`` (sent to another machine, say) can name its commit
-    in $SPARSE_PERCEPTION_SOURCE_COMMIT; whether it differs from that commit is then unknown.
+    Without a ``.git`` (an installed package, a copy of a checkout sent to another machine)
+    the commit is what $SPARSE_PERCEPTION_SOURCE_COMMIT names, if set, and whether the files
+    differ from it is unknown: (named or None, None); then the version says what ran.
     """
     import subprocess
 

@@ -259,7 +259,7 @@ class GateMaker:
         th, tw = -(-height // self.tile), -(-width // self.tile)
         parts = [part for part in (self.previous, self.seen)
                  if part is not None and tuple(part.shape) == (th, tw)]
-        # On the device the parts come from (the model's outputs): CUDA in device mode.
+        # On the device the parts come from (the model's outputs: CUDA when it runs there).
         tiles = torch.zeros(th, tw, dtype=torch.bool,
                             device=parts[0].device if parts else None)
         for part in parts:

@@ -58,6 +58,7 @@ class FrameWorker:
         self._factory = factory
         self.pipeline: Any = None
         self._in_force: st.PerceptionSettings | None = None  # what the pipeline runs with
+        self._warm_reloads = False  # warm a reloaded model (node.warmup_frames above 0)
         self._guard = StreamGuard()
         self.thread: threading.Thread | None = None
 
@@ -80,7 +81,8 @@ class FrameWorker:
             if not going_on():
                 return False
             self.pipeline.process(frame)
-        if lifecycle.warmup_frames and going_on():
+        self._warm_reloads = lifecycle.warmup_frames > 0
+        if self._warm_reloads and going_on():
             self.pipeline.warm_up()
         self.pipeline.reset()
         self._parameters.publish_model_info(self.pipeline)
@@ -171,6 +173,8 @@ class FrameWorker:
         reloads = changed_models(old, pending, self._parameters.heads)
         try:
             self.pipeline.update(pending)
+            if reloads and self._warm_reloads:  # a new model compiles now, not mid-stream
+                self.pipeline.warm_up()
         except Exception as exc:  # ModelLoadError, or anything a bad model throws
             self._keep_previous_model(old, pending, exc)
             return

@@ -223,8 +223,9 @@ def test_warm_up_reaches_every_fixed_size_network_and_changes_nothing(mediapipe_
         stats = net.engine.last_stats
         assert not stats.dense and 0 < stats.active_fraction < 1, net.what
     assert not landmark.state.caches  # its own stream never started
-    warmed.reset()
+    # No reset: the streams go on from the blank frame, as a pipeline that never warmed up.
     cold = Pipeline(settings, heads=('segmentation', 'pose'))
+    cold.process(blank)
     for frame in _jhmdb_frames(3):
         got, want = warmed.process(frame), cold.process(frame)
         np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
@@ -315,3 +316,30 @@ def test_a_missing_optional_package_is_a_model_load_error_naming_it(monkeypatch)
     monkeypatch.setitem(sys.modules, 'tflite', None)  # as without the tflite extra
     with pytest.raises(ModelLoadError, match=r"segmentation model .*needs the 'tflite' package"):
         Pipeline(_settings(), heads=('segmentation',))
+
+
+def test_the_dense_pass_feeds_an_fp16_trunk_in_fp16():
+    # model.precision fp16 halves the trunk only (on CUDA); the frame arrives in fp32, and the
+    # path choice's dense pass must take it as the engine does.
+    import torch
+    from torch import nn
+
+    from sparse_perception.pipeline import _dense_pass
+
+    class Trunk(nn.Module):  # a trunk returns a tuple of features
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return (self.conv(x),)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk = Trunk().half().eval()
+            self.tail = nn.Identity()
+
+    x = torch.randn(1, 3, 8, 8)
+    out = _dense_pass(Net())(x)
+    assert out.dtype == torch.float32 and out.shape == (1, 4, 8, 8)

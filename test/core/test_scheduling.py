@@ -86,7 +86,7 @@ def test_the_engines_first_frames_after_warmup_are_the_samples():
     _engine_frames(cold, 20000.0, 2)
     cold.record('engine', 3.0)
     assert cold.pick() == 'dense'
-    # The dense pass needs no warm-up of the choice's (the caller warms it before timing).
+    # Only CUDA frames carry such costs (the CPU's first frame, a dense one, is no sample).
     assert warmup_frames(torch.device('cuda')) == 2 and warmup_frames(torch.device('cpu')) == 0
 
 

@@ -233,6 +233,7 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
     assert _set(harness, client, model__pose=str(model))[0].successful
     _send_and_wait(harness, publisher, _raw(1), clouds)
     assert pipelines[0].settings.model.pose == str(model)
+    assert pipelines[0].warm_ups == 2  # at activation, and for the reloaded model
     # A file that exists but does not load is only found out at the next frame: the node
     # logs it, keeps the running model and puts the parameter back.
     assert _set(harness, client, model__pose=str(broken))[0].successful
