@@ -42,6 +42,8 @@ and resized to 1080x1920), through the change detector:
 
 CUDA only (exit code 2 elsewhere). ``--json`` writes the result contract
 (``gpu``, ``torch``, ``triton``, ``runs``, ``layers``) plus details; ``--markdown`` a report.
+The JSON is rewritten after each resolution, the sweep and each layer curve with ``complete``
+false, so a run stopped at a time limit leaves what it measured; the last write says true.
 """
 
 from __future__ import annotations
@@ -167,7 +169,8 @@ def run_command(args: argparse.Namespace) -> int:
                  dtype_name=args.dtype, change_threshold=args.change_threshold,
                  tile_size=args.tile_size, sweep_frames=2 if quick else args.sweep_frames,
                  layer_repeats=5 if quick else args.layer_repeats,
-                 diff_every=args.diff_every, quick=quick)
+                 diff_every=args.diff_every, quick=quick,
+                 checkpoint=lambda partial: write_outputs(partial, args.json, None))
     write_outputs(result, args.json, args.markdown)
     print(markdown(result))
     return 0
@@ -350,15 +353,17 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         change_threshold: float = 12.0, tile_size: int = 16, sweep_frames: int = 10,
         layer_repeats: int = 50, diff_every: int = 4, quick: bool = False,
         device: str = 'cuda', layers: Sequence[tuple] = LAYERS,
-        sweep_p: Sequence[float] = SWEEP_P, layer_p: Sequence[float] = LAYER_P) -> dict:
+        sweep_p: Sequence[float] = SWEEP_P, layer_p: Sequence[float] = LAYER_P,
+        checkpoint: Callable[[dict], None] | None = None) -> dict:
     """
     Run the whole benchmark and return the result dict (see the module doc).
 
     ``device`` 'cpu' is a dry run for tests (kernels under Triton's interpreter, no graphs,
-    wall-clock times): it checks the code paths, its figures mean nothing.
+    wall-clock times): it checks the code paths, its figures mean nothing. ``checkpoint``
+    gets the result so far (``complete`` False) after each resolution, the sweep and each
+    layer curve, so that a run stopped at a time limit still leaves what it measured.
     """
     import torch
-    import triton
 
     from sparse_perception.benchmarks.engine import _model, _vtest
 
@@ -370,25 +375,46 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     clip = _vtest(warmup + frames, tuple(resolutions[0]))
     model32, label, normalise = _model(model_name, clip, m.device.type)
     _progress(started, f'{label}, {dtype_name}: frames read, model ready')
-    runs, details = [], {}
+    runs, details, sweep, curves = [], {}, [], []
+
+    def result(complete: bool) -> dict:
+        return _result(m, runs, curves, sweep, details, label, dtype_name, frames, warmup,
+                       quick, started, complete)
+
+    def save() -> None:
+        if checkpoint is not None:
+            checkpoint(result(False))
+
     for resolution in resolutions:
         clip = _vtest(warmup + frames, tuple(resolution))
         entries, info = _real_frames(m, model32, clip, resolution, normalise, dtype, warmup,
                                      change_threshold, tile_size, diff_every, started)
         runs += entries
         details['%dx%d' % tuple(resolution)] = info
+        save()
     largest = max(resolutions, key=lambda r: r[0] * r[1])
     dense_graph_ms = next((r['median_ms'] for r in runs if r['engine'] == 'dense_graph'
                            and r['resolution'] == list(largest)), None)
     first = _to_input(_vtest(1, tuple(largest))[0], normalise, m.device, torch.float32)
-    sweep = _synthetic_sweep(m, model32, largest, dtype, sweep_frames, dense_graph_ms, first,
-                             sweep_p, min(2, warmup))
+    sweep += _synthetic_sweep(m, model32, largest, dtype, sweep_frames, dense_graph_ms, first,
+                              sweep_p, min(2, warmup))
     _progress(started, f'changed-fraction sweep done ({len(sweep)} points)')
-    curves = []
+    save()
     for spec in layers:
         curves.append(_layer_curve(m, spec, dtype, layer_repeats, layer_p))
         _progress(started, f"layer {spec[0]}: dense {_fmt(curves[-1]['dense_us'], '.1f')} "
                            f"us, fixed cost {_fmt(curves[-1]['fixed_cost_us'], '.1f')} us")
+        save()
+    return result(True)
+
+
+def _result(m: Any, runs: list, curves: list, sweep: list, details: dict, label: str,
+            dtype_name: str, frames: int, warmup: int, quick: bool, started: float,
+            complete: bool) -> dict:
+    """Return the result dict of the module doc from what was measured so far."""
+    import torch
+    import triton
+
     if m.dry:
         gpu, machine = 'none: a dry run on the CPU (figures mean nothing)', {}
     else:
@@ -422,6 +448,7 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
         if sys.argv[1:3] == ['bench', 'gpu'] else ' '.join(sys.argv),
         'date': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
         'wall_s': round(time.perf_counter() - started, 1),
+        'complete': complete,
     }
 
 

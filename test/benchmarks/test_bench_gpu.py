@@ -131,11 +131,17 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
     layers = [('conv1x1 tiny', 'conv1x1', (16, 24), 5, 7, 1),
               ('depthwise3x3 tiny', 'depthwise3x3', (16, 24), 6, 6, 2),
               ('conv3x3 tiny', 'conv3x3', (16, 24), 4, 5, 1)]
+    saved = []  # what a run stopped at a time limit would have left, step by step
     result = gpu.run(resolutions=[(32, 48)], frames=2, warmup=1,
                      model_name='kernel_networks:tiny_segmenter', dtype_name='fp32',
                      sweep_frames=1, layer_repeats=1, diff_every=1, device='cpu',
-                     layers=layers, sweep_p=(0.5,), layer_p=(0.0, 0.25, 1.0))
+                     layers=layers, sweep_p=(0.5,), layer_p=(0.0, 0.25, 1.0),
+                     checkpoint=lambda partial: saved.append(json.loads(json.dumps(partial))))
     assert result['gpu'].startswith('none: a dry run') and result['quick']
+    # After the resolution, the sweep and each of the three curves; each holds all before it.
+    assert [(len(p['runs']), len(p['sweep']), len(p['layers'])) for p in saved] == \
+        [(5, 0, 0), (5, 2, 0), (5, 2, 1), (5, 2, 2), (5, 2, 3)]
+    assert not any(p['complete'] for p in saved) and result['complete']
     assert [r['engine'] for r in result['runs']] == list(gpu.ENGINES)
     for r in result['runs']:
         assert r['frames'] == 2 and r['median_ms'] > 0 and r['max_rel_diff'] is not None
