@@ -565,6 +565,8 @@ class _Head:
             pixels, transform = model.prepare(frame)
             (slot,) = self.slots.slots[:1]
             decoded = self._infer(slot, lambda: pixels, transform, frame_change)
+            if self._settings.pose.focus and _single_pose(model):
+                decoded = self._focus(frame, decoded)
             return _to_result(self.kind, model, decoded), self._stats(start)
         free = len(model.tracks) < model.max_people
         detect = free and self._detect_now(frame_change)
@@ -614,6 +616,35 @@ class _Head:
                     return slot.decoded
         slot.decoded = self.model.decode(outputs, transform)
         return slot.decoded
+
+    def _focus(self, frame: np.ndarray, decoded: list) -> list:
+        """
+        Look again, dense, at a crop around an unsure single-person answer (``pose.focus``).
+
+        Returns the more confident (mean score) of the two answers, in frame pixels.
+        """
+        import torch
+
+        from sparse_perception.models.decoders import Keypoint
+
+        pose = self._settings.pose
+        if not decoded or np.mean([k.score for k in decoded[0]]) >= pose.focus_score:
+            return decoded
+        # The surer half of an unsure answer says where the person is (its scores may all be
+        # low: a whole frame's worth of pixels went to somebody small).
+        surest = sorted(decoded[0], key=lambda k: -k.score)[:max(2, len(decoded[0]) // 2)]
+        box = focus_box([(k.x, k.y) for k in surest], frame.shape[:2])
+        if box is None:
+            return decoded
+        x0, y0, x1, y1 = box
+        pixels, transform = self.model.prepare(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        with torch.no_grad():
+            outputs = self._dense(self.model.to_tensor(pixels))
+        focused = self.model.decode(outputs, transform)
+        if not focused or np.mean([k.score for k in focused[0]]) <= \
+                np.mean([k.score for k in decoded[0]]):
+            return decoded
+        return [[Keypoint(k.x + x0, k.y + y0, k.score) for k in focused[0]]]
 
     def _detect_now(self, frame_change: Any) -> bool:
         """Whether a tracking model with room for another person may detect on this frame."""
@@ -858,6 +889,29 @@ def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> An
                          person_class(tuple(model.labels)), glance)
     except ValueError as exc:
         raise ModelLoadError(f'{what}: {exc}') from exc
+
+
+def focus_box(points: Sequence[tuple[float, float]],
+              frame_size: tuple[int, int]) -> tuple[int, int, int, int] | None:
+    """
+    Return the square crop (x0, y0, x1, y1) that pose.focus looks at, or None.
+
+    The square is 1.5 times the larger extent of ``points`` (frame pixels), centred on them,
+    moved inside the frame. None with fewer than two points, or when the square would hold
+    more than half the frame (a second look at about the same pixels sees nothing new).
+    """
+    height, width = frame_size
+    if len(points) < 2:
+        return None
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    side = max(16, int(round(1.5 * max(max(xs) - min(xs), max(ys) - min(ys)))))
+    side = min(side, height, width)
+    if side * side > 0.5 * height * width:
+        return None
+    cx, cy = (max(xs) + min(xs)) / 2, (max(ys) + min(ys)) / 2
+    x0 = int(min(max(round(cx - side / 2), 0), width - side))
+    y0 = int(min(max(round(cy - side / 2), 0), height - side))
+    return x0, y0, x0 + side, y0 + side
 
 
 def _single_pose(model: Any) -> bool:

@@ -309,6 +309,15 @@ class PoseSettings:
     # per-joint confidences in [0, 1]; 0.3 is what the overlay draws by default).
     gate_score: float = setting(
         0.3, "Keypoints scoring at least this make pose.gate track's box", low=0.0, high=1.0)
+    # Glance and focus for a single-person pose network (MoveNet sees the whole frame at
+    # 192x192, so a person far away gets few pixels): when a frame's mean keypoint score is
+    # below focus_score, the network runs once more, dense, on a square crop around the
+    # surer half of its keypoints (1.5 times their extent), and the more confident of the two
+    # answers stands. Tracking models (BlazePose) crop already and ignore it.
+    focus: bool = setting(
+        False, 'Run a single-person pose network again on a crop around an unsure answer')
+    focus_score: float = setting(
+        0.5, 'Mean keypoint score under which pose.focus looks again', low=0.0, high=1.0)
 
 
 @dataclass(frozen=True)

@@ -343,3 +343,42 @@ def test_the_dense_pass_feeds_an_fp16_trunk_in_fp16():
     x = torch.randn(1, 3, 8, 8)
     out = _dense_pass(Net())(x)
     assert out.dtype == torch.float32 and out.shape == (1, 4, 8, 8)
+
+
+def test_focus_box_is_a_square_around_the_points_inside_the_frame():
+    from sparse_perception.pipeline import focus_box
+
+    assert focus_box([(50, 50)], (480, 640)) is None  # one point: nothing to frame
+    assert focus_box([(10, 10), (600, 400)], (480, 640)) is None  # most of the frame already
+    x0, y0, x1, y1 = focus_box([(100, 200), (140, 280)], (480, 640))
+    assert x1 - x0 == y1 - y0 == 120  # 1.5 x the larger extent (80)
+    assert (x0 + x1) / 2 == 120 and (y0 + y1) / 2 == 240  # centred on the points
+    # Near an edge the square moves inside the frame rather than shrink.
+    assert focus_box([(2, 470), (42, 478)], (480, 640)) == (0, 420, 60, 480)
+
+
+@pytest.mark.slow
+def test_focus_looks_again_at_a_small_person_and_both_pipelines_agree():
+    # A JHMDB frame shrunk into a corner of a large grey canvas: MoveNet, seeing the whole
+    # canvas at 192x192, is unsure; the second look at a crop around its answer is surer.
+    frame = _jhmdb_frames(1)[0]
+    canvas = np.full((720, 960, 3), 128, np.uint8)
+    small = cv2.resize(frame, (frame.shape[1] // 2, frame.shape[0] // 2))
+    canvas[400:400 + small.shape[0], 600:600 + small.shape[1]] = small
+    base = {'model.pose': 'movenet_lightning', 'model.device': 'cpu',
+            'model.models_dir': str(require_shared('models/coral')),
+            'change.threshold': 0.0, 'sparsity.scale': 0.0, 'sparsity.adaptive': False,
+            'model.runtime': 'torch', 'pose.focus_score': 1.0}
+    glance = Pipeline(st.replace(st.PerceptionSettings(), base), heads=('pose',))
+    focus = Pipeline(st.replace(st.PerceptionSettings(), {**base, 'pose.focus': True}),
+                     heads=('pose',))
+    dense = Pipeline(st.replace(st.PerceptionSettings(), {**base, 'pose.focus': True}),
+                     heads=('pose',), incremental=False)
+    unsure = glance.process(canvas).pose.keypoints[0]
+    sure, reference = focus.process(canvas).pose.keypoints[0], dense.process(canvas).pose.keypoints[0]
+    assert sure[:, 2].mean() > unsure[:, 2].mean()
+    np.testing.assert_allclose(sure, reference, atol=0.05)
+    # The focused keypoints lie on the person, in frame pixels.
+    confident = sure[sure[:, 2] >= 0.3]
+    assert len(confident) >= 5
+    assert (confident[:, 0] >= 600).all() and (confident[:, 1] >= 400).all()
