@@ -638,8 +638,10 @@ class _Head:
             return decoded
         x0, y0, x1, y1 = box
         pixels, transform = self.model.prepare(np.ascontiguousarray(frame[y0:y1, x0:x1]))
+        # The fastest dense pass the head has (LiteRT's, where the path choice runs it).
+        dense = self.net.dense if self.net is not None else self._dense
         with torch.no_grad():
-            outputs = self._dense(self.model.to_tensor(pixels))
+            outputs = dense(self.model.to_tensor(pixels))
         focused = self.model.decode(outputs, transform)
         if not focused or np.mean([k.score for k in focused[0]]) <= \
                 np.mean([k.score for k in decoded[0]]):
