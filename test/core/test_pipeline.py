@@ -375,7 +375,8 @@ def test_focus_looks_again_at_a_small_person_and_both_pipelines_agree():
     dense = Pipeline(st.replace(st.PerceptionSettings(), {**base, 'pose.focus': True}),
                      heads=('pose',), incremental=False)
     unsure = glance.process(canvas).pose.keypoints[0]
-    sure, reference = focus.process(canvas).pose.keypoints[0], dense.process(canvas).pose.keypoints[0]
+    sure = focus.process(canvas).pose.keypoints[0]
+    reference = dense.process(canvas).pose.keypoints[0]
     assert sure[:, 2].mean() > unsure[:, 2].mean()
     np.testing.assert_allclose(sure, reference, atol=0.05)
     # The focused keypoints lie on the person, in frame pixels.
