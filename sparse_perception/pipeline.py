@@ -480,6 +480,7 @@ class _Head:
         self.detect_period = settings.pose.detect_period
         self._undetected = 0  # frames in a row with room for another person
         self._moved = False  # the frame changed where nobody is followed since the detector ran
+        self._focused: tuple[Any, Any] | None = None  # pose.focus: (answer, its second look)
         self._settings = settings
         if hasattr(self.model, 'max_people'):
             self.model.max_people = settings.pose.max_people
@@ -541,7 +542,7 @@ class _Head:
         for net in self.nets:
             net.reset()
         self.slots.forget()
-        self._undetected, self._moved = 0, False
+        self._undetected, self._moved, self._focused = 0, False, None
         if hasattr(self.model, 'reset'):  # a tracking model forgets its people
             self.model.reset()
 
@@ -623,13 +624,20 @@ class _Head:
 
         Returns the more confident (mean score) of the two answers, in frame pixels.
         """
+        pose = self._settings.pose
+        if not decoded or np.mean([k.score for k in decoded[0]]) >= pose.focus_score:
+            return decoded
+        if self._focused is not None and self._focused[0] is decoded:
+            return self._focused[1]  # the same answer on the same input: the same look again
+        self._focused = (decoded, self._look_again(frame, decoded))
+        return self._focused[1]
+
+    def _look_again(self, frame: np.ndarray, decoded: list) -> list:
+        """Run the dense pass on the crop around ``decoded``; return the surer answer."""
         import torch
 
         from sparse_perception.models.decoders import Keypoint
 
-        pose = self._settings.pose
-        if not decoded or np.mean([k.score for k in decoded[0]]) >= pose.focus_score:
-            return decoded
         # The surer half of an unsure answer says where the person is (its scores may all be
         # low: a whole frame's worth of pixels went to somebody small).
         surest = sorted(decoded[0], key=lambda k: -k.score)[:max(2, len(decoded[0]) // 2)]

@@ -383,3 +383,9 @@ def test_focus_looks_again_at_a_small_person_and_both_pipelines_agree():
     confident = sure[sure[:, 2] >= 0.3]
     assert len(confident) >= 5
     assert (confident[:, 0] >= 600).all() and (confident[:, 1] >= 400).all()
+    # The same frame again: the same unsure answer, so the same second look, not run again.
+    net, looks = focus._heads['pose'].net, []
+    dense = net.dense
+    net.dense = lambda x: looks.append(x) or dense(x)
+    np.testing.assert_array_equal(focus.process(canvas).pose.keypoints[0], sure)
+    assert looks == []
