@@ -957,13 +957,15 @@ class _dense_pass:  # noqa: N801 (reads as the function it stands for)
 
     def __init__(self, module: Any):
         self.module = module  # torch, or LiteRT's stand-in (models/tflite/litert.py)
+        # An fp16 trunk (model.precision on CUDA, set at load, before this is made) takes its
+        # input in fp16, as the engine does; LiteRT's stand-in has no parameters.
+        first = next(iter(getattr(module.trunk, 'parameters', tuple)()), None)
+        self.dtype = first.dtype if first is not None else None
 
     def __call__(self, x: Any) -> Any:
-        # An fp16 trunk (model.precision on CUDA) takes its input in fp16, as the engine
-        # does, and hands float features to the tail, which stays in fp32.
-        first = next(iter(getattr(self.module.trunk, 'parameters', tuple)()), None)
-        if first is not None and first.dtype != x.dtype and x.dtype.is_floating_point:
-            x = x.to(first.dtype)
+        if self.dtype is not None and x.dtype != self.dtype and x.dtype.is_floating_point:
+            x = x.to(self.dtype)
+        # The trunk hands float features to the tail, which stays in fp32.
         return self.module.tail(*[f.float() for f in self.module.trunk(x)])
 
 

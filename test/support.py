@@ -69,3 +69,26 @@ class HypothesisChooser:
         from hypothesis import strategies as st
 
         return self.data.draw(st.integers(low, high))
+
+
+def vtest_frames(count: int, size: tuple[int, int] | None = None, rgb: bool = False) -> list:
+    """
+    Return the first ``count`` frames of the shared vtest.avi (uint8, BGR unless ``rgb``).
+
+    ``size`` (height, width) shrinks each frame (area interpolation). Skips without the shared
+    folder (fails under CI), and fails when the clip ends early or does not decode.
+    """
+    import cv2
+
+    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
+    frames = []
+    try:
+        while len(frames) < count:
+            ok, frame = capture.read()
+            assert ok, 'vtest.avi ended early or could not be decoded (needs OpenCV >= 4.13)'
+            if size is not None:
+                frame = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
+            frames.append(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if rgb else frame)
+    finally:
+        capture.release()
+    return frames

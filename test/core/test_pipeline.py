@@ -23,7 +23,7 @@ import pytest
 from sparse_perception import settings as st
 from sparse_perception.change import ChangeDetector
 from sparse_perception.pipeline import ModelLoadError, Pipeline
-from support import require_shared
+from support import require_shared, vtest_frames
 
 SEGMENTATION = 'deeplabv3_mnv2_pascal_fcn'  # trained Coral weights, runs at any frame size
 
@@ -31,14 +31,7 @@ SEGMENTATION = 'deeplabv3_mnv2_pascal_fcn'  # trained Coral weights, runs at any
 @pytest.fixture(scope='module')
 def frames():
     """Return eight consecutive vtest frames, shrunk to 144x192 RGB to keep the tests quick."""
-    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
-    out = []
-    for _ in range(8):
-        ok, frame = capture.read()
-        assert ok
-        small = cv2.resize(frame, (192, 144), interpolation=cv2.INTER_AREA)
-        out.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
-    return out
+    return vtest_frames(8, (144, 192), rgb=True)
 
 
 def _settings(**changes):

@@ -14,12 +14,11 @@
 
 """The pipeline on CUDA with the path choice on, in fp32 and fp16: both paths run and agree."""
 
-import cv2
 import numpy as np
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
-from support import require_shared
+from support import require_shared, vtest_frames
 
 # TF32 off: the two paths then compute in float32 alike (conftest's no_tf32 says why).
 pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('no_tf32')]
@@ -27,12 +26,7 @@ pytestmark = [pytest.mark.gpu, pytest.mark.usefixtures('no_tf32')]
 
 @pytest.mark.parametrize('precision', ['fp32', 'fp16'])
 def test_the_path_choice_runs_both_paths_on_cuda(cuda, precision):
-    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
-    frames = []
-    for _ in range(12):
-        ok, frame = capture.read()
-        assert ok
-        frames.append(cv2.cvtColor(cv2.resize(frame, (192, 144)), cv2.COLOR_BGR2RGB))
+    frames = vtest_frames(12, (144, 192), rgb=True)
     settings = st.replace(st.PerceptionSettings(), {
         'model.segmentation': 'deeplabv3_mnv2_pascal_fcn', 'model.device': 'cuda',
         'model.precision': precision, 'model.models_dir': str(require_shared('models/coral')),

@@ -21,7 +21,7 @@ from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.scheduling import (finished_clock, measurable, PathChoice,
                                           warmup_frames)
-from support import require_shared
+from support import require_shared, vtest_frames
 
 
 def _engine_frames(choice, ms, count):
@@ -132,15 +132,7 @@ def test_the_clock_waits_for_cuda_work_and_for_nothing_else(monkeypatch):
 @pytest.fixture(scope='module')
 def frames():
     """Eleven vtest frames at 144x192, the 4th and 8th repeated (frames where nothing moved)."""
-    import cv2
-
-    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
-    out = []
-    for _ in range(11):
-        ok, frame = capture.read()
-        assert ok
-        small = cv2.resize(frame, (192, 144), interpolation=cv2.INTER_AREA)
-        out.append(cv2.cvtColor(small, cv2.COLOR_BGR2RGB))
+    out = vtest_frames(11, (144, 192), rgb=True)
     return out[:4] + [out[3]] + out[4:8] + [out[7]] + out[8:]
 
 

@@ -28,25 +28,12 @@ from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.models.benchmark_network import (
     calibrate_batchnorm, mobilenet_v2_deeplabv3)
-from support import require_shared
+from support import require_shared, vtest_frames
 import torch
 
 cv2 = pytest.importorskip('cv2', reason='OpenCV (the opencv extra) reads the clips')
 
 TOLERANCE = 1e-4
-
-
-def vtest_frames(count, size=None):
-    capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
-    frames = []
-    while len(frames) < count:
-        ok, frame = capture.read()
-        assert ok, 'vtest.avi ended early or could not be decoded (needs OpenCV >= 4.13)'
-        if size is not None:
-            frame = cv2.resize(frame, size[::-1], interpolation=cv2.INTER_AREA)
-        frames.append(frame)
-    capture.release()
-    return frames
 
 
 def davis_frames(sequence, count, size):
