@@ -21,6 +21,7 @@ a bright rectangle (the "person") in their input, so that where the person is, a
 the ROI must follow, is known exactly.
 """
 
+from dataclasses import replace
 import math
 from pathlib import Path
 
@@ -207,6 +208,19 @@ def test_keeps_roi_only_while_present_landmarks_stay_inside():
     assert bp.keeps_roi(roi, roi, uv, presence)
 
 
+def test_roi_snaps_to_its_grid():
+    roi = bp.Roi((100.3, 49.6), 75.4, math.radians(10.4))
+    snapped = roi.snapped(1.0, math.radians(1.0))
+    assert snapped.center == (100.0, 50.0) and snapped.size == 75.0
+    assert snapped.rotation == pytest.approx(math.radians(10.0), abs=1e-12)
+    assert roi.snapped(0.0, 0.0) == roi  # 0: as it is
+    assert roi.snapped(2.0, 0.0) == bp.Roi((100.0, 50.0), 76.0, roi.rotation)
+    assert bp.Roi((5.0, 5.0), 0.2, 0.0).snapped(1.0, 0.0).size == 1.0  # never nothing
+    # Rotations stay in [-pi, pi): 179.8 degrees snaps to 180, which is -180.
+    turned = bp.Roi((0.0, 0.0), 10.0, math.radians(179.8)).snapped(1.0, math.radians(1.0))
+    assert turned.rotation == pytest.approx(-math.pi, abs=1e-12)
+
+
 # -------------------------------------------------------------------------------- tracking
 class RectangleDetector(torch.nn.Module):
     """Stand-in detector: the bright rectangle is the person (hips at its centre)."""
@@ -329,6 +343,41 @@ def test_decoding_an_older_frame_does_not_steer_the_tracking():
     assert moved != old.roi
     model.decode(outputs, old)  # a late decode of the first frame
     assert model.roi == moved
+
+
+class Nudged(torch.nn.Module):
+    """Another runtime's rounding: the wrapped network's first output moved by ``eps``."""
+
+    def __init__(self, net, eps):
+        super().__init__()
+        self.net, self.eps = net, eps
+
+    def forward(self, x):
+        first, *rest = self.net(x)
+        return (first + self.eps, *rest)
+
+
+@pytest.mark.parametrize('grid', [1.0, 0.0])
+def test_a_rounding_difference_does_not_part_two_trackers(grid):
+    # A sparse and a dense pipeline (or two runtimes) compute one network with different
+    # rounding, about 1e-4 px in the outputs. The next frame's crop comes from this frame's
+    # outputs, so two trackers without the grid crop a little apart, see other pixels, and
+    # drift further apart frame by frame; snapped to whole pixels, they crop alike.
+    tracking = replace(bp.TrackingSettings(), roi_grid=grid,
+                       roi_angle_step=math.radians(grid))
+    first, second = _tracker(), _tracker()
+    second.detector = Nudged(second.detector, 1e-4)
+    second.module = Nudged(second.module, 1e-4)
+    for model in (first, second):
+        model.tracking = tracking
+    for left in (140, 150, 162, 175, 190):  # the person walks out of the crop: it moves
+        got = [model(_scene(left, 90))[0] for model in (first, second)]
+        if grid:
+            assert first.roi == second.roi
+            assert [k.x for k in got[0]] == pytest.approx([k.x for k in got[1]], abs=1e-3)
+        else:
+            assert first.roi != second.roi
+    assert first.counters['roi_moves'] >= 2 and second.counters == first.counters
 
 
 def test_views_reset_and_frame_size():
@@ -462,7 +511,8 @@ def test_proposals_start_people_the_detector_missed_where_nobody_is_followed():
     crops = model.locate_people(frame, detect=False, proposals=boxes)
     assert model.counters['detector_runs'] == 0
     assert [c.source for c in crops] == ['proposal', 'proposal']
-    assert crops[0].roi == bp.Roi.around_box(boxes[0], model.tracking.roi_scale)
+    assert crops[0].roi == bp.Roi.around_box(boxes[0], model.tracking.roi_scale).snapped(
+        model.tracking.roi_grid, model.tracking.roi_angle_step)
     assert model.counters['detections'] == 0 and model.counters['proposals'] == 2
     # A region inside someone's crop proposes nobody new, nor does the same region again.
     assert len(model.locate_people(frame, proposals=[(40, 80, 50, 100), *boxes])) == 2
