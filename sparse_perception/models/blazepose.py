@@ -116,7 +116,7 @@ class TrackingSettings:
     # multiples of roi_grid frame pixels, its rotation to multiples of roi_angle_step. The ROI
     # of the next frame comes from this frame's landmarks, so without it a difference of
     # 1e-4 px (two runtimes' rounding) grows frame by frame: on vtest a dense and an exact
-    # incremental pipeline cropped 0.3 px apart 500 frames on, and the presence score on those
+    # incremental pipeline cropped 0.3 px apart 520 frames on, and the presence score on those
     # crops was 0.77 against 0.30. Snapped, two nearly equal ROIs are one ROI, and a shift
     # under half a pixel or degree is nothing the landmark model needs. 0 turns snapping off.
     roi_grid: float = 1.0
