@@ -396,7 +396,7 @@ class _IncrementalNet:
                 raise ModelLoadError(f'{self.what}: {exc}') from exc
         self.config = EngineConfig.from_settings(settings)
         self.engine.reconfigure(self.config, self.state)
-        _apply_change_settings(self.change, settings)
+        _apply_change_settings(self.change, settings.change)
         if settings.sparsity.adaptive != self.adaptive:
             self.adaptive = settings.sparsity.adaptive
             self.choice = self._new_choice()
@@ -724,7 +724,7 @@ class Pipeline:
         _apply_threads(settings.model.threads)
         self._heads = {kind: _Head(kind, settings, self._device, incremental)
                        for kind in self._head_names}
-        self._change = self._new_detector(settings)
+        self._changes = self._new_detectors(settings)
         self._shape: tuple[int, ...] | None = None
 
     # -- the contract -----------------------------------------------------------------------
@@ -764,11 +764,12 @@ class Pipeline:
             self.reset()
             self._shape = image.shape
         # The dense reference needs no change map: every tile of every frame is computed.
-        change = self._change.update(image) if self.incremental else self._all_changed(image)
+        changes = self._change_maps(image)
+        change = changes[self._head_names[0]]  # the segmentation head's when both run
         outputs: dict[str, Any] = {}
         heads: dict[str, HeadStats] = {}
         for kind, head in self._heads.items():
-            outputs[kind], heads[kind] = head.run(image, change,
+            outputs[kind], heads[kind] = head.run(image, changes[kind],
                                                   self._proposals(outputs.get('segmentation')))
         tiles = change.tiles.cpu().numpy()
         stats = PipelineStats(float(change.changed_fraction), heads,
@@ -814,15 +815,22 @@ class Pipeline:
                 heads[kind].reconfigure(settings)
         self._heads, self._device = heads, device
         if settings.change.tile_size != old.change.tile_size:
-            self._change = self._new_detector(settings)
+            self._changes = self._new_detectors(settings)
             self.reset()
+        elif self._sharing(settings) != self._sharing(old):
+            # Heads that shared a change map now differ, or the reverse: each head's map must
+            # hold what that head last propagated, so the new maps start with a refresh (one
+            # dense frame; the tracking and the caches' shapes stay).
+            self._changes = self._new_detectors(settings)
         else:
-            _apply_change_settings(self._change, settings)
+            for kind, detector in self._changes.items():
+                _apply_change_settings(detector, settings.change_for(kind))
         self._settings = settings
 
     def reset(self) -> None:
         """Forget the temporal state: the next frame runs dense."""
-        self._change.reset()
+        for detector in {id(d): d for d in self._changes.values()}.values():
+            detector.reset()
         for head in self._heads.values():
             head.reset()
 
@@ -847,20 +855,41 @@ class Pipeline:
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _all_changed(self, image: np.ndarray) -> Any:
-        import torch
+    def _change_maps(self, image: np.ndarray) -> dict[str, Any]:
+        """Return each head's change map of ``image``: one map per distinct change settings."""
+        if not self.incremental:
+            import torch
 
-        from sparse_perception.change import ChangeMap
+            from sparse_perception.change import ChangeMap
 
-        t = self._change.tile_size
-        tiles = torch.ones(-(-image.shape[0] // t), -(-image.shape[1] // t), dtype=torch.bool)
-        return ChangeMap(tiles, True, 1.0, 1.0, t, 0)
+            t = self._settings.change.tile_size
+            tiles = torch.ones(-(-image.shape[0] // t), -(-image.shape[1] // t),
+                               dtype=torch.bool)
+            every = ChangeMap(tiles, True, 1.0, 1.0, t, 0)
+            return {kind: every for kind in self._head_names}
+        made: dict[int, Any] = {}
+        maps = {}
+        for kind, detector in self._changes.items():
+            if id(detector) not in made:
+                made[id(detector)] = detector.update(image)
+            maps[kind] = made[id(detector)]
+        return maps
 
-    @staticmethod
-    def _new_detector(settings: PerceptionSettings):
+    def _sharing(self, settings: PerceptionSettings) -> list[int]:
+        """Per head, the index of the first head with the same change settings."""
+        changes = [settings.change_for(kind) for kind in self._head_names]
+        return [changes.index(change) for change in changes]
+
+    def _new_detectors(self, settings: PerceptionSettings) -> dict[str, Any]:
+        """Make each head's change detector; heads whose change settings agree share one."""
         from sparse_perception.change import ChangeDetector
 
-        return ChangeDetector(settings.change)
+        made: dict[Any, Any] = {}
+        for kind in self._head_names:
+            change = settings.change_for(kind)
+            if change not in made:
+                made[change] = ChangeDetector(change)
+        return {kind: made[settings.change_for(kind)] for kind in self._head_names}
 
 
 def _device(requested: str) -> str:
@@ -1043,12 +1072,12 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
     return model
 
 
-def _apply_change_settings(detector: Any, settings: PerceptionSettings) -> None:
+def _apply_change_settings(detector: Any, change: Any) -> None:
     # The reference image survives: only how new frames are compared with it changes. Every
     # live change setting is copied (tile_size is read-only: it shapes the reference).
-    for field in dataclasses.fields(settings.change):
+    for field in dataclasses.fields(change):
         if field.name != 'tile_size':
-            setattr(detector, field.name, getattr(settings.change, field.name))
+            setattr(detector, field.name, getattr(change, field.name))
 
 
 def _to_result(kind: str, model: Any, decoded: Any, ids: Sequence[int] | None = None) -> Any:

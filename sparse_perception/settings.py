@@ -293,6 +293,21 @@ class PoseSettings:
     # (a walking person changes most of a crop cut around them), and on the bundled clip's
     # video that turns the pose head from nearly idle into the largest cost (MACs saved 41% ->
     # 2%, bench/results/pose_mask_proposals.md). 32 finds its 50-80 px pedestrians.
+    # The pose head's own change threshold and min_pixels (the other change settings are
+    # shared): a tracking model places each crop from the last keypoints and picks among
+    # similar people, so stale pixels that a mask shrugs off part its tracking from dense. On
+    # vtest, with the engine on every frame, 12 grey levels and 32 pixels gave 43 of 2385
+    # frames another person count than dense and 5.75 px median keypoint error, 2 and 16 none
+    # and 0.000 px, while the pose head recomputed 0.44 and 0.54 of its positions
+    # (bench/results/pose_tracking_vtest.md): pose saves little by a high threshold and
+    # loses much. So a static camera's masks can take a high change.threshold while pose
+    # keeps its own; where both heads' values agree they share one change map.
+    change_threshold: float = setting(
+        2.0, 'Per-pixel change (0-255 grey levels) below which a pixel is unchanged for the '
+        "pose head (change.threshold is the segmentation head's)", low=0.0, high=255.0)
+    change_min_pixels: int = setting(
+        16, 'Changed pixels a tile needs before it counts as changed for the pose head '
+        "(change.min_pixels is the segmentation head's)", low=1, high=65536)
     mask_proposal_height: int = setting(
         0, 'Segmentation person regions at least this many pixels tall propose people to '
         'the pose head (0 = off: the detector alone)', low=0, high=100000)
@@ -328,6 +343,13 @@ class PerceptionSettings:
     sparsity: SparsitySettings = field(default_factory=SparsitySettings)
     model: ModelSettings = field(default_factory=ModelSettings)
     pose: PoseSettings = field(default_factory=PoseSettings)
+
+    def change_for(self, head: str) -> ChangeSettings:
+        """Return the change settings of one head: the pose head has its own threshold."""
+        if head == 'pose':
+            return dataclasses.replace(self.change, threshold=self.pose.change_threshold,
+                                       min_pixels=self.pose.change_min_pixels)
+        return self.change
 
 
 # ---------------------------------------------------------------------------------------------

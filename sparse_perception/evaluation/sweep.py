@@ -98,10 +98,19 @@ def grid(axes: Sequence[tuple[str, Sequence[Any]]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in itertools.product(*(v for _, v in axes))]
 
 
+# The pose head has a change threshold of its own; a point's change settings reach it too
+# unless the point names the pose head's.
+_POSE_CHANGE = {'change.threshold': 'pose.change_threshold',
+                'change.min_pixels': 'pose.change_min_pixels'}
+
+
 def point_settings(point: Mapping[str, Any], models: Mapping[str, Any] | None = None) -> Any:
     """Return the settings of a point: package defaults, then :data:`BASE`, the point."""
     changes = dict(BASE)
     changes.update(point)
+    for name, pose_name in _POSE_CHANGE.items():
+        if pose_name not in point:
+            changes[pose_name] = changes[name]
     if models:
         changes.update(models)
     return settings_module.replace(accuracy.default_settings(), changes)

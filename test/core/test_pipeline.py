@@ -94,11 +94,40 @@ def test_every_live_change_setting_reaches_the_change_detectors(frames):
     pipeline = Pipeline(_settings(), heads=('segmentation',))
     pipeline.process(frames[0])
     pipeline.update(_settings(**live))
-    detectors = [pipeline._change] + [net.change for head in pipeline._heads.values()
-                                      for net in head.nets]
+    detectors = [pipeline._changes['segmentation']] + [
+        net.change for head in pipeline._heads.values() for net in head.nets]
     for detector in detectors:
         for name, value in live.items():
             assert getattr(detector, name.split('.')[1]) == value, name
+
+
+def test_the_pose_head_keeps_its_own_change_threshold(frames):
+    # A static camera's masks take a high threshold; the pose head keeps its own (its
+    # tracking feeds on its keypoints). Both heads' maps are made from the same frames.
+    settings = _settings(**{'model.pose': 'movenet_lightning', 'change.threshold': 255.0,
+                            'pose.change_threshold': 0.0, 'pose.change_min_pixels': 1})
+    pipeline = Pipeline(settings)
+    changes = pipeline._changes
+    assert changes['segmentation'] is not changes['pose']
+    assert (changes['segmentation'].threshold, changes['pose'].threshold) == (255.0, 0.0)
+    assert changes['pose'].min_pixels == 1 and changes['segmentation'].min_pixels == 16
+    pipeline.process(frames[0])
+    result = pipeline.process(frames[1])
+    heads = result.stats.heads
+    assert result.stats.changed_fraction == 0.0  # the frame's map is the segmentation head's
+    assert heads['segmentation'].macs == 0 and heads['pose'].macs > 0
+    # Set equal live, the two share one map again; it starts over with a refresh (each head's
+    # map must hold what that head last propagated).
+    pipeline.update(st.replace(settings, {'change.threshold': 0.0, 'change.min_pixels': 1}))
+    assert pipeline._changes['segmentation'] is pipeline._changes['pose']
+    assert pipeline.process(frames[2]).stats.changed_fraction == 1.0
+    # ... and a live change of the pose head's threshold alone parts them again.
+    pipeline.update(st.replace(pipeline.settings, {'pose.change_threshold': 4.0}))
+    assert pipeline._changes['pose'].threshold == 4.0
+    assert pipeline._changes['segmentation'].threshold == 0.0
+    # At the defaults both heads share one map.
+    defaults = Pipeline(_settings(**{'model.pose': 'movenet_lightning'}))
+    assert defaults._changes['segmentation'] is defaults._changes['pose']
 
 
 @pytest.mark.slow

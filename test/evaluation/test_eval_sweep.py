@@ -47,6 +47,12 @@ def test_points_start_from_the_exact_base_whatever_the_defaults():
     assert settings.change.tile_size == st.PerceptionSettings().change.tile_size
     models = {'model.segmentation': 'selfie_segmentation'}
     assert sweep.point_settings({}, models).model.segmentation == 'selfie_segmentation'
+    # A point's change settings reach the pose head's own too, unless it names them.
+    assert (settings.pose.change_threshold, settings.pose.change_min_pixels) == (0.0, 1)
+    settings = sweep.point_settings({'change.threshold': 12.0, 'change.min_pixels': 32})
+    assert (settings.pose.change_threshold, settings.pose.change_min_pixels) == (12.0, 32)
+    settings = sweep.point_settings({'change.threshold': 12.0, 'pose.change_threshold': 2.0})
+    assert (settings.change.threshold, settings.pose.change_threshold) == (12.0, 2.0)
 
 
 def test_grid_and_labels():
