@@ -19,7 +19,9 @@ One :class:`Pipeline` serves the ROS nodes, the bag replay, the benchmarks and t
 knows nothing of ROS. Per frame it
 
 1. updates the temporal change map of the camera frame (:mod:`sparse_perception.change`),
-   whose reference holds, per tile, the pixels last propagated;
+   whose reference holds, per tile, the pixels last propagated: one map per head, shared by
+   heads whose change settings agree (the pose head has a threshold of its own,
+   ``pose.change_threshold``; its tracking feeds on its keypoints);
 2. for each head (segmentation, pose), fits the frame to the network input and finds which
    input tiles changed: the frame's change map itself when the network takes the frame as it
    is, else the frame's map carried onto the network input (a resized frame, or a tracked
