@@ -728,6 +728,7 @@ class Pipeline:
                        for kind in self._head_names}
         self._changes = self._new_detectors(settings)
         self._shape: tuple[int, ...] | None = None
+        self._warn_unread_change(settings)
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -795,7 +796,8 @@ class Pipeline:
 
         A head whose model, device, precision, backend or execution changed is reloaded (which
         may raise :class:`ModelLoadError`; the old head then stays); sparsity changes keep the
-        caches; a new change threshold keeps the change map's reference.
+        caches; a new change threshold keeps the change map's reference, unless it makes two
+        heads share a map or stop sharing one (the new maps then start with a refresh).
         """
         old = self._settings
         reload_all = (settings.model.device != old.model.device
@@ -816,6 +818,9 @@ class Pipeline:
                   or settings.pose != old.pose):
                 heads[kind].reconfigure(settings)
         self._heads, self._device = heads, device
+        if (settings.change.threshold, settings.change.min_pixels) != (
+                old.change.threshold, old.change.min_pixels):
+            self._warn_unread_change(settings)
         if settings.change.tile_size != old.change.tile_size:
             self._changes = self._new_detectors(settings)
             self.reset()
@@ -876,6 +881,18 @@ class Pipeline:
                 made[id(detector)] = detector.update(image)
             maps[kind] = made[id(detector)]
         return maps
+
+    def _warn_unread_change(self, settings: PerceptionSettings) -> None:
+        """Say so when change.threshold or min_pixels are set but no head reads them."""
+        pose = settings.change_for('pose')
+        if 'segmentation' not in self._head_names and (
+                settings.change.threshold, settings.change.min_pixels) != (
+                pose.threshold, pose.min_pixels):
+            LOG.warning('change.threshold %g and change.min_pixels %d are the segmentation '
+                        "head's, and only the pose head runs here: it reads "
+                        'pose.change_threshold (%g) and pose.change_min_pixels (%d)',
+                        settings.change.threshold, settings.change.min_pixels,
+                        pose.threshold, pose.min_pixels)
 
     def _sharing(self, settings: PerceptionSettings) -> list[int]:
         """Per head, the index of the first head with the same change settings."""

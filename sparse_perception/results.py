@@ -73,7 +73,9 @@ class HeadStats:
 class PipelineStats:
     """How the whole frame ran."""
 
-    changed_fraction: float  # share of input tiles the change map marked changed
+    # Share of input tiles the change map marked changed (the segmentation head's map when
+    # both heads run and the pose head's change threshold differs).
+    changed_fraction: float
     heads: dict[str, HeadStats] = field(default_factory=dict)  # by head name
     ms: float = 0.0  # wall time of the whole frame
 
@@ -103,6 +105,6 @@ class FrameResult:
 
     segmentation: SegmentationResult | None
     pose: PoseResult | None
-    change_tiles: np.ndarray  # (Ht, Wt) bool: input tiles that changed this frame
+    change_tiles: np.ndarray  # (Ht, Wt) bool: tiles that changed (the map of changed_fraction)
     tile_size: int  # edge of a change tile in input pixels
     stats: PipelineStats

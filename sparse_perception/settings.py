@@ -82,9 +82,10 @@ class ChangeSettings:
     # hand-held clips, one with a margin (99.78% on breakdance; 3 grey levels give 99.51%, at
     # the bound; accuracy_sweep.md). A static camera can take far more: 12
     # grey levels and 32 pixels recompute 46% of the positions on vtest at 99.87% agreement.
+    # These are the segmentation head's: the pose head has its own (pose.change_threshold).
     threshold: float = setting(
-        2.0, 'Per-pixel change (0-255 grey levels) below which a pixel is unchanged',
-        low=0.0, high=255.0)
+        2.0, 'Per-pixel change (0-255 grey levels) below which a pixel is unchanged, for the '
+        'segmentation head (the pose head reads pose.change_threshold)', low=0.0, high=255.0)
     # Tile edge in input pixels; the change map and the engine work at this granularity.
     tile_size: int = setting(
         16, 'Edge of a change tile in input pixels', low=1, high=256, read_only=True)
@@ -93,8 +94,8 @@ class ChangeSettings:
     # A tile changes only when at least this many of its pixels changed (noise suppression:
     # isolated flickering pixels are ignored; 1 = any pixel, exact against dense).
     min_pixels: int = setting(
-        16, 'Changed pixels a tile needs before it counts as changed (noise suppression)',
-        low=1, high=65536)
+        16, 'Changed pixels a tile needs before it counts as changed (noise suppression), for '
+        'the segmentation head (the pose head reads pose.change_min_pixels)', low=1, high=65536)
     # A tile next to a changed one (8-neighbourhood) needs only this many changed pixels: the
     # edges of a moving object go along with it. At or above min_pixels: no such rule.
     neighbour_pixels: int = setting(

@@ -25,7 +25,9 @@ test/replay/test_eval_replay.py and through the nodes in test/nodes/test_nodes_r
 Only the networks are stand-ins. Per frame:
 
 - the change map is the real one (:class:`sparse_perception.change.ChangeDetector` on the
-  ``change`` settings), reset on a new frame size, as in the pipeline;
+  first head's change settings, ``settings.change_for``), reset on a new frame size, as in
+  the pipeline; both heads share it (the pipeline gives the pose head a map of its own when
+  its threshold differs);
 - the networks see an *engine input*: the frame where tiles were recomputed, what they saw
   before elsewhere. A frame is dense (every tile recomputed) when the change map is a refresh
   or its changed share exceeds ``sparsity.dense_fallback``; otherwise the changed tiles are
@@ -135,7 +137,7 @@ class PipelineDouble:
         self._models = {head: getattr(settings.model, head) for head in heads}
         self._nets = {head: self._load(head, name) for head, name in self._models.items()}
         self._settings = settings
-        self._change = ChangeDetector(settings.change)
+        self._change = ChangeDetector(settings.change_for(self._first_head()))
         self._shape: tuple[int, ...] | None = None
         self._input: np.ndarray | None = None  # (H, W, 3) uint8: what the networks saw
         self.frames = 0
@@ -143,6 +145,10 @@ class PipelineDouble:
         self.warm_ups = 0
         self.updates: list[PerceptionSettings] = []
         self.closed = False
+
+    def _first_head(self) -> str:
+        """Return the head whose change map the frame result shows (segmentation first)."""
+        return next(head for head in HEADS if head in self._head_names)
 
     @staticmethod
     def _load(head: str, name: str) -> torch.nn.Module:
@@ -224,13 +230,14 @@ class PipelineDouble:
                 nets[head] = self._load(head, name)  # raises before anything changes
         self._nets = nets
         self._models = {head: getattr(settings.model, head) for head in self._head_names}
+        change = settings.change_for(self._first_head())
         if settings.change.tile_size != self._settings.change.tile_size:
-            self._change = ChangeDetector(settings.change)
+            self._change = ChangeDetector(change)
             self._forget()
         else:
-            for f in dataclasses.fields(settings.change):  # as the pipeline: the reference stays
+            for f in dataclasses.fields(change):  # as the pipeline: the reference stays
                 if f.name != 'tile_size':
-                    setattr(self._change, f.name, getattr(settings.change, f.name))
+                    setattr(self._change, f.name, getattr(change, f.name))
         self._settings = settings
         self.updates.append(settings)
 

@@ -92,3 +92,18 @@ def vtest_frames(count: int, size: tuple[int, int] | None = None, rgb: bool = Fa
     finally:
         capture.release()
     return frames
+
+
+def with_pose_change(changes: dict) -> dict:
+    """
+    Return settings ``changes`` with their change threshold also given to the pose head.
+
+    The pose head reads ``pose.change_threshold`` and ``pose.change_min_pixels`` rather than
+    ``change.*``; they take the ``change.*`` values unless set already. Tests that run a pose
+    head at thresholds 0 (exact) or at a chosen threshold use it.
+    """
+    out = dict(changes)
+    for name in ('threshold', 'min_pixels'):
+        if f'change.{name}' in out:
+            out.setdefault(f'pose.change_{name}', out[f'change.{name}'])
+    return out

@@ -36,7 +36,8 @@ ACCURACY_EPILOG = """\
 examples:
   sparse-perception eval accuracy --json accuracy.json
   sparse-perception eval accuracy --json quick.json --davis-frames 0:20 --sections davis
-  sparse-perception eval accuracy --json t20.json --change.threshold 20
+  sparse-perception eval accuracy --json t20.json --change.threshold 20 \
+      --pose.change_threshold 20
 exit status: 0 done (also when an accuracy bound is missed: see criteria in the JSON),
 1 missing data or a model that cannot load (one line on stderr), 2 usage.
 """
@@ -47,8 +48,9 @@ Run the incremental pipelines over sparsity settings (points) on DAVIS, JHMDB an
 bundled vtest40 clip; record accuracy (against ground truth and against dense), active
 fraction, MACs saved and latency per point, and choose the point that saves the most MACs
 within the accuracy bounds. Each point is applied on top of the package defaults with
-change.threshold 0, change.min_pixels 1 and sparsity.scale 0. Without --point or --axis the
-built-in points run (see sparse_perception/evaluation/sweep.py).
+change.threshold 0, change.min_pixels 1 and sparsity.scale 0; a point's change.threshold and
+change.min_pixels reach the pose head's own (pose.change_*) unless the point sets those. Without
+--point or --axis the built-in points run (see sparse_perception/evaluation/sweep.py).
 """
 
 SWEEP_EPILOG = """\

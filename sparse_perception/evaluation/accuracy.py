@@ -85,7 +85,8 @@ MIN_AGREEMENT = 0.995  # share of mask pixels, incremental vs dense
 PARITY_MODELS = ('deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning',
                  'selfie_segmentation', 'selfie_segmentation_landscape', 'blazepose')
 # The settings whose values the result records (the ones that shape sparsity).
-SPARSITY_SECTIONS = ('change.', 'sparsity.', 'pose.gate')  # pose.gate and pose.gate_score
+# pose.gate, pose.gate_score, and the pose head's own change threshold and min_pixels.
+SPARSITY_SECTIONS = ('change.', 'sparsity.', 'pose.gate', 'pose.change_')
 
 
 class EvaluationError(ValueError):

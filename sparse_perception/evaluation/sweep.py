@@ -18,8 +18,9 @@ The sparsity sweep behind the package's default settings (``sparse-perception ev
 Each *point* is a set of settings (``change.threshold``, ``change.min_pixels``,
 ``sparsity.scale``, or any other setting by its public name) applied on top of the *base*:
 the package defaults with every swept knob at its exact value (threshold 0, one pixel, scale
-0), so that a point means the same whatever the defaults are when the sweep runs. For each
-point the incremental pipelines run on
+0), so that a point means the same whatever the defaults are when the sweep runs. A point's
+change threshold and min_pixels apply to the pose head too (its own ``pose.change_*``) unless
+the point sets those. For each point the incremental pipelines run on
 
 - the DAVIS sequences (DeepLabV3-MobileNetV2; IoU of the person class and agreement with
   dense) and the JHMDB clip (MoveNet; PCK@0.2), as in ``eval accuracy``;

@@ -21,7 +21,7 @@ import pytest
 from sparse_perception import settings as st
 from sparse_perception.person_crops import person_boxes, PersonSlots, tiles_outside
 from sparse_perception.pipeline import Pipeline
-from support import require_shared
+from support import require_shared, with_pose_change
 
 
 def test_slots_are_kept_per_person_reused_and_made_on_first_need():
@@ -70,7 +70,7 @@ def _settings(cache, **changes):
             'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.adaptive': False,
             'model.runtime': 'torch', 'pose.max_people': 4}
     base.update(changes)
-    return st.replace(st.PerceptionSettings(), base)
+    return st.replace(st.PerceptionSettings(), with_pose_change(base))
 
 
 def _two_people():

@@ -23,7 +23,7 @@ import pytest
 from sparse_perception import settings as st
 from sparse_perception.change import ChangeDetector
 from sparse_perception.pipeline import ModelLoadError, Pipeline
-from support import require_shared, vtest_frames
+from support import require_shared, vtest_frames, with_pose_change
 
 SEGMENTATION = 'deeplabv3_mnv2_pascal_fcn'  # trained Coral weights, runs at any frame size
 
@@ -101,6 +101,19 @@ def test_every_live_change_setting_reaches_the_change_detectors(frames):
             assert getattr(detector, name.split('.')[1]) == value, name
 
 
+def test_a_pose_only_pipeline_says_it_does_not_read_the_change_threshold(caplog):
+    settings = _settings(**{'model.pose': 'movenet_lightning'})
+    with caplog.at_level('WARNING', logger='sparse_perception.pipeline'):
+        pipeline = Pipeline(st.replace(settings, {'change.threshold': 12.0}), heads=('pose',))
+    assert 'pose.change_threshold (2)' in caplog.text
+    caplog.clear()
+    with caplog.at_level('WARNING', logger='sparse_perception.pipeline'):
+        Pipeline(settings, heads=('pose',))  # nothing set that goes unread
+        pipeline.update(st.replace(settings, {'change.threshold': 12.0,
+                                              'pose.change_threshold': 12.0}))
+    assert 'pose.change_threshold' not in caplog.text
+
+
 def test_the_pose_head_keeps_its_own_change_threshold(frames):
     # A static camera's masks take a high threshold; the pose head keeps its own (its
     # tracking feeds on its keypoints). Both heads' maps are made from the same frames.
@@ -121,10 +134,17 @@ def test_the_pose_head_keeps_its_own_change_threshold(frames):
     pipeline.update(st.replace(settings, {'change.threshold': 0.0, 'change.min_pixels': 1}))
     assert pipeline._changes['segmentation'] is pipeline._changes['pose']
     assert pipeline.process(frames[2]).stats.changed_fraction == 1.0
-    # ... and a live change of the pose head's threshold alone parts them again.
+    # ... and a live change of the pose head's threshold alone parts them again; a later one
+    # reaches the pose head's own map, whose reference stays.
     pipeline.update(st.replace(pipeline.settings, {'pose.change_threshold': 4.0}))
-    assert pipeline._changes['pose'].threshold == 4.0
-    assert pipeline._changes['segmentation'].threshold == 0.0
+    parted = pipeline._changes['pose']
+    assert parted.threshold == 4.0 and pipeline._changes['segmentation'].threshold == 0.0
+    pipeline.process(frames[3])
+    pipeline.update(st.replace(pipeline.settings, {'pose.change_threshold': 6.0,
+                                                   'pose.change_min_pixels': 3}))
+    assert pipeline._changes['pose'] is parted and parted.reference is not None
+    assert (parted.threshold, parted.min_pixels) == (6.0, 3)
+    assert pipeline._changes['segmentation'].min_pixels == 1
     # At the defaults both heads share one map.
     defaults = Pipeline(_settings(**{'model.pose': 'movenet_lightning'}))
     assert defaults._changes['segmentation'] is defaults._changes['pose']
@@ -184,7 +204,7 @@ def _mediapipe_settings(cache, **changes):
             'change.threshold': 0.0, 'sparsity.scale': 0.0, 'sparsity.adaptive': False,
             'model.runtime': 'torch'}
     base.update(changes)
-    return st.replace(st.PerceptionSettings(), base)
+    return st.replace(st.PerceptionSettings(), with_pose_change(base))
 
 
 @pytest.mark.slow

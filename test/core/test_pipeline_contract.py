@@ -31,6 +31,7 @@ from sparse_perception import settings as st
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from sparse_perception.results import (
     FrameResult, HeadStats, PipelineStats, PoseResult, SegmentationResult)
+from support import with_pose_change
 
 HEIGHT, WIDTH = 24, 32
 META = {'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['bg', 'a', 'b'],
@@ -61,7 +62,7 @@ def make(request, checkpoint):
             'change.min_pixels': 1, 'change.tile_size': 8}
 
     def build(heads=('segmentation',), incremental=True, **changes):
-        settings = st.replace(st.PerceptionSettings(), {**base, **changes})
+        settings = st.replace(st.PerceptionSettings(), with_pose_change({**base, **changes}))
         return cls(settings, heads=heads, incremental=incremental)
     build.cls = cls
     return build

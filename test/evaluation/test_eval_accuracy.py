@@ -69,6 +69,7 @@ def test_result_contract(short_run):
     settings = result['settings']
     defaults = PerceptionSettings()
     assert settings['change.threshold'] == defaults.change.threshold
+    assert settings['pose.change_threshold'] == defaults.pose.change_threshold
     assert settings['sparsity.scale'] == defaults.sparsity.scale
     assert settings['package_defaults'] is True
     assert set(settings['active_fraction']) == {'davis/parkour', 'jhmdb'}
