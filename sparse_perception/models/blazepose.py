@@ -118,8 +118,10 @@ class TrackingSettings:
     # of the next frame comes from this frame's landmarks, so without it a difference of
     # 1e-4 px (two runtimes' rounding) grows frame by frame: on vtest a dense and an exact
     # incremental pipeline cropped 0.3 px apart 520 frames on, and the presence score on those
-    # crops was 0.77 against 0.30. Snapped, two nearly equal ROIs are one ROI, and a shift
-    # under half a pixel or degree is nothing the landmark model needs. 0 turns snapping off.
+    # crops was 0.77 against 0.30. Snapped, two nearly equal ROIs are one ROI (unless a value
+    # lies within their difference of a half step: for 1e-4 px, about one snap in 10^4), and
+    # a shift under half a pixel or degree is nothing the landmark model needs. 0 turns
+    # snapping off.
     roi_grid: float = 1.0
     roi_angle_step: float = math.radians(1.0)
 
