@@ -336,15 +336,9 @@ class ResampledChange:
 
 def _channel_peak(diff: np.ndarray) -> np.ndarray:
     """Return the largest channel of an (H, W, C) uint8 array as (H, W)."""
-    cv2 = _cv2()
-    if cv2 is not None and diff.shape[2] <= 4 and diff.flags.c_contiguous:
-        # OpenCV splits the interleaved channels into planes and takes their maximum in SIMD:
-        # 0.15 ms at 768x576 against 0.4 ms for numpy's strided maximum.
-        planes = cv2.split(diff)
-        peak = planes[0]
-        for plane in planes[1:]:
-            peak = cv2.max(peak, plane)
-        return peak
+    # numpy's maximum over the strided channels: 0.38 ms on vtest's 768x576 frame
+    # differences, where OpenCV's split into planes and their maximum took 0.99 ms (OpenCV
+    # 4.14; bench/results/change_map_cpu.md).
     peak = np.maximum(diff[..., 0], diff[..., 1])
     for c in range(2, diff.shape[2]):
         np.maximum(peak, diff[..., c], out=peak)
