@@ -205,13 +205,14 @@ def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
 
 @pytest.mark.slow
 def test_the_node_answers_get_state_while_it_warms_up(harness):
-    # A long warm-up (large frames): the executor must spin meanwhile.
+    # A long warm-up (the most frames, large ones: a few seconds, so that the state is seen
+    # while it lasts however fast a frame is): the executor must spin meanwhile.
     namespace = f'/warm_{os.getpid()}'
     process = subprocess.Popen(
         [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
          '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
-         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=40',
-         '-p', 'node.warmup_width:=1280', '-p', 'node.warmup_height:=720'],
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=100',
+         '-p', 'node.warmup_width:=1920', '-p', 'node.warmup_height:=1080'],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     client = harness.node.create_client(GetState, f'{namespace}/perception_node/get_state')
     seen = []
