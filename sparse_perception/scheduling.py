@@ -28,6 +28,11 @@ answers, per frame, which one to run:
   after ``first_probe`` dense frames times how many times slower it was, and after twice as
   many (or that ratio as many, if larger) each time it loses again, up to ``max_probe``: a
   scene or a network where the engine never wins costs almost nothing extra.
+- A trial after a loss ends at its first sample when that sample took more than
+  ``give_up`` times the dense pass's median: the scene has not calmed down enough for the
+  engine to win, and each further sample costs another slow frame. (On vtest both heads' three
+  networks lost by 2.5-4x; their trials, a dense engine frame and three samples each, took
+  13% of the first 300 frames' time.)
 - A frame in which nothing changed is not a sample of either path (the caller skips it), nor
   are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
 
@@ -88,11 +93,13 @@ class PathChoice:
     """Measured choice between the engine and a dense pass (see the module docstring)."""
 
     def __init__(self, samples: int = 3, first_probe: int = 16, max_probe: int = 512,
-                 warmup: int = 0):
-        if samples < 1 or first_probe < 1 or max_probe < first_probe or warmup < 0:
-            raise ValueError(f'PathChoice needs samples >= 1, 1 <= first_probe <= max_probe '
-                             f'and warmup >= 0, got {samples}, {first_probe}, {max_probe}, '
-                             f'{warmup}')
+                 warmup: int = 0, give_up: float = 2.0):
+        if samples < 1 or first_probe < 1 or max_probe < first_probe or warmup < 0 \
+                or not give_up >= 1.0:
+            raise ValueError(f'PathChoice needs samples >= 1, 1 <= first_probe <= max_probe, '
+                             f'warmup >= 0 and give_up >= 1, got {samples}, {first_probe}, '
+                             f'{max_probe}, {warmup}, {give_up}')
+        self.give_up = float(give_up)
         # The engine's first sparse frames that are not samples: they carry one-time costs.
         self._warmup = warmup
         self.first_probe = first_probe
@@ -128,9 +135,15 @@ class PathChoice:
             self._warmup -= 1
             return
         self._engine_ms.append(ms)
-        if len(self._engine_ms) < self._engine_ms.maxlen or not self._dense_ms:
+        if not self._dense_ms:
             return
-        engine, dense = statistics.median(self._engine_ms), statistics.median(self._dense_ms)
+        dense = statistics.median(self._dense_ms)
+        if len(self._engine_ms) == self._engine_ms.maxlen:
+            engine = statistics.median(self._engine_ms)
+        elif self._lost_before and ms > self.give_up * dense:
+            engine = ms  # a trial after a loss, still far behind: no more slow samples
+        else:
+            return
         if engine > dense:
             ratio = engine / dense if dense > 0 else float('inf')
             if self._lost_before:

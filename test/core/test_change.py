@@ -111,9 +111,14 @@ def test_neighbour_rule_takes_the_edges_of_a_changed_tile_only():
     assert ref[0, 0, 0] == 100 and ref[10, 15, 0] == 100
 
 
-@pytest.mark.parametrize('shape, tile', [((48, 64, 3), 16), ((45, 70, 3), 8), ((30, 41), 4),
-                                         ((100, 90, 3), 8), ((61, 83, 4), 4)])
-def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
+@pytest.mark.parametrize('opencv', [True, False])
+@pytest.mark.parametrize('shape, tile, dilation', [
+    ((48, 64, 3), 16, 0), ((45, 70, 3), 8, 0), ((30, 41), 4, 0), ((100, 90, 3), 8, 2),
+    ((61, 83, 4), 4, 1), ((57, 75, 3), 12, 1)])
+def test_uint8_fast_path_matches_the_torch_path(shape, tile, dilation, opencv, monkeypatch):
+    from sparse_perception import change
+    if not opencv:
+        monkeypatch.setattr(change, '_CV2', [None])
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, shape, dtype=np.uint8)]
     for _ in range(5):  # noise everywhere plus a moving block
@@ -121,7 +126,8 @@ def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
         y = int(rng.integers(0, shape[0] - 10))
         f[y:y + 10, 5:20] += 60
         frames.append(np.clip(f, 0, 255).astype(np.uint8))
-    kwargs = {'threshold': 12, 'tile_size': tile, 'min_pixels': 5, 'neighbour_pixels': 2}
+    kwargs = {'threshold': 12, 'tile_size': tile, 'min_pixels': 5, 'neighbour_pixels': 2,
+              'dilation': dilation}
     fast, slow = ChangeDetector(**kwargs), ChangeDetector(**kwargs)
     for f in frames:
         a = fast.update(f)
@@ -130,6 +136,22 @@ def test_uint8_fast_path_matches_the_torch_path(shape, tile, monkeypatch):
         assert a.pixel_fraction == pytest.approx(b.pixel_fraction)
         assert np.array_equal(fast.reference.numpy(), slow.reference.numpy().astype(np.uint8)
                               .reshape(fast.reference.shape))
+
+
+@pytest.mark.parametrize('opencv', [True, False])
+@pytest.mark.parametrize('threshold', [0, 1, 12, 254])
+def test_one_channel_one_level_past_the_threshold_is_a_change(threshold, opencv, monkeypatch):
+    from sparse_perception import change
+    if not opencv:
+        monkeypatch.setattr(change, '_CV2', [None])
+    for channel in range(3):  # blue counts least in a grey conversion, and still counts
+        for step in (threshold, threshold + 1):
+            det = ChangeDetector(threshold=threshold, tile_size=4, min_pixels=1)
+            det.update(frame(8, 8, 0))
+            f = frame(8, 8, 0)
+            f[5, 6, channel] = step
+            tiles = det.update(f).tiles.tolist()
+            assert tiles == [[False, False], [False, step > threshold]], (channel, step)
 
 
 def test_uint8_path_without_opencv(monkeypatch):

@@ -71,6 +71,24 @@ def test_an_engine_far_slower_waits_longer_before_it_is_tried_again():
     assert waits == [24, 100, 100]  # 4 x 6, then x 6 up to the cap
 
 
+def test_a_trial_far_behind_ends_at_its_first_sample_and_a_close_one_takes_them_all():
+    choice = PathChoice(samples=3, first_probe=4, max_probe=64, give_up=2.0)
+    choice.record('dense', 10.0)
+    _engine_frames(choice, 30.0, 3)  # the first decision takes every sample
+    assert choice.pick() == 'dense'
+    trials = []
+    for engine_ms in (30.0, 19.0):
+        while choice.pick() == 'dense':
+            choice.record('dense', 10.0)
+        samples = 0
+        while choice.pick() == 'engine':
+            choice.record('engine', engine_ms)
+            samples += 1
+        trials.append(samples)
+    # Three times slower: one sample; 1.9 times: all three (a single slow frame may be noise).
+    assert trials == [1, 3]
+
+
 def test_the_engines_first_frames_after_warmup_are_the_samples():
     import torch
 
@@ -99,7 +117,8 @@ def test_no_decision_before_both_paths_were_timed():
     assert choice.pick() == 'dense'
 
 
-@pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4), (1, 1, 1, -1)])
+@pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4), (1, 1, 1, -1),
+                                  (1, 1, 1, 0, 0.5)])
 def test_bad_arguments_are_named(args):
     with pytest.raises(ValueError, match='PathChoice needs'):
         PathChoice(*args)
