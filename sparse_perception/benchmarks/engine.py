@@ -163,7 +163,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
     if device == 'cpu':
         torch.set_num_threads(threads)
     clip = _vtest(warmup + frames, resolution)
-    model, model_label, normalise = _model(model_name, clip, device)
+    model, model_label, normalise, fixed_size = _model(model_name, clip, device)
     global _NORMALISE
     _NORMALISE = normalise
     inputs = [_to_input(f, device) for f in clip]
@@ -195,7 +195,8 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
 
     # 4. Memory of the caches.
     memory = {'%dx%d' % resolution: exact['cache_bytes'] if exact else None}
-    memory['720x1280'] = _cache_bytes(model, (720, 1280), device)
+    if not fixed_size:  # a fixed-size network takes no other input
+        memory['720x1280'] = _cache_bytes(model, (720, 1280), device)
 
     result = {
         'device': _device_name(device),
@@ -281,7 +282,7 @@ def _to_input(frame: Any, device: str):
 
 
 def _model(name: str, clip: list, device: str):
-    """Build the network named on the command line: (module in eval mode, label, normalise)."""
+    """Return the network named on the command line: (module, label, normalise, fixed size)."""
     import torch
 
     normalise = (1 / 127.5, -1.0)
@@ -300,9 +301,11 @@ def _model(name: str, clip: list, device: str):
             raise SystemExit(f'--model {name}: sparse_perception.models is not available '
                              f'here ({exc})') from None
         loaded = registry.load_model(name.split(':', 1)[1], device)
-        if getattr(loaded, 'input_size', None) is not None:
-            raise SystemExit(f'--model {name}: the model takes a fixed {loaded.input_size} '
-                             'input; pick a fully convolutional one (e.g. an _fcn entry)')
+        size = getattr(loaded, 'input_size', None)
+        if size is not None and tuple(size) != tuple(clip[0].shape[:2]):
+            raise SystemExit(f'--model {name}: the model takes a fixed {size[0]}x{size[1]} '
+                             f'input; pass --resolution {size[0]}x{size[1]} or pick a fully '
+                             'convolutional one (e.g. an _fcn entry)')
         model = getattr(loaded.module, 'trunk', loaded.module)
         normalise = tuple(float(v) for v in loaded.normalise)
         label = f'{name} (trunk of {loaded.source.name}, trained weights)'
@@ -316,7 +319,8 @@ def _model(name: str, clip: list, device: str):
                          "'registry:NAME' or 'package.module:function'")
     if not isinstance(model, torch.nn.Module):
         raise SystemExit(f'--model {name}: got {type(model).__name__}, not an nn.Module')
-    return model.to(device).eval(), label, normalise
+    fixed_size = name.startswith('registry:') and size is not None
+    return model.to(device).eval(), label, normalise, fixed_size
 
 
 def _sync(device: str) -> None:

@@ -373,7 +373,7 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     clip = _vtest(warmup + frames, tuple(resolutions[0]))
-    model32, label, normalise = _model(model_name, clip, m.device.type)
+    model32, label, normalise, _ = _model(model_name, clip, m.device.type)
     _progress(started, f'{label}, {dtype_name}: frames read, model ready')
     runs, details, sweep, curves = [], {}, [], []
 
