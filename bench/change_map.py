@@ -16,9 +16,10 @@
 """
 What a camera frame's change map costs on the CPU, with OpenCV and without it.
 
-    .venv/bin/python bench/change_map.py [--frames 200] [--out PATH.md]
+    .venv/bin/python bench/change_map.py [--frames 200] [--size WxH] [--out PATH.md]
 
-Reads the first ``--frames`` frames of the shared vtest clip (768x576 RGB) and times, per
+Reads the first ``--frames`` frames of the shared vtest clip (768x576 RGB; ``--size``
+resizes them, bilinear, to stand for a camera of that size) and times, per
 frame, ``ChangeDetector.update`` at the package defaults and at the static-camera setting
 (12 grey levels, 32 pixels), each two ways, alternating frame by frame on the same frames:
 with OpenCV (what the package uses when OpenCV is installed: SIMD passes for the per-pixel
@@ -54,14 +55,25 @@ def timed_update(detector: change.ChangeDetector, frame: np.ndarray, opencv: boo
 def main(argv):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=200)
+    parser.add_argument('--size', help='resize the frames to WxH first, e.g. 1920x1080')
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
+    size = None
+    if args.size:
+        try:
+            size = tuple(int(v) for v in args.size.lower().split('x'))
+        except ValueError:
+            size = ()
+        if len(size) != 2 or min(size) < 16:
+            parser.error(f'--size {args.size!r}: expected WxH with both at least 16')
     capture = cv2.VideoCapture(str(shared_path('data/vtest/vtest.avi')))
     frames = []
     while len(frames) < args.frames:
         ok, frame = capture.read()
         if not ok:
             raise SystemExit(f'vtest.avi ended after {len(frames)} frames')
+        if size is not None:
+            frame = cv2.resize(frame, size, interpolation=cv2.INTER_LINEAR)
         frames.append(np.ascontiguousarray(frame[..., ::-1]))
     capture.release()
     change._cv2()  # fills the module's OpenCV slot
@@ -99,8 +111,10 @@ def main(argv):
             f'{versions.get("opencv")} ({cv2.getNumThreads()} threads)',
             f'- source: commit {(source.get("commit") or "unknown")[:12]}'
             + (' with modified files' if source.get('tracked_files_modified') else ''),
-            f'- command: `python bench/change_map.py --frames {args.frames} --out {args.out}`',
-            f'- frames: the first {args.frames} of vtest.avi, {width}x{height} RGB, each '
+            f'- command: `python bench/change_map.py --frames {args.frames}'
+            + (f' --size {args.size}' if args.size else '') + f' --out {args.out}`',
+            f'- frames: the first {args.frames} of vtest.avi, {width}x{height} RGB'
+            + (' (resized, bilinear)' if size is not None else '') + ', each '
             'timed after the first; the two paths alternate frame by frame and gave the same '
             'tiles and reference on every frame', '',
             '| setting | tiles changed (mean) | p50 ms, with OpenCV (used) | p50 ms, numpy alone '

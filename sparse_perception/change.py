@@ -36,8 +36,9 @@ reference becomes the whole frame.
 
 Frames are numpy arrays or torch tensors: ``(H, W)``, ``(H, W, C)`` (camera layout) or, for
 tensors only, ``(1, C, H, W)`` (the layout the engine takes). 8-bit frames on the CPU (the
-camera case) take a numpy path (with OpenCV's SIMD passes for RGB when it is installed);
-everything else runs in torch on the frame's device. Numpy frames are wrapped without copying.
+camera case) take a numpy path (with OpenCV's SIMD passes when it is installed: the
+per-pixel test for RGB, the copy into the reference for up to 4 channels); everything else
+runs in torch on the frame's device. Numpy frames are wrapped without copying.
 """
 
 from __future__ import annotations
@@ -61,6 +62,9 @@ class ChangeMap:
     pixel_fraction: float  # fraction of pixels above the threshold (before tiling)
     tile_size: int  # edge of a tile in input pixels
     frame_index: int  # 0 for the first frame after construction or reset()
+    # False: no map was made for this frame (every tile stands as changed, as in a refresh;
+    # the pipeline skips the map while only dense passes would read it)
+    measured: bool = True
 
     def pixel_mask(self, height: int, width: int) -> torch.Tensor:
         """Return the tile map expanded to a bool ``(height, width)`` pixel mask."""
@@ -184,9 +188,9 @@ class ChangeDetector:
         if (tiles_h * t, tiles_w * t) != (height, width):
             changed = np.pad(changed, ((0, tiles_h * t - height), (0, tiles_w * t - width)))
         # Rows of tiles first, then columns (numpy: torch's strided bool sum is far slower).
-        # A tile row's sums fit 16 bits (at most tile_size ones per column).
-        counts = changed.reshape(tiles_h, t, tiles_w * t).sum(1, dtype=np.uint16)
-        counts = counts.reshape(tiles_h, tiles_w, t).sum(2, dtype=np.int64)
+        # A pixel column's sum over a tile row fits 16 bits: tile_size is at most 4096.
+        counts = changed.reshape(tiles_h, t, tiles_w * t).sum(1, dtype=np.uint16)  # (Ht, W)
+        counts = counts.reshape(tiles_h, tiles_w, t).sum(2, dtype=np.int64)  # (Ht, Wt)
         pixel_fraction = float(counts.sum()) / (height * width)
         tiles = self._tile_rule_numpy(counts)
         if tiles.any():
@@ -206,6 +210,7 @@ class ChangeDetector:
 def _grown(tiles: np.ndarray, radius: int) -> np.ndarray:
     """Return ``tiles`` (bool 2-D) grown by ``radius`` tiles in every direction (a square)."""
     height, width = tiles.shape
+    radius = min(radius, max(height, width))  # more reaches no further tile
     padded = np.pad(tiles, radius)
     rows = np.zeros((height, width + 2 * radius), bool)
     for dy in range(2 * radius + 1):  # separable: rows, then columns
@@ -222,11 +227,10 @@ def _copy_tiles(a: np.ndarray, r: np.ndarray, tiles: np.ndarray, t: int) -> None
     height, width, channels = a.shape
     tiles_h, tiles_w = tiles.shape
     if cv2 is not None and channels <= 4 and a.flags.c_contiguous and r.flags.c_contiguous:
-        # One masked copy in OpenCV: about 0.15 ms at 768x576 with most tiles changed,
-        # against 0.6 ms for numpy's indexed copy of whole tiles. The pixel mask: a tile row
-        # widened to pixels, then repeated down the tile (0.02 ms).
-        row = np.repeat(tiles.view(np.uint8), t, axis=1)[:, None, :width]
-        mask = np.repeat(row, t, axis=1).reshape(tiles_h * t, width)[:height]
+        # One masked copy in OpenCV, several times faster than numpy's indexed copy of whole
+        # tiles. The pixel mask: each tile row widened to pixels, then repeated down its tile.
+        row = np.repeat(tiles.view(np.uint8), t, axis=1)[:, None, :width]  # (Ht, 1, W)
+        mask = np.repeat(row, t, axis=1).reshape(tiles_h * t, width)[:height]  # (H, W)
         out = cv2.copyTo(a, mask, r)
         if out is not r:
             r[...] = out.reshape(r.shape)  # OpenCV drops a single channel's axis
@@ -361,8 +365,8 @@ def _changed_uint8(a: np.ndarray, b: np.ndarray, level: int) -> np.ndarray:
 
     With OpenCV, for 3 channels: each channel's absolute difference thresholded to 0 or 255,
     then converted to grey, which is above 0 wherever any channel is 255 (the smallest
-    weight, blue's, gives 29): three SIMD passes, 0.32 ms at 768x576 against 0.58 ms for
-    numpy's maximum over the strided channels and its comparison.
+    weight, blue's, gives 29): a few SIMD passes instead of numpy's maximum over the strided
+    channels (bench/change_map.py times the whole map both ways).
     """
     cv2 = _cv2()
     if cv2 is not None and a.ndim == 3 and a.shape[2] == 3 and a.flags.c_contiguous \
@@ -374,7 +378,7 @@ def _changed_uint8(a: np.ndarray, b: np.ndarray, level: int) -> np.ndarray:
     diff = np.maximum(a, b) - np.minimum(a, b)  # |a - b| without widening
     peak = diff if diff.ndim == 2 else diff[..., 0]
     for c in range(1, diff.shape[2] if diff.ndim == 3 else 1):
-        # the strided channels one by one: numpy's max over a short last axis is 20x slower
+        # the strided channels one by one: numpy's max over a short last axis is far slower
         peak = np.maximum(peak, diff[..., c])
     return (peak > level).view(np.uint8)
 

@@ -45,12 +45,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
 from sparse_perception.results import (FrameResult, HeadStats, PipelineStats, PoseResult,
                                        SegmentationResult)
+from sparse_perception.scheduling import ChangeMapSchedule
 from sparse_perception.settings import HEADS, PerceptionSettings
 
 LOG = logging.getLogger(__name__)
@@ -196,6 +197,11 @@ class _IncrementalNet:
             choice.record('dense', (self._clock() - start) * 1e3)
         self.path, self._outputs = 'engine', None
         return outputs
+
+    def needs_change(self) -> bool:
+        """Whether its next run may read its input's change map (on the engine's path)."""
+        choice = self.choice
+        return choice is None or self.path != 'dense' or choice.wants_engine()
 
     def _engine_outputs(self, x: Any, change: Any, glance: bool = False) -> Any:
         gates = self._active_gates()
@@ -457,6 +463,16 @@ class _IncrementalDetector:
         return self.net.run(x, lambda: self.net.change.update(letterbox))
 
 
+class _RunSummary(NamedTuple):
+    """What a head's statistics take from one network run."""
+
+    dense_macs: float  # what a dense pass costs
+    active_macs: float  # the active fraction times dense_macs
+    macs: float  # multiply-accumulates executed
+    dense: bool  # ran dense
+    layers: dict[str, float]  # active fraction by prefixed layer name
+
+
 class _Head:
     """
     One network on the frame: the loaded model and, when incremental, its engine state.
@@ -484,7 +500,7 @@ class _Head:
         self._moved = False  # the frame changed where nobody is followed since the detector ran
         self._focused: tuple[Any, Any] | None = None  # pose.focus: (answer, its second look)
         self._settings = settings
-        self._summaries: dict[tuple[str, int], tuple[Any, tuple]] = {}  # see _summary
+        self._summaries: dict[tuple[str, int], tuple[Any, _RunSummary]] = {}  # see _summary
         if hasattr(self.model, 'max_people'):
             self.model.max_people = settings.pose.max_people
         if incremental:
@@ -528,6 +544,23 @@ class _Head:
         self.nets.append(net)
         self._prefixes.append(f'person{len(self.slots.slots)}/')
         return net
+
+    def needs_change(self) -> bool:
+        """
+        Whether a network of this head may read the frame's change map on the next frame.
+
+        A slot without a crop (nobody followed there) starts its next run with a refresh, so
+        its network reads no map then, whatever its path; the detector, while it may run (room
+        for another person), reads the maps of every frame since it last ran (after frames
+        without one, a refresh).
+        """
+        nets = [slot.net for slot in self.slots.slots
+                if slot.net is not None and slot.transform is not None]
+        detector = getattr(self.model, 'detector', None)
+        if isinstance(detector, _IncrementalDetector) and \
+                len(self.model.tracks) < self.model.max_people:  # it may run
+            nets.append(detector.net)
+        return any(net.needs_change() for net in nets)
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Apply new sparsity and change settings from the next frame on, keeping the caches."""
@@ -694,25 +727,26 @@ class _Head:
             return HeadStats(1.0, 0, 0, True, ms)
         runs = [self._summary(prefix, stats) for net, prefix in zip(self.nets, self._prefixes)
                 for stats in net.take_stats()]
-        dense_macs = sum(run[0] for run in runs)
-        active = sum(run[1] for run in runs) / dense_macs if dense_macs else 0.0
+        dense_macs = sum(run.dense_macs for run in runs)
+        active = sum(run.active_macs for run in runs) / dense_macs if dense_macs else 0.0
         layers: dict[str, float] = {}
         for run in runs:
-            layers.update(run[4])
-        return HeadStats(active_fraction=active, macs=int(sum(run[2] for run in runs)),
-                         dense_macs=int(dense_macs), dense=any(run[3] for run in runs), ms=ms,
-                         layers=layers)
+            layers.update(run.layers)
+        return HeadStats(active_fraction=active, macs=int(sum(run.macs for run in runs)),
+                         dense_macs=int(dense_macs), dense=any(run.dense for run in runs),
+                         ms=ms, layers=layers)
 
-    def _summary(self, prefix: str, stats: Any) -> tuple:
-        """Return (dense MACs, active x dense MACs, MACs, dense, layers) of one network run."""
+    def _summary(self, prefix: str, stats: Any) -> _RunSummary:
+        """Return what :meth:`_stats` sums of one network run, its layers named ``prefix``."""
         # A frame a network skipped or ran on the dense path is one read-only object, the same
-        # every such frame: summed once (its layers, about 0.15 ms a frame for both heads).
+        # every such frame: summed once (its layers are the whole network's).
         key = (prefix, id(stats))
         cached = self._summaries.get(key)
         if cached is not None and cached[0] is stats:
             return cached[1]
-        summary = (stats.dense_macs, stats.active_fraction * stats.dense_macs, stats.macs,
-                   stats.dense, {prefix + s.name: s.active_fraction for s in stats.layers})
+        summary = _RunSummary(stats.dense_macs, stats.active_fraction * stats.dense_macs,
+                              stats.macs, stats.dense,
+                              {prefix + s.name: s.active_fraction for s in stats.layers})
         if len(self._summaries) >= 64:  # bounded: the engine's own frames come and go
             self._summaries.clear()
         self._summaries[key] = (stats, summary)
@@ -743,6 +777,13 @@ class Pipeline:
         self._heads = {kind: _Head(kind, settings, self._device, incremental)
                        for kind in self._head_names}
         self._changes = self._new_detectors(settings)
+        # Frames whose every network runs dense may go without a change map (see
+        # scheduling.ChangeMapSchedule); after such frames the next map starts with a refresh.
+        self._map_schedule = ChangeMapSchedule()
+        self._map_missed = False
+        # True: make every frame's map all the same (somebody watches them, e.g. a node's
+        # change_map topic has a subscriber).
+        self.keep_change_maps = False
         self._shape: tuple[int, ...] | None = None
         self._warn_unread_change(settings)
 
@@ -792,7 +833,7 @@ class Pipeline:
                                                   self._proposals(outputs.get('segmentation')))
         tiles = change.tiles.cpu().numpy()
         stats = PipelineStats(float(change.changed_fraction), heads,
-                              (time.perf_counter() - start) * 1e3)
+                              (time.perf_counter() - start) * 1e3, change.measured)
         return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
                            change.tile_size, stats)
 
@@ -854,6 +895,8 @@ class Pipeline:
         """Forget the temporal state: the next frame runs dense."""
         for detector in {id(d): d for d in self._changes.values()}.values():
             detector.reset()
+        self._map_schedule.reset()
+        self._map_missed = False
         for head in self._heads.values():
             head.reset()
 
@@ -880,7 +923,8 @@ class Pipeline:
 
     def _change_maps(self, image: np.ndarray) -> dict[str, Any]:
         """Return each head's change map of ``image``: one map per distinct change settings."""
-        if not self.incremental:
+        if not self.incremental or self._map_schedule.skip(self.keep_change_maps or any(
+                head.needs_change() for head in self._heads.values())):
             import torch
 
             from sparse_perception.change import ChangeMap
@@ -888,15 +932,21 @@ class Pipeline:
             t = self._settings.change.tile_size
             tiles = torch.ones(-(-image.shape[0] // t), -(-image.shape[1] // t),
                                dtype=torch.bool)
-            every = ChangeMap(tiles, True, 1.0, 1.0, t, 0)
+            every = ChangeMap(tiles, True, 1.0, 1.0, t, 0, measured=False)
+            self._map_missed = self.incremental
             return {kind: every for kind in self._head_names}
-        made: dict[int, Any] = {}
-        maps = {}
-        for kind, detector in self._changes.items():
-            if id(detector) not in made:
-                made[id(detector)] = detector.update(image)
-            maps[kind] = made[id(detector)]
-        return maps
+        detectors = {id(d): d for d in self._changes.values()}
+        if self._map_missed:
+            # The references missed the frames in between, which the networks ran dense on:
+            # a picture equal to a reference is not the picture their outputs came from.
+            for detector in detectors.values():
+                detector.request_refresh()
+            self._map_missed = False
+        made = {key: detector.update(image) for key, detector in detectors.items()}
+        # Every head's map must show changes for the next maps to be skipped.
+        still = min(m.changed_fraction for m in made.values())
+        self._map_schedule.made(any(m.refresh for m in made.values()), still)
+        return {kind: made[id(detector)] for kind, detector in self._changes.items()}
 
     def _warn_unread_change(self, settings: PerceptionSettings) -> None:
         """Say so when change.threshold or min_pixels are set but no head reads them."""

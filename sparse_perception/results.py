@@ -78,6 +78,9 @@ class PipelineStats:
     changed_fraction: float
     heads: dict[str, HeadStats] = field(default_factory=dict)  # by head name
     ms: float = 0.0  # wall time of the whole frame
+    # False: the frame had no change map (every network ran its dense pass and the scene kept
+    # changing); changed_fraction is then 1.0, every tile treated as changed
+    change_measured: bool = True
 
     @property
     def active_fraction(self) -> float:

@@ -30,11 +30,23 @@ answers, per frame, which one to run:
   scene or a network where the engine never wins costs almost nothing extra.
 - A trial after a loss ends at its first sample when that sample took more than
   ``give_up`` times the dense pass's median: the scene has not calmed down enough for the
-  engine to win, and each further sample costs another slow frame. (On vtest both heads' three
-  networks lost by 2.5-4x; their trials, a dense engine frame and three samples each, took
-  13% of the first 300 frames' time.)
+  engine to win, and each further sample costs another slow frame (on vtest both heads'
+  networks lost by several times, so their trials were a large part of the first hundreds of
+  frames' time). The engine then counts as losing by ``give_up``: one sample may be an
+  outlier.
 - A frame in which nothing changed is not a sample of either path (the caller skips it), nor
   are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
+
+A frame whose every network runs its dense pass needs no change map, except to notice that
+nothing changed (then the last outputs stand). :class:`ChangeMapSchedule` skips the map on
+such frames while the scene keeps changing: after a map with changes, the next few maps are
+skipped (those frames run dense, as a dense pipeline would), then one is made again (with a
+refresh first: its reference missed the frames in between), twice as many skipped each time
+the scene still changed, up to ``longest``. A picture that holds still is thus noticed within
+``longest`` + 2 frames; a network whose path choice is about to try the engine again makes the
+pipeline take maps at once. On vtest at 768x576 a change map took about 1 ms
+(bench/results/change_map_cpu.md), a quarter of LiteRT's whole frame for both heads
+(bench/results/cpu.md).
 
 The choice changes only speed: both paths compute the same network, and with every threshold
 at 0 on the same runtime their outputs are equal; on CUDA only while cuDNN's TF32 is off (by
@@ -95,9 +107,9 @@ class PathChoice:
     def __init__(self, samples: int = 3, first_probe: int = 16, max_probe: int = 512,
                  warmup: int = 0, give_up: float = 2.0):
         if samples < 1 or first_probe < 1 or max_probe < first_probe or warmup < 0 \
-                or not give_up >= 1.0:
+                or not give_up > 1.0:
             raise ValueError(f'PathChoice needs samples >= 1, 1 <= first_probe <= max_probe, '
-                             f'warmup >= 0 and give_up >= 1, got {samples}, {first_probe}, '
+                             f'warmup >= 0 and give_up > 1, got {samples}, {first_probe}, '
                              f'{max_probe}, {warmup}, {give_up}')
         self.give_up = float(give_up)
         # The engine's first sparse frames that are not samples: they carry one-time costs.
@@ -109,12 +121,16 @@ class PathChoice:
         self.path = 'engine'
         self._probe = first_probe  # dense frames before the engine is tried again
         self._dense_frames = 0  # dense frames since the engine last lost
-        self._lost_before = False  # the engine lost, was tried again, and lost again
+        self._lost_before = False  # the engine lost its last decision (this is a trial)
 
     @property
     def needs_dense_sample(self) -> bool:
         """Whether the dense pass has never been timed (time it on the first frame)."""
         return not self._dense_ms
+
+    def wants_engine(self) -> bool:
+        """Whether the next frame with changes runs the engine (as :meth:`pick`, unchanged)."""
+        return self.path == 'engine' or self._dense_frames >= self._probe
 
     def pick(self) -> str:
         """Return the path for the next frame that has changes: 'engine' or 'dense'."""
@@ -140,8 +156,10 @@ class PathChoice:
         dense = statistics.median(self._dense_ms)
         if len(self._engine_ms) == self._engine_ms.maxlen:
             engine = statistics.median(self._engine_ms)
-        elif self._lost_before and ms > self.give_up * dense:
-            engine = ms  # a trial after a loss, still far behind: no more slow samples
+        elif self._lost_before and len(self._engine_ms) == 1 and ms > self.give_up * dense:
+            # A trial whose first sample is still far behind: no more slow samples. One
+            # sample may be an outlier, so it counts as losing by give_up, not by all of it.
+            engine = self.give_up * dense if dense > 0 else ms
         else:
             return
         if engine > dense:
@@ -162,4 +180,45 @@ class PathChoice:
                 'dense': statistics.median(self._dense_ms) if self._dense_ms else None}
 
 
-__all__ = ['finished_clock', 'measurable', 'PATHS', 'PathChoice', 'warmup_frames']
+class ChangeMapSchedule:
+    """Which frames make a change map while only dense passes read it (module docstring)."""
+
+    def __init__(self, first: int = 4, longest: int = 32):
+        if not 1 <= first <= longest:
+            raise ValueError(f'ChangeMapSchedule needs 1 <= first <= longest, got {first}, '
+                             f'{longest}')
+        self.first, self.longest = first, longest
+        self.reset()
+
+    def reset(self) -> None:
+        """Start over: make the next map."""
+        self._period = 0  # maps skipped after the last map with changes (0: none yet)
+        self._left = 0  # maps still to skip
+
+    def skip(self, needed: bool) -> bool:
+        """
+        Return whether this frame goes without a change map.
+
+        ``needed``: some network may run the engine on it (which reads the map).
+        """
+        if needed:
+            self.reset()
+            return False
+        if self._left > 0:
+            self._left -= 1
+            return True
+        return False
+
+    def made(self, refresh: bool, changed_fraction: float) -> None:
+        """Take the map made this frame: a refresh says nothing; a still picture resets."""
+        if refresh:
+            return
+        if changed_fraction == 0.0:
+            self.reset()
+            return
+        self._period = self.first if self._period == 0 else min(self.longest, 2 * self._period)
+        self._left = self._period
+
+
+__all__ = ['ChangeMapSchedule', 'finished_clock', 'measurable', 'PATHS', 'PathChoice',
+           'warmup_frames']

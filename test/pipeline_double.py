@@ -138,6 +138,7 @@ class PipelineDouble:
         self._nets = {head: self._load(head, name) for head, name in self._models.items()}
         self._settings = settings
         self._change = ChangeDetector(settings.change_for(self._first_head()))
+        self.keep_change_maps = False  # the double makes every frame's map anyway
         self._shape: tuple[int, ...] | None = None
         self._input: np.ndarray | None = None  # (H, W, 3) uint8: what the networks saw
         self.frames = 0

@@ -17,13 +17,15 @@
 
 One run, one process, the same weights and frames:
 
-1. real frames: the vtest clip at 576x768 through the change detector; per-frame time of the
-   stock dense model (channels_last, the faster torch layout) and of the incremental engine
-   at thresholds 0; the engine's outputs against the dense model on the same input;
+1. real frames: the vtest clip at ``--resolution`` (576x768) through the change detector;
+   per-frame time of the stock dense model (channels_last, the faster torch layout) and of
+   the incremental engine at thresholds 0; the engine's outputs against the dense model on
+   the same input;
 2. a sweep of the global threshold scale: speed against agreement with dense;
 3. a synthetic sweep of the changed fraction p (random 16-pixel tiles): time relative to
    dense;
-4. the extra memory of the caches (at 576x768 and 720p).
+4. the extra memory of the caches (at that resolution, and at 720p for a network that takes
+   any input size; a registered network of fixed input size runs at that size only).
 
 Times are medians per frame with the warm-up dropped. ``--json`` writes the result contract
 (device, model, resolution, frames, dense_ms, incremental_ms, speedup, active_fraction,
@@ -281,11 +283,12 @@ def _to_input(frame: Any, device: str):
     return rgb.permute(2, 0, 1)[None].float() * scale + offset
 
 
-def _model(name: str, clip: list, device: str):
+def _model(name: str, clip: list, device: str, flag: str = '--resolution'):
     """Return the network named on the command line: (module, label, normalise, fixed size)."""
     import torch
 
     normalise = (1 / 127.5, -1.0)
+    size = None  # a registered model's fixed input (h, w), if any
     if name == 'mobilenet_v2_deeplabv3':
         from sparse_perception.models.benchmark_network import (
             calibrate_batchnorm, mobilenet_v2_deeplabv3)
@@ -304,7 +307,7 @@ def _model(name: str, clip: list, device: str):
         size = getattr(loaded, 'input_size', None)
         if size is not None and tuple(size) != tuple(clip[0].shape[:2]):
             raise SystemExit(f'--model {name}: the model takes a fixed {size[0]}x{size[1]} '
-                             f'input; pass --resolution {size[0]}x{size[1]} or pick a fully '
+                             f'input; pass {flag} {size[0]}x{size[1]} or pick a fully '
                              'convolutional one (e.g. an _fcn entry)')
         model = getattr(loaded.module, 'trunk', loaded.module)
         normalise = tuple(float(v) for v in loaded.normalise)
@@ -319,7 +322,7 @@ def _model(name: str, clip: list, device: str):
                          "'registry:NAME' or 'package.module:function'")
     if not isinstance(model, torch.nn.Module):
         raise SystemExit(f'--model {name}: got {type(model).__name__}, not an nn.Module')
-    fixed_size = name.startswith('registry:') and size is not None
+    fixed_size = size is not None
     return model.to(device).eval(), label, normalise, fixed_size
 
 

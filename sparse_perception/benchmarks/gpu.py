@@ -373,7 +373,12 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = True
     clip = _vtest(warmup + frames, tuple(resolutions[0]))
-    model32, label, normalise, _ = _model(model_name, clip, m.device.type)
+    model32, label, normalise, fixed = _model(model_name, clip, m.device.type,
+                                              flag='--resolutions')
+    if fixed and len({tuple(r) for r in resolutions}) > 1:
+        raise SystemExit(f'--model {model_name}: the model takes a fixed '
+                         f'{resolutions[0][0]}x{resolutions[0][1]} input; pass only that in '
+                         '--resolutions, or pick a fully convolutional one')
     _progress(started, f'{label}, {dtype_name}: frames read, model ready')
     runs, details, sweep, curves = [], {}, [], []
 

@@ -185,7 +185,8 @@ class HeadRun:
         stats = result.stats.heads[head]
         self.ms.append(ms)
         self.active.append(float(stats.active_fraction))
-        self.changed.append(float(result.stats.changed_fraction))
+        if result.stats.change_measured:  # frames without a change map say nothing of it
+            self.changed.append(float(result.stats.changed_fraction))
         if len(self.ms) > 1:  # not the first frame
             self.macs_after_first += int(stats.macs)
             self.dense_macs_after_first += int(stats.dense_macs)

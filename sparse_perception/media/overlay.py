@@ -105,7 +105,7 @@ def draw_change(image: np.ndarray, tiles: np.ndarray, tile_size: int) -> np.ndar
 def draw_result(image: np.ndarray, result: FrameResult, show_change: bool = False) -> np.ndarray:
     """Draw everything a frame result holds on a copy of ``image`` (H, W, 3) uint8 RGB."""
     out = image
-    if show_change:
+    if show_change and result.stats.change_measured:  # no map: nothing to draw
         out = draw_change(out, result.change_tiles, result.tile_size)
     if result.segmentation is not None:
         out = draw_segmentation(out, result.segmentation)

@@ -145,6 +145,9 @@ class FrameWorker:
         if reset is not None:
             self._log.once('reset:' + '+'.join(reset.kinds), reset.reason, 'warning')
             self.pipeline.reset()
+        # A subscriber to the change map sees every frame's (the pipeline may otherwise skip
+        # the map while only dense passes run).
+        self.pipeline.keep_change_maps = self._outputs.subscribed('change_map')
         try:
             result = self.pipeline.process(image)
         except Exception as exc:

@@ -256,7 +256,7 @@ class HealthMonitor:
             ('active fraction (mean)', number(float(active.mean()) if len(active) else None, 4)),
             ('active fraction (last frame)', number(last.active_fraction if last else None, 4)),
             ('changed fraction (last frame)',
-             number(last.changed_fraction if last else None, 4)),
+             number(last.changed_fraction if last and last.change_measured else None, 4)),
             ('dense frames (window)', str(len(self._dense.values(now)))),
             ('dense frames (total)', str(self._totals['dense'])),
             # Every frame received is processed, dropped or bad, or waits to be processed: a

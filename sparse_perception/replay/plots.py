@@ -23,6 +23,7 @@ then writes everything else and says in the report why the plots are missing.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -76,7 +77,9 @@ def activity_plot(records: Sequence[Any], path: Path) -> None:
     index = [r.index for r in records]
     axes.plot(index, [r.active_fraction for r in records],
               label='active fraction (positions recomputed)', color='tab:orange', linewidth=1)
-    axes.plot(index, [r.changed_fraction for r in records], label='changed input tiles',
+    # Gaps where a frame had no change map.
+    changed = [math.nan if r.changed_fraction is None else r.changed_fraction for r in records]
+    axes.plot(index, changed, label='changed input tiles',
               color='tab:green', linewidth=1, linestyle='--')
     axes.set_xlabel('frame')
     axes.set_ylabel('fraction')

@@ -90,7 +90,7 @@ class FrameRecord:
     incremental_ms: float
     dense_ms: float | None
     active_fraction: float
-    changed_fraction: float
+    changed_fraction: float | None  # None: the frame had no change map (see PipelineStats)
     ran_dense: bool
     mask_pixel: float | None = None
     keypoint_px: float | None = None
@@ -147,7 +147,8 @@ class Scorer:
         stats = result.stats
         record = FrameRecord(frame.index, frame.stamp_ns, float(stats.ms),
                              None if dense is None else float(dense.ms),
-                             float(stats.active_fraction), float(stats.changed_fraction),
+                             float(stats.active_fraction),
+                             float(stats.changed_fraction) if stats.change_measured else None,
                              bool(stats.dense))
         for name, head in stats.heads.items():
             self.head_fractions.setdefault(name, []).append(float(head.active_fraction))

@@ -154,3 +154,15 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
         assert curve['curve'][-1]['active_fraction'] == 1.0
     gpu.write_outputs(result, str(tmp_path / 'dry.json'), None)
     assert json.loads((tmp_path / 'dry.json').read_text())['runs']
+
+
+def test_a_fixed_size_network_is_refused_at_any_other_resolution(mediapipe_cache, monkeypatch):
+    require_shared('data/vtest/vtest.avi')
+    pytest.importorskip('cv2')
+    from sparse_perception.models.registry import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))
+    with pytest.raises(SystemExit, match='fixed 144x256 input; pass only that in'):
+        gpu.run(resolutions=[(144, 256), (96, 128)], frames=1, warmup=0,
+                model_name='registry:selfie_segmentation_landscape', dtype_name='fp32',
+                device='cpu')

@@ -68,3 +68,17 @@ def test_bench_engine_cuda_without_cuda(capsys):
 def test_bench_without_a_benchmark_prints_help(capsys):
     assert cli.main(['bench']) == 2
     assert 'engine' in capsys.readouterr().out
+
+
+def test_a_fixed_size_network_runs_at_its_own_size_only(mediapipe_cache, monkeypatch):
+    import numpy as np
+    from sparse_perception.benchmarks.engine import _model
+    from sparse_perception.models.registry import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))
+    name = 'registry:selfie_segmentation_landscape'
+    with pytest.raises(SystemExit, match='fixed 144x256 input; pass --resolution 144x256'):
+        _model(name, [np.zeros((96, 128, 3), np.uint8)], 'cpu')
+    with pytest.raises(SystemExit, match='pass --resolutions 144x256'):
+        _model(name, [np.zeros((96, 128, 3), np.uint8)], 'cpu', flag='--resolutions')
+    assert _model(name, [np.zeros((144, 256, 3), np.uint8)], 'cpu')[3]  # fixed, accepted

@@ -117,7 +117,9 @@ def test_neighbour_rule_takes_the_edges_of_a_changed_tile_only():
     ((61, 83, 4), 4, 1), ((57, 75, 3), 12, 1)])
 def test_uint8_fast_path_matches_the_torch_path(shape, tile, dilation, opencv, monkeypatch):
     from sparse_perception import change
-    if not opencv:
+    if opencv:
+        pytest.importorskip('cv2')
+    else:
         monkeypatch.setattr(change, '_CV2', [None])
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, shape, dtype=np.uint8)]
@@ -139,19 +141,27 @@ def test_uint8_fast_path_matches_the_torch_path(shape, tile, dilation, opencv, m
 
 
 @pytest.mark.parametrize('opencv', [True, False])
-@pytest.mark.parametrize('threshold', [0, 1, 12, 254])
+@pytest.mark.parametrize('threshold', [0, 1, 12, 12.5, 254, 255])
 def test_one_channel_one_level_past_the_threshold_is_a_change(threshold, opencv, monkeypatch):
     from sparse_perception import change
-    if not opencv:
+    if opencv:
+        pytest.importorskip('cv2')
+    else:
         monkeypatch.setattr(change, '_CV2', [None])
+    level = int(threshold)  # grey levels are whole: 12.5 acts as 12
     for channel in range(3):  # blue counts least in a grey conversion, and still counts
-        for step in (threshold, threshold + 1):
+        for step in (level, level + 1):
+            if step > 255:
+                continue
             det = ChangeDetector(threshold=threshold, tile_size=4, min_pixels=1)
             det.update(frame(8, 8, 0))
             f = frame(8, 8, 0)
             f[5, 6, channel] = step
             tiles = det.update(f).tiles.tolist()
             assert tiles == [[False, False], [False, step > threshold]], (channel, step)
+    still = ChangeDetector(threshold=255, tile_size=4, min_pixels=1)
+    still.update(frame(8, 8, 0))
+    assert not still.update(frame(8, 8, 255)).tiles.any()  # nothing exceeds 255
 
 
 def test_uint8_path_without_opencv(monkeypatch):

@@ -97,7 +97,7 @@ def test_same_constructor_methods_and_attributes(make):
         assert isinstance(getattr(PipelineDouble, name), property)
     pipeline = make()
     assert _public(pipeline) - set(OBSERVED if make.cls is PipelineDouble else ()) == \
-        _public(Pipeline) | {'incremental'}
+        _public(Pipeline) | {'incremental', 'keep_change_maps'}
 
 
 def _check_result(result, heads, shape, tile):

@@ -19,8 +19,8 @@ import pytest
 
 from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
-from sparse_perception.scheduling import (finished_clock, measurable, PathChoice,
-                                          warmup_frames)
+from sparse_perception.scheduling import (ChangeMapSchedule, finished_clock, measurable,
+                                          PathChoice, warmup_frames)
 from support import require_shared, vtest_frames
 
 
@@ -71,6 +71,39 @@ def test_an_engine_far_slower_waits_longer_before_it_is_tried_again():
     assert waits == [24, 100, 100]  # 4 x 6, then x 6 up to the cap
 
 
+def test_maps_are_skipped_ever_longer_while_the_scene_changes_and_taken_when_needed():
+    schedule = ChangeMapSchedule(first=2, longest=8)
+    taken = []
+    for _ in range(30):
+        skipped = schedule.skip(needed=False)
+        taken.append(not skipped)
+        if not skipped:
+            schedule.made(refresh=False, changed_fraction=0.3)
+    # A map, 2 skipped, a map, 4 skipped, a map, 8, 8, ...
+    assert [i for i, t in enumerate(taken) if t] == [0, 3, 8, 17, 26]
+    assert not schedule.skip(needed=True)  # a network may run the engine: a map at once
+    assert not schedule.skip(needed=False)  # and the skipping starts over
+    schedule.made(refresh=True, changed_fraction=1.0)  # a refresh says nothing
+    assert not schedule.skip(needed=False)
+    schedule.made(refresh=False, changed_fraction=0.3)
+    assert schedule.skip(needed=False) and schedule.skip(needed=False)
+    assert not schedule.skip(needed=False)
+    schedule.made(refresh=False, changed_fraction=0.0)  # still: maps on every frame
+    assert not schedule.skip(needed=False)
+    with pytest.raises(ValueError, match='ChangeMapSchedule needs'):
+        ChangeMapSchedule(first=4, longest=2)
+
+
+def test_wants_engine_foretells_pick():
+    choice = PathChoice(samples=1, first_probe=2, max_probe=8)
+    choice.record('dense', 10.0)
+    for _ in range(40):
+        wants = choice.wants_engine()
+        path = choice.pick()
+        assert wants == (path == 'engine')
+        choice.record(path, 30.0 if path == 'engine' else 10.0)
+
+
 def test_a_trial_far_behind_ends_at_its_first_sample_and_a_close_one_takes_them_all():
     choice = PathChoice(samples=3, first_probe=4, max_probe=64, give_up=2.0)
     choice.record('dense', 10.0)
@@ -87,6 +120,23 @@ def test_a_trial_far_behind_ends_at_its_first_sample_and_a_close_one_takes_them_
         trials.append(samples)
     # Three times slower: one sample; 1.9 times: all three (a single slow frame may be noise).
     assert trials == [1, 3]
+    # A late slow sample does not end a trial; an outlier of a first sample counts as 2x.
+    choice = PathChoice(samples=3, first_probe=4, max_probe=512, give_up=2.0)
+    choice.record('dense', 10.0)
+    _engine_frames(choice, 30.0, 3)  # lost by 3x: tried again after 12 dense frames
+    waits = []
+    for first in (1000.0, 15.0):
+        dense = 0
+        while choice.pick() == 'dense':
+            choice.record('dense', 10.0)
+            dense += 1
+        waits.append(dense)
+        choice.record('engine', first)
+        if first < 20.0:
+            choice.record('engine', 500.0)  # the second sample, far behind: no give-up
+            assert choice.pick() == 'engine'
+            choice.record('engine', 11.0)
+    assert waits == [12, 24]  # 4 x 3, then x 2 (not x 100: the outlier counts as 2x)
 
 
 def test_the_engines_first_frames_after_warmup_are_the_samples():
@@ -118,7 +168,7 @@ def test_no_decision_before_both_paths_were_timed():
 
 
 @pytest.mark.parametrize('args', [(0, 1, 1), (1, 0, 1), (1, 8, 4), (1, 1, 1, -1),
-                                  (1, 1, 1, 0, 0.5)])
+                                  (1, 1, 1, 0, 1.0)])
 def test_bad_arguments_are_named(args):
     with pytest.raises(ValueError, match='PathChoice needs'):
         PathChoice(*args)
@@ -178,7 +228,7 @@ def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
     dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
     incremental = Pipeline(_coral_settings(), heads=('segmentation',))
     net = incremental._heads['segmentation'].net
-    paths, macs, masks = [], [], []
+    paths, macs, masks, measured = [], [], [], []
     for index, frame in enumerate(frames):
         got, want = incremental.process(frame), dense.process(frame)
         if index == 0:  # after the first frame's reset, which renews a size-bound choice
@@ -187,14 +237,38 @@ def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
         paths.append(net.path)
         macs.append(got.stats.heads['segmentation'].macs)
         masks.append(got.segmentation.mask)
+        measured.append(got.stats.change_measured)
     # A still frame is not even decoded again: the last result stands.
-    assert masks[4] is masks[3] and masks[9] is masks[8] and masks[5] is not masks[4]
+    assert masks[4] is masks[3] and masks[5] is not masks[4]
     # The first frame times both; three sparse engine frames lose to the dense pass (frame 4
-    # changed nothing: the engine answers it, not a sample), which then runs every frame that
-    # changed and skips the one that did not (frame 9).
+    # changed nothing: the engine answers it, not a sample), which then runs every frame.
     assert paths[:5] == ['engine'] * 5 and set(paths[5:]) == {'dense'}
-    assert macs[4] == macs[9] == 0
-    assert min(macs[5:9] + macs[10:]) == max(macs[5:9] + macs[10:]) == macs[0] > 0
+    assert macs[4] == 0 and min(macs[5:]) == max(macs[5:]) == macs[0] > 0
+    # Frame 5 changed and only the dense pass reads maps now: the next four frames go
+    # without one (frame 9, the same picture as frame 8, runs dense as a dense pipeline
+    # would), then a map is made again (a refresh, then a map that changed: eight skipped).
+    assert measured == [True] * 6 + [False] * 4 + [True, True, False]
+
+
+def test_a_picture_that_holds_still_is_noticed_while_the_dense_pass_runs(frames):
+    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
+    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    net = incremental._heads['segmentation'].net
+    clip = frames[:9] + [frames[10]] * 40  # the scene changes, then holds still
+    macs, measured = [], []
+    for index, frame in enumerate(clip):
+        got, want = incremental.process(frame), dense.process(frame)
+        if index == 0:
+            net.choice.record = _SlowEngine(net.choice)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        macs.append(got.stats.heads['segmentation'].macs)
+        measured.append(got.stats.change_measured)
+    assert net.path == 'dense' and not all(measured[:9])  # maps were skipped
+    # From frame 10 on the picture is one: within 32 skipped maps, a refresh and one map
+    # it is seen to hold still, and from then on the network is not run at all.
+    still = [i for i in range(10, len(clip)) if macs[i] == 0]
+    assert still and still[0] <= 10 + 32 + 2 and still == list(range(still[0], len(clip)))
+    assert all(measured[still[0]:])
 
 
 def test_adaptive_false_always_runs_the_engine(frames):
