@@ -28,12 +28,12 @@ answers, per frame, which one to run:
   after ``first_probe`` dense frames times how many times slower it was, and after twice as
   many (or that ratio as many, if larger) each time it loses again, up to ``max_probe``: a
   scene or a network where the engine never wins costs almost nothing extra.
-- A trial after a loss ends at its first sample when that sample took more than
-  ``give_up`` times the dense pass's median: the scene has not calmed down enough for the
-  engine to win, and each further sample costs another slow frame (on vtest both heads'
-  networks lost by several times, so their trials were a large part of the first hundreds of
-  frames' time). The engine then counts as losing by ``give_up``: one sample may be an
-  outlier.
+- A trial (the first, or one after a loss) ends at its first sample when that sample took
+  more than ``give_up`` times the dense pass's median: the engine cannot win soon, and each
+  further sample costs another slow frame (on vtest both heads' networks lost by several
+  times, and BlazePose's detector, which runs on every 4th frame while nobody is followed,
+  took 12 frames to give its three samples). The engine then counts as losing by
+  ``give_up``, not by all of that sample: one sample may be an outlier.
 - A frame in which nothing changed is not a sample of either path (the caller skips it), nor
   are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
 
@@ -156,9 +156,9 @@ class PathChoice:
         dense = statistics.median(self._dense_ms)
         if len(self._engine_ms) == self._engine_ms.maxlen:
             engine = statistics.median(self._engine_ms)
-        elif self._lost_before and len(self._engine_ms) == 1 and ms > self.give_up * dense:
-            # A trial whose first sample is still far behind: no more slow samples. One
-            # sample may be an outlier, so it counts as losing by give_up, not by all of it.
+        elif len(self._engine_ms) == 1 and ms > self.give_up * dense:
+            # A first sample far behind: no more slow samples. One sample may be an outlier,
+            # so it counts as losing by give_up, not by all of it.
             engine = self.give_up * dense if dense > 0 else ms
         else:
             return
