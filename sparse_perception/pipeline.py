@@ -936,13 +936,15 @@ class Pipeline:
             self._map_missed = self.incremental
             return {kind: every for kind in self._head_names}
         detectors = {id(d): d for d in self._changes.values()}
-        if self._map_missed:
+        resumed, self._map_missed = self._map_missed, False
+        if resumed:
             # The references missed the frames in between, which the networks ran dense on:
             # a picture equal to a reference is not the picture their outputs came from.
             for detector in detectors.values():
                 detector.request_refresh()
-            self._map_missed = False
         made = {key: detector.update(image) for key, detector in detectors.items()}
+        if resumed:  # every tile set for want of a reference: it measured no change
+            made = {key: dataclasses.replace(m, measured=False) for key, m in made.items()}
         # Every head's map must show changes for the next maps to be skipped.
         still = min(m.changed_fraction for m in made.values())
         self._map_schedule.made(any(m.refresh for m in made.values()), still)
