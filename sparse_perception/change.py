@@ -62,8 +62,9 @@ class ChangeMap:
     pixel_fraction: float  # fraction of pixels above the threshold (before tiling)
     tile_size: int  # edge of a tile in input pixels
     frame_index: int  # 0 for the first frame after construction or reset()
-    # False: no map was made for this frame (every tile stands as changed, as in a refresh;
-    # the pipeline skips the map while only dense passes would read it)
+    # False: the map measured no change: none was made for this frame (the pipeline skips
+    # the map while only dense passes would read it; every tile stands as changed), or it is
+    # the refresh after such frames, or a dense pipeline's
     measured: bool = True
 
     def pixel_mask(self, height: int, width: int) -> torch.Tensor:

@@ -21,7 +21,9 @@ knows nothing of ROS. Per frame it
 1. updates the temporal change map of the camera frame (:mod:`sparse_perception.change`),
    whose reference holds, per tile, the pixels last propagated: one map per head, shared by
    heads whose change settings agree (the pose head has a threshold of its own,
-   ``pose.change_threshold``; its tracking feeds on its keypoints);
+   ``pose.change_threshold``; its tracking feeds on its keypoints); while every network
+   would run its dense pass and the scene keeps changing, the frame goes without a map
+   (:class:`~sparse_perception.scheduling.ChangeMapSchedule`): every tile stands as changed;
 2. for each head (segmentation, pose), fits the frame to the network input and finds which
    input tiles changed: the frame's change map itself when the network takes the frame as it
    is, else the frame's map carried onto the network input (a resized frame, or a tracked
@@ -126,6 +128,7 @@ class _IncrementalNet:
         self._outputs: Any = None  # the last frame's outputs, while the dense path runs
         self._dense_stats: Any = None  # the engine's statistics of a dense frame
         self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
+        self.map_ms = 0.0  # what the frame's change map cost this frame (0: none was made)
 
     def _new_choice(self) -> Any:
         from sparse_perception.scheduling import measurable, PathChoice, warmup_frames
@@ -183,7 +186,8 @@ class _IncrementalNet:
             if callable(change):
                 self.change.request_refresh()
         outputs = self._engine_outputs(x, _made(change), glance=True)
-        ms = (self._clock() - start) * 1e3
+        # The frame's change map counts too: the dense path may go without one.
+        ms = (self._clock() - start) * 1e3 + self.map_ms
         if self.path == 'glance':
             choice.record('engine', ms)  # the engine path answered from its glance
             return outputs
@@ -550,9 +554,9 @@ class _Head:
         Whether a network of this head may read the frame's change map on the next frame.
 
         A slot without a crop (nobody followed there) starts its next run with a refresh, so
-        its network reads no map then, whatever its path; the detector, while it may run (room
-        for another person), reads the maps of every frame since it last ran (after frames
-        without one, a refresh).
+        its network needs no map of earlier frames, whatever its path; the detector, while it
+        may run (room for another person), reads the maps of every frame since it last ran
+        (after frames without one, a refresh).
         """
         nets = [slot.net for slot in self.slots.slots
                 if slot.net is not None and slot.transform is not None]
@@ -781,6 +785,7 @@ class Pipeline:
         # scheduling.ChangeMapSchedule); after such frames the next map starts with a refresh.
         self._map_schedule = ChangeMapSchedule()
         self._map_missed = False
+        self._map_made = False  # this frame made its change maps (and paid for them)
         # True: make every frame's map all the same (somebody watches them, e.g. a node's
         # change_map topic has a subscriber).
         self.keep_change_maps = False
@@ -824,7 +829,12 @@ class Pipeline:
             self.reset()
             self._shape = image.shape
         # The dense reference needs no change map: every tile of every frame is computed.
+        made = time.perf_counter()
         changes = self._change_maps(image)
+        map_ms = (time.perf_counter() - made) * 1e3 if self._map_made else 0.0
+        for head in self._heads.values():
+            for net in head.nets:
+                net.map_ms = map_ms
         change = changes[self._head_names[0]]  # the segmentation head's when both run
         outputs: dict[str, Any] = {}
         heads: dict[str, HeadStats] = {}
@@ -933,8 +943,9 @@ class Pipeline:
             tiles = torch.ones(-(-image.shape[0] // t), -(-image.shape[1] // t),
                                dtype=torch.bool)
             every = ChangeMap(tiles, True, 1.0, 1.0, t, 0, measured=False)
-            self._map_missed = self.incremental
+            self._map_missed, self._map_made = self.incremental, False
             return {kind: every for kind in self._head_names}
+        self._map_made = True
         detectors = {id(d): d for d in self._changes.values()}
         resumed, self._map_missed = self._map_missed, False
         if resumed:

@@ -78,8 +78,9 @@ class PipelineStats:
     changed_fraction: float
     heads: dict[str, HeadStats] = field(default_factory=dict)  # by head name
     ms: float = 0.0  # wall time of the whole frame
-    # False: the frame had no change map (every network ran its dense pass and the scene kept
-    # changing); changed_fraction is then 1.0, every tile treated as changed
+    # False: the frame's change map measured nothing (none was made: every network would run
+    # its dense pass and the scene kept changing; or it is the refresh after such frames, or
+    # the dense pipeline's); changed_fraction is then 1.0, every tile treated as changed
     change_measured: bool = True
 
     @property
@@ -108,6 +109,8 @@ class FrameResult:
 
     segmentation: SegmentationResult | None
     pose: PoseResult | None
-    change_tiles: np.ndarray  # (Ht, Wt) bool: tiles that changed (the map of changed_fraction)
+    # (Ht, Wt) bool: tiles treated as changed (the map of changed_fraction; every tile on a
+    # frame whose stats say change_measured False)
+    change_tiles: np.ndarray
     tile_size: int  # edge of a change tile in input pixels
     stats: PipelineStats

@@ -101,9 +101,10 @@ class ChangeSettings:
     neighbour_pixels: int = setting(
         1, 'Changed pixels a tile next to a changed tile needs (edges of moving objects)',
         low=1, high=65536)
-    # Run a full dense frame every N frames (0 = never); bounds drift under thresholds > 0.
+    # Run a full dense frame every N change maps (0 = never); bounds drift under thresholds
+    # > 0. Frames without a map (every network on its dense pass) do not count: they drift not.
     refresh_period: int = setting(
-        0, 'Full dense refresh every N frames (0 = never)', low=0, high=1_000_000)
+        0, 'Full dense refresh every N change maps (0 = never)', low=0, high=1_000_000)
 
 
 @dataclass(frozen=True)

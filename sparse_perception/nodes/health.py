@@ -126,6 +126,7 @@ class HealthMonitor:
         self._totals = collections.Counter()
         self._last_processed: float | None = None
         self._last_stats: PipelineStats | None = None
+        self._last_changed: float | None = None  # of the last frame whose change map measured
         self._last_stamp_ns: int | None = None
         self._last_failure = ''
         self._fault: str | None = None
@@ -173,6 +174,8 @@ class HealthMonitor:
                 self._totals['dense'] += 1
             self._last_processed = now
             self._last_stats = stats
+            if stats.change_measured:
+                self._last_changed = float(stats.changed_fraction)
             self._last_stamp_ns = stamp_ns
 
     def set_fault(self, reason: str | None) -> None:
@@ -255,8 +258,8 @@ class HealthMonitor:
             ('processing p50 (ms)', number(percentile(self._processing.values(now), 50))),
             ('active fraction (mean)', number(float(active.mean()) if len(active) else None, 4)),
             ('active fraction (last frame)', number(last.active_fraction if last else None, 4)),
-            ('changed fraction (last frame)',
-             number(last.changed_fraction if last and last.change_measured else None, 4)),
+            # Frames that only dense passes read may go without a change map: the last map's.
+            ('changed fraction (last change map)', number(self._last_changed, 4)),
             ('dense frames (window)', str(len(self._dense.values(now)))),
             ('dense frames (total)', str(self._totals['dense'])),
             # Every frame received is processed, dropped or bad, or waits to be processed: a

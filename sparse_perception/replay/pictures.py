@@ -15,8 +15,8 @@
 """
 Pictures of a replay for people: a contact sheet of annotated frames, an annotated video.
 
-Both draw the incremental pipeline's mask, skeletons and changed tiles with
-:mod:`sparse_perception.media.overlay`; both need OpenCV.
+Both draw the incremental pipeline's mask, skeletons and changed tiles (on frames whose change
+map measured them) with :mod:`sparse_perception.media.overlay`; both need OpenCV.
 """
 
 from __future__ import annotations

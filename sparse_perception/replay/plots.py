@@ -80,7 +80,7 @@ def activity_plot(records: Sequence[Any], path: Path) -> None:
     # Gaps where a frame had no change map.
     changed = [math.nan if r.changed_fraction is None else r.changed_fraction for r in records]
     axes.plot(index, changed, label='changed input tiles',
-              color='tab:green', linewidth=1, linestyle='--')
+              color='tab:green', linewidth=1, linestyle='--', marker='.', markersize=3)
     axes.set_xlabel('frame')
     axes.set_ylabel('fraction')
     axes.set_ylim(0, 1.02)

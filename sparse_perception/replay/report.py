@@ -255,7 +255,8 @@ def markdown(report: dict) -> str:
     for key, title in (('latency_plot', 'Latency per frame'),
                        ('activity_plot', 'Active fraction per frame'),
                        ('sweep_plot', 'Speed vs accuracy'),
-                       ('contact_sheet', 'Annotated frames (incremental; red: changed tiles)')):
+                       ('contact_sheet', 'Annotated frames (incremental; red: changed '
+                                         'tiles, where a change map measured them)')):
         if outputs.get(key):
             lines += [f'![{title}]({outputs[key]})', '']
     if outputs.get('plots_missing'):

@@ -377,3 +377,35 @@ def test_auto_runtime_takes_litert_for_tflite_models_on_the_cpu(frames, mediapip
     coral = Pipeline(_coral_settings(), heads=('segmentation',))
     assert coral._heads['segmentation'].model.dense_module is \
         coral._heads['segmentation'].model.module
+
+
+def test_a_picture_back_after_frames_without_a_map_is_not_taken_for_still(frames):
+    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
+    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    net = incremental._heads['segmentation'].net
+    # Frames 0-5 as before (frame 5 has a map that changed), four frames of another picture
+    # without maps, then frame 5's picture again: equal to the maps' reference, but the last
+    # outputs came from the other picture.
+    clip = frames[:6] + [frames[12]] * 4 + [frames[5]]
+    measured, masks = [], []
+    for index, frame in enumerate(clip):
+        got, want = incremental.process(frame), dense.process(frame)
+        if index == 0:
+            net.choice.record = _SlowEngine(net.choice)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        measured.append(got.stats.change_measured)
+        masks.append(want.segmentation.mask)
+    assert measured[6:10] == [False] * 4
+    assert not np.array_equal(masks[9], masks[10])  # else the check above could not tell
+
+
+def test_a_watched_change_map_is_made_on_every_frame(frames):
+    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    net = incremental._heads['segmentation'].net
+    incremental.keep_change_maps = True
+    for index, frame in enumerate(frames):
+        result = incremental.process(frame)
+        if index == 0:
+            net.choice.record = _SlowEngine(net.choice)
+        assert result.stats.change_measured, index
+    assert net.path == 'dense'

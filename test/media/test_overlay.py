@@ -76,3 +76,12 @@ def test_each_person_is_labelled_with_their_id_above_the_skeleton():
     # The same skeleton, in the colour of the id.
     np.testing.assert_array_equal(plain[38:].any(2), labelled[38:].any(2))
     assert (plain[40, 32] != labelled[40, 32]).any()
+
+
+def test_changed_tiles_are_drawn_only_where_a_change_map_measured_them():
+    image = np.full((16, 16, 3), 100, np.uint8)
+    tiles = np.ones((2, 2), bool)
+    measured = FrameResult(None, None, tiles, 8, PipelineStats(1.0))
+    without = FrameResult(None, None, tiles, 8, PipelineStats(1.0, change_measured=False))
+    assert not np.array_equal(draw_result(image, measured, show_change=True), image)
+    assert np.array_equal(draw_result(image, without, show_change=True), image)

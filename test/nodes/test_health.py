@@ -153,3 +153,13 @@ def test_gpu_helpers_never_import_torch(monkeypatch):
     assert health.gpu_memory_bytes() is None
     health.release_device_memory()
     assert 'torch' not in sys.modules
+
+
+def test_the_changed_fraction_is_the_last_change_maps():
+    monitor = HealthMonitor(DiagnosticsSettings(), now=0.0)
+    measured = PipelineStats(0.125, {'segmentation': HeadStats(0.5, 1, 2, False, 1.0)}, 1.0)
+    monitor.processed(0.0, measured, 5.0, stamp_ns=1)
+    without = PipelineStats(1.0, {'segmentation': HeadStats(1.0, 2, 2, True, 1.0)}, 1.0, False)
+    monitor.processed(0.1, without, 5.0, stamp_ns=2)  # a frame that went without a map
+    assert monitor.report(0.15, publishers=1).value('changed fraction (last change map)') \
+        == '0.1250'

@@ -205,3 +205,28 @@ def test_the_pose_section_counts_people_and_their_error_against_dense():
     # Matched joints: 1, 1 (frame 0), 0, 0 (frame 3, the right person), 3, 3 (frame 3).
     assert pose['keypoint_px_p50'] == pytest.approx(1.0)
     assert pose['keypoint_px_mean'] == pytest.approx(8.0 / 6.0)
+
+
+def test_frames_without_a_change_map_do_not_count_in_the_changed_fraction(tmp_path):
+    from sparse_perception.replay.plots import activity_plot
+    from sparse_perception.replay.report import write_frames_csv
+    from sparse_perception.replay.runner import Scorer
+    from sparse_perception.replay.sources import Frame
+    from sparse_perception.results import FrameResult, HeadStats, PipelineStats
+
+    scorer = Scorer()
+    for index, (fraction, measured) in enumerate([(0.2, True), (1.0, False), (0.4, True)]):
+        stats = PipelineStats(fraction, {'pose': HeadStats(0.5, 1, 2, False, 1.0)}, 1.0,
+                              measured)
+        result = FrameResult(None, None, np.ones((1, 1), bool), 16, stats)
+        scorer.add(Frame(index, np.zeros((4, 4, 3), np.uint8), index, 'camera', index), result,
+                   None)
+    assert [r.changed_fraction for r in scorer.records] == [0.2, None, 0.4]
+    assert scorer.activity()['changed_fraction'] == pytest.approx(0.3)
+    write_frames_csv(scorer.records, tmp_path / 'frames.csv')
+    rows = (tmp_path / 'frames.csv').read_text().splitlines()
+    column = rows[0].split(',').index('changed_fraction')
+    assert [row.split(',')[column] for row in rows[1:]] == ['0.2', '', '0.4']
+    pytest.importorskip('matplotlib')
+    activity_plot(scorer.records, tmp_path / 'activity.png')  # a gap, not a failure
+    assert (tmp_path / 'activity.png').stat().st_size > 0
