@@ -241,12 +241,15 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
 
 def _frames(source, topic, count) -> tuple[list, str]:
     """Decode the frames once: (the decoded frames, a label of the input)."""
-    from sparse_perception.replay.sources import Frame, open_source, ReplayError
+    from sparse_perception.replay.sources import Frame, input_kind, open_source, ReplayError
     from sparse_perception.shared_data import bundled_clip
 
     path = Path(source) if source is not None else bundled_clip()
+    # An image folder has no frame rate; the benchmark times frames, so their stamps are
+    # only labels (one a second).
+    rate = 1.0 if input_kind(path)[0] == 'folder' else None
     frames = []
-    with open_source(path, topic=topic) as opened:
+    with open_source(path, topic=topic, rate=rate) as opened:
         for item in opened:
             if isinstance(item, Frame):
                 frames.append(item)

@@ -68,6 +68,15 @@ def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_p
     assert report in capsys.readouterr().out
 
 
+def test_an_image_folder_needs_no_frame_rate(tmp_path):
+    cv2 = pytest.importorskip('cv2')
+    for index in range(3):
+        picture = np.full((48, 64, 3), 40 * index, np.uint8)
+        cv2.imwrite(str(tmp_path / f'{index:03d}.png'), picture)
+    frames, label = cpu._frames(str(tmp_path), None, None)
+    assert [f.image[0, 0, 0] for f in frames] == [0, 40, 80] and str(tmp_path) in label
+
+
 def test_bad_arguments_are_refused(capsys):
     assert cli.main(['bench', 'cpu', '--heads', 'segmentation,face']) == 2
     assert "--heads 'segmentation,face'" in capsys.readouterr().err
