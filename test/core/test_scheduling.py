@@ -222,20 +222,33 @@ class _SlowEngine:
         self.record(path, 1.5 * self.choice.estimates()['dense'] if path == 'engine' else ms)
 
 
-def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
+def _beside_dense(clip, keep_change_maps=False):
+    """
+    Run ``clip`` through the incremental pipeline, its engine slower than dense, and dense.
+
+    Every mask must equal dense's. Returns per frame (the incremental result, the dense
+    result, the path the network took).
+    """
     dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
     incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    incremental.keep_change_maps = keep_change_maps
     net = incremental._heads['segmentation'].net
-    paths, macs, masks, measured = [], [], [], []
-    for index, frame in enumerate(frames):
+    out = []
+    for index, frame in enumerate(clip):
         got, want = incremental.process(frame), dense.process(frame)
         if index == 0:  # after the first frame's reset, which renews a size-bound choice
             net.choice.record = _SlowEngine(net.choice)
         np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
-        paths.append(net.path)
-        macs.append(got.stats.heads['segmentation'].macs)
-        masks.append(got.segmentation.mask)
-        measured.append(got.stats.change_measured)
+        out.append((got, want, net.path))
+    return out
+
+
+def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
+    runs = _beside_dense(frames)
+    paths = [path for _, _, path in runs]
+    macs = [got.stats.heads['segmentation'].macs for got, _, _ in runs]
+    masks = [got.segmentation.mask for got, _, _ in runs]
+    measured = [got.stats.change_measured for got, _, _ in runs]
     # A still frame is not even decoded again: the last result stands.
     assert masks[4] is masks[3] and masks[5] is not masks[4]
     # The first frame times both; three sparse engine frames lose to the dense pass (frame 4
@@ -250,19 +263,11 @@ def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
 
 
 def test_a_picture_that_holds_still_is_noticed_while_the_dense_pass_runs(frames):
-    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
-    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
-    net = incremental._heads['segmentation'].net
     clip = frames[:9] + [frames[10]] * 40  # the scene changes, then holds still
-    macs, measured = [], []
-    for index, frame in enumerate(clip):
-        got, want = incremental.process(frame), dense.process(frame)
-        if index == 0:
-            net.choice.record = _SlowEngine(net.choice)
-        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
-        macs.append(got.stats.heads['segmentation'].macs)
-        measured.append(got.stats.change_measured)
-    assert net.path == 'dense' and not all(measured[:9])  # maps were skipped
+    runs = _beside_dense(clip)
+    macs = [got.stats.heads['segmentation'].macs for got, _, _ in runs]
+    measured = [got.stats.change_measured for got, _, _ in runs]
+    assert runs[-1][2] == 'dense' and not all(measured[:9])  # maps were skipped
     # From frame 10 on the picture is one: within 32 skipped maps, a refresh and one map
     # it is seen to hold still, and from then on the network is not run at all.
     still = [i for i in range(10, len(clip)) if macs[i] == 0]
@@ -380,32 +385,18 @@ def test_auto_runtime_takes_litert_for_tflite_models_on_the_cpu(frames, mediapip
 
 
 def test_a_picture_back_after_frames_without_a_map_is_not_taken_for_still(frames):
-    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
-    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
-    net = incremental._heads['segmentation'].net
     # Frames 0-5 as before (frame 5 has a map that changed), four frames of another picture
     # without maps, then frame 5's picture again: equal to the maps' reference, but the last
-    # outputs came from the other picture.
+    # outputs came from the other picture (_beside_dense checks every mask against dense).
     clip = frames[:6] + [frames[12]] * 4 + [frames[5]]
-    measured, masks = [], []
-    for index, frame in enumerate(clip):
-        got, want = incremental.process(frame), dense.process(frame)
-        if index == 0:
-            net.choice.record = _SlowEngine(net.choice)
-        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
-        measured.append(got.stats.change_measured)
-        masks.append(want.segmentation.mask)
+    runs = _beside_dense(clip)
+    measured = [got.stats.change_measured for got, _, _ in runs]
+    masks = [want.segmentation.mask for _, want, _ in runs]
     assert measured[6:10] == [False] * 4
     assert not np.array_equal(masks[9], masks[10])  # else the check above could not tell
 
 
 def test_a_watched_change_map_is_made_on_every_frame(frames):
-    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
-    net = incremental._heads['segmentation'].net
-    incremental.keep_change_maps = True
-    for index, frame in enumerate(frames):
-        result = incremental.process(frame)
-        if index == 0:
-            net.choice.record = _SlowEngine(net.choice)
-        assert result.stats.change_measured, index
-    assert net.path == 'dense'
+    runs = _beside_dense(frames, keep_change_maps=True)
+    assert all(got.stats.change_measured for got, _, _ in runs)
+    assert runs[-1][2] == 'dense'
