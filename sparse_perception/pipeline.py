@@ -129,6 +129,9 @@ class _IncrementalNet:
         self._dense_stats: Any = None  # the engine's statistics of a dense frame
         self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
         self.map_ms = 0.0  # what the frame's change map cost this frame (0: none was made)
+        # The share of the frame that changed since the frame before (None: not measured):
+        # the path choice retries the engine only once the scene calmed down.
+        self.scene: float | None = None
 
     def _new_choice(self) -> Any:
         from sparse_perception.scheduling import measurable, PathChoice, warmup_frames
@@ -169,7 +172,7 @@ class _IncrementalNet:
             if self._outputs is not None:
                 self._skipped()
                 return self._outputs
-        path = choice.pick()
+        path = choice.pick(self.scene)
         start = self._clock()  # the input's change map is part of the engine's cost
         if path == 'dense':
             outputs = self.dense(x)
@@ -596,7 +599,10 @@ class _Head:
         """
         start = time.perf_counter()
         model = self.model
+        scene = None if frame_change.refresh or not frame_change.measured else float(
+            frame_change.changed_fraction)
         for net in self.nets:  # what changed reaches every resampled input, run or not
+            net.scene = scene
             if net.change is not frame_change and hasattr(net.change, 'add'):
                 net.change.add(frame_change)
         detector = getattr(model, 'detector', None)

@@ -137,6 +137,51 @@ def test_a_trial_far_behind_ends_at_its_first_sample_and_a_close_one_takes_them_
     assert waits == [6, 12]  # 4 x 1.5, then x 2 (not x 100: the outlier counts as 2x)
 
 
+def _dense_until_trial(choice, scene, limit=10000):
+    """Run dense frames at ``scene`` until the engine is tried; return how many ran."""
+    dense = 0
+    while choice.pick(scene) == 'dense':
+        choice.record('dense', 10.0)
+        dense += 1
+        assert dense < limit, 'the engine was never tried again'
+    return dense
+
+
+def test_a_trial_waits_while_the_scene_changes_as_much_as_when_the_engine_lost():
+    choice = PathChoice(samples=3, first_probe=4, max_probe=64)
+    choice.pick(0.3)
+    choice.record('dense', 10.0)
+    for _ in range(3):  # lost by 2x on frames where 30% of the frame changed
+        assert choice.pick(0.3) == 'engine'
+        choice.record('engine', 20.0)
+    # Due after 8 dense frames; while 15% or more changes (the engine's cost halved at
+    # best) it waits, and only the 64-frame bound brings a trial.
+    assert _dense_until_trial(choice, 0.15) == 64
+    for _ in range(3):
+        assert choice.pick(0.3) == 'engine'
+        choice.record('engine', 20.0)
+    # Calmer than half: tried when due (8 x 2 dense frames after a second loss).
+    assert _dense_until_trial(choice, 0.1) == 16
+    for _ in range(3):
+        choice.pick(0.1)
+        choice.record('engine', 20.0)
+    # A due trial on a frame whose share was not measured waits for a frame whose was.
+    dense = 0
+    while not choice.wants_engine():  # due: a map is wanted
+        assert choice.pick(0.3) == 'dense'
+        choice.record('dense', 10.0)
+        dense += 1
+    assert dense == 32 and choice.pick(None) == 'dense' and choice.wants_engine()
+    choice.record('dense', 10.0)
+    assert choice.pick(0.01) == 'engine'
+    # Samples without a share (a caller that measures none) keep the plain schedule.
+    plain = PathChoice(samples=1, first_probe=4, max_probe=64)
+    plain.record('dense', 10.0)
+    assert plain.pick() == 'engine'
+    plain.record('engine', 15.0)
+    assert _dense_until_trial(plain, 0.9) == 6
+
+
 def test_the_engines_first_frames_after_warmup_are_the_samples():
     import torch
 
@@ -400,3 +445,16 @@ def test_a_watched_change_map_is_made_on_every_frame(frames):
     runs = _beside_dense(frames, keep_change_maps=True)
     assert all(got.stats.change_measured for got, _, _ in runs)
     assert runs[-1][2] == 'dense'
+
+
+def test_the_engine_is_not_tried_again_while_the_scene_stays_as_busy():
+    # vtest at thresholds 0: its noise changes most tiles of every frame. The engine, made
+    # 1.5 times slower than dense, loses its first samples; on such a scene it would lose
+    # every trial, so none comes within max_probe dense frames (without the scene's share,
+    # the first came 24 dense frames after the loss and took four frames).
+    runs = _beside_dense(vtest_frames(60, (144, 192), rgb=True))
+    paths = [path for _, _, path in runs]
+    assert paths[:4] == ['engine'] * 4 and set(paths[4:]) == {'dense'}
+    measured = [got.stats.changed_fraction for got, _, _ in runs[1:]
+                if got.stats.change_measured]
+    assert len(measured) > 5 and min(measured) > 0.5
