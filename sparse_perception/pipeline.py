@@ -130,8 +130,11 @@ class _IncrementalNet:
         self._pass_stats: dict[bool, Any] = {}  # made from them once: ran dense, skipped
         self.map_ms = 0.0  # what the frame's change map cost this frame (0: none was made)
         # The share of the frame that changed since the frame before (None: not measured):
-        # the path choice retries the engine only once the scene calmed down.
+        # the path choice retries the engine only once the scene calmed down. A network that
+        # runs on some frames only (own_share) takes its input map's share instead, which
+        # holds every change since it last ran.
         self.scene: float | None = None
+        self.own_share = False
 
     def _new_choice(self) -> Any:
         from sparse_perception.scheduling import measurable, PathChoice, warmup_frames
@@ -157,6 +160,8 @@ class _IncrementalNet:
         if choice is None or self.path == 'engine' or still is None:
             change = _made(change)
             still = not change.refresh and not bool(change.tiles.any())
+            if self.own_share:
+                self.scene = None if change.refresh else float(change.changed_fraction)
         # Positions a gate left stale may be recomputed on a still input: not a repeat then.
         self.repeated = still and not self._stale()
         if still and self.path == 'glance':
@@ -452,6 +457,7 @@ class _IncrementalDetector:
         self.net = _IncrementalNet(detector.trunk, detector.tail, _dense_pass(dense), settings,
                                    what, input_size)
         self.net.change = ResampledChange(settings.change.tile_size)
+        self.net.own_share = True  # it runs on some frames only: see _IncrementalNet.scene
         self.input_size = input_size
         self._image_size: tuple[int, int] | None = None
 
@@ -602,7 +608,8 @@ class _Head:
         scene = None if frame_change.refresh or not frame_change.measured else float(
             frame_change.changed_fraction)
         for net in self.nets:  # what changed reaches every resampled input, run or not
-            net.scene = scene
+            # A gate bounds what the engine recomputes however much changed: no wait there.
+            net.scene = None if net._active_gates() is not None else scene
             if net.change is not frame_change and hasattr(net.change, 'add'):
                 net.change.add(frame_change)
         detector = getattr(model, 'detector', None)

@@ -35,14 +35,15 @@ answers, per frame, which one to run:
   took 12 frames to give its three samples). The engine then counts as losing by
   ``give_up``, not by all of that sample: one sample may be an outlier.
 - A trial waits for a calmer scene. The caller gives :meth:`PathChoice.pick` the share of
-  the frame that changed since the frame before (the scene's activity; None where no change
-  map measured it). When the engine lost by ``ratio`` on frames where a share ``s`` changed,
-  a trial is due and the frame's share is still at least ``s / ratio``, the trial waits
-  another interval: were the engine's cost a fixed part plus a part that grows with what
-  changed, it could not win there (a moving camera, a busy street: each trial costs a slow
-  frame and a refresh). A due trial on a frame whose share is not known waits for one that
-  is. A trial runs regardless once ``max_probe`` dense frames passed since the last one, and
-  wherever the engine's samples had no share.
+  what the network sees that changed (the scene's activity; None where no change map
+  measured it). When the engine lost by ``ratio`` on samples where a median share ``s``
+  changed, a due trial waits while the latest measured share is still at least
+  ``s / ratio``: were the engine's cost a fixed part plus a part no more than proportional
+  to the share changed, it could not win there (a moving camera, a busy street: each trial
+  costs a slow frame and a refresh). Waiting counts as losing again (the next look comes
+  twice as late), and it needs no change map of its own, since the latest measured share
+  decides. A trial runs regardless once ``max_probe`` dense frames passed since the engine
+  lost, and wherever the losing samples had no share.
 - A frame in which nothing changed is not a sample of either path (the caller skips it), nor
   are the engine's first ``warmup`` sparse frames (one-time costs: compiling, capturing).
 
@@ -129,12 +130,14 @@ class PathChoice:
         self._dense_ms: deque[float] = deque(maxlen=samples)
         self.path = 'engine'
         self._probe = first_probe  # dense frames before the engine is tried again
-        self._dense_frames = 0  # dense frames since the engine last lost
+        self._dense_frames = 0  # dense frames since the engine last lost or a trial waited
         self._lost_before = False  # the engine lost its last decision (this is a trial)
         self._scene: float | None = None  # the changed share the last pick was given
-        self._sample_scenes: list[float] = []  # the changed share of the engine's samples
+        self._latest: float | None = None  # the latest share measured (not None)
+        # The changed share of each engine sample, beside its time (None: not measured).
+        self._sample_scenes: deque[float | None] = deque(maxlen=samples)
         self._lost_at: tuple[float, float] | None = None  # (share, ratio) of the last loss
-        self._since_trial = 0  # dense frames since the engine last ran
+        self._since_loss = 0  # dense frames since the engine last lost
 
     @property
     def needs_dense_sample(self) -> bool:
@@ -142,34 +145,41 @@ class PathChoice:
         return not self._dense_ms
 
     def wants_engine(self) -> bool:
-        """
-        Whether the next frame with changes may run the engine.
-
-        True where :meth:`pick` returns 'engine', or a trial is due and waits for the
-        frame's changed share (the caller then measures it).
-        """
-        return self.path == 'engine' or self._dense_frames >= self._probe
+        """Whether the next frame with changes may run the engine (as :meth:`pick` says)."""
+        return self.path == 'engine' or (self._due() and not self._waits())
 
     def pick(self, scene: float | None = None) -> str:
         """
         Return the path for the next frame that has changes: 'engine' or 'dense'.
 
-        ``scene``: the share of the frame that changed since the frame before, in [0, 1], or
-        None where it was not measured.
+        ``scene``: how much of what the network sees changed, in [0, 1] (the frame's changed
+        share; a network that runs on some frames only may give its input's since it last
+        ran), or None where it was not measured. Where :meth:`wants_engine` said no and no
+        share is given, the answer is 'dense'.
         """
         self._scene = scene
-        if self.path == 'dense' and self._dense_frames >= self._probe:
-            waits = self._lost_at is not None and self._since_trial < self.max_probe
-            if waits and scene is None:
-                return 'dense'  # due: the next frame's share decides (a map is made then)
-            if waits and scene * self._lost_at[1] >= self._lost_at[0]:
-                self._dense_frames = 0  # as busy as when it lost: look again later
+        if scene is not None:
+            self._latest = scene
+        if self.path == 'dense' and self._due():
+            if self._waits():  # as busy as when it lost: look again later, as after a loss
+                self._probe = min(self.max_probe, 2 * self._probe)
+                left = self.max_probe - self._since_loss  # a trial at max_probe at the latest
+                self._dense_frames = self._probe - min(self._probe, left)
                 return 'dense'
             self.path = 'engine'  # try it again: the scene may have calmed down
             self._engine_ms.clear()
             self._sample_scenes.clear()
-            self._since_trial = 0
         return self.path
+
+    def _due(self) -> bool:
+        return self._dense_frames >= self._probe
+
+    def _waits(self) -> bool:
+        """Whether a due trial waits: the latest share is as busy as the engine lost at."""
+        if self._lost_at is None or self._latest is None or self._since_loss >= self.max_probe:
+            return False
+        share, ratio = self._lost_at
+        return self._latest * ratio >= share
 
     def record(self, path: str, ms: float) -> None:
         """Add the wall time of a frame that ran ``path`` (the engine's sparse frames only)."""
@@ -178,14 +188,13 @@ class PathChoice:
         if path == 'dense':
             self._dense_ms.append(ms)
             self._dense_frames += 1
-            self._since_trial += 1
+            self._since_loss += 1
             return
         if self._warmup:
             self._warmup -= 1
             return
         self._engine_ms.append(ms)
-        if self._scene is not None:
-            self._sample_scenes.append(self._scene)
+        self._sample_scenes.append(self._scene)
         if not self._dense_ms:
             return
         dense = statistics.median(self._dense_ms)
@@ -205,8 +214,8 @@ class PathChoice:
                 self._probe = self.first_probe * ratio
             self._probe = int(min(self._probe, self.max_probe))
             self._lost_before = True
-            self.path, self._dense_frames = 'dense', 0
-            scenes = self._sample_scenes
+            self.path, self._dense_frames, self._since_loss = 'dense', 0, 0
+            scenes = [scene for scene in self._sample_scenes if scene is not None]
             self._lost_at = (statistics.median(scenes), ratio) if scenes else None
         else:
             self._lost_before, self._probe, self._lost_at = False, self.first_probe, None
