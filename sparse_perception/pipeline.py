@@ -1036,7 +1036,8 @@ def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> An
     glance = _dense_pass(model.module) if model.fully_convolutional else None
     try:
         return GateMaker(settings.sparsity, settings.change.tile_size, model.decoder,
-                         person_class(tuple(model.labels)), glance)
+                         person_class(tuple(model.labels)), glance,
+                         model=settings.model.segmentation)
     except ValueError as exc:
         raise ModelLoadError(f'{what}: {exc}') from exc
 

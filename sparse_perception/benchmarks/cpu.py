@@ -60,6 +60,12 @@ ENGINES = ('dense_torch', 'engine_dense', 'incremental', 'litert')
 HEAD_GROUPS = {**{head: (head,) for head in HEADS}, 'both': HEADS}
 BUSY_PROCESSES = 2  # the contended pass: a robot's CPU shared with other busy nodes
 BUSY_SETTLE_S = 0.5  # lets the busy processes start spinning before the contended pass
+# A busy process spins until the benchmark that started it is gone, however it ended (a
+# benchmark killed outright cannot stop it, and it would burn a core for good).
+# Its argument is the benchmark's process id: it may already be gone when the loop starts.
+BUSY_LOOP = 'import os, sys\nwhile os.getppid() == int(sys.argv[1]): pass'
+# The decoded frames the benchmark may hold (it replays them, alternating pipelines).
+FRAME_BUDGET_BYTES = 4 * 2**30
 
 
 def register(subparsers: Any) -> None:
@@ -78,7 +84,8 @@ def register(subparsers: Any) -> None:
                         help='write the results here, and a markdown report beside them '
                         '(same name, .md)')
     parser.add_argument('--frames', type=int, default=None, metavar='N',
-                        help='use the first N frames [all]')
+                        help='use the first N frames [all; at most 4 GiB of them decoded, '
+                        'all held in memory]')
     parser.add_argument('--passes', type=int, default=3, metavar='N',
                         help='timed passes over the frames, each from a reset [3]')
     parser.add_argument('--threads', type=int, default=None, metavar='N',
@@ -106,22 +113,34 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             print(f'{flag} {value}: expected at least {low}', file=sys.stderr)
             return 2
+    from sparse_perception.output_files import check_outputs, OutputError, write_atomic
     from sparse_perception.pipeline import ModelLoadError
     from sparse_perception.replay.sources import ReplayError
+    from sparse_perception.shared_data import bundled_clip
 
+    outputs = []
+    if args.json:
+        path = Path(args.json)
+        outputs = [('--json', path), ('the report beside --json', path.with_suffix('.md'))]
     try:
+        # Before minutes of measuring: a path that cannot be written, or that is the input.
+        check_outputs(outputs, [args.input if args.input else bundled_clip()],
+                      create_folders=True)
         result = run(args.input, topic=args.topic, frames=args.frames, passes=args.passes,
                      threads=args.threads, contention=not args.no_contention, groups=groups,
                      command=_command(args))
-    except (ModelLoadError, ReplayError, OSError) as exc:
+    except (ModelLoadError, ReplayError, OutputError, OSError) as exc:
         print(f'bench cpu: {exc}', file=sys.stderr)
         return 1
     report = markdown(result)
-    if args.json:
-        path = Path(args.json)
-        _write(path, json.dumps(result, indent=2) + '\n')
-        _write(path.with_suffix('.md'), report)
-    print(report)
+    print(report)  # first: a failed write below loses no result
+    try:
+        for (_, path), text in zip(outputs, (json.dumps(result, indent=2) + '\n', report)):
+            write_atomic(path, text)
+    except OSError as exc:
+        print(f'bench cpu: cannot write {exc.filename or args.json}: {exc.strerror or exc}',
+              file=sys.stderr)
+        return 1
     return 0
 
 
@@ -138,14 +157,6 @@ def _command(args: argparse.Namespace) -> str:
     if args.no_contention:
         words.append('--no-contention')
     return shlex.join(words)
-
-
-def _write(path: Path, text: str) -> None:
-    """Write atomically: a temporary file renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, path)
 
 
 # -- the measurement ----------------------------------------------------------------------------
@@ -248,13 +259,19 @@ def _frames(source, topic, count) -> tuple[list, str]:
     # An image folder has no frame rate; the benchmark times frames, so their stamps are
     # only labels (one a second).
     rate = 1.0 if input_kind(path)[0] == 'folder' else None
-    frames = []
+    frames, held = [], 0
     with open_source(path, topic=topic, rate=rate) as opened:
         for item in opened:
             if isinstance(item, Frame):
                 frames.append(item)
+                held += item.image.nbytes
                 if count is not None and len(frames) >= count:
                     break
+                if held > FRAME_BUDGET_BYTES:
+                    raise ReplayError(
+                        f'{path}: its first {len(frames)} frames already take '
+                        f'{held / 2**30:.1f} GiB decoded, and the benchmark holds every frame '
+                        f'it times in memory; pass --frames {len(frames) - 1} or fewer')
     if not frames:
         raise ReplayError(f'{path}: no frame could be decoded')
     shapes = {f.image.shape for f in frames}
@@ -367,7 +384,7 @@ def _contended(pipelines: dict, clip: list) -> dict:
     busy: list[subprocess.Popen] = []
     try:
         for _ in range(BUSY_PROCESSES):
-            busy.append(subprocess.Popen([sys.executable, '-c', 'while True: pass']))
+            busy.append(subprocess.Popen([sys.executable, '-c', BUSY_LOOP, str(os.getpid())]))
         time.sleep(BUSY_SETTLE_S)
         ordered = [pipelines[name] for name in ENGINES]
         for pipeline in ordered:

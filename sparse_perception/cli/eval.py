@@ -129,27 +129,17 @@ def register(subparsers) -> None:
     sweep.set_defaults(func=run_sweep)
 
 
-def _check_outputs(*paths: Path | None) -> None:
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Refuse outputs that cannot be written, or that would write over the shared data."""
     from sparse_perception.evaluation.accuracy import EvaluationError
+    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.shared_data import shared_root
 
-    import os
-    import tempfile
-
-    for path in filter(None, paths):
-        if path.is_dir():
-            raise EvaluationError(f'{path} is a folder; expected a file name to write')
-        if not path.parent.is_dir():
-            raise EvaluationError(f'{path}: the folder {path.parent} does not exist; create it '
-                                  'first')
-        # Try it, before an evaluation of many minutes: permissions alone do not tell (root,
-        # read-only file systems).
-        try:
-            handle, probe = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-            os.close(handle)
-            os.unlink(probe)
-        except OSError as exc:
-            raise EvaluationError(f'{path}: cannot write into {path.parent}: '
-                                  f'{exc.strerror}; choose another place') from None
+    read = [shared_root() / 'data', shared_root() / 'models']  # the clips, the models
+    try:
+        check_outputs([('--json', args.json), ('--markdown', args.markdown)], read)
+    except OutputError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def _command() -> str:
@@ -188,6 +178,12 @@ def options_from_args(args: argparse.Namespace):
         raise accuracy.EvaluationError(
             f'--parity-frames {args.parity_frames[0]} {args.parity_frames[1]}: both must be '
             'at least 1')
+    from sparse_perception.models.registry import REGISTRY
+
+    unknown = [name for name in args.parity_models if name not in REGISTRY]
+    if unknown and 'parity' in sections:  # before the other sections' minutes
+        raise accuracy.EvaluationError(f'--parity-models: {", ".join(unknown)} not registered; '
+                                       f'known: {", ".join(REGISTRY)}')
     return accuracy.AccuracyOptions(
         settings=settings, sections=sections,
         davis_frames=FrameRange.parse(args.davis_frames),
@@ -207,7 +203,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        _check_outputs(args.json, args.markdown)
+        _check_outputs(args)
         options = options_from_args(args)
         result = accuracy.evaluate(options, log)
         accuracy.write_json(result, args.json)
@@ -279,7 +275,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        _check_outputs(args.json, args.markdown)
+        _check_outputs(args)
         document = sweep.sweep(
             points_from_args(args), FrameRange.parse(args.davis_frames),
             FrameRange.parse(args.jhmdb_frames), vtest=not args.no_vtest,

@@ -54,6 +54,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     train.add_argument('sources', nargs='+', type=Path, metavar='SOURCE',
                        help='rosbag2 folder, video file or folder of images')
+    train.add_argument('--topic', help="a bag's image topic [its only one]")
     train.add_argument('--out', type=Path, required=True, metavar='PATH',
                        help='the gate file to write (replaced atomically)')
     train.add_argument('--model', default=defaults.model_name,
@@ -91,7 +92,7 @@ def run_train(args: argparse.Namespace) -> int:
     options = TrainingOptions(
         model_name=args.model, tile=args.tile_size, epochs=args.epochs,
         max_frames=args.max_frames, seed=args.seed, margin=args.margin, shift=args.shift,
-        recall_weight=args.recall_weight)
+        recall_weight=args.recall_weight, topic=args.topic)
     try:
         report = train(args.sources, args.out, options, models_dir=args.models_dir,
                        progress=progress)

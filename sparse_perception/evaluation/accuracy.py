@@ -733,10 +733,6 @@ def write_text(text: str, path: Path) -> None:
         raise EvaluationError(f'{path} is a folder; expected a file name')
     if not path.parent.is_dir():
         raise EvaluationError(f'{path}: the folder {path.parent} does not exist')
-    temporary = path.with_name(path.name + '.part')
-    try:
-        temporary.write_text(text, encoding='utf-8')
-        temporary.replace(path)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
+    from sparse_perception.output_files import write_atomic
+
+    write_atomic(path, text)

@@ -172,6 +172,8 @@ def sweep(points: Sequence[Mapping[str, Any]],
     load_before = load_average()
     if not points:
         raise accuracy.EvaluationError('the sweep has no points')
+    for point in points:  # a point whose settings do not go together fails before any runs
+        point_settings(point)
     loaded = accuracy.load_clips(('davis', 'jhmdb'), davis_frames, jhmdb_frames)
     clips = loaded['davis'] + loaded['jhmdb']
     if vtest:

@@ -98,28 +98,25 @@ def features(small: Any, last_small: Any, previous: Any) -> tuple[Any, Any]:
 
 
 def save(state: dict, meta: dict, path: str | Path) -> Path:
-    """Write a gate file atomically (a temporary file beside it, then renamed)."""
-    import os
-    import tempfile
-
+    """Write a gate file whole or not at all (a temporary file beside it, then renamed)."""
     import torch
 
+    from sparse_perception.output_files import write_atomic
+
+    blob = {'state': {k: v.detach().clone() for k, v in state.items()}, 'meta': dict(meta)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
-    os.close(handle)
-    try:
-        torch.save({'state': {k: v.detach().clone() for k, v in state.items()},
-                    'meta': dict(meta)}, temp)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_atomic(path, lambda temp: torch.save(blob, temp))
 
 
-def load(path: str | Path, tile: int) -> tuple[Any, dict]:
-    """Return the gate network in a file (eval mode) and its metadata; refuse a bad file."""
+def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict]:
+    """
+    Return the gate network in a file (eval mode) and its metadata; refuse a bad file.
+
+    ``model``: the segmentation model it is to gate (None: not checked). A gate learns the
+    person tiles of the model it was trained on, over that model's input: on another model
+    they would lie elsewhere.
+    """
     import pickle
     import zipfile
 
@@ -145,6 +142,10 @@ def load(path: str | Path, tile: int) -> tuple[Any, dict]:
     if meta.get('cells') != CELLS:
         raise GateFileError(f'{path}: input scale of {meta.get("cells")!r} pixels per tile, '
                             f'this package uses {CELLS}; train it again')
+    if model is not None and meta.get('model') != model:
+        raise GateFileError(f'{path}: trained for the segmentation model '
+                            f'{meta.get("model")!r}, but this one is {model!r}: train one for '
+                            f'it with `sparse-perception gate train --model {model}`')
     if meta.get('tile') != tile:
         raise GateFileError(f'{path}: trained for change tiles of {meta.get("tile")!r} '
                             f'pixels, but change.tile_size is {tile}; train it with that '
@@ -155,16 +156,20 @@ def load(path: str | Path, tile: int) -> tuple[Any, dict]:
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise GateFileError(f'{path}: weights do not fit the gate network: '
                             f'{" ".join(str(exc).split())[:200]}') from None
+    if not all(bool(p.isfinite().all()) for p in net.state_dict().values()
+               if p.is_floating_point()):
+        raise GateFileError(f'{path}: holds weights that are not finite numbers (a training '
+                            'that diverged); train it again')
     return net.eval(), meta
 
 
 class LearnedGate:
     """A loaded gate network that follows one stream: call :meth:`tiles` once per frame."""
 
-    def __init__(self, path: str | Path, tile: int):
+    def __init__(self, path: str | Path, tile: int, model: str | None = None):
         self.path = str(path)
         self.tile = tile
-        self.net, self.meta = load(path, tile)
+        self.net, self.meta = load(path, tile, model)
         self.reset()
 
     def reset(self) -> None:

@@ -156,8 +156,9 @@ class GateMaker:
     """
 
     def __init__(self, settings: SparsitySettings, tile: int, decoder: str, person: int | None,
-                 glance_pass: Callable[[Any], Any] | None = None):
+                 glance_pass: Callable[[Any], Any] | None = None, model: str | None = None):
         self.tile = tile
+        self.model = model  # the network's registered name: a learned gate must be made for it
         self.decoder = decoder
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
@@ -192,7 +193,8 @@ class GateMaker:
         from sparse_perception.gates.learned import LearnedGate
 
         if self.learned is None or self.learned.path != path:
-            self.learned = LearnedGate(path, self.tile)  # GateFileError: a ValueError
+            # GateFileError (a ValueError): a bad file, or one made for another model
+            self.learned = LearnedGate(path, self.tile, self.model)
 
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""

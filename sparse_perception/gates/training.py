@@ -60,6 +60,7 @@ class TrainingOptions:
     margin: int = 0  # tiles the targets grow by (sparsity.gate_margin is added at run time)
     shift: int = 8  # quarter tiles a shifted copy of the last frame moves, as a moving camera
     recall_weight: float = 4.0  # of person tiles in the loss against the rest
+    topic: str | None = None  # a bag's image topic (None: its only one)
 
 
 @dataclass
@@ -75,7 +76,14 @@ class TrainingReport:
     meta: dict = field(default_factory=dict)
 
 
-def frames_of(sources: Sequence[str | Path], max_frames: int) -> Any:
+# The training samples the distillation may hold (each frame's scaled image, motion and
+# tiles, in float32, about 1.2 MB per frame of 768x576): a long source at a small tile size
+# would otherwise grow them past the machine's memory.
+SAMPLE_BUDGET_BYTES = 4 * 2**30
+
+
+def frames_of(sources: Sequence[str | Path], max_frames: int,
+              topic: str | None = None) -> Any:
     """Yield (source index, RGB frame) over the sources, at most ``max_frames`` in all."""
     from sparse_perception.replay.sources import input_kind, open_source
 
@@ -86,7 +94,7 @@ def frames_of(sources: Sequence[str | Path], max_frames: int) -> Any:
             raise TrainingError(f'{path} does not exist')
         kind, _ = input_kind(path)
         # An image folder needs a rate for its stamps, which training does not read.
-        with open_source(path, rate=1.0 if kind == 'folder' else None) as frames:
+        with open_source(path, topic=topic, rate=1.0 if kind == 'folder' else None) as frames:
             for frame in frames:
                 if count >= max_frames:
                     return
@@ -96,7 +104,7 @@ def frames_of(sources: Sequence[str | Path], max_frames: int) -> Any:
 
 
 def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int = 0,
-           max_frames: int = 300, shift: int = 8, seed: int = 0,
+           max_frames: int = 300, shift: int = 8, seed: int = 0, topic: str | None = None,
            progress: Callable[[str], None] | None = None
            ) -> tuple[list[tuple[Any, Any, Any]], int]:
     """
@@ -117,8 +125,8 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     samples = []
     moves = torch.Generator().manual_seed(seed)
     last_source, last_small, last_people = None, None, None
-    frames = 0
-    for source, image in frames_of(sources, max_frames):
+    frames, held = 0, 0
+    for source, image in frames_of(sources, max_frames, topic):
         frames += 1
         with torch.no_grad():
             pixels, _ = model.prepare(image)
@@ -136,6 +144,12 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
                 moved = torch.roll(last_small, (dy, dx), (2, 3))
                 inputs, _ = features(small, moved, last_people)
                 samples.append((inputs, prior, target.float()[None]))
+            held = sum(t.nbytes for t in samples[-1]) * len(samples)
+            if held > SAMPLE_BUDGET_BYTES:
+                raise TrainingError(
+                    f'after {frames} frames the training samples take {held / 2**30:.1f} GiB, '
+                    f'and all of them are held in memory: pass --max-frames {frames - 1} or '
+                    'fewer (or a larger --tile-size)')
         last_source, last_small, last_people = source, small, people
         if progress is not None and frames % 25 == 0:
             progress(f'{frames} frames through the model')
@@ -203,17 +217,36 @@ def train(sources: Sequence[str | Path], out: str | Path,
     from sparse_perception.gates.learned import CELLS, save, VERSION
     from sparse_perception.models.registry import load_model
 
+    import math
+
+    from sparse_perception import settings as st
+    from sparse_perception.output_files import check_outputs, OutputError
+
     o = options
     model_name = o.model_name
     if o.epochs < 1 or o.max_frames < 2:
         raise TrainingError('--epochs must be at least 1 and --max-frames at least 2')
-    if o.tile < 1 or o.shift < 0:
-        raise TrainingError('--tile-size must be at least 1 and --shift at least 0')
+    if o.shift < 0:
+        raise TrainingError('--shift must be at least 0')
+    if not (math.isfinite(o.recall_weight) and o.recall_weight > 0):
+        raise TrainingError(f'--recall-weight must be a number above 0, got {o.recall_weight}')
+    # The settings the gate is made for bound these: a gate file no pipeline could load, or
+    # a tile map of gigabytes, fails here.
+    for flag, name, value in (('--tile-size', 'change.tile_size', o.tile),
+                              ('--margin', 'sparsity.gate_margin', o.margin)):
+        try:
+            st.validate(st.spec(name), value)
+        except st.SettingError as exc:
+            raise TrainingError(f'{flag}: {exc}') from None
     if not sources:
         raise TrainingError('no sources given')
     for source in sources:
         if not Path(source).exists():
             raise TrainingError(f'{source} does not exist')
+    try:  # before minutes of training: a path that cannot be written, or that is a source
+        check_outputs([('--out', out)], sources)
+    except OutputError as exc:
+        raise TrainingError(str(exc)) from None
     try:
         model = load_model(model_name, 'cpu', models_dir=models_dir)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
@@ -222,9 +255,12 @@ def train(sources: Sequence[str | Path], out: str | Path,
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
     samples, frames = distil(sources, model, o.tile, margin=o.margin, max_frames=o.max_frames,
-                             shift=o.shift, seed=o.seed, progress=progress)
+                             shift=o.shift, seed=o.seed, topic=o.topic, progress=progress)
     state, report = fit(samples, epochs=o.epochs, seed=o.seed, recall_weight=o.recall_weight,
                         progress=progress)
+    if not all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point()):
+        raise TrainingError(f'training diverged (loss {report.losses[-1]:.4g} after the last '
+                            'epoch): the weights are not finite numbers; nothing was written')
     report.frames = frames
     report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS, 'model': model_name,
                    'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,

@@ -733,20 +733,11 @@ def check_apart(output: str | Path, inputs: Sequence[str | Path], what: str) -> 
     Writing an output replaces or removes what is there: an output that overlaps an input
     would destroy or pollute it. Symbolic links are followed.
     """
-    out = Path(output).resolve()
-    for given in inputs:
-        given = Path(given)
-        inp = given.resolve()
-        if out == inp:
-            relation = 'is'
-        elif out in inp.parents:
-            relation = 'contains'
-        elif inp in out.parents:
-            relation = 'lies inside'
-        else:
-            continue
-        raise ReplayError(f'{what} {output} {relation} the input {given}; writing it could '
-                          'destroy or pollute the input: choose an output outside it')
+    from sparse_perception.output_files import overlap
+
+    reason = overlap(output, inputs)
+    if reason is not None:
+        raise ReplayError(f'{what} {reason}')
 
 
 def open_source(path: str | Path, *, topic: str | None = None, rate: float | None = None,

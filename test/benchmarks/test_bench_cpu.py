@@ -15,7 +15,10 @@
 """``sparse-perception bench cpu``: its result schema on a tiny run (no time is asserted)."""
 
 import json
+from pathlib import Path
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -106,6 +109,56 @@ def test_the_busy_processes_are_stopped_even_when_a_pipeline_fails(monkeypatch):
                        [Frame(0, np.zeros((8, 8, 3), np.uint8), 0, 'camera', 0)])
     assert len(started) == cpu.BUSY_PROCESSES
     assert all(process.poll() is not None for process in started)
+
+
+def test_outputs_that_would_be_lost_or_destroy_the_input_are_refused_first(
+        tmp_path, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(cpu, 'run', never)  # every refusal comes before any measuring
+    video = tmp_path / 'in.avi'
+    video.write_bytes(b'a video')
+    folder = tmp_path / 'folder'
+    folder.mkdir()
+    blocker = tmp_path / 'blocker'
+    blocker.write_text('a file')
+    for out, message in ((video, 'is the input'), (video / 'r.json', 'lies inside the input'),
+                         (folder, 'is a folder'),
+                         (tmp_path / 'report.md', 'is also where --json writes'),
+                         (blocker / 'x' / 'r.json', 'cannot make the folder')):
+        assert cli.main(['bench', 'cpu', str(video), '--json', str(out)]) == 1
+        assert message in capsys.readouterr().err
+    assert video.read_bytes() == b'a video'
+
+
+def test_the_frames_held_are_bounded(monkeypatch):
+    from sparse_perception.replay.sources import ReplayError
+
+    monkeypatch.setattr(cpu, 'FRAME_BUDGET_BYTES', 3 * 768 * 576 * 3)
+    with pytest.raises(ReplayError, match='pass --frames 3 or fewer'):
+        cpu._frames(None, None, None)
+
+
+def test_a_busy_process_ends_with_the_benchmark_that_started_it():
+    # Started by a process that then dies at once (as a benchmark killed outright would).
+    start = ('import os, subprocess, sys; print(subprocess.Popen([sys.executable, "-c", '
+             f'{cpu.BUSY_LOOP!r}, str(os.getpid())]).pid)')
+    starter = subprocess.Popen([sys.executable, '-c', start], stdout=subprocess.PIPE, text=True)
+    pid = int(starter.stdout.readline())  # the busy process holds the pipe while it runs
+    starter.wait()
+    starter.stdout.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and _running(pid):
+        time.sleep(0.05)
+    assert not _running(pid)
+
+
+def _running(pid):
+    try:
+        state = Path(f'/proc/{pid}/status').read_text()
+    except OSError:
+        return False
+    return 'State:\tZ' not in state  # a zombie has ended; its reaper may be slow
 
 
 def test_persons_are_paired_nearest_first():

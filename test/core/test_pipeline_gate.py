@@ -87,7 +87,8 @@ def gate_file(tmp_path_factory):
     state = network().state_dict()
     state['tiles.4.bias'].fill_(-50.0)  # the last layer's: probability 0 everywhere
     path = tmp_path_factory.mktemp('gate') / 'gate.pt'
-    return str(save(state, {'version': VERSION, 'tile': 16, 'cells': CELLS}, path))
+    return str(save(state, {'version': VERSION, 'tile': 16, 'cells': CELLS,
+                            'model': SEGMENTATION}, path))
 
 
 @pytest.mark.slow

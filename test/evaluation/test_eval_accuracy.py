@@ -155,12 +155,38 @@ def test_unwritable_json_folder_is_named_before_the_evaluation(capsys, monkeypat
     assert f'{target}: cannot write into /proc: ' in err and 'choose another place' in err
 
 
-def test_unknown_parity_model_is_named(tmp_path, capsys):
+def test_unknown_parity_model_is_named_before_any_section_runs(tmp_path, capsys, monkeypatch):
     require_shared('data/davis/DAVIS')
-    pytest.importorskip('ai_edge_litert')
-    assert _eval('--json', tmp_path / 'out.json', '--sections', 'parity',
+
+    def never(*args, **kwargs):
+        raise AssertionError('the evaluation ran before the models were checked')
+    monkeypatch.setattr(accuracy, 'evaluate', never)
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'jhmdb,parity',
                  '--parity-models', 'no_such_model') == 1
-    assert "['no_such_model'] are not registered" in capsys.readouterr().err
+    assert '--parity-models: no_such_model not registered' in capsys.readouterr().err
+
+
+@pytest.mark.parametrize('command', ['accuracy', 'sweep'])
+def test_outputs_that_would_replace_each_other_or_the_data_are_refused(
+        tmp_path, capsys, monkeypatch, command):
+    from sparse_perception.evaluation import sweep
+    from sparse_perception.shared_data import SHARED_ENV
+
+    def never(*args, **kwargs):
+        raise AssertionError('the evaluation ran before the outputs were checked')
+    monkeypatch.setattr(accuracy, 'evaluate', never)
+    monkeypatch.setattr(sweep, 'sweep', never)
+    shared = tmp_path / 'shared'
+    (shared / 'data').mkdir(parents=True)
+    monkeypatch.setenv(SHARED_ENV, str(shared))
+    same = tmp_path / 'out.json'
+    assert cli.main(['eval', command, '--quiet', '--json', str(same),
+                     '--markdown', str(same)]) == 1
+    assert '--markdown' in (err := capsys.readouterr().err) and 'is also where --json' in err
+    inside = shared / 'data' / 'out.json'
+    assert cli.main(['eval', command, '--quiet', '--json', str(inside)]) == 1
+    assert 'lies inside the input' in capsys.readouterr().err
+    assert not inside.exists() and not same.exists()
 
 
 # -- scoring, with the replay's metrics, on outputs made up here --------------------------------

@@ -160,3 +160,11 @@ def test_every_point_runs_beside_the_dense_pipeline(monkeypatch):
     evaluator.update(sweep.point_settings({'sparsity.gate': 'glance'}))
     evaluator.clip(clip)
     assert runs == [[True, False], [True, False]]
+
+
+def test_a_point_whose_settings_do_not_go_together_fails_before_any_runs(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError('clips were read before every point was checked')
+    monkeypatch.setattr(accuracy, 'load_clips', never)
+    with pytest.raises(st.SettingError, match='sparsity.gate_model'):
+        sweep.sweep([{'change.threshold': 2.0}, {'sparsity.gate': 'learned'}], log=lambda _: None)

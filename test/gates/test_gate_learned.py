@@ -14,6 +14,9 @@
 
 """The learned gate: training, its file, its setting."""
 
+import os
+import stat
+
 import cv2
 import pytest
 from sparse_perception import settings as st
@@ -94,6 +97,58 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
     with pytest.raises(GateFileError, match='do not fit'):
         load(tmp_path / 'part.pt', 16)
     load(tmp_path / 'gate.pt', 16)
+    # Made for another model: its tiles would lie over another network input.
+    save(state, dict(META, model='deeplabv3_mnv2_pascal'), tmp_path / 'fixed.pt')
+    with pytest.raises(GateFileError, match='trained for the segmentation model '
+                       "'deeplabv3_mnv2_pascal', but this one is 'deeplabv3_mnv2_pascal_fcn'"):
+        load(tmp_path / 'fixed.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
+    load(tmp_path / 'fixed.pt', 16, 'deeplabv3_mnv2_pascal')
+    diverged = dict(state)
+    diverged['tiles.4.bias'] = torch.full_like(state['tiles.4.bias'], float('nan'))
+    save(diverged, META, tmp_path / 'nan.pt')
+    with pytest.raises(GateFileError, match='not finite'):
+        load(tmp_path / 'nan.pt', 16)
+
+
+def test_a_gate_file_is_readable_as_any_new_file_is(tmp_path):
+    old = os.umask(0o022)
+    try:
+        path = save(network().state_dict(), META, tmp_path / 'gate.pt')
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not the temporary's private 0600
+
+
+def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path, monkeypatch):
+    from sparse_perception.models import registry
+
+    def never(*args, **kwargs):
+        raise AssertionError('the model was loaded')
+    monkeypatch.setattr(registry, 'load_model', never)
+    video = tmp_path / 'in.avi'
+    video.write_bytes(b'a video')
+    (tmp_path / 'folder.pt').mkdir()
+    for options, out, message in (
+            (TrainingOptions(), video, 'is the input'),
+            (TrainingOptions(recall_weight=float('nan')), tmp_path / 'g.pt',
+             '--recall-weight must be a number above 0'),
+            (TrainingOptions(recall_weight=0.0), tmp_path / 'g.pt', 'above 0'),
+            (TrainingOptions(tile=1000), tmp_path / 'g.pt', '--tile-size: change.tile_size'),
+            (TrainingOptions(margin=-3), tmp_path / 'g.pt', '--margin: sparsity.gate_margin'),
+            (TrainingOptions(), tmp_path, 'contains the input'),
+            (TrainingOptions(), tmp_path / 'folder.pt', 'is a folder')):
+        with pytest.raises(TrainingError, match=message):
+            train([video], out, options)
+    assert video.read_bytes() == b'a video'
+
+
+def test_the_samples_held_are_bounded(tiny_frames, tmp_path, monkeypatch):
+    from sparse_perception.gates import training
+
+    monkeypatch.setattr(training, 'SAMPLE_BUDGET_BYTES', 1)
+    with pytest.raises(TrainingError, match='pass --max-frames 1 or fewer'):
+        train([tiny_frames], tmp_path / 'g.pt', TrainingOptions(epochs=1, max_frames=5))
+    assert not (tmp_path / 'g.pt').exists()
 
 
 def test_the_learned_gate_needs_its_file():

@@ -1,0 +1,148 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""
+Files the command-line tools write: checked before the work, written whole or not at all.
+
+A benchmark, an evaluation or a training runs for minutes before it writes; an output path
+it cannot use should fail at once, and an output that is one of the run's inputs (the video
+it reads, the shared data) must never be written over. :func:`check_outputs` says so before
+anything runs; :func:`write_atomic` writes through a temporary file of its own beside the
+target, flushed to disk, then renamed over it, so that a reader sees the old file or the
+whole new one, and two runs writing the same path never mix their halves.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+import tempfile
+from typing import Callable, Iterable, Sequence
+
+
+class OutputError(ValueError):
+    """An output path that cannot or must not be written."""
+
+
+def overlap(output: str | Path, inputs: Iterable[str | Path]) -> str | None:
+    """
+    Return why ``output`` must not be written over ``inputs`` (None: it may).
+
+    It must not be, contain or lie inside an input: writing it would replace or pollute the
+    input. Symbolic links are followed.
+    """
+    out = Path(output).resolve()
+    for given in inputs:
+        inp = Path(given).resolve()
+        if out == inp:
+            relation = 'is'
+        elif out in inp.parents:
+            relation = 'contains'
+        elif inp in out.parents:
+            relation = 'lies inside'
+        else:
+            continue
+        return (f'{output} {relation} the input {given}; writing it could destroy or pollute '
+                'the input: choose an output outside it')
+    return None
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | Path | None]],
+                  inputs: Iterable[str | Path] = (), *, create_folders: bool = False) -> None:
+    """
+    Raise :class:`OutputError` unless every output can be written, now, before the work.
+
+    ``outputs`` are (flag, path) pairs (a None path is not written). Each path must be a file
+    name in an existing folder (``create_folders``: made here, once no output names an input)
+    that takes a new file, name no input, and differ from the other outputs.
+    """
+    inputs = list(inputs)
+    given = [(flag, Path(path)) for flag, path in outputs if path is not None]
+    for flag, path in given:
+        if str(path) in ('', '.'):
+            raise OutputError(f'{flag}: expected a file name, got {str(path)!r}')
+        reason = overlap(path, inputs)
+        if reason is not None:
+            raise OutputError(f'{flag} {reason}')
+    seen: dict[Path, str] = {}
+    for flag, path in given:
+        if path.is_dir():
+            raise OutputError(f'{flag} {path} is a folder; expected a file name to write')
+        if create_folders and not path.parent.exists():
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise OutputError(f'{flag} {path}: cannot make the folder {path.parent}: '
+                                  f'{exc.strerror}; choose another place') from None
+        if path.parent.exists() and not path.parent.is_dir():
+            raise OutputError(f'{flag} {path}: {path.parent} is a file, not a folder')
+        if not path.parent.is_dir():
+            raise OutputError(f'{flag} {path}: the folder {path.parent} does not exist; '
+                              'create it first')
+        key = path.resolve()
+        if key in seen:
+            raise OutputError(f'{flag} {path} is also where {seen[key]} writes; one would '
+                              'replace the other: give them different names')
+        seen[key] = flag
+        # Try it: permissions alone do not tell (root, read-only file systems).
+        try:
+            handle, probe = tempfile.mkstemp(prefix=f'.{path.name}.', dir=path.parent)
+            os.close(handle)
+            os.unlink(probe)
+        except OSError as exc:
+            raise OutputError(f'{flag} {path}: cannot write into {path.parent}: '
+                              f'{exc.strerror}; choose another place') from None
+
+
+def write_atomic(path: str | Path, data: str | bytes | Callable[[str], None]) -> Path:
+    """
+    Write ``path`` whole or not at all; return it.
+
+    ``data`` is text (UTF-8), bytes, or a function that writes the file it is given (e.g.
+    ``torch.save``). The temporary file is unique to this call and is removed on failure;
+    the result gets the permissions a new file gets here (the umask), not the temporary's
+    private ones.
+    """
+    path = Path(path)
+    handle, temp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            if isinstance(data, str):
+                stream.write(data.encode('utf-8'))
+            elif isinstance(data, bytes):
+                stream.write(data)
+        if callable(data):
+            data(temp)
+        with open(temp, 'rb+') as stream:
+            os.fsync(stream.fileno())
+        os.chmod(temp, 0o666 & ~_umask())
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _umask() -> int:
+    """Return the umask, read without changing it (os.umask would, for a moment)."""
+    try:
+        for line in Path('/proc/self/status').read_text().splitlines():
+            if line.startswith('Umask:'):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+__all__ = ['check_outputs', 'OutputError', 'overlap', 'write_atomic']

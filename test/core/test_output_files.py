@@ -1,0 +1,53 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""Output files of the command-line tools: checked first, written whole or not at all."""
+
+import pytest
+from sparse_perception.output_files import check_outputs, OutputError, write_atomic
+
+
+def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    path = write_atomic(tmp_path / 'r.json', '{"old": 1}')
+    assert path.read_text() == '{"old": 1}'
+
+    def failing(temp):
+        with open(temp, 'w') as stream:
+            stream.write('{"half')
+        raise OSError(28, 'No space left on device')
+    with pytest.raises(OSError, match='No space'):
+        write_atomic(path, failing)
+    assert path.read_text() == '{"old": 1}' and sorted(tmp_path.iterdir()) == [path]
+    write_atomic(path, b'new')
+    assert path.read_bytes() == b'new'
+
+
+def test_outputs_are_checked_against_the_inputs_and_each_other(tmp_path):
+    data = tmp_path / 'data'
+    data.mkdir()
+    (data / 'clip.avi').write_bytes(b'x')
+    clip = data / 'clip.avi'
+    check_outputs([('--json', tmp_path / 'a.json'), ('--markdown', None)], [data, clip])
+    for outputs, message in (
+            ([('--json', clip)], 'is the input'),
+            ([('--json', data / 'new.json')], 'lies inside the input'),
+            ([('--json', tmp_path)], 'contains the input'),
+            ([('--json', tmp_path / 'a.json'), ('--markdown', tmp_path / 'a.json')],
+             '--markdown .* is also where --json writes'),
+            ([('--json', '')], 'expected a file name'),
+            ([('--json', tmp_path / 'no' / 'a.json')], 'does not exist')):
+        with pytest.raises(OutputError, match=message):
+            check_outputs(outputs, [clip, data])
+    check_outputs([('--json', tmp_path / 'made' / 'a.json')], [data], create_folders=True)
+    assert (tmp_path / 'made').is_dir()
