@@ -167,13 +167,20 @@ def sweep(points: Sequence[Mapping[str, Any]],
           default_models: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every point (see the module docstring); return the result document."""
     from sparse_perception.evaluation.provenance import environment, load_average
+    from sparse_perception.gates.learned import GateFileError, load
 
     started = time.perf_counter()
     load_before = load_average()
     if not points:
         raise accuracy.EvaluationError('the sweep has no points')
-    for point in points:  # a point whose settings do not go together fails before any runs
-        point_settings(point)
+    for point in points:  # a point whose settings or gate file are bad fails before any runs
+        settings = point_settings(point)
+        if settings.sparsity.gate == 'learned':
+            try:
+                load(settings.sparsity.gate_model, settings.change.tile_size,
+                     settings.model.segmentation)
+            except GateFileError as exc:
+                raise accuracy.EvaluationError(f'point {label(point)}: {exc}') from None
     loaded = accuracy.load_clips(('davis', 'jhmdb'), davis_frames, jhmdb_frames)
     clips = loaded['davis'] + loaded['jhmdb']
     if vtest:
@@ -216,7 +223,10 @@ def sweep(points: Sequence[Mapping[str, Any]],
     document: dict[str, Any] = {
         'schema': SCHEMA,
         'base': {**BASE, 'note': 'package defaults, then these, then the point'},
-        'models': {'segmentation': accuracy.SEGMENTATION_MODEL, 'pose': accuracy.POSE_MODEL},
+        # What the points ran (a point may name its own model): each head's, in point order.
+        'models': {head: ', '.join(dict.fromkeys(
+            getattr(point_settings(point).model, head) for point in points))
+            for head in ('segmentation', 'pose')},
         'conditions': {
             'davis': {'sequences': list(accuracy.DAVIS_SEQUENCES),
                       'frames': str(davis_frames)},

@@ -82,25 +82,41 @@ class TrainingReport:
 SAMPLE_BUDGET_BYTES = 4 * 2**30
 
 
-def frames_of(sources: Sequence[str | Path], max_frames: int,
-              topic: str | None = None) -> Any:
-    """Yield (source index, RGB frame) over the sources, at most ``max_frames`` in all."""
+def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None = None,
+              tally: dict | None = None) -> Any:
+    """
+    Yield (run, RGB frame) over the sources, at most ``max_frames`` in all.
+
+    Frames of one run follow each other: a new source, or a damaged frame (skipped), starts
+    a new run, so that no training pair spans a gap. ``tally`` (if given) gets 'damaged',
+    the frames that could not be decoded, and 'unread', the sources left when
+    ``max_frames`` were read.
+    """
     from sparse_perception.replay.sources import input_kind, open_source
 
-    count = 0
+    tally = {} if tally is None else tally
+    tally.update(damaged=0, unread=[])
+    count, run = 0, 0
     for index, source in enumerate(sources):
         path = Path(source)
         if not path.exists():
             raise TrainingError(f'{path} does not exist')
+        if count >= max_frames:
+            tally['unread'] = [str(s) for s in sources[index:]]
+            return
         kind, _ = input_kind(path)
+        run += 1
         # An image folder needs a rate for its stamps, which training does not read.
         with open_source(path, topic=topic, rate=1.0 if kind == 'folder' else None) as frames:
             for frame in frames:
                 if count >= max_frames:
-                    return
+                    break
                 if hasattr(frame, 'image'):
                     count += 1
-                    yield index, frame.image
+                    yield run, frame.image
+                else:
+                    tally['damaged'] += 1
+                    run += 1
 
 
 def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int = 0,
@@ -126,7 +142,8 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     moves = torch.Generator().manual_seed(seed)
     last_source, last_small, last_people = None, None, None
     frames, held = 0, 0
-    for source, image in frames_of(sources, max_frames, topic):
+    tally: dict = {}
+    for source, image in frames_of(sources, max_frames, topic, tally):
         frames += 1
         with torch.no_grad():
             pixels, _ = model.prepare(image)
@@ -154,7 +171,16 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         if progress is not None and frames % 25 == 0:
             progress(f'{frames} frames through the model')
     if frames == 0:
-        raise TrainingError('no frames in ' + ', '.join(str(s) for s in sources))
+        damaged = f' ({tally["damaged"]} could not be decoded)' if tally['damaged'] else ''
+        raise TrainingError('no frame could be read from ' + ', '.join(str(s) for s in sources)
+                            + damaged)
+    if progress is not None and (tally['damaged'] or tally['unread']):
+        damaged = tally['damaged']
+        progress(f'{frames} frames read' + (
+            f'; {damaged} damaged frame{"s" if damaged > 1 else ""} skipped' if damaged
+            else '') + (
+            f'; --max-frames reached before {", ".join(tally["unread"])}'
+            if tally['unread'] else ''))
     if not samples:
         raise TrainingError(f'{frames} frame(s) but no two in a row from one source: the '
                             'gate learns from consecutive frames')
@@ -240,6 +266,8 @@ def train(sources: Sequence[str | Path], out: str | Path,
             raise TrainingError(f'{flag}: {exc}') from None
     if not sources:
         raise TrainingError('no sources given')
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise TrainingError(f'--models-dir {models_dir}: no such folder')
     for source in sources:
         if not Path(source).exists():
             raise TrainingError(f'{source} does not exist')

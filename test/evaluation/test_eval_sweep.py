@@ -168,3 +168,28 @@ def test_a_point_whose_settings_do_not_go_together_fails_before_any_runs(monkeyp
     monkeypatch.setattr(accuracy, 'load_clips', never)
     with pytest.raises(st.SettingError, match='sparsity.gate_model'):
         sweep.sweep([{'change.threshold': 2.0}, {'sparsity.gate': 'learned'}], log=lambda _: None)
+    with pytest.raises(accuracy.EvaluationError, match='point gate=learned, gate_model=no.pt: '
+                       "gate file 'no.pt' does not exist"):
+        sweep.sweep([{'change.threshold': 2.0},
+                     {'sparsity.gate': 'learned', 'sparsity.gate_model': 'no.pt'}],
+                    log=lambda _: None)
+
+
+def test_the_document_names_the_models_the_points_ran(monkeypatch):
+    class Evaluator:
+        def __init__(self, settings, log):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(accuracy, 'load_clips', lambda *args: {'davis': [], 'jhmdb': []})
+    monkeypatch.setattr(accuracy, 'Evaluator', Evaluator)
+    monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
+    monkeypatch.setattr(sweep, '_macs_saved', lambda scores: 0.0)
+    monkeypatch.setattr(sweep, '_active', lambda scores: 1.0)
+    document = sweep.sweep([{}, {'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn'}],
+                           vtest=False, default_models=False, log=lambda _: None)
+    assert document['models'] == {
+        'segmentation': 'deeplabv3_mnv2_pascal_fcn, deeplabv3_mnv2_dm05_pascal_fcn',
+        'pose': 'movenet_lightning'}

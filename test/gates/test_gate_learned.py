@@ -67,11 +67,26 @@ def test_training_refuses_missing_sources_and_empty_ones(tiny_frames, tmp_path, 
     broken = tmp_path / 'broken'
     broken.mkdir()
     (broken / '0.png').write_bytes(b'not a picture')
-    with pytest.raises(TrainingError, match='no frames'):
+    with pytest.raises(TrainingError, match=r'no frame could be read from .*broken '
+                       r'\(1 could not be decoded\)'):
         train([broken], tmp_path / 'g.pt')
     with pytest.raises(TrainingError, match='not a segmentation model'):
         train([tiny_frames], tmp_path / 'g.pt', TrainingOptions(model_name='movenet_lightning'))
     assert not (tmp_path / 'g.pt').exists()
+
+
+def test_no_training_pair_spans_a_damaged_frame(tiny_frames, tmp_path):
+    import shutil
+
+    folder = tmp_path / 'frames'
+    shutil.copytree(tiny_frames, folder)
+    (folder / '2a.png').write_bytes(b'not a picture')  # between frames 2 and 3
+    lines = []
+    report = train([folder], tmp_path / 'g.pt', TrainingOptions(epochs=1, max_frames=5),
+                   progress=lines.append)
+    # Pairs 0-1, 1-2 and 3-4 (each also shifted); 2-3 would span the damaged frame.
+    assert report.frames == 5 and report.samples == 6
+    assert '5 frames read; 1 damaged frame skipped' in lines
 
 
 def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
