@@ -38,6 +38,7 @@ import numpy as np
 from sparse_perception import change
 from sparse_perception.evaluation.provenance import environment
 from sparse_perception.evaluation.stats import median
+from sparse_perception.output_files import check_outputs, OutputError, write_atomic
 from sparse_perception.shared_data import shared_path
 import torch
 
@@ -58,6 +59,10 @@ def main(argv):
     parser.add_argument('--size', help='resize the frames to WxH first, e.g. 1920x1080')
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
+    try:  # before the measuring
+        check_outputs([('--out', args.out)], [shared_path('data')])
+    except OutputError as exc:
+        parser.error(str(exc))
     size = None
     if args.size:
         try:
@@ -122,7 +127,7 @@ def main(argv):
             *(f'| {name} | {fraction:.1%} | {opencv_ms:.3f} | {numpy_ms:.3f} | '
               f'{numpy_ms / opencv_ms:.2f} |' for name, opencv_ms, numpy_ms, fraction in rows),
             '']
-        args.out.write_text('\n'.join(lines))
+        write_atomic(args.out, '\n'.join(lines))
     return 0
 
 

@@ -36,6 +36,7 @@ from sparse_perception.evaluation.provenance import environment
 from sparse_perception.evaluation.stats import median
 from sparse_perception.models.registry import cache_dir
 from sparse_perception.models.tflite.importer import load_tflite
+from sparse_perception.output_files import check_outputs, OutputError, write_atomic
 import torch
 
 
@@ -52,6 +53,10 @@ def main(argv):
                         default=str(cache_dir() / 'mediapipe' / 'pose_detection.tflite'))
     parser.add_argument('--out', type=Path)
     args = parser.parse_args(argv)
+    try:  # before the measuring
+        check_outputs([('--out', args.out)])
+    except OutputError as exc:
+        parser.error(str(exc))
     torch.manual_seed(0)
     net = load_tflite(args.model).eval()
     engine = IncrementalModel(net, EngineConfig(profile=True))
@@ -79,7 +84,7 @@ def main(argv):
     print(json.dumps({k: result[k] for k in ('layers', 'layer_kinds', 'depth_to_space_ms_p50',
                                              'frame_ms_p50', 'depth_to_space_macs', 'commit')}))
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + '\n', encoding='utf-8')
+        write_atomic(args.out, json.dumps(result, indent=2) + '\n')
     return 0
 
 

@@ -26,6 +26,7 @@ Extra arguments go to ``sparse-perception bench engine`` (see its --help). Run i
 machine: other processes on the same cores make every number worse and noisier.
 """
 
+import argparse
 from pathlib import Path
 import sys
 
@@ -36,17 +37,18 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 
 def main(argv: list[str]) -> int:
     """Run the engine benchmark, writing the results beside this script."""
-    device = 'cuda' if '--device' in argv and argv[argv.index('--device') + 1] == 'cuda' \
-        else 'cpu'
-    name = f'engine_{device}'
-    if '--model' in argv:  # another network: its own result files
-        model = argv[argv.index('--model') + 1]
-        name += '_' + ''.join(c if c.isalnum() else '_' for c in model.split(':')[-1])
+    # The flags that name the result files, in any form the command takes (--device=cuda);
+    # everything else goes through as it is.
+    flags = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ('--device', '--model', '--json', '--markdown'):
+        flags.add_argument(flag)
+    known, _ = flags.parse_known_args(argv)
+    name = f'engine_{known.device or "cpu"}'
+    if known.model:  # another network: its own result files
+        name += '_' + ''.join(c if c.isalnum() else '_' for c in known.model.split(':')[-1])
     out = []
-    if '--json' not in argv:
-        out += ['--json', str(RESULTS / f'{name}.json')]
-    if '--markdown' not in argv:
-        out += ['--markdown', str(RESULTS / f'{name}.md')]
+    if known.json is None and known.markdown is None:  # one named: that one alone
+        out = ['--json', str(RESULTS / f'{name}.json'), '--markdown', str(RESULTS / f'{name}.md')]
     return cli.main(['bench', 'engine'] + out + argv)
 
 

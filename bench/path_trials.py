@@ -39,6 +39,7 @@ import time
 from sparse_perception import pipeline as pipeline_module
 from sparse_perception import settings as st
 from sparse_perception.evaluation.provenance import environment
+from sparse_perception.output_files import check_outputs, OutputError, write_atomic
 from sparse_perception.replay.sources import Frame, input_kind, open_source
 from sparse_perception.shared_data import shared_path
 
@@ -147,6 +148,10 @@ def main(argv):
     args = parser.parse_args(argv)
     inputs = args.inputs or [shared_path('data/vtest/vtest.avi'),
                              shared_path('data/davis/DAVIS/JPEGImages/480p/parkour')]
+    try:  # before the measuring
+        check_outputs([('--out', args.out)], inputs)
+    except OutputError as exc:
+        parser.error(str(exc))
     results = []
     for path in inputs:
         result = measure(path)
@@ -160,7 +165,7 @@ def main(argv):
     if args.out:
         command = 'python bench/path_trials.py ' + ' '.join(
             [str(p) for p in args.inputs] + ['--out', str(args.out)])
-        args.out.write_text(markdown(results, command))
+        write_atomic(args.out, markdown(results, command))
     return 0
 
 

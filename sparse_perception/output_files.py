@@ -126,12 +126,17 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[str], None]) ->
             data(temp)
         with open(temp, 'rb+') as stream:
             os.fsync(stream.fileno())
-        os.chmod(temp, 0o666 & ~_umask())
+        os.chmod(temp, new_file_mode())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
         raise
     return path
+
+
+def new_file_mode() -> int:
+    """Return the permissions a newly created file gets here (0o666 less the umask)."""
+    return 0o666 & ~_umask()
 
 
 def _umask() -> int:
@@ -145,4 +150,4 @@ def _umask() -> int:
     return 0o022
 
 
-__all__ = ['check_outputs', 'OutputError', 'overlap', 'write_atomic']
+__all__ = ['check_outputs', 'new_file_mode', 'OutputError', 'overlap', 'write_atomic']

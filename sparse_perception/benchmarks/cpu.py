@@ -113,7 +113,8 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             print(f'{flag} {value}: expected at least {low}', file=sys.stderr)
             return 2
-    from sparse_perception.output_files import check_outputs, OutputError, write_atomic
+    from sparse_perception.benchmarks.engine import write_reports
+    from sparse_perception.output_files import check_outputs, OutputError
     from sparse_perception.pipeline import ModelLoadError
     from sparse_perception.replay.sources import ReplayError
     from sparse_perception.shared_data import bundled_clip
@@ -134,14 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
         return 1
     report = markdown(result)
     print(report)  # first: a failed write below loses no result
-    try:
-        for (_, path), text in zip(outputs, (json.dumps(result, indent=2) + '\n', report)):
-            write_atomic(path, text)
-    except OSError as exc:
-        print(f'bench cpu: cannot write {exc.filename or args.json}: {exc.strerror or exc}',
-              file=sys.stderr)
-        return 1
-    return 0
+    return write_reports(outputs, (json.dumps(result, indent=2) + '\n', report), 'bench cpu')
 
 
 def _command(args: argparse.Namespace) -> str:

@@ -39,8 +39,6 @@ import copy
 import datetime
 import importlib
 import json
-import os
-from pathlib import Path
 import statistics
 import sys
 import time
@@ -110,11 +108,23 @@ def run_command(args: argparse.Namespace) -> int:
     except ValueError:
         print(f'--scales {args.scales!r}: expected comma-separated numbers', file=sys.stderr)
         return 2
+    problem = _argument_problem(args, scales, resolution)
+    if problem:
+        print(problem, file=sys.stderr)
+        return 2
     if args.device == 'cuda':
         import torch
         if not torch.cuda.is_available():
             print('--device cuda: CUDA is not available here', file=sys.stderr)
             return 2
+    from sparse_perception.output_files import check_outputs, OutputError
+
+    outputs = [('--json', args.json), ('--markdown', args.markdown)]
+    try:  # before minutes of measuring
+        check_outputs(outputs, _inputs(), create_folders=True)
+    except OutputError as exc:
+        print(f'bench engine: {exc}', file=sys.stderr)
+        return 2
     frames = 4 if args.quick else args.frames
     result = run(device=args.device, resolution=resolution, frames=frames,
                  warmup=1 if args.quick else args.warmup,
@@ -123,22 +133,70 @@ def run_command(args: argparse.Namespace) -> int:
                  change_min_pixels=args.change_min_pixels, tile_size=args.tile_size,
                  scales=scales[:2] if args.quick else scales,
                  scale_frames=2 if args.quick else args.scale_frames)
-    text = json.dumps(result, indent=2)
-    if args.json:
-        _write(args.json, text + '\n')
-    if args.markdown:
-        _write(args.markdown, markdown(result))
-    print(markdown(result))
+    report = markdown(result)
+    print(report)  # first: a failed write below loses no result
+    return write_reports(outputs, (json.dumps(result, indent=2) + '\n', report), 'bench engine')
+
+
+def write_reports(outputs: list, texts: tuple, command: str) -> int:
+    """Write each (flag, path) of ``outputs`` given a path, whole; return the exit status."""
+    from sparse_perception.output_files import write_atomic
+
+    try:
+        for (_, path), text in zip(outputs, texts):
+            if path:
+                write_atomic(path, text)
+    except OSError as exc:
+        print(f'{command}: cannot write {exc.filename or path}: {exc.strerror or exc}',
+              file=sys.stderr)
+        return 1
     return 0
 
 
-def _write(path: str, text: str) -> None:
-    """Write atomically: a temporary file renamed into place."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + '.tmp')
-    tmp.write_text(text, encoding='utf-8')
-    os.replace(tmp, target)
+def _inputs() -> list:
+    """Return what a benchmark of the engine reads: the shared clips and models."""
+    from sparse_perception.shared_data import shared_root
+
+    return [shared_root() / 'data', shared_root() / 'models']
+
+
+# The decoded frames (and their float copies) a run may hold.
+FRAME_BUDGET_BYTES = 4 * 2**30
+
+
+def _argument_problem(args: argparse.Namespace, scales: tuple, resolution: tuple) -> str:
+    """Return what is wrong with the arguments ('' when nothing), before any work."""
+    import math
+
+    from sparse_perception import settings as st
+
+    for flag, value, low in (('--frames', args.frames, 1), ('--warmup', args.warmup, 0),
+                             ('--sweep-frames', args.sweep_frames, 1),
+                             ('--scale-frames', args.scale_frames, 1),
+                             ('--threads', args.threads, 1)):
+        if value is not None and value < low:  # None: the default (--scale-frames)
+            return f'{flag} {value}: expected at least {low}'
+    if args.frames + args.warmup < 2:
+        return ('--frames plus --warmup must be at least 2 (the benchmark network '
+                'calibrates on two frames)')
+    for flag, name, value in (('--tile-size', 'change.tile_size', args.tile_size),
+                              ('--change-threshold', 'change.threshold',
+                               args.change_threshold),
+                              ('--change-min-pixels', 'change.min_pixels',
+                               args.change_min_pixels)):
+        try:
+            st.validate(st.spec(name), value)
+        except st.SettingError as exc:
+            return f'{flag}: {exc}'
+    if not scales or 0.0 not in scales or not all(math.isfinite(v) and v >= 0 for v in scales):
+        return (f'--scales {args.scales!r}: expected numbers of 0 or more, 0 among them (the '
+                'exact run the others are compared with)')
+    held = (args.frames + args.warmup) * resolution[0] * resolution[1] * 3 * 5
+    if held > FRAME_BUDGET_BYTES:
+        return (f'--frames {args.frames} at {resolution[0]}x{resolution[1]} would hold '
+                f'{held / 2**30:.1f} GiB of frames (uint8 and float); at most '
+                f'{FRAME_BUDGET_BYTES / 2**30:.0f} GiB: give fewer frames')
+    return ''
 
 
 # -- the measurement ----------------------------------------------------------------------------
@@ -303,7 +361,10 @@ def _model(name: str, clip: list, device: str, flag: str = '--resolution'):
         except ImportError as exc:
             raise SystemExit(f'--model {name}: sparse_perception.models is not available '
                              f'here ({exc})') from None
-        loaded = registry.load_model(name.split(':', 1)[1], device)
+        try:
+            loaded = registry.load_model(name.split(':', 1)[1], device)
+        except (KeyError, ValueError, OSError) as exc:  # unknown, unreadable, not fetched
+            raise SystemExit(f'--model {name}: {exc}') from None
         size = getattr(loaded, 'input_size', None)
         if size is not None and tuple(size) != tuple(clip[0].shape[:2]):
             raise SystemExit(f'--model {name}: the model takes a fixed {size[0]}x{size[1]} '
@@ -314,7 +375,10 @@ def _model(name: str, clip: list, device: str, flag: str = '--resolution'):
         label = f'{name} (trunk of {loaded.source.name}, trained weights)'
     elif ':' in name:
         module_name, _, attr = name.partition(':')
-        factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
+        try:
+            factory: Callable[[], Any] = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise SystemExit(f'--model {name}: {exc}') from None
         model = factory()
         label = name
     else:

@@ -147,6 +147,15 @@ def run_command(args: argparse.Namespace) -> int:
                                  'expected at least 1')
         if args.warmup < 0:
             raise ValueError(f'--warmup {args.warmup}: expected 0 or more')
+        from sparse_perception import settings as st
+
+        for flag, name, value in (('--tile-size', 'change.tile_size', args.tile_size),
+                                  ('--change-threshold', 'change.threshold',
+                                   args.change_threshold)):
+            try:
+                st.validate(st.spec(name), value)
+            except st.SettingError as exc:
+                raise ValueError(f'{flag}: {exc}') from None
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -163,27 +172,38 @@ def run_command(args: argparse.Namespace) -> int:
         print('sparse-perception bench gpu needs Triton: pip install '
               '"sparse_perception[gpu]" (or triton)', file=sys.stderr)
         return 2
+    from sparse_perception.benchmarks.engine import _inputs, write_reports
+    from sparse_perception.output_files import check_outputs, OutputError
+
+    outputs = [('--json', args.json), ('--markdown', args.markdown)]
+    try:  # before minutes of measuring (the JSON is written after each resolution too)
+        check_outputs(outputs, _inputs(), create_folders=True)
+    except OutputError as exc:
+        print(f'bench gpu: {exc}', file=sys.stderr)
+        return 2
+
+    def checkpoint(partial: dict) -> None:
+        write_outputs(partial, args.json, None)
     quick = args.quick
     result = run(resolutions=resolutions, frames=4 if quick else args.frames,
                  warmup=1 if quick else args.warmup, model_name=args.model,
                  dtype_name=args.dtype, change_threshold=args.change_threshold,
                  tile_size=args.tile_size, sweep_frames=2 if quick else args.sweep_frames,
                  layer_repeats=5 if quick else args.layer_repeats,
-                 diff_every=args.diff_every, quick=quick,
-                 checkpoint=lambda partial: write_outputs(partial, args.json, None))
-    write_outputs(result, args.json, args.markdown)
-    print(markdown(result))
-    return 0
+                 diff_every=args.diff_every, quick=quick, checkpoint=checkpoint)
+    report = markdown(result)
+    print(report)  # first: a failed write below loses no result
+    return write_reports(outputs, (json.dumps(result, indent=2) + '\n', report), 'bench gpu')
 
 
 def write_outputs(result: dict, json_path: str | None, markdown_path: str | None) -> None:
-    """Write the JSON and the markdown report (each atomically)."""
-    from sparse_perception.benchmarks.engine import _write
+    """Write the JSON and the markdown report (each whole or not at all)."""
+    from sparse_perception.output_files import write_atomic
 
     if json_path:
-        _write(json_path, json.dumps(result, indent=2) + '\n')
+        write_atomic(json_path, json.dumps(result, indent=2) + '\n')
     if markdown_path:
-        _write(markdown_path, markdown(result))
+        write_atomic(markdown_path, markdown(result))
 
 
 # -- statistics ---------------------------------------------------------------------------------

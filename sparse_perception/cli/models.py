@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import sys
 
 
@@ -63,9 +64,20 @@ def register(subparsers) -> None:
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
 
 
+def _missing_models_dir(args, action: str) -> bool:
+    """Say so when --models-dir names no folder (it would be passed over in silence)."""
+    if args.models_dir is not None and not Path(args.models_dir).is_dir():
+        print(f'sparse-perception models {action}: error: --models-dir {args.models_dir}: no '
+              'such folder', file=sys.stderr)
+        return True
+    return False
+
+
 def _list(args) -> int:
     from sparse_perception.models.registry import candidate_paths, REGISTRY
 
+    if _missing_models_dir(args, 'list'):
+        return 1
     if args.json:
         print(json.dumps(_list_json(args.models_dir), indent=2))
         return 0
@@ -125,6 +137,8 @@ def _fetch(args) -> int:
 def _info(args) -> int:
     from sparse_perception.models.registry import load_model, ModelNotFound
 
+    if _missing_models_dir(args, 'info'):
+        return 1
     try:
         model = load_model(args.model, models_dir=args.models_dir, fake_quant=args.fake_quant)
     except (ModelNotFound, ValueError, ImportError) as exc:

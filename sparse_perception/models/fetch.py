@@ -63,6 +63,8 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
         log(f'{len(present)} files already present in {target} (mediapipe {version}; '
             'checked against the manifest)')
         return present
+    if wheel and not Path(wheel).is_file():  # before anything is made
+        raise FetchError(f'wheel {str(wheel)!r} does not exist')
     try:
         target.mkdir(parents=True, exist_ok=True)
         if not os.access(target, os.W_OK | os.X_OK):
@@ -140,29 +142,52 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
         raise FetchError(f'{wheel_path} is not an intact wheel (zip) file: '
                          f'{" ".join(str(exc).split()) or type(exc).__name__}; download it '
                          'again') from None
+    # Every name must take a file before any is replaced: a folder in the way would stop
+    # the replacement half-way.
+    for filename in list(contents) + [MANIFEST]:
+        if (target / filename).is_dir():
+            raise FetchError(f'{target / filename} is a folder; remove it, or choose another '
+                             f'cache with --cache-dir or ${CACHE_ENV}')
     written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
-    temporaries = []
+    temporaries: dict[str, Path] = {}
     try:
         (target / MANIFEST).unlink(missing_ok=True)
         for filename, data in contents.items():
-            temporary = target / (filename + '.part')
-            temporaries.append(temporary)
-            temporary.write_bytes(data)
+            temporaries[filename] = _written_aside(target, filename, data)
         for filename, data in contents.items():
             path = target / filename
-            os.replace(target / (filename + '.part'), path)
+            os.replace(temporaries[filename], path)
+            del temporaries[filename]
             written[filename] = path
             manifest['files'][filename] = {'member': MEDIAPIPE_FILES[filename],
                                            'sha256': hashlib.sha256(data).hexdigest(),
                                            'bytes': len(data)}
             log(f'wrote {path} ({len(data)} bytes)')
-        temporary = target / (MANIFEST + '.part')
-        temporaries.append(temporary)
-        temporary.write_text(json.dumps(manifest, indent=2) + '\n')
-        os.replace(temporary, target / MANIFEST)
+        text = (json.dumps(manifest, indent=2) + '\n').encode()
+        temporaries[MANIFEST] = _written_aside(target, MANIFEST, text)
+        os.replace(temporaries[MANIFEST], target / MANIFEST)
+        del temporaries[MANIFEST]
     except OSError as exc:  # a full disk, a cache made read-only meanwhile
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
         raise FetchError(f'cannot write the models into {target}: {exc.strerror}; no manifest '
                          'was written, so the next run fetches them again') from None
+    finally:  # an error or an interruption: no temporary is left behind
+        for temporary in temporaries.values():
+            temporary.unlink(missing_ok=True)
     return written
+
+
+def _written_aside(target: Path, filename: str, data: bytes) -> Path:
+    """Write ``data`` to a temporary file of its own beside ``filename``, synced; return it."""
+    from sparse_perception.output_files import new_file_mode
+
+    handle, name = tempfile.mkstemp(prefix=f'.{filename}.', suffix='.part', dir=target)
+    try:
+        with os.fdopen(handle, 'wb') as stream:
+            stream.write(data)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chmod(name, new_file_mode())  # as a file made here would be, not private
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return Path(name)

@@ -51,10 +51,40 @@ def test_bench_engine_writes_the_contract(tmp_path, capsys):
 
 @pytest.mark.parametrize('argv, message', [
     (['--resolution', '12x9000'], 'expected HxW with both at least 16'),
-    (['--scales', 'a,b'], 'comma-separated numbers')])
-def test_bench_engine_bad_arguments(argv, message, capsys):
+    (['--scales', 'a,b'], 'comma-separated numbers'),
+    (['--scales', '0.1,0.3'], '0 among them'),
+    (['--scales', '0,-1'], 'numbers of 0 or more'),
+    (['--frames', '0'], '--frames 0: expected at least 1'),
+    (['--frames', '1', '--warmup', '0'], 'calibrates on two frames'),
+    (['--threads', '0'], '--threads 0: expected at least 1'),
+    (['--tile-size', '0'], '--tile-size: change.tile_size = 0 is out of range'),
+    (['--change-threshold', 'nan'], '--change-threshold: change.threshold must be a number'),
+    (['--frames', '100000'], 'GiB of frames'),
+])
+def test_bench_engine_bad_arguments(argv, message, capsys, monkeypatch):
+    from sparse_perception.benchmarks import engine
+
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(engine, 'run', never)
     assert cli.main(['bench', 'engine'] + argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_bench_engine_outputs_are_checked_before_it_runs(tmp_path, capsys, monkeypatch):
+    from sparse_perception.benchmarks import engine
+    from sparse_perception.shared_data import SHARED_ENV
+
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(engine, 'run', never)
+    monkeypatch.setenv(SHARED_ENV, str(tmp_path / 'shared'))
+    same = tmp_path / 'r.out'
+    assert cli.main(['bench', 'engine', '--json', str(same), '--markdown', str(same)]) == 2
+    assert 'is also where --json writes' in capsys.readouterr().err
+    clip = tmp_path / 'shared' / 'data' / 'vtest' / 'vtest.avi'
+    assert cli.main(['bench', 'engine', '--json', str(clip)]) == 2
+    assert 'lies inside the input' in capsys.readouterr().err and not clip.exists()
 
 
 def test_bench_engine_cuda_without_cuda(capsys):

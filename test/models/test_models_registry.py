@@ -220,6 +220,38 @@ def test_fetch_extracts_the_files_from_a_wheel(tmp_path):
                                                                   complete=False)))
 
 
+def test_fetch_replaces_nothing_unless_it_can_replace_everything(tmp_path, monkeypatch):
+    wheel = _fake_wheel(tmp_path / 'mediapipe.whl')
+    cache = tmp_path / 'cache'
+    fetch_mediapipe(cache, wheel=str(wheel), log=lambda _: None)
+    before = {p.name: p.read_bytes() for p in cache.iterdir()}
+    (cache / 'selfie_segmentation.tflite').unlink()
+    (cache / 'selfie_segmentation.tflite').mkdir()  # in the way of one of the files
+    with pytest.raises(FetchError, match='selfie_segmentation.tflite is a folder'):
+        fetch_mediapipe(cache, wheel=str(wheel), log=lambda _: None)
+    after = {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()}
+    assert after == {name: data for name, data in before.items()
+                     if name != 'selfie_segmentation.tflite'}  # the manifest too
+    # Interrupted between two replacements: no temporary file is left behind.
+    (cache / 'selfie_segmentation.tflite').rmdir()
+    replace = os.replace
+    calls = []
+
+    def interrupted(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        replace(src, dst)
+    monkeypatch.setattr(os, 'replace', interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fetch_mediapipe(cache, wheel=str(wheel), log=lambda _: None, force=True)
+    assert not [p for p in cache.iterdir() if p.name.endswith('.part')]
+    assert not (cache / 'manifest.json').exists()  # what is there fails verification
+    with pytest.raises(FetchError, match='does not exist'):
+        fetch_mediapipe(tmp_path / 'never', wheel=str(tmp_path / 'none.whl'))
+    assert not (tmp_path / 'never').exists()
+
+
 @pytest.mark.slow
 def test_fetch_goes_through_pip_download(tmp_path):
     # pip download from a local package folder: the real command path, without a network.
@@ -268,6 +300,9 @@ def test_models_command(tmp_path, capsys):
     assert info['labels'][15] == 'person' and info['tflite_ops']['ARG_MAX'] == 1
     assert cli.main(['models', 'info', str(tmp_path / 'nope.tflite')]) == 1
     assert 'neither a registered model' in capsys.readouterr().err
+    for action in (['list'], ['info', 'movenet_lightning']):
+        assert cli.main(['models', *action, '--models-dir', str(tmp_path / 'none')]) == 1
+        assert f'--models-dir {tmp_path / "none"}: no such folder' in capsys.readouterr().err
     wheel = _fake_wheel(tmp_path / 'mp.whl')
     assert cli.main(['models', 'fetch', '--wheel', str(wheel), '--cache-dir',
                      str(tmp_path / 'c')]) == 0
