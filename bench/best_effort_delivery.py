@@ -45,6 +45,7 @@ import tempfile
 import time
 
 from sparse_perception.evaluation.provenance import cpu_model
+from sparse_perception.output_files import check_outputs, OutputError, report_pair, write_atomic
 
 TOPIC = '/best_effort_delivery/image'
 SIZES = ((768, 576), (256, 192))
@@ -192,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument('--size', help=argparse.SUPPRESS)
     parser.add_argument('--seconds', type=float, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    json_path, markdown_path = report_pair(args.output)
+    if not (args.subscribe or args.publish):
+        try:  # before the measuring
+            check_outputs([('--output (.json)', json_path), ('--output (.md)', markdown_path)],
+                          create_folders=True)
+        except OutputError as exc:
+            parser.error(str(exc))
     if args.subscribe:
         subscribe(args.subscribe, args.seconds)
         return 0
@@ -224,8 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         'git_commit': _git_commit(), 'period_s': args.period, 'versions': _versions(),
         'rows': rows,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.with_suffix('.json').write_text(json.dumps(result, indent=2) + '\n')
+    write_atomic(json_path, json.dumps(result, indent=2) + '\n')
     lines = [
         '# Raw images delivered between two processes (bench/best_effort_delivery.py)', '',
         f"Measured {result['measured']} on {result['machine']} at git {result['git_commit']}, "
@@ -240,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{row['arrived']} of {row['sent']} |")
     lines += ['', 'Versions: ' + ', '.join(f'{k} {v}' for k, v in result['versions'].items()),
               '']
-    args.output.with_suffix('.md').write_text('\n'.join(lines))
+    write_atomic(markdown_path, '\n'.join(lines))
     return 0
 
 

@@ -52,6 +52,7 @@ import numpy as np
 
 from sparse_perception import settings as st
 from sparse_perception.evaluation.provenance import cpu_model
+from sparse_perception.output_files import write_atomic
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.groundtruth import read_coco
 from sparse_perception.replay.metrics import Pck
@@ -213,8 +214,8 @@ def main(argv=None):
     doc['seconds'] = time.perf_counter() - start
     doc['machine']['load_average_after'] = list(os.getloadavg())
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / 'pose_people.json').write_text(json.dumps(doc, indent=2) + '\n')
-    (RESULTS / 'pose_people.md').write_text(markdown(doc))
+    write_atomic(RESULTS / 'pose_people.json', json.dumps(doc, indent=2) + '\n')
+    write_atomic(RESULTS / 'pose_people.md', markdown(doc))
     print(markdown(doc))
 
 

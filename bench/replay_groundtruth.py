@@ -34,6 +34,7 @@ import time
 
 from sparse_perception import cli
 from sparse_perception.evaluation import accuracy, provenance
+from sparse_perception.output_files import check_outputs, OutputError, report_pair, write_atomic
 
 RESULTS = Path(__file__).resolve().parent / 'results'
 
@@ -73,8 +74,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument('--out', type=Path, default=RESULTS / 'replay_groundtruth',
                         help='result files without suffix [%(default)s]')
     args = parser.parse_args(argv)
+    json_path, markdown_path = report_pair(args.out)
+    try:  # before the replays; never over the result it compares with
+        check_outputs([('--out (.json)', json_path), ('--out (.md)', markdown_path)],
+                      [args.accuracy], create_folders=True)
+        result = json.loads(args.accuracy.read_text())
+    except OutputError as exc:
+        parser.error(str(exc))
+    except (OSError, ValueError) as exc:
+        parser.error(f'--accuracy {args.accuracy}: {exc}')
     started = time.perf_counter()
-    result = json.loads(args.accuracy.read_text())
     settings = {k: v for k, v in result['settings'].items()
                 if k.startswith(accuracy.SPARSITY_SECTIONS)}
     models = result['conditions']['models']
@@ -107,7 +116,7 @@ def main(argv: list[str]) -> int:
                 'rows': rows, 'all_equal': all(r['equal'] for r in rows),
                 'environment': provenance.environment('auto'),
                 'wall_s': time.perf_counter() - started}
-    args.out.with_suffix('.json').write_text(json.dumps(document, indent=2) + '\n')
+    write_atomic(json_path, json.dumps(document, indent=2) + '\n')
     lines = ['# Replay with ground truth vs eval accuracy', '',
              f'- eval accuracy result: `{args.accuracy.name}`; the bags: '
              '`sparse-perception make-bag` of the whole sequence (JPEG / PNG byte for byte), '
@@ -120,7 +129,7 @@ def main(argv: list[str]) -> int:
     lines += [f'| {r["clip"]} | {r["frames"]} | {r["score"]} | {r["replay"]:.6f} | '
               f'{r["eval_accuracy"]:.6f} | {"yes" if r["equal"] else "**no**"} |'
               for r in rows]
-    args.out.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+    write_atomic(markdown_path, '\n'.join(lines) + '\n')
     print('all equal' if document['all_equal'] else 'DIFFERENCES: see the table')
     return 0 if document['all_equal'] else 1
 

@@ -47,13 +47,13 @@ import json
 import os
 from pathlib import Path
 import sys
-import tempfile
 import threading
 import time
 
 import numpy as np
 from sparse_perception.evaluation import provenance
 from sparse_perception.evaluation.stats import median, percentile
+from sparse_perception.output_files import check_outputs, OutputError, report_pair, write_atomic
 
 SIZES = ((640, 480), (1280, 720))
 PEOPLE, JOINTS = 5, 17
@@ -260,14 +260,6 @@ def _markdown(report: dict) -> str:
     return '\n'.join(lines)
 
 
-def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile('w', dir=path.parent, suffix='.tmp',
-                                     delete=False) as stream:
-        stream.write(text)
-    os.replace(stream.name, path)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--frames', type=int, default=300, help='timed frames per size')
@@ -280,6 +272,12 @@ def main() -> int:
     args = parser.parse_args()
     if args.frames < 1 or args.warmup < 0:
         parser.error('--frames must be at least 1 and --warmup at least 0')
+    json_path, markdown_path = report_pair(args.output)
+    try:  # before the measuring
+        check_outputs([('--output (.json)', json_path), ('--output (.md)', markdown_path)],
+                      create_folders=True)
+    except OutputError as exc:
+        parser.error(str(exc))
     load_before = os.getloadavg()
     results = measure(args.frames, args.warmup)
     load_after = os.getloadavg()
@@ -291,9 +289,9 @@ def main() -> int:
         'versions': _versions(), 'frames': args.frames, 'warmup': args.warmup,
         'note': args.note, 'results': results,
     }
-    _write(args.output.with_suffix('.json'), json.dumps(report, indent=2) + '\n')
-    _write(args.output.with_suffix('.md'), _markdown(report))
-    print(_markdown(report))
+    print(_markdown(report))  # first: a failed write below loses no result
+    write_atomic(json_path, json.dumps(report, indent=2) + '\n')
+    write_atomic(markdown_path, _markdown(report))
     return 0
 
 

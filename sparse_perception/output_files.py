@@ -105,6 +105,20 @@ def check_outputs(outputs: Sequence[tuple[str, str | Path | None]],
                               f'{exc.strerror}; choose another place') from None
 
 
+def report_pair(base: str | Path) -> tuple[Path, Path]:
+    """
+    Return the .json and .md files a result named ``base`` (no suffix) is written to.
+
+    The suffixes are added, not swapped in: ``runs/2026.12.04`` gives ``runs/2026.12.04.json``
+    (``with_suffix`` would give ``runs/2026.12.json``). A base that already ends in .json or
+    .md stands for the pair.
+    """
+    base = Path(base)
+    if base.suffix in ('.json', '.md'):
+        base = base.with_suffix('')
+    return base.with_name(base.name + '.json'), base.with_name(base.name + '.md')
+
+
 def write_atomic(path: str | Path, data: str | bytes | Callable[[str], None]) -> Path:
     """
     Write ``path`` whole or not at all; return it.
@@ -150,4 +164,5 @@ def _umask() -> int:
     return 0o022
 
 
-__all__ = ['check_outputs', 'new_file_mode', 'OutputError', 'overlap', 'write_atomic']
+__all__ = ['check_outputs', 'new_file_mode', 'OutputError', 'overlap', 'report_pair',
+           'write_atomic']

@@ -51,3 +51,13 @@ def test_outputs_are_checked_against_the_inputs_and_each_other(tmp_path):
             check_outputs(outputs, [clip, data])
     check_outputs([('--json', tmp_path / 'made' / 'a.json')], [data], create_folders=True)
     assert (tmp_path / 'made').is_dir()
+
+
+def test_a_report_pair_adds_its_suffixes():
+    from pathlib import Path
+
+    from sparse_perception.output_files import report_pair
+
+    assert report_pair('runs/2026.12.04') == (Path('runs/2026.12.04.json'),
+                                              Path('runs/2026.12.04.md'))
+    assert report_pair('r.md') == report_pair('r.json') == (Path('r.json'), Path('r.md'))
