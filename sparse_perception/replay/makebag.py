@@ -87,6 +87,8 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     check_apart(output, [input_path], 'output')
     if output.exists() and not overwrite:
         raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
+    if overwrite and (output.exists() or output.is_symlink()):
+        _check_replaceable(output)
     if topic is not None:
         check_topic_name(topic, '--topic')
     topic = topic or default_topic(fmt)
@@ -161,3 +163,24 @@ def _original_file(source: Any, name: str, fmt: str, quality: int | None) -> Pat
         return None
     path = source.path / name
     return path if _CODEC_OF_SUFFIX.get(path.suffix.lower()) == fmt else None
+
+
+def _check_replaceable(output: Path) -> None:
+    """
+    Refuse to let --overwrite remove what is not an earlier bag (before any frame is read).
+
+    It replaces a bag folder (one with metadata.yaml) or a file; never the working folder
+    or one holding it, never a folder of other things, and never through a symbolic link.
+    """
+    if output.is_symlink():
+        raise ReplayError(f'{output} is a symbolic link; --overwrite replaces a bag itself: '
+                          'give the folder it points to, or another name')
+    here = Path.cwd().resolve()
+    resolved = output.resolve()
+    if resolved == here or resolved in here.parents:
+        raise ReplayError(f'{output} is the working folder or holds it; choose a new name for '
+                          'the bag')
+    if resolved.is_dir() and any(resolved.iterdir()) \
+            and not (resolved / 'metadata.yaml').is_file():
+        raise ReplayError(f'{output} is a folder that is not a rosbag2 (no metadata.yaml); '
+                          '--overwrite replaces a bag only: choose another name or remove it')

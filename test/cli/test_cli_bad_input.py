@@ -90,6 +90,22 @@ def test_make_bag_never_overwrites_its_video(tmp_path, capsys):
     assert video.read_bytes() == data
 
 
+def test_make_bag_overwrites_an_earlier_bag_only(folder, tmp_path, capsys, monkeypatch):
+    notes = tmp_path / 'notes'
+    notes.mkdir()
+    (notes / 'keep.txt').write_text('mine')
+    link = tmp_path / 'link'
+    link.symlink_to(notes)
+    work = tmp_path / 'work'
+    work.mkdir()
+    monkeypatch.chdir(work)
+    for out, message in ((notes, 'not a rosbag2 (no metadata.yaml)'),
+                         (link, 'is a symbolic link'), ('.', 'the working folder')):
+        assert cli.main(['make-bag', str(folder), str(out), '--rate', '10', '--overwrite']) == 1
+        assert message in _one_line_error(capsys, 'make-bag')
+    assert (notes / 'keep.txt').read_text() == 'mine' and work.is_dir()
+
+
 @pytest.mark.parametrize('start, message', [
     ('3e9', r'--start-time 3e\+09 is out of range; expected 0 to 2147483647 seconds'),
     ('1e300', 'out of range'),
