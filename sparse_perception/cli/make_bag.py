@@ -58,7 +58,8 @@ def register(subparsers) -> None:
                         help='stamp of the first frame, seconds since the epoch [0]')
     parser.add_argument('--frames', default=':', metavar='START:STOP[:STEP]',
                         help='frame range as a Python slice [all]')
-    parser.add_argument('--overwrite', action='store_true', help='replace OUTPUT if it exists')
+    parser.add_argument('--overwrite', action='store_true',
+                        help='replace OUTPUT if it is an earlier bag (or a file)')
     parser.set_defaults(func=run)
 
 
