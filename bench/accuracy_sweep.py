@@ -28,6 +28,7 @@ point's values as the defaults in sparse_perception/settings.py and regenerate
 config/perception.yaml (`.venv/bin/python tools/make_config.py`).
 """
 
+import argparse
 from pathlib import Path
 import sys
 
@@ -38,11 +39,15 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 
 def main(argv: list[str]) -> int:
     """Run the sweep, writing the results beside this script unless told otherwise."""
-    named = any(a.split('=')[0] in ('--json', '--markdown') for a in argv)
-    # Both committed files, unless an output is named (then that one alone: the other would
-    # no longer match it).
-    out = [] if named else ['--json', str(RESULTS / 'accuracy_sweep.json'),
-                            '--markdown', str(RESULTS / 'accuracy_sweep.md')]
+    # Both committed files, unless an output is named in any form the command takes (then
+    # that one alone: the other would no longer match it).
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument('--json')
+    flags.add_argument('--markdown')
+    named, _ = flags.parse_known_args(argv)
+    out = [] if named.json or named.markdown else [
+        '--json', str(RESULTS / 'accuracy_sweep.json'),
+        '--markdown', str(RESULTS / 'accuracy_sweep.md')]
     return cli.main(['eval', 'sweep'] + out + argv)
 
 

@@ -37,9 +37,9 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 
 def main(argv: list[str]) -> int:
     """Run the engine benchmark, writing the results beside this script."""
-    # The flags that name the result files, in any form the command takes (--device=cuda);
-    # everything else goes through as it is.
-    flags = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    # The flags that name the result files, in any form the command takes (--device=cuda,
+    # --dev cuda); everything else goes through as it is.
+    flags = argparse.ArgumentParser(add_help=False)
     for flag in ('--device', '--model', '--json', '--markdown'):
         flags.add_argument(flag)
     known, _ = flags.parse_known_args(argv)

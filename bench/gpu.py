@@ -26,6 +26,7 @@ run compiles the Triton kernels (cached by Triton afterwards). It should finish 
 minutes on an H200.
 """
 
+import argparse
 from pathlib import Path
 import sys
 
@@ -36,11 +37,14 @@ RESULTS = Path(__file__).resolve().parent / 'results'
 
 def main(argv: list[str]) -> int:
     """Run the GPU benchmark, writing the results beside this script."""
-    named = any(a.split('=')[0] in ('--json', '--markdown') for a in argv)
-    # Both committed files, unless an output is named (then that one alone: the other would
-    # no longer match it).
-    out = [] if named else ['--json', str(RESULTS / 'gpu.json'),
-                            '--markdown', str(RESULTS / 'gpu.md')]
+    # Both committed files, unless an output is named in any form the command takes (then
+    # that one alone: the other would no longer match it).
+    flags = argparse.ArgumentParser(add_help=False)
+    flags.add_argument('--json')
+    flags.add_argument('--markdown')
+    named, _ = flags.parse_known_args(argv)
+    out = [] if named.json or named.markdown else [
+        '--json', str(RESULTS / 'gpu.json'), '--markdown', str(RESULTS / 'gpu.md')]
     return cli.main(['bench', 'gpu'] + out + argv)
 
 

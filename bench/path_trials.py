@@ -22,11 +22,11 @@ Each INPUT (a video, bag or image folder; default: the shared vtest clip and DAV
 runs through three pipelines at the package defaults, both heads, alternating frame by frame
 on the same frames: the incremental pipeline as shipped (its path choice is given each
 frame's changed share and lets a due engine trial wait while the scene changes as much as
-when the engine lost), the same pipeline with the share withheld (every due trial runs, as
-before this rule), and the dense reference on LiteRT. Counts, per network, the frames the
-engine ran (the first frames' samples, then each trial's refresh and samples) and reports
-the p50 and mean ms per frame of each pipeline. With ``--out`` writes a markdown file with
-the machine, versions and commit.
+when the engine lost), the same pipeline with the share withheld (every due trial runs), and
+the dense reference on LiteRT. Counts, per network, the frames the engine ran (the first
+frames' samples, then each trial's refresh and samples) and reports the p50 and mean ms per
+frame of each pipeline. With ``--out`` writes a markdown file with the machine, versions and
+commit.
 """
 
 import argparse
@@ -63,13 +63,26 @@ class _EngineCount:
         pipeline_module._IncrementalNet.__call__ = self._call
 
 
-def _withhold_shares(pipeline):
-    """Make every network's path choice blind to the scene (None: not measured)."""
-    for head in pipeline._heads.values():
-        for net in head.nets:
-            choice = net.choice
-            if choice is not None:
-                choice.pick = lambda scene=None, pick=choice.pick: pick(None)
+class _Withheld:
+    """Makes the path choices of one pipeline's networks blind to the scene (no share)."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self._run = pipeline_module._IncrementalNet.run
+        blind, run = self._nets, self._run
+
+        def unshared(net, *args, **kwargs):
+            if id(net) in blind():
+                net.scene, net.own_share = None, False
+            return run(net, *args, **kwargs)
+        pipeline_module._IncrementalNet.run = unshared
+
+    def _nets(self):
+        # Looked up on every call: networks made later (another person) are blind too.
+        return {id(net) for head in self.pipeline._heads.values() for net in head.nets}
+
+    def close(self):
+        pipeline_module._IncrementalNet.run = self._run
 
 
 def _frames(path: Path):
@@ -82,14 +95,14 @@ def _frames(path: Path):
 
 def measure(path: Path) -> dict:
     base = st.replace(st.PerceptionSettings(), {'model.device': 'cpu'})
-    counter = _EngineCount()
+    counter, withheld = _EngineCount(), None
     try:
         pipelines = {
             'shared': pipeline_module.Pipeline(base),
             'withheld': pipeline_module.Pipeline(base),
             'litert': pipeline_module.Pipeline(st.replace(base, {'model.runtime': 'litert'}),
                                                incremental=False)}
-        _withhold_shares(pipelines['withheld'])
+        withheld = _Withheld(pipelines['withheld'])
         ms = {name: [] for name in VARIANTS}
         frames = 0
         for index, image in enumerate(_frames(path)):
@@ -107,6 +120,8 @@ def measure(path: Path) -> dict:
                     what = net.what + (f', {prefix[:-1]}' if prefix.startswith('person') else '')
                     engine.setdefault(what, {})[name] = counter.runs[id(net)]
     finally:
+        if withheld is not None:
+            withheld.close()
         counter.close()
     return {'input': path, 'frames': frames, 'engine': engine,
             'ms': {name: (statistics.median(v), statistics.fmean(v)) for name, v in ms.items()}}

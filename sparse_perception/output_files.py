@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 import tempfile
+import threading
 from typing import Callable, Iterable, Sequence
 
 
@@ -124,28 +125,76 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[str], None]) ->
     Write ``path`` whole or not at all; return it.
 
     ``data`` is text (UTF-8), bytes, or a function that writes the file it is given (e.g.
-    ``torch.save``). The temporary file is unique to this call and is removed on failure;
-    the result gets the permissions a new file gets here (the umask), not the temporary's
-    private ones.
+    ``torch.save``). The temporary file is unique to this call and is removed on failure.
+    The result is a new file: it gets the permissions a new file gets here (the umask), not
+    those of the file it replaces. An error names ``path``, never the temporary file.
     """
     path = Path(path)
-    handle, temp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part', dir=path.parent)
+    temp = write_aside(path, data)
+    try:
+        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_aside(path: str | Path, data: str | bytes | Callable[[str], None]) -> Path:
+    """
+    Write ``data`` (as :func:`write_atomic` takes it) to a new temporary file beside ``path``.
+
+    The file is synced to disk and has a new file's permissions; the caller renames it over
+    ``path`` (several such files may be renamed one after another) or removes it.
+    """
+    path = Path(path)
+    if not isinstance(data, (str, bytes)) and not callable(data):
+        raise TypeError(f'data for {path} must be str, bytes or a function that writes a '
+                        f'file, not {type(data).__name__}')
+    try:
+        handle, name = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.part',
+                                        dir=path.parent)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
+    temp = Path(name)
     try:
         with os.fdopen(handle, 'wb') as stream:
-            if isinstance(data, str):
-                stream.write(data.encode('utf-8'))
-            elif isinstance(data, bytes):
-                stream.write(data)
+            if not callable(data):
+                stream.write(data.encode('utf-8') if isinstance(data, str) else data)
         if callable(data):
-            data(temp)
+            data(name)
         with open(temp, 'rb+') as stream:
             os.fsync(stream.fileno())
         os.chmod(temp, new_file_mode())
-        os.replace(temp, path)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
-        Path(temp).unlink(missing_ok=True)
+        temp.unlink(missing_ok=True)
         raise
-    return path
+    return temp
+
+
+def write_reports(outputs: Sequence[tuple[str, str | Path | None]], texts: Sequence[str],
+                  command: str) -> int:
+    """
+    Write each output given a path (the (flag, path) pairs of :func:`check_outputs`).
+
+    Returns the exit status: 0, or 1 after one line on stderr naming the file.
+    """
+    import sys
+
+    for (_, path), text in zip(outputs, texts):
+        if not path:
+            continue
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            print(f'{command}: cannot write {path}: {exc.strerror or exc}', file=sys.stderr)
+            return 1
+    return 0
 
 
 def new_file_mode() -> int:
@@ -153,16 +202,24 @@ def new_file_mode() -> int:
     return 0o666 & ~_umask()
 
 
+_UMASK_LOCK = threading.Lock()
+
+
 def _umask() -> int:
-    """Return the umask, read without changing it (os.umask would, for a moment)."""
+    """Return the umask, read without changing it where /proc tells it."""
     try:
         for line in Path('/proc/self/status').read_text().splitlines():
             if line.startswith('Umask:'):
                 return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    return 0o022
+    # Elsewhere the only way is to set it and set it back: no other file is made meanwhile
+    # by this module.
+    with _UMASK_LOCK:
+        mask = os.umask(0o077)
+        os.umask(mask)
+    return mask
 
 
 __all__ = ['check_outputs', 'new_file_mode', 'OutputError', 'overlap', 'report_pair',
-           'write_atomic']
+           'write_aside', 'write_atomic', 'write_reports']

@@ -32,7 +32,7 @@ import dataclasses
 from dataclasses import dataclass, field
 import os
 import typing
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 # Environment variable that selects the compute backend wherever the settings leave it at
 # 'auto': one switch between kernels and reference, settable by environment and by parameter.
@@ -531,6 +531,19 @@ def validate(s: SettingSpec, value: Any) -> Any:
                                    f'one of {", ".join(info.choices)}')
         return tuple(value)
     raise SettingError(f'{s.name} has unsupported type {s.kind!r}')  # a bug in this module
+
+
+def check_flags(flags: Sequence[tuple[str, str, Any]]) -> None:
+    """
+    Check command-line values that stand for settings: (flag, setting name, value) each.
+
+    Raises :class:`SettingError` naming the flag and the setting's range or choices.
+    """
+    for flag, name, value in flags:
+        try:
+            validate(spec(name), value)
+        except SettingError as exc:
+            raise SettingError(f'{flag}: {exc}') from None
 
 
 def flatten(settings: Any, prefix: str = '') -> dict[str, Any]:

@@ -113,8 +113,8 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             print(f'{flag} {value}: expected at least {low}', file=sys.stderr)
             return 2
-    from sparse_perception.benchmarks.engine import write_reports
-    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.output_files import (check_outputs, OutputError, report_pair,
+                                                write_reports)
     from sparse_perception.pipeline import ModelLoadError
     from sparse_perception.replay.sources import ReplayError
     from sparse_perception.shared_data import bundled_clip
@@ -122,7 +122,7 @@ def run_command(args: argparse.Namespace) -> int:
     outputs = []
     if args.json:
         path = Path(args.json)
-        outputs = [('--json', path), ('the report beside --json', path.with_suffix('.md'))]
+        outputs = [('--json', path), ('the report beside --json', report_pair(path)[1])]
     try:
         # Before minutes of measuring: a path that cannot be written, or that is the input.
         check_outputs(outputs, [args.input if args.input else bundled_clip()],

@@ -117,7 +117,7 @@ def run_command(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print('--device cuda: CUDA is not available here', file=sys.stderr)
             return 2
-    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.output_files import check_outputs, OutputError, write_reports
 
     outputs = [('--json', args.json), ('--markdown', args.markdown)]
     try:  # before minutes of measuring
@@ -131,26 +131,12 @@ def run_command(args: argparse.Namespace) -> int:
                  sweep_frames=2 if args.quick else args.sweep_frames, model_name=args.model,
                  threads=args.threads, change_threshold=args.change_threshold,
                  change_min_pixels=args.change_min_pixels, tile_size=args.tile_size,
-                 scales=scales[:2] if args.quick else scales,
+                 # --quick: the exact run and the first other scale
+                 scales=(0.0, *[v for v in scales if v][:1]) if args.quick else scales,
                  scale_frames=2 if args.quick else args.scale_frames)
     report = markdown(result)
     print(report)  # first: a failed write below loses no result
     return write_reports(outputs, (json.dumps(result, indent=2) + '\n', report), 'bench engine')
-
-
-def write_reports(outputs: list, texts: tuple, command: str) -> int:
-    """Write each (flag, path) of ``outputs`` given a path, whole; return the exit status."""
-    from sparse_perception.output_files import write_atomic
-
-    try:
-        for (_, path), text in zip(outputs, texts):
-            if path:
-                write_atomic(path, text)
-    except OSError as exc:
-        print(f'{command}: cannot write {exc.filename or path}: {exc.strerror or exc}',
-              file=sys.stderr)
-        return 1
-    return 0
 
 
 def _inputs() -> list:
@@ -179,15 +165,12 @@ def _argument_problem(args: argparse.Namespace, scales: tuple, resolution: tuple
     if args.frames + args.warmup < 2:
         return ('--frames plus --warmup must be at least 2 (the benchmark network '
                 'calibrates on two frames)')
-    for flag, name, value in (('--tile-size', 'change.tile_size', args.tile_size),
-                              ('--change-threshold', 'change.threshold',
-                               args.change_threshold),
-                              ('--change-min-pixels', 'change.min_pixels',
-                               args.change_min_pixels)):
-        try:
-            st.validate(st.spec(name), value)
-        except st.SettingError as exc:
-            return f'{flag}: {exc}'
+    try:
+        st.check_flags([('--tile-size', 'change.tile_size', args.tile_size),
+                        ('--change-threshold', 'change.threshold', args.change_threshold),
+                        ('--change-min-pixels', 'change.min_pixels', args.change_min_pixels)])
+    except st.SettingError as exc:
+        return str(exc)
     if not scales or 0.0 not in scales or not all(math.isfinite(v) and v >= 0 for v in scales):
         return (f'--scales {args.scales!r}: expected numbers of 0 or more, 0 among them (the '
                 'exact run the others are compared with)')

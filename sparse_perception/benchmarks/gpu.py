@@ -149,13 +149,11 @@ def run_command(args: argparse.Namespace) -> int:
             raise ValueError(f'--warmup {args.warmup}: expected 0 or more')
         from sparse_perception import settings as st
 
-        for flag, name, value in (('--tile-size', 'change.tile_size', args.tile_size),
-                                  ('--change-threshold', 'change.threshold',
-                                   args.change_threshold)):
-            try:
-                st.validate(st.spec(name), value)
-            except st.SettingError as exc:
-                raise ValueError(f'{flag}: {exc}') from None
+        try:
+            st.check_flags([('--tile-size', 'change.tile_size', args.tile_size),
+                            ('--change-threshold', 'change.threshold', args.change_threshold)])
+        except st.SettingError as exc:
+            raise ValueError(str(exc)) from None
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -172,8 +170,8 @@ def run_command(args: argparse.Namespace) -> int:
         print('sparse-perception bench gpu needs Triton: pip install '
               '"sparse_perception[gpu]" (or triton)', file=sys.stderr)
         return 2
-    from sparse_perception.benchmarks.engine import _inputs, write_reports
-    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.benchmarks.engine import _inputs
+    from sparse_perception.output_files import check_outputs, OutputError, write_reports
 
     outputs = [('--json', args.json), ('--markdown', args.markdown)]
     try:  # before minutes of measuring (the JSON is written after each resolution too)

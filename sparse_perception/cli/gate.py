@@ -25,7 +25,8 @@ Run the segmentation model dense on every frame of the sources (rosbag2 folders,
 image folders) and train the learned gate (sparsity.gate learned) to predict its person tiles
 in each frame and the one before, from the scaled frame, its motion and the last person
 tiles. Runs on the CPU; the same sources, flags and seed give the same weights. The file holds
-weights and metadata only; use it with --sparsity.gate learned --sparsity.gate_model PATH.
+weights and metadata only; use it with --sparsity.gate learned --sparsity.gate_model PATH and
+the segmentation model it was trained on (--model; model.segmentation where it runs).
 """
 
 TRAIN_EPILOG = """\

@@ -261,6 +261,11 @@ def _default_models(point: Mapping[str, Any], clips: Sequence[accuracy.ClipData]
     models = {'model.segmentation': defaults.segmentation, 'model.pose': defaults.pose}
     out: dict[str, Any] = {'models': {'segmentation': defaults.segmentation,
                                       'pose': defaults.pose}}
+    if point.get('sparsity.gate') == 'learned':  # a gate file holds to its model
+        out['skipped'] = ("the chosen point's learned gate was trained for another "
+                          'segmentation model')
+        log(f'default models: skipped ({out["skipped"]})')
+        return out
     evaluator = accuracy.Evaluator(point_settings({}, models), log=lambda _: None)
     try:
         for name, settings in (('exact', point_settings({}, models)),

@@ -109,6 +109,13 @@ def save(state: dict, meta: dict, path: str | Path) -> Path:
     return write_atomic(path, lambda temp: torch.save(blob, temp))
 
 
+def model_key(model: str) -> str:
+    """Return what names a segmentation model: a registered name, else its file, resolved."""
+    from sparse_perception.models.registry import REGISTRY
+
+    return model if model in REGISTRY else str(Path(model).expanduser().resolve())
+
+
 def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict]:
     """
     Return the gate network in a file (eval mode) and its metadata; refuse a bad file.
@@ -142,10 +149,15 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     if meta.get('cells') != CELLS:
         raise GateFileError(f'{path}: input scale of {meta.get("cells")!r} pixels per tile, '
                             f'this package uses {CELLS}; train it again')
-    if model is not None and meta.get('model') != model:
+    if model is not None and meta.get('model') is None:
+        raise GateFileError(f'{path}: its metadata names no segmentation model, and a gate '
+                            'holds to the model it was trained on: train it again with '
+                            f'`sparse-perception gate train --model {model}`')
+    if model is not None and model_key(meta['model']) != model_key(model):
         raise GateFileError(f'{path}: trained for the segmentation model '
-                            f'{meta.get("model")!r}, but this one is {model!r}: train one for '
-                            f'it with `sparse-perception gate train --model {model}`')
+                            f'{meta["model"]!r}, but this one is {model!r}: set '
+                            f'model.segmentation to {meta["model"]!r}, or train one for it '
+                            f'with `sparse-perception gate train --model {model}`')
     if meta.get('tile') != tile:
         raise GateFileError(f'{path}: trained for change tiles of {meta.get("tile")!r} '
                             f'pixels, but change.tile_size is {tile}; train it with that '

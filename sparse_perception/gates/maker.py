@@ -158,7 +158,7 @@ class GateMaker:
     def __init__(self, settings: SparsitySettings, tile: int, decoder: str, person: int | None,
                  glance_pass: Callable[[Any], Any] | None = None, model: str | None = None):
         self.tile = tile
-        self.model = model  # the network's registered name: a learned gate must be made for it
+        self.model = model  # model.segmentation: a learned gate must be made for it
         self.decoder = decoder
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size

@@ -240,7 +240,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
           options: TrainingOptions = TrainingOptions(), *, models_dir: str | None = None,
           progress: Callable[[str], None] | None = None) -> TrainingReport:
     """Distil the gate from the options' model on the sources and write it to ``out``."""
-    from sparse_perception.gates.learned import CELLS, save, VERSION
+    from sparse_perception.gates.learned import CELLS, model_key, save, VERSION
     from sparse_perception.models.registry import load_model
 
     import math
@@ -258,12 +258,11 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError(f'--recall-weight must be a number above 0, got {o.recall_weight}')
     # The settings the gate is made for bound these: a gate file no pipeline could load, or
     # a tile map of gigabytes, fails here.
-    for flag, name, value in (('--tile-size', 'change.tile_size', o.tile),
-                              ('--margin', 'sparsity.gate_margin', o.margin)):
-        try:
-            st.validate(st.spec(name), value)
-        except st.SettingError as exc:
-            raise TrainingError(f'{flag}: {exc}') from None
+    try:
+        st.check_flags([('--tile-size', 'change.tile_size', o.tile),
+                        ('--margin', 'sparsity.gate_margin', o.margin)])
+    except st.SettingError as exc:
+        raise TrainingError(str(exc)) from None
     if not sources:
         raise TrainingError('no sources given')
     if models_dir is not None and not Path(models_dir).is_dir():
@@ -272,7 +271,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
         if not Path(source).exists():
             raise TrainingError(f'{source} does not exist')
     try:  # before minutes of training: a path that cannot be written, or that is a source
-        check_outputs([('--out', out)], sources)
+        check_outputs([('--out', out)], sources, create_folders=True)
     except OutputError as exc:
         raise TrainingError(str(exc)) from None
     try:
@@ -290,7 +289,8 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError(f'training diverged (loss {report.losses[-1]:.4g} after the last '
                             'epoch): the weights are not finite numbers; nothing was written')
     report.frames = frames
-    report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS, 'model': model_name,
+    report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS,
+                   'model': model_key(model_name),
                    'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,
                    'samples': len(samples), 'recall_weight': o.recall_weight}
     save(state, report.meta, out)

@@ -35,6 +35,8 @@ import zlib
 
 from sparse_perception.models.registry import (
     cache_dir, CACHE_ENV, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
+from sparse_perception.output_files import write_aside
+
 # A wheel that exists for mediapipe 0.10.21 whatever the machine: the fallback download.
 FALLBACK_PLATFORM = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
                      '--implementation', 'cp', '--abi', 'cp311']
@@ -124,10 +126,11 @@ def _download(version: str, folder: Path, pip_args: list[str], log) -> Path:
 
 def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
     """
-    Extract the model files all or nothing: read and check every member, then write.
+    Extract the model files: read and check every member, then write them all.
 
-    The old manifest goes first, so that an interrupted replacement leaves files that fail
-    verification (and are fetched again) rather than a manifest vouching for them.
+    Nothing is replaced unless every file could be written beside its target first; a
+    replacement cut short (a crash, Ctrl-C) leaves a cache without a manifest, which fails
+    verification and is fetched again, never a manifest vouching for mixed files.
     """
     try:
         with zipfile.ZipFile(wheel_path) as archive:
@@ -151,9 +154,11 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
     written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
     temporaries: dict[str, Path] = {}
     try:
-        (target / MANIFEST).unlink(missing_ok=True)
         for filename, data in contents.items():
-            temporaries[filename] = _written_aside(target, filename, data)
+            temporaries[filename] = write_aside(target / filename, data)
+        # The old manifest goes just before the first file is replaced: from then on until
+        # the new one is in place, the cache fails verification (and is fetched again).
+        (target / MANIFEST).unlink(missing_ok=True)
         for filename, data in contents.items():
             path = target / filename
             os.replace(temporaries[filename], path)
@@ -163,8 +168,8 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
                                            'sha256': hashlib.sha256(data).hexdigest(),
                                            'bytes': len(data)}
             log(f'wrote {path} ({len(data)} bytes)')
-        text = (json.dumps(manifest, indent=2) + '\n').encode()
-        temporaries[MANIFEST] = _written_aside(target, MANIFEST, text)
+        text = json.dumps(manifest, indent=2) + '\n'
+        temporaries[MANIFEST] = write_aside(target / MANIFEST, text)
         os.replace(temporaries[MANIFEST], target / MANIFEST)
         del temporaries[MANIFEST]
     except OSError as exc:  # a full disk, a cache made read-only meanwhile
@@ -174,20 +179,3 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
     return written
-
-
-def _written_aside(target: Path, filename: str, data: bytes) -> Path:
-    """Write ``data`` to a temporary file of its own beside ``filename``, synced; return it."""
-    from sparse_perception.output_files import new_file_mode
-
-    handle, name = tempfile.mkstemp(prefix=f'.{filename}.', suffix='.part', dir=target)
-    try:
-        with os.fdopen(handle, 'wb') as stream:
-            stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chmod(name, new_file_mode())  # as a file made here would be, not private
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    return Path(name)

@@ -156,8 +156,6 @@ def test_unwritable_json_folder_is_named_before_the_evaluation(capsys, monkeypat
 
 
 def test_unknown_parity_model_is_named_before_any_section_runs(tmp_path, capsys, monkeypatch):
-    require_shared('data/davis/DAVIS')
-
     def never(*args, **kwargs):
         raise AssertionError('the evaluation ran before the models were checked')
     monkeypatch.setattr(accuracy, 'evaluate', never)

@@ -193,3 +193,12 @@ def test_the_document_names_the_models_the_points_ran(monkeypatch):
     assert document['models'] == {
         'segmentation': 'deeplabv3_mnv2_pascal_fcn, deeplabv3_mnv2_dm05_pascal_fcn',
         'pose': 'movenet_lightning'}
+
+
+def test_the_default_models_skip_a_point_whose_gate_holds_to_another_model(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError('the default models ran with a gate made for another model')
+    monkeypatch.setattr(accuracy, 'Evaluator', never)
+    out = sweep._default_models({'sparsity.gate': 'learned', 'sparsity.gate_model': 'g.pt'},
+                                [], log=lambda _: None)
+    assert 'trained for another segmentation model' in out['skipped']

@@ -21,8 +21,8 @@ import cv2
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.cli import main
-from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load, network,
-                                             save, VERSION)
+from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load,
+                                             model_key, network, save, VERSION)
 from sparse_perception.gates.training import train, TrainingError, TrainingOptions
 from support import require_shared
 import torch
@@ -118,6 +118,12 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
                        "'deeplabv3_mnv2_pascal', but this one is 'deeplabv3_mnv2_pascal_fcn'"):
         load(tmp_path / 'fixed.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
     load(tmp_path / 'fixed.pt', 16, 'deeplabv3_mnv2_pascal')
+    with pytest.raises(GateFileError, match='names no segmentation model'):
+        load(tmp_path / 'gate.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
+    # A model given by its file: the same file however its path is written.
+    (tmp_path / 'm.tflite').write_bytes(b'')
+    save(state, dict(META, model=model_key(str(tmp_path / 'm.tflite'))), tmp_path / 'file.pt')
+    load(tmp_path / 'file.pt', 16, str(tmp_path / '.' / 'm.tflite'))
     diverged = dict(state)
     diverged['tiles.4.bias'] = torch.full_like(state['tiles.4.bias'], float('nan'))
     save(diverged, META, tmp_path / 'nan.pt')
@@ -126,12 +132,12 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
 
 
 def test_a_gate_file_is_readable_as_any_new_file_is(tmp_path):
-    old = os.umask(0o022)
+    old = os.umask(0o027)
     try:
         path = save(network().state_dict(), META, tmp_path / 'gate.pt')
     finally:
         os.umask(old)
-    assert stat.S_IMODE(path.stat().st_mode) == 0o644  # not the temporary's private 0600
+    assert stat.S_IMODE(path.stat().st_mode) == 0o640  # not the temporary's private 0600
 
 
 def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path, monkeypatch):

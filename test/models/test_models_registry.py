@@ -220,7 +220,8 @@ def test_fetch_extracts_the_files_from_a_wheel(tmp_path):
                                                                   complete=False)))
 
 
-def test_fetch_replaces_nothing_unless_it_can_replace_everything(tmp_path, monkeypatch):
+def test_fetch_replaces_nothing_it_cannot_write_and_leaves_no_vouched_mix(
+        tmp_path, monkeypatch):
     wheel = _fake_wheel(tmp_path / 'mediapipe.whl')
     cache = tmp_path / 'cache'
     fetch_mediapipe(cache, wheel=str(wheel), log=lambda _: None)
@@ -232,7 +233,8 @@ def test_fetch_replaces_nothing_unless_it_can_replace_everything(tmp_path, monke
     after = {p.name: p.read_bytes() for p in cache.iterdir() if p.is_file()}
     assert after == {name: data for name, data in before.items()
                      if name != 'selfie_segmentation.tflite'}  # the manifest too
-    # Interrupted between two replacements: no temporary file is left behind.
+    # Interrupted between two replacements: no temporary file is left behind, and no
+    # manifest vouches for the mix of old and new files.
     (cache / 'selfie_segmentation.tflite').rmdir()
     replace = os.replace
     calls = []
