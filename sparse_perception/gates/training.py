@@ -124,9 +124,9 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
            progress: Callable[[str], None] | None = None
            ) -> tuple[list[tuple[Any, Any, Any]], int]:
     """
-    Return (image and motion, last person tiles, target) per frame after each source's first.
+    Return (image and motion, last person tiles, target) per frame after each run's first.
 
-    And the number of frames read.
+    And the number of frames read. A run is a stretch of consecutive frames (see frames_of).
 
     ``model`` is a loaded segmentation model (models/registry.py) with a 'person' class.
     """
@@ -140,10 +140,10 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         raise TrainingError(f"the model's labels have no 'person' class: {model.labels}")
     samples = []
     moves = torch.Generator().manual_seed(seed)
-    last_source, last_small, last_people = None, None, None
+    last_run, last_small, last_people = None, None, None
     frames, held = 0, 0
     tally: dict = {}
-    for source, image in frames_of(sources, max_frames, topic, tally):
+    for run, image in frames_of(sources, max_frames, topic, tally):
         frames += 1
         with torch.no_grad():
             pixels, _ = model.prepare(image)
@@ -152,7 +152,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         height, width = x.shape[-2:]
         people = to_tiles(person_map(outputs, model.decoder, person), height, width, tile)
         small = small_image(x.cpu(), tile)
-        if source == last_source and last_people.shape == people.shape:
+        if run == last_run and last_people.shape == people.shape:
             inputs, prior = features(small, last_small, last_people)
             target = grow(people | last_people, margin)
             samples.append((inputs, prior, target.float()[None]))
@@ -167,7 +167,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
                     f'after {frames} frames the training samples take {held / 2**30:.1f} GiB, '
                     f'and all of them are held in memory: pass --max-frames {frames - 1} or '
                     'fewer (or a larger --tile-size)')
-        last_source, last_small, last_people = source, small, people
+        last_run, last_small, last_people = run, small, people
         if progress is not None and frames % 25 == 0:
             progress(f'{frames} frames through the model')
     if frames == 0:
