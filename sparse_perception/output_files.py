@@ -25,11 +25,12 @@ whole new one, and two runs writing the same path never mix their halves.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 import tempfile
 import threading
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 
 class OutputError(ValueError):
@@ -131,14 +132,8 @@ def write_atomic(path: str | Path, data: str | bytes | Callable[[str], None]) ->
     """
     path = Path(path)
     temp = write_aside(path, data)
-    try:
+    with _removed_on_failure(temp, path):
         os.replace(temp, path)
-    except OSError as exc:
-        temp.unlink(missing_ok=True)
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
     return path
 
 
@@ -159,7 +154,7 @@ def write_aside(path: str | Path, data: str | bytes | Callable[[str], None]) -> 
     except OSError as exc:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     temp = Path(name)
-    try:
+    with _removed_on_failure(temp, path):
         with os.fdopen(handle, 'wb') as stream:
             if not callable(data):
                 stream.write(data.encode('utf-8') if isinstance(data, str) else data)
@@ -168,13 +163,20 @@ def write_aside(path: str | Path, data: str | bytes | Callable[[str], None]) -> 
         with open(temp, 'rb+') as stream:
             os.fsync(stream.fileno())
         os.chmod(temp, new_file_mode())
+    return temp
+
+
+@contextlib.contextmanager
+def _removed_on_failure(temp: Path, path: Path) -> Iterator[None]:
+    """Remove ``temp`` when the block fails; an OSError then names ``path``, not ``temp``."""
+    try:
+        yield
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise OSError(exc.errno, exc.strerror, str(path)) from exc
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
-    return temp
 
 
 def write_reports(outputs: Sequence[tuple[str, str | Path | None]], texts: Sequence[str],

@@ -61,3 +61,13 @@ def test_a_report_pair_adds_its_suffixes():
     assert report_pair('runs/2026.12.04') == (Path('runs/2026.12.04.json'),
                                               Path('runs/2026.12.04.md'))
     assert report_pair('r.md') == report_pair('r.json') == (Path('r.json'), Path('r.md'))
+
+
+def test_a_write_error_names_the_file_not_its_temporary(tmp_path):
+    target = tmp_path / 'gone' / 'r.json'
+    with pytest.raises(OSError) as raised:
+        write_atomic(target, 'x')
+    assert raised.value.filename == str(target)
+    with pytest.raises(TypeError, match='must be str, bytes or a function'):
+        write_atomic(tmp_path / 'r.json', bytearray(b'x'))
+    assert not list(tmp_path.iterdir())
