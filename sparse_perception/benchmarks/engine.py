@@ -224,7 +224,8 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
         # At thresholds 0 the NCHW module is timed in the same alternation too, and the
         # faster layout is the baseline.
         runs.append(_incremental_run(inc, dense_model, clip[:count], inputs[:count], warmup,
-                                     detector_cfg, device, model if scale == 0 else None))
+                                     detector_cfg, device, model if scale == 0 else None,
+                                     classes=_gives_class_scores(model_name)))
     exact = next((r for r in runs if r['scale'] == 0), None)
 
     # 2. The engine's own dense path (informational).
@@ -392,13 +393,30 @@ def _engine_dense_times(inc, inputs: list, warmup: int, device: str) -> list:
     return times
 
 
+def _gives_class_scores(name: str) -> bool:
+    """
+    Whether the network's first output holds class scores (its arg-max a class per pixel).
+
+    A registered pose model's trunk gives features, whose arg-max over channels says nothing;
+    a model given as 'module:function' is taken to give scores, as the benchmark network does.
+    """
+    if not name.startswith('registry:'):
+        return True
+    from sparse_perception.models.registry import REGISTRY
+
+    entry = REGISTRY.get(name.split(':', 1)[1])
+    return entry is not None and entry.kind == 'segmentation' and entry.decoder in (
+        'class_map', 'class_scores')
+
+
 def _incremental_run(inc, dense_model, clip, inputs, warmup, detector_cfg, device,
-                     nchw_model=None) -> dict:
+                     nchw_model=None, classes: bool = True) -> dict:
     """
     Run the clip incrementally; after every frame run the dense model on the same input.
 
     With ``nchw_model`` the stock module is also timed in NCHW, and the dense time is the
-    faster layout's median. Returns times, activity, and agreement of the outputs.
+    faster layout's median. Returns times, activity, and agreement of the outputs (of the
+    arg-max over channels only where they are class scores: ``classes``).
     """
     import torch
 
@@ -447,7 +465,7 @@ def _incremental_run(inc, dense_model, clip, inputs, warmup, detector_cfg, devic
         y, expected = _first_tensor(y), _first_tensor(expected)
         span = float(expected.max() - expected.min())
         diffs.append(float((y - expected).abs().max()) / max(span, 1e-12))
-        if y.dim() == 4 and y.shape[1] > 1:
+        if classes and y.dim() == 4 and y.shape[1] > 1:
             agree.append(float((y.argmax(1) == expected.argmax(1)).float().mean()))
     median, dense_median = _median(times), _median(dense)
     cl_median, nchw_median = dense_median, _median(nchw) if nchw else None

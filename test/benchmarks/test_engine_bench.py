@@ -112,3 +112,12 @@ def test_a_fixed_size_network_runs_at_its_own_size_only(mediapipe_cache, monkeyp
     with pytest.raises(SystemExit, match='pass --resolutions 144x256'):
         _model(name, [np.zeros((96, 128, 3), np.uint8)], 'cpu', flag='--resolutions')
     assert _model(name, [np.zeros((144, 256, 3), np.uint8)], 'cpu')[3]  # fixed, accepted
+
+
+def test_class_agreement_is_measured_where_outputs_are_class_scores_only():
+    from sparse_perception.benchmarks import engine
+
+    assert engine._gives_class_scores('mobilenet_v2_deeplabv3')
+    assert engine._gives_class_scores('registry:deeplabv3_mnv2_pascal_fcn')
+    assert not engine._gives_class_scores('registry:blazepose')  # features, not classes
+    assert not engine._gives_class_scores('registry:selfie_segmentation_landscape')
