@@ -27,7 +27,8 @@ Writes bench/results/pose_people.json and .md:
    detector) and with the segmentation head (its mask's person regions propose people too,
    ``pose.mask_proposal_height``);
 2. cost per person: the pose head's milliseconds per frame on a frame holding two people (COCO
-   785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people;
+   785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people,
+   the two people's dense passes in one batch and one by one, the pipelines taking turns;
 3. vtest (``--vtest-frames`` frames of the full clip): frames in which the incremental
    pipeline reports anybody, and people per frame, for 1 and ``--max-people``, pose alone and
    with segmentation, with
@@ -102,21 +103,36 @@ def coco_pck(max_people, heads):
     return out
 
 
-def person_cost(max_people, scene, frames=24):
-    """Time the pose head per frame on two people, still or panning, after a warm-up."""
+# The pipelines of the cost table: (max_people, whether the people's dense passes batch).
+COST_VARIANTS = ((1, True), (2, True), (2, False))
+
+
+def person_costs(scene, frames=64):
+    """
+    Time the pose head per frame on two people, still or panning, after a warm-up.
+
+    One pipeline per :data:`COST_VARIANTS`, each frame run by each in turn (so a load that
+    comes and goes falls on all of them); the one-by-one pipeline has its people's batching
+    turned off after its first frame (which makes a network state per person).
+    """
     person = _rgb(shared_path(f'{COCO}/000000000785.jpg'))
     two = np.ascontiguousarray(np.concatenate([person, person], 0))
-    pipeline = Pipeline(_settings(max_people), heads=('pose',))
-    ms, people = [], []
+    pipelines = [Pipeline(_settings(n), heads=('pose',)) for n, _ in COST_VARIANTS]
+    ms, people = [[] for _ in pipelines], [[] for _ in pipelines]
     for i in range(frames):
         frame = two if scene == 'still' else np.ascontiguousarray(np.roll(two, 2 * i, axis=1))
-        result = pipeline.process(frame)
-        if i >= 4:  # the first frames detect and run dense
-            ms.append(result.stats.heads['pose'].ms)
-            people.append(result.pose.people)
-    return {'scene': scene, 'max_people': max_people, 'frames_timed': len(ms),
-            'people_mean': float(np.mean(people)), 'ms_p50': float(np.median(ms)),
-            'ms_mean': float(np.mean(ms))}
+        for k, (pipeline, (_, batches)) in enumerate(zip(pipelines, COST_VARIANTS)):
+            result = pipeline.process(frame)
+            if i == 0 and not batches:
+                for slot in pipeline._heads['pose'].slots.slots:
+                    slot.net.dense.batches = False
+            if i >= 4:  # the first frames detect and run dense
+                ms[k].append(result.stats.heads['pose'].ms)
+                people[k].append(result.pose.people)
+    return [{'scene': scene, 'max_people': n, 'batched': batches, 'frames_timed': len(ms[k]),
+             'people_mean': float(np.mean(people[k])), 'ms_p50': float(np.median(ms[k])),
+             'ms_mean': float(np.mean(ms[k]))}
+            for k, (n, batches) in enumerate(COST_VARIANTS)]
 
 
 def vtest_people(max_people, frames, heads):
@@ -177,10 +193,16 @@ def markdown(doc):
               '(selfie_segmentation) and confirmed by the landmark network.', '',
               '## Cost per person (pose head, ms per frame; COCO 785 twice, one above the '
               'other)', '',
-              '| scene | max_people | people found | p50 ms | mean ms |', '|---|---|---|---|---|']
+              "The three pipelines of a scene ran each frame in turn. Crops: the people's "
+              "dense passes (LiteRT's, which the path choice picks on this CPU while the "
+              'crops change) in one batch, or one by one.', '',
+              '| scene | max_people | crops | people found | p50 ms | mean ms |',
+              '|---|---|---|---|---|---|']
     for r in doc['cost']:
-        lines.append(f"| {r['scene']} | {r['max_people']} | {r['people_mean']:.2f} | "
-                     f"{r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
+        crops = '-' if r['max_people'] == 1 else (
+            'one batch' if r.get('batched', False) else 'one by one')
+        lines.append(f"| {r['scene']} | {r['max_people']} | {crops} | "
+                     f"{r['people_mean']:.2f} | {r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
     lines += ['', '## vtest: frames in which the incremental pipeline reports anybody '
               '(`sparsity.adaptive: false`)', '',
               '| heads | max_people | frames | frames with people | people per frame | most in '
@@ -209,7 +231,7 @@ def main(argv=None):
     variants = [(heads, n) for heads in (('pose',), ('segmentation', 'pose'))
                 for n in (1, args.max_people)]
     doc['coco'] = {f"{'+'.join(heads)}:{n}": coco_pck(n, heads) for heads, n in variants}
-    doc['cost'] = [person_cost(n, scene) for scene in ('still', 'panning') for n in (1, 2)]
+    doc['cost'] = [row for scene in ('still', 'panning') for row in person_costs(scene)]
     doc['vtest'] = [vtest_people(n, args.vtest_frames, heads) for heads, n in variants]
     doc['seconds'] = time.perf_counter() - start
     doc['machine']['load_average_after'] = list(os.getloadavg())

@@ -59,6 +59,10 @@ from sparse_perception.settings import HEADS, PerceptionSettings
 LOG = logging.getLogger(__name__)
 
 
+# What _IncrementalNet.begin returns where the path choice picked a dense pass.
+_DENSE = object()
+
+
 class ModelLoadError(ValueError):
     """A head's model cannot be loaded or run; the message names the model and the reason."""
 
@@ -156,6 +160,20 @@ class _IncrementalNet:
         ``change`` is the input's ChangeMap, or a function that makes it: the dense path
         needs none when ``still`` already says whether the input is unchanged.
         """
+        outputs = self.begin(x, change, still)
+        if outputs is _DENSE:
+            start = self._clock()
+            outputs = self.dense(x)
+            self.ran_dense(x, outputs, (self._clock() - start) * 1e3)
+        return outputs
+
+    def begin(self, x: Any, change: Any, still: bool | None = None) -> Any:
+        """
+        Do :meth:`run`'s work, except a dense pass: return :data:`_DENSE` where one is due.
+
+        The caller then runs the dense pass (possibly in one batch with other inputs) and
+        hands its outputs and wall time to :meth:`ran_dense`.
+        """
         choice = self.choice
         if choice is None or self.path == 'engine' or still is None:
             change = _made(change)
@@ -177,16 +195,9 @@ class _IncrementalNet:
             if self._outputs is not None:
                 self._skipped()
                 return self._outputs
-        path = choice.pick(self.scene)
+        if choice.pick(self.scene) == 'dense':
+            return _DENSE
         start = self._clock()  # the input's change map is part of the engine's cost
-        if path == 'dense':
-            outputs = self.dense(x)
-            choice.record('dense', (self._clock() - start) * 1e3)
-            self._ran_dense()
-            self._outputs = outputs
-            if self.gates is not None:
-                self.gates.observe(outputs, *x.shape[-2:])
-            return outputs
         if self.path == 'dense':
             # The caches missed the dense frames; so did the change map's reference, unless
             # this frame's map was made already (then the engine's dense frame reads it all).
@@ -209,6 +220,14 @@ class _IncrementalNet:
             choice.record('dense', (self._clock() - start) * 1e3)
         self.path, self._outputs = 'engine', None
         return outputs
+
+    def ran_dense(self, x: Any, outputs: Any, ms: float) -> None:
+        """Take the outputs of the dense pass :meth:`begin` asked for, which took ``ms``."""
+        self.choice.record('dense', ms)
+        self._ran_dense()
+        self._outputs = outputs
+        if self.gates is not None:
+            self.gates.observe(outputs, *x.shape[-2:])
 
     def needs_change(self) -> bool:
         """Whether its next run may read its input's change map (on the engine's path)."""
@@ -476,6 +495,12 @@ class _IncrementalDetector:
         return self.net.run(x, lambda: self.net.change.update(letterbox))
 
 
+class _Decoded(NamedTuple):
+    """A result decoded earlier that stands again (outputs are decoded; this is not)."""
+
+    people: list
+
+
 class _RunSummary(NamedTuple):
     """What a head's statistics take from one network run."""
 
@@ -631,10 +656,12 @@ class _Head:
         if free and not detect and len(self.nets) > 1:
             # The dense reference detects on this frame: count what skipping it saved.
             self.nets[1].not_run()
+        inputs = [(slot, lambda transform=transform: model.crop_input(frame, transform),
+                   transform)
+                  for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops)]
         people, ids = [], []
-        for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops):
-            crop = lambda transform=transform: model.crop_input(frame, transform)  # noqa: E731
-            for person in self._infer(slot, crop, transform, frame_change):
+        for transform, decoded in zip(crops, self._infer_many(inputs, frame_change)):
+            for person in decoded:
                 people.append(person)
                 ids.append(transform.person)
         # Someone lost (or every slot taken): the next frame may detect at once.
@@ -645,31 +672,74 @@ class _Head:
 
     def _infer(self, slot: Any, pixels: Any, transform: Any, frame_change: Any) -> Any:
         """Run the network on one input (``pixels()`` makes it) in ``slot``'s state; decode."""
+        return self._infer_many([(slot, pixels, transform)], frame_change)[0]
+
+    def _infer_many(self, inputs: Sequence[tuple[Any, Any, Any]], frame_change: Any) -> list:
+        """
+        Run the network on each of ``inputs`` ``(slot, pixels, transform)``; decode each.
+
+        Each input runs in its slot's network state, by the path chosen for it there; the dense
+        passes due run together (:meth:`_dense_pass.many`: one batch where that pays), each
+        network's path choice taking an equal share of their time. Decoded in input order.
+        """
         import torch
 
-        net = slot.net
-        # Known still: the same crop of a still frame; its input is the last one then. (A
-        # frame that changed only where the crop does not read is not taken as still: the
-        # dense path then runs on the fresh crop, as a dense pipeline would, and at the
-        # static-camera setting that kept the person count with dense on 18 more frames of
-        # vtest's 795, bench/results/pose_sparsity_vtest.md.)
-        still = (transform == slot.transform and not frame_change.refresh
-                 and frame_change.changed_fraction == 0.0)
-        x = slot.x if still and slot.x is not None else self.model.to_tensor(pixels())
+        answers: list[Any] = []  # per input: [outputs, or None while a dense pass is due]
+        due: list[tuple[int, Any, Any]] = []  # (input index, its network or None, its x)
         with torch.no_grad():
-            if net is None:
-                outputs = self._dense(x)
-            else:
+            for index, (slot, pixels, transform) in enumerate(inputs):
+                net = slot.net
+                # Known still: the same crop of a still frame; its input is the last one then.
+                # (A frame that changed only where the crop does not read is not taken as
+                # still: the dense path then runs on the fresh crop, as a dense pipeline
+                # would, and at the static-camera setting that kept the person count with
+                # dense on 18 more frames of vtest's 795,
+                # bench/results/pose_sparsity_vtest.md.)
+                still = (transform == slot.transform and not frame_change.refresh
+                         and frame_change.changed_fraction == 0.0)
+                x = slot.x if still and slot.x is not None else self.model.to_tensor(pixels())
+                if net is None:
+                    answers.append(None)
+                    due.append((index, None, x))
+                    continue
                 slot.x = x
-                outputs = net.run(
-                    x, lambda: self._input_change(slot, transform, frame_change), still)
+                change = lambda slot=slot, transform=transform: self._input_change(  # noqa: E731
+                    slot, transform, frame_change)
+                outputs = net.begin(x, change, still)
                 repeated = net.repeated and slot.transform == transform
                 slot.transform = transform
-                if repeated and slot.decoded is not None:
+                if outputs is _DENSE:
+                    answers.append(None)
+                    due.append((index, net, x))
+                elif repeated and slot.decoded is not None:
                     # The same outputs on the same crop decode to the same result.
-                    return slot.decoded
-        slot.decoded = self.model.decode(outputs, transform)
-        return slot.decoded
+                    answers.append(_Decoded(slot.decoded))
+                else:
+                    answers.append(outputs)
+            self._run_dense(due, answers)
+        decoded = []
+        for (slot, _, transform), answer in zip(inputs, answers):
+            if not isinstance(answer, _Decoded):
+                slot.decoded = self.model.decode(answer, transform)
+                answer = _Decoded(slot.decoded)
+            decoded.append(answer.people)
+        return decoded
+
+    def _run_dense(self, due: list[tuple[int, Any, Any]], answers: list[Any]) -> None:
+        """Run the dense passes ``due`` (see :meth:`_infer_many`) into ``answers``."""
+        if not due:
+            return
+        nets = [net for _, net, _ in due]
+        dense = self._dense if nets[0] is None else nets[0].dense
+        # Every slot's network wraps the one dense module of the head: one batch serves all.
+        clock = nets[0]._clock if nets[0] is not None else time.perf_counter
+        start = clock()
+        outputs = dense.many([x for _, _, x in due])
+        ms = (clock() - start) * 1e3 / len(due)
+        for (index, net, x), output in zip(due, outputs):
+            if net is not None:
+                net.ran_dense(x, output, ms)
+            answers[index] = output
 
     def _focus(self, frame: np.ndarray, decoded: list) -> list:
         """
@@ -1102,12 +1172,37 @@ class _dense_pass:  # noqa: N801 (reads as the function it stands for)
         # input in fp16, as the engine does; LiteRT's stand-in has no parameters.
         first = next(iter(getattr(module.trunk, 'parameters', tuple)()), None)
         self.dtype = first.dtype if first is not None else None
+        from sparse_perception.models.tflite.litert import LiteRTNet
+
+        # Several inputs of one size (people's crops) go through in one batch where that was
+        # measured to pay on the CPU: LiteRT, where a batch of two 256x256 crops took 1.82x one
+        # (bench/results/landmark_batch_litert_cpu.md); torch on the CPU took 2.33x one, so
+        # there they run one by one. On CUDA torch batches too: one launch per layer instead of
+        # one per person (not yet measured).
+        self.batches = isinstance(module, LiteRTNet) or (
+            first is not None and first.device.type == 'cuda')
 
     def __call__(self, x: Any) -> Any:
         if self.dtype is not None and x.dtype != self.dtype and x.dtype.is_floating_point:
             x = x.to(self.dtype)
         # The trunk hands float features to the tail, which stays in fp32.
         return self.module.tail(*[f.float() for f in self.module.trunk(x)])
+
+    def many(self, inputs: Sequence[Any]) -> list[Any]:
+        """Return the outputs of each of ``inputs`` (1, C, H, W), as one batch where it pays."""
+        import torch
+
+        if not self.batches or len(inputs) < 2:
+            return [self(x) for x in inputs]
+        return _rows(self(torch.cat(list(inputs))), len(inputs))
+
+
+def _rows(outputs: Any, count: int) -> list[Any]:
+    """Split a batch's outputs (a tensor, or a tuple or list of them) into ``count`` of one."""
+    if isinstance(outputs, (tuple, list)):
+        kind = tuple if isinstance(outputs, tuple) else list
+        return [kind(o[i:i + 1] for o in outputs) for i in range(count)]
+    return [outputs[i:i + 1] for i in range(count)]
 
 
 def _as_dense_pass(template: Any, skipped: bool) -> Any:

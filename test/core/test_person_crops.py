@@ -103,6 +103,92 @@ def test_several_people_are_followed_with_stable_ids_and_equal_to_dense(mediapip
     assert any(name.startswith('person1/') for name in stats.layers)
 
 
+def _batch_sizes(pipeline):
+    """Record the batch size of every run of the pose head's LiteRT landmark interpreter."""
+    runner = pipeline._heads['pose'].model.dense_module.runner
+    sizes, run = [], runner.run
+    runner.run = lambda x: sizes.append(x.shape[0]) or run(x)
+    return sizes
+
+
+@pytest.mark.slow
+def test_the_people_s_dense_passes_run_as_one_batch_on_litert(mediapipe_cache):
+    pytest.importorskip('ai_edge_litert')
+    image = _two_people()
+    litert = {'model.runtime': 'litert', 'sparsity.adaptive': True}
+    incremental = Pipeline(_settings(mediapipe_cache, **litert), heads=('pose',))
+    dense = Pipeline(_settings(mediapipe_cache, **litert), heads=('pose',), incremental=False)
+    one_by_one = Pipeline(_settings(mediapipe_cache, **litert), heads=('pose',),
+                          incremental=False)
+    one_by_one._heads['pose']._dense.batches = False
+    sizes = {name: _batch_sizes(p) for name, p in
+             (('incremental', incremental), ('dense', dense), ('one_by_one', one_by_one))}
+    for k in range(10):
+        # Every pixel changes a little: each person's crop is due on every frame.
+        frame = np.clip(image.astype(np.int16) + (k % 3) - 1, 0, 255).astype(np.uint8)
+        got = incremental.process(frame).pose
+        want = dense.process(frame).pose
+        alone = one_by_one.process(frame).pose
+        assert got.people == want.people == alone.people == 2
+        np.testing.assert_array_equal(want.keypoints, alone.keypoints)  # batching is exact
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=0.05)
+        np.testing.assert_array_equal(got.ids, want.ids)
+    assert set(sizes['one_by_one']) == {1}
+    assert sizes['dense'][-1] == 2
+    # The path choice moved both people to LiteRT's dense pass (faster than the torch engine
+    # on this CPU); from then on both crops ran in one batch, each network timing its share.
+    head = incremental._heads['pose']
+    assert [slot.net.path for slot in head.slots.slots] == ['dense', 'dense']
+    assert sizes['incremental'][-3:] == [2, 2, 2]
+    samples = [len(slot.net.choice._dense_ms) for slot in head.slots.slots]
+    assert samples[0] == samples[1] >= 3
+
+
+def test_a_dense_pass_of_several_inputs_batches_only_where_that_pays():
+    import torch
+    from torch import nn
+
+    from sparse_perception.pipeline import _dense_pass
+
+    class Trunk(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x):
+            return (self.conv(x),)
+
+    class Tail(nn.Module):
+        def forward(self, features):
+            return features.mean((2, 3)), features
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.trunk, self.tail = Trunk().eval(), Tail()
+
+    net = Net()
+    calls = []
+    net.trunk.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    dense = _dense_pass(net)
+    assert not dense.batches  # torch on the CPU: a batch of two crops cost more than two
+    xs = [torch.randn(1, 3, 8, 8) for _ in range(3)]
+    with torch.no_grad():
+        alone = [dense(x) for x in xs]
+        assert calls == [1, 1, 1]
+        one_by_one = dense.many(xs)
+        assert calls == [1] * 6
+        dense.batches = True
+        together = dense.many(xs)
+    assert calls[-1] == 3
+    for want, got, batched in zip(alone, one_by_one, together):
+        assert isinstance(batched, tuple) and len(batched) == 2
+        for a, b, c in zip(want, got, batched):
+            assert a.shape == b.shape == c.shape
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+            torch.testing.assert_close(a, c, rtol=1e-5, atol=1e-6)
+
+
 def test_one_person_at_a_time_is_the_default(mediapipe_cache):
     pipeline = Pipeline(_settings(mediapipe_cache, **{'pose.max_people': 1}), heads=('pose',))
     frame = _two_people()
