@@ -28,7 +28,7 @@ Writes bench/results/pose_people.json and .md:
    ``pose.mask_proposal_height``);
 2. cost per person: the pose head's milliseconds per frame on a frame holding two people (COCO
    785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people,
-   the two people's dense passes in one batch and one by one, the pipelines taking turns;
+   the two pipelines taking turns frame by frame;
 3. vtest (``--vtest-frames`` frames of the full clip): frames in which the incremental
    pipeline reports anybody, and people per frame, for 1 and ``--max-people``, pose alone and
    with segmentation, with
@@ -103,36 +103,28 @@ def coco_pck(max_people, heads):
     return out
 
 
-# The pipelines of the cost table: (max_people, whether the people's dense passes batch).
-COST_VARIANTS = ((1, True), (2, True), (2, False))
-
-
 def person_costs(scene, frames=64):
     """
     Time the pose head per frame on two people, still or panning, after a warm-up.
 
-    One pipeline per :data:`COST_VARIANTS`, each frame run by each in turn (so a load that
-    comes and goes falls on all of them); the one-by-one pipeline has its people's batching
-    turned off after its first frame (which makes a network state per person).
+    Two pipelines, following one person and two, run each frame in turn (so a load that comes
+    and goes falls on both).
     """
     person = _rgb(shared_path(f'{COCO}/000000000785.jpg'))
     two = np.ascontiguousarray(np.concatenate([person, person], 0))
-    pipelines = [Pipeline(_settings(n), heads=('pose',)) for n, _ in COST_VARIANTS]
-    ms, people = [[] for _ in pipelines], [[] for _ in pipelines]
+    counts = (1, 2)
+    pipelines = [Pipeline(_settings(n), heads=('pose',)) for n in counts]
+    ms, people = [[] for _ in counts], [[] for _ in counts]
     for i in range(frames):
         frame = two if scene == 'still' else np.ascontiguousarray(np.roll(two, 2 * i, axis=1))
-        for k, (pipeline, (_, batches)) in enumerate(zip(pipelines, COST_VARIANTS)):
+        for k, pipeline in enumerate(pipelines):
             result = pipeline.process(frame)
-            if i == 0 and not batches:
-                for slot in pipeline._heads['pose'].slots.slots:
-                    slot.net.dense.batches = False
             if i >= 4:  # the first frames detect and run dense
                 ms[k].append(result.stats.heads['pose'].ms)
                 people[k].append(result.pose.people)
-    return [{'scene': scene, 'max_people': n, 'batched': batches, 'frames_timed': len(ms[k]),
+    return [{'scene': scene, 'max_people': n, 'frames_timed': len(ms[k]),
              'people_mean': float(np.mean(people[k])), 'ms_p50': float(np.median(ms[k])),
-             'ms_mean': float(np.mean(ms[k]))}
-            for k, (n, batches) in enumerate(COST_VARIANTS)]
+             'ms_mean': float(np.mean(ms[k]))} for k, n in enumerate(counts)]
 
 
 def vtest_people(max_people, frames, heads):
@@ -193,16 +185,11 @@ def markdown(doc):
               '(selfie_segmentation) and confirmed by the landmark network.', '',
               '## Cost per person (pose head, ms per frame; COCO 785 twice, one above the '
               'other)', '',
-              "The three pipelines of a scene ran each frame in turn. Crops: the people's "
-              "dense passes (LiteRT's, which the path choice picks on this CPU while the "
-              'crops change) in one batch, or one by one.', '',
-              '| scene | max_people | crops | people found | p50 ms | mean ms |',
-              '|---|---|---|---|---|---|']
+              'The two pipelines of a scene ran each frame in turn.', '',
+              '| scene | max_people | people found | p50 ms | mean ms |', '|---|---|---|---|---|']
     for r in doc['cost']:
-        crops = '-' if r['max_people'] == 1 else (
-            'one batch' if r.get('batched', False) else 'one by one')
-        lines.append(f"| {r['scene']} | {r['max_people']} | {crops} | "
-                     f"{r['people_mean']:.2f} | {r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
+        lines.append(f"| {r['scene']} | {r['max_people']} | {r['people_mean']:.2f} | "
+                     f"{r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
     lines += ['', '## vtest: frames in which the incremental pipeline reports anybody '
               '(`sparsity.adaptive: false`)', '',
               '| heads | max_people | frames | frames with people | people per frame | most in '

@@ -44,6 +44,7 @@ as changed); comparing the two measures what the thresholds cost.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import time
@@ -579,6 +580,12 @@ class _Head:
         if self.net is None:
             return None
         net = self._landmark_net(self._settings)
+        if net.choice is not None and self.net.choice is not None:
+            # The same network on crops of the same size: the new person starts where the
+            # first person's path choice stands, not with an engine trial and a dense sample of
+            # its own on the frame that finds them (on the bundled clip, three pedestrians
+            # found at once cost that frame about 0.4 s more than the dense reference).
+            net.choice = copy.deepcopy(self.net.choice)
         self.nets.append(net)
         self._prefixes.append(f'person{len(self.slots.slots)}/')
         return net
@@ -1172,15 +1179,7 @@ class _dense_pass:  # noqa: N801 (reads as the function it stands for)
         # input in fp16, as the engine does; LiteRT's stand-in has no parameters.
         first = next(iter(getattr(module.trunk, 'parameters', tuple)()), None)
         self.dtype = first.dtype if first is not None else None
-        from sparse_perception.models.tflite.litert import LiteRTNet
-
-        # Several inputs of one size (people's crops) go through in one batch where that was
-        # measured to pay on the CPU: LiteRT, where a batch of two 256x256 crops took 1.82x one
-        # (bench/results/landmark_batch_litert_cpu.md); torch on the CPU took 2.33x one, so
-        # there they run one by one. On CUDA torch batches too: one launch per layer instead of
-        # one per person (not yet measured).
-        self.batches = isinstance(module, LiteRTNet) or (
-            first is not None and first.device.type == 'cuda')
+        self.batches = _batches_pay(first)
 
     def __call__(self, x: Any) -> Any:
         if self.dtype is not None and x.dtype != self.dtype and x.dtype.is_floating_point:
@@ -1194,15 +1193,26 @@ class _dense_pass:  # noqa: N801 (reads as the function it stands for)
 
         if not self.batches or len(inputs) < 2:
             return [self(x) for x in inputs]
-        return _rows(self(torch.cat(list(inputs))), len(inputs))
+        x = torch.cat(list(inputs))
+        if self.dtype is not None and x.dtype != self.dtype and x.dtype.is_floating_point:
+            x = x.to(self.dtype)
+        # The trunk (nearly all of the work) runs on the batch; the tail runs per input, as an
+        # imported tail may reshape to the file's batch of one.
+        features = [f.float() for f in self.module.trunk(x)]
+        return [self.module.tail(*[f[i:i + 1] for f in features]) for i in range(len(inputs))]
 
 
-def _rows(outputs: Any, count: int) -> list[Any]:
-    """Split a batch's outputs (a tensor, or a tuple or list of them) into ``count`` of one."""
-    if isinstance(outputs, (tuple, list)):
-        kind = tuple if isinstance(outputs, tuple) else list
-        return [kind(o[i:i + 1] for o in outputs) for i in range(count)]
-    return [outputs[i:i + 1] for i in range(count)]
+def _batches_pay(parameter: Any) -> bool:
+    """
+    Whether several inputs of one size (people's crops) should go through in one batch.
+
+    ``parameter`` is one of the network's torch parameters (None: LiteRT's stand-in). On CUDA
+    yes: one launch per layer instead of one per person (no GPU figure yet). On the CPU no:
+    on torch a batch of two 256x256 crops took 2.33x one (landmark_batch_litert_cpu.md), and
+    on LiteRT 1.82x one, yet following two people that way saved 1.4% of the pose head's time
+    (41.66 vs 42.25 ms, pose_people_litert_batch.md) for a second interpreter.
+    """
+    return parameter is not None and parameter.device.type == 'cuda'
 
 
 def _as_dense_pass(template: Any, skipped: bool) -> Any:

@@ -157,11 +157,9 @@ class _Runner:
             from sparse_perception.models.tflite.edit import with_outputs
 
             data = with_outputs(data, wanted)
-        self._data, self._threads = data, threads
-        self.interpreter = self._new_interpreter()
-        # A batch of several inputs runs on a second interpreter, resized to the batch size:
-        # the first stays at one input, so the usual single run never pays a resize.
-        self._batch: tuple[int, Any] | None = None
+        Interpreter = _interpreter_class()
+        self.interpreter = Interpreter(model_content=data, num_threads=threads)
+        self.interpreter.allocate_tensors()
         detail = self.interpreter.get_input_details()[0]
         self.input, self.input_dtype = detail['index'], np.dtype(detail['dtype'])
         self.input_quant = _quantisation(detail)
@@ -172,18 +170,17 @@ class _Runner:
         self.last_outputs: Any = None
 
     def run(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """Run the (N, C, H, W) normalised input; return the trunk maps, remember the outputs."""
-        if x.dim() != 4 or x.shape[0] < 1:
-            raise ValueError(f'expected an (N, C, H, W) input, got {tuple(x.shape)}')
-        interpreter = self.interpreter if x.shape[0] == 1 else self._batched(x.shape[0])
+        """Run the (1, C, H, W) normalised input; return the trunk maps, remember the outputs."""
+        if x.dim() != 4 or x.shape[0] != 1:
+            raise ValueError(f'expected a (1, C, H, W) input, got {tuple(x.shape)}')
         nhwc = x.detach().permute(0, 2, 3, 1).to('cpu', torch.float32).numpy()
-        interpreter.set_tensor(self.input, self._to_input(nhwc))
-        interpreter.invoke()
+        self.interpreter.set_tensor(self.input, self._to_input(nhwc))
+        self.interpreter.invoke()
         device = x.device
         features = tuple(
-            self._read(interpreter, i, torch.float32).permute(0, 3, 1, 2).contiguous().to(device)
+            self._read(i, torch.float32).permute(0, 3, 1, 2).contiguous().to(device)
             for i in self.features)
-        outputs = [self._read(interpreter, i).to(device) for i in self.outputs]
+        outputs = [self._read(i).to(device) for i in self.outputs]
         self.last_outputs = outputs[0] if self.single else tuple(outputs)
         self.last_features = features
         self.last_versions = tuple(f._version for f in features)
@@ -196,21 +193,6 @@ class _Runner:
             a is b for a, b in zip(features, last)) and \
             tuple(f._version for f in features) == self.last_versions
 
-    def _new_interpreter(self) -> Any:
-        interpreter = _interpreter_class()(model_content=self._data, num_threads=self._threads)
-        interpreter.allocate_tensors()
-        return interpreter
-
-    def _batched(self, size: int) -> Any:
-        """Return the interpreter for a batch of ``size`` inputs (resized when it changes)."""
-        if self._batch is None or self._batch[0] != size:
-            interpreter = self._batch[1] if self._batch is not None else self._new_interpreter()
-            shape = [size, *self.interpreter.get_input_details()[0]['shape'][1:]]
-            interpreter.resize_tensor_input(self.input, shape)
-            interpreter.allocate_tensors()
-            self._batch = (size, interpreter)
-        return self._batch[1]
-
     def _to_input(self, nhwc: np.ndarray) -> np.ndarray:
         if self.input_dtype.kind == 'f':
             return np.ascontiguousarray(nhwc, dtype=self.input_dtype)
@@ -220,10 +202,9 @@ class _Runner:
         limits = np.iinfo(self.input_dtype)
         return np.clip(levels, limits.min, limits.max).astype(self.input_dtype)
 
-    def _read(self, interpreter: Any, index: int,
-              dtype: torch.dtype | None = None) -> torch.Tensor:
+    def _read(self, index: int, dtype: torch.dtype | None = None) -> torch.Tensor:
         """Return a tensor of the last run: dequantised, integers as int64 (as imported)."""
-        value = interpreter.get_tensor(index)
+        value = self.interpreter.get_tensor(index)
         quant = _quantisation(self.details[index])
         if quant is not None and value.dtype.kind in 'iu':
             scale, zero = quant

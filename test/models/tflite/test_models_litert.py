@@ -156,27 +156,6 @@ def test_torch_and_litert_runtimes_give_the_same_network_interface(mediapipe_cac
         torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-4 * float(theirs.abs().max()))
 
 
-def test_a_batch_on_litert_gives_each_input_what_it_gives_alone(mediapipe_cache):
-    from sparse_perception.models.tflite.litert import use_litert
-    import torch
-
-    model = load_model('blazepose', models_dir=mediapipe_cache)
-    use_litert(model, 1)
-    generator = torch.Generator().manual_seed(0)
-    xs = [torch.rand(1, 3, 256, 256, generator=generator) * 2 - 1 for _ in range(3)]
-    with torch.no_grad():
-        alone = [model.module(x) for x in xs]
-        # Batch sizes that change from call to call, and a single input between them.
-        for rows in ((0, 1), (0, 1, 2), (2,), (1, 2)):
-            together = model.module(torch.cat([xs[i] for i in rows]))
-            for row, index in enumerate(rows):
-                for got, want in zip(together, alone[index]):
-                    assert got.shape[0] == len(rows)
-                    torch.testing.assert_close(got[row:row + 1], want, rtol=0, atol=0)
-        with pytest.raises(ValueError, match=r'expected an \(N, C, H, W\) input'):
-            model.module(xs[0][0])
-
-
 def test_a_model_not_from_a_tflite_file_is_refused(tmp_path):
     from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
     from sparse_perception.models.checkpoints import save_checkpoint
