@@ -112,8 +112,8 @@ def _batch_sizes(pipeline):
 
 
 @pytest.mark.slow
-def test_the_people_s_dense_passes_run_as_one_batch_where_that_pays(mediapipe_cache,
-                                                                     monkeypatch):
+def test_the_people_s_dense_passes_run_as_one_batch_where_that_pays(
+        mediapipe_cache, monkeypatch):
     import sparse_perception.pipeline as pipeline_module
 
     image = _two_people()
