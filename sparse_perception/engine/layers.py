@@ -250,7 +250,11 @@ class Run:
         keep = gate if want is None else want & gate
         left = ~gate if want is None else want & ~gate
         f.stream.stale[self.index] = left if bool(left.any()) else None
-        if want is None and f.gate.fraction == 1.0:
+        if f.stream.stale[self.index] is None and (want is None or stale is None):
+            # The gate keeps exactly the candidates: hand them on as they came, in their
+            # order. A mask would list them row-major, and the order of the rows in a batch
+            # moves the rounding of some ops (a vectorised sigmoid, say): a gate over
+            # everything must compute bit for bit what no gate does.
             return cand
         if not bool(keep.any()):
             return None
