@@ -16,22 +16,24 @@
 """
 BlazePose following several people: what it finds, and what each person costs.
 
-    .venv/bin/python bench/pose_people.py [--max-people 4] [--vtest-frames 795]
+    .venv/bin/python bench/pose_people.py [--max-people 4] [--detect-windows 3]
+        [--vtest-frames 795]
 
 Writes bench/results/pose_people.json and .md:
 
 1. COCO stills (the shared folder's four images, 12 annotated people): PCK@0.2 of the person
    box over every annotated person, COCO-17 joints, after three frames of each still (the
-   crops settle on the landmarks), for ``pose.max_people`` 1 and ``--max-people``, dense
-   reference and incremental pipeline, the pose head alone (people come from the person
-   detector) and with the segmentation head (its mask's person regions propose people too,
+   crops settle on the landmarks), for ``pose.max_people`` 1, ``--max-people``, and
+   ``--max-people`` with ``pose.detect_windows`` at ``--detect-windows``, dense reference and
+   incremental pipeline, the pose head alone (people come from the person detector) and with
+   the segmentation head (its mask's person regions propose people too,
    ``pose.mask_proposal_height``);
 2. cost per person: the pose head's milliseconds per frame on a frame holding two people (COCO
    785 twice, one above the other), still and panning 2 pixels a frame, for 1 and 2 people,
    the two pipelines taking turns frame by frame;
 3. vtest (``--vtest-frames`` frames of the full clip): frames in which the incremental
-   pipeline reports anybody, and people per frame, for 1 and ``--max-people``, pose alone and
-   with segmentation, with
+   pipeline reports anybody, people per frame and the pose head's time, for the same
+   settings, pose alone and with segmentation, with
    ``sparsity.adaptive`` off: the path choice follows measured time, and the tracking follows
    the path's outputs, so with it on two runs find people in different frames.
 
@@ -82,7 +84,7 @@ def _rgb(path):
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
-def coco_pck(max_people, heads):
+def coco_pck(max_people, heads, windows=0):
     """Score PCK@0.2 over every annotated person of the COCO stills, dense and incremental."""
     folder = shared_path(COCO)
     truth = read_coco(folder / 'test_coco.json')
@@ -91,7 +93,8 @@ def coco_pck(max_people, heads):
     for name, incremental in (('dense', False), ('incremental', True)):
         pck, found = Pck(), []
         for index, file in enumerate(names):
-            pipeline = Pipeline(_settings(max_people, heads), heads=heads,
+            pipeline = Pipeline(_settings(max_people, heads, **{'pose.detect_windows': windows}),
+                                heads=heads,
                                 incremental=incremental)
             image = _rgb(folder / file)
             for _ in range(3):
@@ -127,18 +130,23 @@ def person_costs(scene, frames=64):
              'ms_mean': float(np.mean(ms[k]))} for k, n in enumerate(counts)]
 
 
-def vtest_people(max_people, frames, heads):
+def vtest_people(max_people, frames, heads, windows=0):
     """Count frames with anybody, and people per frame, on the full vtest clip (incremental)."""
     capture = cv2.VideoCapture(str(shared_path('data/vtest/vtest.avi')))
-    pipeline = Pipeline(_settings(max_people, heads, **{'sparsity.adaptive': False}),
+    pipeline = Pipeline(_settings(max_people, heads, **{'sparsity.adaptive': False,
+                                                        'pose.detect_windows': windows}),
                         heads=heads)
-    counts = []
+    counts, ms = [], []
     for _ in range(frames):
         ok, frame = capture.read()
         if not ok:
             break
-        counts.append(pipeline.process(np.ascontiguousarray(frame[..., ::-1])).pose.people)
-    return {'max_people': max_people, 'heads': '+'.join(heads), 'frames': len(counts),
+        result = pipeline.process(np.ascontiguousarray(frame[..., ::-1]))
+        counts.append(result.pose.people)
+        ms.append(result.stats.heads['pose'].ms)
+    return {'max_people': max_people, 'heads': '+'.join(heads), 'detect_windows': windows,
+            'frames': len(counts), 'pose_ms_p50': float(np.median(ms)) if ms else None,
+            'pose_ms_mean': float(np.mean(ms)) if ms else None,
             'frames_with_people': int(sum(1 for c in counts if c)),
             'people_per_frame_mean': float(np.mean(counts)) if counts else None,
             'most_people_in_a_frame': int(max(counts)) if counts else None}
@@ -157,6 +165,10 @@ def _loads(values):
     return '/'.join(f'{v:.1f}' for v in values)
 
 
+def _ms(value):
+    return '-' if value is None else f'{value:.2f}'
+
+
 def markdown(doc):
     lines = ['# BlazePose following several people (bench/pose_people.py)', '',
              f"- machine: {doc['machine']['cpu']}, {doc['machine']['cores']} cores, "
@@ -167,17 +179,18 @@ def markdown(doc):
              f"- git commit: {doc['commit']}",
              f"- command: `{doc['command']}`, {doc['seconds']:.0f} s",
              '- settings: the package defaults, `model.pose: blazepose_coco17`, '
-             '`model.device: cpu`, `pose.max_people` as given; with the segmentation head '
+             '`model.device: cpu`, `pose.max_people` and `pose.detect_windows` as given; with the '
+             'segmentation head '
              '`pose.mask_proposal_height: 32`', '',
              '## COCO stills: PCK@0.2 of the person box over all 12 annotated people', '',
-             '| heads | max_people | pipeline | PCK | joints scored | people found per image |',
-             '|---|---|---|---|---|---|']
+             '| heads | max_people | detect_windows | pipeline | PCK | joints scored | people '
+             'found per image |', '|---|---|---|---|---|---|---|']
     for key, result in doc['coco'].items():
-        heads, max_people = key.split(':')
+        heads, max_people, windows = (key.split(':') + ['0'])[:3]
         for name in ('dense', 'incremental'):
             r = result[name]
             found = ', '.join(f"{i['found']}/{i['annotated']}" for i in r['images'])
-            lines.append(f"| {heads} | {max_people} | {name} | {r['pck']:.4f} | "
+            lines.append(f"| {heads} | {max_people} | {windows} | {name} | {r['pck']:.4f} | "
                          f"{r['joints_scored']} | {found} |")
     lines += ['', 'People found / annotated, per image in file-name order: with every slot '
               'free the detector runs on each frame, so what is not found was not detected '
@@ -192,12 +205,15 @@ def markdown(doc):
                      f"{r['ms_p50']:.2f} | {r['ms_mean']:.2f} |")
     lines += ['', '## vtest: frames in which the incremental pipeline reports anybody '
               '(`sparsity.adaptive: false`)', '',
-              '| heads | max_people | frames | frames with people | people per frame | most in '
-              'a frame |', '|---|---|---|---|---|---|']
+              '| heads | max_people | detect_windows | frames | frames with people | people per '
+              'frame | most in a frame | pose head p50 / mean ms |',
+              '|---|---|---|---|---|---|---|---|']
     for r in doc['vtest']:
-        lines.append(f"| {r['heads']} | {r['max_people']} | {r['frames']} | "
+        lines.append(f"| {r['heads']} | {r['max_people']} | {r.get('detect_windows', 0)} | "
+                     f"{r['frames']} | "
                      f"{r['frames_with_people']} | {r['people_per_frame_mean']:.3f} | "
-                     f"{r['most_people_in_a_frame']} |")
+                     f"{r['most_people_in_a_frame']} | {_ms(r.get('pose_ms_p50'))} / "
+                     f"{_ms(r.get('pose_ms_mean'))} |")
     return '\n'.join(lines) + '\n'
 
 
@@ -205,6 +221,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--max-people', type=int, default=4)
     parser.add_argument('--vtest-frames', type=int, default=795)
+    parser.add_argument('--detect-windows', type=int, default=3)
     args = parser.parse_args(argv)
     import torch
 
@@ -215,11 +232,12 @@ def main(argv=None):
                        'threads': st.PerceptionSettings().model.threads,
                        'python': platform.python_version(),
                        'load_average_before': list(os.getloadavg())}}
-    variants = [(heads, n) for heads in (('pose',), ('segmentation', 'pose'))
-                for n in (1, args.max_people)]
-    doc['coco'] = {f"{'+'.join(heads)}:{n}": coco_pck(n, heads) for heads, n in variants}
+    variants = [(heads, n, w) for heads in (('pose',), ('segmentation', 'pose'))
+                for n, w in ((1, 0), (args.max_people, 0), (args.max_people, args.detect_windows))]
+    doc['coco'] = {f"{'+'.join(heads)}:{n}:{w}": coco_pck(n, heads, w)
+                   for heads, n, w in variants}
     doc['cost'] = [row for scene in ('still', 'panning') for row in person_costs(scene)]
-    doc['vtest'] = [vtest_people(n, args.vtest_frames, heads) for heads, n in variants]
+    doc['vtest'] = [vtest_people(n, args.vtest_frames, heads, w) for heads, n, w in variants]
     doc['seconds'] = time.perf_counter() - start
     doc['machine']['load_average_after'] = list(os.getloadavg())
     RESULTS.mkdir(exist_ok=True)

@@ -542,6 +542,7 @@ class _Head:
         self._summaries: dict[tuple[str, int], tuple[Any, _RunSummary]] = {}  # see _summary
         if hasattr(self.model, 'max_people'):
             self.model.max_people = settings.pose.max_people
+            self.model.detect_windows = settings.pose.detect_windows
         if incremental:
             self.net = self._landmark_net(settings)
             self.nets.append(self.net)
@@ -617,6 +618,7 @@ class _Head:
         self.detect_period = settings.pose.detect_period
         if hasattr(self.model, 'max_people'):
             self.model.max_people = settings.pose.max_people
+            self.model.detect_windows = settings.pose.detect_windows
             del self.model.tracks[settings.pose.max_people:]  # the latest found go first
 
     def reset(self) -> None:
@@ -1278,6 +1280,10 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
             LOG.warning('the %s model %r runs its dense passes on torch: LiteRT cannot run '
                         'it (%s)', kind, name, exc)
             runtime = 'torch'
+    if hasattr(model, 'window_detector'):
+        # Windows of a frame are not the stream the detector's engine state follows: they
+        # run on the dense pass, in both pipelines.
+        model.window_detector = model.dense_detector
     model.details = dict(getattr(model, 'details', {}) or {}, runtime=runtime)
     if runtime == 'litert':
         if not incremental:  # the dense reference runs nothing else

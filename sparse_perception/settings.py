@@ -286,6 +286,14 @@ class PoseSettings:
     # 1 follows the best detection only, as MediaPipe's pose graph does.
     max_people: int = setting(
         1, 'How many people a tracking pose model (BlazePose) follows at once', low=1, high=64)
+    # The person detector (MediaPipe's) finds the most prominent person or two of a frame
+    # and misses the others: on the COCO stills it found one person per image. With room for
+    # more, it looks again in this many overlapping windows along the frame's longer side,
+    # each filling its input, so the people in them are larger (the dense reference does the
+    # same). Each window is one more detector pass on the frames that detect; 0 is off.
+    detect_windows: int = setting(
+        0, 'With room for more people, also run the person detector on this many overlapping '
+        "windows along the frame's longer side (0 = the whole frame only)", low=0, high=8)
     # The person detector finds people near the camera (it looks for a face and upper body);
     # pedestrians a few dozen pixels tall it misses. When the segmentation head runs too, each
     # of its person regions at least this many pixels tall that lies in nobody's crop

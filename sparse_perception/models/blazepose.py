@@ -134,6 +134,32 @@ class Detection:
     box: tuple[float, float, float, float]  # (x0, y0, x1, y1) of the detector's (face) box
     keypoints: np.ndarray  # (4, 2) x, y: mid-hip, full-body scale point, shoulders, upper body
 
+    def shifted(self, dx: float, dy: float) -> Detection:
+        """Return this detection moved by ``(dx, dy)`` (from a window's pixels to the frame's)."""
+        x0, y0, x1, y1 = self.box
+        return Detection(self.score, (x0 + dx, y0 + dy, x1 + dx, y1 + dy),
+                         np.asarray(self.keypoints, dtype=np.float64) + (dx, dy))
+
+
+def detection_windows(image_size: tuple[int, int], count: int) -> list[tuple[int, ...]]:
+    """
+    Return ``count`` overlapping windows ``(x0, y0, x1, y1)`` along the frame's longer side.
+
+    Each spans the shorter side whole and ``min(1, 1.2 / count)`` of the longer one (a fifth
+    more than an even split: a person on a border lies whole in one of them), spaced evenly
+    from one end to the other. Fewer than two: none (the whole frame is the only view).
+    """
+    height, width = (int(v) for v in image_size)
+    if count < 2:
+        return []
+    wide = width >= height
+    long_side = width if wide else height
+    length = min(long_side, int(math.ceil(long_side * 1.2 / count)))
+    starts = [round(k * (long_side - length) / (count - 1)) for k in range(count)]
+    if wide:
+        return [(start, 0, start + length, height) for start in starts]
+    return [(0, start, width, start + length) for start in starts]
+
 
 @dataclass(frozen=True)
 class Roi:
@@ -440,6 +466,12 @@ class BlazePose(LoadedModel):
     detector_settings: DetectorSettings = field(default_factory=DetectorSettings)
     tracking: TrackingSettings = field(default_factory=TrackingSettings)
     max_people: int = 1  # how many people are followed at once, each in a crop of its own
+    # With room for more people after the whole frame's detections, the detector looks again in
+    # this many overlapping windows along the frame's longer side (0 or 1: the whole frame
+    # only): each window fills the detector's input, so a person too small in the whole frame
+    # (the detector finds the most prominent person or two) is larger there.
+    detect_windows: int = 0
+    window_detector: Any = None  # what runs on the windows (a dense pass; None: ``detector``)
     tracks: list[Track] = field(default_factory=list, init=False)  # oldest first
     counters: dict[str, int] = field(init=False, default_factory=lambda: {
         'frames': 0, 'detector_runs': 0, 'detections': 0, 'proposals': 0,
@@ -484,8 +516,13 @@ class BlazePose(LoadedModel):
         return RoiTransform(image_size, self.input_size, track.roi, track.source,
                             person=track.person)
 
-    def detect(self, image: np.ndarray) -> list[Detection]:
-        """Run the person detector on a frame; detections in frame pixels, best first."""
+    def detect(self, image: np.ndarray, detector: Any = None) -> list[Detection]:
+        """
+        Run the person detector on a frame; detections in frame pixels, best first.
+
+        ``detector`` runs instead of the model's own (its letterboxed input differs from the
+        stream the model's own detector sees: a window).
+        """
         import torch
 
         check_frame(image)
@@ -495,7 +532,7 @@ class BlazePose(LoadedModel):
         tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()
         tensor = tensor * (2.0 / 255.0) - 1.0  # the detector's [-1, 1] input range
         with torch.no_grad():
-            regressors, logits = self.detector(tensor)
+            regressors, logits = (detector or self.detector)(tensor)
         self.counters['detector_runs'] += 1
         found = decode_detections(regressors[0].cpu().numpy(), logits[0].cpu().numpy(),
                                   self._anchors, self.detector_settings)
@@ -546,19 +583,13 @@ class BlazePose(LoadedModel):
         if self._image_size != image_size:
             self.tracks, self._image_size = [], image_size
         if detect and len(self.tracks) < self.max_people:
-            found = 0
-            for detection in self.detect(image):
+            self._follow(self.detect(image))
+            for x0, y0, x1, y1 in detection_windows(image_size, self.detect_windows):
                 if len(self.tracks) >= self.max_people:
                     break
-                roi = self._snapped(Roi.from_points(detection.keypoints[_DETECTOR_CENTRE],
-                                                    detection.keypoints[_DETECTOR_SCALE],
-                                                    self.tracking.roi_scale))
-                if any(same_person(roi, t.roi, self.tracking) for t in self.tracks):
-                    continue
-                self.tracks.append(Track(self._next_id, roi, 'detection'))
-                self._next_id += 1
-                found += 1
-            self.counters['detections'] += found
+                window = np.ascontiguousarray(image[y0:y1, x0:x1])
+                self._follow([d.shifted(x0, y0) for d in self.detect(
+                    window, self.window_detector or self.detector)])
         for box in proposals:
             if len(self.tracks) >= self.max_people:
                 break
@@ -570,6 +601,22 @@ class BlazePose(LoadedModel):
             self._next_id += 1
             self.counters['proposals'] += 1
         return [self._crop_of(track, image_size) for track in self.tracks]
+
+    def _follow(self, detections: list[Detection]) -> None:
+        """Start following each of ``detections`` (best first) that is nobody's already."""
+        found = 0
+        for detection in detections:
+            if len(self.tracks) >= self.max_people:
+                break
+            roi = self._snapped(Roi.from_points(detection.keypoints[_DETECTOR_CENTRE],
+                                                detection.keypoints[_DETECTOR_SCALE],
+                                                self.tracking.roi_scale))
+            if any(same_person(roi, t.roi, self.tracking) for t in self.tracks):
+                continue
+            self.tracks.append(Track(self._next_id, roi, 'detection'))
+            self._next_id += 1
+            found += 1
+        self.counters['detections'] += found
 
     def decode(self, outputs, transform, *, min_score: float = 0.0,
                view: str | None = None) -> list[list[Keypoint]]:

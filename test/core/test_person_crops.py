@@ -232,6 +232,37 @@ def test_one_person_at_a_time_is_the_default(mediapipe_cache):
     assert pipeline.process(frame).pose.ids.tolist() == [0]
 
 
+@pytest.mark.slow
+def test_detection_windows_find_the_people_the_detector_misses_in_both_pipelines(
+        mediapipe_cache):
+    # COCO 40083: two people; MediaPipe's detector finds one in the whole frame, the other in
+    # the right-hand window.
+    image = _coco('000000040083')
+    windows = {'pose.detect_windows': 2}
+    plain = Pipeline(_settings(mediapipe_cache), heads=('pose',))
+    incremental = Pipeline(_settings(mediapipe_cache, **windows), heads=('pose',))
+    dense = Pipeline(_settings(mediapipe_cache, **windows), heads=('pose',), incremental=False)
+    assert st.PerceptionSettings().pose.detect_windows == 0
+    assert plain.process(image).pose.people == 1
+    model = incremental._heads['pose'].model
+    engine_runs, window_runs = [], []
+    detector_net, window_detector = model.detector.net, model.window_detector
+    run = detector_net.run
+    detector_net.run = lambda x, *a, **k: engine_runs.append(x.shape) or run(x, *a, **k)
+    model.window_detector = lambda x: window_runs.append(x.shape) or window_detector(x)
+    for _ in range(3):
+        got, want = incremental.process(image).pose, dense.process(image).pose
+        assert got.people == want.people == 2
+        np.testing.assert_allclose(got.keypoints, want.keypoints, atol=0.05)
+    # The windows ran on the dense pass: the detector's engine state saw the whole frame only.
+    assert len(engine_runs) == 1 and len(window_runs) == 2
+    (x_left, x_right) = sorted(float(np.median(p[:, 0])) for p in got.keypoints)
+    assert x_left < 200 < x_right  # one person on each side of the image (500 px wide)
+    # Live: turned off, nobody more is looked for in windows.
+    incremental.update(_settings(mediapipe_cache))
+    assert incremental._heads['pose'].model.detect_windows == 0
+
+
 def _vtest_frame(index):
     capture = cv2.VideoCapture(str(require_shared('data/vtest/vtest.avi')))
     try:

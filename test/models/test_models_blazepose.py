@@ -541,3 +541,50 @@ def test_proposals_respect_the_number_of_people_followed():
     frame = _people((30, 60, 60), (200, 80, 50))
     crops = model.locate_people(frame, proposals=[(30, 60, 60, 120), (200, 80, 225, 130)])
     assert len(crops) == 1 and model.counters['proposals'] == 1
+
+
+class TallestDetector(RectanglesDetector):
+    """Stand-in detector that finds the most prominent person only, as MediaPipe's tends to."""
+
+    def forward(self, x):
+        regressors, logits = super().forward(x)
+        logits[0, 20:, 0] = -100.0  # the tallest is at anchor 0, the next ones further on
+        return regressors, logits
+
+
+def test_detection_windows_overlap_along_the_longer_side():
+    assert bp.detection_windows((240, 320), 2) == [(0, 0, 192, 240), (128, 0, 320, 240)]
+    assert bp.detection_windows((320, 240), 2) == [(0, 0, 240, 192), (0, 128, 240, 320)]
+    assert bp.detection_windows((100, 100), 3) == [(0, 0, 40, 100), (30, 0, 70, 100),
+                                                   (60, 0, 100, 100)]
+    assert bp.detection_windows((240, 320), 1) == bp.detection_windows((240, 320), 0) == []
+    detection = bp.Detection(0.9, (1.0, 2.0, 3.0, 4.0), np.zeros((4, 2)))
+    moved = detection.shifted(10, 20)
+    assert moved.box == (11.0, 22.0, 13.0, 24.0) and moved.score == 0.9
+    np.testing.assert_array_equal(moved.keypoints, np.tile([10.0, 20.0], (4, 1)))
+
+
+def test_detection_windows_find_people_the_whole_frame_s_detection_misses():
+    frame = _people((30, 60, 60), (200, 80, 50))
+    model = _people_tracker(max_people=3)
+    model.detector = TallestDetector()
+    assert sorted(_decode_all(model, frame)) == [0]  # the whole frame: the tallest only
+    model = _people_tracker(max_people=3)
+    model.detector = TallestDetector()
+    runs = []
+    model.window_detector = lambda x: runs.append(x.shape) or model.detector(x)
+    model.detect_windows = 2
+    people = _decode_all(model, frame)
+    assert sorted(people) == [0, 1]
+    assert people[0] == pytest.approx((30.0, 60.0), abs=1.5)  # the window's points, moved
+    assert people[1] == pytest.approx((200.0, 80.0), abs=1.5)  # back into the frame
+    # The whole frame on the model's own detector, each window on the window detector; the
+    # first window found the person followed already.
+    assert len(runs) == 2 and model.counters['detector_runs'] == 3
+    assert model.counters['detections'] == 2
+    # With every place taken after the whole frame, no window runs.
+    model = _people_tracker(max_people=1)
+    model.detector = TallestDetector()
+    model.detect_windows = 2
+    _decode_all(model, frame)
+    assert model.counters['detector_runs'] == 1
