@@ -131,7 +131,7 @@ def person_costs(scene, frames=64):
 
 
 def vtest_people(max_people, frames, heads, windows=0):
-    """Count frames with anybody, and people per frame, on the full vtest clip (incremental)."""
+    """Count frames with anybody and people per frame, and time the pose head, on vtest."""
     capture = cv2.VideoCapture(str(shared_path('data/vtest/vtest.avi')))
     pipeline = Pipeline(_settings(max_people, heads, **{'sparsity.adaptive': False,
                                                         'pose.detect_windows': windows}),

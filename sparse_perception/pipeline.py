@@ -44,7 +44,6 @@ as changed); comparing the two measures what the thresholds cost.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import time
@@ -170,10 +169,11 @@ class _IncrementalNet:
 
     def begin(self, x: Any, change: Any, still: bool | None = None) -> Any:
         """
-        Do :meth:`run`'s work, except a dense pass: return :data:`_DENSE` where one is due.
+        Do :meth:`run`'s work but the dense pass the path choice picked: return :data:`_DENSE`.
 
         The caller then runs the dense pass (possibly in one batch with other inputs) and
-        hands its outputs and wall time to :meth:`ran_dense`.
+        hands its outputs and wall time to :meth:`ran_dense`. (The engine's first frame still
+        times a dense pass here, as the choice's first sample.)
         """
         choice = self.choice
         if choice is None or self.path == 'engine' or still is None:
@@ -323,6 +323,11 @@ class _IncrementalNet:
         if stats is None:
             stats = self._pass_stats[skipped] = _as_dense_pass(self._dense_stats, skipped)
         return stats
+
+    def count_dense_pass(self) -> None:
+        """Count a dense pass of the network on another input of its size (a window)."""
+        self._collect()
+        self.stats.append(self._pass_stat(skipped=False))
 
     def not_run(self) -> None:
         """Count a frame the network was not run on where a dense pipeline runs it."""
@@ -540,9 +545,7 @@ class _Head:
         self._focused: tuple[Any, Any] | None = None  # pose.focus: (answer, its second look)
         self._settings = settings
         self._summaries: dict[tuple[str, int], tuple[Any, _RunSummary]] = {}  # see _summary
-        if hasattr(self.model, 'max_people'):
-            self.model.max_people = settings.pose.max_people
-            self.model.detect_windows = settings.pose.detect_windows
+        self._apply_people(settings)
         if incremental:
             self.net = self._landmark_net(settings)
             self.nets.append(self.net)
@@ -562,6 +565,14 @@ class _Head:
 
         self.slots = PersonSlots(self.net, self._another_person)
 
+    def _apply_people(self, settings: PerceptionSettings) -> bool:
+        """Give a tracking model the people settings; return whether it is one."""
+        if not hasattr(self.model, 'max_people'):
+            return False
+        self.model.max_people = settings.pose.max_people
+        self.model.detect_windows = settings.pose.detect_windows
+        return True
+
     def _landmark_net(self, settings: PerceptionSettings) -> _IncrementalNet:
         from sparse_perception.change import ResampledChange
 
@@ -580,13 +591,16 @@ class _Head:
         """Make a landmark network state for one more person followed at once (None: dense)."""
         if self.net is None:
             return None
+        from sparse_perception.scheduling import warmup_frames
+
         net = self._landmark_net(self._settings)
         if net.choice is not None and self.net.choice is not None:
             # The same network on crops of the same size: the new person starts where the
             # first person's path choice stands, not with an engine trial and a dense sample of
-            # its own on the frame that finds them (on the bundled clip, three pedestrians
-            # found at once cost that frame about 0.4 s more than the dense reference).
-            net.choice = copy.deepcopy(self.net.choice)
+            # its own on the frame that finds them (several pedestrians are often found at
+            # once). What a dense pass of it costs in MACs is the first network's too.
+            net.choice = self.net.choice.copy(warmup_frames(net.engine.device))
+            net._dense_stats = self.net._dense_stats
         self.nets.append(net)
         self._prefixes.append(f'person{len(self.slots.slots)}/')
         return net
@@ -616,9 +630,7 @@ class _Head:
         for net in self.nets:
             net.reconfigure(settings)
         self.detect_period = settings.pose.detect_period
-        if hasattr(self.model, 'max_people'):
-            self.model.max_people = settings.pose.max_people
-            self.model.detect_windows = settings.pose.detect_windows
+        if self._apply_people(settings):
             del self.model.tracks[settings.pose.max_people:]  # the latest found go first
 
     def reset(self) -> None:
@@ -661,10 +673,19 @@ class _Head:
         # Proposals cost a connected-components pass, not a network: tried on every frame
         # with room, as the dense reference does, so both follow the same people.
         boxes = proposals() if free and proposals is not None else ()
+        from sparse_perception.models.blazepose import detection_windows
+
+        windows = model.counters['window_runs']
         crops = model.locate_people(frame, detect=detect, proposals=boxes)
-        if free and not detect and len(self.nets) > 1:
-            # The dense reference detects on this frame: count what skipping it saved.
-            self.nets[1].not_run()
+        if isinstance(detector, _IncrementalDetector):
+            if free and not detect:
+                # The dense reference detects on this frame (in its windows too, with room
+                # left): count what skipping it saved.
+                for _ in range(1 + len(detection_windows(frame.shape[:2],
+                                                         model.detect_windows))):
+                    detector.net.not_run()
+            for _ in range(model.counters['window_runs'] - windows):
+                detector.net.count_dense_pass()  # a window, on the dense pass
         inputs = [(slot, lambda transform=transform: model.crop_input(frame, transform),
                    transform)
                   for slot, transform in zip(self.slots.assign([c.person for c in crops]), crops)]
@@ -693,7 +714,9 @@ class _Head:
         """
         import torch
 
-        answers: list[Any] = []  # per input: [outputs, or None while a dense pass is due]
+        # Per input: its outputs, a _Decoded result that stands again, or None while its
+        # dense pass is due.
+        answers: list[Any] = []
         due: list[tuple[int, Any, Any]] = []  # (input index, its network or None, its x)
         with torch.no_grad():
             for index, (slot, pixels, transform) in enumerate(inputs):
@@ -1212,7 +1235,8 @@ def _batches_pay(parameter: Any) -> bool:
     yes: one launch per layer instead of one per person (no GPU figure yet). On the CPU no:
     on torch a batch of two 256x256 crops took 2.33x one (landmark_batch_litert_cpu.md), and
     on LiteRT 1.82x one, yet following two people that way saved 1.4% of the pose head's time
-    (41.66 vs 42.25 ms, pose_people_litert_batch.md) for a second interpreter.
+    (41.66 vs 42.25 ms, pose_people_litert_batch.md) while it needed an interpreter of its
+    own for the batch.
     """
     return parameter is not None and parameter.device.type == 'cuda'
 

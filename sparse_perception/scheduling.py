@@ -67,6 +67,7 @@ their scale on the registered networks, while the engine's kernels compute in fl
 from __future__ import annotations
 
 from collections import deque
+import copy
 import statistics
 import time
 from typing import Any
@@ -138,6 +139,17 @@ class PathChoice:
         self._sample_scenes: deque[float | None] = deque(maxlen=samples)
         self._lost_at: tuple[float, float] | None = None  # (share, ratio) of the last loss
         self._since_loss = 0  # dense frames since the engine last lost
+
+    def copy(self, warmup: int) -> PathChoice:
+        """
+        Return a choice that starts where this one stands, for another state of its network.
+
+        It takes the samples, the path and the trial schedule; ``warmup`` gives the new state's
+        own first sparse frames (its engine is cold: on CUDA it compiles and captures again).
+        """
+        twin = copy.deepcopy(self)
+        twin._warmup = warmup
+        return twin
 
     @property
     def needs_dense_sample(self) -> bool:

@@ -146,8 +146,9 @@ def detection_windows(image_size: tuple[int, int], count: int) -> list[tuple[int
     Return ``count`` overlapping windows ``(x0, y0, x1, y1)`` along the frame's longer side.
 
     Each spans the shorter side whole and ``min(1, 1.2 / count)`` of the longer one (a fifth
-    more than an even split: a person on a border lies whole in one of them), spaced evenly
-    from one end to the other. Fewer than two: none (the whole frame is the only view).
+    more than an even split, so neighbours overlap), spaced evenly from one end to the other;
+    windows that would repeat (a frame shorter than ``count`` pixels) are given once. Fewer
+    than two: none (the whole frame is the only view).
     """
     height, width = (int(v) for v in image_size)
     if count < 2:
@@ -155,7 +156,7 @@ def detection_windows(image_size: tuple[int, int], count: int) -> list[tuple[int
     wide = width >= height
     long_side = width if wide else height
     length = min(long_side, int(math.ceil(long_side * 1.2 / count)))
-    starts = [round(k * (long_side - length) / (count - 1)) for k in range(count)]
+    starts = sorted({round(k * (long_side - length) / (count - 1)) for k in range(count)})
     if wide:
         return [(start, 0, start + length, height) for start in starts]
     return [(0, start, width, start + length) for start in starts]
@@ -468,13 +469,14 @@ class BlazePose(LoadedModel):
     max_people: int = 1  # how many people are followed at once, each in a crop of its own
     # With room for more people after the whole frame's detections, the detector looks again in
     # this many overlapping windows along the frame's longer side (0 or 1: the whole frame
-    # only): each window fills the detector's input, so a person too small in the whole frame
-    # (the detector finds the most prominent person or two) is larger there.
+    # only): a window's letterboxed input shows its people larger, by up to the frame's long
+    # side over its short side (the detector finds the most prominent person or two of what
+    # it sees).
     detect_windows: int = 0
     window_detector: Any = None  # what runs on the windows (a dense pass; None: ``detector``)
     tracks: list[Track] = field(default_factory=list, init=False)  # oldest first
     counters: dict[str, int] = field(init=False, default_factory=lambda: {
-        'frames': 0, 'detector_runs': 0, 'detections': 0, 'proposals': 0,
+        'frames': 0, 'detector_runs': 0, 'window_runs': 0, 'detections': 0, 'proposals': 0,
         'rejected_proposals': 0, 'roi_moves': 0, 'losses': 0, 'merges': 0})
 
     def __post_init__(self):
@@ -532,7 +534,7 @@ class BlazePose(LoadedModel):
         tensor = torch.from_numpy(pixels).to(self.device).permute(2, 0, 1)[None].float()
         tensor = tensor * (2.0 / 255.0) - 1.0  # the detector's [-1, 1] input range
         with torch.no_grad():
-            regressors, logits = (detector or self.detector)(tensor)
+            regressors, logits = (self.detector if detector is None else detector)(tensor)
         self.counters['detector_runs'] += 1
         found = decode_detections(regressors[0].cpu().numpy(), logits[0].cpu().numpy(),
                                   self._anchors, self.detector_settings)
@@ -571,12 +573,13 @@ class BlazePose(LoadedModel):
 
         While fewer than ``max_people`` are followed the detector runs, unless ``detect`` is
         False (a caller that schedules detections), and each detection that is nobody's
-        already (:func:`same_person`) starts a new person, best first. Then, with room left,
-        each of ``proposals`` (boxes ``(x0, y0, x1, y1)`` in frame pixels where someone may
-        be, most likely first: a segmentation mask's person regions, which find people too
-        small for the detector) that lies in nobody's crop starts one, whether the detector
-        ran or not; the landmark network's presence score on the next decode keeps or drops
-        them.
+        already (:func:`same_person`) starts a new person, best first; with room left, it
+        runs again on each of :func:`detection_windows` (``detect_windows``; on
+        ``window_detector``), likewise. Then, with room left, each of ``proposals`` (boxes
+        ``(x0, y0, x1, y1)`` in frame pixels where someone may be, most likely first: a
+        segmentation mask's person regions, which find people too small for the detector)
+        that lies in nobody's crop starts one, whether the detector ran or not; the landmark
+        network's presence score on the next decode keeps or drops them.
         """
         check_frame(image)
         image_size = (int(image.shape[0]), int(image.shape[1]))
@@ -588,8 +591,10 @@ class BlazePose(LoadedModel):
                 if len(self.tracks) >= self.max_people:
                     break
                 window = np.ascontiguousarray(image[y0:y1, x0:x1])
-                self._follow([d.shifted(x0, y0) for d in self.detect(
-                    window, self.window_detector or self.detector)])
+                detector = self.detector if self.window_detector is None else \
+                    self.window_detector
+                self.counters['window_runs'] += 1
+                self._follow([d.shifted(x0, y0) for d in self.detect(window, detector)])
         for box in proposals:
             if len(self.tracks) >= self.max_people:
                 break

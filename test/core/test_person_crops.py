@@ -170,6 +170,13 @@ def test_a_new_person_starts_on_the_path_the_first_person_s_network_chose(mediap
     assert second.path == 'dense' and second.engine.last_stats is None
     assert list(second.choice._engine_ms) == list(first.choice._engine_ms)
     assert second.choice is not first.choice
+    # Its dense passes count in the statistics as the first person's do.
+    frame[-40:, :80] = 255
+    stats = incremental.process(frame).stats.heads['pose']
+    layers = [name for name in stats.layers if name.startswith('person1/')]
+    assert layers and len(layers) == len([n for n in stats.layers if '/' not in n])
+    one = first._pass_stat(skipped=False)
+    assert stats.dense_macs >= 2 * sum(layer.dense_macs for layer in one.layers) > 0
 
 
 def test_a_dense_pass_of_several_inputs_batches_only_where_that_pays():
@@ -258,9 +265,17 @@ def test_detection_windows_find_the_people_the_detector_misses_in_both_pipelines
     assert len(engine_runs) == 1 and len(window_runs) == 2
     (x_left, x_right) = sorted(float(np.median(p[:, 0])) for p in got.keypoints)
     assert x_left < 200 < x_right  # one person on each side of the image (500 px wide)
-    # Live: turned off, nobody more is looked for in windows.
-    incremental.update(_settings(mediapipe_cache))
-    assert incremental._heads['pose'].model.detect_windows == 0
+    # The windows' dense passes count in the detector's statistics.
+    assert model.counters['window_runs'] == 2
+    # Live: turned off, nobody more is looked for in windows. (A change where nobody is
+    # followed makes the next scheduled frame detect.)
+    incremental.update(_settings(mediapipe_cache, **{'pose.detect_period': 1}))
+    assert model.detect_windows == 0
+    moved = image.copy()
+    moved[:30, 220:250] = 0
+    runs = model.counters['detector_runs']
+    incremental.process(moved)
+    assert model.counters['detector_runs'] == runs + 1 and len(window_runs) == 2
 
 
 def _vtest_frame(index):

@@ -468,3 +468,17 @@ def test_the_engine_is_not_tried_again_while_the_scene_stays_as_busy():
     # skipped 4, 8, 16 frames at a time, each time after a refresh that measures nothing.
     measured = [i for i, (got, _, _) in enumerate(runs) if got.stats.change_measured]
     assert measured == [0, 1, 2, 3, 4, 10, 20, 38]
+
+
+def test_a_copy_starts_where_the_choice_stands_with_a_warm_up_of_its_own():
+    choice = PathChoice(warmup=2)
+    choice.record('dense', 10.0)
+    for ms in (1.0, 1.0, 30.0, 30.0, 30.0):  # two warm-up frames, then the engine loses
+        choice.record('engine', ms)
+    assert choice.pick() == 'dense'
+    twin = choice.copy(warmup=2)
+    assert twin.pick() == 'dense' and twin._dense_ms == choice._dense_ms
+    # Its own: samples added to one do not reach the other; its cold engine frames are not
+    # samples.
+    twin.record('dense', 12.0)
+    assert list(choice._dense_ms) == [10.0] and twin._warmup == 2

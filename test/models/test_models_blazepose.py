@@ -303,8 +303,9 @@ def test_roi_stays_still_while_the_person_stays_inside():
         crops.append(model.prepare(_scene(left, 90))[0])
         model.decode(model.module(model.to_tensor(crops[-1])), model.transform(first.shape[:2]))
         assert person and model.roi == roi
-    assert model.counters == {'frames': 9, 'detector_runs': 1, 'detections': 1, 'proposals': 0,
-                              'rejected_proposals': 0, 'roi_moves': 0, 'losses': 0, 'merges': 0}
+    assert model.counters == {'frames': 9, 'detector_runs': 1, 'window_runs': 0,
+                              'detections': 1, 'proposals': 0, 'rejected_proposals': 0,
+                              'roi_moves': 0, 'losses': 0, 'merges': 0}
     assert np.array_equal(crops[0], crops[1]) and np.array_equal(crops[1], crops[2])
 
 
@@ -558,6 +559,8 @@ def test_detection_windows_overlap_along_the_longer_side():
     assert bp.detection_windows((100, 100), 3) == [(0, 0, 40, 100), (30, 0, 70, 100),
                                                    (60, 0, 100, 100)]
     assert bp.detection_windows((240, 320), 1) == bp.detection_windows((240, 320), 0) == []
+    # A frame shorter than the count: each window once.
+    assert bp.detection_windows((1, 3), 8) == [(0, 0, 1, 1), (1, 0, 2, 1), (2, 0, 3, 1)]
     detection = bp.Detection(0.9, (1.0, 2.0, 3.0, 4.0), np.zeros((4, 2)))
     moved = detection.shifted(10, 20)
     assert moved.box == (11.0, 22.0, 13.0, 24.0) and moved.score == 0.9
