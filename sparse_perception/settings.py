@@ -292,8 +292,9 @@ class PoseSettings:
     # each showing its people larger (by up to the frame's long side over its short side:
     # 1.33x at 4:3), as the dense reference does. Each window is one more detector pass on
     # the frames that detect. On the COCO stills 3 windows took PCK@0.2 over all people
-    # from 0.25 to 0.72; on vtest's first 400 frames they found people in 399 frames instead
-    # of 153, each followed person costing a landmark pass (bench/results/pose_people.md).
+    # from 0.25 to 0.72 with 4 people followed; on vtest's first 400 frames they found people
+    # in 399 frames instead of 153, each followed person costing a landmark pass
+    # (bench/results/pose_people.md).
     detect_windows: int = setting(
         0, 'With room for more people, also run the person detector on this many overlapping '
         "windows along the frame's longer side (0 or 1 = the whole frame only)", low=0,
