@@ -277,19 +277,28 @@ def crop(image: np.ndarray, roi: Roi, size: tuple[int, int], *,
         raise ValueError(f"border={border!r} is not one of 'replicate', 'zero'")
     height, width = image.shape[:2]
     out_h, out_w = (int(v) for v in size)
-    u = (np.arange(out_w) + 0.5) / out_w
-    v = (np.arange(out_h) + 0.5) / out_h
-    xy = roi.to_frame(np.stack(np.meshgrid(u, v), axis=-1))  # (h, w, 2) frame coordinates
+    # The samples' frame coordinates are an affine map of the crop's: their extremes lie at
+    # the four corner samples.
+    u = np.array([0.5 / out_w, 1.0 - 0.5 / out_w])
+    v = np.array([0.5 / out_h, 1.0 - 0.5 / out_h])
+    corners = roi.to_frame(np.stack(np.meshgrid(u, v), axis=-1))
     # Only the frame pixels the samples reach (and their neighbours) are converted: a crop of
     # an HD frame then costs what the crop costs. Where the region meets the frame's edge it
     # is the frame's edge, so replicating the region's border replicates the frame's.
-    x0 = min(max(int(np.floor(xy[..., 0].min())) - 2, 0), width - 1)
-    y0 = min(max(int(np.floor(xy[..., 1].min())) - 2, 0), height - 1)
-    x1 = max(min(int(np.ceil(xy[..., 0].max())) + 3, width), x0 + 1)
-    y1 = max(min(int(np.ceil(xy[..., 1].max())) + 3, height), y0 + 1)
+    x0 = min(max(int(np.floor(corners[..., 0].min())) - 2, 0), width - 1)
+    y0 = min(max(int(np.floor(corners[..., 1].min())) - 2, 0), height - 1)
+    x1 = max(min(int(np.ceil(corners[..., 0].max())) + 3, width), x0 + 1)
+    y1 = max(min(int(np.ceil(corners[..., 1].max())) + 3, height), y0 + 1)
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
-    grid = (xy - (x0, y0)) / (x1 - x0, y1 - y0) * 2.0 - 1.0
-    grid = torch.from_numpy(grid).float()[None]  # (1, h, w, 2), align_corners=False units
+    # The sampling grid as one affine map, from the crop's normalised coordinates (pixel
+    # centres, align_corners=False) to the region's: affine_grid makes it in a fraction of
+    # the time a grid of frame coordinates took (the crops differ from that grid's in about
+    # one value in 18000, by one grey level).
+    extent = np.array([[2.0 / (x1 - x0)], [2.0 / (y1 - y0)]])
+    linear = roi.matrix() * (roi.size / 2.0) * extent
+    offset = (np.asarray(roi.center) - (x0, y0)) * extent[:, 0] - 1.0
+    theta = torch.from_numpy(np.concatenate([linear, offset[:, None]], axis=1)).float()
+    grid = F.affine_grid(theta[None], [1, 3, out_h, out_w], align_corners=False)
     pixels = torch.from_numpy(region).permute(2, 0, 1)[None].float()
     sampled = F.grid_sample(pixels, grid, mode='bilinear', align_corners=False,
                             padding_mode='border' if border == 'replicate' else 'zeros')
