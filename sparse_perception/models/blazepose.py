@@ -406,7 +406,7 @@ def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = 7,
     refined landmarks moved by (-0.3, -0.5) crop pixels on average, against (+1.7, +1.6) with
     cell centres.
     """
-    heatmap = np.asarray(heatmap, dtype=np.float64)
+    heatmap = np.asarray(heatmap)  # each window is taken to float64 on its own
     height, width, count = heatmap.shape
     if len(xy) != count:
         raise ValueError(f'{len(xy)} landmarks but {count} heatmaps')
@@ -418,11 +418,13 @@ def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = 7,
             continue
         rows = slice(max(0, row - offset), min(height, row + offset + 1))
         cols = slice(max(0, col - offset), min(width, col + offset + 1))
-        confidence = 1.0 / (1.0 + np.exp(-heatmap[rows, cols, k]))
+        confidence = 1.0 / (1.0 + np.exp(-heatmap[rows, cols, k].astype(np.float64)))
         total = confidence.sum()
         if total <= 0 or confidence.max() < min_confidence:
             continue
-        grid_y, grid_x = np.mgrid[rows, cols]
+        # The cell positions broadcast over the window: the products and sums of a grid.
+        grid_y = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None]
+        grid_x = np.arange(cols.start, cols.stop, dtype=np.float64)[None, :]
         out[k, 0] = (grid_x * confidence).sum() / total / width
         out[k, 1] = (grid_y * confidence).sum() / total / height
     return out
@@ -754,8 +756,10 @@ def _landmark_arrays(outputs) -> tuple[np.ndarray, float, np.ndarray | None]:
     if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
         raise ValueError('expected the landmark model outputs (landmarks, presence[, heatmaps]), '
                          f'got {type(outputs).__name__}')
-    arrays = [np.asarray(o.detach().cpu() if hasattr(o, 'detach') else o, dtype=np.float64)
-              for o in outputs[:3]]
+    # The heatmaps keep their dtype: refine_from_heatmap reads a few windows of them.
+    arrays = [np.asarray(o.detach().cpu() if hasattr(o, 'detach') else o,
+                         dtype=np.float64 if k < 2 else None)
+              for k, o in enumerate(outputs[:3])]
     landmarks = arrays[0].reshape(-1)
     if landmarks.size != _NUM_LANDMARKS * 5:
         raise ValueError(f'expected {_NUM_LANDMARKS * 5} landmark values, got {landmarks.size}')
