@@ -291,9 +291,8 @@ def crop(image: np.ndarray, roi: Roi, size: tuple[int, int], *,
     y1 = max(min(int(np.ceil(corners[..., 1].max())) + 3, height), y0 + 1)
     region = np.ascontiguousarray(image[y0:y1, x0:x1])
     # The sampling grid as one affine map, from the crop's normalised coordinates (pixel
-    # centres, align_corners=False) to the region's: affine_grid makes it in a fraction of
-    # the time a grid of frame coordinates took (the crops differ from that grid's in about
-    # one value in 18000, by one grey level).
+    # centres, align_corners=False) to the region's: affine_grid builds it far faster than
+    # mapping every sample to frame coordinates would.
     extent = np.array([[2.0 / (x1 - x0)], [2.0 / (y1 - y0)]])
     linear = roi.matrix() * (roi.size / 2.0) * extent
     offset = (np.asarray(roi.center) - (x0, y0)) * extent[:, 0] - 1.0
@@ -422,7 +421,7 @@ def refine_from_heatmap(xy: np.ndarray, heatmap: np.ndarray, kernel: int = 7,
         total = confidence.sum()
         if total <= 0 or confidence.max() < min_confidence:
             continue
-        # The cell positions broadcast over the window: the products and sums of a grid.
+        # Broadcast cell indices rather than an index grid per landmark: the same products.
         grid_y = np.arange(rows.start, rows.stop, dtype=np.float64)[:, None]
         grid_x = np.arange(cols.start, cols.stop, dtype=np.float64)[None, :]
         out[k, 0] = (grid_x * confidence).sum() / total / width
@@ -752,7 +751,11 @@ def keeps_roi(roi: Roi, suggested: Roi, uv: np.ndarray, presence: np.ndarray,
 
 
 def _landmark_arrays(outputs) -> tuple[np.ndarray, float, np.ndarray | None]:
-    """(39, 5) raw landmarks, the presence score, and the (64, 64, 39) heatmaps (or None)."""
+    """
+    Return the (39, 5) raw landmarks, the presence score, and the (64, 64, 39) heatmaps.
+
+    The landmarks are float64; the heatmaps (None when absent) keep the model's dtype.
+    """
     if not isinstance(outputs, (tuple, list)) or len(outputs) < 2:
         raise ValueError('expected the landmark model outputs (landmarks, presence[, heatmaps]), '
                          f'got {type(outputs).__name__}')

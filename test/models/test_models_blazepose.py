@@ -108,12 +108,16 @@ def _bilinear(image, xy, border):
 def test_crop_matches_bilinear_sampling_anywhere(border):
     rng = np.random.default_rng(3)
     image = rng.integers(0, 256, (90, 120, 3), dtype=np.uint8)
-    for _ in range(20):  # inside, across the edges, partly or wholly outside
-        roi = bp.Roi((rng.uniform(-40, 160), rng.uniform(-40, 130)), rng.uniform(10, 150),
+    # Inside, across the edges, partly or wholly outside; from under a pixel to many frames
+    # wide; square, oblong and single-row crops.
+    for k in range(40):
+        roi = bp.Roi((rng.uniform(-40, 160), rng.uniform(-40, 130)),
+                     float(np.exp(rng.uniform(np.log(0.5), np.log(2400)))),
                      rng.uniform(-math.pi, math.pi))
-        cropped = bp.crop(image, roi, (24, 32), border=border).astype(float)
-        u = (np.arange(32) + 0.5) / 32
-        v = (np.arange(24) + 0.5) / 24
+        height, width = ((24, 32), (32, 32), (1, 17))[k % 3]
+        cropped = bp.crop(image, roi, (height, width), border=border).astype(float)
+        u = (np.arange(width) + 0.5) / width
+        v = (np.arange(height) + 0.5) / height
         expected = _bilinear(image, roi.to_frame(np.stack(np.meshgrid(u, v), -1)), border)
         assert np.abs(cropped - expected).max() <= 0.5 + 1e-3  # uint8 rounding only
 
@@ -169,6 +173,16 @@ def test_refine_from_heatmap():
     np.testing.assert_array_equal(refined[2], xy[2])  # outside the crop: unchanged
     with pytest.raises(ValueError, match='2 landmarks but 3 heatmaps'):
         bp.refine_from_heatmap(xy[:2], heatmap)
+    # A window clipped at the heatmap's corner; a float32 heatmap (as the models give) refines
+    # as its float64 copy does.
+    corner = np.full((64, 64, 1), -20.0)
+    corner[0, 62:, 0], corner[1, 63, 0] = 4.0, 2.0
+    at_corner = np.array([[63.5 / 64, 0.2 / 64]])
+    want = bp.refine_from_heatmap(at_corner, corner)
+    assert 62 / 64 < want[0, 0] < 63 / 64 and 0 < want[0, 1] < 1 / 64
+    got = bp.refine_from_heatmap(at_corner, corner.astype(np.float32))
+    np.testing.assert_array_equal(got, bp.refine_from_heatmap(
+        at_corner, corner.astype(np.float32).astype(np.float64)))
 
 
 def test_coco17_view_picks_the_same_joints():
