@@ -255,9 +255,7 @@ class _IncrementalNet:
             # After frames the glance answered alone, the caches hold an older picture
             # everywhere: this frame recomputes all of it, as a stream's first frame does.
             gate = None if self._missed else gates.gate(height, width)
-        features = self(x, change, gate)
-        # An fp16 trunk hands float features to the tail, which stays in fp32.
-        outputs = self.tail(*[f.float() for f in features])
+        outputs = self.tail(*_for_tail(self(x, change, gate)))
         if self.gates is not None:
             self.gates.observe(outputs, height, width)
         self.path = 'engine'
@@ -368,7 +366,7 @@ class _IncrementalNet:
         x = torch.zeros(1, 3, *self.input_size, dtype=engine.dtype, device=engine.device)
         state = engine.new_state()
         with torch.no_grad():
-            self.tail(*[f.float() for f in engine(x, None, state)])
+            self.tail(*_for_tail(engine(x, None, state)))
             tile = self.change.tile_size
             tiles = torch.zeros(-(-self.input_size[0] // tile), -(-self.input_size[1] // tile),
                                 dtype=torch.bool)
@@ -376,7 +374,7 @@ class _IncrementalNet:
             moved = x.clone()
             moved[..., :tile, :tile] = 1.0
             change = ChangeMap(tiles, False, float(tiles.float().mean()), 0.0, tile, 1)
-            self.tail(*[f.float() for f in engine(moved, change, state)])
+            self.tail(*_for_tail(engine(moved, change, state)))
             self.dense(x)
 
     def _load_error(self, exc: Exception) -> ModelLoadError:
@@ -578,7 +576,8 @@ class _Head:
 
         module = self.model.module
         what = f'{self.kind} model {self.model_name!r}'
-        net = _IncrementalNet(module.trunk, module.tail, _dense_pass(self.model.dense_module),
+        trunk, tail = _engine_network(module)
+        net = _IncrementalNet(trunk, tail, _dense_pass(self.model.dense_module),
                               settings, what, self.model.input_size,
                               _gates(self.kind, self.model, settings, what))
         if self.model.input_size is not None and self.model.resize != 'none':
@@ -1193,6 +1192,30 @@ def _all_tiles(change: Any) -> Any:
 def _made(change: Any) -> Any:
     """Return a ChangeMap given as one or as a function that makes it."""
     return change() if callable(change) else change
+
+
+def _for_tail(features: Sequence[Any]) -> list[Any]:
+    """Return a trunk's outputs for its tail: fp16 features as float, the tail's fp32."""
+    return [f.float() if f.is_floating_point() else f for f in features]
+
+
+def _engine_network(module: Any) -> tuple[Any, Any]:
+    """
+    Return what the engine runs of a network, and the tail left to run on its outputs.
+
+    A class arg-max tail joins the engine's network: it then runs only where the class scores
+    changed, instead of over the whole frame.
+    """
+    from sparse_perception.models.architectures import ClassArgmax, with_class_argmax
+
+    if isinstance(module.tail, ClassArgmax):
+        return with_class_argmax(module.trunk), _only_output
+    return module.trunk, module.tail
+
+
+def _only_output(output: Any) -> Any:
+    """Return the output of a network whose tail the engine runs, as it came (its tail)."""
+    return output
 
 
 class _dense_pass:  # noqa: N801 (reads as the function it stands for)

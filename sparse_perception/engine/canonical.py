@@ -36,7 +36,7 @@ from typing import Any, Callable, TYPE_CHECKING
 from sparse_perception.engine.fusion import batch_norm, binary, extend, pointwise
 from sparse_perception.engine.ir import ConvAttrs, ConvTransposeAttrs, DepthToSpaceAttrs, Kind, \
     NO_PADDING, PadAttrs, Padding, PoolAttrs, PositionwiseAttrs, ResampleAttrs, Value
-from sparse_perception.engine.ops import depth_to_space
+from sparse_perception.engine.ops import argmax, depth_to_space
 from sparse_perception.kernels.steps import Step
 import torch
 from torch import fx
@@ -412,7 +412,7 @@ FUNCTIONS: dict[Any, Converter] = _table(
     ((F.interpolate, F.upsample, F.upsample_bilinear, F.upsample_nearest), _interpolate_call),
     ((F.pad,), _pad_call),
     ((F.softmax, F.log_softmax, torch.softmax, torch.log_softmax), _softmax_call),
-    ((torch.argmax,), _argmax_call),
+    ((torch.argmax, argmax), _argmax_call),
     ((F.conv2d, F.conv_transpose2d), _conv_call),
     (_SHUFFLE_FUNCTIONS, _shuffle_call),
     ((F.linear,), _linear_call),

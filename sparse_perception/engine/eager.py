@@ -206,10 +206,14 @@ class EagerExecutor:
             stats.input_fraction = 1.0
             return plan.tables.full
         tiles = torch.as_tensor(tiles, device=self.engine.device)
+        ids = tiles.reshape(-1).nonzero().squeeze(1)
+        if ids.numel() == tiles.numel():
+            # Every tile (a moving camera): test and store the frame row by row in raster order,
+            # about twice as fast as gathering it tile by tile (17 against 8 ms at 854x480).
+            return self._whole_input(plan, f, x, cache, stats)
         if tile == 1:
-            pixels = tiles.reshape(-1).nonzero().squeeze(1)
+            pixels = ids
         else:
-            ids = tiles.reshape(-1).nonzero().squeeze(1)
             pixels = plan.tables.tile_table(tile).index_select(0, ids).view(-1)
             pixels = pixels[pixels < value.positions]
         if pixels.numel() == 0:
@@ -224,6 +228,25 @@ class EagerExecutor:
             changed = pixels
         if plan.tables.wants_old:
             f.deltas[input_id] = (changed, old)
+        stats.input_fraction = changed.numel() / value.positions
+        if changed.numel() == 0:
+            return None
+        return Change(value.height, value.width, idx=changed)
+
+    def _whole_input(self, plan: Plan, f: LayerFrame, x: torch.Tensor, cache: torch.Tensor,
+                     stats: FrameStats) -> Change | None:
+        """Store a frame whose every tile changed: the input's change test over all rows."""
+        value = plan.input
+        rows = x.permute(0, 2, 3, 1).reshape(value.positions, -1)
+        changed, old = self.backend.store(cache, None, rows, f.input_threshold, True,
+                                          plan.tables.wants_old)
+        if changed is None:  # every row changed
+            if plan.tables.wants_old:
+                f.deltas[plan.program.input_id] = (None, None)  # a fresh sum is cheaper
+            stats.input_fraction = 1.0
+            return plan.tables.full
+        if plan.tables.wants_old:
+            f.deltas[plan.program.input_id] = (changed, old)
         stats.input_fraction = changed.numel() / value.positions
         if changed.numel() == 0:
             return None

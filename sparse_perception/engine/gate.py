@@ -30,6 +30,8 @@ maker) covers the receptive field beyond that span.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 
@@ -37,16 +39,13 @@ class Gate:
     """A bool (Ht, Wt) tile map over an (height, width) input, resampled per layer size."""
 
     def __init__(self, tiles: torch.Tensor, tile: int, height: int, width: int):
-        th, tw = tiles.shape
-        sums = torch.zeros(th + 1, tw + 1, dtype=torch.int32, device=tiles.device)
-        sums[1:, 1:] = tiles.to(torch.int32).cumsum(0).cumsum(1)
-        self.sums = sums  # 2-D prefix sums: any gated tile in a box is one lookup
         self.tile = tile
         self.height = height
         self.width = width
         self._tiles = tiles
         self._fraction: float | None = None
         self._maps: dict[tuple[int, int], torch.Tensor] = {}
+        self._rows: dict[int, torch.Tensor] = {}
 
     @property
     def fraction(self) -> float:
@@ -61,20 +60,49 @@ class Gate:
         key = (height, width)
         mask = self._maps.get(key)
         if mask is None:
-            device = self.sums.device
-            y0, y1 = _span(height, self.height, self.tile, device)
-            x0, x1 = _span(width, self.width, self.tile, device)
-            s = self.sums
-            y0, y1 = y0.unsqueeze(1), y1.unsqueeze(1)
-            x0, x1 = x0.unsqueeze(0), x1.unsqueeze(0)
-            mask = (s[y1, x1] - s[y0, x1] - s[y1, x0] + s[y0, x0]) > 0
+            # Separable: first each layer row's tile columns, then each column of those. A
+            # layer finer than the tiles reads one tile per position (an index), a coarser one
+            # any of a range (prefix sums); the ranges depend on the sizes only (cached).
+            rows = self._rows.get(height)
+            if rows is None:
+                rows = self._rows[height] = _any_in_spans(
+                    self._tiles, _spans(height, self.height, self.tile, self._tiles.device))
+            mask = _any_in_spans(rows.t(), _spans(width, self.width, self.tile,
+                                                  rows.device)).t().contiguous()
             self._maps[key] = mask
         return mask
 
 
-def _span(n: int, size: int, tile: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+def _any_in_spans(tiles: torch.Tensor, spans: tuple[torch.Tensor, ...] | torch.Tensor
+                  ) -> torch.Tensor:
+    """Rows of ``tiles`` (T, C) OR-ed over each span: (n, C) for n spans of tile rows."""
+    if isinstance(spans, torch.Tensor):  # every span is one tile row
+        return tiles.index_select(0, spans)
+    lo, hi = spans
+    sums = torch.zeros(tiles.shape[0] + 1, tiles.shape[1], dtype=torch.int32,
+                       device=tiles.device)
+    torch.cumsum(tiles, 0, dtype=torch.int32, out=sums[1:])
+    return (sums.index_select(0, hi) - sums.index_select(0, lo)) > 0
+
+
+@functools.lru_cache(maxsize=64)
+def _spans(n: int, size: int, tile: int,
+           device: torch.device) -> tuple[torch.Tensor, ...] | torch.Tensor:
+    """
+    Return the tile rows each of ``n`` positions over ``size`` input pixels covers.
+
+    One index per position where each covers a single tile, else the ranges [lo, hi). Made
+    on the CPU (deciding which needs the values) and kept: the sizes repeat every frame.
+    """
+    lo, hi = _span(n, size, tile)
+    if bool((hi - lo == 1).all()):
+        return lo.to(device)
+    return lo.to(device), hi.to(device)
+
+
+def _span(n: int, size: int, tile: int) -> tuple[torch.Tensor, ...]:
     """Tile ranges [lo, hi) that each of ``n`` positions over ``size`` input pixels covers."""
-    i = torch.arange(n, device=device)
+    i = torch.arange(n)
     first = (i * size) // n  # the first input pixel position i stands for
     last = ((i + 1) * size + n - 1) // n - 1  # and the last one
     return first // tile, last // tile + 1

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from sparse_perception.engine import ops
 from sparse_perception.engine.backend import as_nchw, dump_row, low_row, zero_row
 from sparse_perception.engine.executor import ConvForm, LayerGeometry
 from sparse_perception.engine.ir import Kind, Value
@@ -797,7 +798,7 @@ class Positionwise(Run):
             return torch.softmax(rows, 1)
         if fn == 'log_softmax':
             return torch.log_softmax(rows, 1)
-        return rows.argmax(1, keepdim=True)
+        return ops.argmax(rows, 1, keepdim=True)
 
     def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
         index = cand.idx

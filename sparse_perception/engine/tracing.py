@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sparse_perception.engine.errors import EngineError
-from sparse_perception.engine.ops import depth_to_space
+from sparse_perception.engine.ops import argmax, depth_to_space
 import torch
 from torch import fx
 import torch.nn as nn
@@ -42,7 +42,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
     try:
         # fx.wrap only keeps calls made through the defining module (``ops.depth_to_space``);
         # autowrap also keeps a model's own ``from ... import depth_to_space`` as one call.
-        tracer = fx.Tracer(autowrap_functions=(depth_to_space,))
+        tracer = fx.Tracer(autowrap_functions=(argmax, depth_to_space))
         graph = tracer.trace(module)
         return fx.GraphModule(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # torch.fx raises many types for data-dependent control flow

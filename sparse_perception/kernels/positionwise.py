@@ -111,6 +111,7 @@ def positionwise_ref(x: torch.Tensor, fn: str) -> torch.Tensor:
     Softmax and log-softmax give (n, C) in x's dtype (computed in fp32), argmax int64 (n, 1).
     """
     if fn == 'argmax':
-        return x.argmax(1, keepdim=True)
+        # argmax's indices through max: the same indices, faster on the CPU (engine/ops.py)
+        return x.max(1, keepdim=True).indices
     y = torch.softmax(x.float(), 1) if fn == 'softmax' else torch.log_softmax(x.float(), 1)
     return y.to(x.dtype)

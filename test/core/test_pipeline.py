@@ -66,6 +66,9 @@ def test_stats_and_change_map(frames):
     head = second.stats.heads['segmentation']
     assert not head.dense and 0 < head.active_fraction < 1
     assert 0 < head.macs < head.dense_macs and head.layers
+    # The class arg-max is the engine's last layer: it runs where the class scores changed.
+    logits, argmax = pipeline._heads['segmentation'].net.engine.last_stats.layers[-2:]
+    assert argmax.kind == 'positionwise' and argmax.active == logits.changed > 0
     assert second.change_tiles.dtype == bool
     assert second.stats.changed_fraction == pytest.approx(second.change_tiles.mean())
 

@@ -59,9 +59,12 @@ def _run(settings, frames):
 @pytest.mark.slow
 @pytest.mark.parametrize('gate', ['previous', 'glance'])
 def test_a_gate_computes_around_the_person_and_keeps_the_person(parkour, gate):
-    _, rows = _run(_settings(**{'sparsity.gate': gate}), parkour)
+    incremental, rows = _run(_settings(**{'sparsity.gate': gate}), parkour)
     macs = sum(r[2] for r in rows[1:]) / sum(r[3] for r in rows[1:])
     assert macs < 0.6  # ungated, a moving camera recomputes everything (ratio 1)
+    # The class arg-max is the engine's last layer: it too runs inside the gate only.
+    argmax = incremental._heads['segmentation'].net.engine.last_stats.layers[-1]
+    assert argmax.kind == 'positionwise' and 0 < argmax.computed < argmax.positions / 2
     for i, (got, want, _, _) in enumerate(rows):
         person_got, person_want = got == PERSON, want == PERSON
         assert person_want.sum() > 500, 'the test needs a visible person'

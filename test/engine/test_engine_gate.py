@@ -101,13 +101,15 @@ def test_a_full_gate_keeps_the_order_of_the_changed_positions():
     plain, gated = IncrementalModel(model, config), IncrementalModel(model, config)
     s_plain, s_gated = plain.new_state(), gated.new_state()
     everything = torch.ones(3, 3, dtype=torch.bool)  # tiles of 3 over a 9x7 input
+    most = everything.clone()
+    most[2, 2] = False  # (a frame whose every tile changed is stored whole, in raster order)
     x = torch.randn(1, 3, 9, 7)
     plain(x, None, s_plain)
     gated(x, None, s_gated, gate=everything)
     for i in range(8):
         x = x + torch.randn(x.shape)
-        a = plain(x, everything, s_plain)
-        b = gated(x, everything, s_gated, gate=everything)
+        a = plain(x, most, s_plain)
+        b = gated(x, most, s_gated, gate=everything)
         assert plain.last_stats.layers[0].mode == 'sparse'
         assert torch.equal(a, b), f'frame {i + 1}: a full gate changed the result'
 
@@ -217,6 +219,25 @@ def test_the_gate_at_a_layer_covers_every_position_over_a_gated_tile():
     assert (xs.min(), xs.max()) == (8, 12)
     assert gate.at(1, 1).tolist() == [[True]]
     assert not Gate(torch.zeros(4, 5, dtype=torch.bool), 8, 30, 37).at(7, 9).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_the_gate_at_every_layer_size_is_the_overlap_of_its_pixels_with_gated_tiles(data):
+    tile = data.draw(st.sampled_from([1, 3, 8, 16]))
+    height, width = data.draw(st.integers(1, 70)), data.draw(st.integers(1, 70))
+    th, tw = -(-height // tile), -(-width // tile)
+    tiles = torch.tensor(data.draw(st.lists(st.booleans(), min_size=th * tw,
+                                            max_size=th * tw))).reshape(th, tw)
+    gate = Gate(tiles, tile, height, width)
+    h, w = data.draw(st.integers(1, 2 * height)), data.draw(st.integers(1, 2 * width))
+    # Position (i, j) stands for input rows [i*H/h, (i+1)*H/h) and columns likewise.
+    pixels = tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:height, :width]
+    expected = torch.tensor([[bool(pixels[(i * height) // h:-(-(i + 1) * height // h),
+                                          (j * width) // w:-(-(j + 1) * width // w)].any())
+                              for j in range(w)] for i in range(h)]).reshape(h, w)
+    assert torch.equal(gate.at(h, w), expected)
+    assert gate.at(h, w) is gate.at(h, w)  # made once per frame and size
 
 
 def test_an_ungated_frame_after_gated_ones_recomputes_what_was_stale():

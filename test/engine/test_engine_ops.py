@@ -23,7 +23,7 @@ from engine_cases import ImagePoolCat, Interpolate, Pad, randomize, SqueezeExcit
 import numpy as np
 import pytest
 from sparse_perception.change import ChangeDetector
-from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel,
+from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel, ops,
                                       UnsupportedOpError)
 import torch
 from torch import nn
@@ -248,7 +248,8 @@ def test_image_pooling_and_concatenation():
                                   nn.Upsample(scale_factor=2, mode='bilinear')))
 
 
-@pytest.mark.parametrize('tail', ['softmax', 'log_softmax', 'argmax', 'argmax_keepdim'])
+@pytest.mark.parametrize('tail', ['softmax', 'log_softmax', 'argmax', 'argmax_keepdim',
+                                  'ops_argmax', 'ops_argmax_keepdim'])
 def test_positionwise_tails(tail):
     class M(nn.Module):
         def __init__(self):
@@ -261,9 +262,26 @@ def test_positionwise_tails(tail):
                 return torch.softmax(y, dim=1)
             if tail == 'log_softmax':
                 return nn.functional.log_softmax(y, 1)
+            if tail.startswith('ops_'):
+                return ops.argmax(y, 1, keepdim=tail.endswith('keepdim'))
             return y.argmax(1, keepdim=tail == 'argmax_keepdim')
     inc = run_and_compare(M())
     assert inc.last_stats.layers[-1].kind == 'positionwise'
+
+
+@pytest.mark.parametrize('layout', ['nchw', 'channels_last'])
+@pytest.mark.parametrize('dim,keepdim', [(1, False), (1, True), (-1, False), (0, True)])
+def test_ops_argmax_is_torch_argmax(layout, dim, keepdim):
+    g = torch.Generator().manual_seed(0)
+    # Few distinct values: most positions hold ties, where the first index must win.
+    x = torch.randint(0, 3, (2, 21, 17, 30), generator=g).float()
+    x[0, 4, 3, 5] = float('nan')  # NaN counts as the maximum in both
+    x[1, :, 0, 0] = float('nan')
+    if layout == 'channels_last':
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(ops.argmax(x, dim, keepdim), x.argmax(dim, keepdim=keepdim))
+    half = torch.randn(1, 21, 9, 11, generator=g).half()
+    assert torch.equal(ops.argmax(half, 1), half.argmax(1))
 
 
 def test_dense_tail_runs_after_the_last_layer():
@@ -664,6 +682,30 @@ def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
 
 
 @torch.no_grad()
+@pytest.mark.parametrize('moved', ['every pixel', 'some pixels', 'none'])
+def test_a_frame_whose_every_tile_changed_keeps_what_the_input_threshold_held(moved):
+    # Every tile set (a moving camera) is stored whole, in raster order: the same test per
+    # pixel as tile by tile, and a global pooling after it updates its running sum.
+    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, 'module'),
+                                    nn.Conv2d(6, 4, 1)), 0).eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4, layer_thresholds={'input': 0.5}))
+    state = inc.new_state()
+    g = torch.Generator().manual_seed(2)
+    x = torch.randn(1, 3, 10, 14, generator=g)
+    inc(x, None, state)
+    tiles = torch.ones(3, 4, dtype=torch.bool)
+    for _ in range(3):
+        big = {'every pixel': torch.ones(1, 1, 10, 14, dtype=torch.bool),
+               'some pixels': torch.rand(1, 1, 10, 14, generator=g) < 0.3,
+               'none': torch.zeros(1, 1, 10, 14, dtype=torch.bool)}[moved]
+        step = torch.where(big, torch.full_like(x, 2.0), torch.full_like(x, 0.1))
+        held = torch.where(big, x + step, x)  # what the engine's input holds after the frame
+        got = inc(x + step, tiles, state)
+        assert_close(got, model(held))
+        assert inc.last_stats.input_fraction == pytest.approx(float(big.float().mean()))
+        x = held
+
+
 def test_a_frame_over_the_dense_fallback_reads_the_whole_input():
     # A moving camera: every pixel moved, but the change map held back the tiles whose change
     # stayed under its threshold. Past the fallback the frame is dense, and dense means the

@@ -35,7 +35,7 @@ import operator
 from typing import Callable
 
 import numpy as np
-from sparse_perception.engine.ops import depth_to_space
+from sparse_perception.engine.ops import argmax, depth_to_space
 from sparse_perception.models.tflite.reader import INTEGER_TYPES, SMALL_INT_RANGES
 from sparse_perception.models.tflite.reader import UnsupportedOperatorError
 import torch
@@ -587,7 +587,7 @@ def fully_connected(ctx, sink, inputs, outputs, options):
 
 
 def arg_max(ctx, sink, inputs, outputs, options):
-    return [_arg(ctx, sink, inputs, torch.argmax)]
+    return [_arg(ctx, sink, inputs, argmax)]
 
 
 def arg_min(ctx, sink, inputs, outputs, options):
