@@ -207,10 +207,10 @@ class EagerExecutor:
             return plan.tables.full
         tiles = torch.as_tensor(tiles, device=self.engine.device)
         ids = tiles.reshape(-1).nonzero().squeeze(1)
-        if ids.numel() == tiles.numel():
-            # Every tile (a moving camera): test and store the frame row by row in raster order,
-            # about twice as fast as gathering it tile by tile (17 against 8 ms at 854x480).
-            return self._whole_input(plan, f, x, cache, stats)
+        if ids.numel() * 2 > tiles.numel():
+            # Most tiles (a moving camera): test and store the frame row by row in raster order,
+            # about twice as fast as gathering it tile by tile (8 against 17 ms at 854x480).
+            return self._whole_input(plan, f, x, tiles, tile, cache, stats)
         if tile == 1:
             pixels = ids
         else:
@@ -233,11 +233,16 @@ class EagerExecutor:
             return None
         return Change(value.height, value.width, idx=changed)
 
-    def _whole_input(self, plan: Plan, f: LayerFrame, x: torch.Tensor, cache: torch.Tensor,
-                     stats: FrameStats) -> Change | None:
-        """Store a frame whose every tile changed: the input's change test over all rows."""
+    def _whole_input(self, plan: Plan, f: LayerFrame, x: torch.Tensor, tiles: torch.Tensor,
+                     tile: int, cache: torch.Tensor, stats: FrameStats) -> Change | None:
+        """Store a frame most of whose tiles changed: the input's change test over all rows."""
         value = plan.input
         rows = x.permute(0, 2, 3, 1).reshape(value.positions, -1)
+        if not bool(tiles.all()):
+            # The tiles the change map held back keep their cached pixels: they test unchanged.
+            pixels = tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)
+            held = ~pixels[:value.height, :value.width].reshape(-1, 1)
+            rows = torch.where(held, cache[:value.positions], rows)
         changed, old = self.backend.store(cache, None, rows, f.input_threshold, True,
                                           plan.tables.wants_old)
         if changed is None:  # every row changed
