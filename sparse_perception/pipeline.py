@@ -30,7 +30,8 @@ knows nothing of ROS. Per frame it
    person's crop; :class:`~sparse_perception.change.ResampledChange`), so that the change
    settings count camera pixels whatever the input's scale;
 3. runs the network's convolutional trunk in the incremental engine, which reads the input
-   only inside changed tiles, and its small tail densely, and decodes the result into a mask
+   only inside changed tiles (a class arg-max joins it, run where the class scores changed),
+   and its small tail densely, and decodes the result into a mask
    or keypoints on the camera frame. A network runs a plain dense pass instead while that
    is measured faster (:mod:`sparse_perception.scheduling`), an input that did not
    change is not run at all, and a tracking pose model that follows nobody detects on every
@@ -576,7 +577,9 @@ class _Head:
 
         module = self.model.module
         what = f'{self.kind} model {self.model_name!r}'
-        trunk, tail = _engine_network(module)
+        from sparse_perception.models.registry import engine_network
+
+        trunk, tail = engine_network(module)
         net = _IncrementalNet(trunk, tail, _dense_pass(self.model.dense_module),
                               settings, what, self.model.input_size,
                               _gates(self.kind, self.model, settings, what))
@@ -1197,25 +1200,6 @@ def _made(change: Any) -> Any:
 def _for_tail(features: Sequence[Any]) -> list[Any]:
     """Return a trunk's outputs for its tail: fp16 features as float, the tail's fp32."""
     return [f.float() if f.is_floating_point() else f for f in features]
-
-
-def _engine_network(module: Any) -> tuple[Any, Any]:
-    """
-    Return what the engine runs of a network, and the tail left to run on its outputs.
-
-    A class arg-max tail joins the engine's network: it then runs only where the class scores
-    changed, instead of over the whole frame.
-    """
-    from sparse_perception.models.architectures import ClassArgmax, with_class_argmax
-
-    if isinstance(module.tail, ClassArgmax):
-        return with_class_argmax(module.trunk), _only_output
-    return module.trunk, module.tail
-
-
-def _only_output(output: Any) -> Any:
-    """Return the output of a network whose tail the engine runs, as it came (its tail)."""
-    return output
 
 
 class _dense_pass:  # noqa: N801 (reads as the function it stands for)

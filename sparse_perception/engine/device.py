@@ -102,7 +102,7 @@ class _LayerSpec:
     in_hw: tuple
     steps: list
     macs: float
-    terminal: bool
+    untested: bool  # no change test (LayerGeometry.untested)
     tile: tuple[int, int]  # the plan's (TILING)
     reach: Reach = Reach.SAME  # how candidates come from the core input
     window: tuple | None = None  # kernel, stride, dilation, (top, left)
@@ -164,7 +164,7 @@ def _build_spec(g: LayerGeometry, values: list, device: torch.device, dtype: tor
     spec = _LayerSpec(g.index + 1, layer, g.kind, layer.output, list(layer.inputs),
                       (g.value.height, g.value.width),
                       (ins[0].height, ins[0].width) if ins else (1, 1), g.steps,
-                      g.macs_per_position, g.terminal, g.tile)
+                      g.macs_per_position, g.untested, g.tile)
     try:  # the epilogue must be fusable (operands are bound per stream later)
         k.epilogue.encode(spec.steps, {v: torch.zeros(values[v].positions + 3,
                                                       values[v].channels)
@@ -452,7 +452,7 @@ class DeviceExecutor:
         if spec.kind == Kind.POSITIONWISE:
             return False  # always propagates its candidates (conservative, see module doc)
         threshold = state.thresholds[spec.index - 1] if state.thresholds else 0.0
-        return (threshold > 0 or self.engine.config.exact_change_test) and not spec.terminal
+        return (threshold > 0 or self.engine.config.exact_change_test) and not spec.untested
 
     def _bind(self, state: StreamState, key: Any) -> list:
         """Bind every launch of a frame (dense, or incremental with this tile map)."""

@@ -84,6 +84,9 @@ class LayerGeometry:
     macs_per_position: float
     terminal: bool  # no layer reads the output (only the model's output or its tail)
     tile: tuple[int, int]  # (rows, columns) of output positions computed together (compute_tile)
+    # No change test: terminal, or read only by a terminal arg-max over the channels, which
+    # must see every recomputed score (as a dense tail reading the scores would).
+    untested: bool = False
 
     @property
     def name(self) -> str:
@@ -169,6 +172,10 @@ def geometry(program: Program, device: torch.device, dtype: torch.dtype,
     values = program.values
     layers = program.layers[1:]
     read = {v for layer in layers for v in layer.operands()}
+    # Values read by any layer but a final class arg-max: their layers' changes are tested.
+    tested = {v for layer in layers if layer.kind != Kind.POSITIONWISE
+              or layer.attrs.fn != 'argmax' or layer.output in read
+              for v in layer.operands()}
     return [LayerGeometry(
         i, layer, core_kind(layer, values), values[layer.output],
         [values[v] for v in layer.inputs],
@@ -177,7 +184,8 @@ def geometry(program: Program, device: torch.device, dtype: torch.dtype,
         macs_per_position(layer, values), layer.output not in read,
         compute_tile((values[layer.output].height, values[layer.output].width), tiling,
                      tuple(layer.attrs.stride) if layer.kind == Kind.CONV_TRANSPOSE
-                     else (1, 1)))
+                     else (1, 1)),
+        layer.output not in tested)
         for i, layer in enumerate(layers)]
 
 

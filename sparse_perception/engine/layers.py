@@ -144,6 +144,7 @@ class Run:
         self.full = full_change(self.value, device)
         self.want_old = False  # a global pooling reads this output's deltas
         self.terminal = g.terminal  # no layer reads the output (only the output / tail)
+        self.untested = g.untested  # no change test (see LayerGeometry)
 
     # Subclasses: core_candidates(f, changes), sparse(f, cand) -> (index, values),
     # dense_values(f) -> values (P, C).
@@ -191,8 +192,9 @@ class Run:
         threshold = f.thresholds[self.index]
         # At threshold 0 every recomputed candidate counts as changed unless the exact test
         # is asked for (it rarely finds a bit-identical row and costs a compare). An output
-        # no layer reads is never held back: it always shows what its inputs give.
-        test = (threshold > 0 or f.test_exact) and not self.terminal
+        # no layer reads, or only a final class arg-max, is never held back: it always shows
+        # what its inputs give.
+        test = (threshold > 0 or f.test_exact) and not self.untested
         f.direct = not test and not self.steps and not self.want_old
         work = None if cand.full else self.sparse_work(f, cand)
         if work is None:

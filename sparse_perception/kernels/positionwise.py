@@ -48,10 +48,13 @@ def _positionwise_kernel(x_ptr, ld_x, out_ptr, ld_out, cand_ptr, list_ptr, count
     rows = prow.to(tl.int64)[:, None] * ld_x
     best = tl.full((TY * TX,), float('-inf'), dtype=tl.float32)
     best_i = tl.zeros((TY * TX,), dtype=tl.int32)
+    nan_i = tl.full((TY * TX,), C, dtype=tl.int32)  # the first NaN channel (C: none)
     for c0 in range(0, C, BLOCK_C):
         c = c0 + tl.arange(0, BLOCK_C)
         m2 = rmask[:, None] & (c < C)[None, :]
         v = tl.load(x_ptr + rows + c[None, :], mask=m2, other=float('-inf')).to(tl.float32)
+        nan_i = tl.minimum(nan_i, tl.min(tl.where(v != v, c[None, :], C), 1))
+        v = tl.where(v != v, float('-inf'), v)
         block_max = tl.max(v, 1)
         # First channel reaching the block's maximum (torch returns the first maximum).
         first = tl.min(tl.where(v == block_max[:, None], c[None, :], C), 1)
@@ -60,6 +63,8 @@ def _positionwise_kernel(x_ptr, ld_x, out_ptr, ld_out, cand_ptr, list_ptr, count
         best = tl.maximum(best, block_max)
     out_rows = prow.to(tl.int64)[:, None] * ld_out
     if FN == 2:
+        # torch takes NaN for the maximum: the first NaN wins, as in its argmax.
+        best_i = tl.where(nan_i < C, nan_i, best_i)
         tl.store(out_ptr + out_rows, best_i[:, None].to(out_ptr.dtype.element_ty),
                  mask=rmask[:, None])
     else:

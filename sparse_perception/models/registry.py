@@ -305,14 +305,34 @@ class LoadedModel:
 FCN_CHECK_SIZE = (96, 128)
 
 
+def engine_network(module: Any) -> tuple[Any, Any]:
+    """
+    Return what the engine runs of a network (trunk and tail), and the tail left after it.
+
+    A class arg-max tail joins the engine's network: it then runs only where the class scores
+    changed, instead of over the whole frame. The outputs then share memory with the engine's
+    caches, as a trunk's do: consume them before the next frame.
+    """
+    from sparse_perception.models.architectures import ClassArgmax, with_class_argmax
+
+    if isinstance(module.tail, ClassArgmax):
+        return with_class_argmax(module.trunk), _only_output
+    return module.trunk, module.tail
+
+
+def _only_output(output: Any) -> Any:
+    """Return the output of a network whose tail the engine runs, as it came (its tail)."""
+    return output
+
+
 def engine_networks(model: LoadedModel) -> list[tuple[str, Any, tuple[int, int]]]:
     """
-    Return the networks of ``model`` that the engine runs: (what, trunk, input size).
+    Return the networks of ``model`` that the engine runs: (what, network, input size).
 
-    The trunk, and a two-stage model's person detector; a fully convolutional trunk is given
-    :data:`FCN_CHECK_SIZE`.
+    The network (:func:`engine_network`), and a two-stage model's person detector; a fully
+    convolutional network is given :data:`FCN_CHECK_SIZE`.
     """
-    nets = [('network', model.module.trunk, model.input_size or FCN_CHECK_SIZE)]
+    nets = [('network', engine_network(model.module)[0], model.input_size or FCN_CHECK_SIZE)]
     detector = getattr(model, 'detector', None)
     if detector is not None:
         size = model.detector_settings.input_size

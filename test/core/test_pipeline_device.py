@@ -113,8 +113,7 @@ def dense_logits(pipeline, frame):
 @pytest.mark.slow
 def test_device_mode_equals_dense_and_takes_live_thresholds(checkpoint, monkeypatch):
     # The engine runs the trunk alone here, so that the tail sees the logits to compare.
-    monkeypatch.setattr(pipeline_module, '_engine_network',
-                        lambda module: (module.trunk, module.tail))
+    monkeypatch.setattr(registry, 'engine_network', lambda module: (module.trunk, module.tail))
     pipeline = Pipeline(settings(checkpoint), heads=('segmentation',))
     head = pipeline._heads['segmentation']
     assert head.net.engine.execution == 'device' and not head.net.engine.use_graph
@@ -160,20 +159,34 @@ def test_device_mode_equals_dense_and_takes_live_thresholds(checkpoint, monkeypa
 
 
 @pytest.mark.slow
-def test_device_mode_runs_the_class_argmax_where_the_scores_changed(checkpoint):
+def test_device_mode_runs_the_class_argmax_and_takes_live_thresholds(checkpoint):
     pipeline = Pipeline(settings(checkpoint), heads=('segmentation',))
-    engine = pipeline._heads['segmentation'].net.engine
-    for frame in frames(4, seed=3):
-        mask = pipeline.process(frame).segmentation.mask
-        top2 = dense_logits(pipeline, frame)[0].topk(2, dim=0).values
-        sure = (top2[0] - top2[1]).numpy() > 1e-4 * top2.abs().amax().item()
-        want = dense_logits(pipeline, frame)[0].argmax(0).numpy()
+    head = pipeline._heads['segmentation']
+    sequence = frames(6, seed=3)
+
+    def check(frame):
+        result = pipeline.process(frame)
+        logits = dense_logits(pipeline, frame)[0]
+        top2 = logits.topk(2, dim=0).values
         # Device mode agrees with dense to 1e-4: the classes agree wherever the top two are
         # further apart than that.
-        np.testing.assert_array_equal(mask[sure], want[sure])
-    # The image pooling wakes every position of this tiny network; what counts is that the
-    # arg-max is the engine's (its last layer), not a dense pass over its outputs.
-    assert engine.last_stats.layers[-1].kind == 'positionwise'
+        sure = (top2[0] - top2[1]).numpy() > 1e-4 * top2.abs().amax().item()
+        np.testing.assert_array_equal(result.segmentation.mask[sure],
+                                      logits.argmax(0).numpy()[sure])
+        return result.stats.heads['segmentation']
+    for frame in sequence[:3]:
+        check(frame)
+    # The arg-max is the engine's last layer, not a dense pass over the engine's outputs.
+    assert head.net.engine.last_stats.layers[-1].kind == 'positionwise'
+    active = head.net.engine.last_stats.active_fraction
+    pipeline.update(settings(checkpoint, **{'sparsity.scale': 50.0}))
+    result = pipeline.process(sequence[3])
+    assert pipeline._heads['segmentation'] is head  # no reload
+    assert not result.stats.heads['segmentation'].dense
+    assert head.net.engine.last_stats.active_fraction < active / 2  # changes held back
+    pipeline.update(settings(checkpoint, **{'sparsity.scale': 0.0}))
+    assert check(sequence[4]).dense  # thresholds went down: a dense frame, exact again
+    assert not check(sequence[5]).dense
 
 
 def with_unfusable_logits(monkeypatch, input_size=None):

@@ -284,6 +284,39 @@ def test_ops_argmax_is_torch_argmax(layout, dim, keepdim):
     assert torch.equal(ops.argmax(half, 1), half.argmax(1))
 
 
+def test_a_final_class_argmax_sees_every_score_recomputed_under_thresholds():
+    # Scores read only by the final arg-max are not held back by a threshold: the classes are
+    # those of the recomputed scores, as when the arg-max ran densely after the engine.
+    scores = randomize(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), nn.ReLU(),
+                                     nn.Conv2d(6, 4, 3, padding=1),
+                                     nn.Upsample(scale_factor=2, mode='bilinear')), 3).eval()
+
+    class Classes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.scores = scores
+
+        def forward(self, x):
+            return ops.argmax(self.scores(x), 1)
+    config = EngineConfig(tile=4, threshold_scale=0.3)
+    fused, plain = IncrementalModel(Classes().eval(), config), IncrementalModel(scores, config)
+    s_fused, s_plain = fused.new_state(), plain.new_state()
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(1, 3, 16, 20, generator=g)
+    assert torch.equal(fused(x, None, s_fused), plain(x, None, s_plain).argmax(1))
+    held = 0
+    for _ in range(6):
+        tiles = torch.rand(4, 5, generator=g) < 0.4
+        step = tiles.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        x = x + 0.3 * step * torch.randn(x.shape, generator=g)
+        got = fused(x, tiles, s_fused)
+        want = plain(x, tiles, s_plain).argmax(1)
+        assert torch.equal(got, want)
+        first = fused.last_stats.layers[0]
+        held += first.active - first.changed
+    assert held > 0, 'the thresholds held nothing back: the test needs them to'
+
+
 def test_dense_tail_runs_after_the_last_layer():
     class M(nn.Module):
         def __init__(self):
