@@ -108,11 +108,16 @@ def versions(modules: Iterable[str]) -> dict[str, str | None]:
     return {_DISPLAY_NAMES.get(m, m): package_version(m) for m in modules}
 
 
+RESULTS_DIR = 'bench/results'  # where the benchmarks' committed results live
+
+
 def source_commit(repo: Path | None = None) -> tuple[str | None, bool | None]:
     """
     Return the commit of the checkout ``repo`` (default: this one) and whether it was changed.
 
-    Changed means tracked files differ from the commit.
+    Changed means tracked files differ from the commit, results under ``bench/results`` aside:
+    those are what benchmarks write, so that each of several runs in a row would otherwise
+    find the checkout changed by the runs before it.
 
     Without a ``.git`` (an installed package, a copy of a checkout sent to another machine)
     the commit is what $SPARSE_PERCEPTION_SOURCE_COMMIT names, if set, and whether the files
@@ -130,7 +135,8 @@ def source_commit(repo: Path | None = None) -> tuple[str | None, bool | None]:
     try:
         commit = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=repo, capture_output=True,
                                 text=True, check=True, timeout=10, env=env).stdout.strip()
-        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no'],
+        status = subprocess.run(['git', 'status', '--porcelain', '--untracked-files=no', '--',
+                                 '.', f':(exclude){RESULTS_DIR}'],
                                 cwd=repo, capture_output=True, text=True, check=True,
                                 timeout=10, env=env).stdout
     except (OSError, subprocess.SubprocessError):

@@ -14,6 +14,7 @@
 
 """Which source a result came from: the checkout's commit, or the one a copy names."""
 
+import os
 from pathlib import Path
 import shutil
 import subprocess
@@ -32,6 +33,27 @@ def test_the_running_checkout_names_its_commit():
                               text=True, check=True).stdout.strip()
     assert commit == expected
     assert isinstance(dirty, bool)
+
+
+def test_a_changed_result_file_is_not_a_changed_source(tmp_path):
+    if shutil.which('git') is None:
+        pytest.skip('git is not installed')
+
+    def git(*args):
+        subprocess.run(['git', *args], cwd=tmp_path, check=True, capture_output=True,
+                       env={**os.environ, 'GIT_AUTHOR_NAME': 'a', 'GIT_AUTHOR_EMAIL': 'a@b',
+                            'GIT_COMMITTER_NAME': 'a', 'GIT_COMMITTER_EMAIL': 'a@b'})
+    (tmp_path / 'bench' / 'results').mkdir(parents=True)
+    (tmp_path / 'bench' / 'results' / 'run.md').write_text('old\n')
+    (tmp_path / 'code.py').write_text('x = 1\n')
+    git('init', '-q')
+    git('add', '.')
+    git('commit', '-q', '-m', 'first')
+    assert provenance.source_commit(tmp_path)[1] is False
+    (tmp_path / 'bench' / 'results' / 'run.md').write_text('new\n')  # a run before this one
+    assert provenance.source_commit(tmp_path)[1] is False
+    (tmp_path / 'code.py').write_text('x = 2\n')
+    assert provenance.source_commit(tmp_path)[1] is True
 
 
 def test_a_copy_without_git_names_no_commit_unless_told(tmp_path, monkeypatch):
