@@ -574,12 +574,10 @@ class _Head:
 
     def _landmark_net(self, settings: PerceptionSettings) -> _IncrementalNet:
         from sparse_perception.change import ResampledChange
-
-        module = self.model.module
-        what = f'{self.kind} model {self.model_name!r}'
         from sparse_perception.models.registry import engine_network
 
-        trunk, tail = engine_network(module)
+        what = f'{self.kind} model {self.model_name!r}'
+        trunk, tail = engine_network(self.model.module)
         net = _IncrementalNet(trunk, tail, _dense_pass(self.model.dense_module),
                               settings, what, self.model.input_size,
                               _gates(self.kind, self.model, settings, what))
