@@ -570,14 +570,27 @@ def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float) -
     cache[:h * w][moved.to(device)] += (torch.rand(int(moved.sum()), channels, generator=g)
                                         .to(device, dtype))
     tiles = torch.rand(-(-h // tile), -(-w // tile), generator=g) < 0.5
+    # Bit for bit at threshold 0: a zero whose sign flipped changed, a NaN that stayed did not.
+    flat = (x.view(channels, h * w) if x.is_contiguous()
+            else x.permute(0, 2, 3, 1).view(-1, channels).t())
+    signed, kept = moved.nonzero().squeeze(1)[:1], (~moved).nonzero().squeeze(1)[:1]
+    flat[:, signed.to(device)] = 0.0
+    cache[signed.to(device)] = -0.0
+    flat[:, kept.to(device)] = float('nan')
+    cache[kept.to(device)] = float('nan')
     ref_cache = cache.clone()
     ref_changed = frame.intake_ref(x, ref_cache, tiles.to(device), tile, threshold, False)
+    in_tiles = tiles.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w].reshape(-1)
+    if threshold == 0:
+        assert ref_changed.cpu()[signed].tolist() == in_tiles[signed].tolist()
+    assert not ref_changed.cpu()[kept].any()
     mask = torch.zeros(h * w, dtype=torch.uint8, device=device)
     stats = torch.zeros(4, dtype=torch.int32, device=device)
     kernel, grid, a, meta = frame.intake_args(x, cache, mask, tiles.to(device, torch.uint8),
                                               stats, tile, threshold, False)
     launch(kernel, grid, *a, **meta)
-    assert torch.equal(cache, ref_cache)
+    bits = {torch.float32: torch.int32, torch.float16: torch.int16, torch.bfloat16: torch.int16}
+    assert torch.equal(cache.view(bits[dtype]), ref_cache.view(bits[dtype]))  # NaN equal too
     assert torch.equal(mask.bool().cpu(), ref_changed.cpu())
     assert int(stats[2]) == int(ref_changed.sum())
 

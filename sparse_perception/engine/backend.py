@@ -80,6 +80,10 @@ Primitives (shapes for batch 1; ``n`` active positions, ``t`` active tiles)
     means "all of ``index``"; old rows (the values before the write, of the changed rows)
     only with ``want_old``. ``store_epilogue`` fuses ``epilogue`` and ``store``; a kernel
     should implement that one.
+``intake(x (1, C, H, W), cache (H * W + 3, C), tiles (Ht, Wt) bool, tile, threshold)``
+    The input's change test and store for a frame most of whose tiles changed: a pixel inside
+    a set tile whose value differs from the cached one by more than ``threshold`` (any bit at
+    0) is written. Returns the changed pixels, bool ``(H * W,)``.
 ``dilate(mask (H, W) bool, pads, kernel, stride, dilation, ceil_mode, out_hw) -> (Ho, Wo)``
     The receptive-field image of a change mask through a windowed op.
 ``active_tiles(mask (H, W) bool, tile) -> (t,) int64``
@@ -185,6 +189,11 @@ class ReferenceBackend:
             values = self.epilogue(values, steps, operands, index)
         return self.store(dst, index, values, threshold, test, want_old)
 
+    def intake(self, x: torch.Tensor, cache: torch.Tensor, tiles: torch.Tensor, tile: int,
+               threshold: float) -> torch.Tensor:
+        """Take a frame's changed pixels inside ``tiles`` into the input cache (see above)."""
+        return self.k.frame.intake_ref(x, cache, tiles, tile, threshold, False)
+
     # -- compute on gathered blocks -----------------------------------------------------------
 
     def linear(self, rows: torch.Tensor, weight_t: torch.Tensor,
@@ -275,6 +284,18 @@ class KernelsBackend(ReferenceBackend):
         if dst.dtype not in self.floats or values.dtype != dst.dtype:
             return super().store(dst, index, values, threshold, test, want_old)
         return self.store_epilogue(dst, index, values, (), {}, threshold, test, want_old)
+
+    def intake(self, x: torch.Tensor, cache: torch.Tensor, tiles: torch.Tensor, tile: int,
+               threshold: float) -> torch.Tensor:
+        """Take a frame's changed pixels inside ``tiles`` into the input cache (see above)."""
+        if cache.dtype not in self.floats or x.dtype not in self.floats:
+            return super().intake(x, cache, tiles, tile, threshold)
+        mask = torch.zeros(x.shape[2] * x.shape[3], dtype=torch.uint8, device=x.device)
+        stats = torch.zeros(4, dtype=torch.int32, device=x.device)
+        kernel, grid, args, meta = self.k.frame.intake_args(
+            x, cache, mask, tiles.to(torch.uint8), stats, tile, threshold, False)
+        self.k.runtime.launch(kernel, grid, *args, **meta)
+        return mask.bool()
 
     def store_epilogue(self, dst: torch.Tensor, index: torch.Tensor | None,
                        values: torch.Tensor, steps: Sequence[Any], operands: dict,

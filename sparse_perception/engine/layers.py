@@ -519,6 +519,9 @@ class Resample(Run):
         self.bands = _bands(a.ah, dev, dtype)
         if self.bands is not None:
             self.band_starts = torch.tensor([b[0] for b in self.bands], device=dev)
+            self.band_of_row = torch.repeat_interleave(  # (Ho,) the band of each output row
+                torch.arange(len(self.bands)), torch.tensor([b[1] - b[0] for b in self.bands])
+            ).to(dev)
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         ch = changes.get(self.inputs[0])
@@ -542,15 +545,18 @@ class Resample(Run):
         """
         Pick the sparse form, or None for dense.
 
-        Output rows (whole rows from the needed input rows, the separable way) or single
-        positions (their taps gathered).
+        Output rows (whole rows from the needed input rows, the separable way), single
+        positions (their taps gathered), or, written straight into the cache, the changed
+        column span of each band of rows.
         """
         count = cand.count
         if count > f.rows_cutoff * self.positions:
             return None
-        rows = cand.mask.any(1).nonzero().squeeze(1)
         if f.direct and self.bands is not None:
-            return rows if rows.numel() <= 0.6 * self.value.height else None
+            spans = self._band_spans(cand.mask)
+            work = sum((self.bands[i][1] - self.bands[i][0]) * (hi - lo) for i, lo, hi in spans)
+            return spans if work <= 0.6 * self.positions else None
+        rows = cand.mask.any(1).nonzero().squeeze(1)
         taps = self.th.shape[1] * self.tw.shape[1]
         # A gathered tap costs about as much as ten outputs of a row computed separably.
         if count * taps * 10 < rows.numel() * self.value.width:
@@ -560,6 +566,8 @@ class Resample(Run):
         return rows
 
     def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
+        if isinstance(work, list):
+            return self._sparse_bands(f, stats, work)
         if isinstance(work, torch.Tensor):
             return self._sparse_rows(f, cand, stats, precise, work)
         index = cand.idx
@@ -580,8 +588,6 @@ class Resample(Run):
                      rows: torch.Tensor):
         """Whole output rows: interpolate the needed input rows across, then down."""
         src, out = self.in_values[0], self.value
-        if f.direct and self.bands is not None:
-            return self._sparse_bands(f, stats, rows)
         taps = self.th.index_select(0, rows)  # (r, kh), src.height where empty
         needed = taps[taps < src.height].unique()
         x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
@@ -616,25 +622,44 @@ class Resample(Run):
             index, values = index.index_select(0, keep), values.index_select(0, keep)
         return index, values
 
-    def _sparse_bands(self, f: Any, stats: Any, rows: torch.Tensor):
-        """Whole bands holding changed rows, computed straight into the cache."""
+    def _band_spans(self, mask: torch.Tensor) -> list[tuple[int, int, int]]:
+        """
+        Return (band, first column, end column) of each band holding a changed position.
+
+        A band is computed only between its first and last changed column: under a gate a
+        moving camera changes a few columns of most rows (the gate's refresh band aside).
+        """
+        hit = mask.new_zeros(len(self.bands), mask.shape[1]).scatter_reduce_(
+            0, self.band_of_row.view(-1, 1).expand_as(mask), mask, 'amax')  # (bands, Wo)
+        lo = hit.to(torch.uint8).argmax(1)
+        hi = hit.shape[1] - hit.flip(1).to(torch.uint8).argmax(1)
+        touched = hit.any(1).nonzero().squeeze(1)
+        return list(zip(touched.tolist(), lo[touched].tolist(), hi[touched].tolist()))
+
+    def _sparse_bands(self, f: Any, stats: Any, spans: list[tuple[int, int, int]]):
+        """Compute the changed column span of each band straight into the cache."""
         src, out = self.in_values[0], self.value
-        touched = torch.searchsorted(self.band_starts, rows, right=True) - 1
-        touched = touched.unique().tolist()
         k = self.bands[0][3].shape[1]
-        firsts = [self.bands[i][2] for i in touched]
-        needed = sorted({r for first in firsts for r in range(first, first + k)})
+        needed = sorted({r for i, _, _ in spans
+                         for r in range(self.bands[i][2], self.bands[i][2] + k)})
+        left, right = min(lo for _, lo, _ in spans), max(hi for _, _, hi in spans)
         x = f.caches[self.inputs[0]][:src.positions].view(src.height, src.width, -1)
+        channels = x.shape[2]
         index = torch.tensor(needed, device=x.device)
-        across = torch.empty(src.height, out.width * x.shape[2], dtype=x.dtype,
+        across = torch.empty(src.height, (right - left) * channels, dtype=x.dtype,
                              device=x.device)
-        across.index_copy_(0, index, torch.matmul(self.aw, x.index_select(0, index)).view(
-            len(needed), -1))
+        across.index_copy_(0, index, torch.matmul(self.aw[left:right],
+                                                  x.index_select(0, index)).view(len(needed), -1))
         cache = f.caches[self.out][:self.positions].view(out.height, -1)
-        for i in touched:
+        for i, lo, hi in spans:
             start, stop, first, weights = self.bands[i]
-            torch.mm(weights, across[first:first + k], out=cache[start:stop])
-        stats.computed = sum(self.bands[i][1] - self.bands[i][0] for i in touched) * out.width
+            taps = across[first:first + k, (lo - left) * channels:(hi - left) * channels]
+            if hi - lo == out.width:  # whole rows are contiguous: the product lands in place
+                torch.mm(weights, taps, out=cache[start:stop])
+            else:
+                cache[start:stop, lo * channels:hi * channels] = torch.mm(weights, taps)
+        stats.computed = sum((self.bands[i][1] - self.bands[i][0]) * (hi - lo)
+                             for i, lo, hi in spans)
         return None, None
 
     def dense_values(self, f: Any, out: torch.Tensor | None = None) -> torch.Tensor:

@@ -587,7 +587,8 @@ def store_rows_ref(dst: torch.Tensor, index: torch.Tensor | None, values: torch.
     return picked, old.index_select(0, sel) if want_old else None
 
 
-_SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
+# The integer dtype of each float's size: bitwise change tests view floats as these.
+SAME_SIZE_INT = {8: torch.int64, 4: torch.int32, 2: torch.int16, 1: torch.int8}
 
 
 def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> torch.Tensor:
@@ -596,7 +597,7 @@ def _changed_rows(new: torch.Tensor, old: torch.Tensor, threshold: float) -> tor
         return (new - old).abs_().amax(1) > threshold
     # Exact: compare bit patterns (a few times faster than float != and any() on CPU).
     # +0.0 and -0.0 count as a change, which is merely conservative.
-    kind = _SAME_SIZE_INT[new.element_size()]
+    kind = SAME_SIZE_INT[new.element_size()]
     diff = new.contiguous().view(kind) ^ old.contiguous().view(kind)
     return (diff.amax(1) != 0) | (diff.amin(1) != 0)
 

