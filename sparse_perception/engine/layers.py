@@ -330,6 +330,10 @@ class RowsConv(Run):
             f.deltas[self.out] = (None, None)
 
 
+# A convolution reading at most this many values per output runs on gathered taps, not tiles.
+POINT_TAPS = 32
+
+
 class Window(Run):
     """KxK convolution (any stride, dilation, groups), pooling, transposed convolution."""
 
@@ -358,6 +362,15 @@ class Window(Run):
             self.ceil_mode = a.ceil_mode if self.pool else False
         self.tile = g.tile[0]  # square (compute_tile)
         self._build_tables(src, out, dev)
+        self.point_weight = None
+        if (layer.kind == Kind.CONV and self.groups == 1
+                and src.channels * self.kernel[0] * self.kernel[1] <= POINT_TAPS):
+            # A convolution reading few values per output (a stem on the frame's three
+            # channels) computes exactly its candidates: each output's taps gathered, then one
+            # product. Tiles with their halo would gather up to five times as many rows.
+            w = a.weight.permute(2, 3, 1, 0)  # (kh, kw, Cin, Cout): the order of the taps
+            self.point_weight = w.reshape(-1, w.shape[-1]).contiguous().to(dev)
+            self.point_taps = self._point_taps(src, out).to(dev)
         self.factor = None
         if self.pool == 'avg':
             self._avg_factor(src, out, dev)
@@ -444,12 +457,16 @@ class Window(Run):
 
     def sparse_work(self, f: Any, cand: Change) -> Any:
         """Tiles holding candidates, or None when they cover too much of the map."""
+        if self.point_weight is not None:
+            return None if cand.count > f.rows_cutoff * self.positions else 'points'
         tiles = f.backend.active_tiles(cand.mask, self.tile)
         if tiles.numel() * self.tile * self.tile > f.window_cutoff * self.positions:
             return None
         return tiles
 
     def sparse(self, f: Any, cand: Change, stats: Any, precise: bool, work: Any):
+        if isinstance(work, str):
+            return self._sparse_points(f, cand, stats)
         backend = f.backend
         tiles = work
         nt = tiles.numel()
@@ -474,6 +491,28 @@ class Window(Run):
         if self.factor is not None:
             rows = rows * self.factor.index_select(0, pos).unsqueeze(1)
         return pos, rows
+
+    def _point_taps(self, src: Value, out: Value) -> torch.Tensor:
+        """Return the input rows each output reads, int32 (P, kh * kw): the zero row outside."""
+        (kh, kw), (sy, sx), (dy, dx) = self.kernel, self.stride, self.dilation
+        iy = (torch.arange(out.height) * sy - self.pads[0]).view(-1, 1, 1, 1) \
+            + (torch.arange(kh) * dy).view(1, 1, -1, 1)
+        ix = (torch.arange(out.width) * sx - self.pads[2]).view(1, -1, 1, 1) \
+            + (torch.arange(kw) * dx).view(1, 1, 1, -1)
+        inside = (iy >= 0) & (iy < src.height) & (ix >= 0) & (ix < src.width)
+        taps = torch.where(inside, iy * src.width + ix, zero_row(src.positions))
+        # int32 halves the table (index_select takes it); it is computed once, at plan time.
+        return taps.view(out.positions, kh * kw).to(torch.int32)
+
+    def _sparse_points(self, f: Any, cand: Change, stats: Any):
+        """Compute exactly the candidates: each one's taps gathered, then one product."""
+        index = cand.idx
+        stats.computed = index.numel()
+        stats.macs = stats.computed * self.macs_per_position
+        taps = self.point_taps.index_select(0, index).long()
+        rows = f.backend.gather(f.caches[self.inputs[0]], taps)  # (n, kh * kw, Cin)
+        values = f.backend.linear(rows.view(index.numel(), -1), self.point_weight, self.bias)
+        return index, values
 
     def dense_values(self, f: Any) -> torch.Tensor:
         src = self.in_values[0]

@@ -77,6 +77,20 @@ def test_conv2d(kernel, stride, dilation, groups, padding):
     run_and_compare(model)
 
 
+@pytest.mark.filterwarnings('ignore:Using padding=.same. with even kernel')
+@pytest.mark.parametrize('channels, kernel, stride, dilation, padding', [
+    (3, 3, 2, 1, 1), (3, 3, 1, 2, 2), (1, 4, 1, 1, 'same'), (2, 2, 2, 1, 0), (1, 5, 1, 1, 2),
+    (3, 3, 1, 1, 0)])
+def test_a_convolution_reading_few_values_computes_exactly_its_changed_positions(
+        channels, kernel, stride, dilation, padding):
+    # At most POINT_TAPS values per output (a stem on the frame): each changed output's taps
+    # are gathered, so no tile rounds the work up.
+    model = nn.Sequential(nn.Conv2d(channels, 6, kernel, stride, padding, dilation), nn.ReLU6())
+    inc = run_and_compare(model, shape=(1, channels, 20, 26))
+    stats = inc.last_stats.layers[0]
+    assert stats.mode == 'sparse' and stats.computed == stats.active < stats.positions
+
+
 @pytest.mark.parametrize('mode', ['reflect', 'replicate', 'circular'])
 def test_conv2d_padding_modes(mode):
     run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 3, 1, 1, padding_mode=mode), nn.ReLU()))
