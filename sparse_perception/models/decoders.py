@@ -102,14 +102,20 @@ def class_mask(output, transform: ImageTransform, *, min_score: float | None = N
     if not tensor.is_floating_point():
         labels = _squeeze_to(tensor, 2, 'a class-id map (h, w)')
         _check_spatial(labels.shape, transform)
-        crop = labels[top:bottom, left:right].to(torch.float32)[None, None]
-        mask = F.interpolate(crop, size=(image_h, image_w), mode='nearest-exact')[0, 0]
+        mask = labels[top:bottom, left:right]
+        if tuple(mask.shape) != (image_h, image_w):  # a fully convolutional map is the frame's
+            mask = F.interpolate(mask.to(torch.float32)[None, None], size=(image_h, image_w),
+                                 mode='nearest-exact')[0, 0]
         mask = mask.to(torch.int64)
-        bad = mask < 0
-        if num_classes is not None:
-            bad |= mask >= num_classes
-        mask = torch.where(bad, torch.full_like(mask, UNLABELLED), mask)
-        if (mask > UNLABELLED).any():
+        # One pass finds the common case, a map of valid ids only.
+        lo, hi = (int(v) for v in torch.aminmax(mask)) if mask.numel() else (0, 0)
+        if lo < 0 or (num_classes is not None and hi >= num_classes):
+            bad = mask < 0
+            if num_classes is not None:
+                bad |= mask >= num_classes
+            mask = torch.where(bad, torch.full_like(mask, UNLABELLED), mask)
+            hi = int(mask.max())
+        if hi > UNLABELLED:
             raise ValueError('class ids above 255 do not fit a uint8 mask')
         return mask.to(torch.uint8).cpu().numpy()
     scores = _squeeze_to(tensor, 3, 'class scores (C, h, w)')

@@ -104,6 +104,9 @@ def test_class_ids_out_of_range_become_unlabelled():
     labels = torch.tensor([[0, 1, 30, -1]] * 4)
     mask = decoders.class_mask(labels, transform, num_classes=21)
     assert mask[0].tolist() == [0, 1, 255, 255]
+    assert decoders.class_mask(labels, transform)[0].tolist() == [0, 1, 30, 255]
+    with pytest.raises(ValueError, match='above 255'):
+        decoders.class_mask(labels * 10, transform)
     with pytest.raises(ValueError, match='network input was 4x4'):
         decoders.class_mask(torch.zeros(5, 4, dtype=torch.int64), transform)
 
