@@ -60,7 +60,8 @@ class LayerFrame:
     """What the runs of one frame share."""
 
     __slots__ = ('backend', 'stream', 'caches', 'dense', 'rows_cutoff', 'window_cutoff',
-                 'thresholds', 'input_threshold', 'deltas', 'test_exact', 'direct', 'gate')
+                 'thresholds', 'input_threshold', 'deltas', 'test_exact', 'direct', 'tested',
+                 'gate')
 
     def __init__(self, backend, state, dense, config, gate=None):
         self.backend = backend
@@ -74,6 +75,7 @@ class LayerFrame:
         self.deltas: dict[int, tuple] = {}
         self.test_exact = config.exact_change_test
         self.direct = False  # a run may store its values itself (set per layer)
+        self.tested = False  # the layer reports the rows it stores as its changes (per layer)
         self.gate = gate  # where layers may recompute (None: everywhere)
 
 

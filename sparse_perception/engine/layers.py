@@ -196,6 +196,7 @@ class Run:
         # what its inputs give.
         test = (threshold > 0 or f.test_exact) and not self.untested
         f.direct = not test and not self.steps and not self.want_old
+        f.tested = test
         work = None if cand.full else self.sparse_work(f, cand)
         if work is None:
             stats.mode, stats.computed = 'dense', self.positions
@@ -480,7 +481,7 @@ class Window(Run):
         y = backend.window(patches, self)  # (nt, C', T, T)
         rows = y.permute(0, 2, 3, 1).reshape(nt * t * t, y.shape[1])
         pos = self.out_table.index_select(0, tiles).view(-1)
-        if not precise and not self.all_inside:  # never report the dump row as changed
+        if f.tested and not precise and not self.all_inside:  # never report the dump row
             inside = (pos < self.positions).nonzero().squeeze(1)
             pos, rows = pos.index_select(0, inside), rows.index_select(0, inside)
         if precise:
