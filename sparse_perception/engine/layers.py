@@ -577,8 +577,12 @@ class Resample(Run):
             return Change(out.height, out.width, count=int(changed.sum()) * out.width,
                           mask=changed.view(-1, 1).expand(out.height, out.width))
         mask = F.pad(ch.mask, (0, 1, 0, 1))  # a False row and column for empty taps
-        rows = mask[self.th].any(1)  # (Ho, Wi + 1)
-        m = rows[:, self.tw].any(2)  # (Ho, Wo)
+        # Across first, at the input's few rows; then down, copying whole rows per tap: at
+        # 30x54 -> 480x854 that took 0.2 against 2.4 ms down first.
+        cols = mask[:, self.tw].any(2)  # (Hi + 1, Wo)
+        m = cols.index_select(0, self.th[:, 0])
+        for tap in range(1, self.th.shape[1]):
+            m |= cols.index_select(0, self.th[:, tap])
         return Change(out.height, out.width, mask=m)
 
     def sparse_work(self, f: Any, cand: Change) -> Any:
