@@ -633,7 +633,8 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                  f'ground truth matched {conditions["match_truth"]}')
     lines.append(f'- machine: {device.get("cpu")}, {device.get("cores")} cores, device '
                  f'{device.get("used")}, torch {versions.get("torch")} with '
-                 f'{device.get("torch_threads")} threads, Python {versions.get("python")}')
+                 f'{device.get("torch_threads")} threads, Python {versions.get("python")}, '
+                 f'C allocator {device.get("allocator", "not recorded")}')
     if command:
         lines.append(f'- command: `{command}`, {result["timing"]["total_s"]:.0f} s')
     source = env.get('source') or {}

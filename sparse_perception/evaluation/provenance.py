@@ -64,10 +64,23 @@ def usable_cores() -> int | None:
         return os.cpu_count()
 
 
+# What changes how the C allocator hands out memory. With glibc's defaults large blocks go
+# back to the system when freed, so a stock torch pass touches fresh pages (page faults) on
+# every frame; these variables change that, and with it the dense reference's wall time.
+ALLOCATOR_VARIABLES = ('MALLOC_MMAP_THRESHOLD_', 'MALLOC_TRIM_THRESHOLD_', 'MALLOC_TOP_PAD_',
+                       'MALLOC_ARENA_MAX', 'GLIBC_TUNABLES', 'LD_PRELOAD')
+
+
+def allocator() -> str:
+    """Return how the C allocator was configured: 'defaults' or the variables that were set."""
+    found = [f'{name}={os.environ[name]}' for name in ALLOCATOR_VARIABLES if name in os.environ]
+    return ', '.join(found) if found else 'defaults'
+
+
 def machine() -> dict[str, Any]:
     """Return the machine: CPU model, CPUs it has, CPUs this process may use, the platform."""
     return {'cpu': cpu_model(), 'cores': os.cpu_count(), 'usable_cores': usable_cores(),
-            'platform': platform.platform()}
+            'platform': platform.platform(), 'allocator': allocator()}
 
 
 def load_average() -> list[float] | None:

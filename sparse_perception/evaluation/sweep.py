@@ -320,8 +320,9 @@ def markdown(document: Mapping[str, Any], command: str = '') -> str:
         f'- machine: {device.get("cpu")}, {device.get("cores")} cores, torch '
         f'{versions.get("torch")} with {device.get("torch_threads")} threads, Python '
         f'{versions.get("python")}, numpy {versions.get("numpy")}, OpenCV '
-        f'{versions.get("opencv")}; load average (1, 5, 15 min) before '
-        f'{env.get("loadavg_before")}, after {env.get("loadavg_after")}',
+        f'{versions.get("opencv")}, C allocator {device.get("allocator", "not recorded")}; '
+        f'load average (1, 5, 15 min) before {env.get("loadavg_before")}, after '
+        f'{env.get("loadavg_after")}',
         f'- {document["conditions"]["timing"]}',
     ]
     if command:

@@ -64,3 +64,12 @@ def test_a_copy_without_git_names_no_commit_unless_told(tmp_path, monkeypatch):
     assert provenance.source_commit(tmp_path) == ('0123abcd', None)
     monkeypatch.setenv(provenance.SOURCE_COMMIT_ENV, '')
     assert provenance.source_commit(tmp_path) == (None, None)
+
+
+def test_the_allocator_settings_are_recorded(monkeypatch):
+    for name in provenance.ALLOCATOR_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    assert provenance.machine()['allocator'] == 'defaults'
+    monkeypatch.setenv('MALLOC_MMAP_THRESHOLD_', '4294967296')
+    monkeypatch.setenv('MALLOC_TOP_PAD_', '536870912')
+    assert provenance.allocator() == 'MALLOC_MMAP_THRESHOLD_=4294967296, MALLOC_TOP_PAD_=536870912'
