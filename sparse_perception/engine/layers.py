@@ -558,7 +558,6 @@ class Resample(Run):
         self.col_valid = self.tw < src.width
         self.bands = _bands(a.ah, dev, dtype)
         if self.bands is not None:
-            self.band_starts = torch.tensor([b[0] for b in self.bands], device=dev)
             self.band_of_row = torch.repeat_interleave(  # (Ho,) the band of each output row
                 torch.arange(len(self.bands)), torch.tensor([b[1] - b[0] for b in self.bands])
             ).to(dev)
@@ -673,10 +672,11 @@ class Resample(Run):
         A band is computed only between its first and last changed column: under a gate a
         moving camera changes a few columns of most rows (the gate's refresh band aside).
         """
-        hit = mask.new_zeros(len(self.bands), mask.shape[1]).scatter_reduce_(
-            0, self.band_of_row.view(-1, 1).expand_as(mask), mask, 'amax')  # (bands, Wo)
-        lo = hit.to(torch.uint8).argmax(1)
-        hi = hit.shape[1] - hit.flip(1).to(torch.uint8).argmax(1)
+        flags = mask.to(torch.uint8)
+        hit = flags.new_zeros(len(self.bands), mask.shape[1]).scatter_reduce_(
+            0, self.band_of_row.view(-1, 1).expand_as(flags), flags, 'amax')  # (bands, Wo)
+        lo = hit.argmax(1)  # the first changed column
+        hi = hit.shape[1] - hit.flip(1).argmax(1)
         touched = hit.any(1).nonzero().squeeze(1)
         return list(zip(touched.tolist(), lo[touched].tolist(), hi[touched].tolist()))
 
