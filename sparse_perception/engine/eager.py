@@ -133,6 +133,7 @@ class EagerExecutor:
         gap_inputs = {g.layer.inputs[0] for g in plan.layers if g.kind == Kind.GAP}
         for r in runs:
             r.want_old = r.out in gap_inputs
+        _fold_class_argmax(runs, plan)
         return runs, InputTables(plan, plan.program.input_id in gap_inputs)
 
     def plan_bytes(self, plan: Plan) -> int:
@@ -259,3 +260,29 @@ class EagerExecutor:
         if old is not None:
             f.deltas[input_id] = (change.idx, old.index_select(0, change.idx))
         return change
+
+
+def _fold_class_argmax(runs: list, plan: Plan) -> None:
+    """
+    Fold a resampling read only by a class arg-max into it (see ``Positionwise.fold``).
+
+    That is a final upsampling of class scores to the frame followed by the class map (a
+    segmentation network's usual end): the arg-max then needs the upsampled scores only near
+    class boundaries.
+    """
+    readers: dict[int, int] = {}
+    for r in runs:
+        for v in set(r.inputs) | set(r.operand_ids):
+            readers[v] = readers.get(v, 0) + 1
+    frontier = set(plan.program.frontier)
+    producer = {r.out: r for r in runs}
+    for r in runs:
+        if not (r.kind == Kind.POSITIONWISE and r.layer.attrs.fn == 'argmax' and r.terminal
+                and not r.steps and not r.want_old and r.channels == 1):
+            continue
+        source = producer.get(r.inputs[0])
+        if (source is None or source.kind != Kind.RESAMPLE or not source.convex
+                or source.steps or source.want_old or readers.get(source.out) != 1
+                or source.out in frontier or source.channels < 2):
+            continue
+        r.fold(source)

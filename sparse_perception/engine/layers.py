@@ -90,7 +90,8 @@ class Change:
         if self.full:
             return self.positions
         if self._count is None:
-            self._count = int(self.idx.numel())
+            # Counting a mask is cheaper than listing it (a layer that needs the list makes it).
+            self._count = int(self._idx.numel() if self._idx is not None else self._mask.sum())
         return self._count
 
 
@@ -561,6 +562,28 @@ class Resample(Run):
             self.band_of_row = torch.repeat_interleave(  # (Ho,) the band of each output row
                 torch.arange(len(self.bands)), torch.tensor([b[1] - b[0] for b in self.bands])
             ).to(dev)
+        # Weights >= 0, every output reading some input: a weighted sum of score vectors that
+        # all rank one class first ranks it first too (see Positionwise.fold).
+        self.convex = all(bool((m >= 0).all()) and bool((m.sum(1) > 0).all())
+                          for m in (a.ah, a.aw))
+        self.folded = False  # the class arg-max reading this output alone computes it
+
+    def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
+        if not self.folded:
+            return super().step(f, changes, stats)
+        # The arg-max computes what it needs of this output (see Positionwise.fold): hand on
+        # the positions to recompute, gated as any layer's; the cache is never written.
+        if f.dense:
+            stats.mode, stats.active, stats.changed = 'full', self.positions, self.positions
+            return self.full
+        cand = self.candidates(f, changes)
+        if f.gate is not None:
+            cand = self.gated(f, cand)
+        if cand is None or cand.count == 0:
+            return None
+        stats.mode = 'dense' if cand.full else 'sparse'
+        stats.active = stats.changed = cand.count
+        return cand
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         ch = changes.get(self.inputs[0])
@@ -859,6 +882,102 @@ class Positionwise(Run):
     """Softmax, log-softmax or argmax over the channels of each position."""
 
     kind = Kind.POSITIONWISE
+    source: Resample | None = None  # the resampling folded into this arg-max (see fold)
+
+    def fold(self, source: Resample) -> None:
+        """
+        Compute the class arg-max of a resampling's output from the resampling's input.
+
+        The resampling's output (scores upsampled to the frame: 21 classes at 480x854) is
+        read by this arg-max alone, and most of it is far from any class boundary: where
+        every input position a tap reads ranks the same class first by a margin, the
+        weighted sum (weights >= 0) ranks it first too, by a margin far above the rounding of
+        that sum, so that class is the arg-max the scores would give. Only the other
+        positions get their scores computed (their taps gathered) and their maximum taken.
+        The resampling's own run then only hands on where to recompute.
+        """
+        self.source = source
+        source.folded = True
+        src, dev = source.in_values[0], self.device
+        # Each output row's (column's) input taps, the empty ones pointed at the first tap.
+        self.fold_rows = torch.where(source.th < src.height, source.th, source.th[:, :1]).to(dev)
+        self.fold_cols = torch.where(source.tw < src.width, source.tw, source.tw[:, :1]).to(dev)
+
+    def step(self, f: Any, changes: dict, stats: Any) -> Change | None:
+        if self.source is None:
+            return super().step(f, changes, stats)
+        cand = None
+        if not f.dense:
+            cand = self.candidates(f, changes)
+            if f.gate is not None:
+                cand = self.gated(f, cand)
+            if cand is None or cand.count == 0:
+                return None
+        whole = cand is None or cand.full
+        computed = self._folded(f, None if whole else cand.mask)
+        stats.mode = 'full' if f.dense else ('dense' if whole else 'sparse')
+        stats.active = stats.changed = self.positions if whole else cand.count
+        stats.computed = computed
+        stats.macs = computed * (self.source.macs_per_position + self.macs_per_position)
+        return self.full if whole else cand
+
+    def _folded(self, f: Any, mask: torch.Tensor | None) -> int:
+        """Write the arg-max at ``mask`` (None: everywhere); return the positions scored."""
+        source, out = self.source, self.value
+        src = source.in_values[0]
+        scores = f.caches[source.inputs[0]][:src.positions]
+        top = scores.topk(2, dim=1)
+        # Taps and sums round by a few units in the last place of the largest score; a
+        # margin of 2**-12 of it (64 units at least) leaves a wide berth. NaN or infinity:
+        # no margin holds.
+        berth = max(2.0 ** -12, 64 * torch.finfo(scores.dtype).eps)
+        margin = top.values[:, 0] - top.values[:, 1]
+        sure = (margin > scores.abs().amax() * berth).view(src.height, src.width)
+        narrow = torch.int16 if scores.shape[1] <= 2 ** 15 else torch.int64
+        first = top.indices[:, 0].to(narrow).view(src.height, src.width)
+        # Separably: along each input row, then down the output rows.
+        cols = self.fold_cols
+        best = first[:, cols[:, 0]]  # (Hi, Wo)
+        agree = sure[:, cols[:, 0]]
+        for tap in range(1, cols.shape[1]):
+            agree &= sure[:, cols[:, tap]] & (first[:, cols[:, tap]] == best)
+        rows = self.fold_rows
+        label = best.index_select(0, rows[:, 0])  # (Ho, Wo)
+        settled = agree.index_select(0, rows[:, 0])
+        for tap in range(1, rows.shape[1]):
+            settled &= agree.index_select(0, rows[:, tap]) & (
+                best.index_select(0, rows[:, tap]) == label)
+        ids = f.caches[self.out][:self.positions].view(out.height, out.width)
+        write = settled if mask is None else settled & mask
+        torch.where(write, label, ids, out=ids)
+        rest = (~settled if mask is None else mask & ~settled).view(-1).nonzero().squeeze(1)
+        if rest.numel() * 4 > self.positions:  # scores near no boundary (NaN, say): all of them
+            values = source.dense_values(f, f.caches[source.out][:source.positions])
+            ids.view(-1).index_copy_(0, rest, ops.argmax(values.index_select(0, rest), 1))
+        elif rest.numel():
+            ids.view(-1).index_copy_(0, rest, ops.argmax(self._scores(f, rest), 1))
+        return rest.numel()
+
+    def _scores(self, f: Any, index: torch.Tensor) -> torch.Tensor:
+        """Return the resampled scores at flat output positions ``index``: across, then down."""
+        source, out = self.source, self.value
+        src = source.in_values[0]
+        x = f.caches[source.inputs[0]][:src.positions].view(src.height, src.width, -1)
+        # Across every input row at once (30 x 54 -> 30 x 854 is cheap), then each position's
+        # rows: two gathers of a row's scores where whole taps would take four. A zero row
+        # stands for the empty taps, whose weight is 0.
+        across = x.new_zeros(src.height + 1, out.width, x.shape[2])
+        torch.matmul(source.aw, x, out=across[:src.height])
+        across = across.view(-1, x.shape[2])
+        row = torch.div(index, out.width, rounding_mode='floor')
+        column = index - row * out.width
+        taps = source.th.index_select(0, row)  # (n, kh): input rows, src.height where empty
+        weights = source.wh.index_select(0, row)
+        values = across.index_select(0, taps[:, 0] * out.width + column).mul_(weights[:, :1])
+        for tap in range(1, taps.shape[1]):
+            values.addcmul_(across.index_select(0, taps[:, tap] * out.width + column),
+                            weights[:, tap:tap + 1])
+        return values
 
     def core_candidates(self, f: Any, changes: dict) -> Change | None:
         return changes.get(self.inputs[0])

@@ -333,19 +333,19 @@ def test_a_final_class_argmax_sees_every_score_recomputed_under_thresholds():
 
 @torch.no_grad()
 @pytest.mark.parametrize('where', ['left', 'middle', 'right', 'two places', 'everywhere'])
-def test_an_upsampling_read_by_a_class_argmax_recomputes_between_the_changed_columns(where):
-    # A large upsampling read only by the final arg-max runs in bands of output rows, and
-    # there only between the first and the last changed column: the rest of those rows keep
-    # their cached scores, which are the scores of this frame too.
-    class Classes(nn.Module):
+def test_a_large_upsampling_recomputes_between_the_changed_columns(where):
+    # A large upsampling runs in bands of output rows, and there only between the first and
+    # the last changed column: the rest of those rows keep their cached scores, which are
+    # the scores of this frame too.
+    class Upsampled(nn.Module):
         def __init__(self):
             super().__init__()
             self.conv = nn.Conv2d(3, 5, 3, padding=1)
+            self.head = nn.Conv2d(5, 2, 1)
 
         def forward(self, x):
-            scores = F.interpolate(self.conv(x), scale_factor=8, mode='bilinear')
-            return ops.argmax(scores, 1)
-    model = randomize(Classes(), 5).eval()
+            return self.head(F.interpolate(self.conv(x), scale_factor=8, mode='bilinear'))
+    model = randomize(Upsampled(), 5).eval()
     inc = IncrementalModel(model, EngineConfig(tile=4))
     state = inc.new_state()
     g = torch.Generator().manual_seed(6)
@@ -358,13 +358,92 @@ def test_an_upsampling_read_by_a_class_argmax_recomputes_between_the_changed_col
         tiles[row, list(columns)] = True
         step = tiles.repeat_interleave(4, 0).repeat_interleave(4, 1)
         x = x + step * torch.randn(x.shape, generator=g)
-        assert torch.equal(inc(x, tiles, state), model(x))
+        torch.testing.assert_close(inc(x, tiles, state), model(x), rtol=1e-5, atol=1e-5)
         layer = next(s for s in inc.last_stats.layers if s.kind == 'resample')
         assert layer.mode == 'sparse'
         # Input columns whose scores moved: the tiles', and the reach of the convolution and
         # of the bilinear taps.
         spanned = min(24, (max(columns) - min(columns) + 1) * 4 + 3)
-        assert layer.computed <= layer.positions * spanned / 24
+        assert 0 < layer.computed <= layer.positions * spanned / 24
+
+
+class _UpsampledClasses(nn.Module):
+    """Class scores at 1/8 of the output, upsampled and reduced to the class map."""
+
+    def __init__(self, mode='bilinear', tie=False):
+        super().__init__()
+        self.mode = mode
+        self.conv = nn.Conv2d(3, 4, 1)
+        with torch.no_grad():
+            self.conv.weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1, 0], [0, 0, 1],
+                                                 [-1, -1, -1]]).view(4, 3, 1, 1))
+            self.conv.bias.zero_()
+            if tie:  # classes 1 and 3 score the same everywhere
+                self.conv.weight[3] = self.conv.weight[1]
+
+    def forward(self, x):
+        scores = F.interpolate(self.conv(x), scale_factor=8, mode=self.mode)
+        return ops.argmax(scores, 1)
+
+
+def _smooth_frame(g: torch.Generator) -> torch.Tensor:
+    """Return a frame whose class map has large regions, as a segmentation network's has."""
+    coarse = torch.randn(1, 3, 3, 4, generator=g) * 4
+    return F.interpolate(coarse, size=(12, 16), mode='bilinear')
+
+
+@torch.no_grad()
+@pytest.mark.parametrize('case', ['regions', 'tied classes', 'not a number', 'everywhere'])
+def test_a_class_argmax_scores_only_positions_near_a_class_boundary(case):
+    # The arg-max of upsampled scores is the class every tap ranks first where the taps
+    # agree by a margin: only the other positions get their scores computed, and the class
+    # map is still the one torch computes (ties to the first class, NaN as the maximum).
+    model = _UpsampledClasses(tie=case == 'tied classes').eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4))
+    state = inc.new_state()
+    g = torch.Generator().manual_seed(8)
+    x = _smooth_frame(g)
+    assert torch.equal(inc(x, None, state), model(x))
+    scored = active = 0
+    for frame in range(4):
+        tiles = torch.zeros(3, 4, dtype=torch.bool)
+        tiles[frame % 3, frame % 4] = True
+        if case == 'everywhere':
+            tiles[:] = True
+        step = tiles.repeat_interleave(4, 0).repeat_interleave(4, 1)
+        x = x + step * _smooth_frame(g)
+        if case == 'not a number' and frame == 2:
+            x[0, 1, 5, 6] = float('nan')
+        assert torch.equal(inc(x, tiles, state), model(x))
+        upsampling, classes = inc.last_stats.layers[-2:]
+        assert (upsampling.kind, classes.kind) == ('resample', 'positionwise')
+        assert upsampling.computed == upsampling.macs == 0  # the arg-max computed its part
+        scored += classes.computed
+        active += classes.active
+        assert classes.macs == pytest.approx(
+            classes.computed * (upsampling.dense_macs + classes.dense_macs) / classes.positions)
+    assert active > 0
+    if case in ('regions', 'everywhere'):
+        assert scored < active / 2, (scored, active)
+
+
+@torch.no_grad()
+def test_a_class_argmax_after_bicubic_upsampling_reads_every_score():
+    # Bicubic weights go below zero: a class every tap ranks first may lose the weighted
+    # sum, so the upsampling computes its scores and the arg-max reads them all.
+    model = _UpsampledClasses('bicubic').eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4))
+    state = inc.new_state()
+    g = torch.Generator().manual_seed(9)
+    x = _smooth_frame(g)
+    assert torch.equal(inc(x, None, state), model(x))
+    tiles = torch.zeros(3, 4, dtype=torch.bool)
+    tiles[1, 2] = True
+    x = x + tiles.repeat_interleave(4, 0).repeat_interleave(4, 1) * _smooth_frame(g)
+    assert torch.equal(inc(x, tiles, state), model(x))
+    upsampling, classes = inc.last_stats.layers[-2:]
+    assert upsampling.computed > 0
+    assert classes.computed == classes.active
 
 
 def test_dense_tail_runs_after_the_last_layer():
