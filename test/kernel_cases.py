@@ -554,7 +554,8 @@ def check_candidates(device: str, seed: int) -> None:
     assert stats.tolist() == [0, int(expected.sum()), int(expected.sum()), inside]
 
 
-def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float) -> None:
+def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float,
+                 held: str = 'half') -> None:
     from sparse_perception.kernels import frame
     from sparse_perception.kernels.runtime import launch
 
@@ -570,6 +571,10 @@ def check_intake(device: str, dtype: torch.dtype, seed: int, threshold: float) -
     cache[:h * w][moved.to(device)] += (torch.rand(int(moved.sum()), channels, generator=g)
                                         .to(device, dtype))
     tiles = torch.rand(-(-h // tile), -(-w // tile), generator=g) < 0.5
+    if held != 'half':  # a moving camera: every tile set, or all but one
+        tiles[:] = True
+        if held == 'one':
+            tiles.view(-1)[r.randrange(tiles.numel())] = False
     # Bit for bit at threshold 0: a zero whose sign flipped changed, a NaN that stayed did not.
     flat = (x.view(channels, h * w) if x.is_contiguous()
             else x.permute(0, 2, 3, 1).view(-1, channels).t())

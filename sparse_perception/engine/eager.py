@@ -247,7 +247,7 @@ class EagerExecutor:
         old = cache[:value.positions].clone() if plan.tables.wants_old else None
         # The tiles the change map held back keep their cached pixels: they test unchanged.
         changed = self.backend.intake(x, cache, tiles, tile, f.input_threshold)
-        count = int(changed.sum())
+        count = int(changed.count_nonzero())
         stats.input_fraction = count / value.positions
         if count == value.positions:
             if old is not None:

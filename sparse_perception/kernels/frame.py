@@ -123,11 +123,32 @@ def intake_ref(x: torch.Tensor, cache: torch.Tensor, tiles: torch.Tensor, tile: 
         return torch.ones(h * w, dtype=torch.bool, device=x.device)
     if threshold == 0:
         kind = SAME_SIZE_INT[cache.element_size()]
-        moved = (new.view(kind) != target.view(kind)).any(1)[0]
+        differs = new.view(kind) != target.view(kind)
     else:
-        moved = ((new.float() - target.float()).abs() > threshold).any(1)[0]
-    sel = tiles.bool().repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
-    changed = moved & sel
+        differs = (new.float() - target.float()).abs() > threshold
+    # Channel by channel: any(1) over the three strided channels of an 854x480 frame took
+    # 2.2 ms, these ORs 1.1 (hand-run).
+    moved = differs[0, 0]
+    for c in range(1, channels):
+        moved |= differs[0, c]
+    held = ~tiles.bool()  # tiles the change map held back: their pixels stay as cached
+    some_held = bool(held.any())
+    if some_held:
+        held_pixels = held.repeat_interleave(tile, 0).repeat_interleave(tile, 1)[:h, :w]
+        changed = moved & ~held_pixels
+    else:
+        changed = moved
+    if threshold == 0 and 4 * int(held.count_nonzero()) <= held.numel():
+        # A pixel that did not move holds the same bits, so the frame is copied whole and
+        # the few held-back pixels put back: no frame-sized temporary (at 854x480 the copy
+        # took 0.6 ms, the one pass below 3 ms; hand-run).
+        if some_held:
+            rows = held_pixels.reshape(-1).nonzero().squeeze(1)
+            cached = cache.index_select(0, rows)
+        target.copy_(new)
+        if some_held:
+            cache.index_copy_(0, rows, cached)
+        return changed.reshape(-1)
     # One pass over the whole frame: at 854x480 with most pixels changed that took 5.3
     # against 7.3 ms for gathering and scattering the changed rows.
     target.copy_(torch.where(changed, new, target))

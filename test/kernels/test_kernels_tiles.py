@@ -89,8 +89,11 @@ def test_candidates_listing_and_counts(seed):
 
 @pytest.mark.parametrize('dtype', DTYPES)
 @pytest.mark.parametrize('threshold', [0.0, 0.5])
-def test_intake(dtype, threshold):
-    kc.check_intake('cpu', dtype, 7, threshold)
+@pytest.mark.parametrize('held', ['half', 'one', 'none'])
+def test_intake(dtype, threshold, held):
+    # Tiles held back by the change map: half of them, or (a moving camera: the reference
+    # copies the frame whole at threshold 0) one or none.
+    kc.check_intake('cpu', dtype, 7 if held == 'half' else 8, threshold, held)
 
 
 @pytest.mark.parametrize('dtype', DTYPES)
