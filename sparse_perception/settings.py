@@ -162,9 +162,9 @@ class SparsitySettings:
     # it waits for the band: above this share of the input's tiles the frame runs ungated,
     # recomputing every change and every stale position, and the glance is skipped when
     # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
-    # gates_sweep.md, refresh 32) 1 (never) lost 0.87 IoU points at 99.14% agreement and
-    # 1.11x; 0.5 lost none at 99.97% and 1.67x. Parkour (one person) ran the same with
-    # either: its gates stay under half the frame.
+    # gates_sweep.md, refresh 32) 1 (never) lost 0.02 IoU points at 99.93% agreement and ran
+    # at 0.98x of dense; 0.5 lost none at 99.97% and ran at 1.15x. Parkour (one person) ran
+    # the same with either: its gates stay under half the frame.
     gate_dense_above: float = setting(
         0.5, "Run a frame ungated when its gate covers more than this share of the input's "
         'tiles', low=0.0, high=1.0)
@@ -174,7 +174,7 @@ class SparsitySettings:
     # never staler than this many frames (and someone the gate missed is found within
     # them). Each band costs 1/N of a frame. With the glance on DAVIS, every fourth frame
     # (bench/results/gates_sweep.md), 8 / 16 / 32 ran parkour at 34% / 29% / 26% of dense
-    # MACs, losing 0.22 / 0.16 / 0.40 IoU points, and kept 99.92% / 99.51% / 99.47% of the
+    # MACs, losing 0.22 / 0.15 / 0.40 IoU points, and kept 99.91% / 99.51% / 99.46% of the
     # static vtest40 clip's mask: 16 is the cheapest with a margin on both bounds.
     gate_refresh: int = setting(
         16, 'Recompute every position at least every N frames under a gate (0 = never)',
