@@ -99,7 +99,7 @@ def any_set(mask: torch.Tensor) -> bool:
     Whether a bool tensor holds a True.
 
     Read as bytes: over a 480x854 mask torch's bool any() took 215 us on one CPU thread, the
-    bytes' maximum 7 (hand-run).
+    bytes' maximum 7 us (hand-run).
     """
     return mask.numel() > 0 and bool(mask.view(torch.uint8).amax())
 
@@ -586,7 +586,7 @@ class Resample(Run):
             stats.mode, stats.active, stats.changed = 'full', self.positions, self.positions
             return self.full
         cand = self.candidates(f, changes)
-        if f.gate is not None:
+        if f.gate is not None and self.positions > 1:
             cand = self.gated(f, cand)
         if cand is None or cand.count == 0:
             return None
@@ -902,8 +902,8 @@ class Positionwise(Run):
         every input position a tap reads ranks the same class first by a margin, the
         weighted sum (weights >= 0) ranks it first too, by a margin far above the rounding of
         that sum, so that class is the arg-max the scores would give. Only the other
-        positions get their scores computed (their taps gathered) and their maximum taken.
-        The resampling's own run then only hands on where to recompute.
+        positions get their scores computed and their maximum taken. The resampling's own
+        run then only hands on where to recompute.
         """
         self.source = source
         source.folded = True
@@ -918,7 +918,7 @@ class Positionwise(Run):
         cand = None
         if not f.dense:
             cand = self.candidates(f, changes)
-            if f.gate is not None:
+            if f.gate is not None and self.positions > 1:
                 cand = self.gated(f, cand)
             if cand is None or cand.count == 0:
                 return None
