@@ -65,17 +65,21 @@ class Gate:
             # any of a range (prefix sums); the ranges depend on the sizes only (cached).
             rows = self._rows.get(height)
             if rows is None:
-                rows = self._rows[height] = _any_in_spans(
+                rows = self._rows[height] = any_in_spans(
                     self._tiles, _spans(height, self.height, self.tile, self._tiles.device))
-            mask = _any_in_spans(rows.t(), _spans(width, self.width, self.tile,
-                                                  rows.device)).t().contiguous()
+            mask = any_in_spans(rows.t(), _spans(width, self.width, self.tile,
+                                                 rows.device)).t().contiguous()
             self._maps[key] = mask
         return mask
 
 
-def _any_in_spans(tiles: torch.Tensor, spans: tuple[torch.Tensor, ...] | torch.Tensor
-                  ) -> torch.Tensor:
-    """Rows of ``tiles`` (T, C) OR-ed over each span: (n, C) for n spans of tile rows."""
+def any_in_spans(tiles: torch.Tensor, spans: tuple[torch.Tensor, ...] | torch.Tensor
+                 ) -> torch.Tensor:
+    """
+    Rows of bool ``tiles`` (T, C) OR-ed over each span: (n, C) for n spans of rows.
+
+    ``spans`` is one row index per span, or the spans' [lo, hi) bounds.
+    """
     if isinstance(spans, torch.Tensor):  # every span is one tile row
         return tiles.index_select(0, spans)
     lo, hi = spans

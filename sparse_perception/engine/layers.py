@@ -42,7 +42,7 @@ import torch.nn.functional as F
 class Change:
     """The positions of one tensor that changed in this frame: all, or a mask / an index."""
 
-    __slots__ = ('height', 'width', 'full', '_mask', '_idx', '_ext', '_count')
+    __slots__ = ('height', 'width', 'full', '_mask', '_idx', '_ext', '_count', 'inside')
 
     def __init__(self, height: int, width: int, *, full: bool = False,
                  mask: torch.Tensor | None = None, idx: torch.Tensor | None = None,
@@ -54,6 +54,9 @@ class Change:
         self._idx = idx  # int64 (n,)
         self._ext = None  # bool (P + 3,): the mask with the cache's extra rows unset
         self._count = count  # known without counting the mask
+        # This frame's gate map of this size when the positions are known to lie inside it
+        # (a layer of this size gated them): the next layer of that size need not test them.
+        self.inside: torch.Tensor | None = None
 
     @property
     def positions(self) -> int:
@@ -124,7 +127,10 @@ def union(parts: list[Change], full: Change) -> Change | None:
     mask = parts[0].mask
     for p in parts[1:]:
         mask = mask | p.mask
-    return Change(full.height, full.width, mask=mask)
+    change = Change(full.height, full.width, mask=mask)
+    if all(p.inside is parts[0].inside for p in parts):
+        change.inside = parts[0].inside
+    return change
 
 
 class Run:
@@ -255,6 +261,8 @@ class Run:
         if cand is None and stale is None:
             return None
         gate = f.gate.at(self.value.height, self.value.width)
+        if stale is None and cand is not None and cand.inside is gate:
+            return cand  # gated by a layer of this size: nothing to leave out
         if cand is None:
             want = stale
         elif cand.full:
@@ -269,10 +277,14 @@ class Run:
             # order. A mask would list them row-major, and the order of the rows in a batch
             # moves the rounding of some ops (a vectorised sigmoid, say): a gate over
             # everything must compute bit for bit what no gate does.
+            if not cand.full:  # (a full change is the layer's own, kept across frames)
+                cand.inside = gate
             return cand
         if not any_set(keep):
             return None
-        return Change(self.value.height, self.value.width, mask=keep)
+        change = Change(self.value.height, self.value.width, mask=keep)
+        change.inside = gate
+        return change
 
     def sparse_work(self, f: Any, cand: Change) -> Any:
         """

@@ -49,6 +49,7 @@ until the band passes (their IoU is not what the gate protects).
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from sparse_perception.settings import PerceptionSettings, SparsitySettings
@@ -102,15 +103,60 @@ def resize_outputs(outputs: Any, decoder: str, height: int, width: int) -> Any:
 
 
 def to_tiles(mask: Any, height: int, width: int, tile: int) -> Any:
-    """Turn a bool (h, w) map over an (height, width) input into (ceil(H/t), ceil(W/t)) tiles."""
+    """
+    Turn a bool (h, w) map over an (height, width) input into (ceil(H/t), ceil(W/t)) tiles.
+
+    A tile is set where the map, scaled to the input by nearest neighbour (torch's
+    ``interpolate``), has a set pixel inside it. Computed without that input-sized map: a
+    map of the input's size pools its tiles as bytes, a smaller one ORs, per tile, the span
+    of its rows (then columns) that the tile's pixels read.
+    """
+    import torch
     import torch.nn.functional as F
 
-    m = mask.reshape(1, 1, *mask.shape[-2:]).float()
-    if tuple(m.shape[-2:]) != (height, width):
-        m = F.interpolate(m, size=(height, width), mode='nearest')
-    th, tw = -(-height // tile), -(-width // tile)
-    m = F.pad(m, (0, tw * tile - width, 0, th * tile - height))
-    return F.max_pool2d(m, tile)[0, 0] > 0
+    m = mask.reshape(mask.shape[-2:])
+    if m.dtype != torch.bool:
+        m = m != 0
+    if tuple(m.shape) == (height, width):
+        th, tw = -(-height // tile), -(-width // tile)
+        u = F.pad(m.view(torch.uint8), (0, tw * tile - width, 0, th * tile - height))
+        return u.view(th, tile, tw, tile).amax((1, 3)) > 0
+    return _tile_rows(_tile_rows(m, height, tile).t(), width, tile).t()
+
+
+def _tile_rows(m: Any, size: int, tile: int) -> Any:
+    """OR the rows of bool ``m`` (n, C) that each tile of ``size`` input rows reads: (T, C)."""
+    from sparse_perception.engine.gate import any_in_spans
+
+    n = m.shape[0]
+    src = None if n == size else _nearest(n, size, m.device)
+    if src is not None and n > size:  # shrinking skips rows: keep the ones read, in order
+        m, src = m.index_select(0, src), None
+    first, last = _tile_ends(size, tile, m.device)
+    # Nearest neighbour reads rows in order, one step at most between neighbours when
+    # enlarging: a tile reads every row from its first pixel's to its last pixel's.
+    if src is None:
+        return any_in_spans(m, (first, last + 1))
+    return any_in_spans(m, (src.index_select(0, first), src.index_select(0, last) + 1))
+
+
+@functools.lru_cache(maxsize=32)
+def _nearest(n: int, size: int, device: Any) -> Any:
+    """Row of ``n`` that each of ``size`` rows reads under torch's nearest neighbour."""
+    import torch
+    import torch.nn.functional as F
+
+    rows = torch.arange(n, dtype=torch.float64).view(1, 1, n)
+    return F.interpolate(rows, size=size, mode='nearest').view(-1).long().to(device)
+
+
+@functools.lru_cache(maxsize=32)
+def _tile_ends(size: int, tile: int, device: Any) -> tuple[Any, Any]:
+    """First and last of ``size`` rows in each tile of ``tile`` rows."""
+    import torch
+
+    first = torch.arange(0, size, tile)
+    return first.to(device), (torch.clamp(first + tile, max=size) - 1).to(device)
 
 
 def grow(tiles: Any, margin: int) -> Any:

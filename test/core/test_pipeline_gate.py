@@ -210,6 +210,28 @@ def test_gate_maps_from_each_kind_of_output():
         person_map(ids, 'single_pose', 0)
 
 
+@pytest.mark.parametrize('map_hw, input_hw, tile', [
+    ((120, 214), (480, 854), 16),  # a glance at 1/4 of a DAVIS frame
+    ((480, 854), (480, 854), 16),  # a full-size output
+    ((30, 54), (480, 854), 16),  # coarser than the tiles
+    ((100, 300), (37, 41), 8),  # larger than the input: rows and columns skipped
+    ((17, 23), (100, 61), 7),  # neither a multiple of the other
+    ((3, 5), (3, 5), 1),
+])
+def test_tiles_are_the_map_scaled_to_the_input_by_nearest_then_pooled(map_hw, input_hw, tile):
+    import torch
+    import torch.nn.functional as F
+
+    generator = torch.Generator().manual_seed(3)
+    for share in (0.001, 0.05, 0.5):
+        mask = torch.rand(map_hw, generator=generator) < share
+        scaled = F.interpolate(mask[None, None].float(), size=input_hw, mode='nearest')
+        th, tw = -(-input_hw[0] // tile), -(-input_hw[1] // tile)
+        padded = F.pad(scaled, (0, tw * tile - input_hw[1], 0, th * tile - input_hw[0]))
+        expected = F.max_pool2d(padded, tile)[0, 0] > 0
+        assert torch.equal(to_tiles(mask, *input_hw, tile), expected)
+
+
 @pytest.mark.slow
 def test_a_dropped_gate_is_the_ungated_engine_bit_for_bit(parkour):
     # At 0 every gate that holds somebody is dropped: the frames run ungated, without a glance.
