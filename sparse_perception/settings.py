@@ -159,7 +159,7 @@ class SparsitySettings:
     gate_margin: int = setting(
         2, 'Grow the gate by this many change tiles around the people', low=0, high=64)
     # A gate over most of the frame (a crowd) saves little and leaves the rest stale, where
-    # it waits for the band: above this share of the input's tiles the frame runs ungated,
+    # it waits for the refresh cells: above this share of the input's tiles the frame runs ungated,
     # recomputing every change and every stale position, and the glance is skipped when
     # the last frame's people, grown, cover that much already. On DAVIS breakdance (a crowd;
     # gates_sweep.md, refresh 32) 1 (never) lost 0.02 IoU points at 99.93% agreement and ran
@@ -170,12 +170,10 @@ class SparsitySettings:
         'tiles', low=0.0, high=1.0)
     glance_scale: float = setting(
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
-    # A band of tile rows that moves down the frame joins every gate, so a position is
-    # never staler than this many frames (and someone the gate missed is found within
-    # them). Each band costs 1/N of a frame. With the glance on DAVIS, every fourth frame
-    # (bench/results/gates_sweep.md), 8 / 16 / 32 ran parkour at 34% / 29% / 26% of dense
-    # MACs, losing 0.22 / 0.15 / 0.40 IoU points, and kept 99.91% / 99.51% / 99.46% of the
-    # static vtest40 clip's mask: 16 is the cheapest with a margin on both bounds.
+    # N about square cells of tiles split the frame, and the next one in reading order joins
+    # every gate, so a position is never staler than N frames (and someone the gate missed
+    # is found within them). Each cell costs 1/N of a frame (gates/maker.py: refresh_cell).
+    # bench/results/gates_sweep.md measures 8, 16 and 32 with the glance on DAVIS.
     gate_refresh: int = setting(
         16, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
@@ -328,7 +326,7 @@ class PoseSettings:
         'the pose head (0 = off: the detector alone)', low=0, high=100000)
     # Spatial gate of a single-person pose network (sparse_perception/gates/track.py):
     # 'track' recomputes only inside the box of the last frame's confident keypoints, grown
-    # by sparsity.gate_margin, with the segmentation gates' refresh band and crowd fallback
+    # by sparsity.gate_margin, with the segmentation gates' refresh cells and crowd fallback
     # (sparsity.gate_refresh, sparsity.gate_dense_above). After a frame without a confident
     # keypoint the next runs ungated. Positions outside the gate keep their cached values
     # and are recomputed once a gate covers them: none is exact.

@@ -714,7 +714,7 @@ class Resample(Run):
         Return (band, first column, end column) of each band holding a changed position.
 
         A band is computed only between its first and last changed column: under a gate a
-        moving camera changes a few columns of most rows (the gate's refresh band aside).
+        moving camera changes a few columns of most rows.
         """
         flags = mask.to(torch.uint8)
         hit = flags.new_zeros(len(self.bands), mask.shape[1]).scatter_reduce_(

@@ -21,7 +21,7 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
 
 - ``previous``: the person tiles of the last frame's output, grown by ``sparsity.gate_margin``
   tiles. Cheap, but someone who appears away from everyone seen is found only when the
-  refresh band (below) passes over them.
+  refresh cell (below) passes over them.
 - ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
@@ -39,17 +39,19 @@ the frame recomputes every change and every stale position, which costs little m
 gate would and leaves nothing waiting. The glance is skipped when the last frame's people,
 grown, cover that much already.
 
-Every gate also holds a band of tile rows that moves down the frame, so that every position
-is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how stale a cached
-position can get; 0 turns the band off).
+Every gate also holds a refresh cell: ``sparsity.gate_refresh`` about square blocks of tiles
+split the frame, and each frame's gate takes the next one in reading order, so that every
+position is recomputed at least every ``sparsity.gate_refresh`` frames (the bound on how
+stale a cached position can get; 0 turns the cells off).
 
 Gates follow people: on the PASCAL models other classes outside the gate keep stale labels
-until the band passes (their IoU is not what the gate protects).
+until the refresh cell passes (their IoU is not what the gate protects).
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any, Callable
 
 from sparse_perception.settings import PerceptionSettings, SparsitySettings
@@ -176,21 +178,47 @@ def covers_most(tiles: Any, dense_above: float) -> bool:
 
 def bound(tiles: Any, margin: int, dense_above: float, refresh: int, frame: int) -> Any:
     """
-    Turn a frame's people tiles into its gate: grown by ``margin``, with the refresh band.
+    Turn a frame's people tiles into its gate: grown by ``margin``, with the refresh cell.
 
     Returns None (the frame runs ungated: it recomputes every change and every stale
     position) when the grown tiles cover more than ``dense_above`` of the input. Otherwise
-    the band of frame number ``frame`` joins them, so that a position is never staler than
-    ``refresh`` frames (0: no band). ``tiles`` may be changed in place.
+    the refresh cell of frame number ``frame`` joins them, so that a position is never
+    staler than ``refresh`` frames (0: no cell). ``tiles`` may be changed in place.
     """
     tiles = grow(tiles, margin)
     if covers_most(tiles, dense_above):
         return None
     if refresh > 0:
-        rows = tiles.shape[0]
-        band = frame % refresh
-        tiles[band * rows // refresh:(band + 1) * rows // refresh] = True
+        top, bottom, left, right = refresh_cell(tiles.shape[0], tiles.shape[1], refresh, frame)
+        tiles[top:bottom, left:right] = True
     return tiles
+
+
+def refresh_cell(rows: int, columns: int, period: int, frame: int) -> tuple[int, int, int, int]:
+    """
+    Return the tiles, rows [top, bottom) and columns [left, right), that ``frame`` refreshes.
+
+    The ``period`` cells of consecutive frames tile the map exactly once, in rows of cells
+    scanned in reading order. The cells are about square: a layer 16 times coarser than the
+    input sees a band of tile rows across the frame as a row or two of positions, which its
+    tiles of 4x4 positions cover several times over. With a band on DAVIS parkour (the
+    glance, the defaults) the depthwise layers there computed 56% of their positions for 20%
+    gated, with these cells 41% (hand-run).
+    """
+    side = math.sqrt(rows * columns / period)
+    bands = max(1, min(rows, period, round(rows / side)))
+    index = frame % period
+    per_band, extra = divmod(period, bands)  # the first `extra` bands hold one cell more
+    band, first = 0, 0
+    while True:
+        cells = per_band + (band < extra)
+        if index < first + cells:
+            break
+        first += cells
+        band += 1
+    cell = index - first
+    return (band * rows // bands, (band + 1) * rows // bands,
+            cell * columns // cells, (cell + 1) * columns // cells)
 
 
 class GateMaker:

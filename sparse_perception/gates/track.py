@@ -17,7 +17,7 @@ The track gate of a single-person pose network (``pose.gate track``, MoveNet).
 
 The gate is the box around the last frame's keypoints that score at least
 ``pose.gate_score``, in the network input's tiles, grown by ``sparsity.gate_margin`` tiles,
-with the refresh band and the crowd fallback of the segmentation gates (maker.py:
+with the refresh cells and the crowd fallback of the segmentation gates (maker.py:
 ``sparsity.gate_refresh``, ``sparsity.gate_dense_above``). A frame after one without a
 confident keypoint runs ungated: there is nobody to follow, and whoever appears must be found
 anywhere.

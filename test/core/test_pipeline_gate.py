@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from sparse_perception import settings as st
-from sparse_perception.gates.maker import grow, person_map, resize_outputs, to_tiles
+from sparse_perception.gates.maker import (bound, grow, person_map, refresh_cell, resize_outputs,
+                                           to_tiles)
 from sparse_perception.pipeline import ModelLoadError, Pipeline
 from support import require_shared
 
@@ -230,6 +231,40 @@ def test_tiles_are_the_map_scaled_to_the_input_by_nearest_then_pooled(map_hw, in
         padded = F.pad(scaled, (0, tw * tile - input_hw[1], 0, th * tile - input_hw[0]))
         expected = F.max_pool2d(padded, tile)[0, 0] > 0
         assert torch.equal(to_tiles(mask, *input_hw, tile), expected)
+
+
+@pytest.mark.parametrize('rows, columns', [(30, 54), (4, 4), (1, 1), (3, 100), (100, 3), (7, 9)])
+@pytest.mark.parametrize('period', [1, 2, 3, 7, 16, 17, 64, 1000])
+def test_the_refresh_cells_of_a_period_cover_every_tile_once(rows, columns, period):
+    import torch
+
+    covered = torch.zeros(rows, columns, dtype=torch.int64)
+    for frame in range(period, 2 * period):  # any period's frames, in any order
+        top, bottom, left, right = refresh_cell(rows, columns, period, frame)
+        covered[top:bottom, left:right] += 1
+    assert torch.equal(covered, torch.ones_like(covered))  # never staler than the period
+
+
+def test_the_refresh_cells_are_about_square():
+    # DAVIS's 854x480 in tiles of 16 at the default period: 3 rows of cells, 10 tiles tall
+    # and 9 to 11 wide, where a band of rows across the frame would be 1 or 2 tiles tall.
+    shapes = {(bottom - top, right - left) for top, bottom, left, right in
+              (refresh_cell(30, 54, 16, frame) for frame in range(16))}
+    assert shapes == {(10, 9), (10, 10), (10, 11)}
+
+
+def test_a_gate_holds_its_frames_refresh_cell_unless_it_is_dropped():
+    import torch
+
+    people = torch.zeros(30, 54, dtype=torch.bool)
+    people[12, 20] = True
+    gate = bound(people.clone(), 1, 0.5, 16, 17)  # frame 17: the second cell
+    cell = torch.zeros_like(people)
+    cell[0:10, 9:18] = True
+    assert torch.equal(gate, grow(people, 1) | cell)
+    assert torch.equal(bound(people.clone(), 1, 0.5, 0, 17), grow(people, 1))  # no cell
+    crowd = torch.ones_like(people)
+    assert bound(crowd, 1, 0.5, 16, 17) is None  # a crowd: ungated, no cell needed
 
 
 @pytest.mark.slow

@@ -56,10 +56,11 @@ def test_the_gate_follows_the_last_frame_grown_by_the_margin():
     assert gate.gate(64, 64) is None
 
 
-def test_the_band_and_the_crowd_fallback_are_those_of_the_segmentation_gates():
+def test_the_refresh_cell_and_the_crowd_fallback_are_those_of_the_segmentation_gates():
     gate = _gate(**{'sparsity.gate_refresh': 4})
-    gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)  # frame 1: the band is row 1
-    assert gate.gate(64, 64).nonzero().tolist() == [[0, 0], [1, 0], [1, 1], [1, 2], [1, 3]]
+    # Frame 1 of 4 cells of 2x2 tiles: the top right cell joins the box's tile.
+    gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)
+    assert gate.gate(64, 64).nonzero().tolist() == [[0, 0], [0, 2], [0, 3], [1, 2], [1, 3]]
     for margin, dense_above, gated in ((1, 0.25, True), (1, 0.2, False), (2, 0.5, False)):
         gate.reconfigure(st.replace(st.PerceptionSettings(), {
             'pose.gate': 'track', 'sparsity.gate_margin': margin, 'sparsity.gate_refresh': 0,
