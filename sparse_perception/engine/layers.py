@@ -177,6 +177,13 @@ class Run:
             parts.append(ch)
         return union(parts, self.full)
 
+    def to_recompute(self, f: Any, changes: dict) -> Change | None:
+        """Return the candidates, under the frame's gate when it has one (see :meth:`gated`)."""
+        cand = self.candidates(f, changes)
+        if f.gate is not None and self.positions > 1:
+            cand = self.gated(f, cand)
+        return cand
+
     def operands(self, f: Any) -> dict:
         """Return the caches read by the epilogue, by value id."""
         return {v: f.caches[v] for v in self.operand_ids}
@@ -196,9 +203,7 @@ class Run:
             stats.computed = stats.changed = self.positions
             stats.macs = self.positions * self.macs_per_position
             return self.full
-        cand = self.candidates(f, changes)
-        if f.gate is not None and self.positions > 1:
-            cand = self.gated(f, cand)
+        cand = self.to_recompute(f, changes)
         if cand is None:
             return None
         count = cand.count
@@ -597,9 +602,7 @@ class Resample(Run):
         if f.dense:
             stats.mode, stats.active, stats.changed = 'full', self.positions, self.positions
             return self.full
-        cand = self.candidates(f, changes)
-        if f.gate is not None and self.positions > 1:
-            cand = self.gated(f, cand)
+        cand = self.to_recompute(f, changes)
         if cand is None or cand.count == 0:
             return None
         stats.mode = 'dense' if cand.full else 'sparse'
@@ -929,9 +932,7 @@ class Positionwise(Run):
             return super().step(f, changes, stats)
         cand = None
         if not f.dense:
-            cand = self.candidates(f, changes)
-            if f.gate is not None and self.positions > 1:
-                cand = self.gated(f, cand)
+            cand = self.to_recompute(f, changes)
             if cand is None or cand.count == 0:
                 return None
         whole = cand is None or cand.full
