@@ -38,6 +38,8 @@ examples:
   sparse-perception eval accuracy --json quick.json --davis-frames 0:20 --sections davis
   sparse-perception eval accuracy --json t20.json --change.threshold 20 \
       --pose.change_threshold 20
+  sparse-perception eval accuracy --json g.json --sections davis --sparsity.gate glance \
+      --anchor deeplabv3_mnv2_pascal
 exit status: 0 done (also when an accuracy bound is missed: see criteria in the JSON),
 1 missing data or a model that cannot load (one line on stderr), 2 usage.
 """
@@ -98,6 +100,12 @@ def register(subparsers) -> None:
                      'interpreter [all with a TFLite reference; MediaPipe ones when cached]')
     acc.add_argument('--markdown', type=Path, metavar='PATH',
                      help='also write the result as markdown tables here')
+    acc.add_argument('--anchor', action='append', default=[], metavar='MODEL',
+                     help='also run MODEL (a registered name or a file) dense on the clips of '
+                     'its head, in alternation with the others, and compare its score and '
+                     "time with the incremental pipeline's: the dense pipeline you would run "
+                     'instead, e.g. deeplabv3_mnv2_pascal on LiteRT (one per head; '
+                     'repeatable)')
     acc.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
     settings.add_cli_flags(acc)
     acc.set_defaults(func=run_accuracy)
@@ -184,12 +192,13 @@ def options_from_args(args: argparse.Namespace):
     if unknown and 'parity' in sections:  # before the other sections' minutes
         raise accuracy.EvaluationError(f'--parity-models: {", ".join(unknown)} not registered; '
                                        f'known: {", ".join(REGISTRY)}')
+    accuracy.anchor_heads(args.anchor, sections, settings.model.models_dir or None)
     return accuracy.AccuracyOptions(
         settings=settings, sections=sections,
         davis_frames=FrameRange.parse(args.davis_frames),
         jhmdb_frames=FrameRange.parse(args.jhmdb_frames), sequences=sequences,
         parity_davis_frames=args.parity_frames[0], parity_jhmdb_frames=args.parity_frames[1],
-        parity_models=tuple(args.parity_models))
+        parity_models=tuple(args.parity_models), anchors=tuple(args.anchor))
 
 
 def run_accuracy(args: argparse.Namespace) -> int:
@@ -223,6 +232,8 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
 def summary(result: dict, path: Path) -> str:
     """Return the lines printed when the evaluation is done."""
+    from sparse_perception.evaluation import accuracy
+
     lines = []
     for name, entry in result.get('parity', {}).items():
         if 'skipped' in entry:
@@ -236,6 +247,15 @@ def summary(result: dict, path: Path) -> str:
                      f"{entry['incremental_iou']:.4f}, agreement "
                      f"{entry['agreement'] * 100:.3f}%, active {entry['active_fraction']:.3f}")
     jhmdb = result.get('jhmdb')
+    anchored = [(f'davis {name}', e) for name, e in result.get('davis', {}).items()
+                if 'anchor' in e] + ([('jhmdb', jhmdb)] if jhmdb and 'anchor' in jhmdb else [])
+    for label, entry in anchored:
+        anchor = entry['anchor']
+        metric = 'iou' if 'iou' in anchor else 'pck'
+        speed = '-' if anchor['speedup'] is None else f"{anchor['speedup']:.2f}x"
+        lines.append(f"{label}: anchor {anchor['model']} {accuracy.METRIC_NAMES[metric]} "
+                     f'{_fmt(anchor[metric])}, incremental '
+                     f"{_fmt(entry[f'incremental_{metric}'])}, speedup over it {speed}")
     if jhmdb:
         lines.append(f"jhmdb: PCK dense {jhmdb['dense_pck']:.4f}, incremental "
                      f"{jhmdb['incremental_pck']:.4f}, active {jhmdb['active_fraction']:.3f}")
@@ -245,6 +265,10 @@ def summary(result: dict, path: Path) -> str:
                                             'MISSED: ' + '; '.join(check['failures'])))
     lines.append(f"{result['timing']['total_s']:.0f} s; written to {path}")
     return '\n'.join(lines)
+
+
+def _fmt(value: float | None) -> str:
+    return '-' if value is None else f'{value:.4f}'
 
 
 def points_from_args(args: argparse.Namespace) -> list[dict]:

@@ -35,6 +35,12 @@ same run, in alternation).
   around all 15 annotated joints (see :mod:`sparse_perception.replay.groundtruth`).
 - ``settings``: the change and sparsity settings used, with the active fraction they produced.
 
+An anchor (``--anchor MODEL``, the dense pipeline a user would otherwise run, e.g. the stock
+513x513 DeepLab on LiteRT) runs dense on the same frames, in alternation with the other two:
+each clip of its head then has an ``anchor`` entry with its score against the ground truth,
+its p50 time and ``speedup`` (anchor p50 / incremental p50). Its network may differ from
+the evaluated one (size, weights, runtime), so there is no agreement with it.
+
 Frames are read with the replay's image-folder source and scored with the replay's metric
 classes (:mod:`sparse_perception.replay.metrics`) and ground-truth readers, and frames are
 matched to annotations by their position in the sequence, as the replay does for a bag.
@@ -74,6 +80,7 @@ DAVIS_RATE_HZ = 24.0  # DAVIS 2016 frames are 24 per second
 JHMDB_CLIP = 'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2'
 JHMDB_RATE_HZ = 30.0
 SECTIONS = ('parity', 'davis', 'jhmdb')
+METRIC_NAMES = {'iou': 'IoU', 'pck': 'PCK'}  # result keys -> how they are written
 # Every other DAVIS frame (12 of its 24 per second): dense and incremental DeepLab on all 184
 # frames took 7.7 minutes (at 513x513) of the 10 the evaluation may take on 2 shared CPU cores.
 DAVIS_FRAMES = '::2'
@@ -298,6 +305,71 @@ def activity(incremental: HeadRun, dense: HeadRun) -> dict[str, Any]:
     }
 
 
+def anchor_score(clip: Clip, frames: Sequence[Frame], truth: Any, anchor: HeadRun,
+                 incremental: HeadRun, names: Sequence[str], model: str) -> dict[str, Any]:
+    """
+    Score an anchor's run against the annotations; time it against the incremental run.
+
+    ``names`` are the anchor's own class or joint names (its labels may differ from the
+    evaluated model's).
+    """
+    from sparse_perception.replay.runner import class_id, coco_view
+
+    out: dict[str, Any] = {'model': model}
+    if clip.head == 'segmentation':
+        person = class_id(tuple(names), GT_CLASS)
+        iou = BinaryIou()
+        for i, frame in enumerate(frames):
+            mask = None if truth is None else truth.for_frame(frame.index)
+            if mask is not None:
+                iou.add(anchor.masks[i] == person, mask)
+        out['iou'] = iou.summary()['iou']
+    else:
+        pck = Pck(PCK_ALPHA, PCKH_ALPHA)
+        for i, frame in enumerate(frames):
+            people = None if truth is None else truth.for_frame(frame.index)
+            if people is not None:
+                pck.add(coco_view(anchor.keypoints[i], names), people)
+        out['pck'] = pck.summary()['pck']
+    ours = summarize(incremental.ms[1:] or incremental.ms)
+    theirs = summarize(anchor.ms[1:] or anchor.ms)
+    out['latency_ms'] = theirs
+    out['speedup'] = (theirs['p50'] / ours['p50']
+                      if ours and theirs and ours['p50'] > 0 else None)
+    return out
+
+
+def anchor_heads(names: Sequence[str], sections: Sequence[str],
+                 models_dir: str | None = None) -> dict[str, str]:
+    """
+    Return ``{head: model}`` for the anchors named, each run for the head it serves.
+
+    Raises EvaluationError for a model that cannot be loaded, two anchors of one head, or an
+    anchor whose head no section scores.
+    """
+    from sparse_perception.models.registry import load_model, REGISTRY
+
+    scored = {'davis': 'segmentation', 'jhmdb': 'pose'}
+    heads: dict[str, str] = {}
+    for name in names:
+        if name in REGISTRY:
+            kind = REGISTRY[name].kind
+        else:
+            try:
+                kind = load_model(name, models_dir=models_dir).kind
+            except (OSError, ValueError) as exc:
+                raise EvaluationError(f'--anchor {name}: {exc}') from None
+        if kind in heads:
+            raise EvaluationError(f'--anchor {name}: {heads[kind]} is already the {kind} '
+                                  'anchor (one per head)')
+        section = next(s for s, head in scored.items() if head == kind)
+        if section not in sections:
+            raise EvaluationError(f'--anchor {name} is a {kind} model, and the {section} '
+                                  'section, which scores that head, is not run')
+        heads[kind] = name
+    return heads
+
+
 def _drop(dense: float | None, incremental: float | None) -> float | None:
     if dense is None or incremental is None:
         return None
@@ -346,20 +418,28 @@ class Evaluator:
     about twice as fast as one that alternates, so only latencies taken side by side compare.
     """
 
-    def __init__(self, settings: PerceptionSettings, log: Callable[[str], None] = print):
+    def __init__(self, settings: PerceptionSettings, log: Callable[[str], None] = print,
+                 anchors: dict[str, str] | None = None):
         self.settings = settings
         self.log = log
+        self.anchors = dict(anchors or {})  # head -> a model run dense beside (anchor_heads)
         self._incremental: dict[str, Any] = {}
         self._dense: dict[str, Any] = {}
+        self._anchor: dict[str, Any] = {}
 
-    def _pipelines(self, head: str, first: Frame) -> tuple[Any, Any]:
+    def _pipelines(self, head: str, first: Frame) -> list[Any]:
         if head not in self._incremental:
             self._incremental[head] = _pipeline(self.settings, head, True)
             loop.warm([self._incremental[head]], first)
         if head not in self._dense:
             self._dense[head] = _pipeline(self.settings, head, False)
             loop.warm([self._dense[head]], first)
-        return self._incremental[head], self._dense[head]
+        if head in self.anchors and head not in self._anchor:
+            anchor = settings_module.replace(self.settings, {f'model.{head}': self.anchors[head]})
+            self._anchor[head] = _pipeline(anchor, head, False)
+            loop.warm([self._anchor[head]], first)
+        return [self._incremental[head], self._dense[head],
+                *([self._anchor[head]] if head in self._anchor else [])]
 
     def discard_incremental(self) -> None:
         """Drop the incremental pipelines (after a failure); the next clip builds new ones."""
@@ -382,21 +462,31 @@ class Evaluator:
     def clip(self, data: ClipData) -> dict[str, Any]:
         """Run and score one clip, dense and incremental in alternation, frame by frame."""
         head = data.clip.head
-        incremental, dense = self._pipelines(head, data.frames[0])
+        pipelines = self._pipelines(head, data.frames[0])
         started = time.perf_counter()
-        run, dense_run = run_head([incremental, dense], head, data.frames)
-        names = incremental.class_names if head == 'segmentation' else incremental.joint_names
-        result = score(data.clip, data.frames, data.truth, run, dense_run, names)
+        runs = run_head(pipelines, head, data.frames)
+        result = score(data.clip, data.frames, data.truth, runs[0], runs[1],
+                       _names(pipelines[0], head))
         result['model'] = getattr(self.settings.model, head)
+        if len(runs) > 2:
+            result['anchor'] = anchor_score(data.clip, data.frames, data.truth, runs[2],
+                                            runs[0], _names(pipelines[2], head),
+                                            self.anchors[head])
         self.log(f'{data.clip.name}: {len(data.frames)} frames in '
                  f'{time.perf_counter() - started:.1f} s, ' + _brief(result))
         return result
 
     def close(self) -> None:
         """Release the pipelines."""
-        for pipeline in [*self._incremental.values(), *self._dense.values()]:
+        for pipeline in [*self._incremental.values(), *self._dense.values(),
+                         *self._anchor.values()]:
             pipeline.close()
-        self._incremental, self._dense = {}, {}
+        self._incremental, self._dense, self._anchor = {}, {}, {}
+
+
+def _names(pipeline: Any, head: str) -> Sequence[str]:
+    """Return a pipeline's class names (segmentation) or joint names (pose)."""
+    return pipeline.class_names if head == 'segmentation' else pipeline.joint_names
 
 
 def _brief(result: dict[str, Any]) -> str:
@@ -537,6 +627,7 @@ class AccuracyOptions:
     parity_davis_frames: int = 3  # per DAVIS sequence
     parity_jhmdb_frames: int = 8
     parity_models: tuple[str, ...] = PARITY_MODELS
+    anchors: tuple[str, ...] = ()  # models run dense beside, one per head (anchor_heads)
 
 
 def default_settings(**changes: Any) -> PerceptionSettings:
@@ -561,7 +652,9 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
         require_interpreter()  # before minutes of work, not after
     clips = load_clips(options.sections, options.davis_frames, options.jhmdb_frames,
                        options.sequences)
-    evaluator = Evaluator(options.settings, log)
+    anchors = anchor_heads(options.anchors, options.sections,
+                           options.settings.model.models_dir or None)
+    evaluator = Evaluator(options.settings, log, anchors)
     try:
         for section in ('davis', 'jhmdb'):
             if section not in clips:
@@ -597,6 +690,9 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
                           'network_input': network_input(options.settings, head)}
                    for head in HEADS
                    if ('davis' if head == 'segmentation' else 'jhmdb') in options.sections},
+        'anchors': {head: {'name': name, 'network_input': network_input(
+            settings_module.replace(options.settings, {f'model.{head}': name}), head)}
+            for head, name in anchors.items()},
         'davis_frames': str(options.davis_frames), 'jhmdb_frames': str(options.jhmdb_frames),
         'davis_sequences': list(options.sequences),
         'parity_frames': {'davis_per_sequence': options.parity_davis_frames,
@@ -669,6 +765,7 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   f'{jhmdb["active_fraction_after_first"]:.3f} | '
                   f'{_ratio(jhmdb["macs_ratio"])} | {_ms(jhmdb, "dense")} | '
                   f'{_ms(jhmdb, "incremental")} | {_speedup(jhmdb)} |', '']
+    lines += _anchor_table(result)
     check = result.get('criteria')
     if check:
         lines += [f'Accuracy bounds (drop <= {check["max_drop_points"]} points, agreement >= '
@@ -695,6 +792,40 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                  'of positions recomputed; MACs / dense: multiply-accumulates executed over '
                  'those of dense passes, frames after the first.')
     return '\n'.join(lines)
+
+
+def _anchor_table(result: dict[str, Any]) -> list[str]:
+    """Markdown lines comparing each scored clip with its anchor (none without anchors)."""
+    rows = [(name, r) for name, r in result.get('davis', {}).items() if 'anchor' in r]
+    if result.get('jhmdb') and 'anchor' in result['jhmdb']:
+        rows.append((result['jhmdb']['clip'], result['jhmdb']))
+    if not rows:
+        return []
+    anchors = result['conditions'].get('anchors', {})
+    lines = ['## Beside an anchor: a dense pipeline on the same frames, in alternation', '']
+    for head, entry in anchors.items():
+        lines.append(f'- {head}: {entry["name"]}, network input {entry["network_input"]}')
+    lines += ['', '| clip | anchor | anchor score | incremental score | incremental minus '
+              'anchor (points) | anchor ms | incremental ms | speedup over the anchor |',
+              '|---|---|---|---|---|---|---|---|']
+    for name, r in rows:
+        a = r['anchor']
+        metric = 'iou' if 'iou' in a else 'pck'
+        ours = r[f'incremental_{metric}']
+        theirs = a[metric]
+        diff = '-' if ours is None or theirs is None else f'{100 * (ours - theirs):+.2f}'
+        latency = a['latency_ms']
+        lines.append(f'| {name} | {a["model"]} | {_score(theirs, metric)} | '
+                     f'{_score(ours, metric)} | {diff} | '
+                     f'{"-" if not latency else format(latency["p50"], ".0f")} | '
+                     f'{_ms(r, "incremental")} | {_speedup(a)} |')
+    lines += ['', 'Scores: person IoU (DAVIS) or PCK@0.2 (JHMDB) against the ground truth. '
+              'Speedup over the anchor: its p50 over the incremental p50.', '']
+    return lines
+
+
+def _score(value: float | None, metric: str) -> str:
+    return '-' if value is None else f'{METRIC_NAMES[metric]} {value:.4f}'
 
 
 def _ratio(value: float | None) -> str:

@@ -42,7 +42,8 @@ def short_run(tmp_path_factory):
     path = out / 'accuracy.json'
     status = _eval('--json', path, '--markdown', out / 'accuracy.md', '--davis-frames', '0:3',
                    '--jhmdb-frames', '10:13', '--sequences', 'parkour', '--parity-frames', 1, 2,
-                   '--parity-models', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning')
+                   '--parity-models', 'deeplabv3_mnv2_dm05_pascal', 'movenet_lightning',
+                   '--anchor', 'deeplabv3_mnv2_dm05_pascal')
     assert status == 0
     return json.loads(path.read_text()), (out / 'accuracy.md').read_text()
 
@@ -78,6 +79,14 @@ def test_result_contract(short_run):
     assert result['conditions']['models']['segmentation']['network_input'] == \
         'the frame size (fully convolutional)'
     assert result['environment']['versions']['torch']
+    # The anchor: a fixed-size model run dense on the same frames, scored on its own labels.
+    anchor = parkour['anchor']
+    assert anchor['model'] == 'deeplabv3_mnv2_dm05_pascal'
+    assert 0.0 <= anchor['iou'] <= 1.0 and anchor['speedup'] > 0.0
+    assert anchor['latency_ms']['p50'] > 0.0
+    assert 'anchor' not in result['jhmdb']  # no pose anchor was asked for
+    assert result['conditions']['anchors'] == {'segmentation': {
+        'name': 'deeplabv3_mnv2_dm05_pascal', 'network_input': '513x513 (resize)'}}
 
 
 @pytest.mark.slow
@@ -91,7 +100,8 @@ def test_default_settings_keep_the_bounds_on_real_frames(short_run):
 @pytest.mark.slow
 def test_markdown_names_every_section(short_run):
     _, text = short_run
-    for heading in ('## DAVIS', '## JHMDB', '## Parity', 'parkour', 'movenet_lightning'):
+    for heading in ('## DAVIS', '## JHMDB', '## Parity', 'parkour', 'movenet_lightning',
+                    '## Beside an anchor', '| parkour | deeplabv3_mnv2_dm05_pascal | IoU '):
         assert heading in text
 
 
@@ -122,6 +132,11 @@ def test_incomplete_shared_folder_is_named(tmp_path, monkeypatch, capsys):
     (['--sections', 'davis', '--sequences', 'no_such_sequence'], 'no_such_sequence not found'),
     (['--change.threshold', '-1'], 'change.threshold = -1.0 is out of range'),
     (['--parity-frames', '0', '3'], '--parity-frames 0 3'),
+    (['--sections', 'davis', '--anchor', 'no_such_model'], '--anchor no_such_model'),
+    (['--sections', 'davis', '--anchor', 'movenet_lightning'],
+     '--anchor movenet_lightning is a pose model, and the jhmdb section'),
+    (['--sections', 'davis', '--anchor', 'deeplabv3_mnv2_pascal', '--anchor',
+      'deeplabv3_mnv2_dm05_pascal'], 'deeplabv3_mnv2_pascal is already the segmentation anchor'),
 ])
 def test_bad_options_are_named(tmp_path, capsys, args, message):
     require_shared('data/davis/DAVIS')
@@ -258,3 +273,50 @@ def test_criteria_name_every_miss():
     assert 'davis/a: IoU drop 0.600' in check['failures'][0]
     assert 'davis/a: agreement 99.000%' in check['failures'][1]
     assert accuracy.criteria({'b': davis['b']}, {'pck_drop_points': 0.4})['passed']
+
+
+def test_anchor_is_scored_on_its_own_labels_and_timed_against_incremental():
+    clip = accuracy.Clip('toy', 'segmentation', Path('.'), Path('.'), 24.0)
+    frames = _frames(3)  # truth: frame i -> i + 1 columns of 4
+    # A selfie-like anchor: class 1 is "person". Frame 0 (dense for every pipeline) is not
+    # timed; the p50s of frames 1 and 2 give the speedup.
+    anchor = _run([np.ones((2, 4), np.uint8)] * 3)
+    anchor.ms = [99.0, 30.0, 50.0]
+    incremental = _run([np.zeros((2, 4), np.uint8)] * 3)
+    incremental.ms = [99.0, 10.0, 10.0]
+    result = accuracy.anchor_score(clip, frames, _Masks(), anchor, incremental,
+                                   ['background', 'person'], 'toy_anchor')
+    assert result['model'] == 'toy_anchor'
+    assert result['iou'] == pytest.approx(np.mean([1 / 4, 2 / 4, 3 / 4]))
+    assert result['latency_ms']['p50'] == pytest.approx(40.0)
+    assert result['speedup'] == pytest.approx(4.0)
+    pose = accuracy.Clip('toy', 'pose', Path('.'), Path('.'), 30.0)
+    off = np.array([[[10.0, 10.0, 0.9], [60.0, 10.0, 0.9]]], np.float32)
+    result = accuracy.anchor_score(pose, _frames(1), _People(), _run(keypoints=[off]),
+                                   _run(keypoints=[off]), ['left_shoulder', 'right_shoulder'],
+                                   'toy_pose')
+    assert result['pck'] == pytest.approx(0.5)
+
+
+def test_anchors_serve_the_head_of_their_model():
+    assert accuracy.anchor_heads(['deeplabv3_mnv2_pascal', 'movenet_lightning'],
+                                 ('davis', 'jhmdb')) == {
+        'segmentation': 'deeplabv3_mnv2_pascal', 'pose': 'movenet_lightning'}
+    assert accuracy.anchor_heads([], ('davis',)) == {}
+
+
+def test_anchor_table_compares_each_anchored_clip():
+    result = {'conditions': {'anchors': {'segmentation': {
+                  'name': 'a', 'network_input': '513x513 (resize)'}}},
+              'davis': {'parkour': {'incremental_iou': 0.75,
+                                    'latency_ms': {'incremental': {'p50': 50.0}},
+                                    'anchor': {'model': 'a', 'iou': 0.8,
+                                               'latency_ms': {'p50': 100.0}, 'speedup': 2.0}},
+                        'breakdance': {'incremental_iou': 0.1,
+                                       'latency_ms': {'incremental': {'p50': 50.0}}}}}
+    lines = accuracy._anchor_table(result)
+    assert '- segmentation: a, network input 513x513 (resize)' in lines
+    rows = [line for line in lines if line.startswith('| parkour') or
+            line.startswith('| breakdance')]
+    assert rows == ['| parkour | a | IoU 0.8000 | IoU 0.7500 | -5.00 | 100 | 50 | 2.00x |']
+    assert accuracy._anchor_table({'davis': {'parkour': {}}}) == []
