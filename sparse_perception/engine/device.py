@@ -143,6 +143,9 @@ class _Lowering:
     def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
         return build_specs(plan, self.k), None
 
+    def unkept(self, plan: Plan) -> frozenset[int]:
+        return frozenset()
+
 
 def _gateable(spec: _LayerSpec) -> bool:
     """Whether a spatial gate applies to this layer (not global pools, not 1x1 outputs)."""
@@ -337,6 +340,10 @@ class DeviceExecutor:
     def build(self, plan: Plan, config: EngineConfig) -> tuple[list[_LayerSpec], None]:
         """Return the device data of a plan's layers (nothing more per input shape)."""
         return build_specs(plan, self.k), None
+
+    def unkept(self, plan: Plan) -> frozenset[int]:
+        """Return the values whose caches no run uses: none (every layer runs here)."""
+        return frozenset()
 
     def plan_bytes(self, plan: Plan) -> int:
         """Bytes of the weights in the kernels' layouts and the tap tables."""

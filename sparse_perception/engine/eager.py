@@ -136,6 +136,10 @@ class EagerExecutor:
         _fold_class_argmax(runs, plan)
         return runs, InputTables(plan, plan.program.input_id in gap_inputs)
 
+    def unkept(self, plan: Plan) -> frozenset[int]:
+        """Return the values whose caches no run uses: upsamplings folded into an arg-max."""
+        return frozenset(r.out for r in plan.runs if getattr(r, 'folded', False))
+
     def plan_bytes(self, plan: Plan) -> int:
         """Bytes of the runs' index tables and converted weights."""
         total = 0

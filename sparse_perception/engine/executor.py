@@ -207,6 +207,9 @@ class Plan:
         self.input = program.values[program.input_id]
         self.layers = geometry(program, device, dtype, executor.tiling(config))
         self.runs, self.tables = executor.build(self, config)
+        # Values whose cache no run reads or writes (see Positionwise.fold): a stream keeps a
+        # placeholder of pad rows for them instead (34 MB for DeepLab's scores at 854x480).
+        self.unkept: frozenset[int] = executor.unkept(self)
         self.check_layer_thresholds(config)
 
     def check_layer_thresholds(self, config: EngineConfig) -> None:
@@ -485,12 +488,17 @@ class IncrementalModel:
         plan = self.plan_for(x)
         self._init_state(state, plan)
         shapes = [tuple(c.shape) for c in state.caches]
-        if [tuple(c.shape) for c in caches] != shapes:
+        if len(caches) != len(shapes) or any(
+                tuple(c.shape) != shape for i, (c, shape) in enumerate(zip(caches, shapes))
+                if i not in plan.unkept):
             raise EngineError(f'start_from: {len(caches)} caches do not match the plan of '
                               f'{len(shapes)} values for input {tuple(x.shape)}; pass the '
-                              'caches of an engine after a dense frame of this input')
-        for target, source in zip(state.caches, caches):
-            target.copy_(source)
+                              'caches of an engine after a dense frame of this input (an '
+                              'eager engine keeps none for an upsampling that its class '
+                              'arg-max computes itself)')
+        for i, (target, source) in enumerate(zip(state.caches, caches)):
+            if i not in plan.unkept:
+                target.copy_(source)
         self.executor.started(plan, state, x)
         self._calibrate(plan, state)
         state.frames = 1
@@ -553,8 +561,8 @@ class IncrementalModel:
     def _init_state(self, state: StreamState, plan: Plan) -> None:
         state.reset()
         state.plan = plan
-        state.caches = [new_cache(v.positions, v.channels, v.dtype, self.device)
-                        for v in plan.program.values]
+        state.caches = [new_cache(0 if i in plan.unkept else v.positions, v.channels, v.dtype,
+                                  self.device) for i, v in enumerate(plan.program.values)]
         state.thresholds = [0.0] * len(plan.layers)
         state.executor_state = self.executor.new_stream(plan)
 
@@ -583,7 +591,8 @@ class IncrementalModel:
         cfg = self.config
         state.input_threshold = float(cfg.layer_thresholds.get('input', 0.0))
         if len(state.rms) != len(plan.layers):
-            measured = [g for g in plan.layers if g.value.dtype.is_floating_point]
+            measured = [g for g in plan.layers if g.value.dtype.is_floating_point
+                        and g.layer.output not in plan.unkept]
             rms = torch.stack([state.caches[g.layer.output][:g.positions].double().pow(2).mean()
                                for g in measured]).sqrt().tolist() if measured else []
             by_layer = dict(zip((g.index for g in measured), rms))

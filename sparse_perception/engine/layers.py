@@ -974,7 +974,7 @@ class Positionwise(Run):
         torch.where(write, label, ids, out=ids)
         rest = (~settled if mask is None else mask & ~settled).view(-1).nonzero().squeeze(1)
         if rest.numel() * 4 > self.positions:  # scores near no boundary (NaN, say): all of them
-            values = source.dense_values(f, f.caches[source.out][:source.positions])
+            values = source.dense_values(f)  # a temporary: the source keeps no cache
             ids.view(-1).index_copy_(0, rest, ops.argmax(values.index_select(0, rest), 1))
         elif rest.numel():
             ids.view(-1).index_copy_(0, rest, ops.argmax(self._scores(f, rest), 1))

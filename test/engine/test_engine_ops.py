@@ -404,6 +404,9 @@ def test_a_class_argmax_scores_only_positions_near_a_class_boundary(case):
     g = torch.Generator().manual_seed(8)
     x = _smooth_frame(g)
     assert torch.equal(inc(x, None, state), model(x))
+    # The upsampled scores are never stored: their cache is a placeholder of pad rows.
+    (scores,) = state.plan.unkept
+    assert state.caches[scores].shape == (3, 4)
     scored = active = 0
     for frame in range(4):
         tiles = torch.zeros(3, 4, dtype=torch.bool)
@@ -444,6 +447,29 @@ def test_a_class_argmax_after_bicubic_upsampling_reads_every_score():
     upsampling, classes = inc.last_stats.layers[-2:]
     assert upsampling.computed > 0
     assert classes.computed == classes.active
+    assert not state.plan.unkept
+
+
+@torch.no_grad()
+def test_a_stream_starts_from_caches_without_the_scores_the_argmax_computes():
+    model = _UpsampledClasses().eval()
+    g = torch.Generator().manual_seed(10)
+    x = _smooth_frame(g)
+    source = IncrementalModel(model, EngineConfig(tile=4))
+    source_state = source.new_state()
+    source(x, None, source_state)
+    target = IncrementalModel(model, EngineConfig(tile=4))
+    state = target.new_state()
+    target.start_from(x, source_state.caches, state)
+    tiles = torch.zeros(3, 4, dtype=torch.bool)
+    tiles[2, 1] = True
+    x = x + tiles.repeat_interleave(4, 0).repeat_interleave(4, 1) * _smooth_frame(g)
+    assert torch.equal(target(x, tiles, state), model(x))
+    # A kept value's cache of the wrong size is refused, naming what to pass.
+    wrong = [c[:-1] if i not in state.plan.unkept else c
+             for i, c in enumerate(source_state.caches)]
+    with pytest.raises(EngineError, match='pass the caches of an engine after a dense frame'):
+        target.start_from(x, wrong, target.new_state())
 
 
 def test_dense_tail_runs_after_the_last_layer():
