@@ -344,8 +344,8 @@ def anchor_heads(names: Sequence[str], sections: Sequence[str],
     """
     Return ``{head: model}`` for the anchors named, each run for the head it serves.
 
-    Raises EvaluationError for a model that cannot be loaded, two anchors of one head, or an
-    anchor whose head no section scores.
+    Raises EvaluationError for a model that cannot be loaded, two anchors of one head, an
+    anchor whose head no section scores, or a segmentation anchor without a person class.
     """
     from sparse_perception.models.registry import load_model, REGISTRY
 
@@ -353,12 +353,16 @@ def anchor_heads(names: Sequence[str], sections: Sequence[str],
     heads: dict[str, str] = {}
     for name in names:
         if name in REGISTRY:
-            kind = REGISTRY[name].kind
+            kind, labels = REGISTRY[name].kind, REGISTRY[name].labels
         else:
             try:
-                kind = load_model(name, models_dir=models_dir).kind
+                model = load_model(name, models_dir=models_dir)
             except (OSError, ValueError) as exc:
                 raise EvaluationError(f'--anchor {name}: {exc}') from None
+            kind, labels = model.kind, model.labels
+        if kind == 'segmentation' and GT_CLASS not in [label.lower() for label in labels]:
+            raise EvaluationError(f'--anchor {name}: its classes have no {GT_CLASS!r}, which '
+                                  'the DAVIS masks are scored on')
         if kind in heads:
             raise EvaluationError(f'--anchor {name}: {heads[kind]} is already the {kind} '
                                   'anchor (one per head)')

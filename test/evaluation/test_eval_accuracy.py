@@ -14,6 +14,7 @@
 
 """``sparse-perception eval accuracy``: the result contract on a few real frames, bad input."""
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -303,6 +304,16 @@ def test_anchors_serve_the_head_of_their_model():
                                  ('davis', 'jhmdb')) == {
         'segmentation': 'deeplabv3_mnv2_pascal', 'pose': 'movenet_lightning'}
     assert accuracy.anchor_heads([], ('davis',)) == {}
+
+
+def test_a_segmentation_anchor_without_a_person_class_is_refused(monkeypatch):
+    from sparse_perception.models.registry import REGISTRY
+
+    cars = dataclasses.replace(REGISTRY['deeplabv3_mnv2_pascal'], name='cars',
+                               labels=('background', 'car'))
+    monkeypatch.setitem(REGISTRY, 'cars', cars)
+    with pytest.raises(accuracy.EvaluationError, match='--anchor cars: its classes have no'):
+        accuracy.anchor_heads(['cars'], ('davis',))
 
 
 def test_anchor_table_compares_each_anchored_clip():
