@@ -223,6 +223,34 @@ def run_head(pipelines: Sequence[Any], head: str, frames: Sequence[Frame]) -> li
     return runs
 
 
+def truth_scores(clip: Clip, frames: Sequence[Frame], truth: Any,
+                 runs: Sequence[tuple[HeadRun, Sequence[str]]]) -> list[dict[str, Any]]:
+    """
+    Score each run against the annotations: the IoU or PCK summary of each, in order.
+
+    Each run comes with its model's class names (segmentation: the person class is looked up
+    in them) or joint names (pose); frames are matched to annotations by position.
+    """
+    from sparse_perception.replay.runner import class_id, coco_view
+
+    if clip.head == 'segmentation':
+        persons = [class_id(tuple(names), GT_CLASS) for _, names in runs]
+        ious = [BinaryIou() for _ in runs]
+        for i, frame in enumerate(frames):
+            mask = None if truth is None else truth.for_frame(frame.index)  # by position
+            if mask is not None:
+                for iou, (run, _), person in zip(ious, runs, persons):
+                    iou.add(run.masks[i] == person, mask)
+        return [iou.summary() for iou in ious]
+    pcks = [Pck(PCK_ALPHA, PCKH_ALPHA) for _ in runs]
+    for i, frame in enumerate(frames):
+        people = None if truth is None else truth.for_frame(frame.index)
+        if people is not None:
+            for pck, (run, names) in zip(pcks, runs):
+                pck.add(coco_view(run.keypoints[i], names), people)
+    return [pck.summary() for pck in pcks]
+
+
 def score(clip: Clip, frames: Sequence[Frame], truth: Any, incremental: HeadRun,
           dense: HeadRun, names: Sequence[str]) -> dict[str, Any]:
     """
@@ -230,55 +258,41 @@ def score(clip: Clip, frames: Sequence[Frame], truth: Any, incremental: HeadRun,
 
     ``names`` are the segmentation head's class names or the pose head's joint names.
     """
-    from sparse_perception.replay.runner import class_id, coco_view
+    from sparse_perception.replay.runner import class_id
 
     out: dict[str, Any] = {'frames': len(frames),
                            'frame_indices': [frames[0].index, frames[-1].index],
                            'frame_size': list(frames[0].image.shape[1::-1])}
+    ours, theirs = truth_scores(clip, frames, truth, [(incremental, names), (dense, names)])
     if clip.head == 'segmentation':
-        person = class_id(tuple(names), GT_CLASS)
-        ious = {'incremental': BinaryIou(), 'dense': BinaryIou()}
         agreement = MaskAgreement()
-        for i, frame in enumerate(frames):
-            mask = None if truth is None else truth.for_frame(frame.index)  # by position
-            if mask is not None:
-                for kind, run in (('incremental', incremental), ('dense', dense)):
-                    ious[kind].add(run.masks[i] == person, mask)
+        for i in range(len(frames)):
             agreement.add(incremental.masks[i], dense.masks[i])
-        summaries = {kind: iou.summary() for kind, iou in ious.items()}
         out.update({
-            'class_id': person,
-            'dense_iou': summaries['dense']['iou'],
-            'incremental_iou': summaries['incremental']['iou'],
-            'iou_drop_points': _drop(summaries['dense']['iou'],
-                                     summaries['incremental']['iou']),
+            'class_id': class_id(tuple(names), GT_CLASS),
+            'dense_iou': theirs['iou'],
+            'incremental_iou': ours['iou'],
+            'iou_drop_points': _drop(theirs['iou'], ours['iou']),
             'agreement': agreement.pixel,
             'agreement_worst_frame': min(agreement.per_frame),
-            'dense_iou_global': summaries['dense']['iou_global'],
-            'incremental_iou_global': summaries['incremental']['iou_global'],
-            'frames_scored': summaries['incremental']['frames_scored'],
+            'dense_iou_global': theirs['iou_global'],
+            'incremental_iou_global': ours['iou_global'],
+            'frames_scored': ours['frames_scored'],
         })
     else:
-        pcks = {'incremental': Pck(PCK_ALPHA, PCKH_ALPHA), 'dense': Pck(PCK_ALPHA, PCKH_ALPHA)}
         agreement = KeypointAgreement()
-        for i, frame in enumerate(frames):
-            people = None if truth is None else truth.for_frame(frame.index)
-            if people is not None:
-                for kind, run in (('incremental', incremental), ('dense', dense)):
-                    pcks[kind].add(coco_view(run.keypoints[i], names), people)
+        for i in range(len(frames)):
             agreement.add(incremental.keypoints[i], dense.keypoints[i])
-        summaries = {kind: pck.summary() for kind, pck in pcks.items()}
         keypoints = agreement.summary()
         out.update({
-            'dense_pck': summaries['dense']['pck'],
-            'incremental_pck': summaries['incremental']['pck'],
-            'pck_drop_points': _drop(summaries['dense']['pck'],
-                                     summaries['incremental']['pck']),
-            'dense_pckh': summaries['dense']['pckh'],
-            'incremental_pckh': summaries['incremental']['pckh'],
+            'dense_pck': theirs['pck'],
+            'incremental_pck': ours['pck'],
+            'pck_drop_points': _drop(theirs['pck'], ours['pck']),
+            'dense_pckh': theirs['pckh'],
+            'incremental_pckh': ours['pckh'],
             'pck_alpha': PCK_ALPHA,
-            'joints_scored': summaries['incremental']['joints_scored'],
-            'frames_scored': summaries['incremental']['frames_scored'],
+            'joints_scored': ours['joints_scored'],
+            'frames_scored': ours['frames_scored'],
             'agreement_keypoint_px': keypoints['keypoint_px'],
             'agreement_keypoint_px_confident': keypoints['keypoint_px_confident'],
             'agreement_keypoint_px_worst_frame': keypoints['keypoint_px_worst_frame'],
@@ -313,30 +327,13 @@ def anchor_score(clip: Clip, frames: Sequence[Frame], truth: Any, anchor: HeadRu
     ``names`` are the anchor's own class or joint names (its labels may differ from the
     evaluated model's).
     """
-    from sparse_perception.replay.runner import class_id, coco_view
-
-    out: dict[str, Any] = {'model': model}
-    if clip.head == 'segmentation':
-        person = class_id(tuple(names), GT_CLASS)
-        iou = BinaryIou()
-        for i, frame in enumerate(frames):
-            mask = None if truth is None else truth.for_frame(frame.index)
-            if mask is not None:
-                iou.add(anchor.masks[i] == person, mask)
-        out['iou'] = iou.summary()['iou']
-    else:
-        pck = Pck(PCK_ALPHA, PCKH_ALPHA)
-        for i, frame in enumerate(frames):
-            people = None if truth is None else truth.for_frame(frame.index)
-            if people is not None:
-                pck.add(coco_view(anchor.keypoints[i], names), people)
-        out['pck'] = pck.summary()['pck']
+    (summary,) = truth_scores(clip, frames, truth, [(anchor, names)])
+    metric = 'iou' if clip.head == 'segmentation' else 'pck'
     ours = summarize(incremental.ms[1:] or incremental.ms)
     theirs = summarize(anchor.ms[1:] or anchor.ms)
-    out['latency_ms'] = theirs
-    out['speedup'] = (theirs['p50'] / ours['p50']
-                      if ours and theirs and ours['p50'] > 0 else None)
-    return out
+    return {'model': model, metric: summary[metric], 'latency_ms': theirs,
+            'speedup': (theirs['p50'] / ours['p50']
+                        if ours and theirs and ours['p50'] > 0 else None)}
 
 
 def anchor_heads(names: Sequence[str], sections: Sequence[str],
