@@ -247,9 +247,8 @@ def summary(result: dict, path: Path) -> str:
                      f"{entry['incremental_iou']:.4f}, agreement "
                      f"{entry['agreement'] * 100:.3f}%, active {entry['active_fraction']:.3f}")
     jhmdb = result.get('jhmdb')
-    anchored = [(f'davis {name}', e) for name, e in result.get('davis', {}).items()
-                if 'anchor' in e] + ([('jhmdb', jhmdb)] if jhmdb and 'anchor' in jhmdb else [])
-    for label, entry in anchored:
+    for section, name, entry in accuracy.anchored(result):
+        label = f'davis {name}' if section == 'davis' else section
         anchor = entry['anchor']
         metric = 'iou' if 'iou' in anchor else 'pck'
         speed = '-' if anchor['speedup'] is None else f"{anchor['speedup']:.2f}x"

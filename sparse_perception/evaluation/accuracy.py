@@ -795,11 +795,18 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
     return '\n'.join(lines)
 
 
+def anchored(result: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """Return (section, clip, clip result) for each scored clip that has an anchor entry."""
+    rows = [('davis', name, r) for name, r in result.get('davis', {}).items() if 'anchor' in r]
+    jhmdb = result.get('jhmdb')
+    if jhmdb and 'anchor' in jhmdb:
+        rows.append(('jhmdb', jhmdb['clip'], jhmdb))
+    return rows
+
+
 def _anchor_table(result: dict[str, Any]) -> list[str]:
     """Markdown lines comparing each scored clip with its anchor (none without anchors)."""
-    rows = [(name, r) for name, r in result.get('davis', {}).items() if 'anchor' in r]
-    if result.get('jhmdb') and 'anchor' in result['jhmdb']:
-        rows.append((result['jhmdb']['clip'], result['jhmdb']))
+    rows = anchored(result)
     if not rows:
         return []
     anchors = result['conditions'].get('anchors', {})
@@ -809,7 +816,7 @@ def _anchor_table(result: dict[str, Any]) -> list[str]:
     lines += ['', '| clip | anchor | anchor score | incremental score | incremental minus '
               'anchor (points) | anchor ms | incremental ms | speedup over the anchor |',
               '|---|---|---|---|---|---|---|---|']
-    for name, r in rows:
+    for _, name, r in rows:
         a = r['anchor']
         metric = 'iou' if 'iou' in a else 'pck'
         ours = r[f'incremental_{metric}']
