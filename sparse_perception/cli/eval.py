@@ -192,7 +192,6 @@ def options_from_args(args: argparse.Namespace):
     if unknown and 'parity' in sections:  # before the other sections' minutes
         raise accuracy.EvaluationError(f'--parity-models: {", ".join(unknown)} not registered; '
                                        f'known: {", ".join(REGISTRY)}')
-    accuracy.anchor_heads(args.anchor, sections, settings.model.models_dir or None)
     return accuracy.AccuracyOptions(
         settings=settings, sections=sections,
         davis_frames=FrameRange.parse(args.davis_frames),

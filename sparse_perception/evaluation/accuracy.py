@@ -651,10 +651,10 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     result: dict[str, Any] = {'schema': SCHEMA}
     if 'parity' in options.sections:
         require_interpreter()  # before minutes of work, not after
+    anchors = anchor_heads(options.anchors, options.sections,  # before reading the clips
+                           options.settings.model.models_dir or None)
     clips = load_clips(options.sections, options.davis_frames, options.jhmdb_frames,
                        options.sequences)
-    anchors = anchor_heads(options.anchors, options.sections,
-                           options.settings.model.models_dir or None)
     evaluator = Evaluator(options.settings, log, anchors)
     try:
         for section in ('davis', 'jhmdb'):
