@@ -21,7 +21,8 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
 
 - ``previous``: the person tiles of the last frame's output, grown by ``sparsity.gate_margin``
   tiles. Cheap, but someone who appears away from everyone seen is found only when the
-  refresh cell (below) passes over them.
+  refresh cell (below) passes over them. A frame after one that showed nobody runs ungated:
+  there is nobody to follow, and whoever appears must be found anywhere.
 - ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
@@ -326,13 +327,20 @@ class GateMaker:
         """
         Return this frame's bool tile map over an (height, width) input.
 
-        None runs the frame ungated: gate none, or a gate over more than ``gate_dense_above``.
+        None runs the frame ungated: gate none, a gate over more than ``gate_dense_above``,
+        or ``previous`` after a frame without people.
         """
         import torch
 
         if self.mode == 'none':
             return None
         th, tw = -(-height // self.tile), -(-width // self.tile)
+        if (self.mode == 'previous' and self.previous is not None
+                and not bool(self.previous.any())):
+            # Nobody to follow: whoever comes must be found anywhere, and a refresh cell
+            # recomputed amid stale features may not find them (with the selfie model at
+            # 8-pixel tiles on DAVIS parkour a lost person stayed lost for 34 frames).
+            return None
         parts = [part for part in (self.previous, self.seen)
                  if part is not None and tuple(part.shape) == (th, tw)]
         # On the device the parts come from (the model's outputs: CUDA when it runs there).

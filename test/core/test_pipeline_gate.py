@@ -306,6 +306,29 @@ def _people(rows):
     return ids
 
 
+def test_the_previous_gate_runs_a_frame_after_one_without_people_ungated():
+    maker, _ = _maker(**{'sparsity.gate': 'previous', 'sparsity.gate_refresh': 16})
+    assert maker.gate(64, 64) is not None  # a stream's first frame (dense anyway)
+    maker.observe(_people((1, 2)), 64, 64)
+    assert maker.gate(64, 64).float().mean() > 0.25  # a row of tiles and the refresh cell
+    maker.observe(_people((0, 0)), 64, 64)  # nobody: not even the refresh cell gates
+    assert maker.gate(64, 64) is None
+    maker.observe(_people((3, 4)), 64, 64)  # somebody again
+    assert maker.gate(64, 64)[3].all()
+
+
+@pytest.mark.slow
+def test_the_previous_gate_finds_who_enters_a_scene_without_people(parkour):
+    # Two grey frames (nobody), then the parkour runner: with nobody to follow that frame
+    # runs ungated, and at thresholds 0 it is the dense mask exactly. Gated to the refresh
+    # cell alone it would miss the runner.
+    grey = np.full_like(parkour[0], 110)
+    _, rows = _run(_settings(**{'sparsity.gate': 'previous'}), [grey, grey, parkour[0]])
+    got, want, _, _ = rows[-1]
+    assert (want == PERSON).sum() > 500, 'the test needs a visible person'
+    np.testing.assert_array_equal(got, want)
+
+
 def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():
     import torch
 
