@@ -185,8 +185,11 @@ class _IncrementalNet:
         # Positions a gate left stale may be recomputed on a still input: not a repeat then.
         self.repeated = still and not self._stale()
         if still and self.path == 'glance':
-            self.not_run()  # the glance's answer stands for the same input
-            return self._outputs
+            if self.gates.may_repeat():
+                self.not_run()  # the glance's answer stands for the same input
+                return self._outputs
+            # The glance answered gate_refresh - 1 frames in a row: the full pass is due.
+            still = self.repeated = False
         if choice is None:
             return self._engine_outputs(x, change, glance=not still)
         if still:

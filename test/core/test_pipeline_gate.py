@@ -176,6 +176,32 @@ def test_the_glance_answers_a_frame_without_people_alone(parkour):
     assert (person_got & person_want).sum() / (person_got | person_want).sum() > 0.9
 
 
+@pytest.mark.slow
+def test_the_glance_answers_alone_at_most_gate_refresh_minus_one_frames_in_a_row(parkour):
+    # A runner shrunk to 0.35 on a grey frame: the dense network sees them, the glance at
+    # 1/4 does not. Every 4th frame in a row without anybody runs the full pass, which finds
+    # them, ungated (the caches are older everywhere), so at thresholds 0 exactly. The last
+    # frame repeats the one before: a still input counts as a frame the glance answered.
+    settings = _settings(**{'sparsity.gate': 'glance', 'sparsity.gate_refresh': 4})
+    grey = np.full((480, 854, 3), 110, np.uint8)
+    small = []
+    for frame in parkour[:3]:
+        small.append(grey.copy())
+        small[-1][-168:, :299] = cv2.resize(frame, (299, 168), interpolation=cv2.INTER_AREA)
+    incremental = Pipeline(settings, heads=('segmentation',))
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    frames = [grey, *small, small[-1]]
+    got = [incremental.process(frame) for frame in frames]
+    want = dense.process(small[-1]).segmentation.mask
+    assert (want == PERSON).sum() > 500, 'the test needs a runner the full pass sees'
+    macs = [r.stats.heads['segmentation'].macs / r.stats.heads['segmentation'].dense_macs
+            for r in got]
+    assert macs[0] > 0.99 and all(m < 0.1 for m in macs[1:4]), macs  # glance only: 1..3
+    assert not (got[3].segmentation.mask == PERSON).any()  # the glance missed the runner
+    assert macs[4] > 0.2  # the engine ran (where its input changed since it last ran)
+    np.testing.assert_array_equal(got[4].segmentation.mask, want)
+
+
 def test_the_glance_needs_a_fully_convolutional_model(parkour):
     path = require_shared('models/coral')
     fixed = {'model.segmentation': 'deeplabv3_mnv2_pascal', 'model.models_dir': str(path)}
@@ -327,6 +353,23 @@ def test_the_previous_gate_finds_who_enters_a_scene_without_people(parkour):
     got, want, _, _ = rows[-1]
     assert (want == PERSON).sum() > 500, 'the test needs a visible person'
     np.testing.assert_array_equal(got, want)
+
+
+def test_the_glance_answers_alone_for_at_most_gate_refresh_minus_one_frames():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, _ = _maker(**{'sparsity.gate_refresh': 4})
+    answers = []
+    for _ in range(9):
+        early = maker.glance(x)
+        answers.append(early is not None)
+        maker.observe(early if early is not None else _people((0, 0)), 64, 64)
+    # The first frame, then every 4th in a row: the full pass.
+    assert answers == [False, True, True, True, False, True, True, True, False]
+    maker, _ = _maker()  # gate_refresh 0: no bound
+    maker.observe(_people((0, 0)), 64, 64)
+    assert all(maker.glance(x) is not None for _ in range(40))
 
 
 def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():
