@@ -259,6 +259,8 @@ class _IncrementalNet:
             # After frames the glance answered alone, the caches hold an older picture
             # everywhere: this frame recomputes all of it, as a stream's first frame does.
             gate = None if self._missed else gates.gate(height, width)
+            if gate is not None:  # with its tile edge: a guess from the shapes can be off
+                gate = _GateTiles(gate, gates.tile)
         outputs = self.tail(*_for_tail(self(x, change, gate)))
         if self.gates is not None:
             self.gates.observe(outputs, height, width)
@@ -501,6 +503,13 @@ class _IncrementalDetector:
                              "frame's change map first")
         letterbox = ImageTransform.fit(self._image_size, self.input_size, 'letterbox')
         return self.net.run(x, lambda: self.net.change.update(letterbox))
+
+
+class _GateTiles(NamedTuple):
+    """A gate's bool tile map and tile edge, read by the engine as it reads a ChangeMap's."""
+
+    tiles: Any
+    tile_size: int
 
 
 class _Decoded(NamedTuple):

@@ -172,7 +172,8 @@ class SparsitySettings:
         0.25, "Scale of the glance's input (sparsity.gate glance)", low=0.05, high=1.0)
     # N about square cells of tiles split the frame, and the next one in reading order joins
     # every gate, so a position is never staler than N frames (and someone the gate missed
-    # is found within them). Each cell costs 1/N of a frame (gates/maker.py: refresh_cell).
+    # is looked at again within them, though a cell computed amid stale features may miss
+    # them still). Each cell costs 1/N of a frame (gates/maker.py: refresh_cell).
     # For the same bound the glance answers at most N - 1 frames in a row alone (glance_exit).
     # With the glance on DAVIS, every fourth frame (bench/results/gates_sweep.md), 8 / 16 / 32
     # ran parkour at 34% / 29% / 26% of dense MACs, losing 0.15 / 0.25 / 0.28 IoU points, and
@@ -190,7 +191,7 @@ class SparsitySettings:
         low=0.0, high=1.0)
     glance_exit: bool = setting(
         True, 'When the glance and the last frame show nobody, publish the glance and skip '
-        'the full pass (at most sparsity.gate_refresh - 1 frames in a row)')
+        'the full pass (at most sparsity.gate_refresh - 1 frames in a row; no bound at 0)')
     # Edge of the tiles (in output positions) that KxK layers compute on.
     compute_tile: int = setting(
         4, 'Edge of the tiles KxK layers compute on, in output positions', low=1, high=256,

@@ -21,21 +21,25 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
 
 - ``previous``: the person tiles of the last frame's output, grown by ``sparsity.gate_margin``
   tiles. Cheap, but someone who appears away from everyone seen is found only when the
-  refresh cell (below) passes over them. A frame after one that showed nobody runs ungated:
-  there is nobody to follow, and whoever appears must be found anywhere.
+  refresh cell (below) passes over them.
 - ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
   is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
   on a stream's first frame, which must find the people the glance is too coarse for, nor
-  on more than ``sparsity.gate_refresh`` - 1 frames in a row, so that someone too small for
-  the glance is still found; the next full pass runs ungated, as the caches are older
-  everywhere). Fully
+  on more than ``sparsity.gate_refresh`` - 1 frames in a row (no bound at 0), so that
+  someone too small for the glance is still found; the next full pass runs ungated, as the
+  caches are older everywhere). Fully
   convolutional networks only: a fixed-size network cannot run smaller.
 - ``learned``: a tiny tile-level network (gates/learned.py, file ``sparsity.gate_model``,
   trained by ``sparse-perception gate train``) gives the tiles where this frame's people are
   likely (probability at least ``sparsity.gate_threshold``); the gate is those plus the
   previous ones, grown. Any segmentation network with a person class.
+
+Whatever the gate, a frame runs ungated when nothing was seen yet (a stream's first frame,
+the first under another gate or tile size) or when neither the last frame's output nor the
+gate's own look (glance, learned) shows anybody: there is nobody to follow, whoever appears
+must be found anywhere, and a refresh cell computed amid stale features may miss them.
 
 A gate that covers more than ``sparsity.gate_dense_above`` of the frame (a crowd) is dropped:
 the frame recomputes every change and every stale position, which costs little more than the
@@ -243,8 +247,14 @@ class GateMaker:
         self.configure(settings)
         self.reset()
 
-    def configure(self, settings: SparsitySettings) -> None:
-        """Take the gate settings from the next frame on (they are all live)."""
+    def configure(self, settings: SparsitySettings, tile: int | None = None) -> None:
+        """
+        Take the gate settings (and the change tiles' edge) from the next frame on.
+
+        They are all live. Another gate, or another tile, starts from nothing seen: what
+        the last gate remembered is older than the frames it did not see, and in other tiles.
+        """
+        tile = self.tile if tile is None else tile
         if settings.gate != 'none' and self.person is None:
             raise ValueError("sparsity.gate follows people, and this model's labels have no "
                              "'person' class (use sparsity.gate none)")
@@ -253,7 +263,9 @@ class GateMaker:
                              'needs a fully convolutional one; this model has a fixed input '
                              "size (use 'previous', or a model whose name ends in _fcn)")
         if settings.gate == 'learned':
-            self._load_learned(settings.gate_model)
+            self._load_learned(settings.gate_model, tile)
+        fresh = hasattr(self, 'mode') and (settings.gate != self.mode or tile != self.tile)
+        self.tile = tile
         self.mode = settings.gate
         self.threshold = settings.gate_threshold
         self.margin = settings.gate_margin
@@ -261,17 +273,19 @@ class GateMaker:
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
         self.dense_above = settings.gate_dense_above
+        if fresh:
+            self.reset()
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Take a pipeline's new settings from the next frame on (see :meth:`configure`)."""
-        self.configure(settings.sparsity)
+        self.configure(settings.sparsity, settings.change.tile_size)
 
-    def _load_learned(self, path: str) -> None:
+    def _load_learned(self, path: str, tile: int) -> None:
         from sparse_perception.gates.learned import LearnedGate
 
-        if self.learned is None or self.learned.path != path:
-            # GateFileError (a ValueError): a bad file, or one made for another model
-            self.learned = LearnedGate(path, self.tile, self.model)
+        if self.learned is None or self.learned.path != path or self.learned.tile != tile:
+            # GateFileError (a ValueError): a bad file, or one made for another model or tile
+            self.learned = LearnedGate(path, tile, self.model)
 
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""
@@ -305,6 +319,11 @@ class GateMaker:
         height, width = x.shape[-2:]
         if self._crowd(self.previous, height, width):
             return None  # the frame runs ungated: a glance would not change that
+        if self.exit and self._nobody(self.previous) and not self._exits_left():
+            # The glance answered gate_refresh - 1 frames in a row: the full pass is due, and
+            # it runs ungated (its caches missed those frames), so the glance would not help.
+            self.exits = 0
+            return None
         size = (max(1, round(height * self.scale)), max(1, round(width * self.scale)))
         small = F.interpolate(x, size=size, mode='area')
         outputs = self.glance_pass(small)
@@ -314,10 +333,10 @@ class GateMaker:
         # nobody may just have missed someone small. So does every gate_refresh-th frame in
         # a row without anybody: the bound the refresh cells keep under a gate, and someone
         # too small for the glance is found (at 854x480 the DeepLab's glance at 1/4 missed a
-        # runner shrunk to 0.35 for 40 frames, which the full pass saw in each).
-        if (self.exit and self.previous is not None and not bool(self.previous.any())
-                and not bool(self.seen.any())
-                and (self.refresh == 0 or self.exits < self.refresh - 1)):
+        # runner shrunk to 0.35 in all 40 frames, the full pass saw them in 37:
+        # bench/results/gate_newcomer/).
+        if (self.exit and self._nobody(self.previous) and self._nobody(self.seen)
+                and self._exits_left()):
             self.exits += 1
             return resize_outputs(outputs, self.decoder, height, width)
         self.exits = 0
@@ -328,12 +347,21 @@ class GateMaker:
         Whether the glance's last answer may stand for an unchanged input too.
 
         It counts as one more frame the glance answered alone: False once the full pass is
-        due (see :meth:`glance`).
+        due (see :meth:`glance`), or when the gate or ``glance_exit`` changed since.
         """
-        if self.refresh and self.exits >= self.refresh - 1:
+        if self.mode != 'glance' or not self.exit or not self._exits_left():
             return False
         self.exits += 1
         return True
+
+    def _exits_left(self) -> bool:
+        """Whether the glance may answer one more frame in a row alone (see above)."""
+        return self.refresh == 0 or self.exits < self.refresh - 1
+
+    @staticmethod
+    def _nobody(tiles: Any) -> bool:
+        """Whether ``tiles`` were looked at (not None) and hold no person."""
+        return tiles is not None and not bool(tiles.any())
 
     def learned_macs(self, height: int, width: int) -> int:
         """Multiply-accumulates of the learned gate on an (height, width) input."""
@@ -350,21 +378,22 @@ class GateMaker:
         Return this frame's bool tile map over an (height, width) input.
 
         None runs the frame ungated: gate none, a gate over more than ``gate_dense_above``,
-        or ``previous`` after a frame without people.
+        nothing seen yet (a stream's first frame, or the first since the gate changed), or
+        nobody in the last frame's output nor in this frame's glance or learned gate.
         """
         import torch
 
         if self.mode == 'none':
             return None
         th, tw = -(-height // self.tile), -(-width // self.tile)
-        if (self.mode == 'previous' and self.previous is not None
-                and not bool(self.previous.any())):
-            # Nobody to follow: whoever comes must be found anywhere, and a refresh cell
-            # recomputed amid stale features may not find them (with the selfie model at
-            # 8-pixel tiles on DAVIS parkour a lost person stayed lost for 34 frames).
-            return None
         parts = [part for part in (self.previous, self.seen)
                  if part is not None and tuple(part.shape) == (th, tw)]
+        if self.previous is None or not any(bool(part.any()) for part in parts):
+            # Nobody to follow: whoever comes must be found anywhere, and a refresh cell
+            # computed amid stale features may not find them (with the selfie model at
+            # 8-pixel tiles on DAVIS parkour a lost person stayed lost for 34 frames; a
+            # learned gate at refresh 0 would recompute nothing at all).
+            return None
         # On the device the parts come from (the model's outputs: CUDA when it runs there).
         tiles = torch.zeros(th, tw, dtype=torch.bool,
                             device=parts[0].device if parts else None)

@@ -64,12 +64,24 @@ class TrackGate:
     """
 
     def __init__(self, settings: PerceptionSettings, tile: int):
-        self.tile = tile
-        self.reconfigure(settings)
+        self._configure(settings, tile)
         self.reset()
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
-        """Take the gate settings from the next frame on (they are all live)."""
+        """
+        Take the gate settings (and the change tiles' edge) from the next frame on.
+
+        They are all live. Another gate, or another tile, starts from nothing seen: under
+        gate none the box is not followed, and it is in the old tiles.
+        """
+        tile = settings.change.tile_size
+        fresh = settings.pose.gate != self.mode or tile != self.tile
+        self._configure(settings, tile)
+        if fresh:
+            self.reset()
+
+    def _configure(self, settings: PerceptionSettings, tile: int) -> None:
+        self.tile = tile
         self.mode = settings.pose.gate
         self.min_score = settings.pose.gate_score
         self.margin = settings.sparsity.gate_margin

@@ -334,7 +334,7 @@ def _people(rows):
 
 def test_the_previous_gate_runs_a_frame_after_one_without_people_ungated():
     maker, _ = _maker(**{'sparsity.gate': 'previous', 'sparsity.gate_refresh': 16})
-    assert maker.gate(64, 64) is not None  # a stream's first frame (dense anyway)
+    assert maker.gate(64, 64) is None  # nothing seen yet (a stream's first frame: dense)
     maker.observe(_people((1, 2)), 64, 64)
     assert maker.gate(64, 64).float().mean() > 0.25  # a row of tiles and the refresh cell
     maker.observe(_people((0, 0)), 64, 64)  # nobody: not even the refresh cell gates
@@ -370,6 +370,94 @@ def test_the_glance_answers_alone_for_at_most_gate_refresh_minus_one_frames():
     maker, _ = _maker()  # gate_refresh 0: no bound
     maker.observe(_people((0, 0)), 64, 64)
     assert all(maker.glance(x) is not None for _ in range(40))
+
+
+def test_a_gate_whose_look_and_last_frame_show_nobody_runs_the_frame_ungated():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, calls = _maker(**{'sparsity.glance_exit': False, 'sparsity.gate_refresh': 16})
+    assert maker.glance(x) is None and maker.gate(64, 64) is None  # nothing seen yet
+    maker.observe(_people((0, 0)), 64, 64)
+    # Not the refresh cell alone: the glance sees nobody, whom the cell may miss too.
+    assert maker.glance(x) is None and len(calls) == 2
+    assert maker.gate(64, 64) is None
+    maker.observe(_people((1, 2)), 64, 64)
+    maker.glance(x)
+    assert maker.gate(64, 64)[1].all()
+
+
+def test_the_glance_is_not_run_when_the_full_pass_is_due():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, calls = _maker(**{'sparsity.gate_refresh': 3})
+    maker.observe(_people((0, 0)), 64, 64)
+    assert maker.glance(x) is not None and maker.glance(x) is not None  # two answers
+    assert len(calls) == 2
+    assert maker.glance(x) is None and len(calls) == 2  # due: the frame runs ungated
+    assert maker.glance(x) is not None and len(calls) == 3
+
+
+def test_a_glance_answer_stands_for_a_still_input_only_under_the_same_gate():
+    maker, _ = _maker(**{'sparsity.gate_refresh': 16})
+    maker.observe(_people((0, 0)), 64, 64)
+    assert maker.may_repeat()
+    for change in ({'sparsity.gate': 'none'}, {'sparsity.glance_exit': False}):
+        values = {'sparsity.gate': 'glance', 'sparsity.gate_margin': 0,
+                  'sparsity.gate_refresh': 16, **change}
+        maker.configure(st.replace(st.PerceptionSettings(), values).sparsity)
+        assert not maker.may_repeat()
+
+
+def test_another_gate_or_tile_starts_the_gate_from_nothing_seen():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, _ = _maker()
+    maker.observe(_people((1, 2)), 64, 64)
+    none = st.replace(st.PerceptionSettings(), {'sparsity.gate': 'none'}).sparsity
+    maker.configure(none)
+    maker.observe(_people((0, 0)), 64, 64)  # under none the last frame is not followed
+    glance = st.replace(st.PerceptionSettings(), {'sparsity.gate': 'glance'}).sparsity
+    maker.configure(glance)
+    # Back on the glance: nothing seen yet, so no answer alone and no gate.
+    assert maker.previous is None and maker.glance(x) is None
+    assert maker.gate(64, 64) is None
+    maker.observe(_people((1, 2)), 64, 64)
+    maker.configure(glance, 8)
+    assert maker.tile == 8 and maker.previous is None
+
+
+def test_the_engine_reads_a_gate_in_the_change_tiles(monkeypatch):
+    # 100x100 in tiles of 16 is 7x7 tiles, which the shapes alone would read as tiles of 15.
+    from sparse_perception.gates.maker import GateMaker
+
+    pipeline = Pipeline(_settings(**{'sparsity.gate': 'previous'}), heads=('segmentation',))
+    net = pipeline._heads['segmentation'].net
+    monkeypatch.setattr(GateMaker, 'gate', lambda self, h, w: _all_tiles_of(h, w, 16))
+    seen = []
+    engine = net.engine
+
+    class Watch:
+        def __call__(self, x, tiles, state, gate=None):
+            seen.append(gate)
+            return engine(x, tiles, state, gate=gate)
+
+        def __getattr__(self, name):
+            return getattr(engine, name)
+
+    net.engine = Watch()
+    frame = np.random.default_rng(0).integers(0, 255, (100, 100, 3), dtype=np.uint8)
+    pipeline.process(frame)
+    pipeline.process(255 - frame)
+    assert seen[-1].tile_size == 16 and tuple(seen[-1].tiles.shape) == (7, 7)
+
+
+def _all_tiles_of(height, width, tile):
+    import torch
+
+    return torch.ones(-(-height // tile), -(-width // tile), dtype=torch.bool)
 
 
 def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():

@@ -73,3 +73,20 @@ def test_gate_none_makes_no_gate_and_remembers_nothing():
     gate = _gate(**{'pose.gate': 'none'})
     gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)
     assert not gate.active and gate.previous is None and gate.gate(64, 64) is None
+
+
+def test_another_gate_or_tile_starts_from_nothing_seen():
+    gate = _gate()
+    gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)
+    assert gate.gate(64, 64) is not None
+    # Under gate none the box is not followed: back on track, it starts ungated.
+    gate.reconfigure(st.replace(st.PerceptionSettings(), {'pose.gate': 'none'}))
+    gate.observe(_keypoints((0.9, 0.9, 0.9)), 64, 64)
+    gate.reconfigure(st.replace(st.PerceptionSettings(), {'pose.gate': 'track'}))
+    assert gate.gate(64, 64) is None
+    gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)
+    tiles = {'pose.gate': 'track', 'change.tile_size': 8}
+    gate.reconfigure(st.replace(st.PerceptionSettings(), tiles))  # the box is in 16s
+    assert gate.tile == 8 and gate.gate(64, 64) is None
+    gate.observe(_keypoints((0.1, 0.1, 0.9)), 64, 64)
+    assert gate.gate(64, 64).shape == (8, 8)
