@@ -244,8 +244,8 @@ class GateMaker:
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
         self.learned: Any = None  # the learned gate's network (gates.learned.LearnedGate)
-        self.configure(settings)
-        self.reset()
+        self.mode: str | None = None
+        self.configure(settings)  # (a first gate starts from nothing seen: reset)
 
     def configure(self, settings: SparsitySettings, tile: int | None = None) -> None:
         """
@@ -264,7 +264,7 @@ class GateMaker:
                              "size (use 'previous', or a model whose name ends in _fcn)")
         if settings.gate == 'learned':
             self._load_learned(settings.gate_model, tile)
-        fresh = hasattr(self, 'mode') and (settings.gate != self.mode or tile != self.tile)
+        fresh = settings.gate != self.mode or tile != self.tile
         self.tile = tile
         self.mode = settings.gate
         self.threshold = settings.gate_threshold
@@ -395,8 +395,7 @@ class GateMaker:
             # learned gate at refresh 0 would recompute nothing at all).
             return None
         # On the device the parts come from (the model's outputs: CUDA when it runs there).
-        tiles = torch.zeros(th, tw, dtype=torch.bool,
-                            device=parts[0].device if parts else None)
+        tiles = torch.zeros(th, tw, dtype=torch.bool, device=parts[0].device)
         for part in parts:
             tiles |= part
         return bound(tiles, self.margin, self.dense_above, self.refresh, self.frames)
