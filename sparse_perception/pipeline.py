@@ -190,6 +190,10 @@ class _IncrementalNet:
                 return self._outputs
             # The glance answered gate_refresh - 1 frames in a row: the full pass is due.
             still = self.repeated = False
+        if self._recomputes_all():
+            # New settings or frames the engine missed: its outputs on a still input differ
+            # from what was shown, so they are not a repeat either.
+            self.repeated = False
         if choice is None:
             return self._engine_outputs(x, change, glance=not still)
         if still:
@@ -269,6 +273,11 @@ class _IncrementalNet:
 
     def _stale(self) -> bool:
         return bool(getattr(self.state, 'has_stale', False))
+
+    def _recomputes_all(self) -> bool:
+        """Whether the engine's next frame recomputes everything (not what it last showed)."""
+        state = self.state
+        return self._missed or state.refresh_requested or state.plan is None
 
     def _active_gates(self) -> Any:
         gates = self.gates
@@ -446,6 +455,13 @@ class _IncrementalNet:
         self.config = EngineConfig.from_settings(settings)
         self.engine.reconfigure(self.config, self.state)
         _apply_change_settings(self.change, settings.change)
+        if self.change.tile_size != settings.change.tile_size:
+            # The tile edge shapes the map's reference: a new map, whose first is a refresh.
+            from sparse_perception.change import ChangeDetector, ResampledChange
+
+            tile = settings.change.tile_size
+            self.change = (ResampledChange(tile) if isinstance(self.change, ResampledChange)
+                           else ChangeDetector(settings.change))
         if settings.sparsity.adaptive != self.adaptive:
             self.adaptive = settings.sparsity.adaptive
             self.choice = self._new_choice()
@@ -1005,12 +1021,23 @@ class Pipeline:
         if settings.model.threads != old.model.threads:
             _apply_threads(settings.model.threads)  # the reloaded heads' LiteRT takes it too
         heads = dict(self._heads)
-        for kind in self._head_names:
-            if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
-                heads[kind] = _Head(kind, settings, device, self.incremental)
-            elif (settings.sparsity != old.sparsity or settings.change != old.change
-                  or settings.pose != old.pose):
-                heads[kind].reconfigure(settings)
+        reconfigured = []  # heads changed in place, which a failure must set back
+        try:
+            for kind in self._head_names:
+                if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
+                    heads[kind] = _Head(kind, settings, device, self.incremental)
+                elif (settings.sparsity != old.sparsity or settings.change != old.change
+                      or settings.pose != old.pose):
+                    reconfigured.append(heads[kind])
+                    heads[kind].reconfigure(settings)
+        except Exception:
+            # Nothing is applied: a head reconfigured before the one that failed (or the
+            # failed one, part way) takes the settings it ran with back.
+            for head in reconfigured:
+                head.reconfigure(old)
+            if settings.model.threads != old.model.threads:
+                _apply_threads(old.model.threads)
+            raise
         self._heads, self._device = heads, device
         if (settings.change.threshold, settings.change.min_pixels) != (
                 old.change.threshold, old.change.min_pixels):

@@ -437,6 +437,11 @@ class IncrementalModel:
             self.config = config
             self.executor.reconfigured()
             self._plans.clear()
+            # (Every stream's next frame finds a new plan and runs dense; a caller that
+            # holds the state can tell from it, as from a threshold that went down.)
+            state = state if state is not None else self._default_state
+            if state is not None:
+                state.request_refresh()
             return
         for plan in self._plans.values():  # raises before anything changes
             plan.check_layer_thresholds(config)

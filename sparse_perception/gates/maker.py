@@ -245,6 +245,7 @@ class GateMaker:
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
         self.learned: Any = None  # the learned gate's network (gates.learned.LearnedGate)
         self.mode: str | None = None
+        self.scale: float | None = None
         self.configure(settings)  # (a first gate starts from nothing seen: reset)
 
     def configure(self, settings: SparsitySettings, tile: int | None = None) -> None:
@@ -264,7 +265,9 @@ class GateMaker:
                              "size (use 'previous', or a model whose name ends in _fcn)")
         if settings.gate == 'learned':
             self._load_learned(settings.gate_model, tile)
-        fresh = settings.gate != self.mode or tile != self.tile
+        # (A glance at another scale may see someone the last one missed.)
+        fresh = (settings.gate != self.mode or tile != self.tile
+                 or settings.glance_scale != self.scale)
         self.tile = tile
         self.mode = settings.gate
         self.threshold = settings.gate_threshold
@@ -347,9 +350,10 @@ class GateMaker:
         Whether the glance's last answer may stand for an unchanged input too.
 
         It counts as one more frame the glance answered alone: False once the full pass is
-        due (see :meth:`glance`), or when the gate or ``glance_exit`` changed since.
+        due (see :meth:`glance`), or when the glance's settings changed since.
         """
-        if self.mode != 'glance' or not self.exit or not self._exits_left():
+        if (self.mode != 'glance' or not self.exit or not self._nobody(self.previous)
+                or not self._exits_left()):
             return False
         self.exits += 1
         return True

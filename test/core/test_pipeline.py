@@ -104,6 +104,37 @@ def test_every_live_change_setting_reaches_the_change_detectors(frames):
             assert getattr(detector, name.split('.')[1]) == value, name
 
 
+def test_a_still_frame_after_new_settings_shows_what_the_engine_recomputed():
+    # Loose layer thresholds hold changes back; lowering them requests a dense frame. On a
+    # still input that frame's outputs must be shown, not the last frame's again. (DAVIS
+    # parkour, a moving camera, shrunk to 224x128.)
+    folder = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
+    frames = [cv2.resize(cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB), (224, 128),
+                         interpolation=cv2.INTER_AREA)
+              for path in sorted(folder.glob('*.jpg'))[10:16:2]]
+    exact = {'change.threshold': 0.0, 'change.min_pixels': 1, 'model.pose': ''}
+    loose = _settings(**exact, **{'sparsity.scale': 3.0, 'sparsity.global_scale': 3.0})
+    pipeline = Pipeline(loose, heads=('segmentation',))
+    dense = Pipeline(loose, heads=('segmentation',), incremental=False)
+    for frame in frames:
+        got = pipeline.process(frame).segmentation.mask
+    want = dense.process(frames[-1]).segmentation.mask
+    assert (got != want).any(), 'the test needs thresholds that hold something back'
+    pipeline.update(_settings(**exact, **{'sparsity.scale': 0.0, 'sparsity.global_scale': 0.0}))
+    for _ in range(2):
+        np.testing.assert_array_equal(pipeline.process(frames[-1]).segmentation.mask, want)
+
+
+def test_a_new_tile_size_reaches_every_change_map(frames):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    pipeline.process(frames[0])
+    pipeline.update(_settings(**{'change.tile_size': 32}))
+    result = pipeline.process(frames[1])
+    assert result.tile_size == 32
+    assert all(net.change.tile_size == 32
+               for head in pipeline._heads.values() for net in head.nets)
+
+
 def test_a_pose_only_pipeline_says_it_does_not_read_the_change_threshold(caplog):
     settings = _settings(**{'model.pose': 'movenet_lightning'})
     with caplog.at_level('WARNING', logger='sparse_perception.pipeline'):
@@ -374,6 +405,22 @@ def test_pose_head_without_a_person_returns_nobody(mediapipe_cache):
     result = pipeline.process(np.full((120, 160, 3), 90, np.uint8))
     assert result.pose.people == 0 and result.pose.keypoints.shape == (0, 33, 3)
     assert result.segmentation is None
+
+
+def test_an_update_that_fails_for_one_head_changes_no_other(mediapipe_cache):
+    # The segmentation head takes its part first; the pose head then refuses a track gate
+    # (BlazePose follows people by its own crops). Nothing may stay applied.
+    settings = _mediapipe_settings(mediapipe_cache)
+    pipeline = Pipeline(settings)
+    pipeline.process(np.full((96, 160, 3), 90, np.uint8))
+    segmentation = pipeline._heads['segmentation'].nets[0]
+    config = segmentation.config
+    bad = st.replace(settings, {'sparsity.scale': 2.0, 'sparsity.gate': 'previous',
+                                'pose.gate': 'track'})
+    with pytest.raises(ModelLoadError, match='pose.gate'):
+        pipeline.update(bad)
+    assert pipeline.settings == settings
+    assert segmentation.config == config and segmentation.gates.mode == 'none'
 
 
 def test_a_missing_optional_package_is_a_model_load_error_naming_it(monkeypatch):

@@ -865,6 +865,7 @@ def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
     with pytest.raises(EngineError, match='unknown layers'):
         inc.reconfigure(EngineConfig(layer_thresholds={'nope': 1.0}), state)
     inc.reconfigure(EngineConfig(tile=EngineConfig().tile + 2), state)  # structural: dense next
+    assert state.refresh_requested  # which the state tells before the frame, as above
     inc(x, tiles, state)
     assert inc.last_stats.dense
 
