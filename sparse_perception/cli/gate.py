@@ -107,4 +107,8 @@ def run_train(args: argparse.Namespace) -> int:
     print(f'wrote {args.out}: {report.frames} frames, {report.samples} training pairs; on '
           f'them the gate holds {report.recall:.1%} of the target tiles letting in '
           f'{report.gated:.1%} of all tiles (targets: {report.tiles_positive:.1%})')
+    left = ([f'stopped reading {report.partly}'] if report.partly else []) + (
+        [f'did not read {", ".join(report.unread)}'] if report.unread else [])
+    if left:  # said even with --quiet: the gate learned from less than was given
+        print(f'--max-frames {args.max_frames} ' + '; '.join(left))
     return 0

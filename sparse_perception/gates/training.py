@@ -74,6 +74,8 @@ class TrainingReport:
     gated: float  # share of tiles the gate lets in, at the threshold
     losses: list[float] = field(default_factory=list)  # per epoch
     meta: dict = field(default_factory=dict)
+    partly: str | None = None  # the source --max-frames stopped in
+    unread: list[str] = field(default_factory=list)  # sources after it, not read
 
 
 # The training samples the distillation may hold (each frame's scaled image, motion and
@@ -92,10 +94,10 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
     the frames that could not be decoded, and 'unread', the sources left when
     ``max_frames`` were read.
     """
-    from sparse_perception.replay.sources import input_kind, open_source
+    from sparse_perception.replay.sources import input_kind
 
     tally = {} if tally is None else tally
-    tally.update(damaged=0, unread=[])
+    tally.update(damaged=0, unread=[], partly=None)
     count, run = 0, 0
     for index, source in enumerate(sources):
         path = Path(source)
@@ -106,10 +108,10 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
             return
         kind, _ = input_kind(path)
         run += 1
-        # An image folder needs a rate for its stamps, which training does not read.
-        with open_source(path, topic=topic, rate=1.0 if kind == 'folder' else None) as frames:
+        with _opened(path, kind, topic) as frames:
             for frame in frames:
                 if count >= max_frames:
+                    tally['partly'] = str(path)  # a frame was left: the source goes on
                     break
                 if hasattr(frame, 'image'):
                     count += 1
@@ -119,14 +121,51 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
                     run += 1
 
 
+def _opened(path: Path, kind: str, topic: str | None) -> Any:
+    """Open a source as the replay does: ``topic`` is a bag's; a folder gets a rate."""
+    from sparse_perception.replay.sources import open_source
+
+    # An image folder needs a rate for its stamps, which training does not read.
+    return open_source(path, topic=topic if kind == 'bag' else None,
+                       rate=1.0 if kind == 'folder' else None)
+
+
+def check_sources(sources: Sequence[str | Path], topic: str | None = None) -> None:
+    """
+    Open every source once, before any frame goes through the model: a bad one fails now.
+
+    ``topic`` picks the image topic of the bags among them (videos and folders have one).
+    """
+    from sparse_perception.replay.errors import ReplayError
+    from sparse_perception.replay.sources import input_kind
+
+    bags = 0
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise TrainingError(f'{path} does not exist')
+        try:
+            kind, _ = input_kind(path)
+            with _opened(path, kind, topic):
+                pass
+        except ReplayError as exc:
+            raise TrainingError(str(exc)) from None
+        bags += kind == 'bag'
+    if topic is not None and not bags:
+        raise TrainingError(f'--topic {topic} picks the image topic of a bag, and no source '
+                            'is one')
+
+
 def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int = 0,
            max_frames: int = 300, shift: int = 8, seed: int = 0, topic: str | None = None,
-           progress: Callable[[str], None] | None = None
+           progress: Callable[[str], None] | None = None, tally: dict | None = None
            ) -> tuple[list[tuple[Any, Any, Any]], int]:
     """
     Return (image and motion, last person tiles, target) per frame after each run's first.
 
-    And the number of frames read. A run is a stretch of consecutive frames (see frames_of).
+    And the number of frames read. A run is a stretch of consecutive frames (see frames_of,
+    which fills ``tally`` if given). Raises :class:`TrainingError` when the model found no
+    person in any frame: a gate learns from the people it is shown.
 
     ``model`` is a loaded segmentation model (models/registry.py) with a 'person' class.
     """
@@ -141,8 +180,8 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     samples = []
     moves = torch.Generator().manual_seed(seed)
     last_run, last_small, last_people = None, None, None
-    frames, held = 0, 0
-    tally: dict = {}
+    frames, held, positives = 0, 0, 0
+    tally = {} if tally is None else tally
     for run, image in frames_of(sources, max_frames, topic, tally):
         frames += 1
         with torch.no_grad():
@@ -151,6 +190,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
             outputs = model.module.tail(*[f.float() for f in model.module.trunk(x)])
         height, width = x.shape[-2:]
         people = to_tiles(person_map(outputs, model.decoder, person), height, width, tile)
+        positives += int(people.sum())
         small = small_image(x.cpu(), tile)
         if run == last_run and last_people.shape == people.shape:
             inputs, prior = features(small, last_small, last_people)
@@ -163,10 +203,11 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
                 samples.append((inputs, prior, target.float()[None]))
             held = sum(t.nbytes for t in samples[-1]) * len(samples)
             if held > SAMPLE_BUDGET_BYTES:
+                remedy = (f'pass --max-frames {frames - 1} or fewer (or a larger --tile-size)'
+                          if frames > 2 else 'pass a larger --tile-size')  # (2 at least)
                 raise TrainingError(
                     f'after {frames} frames the training samples take {held / 2**30:.1f} GiB, '
-                    f'and all of them are held in memory: pass --max-frames {frames - 1} or '
-                    'fewer (or a larger --tile-size)')
+                    f'and all of them are held in memory: {remedy}')
         last_run, last_small, last_people = run, small, people
         if progress is not None and frames % 25 == 0:
             progress(f'{frames} frames through the model')
@@ -181,10 +222,27 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
             else '') + (
             f'; --max-frames reached before {", ".join(tally["unread"])}'
             if tally['unread'] else ''))
+    if not positives:
+        raise TrainingError(f'the model found no person in the {frames} frame(s) read, and a '
+                            'gate learns where people are from them: give sources with people '
+                            'in view (nothing was written)')
     if not samples:
         raise TrainingError(f'{frames} frame(s) but no two in a row from one source: the '
                             'gate learns from consecutive frames')
     return samples, frames
+
+
+def _model_file(name: str, models_dir: str | None) -> Path | None:
+    """Return the teacher model's file, which --out must not overwrite (None: not found)."""
+    from sparse_perception.models.registry import REGISTRY, resolve
+
+    if name in REGISTRY:
+        try:
+            return resolve(REGISTRY[name], models_dir)
+        except (OSError, ValueError):  # loading it says why
+            return None
+    path = Path(name).expanduser()
+    return path if path.exists() else None
 
 
 def fit(samples: list[tuple[Any, Any, Any]], *, epochs: int, seed: int,
@@ -267,13 +325,13 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError('no sources given')
     if models_dir is not None and not Path(models_dir).is_dir():
         raise TrainingError(f'--models-dir {models_dir}: no such folder')
-    for source in sources:
-        if not Path(source).exists():
-            raise TrainingError(f'{source} does not exist')
-    try:  # before minutes of training: a path that cannot be written, or that is a source
-        check_outputs([('--out', out)], sources, create_folders=True)
+    model_file = _model_file(model_name, models_dir)
+    try:  # before minutes of training: a path that cannot be written, or that is an input
+        check_outputs([('--out', out)], [*sources, *([model_file] if model_file else [])],
+                      create_folders=True)
     except OutputError as exc:
         raise TrainingError(str(exc)) from None
+    check_sources(sources, o.topic)
     try:
         model = load_model(model_name, 'cpu', models_dir=models_dir)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:
@@ -281,14 +339,16 @@ def train(sources: Sequence[str | Path], out: str | Path,
             from exc
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
+    tally: dict = {}
     samples, frames = distil(sources, model, o.tile, margin=o.margin, max_frames=o.max_frames,
-                             shift=o.shift, seed=o.seed, topic=o.topic, progress=progress)
+                             shift=o.shift, seed=o.seed, topic=o.topic, progress=progress,
+                             tally=tally)
     state, report = fit(samples, epochs=o.epochs, seed=o.seed, recall_weight=o.recall_weight,
                         progress=progress)
     if not all(bool(v.isfinite().all()) for v in state.values() if v.is_floating_point()):
         raise TrainingError(f'training diverged (loss {report.losses[-1]:.4g} after the last '
                             'epoch): the weights are not finite numbers; nothing was written')
-    report.frames = frames
+    report.frames, report.partly, report.unread = frames, tally['partly'], tally['unread']
     report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS,
                    'model': model_key(model_name),
                    'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,

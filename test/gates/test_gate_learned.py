@@ -18,6 +18,7 @@ import os
 import stat
 
 import cv2
+import numpy as np
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.cli import main
@@ -32,12 +33,12 @@ META = {'version': VERSION, 'tile': 16, 'cells': CELLS}
 
 @pytest.fixture(scope='module')
 def tiny_frames(tmp_path_factory):
-    """Five frames of DAVIS parkour at 96x160, as an image folder."""
+    """Five frames of DAVIS parkour at 128x224, as an image folder (the model sees the runner)."""
     source = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
     require_shared('models/coral')
     folder = tmp_path_factory.mktemp('frames')
     for i, path in enumerate(sorted(source.glob('*.jpg'))[10:15]):
-        cv2.imwrite(str(folder / f'{i}.png'), cv2.resize(cv2.imread(str(path)), (160, 96)))
+        cv2.imwrite(str(folder / f'{i}.png'), cv2.resize(cv2.imread(str(path)), (224, 128)))
     return folder
 
 
@@ -73,6 +74,52 @@ def test_training_refuses_missing_sources_and_empty_ones(tiny_frames, tmp_path, 
     with pytest.raises(TrainingError, match='not a segmentation model'):
         train([tiny_frames], tmp_path / 'g.pt', TrainingOptions(model_name='movenet_lightning'))
     assert not (tmp_path / 'g.pt').exists()
+
+
+def test_every_source_is_checked_before_any_frame_goes_through_the_model(tiny_frames, tmp_path):
+    (tmp_path / 'notes.txt').write_text('not a video')
+    out = tmp_path / 'g.pt'
+    lines = []
+    # The bad second source is refused before the first goes through the model, and also
+    # when --max-frames would stop reading in the first.
+    for frames in (10, 3):
+        with pytest.raises(TrainingError, match='notes.txt'):
+            train([tiny_frames, tmp_path / 'notes.txt'], out,
+                  TrainingOptions(epochs=1, max_frames=frames), progress=lines.append)
+    assert not lines and not out.exists()
+    with pytest.raises(TrainingError, match='--topic /camera/image picks the image topic of a '
+                       'bag, and no source is one'):
+        train([tiny_frames], out, TrainingOptions(epochs=1, topic='/camera/image'))
+
+
+def test_out_may_not_overwrite_the_model_that_teaches(tiny_frames, tmp_path):
+    import shutil
+
+    model = tmp_path / 'deeplab.tflite'
+    shutil.copy(require_shared('models/coral/deeplabv3_mnv2_pascal_quant.tflite'), model)
+    before = model.read_bytes()
+    with pytest.raises(TrainingError, match='--out'):
+        train([tiny_frames], model, TrainingOptions(model_name=str(model), epochs=1))
+    assert model.read_bytes() == before
+
+
+def test_a_model_that_sees_nobody_in_the_sources_gives_no_gate(tmp_path):
+    folder = tmp_path / 'grey'
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f'{i}.png'), np.full((128, 224, 3), 128, np.uint8))
+    with pytest.raises(TrainingError, match='found no person in the 3 frame'):
+        train([folder], tmp_path / 'g.pt', TrainingOptions(epochs=1))
+    assert not (tmp_path / 'g.pt').exists()
+
+
+def test_the_summary_says_what_max_frames_left_unread(tiny_frames, tmp_path, capsys):
+    out = tmp_path / 'g.pt'
+    assert main(['gate', 'train', str(tiny_frames), str(tiny_frames), '--max-frames', '3',
+                 '--epochs', '1', '--quiet', '--out', str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f'--max-frames 3 stopped reading {tiny_frames}; did not read {tiny_frames}' \
+        in printed
 
 
 def test_no_training_pair_spans_a_damaged_frame(tiny_frames, tmp_path):
@@ -124,6 +171,11 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
     (tmp_path / 'm.tflite').write_bytes(b'')
     save(state, dict(META, model=model_key(str(tmp_path / 'm.tflite'))), tmp_path / 'file.pt')
     load(tmp_path / 'file.pt', 16, str(tmp_path / '.' / 'm.tflite'))
+    for key, value in (('version', torch.tensor([VERSION])), ('version', True),
+                       ('tile', torch.tensor(16)), ('model', 5)):
+        save(state, dict(META, **{key: value}), tmp_path / 'odd.pt')
+        with pytest.raises(GateFileError, match=f'its metadata {key!r} is a'):
+            load(tmp_path / 'odd.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
     diverged = dict(state)
     diverged['tiles.4.bias'] = torch.full_like(state['tiles.4.bias'], float('nan'))
     save(diverged, META, tmp_path / 'nan.pt')
@@ -167,7 +219,7 @@ def test_the_samples_held_are_bounded(tiny_frames, tmp_path, monkeypatch):
     from sparse_perception.gates import training
 
     monkeypatch.setattr(training, 'SAMPLE_BUDGET_BYTES', 1)
-    with pytest.raises(TrainingError, match='pass --max-frames 1 or fewer'):
+    with pytest.raises(TrainingError, match='after 2 frames .*: pass a larger --tile-size'):
         train([tiny_frames], tmp_path / 'g.pt', TrainingOptions(epochs=1, max_frames=5))
     assert not (tmp_path / 'g.pt').exists()
 
