@@ -180,7 +180,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
     samples = []
     moves = torch.Generator().manual_seed(seed)
     last_run, last_small, last_people = None, None, None
-    frames, held, positives = 0, 0, 0
+    frames, held, positives, resized = 0, 0, 0, 0
     tally = {} if tally is None else tally
     for run, image in frames_of(sources, max_frames, topic, tally):
         frames += 1
@@ -192,6 +192,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         people = to_tiles(person_map(outputs, model.decoder, person), height, width, tile)
         positives += int(people.sum())
         small = small_image(x.cpu(), tile)
+        resized += run == last_run and last_people.shape != people.shape
         if run == last_run and last_people.shape == people.shape:
             inputs, prior = features(small, last_small, last_people)
             target = grow(people | last_people, margin)
@@ -226,6 +227,9 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         raise TrainingError(f'the model found no person in the {frames} frame(s) read, and a '
                             'gate learns where people are from them: give sources with people '
                             'in view (nothing was written)')
+    if not samples and resized:
+        raise TrainingError(f'{frames} frame(s), but every two in a row differ in size: the '
+                            'gate learns from consecutive frames of one size')
     if not samples:
         raise TrainingError(f'{frames} frame(s) but no two in a row from one source: the '
                             'gate learns from consecutive frames')

@@ -113,6 +113,16 @@ def test_a_model_that_sees_nobody_in_the_sources_gives_no_gate(tmp_path):
     assert not (tmp_path / 'g.pt').exists()
 
 
+def test_frames_that_change_size_at_every_step_are_named_as_such(tiny_frames, tmp_path):
+    folder = tmp_path / 'mixed'
+    folder.mkdir()
+    for i, path in enumerate(sorted(tiny_frames.glob('*.png'))[:3]):
+        size = (224, 128) if i % 2 == 0 else (320, 192)  # the runner is seen at both
+        cv2.imwrite(str(folder / f'{i}.png'), cv2.resize(cv2.imread(str(path)), size))
+    with pytest.raises(TrainingError, match='every two in a row differ in size'):
+        train([folder], tmp_path / 'g.pt', TrainingOptions(epochs=1))
+
+
 def test_the_summary_says_what_max_frames_left_unread(tiny_frames, tmp_path, capsys):
     out = tmp_path / 'g.pt'
     assert main(['gate', 'train', str(tiny_frames), str(tiny_frames), '--max-frames', '3',
