@@ -91,8 +91,8 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
 
     Frames of one run follow each other: a new source, or a damaged frame (skipped), starts
     a new run, so that no training pair spans a gap. ``tally`` (if given) gets 'damaged',
-    the frames that could not be decoded, and 'unread', the sources left when
-    ``max_frames`` were read.
+    the frames that could not be decoded, 'partly', the source ``max_frames`` stopped in
+    with frames left (or None), and 'unread', the sources after it.
     """
     from sparse_perception.replay.sources import input_kind
 
