@@ -1030,11 +1030,17 @@ class Pipeline:
                       or settings.pose != old.pose):
                     reconfigured.append(heads[kind])
                     heads[kind].reconfigure(settings)
-        except Exception:
-            # Nothing is applied: a head reconfigured before the one that failed (or the
-            # failed one, part way) takes the settings it ran with back.
+        except Exception as exc:
+            # The old settings stay: a head reconfigured before the one that failed (or the
+            # failed one, part way) takes them back. (What it remembered may go with it: a
+            # gate changed and back starts from nothing seen, a plan change and back runs
+            # the next frame dense.)
             for head in reconfigured:
-                head.reconfigure(old)
+                try:
+                    head.reconfigure(old)
+                except Exception as back:  # said with the error that caused it
+                    exc.add_note(f'and the {head.kind} head could not take the old settings '
+                                 f'back: {back}')
             if settings.model.threads != old.model.threads:
                 _apply_threads(old.model.threads)
             raise

@@ -432,6 +432,8 @@ class IncrementalModel:
         every stream runs dense.
         """
         old = self.config
+        for plan in self._plans.values():  # raises before anything changes
+            plan.check_layer_thresholds(config)
         if any(getattr(config, name) != getattr(old, name)
                for name in self.executor.plan_settings):
             self.config = config
@@ -443,8 +445,6 @@ class IncrementalModel:
             if state is not None:
                 state.request_refresh()
             return
-        for plan in self._plans.values():  # raises before anything changes
-            plan.check_layer_thresholds(config)
         self.config = config
         state = state if state is not None else self._default_state
         if state is not None and state.plan is not None and state.frames > 0:

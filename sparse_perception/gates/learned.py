@@ -145,7 +145,7 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     meta = blob['meta']
     # Plain values, as training writes them: a tensor or a bool here is no gate's metadata.
     for key, kind in (('version', int), ('cells', int), ('tile', int), ('model', str)):
-        if key in meta and type(meta[key]) is not kind:
+        if meta.get(key) is not None and type(meta[key]) is not kind:
             raise GateFileError(f'{path} is not a gate file: its metadata {key!r} is a '
                                 f'{type(meta[key]).__name__}, not {kind.__name__}')
     if meta.get('version') != VERSION:

@@ -20,8 +20,8 @@ On a moving camera every tile changes, so temporal sparsity alone computes every
 keeps its cached features and is recomputed once a gate covers it again. The gates:
 
 - ``previous``: the person tiles of the last frame's output, grown by ``sparsity.gate_margin``
-  tiles. Cheap, but someone who appears away from everyone seen is found only when the
-  refresh cell (below) passes over them.
+  tiles. Cheap, but someone who appears away from everyone seen is looked for only by the
+  refresh cells (below), which may miss them.
 - ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
   previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
@@ -37,9 +37,10 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   previous ones, grown. Any segmentation network with a person class.
 
 Whatever the gate, a frame runs ungated when nothing was seen yet (a stream's first frame,
-the first under another gate or tile size) or when neither the last frame's output nor the
-gate's own look (glance, learned) shows anybody: there is nobody to follow, whoever appears
-must be found anywhere, and a refresh cell computed amid stale features may miss them.
+the first under another gate, tile size or glance scale) or when neither the last frame's
+output nor the gate's own look (glance, learned) shows anybody: there is nobody to follow,
+whoever appears must be found anywhere, and a refresh cell computed amid stale features may
+miss them.
 
 A gate that covers more than ``sparsity.gate_dense_above`` of the frame (a crowd) is dropped:
 the frame recomputes every change and every stale position, which costs little more than the
@@ -252,8 +253,9 @@ class GateMaker:
         """
         Take the gate settings (and the change tiles' edge) from the next frame on.
 
-        They are all live. Another gate, or another tile, starts from nothing seen: what
-        the last gate remembered is older than the frames it did not see, and in other tiles.
+        They are all live. Another gate, another tile or another glance scale starts from
+        nothing seen: what the last gate remembered is older than the frames it did not see,
+        in other tiles, or what a glance at another scale saw.
         """
         tile = self.tile if tile is None else tile
         if settings.gate != 'none' and self.person is None:
@@ -267,7 +269,7 @@ class GateMaker:
             self._load_learned(settings.gate_model, tile)
         # (A glance at another scale may see someone the last one missed.)
         fresh = (settings.gate != self.mode or tile != self.tile
-                 or settings.glance_scale != self.scale)
+                 or (settings.gate == 'glance' and settings.glance_scale != self.scale))
         self.tile = tile
         self.mode = settings.gate
         self.threshold = settings.gate_threshold

@@ -121,12 +121,15 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
                     run += 1
 
 
+BAGS = ('rosbag1', 'rosbag2')  # the source kinds (replay.sources.input_kind) with topics
+
+
 def _opened(path: Path, kind: str, topic: str | None) -> Any:
     """Open a source as the replay does: ``topic`` is a bag's; a folder gets a rate."""
     from sparse_perception.replay.sources import open_source
 
     # An image folder needs a rate for its stamps, which training does not read.
-    return open_source(path, topic=topic if kind == 'bag' else None,
+    return open_source(path, topic=topic if kind in BAGS else None,
                        rate=1.0 if kind == 'folder' else None)
 
 
@@ -150,7 +153,7 @@ def check_sources(sources: Sequence[str | Path], topic: str | None = None) -> No
                 pass
         except ReplayError as exc:
             raise TrainingError(str(exc)) from None
-        bags += kind == 'bag'
+        bags += kind in BAGS
     if topic is not None and not bags:
         raise TrainingError(f'--topic {topic} picks the image topic of a bag, and no source '
                             'is one')
@@ -329,13 +332,13 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError('no sources given')
     if models_dir is not None and not Path(models_dir).is_dir():
         raise TrainingError(f'--models-dir {models_dir}: no such folder')
+    check_sources(sources, o.topic)
     model_file = _model_file(model_name, models_dir)
     try:  # before minutes of training: a path that cannot be written, or that is an input
         check_outputs([('--out', out)], [*sources, *([model_file] if model_file else [])],
                       create_folders=True)
     except OutputError as exc:
         raise TrainingError(str(exc)) from None
-    check_sources(sources, o.topic)
     try:
         model = load_model(model_name, 'cpu', models_dir=models_dir)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:

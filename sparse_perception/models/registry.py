@@ -235,7 +235,9 @@ class LoadedModel:
         """Turn a prepared (h, w, 3) uint8 input into the normalised (1, 3, h, w) tensor."""
         import torch
 
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device)
+        # A frame straight from a message's buffer is read-only, which torch warns about
+        # even for a tensor only read (as here: .float() copies); a copy then, once per frame.
+        tensor = torch.from_numpy(np.require(pixels, requirements=('C', 'W'))).to(self.device)
         tensor = tensor.permute(2, 0, 1)[None].float()
         scale, offset = self.normalise
         return tensor * scale + offset if (scale, offset) != (1.0, 0.0) else tensor

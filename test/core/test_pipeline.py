@@ -126,13 +126,18 @@ def test_a_still_frame_after_new_settings_shows_what_the_engine_recomputed():
 
 
 def test_a_new_tile_size_reaches_every_change_map(frames):
-    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    # MoveNet's input is the letterboxed frame: its map is made from the frame's (the
+    # DeepLab, fed the frame itself, reads the frame's map).
+    from sparse_perception.change import ResampledChange
+
+    settings = _settings(**{'model.pose': 'movenet_lightning'})
+    pipeline = Pipeline(settings)
     pipeline.process(frames[0])
-    pipeline.update(_settings(**{'change.tile_size': 32}))
+    pipeline.update(st.replace(settings, {'change.tile_size': 32}))
     result = pipeline.process(frames[1])
     assert result.tile_size == 32
-    assert all(net.change.tile_size == 32
-               for head in pipeline._heads.values() for net in head.nets)
+    movenet = pipeline._heads['pose'].nets[0].change
+    assert isinstance(movenet, ResampledChange) and movenet.tile_size == 32
 
 
 def test_a_pose_only_pipeline_says_it_does_not_read_the_change_threshold(caplog):

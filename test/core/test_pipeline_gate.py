@@ -428,6 +428,17 @@ def test_another_gate_or_tile_starts_the_gate_from_nothing_seen():
     maker.observe(_people((1, 2)), 64, 64)
     maker.configure(glance, 8)
     assert maker.tile == 8 and maker.previous is None
+    maker.observe(_people((1, 2)), 32, 32)
+    other = {'sparsity.gate': 'glance', 'sparsity.glance_scale': 0.5}
+    maker.configure(st.replace(st.PerceptionSettings(), other).sparsity, 8)
+    assert maker.previous is None  # what a glance at another scale would see is not known
+    maker.observe(_people((1, 2)), 32, 32)
+    other = {'sparsity.gate': 'previous', 'sparsity.glance_scale': 0.75}
+    maker.configure(st.replace(st.PerceptionSettings(), other).sparsity, 8)
+    previous = {'sparsity.gate': 'previous', 'sparsity.glance_scale': 0.5}
+    maker.observe(_people((1, 2)), 32, 32)
+    maker.configure(st.replace(st.PerceptionSettings(), previous).sparsity, 8)
+    assert maker.previous is not None  # the previous gate takes no glance
 
 
 def test_the_engine_reads_a_gate_in_the_change_tiles(monkeypatch):

@@ -864,6 +864,9 @@ def test_reconfigure_keeps_caches_and_applies_thresholds_next_frame():
     assert inc.last_stats.dense
     with pytest.raises(EngineError, match='unknown layers'):
         inc.reconfigure(EngineConfig(layer_thresholds={'nope': 1.0}), state)
+    with pytest.raises(EngineError, match='unknown layers'):  # with a plan change, too
+        inc.reconfigure(EngineConfig(tile=EngineConfig().tile + 2,
+                                     layer_thresholds={'nope': 1.0}), state)
     inc.reconfigure(EngineConfig(tile=EngineConfig().tile + 2), state)  # structural: dense next
     assert state.refresh_requested  # which the state tells before the frame, as above
     inc(x, tiles, state)

@@ -31,17 +31,6 @@ import torch
 META = {'version': VERSION, 'tile': 16, 'cells': CELLS}
 
 
-@pytest.fixture(scope='module')
-def tiny_frames(tmp_path_factory):
-    """Five frames of DAVIS parkour at 128x224, as an image folder (the model sees the runner)."""
-    source = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
-    require_shared('models/coral')
-    folder = tmp_path_factory.mktemp('frames')
-    for i, path in enumerate(sorted(source.glob('*.jpg'))[10:15]):
-        cv2.imwrite(str(folder / f'{i}.png'), cv2.resize(cv2.imread(str(path)), (224, 128)))
-    return folder
-
-
 def test_training_twice_with_one_seed_gives_the_same_loadable_weights(tiny_frames, tmp_path):
     kwargs = {'model_name': 'deeplabv3_mnv2_pascal_fcn', 'epochs': 2, 'max_frames': 5}
     first = train([tiny_frames], tmp_path / 'a.pt', TrainingOptions(seed=3, **kwargs))
@@ -77,16 +66,26 @@ def test_training_refuses_missing_sources_and_empty_ones(tiny_frames, tmp_path, 
 
 
 def test_every_source_is_checked_before_any_frame_goes_through_the_model(tiny_frames, tmp_path):
+    from sparse_perception.models import registry
+
     (tmp_path / 'notes.txt').write_text('not a video')
     out = tmp_path / 'g.pt'
-    lines = []
-    # The bad second source is refused before the first goes through the model, and also
-    # when --max-frames would stop reading in the first.
-    for frames in (10, 3):
-        with pytest.raises(TrainingError, match='notes.txt'):
-            train([tiny_frames, tmp_path / 'notes.txt'], out,
-                  TrainingOptions(epochs=1, max_frames=frames), progress=lines.append)
-    assert not lines and not out.exists()
+    loaded = []
+    load_model = registry.load_model
+
+    def watched(*args, **kwargs):
+        loaded.append(args)
+        return load_model(*args, **kwargs)
+
+    # The bad second source is refused before the model is loaded, also when --max-frames
+    # would stop reading in the first.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(registry, 'load_model', watched)
+        for frames in (10, 3):
+            with pytest.raises(TrainingError, match='notes.txt'):
+                train([tiny_frames, tmp_path / 'notes.txt'], out,
+                      TrainingOptions(epochs=1, max_frames=frames))
+    assert not loaded and not out.exists()
     with pytest.raises(TrainingError, match='--topic /camera/image picks the image topic of a '
                        'bag, and no source is one'):
         train([tiny_frames], out, TrainingOptions(epochs=1, topic='/camera/image'))
@@ -177,6 +176,9 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
     load(tmp_path / 'fixed.pt', 16, 'deeplabv3_mnv2_pascal')
     with pytest.raises(GateFileError, match='names no segmentation model'):
         load(tmp_path / 'gate.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
+    save(state, dict(META, model=None), tmp_path / 'none.pt')
+    with pytest.raises(GateFileError, match='names no segmentation model'):
+        load(tmp_path / 'none.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
     # A model given by its file: the same file however its path is written.
     (tmp_path / 'm.tflite').write_bytes(b'')
     save(state, dict(META, model=model_key(str(tmp_path / 'm.tflite'))), tmp_path / 'file.pt')
@@ -209,7 +211,11 @@ def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path,
         raise AssertionError('the model was loaded')
     monkeypatch.setattr(registry, 'load_model', never)
     video = tmp_path / 'in.avi'
-    video.write_bytes(b'a video')
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
+    for _ in range(3):
+        writer.write(np.full((48, 64, 3), 90, np.uint8))
+    writer.release()
+    before = video.read_bytes()
     (tmp_path / 'folder.pt').mkdir()
     for options, out, message in (
             (TrainingOptions(), video, 'is the input'),
@@ -222,7 +228,7 @@ def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path,
             (TrainingOptions(), tmp_path / 'folder.pt', 'is a folder')):
         with pytest.raises(TrainingError, match=message):
             train([video], out, options)
-    assert video.read_bytes() == b'a video'
+    assert video.read_bytes() == before
 
 
 def test_the_samples_held_are_bounded(tiny_frames, tmp_path, monkeypatch):
