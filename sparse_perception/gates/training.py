@@ -121,15 +121,12 @@ def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None 
                     run += 1
 
 
-BAGS = ('rosbag1', 'rosbag2')  # the source kinds (replay.sources.input_kind) with topics
-
-
 def _opened(path: Path, kind: str, topic: str | None) -> Any:
     """Open a source as the replay does: ``topic`` is a bag's; a folder gets a rate."""
-    from sparse_perception.replay.sources import open_source
+    from sparse_perception.replay.sources import BAG_KINDS, open_source
 
     # An image folder needs a rate for its stamps, which training does not read.
-    return open_source(path, topic=topic if kind in BAGS else None,
+    return open_source(path, topic=topic if kind in BAG_KINDS else None,
                        rate=1.0 if kind == 'folder' else None)
 
 
@@ -140,7 +137,7 @@ def check_sources(sources: Sequence[str | Path], topic: str | None = None) -> No
     ``topic`` picks the image topic of the bags among them (videos and folders have one).
     """
     from sparse_perception.replay.errors import ReplayError
-    from sparse_perception.replay.sources import input_kind
+    from sparse_perception.replay.sources import BAG_KINDS, input_kind
 
     bags = 0
     for source in sources:
@@ -153,7 +150,7 @@ def check_sources(sources: Sequence[str | Path], topic: str | None = None) -> No
                 pass
         except ReplayError as exc:
             raise TrainingError(str(exc)) from None
-        bags += kind in BAGS
+        bags += kind in BAG_KINDS
     if topic is not None and not bags:
         raise TrainingError(f'--topic {topic} picks the image topic of a bag, and no source '
                             'is one')

@@ -694,6 +694,9 @@ def read_image(path: Path) -> np.ndarray:
 # Opening any input
 # ---------------------------------------------------------------------------------------------
 
+BAG_KINDS = ('rosbag1', 'rosbag2')  # the kinds of input_kind that hold topics
+
+
 def input_kind(path: Path) -> tuple[str, Path]:
     """
     Say what ``path`` is: ('rosbag2' | 'rosbag1' | 'video' | 'folder', path to open).
@@ -753,7 +756,7 @@ def open_source(path: str | Path, *, topic: str | None = None, rate: float | Non
     kind, path = input_kind(Path(path))
     if kind in ('video', 'folder') and topic is not None:
         raise ReplayError(f'--topic applies to bags; {path} is a {kind}')
-    if kind in ('rosbag1', 'rosbag2'):
+    if kind in BAG_KINDS:
         if rate is not None:
             raise ReplayError(f'--rate applies to videos and image folders; {path} is a bag '
                               'and keeps its own stamps')
