@@ -41,12 +41,13 @@ import numpy as np
 
 from sparse_perception.evaluation import accuracy
 from sparse_perception.evaluation.provenance import environment
+from sparse_perception.gates.maker import person_class
 from sparse_perception.output_files import check_outputs, OutputError, write_atomic
+from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.sources import FrameRange
 from sparse_perception.settings import PerceptionSettings, replace, SettingError
 
 SEEN = 500  # person pixels of the dense mask from which the runner counts as visible
-PERSON = 15  # PASCAL VOC
 
 
 def scene(scale: float, frames: int) -> list:
@@ -93,10 +94,11 @@ def main(argv):
     except OutputError as exc:
         parser.error(str(exc))
     frames = scene(args.scale, args.frames)
-    pipelines = [accuracy._pipeline(settings, 'segmentation', incremental)
+    pipelines = [Pipeline(settings, heads=('segmentation',), incremental=incremental)
                  for incremental in (True, False)]
     runs = accuracy.run_head(pipelines, 'segmentation', frames)
-    pixels = [[int((mask == PERSON).sum()) for mask in run.masks] for run in runs]
+    person = person_class(pipelines[0].class_names)
+    pixels = [[int((mask == person).sum()) for mask in run.masks] for run in runs]
     missed = [i for i, (got, want) in enumerate(zip(*pixels)) if want > SEEN and got == 0]
     env = environment('cpu')
     result = {'scale': args.scale, 'frames': len(frames), 'settings': changes,
