@@ -116,6 +116,39 @@ def model_key(model: str) -> str:
     return model if model in REGISTRY else str(Path(model).expanduser().resolve())
 
 
+def model_digest(model: str) -> str | None:
+    """
+    Return the SHA-256 of a model given as a file (hex), None for a registered name.
+
+    A gate names a model file by its content as well as its path: the file copied to a robot
+    is the same model under another path, and another file written over the path is not.
+    """
+    import hashlib
+
+    from sparse_perception.models.registry import REGISTRY
+
+    if model in REGISTRY:
+        return None
+    digest = hashlib.sha256()
+    with open(Path(model).expanduser(), 'rb') as file:
+        for block in iter(lambda: file.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _same_model(meta: dict, model: str) -> bool:
+    """Whether ``model`` is the one the gate's metadata names (see :func:`model_digest`)."""
+    from sparse_perception.models.registry import REGISTRY
+
+    trained = meta.get('model_sha256')
+    if trained is None or model in REGISTRY or meta['model'] in REGISTRY:
+        return model_key(meta['model']) == model_key(model)  # (older gate files: no digest)
+    try:
+        return model_digest(model) == trained
+    except OSError:  # no such file: loading the model says so
+        return model_key(meta['model']) == model_key(model)
+
+
 def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict]:
     """
     Return the gate network in a file (eval mode) and its metadata; refuse a bad file.
@@ -144,7 +177,8 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
         raise GateFileError(f'{path} is not a gate file (expected weights and metadata)')
     meta = blob['meta']
     # Plain values, as training writes them: a tensor or a bool here is no gate's metadata.
-    for key, kind in (('version', int), ('cells', int), ('tile', int), ('model', str)):
+    for key, kind in (('version', int), ('cells', int), ('tile', int), ('model', str),
+                      ('model_sha256', str)):
         if meta.get(key) is not None and type(meta[key]) is not kind:
             raise GateFileError(f'{path} is not a gate file: its metadata {key!r} is a '
                                 f'{type(meta[key]).__name__}, not {kind.__name__}')
@@ -158,7 +192,11 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
         raise GateFileError(f'{path}: its metadata names no segmentation model, and a gate '
                             'holds to the model it was trained on: train it again with '
                             f'`sparse-perception gate train --model {model}`')
-    if model is not None and model_key(meta['model']) != model_key(model):
+    if model is not None and not _same_model(meta, model):
+        if model_key(meta['model']) == model_key(model):
+            raise GateFileError(f'{path}: trained for the model file {model!r} as it was then, '
+                                'and its content has changed since: train the gate again with '
+                                f'`sparse-perception gate train --model {model}`')
         raise GateFileError(f'{path}: trained for the segmentation model '
                             f'{meta["model"]!r}, but this one is {model!r}: set '
                             f'model.segmentation to {meta["model"]!r}, or train one for it '

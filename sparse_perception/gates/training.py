@@ -302,7 +302,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
           options: TrainingOptions = TrainingOptions(), *, models_dir: str | None = None,
           progress: Callable[[str], None] | None = None) -> TrainingReport:
     """Distil the gate from the options' model on the sources and write it to ``out``."""
-    from sparse_perception.gates.learned import CELLS, model_key, save, VERSION
+    from sparse_perception.gates.learned import CELLS, model_digest, model_key, save, VERSION
     from sparse_perception.models.registry import load_model
 
     import math
@@ -354,7 +354,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
                             'epoch): the weights are not finite numbers; nothing was written')
     report.frames, report.partly, report.unread = frames, tally['partly'], tally['unread']
     report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS,
-                   'model': model_key(model_name),
+                   'model': model_key(model_name), 'model_sha256': model_digest(model_name),
                    'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,
                    'samples': len(samples), 'recall_weight': o.recall_weight}
     save(state, report.meta, out)

@@ -102,6 +102,37 @@ def test_out_may_not_overwrite_the_model_that_teaches(tiny_frames, tmp_path):
     assert model.read_bytes() == before
 
 
+def test_a_gate_holds_to_its_model_file_by_content_not_by_path(tiny_frames, tmp_path):
+    import hashlib
+    import shutil
+
+    from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
+    from sparse_perception.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    net = DeepLabV3MobileNetV2(DeepLabConfig(num_classes=2, depth_multiplier=0.25,
+                                             aspp_channels=8)).eval()
+    net.trunk.logits[0].bias.data = torch.tensor([0.0, 9.0])  # it sees people everywhere
+    model = save_checkpoint(net, tmp_path / 'desk' / 'seg.pt', meta={
+        'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['background', 'person'],
+        'resize': 'none', 'name': 'seg'})
+    out = tmp_path / 'g.pt'
+    train([tiny_frames], out, TrainingOptions(model_name=str(model), epochs=1, max_frames=2))
+    _, meta = load(out, 16, str(model))
+    assert meta['model_sha256'] == hashlib.sha256(model.read_bytes()).hexdigest()
+    robot = tmp_path / 'robot' / 'seg.pt'  # the same model, copied elsewhere
+    robot.parent.mkdir()
+    shutil.copy(model, robot)
+    load(out, 16, str(robot))
+    model.write_bytes(model.read_bytes() + b'\0')  # another file where the model was
+    with pytest.raises(GateFileError, match='content has changed since'):
+        load(out, 16, str(model))
+    with pytest.raises(GateFileError, match="trained for the segmentation model '/"):
+        load(out, 16, 'deeplabv3_mnv2_pascal_fcn')
+    with pytest.raises(GateFileError, match='trained for the segmentation model'):
+        load(out, 16, str(tmp_path / 'elsewhere.pt'))  # no such file: by its path
+
+
 def test_a_model_that_sees_nobody_in_the_sources_gives_no_gate(tmp_path):
     folder = tmp_path / 'grey'
     folder.mkdir()
