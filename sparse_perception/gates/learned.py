@@ -29,9 +29,12 @@ size it was trained for and the input scale, and a file that does not match is r
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any
 
+# A gate file holds about 30 KB; anything much larger is another file, read whole by torch.
+MAX_FILE_BYTES = 16 * 2 ** 20
 VERSION = 1
 CELLS = 4  # pixels per change tile edge in the gate's input (1/4 at 16-pixel tiles)
 WIDTH = 16  # channels of the tile-level features
@@ -106,7 +109,11 @@ def save(state: dict, meta: dict, path: str | Path) -> Path:
     blob = {'state': {k: v.detach().clone() for k, v in state.items()}, 'meta': dict(meta)}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    return write_atomic(path, lambda temp: torch.save(blob, temp))
+    # Serialised in memory (about 30 KB), then written as bytes: torch's own file writer
+    # reports a full disk as a RuntimeError of its internals, a plain write as an OSError.
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    return write_atomic(path, buffer.getvalue())
 
 
 def model_key(model: str) -> str:
@@ -158,20 +165,39 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     they would lie elsewhere.
     """
     import pickle
-    import zipfile
+    import warnings
 
     import torch
 
-    path = Path(path)
+    path = Path(path).expanduser()  # as model paths are
+    if path.is_dir():
+        raise GateFileError(f'gate file {str(path)!r} is a folder; expected the file that '
+                            '`sparse-perception gate train` wrote')
     if not path.is_file():
         raise GateFileError(f'gate file {str(path)!r} does not exist (train one with '
                             '`sparse-perception gate train`)')
+    size = path.stat().st_size
+    if size == 0:
+        raise GateFileError(f'{path} is not a gate file: it is empty')
+    if size > MAX_FILE_BYTES:  # read whole by torch.load: refuse a wrong file before that
+        raise GateFileError(f'{path} is not a gate file: it holds {size / 2 ** 20:.0f} MiB, '
+                            f'and a gate file is about 30 KB (at most '
+                            f'{MAX_FILE_BYTES // 2 ** 20} MiB are read)')
     try:
-        blob = torch.load(path, map_location='cpu', weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError,
-            ValueError) as exc:
-        raise GateFileError(f'{path} is not a gate file: {" ".join(str(exc).split())[:200]}') \
-            from None
+        with warnings.catch_warnings():  # torch's notes on a foreign pickle: the error says it
+            warnings.simplefilter('ignore')
+            blob = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message suggests loading it with weights_only=False, which runs whatever
+        # code the file holds: not advice to pass on about a file that is not a gate.
+        raise GateFileError(f'{path} is not a gate file: it holds objects other than '
+                            'weights and plain values, and was not read') from None
+    except MemoryError:
+        raise
+    except Exception as exc:  # torch's readers raise many kinds on bad bytes (KeyError, ...)
+        reason = ' '.join(str(exc).split())[:200] or type(exc).__name__
+        raise GateFileError(f'{path} is not a gate file: torch cannot read it as saved '
+                            f'weights ({reason})') from None
     if not isinstance(blob, dict) or set(blob) != {'state', 'meta'} \
             or not isinstance(blob['meta'], dict):
         raise GateFileError(f'{path} is not a gate file (expected weights and metadata)')

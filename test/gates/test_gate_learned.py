@@ -226,6 +226,52 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
         load(tmp_path / 'nan.pt', 16)
 
 
+def test_a_wrong_gate_file_is_named_for_what_it_is(tmp_path, monkeypatch):
+    import pickle
+
+    with pytest.raises(GateFileError, match='is a folder'):
+        load(tmp_path, 16)
+    (tmp_path / 'empty.pt').write_bytes(b'')
+    with pytest.raises(GateFileError, match='it is empty'):
+        load(tmp_path / 'empty.pt', 16)
+    (tmp_path / 'bytes.pt').write_bytes(b'hello world ' * 10)  # torch raised a KeyError
+    with pytest.raises(GateFileError, match='torch cannot read it as saved weights'):
+        load(tmp_path / 'bytes.pt', 16)
+    (tmp_path / 'code.pt').write_bytes(pickle.dumps({'state': print}))
+    with pytest.raises(GateFileError, match='objects other than weights') as caught:
+        load(tmp_path / 'code.pt', 16)
+    assert 'weights_only' not in str(caught.value)  # no advice to run what it holds
+    big = tmp_path / 'big.pt'
+    with open(big, 'wb') as stream:  # a sparse file: no disk used
+        stream.truncate(17 * 2 ** 20)
+    with pytest.raises(GateFileError, match='holds 17 MiB, and a gate file is about 30 KB'):
+        load(big, 16)
+    save(network().state_dict(), META, tmp_path / 'gate.pt')
+    monkeypatch.setenv('HOME', str(tmp_path))
+    load('~/gate.pt', 16)  # as a model's path, ~ is the home folder
+
+
+def test_a_gate_that_cannot_be_written_is_an_os_error(tmp_path):
+    import subprocess
+    import sys
+
+    # A file size limit stands in for a full disk: torch's own file writer turned both into
+    # a RuntimeError of its internals, which the command line does not report as a write.
+    script = (
+        'import resource, signal, sys\n'
+        'from sparse_perception.gates.learned import network, save\n'
+        'signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n'
+        'resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))\n'
+        'try:\n'
+        f'    save(network().state_dict(), {{}}, {str(tmp_path / "g.pt")!r})\n'
+        'except OSError as exc:\n'
+        '    sys.exit(3)\n')
+    done = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert list(tmp_path.iterdir()) == []  # and nothing half-written is left
+
+
 def test_a_gate_file_is_readable_as_any_new_file_is(tmp_path):
     old = os.umask(0o027)
     try:
