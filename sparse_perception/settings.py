@@ -683,8 +683,22 @@ def resolve_backend(backend: str) -> str:
 
 def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
                      settings_type: type = PerceptionSettings) -> Any:
+    """Read settings from a ROS parameters file (see :func:`params_yaml_changes`)."""
+    changes = params_yaml_changes(path, node_name, settings_type)
+    try:
+        return build(settings_type, {**flatten(settings_type()), **changes})
+    except SettingError as exc:  # settings that do not go together: say which file holds them
+        raise SettingError(f'{path}: {exc}') from None
+
+
+def params_yaml_changes(path: str | os.PathLike, node_name: str | None = None,
+                        settings_type: type = PerceptionSettings) -> dict[str, Any]:
     """
-    Read settings from a ROS parameters file (``node_name: ros__parameters: ...``).
+    Return the settings a ROS parameters file sets (``node_name: ros__parameters: ...``).
+
+    The result maps dotted names to validated values; settings that must go together are
+    checked when they are built, so that a command line may complete the file (a file that
+    sets the learned gate, a flag that names its weights).
 
     Sections are merged as rclpy merges them for a node of that name: every section whose key
     matches the node (``/**``, ``/**/node_name``, ``node_name``, ``/node_name``, ``*`` for one
@@ -735,7 +749,8 @@ def from_params_yaml(path: str | os.PathLike, node_name: str | None = None,
     _check_parameter_names(merged, path, known | {s.name for s in specs(NodeSettings)})
     changes = {k: v for k, v in merged.items() if k in known}
     try:
-        return replace(settings_type(), changes)
+        return {name: validate(spec(name, settings_type), value)
+                for name, value in changes.items()}
     except SettingError as exc:  # a bad value: say which file holds it
         raise SettingError(f'{path}: {exc}') from None
 
@@ -815,11 +830,18 @@ def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None
         group.add_argument('--' + s.name, **kwargs)
 
 
-def from_cli(args: Any, base: Any = None, settings_type: type = PerceptionSettings) -> Any:
-    """Apply the flags added by :func:`add_cli_flags` on top of ``base`` (or the defaults)."""
-    changes = {key.split(':', 1)[1]: value for key, value in vars(args).items()
-               if key.startswith('setting:') and value is not None}
-    return replace(base if base is not None else settings_type(), changes, settings_type)
+def from_cli(args: Any, base: Any = None, settings_type: type = PerceptionSettings,
+             changes: Mapping[str, Any] | None = None) -> Any:
+    """
+    Apply the flags added by :func:`add_cli_flags` on top of ``base`` (or the defaults).
+
+    ``changes`` (a parameters file's, :func:`params_yaml_changes`) apply first, the flags over
+    them; settings that must go together are checked on the result.
+    """
+    flags = {key.split(':', 1)[1]: value for key, value in vars(args).items()
+             if key.startswith('setting:') and value is not None}
+    return replace(base if base is not None else settings_type(), {**(changes or {}), **flags},
+                   settings_type)
 
 
 def _parse_bool(text: str) -> bool:

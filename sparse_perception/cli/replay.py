@@ -163,12 +163,12 @@ def _job(args, settings_module):
     from sparse_perception.replay.sources import FrameRange
     from sparse_perception.shared_data import bundled_clip
 
-    base = None
+    from_file = None
     if args.params is not None:
         if not args.params.is_file():
             raise ReplayError(f'--params {args.params}: no such file')
-        base = settings_module.from_params_yaml(args.params, args.params_node)
-    settings = settings_module.from_cli(args, base)
+        from_file = settings_module.params_yaml_changes(args.params, args.params_node)
+    settings = settings_module.from_cli(args, changes=from_file)
     for name, value in (('--pck-alpha', args.pck_alpha), ('--pckh-alpha', args.pckh_alpha)):
         if not 0 < value <= 10:
             raise ReplayError(f'{name} {value} is out of range; expected 0 < value <= 10')

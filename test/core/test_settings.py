@@ -81,6 +81,26 @@ def test_params_yaml(tmp_path):
         st.from_params_yaml(path)
 
 
+def test_a_parameters_file_may_leave_what_goes_with_it_to_the_command_line(tmp_path):
+    import argparse
+
+    path = tmp_path / 'p.yaml'
+    path.write_text('perception_node:\n  ros__parameters:\n    sparsity:\n'
+                    '      gate: learned\n')
+    with pytest.raises(st.SettingError, match=f"{path}: sparsity.gate 'learned' needs"):
+        st.from_params_yaml(path)  # on its own the file is incomplete
+    assert st.params_yaml_changes(path) == {'sparsity.gate': 'learned'}
+    parser = argparse.ArgumentParser()
+    st.add_cli_flags(parser)
+    args = parser.parse_args(['--sparsity.gate_model', 'gate.pt'])
+    got = st.from_cli(args, changes=st.params_yaml_changes(path))
+    assert (got.sparsity.gate, got.sparsity.gate_model) == ('learned', 'gate.pt')
+    with pytest.raises(st.SettingError, match="'learned' needs"):  # nor do flags alone
+        st.from_cli(parser.parse_args(['--sparsity.gate', 'learned']))
+    args = parser.parse_args(['--sparsity.gate', 'none'])  # a flag overrides the file
+    assert st.from_cli(args, changes=st.params_yaml_changes(path)).sparsity.gate == 'none'
+
+
 def _sections(*pairs):
     """Render ``(key, threshold, dilation or None)`` sections of a parameters file."""
     text = ''
