@@ -179,23 +179,44 @@ def _removed_on_failure(temp: Path, path: Path) -> Iterator[None]:
         raise
 
 
+def write_together(items: Sequence[tuple[str | Path, str | bytes | Callable[[str], None]]]
+                   ) -> None:
+    """
+    Write each (path, data) of a set of files that belong together, all of them or none.
+
+    Every file is written aside first (:func:`write_aside`); only when all of them are on
+    disk are they renamed over their paths, so a full disk never leaves a new file beside an
+    old one from another run. An error names the path, and no temporary file is left.
+    """
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for path, data in items:
+            temporaries.append((write_aside(path, data), Path(path)))
+        while temporaries:
+            temp, path = temporaries[0]
+            with _removed_on_failure(temp, path):
+                os.replace(temp, path)
+            temporaries.pop(0)
+    finally:
+        for temp, _ in temporaries:
+            temp.unlink(missing_ok=True)
+
+
 def write_reports(outputs: Sequence[tuple[str, str | Path | None]], texts: Sequence[str],
                   command: str) -> int:
     """
     Write each output given a path (the (flag, path) pairs of :func:`check_outputs`).
 
-    Returns the exit status: 0, or 1 after one line on stderr naming the file.
+    They are written together (:func:`write_together`). Returns the exit status: 0, or 1
+    after one line on stderr naming the file.
     """
     import sys
 
-    for (_, path), text in zip(outputs, texts):
-        if not path:
-            continue
-        try:
-            write_atomic(path, text)
-        except OSError as exc:
-            print(f'{command}: cannot write {path}: {exc.strerror or exc}', file=sys.stderr)
-            return 1
+    try:
+        write_together([(path, text) for (_, path), text in zip(outputs, texts) if path])
+    except OSError as exc:
+        print(f'{command}: cannot write {exc.filename}: {exc.strerror or exc}', file=sys.stderr)
+        return 1
     return 0
 
 
@@ -224,4 +245,4 @@ def _umask() -> int:
 
 
 __all__ = ['check_outputs', 'new_file_mode', 'OutputError', 'overlap', 'report_pair',
-           'write_aside', 'write_atomic', 'write_reports']
+           'write_aside', 'write_atomic', 'write_reports', 'write_together']

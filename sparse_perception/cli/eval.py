@@ -137,17 +137,50 @@ def register(subparsers) -> None:
     sweep.set_defaults(func=run_sweep)
 
 
-def _check_outputs(args: argparse.Namespace) -> None:
-    """Refuse outputs that cannot be written, or that would write over the shared data."""
+def _check_outputs(args: argparse.Namespace, settings: list) -> None:
+    """Refuse outputs that cannot be written, or that would write over what the run reads."""
     from sparse_perception.evaluation.accuracy import EvaluationError
     from sparse_perception.output_files import check_outputs, OutputError
     from sparse_perception.shared_data import shared_root
 
     read = [shared_root() / 'data', shared_root() / 'models']  # the clips, the models
+    for names in settings:  # the model files and gate files of each run
+        read += _files_read(names)
     try:
         check_outputs([('--json', args.json), ('--markdown', args.markdown)], read)
     except OutputError as exc:
         raise EvaluationError(str(exc)) from None
+
+
+def _files_read(names: dict) -> list[Path]:
+    """Return the files settings (dotted name -> value) make a run read: models, a gate."""
+    from sparse_perception.models.registry import REGISTRY, resolve
+
+    files = []
+    for key in ('model.segmentation', 'model.pose', 'sparsity.gate_model'):
+        name = names.get(key)
+        if not isinstance(name, str) or not name:
+            continue
+        if name not in REGISTRY:
+            files.append(Path(name).expanduser())
+            continue
+        try:  # a registered model's file, in the shared folder or the model cache
+            files.append(resolve(REGISTRY[name], names.get('model.models_dir') or None))
+        except (OSError, ValueError):  # not there: loading it says so
+            pass
+    return files
+
+
+def _write(args: argparse.Namespace, json_text: str, markdown: str | None) -> None:
+    """Write the JSON and the markdown together: a full disk leaves neither (nor a mix)."""
+    from sparse_perception.evaluation.accuracy import EvaluationError
+    from sparse_perception.output_files import write_together
+
+    outputs = [(args.json, json_text)] + ([(args.markdown, markdown)] if args.markdown else [])
+    for path, _ in outputs:  # checked before the run; a folder may have gone since
+        if not Path(path).parent.is_dir():
+            raise EvaluationError(f'{path}: the folder {Path(path).parent} does not exist')
+    write_together(outputs)
 
 
 def _command() -> str:
@@ -211,12 +244,12 @@ def run_accuracy(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        _check_outputs(args)
         options = options_from_args(args)
+        _check_outputs(args, [settings_module.flatten(options.settings),
+                              *({'model.segmentation': m} for m in options.anchors)])
         result = accuracy.evaluate(options, log)
-        accuracy.write_json(result, args.json)
-        if args.markdown:
-            accuracy.write_text(accuracy.markdown(result, _command()) + '\n', args.markdown)
+        _write(args, accuracy.json_text(result),
+               accuracy.markdown(result, _command()) + '\n' if args.markdown else None)
     except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
     except OSError as exc:  # a disk that filled up while writing
@@ -297,16 +330,16 @@ def run_sweep(args: argparse.Namespace) -> int:
             print(text, file=sys.stderr, flush=True)
 
     try:
-        _check_outputs(args)
+        points = points_from_args(args)
+        _check_outputs(args, [settings_module.flatten(accuracy.default_settings()), *points])
         document = sweep.sweep(
-            points_from_args(args), FrameRange.parse(args.davis_frames),
+            points, FrameRange.parse(args.davis_frames),
             FrameRange.parse(args.jhmdb_frames), vtest=not args.no_vtest,
             default_models=not args.no_default_models, log=log)
         command = _command()
         document['command'] = command
-        accuracy.write_json(document, args.json)
-        if args.markdown:
-            accuracy.write_text(sweep.markdown(document, command) + '\n', args.markdown)
+        _write(args, accuracy.json_text(document),
+               sweep.markdown(document, command) + '\n' if args.markdown else None)
     except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
         print(f'sparse-perception eval sweep: error: {exc}', file=sys.stderr)
         return 1

@@ -56,8 +56,13 @@ def build_pipeline(factory: Callable[..., Any], settings: Any, heads: Sequence[s
         raise ReplayError(f'cannot create the {kind} pipeline: {exc}') from None
 
 
-def class_id(class_names: Sequence[str], wanted: str) -> int:
-    """Resolve ``wanted`` (a class name or an id) against a segmentation head's class names."""
+def class_id(class_names: Sequence[str], wanted: str,
+             remedy: str = 'pass --gt-class NAME or ID') -> int:
+    """
+    Resolve ``wanted`` (a class name or an id) against a segmentation head's class names.
+
+    ``remedy`` ends the error of a name that is not one of them.
+    """
     if wanted.isdigit():
         value = int(wanted)
         if class_names and value >= len(class_names):
@@ -67,7 +72,7 @@ def class_id(class_names: Sequence[str], wanted: str) -> int:
     lowered = [name.lower() for name in class_names]
     if wanted.lower() not in lowered:
         raise ReplayError(f'class {wanted!r} is not one of the segmentation classes: '
-                          f'{", ".join(class_names) or "(none)"}; pass --gt-class NAME or ID')
+                          f'{", ".join(class_names) or "(none)"}; {remedy}')
     return lowered.index(wanted.lower())
 
 

@@ -203,6 +203,55 @@ def test_outputs_that_would_replace_each_other_or_the_data_are_refused(
     assert not inside.exists() and not same.exists()
 
 
+def test_outputs_may_not_replace_the_model_or_gate_files_the_run_reads(
+        tmp_path, capsys, monkeypatch):
+    from sparse_perception.evaluation import sweep
+
+    def never(*args, **kwargs):
+        raise AssertionError('the evaluation ran before the outputs were checked')
+    monkeypatch.setattr(accuracy, 'evaluate', never)
+    monkeypatch.setattr(sweep, 'sweep', never)
+    gate, model = tmp_path / 'gate.pt', tmp_path / 'pose.tflite'
+    gate.write_bytes(b'weights')
+    model.write_bytes(b'model')
+    learned = ['--sparsity.gate', 'learned', '--sparsity.gate_model', str(gate)]
+    for args in (['--json', gate, *learned], ['--json', tmp_path / 'a.json', '--markdown',
+                                              gate, *learned],
+                 ['--json', model, '--model.pose', model], ['--json', model, '--anchor', model]):
+        assert _eval(*args) == 1
+        assert 'is the input' in capsys.readouterr().err
+    assert cli.main(['eval', 'sweep', '--quiet', '--json', str(model), '--point',
+                     f'model.pose={model}']) == 1
+    assert 'is the input' in capsys.readouterr().err
+    assert gate.read_bytes() == b'weights' and model.read_bytes() == b'model'
+
+
+@pytest.mark.parametrize('command', ['accuracy', 'sweep'])
+def test_a_failed_write_leaves_no_json_without_its_markdown(tmp_path, capsys, monkeypatch,
+                                                            command):
+    from sparse_perception import output_files
+    from sparse_perception.evaluation import sweep
+
+    monkeypatch.setattr(accuracy, 'evaluate', lambda *a, **k: {'timing': {'total_s': 0}})
+    monkeypatch.setattr(accuracy, 'markdown', lambda *a, **k: 'table')
+    monkeypatch.setattr(sweep, 'sweep', lambda *a, **k: {'chosen': None})
+    monkeypatch.setattr(sweep, 'markdown', lambda *a, **k: 'table')
+    written = output_files.write_aside
+
+    def full_disk(path, data):
+        if str(path).endswith('.md'):
+            raise OSError(28, 'No space left on device', str(path))
+        return written(path, data)
+    monkeypatch.setattr(output_files, 'write_aside', full_disk)
+    out, md = tmp_path / 'out.json', tmp_path / 'out.md'
+    md.write_text('an older run')
+    assert cli.main(['eval', command, '--quiet', '--json', str(out), '--markdown',
+                     str(md)]) == 1
+    assert f'{md}: No space left on device' in capsys.readouterr().err
+    assert not out.exists() and md.read_text() == 'an older run'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['out.md']  # no temporary left
+
+
 # -- scoring, with the replay's metrics, on outputs made up here --------------------------------
 
 class _Masks:
@@ -242,6 +291,16 @@ def test_segmentation_scores_by_hand():
     assert result['class_id'] == 15 and result['frame_indices'] == [1, 2]
     assert result['macs_saved'] == pytest.approx(0.25)
     assert result['active_fraction_after_first'] == pytest.approx(0.5)
+
+
+def test_a_model_without_a_person_class_is_named_as_such():
+    from sparse_perception.replay.errors import ReplayError
+
+    clip = accuracy.Clip('toy', 'segmentation', Path('.'), Path('.'), 24.0)
+    masks = [np.zeros((2, 4), np.uint8)] * 2
+    with pytest.raises(ReplayError, match="scores the 'person' class") as caught:
+        accuracy.score(clip, _frames(2), _Masks(), _run(masks), _run(masks), [])
+    assert '--gt-class' not in str(caught.value)  # a replay's flag: eval has none
 
 
 class _People:
