@@ -392,6 +392,11 @@ def _cv2():
     return cv2
 
 
+# A synthesised rate gives frame i the stamp i / rate: at most 1 MHz keeps stamps a microsecond
+# apart (no two equal), and at least 1 mHz keeps thousands of frames in a ROS stamp's seconds.
+MIN_RATE_HZ, MAX_RATE_HZ = 1e-3, 1e6
+
+
 class _Synthesised(FrameSource):
     """Stamps from a frame rate: frame i at ``start_ns + i / rate``."""
 
@@ -400,6 +405,9 @@ class _Synthesised(FrameSource):
         super().__init__(path, frames)
         if not rate > 0 or rate != rate or rate == float('inf'):
             raise ReplayError(f'frame rate {rate!r} Hz is not a positive number')
+        if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:
+            raise ReplayError(f'frame rate {rate!r} Hz is out of range; expected '
+                              f'{MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz')
         self.rate_hz = float(rate)
         self.start_ns = int(start_ns)
         self.frame_id = frame_id

@@ -14,6 +14,8 @@
 
 """Frame sources without bags: image folders and video files (bags: test_replay_sources_bag.py)."""
 
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -102,6 +104,10 @@ def test_image_folder_needs_a_rate(folder):
         open_source(folder)
     with pytest.raises(ReplayError, match='frame rate -2.0 Hz is not a positive number'):
         open_source(folder, rate=-2.0)
+    # Stamps overflowed (an error of Python's), or were all equal, at these.
+    for rate in (1e-300, 1e300):
+        with pytest.raises(ReplayError, match=re.escape(f'frame rate {rate!r} Hz is out of')):
+            open_source(folder, rate=rate)
 
 
 @pytest.fixture
