@@ -709,11 +709,19 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
                  'speedup are p50 over the frames after the first, wall time of '
                  'Pipeline.process, dense and incremental in alternation.'),
         'match_truth': 'by frame position in the sequence (as the replay does for a bag)',
+        'gate_file': describe_gate(options.settings),
     }
     timings['total_s'] = time.perf_counter() - started
     result['timing'] = timings
     result['environment'] = environment(options.settings.model.device)
     return result
+
+
+def describe_gate(settings: PerceptionSettings) -> dict | None:
+    """Return the learned gate's file, SHA-256 and metadata for the result (None: no such gate)."""
+    from sparse_perception.gates.learned import describe
+
+    return describe(settings)
 
 
 def markdown(result: dict[str, Any], command: str = '') -> str:
@@ -728,6 +736,9 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
         + (' (the package defaults)' if settings['package_defaults'] else ''))
     for head, model in conditions['models'].items():
         lines.append(f'- {head}: {model["name"]}, network input {model["network_input"]}')
+    gate = conditions.get('gate_file')
+    if gate:
+        lines.append(f"- learned gate: {gate['file']}, SHA-256 {gate['sha256'] or 'unread'}")
     lines.append(f'- frames: DAVIS {", ".join(conditions["davis_sequences"])} '
                  f'[{conditions["davis_frames"]}], JHMDB [{conditions["jhmdb_frames"]}]; '
                  f'ground truth matched {conditions["match_truth"]}')

@@ -244,6 +244,27 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     return net.eval(), meta
 
 
+def describe(settings: Any) -> dict | None:
+    """
+    Return what identifies the learned gate a run uses, for its report; None without one.
+
+    The path alone does not: a gate trained again in place keeps it. The report holds the
+    file's SHA-256 and the metadata training wrote (None where the file cannot be read).
+    """
+    import hashlib
+
+    sparsity = settings.sparsity
+    if sparsity.gate != 'learned' or not sparsity.gate_model:
+        return None
+    path = Path(sparsity.gate_model).expanduser()
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        _, meta = load(path, settings.change.tile_size)
+    except (OSError, GateFileError):
+        return {'file': str(path), 'sha256': None, 'meta': None}
+    return {'file': str(path), 'sha256': digest, 'meta': dict(meta)}
+
+
 class LearnedGate:
     """A loaded gate network that follows one stream: call :meth:`tiles` once per frame."""
 

@@ -244,6 +244,7 @@ def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, log) -> None:
 def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: list,
               outputs: dict) -> dict[str, Any]:
     from sparse_perception import settings as settings_module
+    from sparse_perception.gates.learned import describe as describe_gate
 
     flat = settings_module.flatten(job.settings)
     factory = job.pipeline if job.pipeline is not None else default_pipeline()
@@ -266,6 +267,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'ground_truth': summary['ground_truth'],
         'sweep': points,
         'settings': {k: list(v) if isinstance(v, tuple) else v for k, v in flat.items()},
+        'gate_file': describe_gate(job.settings),  # a gate trained again keeps its path
         'wall_s': None,  # set when everything but the report files is written
         'environment': environment(job.settings.model.device),
         'outputs': outputs,

@@ -251,6 +251,25 @@ def test_a_wrong_gate_file_is_named_for_what_it_is(tmp_path, monkeypatch):
     load('~/gate.pt', 16)  # as a model's path, ~ is the home folder
 
 
+def test_a_report_names_the_learned_gate_by_its_content(tmp_path):
+    import hashlib
+
+    from sparse_perception.evaluation.accuracy import describe_gate
+
+    path = tmp_path / 'gate.pt'
+    save(network().state_dict(), dict(META, seed=7), path)
+    settings = st.replace(st.PerceptionSettings(), {'sparsity.gate': 'learned',
+                                                    'sparsity.gate_model': str(path)})
+    got = describe_gate(settings)
+    assert got['sha256'] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert got['file'] == str(path) and got['meta']['seed'] == 7
+    save(network().state_dict(), dict(META, seed=8), path)  # trained again, in place
+    assert describe_gate(settings)['sha256'] != got['sha256']
+    path.write_bytes(b'')
+    assert describe_gate(settings) == {'file': str(path), 'sha256': None, 'meta': None}
+    assert describe_gate(st.PerceptionSettings()) is None
+
+
 def test_a_gate_that_cannot_be_written_is_an_os_error(tmp_path):
     import subprocess
     import sys
