@@ -265,12 +265,22 @@ def describe(settings: Any) -> dict | None:
     return {'file': str(path), 'sha256': digest, 'meta': dict(meta)}
 
 
+def file_stamp(path: str | Path) -> tuple[int, int, int] | None:
+    """Return what tells a file changed on disk (inode, size, modification time), or None."""
+    try:
+        info = Path(path).expanduser().stat()
+    except OSError:
+        return None
+    return info.st_ino, info.st_size, info.st_mtime_ns
+
+
 class LearnedGate:
     """A loaded gate network that follows one stream: call :meth:`tiles` once per frame."""
 
     def __init__(self, path: str | Path, tile: int, model: str | None = None):
         self.path = str(path)
         self.tile = tile
+        self.stamp = file_stamp(path)  # before reading: a write meanwhile reads as a change
         self.net, self.meta = load(path, tile, model)
         self.reset()
 

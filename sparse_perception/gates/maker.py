@@ -286,9 +286,11 @@ class GateMaker:
         self.configure(settings.sparsity, settings.change.tile_size)
 
     def _load_learned(self, path: str, tile: int) -> None:
-        from sparse_perception.gates.learned import LearnedGate
+        from sparse_perception.gates.learned import file_stamp, LearnedGate
 
-        if self.learned is None or self.learned.path != path or self.learned.tile != tile:
+        # The file is read again when it changed on disk: a gate trained again in place.
+        if (self.learned is None or self.learned.path != path or self.learned.tile != tile
+                or self.learned.stamp != file_stamp(path)):
             # GateFileError (a ValueError): a bad file, or one made for another model or tile
             self.learned = LearnedGate(path, tile, self.model)
 

@@ -58,6 +58,7 @@ class FrameWorker:
         self._factory = factory
         self.pipeline: Any = None
         self._in_force: st.PerceptionSettings | None = None  # what the pipeline runs with
+        self._unsettled = False  # a failed change could not be undone: _in_force is in doubt
         self._warm_reloads = False  # warm a reloaded model (node.warmup_frames above 0)
         self._guard = StreamGuard()
         self.thread: threading.Thread | None = None
@@ -65,7 +66,7 @@ class FrameWorker:
     def load(self, settings: st.PerceptionSettings) -> None:
         """Build the pipeline for ``settings``, loading its models; raise why it cannot."""
         self.pipeline = self._factory(settings, self._parameters.heads)
-        self._in_force = settings
+        self._in_force, self._unsettled = settings, False
         self._parameters.loaded(settings)
 
     def warm_up(self, lifecycle: st.LifecycleSettings, going_on: Callable[[], bool]) -> bool:
@@ -170,7 +171,7 @@ class FrameWorker:
     def _apply_pending(self) -> None:
         """Give the pipeline the settings changed since the last frame (model reloads too)."""
         pending = self._parameters.take_pending()
-        if pending is None or pending == self._in_force:
+        if pending is None or (pending == self._in_force and not self._unsettled):
             return
         old = self._in_force
         reloads = changed_models(old, pending, self._parameters.heads)
@@ -182,6 +183,7 @@ class FrameWorker:
             self._keep_previous_model(old, pending, exc)
             return
         self._in_force = pending
+        self._unsettled = False
         self._health.set_fault(None)
         if reloads:
             self._parameters.publish_model_info(self.pipeline)
@@ -190,23 +192,35 @@ class FrameWorker:
 
     def _keep_previous_model(self, old: st.PerceptionSettings, rejected: st.PerceptionSettings,
                              exc: Exception) -> None:
-        """Go back to the model that ran, keeping every other change made meanwhile."""
-        kept, reverted = keep_reloads(old, rejected)
+        """
+        Go back to the model and gates that ran, keeping every other change made meanwhile.
+
+        Should the pipeline refuse that too, every setting goes back to what ran.
+        """
         before, failed = st.flatten(old), st.flatten(rejected)
+        everything = tuple(n for n in before if before[n] != failed[n])
+        kept, reverted = keep_reloads(old, rejected)
+        attempts = [(kept, reverted)] if reverted and kept != old else []
+        attempts.append((old, everything))
         logger = self._node.get_logger()
-        logger.error(
-            'could not apply ' + ', '.join(f'{n} = {failed[n]!r}' for n in reverted)
-            + f': {exc}; keeping the previous '
-            + ', '.join(f'{n} = {before[n]!r}' for n in reverted))
-        try:
-            self.pipeline.update(kept)
-            self._in_force = kept
-        except Exception as again:
-            self._health.set_fault(f'settings could not be restored after a failed change: '
-                                   f'{again}')
-            logger.error(f'could not restore the previous settings either: {again}')
-        # Put those parameters back, so that `ros2 param get` tells what runs.
-        self._parameters.put_back(reverted, before, failed)
+        error = exc
+        for settings, names in attempts:
+            logger.error('could not apply ' + ', '.join(f'{n} = {failed[n]!r}' for n in names)
+                         + f': {error}; keeping the previous '
+                         + ', '.join(f'{n} = {before[n]!r}' for n in names))
+            try:
+                self.pipeline.update(settings)
+            except Exception as again:
+                error = again
+                continue
+            self._in_force, self._unsettled = settings, False
+            # Put those parameters back, so that `ros2 param get` tells what runs.
+            self._parameters.put_back(names, before, failed)
+            return
+        self._unsettled = True  # the next change is tried, even one back to these settings
+        self._health.set_fault(f'settings could not be restored after a failed change: {error}')
+        logger.error(f'could not restore the previous settings either: {error}')
+        self._parameters.put_back(everything, before, failed)
 
     def _bad_frame(self, category: str, reason: str, level: str) -> None:
         self._health.failed(time.monotonic(), reason)

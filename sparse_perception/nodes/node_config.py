@@ -209,41 +209,70 @@ def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
         return problem
     if new.model.device != old.model.device:
         return device_problem(new.model.device)
-    return gate_problem(new, heads)
+    before, after = st.flatten(old), st.flatten(new)
+    if any(before[name] != after[name] for name in _GATE_INPUTS):  # (a gate file is read)
+        return gate_problem(new, heads)
+    return None
+
+
+# What decides whether the gates can run (gate_problem).
+_GATE_INPUTS = ('sparsity.gate', 'sparsity.gate_model', 'change.tile_size', 'pose.gate',
+                'model.segmentation', 'model.pose')
 
 
 def gate_problem(settings: st.PerceptionSettings, heads: Sequence[str]) -> str | None:
     """
-    Return why ``sparsity.gate`` cannot run with the segmentation model (None: it can).
+    Return why a gate cannot run with the node's models (None: as far as can be told, it can).
 
     The glance runs the network at a smaller size, which only a fully convolutional model can;
-    registered models say so without loading (a model file is found out when it loads).
+    the learned gate needs its file, made for this segmentation model and tile size; the pose
+    track gate follows a single-person network. Registered models say so without loading (a
+    model file is found out when it loads).
     """
-    if settings.sparsity.gate != 'glance' or 'segmentation' not in heads:
-        return None
     from sparse_perception.models.registry import REGISTRY
 
-    name = settings.model.segmentation
-    entry = REGISTRY.get(name)
-    if entry is not None and entry.resize != 'none':
-        fcn = sorted(n for n, e in REGISTRY.items() if e.kind == 'segmentation'
-                     and e.resize == 'none')
-        return (f"sparsity.gate 'glance' runs the segmentation network at a smaller size; "
-                f'{name!r} has a fixed input size: use a fully convolutional model '
-                f"({', '.join(fcn)}) or sparsity.gate 'previous' or 'none'")
+    sparsity = settings.sparsity
+    if 'segmentation' in heads and sparsity.gate == 'glance':
+        name = settings.model.segmentation
+        entry = REGISTRY.get(name)
+        if entry is not None and entry.resize != 'none':
+            fcn = sorted(n for n, e in REGISTRY.items() if e.kind == 'segmentation'
+                         and e.resize == 'none')
+            return (f"sparsity.gate 'glance' runs the segmentation network at a smaller size; "
+                    f'{name!r} has a fixed input size: use a fully convolutional model '
+                    f"({', '.join(fcn)}) or sparsity.gate 'previous' or 'none'")
+    if 'segmentation' in heads and sparsity.gate == 'learned':
+        from sparse_perception.gates.learned import GateFileError, load
+
+        try:  # a file of about 30 KB, read again when the pipeline takes it
+            load(sparsity.gate_model, settings.change.tile_size, settings.model.segmentation)
+        except GateFileError as exc:
+            return f'sparsity.gate_model: {exc}'
+    if 'pose' in heads and settings.pose.gate != 'none':
+        entry = REGISTRY.get(settings.model.pose)
+        if entry is not None and entry.decoder != 'single_pose':
+            single = sorted(n for n, e in REGISTRY.items() if e.decoder == 'single_pose')
+            return (f'pose.gate {settings.pose.gate!r} follows the keypoints of a single-person '
+                    f'pose network ({", ".join(single)}); {settings.model.pose!r} tracks people '
+                    "in crops of their own: use pose.gate 'none'")
     return None
+
+
+# Settings whose change can fail when the pipeline takes it (a model that does not load, a
+# gate the model refuses or a gate file that went bad): what goes back when it fails.
+_MAY_FAIL = ('sparsity.gate', 'sparsity.gate_model', 'pose.gate')
 
 
 def keep_reloads(old: st.PerceptionSettings,
                  new: st.PerceptionSettings) -> tuple[st.PerceptionSettings, tuple[str, ...]]:
     """
-    Return ``new`` with the settings that reload the model taken from ``old``, and their names.
+    Return ``new`` with the settings that may fail to apply taken from ``old``, and their names.
 
-    When a model fails to load, only what made it load goes back (and the spatial gate, which
-    a model may refuse: the glance needs a fully convolutional one); every other change stands.
+    When a model fails to load, only what made it load goes back, with the gates (a model may
+    refuse one, and a gate file may have gone bad since it was set); every other change stands.
     """
     reloads = {s.name for s in st.specs(st.PerceptionSettings) if s.info.reload}
-    reloads.add('sparsity.gate')
+    reloads.update(_MAY_FAIL)
     before, after = st.flatten(old), st.flatten(new)
     reverted = tuple(n for n in before if n in reloads and before[n] != after[n])
     merged = {**after, **{n: before[n] for n in reverted}}

@@ -270,6 +270,30 @@ def test_a_report_names_the_learned_gate_by_its_content(tmp_path):
     assert describe_gate(st.PerceptionSettings()) is None
 
 
+def test_a_gate_file_trained_again_in_place_is_read_again(tmp_path):
+    import time
+
+    from sparse_perception.gates.maker import GateMaker
+
+    path = tmp_path / 'gate.pt'
+    meta = dict(META, model='deeplabv3_mnv2_pascal_fcn')
+    save(network().state_dict(), dict(meta, seed=1), path)
+    settings = st.replace(st.PerceptionSettings(), {'sparsity.gate': 'learned',
+                                                    'sparsity.gate_model': str(path)})
+    maker = GateMaker(settings.sparsity, 16, 'class_map', 15, None,
+                      model='deeplabv3_mnv2_pascal_fcn')
+    first = maker.learned
+    maker.configure(settings.sparsity)
+    assert maker.learned is first  # unchanged on disk: not read again
+    time.sleep(0.01)
+    save(network().state_dict(), dict(meta, seed=2), path)
+    maker.configure(settings.sparsity)
+    assert maker.learned.meta['seed'] == 2  # before, the old weights stayed in memory
+    path.unlink()
+    with pytest.raises(GateFileError, match='does not exist'):
+        maker.configure(settings.sparsity)
+
+
 def test_a_gate_that_cannot_be_written_is_an_os_error(tmp_path):
     import subprocess
     import sys

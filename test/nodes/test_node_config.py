@@ -209,6 +209,48 @@ def test_a_failed_load_also_takes_back_a_gate_change():
     assert kept.sparsity.gate == 'none' and kept.sparsity.scale == 0.25
 
 
+def test_a_gate_that_cannot_run_is_refused_when_set(tmp_path):
+    from sparse_perception.gates.learned import CELLS, network, save, VERSION
+
+    old = st.replace(st.NodeSettings(), {'model.segmentation': 'deeplabv3_mnv2_pascal_fcn'})
+    gate = tmp_path / 'gate.pt'
+    meta = {'version': VERSION, 'tile': 16, 'cells': CELLS}
+    save(network().state_dict(), dict(meta, model='deeplabv3_mnv2_pascal_fcn'), gate)
+    other = tmp_path / 'other.pt'
+    save(network().state_dict(), dict(meta, model='selfie_segmentation_landscape'), other)
+
+    def learned(path):
+        return st.replace(old, {'sparsity.gate': 'learned', 'sparsity.gate_model': str(path)})
+
+    def problem(new, heads=nc.HEADS):
+        return nc.change_problem(old, new, heads, lambda *args: None)
+
+    assert problem(learned(gate)) is None
+    assert 'does not exist' in problem(learned(tmp_path / 'none.pt'))
+    assert "trained for the segmentation model 'selfie" in problem(learned(other))
+    assert problem(learned(other), ('pose',)) is None  # no segmentation head: no gate
+    # A file gone bad since is named when a gate setting changes, not at every other change.
+    running = learned(gate)
+    gate.write_bytes(b'')
+    assert nc.change_problem(running, st.replace(running, {'change.threshold': 9.0}),
+                             nc.HEADS, lambda *args: None) is None
+    assert 'is empty' in problem(running)  # setting the gate reads it
+    track = st.replace(old, {'pose.gate': 'track'})
+    assert "pose.gate 'track' follows" in problem(track)  # BlazePose, the default
+    assert 'movenet_lightning' in problem(track)
+    assert problem(st.replace(track, {'model.pose': 'movenet_lightning'})) is None
+    assert problem(track, ('segmentation',)) is None
+
+
+def test_a_failed_change_takes_back_the_gate_file_and_the_pose_gate_with_the_model():
+    old = st.PerceptionSettings()
+    new = st.replace(old, {'sparsity.gate': 'learned', 'sparsity.gate_model': 'g.pt',
+                           'pose.gate': 'track', 'change.threshold': 7.0})
+    kept, reverted = nc.keep_reloads(old, new)
+    assert set(reverted) == {'sparsity.gate', 'sparsity.gate_model', 'pose.gate'}
+    assert kept.change.threshold == 7.0 and kept.sparsity.gate_model == ''
+
+
 def test_a_value_of_the_wrong_type_is_refused_naming_the_parameter_and_its_type():
     def problem(name, value):
         return nc.wrong_type_problem(st.spec(name, st.NodeSettings), value)

@@ -245,6 +245,54 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
     assert len(pipelines) == 1  # reloaded in place, never rebuilt
 
 
+def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harness):
+    class Refusing(pipeline_double.PipelineDouble):
+        """A pose model that takes no track gate; and, while ``everything``, no change."""
+
+        everything = False
+
+        def update(self, settings):
+            if self.everything or settings.pose.gate != 'none':
+                raise ValueError('refused by the model')
+            super().update(settings)
+
+    pipelines = []
+
+    def factory(settings, heads):
+        pipelines.append(Refusing(settings, heads=heads))
+        return pipelines[-1]
+
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
+    assert harness.spin_until(lambda: client.services_are_ready())
+    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
+    clouds = harness.collect(PointCloud2, _topic(node, 'keypoints'))
+    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
+    _send_and_wait(harness, publisher, _raw(0), clouds)
+    # Accepted when set (the model is not registered: it says so when it takes the gate).
+    assert all(r.successful for r in _set(harness, client, pose__gate='track',
+                                          change__threshold=9.0))
+    _send_and_wait(harness, publisher, _raw(1), clouds)
+    assert harness.spin_until(lambda: node.get_parameter('pose.gate').value == 'none')
+    assert pipelines[0].settings.change.threshold == 9.0  # the other change stands
+    # Before, the refused gate stayed in the pending settings, and every later change failed
+    # with it while the parameters said it applied.
+    assert _set(harness, client, change__threshold=5.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(2), clouds)
+    assert pipelines[0].settings.change.threshold == 5.0
+    # Nothing can be applied, not even what ran: the parameters go back, a fault is raised,
+    # and it clears once settings apply again, even those that ran before.
+    pipelines[0].everything = True
+    assert _set(harness, client, change__threshold=6.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(3), clouds)
+    assert harness.spin_until(lambda: node.get_parameter('change.threshold').value == 5.0)
+    assert node.health._fault and 'could not be restored' in node.health._fault
+    pipelines[0].everything = False
+    assert _set(harness, client, change__threshold=5.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(4), clouds)
+    assert node.health._fault is None and pipelines[0].settings.change.threshold == 5.0
+
+
 def _change_state(harness, node, transition):
     client = harness.node.create_client(ChangeState, f'{node.get_fully_qualified_name()}'
                                                      '/change_state')
