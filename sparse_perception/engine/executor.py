@@ -516,6 +516,8 @@ class IncrementalModel:
         state = state if state is not None else self._state()
         plan = self.plan_for(x)
         tile_size, refresh, tiles = unpack_tiles(tiles)
+        if gate is not None:  # checked on every frame, a dense one too
+            unpack_tiles(gate, 'gate')
         dense = tiles is None or refresh or state.refresh_requested
         if state.plan is not plan:
             self._init_state(state, plan)
@@ -647,19 +649,28 @@ def unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, Any
     """Return (tile size or None, refresh, tile map or None) for tensors and ChangeMaps."""
     if tiles is None:
         return None, True, None
+    tile_size, refresh = None, False
     if hasattr(tiles, 'tiles') and hasattr(tiles, 'tile_size'):
-        tile_map = tiles.tiles
-        if isinstance(tile_map, np.ndarray):
-            tile_map = torch.from_numpy(tile_map)
-        return int(tiles.tile_size), bool(getattr(tiles, 'refresh', False)), tile_map
+        size = tiles.tile_size
+        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
+            raise EngineError(f'{what}.tile_size must be a whole number of pixels, at least 1; '
+                              f'got {size!r}')
+        tile_size, refresh = int(size), bool(getattr(tiles, 'refresh', False))
+        what, tiles = f'{what}.tiles', tiles.tiles
     if isinstance(tiles, np.ndarray):
         tiles = torch.from_numpy(tiles)
     if not isinstance(tiles, torch.Tensor) or tiles.dim() != 2:
         raise EngineError(f'{what} must be a bool (Ht, Wt) tensor, a ChangeMap or None, got '
                           f'{type(tiles).__name__} {tuple(getattr(tiles, "shape", ()))}')
+    # (A ChangeMap's tiles too: ~ of a uint8 map is 254 or 255, not its complement.)
     if tiles.dtype != torch.bool:
         raise EngineError(f'{what} has dtype {tiles.dtype}; expected torch.bool')
-    return None, False, tiles
+    if tiles.numel() == 0:
+        raise EngineError(f'{what} has shape {tuple(tiles.shape)}; a tile map holds at least '
+                          'one tile')
+    if tiles.is_meta:
+        raise EngineError(f'{what} is on the meta device, which holds no values')
+    return tile_size, refresh, tiles
 
 
 def tile_size_of(tiles: torch.Tensor, tile_size: int | None, height: int, width: int) -> int:

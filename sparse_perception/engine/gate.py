@@ -18,8 +18,15 @@
 A temporal change map says what changed; on a moving camera that is everything. A gate says
 where the result matters (around the people, say), and the engine then recomputes, at each
 layer, only ``(changed or stale) and gated`` positions. Positions that changed outside the
-gate keep their cached values and are remembered as *stale* per layer, so nothing is lost: a
-stale position is recomputed in the first frame whose gate covers it again.
+gate are remembered as *stale* per layer, so nothing is lost: a stale position is recomputed
+in the first frame whose gate covers it again.
+
+Outside the gate the device executor keeps the cached values. The eager executor may write
+some of them too, where it computes more rows than the gated ones because that is faster: a
+layer's dense fall-back, the corners of its tiles, an upsampling's whole rows or bands. Those
+rows are computed from the layer's cached inputs, so they may differ frame by frame from the
+device executor's, and they are not handed on as changed; both executors agree again once
+the gate has covered every stale position (a full gate, or the next ungated frame).
 
 A gate is a bool tile map over the network input (like a change map). A layer of another
 resolution sees, at each of its positions, whether any gated tile overlaps the input pixels

@@ -207,6 +207,28 @@ def test_a_gate_of_the_wrong_shape_or_type_is_refused():
     with pytest.raises(EngineError, match='does not match a 32x32 frame'):
         inc(x0, still, state, gate=torch.zeros(3, 5, dtype=torch.bool))
 
+    class Map:  # what a ChangeMap gives the engine: tiles and their edge in pixels
+        def __init__(self, tiles, tile_size=8):
+            self.tiles, self.tile_size = tiles, tile_size
+
+    # A map's tiles were not checked: uint8 ones gave -512 or 65152 stale positions (the
+    # complement of 1 is 254), float ones a TypeError, an empty one a ZeroDivisionError.
+    for bad, words in ((Map(torch.ones(4, 4, dtype=torch.uint8)), 'gate.tiles has dtype'),
+                       (Map(torch.ones(4, 4)), 'gate.tiles has dtype'),
+                       (Map(still, 0), 'gate.tile_size must be a whole number'),
+                       (Map(still, 8.0), 'gate.tile_size must be a whole number'),
+                       (Map(torch.ones(4, 4, 1, dtype=torch.bool)), r'gate.tiles must be a'),
+                       (torch.zeros(0, 4, dtype=torch.bool), 'a tile map holds at least one'),
+                       (torch.zeros(4, 4, dtype=torch.bool, device='meta'), 'meta device')):
+        with pytest.raises(EngineError, match=words):
+            inc(x0, still, state, gate=bad)
+        with pytest.raises(EngineError, match=words):  # a dense frame checks it too
+            inc(x0, None, state, gate=bad)
+    with pytest.raises(EngineError, match='tiles.tiles has dtype'):  # a change map as well
+        inc(x0, Map(torch.ones(4, 4, dtype=torch.uint8)), state)
+    assert state.stale_positions == 0
+    inc(x0, Map(still), state, gate=Map(still))  # a good map still runs
+
 
 def test_the_gate_at_a_layer_covers_every_position_over_a_gated_tile():
     tiles = torch.zeros(4, 5, dtype=torch.bool)
