@@ -185,8 +185,10 @@ def write_together(items: Sequence[tuple[str | Path, str | bytes | Callable[[str
     Write each (path, data) of a set of files that belong together, all of them or none.
 
     Every file is written aside first (:func:`write_aside`); only when all of them are on
-    disk are they renamed over their paths, so a full disk never leaves a new file beside an
-    old one from another run. An error names the path, and no temporary file is left.
+    disk are they renamed over their paths, so a full disk leaves every path as it was, never
+    a new file beside an old one from another run. (A rename needs no space; one that fails
+    all the same, say onto a folder made at a path since it was checked, leaves the files
+    renamed before it.) An error names the path, and no temporary file is left.
     """
     temporaries: list[tuple[Path, Path]] = []
     try:

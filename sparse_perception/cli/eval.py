@@ -245,8 +245,10 @@ def run_accuracy(args: argparse.Namespace) -> int:
 
     try:
         options = options_from_args(args)
+        models_dir = options.settings.model.models_dir
         _check_outputs(args, [settings_module.flatten(options.settings),
-                              *({'model.segmentation': m} for m in options.anchors)])
+                              *({'model.segmentation': m, 'model.models_dir': models_dir}
+                                for m in options.anchors)])
         result = accuracy.evaluate(options, log)
         _write(args, accuracy.json_text(result),
                accuracy.markdown(result, _command()) + '\n' if args.markdown else None)

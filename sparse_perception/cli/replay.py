@@ -168,7 +168,15 @@ def _job(args, settings_module):
         if not args.params.is_file():
             raise ReplayError(f'--params {args.params}: no such file')
         from_file = settings_module.params_yaml_changes(args.params, args.params_node)
-    settings = settings_module.from_cli(args, changes=from_file)
+    try:
+        settings = settings_module.from_cli(args, changes=from_file)
+    except settings_module.SettingError as exc:
+        if from_file is None:
+            raise
+        # Settings that do not go together may come from both: say where they came from.
+        raise settings_module.SettingError(
+            f'{exc} (the settings of --params {args.params} with the flags on the command '
+            'line; a flag may give what the file leaves out)') from None
     for name, value in (('--pck-alpha', args.pck_alpha), ('--pckh-alpha', args.pckh_alpha)):
         if not 0 < value <= 10:
             raise ReplayError(f'{name} {value} is out of range; expected 0 < value <= 10')

@@ -658,7 +658,10 @@ def unpack_tiles(tiles: Any, what: str = 'tiles') -> tuple[int | None, bool, Any
         tile_size, refresh = int(size), bool(getattr(tiles, 'refresh', False))
         what, tiles = f'{what}.tiles', tiles.tiles
     if isinstance(tiles, np.ndarray):
-        tiles = torch.from_numpy(tiles)
+        if tiles.dtype != np.bool_:
+            raise EngineError(f'{what} has dtype {tiles.dtype}; expected bool')
+        # Contiguous: torch takes no negative strides (a flipped view).
+        tiles = torch.from_numpy(np.ascontiguousarray(tiles))
     if not isinstance(tiles, torch.Tensor) or tiles.dim() != 2:
         raise EngineError(f'{what} must be a bool (Ht, Wt) tensor, a ChangeMap or None, got '
                           f'{type(tiles).__name__} {tuple(getattr(tiles, "shape", ()))}')

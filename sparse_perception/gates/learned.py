@@ -180,9 +180,8 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     if size == 0:
         raise GateFileError(f'{path} is not a gate file: it is empty')
     if size > MAX_FILE_BYTES:  # read whole by torch.load: refuse a wrong file before that
-        raise GateFileError(f'{path} is not a gate file: it holds {size / 2 ** 20:.0f} MiB, '
-                            f'and a gate file is about 30 KB (at most '
-                            f'{MAX_FILE_BYTES // 2 ** 20} MiB are read)')
+        raise GateFileError(f'{path} is not a gate file: it holds {size} bytes, and a gate '
+                            f'file about 30 KB (at most {MAX_FILE_BYTES} bytes are read)')
     try:
         with warnings.catch_warnings():  # torch's notes on a foreign pickle: the error says it
             warnings.simplefilter('ignore')

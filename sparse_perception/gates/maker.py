@@ -286,13 +286,21 @@ class GateMaker:
         self.configure(settings.sparsity, settings.change.tile_size)
 
     def _load_learned(self, path: str, tile: int) -> None:
-        from sparse_perception.gates.learned import file_stamp, LearnedGate
+        from sparse_perception.gates.learned import file_stamp, GateFileError, LearnedGate
 
-        # The file is read again when it changed on disk: a gate trained again in place.
-        if (self.learned is None or self.learned.path != path or self.learned.tile != tile
-                or self.learned.stamp != file_stamp(path)):
+        same = (self.learned is not None and self.learned.path == path
+                and self.learned.tile == tile)
+        if same and self.learned.stamp == file_stamp(path):
+            return
+        try:
             # GateFileError (a ValueError): a bad file, or one made for another model or tile
             self.learned = LearnedGate(path, tile, self.model)
+        except GateFileError:
+            # The same setting, its file changed on disk since (a gate trained again in place
+            # is read again): one that went bad does not stop another setting's change; the
+            # gate in use stays, and setting the gate again names what is wrong with it.
+            if not same:
+                raise
 
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""

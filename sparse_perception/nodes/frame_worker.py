@@ -203,23 +203,25 @@ class FrameWorker:
         attempts = [(kept, reverted)] if reverted and kept != old else []
         attempts.append((old, everything))
         logger = self._node.get_logger()
-        error = exc
         for settings, names in attempts:
-            logger.error('could not apply ' + ', '.join(f'{n} = {failed[n]!r}' for n in names)
-                         + f': {error}; keeping the previous '
+            logger.error(('could not apply ' if settings is not old or len(attempts) == 1 else
+                          'could not apply the other changes either: ')
+                         + ', '.join(f'{n} = {failed[n]!r}' for n in names)
+                         + f': {exc}; keeping the previous '
                          + ', '.join(f'{n} = {before[n]!r}' for n in names))
             try:
                 self.pipeline.update(settings)
             except Exception as again:
-                error = again
+                exc = again
                 continue
             self._in_force, self._unsettled = settings, False
+            self._health.set_fault(None)
             # Put those parameters back, so that `ros2 param get` tells what runs.
             self._parameters.put_back(names, before, failed)
             return
         self._unsettled = True  # the next change is tried, even one back to these settings
-        self._health.set_fault(f'settings could not be restored after a failed change: {error}')
-        logger.error(f'could not restore the previous settings either: {error}')
+        self._health.set_fault(f'settings could not be restored after a failed change: {exc}')
+        logger.error(f'could not restore the previous settings either: {exc}')
         self._parameters.put_back(everything, before, failed)
 
     def _bad_frame(self, category: str, reason: str, level: str) -> None:

@@ -208,7 +208,9 @@ def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
     if problem:
         return problem
     if new.model.device != old.model.device:
-        return device_problem(new.model.device)
+        problem = device_problem(new.model.device)
+        if problem:
+            return problem
     before, after = st.flatten(old), st.flatten(new)
     if any(before[name] != after[name] for name in _GATE_INPUTS):  # (a gate file is read)
         return gate_problem(new, heads)

@@ -171,10 +171,18 @@ class NodeParameters:
         """
         with self._lock:
             current = st.flatten(self.settings)
-        self._node.set_parameters([
-            Parameter(name, parameter_type(self._specs[name]),
-                      to_parameter_value(self._specs[name], before[name]))
-            for name in names if name in self._specs and current[name] == failed[name]])
+        values = [Parameter(name, parameter_type(self._specs[name]),
+                            to_parameter_value(self._specs[name], before[name]))
+                  for name in names if name in self._specs and current[name] == failed[name]]
+        if not values:
+            return
+        # Together: one at a time, each would be checked against the other's failed value (a
+        # model and the gate file made for it) and refused.
+        result = self._node.set_parameters_atomically(values)
+        if not result.successful:
+            self._node.get_logger().error(
+                'could not put back ' + ', '.join(v.name for v in values) + ' to the settings '
+                f'that run: {result.reason}; those parameters do not tell what runs')
 
     def publish_model_info(self, pipeline: Any) -> None:
         """Write the loaded model's class and joint names and skeleton into their parameters."""

@@ -263,6 +263,15 @@ def test_params_file(bag, tmp_path):
     assert _report(out)['settings']['change.threshold'] == 30.0  # flags override the file
 
 
+def test_a_params_file_short_of_a_setting_names_itself_and_the_flags(bag, tmp_path, capsys):
+    params = tmp_path / 'params.yaml'
+    params.write_text('segmentation_node:\n  ros__parameters:\n    sparsity:\n'
+                      '      gate: learned\n')
+    assert _replay(tmp_path / 'out', bag, '--params', params) != 0
+    err = capsys.readouterr().err
+    assert "'learned' needs sparsity.gate_model" in err and f'--params {params}' in err
+
+
 def test_corrupt_frames_are_reported(tmp_path):
     messages = [compressed_message(i, fmt='jpeg') for i in range(5)]
     messages[2].data = messages[2].data[:100]

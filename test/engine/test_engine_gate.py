@@ -25,6 +25,7 @@ and a change entirely outside the gate leaves the output as it was.
 from engine_cases import (
     ALL_BLOCK_KINDS, change_sequence, effective_inputs, max_relative_difference, random_network)
 from hypothesis import given, HealthCheck, settings, strategies as st
+import numpy as np
 import pytest
 from sparse_perception.engine import EngineConfig, EngineError, IncrementalModel
 from sparse_perception.engine.gate import Gate
@@ -218,6 +219,7 @@ def test_a_gate_of_the_wrong_shape_or_type_is_refused():
                        (Map(still, 0), 'gate.tile_size must be a whole number'),
                        (Map(still, 8.0), 'gate.tile_size must be a whole number'),
                        (Map(torch.ones(4, 4, 1, dtype=torch.bool)), r'gate.tiles must be a'),
+                       (Map(np.ones((4, 4), dtype=object)), 'gate.tiles has dtype object'),
                        (torch.zeros(0, 4, dtype=torch.bool), 'a tile map holds at least one'),
                        (torch.zeros(4, 4, dtype=torch.bool, device='meta'), 'meta device')):
         with pytest.raises(EngineError, match=words):
@@ -228,6 +230,7 @@ def test_a_gate_of_the_wrong_shape_or_type_is_refused():
         inc(x0, Map(torch.ones(4, 4, dtype=torch.uint8)), state)
     assert state.stale_positions == 0
     inc(x0, Map(still), state, gate=Map(still))  # a good map still runs
+    inc(x0, Map(np.ones((4, 4), bool)[::-1]), state, gate=Map(np.ones((4, 4), bool)[:, ::-1]))
 
 
 def test_the_gate_at_a_layer_covers_every_position_over_a_gated_tile():

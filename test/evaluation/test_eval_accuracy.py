@@ -223,6 +223,14 @@ def test_outputs_may_not_replace_the_model_or_gate_files_the_run_reads(
     assert cli.main(['eval', 'sweep', '--quiet', '--json', str(model), '--point',
                      f'model.pose={model}']) == 1
     assert 'is the input' in capsys.readouterr().err
+    # A registered anchor, found in model.models_dir.
+    from sparse_perception.models.registry import REGISTRY
+
+    entry = REGISTRY['deeplabv3_mnv2_dm05_pascal']
+    anchor = tmp_path / entry.filename
+    anchor.write_bytes(b'model')
+    assert _eval('--json', anchor, '--model.models_dir', tmp_path, '--anchor', entry.name) == 1
+    assert 'is the input' in capsys.readouterr().err and anchor.read_bytes() == b'model'
     assert gate.read_bytes() == b'weights' and model.read_bytes() == b'model'
 
 

@@ -227,6 +227,8 @@ def test_a_gate_that_cannot_run_is_refused_when_set(tmp_path):
 
     assert problem(learned(gate)) is None
     assert 'does not exist' in problem(learned(tmp_path / 'none.pt'))
+    moved = st.replace(learned(tmp_path / 'none.pt'), {'model.device': 'cpu'})
+    assert 'does not exist' in problem(moved)  # a device change in the same call checked it
     assert "trained for the segmentation model 'selfie" in problem(learned(other))
     assert problem(learned(other), ('pose',)) is None  # no segmentation head: no gate
     # A file gone bad since is named when a gate setting changes, not at every other change.

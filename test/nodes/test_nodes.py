@@ -293,6 +293,36 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
     assert node.health._fault is None and pipelines[0].settings.change.threshold == 5.0
 
 
+def test_a_model_and_its_gate_file_that_fail_together_are_put_back_together(harness, tmp_path):
+    from sparse_perception.gates.learned import CELLS, network, save, VERSION
+
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"head": "pose", "seed": 1}')  # a segmentation file of the wrong head
+    meta = {'version': VERSION, 'tile': 16, 'cells': CELLS}
+    ours, theirs = tmp_path / 'ours.pt', tmp_path / 'theirs.pt'
+    save(network().state_dict(), dict(meta, model='tiny-seg'), ours)
+    save(network().state_dict(), dict(meta, model=str(broken)), theirs)
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg',
+                                       'sparsity.gate': 'learned',
+                                       'sparsity.gate_model': str(ours)})
+    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
+    assert harness.spin_until(lambda: client.services_are_ready())
+    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
+    masks = harness.collect(Image, _topic(node, 'mask'))
+    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
+    _send_and_wait(harness, publisher, _raw(0), masks)
+    future = client.set_parameters_atomically([
+        Parameter('model.segmentation', value=str(broken)),
+        Parameter('sparsity.gate_model', value=str(theirs))])
+    assert harness.spin_until(future.done) and future.result().result.successful
+    _send_and_wait(harness, publisher, _raw(1), masks)  # the model does not load
+    # One at a time, each would be refused against the other's failed value (the gate file
+    # is made for the other model), and the parameters kept telling what does not run.
+    assert harness.spin_until(
+        lambda: (node.get_parameter('model.segmentation').value,
+                 node.get_parameter('sparsity.gate_model').value) == ('tiny-seg', str(ours)))
+
+
 def _change_state(harness, node, transition):
     client = harness.node.create_client(ChangeState, f'{node.get_fully_qualified_name()}'
                                                      '/change_state')
