@@ -280,6 +280,7 @@ class LearnedGate:
         self.path = str(path)
         self.tile = tile
         self.stamp = file_stamp(path)  # before reading: a write meanwhile reads as a change
+        self.unread: object = False  # the file's stamp (None: gone) when it last failed to read
         self.net, self.meta = load(path, tile, model)
         self.reset()
 

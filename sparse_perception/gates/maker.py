@@ -59,10 +59,13 @@ until the refresh cell passes (their IoU is not what the gate protects).
 from __future__ import annotations
 
 import functools
+import logging
 import math
 from typing import Any, Callable
 
 from sparse_perception.settings import PerceptionSettings, SparsitySettings
+
+LOG = logging.getLogger(__name__)
 
 
 def person_map(outputs: Any, decoder: str, person: int) -> Any:
@@ -295,12 +298,16 @@ class GateMaker:
         try:
             # GateFileError (a ValueError): a bad file, or one made for another model or tile
             self.learned = LearnedGate(path, tile, self.model)
-        except GateFileError:
+        except GateFileError as exc:
             # The same setting, its file changed on disk since (a gate trained again in place
             # is read again): one that went bad does not stop another setting's change; the
-            # gate in use stays, and setting the gate again names what is wrong with it.
+            # gate in use stays, and says so once per change of the file.
             if not same:
                 raise
+            stamp = file_stamp(path)
+            if self.learned.unread != stamp:
+                self.learned.unread = stamp
+                LOG.warning('%s; the learned gate read from it before stays in use', exc)
 
     def reset(self) -> None:
         """Forget what earlier frames showed (a new stream)."""

@@ -204,9 +204,12 @@ class FrameWorker:
         attempts.append((old, everything))
         logger = self._node.get_logger()
         for settings, names in attempts:
-            logger.error(('could not apply ' if settings is not old or len(attempts) == 1 else
-                          'could not apply the other changes either: ')
-                         + ', '.join(f'{n} = {failed[n]!r}' for n in names)
+            if settings is old and len(attempts) > 1:
+                said = [n for n in names if n not in reverted]
+                head = 'could not apply the other changes either, '
+            else:
+                said, head = names, 'could not apply '
+            logger.error(head + ', '.join(f'{n} = {failed[n]!r}' for n in said)
                          + f': {exc}; keeping the previous '
                          + ', '.join(f'{n} = {before[n]!r}' for n in names))
             try:

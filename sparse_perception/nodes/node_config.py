@@ -217,6 +217,9 @@ def change_problem(old: st.PerceptionSettings, new: st.PerceptionSettings,
     return None
 
 
+# The gate settings: set again, even to the same value, they are checked again (a gate file
+# trained again in place).
+GATE_PARAMETERS = frozenset({'sparsity.gate', 'sparsity.gate_model', 'pose.gate'})
 # What decides whether the gates can run (gate_problem).
 _GATE_INPUTS = ('sparsity.gate', 'sparsity.gate_model', 'change.tile_size', 'pose.gate',
                 'model.segmentation', 'model.pose')

@@ -35,8 +35,8 @@ from rclpy.node import Node
 from rclpy.parameter import Parameter
 from sparse_perception import settings as st
 from sparse_perception.nodes.node_config import (
-    change_problem, heads_of, MODEL_INFO_PARAMETERS, ModelCheck, NodeKind, parameter_specs,
-    pipeline_settings, settings_from_parameters, wrong_type_problem)
+    change_problem, GATE_PARAMETERS, gate_problem, heads_of, MODEL_INFO_PARAMETERS, ModelCheck,
+    NodeKind, parameter_specs, pipeline_settings, settings_from_parameters, wrong_type_problem)
 from sparse_perception.nodes.ros_interop import (
     descriptor, from_parameter_value, parameter_type, to_parameter_value)
 
@@ -51,6 +51,7 @@ class NodeParameters:
         self._check_model = model_check
         self._specs = {spec.name: spec for spec in parameter_specs(kind)}
         self._lock = threading.Lock()  # guards settings and _pending between threads
+        self._restoring: int | None = None  # the thread putting back what runs (put_back)
         self.settings: st.NodeSettings | None = None  # the values the parameters hold now
         self.heads: tuple[str, ...] = ()
         self._pending: st.PerceptionSettings | None = None  # applied at the next frame
@@ -142,9 +143,15 @@ class NodeParameters:
                 new = st.replace(self.settings, changes)
             except st.SettingError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            problem = change_problem(self.settings, new, self.heads, self._check_model)
-            if problem:
-                return SetParametersResult(successful=False, reason=problem)
+            # What runs, put back by the frame thread, is taken as it is: its checks read files
+            # (a gate file) that may have gone bad since they were loaded.
+            if self._restoring != threading.get_ident():
+                problem = change_problem(self.settings, new, self.heads, self._check_model)
+                if not problem and GATE_PARAMETERS.intersection(changes):
+                    # Set again, even to the same file: say what is wrong with it now.
+                    problem = gate_problem(new, self.heads)
+                if problem:
+                    return SetParametersResult(successful=False, reason=problem)
             self.settings = new
             on_change(new)
             self._pending = pipeline_settings(new)
@@ -178,7 +185,11 @@ class NodeParameters:
             return
         # Together: one at a time, each would be checked against the other's failed value (a
         # model and the gate file made for it) and refused.
-        result = self._node.set_parameters_atomically(values)
+        self._restoring = threading.get_ident()
+        try:
+            result = self._node.set_parameters_atomically(values)
+        finally:
+            self._restoring = None
         if not result.successful:
             self._node.get_logger().error(
                 'could not put back ' + ', '.join(v.name for v in values) + ' to the settings '

@@ -270,7 +270,7 @@ def test_a_report_names_the_learned_gate_by_its_content(tmp_path):
     assert describe_gate(st.PerceptionSettings()) is None
 
 
-def test_a_gate_file_trained_again_in_place_is_read_again(tmp_path):
+def test_a_gate_file_trained_again_in_place_is_read_again(tmp_path, caplog):
     import dataclasses
     import time
 
@@ -291,8 +291,12 @@ def test_a_gate_file_trained_again_in_place_is_read_again(tmp_path):
     maker.configure(settings.sparsity)
     assert maker.learned.meta['seed'] == 2  # before, the old weights stayed in memory
     path.unlink()  # gone bad: the gate in use stays, for a change of another setting
-    maker.configure(dataclasses.replace(settings.sparsity, gate_margin=3))
-    assert maker.learned.meta['seed'] == 2 and maker.margin == 3
+    with caplog.at_level('WARNING'):
+        maker.configure(dataclasses.replace(settings.sparsity, gate_margin=3))
+        maker.configure(dataclasses.replace(settings.sparsity, gate_margin=4))
+    assert maker.learned.meta['seed'] == 2 and maker.margin == 4
+    said = [r.getMessage() for r in caplog.records if 'stays in use' in r.getMessage()]
+    assert len(said) == 1 and 'does not exist' in said[0]  # once per change of the file
     with pytest.raises(GateFileError, match='does not exist'):  # set anew, it is read
         maker.configure(dataclasses.replace(settings.sparsity, gate_model=str(tmp_path / 'x')))
 

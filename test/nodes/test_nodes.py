@@ -291,6 +291,17 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
     assert _set(harness, client, change__threshold=5.0)[0].successful
     _send_and_wait(harness, publisher, _raw(4), clouds)
     assert node.health._fault is None and pipelines[0].settings.change.threshold == 5.0
+    # A fault clears too when a change fails and going back applies.
+    pipelines[0].everything = True
+    assert _set(harness, client, change__threshold=6.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(5), clouds)
+    assert node.health._fault
+    pipelines[0].everything = False
+    assert all(r.successful for r in _set(harness, client, pose__gate='track',
+                                          change__threshold=7.0))
+    _send_and_wait(harness, publisher, _raw(6), clouds)
+    assert harness.spin_until(lambda: node.get_parameter('pose.gate').value == 'none')
+    assert node.health._fault is None and pipelines[0].settings.change.threshold == 7.0
 
 
 def test_a_model_and_its_gate_file_that_fail_together_are_put_back_together(harness, tmp_path):
@@ -315,12 +326,16 @@ def test_a_model_and_its_gate_file_that_fail_together_are_put_back_together(harn
         Parameter('model.segmentation', value=str(broken)),
         Parameter('sparsity.gate_model', value=str(theirs))])
     assert harness.spin_until(future.done) and future.result().result.successful
+    ours.write_bytes(b'')  # gone bad on disk meanwhile: what runs is put back all the same
     _send_and_wait(harness, publisher, _raw(1), masks)  # the model does not load
     # One at a time, each would be refused against the other's failed value (the gate file
     # is made for the other model), and the parameters kept telling what does not run.
     assert harness.spin_until(
         lambda: (node.get_parameter('model.segmentation').value,
                  node.get_parameter('sparsity.gate_model').value) == ('tiny-seg', str(ours)))
+    # Set again, even to the same file, the gate file is read again and its problem named.
+    result, = _set(harness, client, sparsity__gate_model=str(ours))
+    assert not result.successful and 'is empty' in result.reason
 
 
 def _change_state(harness, node, transition):
