@@ -194,6 +194,9 @@ def sweep(points: Sequence[Mapping[str, Any]],
             settings = point_settings(point)
             entry = {'point': dict(point), 'label': label(point),
                      'settings': accuracy.sparsity_values(settings)}
+            gate = accuracy.describe_gate(settings)  # (a learned gate: its file's SHA-256)
+            if gate is not None:
+                entry['gate_file'] = gate
             try:
                 scores = run_point(evaluator, clips, settings)
             except (RuntimeError, IndexError, ValueError) as exc:

@@ -195,6 +195,33 @@ def test_the_document_names_the_models_the_points_ran(monkeypatch):
         'pose': 'movenet_lightning'}
 
 
+def test_a_learned_gate_point_names_its_file_by_content(monkeypatch, tmp_path):
+    import hashlib
+
+    from sparse_perception.gates.learned import CELLS, network, save, VERSION
+
+    class Evaluator:
+        def __init__(self, settings, log):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(accuracy, 'load_clips', lambda *args: {'davis': [], 'jhmdb': []})
+    monkeypatch.setattr(accuracy, 'Evaluator', Evaluator)
+    monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
+    monkeypatch.setattr(sweep, '_macs_saved', lambda scores: 0.0)
+    monkeypatch.setattr(sweep, '_active', lambda scores: 1.0)
+    gate = tmp_path / 'gate.pt'
+    save(network().state_dict(), {'version': VERSION, 'tile': 16, 'cells': CELLS,
+                                  'model': 'deeplabv3_mnv2_pascal_fcn'}, gate)
+    document = sweep.sweep([{}, {'sparsity.gate': 'learned', 'sparsity.gate_model': str(gate)}],
+                           vtest=False, default_models=False, log=lambda _: None)
+    plain, learned = document['points']
+    assert 'gate_file' not in plain
+    assert learned['gate_file']['sha256'] == hashlib.sha256(gate.read_bytes()).hexdigest()
+
+
 def test_the_default_models_skip_a_point_whose_gate_holds_to_another_model(monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError('the default models ran with a gate made for another model')
