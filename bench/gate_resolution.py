@@ -40,6 +40,7 @@ import numpy as np
 
 from sparse_perception.evaluation import accuracy
 from sparse_perception.evaluation.provenance import environment
+from sparse_perception.evaluation.sweep import parse_assignment
 from sparse_perception.gates.maker import person_class
 from sparse_perception.output_files import check_outputs, OutputError, write_together
 from sparse_perception.pipeline import Pipeline
@@ -105,13 +106,8 @@ def main(argv):
     args = parser.parse_args(argv)
     changes = {'model.segmentation': accuracy.SEGMENTATION_MODEL, 'model.pose': '',
                'sparsity.adaptive': False, 'sparsity.gate': 'glance'}
-    try:
-        for item in args.set:
-            name, _, text = item.partition('=')
-            try:  # numbers and booleans in JSON's spelling, anything else a string
-                changes[name] = json.loads(text)
-            except ValueError:
-                changes[name] = text
+    try:  # NAME=VALUE typed by the setting, as eval sweep's --point
+        changes.update(parse_assignment(item) for item in args.set)
         settings = replace(PerceptionSettings(), changes)
     except (ValueError, SettingError) as exc:
         parser.error(f'--set: {exc}')

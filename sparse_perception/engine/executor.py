@@ -516,8 +516,8 @@ class IncrementalModel:
         state = state if state is not None else self._state()
         plan = self.plan_for(x)
         tile_size, refresh, tiles = unpack_tiles(tiles)
-        if gate is not None:  # checked on every frame, a dense one too
-            unpack_tiles(gate, 'gate')
+        # Checked on every frame, a dense one too.
+        gate_map = None if gate is None else unpack_tiles(gate, 'gate')
         dense = tiles is None or refresh or state.refresh_requested
         if state.plan is not plan:
             self._init_state(state, plan)
@@ -525,7 +525,7 @@ class IncrementalModel:
         value = plan.input
         tile, spatial, whole = 1, None, False
         if not dense:
-            spatial, whole = self._gate(plan, state, gate)
+            spatial, whole = self._gate(plan, state, gate_map)
             tile = tile_size_of(tiles, tile_size, value.height, value.width)
         frame = Frame(x, None if dense else tiles, tile, dense, spatial, whole)
         self._last, frontier_changed = self.executor.run(plan, state, frame)
@@ -573,8 +573,13 @@ class IncrementalModel:
         state.thresholds = [0.0] * len(plan.layers)
         state.executor_state = self.executor.new_stream(plan)
 
-    def _gate(self, plan: Plan, state: StreamState, gate: Any) -> tuple[Gate | None, bool]:
-        """Return this frame's :class:`Gate` (None: ungated) and whether it covers all."""
+    def _gate(self, plan: Plan, state: StreamState,
+              gate: tuple[int | None, bool, Any] | None) -> tuple[Gate | None, bool]:
+        """
+        Return this frame's :class:`Gate` (None: ungated) and whether it covers all.
+
+        ``gate`` is the frame's gate as :func:`unpack_tiles` gives it, or None.
+        """
         value = plan.input
         if gate is None:
             if not state.has_stale:
@@ -582,7 +587,7 @@ class IncrementalModel:
             # Gated frames left positions stale: a gate over everything recomputes them.
             whole = torch.ones(1, 1, dtype=torch.bool, device=self.device)
             return Gate(whole, max(value.height, value.width), value.height, value.width), True
-        tile_size, _, tiles = unpack_tiles(gate, 'gate')
+        tile_size, _, tiles = gate
         tile = tile_size_of(tiles, tile_size, value.height, value.width)
         tiles = torch.as_tensor(tiles, device=self.device)
         return Gate(tiles, tile, value.height, value.width), False

@@ -175,7 +175,8 @@ def test_a_point_whose_settings_do_not_go_together_fails_before_any_runs(monkeyp
                     log=lambda _: None)
 
 
-def test_the_document_names_the_models_the_points_ran(monkeypatch):
+def _runs_nothing(monkeypatch):
+    """Make every point's run an empty one: the sweep's document without the minutes."""
     class Evaluator:
         def __init__(self, settings, log):
             pass
@@ -188,6 +189,10 @@ def test_the_document_names_the_models_the_points_ran(monkeypatch):
     monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
     monkeypatch.setattr(sweep, '_macs_saved', lambda scores: 0.0)
     monkeypatch.setattr(sweep, '_active', lambda scores: 1.0)
+
+
+def test_the_document_names_the_models_the_points_ran(monkeypatch):
+    _runs_nothing(monkeypatch)
     document = sweep.sweep([{}, {'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn'}],
                            vtest=False, default_models=False, log=lambda _: None)
     assert document['models'] == {
@@ -200,18 +205,7 @@ def test_a_learned_gate_point_names_its_file_by_content(monkeypatch, tmp_path):
 
     from sparse_perception.gates.learned import CELLS, network, save, VERSION
 
-    class Evaluator:
-        def __init__(self, settings, log):
-            pass
-
-        def close(self):
-            pass
-
-    monkeypatch.setattr(accuracy, 'load_clips', lambda *args: {'davis': [], 'jhmdb': []})
-    monkeypatch.setattr(accuracy, 'Evaluator', Evaluator)
-    monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
-    monkeypatch.setattr(sweep, '_macs_saved', lambda scores: 0.0)
-    monkeypatch.setattr(sweep, '_active', lambda scores: 1.0)
+    _runs_nothing(monkeypatch)
     gate = tmp_path / 'gate.pt'
     save(network().state_dict(), {'version': VERSION, 'tile': 16, 'cells': CELLS,
                                   'model': 'deeplabv3_mnv2_pascal_fcn'}, gate)
