@@ -130,14 +130,17 @@ def model_digest(model: str) -> str | None:
     A gate names a model file by its content as well as its path: the file copied to a robot
     is the same model under another path, and another file written over the path is not.
     """
-    import hashlib
-
     from sparse_perception.models.registry import REGISTRY
 
-    if model in REGISTRY:
-        return None
+    return None if model in REGISTRY else file_sha256(model)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the SHA-256 of a file (hex), read a megabyte at a time."""
+    import hashlib
+
     digest = hashlib.sha256()
-    with open(Path(model).expanduser(), 'rb') as file:
+    with open(Path(path).expanduser(), 'rb') as file:
         for block in iter(lambda: file.read(1 << 20), b''):
             digest.update(block)
     return digest.hexdigest()
@@ -250,15 +253,13 @@ def describe(settings: Any) -> dict | None:
     The path alone does not: a gate trained again in place keeps it. The report holds the
     file's SHA-256 and the metadata training wrote (None where the file cannot be read).
     """
-    import hashlib
-
     sparsity = settings.sparsity
     if sparsity.gate != 'learned' or not sparsity.gate_model:
         return None
     path = Path(sparsity.gate_model).expanduser()
     try:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        _, meta = load(path, settings.change.tile_size)
+        _, meta = load(path, settings.change.tile_size)  # (first: it bounds the file's size)
+        digest = file_sha256(path)
     except (OSError, GateFileError):
         return {'file': str(path), 'sha256': None, 'meta': None}
     return {'file': str(path), 'sha256': digest, 'meta': dict(meta)}
