@@ -47,6 +47,7 @@ from sparse_perception.output_files import check_outputs, OutputError, write_ato
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.sources import FrameRange
 from sparse_perception.settings import PerceptionSettings, replace, SettingError
+from sparse_perception.shared_data import shared_root
 
 SEEN = 500  # person pixels of the dense mask from which the runner counts as visible
 
@@ -85,8 +86,9 @@ def main(argv):
     except (ValueError, SettingError) as exc:
         parser.error(f'--set: {exc}')
     md = args.out.with_suffix('.md') if args.out else None
-    try:  # before the measuring
-        check_outputs([('--out', args.out), ('markdown', md)])
+    try:  # before the measuring; never over the shared data
+        check_outputs([('--out', args.out), ('markdown', md)],
+                      [shared_root() / 'data', shared_root() / 'models'])
     except OutputError as exc:
         parser.error(str(exc))
     frames = scene(args.scale, args.frames)

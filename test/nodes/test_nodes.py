@@ -100,6 +100,17 @@ def _values(status):
     return {v.key: v.value for v in status.values}
 
 
+def _streaming(harness, node, kind, output):
+    """Return a parameter client, an image publisher and the outputs, after a first frame."""
+    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
+    assert harness.spin_until(lambda: client.services_are_ready())
+    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
+    received = harness.collect(kind, _topic(node, output))
+    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
+    _send_and_wait(harness, publisher, _raw(0), received)
+    return client, publisher, received
+
+
 @pytest.mark.parametrize('transport', ['raw', 'compressed'])
 def test_bag_frames_in_masks_and_keypoints_out_with_the_input_header(harness, transport):
     node = harness.make(PERCEPTION, {**MODELS, **FAST, 'input.transport': transport})
@@ -224,12 +235,7 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
         return pipelines[-1]
 
     node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
-    assert harness.spin_until(lambda: client.services_are_ready())
-    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
-    clouds = harness.collect(PointCloud2, _topic(node, 'keypoints'))
-    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
-    _send_and_wait(harness, publisher, _raw(0), clouds)
+    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
     assert _set(harness, client, model__pose=str(model))[0].successful
     _send_and_wait(harness, publisher, _raw(1), clouds)
     assert pipelines[0].settings.model.pose == str(model)
@@ -263,12 +269,7 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
         return pipelines[-1]
 
     node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
-    assert harness.spin_until(lambda: client.services_are_ready())
-    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
-    clouds = harness.collect(PointCloud2, _topic(node, 'keypoints'))
-    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
-    _send_and_wait(harness, publisher, _raw(0), clouds)
+    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
     # Accepted when set (the model is not registered: it says so when it takes the gate).
     assert all(r.successful for r in _set(harness, client, pose__gate='track',
                                           change__threshold=9.0))
@@ -316,12 +317,7 @@ def test_a_model_and_its_gate_file_that_fail_together_are_put_back_together(harn
     node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg',
                                        'sparsity.gate': 'learned',
                                        'sparsity.gate_model': str(ours)})
-    client = AsyncParameterClient(harness.node, node.get_fully_qualified_name())
-    assert harness.spin_until(lambda: client.services_are_ready())
-    publisher = harness.node.create_publisher(Image, _input_topic(node), qos_profile_sensor_data)
-    masks = harness.collect(Image, _topic(node, 'mask'))
-    harness.spin_until(lambda: publisher.get_subscription_count() == 1)
-    _send_and_wait(harness, publisher, _raw(0), masks)
+    client, publisher, masks = _streaming(harness, node, Image, 'mask')
     future = client.set_parameters_atomically([
         Parameter('model.segmentation', value=str(broken)),
         Parameter('sparsity.gate_model', value=str(theirs))])
