@@ -17,8 +17,9 @@
 
 One engine object holds what does not depend on how a frame is executed: the traced module,
 one :class:`Plan` per input shape (the lowered program and each layer's geometry, computed
-once), the per-stream :class:`StreamState`, input checks, tile maps and gates, calibration of
-the per-layer thresholds, the output views and the statistics of the last frame. Behind it
+once; the last few used are kept), the per-stream :class:`StreamState`, input checks, tile
+maps and gates, calibration of the per-layer thresholds, the output views and the statistics
+of the last frame. Behind it
 one of two executors runs the frames:
 
 - ``eager`` (eager.py with layers.py) decides per layer on the host, on the pure-torch
@@ -37,6 +38,7 @@ differs from the state's re-initialises that state and runs dense.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 import enum
 import itertools
@@ -57,6 +59,11 @@ import torch
 from torch import nn
 
 EXECUTIONS = ('auto', 'eager', 'device')
+# Plans kept per model, the most recently used: a plan holds its input size's index tables
+# and converted weights (about 25 MB for the fully convolutional DeepLab at 400x300), so
+# a stream whose frame size keeps changing would otherwise grow without bound. A few cover
+# streams that alternate between sizes; a plan dropped is built again when its size returns.
+MAX_PLANS = 4
 
 
 class ConvForm(str, enum.Enum):
@@ -340,7 +347,7 @@ class IncrementalModel:
         self.requested = execution
         self.fallback: str | None = None  # why 'auto' runs eagerly where it chose the device
         self._graph_option = graph
-        self._plans: dict[tuple, Plan] = {}
+        self._plans: collections.OrderedDict[tuple, Plan] = collections.OrderedDict()
         self._default_state: StreamState | None = None
         self._last: FrameStats | Callable[[], FrameStats] | None = None
         if self._placed:
@@ -403,7 +410,7 @@ class IncrementalModel:
         return StreamState()
 
     def plan_for(self, x: torch.Tensor) -> Plan:
-        """Return (building once) the plan for inputs shaped like ``x``."""
+        """Return the plan for inputs shaped like ``x`` (built once, kept while recently used)."""
         key = tuple(x.shape)
         plan = self._plans.get(key)
         if plan is None:
@@ -413,6 +420,10 @@ class IncrementalModel:
                 self._fall_back(exc)
                 plan = self._plan(x)
             self._plans[key] = plan
+            while len(self._plans) > MAX_PLANS:
+                self._plans.popitem(last=False)  # a stream still on it keeps it until it moves
+        else:
+            self._plans.move_to_end(key)
         return plan
 
     def _plan(self, x: torch.Tensor) -> Plan:

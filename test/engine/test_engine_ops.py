@@ -19,12 +19,16 @@ Every supported layer type with its edge cases, errors that name unsupported ops
 streams, thresholds and statistics.
 """
 
+import gc
+import weakref
+
 from engine_cases import ImagePoolCat, Interpolate, Pad, randomize, SqueezeExcite
 import numpy as np
 import pytest
 from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel, ops,
                                       UnsupportedOpError)
+from sparse_perception.engine.executor import MAX_PLANS
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -646,6 +650,28 @@ def test_streams_are_independent_and_sizes_reinitialise():
     xc = torch.randn(1, 3, 24, 20)  # a new size: the state re-initialises and runs dense
     assert_close(inc(xc, torch.zeros(3, 3, dtype=torch.bool), a), model(xc))
     assert inc.last_stats.dense
+
+
+@torch.no_grad()
+def test_a_stream_of_ever_new_sizes_keeps_few_plans_and_stays_exact():
+    # Each input size lowers its own plan (index tables, converted weights): a camera whose
+    # frame size keeps changing must not make the engine hold one per size it ever saw.
+    model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(4, 2, 3, 2)), 5).eval()
+    inc = IncrementalModel(model)
+    plans = []
+    sizes = [(16 + 8 * i, 24) for i in range(3 * MAX_PLANS)]
+    for height, width in sizes + sizes[:2]:  # the first sizes come back after being dropped
+        x = torch.randn(1, 3, height, width)
+        assert_close(inc(x), model(x))
+        tiles = torch.zeros(-(-height // 8), 3, dtype=torch.bool)
+        tiles[0, 1] = True
+        x2 = x.clone()
+        x2[..., :8, 8:16] += 1
+        assert_close(inc(x2, tiles), model(x2))
+        plans.append(weakref.ref(inc.plan_for(x)))
+    gc.collect()
+    assert sum(ref() is not None for ref in plans) <= MAX_PLANS
 
 
 def test_output_is_a_view_of_the_cache_until_the_next_frame():
