@@ -174,8 +174,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             sinks.append(AnnotatedVideo(staging.path / VIDEO, source.rate_hz))
         try:
             result = replay(source, incremental, dense, make_scorer(), sinks=sinks,
-                            progress=Progress(source.expected_frames, job.progress),
-                            keep_dense=bool(job.sweep) and dense is not None)
+                            progress=Progress(source.expected_frames, job.progress))
         finally:
             source.close()
         for sink in sinks:
@@ -199,8 +198,8 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
                     job.log(f'sweep: sparsity.scale = {scale:g}')
                 return Progress(source.expected_frames, job.progress)
 
-            points = sweep(reopen, incremental, job.settings, job.sweep, result.dense_outputs,
-                           make_scorer, bar)
+            points = sweep(reopen, incremental, dense, job.settings, job.sweep, make_scorer,
+                           bar)
 
         sweep_s = time.perf_counter() - sweep_started
         summary = result.scorer.summary()

@@ -22,8 +22,8 @@ callable). :class:`Scorer` turns the
 per-frame results into the figures of the report; :func:`replay` runs a source through the
 pipelines (the frame loop of :mod:`sparse_perception.evaluation.loop`) and hands each frame to
 the output sinks (bag, contact sheet, video);
-:func:`sweep` re-runs the incremental pipeline over sparsity scales against the dense outputs
-kept from the main run.
+:func:`sweep` replays the source again at each sparsity scale, the incremental pipeline beside
+the dense reference each time.
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ class FrameRecord:
 
 @dataclass
 class DenseOutputs:
-    """The dense reference's outputs of one frame, kept for a sweep."""
+    """The dense reference's outputs of one frame, as the scorer compares them."""
 
     mask: np.ndarray | None
     keypoints: np.ndarray | None
@@ -354,11 +354,10 @@ class Progress:
 
 @dataclass
 class ReplayResult:
-    """A finished replay: the scorer, skipped frames and (for a sweep) the dense outputs."""
+    """A finished replay: the scorer, skipped frames and where the time went."""
 
     scorer: Scorer
     skipped: list[SkippedFrame]
-    dense_outputs: dict[int, DenseOutputs] | None
     wall_s: float  # the whole loop: reading, decoding, both pipelines, scoring, sinks
     incremental_s: float  # wall time inside the incremental pipeline's process()
     dense_s: float  # wall time inside the dense pipeline's process()
@@ -373,18 +372,18 @@ def _dense_outputs(result: Any) -> DenseOutputs:
 
 
 def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Scorer, *,
-           sinks: Iterable[Any] = (), progress: Progress | None = None,
-           keep_dense: bool = False) -> ReplayResult:
+           sinks: Iterable[Any] = (), progress: Progress | None = None) -> ReplayResult:
     """
     Run every frame of ``source`` through ``incremental`` (and ``dense``), scoring each.
 
-    Each processed frame goes to every sink's ``write(frame, result)``. Corrupt frames are
-    skipped and listed. With ``keep_dense`` the dense outputs are kept for :func:`sweep`.
+    The two pipelines alternate frame by frame, so that their times compare under the same
+    conditions; each frame's dense outputs are scored and dropped (a long recording holds no
+    more memory than a short one). Each processed frame goes to every sink's
+    ``write(frame, result)``. Corrupt frames are skipped and listed.
     """
     started = time.perf_counter()
     sinks = list(sinks)
     skipped: list[SkippedFrame] = []
-    kept: dict[int, DenseOutputs] | None = {} if keep_dense else None
     incremental_s = dense_s = 0.0
     resets = 0
     pipelines = [incremental] if dense is None else [incremental, dense]
@@ -398,8 +397,6 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
             if dense is not None:
                 dense_s += step.ms[1] / 1e3
                 reference = _dense_outputs(step.results[1])
-                if kept is not None:
-                    kept[step.frame.index] = reference
             scorer.add(step.frame, step.results[0], reference)
             for sink in sinks:
                 sink.write(step.frame, step.results[0])
@@ -418,19 +415,21 @@ def replay(source: FrameSource, incremental: Any, dense: Any | None, scorer: Sco
         else:
             why = f'none could be decoded; frame range {source.frames}'
         raise ReplayError(f'{source.path}: no frame could be replayed ({why})')
-    return ReplayResult(scorer, skipped, kept, time.perf_counter() - started, incremental_s,
+    return ReplayResult(scorer, skipped, time.perf_counter() - started, incremental_s,
                         dense_s, resets)
 
 
-def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
-          scales: Sequence[float], dense_outputs: dict[int, DenseOutputs] | None,
-          make_scorer: Callable[[], Scorer], progress: Callable[[float], Progress] | None = None
-          ) -> list[dict[str, Any]]:
+def sweep(open_source: Callable[[], FrameSource], pipeline: Any, dense: Any | None,
+          settings: Any, scales: Sequence[float], make_scorer: Callable[[], Scorer],
+          progress: Callable[[float], Progress] | None = None) -> list[dict[str, Any]]:
     """
     Re-run the incremental ``pipeline`` at each sparsity scale; return one point per scale.
 
-    Each point has the scale, the incremental latency and speedup against the dense outputs
-    kept from the main run, the active fraction, agreement and ground-truth scores.
+    Each pass replays the source again as :func:`replay` does, the ``dense`` reference beside
+    the incremental pipeline (both from a reset): a pipeline timed alone runs faster than one
+    that alternates with another, so each point's speedup is measured side by side, and no
+    dense output is kept from pass to pass. Each point has the scale, the incremental latency
+    and speedup, the active fraction, agreement and ground-truth scores.
     """
     from sparse_perception import settings as settings_module
 
@@ -438,20 +437,13 @@ def sweep(open_source: Callable[[], FrameSource], pipeline: Any, settings: Any,
     for scale in scales:
         scaled = settings_module.replace(settings, {'sparsity.scale': float(scale)})
         pipeline.update(scaled)
-        pipeline.reset()
-        scorer = make_scorer()
-        bar = progress(scale) if progress is not None else None
+        for each in (pipeline, dense):
+            if each is not None:
+                each.reset()
         with open_source() as source:
-            for step in loop.run(source, [pipeline]):
-                if isinstance(step, SkippedFrame):
-                    continue
-                scorer.add(step.frame, step.results[0],
-                           None if dense_outputs is None else dense_outputs.get(step.frame.index))
-                if bar is not None:
-                    bar.update(scorer.frames, 0, scorer.running_active_fraction())
-        if bar is not None:
-            bar.finish()
-        summary = scorer.summary()
+            result = replay(source, pipeline, dense, make_scorer(),
+                            progress=progress(scale) if progress is not None else None)
+        summary = result.scorer.summary()
         points.append({'scale': float(scale), 'frames': summary['frames'],
                        'latency_ms': summary['latency_ms'], 'speedup': summary['speedup'],
                        'active_fraction': summary['active_fraction'],

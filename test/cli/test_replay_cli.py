@@ -250,6 +250,33 @@ def test_sweep(bag, tmp_path):
     assert '## Sweep over sparsity.scale' in (out / 'report.md').read_text()
 
 
+def test_each_sweep_point_runs_beside_the_dense_reference(bag, tmp_path, monkeypatch):
+    # Timed beside the dense pass as the main run is (a pipeline timed alone runs faster),
+    # and no dense output is kept from the main run for later: a long recording would hold
+    # every frame's mask.
+    from sparse_perception.replay import job
+
+    built = []
+
+    class Recorded(PipelineDouble):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(job, 'default_pipeline', lambda: Recorded)
+    assert _replay(tmp_path / 'plain', bag) == 0
+    alone = {p.incremental: (p.frames, p.resets) for p in built}
+    built.clear()
+    assert _replay(tmp_path / 'swept', bag, '--sweep', '0,3') == 0
+    swept = {p.incremental: (p.frames, p.resets) for p in built}
+    assert len(built) == 2 and set(swept) == {True, False}
+    for incremental in (True, False):  # each of the two points replays every frame, from a reset
+        assert swept[incremental][0] == alone[incremental][0] + 2 * FRAMES
+        assert swept[incremental][1] >= alone[incremental][1] + 2
+    points = _report(tmp_path / 'swept')['sweep']
+    assert all(p['latency_ms']['dense'] is not None and p['speedup'] for p in points)
+
+
 def test_params_file(bag, tmp_path):
     params = tmp_path / 'params.yaml'
     params.write_text('segmentation_node:\n  ros__parameters:\n    change:\n      threshold: 0.0\n'
