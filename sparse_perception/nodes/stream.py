@@ -138,8 +138,15 @@ class StreamGuard:
 
 
 def reason_key(category: str, reason: str) -> str:
-    """Return a throttling key for a problem: its category and text with numbers blanked."""
-    return category + ':' + re.sub(r'\d+(\.\d+)?', '#', reason)
+    """
+    Return a throttling key for a problem: its category and text with the values blanked.
+
+    Numbers, quoted values and runs of hex bytes (what a corrupt message starts with) vary
+    from frame to frame of one problem: a key per value would log every frame.
+    """
+    text = re.sub(r'"[^"]*"', '"_"', re.sub(r"'[^']*'", "'_'", reason))
+    text = re.sub(r'\b[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})+\b', '#', text)
+    return category + ':' + re.sub(r'\d+(\.\d+)?', '#', text)
 
 
 class LogThrottle:
@@ -147,22 +154,38 @@ class LogThrottle:
     Say when to log a recurring problem, so that each is logged once and not on every frame.
 
     The first occurrence of a key is logged at once; repeats stay quiet, and at most every
-    ``interval`` seconds one is logged with the number kept quiet in between.
+    ``interval`` seconds one is logged with the number kept quiet in between. At most
+    ``max_keys`` problems are remembered (a node runs for days): those not seen for an
+    interval, with no repeat left to count, are forgotten first; past that, new problems share
+    one key, so that a flood of distinct ones is logged at most once an interval too.
     """
 
-    def __init__(self, interval: float = 60.0):
+    OVERFLOW = '\0many problems'
+
+    def __init__(self, interval: float = 60.0, max_keys: int = 256):
         self.interval = interval
+        self.max_keys = max_keys
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
 
     def check(self, key: str, now: float) -> int | None:
         """Return None to stay quiet, else how many repeats went unlogged before this one."""
+        if key not in self._last and len(self._last) >= self.max_keys:
+            self._forget(now)
+            if len(self._last) >= self.max_keys:
+                key = self.OVERFLOW
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._quiet[key] = self._quiet.get(key, 0) + 1
             return None
         self._last[key] = now
         return self._quiet.pop(key, 0)
+
+    def _forget(self, now: float) -> None:
+        """Drop the problems last logged an interval ago whose repeats were all counted."""
+        for key in [key for key, last in self._last.items()
+                    if now - last >= self.interval and key not in self._quiet]:
+            del self._last[key]
 
 
 class ThrottledLogger:

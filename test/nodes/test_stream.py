@@ -97,6 +97,18 @@ def test_reason_key_ignores_numbers():
     assert a != reason_key('input', 'unknown image encoding')
 
 
+def test_reason_key_ignores_the_bytes_and_quoted_values_of_bad_messages():
+    # A camera sending garbage gives every frame other bytes: one problem, one key.
+    a = reason_key('input', 'CompressedImage data is corrupt or not JPEG/PNG: it starts with '
+                            'ff e3 0a 9b 77 f1 bd 00 (JPEG starts ff d8 ff, PNG 89 50 4e 47)')
+    b = reason_key('input', 'CompressedImage data is corrupt or not JPEG/PNG: it starts with '
+                            '1c 2b ee e9 (JPEG starts ff d8 ff, PNG 89 50 4e 47)')
+    assert a == b
+    assert (reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
+            == reason_key('input', "unknown image encoding 'bayer_xx'; supported: rgb8"))
+    assert a != reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
+
+
 def test_throttle_logs_first_then_summarises():
     throttle = LogThrottle(interval=10.0)
     assert throttle.check('a', 0.0) == 0
@@ -105,6 +117,22 @@ def test_throttle_logs_first_then_summarises():
     assert throttle.check('b', 2.0) == 0  # another problem is logged at once
     assert throttle.check('a', 10.5) == 2
     assert throttle.check('a', 11.0) is None
+
+
+def test_throttle_remembers_a_bounded_number_of_problems():
+    throttle = LogThrottle(interval=10.0, max_keys=3)
+    assert [throttle.check(key, 0.0) for key in 'abc'] == [0, 0, 0]
+    assert throttle.check('a', 1.0) is None  # a repeat of a known problem waits
+    # Past the bound, new problems share one key: the first is said, the flood is counted.
+    assert throttle.check('d', 2.0) == 0
+    assert [throttle.check(key, 3.0) for key in 'efg'] == [None, None, None]
+    assert len(throttle._last) <= 4
+    # An interval later the problems whose repeats were all told are forgotten ('a' still
+    # owes its repeat, the shared key three): a new one has a key of its own again.
+    assert throttle.check('h', 12.5) == 0
+    assert throttle.check('a', 12.6) == 1
+    assert throttle.check('j', 12.7) == 3  # full again: the shared key tells of e, f, g
+    assert len(throttle._last) <= 4
 
 
 def test_throttled_logger_says_each_problem_once_at_its_level_then_counts_repeats():
