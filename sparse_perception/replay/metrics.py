@@ -27,6 +27,7 @@ Latency summaries and percentiles come from :mod:`sparse_perception.evaluation.s
 
 from __future__ import annotations
 
+import array
 from dataclasses import dataclass
 import math
 from typing import Sequence
@@ -48,7 +49,7 @@ class MaskAgreement:
 
     def __init__(self):
         self.confusion = np.zeros((256, 256), np.int64)  # [dense, incremental]
-        self.per_frame: list[float] = []
+        self.per_frame = array.array('d')  # 8 bytes a frame: a replay may be days long
 
     def add(self, incremental: np.ndarray, dense: np.ndarray) -> float:
         """Count one frame; return its share of equal pixels."""
@@ -117,8 +118,8 @@ class KeypointAgreement:
         self.confident_total = 0.0
         self.confident_joints = 0
         self.mismatched_frames = 0  # frames where the two found different numbers of people
-        self.per_frame: list[float] = []
-        self.distances: list[np.ndarray] = []  # per frame, every matched joint's distance
+        self.per_frame = array.array('d')
+        self.distances = array.array('f')  # every matched joint's distance, frame after frame
 
     def add(self, incremental: np.ndarray, dense: np.ndarray) -> float:
         """Count one frame; return its mean joint distance in pixels (NaN if nobody matched)."""
@@ -135,7 +136,7 @@ class KeypointAgreement:
             return math.nan
         d = np.concatenate(distances)
         c = np.concatenate(confident)
-        self.distances.append(d.astype(np.float32))
+        self.distances.extend(d.astype(np.float32))
         self.total += float(d.sum())
         self.joints += d.size
         self.confident_total += float(c.sum())
@@ -159,7 +160,7 @@ class KeypointAgreement:
         """Median distance over every matched joint of every frame (None if none matched)."""
         if not self.distances:
             return None
-        return median(np.concatenate(self.distances))
+        return median(np.frombuffer(self.distances, np.float32))
 
 
 def binary_iou(predicted: np.ndarray, truth: np.ndarray) -> float:
@@ -174,7 +175,7 @@ class BinaryIou:
     """A predicted class against foreground masks, frame by frame."""
 
     def __init__(self):
-        self.per_frame: list[float] = []
+        self.per_frame = array.array('d')
         self.inter = [0, 0]  # background, foreground
         self.union = [0, 0]
 
@@ -228,7 +229,7 @@ class Pck:
         self.joints = 0
         self.head_correct = 0
         self.head_joints = 0
-        self.per_frame: list[float] = []
+        self.per_frame = array.array('d')
 
     def add(self, predicted: np.ndarray, truths: Sequence[PersonTruth]) -> float:
         """

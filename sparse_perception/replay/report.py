@@ -25,13 +25,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import json
 import math
 import os
 from pathlib import Path
 import shutil
 import tempfile
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -104,13 +105,15 @@ def write_json(report: dict, path: Path) -> None:
                     encoding='utf-8')
 
 
-def write_frames_csv(records: Sequence[Any], path: Path) -> None:
-    """One row per processed frame."""
-    fields = [f.name for f in dataclasses.fields(records[0])] if records else ['index']
+def write_frames_csv(records: Iterable[Any], path: Path) -> None:
+    """One row per processed frame (``records``: dataclasses, all of one kind)."""
+    rows = iter(records)
+    first = next(rows, None)
+    fields = [f.name for f in dataclasses.fields(first)] if first is not None else ['index']
     with open(path, 'w', newline='', encoding='utf-8') as stream:
         writer = csv.DictWriter(stream, fieldnames=fields)
         writer.writeheader()
-        for record in records:
+        for record in itertools.chain([first] if first is not None else [], rows):
             writer.writerow({k: ('' if v is None else v)
                              for k, v in dataclasses.asdict(record).items()})
 

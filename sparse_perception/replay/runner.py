@@ -28,11 +28,13 @@ the dense reference each time.
 
 from __future__ import annotations
 
+import array
+import dataclasses
 from dataclasses import dataclass, field
 import math
 import sys
 import time
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -105,6 +107,56 @@ class FrameRecord:
     gt_pck_dense: float | None = None
 
 
+class FrameTable:
+    """
+    The :class:`FrameRecord` of every frame of a run, held as columns of machine numbers.
+
+    A replay of a long recording keeps one record per frame for frames.csv, the plots and
+    exact percentiles: 8 bytes per figure and frame here (about 100 bytes a frame), where
+    Python objects took several times that. Iterating gives the records back; a missing
+    figure (None) is held as NaN.
+    """
+
+    _INTEGERS = ('index', 'stamp_ns')
+
+    def __init__(self) -> None:
+        self._names = tuple(f.name for f in dataclasses.fields(FrameRecord))
+        self._columns = {name: array.array('q' if name in self._INTEGERS else
+                                           'b' if name == 'ran_dense' else 'd')
+                         for name in self._names}
+
+    def append(self, record: FrameRecord) -> None:
+        """Add one frame's record."""
+        for name, column in self._columns.items():
+            value = getattr(record, name)
+            column.append(math.nan if value is None else value)
+
+    def __len__(self) -> int:
+        return len(self._columns['index'])
+
+    def __iter__(self) -> Iterator[FrameRecord]:
+        columns = [self._columns[name] for name in self._names]
+        for values in zip(*columns):
+            yield FrameRecord(**{name: self._value(name, value)
+                                 for name, value in zip(self._names, values)})
+
+    def _value(self, name: str, value: Any) -> Any:
+        if name in self._INTEGERS:
+            return int(value)
+        if name == 'ran_dense':
+            return bool(value)
+        return None if math.isnan(value) else float(value)
+
+    def values(self, name: str) -> list:
+        """One figure of every frame that has it, in frame order (None left out)."""
+        return [self._value(name, v) for v in self._columns[name]
+                if name in self._INTEGERS or name == 'ran_dense' or not math.isnan(v)]
+
+    def has(self, name: str) -> bool:
+        """Whether any frame has this figure."""
+        return any(not math.isnan(v) for v in self._columns[name])
+
+
 @dataclass
 class DenseOutputs:
     """The dense reference's outputs of one frame, as the scorer compares them."""
@@ -132,20 +184,22 @@ class Scorer:
     joint_names: Sequence[str] = ()
     pck_alpha: float = PCK_ALPHA
     pckh_alpha: float = PCKH_ALPHA
-    records: list[FrameRecord] = field(default_factory=list)
+    records: FrameTable = field(default_factory=FrameTable)
 
     def __post_init__(self):
         self.mask_agreement = MaskAgreement()
         self.keypoint_agreement = KeypointAgreement()
         self.truth = {name: _GroundTruthScores(self.pck_alpha, self.pckh_alpha)
                       for name in ('incremental', 'dense')}
-        self.head_fractions: dict[str, list[float]] = {}
-        self.head_ms: dict[str, list[float]] = {}
-        self.layer_fractions: dict[str, dict[str, list[float]]] = {}
+        # Means are kept as running sums and counts: a run may be days long.
+        self.active_total = 0.0
+        self.head_fractions: dict[str, list[float]] = {}  # head: [sum, frames]
+        self.head_ms: dict[str, array.array] = {}  # head: every frame's ms (percentiles)
+        self.layer_fractions: dict[str, dict[str, list[float]]] = {}  # head: layer: [sum, n]
         self.macs = 0
         self.dense_macs = 0
         self.head_macs: dict[str, list[int]] = {}
-        self.people: list[int] = []  # persons the incremental pipeline reported, per frame
+        self.people = [0, 0, 0]  # frames with pose, of them with people, persons reported
 
     def add(self, frame: Frame, result: Any, dense: DenseOutputs | None) -> FrameRecord:
         """Score one frame's incremental result (and its dense reference, when there is one)."""
@@ -155,9 +209,10 @@ class Scorer:
                              float(stats.active_fraction),
                              float(stats.changed_fraction) if stats.change_measured else None,
                              bool(stats.dense))
+        self.active_total += record.active_fraction
         for name, head in stats.heads.items():
-            self.head_fractions.setdefault(name, []).append(float(head.active_fraction))
-            self.head_ms.setdefault(name, []).append(float(head.ms))
+            _accumulate(self.head_fractions.setdefault(name, [0.0, 0]), head.active_fraction)
+            self.head_ms.setdefault(name, array.array('d')).append(float(head.ms))
             counts = self.head_macs.setdefault(name, [0, 0])
             counts[0] += int(head.macs)
             counts[1] += int(head.dense_macs)
@@ -167,11 +222,14 @@ class Scorer:
             if isinstance(layers, dict):
                 per_layer = self.layer_fractions.setdefault(name, {})
                 for layer, fraction in layers.items():
-                    per_layer.setdefault(str(layer), []).append(float(fraction))
+                    _accumulate(per_layer.setdefault(str(layer), [0.0, 0]), fraction)
         mask = result.segmentation.mask if result.segmentation is not None else None
         points = result.pose.keypoints if result.pose is not None else None
         if points is not None:
-            self.people.append(int(np.asarray(points).shape[0]))
+            count = int(np.asarray(points).shape[0])
+            self.people[0] += 1
+            self.people[1] += count > 0
+            self.people[2] += count
         if dense is not None:
             if mask is not None and dense.mask is not None:
                 record.mask_pixel = self.mask_agreement.add(mask, dense.mask)
@@ -214,13 +272,13 @@ class Scorer:
         return len(self.records)
 
     def running_active_fraction(self) -> float | None:
-        """Mean active fraction so far (for the progress line)."""
-        return mean_or_none([r.active_fraction for r in self.records])
+        """Mean active fraction so far (for the progress line, on every frame)."""
+        return self.active_total / self.frames if self.frames else None
 
     def latency(self) -> dict[str, Any]:
         """Latency summaries (ms) of both pipelines and the speedup of the p50s."""
-        incremental = summarize(r.incremental_ms for r in self.records)
-        dense = summarize(r.dense_ms for r in self.records if r.dense_ms is not None)
+        incremental = summarize(self.records.values('incremental_ms'))
+        dense = summarize(self.records.values('dense_ms'))
         speedup = None
         if incremental and dense and incremental['p50'] > 0:
             speedup = dense['p50'] / incremental['p50']
@@ -229,30 +287,30 @@ class Scorer:
 
     def activity(self) -> dict[str, Any]:
         """Active fractions (overall, per head, per layer), changed fraction, MACs saved."""
-        fractions = [r.active_fraction for r in self.records]
+        fractions = self.records.values('active_fraction')
         return {
             'active_fraction': mean_or_none(fractions),
             'active_fraction_after_first': mean_or_none(fractions[1:]),
             'active_fraction_p50': (summarize(fractions) or {}).get('p50'),
-            'changed_fraction': mean_or_none([r.changed_fraction for r in self.records]),
-            'dense_frames': sum(r.ran_dense for r in self.records),
+            'changed_fraction': mean_or_none(self.records.values('changed_fraction')),
+            'dense_frames': sum(self.records.values('ran_dense')),
             'macs': self.macs,
             'dense_macs': self.dense_macs,
             'macs_saved': 1.0 - self.macs / self.dense_macs if self.dense_macs else None,
             'per_head': {
-                name: {'active_fraction': mean_or_none(values),
+                name: {'active_fraction': _mean(values),
                        'macs_saved': (1.0 - self.head_macs[name][0] / self.head_macs[name][1]
                                       if self.head_macs[name][1] else None),
                        'ms': summarize(self.head_ms[name])}
                 for name, values in self.head_fractions.items()},
             'per_layer': {
-                head: {layer: mean_or_none(values) for layer, values in layers.items()}
+                head: {layer: _mean(values) for layer, values in layers.items()}
                 for head, layers in self.layer_fractions.items()},
         }
 
     def agreement(self) -> dict[str, Any] | None:
         """Agreement with dense, None when no dense outputs were compared."""
-        if not any(r.dense_ms is not None for r in self.records):
+        if not self.records.has('dense_ms'):
             return None
         return {**self.mask_agreement.summary(), **self.keypoint_agreement.summary()}
 
@@ -282,7 +340,7 @@ class Scorer:
                                         'joints_scored': pck['joints_scored']}
             if name == 'incremental':
                 out.update(values)
-            elif any(r.dense_ms is not None for r in self.records):
+            elif self.records.has('dense_ms'):
                 out['dense'] = values
         return out
 
@@ -293,13 +351,14 @@ class Scorer:
         Mask agreement can stay high while pose goes wrong (another person followed, a person
         lost), so a setting is judged on these too.
         """
-        if not self.people:
+        frames, with_people, people = self.people
+        if not frames:
             return None
-        compared = any(r.dense_ms is not None for r in self.records)
+        compared = self.records.has('dense_ms')
         agreement = self.keypoint_agreement.summary() if compared else {}
         return {
-            'frames_with_people': sum(1 for n in self.people if n > 0),
-            'people_per_frame_mean': float(np.mean(self.people)),
+            'frames_with_people': with_people,
+            'people_per_frame_mean': people / frames,
             'keypoint_px_p50': self.keypoint_agreement.joint_p50() if compared else None,
             'keypoint_px_mean': agreement.get('keypoint_px'),
             'person_count_mismatch_frames': (agreement.get('people_mismatch_frames')
@@ -313,6 +372,16 @@ class Scorer:
                 'active_fraction': activity.pop('active_fraction'), 'activity': activity,
                 'agreement': self.agreement(), 'pose': self.pose(),
                 'ground_truth': self.ground_truth()}
+
+
+def _accumulate(total: list, value: float) -> None:
+    """Add ``value`` to a running [sum, count]."""
+    total[0] += float(value)
+    total[1] += 1
+
+
+def _mean(total: list) -> float | None:
+    return total[0] / total[1] if total[1] else None
 
 
 class Progress:

@@ -15,6 +15,7 @@
 """Replay metrics against values worked out by hand, and the pure helpers around them."""
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -230,3 +231,44 @@ def test_frames_without_a_change_map_do_not_count_in_the_changed_fraction(tmp_pa
     pytest.importorskip('matplotlib')
     activity_plot(scorer.records, tmp_path / 'activity.png')  # a gap, not a failure
     assert (tmp_path / 'activity.png').stat().st_size > 0
+
+
+def test_a_long_run_holds_about_a_hundred_bytes_a_frame():
+    # A replay of hours of recording scores every frame: the scorer keeps running sums, and
+    # per frame only what frames.csv, the plots and exact percentiles need, as numbers.
+    import tracemalloc
+
+    from sparse_perception.replay.runner import DenseOutputs, Scorer
+    from sparse_perception.replay.sources import Frame
+    from sparse_perception.results import FrameResult, HeadStats, PipelineStats, PoseResult
+
+    joints = ('a', 'b')
+    person = np.array([[[10.0, 10.0, 0.9], [20.0, 20.0, 0.9]]], np.float32)
+    mask = np.zeros((4, 4), np.uint8)
+    layers = {f'layer{i}': 0.5 for i in range(80)}  # a network's worth of layer names
+    image = np.zeros((4, 4, 3), np.uint8)
+
+    def frame(index):
+        stats = PipelineStats(0.5, {head: HeadStats(0.5 + index % 7 / 100, 1, 2, False, 1.0,
+                                                    dict(layers))
+                                    for head in ('segmentation', 'pose')}, 1.0)
+        pose = PoseResult(person + index % 3, joints, ())
+        result = FrameResult(SimpleNamespace(mask=mask), pose, np.ones((1, 1), bool), 16, stats)
+        return Frame(index, image, index, 'camera', index), result
+
+    scorer = Scorer(joint_names=joints)
+    dense = DenseOutputs(mask, person, 2.0)
+    for index in range(200):  # past the first frames' one-off allocations
+        scorer.add(*frame(index), dense)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for index in range(200, 2200):
+            scorer.add(*frame(index), dense)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert grown / 2000 < 300, f'{grown / 2000:.0f} bytes a frame'
+    assert scorer.activity()['per_layer']['pose']['layer3'] == pytest.approx(0.5)
+    assert scorer.pose()['people_per_frame_mean'] == 1.0
+    assert len(list(scorer.records)) == 2200
