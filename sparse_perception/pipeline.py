@@ -301,8 +301,8 @@ class _IncrementalNet:
         if stats is None:  # the same for every frame of a size: made once
             tiles = -(-height // self.gates.tile) * -(-width // self.gates.tile)
             macs = self.gates.learned_macs(height, width)
-            stats = self._glance_stats[key] = FrameStats(layers=[LayerStats(
-                'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)])
+            stats = self._keep_glance_stat(key, FrameStats(layers=[LayerStats(
+                'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)]))
         self.stats.append(stats)
 
     def _glance_stat(self, glance: Any) -> Any:
@@ -317,8 +317,15 @@ class _IncrementalNet:
                                 device=glance.device)
             positions = glance.size[0] * glance.size[1]
             macs = self.engine.dense_macs(small)
-            stats = self._glance_stats[glance.size] = FrameStats(layers=[LayerStats(
-                'glance', 'glance', positions, 'full', 0, positions, 0, macs, 0.0)])
+            stats = self._keep_glance_stat(glance.size, FrameStats(layers=[LayerStats(
+                'glance', 'glance', positions, 'full', 0, positions, 0, macs, 0.0)]))
+        return stats
+
+    def _keep_glance_stat(self, key: tuple, stats: Any) -> Any:
+        """Keep a gate pass's statistics for its input size (a few sizes: frames may change)."""
+        if len(self._glance_stats) >= 16:
+            self._glance_stats.clear()
+        self._glance_stats[key] = stats
         return stats
 
     def _ran_dense(self) -> None:

@@ -489,3 +489,19 @@ def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():
         'sparsity.gate_dense_above': 1.0}).sparsity)
     maker.glance(x)
     assert len(calls) == 2 and maker.gate(64, 64).float().mean() == 0.75
+
+
+def test_frames_of_ever_new_sizes_keep_a_bounded_number_of_glance_figures():
+    # A fully convolutional network runs at the frame's size, and so does its glance: the
+    # figures kept per size (and the engine's plans) must not grow with every size seen.
+    settings = _settings(**{'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn',
+                            'sparsity.gate': 'glance'})
+    pipeline = Pipeline(settings, heads=('segmentation',))
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        frame = rng.integers(0, 255, (64 + 8 * step, 96, 3), dtype=np.uint8)
+        pipeline.process(frame)
+        got = pipeline.process(np.roll(frame, 4, axis=1))
+        assert got.stats.heads['segmentation'].macs > 0
+    net = pipeline._heads['segmentation'].net
+    assert len(net._glance_stats) <= 16 and len(net.engine._plans) <= 4
