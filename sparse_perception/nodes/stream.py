@@ -168,12 +168,17 @@ class LogThrottle:
         self._last: dict[str, float] = {}
         self._quiet: dict[str, int] = {}
 
-    def check(self, key: str, now: float) -> int | None:
-        """Return None to stay quiet, else how many repeats went unlogged before this one."""
+    def key_for(self, key: str, now: float) -> str:
+        """Return the key a problem is counted under: its own, or :attr:`OVERFLOW`."""
         if key not in self._last and len(self._last) >= self.max_keys:
             self._forget(now)
             if len(self._last) >= self.max_keys:
-                key = self.OVERFLOW
+                return self.OVERFLOW
+        return key
+
+    def check(self, key: str, now: float) -> int | None:
+        """Return None to stay quiet, else how many repeats went unlogged before this one."""
+        key = self.key_for(key, now)
         last = self._last.get(key)
         if last is not None and now - last < self.interval:
             self._quiet[key] = self._quiet.get(key, 0) + 1
@@ -203,11 +208,14 @@ class ThrottledLogger:
 
     def once(self, key: str, text: str, level: str) -> None:
         """Log ``text`` at ``level`` (error, warning, info) unless ``key`` was logged lately."""
-        repeats = self._throttle.check(key, self._clock())
+        now = self._clock()
+        shared = self._throttle.key_for(key, now) == LogThrottle.OVERFLOW
+        repeats = self._throttle.check(key, now)
         if repeats is None:
             return
         if repeats:
-            text += f' (and {repeats} more like it since the last report)'
+            text += (f' (and {repeats} more ' + ('of other kinds' if shared else 'like it')
+                     + ' since the last report)')
         # One call site per severity: rclpy refuses a call site whose severity changes.
         if level == 'error':
             self._logger.error(text)

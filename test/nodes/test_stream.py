@@ -151,6 +151,20 @@ def test_throttled_logger_says_each_problem_once_at_its_level_then_counts_repeat
                     ('warning', 'a bad frame (and 1 more like it since the last report)')]
 
 
+def test_throttled_logger_past_its_bound_counts_problems_of_other_kinds_together():
+    said = []
+    logger = SimpleNamespace(warning=said.append)
+    now = [0.0]
+    log = ThrottledLogger(logger, LogThrottle(interval=10.0, max_keys=2), clock=lambda: now[0])
+    for key in 'abcd':
+        log.once(key, f'problem {key}', 'warning')
+    now[0] = 11.0  # a and b are forgotten, the shared key still owes d
+    log.once('e', 'problem e', 'warning')
+    log.once('f', 'problem f', 'warning')
+    assert said == ['problem a', 'problem b', 'problem c', 'problem e',
+                    'problem f (and 1 more of other kinds since the last report)']
+
+
 def test_silence_watch_warns_once_per_silence():
     watch = SilenceWatch(timeout=5.0, now=0.0)
     assert not watch.poll(1.0, publishers=0)
