@@ -15,24 +15,28 @@
 """
 Launch one perception node on one camera: perception_node, segmentation_node or pose_node.
 
-Declarative only (the tests read this file without launch installed): arguments, one node.
-Parameters come from params_file first (its section for the chosen node); the launch arguments
-below override it.
+Declarative only (the tests read this file without launch installed): arguments, parameters,
+one node. Parameters come from params_file (its section for the chosen node); camera_topic,
+transport and heads override it where given, and leave what the file says (or the node's
+default) where not.
 
     ros2 launch sparse_perception perception.launch.py camera_topic:=/camera/image_raw
     ros2 launch sparse_perception perception.launch.py heads:='[segmentation]' namespace:=front
-    ros2 launch sparse_perception perception.launch.py node:=pose_node
+    ros2 launch sparse_perception perception.launch.py node:=pose_node params_file:=my.yaml
 """
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
-from launch_ros.actions import Node
+from launch.conditions import IfCondition
+from launch.substitutions import (LaunchConfiguration, NotEqualsSubstitution,
+                                  PathJoinSubstitution)
+from launch_ros.actions import Node, SetParameter, SetParametersFromFile
+from launch_ros.parameter_descriptions import ParameterValue
 from launch_ros.substitutions import FindPackageShare
 
 
 def generate_launch_description():
-    """Return the launch description: the arguments and the node."""
+    """Return the launch description: the arguments, the parameters and the node."""
     return LaunchDescription([
         DeclareLaunchArgument(
             'node', default_value='perception_node',
@@ -40,19 +44,22 @@ def generate_launch_description():
             description='Node to run, also its name: perception_node (segmentation and pose on '
                         'one decoded frame), segmentation_node or pose_node'),
         DeclareLaunchArgument(
-            'camera_topic', default_value='image',
+            'camera_topic', default_value='',
             description='Camera base topic (sensor_msgs/Image); the compressed transport '
-                        "reads '<camera_topic>/compressed'"),
+                        "reads '<camera_topic>/compressed' (empty: params_file's input.topic, "
+                        "else 'image')"),
         DeclareLaunchArgument(
-            'transport', default_value='raw', choices=['raw', 'compressed'],
-            description='raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage'),
+            'transport', default_value='', choices=['', 'raw', 'compressed'],
+            description='raw: sensor_msgs/Image; compressed: sensor_msgs/CompressedImage '
+                        "(empty: params_file's input.transport, else raw)"),
         DeclareLaunchArgument(
             'namespace', default_value='',
             description='Namespace of the node and its topics (empty: none)'),
         DeclareLaunchArgument(
-            'heads', default_value='[segmentation, pose]',
+            'heads', default_value='',
             description='Heads perception_node runs on the one decoded frame: a list of '
-                        'segmentation, pose (the other nodes run their one head)'),
+                        'segmentation, pose (the other nodes run their one head; empty: '
+                        "params_file's node.heads, else [segmentation, pose])"),
         DeclareLaunchArgument(
             'params_file',
             default_value=PathJoinSubstitution(
@@ -65,20 +72,25 @@ def generate_launch_description():
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],
             description='Logging level of the node'),
+        # The file first, then the arguments given: the node reads them in this order, the
+        # later winning. An argument left empty sets nothing, so the file's value stands.
+        SetParametersFromFile(LaunchConfiguration('params_file')),
+        SetParameter('input.topic', LaunchConfiguration('camera_topic'),
+                     condition=IfCondition(NotEqualsSubstitution(
+                         LaunchConfiguration('camera_topic'), ''))),
+        SetParameter('input.transport', LaunchConfiguration('transport'),
+                     condition=IfCondition(NotEqualsSubstitution(
+                         LaunchConfiguration('transport'), ''))),
+        # As written on the command line ('[pose]'): launch would make the list a tuple first.
+        SetParameter('node.heads', ParameterValue(LaunchConfiguration('heads'), value_type=str),
+                     condition=IfCondition(NotEqualsSubstitution(
+                         LaunchConfiguration('heads'), ''))),
         Node(
             package='sparse_perception',
             executable=LaunchConfiguration('node'),
             name=LaunchConfiguration('node'),
             namespace=LaunchConfiguration('namespace'),
-            parameters=[
-                LaunchConfiguration('params_file'),
-                {
-                    'use_sim_time': LaunchConfiguration('use_sim_time'),
-                    'input.topic': LaunchConfiguration('camera_topic'),
-                    'input.transport': LaunchConfiguration('transport'),
-                    'node.heads': LaunchConfiguration('heads'),
-                },
-            ],
+            parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
             arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
             output='screen',
             emulate_tty=True,

@@ -349,6 +349,26 @@ def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, 
 
 
 @pytest.mark.slow
+def test_a_parameters_file_chooses_the_camera_unless_an_argument_is_given(installed, tmp_path):
+    path = tmp_path / 'camera.yaml'
+    path.write_text(f'/**:\n  ros__parameters:\n    input:\n      topic: /{RUN}_file/image\n'
+                    '      transport: compressed\n    node:\n      heads: [segmentation]\n'
+                    '      warmup_frames: 0\n')
+    for arguments, expected in (
+            ((), f'configured: heads segmentation; input /{RUN}_file/image/compressed'),
+            ((f'camera_topic:=/{RUN}_arg/image', 'transport:=raw', 'heads:=[pose]'),
+             f'configured: heads pose; input /{RUN}_arg/image ')):
+        running = Running(installed, 'launch', 'sparse_perception', 'perception.launch.py',
+                          f'params_file:={path}', *arguments)
+        try:
+            running.wait_for('active after')
+            assert expected in running.output, running.output
+            _stop_cleanly(running)
+        finally:
+            running.stop()
+
+
+@pytest.mark.slow
 def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
     # The README's command, with the compressed transport: the remap moves both topics.
     namespace = f'{RUN}_run'

@@ -108,37 +108,50 @@ def test_arguments_are_declared_described_and_used(launch_file):
 
 
 def _overrides(tree):
-    """Return {parameter: launch argument} of the node's parameters set from arguments."""
-    (node,) = _calls(tree, 'Node')
+    """Return {parameter: (launch argument, SetParameter call)} of the settings arguments set."""
     result = {}
-    for item in _keyword(node, 'parameters').elts:
-        if isinstance(item, ast.Dict):
-            for key, value in zip(item.keys, item.values):
-                if isinstance(value, ast.Call) and getattr(value.func, 'id', '') == \
-                        'LaunchConfiguration':
-                    result[_constant(key)] = _constant(value.args[0])
+    for call in _calls(tree, 'SetParameter'):
+        value = call.args[1]
+        if getattr(value.func, 'id', '') == 'ParameterValue':  # kept as the string given
+            assert _keyword(value, 'value_type').id == 'str'
+            value = value.args[0]
+        assert value.func.id == 'LaunchConfiguration'
+        result[_constant(call.args[0])] = (_constant(value.args[0]), call)
     return result
 
 
-def test_arguments_that_set_settings_default_to_the_settings(launch_file):
-    # These arguments are always passed to the node (launch has no declarative way to pass an
-    # argument only when given), so a default other than the setting's would silently change
-    # the node's behaviour from what the settings, the YAML and the README say.
+def test_arguments_that_set_settings_set_them_only_when_given(launch_file):
+    # Empty by default and set only when not empty: an argument left out must not override
+    # what the parameters file says (nor the settings' default where it says nothing).
     path, tree = launch_file
     arguments = {_constant(c.args[0]): c for c in _calls(tree, 'DeclareLaunchArgument')}
-    overrides = {k: v for k, v in _overrides(tree).items() if k not in ROS_PARAMETERS}
-    assert overrides, f'{path.name}: no launch argument sets a setting'
-    for parameter, name in overrides.items():
+    overrides = _overrides(tree)
+    assert set(overrides) == {'input.topic', 'input.transport', 'node.heads'}, path.name
+    for parameter, (name, call) in overrides.items():
+        st.spec(parameter, st.NodeSettings)  # a setting
+        assert _constant(_keyword(arguments[name], 'default_value')) == '', (path.name, name)
+        condition = _keyword(call, 'condition')
+        assert condition.func.id == 'IfCondition', (path.name, name)
+        (test,) = condition.args
+        assert test.func.id == 'NotEqualsSubstitution', (path.name, name)
+        assert _constant(test.args[0].args[0]) == name and _constant(test.args[1]) == ''
         spec = st.spec(parameter, st.NodeSettings)
-        default = _constant(_keyword(arguments[name], 'default_value'))
-        if spec.kind is tuple:
-            assert yaml.safe_load(default) == list(spec.default), (path.name, name)
-        else:
-            assert spec.kind(default) == spec.default, (path.name, name)
         choices = _keyword(arguments[name], 'choices')
         if spec.info.choices is not None and spec.kind is not tuple:
             assert choices is not None, f'{path.name}: {name} offers no choices'
-            assert {_constant(e) for e in choices.elts} == set(spec.info.choices)
+            assert {_constant(e) for e in choices.elts} == set(spec.info.choices) | {''}
+
+
+def test_the_parameters_file_comes_before_the_arguments(launch_file):
+    # Launch hands the node its parameters in this order, and the node takes the last.
+    path, tree = launch_file
+    (description,) = _calls(tree, 'LaunchDescription')
+    actions = [getattr(a.func, 'id', None) for a in description.args[0].elts]
+    first = actions.index('SetParametersFromFile')
+    assert all(first < i < actions.index('Node') for i, kind in enumerate(actions)
+               if kind == 'SetParameter')
+    (call,) = _calls(tree, 'SetParametersFromFile')
+    assert _constant(call.args[0].args[0]) == 'params_file'
 
 
 def _node_choices(tree):
@@ -162,18 +175,16 @@ def test_nodes_are_console_scripts_and_set_declared_parameters(launch_file):
     for keyword in ('executable', 'name'):  # the node's name is its executable's
         value = _keyword(node, keyword)
         assert value.func.id == 'LaunchConfiguration' and _constant(value.args[0]) == 'node'
-    parameters = _keyword(node, 'parameters')
-    first, *rest = parameters.elts
-    assert _constant(first.args[0]) == 'params_file'
+    set_here = set(_overrides(tree))
+    for mapping in _keyword(node, 'parameters').elts:
+        set_here |= {_constant(k) for k in mapping.keys}
     for executable in choices:
         kind = node_config.NODE_KINDS[executable]
         declared = {s.name for s in node_config.parameter_specs(kind)}
         # The heads choose among perception_node's; the other nodes leave it undeclared, and
         # rclpy ignores a parameter a node does not declare.
         allowed = declared | ROS_PARAMETERS | {'node.heads'}
-        for mapping in rest:
-            keys = {_constant(k) for k in mapping.keys}
-            assert keys <= allowed, (executable, keys - allowed)
+        assert set_here <= allowed, (executable, set_here - allowed)
 
 
 def test_default_params_file_is_the_packaged_config_with_this_node(launch_file):
