@@ -37,6 +37,7 @@ With ``node.autostart`` (the default) the node walks itself to active, so ``ros2
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -174,13 +175,20 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f'cannot configure: {problem}')
         if problems:
             return FAILURE
+        cfg = settings.input
+        try:  # read-only: a bad name would otherwise fail only when activating
+            self.resolve_topic_name(self.input.topic())
+        except Exception as exc:  # rclpy's InvalidTopicNameException and the like
+            reason = re.sub(r', at \S+:\d+$', '', str(exc))  # rcl's source file and line
+            self.get_logger().error(f'cannot configure: input.topic {cfg.topic!r} is not a '
+                                    f'valid ROS topic name: {reason}')
+            return FAILURE
         try:
             self.outputs.create(self.parameters.heads)
         except Exception as exc:
             self.get_logger().error(f'cannot configure: {exc}')
             self.outputs.destroy()
             return FAILURE
-        cfg = settings.input
         self.get_logger().info(
             f'configured: heads {", ".join(self.parameters.heads)}; input {self.input.topic()} '
             f'({cfg.transport}, {cfg.reliability}, depth {cfg.depth})')
@@ -212,7 +220,13 @@ class PerceptionNode(LifecycleNode):
             self.worker.close()
             return FAILURE
         result = super().on_activate(state)  # enables the lifecycle publishers
-        self._start_frames()
+        try:
+            self._start_frames()
+        except Exception as exc:  # else rclpy's error transition would drop the reason
+            self.get_logger().error(f'cannot activate: starting to take frames failed: {exc}')
+            self._stop_frames()
+            self.worker.close()
+            return FAILURE
         self.get_logger().info(
             f'active after {time.monotonic() - started:.1f} s: taking images from '
             f'{self.input.subscription.topic_name} ({self.input.reliability})')

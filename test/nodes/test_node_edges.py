@@ -24,6 +24,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import pipeline_double
 import pytest
 from rcl_interfaces.msg import Log
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -217,7 +218,7 @@ def test_the_subscription_follows_the_publishers_reliability(harness):
     reliable = harness.node.create_publisher(
         Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
     harness.spin_until(lambda: node.count_publishers(topic) == 1)
-    assert node.trigger_configure().value and node.trigger_activate().value
+    assert node.trigger_configure() == node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert harness.spin_until(
         lambda: _subscription_reliability(harness, topic) == {ReliabilityPolicy.RELIABLE})
     masks = harness.collect(Image, _topic(node, 'mask'))
@@ -253,3 +254,12 @@ def test_activation_says_it_is_loading_and_warming(harness):
         'warming up' in line and 'tiny-seg' in line for line in harness.log_lines(node)))
     assert harness.spin_until(lambda: any(
         line.startswith('active after') for line in harness.log_lines(node)))
+
+
+def test_a_camera_topic_that_is_no_ros_name_is_refused_at_configure_naming_it(harness):
+    node = harness.make(SEGMENTATION, {**MODELS, **FAST, 'node.autostart': False,
+                                       'input.topic': 'bad topic'})
+    assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert harness.spin_until(lambda: any(
+        "input.topic 'bad topic' is not a valid ROS topic name" in line
+        for line in harness.log_lines(node, Log.ERROR)))
