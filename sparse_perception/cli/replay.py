@@ -76,8 +76,8 @@ def register(subparsers) -> None:
     group.add_argument('--sweep', nargs='?', const=','.join(f'{s:g}' for s in _default_sweep()),
                        metavar='SCALES',
                        help='also re-run over these sparsity.scale values (comma-separated; '
-                       'default %(const)s) for the speed vs accuracy curve, each run beside '
-                       'the dense reference as the main run is')
+                       'default %(const)s) for the speed vs accuracy curve of the engine: '
+                       'each run beside the dense reference, with the path choice off')
     group.add_argument('--params', type=Path, metavar='FILE',
                        help='node parameters YAML to read the settings from (flags override)')
     group.add_argument('--params-node', metavar='NAME',

@@ -275,6 +275,12 @@ def test_each_sweep_point_runs_beside_the_dense_reference(bag, tmp_path, monkeyp
         assert swept[incremental][1] >= alone[incremental][1] + 2
     points = _report(tmp_path / 'swept')['sweep']
     assert all(p['latency_ms']['dense'] is not None and p['speedup'] for p in points)
+    # With the path choice on, a network it put on its dense pass would ignore the scale.
+    (incremental,) = [p for p in built if p.incremental]
+    *passes, restored = incremental.updates
+    assert [(u.sparsity.scale, u.sparsity.adaptive) for u in passes] == [(0.0, False),
+                                                                         (3.0, False)]
+    assert restored.sparsity.adaptive and restored.sparsity.scale == 0.0
 
 
 def test_params_file(bag, tmp_path):
