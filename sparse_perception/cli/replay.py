@@ -85,7 +85,8 @@ def register(subparsers) -> None:
     group = parser.add_argument_group('ground truth')
     group.add_argument('--gt', type=Path, action='append', default=[], metavar='PATH',
                        help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
-                       'JHMDB joint_positions.mat; repeat for masks and keypoints')
+                       'JHMDB joint_positions.mat; repeat for masks and keypoints (matched to '
+                       "an image folder's frames by file name, to a recording's by position)")
     group.add_argument('--gt-class', default='person', metavar='NAME|ID',
                        help="segmentation class scored as the masks' foreground [person]")
     group.add_argument('--pck-alpha', type=float, default=metrics.PCK_ALPHA,

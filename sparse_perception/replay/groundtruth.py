@@ -115,6 +115,11 @@ class KeypointTruth:
             position = index if index < len(self.frames) else None
         return None if position is None else self.frames[position]
 
+    @property
+    def named(self) -> bool:
+        """Whether frames are matched by file name (else by position)."""
+        return self._by_stem is not None
+
     def describe(self) -> dict:
         """Describe the annotations for the report."""
         return {'path': str(self.path), 'format': self.format, 'frames': len(self.frames),

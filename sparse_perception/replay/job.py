@@ -179,7 +179,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             source.close()
         for sink in sinks:
             sink.close()
-        _warn_unmatched(result.scorer, masks, keypoints, job.log)
+        _warn_unmatched(result.scorer, masks, keypoints, source, job.log)
         if bag is not None:
             outputs['bag'] = bag.describe()
         if job.contact_sheet > 0 and (staging.path / CONTACT_SHEET).exists():
@@ -231,13 +231,24 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             staging.abort()
 
 
-def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, log) -> None:
-    """Say so when annotations were given but matched no frame (names or count differ)."""
+def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, source: Any, log) -> None:
+    """Say so when annotations matched no frame, or are matched by position to another count."""
     truth = scorer.ground_truth() or {}
     for name, given in (('masks', masks), ('keypoints', keypoints)):
-        if given is not None and not truth[name]['frames_scored']:
+        if given is None:
+            continue
+        if not truth[name]['frames_scored']:
             log(f'warning: the ground-truth {name} in {given.path} matched no frame (frames '
                 'are matched by file name for image folders, by position otherwise)')
+            continue
+        # A recording keeps no file names: its i-th frame takes the i-th annotation, which is
+        # right only if both start at the same frame. Different counts hint that they do not.
+        count = given.describe()['files' if name == 'masks' else 'frames']
+        by_name = source.kind == 'folder' and (name == 'masks' or given.named)
+        if not by_name and source.length is not None and count != source.length:
+            log(f'warning: {given.path} holds {count} annotated frames but the input '
+                f'{source.length}; they are matched by position (frame i of the input with '
+                'annotation i): check that both start at the same frame of one recording')
 
 
 def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: list,

@@ -405,6 +405,23 @@ def test_video_input_and_annotated_video(tmp_path):
     assert [t for _, t in stamps] == [round(i * 1e9 / 8) for i in range(6)]
 
 
+def test_annotations_matched_by_position_to_another_count_are_warned_of(bag, tmp_path, capsys):
+    # A recording keeps no file names: its frame i takes mask i. Masks of a whole sequence
+    # against a bag of some of its frames score the wrong pairs; the counts tell.
+    masks = tmp_path / 'masks'
+    masks.mkdir()
+    for index in range(FRAMES + 3):
+        cv2.imwrite(str(masks / f'{index:05d}.png'), np.zeros((48, 64), np.uint8))
+    assert _replay(tmp_path / 'out', bag, '--gt', masks) == 0
+    said = capsys.readouterr()
+    assert f'holds {FRAMES + 3} annotated frames but the input {FRAMES}' in said.err, said
+    for extra in sorted(masks.iterdir())[FRAMES:]:
+        extra.unlink()
+    assert _replay(tmp_path / 'out', bag, '--gt', masks) == 0
+    said = capsys.readouterr()
+    assert 'annotated frames' not in said.out + said.err
+
+
 def test_image_folder_input(tmp_path):
     folder = tmp_path / 'frames'
     folder.mkdir()
