@@ -97,7 +97,7 @@ def register(subparsers) -> None:
     group.add_argument('--no-bag', action='store_true', help='write no output bag')
     group.add_argument('--bag-storage', choices=('mcap', 'sqlite3'), default='mcap',
                        help='storage of the output bag [mcap]')
-    group.add_argument('--bag-namespace', default='/sparse_perception',
+    group.add_argument('--bag-namespace', default='/sparse_perception', type=_bag_namespace,
                        help='namespace of the mask and keypoints topics [%(default)s]')
     group.add_argument('--contact-sheet', type=int, default=12, metavar='N',
                        help='annotated frames on the contact sheet, 0 for none [12]')
@@ -115,6 +115,16 @@ def _heads(text: str) -> tuple[str, ...]:
         return settings_module.parse_heads(text)
     except settings_module.SettingError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _bag_namespace(text: str) -> str:
+    from sparse_perception.replay.errors import ReplayError
+    from sparse_perception.replay.outbag import check_namespace
+    try:
+        check_namespace(text, what='a namespace')
+    except ReplayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 def _default_sweep() -> tuple[float, ...]:

@@ -42,6 +42,14 @@ def storage_plugin(storage: str) -> Any:
     return {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}[storage]
 
 
+def check_namespace(namespace: str, what: str = 'bag namespace') -> None:
+    """Raise ReplayError unless the mask and keypoints topics under ``namespace`` are ROS names."""
+    from sparse_perception.replay.makebag import check_topic_name
+
+    if namespace.strip('/'):
+        check_topic_name(namespace.strip('/'), what)
+
+
 class OutputBag:
     """Sink for :func:`~sparse_perception.replay.runner.replay`: writes one bag folder."""
 
@@ -50,6 +58,7 @@ class OutputBag:
         from rosbags.rosbag2 import Writer
         from rosbags.typesys import get_typestore, Stores
 
+        check_namespace(namespace)
         self.path = path
         self.typestore = get_typestore(Stores.LATEST)
         self.types = self.typestore.types

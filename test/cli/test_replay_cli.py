@@ -350,6 +350,19 @@ def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):
     assert not (out / 'report.json').exists() and not list(tmp_path.rglob('.partial-*'))
 
 
+def test_a_bag_namespace_that_makes_no_ros_topic_is_refused_before_running(bag, tmp_path,
+                                                                           capsys):
+    with pytest.raises(SystemExit) as stopped:
+        _replay(tmp_path / 'out', bag, '--bag-namespace', 'bad name!')
+    assert stopped.value.code == 2
+    assert ("argument --bag-namespace: a namespace 'bad name!' is not a valid ROS topic name"
+            in capsys.readouterr().err)
+    assert not (tmp_path / 'out').exists()
+    assert _replay(tmp_path / 'out', bag, '--bag-namespace', '/front/') == 0
+    with AnyReader([tmp_path / 'out' / 'output_bag']) as reader:
+        assert {'/front/mask', '/front/keypoints'} <= {c.topic for c in reader.connections}
+
+
 class _FailingPipeline(PipelineDouble):
     """Breaks on its fourth frame, as a crashing model would."""
 
