@@ -107,6 +107,23 @@ class ChangeSettings:
         0, 'Full dense refresh every N change maps (0 = never)', low=0, high=1_000_000)
 
 
+def parse_layer_thresholds(items: Any) -> dict[str, float]:
+    """Parse ``sparsity.layer_thresholds`` (``('layer=value', ...)``) into a dict."""
+    out: dict[str, float] = {}
+    for item in items or ():
+        name, sep, value = str(item).partition('=')
+        try:
+            number = float(value)
+        except ValueError:
+            number = float('nan')
+        if not sep or not name.strip() or not number >= 0:
+            raise SettingError(f'sparsity.layer_thresholds: {item!r} must look like '
+                               "'layer=value' with a number >= 0, e.g. "
+                               'features.3.conv.1.0=0.05')
+        out[name.strip()] = number
+    return out
+
+
 @dataclass(frozen=True)
 class SparsitySettings:
     """The engine's sparsity knob: per-layer output thresholds in the DeltaCNN manner."""
@@ -198,6 +215,7 @@ class SparsitySettings:
         reload=True)
 
     def __post_init__(self) -> None:
+        parse_layer_thresholds(self.layer_thresholds)  # (the layers are a model's to know)
         if self.gate == 'learned' and not self.gate_model:
             raise SettingError("sparsity.gate 'learned' needs sparsity.gate_model: the file "
                                'that `sparse-perception gate train` wrote')

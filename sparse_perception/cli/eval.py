@@ -352,4 +352,10 @@ def run_sweep(args: argparse.Namespace) -> int:
     chosen = document['chosen']
     print('chosen: ' + (chosen['label'] if chosen else 'no point keeps the bounds'))
     print(f'written to {args.json}' + (f' and {args.markdown}' if args.markdown else ''))
+    failed = [p['label'] for p in document['points'] if 'error' in p]
+    if failed:  # written all the same; a script must still tell it from a full sweep
+        print(f'sparse-perception eval sweep: error: {len(failed)} of '
+              f'{len(document["points"])} points failed to run: {"; ".join(failed)}',
+              file=sys.stderr)
+        return 1
     return 0

@@ -131,18 +131,10 @@ class EngineConfig:
 
 def parse_layer_thresholds(items: Any) -> dict[str, float]:
     """Parse ``('layer=value', ...)`` (the ROS-parameter form) into a dict."""
-    out: dict[str, float] = {}
-    for item in items or ():
-        name, sep, value = str(item).partition('=')
-        try:
-            number = float(value)
-        except ValueError:
-            number = float('nan')
-        if not sep or not name.strip() or not number >= 0:
-            raise EngineError(f"layer threshold {item!r} must look like 'layer=value' with a "
-                              'number >= 0, e.g. features.3.conv.1.0=0.05')
-        out[name.strip()] = number
-    return out
+    try:
+        return st.parse_layer_thresholds(items)
+    except st.SettingError as exc:
+        raise EngineError(str(exc)) from None
 
 
 def layer_threshold(config: EngineConfig, names: Any, kind: Kind, rms: float | None) -> float:

@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import (EngineConfig, EngineError, IncrementalModel, ops,
-                                      UnsupportedOpError)
+                                      parse_layer_thresholds, UnsupportedOpError)
 from sparse_perception.engine.executor import MAX_PLANS
 import torch
 from torch import nn
@@ -819,9 +819,11 @@ def test_config_from_settings_and_bad_values():
     assert cfg.global_scale == 0.1
     with pytest.raises(EngineError, match='global_scale=-1'):
         EngineConfig(global_scale=-1)
-    with pytest.raises(EngineError, match="'conv1' must look like 'layer=value'"):
-        EngineConfig.from_settings(st.replace(st.PerceptionSettings(),
-                                              {'sparsity.layer_thresholds': ['conv1']}))
+    # The settings refuse a malformed override at once; the engine, given one directly, too.
+    with pytest.raises(st.SettingError, match="'conv1' must look like 'layer=value'"):
+        st.replace(st.PerceptionSettings(), {'sparsity.layer_thresholds': ['conv1']})
+    with pytest.raises(EngineError, match="'conv1=-1' must look like 'layer=value'"):
+        parse_layer_thresholds(['conv1=-1'])
     with pytest.raises(EngineError, match='tile=0'):
         EngineConfig(tile=0)
 

@@ -15,10 +15,11 @@
 """The sparsity sweep's pure parts: points, their settings, the choice and the tables."""
 
 import argparse
+import json
 
 import pytest
 
-from sparse_perception import settings as st
+from sparse_perception import cli, settings as st
 from sparse_perception.cli import eval as eval_command
 from sparse_perception.evaluation import accuracy, sweep
 
@@ -181,6 +182,9 @@ def _runs_nothing(monkeypatch):
         def __init__(self, settings, log):
             pass
 
+        def discard_incremental(self):
+            pass
+
         def close(self):
             pass
 
@@ -223,3 +227,26 @@ def test_the_default_models_skip_a_point_whose_gate_holds_to_another_model(monke
     out = sweep._default_models({'sparsity.gate': 'learned', 'sparsity.gate_model': 'g.pt'},
                                 [], log=lambda _: None)
     assert 'trained for another segmentation model' in out['skipped']
+
+
+def test_a_sweep_with_a_point_that_failed_to_run_exits_with_an_error(monkeypatch, tmp_path,
+                                                                     capsys):
+    # The document is written with the failure in it, and a script can tell from the status.
+    _runs_nothing(monkeypatch)
+
+    def run_point(evaluator, clips, settings):
+        if settings.change.threshold == 3.0:
+            raise RuntimeError('the engine broke')
+        return {}
+    monkeypatch.setattr(sweep, 'run_point', run_point)
+    out = tmp_path / 'sweep.json'
+    assert cli.main(['eval', 'sweep', '--quiet', '--json', str(out), '--no-vtest',
+                     '--no-default-models', '--point', 'change.threshold=2',
+                     '--point', 'change.threshold=3']) == 1
+    err = capsys.readouterr().err
+    assert '1 of 2 points failed to run: threshold=3' in err, err
+    points = json.loads(out.read_text())['points']
+    assert [('error' in p) for p in points] == [False, True]
+    monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
+    assert cli.main(['eval', 'sweep', '--quiet', '--json', str(out), '--no-vtest',
+                     '--no-default-models', '--point', 'change.threshold=2']) == 0

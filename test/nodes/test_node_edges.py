@@ -133,6 +133,8 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
     assert not result.successful and 'read-only' in result.reason, result.reason
     result, = _set(harness, client, change__threshold=300.0)  # out of range
     assert not result.successful and '300' in result.reason
+    result, = _set(harness, client, sparsity__layer_thresholds=['conv1'])  # no value
+    assert not result.successful and "'conv1' must look like 'layer=value'" in result.reason
     if not torch.cuda.is_available():
         result, = _set(harness, client, model__device='cuda')
         assert not result.successful and 'CUDA is not available' in result.reason, result.reason
