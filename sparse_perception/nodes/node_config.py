@@ -152,6 +152,10 @@ def registered_model_problem(head: str, value: str,
         return (f'model.{head} = {value!r} is neither a registered model '
                 f'({", ".join(sorted(REGISTRY))}) nor a model file path; use one of those '
                 'names or the path of a .tflite or checkpoint file')
+    if entry.kind != head:
+        others = sorted(name for name, e in REGISTRY.items() if e.kind == head)
+        return (f'model.{head} = {value!r} is a {entry.kind} model, not a {head} model; the '
+                f'registered {head} models: {", ".join(others)}')
     try:
         resolve(entry, settings.model.models_dir or None)
     except ModelNotFound as exc:

@@ -151,6 +151,9 @@ def test_the_registered_models_check_names_and_files(tmp_path, monkeypatch):
     settings = st.PerceptionSettings()
     problem = registered_model_problem('segmentation', 'no_such_model', settings)
     assert 'no_such_model' in problem and 'selfie_segmentation' in problem
+    problem = registered_model_problem('segmentation', 'blazepose', settings)
+    assert "'blazepose' is a pose model, not a segmentation model" in problem, problem
+    assert 'selfie_segmentation_landscape' in problem and 'movenet' not in problem
     monkeypatch.setenv('SPARSE_PERCEPTION_MODEL_CACHE', str(tmp_path / 'empty'))
     missing = registered_model_problem('pose', 'blazepose', settings)
     assert 'blazepose' in missing and 'models fetch' in missing, missing
