@@ -69,6 +69,7 @@ class NodeParameters:
         return self.settings
 
     def _declare_settings(self) -> dict[str, Any]:
+        self._take_integers_as_doubles()
         values = {}
         for spec in self._specs.values():
             kind = parameter_type(spec)
@@ -92,6 +93,25 @@ class NodeParameters:
                     self._node.set_parameters([Parameter(spec.name, kind, value)])
             values[spec.name] = from_parameter_value(spec, value)
         return values
+
+    def _take_integers_as_doubles(self) -> None:
+        """
+        Take ``threshold: 12`` in a parameters file (or ``-p``) as 12.0, as a live set does.
+
+        rclpy refuses an integer for a double parameter when it is declared, so the node would
+        not start where the replay and a live ``ros2 param set`` take the number. The values
+        given wait in the node's overrides until declared; without them (another rclpy) the
+        refusal stands, with its hint.
+        """
+        overrides = getattr(self._node, '_parameter_overrides', None)
+        if not isinstance(overrides, dict):
+            return
+        for spec in self._specs.values():
+            given = overrides.get(spec.name)
+            if (spec.kind is float and isinstance(given, Parameter)
+                    and given.type_ == Parameter.Type.INTEGER):
+                overrides[spec.name] = Parameter(spec.name, Parameter.Type.DOUBLE,
+                                                 float(given.value))
 
     def _declare_model_info(self) -> None:
         for head in self.heads:

@@ -268,3 +268,14 @@ def test_a_camera_topic_that_is_no_ros_name_is_refused_at_configure_naming_it(ha
     assert harness.spin_until(lambda: any(
         "input.topic 'bad topic' is not a valid ROS topic name" in line
         for line in harness.log_lines(node, Log.ERROR)))
+
+
+def test_an_integer_for_a_double_parameter_starts_the_node_as_it_is_set_live(harness):
+    # `threshold: 12` in a parameters file: rclpy alone refuses it at declaration, and the
+    # node would not start where the replay and `ros2 param set` take it.
+    node = harness.make(SEGMENTATION, {**MODELS, **FAST, 'node.autostart': False,
+                                       'change.threshold': 12, 'change.tile_size': 8})
+    threshold = node.get_parameter('change.threshold')
+    assert threshold.type_ == Parameter.Type.DOUBLE and threshold.value == 12.0
+    assert node.get_parameter('change.tile_size').value == 8  # integers stay integers
+    assert node.parameters.settings.change.threshold == 12.0
