@@ -150,10 +150,11 @@ class FrameInput:
         wanted = choose_reliability(self._settings.reliability,
                                     [p.reliability for p in publishers])
         if wanted != self.reliability:
+            offered = ', '.join(sorted({p.reliability for p in publishers}))
+            now_offered = (f'the publishers of {topic} now offer {offered}' if publishers
+                           else f'{topic} has no publisher')
             self._node.get_logger().info(
-                f'input.reliability auto: the publishers of {topic} now offer '
-                f'{", ".join(sorted({p.reliability for p in publishers}))}: subscribing '
-                f'{wanted}')
+                f'input.reliability auto: {now_offered}: subscribing {wanted}')
             self._subscribe(wanted)
         self._silence.timeout = self._settings.no_message_warning
         if self._silence.poll(now, len(publishers)):

@@ -279,3 +279,18 @@ def test_an_integer_for_a_double_parameter_starts_the_node_as_it_is_set_live(har
     assert threshold.type_ == Parameter.Type.DOUBLE and threshold.value == 12.0
     assert node.get_parameter('change.tile_size').value == 8  # integers stay integers
     assert node.parameters.settings.change.threshold == 12.0
+
+
+def test_the_subscription_says_when_its_last_publisher_left(harness):
+    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'node.autostart': False})
+    topic = _input_topic(node)
+    reliable = harness.node.create_publisher(
+        Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
+    harness.spin_until(lambda: node.count_publishers(topic) == 1)
+    assert node.trigger_configure() == node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert harness.spin_until(
+        lambda: _subscription_reliability(harness, topic) == {ReliabilityPolicy.RELIABLE})
+    harness.node.destroy_publisher(reliable)
+    said = f'input.reliability auto: {topic} has no publisher: subscribing best_effort'
+    assert harness.spin_until(lambda: any(said in line for line in harness.log_lines(node)),
+                              timeout=5.0), harness.log_lines(node)
