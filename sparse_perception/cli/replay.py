@@ -202,7 +202,8 @@ def _job(args, settings_module):
         pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep else (),
         bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
         contact_sheet=args.contact_sheet, video=args.video,
-        progress=not args.quiet and sys.stderr.isatty())
+        progress=not args.quiet and sys.stderr.isatty(),
+        reads=(args.params,) if args.params is not None else ())
 
 
 def summary(report: dict, out: Path) -> str:

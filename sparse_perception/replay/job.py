@@ -32,6 +32,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from sparse_perception.evaluation.provenance import environment
+from sparse_perception.output_files import overlap
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
@@ -71,6 +72,8 @@ class ReplayJob:
     contact_sheet: int = 12
     video: bool = False
     progress: bool = False
+    # Other files the run reads (the parameters file): none of its outputs may replace them.
+    reads: Sequence[Path] = ()
     # Builds the pipelines, with the signature of Pipeline; None: the package's Pipeline.
     pipeline: Callable[..., Any] | None = None
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
@@ -107,9 +110,19 @@ OUTPUTS = (report_module.REPORT_JSON, report_module.REPORT_MD, report_module.FRA
            LATENCY_PLOT, ACTIVITY_PLOT, SWEEP_PLOT, CONTACT_SHEET, VIDEO, OUTPUT_BAG)
 
 
-def _check_out(out: Path, inputs: Sequence[Path]) -> None:
-    """Refuse an --out that overlaps an input or cannot be written, before any work."""
+def _check_out(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = ()) -> None:
+    """
+    Refuse an --out that overlaps an input or cannot be written, before any work.
+
+    ``reads`` are other files the run reads (a parameters file, a model or gate file): --out
+    may hold them, but none of the outputs it writes or replaces may be one of them.
+    """
     check_apart(out, inputs, '--out')
+    for name in OUTPUTS:
+        for read in reads:
+            if overlap(out / name, [read]) is not None:
+                raise ReplayError(f'--out {out}: this run writes its {name} over {read}, '
+                                  'which it reads; move that file or choose another --out')
     if out.exists() and not out.is_dir():
         raise ReplayError(f'--out {out} is a file; expected a folder (it is created if absent)')
     existing = out
@@ -123,10 +136,17 @@ def _check_out(out: Path, inputs: Sequence[Path]) -> None:
         raise ReplayError(f'--out {out}: {existing} is not writable; choose another folder')
 
 
+def _files_of(settings: Any) -> list[Path]:
+    """Return the model and gate files the settings name by path (a registered name: none)."""
+    named = (settings.model.segmentation, settings.model.pose, settings.sparsity.gate_model)
+    return [Path(value).expanduser() for value in named
+            if value and Path(value).expanduser().is_file()]
+
+
 def run_job(job: ReplayJob) -> dict[str, Any]:
     """Run the replay described by ``job``; return the report (also written to job.out)."""
     started = time.perf_counter()
-    _check_out(job.out, [job.source, *job.ground_truth])
+    _check_out(job.out, [job.source, *job.ground_truth], [*job.reads, *_files_of(job.settings)])
     masks, keypoints = _truths(job.ground_truth)
     if masks is not None and 'segmentation' not in job.heads:
         raise ReplayError('mask ground truth needs the segmentation head (--heads segmentation '

@@ -296,6 +296,21 @@ def test_params_file(bag, tmp_path):
     assert _report(out)['settings']['change.threshold'] == 30.0  # flags override the file
 
 
+def test_an_output_never_replaces_the_parameters_file_the_run_reads(bag, tmp_path, capsys):
+    out = tmp_path / 'out'
+    out.mkdir()
+    params = out / 'report.json'  # a name the run writes
+    text = 'segmentation_node:\n  ros__parameters:\n    change:\n      threshold: 3.0\n'
+    params.write_text(text)
+    assert _replay(out, bag, '--params', params) == 1
+    assert 'writes its report.json over' in capsys.readouterr().err
+    assert params.read_text() == text
+    kept = out / 'my_params.yaml'  # any other name in --out is left alone
+    kept.write_text(text)
+    assert _replay(out, bag, '--params', kept) == 0
+    assert kept.read_text() == text and _report(out)['settings']['change.threshold'] == 3.0
+
+
 def test_a_params_file_short_of_a_setting_names_itself_and_the_flags(bag, tmp_path, capsys):
     params = tmp_path / 'params.yaml'
     params.write_text('segmentation_node:\n  ros__parameters:\n    sparsity:\n'
