@@ -173,6 +173,10 @@ def candidate_paths(entry: ModelEntry, models_dir: str | os.PathLike | None = No
 
 def resolve(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> Path:
     """Return the first existing file of ``entry``, or raise :class:`ModelNotFound`."""
+    if models_dir and not Path(models_dir).expanduser().is_dir():
+        # Searched first: a mistyped folder would silently give the cache's file instead.
+        raise ModelNotFound(f'model.models_dir {str(models_dir)!r} is not a folder; give the '
+                            'folder that holds the model files, or leave it empty')
     paths = candidate_paths(entry, models_dir)
     for path in paths:
         if path.is_file():

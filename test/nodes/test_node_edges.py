@@ -161,6 +161,10 @@ def test_the_registered_models_check_names_and_files(tmp_path, monkeypatch):
     (tmp_path / 'models' / 'mediapipe' / 'pose_landmark_full.tflite').write_bytes(b'')
     found = st.replace(settings, {'model.models_dir': str(tmp_path / 'models')})
     assert registered_model_problem('pose', 'blazepose', found) is None
+    # A mistyped folder is named, not passed over for the cache's file.
+    typo = st.replace(settings, {'model.models_dir': str(tmp_path / 'modles')})
+    assert 'modles' in registered_model_problem('pose', 'blazepose', typo)
+    assert 'is not a folder' in registered_model_problem('pose', 'blazepose', typo)
 
 
 def test_a_model_that_fails_to_load_reverts_only_itself(harness, tmp_path):
