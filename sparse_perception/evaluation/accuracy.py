@@ -125,6 +125,11 @@ def _shared(relative: str) -> Path:
 
 def davis_clip(sequence: str) -> Clip:
     """Return the DAVIS 2016 480p sequence ``sequence`` from the shared folder."""
+    folder = _shared('data/davis/DAVIS/JPEGImages/480p')
+    if not (folder / sequence).is_dir():  # a mistyped name, not a missing data folder
+        there = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        raise EvaluationError(f'DAVIS has no sequence {sequence!r} in {folder}; it has: '
+                              f'{", ".join(there) or "none"}')
     frames = _shared(f'data/davis/DAVIS/JPEGImages/480p/{sequence}')
     masks = _shared(f'data/davis/DAVIS/Annotations/480p/{sequence}')
     return Clip(sequence, 'segmentation', frames, masks, DAVIS_RATE_HZ)

@@ -130,7 +130,8 @@ def test_incomplete_shared_folder_is_named(tmp_path, monkeypatch, capsys):
     (['--sections', 'davis', '--davis-frames', '5:2'], "frame range '5:2' selects no frames"),
     (['--sections', 'davis', '--sequences', 'parkour', '--davis-frames', '500:600'],
      'selects none of its frames'),
-    (['--sections', 'davis', '--sequences', 'no_such_sequence'], 'no_such_sequence not found'),
+    (['--sections', 'davis', '--sequences', 'no_such_sequence'],
+     "DAVIS has no sequence 'no_such_sequence'"),  # a typo, not a missing data folder
     (['--change.threshold', '-1'], 'change.threshold = -1.0 is out of range'),
     (['--parity-frames', '0', '3'], '--parity-frames 0 3'),
     (['--sections', 'davis', '--anchor', 'no_such_model'], '--anchor no_such_model'),
