@@ -231,9 +231,11 @@ class ModelSettings:
     # one, on 44% fewer network pixels.
     segmentation: str = setting(
         'selfie_segmentation_landscape',
-        'Segmentation model: a registered name or a file path (empty = none)', reload=True)
+        'Segmentation model: a registered name or a file path (empty only where the '
+        'segmentation head does not run)', reload=True)
     pose: str = setting(
-        'blazepose', 'Pose model: a registered name or a file path (empty = none)', reload=True)
+        'blazepose', 'Pose model: a registered name or a file path (empty only where the pose '
+        'head does not run)', reload=True)
     # Searched first for the files of registered models (then the shared folder or the
     # `sparse-perception models fetch` cache).
     models_dir: str = setting(
