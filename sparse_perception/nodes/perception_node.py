@@ -226,6 +226,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f'cannot activate: starting to take frames failed: {exc}')
             self._stop_frames()
             self.worker.close()
+            super().on_deactivate(state)  # the publishers go back to inactive too
             return FAILURE
         self.get_logger().info(
             f'active after {time.monotonic() - started:.1f} s: taking images from '

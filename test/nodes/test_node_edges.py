@@ -298,3 +298,22 @@ def test_the_subscription_says_when_its_last_publisher_left(harness):
     said = f'input.reliability auto: {topic} has no publisher: subscribing best_effort'
     assert harness.spin_until(lambda: any(said in line for line in harness.log_lines(node)),
                               timeout=5.0), harness.log_lines(node)
+
+
+def test_a_failure_to_start_taking_frames_is_said_and_activation_can_be_tried_again(
+        harness, monkeypatch):
+    node = harness.make(SEGMENTATION, {**MODELS, **FAST, 'node.autostart': False})
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+
+    def broken(now):
+        raise RuntimeError('the middleware refused the subscription')
+    monkeypatch.setattr(node.input, 'start', broken)
+    assert node.trigger_activate() == TransitionCallbackReturn.FAILURE
+    assert harness.spin_until(lambda: any(
+        'cannot activate: starting to take frames failed: the middleware refused' in line
+        for line in harness.log_lines(node, Log.ERROR)))
+    monkeypatch.undo()
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    masks = harness.collect(Image, _topic(node, 'mask'))
+    publisher = harness.node.create_publisher(Image, _input_topic(node), 1)
+    _send_and_wait(harness, publisher, _raw(0), masks)
