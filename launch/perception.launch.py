@@ -15,10 +15,10 @@
 """
 Launch one perception node on one camera: perception_node, segmentation_node or pose_node.
 
-Declarative only (the tests read this file without launch installed): arguments, parameters,
-one node. Parameters come from params_file (its section for the chosen node); camera_topic,
-transport and heads override it where given, and leave what the file says (or the node's
-default) where not.
+Declarative only (the tests read this file without launch installed): arguments, then the
+parameters and one node in a scope of their own. Parameters come from params_file (its
+section for the chosen node); camera_topic, transport and heads override it where given, and
+leave what the file says (or the node's default) where not.
 
     ros2 launch sparse_perception perception.launch.py camera_topic:=/camera/image_raw
     ros2 launch sparse_perception perception.launch.py heads:='[segmentation]' namespace:=front
@@ -26,7 +26,7 @@ default) where not.
 """
 
 from launch import LaunchDescription
-from launch.actions import DeclareLaunchArgument
+from launch.actions import DeclareLaunchArgument, GroupAction
 from launch.conditions import IfCondition
 from launch.substitutions import (LaunchConfiguration, NotEqualsSubstitution,
                                   PathJoinSubstitution)
@@ -74,25 +74,30 @@ def generate_launch_description():
             description='Logging level of the node'),
         # The file first, then the arguments given: the node reads them in this order, the
         # later winning. An argument left empty sets nothing, so the file's value stands.
-        SetParametersFromFile(LaunchConfiguration('params_file')),
-        SetParameter('input.topic', LaunchConfiguration('camera_topic'),
-                     condition=IfCondition(NotEqualsSubstitution(
-                         LaunchConfiguration('camera_topic'), ''))),
-        SetParameter('input.transport', LaunchConfiguration('transport'),
-                     condition=IfCondition(NotEqualsSubstitution(
-                         LaunchConfiguration('transport'), ''))),
-        # As written on the command line ('[pose]'): launch would make the list a tuple first.
-        SetParameter('node.heads', ParameterValue(LaunchConfiguration('heads'), value_type=str),
-                     condition=IfCondition(NotEqualsSubstitution(
-                         LaunchConfiguration('heads'), ''))),
-        Node(
-            package='sparse_perception',
-            executable=LaunchConfiguration('node'),
-            name=LaunchConfiguration('node'),
-            namespace=LaunchConfiguration('namespace'),
-            parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
-            arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
-            output='screen',
-            emulate_tty=True,
-        ),
+        # Scoped: these are launch-wide parameters, which would otherwise reach every node a
+        # launch file including this one starts after it.
+        GroupAction(scoped=True, actions=[
+            SetParametersFromFile(LaunchConfiguration('params_file')),
+            SetParameter('input.topic', LaunchConfiguration('camera_topic'),
+                         condition=IfCondition(NotEqualsSubstitution(
+                             LaunchConfiguration('camera_topic'), ''))),
+            SetParameter('input.transport', LaunchConfiguration('transport'),
+                         condition=IfCondition(NotEqualsSubstitution(
+                             LaunchConfiguration('transport'), ''))),
+            # As written on the command line ('[pose]'): launch would make the list a tuple.
+            SetParameter('node.heads',
+                         ParameterValue(LaunchConfiguration('heads'), value_type=str),
+                         condition=IfCondition(NotEqualsSubstitution(
+                             LaunchConfiguration('heads'), ''))),
+            Node(
+                package='sparse_perception',
+                executable=LaunchConfiguration('node'),
+                name=LaunchConfiguration('node'),
+                namespace=LaunchConfiguration('namespace'),
+                parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
+                arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
+                output='screen',
+                emulate_tty=True,
+            ),
+        ]),
     ])

@@ -369,6 +369,47 @@ def test_a_parameters_file_chooses_the_camera_unless_an_argument_is_given(instal
 
 
 @pytest.mark.slow
+def test_an_including_launch_file_keeps_its_other_nodes_parameters(installed, tmp_path):
+    # A robot's launch file includes this one for the front camera, then starts another node
+    # remapped to the back camera: the front camera's parameters must not reach it.
+    parent = tmp_path / 'robot.launch.py'
+    parent.write_text(f"""
+from launch import LaunchDescription
+from launch.actions import IncludeLaunchDescription
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from launch.substitutions import PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+
+def generate_launch_description():
+    return LaunchDescription([
+        IncludeLaunchDescription(
+            PythonLaunchDescriptionSource(PathJoinSubstitution(
+                [FindPackageShare('sparse_perception'), 'launch', 'perception.launch.py'])),
+            launch_arguments={{'node': 'pose_node', 'namespace': '{RUN}_front',
+                               'camera_topic': '/{RUN}_front/image'}}.items()),
+        Node(package='sparse_perception', executable='segmentation_node',
+             namespace='{RUN}_back', remappings=[('image', '/{RUN}_back/image')],
+             parameters=[{{'node.warmup_frames': 0}}], output='screen'),
+    ])
+""")
+    running = Running(installed, 'launch', str(parent))
+    try:
+        running.wait_for('configured: heads', timeout=120.0)
+        end = time.monotonic() + 60.0
+        while running.output.count('configured: heads') < 2 and time.monotonic() < end:
+            time.sleep(0.1)
+        assert f'configured: heads pose; input /{RUN}_front/image ' in running.output
+        # Its own default, which its remap then moves (the line shows the name before remaps).
+        assert 'configured: heads segmentation; input image (' in running.output
+        code = running.interrupt()
+        assert code == 0 and 'Traceback' not in running.output, running.output
+    finally:
+        running.stop()
+
+
+@pytest.mark.slow
 def test_ros2_run_with_a_remap_and_the_compressed_transport(installed, harness):
     # The README's command, with the compressed transport: the remap moves both topics.
     namespace = f'{RUN}_run'

@@ -142,11 +142,14 @@ def test_arguments_that_set_settings_set_them_only_when_given(launch_file):
             assert {_constant(e) for e in choices.elts} == set(spec.info.choices) | {''}
 
 
-def test_the_parameters_file_comes_before_the_arguments(launch_file):
-    # Launch hands the node its parameters in this order, and the node takes the last.
+def test_the_parameters_file_comes_before_the_arguments_in_a_scope_of_their_own(launch_file):
+    # Launch hands the node its parameters in this order, and the node takes the last. They
+    # are launch-wide parameters: unscoped, they would reach every node that a launch file
+    # including this one starts after it.
     path, tree = launch_file
-    (description,) = _calls(tree, 'LaunchDescription')
-    actions = [getattr(a.func, 'id', None) for a in description.args[0].elts]
+    (group,) = _calls(tree, 'GroupAction')
+    assert _constant(_keyword(group, 'scoped')) is True
+    actions = [getattr(a.func, 'id', None) for a in _keyword(group, 'actions').elts]
     first = actions.index('SetParametersFromFile')
     assert all(first < i < actions.index('Node') for i, kind in enumerate(actions)
                if kind == 'SetParameter')
