@@ -141,11 +141,15 @@ def reason_key(category: str, reason: str) -> str:
     """
     Return a throttling key for a problem: its category and text with the values blanked.
 
-    Numbers, quoted values and runs of hex bytes (what a corrupt message starts with) vary
-    from frame to frame of one problem: a key per value would log every frame.
+    Numbers vary from frame to frame of one problem: a key per value would log every frame.
+    So, for bad input images, do runs of hex bytes (what a corrupt message starts with) and
+    quoted values (an encoding or format string, one word): a publisher sends what it likes.
+    Elsewhere quoted text is the message of an error, and two errors must stay two problems.
     """
-    text = re.sub(r'"[^"]*"', '"_"', re.sub(r"'[^']*'", "'_'", reason))
-    text = re.sub(r'\b[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})+\b', '#', text)
+    text = reason
+    if category == 'input':
+        text = re.sub(r"(?<!\w)'[^'\s]*'", "'_'", re.sub(r'(?<!\w)"[^"\s]*"', '"_"', text))
+        text = re.sub(r'\b[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})+\b', '#', text)
     return category + ':' + re.sub(r'\d+(\.\d+)?', '#', text)
 
 
@@ -155,9 +159,9 @@ class LogThrottle:
 
     The first occurrence of a key is logged at once; repeats stay quiet, and at most every
     ``interval`` seconds one is logged with the number kept quiet in between. At most
-    ``max_keys`` problems are remembered (a node runs for days): those not seen for an
+    ``max_keys`` problems are remembered apart (a node runs for days): those not seen for an
     interval, with no repeat left to count, are forgotten first; past that, new problems share
-    one key, so that a flood of distinct ones is logged at most once an interval too.
+    one more key, so that a flood of distinct ones is logged at most once an interval too.
     """
 
     OVERFLOW = '\0many problems'

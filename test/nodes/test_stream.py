@@ -107,6 +107,10 @@ def test_reason_key_ignores_the_bytes_and_quoted_values_of_bad_messages():
     assert (reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
             == reason_key('input', "unknown image encoding 'bayer_xx'; supported: rgb8"))
     assert a != reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
+    assert "can't" in reason_key('input', "can't decode 'x'")  # an apostrophe is no quote
+    # Elsewhere the quotes hold an error's message: two errors stay two problems.
+    assert (reason_key('internal', "error: RuntimeError('CUDA out of memory')")
+            != reason_key('internal', "error: RuntimeError('mat1 and mat2 shapes differ')"))
 
 
 def test_throttle_logs_first_then_summarises():
