@@ -21,6 +21,8 @@ that follows the publisher, remapping with the compressed transport, and what ac
 
 import clip
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import State
+from lifecycle_msgs.srv import GetState
 import pipeline_double
 import pytest
 from rcl_interfaces.msg import Log
@@ -312,6 +314,13 @@ def test_a_failure_to_start_taking_frames_is_said_and_activation_can_be_tried_ag
     assert harness.spin_until(lambda: any(
         'cannot activate: starting to take frames failed: the middleware refused' in line
         for line in harness.log_lines(node, Log.ERROR)))
+    # Back to inactive, its publishers too: an inactive node publishes nothing.
+    client = harness.node.create_client(GetState, f'{node.get_fully_qualified_name()}/get_state')
+    assert harness.spin_until(client.service_is_ready)
+    future = client.call_async(GetState.Request())
+    assert harness.spin_until(future.done)
+    assert future.result().current_state.id == State.PRIMARY_STATE_INACTIVE
+    assert not any(p.is_activated for p in node.outputs.publishers.values())
     monkeypatch.undo()
     assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     masks = harness.collect(Image, _topic(node, 'mask'))
