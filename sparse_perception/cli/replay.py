@@ -77,7 +77,8 @@ def register(subparsers) -> None:
                        metavar='SCALES',
                        help='also re-run over these sparsity.scale values (comma-separated; '
                        'default %(const)s) for the speed vs accuracy curve of the engine: '
-                       'each run beside the dense reference, with the path choice off')
+                       'each run with the path choice off, beside the dense reference '
+                       'unless --no-dense')
     group.add_argument('--params', type=Path, metavar='FILE',
                        help='node parameters YAML to read the settings from (flags override)')
     group.add_argument('--params-node', metavar='NAME',

@@ -243,10 +243,12 @@ def markdown(report: dict) -> str:
         if report['skipped_frames'] > 50:
             lines += [f"... and {report['skipped_frames'] - 50} more (see report.json).", '']
     if report.get('sweep'):
+        beside = ('beside the dense reference'
+                  if any(p['latency_ms']['dense'] for p in report['sweep'])
+                  else 'without a dense reference (--no-dense)')
         lines += ['## Sweep over sparsity.scale', '',
-                  'Each point replays the input again beside the dense reference, with the '
-                  'path choice off (`sparsity.adaptive` false): every frame runs on the engine.',
-                  '']
+                  f'Each point replays the input again {beside}, with the path choice off '
+                  '(`sparsity.adaptive` false): every frame runs on the engine.', '']
         lines += _table(
             ('scale', 'p50 (ms)', 'speedup', 'active fraction', 'mask agreement',
              'keypoint px', 'GT IoU', 'GT PCK'),

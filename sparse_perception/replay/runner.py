@@ -494,10 +494,10 @@ def sweep(open_source: Callable[[], FrameSource], pipeline: Any, dense: Any | No
     """
     Re-run the incremental ``pipeline`` at each sparsity scale; return one point per scale.
 
-    Each pass replays the source again as :func:`replay` does, the ``dense`` reference beside
-    the incremental pipeline (both from a reset): a pipeline timed alone runs faster than one
-    that alternates with another, so each point's speedup is measured side by side, and no
-    dense output is kept from pass to pass. The path choice is off in every pass
+    Each pass replays the source again as :func:`replay` does, the ``dense`` reference (if
+    any) beside the incremental pipeline (both from a reset): a pipeline timed alone runs
+    faster than one that alternates with another, so each point's speedup is measured side by
+    side, and no dense output is kept from pass to pass. The path choice is off in every pass
     (``sparsity.adaptive`` false): where it would pick a network's dense pass, the scale would
     change nothing, and the curve is the engine's. Each point has the scale, the incremental
     latency and speedup, the active fraction, agreement and ground-truth scores.

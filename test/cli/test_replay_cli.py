@@ -281,6 +281,11 @@ def test_each_sweep_point_runs_beside_the_dense_reference(bag, tmp_path, monkeyp
     assert [(u.sparsity.scale, u.sparsity.adaptive) for u in passes] == [(0.0, False),
                                                                          (3.0, False)]
     assert restored.sparsity.adaptive and restored.sparsity.scale == 0.0
+    assert 'replays the input again beside the dense reference' in (
+        tmp_path / 'swept' / 'report.md').read_text()
+    assert _replay(tmp_path / 'alone', bag, '--sweep', '0,3', '--no-dense') == 0
+    assert 'replays the input again without a dense reference (--no-dense)' in (
+        tmp_path / 'alone' / 'report.md').read_text()
 
 
 def test_params_file(bag, tmp_path):
