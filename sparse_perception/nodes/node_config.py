@@ -114,8 +114,9 @@ def model_problem(head: str, value: str) -> str | None:
     """
     Return why ``model.<head> = value`` cannot load, if that is clear without loading it.
 
-    Empty means no model; a value that looks like a path (a separator, ``~``, or a model file
-    suffix) must name an existing file. Registered names are left to the model registry.
+    Empty is refused (a head that runs needs a model); a value that looks like a path (a
+    separator, ``~``, or a model file suffix) must name an existing file. Registered names are
+    left to the model registry.
     """
     name = f'model.{head}'
     if not value:

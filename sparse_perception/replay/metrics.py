@@ -119,7 +119,9 @@ class KeypointAgreement:
         self.confident_joints = 0
         self.mismatched_frames = 0  # frames where the two found different numbers of people
         self.per_frame = array.array('d')
-        self.distances = array.array('f')  # every matched joint's distance, frame after frame
+        # Every matched joint's distance, frame after frame, for the exact median: 4 bytes a
+        # joint (132 a frame for one BlazePose person).
+        self.distances = array.array('f')
 
     def add(self, incremental: np.ndarray, dense: np.ndarray) -> float:
         """Count one frame; return its mean joint distance in pixels (NaN if nobody matched)."""
