@@ -177,6 +177,9 @@ def _job(args, settings_module):
     from sparse_perception.shared_data import bundled_clip
 
     from_file = None
+    if args.params is None and args.params_node is not None:
+        raise ReplayError(f'--params-node {args.params_node} needs --params: the node section '
+                          'of which parameters file?')
     if args.params is not None:
         if not args.params.is_file():
             raise ReplayError(f'--params {args.params}: no such file')

@@ -356,6 +356,7 @@ def test_corrupt_frames_are_reported(tmp_path):
                                     r'range 100:\)'),
     (['{bag}', '--sweep', '0,x'], "--sweep '0,x' is not a comma-separated list"),
     (['{bag}', '--params', '{missing}'], 'no such file'),
+    (['{bag}', '--params-node', 'pose_node'], '--params-node pose_node needs --params'),
 ])
 def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):
     masks = tmp_path / 'masks'
