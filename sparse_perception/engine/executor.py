@@ -60,7 +60,7 @@ from torch import nn
 
 EXECUTIONS = ('auto', 'eager', 'device')
 # Plans kept per model, the most recently used: a plan holds its input size's index tables
-# and converted weights (about 25 MB for the fully convolutional DeepLab at 400x300), so
+# and converted weights (22 MB for the fully convolutional DeepLab at 854x480), so
 # a stream whose frame size keeps changing would otherwise grow without bound. A few cover
 # streams that alternate between sizes; a plan dropped is built again when its size returns.
 MAX_PLANS = 4

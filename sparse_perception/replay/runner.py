@@ -23,7 +23,7 @@ per-frame results into the figures of the report; :func:`replay` runs a source t
 pipelines (the frame loop of :mod:`sparse_perception.evaluation.loop`) and hands each frame to
 the output sinks (bag, contact sheet, video);
 :func:`sweep` replays the source again at each sparsity scale, the incremental pipeline beside
-the dense reference each time.
+the dense reference (when there is one) each time.
 """
 
 from __future__ import annotations
