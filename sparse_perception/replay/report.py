@@ -244,7 +244,7 @@ def markdown(report: dict) -> str:
             lines += [f"... and {report['skipped_frames'] - 50} more (see report.json).", '']
     if report.get('sweep'):
         beside = ('beside the dense reference'
-                  if any(p['latency_ms']['dense'] for p in report['sweep'])
+                  if any(p['latency_ms'].get('dense') for p in report['sweep'])
                   else 'without a dense reference (--no-dense)')
         lines += ['## Sweep over sparsity.scale', '',
                   f'Each point replays the input again {beside}, with the path choice off '
