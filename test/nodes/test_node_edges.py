@@ -223,7 +223,8 @@ def _subscription_reliability(harness, topic):
     return {i.qos_profile.reliability for i in infos}
 
 
-def test_the_subscription_follows_the_publishers_reliability(harness):
+def _active_with_a_reliable_publisher(harness):
+    """Return an active node subscribed reliably, its input topic and that one publisher."""
     node = harness.make(PERCEPTION, {**MODELS, **FAST, 'node.autostart': False})
     topic = _input_topic(node)
     reliable = harness.node.create_publisher(
@@ -232,6 +233,11 @@ def test_the_subscription_follows_the_publishers_reliability(harness):
     assert node.trigger_configure() == node.trigger_activate() == TransitionCallbackReturn.SUCCESS
     assert harness.spin_until(
         lambda: _subscription_reliability(harness, topic) == {ReliabilityPolicy.RELIABLE})
+    return node, topic, reliable
+
+
+def test_the_subscription_follows_the_publishers_reliability(harness):
+    node, topic, reliable = _active_with_a_reliable_publisher(harness)
     masks = harness.collect(Image, _topic(node, 'mask'))
     _send_and_wait(harness, reliable, _raw(0), masks)
     # A best-effort publisher joins: the node subscribes best effort, which matches both.
@@ -288,14 +294,7 @@ def test_an_integer_for_a_double_parameter_starts_the_node_as_it_is_set_live(har
 
 
 def test_the_subscription_says_when_its_last_publisher_left(harness):
-    node = harness.make(PERCEPTION, {**MODELS, **FAST, 'node.autostart': False})
-    topic = _input_topic(node)
-    reliable = harness.node.create_publisher(
-        Image, topic, QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE))
-    harness.spin_until(lambda: node.count_publishers(topic) == 1)
-    assert node.trigger_configure() == node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-    assert harness.spin_until(
-        lambda: _subscription_reliability(harness, topic) == {ReliabilityPolicy.RELIABLE})
+    node, topic, reliable = _active_with_a_reliable_publisher(harness)
     harness.node.destroy_publisher(reliable)
     said = f'input.reliability auto: {topic} has no publisher: subscribing best_effort'
     assert harness.spin_until(lambda: any(said in line for line in harness.log_lines(node)),
