@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+import signal
 import tempfile
 import threading
 from typing import Callable, Iterable, Iterator, Sequence
@@ -220,6 +221,36 @@ def write_reports(outputs: Sequence[tuple[str, str | Path | None]], texts: Seque
         print(f'{command}: cannot write {exc.filename}: {exc.strerror or exc}', file=sys.stderr)
         return 1
     return 0
+
+
+# What stops a command: Ctrl-C, a `kill` or a service stop, a closed terminal or ssh session.
+STOP_SIGNALS = tuple(getattr(signal, name) for name in ('SIGINT', 'SIGTERM', 'SIGHUP')
+                     if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def interrupts_held() -> Iterator[list[int]]:
+    """
+    Hold back Ctrl-C, SIGTERM and SIGHUP while the block runs; yield a list of those that came.
+
+    For the last steps of a command, which put its finished outputs in place or remove its
+    staging folder: an interrupt amid them would leave old outputs beside new ones, or a
+    partial folder behind. A signal that comes meanwhile is not acted on; the block's caller
+    sees it in the list (the work is done, or the command is on its way out already). Only
+    the main thread can set handlers: elsewhere the block runs as it is.
+    """
+    caught: list[int] = []
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for signum in STOP_SIGNALS:
+            if signal.getsignal(signum) is None:  # a handler set outside Python: left alone
+                continue
+            previous[signum] = signal.signal(signum, lambda number, frame: caught.append(number))
+    try:
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def new_file_mode() -> int:

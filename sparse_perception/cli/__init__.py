@@ -54,8 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _terminate(signum, frame) -> None:
-    # SIGTERM (a service stop, `timeout`, a CI runner) goes the way of Ctrl-C: every command
-    # then removes its staging folders and partial files on the way out.
+    # SIGTERM (a service stop, `timeout`, a CI runner) and SIGHUP (a closed terminal or ssh
+    # session) go the way of Ctrl-C: every command then removes its staging folders and
+    # partial files on the way out.
     raise KeyboardInterrupt
 
 
@@ -68,17 +69,22 @@ def main(argv: list[str] | None = None) -> int:
     import signal
     import threading
 
-    previous = None
+    previous = {}
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _terminate)
+        for name in ('SIGTERM', 'SIGHUP'):
+            signum = getattr(signal, name, None)
+            # (SIGHUP is left alone where the command was started to ignore it, as by nohup.)
+            if signum is not None and not (name == 'SIGHUP'
+                                           and signal.getsignal(signum) is signal.SIG_IGN):
+                previous[signum] = signal.signal(signum, _terminate)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f'\nsparse-perception {args.command}: interrupted', file=sys.stderr)
         return 130
     finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 if __name__ == '__main__':

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sqlite3
 import sys
 
 EPILOG = """\
@@ -67,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     """Write the bag; print what was written; return the exit status."""
     from sparse_perception.media.images import ImageConversionError
     from sparse_perception.replay.errors import ReplayError
-    from sparse_perception.replay.makebag import make_bag
+    from sparse_perception.replay.makebag import leftovers, make_bag
     from sparse_perception.replay.sources import FrameRange, MAX_STAMP_NS
 
     try:
@@ -84,10 +85,12 @@ def run(args: argparse.Namespace) -> int:
     except (ReplayError, ImageConversionError) as exc:
         print(f'sparse-perception make-bag: error: {exc}', file=sys.stderr)
         return 1
-    except OSError as exc:  # an unwritable or full disk, an output under a file, ...
-        where = f'{exc.filename}: ' if exc.filename else f'cannot write {args.output}: '
-        print(f'sparse-perception make-bag: error: {where}{exc.strerror or exc}; nothing was '
-              'written', file=sys.stderr)
+    except (OSError, sqlite3.Error) as exc:  # an unwritable or full disk, ...
+        # (sqlite3 storage reports a full disk as its own error, without a file name.)
+        filename = getattr(exc, 'filename', None)
+        where = f'{filename}: ' if filename else f'cannot write {args.output}: '
+        print(f'sparse-perception make-bag: error: {where}{getattr(exc, "strerror", None) or exc}'
+              '; nothing was written', file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print('\nsparse-perception make-bag: interrupted; nothing was written', file=sys.stderr)
@@ -96,4 +99,7 @@ def run(args: argparse.Namespace) -> int:
           f'{result.path} on {result.topic} ({result.msgtype}) at {result.rate_hz:g} Hz')
     for skipped in result.skipped[:10]:
         print(f'  skipped frame {skipped.index}: {skipped.reason}')
+    for leftover in leftovers(args.output):
+        print(f'note: {leftover} is the staging folder of a run that was killed; it holds no '
+              'finished bag: remove it')
     return 0

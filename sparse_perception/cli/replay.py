@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+import sqlite3
 import sys
 
 DESCRIPTION = """\
@@ -159,10 +160,12 @@ def run(args: argparse.Namespace) -> int:
         report = run_job(job)
     except (ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
-    except OSError as exc:  # a full disk or a folder that became unwritable midway
-        # A failed write() names no file: then the output folder is where it happened.
-        where = f'{exc.filename}: ' if exc.filename else f'cannot write into {args.out}: '
-        return _error(f'{where}{exc.strerror or exc}; no report written')
+    except (OSError, sqlite3.Error) as exc:  # a full disk, a folder made unwritable midway
+        # A failed write() names no file, nor does sqlite3 storage (the output bag's): then
+        # the output folder is where it happened.
+        filename = getattr(exc, 'filename', None)
+        where = f'{filename}: ' if filename else f'cannot write into {args.out}: '
+        return _error(f'{where}{getattr(exc, "strerror", None) or exc}; no report written')
     except KeyboardInterrupt:
         print('\nsparse-perception replay: interrupted; no report written', file=sys.stderr)
         return 130

@@ -602,7 +602,8 @@ _JPEG_MAGIC = b'\xff\xd8\xff'
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 
 
-def _sniff_codec(data: np.ndarray) -> str | None:
+def sniff_codec(data: np.ndarray) -> str | None:
+    """Return 'jpeg' or 'png' from the first bytes of encoded image ``data`` (None: neither)."""
     head = data[:8].tobytes()
     if head.startswith(_JPEG_MAGIC):
         return 'jpeg'
@@ -846,7 +847,7 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
     data = _byte_array(_field(msg, 'data', 'sensor_msgs/CompressedImage'), 'CompressedImage')
     if data.size == 0:
         raise ImageConversionError('CompressedImage data is empty: nothing to decode')
-    codec = _sniff_codec(data)
+    codec = sniff_codec(data)
     if codec is None:
         raise ImageConversionError(
             f'CompressedImage data is corrupt or not JPEG/PNG: it starts with '

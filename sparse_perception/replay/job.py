@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from sparse_perception.evaluation.provenance import environment
-from sparse_perception.output_files import overlap
+from sparse_perception.output_files import interrupts_held, overlap
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
@@ -157,6 +157,16 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
     # Videos keep their own rate unless one is given; frames of a folder/video get stamps.
     opener = {'topic': job.topic, 'rate': job.rate, 'frames': job.frames}
     source = open_source(job.source, keep_messages=job.bag, **opener)
+    if job.bag:
+        from sparse_perception.replay.outbag import check_apart_topics
+        try:
+            check_apart_topics(source.topic, job.bag_namespace)
+        except ReplayError:
+            source.close()
+            raise
+    for leftover in report_module.leftovers(job.out):
+        job.log(f'note: {leftover} is the staging folder of a run that was killed; it holds '
+                'no finished output: remove it')
     pipelines: list[Any] = []
     sinks: list[Any] = []
     staging = None
@@ -236,19 +246,21 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
             # reading, decoding, scoring, output bag, pictures, plots, start-up
             'other_s': report['wall_s'] - result.incremental_s - result.dense_s - sweep_s}
         (staging.path / report_module.REPORT_MD).write_text(
-            report_module.markdown(report) + '\n', encoding='utf-8')
+            report_module.text_safe(report_module.markdown(report)) + '\n', encoding='utf-8')
         report_module.write_json(report, staging.path / report_module.REPORT_JSON)
         staging.commit(owned=OUTPUTS)
         return report
     finally:
+        # Also after a first Ctrl-C: a second one must not leave the staging folder behind.
+        with interrupts_held():
+            source.close()
+            for sink in sinks:  # after a failure: release files before the staging goes
+                with contextlib.suppress(Exception):
+                    sink.close()
+            if staging is not None:
+                staging.abort()
         for pipeline in pipelines:
             pipeline.close()
-        source.close()
-        for sink in sinks:  # after a failure: release files before the staging goes
-            with contextlib.suppress(Exception):
-                sink.close()
-        if staging is not None:
-            staging.abort()
 
 
 def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, source: Any, log) -> None:

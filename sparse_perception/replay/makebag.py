@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from sparse_perception.output_files import interrupts_held
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
     check_apart, COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header,
@@ -85,8 +86,9 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     output = Path(output)
     # Before anything else: --overwrite must never remove the input.
     check_apart(output, [input_path], 'output')
-    if output.exists() and not overwrite:
+    if (output.exists() or output.is_symlink()) and not overwrite:
         raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
+    _check_parent(output)
     if overwrite and (output.exists() or output.is_symlink()):
         _check_replaceable(output)
     if topic is not None:
@@ -100,8 +102,13 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
         raise ReplayError(f'{input_path} is already a bag; make-bag reads videos and image '
                           'folders (convert bags with `ros2 bag convert`)')
     store = get_typestore(Stores.LATEST)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}.partial-', dir=output.parent))
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}.partial-', dir=output.parent))
+    except OSError as exc:
+        source.close()
+        raise ReplayError(f'cannot write the bag {output} into {output.parent}: '
+                          f'{exc.strerror or exc}') from None
     result = MakeBagResult(output, topic, msgtype, 0, rate_hz=source.rate_hz)
     try:
         # Written under the final folder name: rosbag2 names the storage file after it.
@@ -113,10 +120,9 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
                     result.skipped.append(item)
                     continue
                 header = ros_header(store, item.stamp_ns, item.frame_id)
-                original = _original_file(source, item.name, fmt, quality)
+                original = _original_data(source, item.name, fmt, quality)
                 if original is not None:
-                    msg: Any = store.types[COMPRESSED](header=header, format=fmt,
-                                                       data=np.fromfile(original, np.uint8))
+                    msg: Any = store.types[COMPRESSED](header=header, format=fmt, data=original)
                 elif fmt == 'raw':
                     pixels = convert_encoding(item.image, 'rgb8', encoding)
                     msg = numpy_to_image(pixels, encoding, header, msg_type=store.types[IMAGE])
@@ -130,14 +136,51 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
             raise ReplayError(f'{input_path}: no frame could be read'
                               + (f' ({len(result.skipped)} corrupt)' if result.skipped
                                  else f' in the frame range {frames}'))
-        if output.is_dir():
-            shutil.rmtree(output)
-        elif output.exists():
-            output.unlink()
-        os.replace(staging / output.name, output)
+        _put_in_place(staging / output.name, output, staging)
         return result
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        # Also after a first Ctrl-C: a second one must not leave part of the folder behind.
+        # (An old bag replaced goes with it; a large one holds Ctrl-C back for that long.)
+        with interrupts_held():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _put_in_place(bag: Path, output: Path, staging: Path) -> None:
+    """
+    Rename the finished ``bag`` to ``output``; an older one there moves into ``staging``.
+
+    Two renames with interrupts held: ``output`` is always the old bag or the new one (were
+    the old one removed first, a Ctrl-C in between would lose both).
+    """
+    with interrupts_held():
+        old = None
+        if output.exists() or output.is_symlink():
+            old = staging / f'{output.name}.replaced'
+            os.replace(output, old)
+        try:
+            os.replace(bag, output)
+        except OSError:
+            if old is not None:
+                os.replace(old, output)
+            raise
+
+
+def leftovers(output: str | Path) -> list[Path]:
+    """Return the staging folders of ``output`` that runs killed outright left behind."""
+    output = Path(output)
+    try:
+        return sorted(p for p in output.parent.glob(f'.{output.name}.partial-*') if p.is_dir())
+    except OSError:
+        return []
+
+
+def _check_parent(output: Path) -> None:
+    """Refuse an output under a file, before any frame is read."""
+    existing = output.parent
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        raise ReplayError(f'{output} lies under the file {existing}; expected a folder')
 
 
 # ROS 2 topic names (rcl's validation): '/'-separated tokens of letters, digits and
@@ -154,15 +197,16 @@ def check_topic_name(name: str, what: str) -> None:
             '(e.g. /camera/image_raw)')
 
 
-_CODEC_OF_SUFFIX = {'.jpg': 'jpeg', '.jpeg': 'jpeg', '.png': 'png'}
+def _original_data(source: Any, name: str, fmt: str, quality: int | None) -> Any:
+    """Return an image file's bytes to store as they are, or None when it must be encoded."""
+    from sparse_perception.media.images import sniff_codec
 
-
-def _original_file(source: Any, name: str, fmt: str, quality: int | None) -> Path | None:
-    """Return the image file to store as it is, or None when it must be (re-)encoded."""
-    if source.kind != 'folder' or quality is not None or not name:
+    if source.kind != 'folder' or fmt == 'raw' or quality is not None or not name:
         return None
-    path = source.path / name
-    return path if _CODEC_OF_SUFFIX.get(path.suffix.lower()) == fmt else None
+    data = np.fromfile(source.path / name, np.uint8)
+    # The bytes decide, not the file's name: PNG data in a .jpg file, labelled jpeg, would be
+    # refused by the replay and by image_transport's decoders.
+    return data if sniff_codec(data) == fmt else None
 
 
 def _check_replaceable(output: Path) -> None:

@@ -27,6 +27,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import Frame, ros_header
 
 MASK = 'mask'
@@ -50,6 +51,22 @@ def check_namespace(namespace: str, what: str = 'bag namespace') -> None:
         check_topic_name(namespace.strip('/'), what)
 
 
+def output_topics(namespace: str) -> dict[str, str]:
+    """Return the topics of the masks and the keypoints under ``namespace``."""
+    namespace = '/' + namespace.strip('/') if namespace.strip('/') else ''
+    return {MASK: f'{namespace}/{MASK}', KEYPOINTS: f'{namespace}/{KEYPOINTS}'}
+
+
+def check_apart_topics(input_topic: str, namespace: str) -> None:
+    """Raise ReplayError if the input's topic is one the outputs go to: a topic has one type."""
+    check_namespace(namespace)
+    given = '/' + input_topic.lstrip('/')
+    for key, topic in output_topics(namespace).items():
+        if given == topic:
+            raise ReplayError(f'the input topic {input_topic} is where the output bag puts the '
+                              f'{key}; choose another --bag-namespace')
+
+
 class OutputBag:
     """Sink for :func:`~sparse_perception.replay.runner.replay`: writes one bag folder."""
 
@@ -58,13 +75,11 @@ class OutputBag:
         from rosbags.rosbag2 import Writer
         from rosbags.typesys import get_typestore, Stores
 
-        check_namespace(namespace)
+        check_apart_topics(input_topic, namespace)
         self.path = path
         self.typestore = get_typestore(Stores.LATEST)
         self.types = self.typestore.types
-        namespace = '/' + namespace.strip('/') if namespace.strip('/') else ''
-        self.topics = {'input': input_topic, MASK: f'{namespace}/{MASK}',
-                       KEYPOINTS: f'{namespace}/{KEYPOINTS}'}
+        self.topics = {'input': input_topic, **output_topics(namespace)}
         self.counts = dict.fromkeys(self.topics, 0)
         self._writer = Writer(path, version=BAG_VERSION, storage_plugin=storage_plugin(storage))
         self._writer.open()

@@ -16,9 +16,10 @@
 Writing a replay's results: ``report.json``, ``report.md``, ``frames.csv``, atomically.
 
 A run writes into a staging folder inside ``--out`` and moves each output into place only
-when everything is written, ``report.json`` last. An interrupted or failed run therefore
-leaves no report that looks complete: at most a ``.partial-*`` folder, and the previous
-``report.json``, if any, is removed only when the new one is ready to replace it.
+when everything is written, ``report.json`` last. A failed or interrupted run leaves the
+previous outputs as they were: Ctrl-C, SIGTERM and SIGHUP are held back while the outputs move
+into place and while the staging folder is removed. Only a process killed outright leaves a
+``.partial-*`` folder (:func:`leftovers` finds them).
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from pathlib import Path
 import shutil
 import tempfile
 from typing import Any, Iterable, Sequence
+
+from sparse_perception.output_files import interrupts_held
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -56,6 +59,11 @@ class Staging:
         Names in ``owned`` that this run did not stage are removed from ``out`` first: outputs
         of an earlier run that this one does not replace.
         """
+        # Interrupts held: a Ctrl-C amid these renames would leave old outputs beside new ones.
+        with interrupts_held():
+            return self._commit(last, owned)
+
+    def _commit(self, last: str, owned: Sequence[str]) -> list[Path]:
         entries = sorted(self.path.iterdir(), key=lambda p: (p.name == last, p.name))
         stale = self.out / last
         if stale.exists():  # an old report must not outlive the outputs it described
@@ -88,15 +96,35 @@ class Staging:
             shutil.rmtree(self.path, ignore_errors=True)
 
 
+def leftovers(out: Path) -> list[Path]:
+    """Return the staging folders in ``out`` that runs killed outright left behind."""
+    try:
+        return sorted(p for p in out.glob('.partial-*') if p.is_dir())
+    except OSError:
+        return []
+
+
 def json_safe(value: Any) -> Any:
-    """Replace NaN and infinities (not JSON) by None, recursively."""
+    """Replace NaN and infinities (not JSON) by None, and undecodable bytes, recursively."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str):
+        return text_safe(value)
     if isinstance(value, dict):
         return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [json_safe(v) for v in value]
     return value
+
+
+def text_safe(text: str) -> str:
+    r"""
+    Return ``text`` with what UTF-8 cannot hold written as an escape (``\udcff``).
+
+    A file name that is not UTF-8 reaches Python as lone surrogates, which no UTF-8 file can
+    hold and strict JSON readers refuse.
+    """
+    return text.encode('utf-8', 'backslashreplace').decode('utf-8')
 
 
 def write_json(report: dict, path: Path) -> None:
@@ -110,7 +138,7 @@ def write_frames_csv(records: Iterable[Any], path: Path) -> None:
     rows = iter(records)
     first = next(rows, None)
     fields = [f.name for f in dataclasses.fields(first)] if first is not None else ['index']
-    with open(path, 'w', newline='', encoding='utf-8') as stream:
+    with open(path, 'w', newline='', encoding='utf-8', errors='backslashreplace') as stream:
         writer = csv.DictWriter(stream, fieldnames=fields)
         writer.writeheader()
         for record in itertools.chain([first] if first is not None else [], rows):

@@ -286,6 +286,11 @@ class BagSource(FrameSource):
             raise ReplayError(
                 f'topic {topic!r} carries {", ".join(wrong)}, not sensor_msgs Image or '
                 f'CompressedImage; image topics: {listing}')
+        types = sorted({c.msgtype for c in chosen})
+        if len(types) > 1:  # not a ROS topic's recording: a topic has one type
+            raise ReplayError(f'topic {topic!r} in {self.path} carries both '
+                              f'{" and ".join(types)}; a ROS topic has one message type: is '
+                              'this a merged bag?')
         return chosen
 
     def close(self) -> None:

@@ -31,7 +31,7 @@ import numpy as np
 from pipeline_double import PipelineDouble
 import pytest
 from replay_helpers import (
-    COMPRESSED, compressed_message, frame_picture, TYPESTORE, write_bag)
+    COMPRESSED, compressed_message, frame_picture, IMAGE, image_message, TYPESTORE, write_bag)
 from sparse_perception import cli
 
 # Replays in this module build the pipeline double.
@@ -133,7 +133,8 @@ def test_make_bag_output_under_a_file(folder, tmp_path, capsys):
     blocker = tmp_path / 'file'
     blocker.write_text('x')
     assert cli.main(['make-bag', str(folder), str(blocker / 'bag'), '--rate', '10']) == 1
-    assert 'nothing was written' in _one_line_error(capsys, 'make-bag')
+    assert f'bag lies under the file {blocker}; expected a folder' in \
+        _one_line_error(capsys, 'make-bag')
 
 
 def _limited_error(run, command):
@@ -291,7 +292,8 @@ def test_bag_metadata_that_is_not_utf8(bag, tmp_path, capsys):
     assert 'metadata.yaml is not rosbag2 metadata' in _one_line_error(capsys, 'replay')
 
 
-@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])  # Ctrl-C, a service stop
+# Ctrl-C, a service stop, a closed terminal
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM', 'SIGHUP'])
 def test_make_bag_interrupted_leaves_nothing(folder, tmp_path, capsys, monkeypatch,
                                              signal_name):
     import signal
@@ -312,9 +314,10 @@ def test_make_bag_interrupted_leaves_nothing(folder, tmp_path, capsys, monkeypat
     assert len(calls) == 2  # it stopped there
     assert not out.exists() and not list(tmp_path.glob('.*partial*'))
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_DFL
 
 
-@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM', 'SIGHUP'])
 def test_replay_interrupted_keeps_the_earlier_report(bag, tmp_path, capsys, monkeypatch,
                                                      signal_name):
     import signal
@@ -336,6 +339,169 @@ def test_replay_interrupted_keeps_the_earlier_report(bag, tmp_path, capsys, monk
     assert 'replay: interrupted; no report written' in capsys.readouterr().err
     assert len(calls) == 3
     assert (out / 'report.json').read_bytes() == earlier and not list(out.glob('.partial-*'))
+
+
+def _frames_in(bag):
+    from rosbags.rosbag2 import Reader
+    with Reader(bag) as reader:
+        return reader.message_count
+
+
+def _interrupt_when_touched(monkeypatch, module, path, signal_name):
+    """Send a signal to this process right after ``module`` moves or removes ``path``."""
+    import shutil
+    import signal
+
+    sent = []
+
+    def interrupting(touch):
+        def touched(target, *args, **kwargs):
+            result = touch(target, *args, **kwargs)
+            if Path(target) == path and not sent:
+                sent.append(signal_name)
+                os.kill(os.getpid(), getattr(signal, signal_name))
+            return result
+        return touched
+    monkeypatch.setattr(module.shutil, 'rmtree', interrupting(shutil.rmtree))
+    monkeypatch.setattr(module.os, 'replace', interrupting(os.replace))
+    return sent
+
+
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+def test_make_bag_interrupted_while_replacing_the_old_bag_keeps_a_whole_one(
+        folder, tmp_path, capsys, monkeypatch, signal_name):
+    from sparse_perception.replay import makebag
+
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10', '--frames', '0:2']) == 0
+    # The moment the old bag is moved or removed, the new one not yet in place.
+    sent = _interrupt_when_touched(monkeypatch, makebag, out, signal_name)
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10', '--overwrite']) == 0
+    assert sent and 'wrote 4 frames' in capsys.readouterr().out
+    assert _frames_in(out) == 4 and not list(tmp_path.glob('.*partial*'))
+
+
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+def test_replay_interrupted_while_replacing_old_outputs_leaves_the_new_ones_whole(
+        bag, tmp_path, capsys, monkeypatch, signal_name):
+    from sparse_perception.replay import report
+
+    out = tmp_path / 'out'
+    assert _replay(out, bag, '--frames', '0:3') == 0
+    sent = _interrupt_when_touched(monkeypatch, report, out / 'output_bag', signal_name)
+    assert _replay(out, bag) == 0
+    assert sent
+    assert json.loads((out / 'report.json').read_text())['frames'] == 6
+    assert 'frames processed | 6' in (out / 'report.md').read_text()
+    assert _frames_in(out / 'output_bag') == 18  # the input, the mask, the keypoints
+    assert not list(out.glob('.partial-*'))
+
+
+def test_replay_interrupted_again_while_stopping_leaves_no_staging_folder(
+        bag, tmp_path, capsys, monkeypatch):
+    import signal
+
+    closed = []
+    close = PipelineDouble.close
+
+    def interrupted(self, image):
+        raise KeyboardInterrupt
+
+    def interrupted_again(self):
+        closed.append(1)
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C pressed twice
+        return close(self)
+    monkeypatch.setattr(PipelineDouble, 'process', interrupted)
+    monkeypatch.setattr(PipelineDouble, 'close', interrupted_again)
+    out = tmp_path / 'out'
+    assert _replay(out, bag) == 130
+    assert closed and not list(out.glob('.partial-*'))
+    assert 'interrupted' in capsys.readouterr().err
+
+
+def test_staging_folders_of_killed_runs_are_named(folder, bag, tmp_path, capsys):
+    (tmp_path / '.bag.partial-k1ll3d').mkdir()  # what a run killed outright leaves
+    assert cli.main(['make-bag', str(folder), str(tmp_path / 'bag'), '--rate', '10']) == 0
+    assert f'note: {tmp_path}/.bag.partial-k1ll3d is the staging folder of a run that was ' \
+        'killed' in capsys.readouterr().out
+    out = tmp_path / 'out'
+    (out / '.partial-k1ll3d').mkdir(parents=True)
+    assert _replay(out, bag) == 0
+    assert f'note: {out}/.partial-k1ll3d is the staging folder of a run that was killed' in \
+        capsys.readouterr().err
+
+
+def test_a_full_disk_under_sqlite3_storage_is_one_line(folder, bag, tmp_path, capsys,
+                                                       monkeypatch):
+    import sqlite3
+
+    from sparse_perception.replay import makebag
+
+    def full(*args):  # what sqlite3 raises when a write does not fit
+        raise sqlite3.OperationalError('database or disk is full')
+    monkeypatch.setattr(makebag, 'ros_header', full)
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10',
+                     '--storage', 'sqlite3']) == 1
+    assert 'disk is full; nothing was written' in _one_line_error(capsys, 'make-bag')
+    assert not out.exists() and not list(tmp_path.glob('.*partial*'))
+    monkeypatch.setattr(PipelineDouble, 'process', full)
+    assert _replay(tmp_path / 'out', bag, '--bag-storage', 'sqlite3') == 1
+    assert 'disk is full; no report written' in _one_line_error(capsys, 'replay')
+
+
+@pytest.mark.parametrize('namespace, clash', [('/sparse_perception', 'mask'),
+                                              ('cam', 'keypoints')])
+def test_replay_refuses_an_output_topic_that_is_the_input(tmp_path, capsys, namespace, clash):
+    topic = f'/{namespace.strip("/")}/{clash}'
+    bag = write_bag(tmp_path / 'input', {topic: (COMPRESSED, [compressed_message(0)])})
+    out = tmp_path / 'out'
+    assert _replay(out, bag, '--bag-namespace', namespace) == 1
+    assert f'the input topic {topic} is where the output bag puts the {clash}' in \
+        _one_line_error(capsys, 'replay')
+    assert _replay(out, bag, '--bag-namespace', 'other') == 0
+
+
+def test_replay_refuses_a_topic_of_two_message_types(tmp_path, capsys):
+    topic = '/camera/image'
+    bag = write_bag(tmp_path / 'input', {topic: (COMPRESSED, [compressed_message(0)])})
+    merged = write_bag(tmp_path / 'merged', {topic: (IMAGE, [image_message(0)])})
+    from rosbags.rosbag2 import Reader, Writer
+    from rosbags.typesys import get_typestore, Stores
+    store = get_typestore(Stores.LATEST)
+    both = tmp_path / 'both'
+    with Writer(both, version=8) as writer:
+        for source in (bag, merged):
+            with Reader(source) as reader:
+                for connection, stamp, data in reader.messages():
+                    added = writer.add_connection(topic, connection.msgtype, typestore=store)
+                    writer.write(added, stamp, data)
+    assert _replay(tmp_path / 'out', both) == 1
+    assert 'carries both sensor_msgs/msg/CompressedImage and sensor_msgs/msg/Image' in \
+        _one_line_error(capsys, 'replay')
+
+
+def test_make_bag_stores_an_image_by_what_its_bytes_are_not_its_name(folder, tmp_path):
+    from rosbags.rosbag2 import Reader
+
+    (folder / '001.png').rename(folder / '001.jpg')  # PNG data under a JPEG name
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10']) == 0
+    with Reader(out) as reader:
+        stored = [bytes(data[-40:]) for _, _, data in reader.messages()]
+    # Each message ends with its data: JPEG data ends with the end-of-image marker.
+    assert len(stored) == 4 and stored[1].endswith(b'\xff\xd9')
+    assert _replay(tmp_path / 'out', out) == 0
+    assert json.loads((tmp_path / 'out' / 'report.json').read_text())['skipped_frames'] == 0
+
+
+def test_replay_reports_a_file_name_that_is_not_utf8(folder, tmp_path):
+    (Path(os.fsdecode(os.fsencode(folder) + b'/002\xff.png'))).write_bytes(b'junk')
+    out = tmp_path / 'out'
+    assert _replay(out, folder, '--rate', '10') == 0
+    report = json.loads((out / 'report.json').read_text(encoding='utf-8'))
+    assert report['skipped'][0]['reason'].startswith('002\\udcff.png: ')
+    assert '002\\udcff.png' in (out / 'report.md').read_text(encoding='utf-8')
 
 
 @pytest.mark.parametrize('topic', ['camera image', '/camera//image', '/camera/', '/1cam', ''])

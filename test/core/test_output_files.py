@@ -71,3 +71,32 @@ def test_a_write_error_names_the_file_not_its_temporary(tmp_path):
     with pytest.raises(TypeError, match='must be str, bytes or a function'):
         write_atomic(tmp_path / 'r.json', bytearray(b'x'))
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM', 'SIGHUP'])
+def test_interrupts_held_are_reported_not_acted_on(signal_name):
+    import os
+    import signal
+
+    from sparse_perception.output_files import interrupts_held
+
+    signum = getattr(signal, signal_name)
+
+    def stop(number, frame):
+        raise KeyboardInterrupt
+
+    before = signal.signal(signum, stop)
+    try:
+        done = []
+        with interrupts_held() as caught:
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):  # the handler runs between bytecodes, soon after the kill
+                done.append(1)
+        assert len(done) == 1000 and caught == [signum]
+        assert signal.getsignal(signum) is stop  # put back after the block
+        with pytest.raises(KeyboardInterrupt):  # and acted on again
+            os.kill(os.getpid(), signum)
+            for _ in range(1000):
+                done.append(1)
+    finally:
+        signal.signal(signum, before)
