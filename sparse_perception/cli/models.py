@@ -32,9 +32,11 @@ def register(subparsers) -> None:
     listing.add_argument('--models-dir', help='folder searched first for model files')
     listing.add_argument('--json', action='store_true',
                          help='print a JSON list of {name, kind, available, device_mode, '
-                         'device_reason}; device_mode is checked by loading and lowering each '
-                         'available model for the sync-free device mode (device_reason: why '
-                         'not, null when it runs)')
+                         'device_reason}; available: the file is there and matches what '
+                         '`models fetch` recorded for it (device_reason says why not); '
+                         'device_mode is checked by loading and lowering each available model '
+                         'for the sync-free device mode (device_reason: why not, null when it '
+                         'runs)')
     listing.set_defaults(func=_list)
 
     fetch = actions.add_parser(
@@ -81,16 +83,36 @@ def _list(args) -> int:
     if args.json:
         print(json.dumps(_list_json(args.models_dir), indent=2))
         return 0
-    rows = []
+    rows, damage = [], {}
     for entry in REGISTRY.values():
         found = next((p for p in candidate_paths(entry, args.models_dir) if p.is_file()), None)
+        if found is not None and found not in damage:  # entries share files: checked once
+            damage[found] = _damage(found)
+        if found is None:
+            cell = f'missing ({entry.filename})'
+        else:
+            cell = str(found) if damage[found] is None else f'damaged ({found})'
         rows.append((entry.name, entry.kind, 'any' if entry.resize == 'none' else entry.resize,
-                     str(found) if found else f'missing ({entry.filename})'))
+                     cell))
     widths = [max(len(r[i]) for r in rows + [('name', 'kind', 'fit', 'file')])
               for i in range(4)]
     for row in [('name', 'kind', 'fit', 'file')] + rows:
         print('  '.join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip())
+    for reason in damage.values():
+        if reason is not None:
+            print(reason)
     return 0
+
+
+def _damage(path: Path) -> str | None:
+    """Return why ``path`` does not match what ``models fetch`` recorded, or None."""
+    from sparse_perception.models.registry import DamagedModelError, verify_model_file
+
+    try:
+        verify_model_file(path)
+    except DamagedModelError as exc:
+        return str(exc)
+    return None
 
 
 def _list_json(models_dir: str | None) -> list[dict]:
@@ -101,8 +123,11 @@ def _list_json(models_dir: str | None) -> list[dict]:
     listing = []
     for entry in REGISTRY.values():
         found = next((p for p in candidate_paths(entry, models_dir) if p.is_file()), None)
+        damage = _damage(found) if found is not None else None
         if found is None:
             device_mode, reason = False, f'model file missing ({entry.filename}); not checked'
+        elif damage is not None:
+            device_mode, reason, found = False, f'{damage}; not checked', None
         else:
             try:
                 reason = device_mode_reason(load_model(entry.name, 'cpu',
@@ -120,8 +145,11 @@ def _fetch(args) -> int:
     from sparse_perception.models.registry import MEDIAPIPE_VERSION
 
     target = None
-    if args.cache_dir:
-        from pathlib import Path
+    if args.cache_dir is not None:
+        if not args.cache_dir.strip():  # an unset shell variable: never the default instead
+            print('sparse-perception models fetch: error: --cache-dir is empty; give a folder, '
+                  'or leave the flag out for the default cache', file=sys.stderr)
+            return 1
         target = Path(args.cache_dir) / 'mediapipe'
     try:
         files = fetch_mediapipe(target, wheel=args.wheel,

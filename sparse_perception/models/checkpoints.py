@@ -90,19 +90,35 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
     """
     path = Path(path)
     try:
+        empty = path.is_file() and path.stat().st_size == 0
+    except OSError:
+        empty = False  # torch.load says what is wrong
+    if empty:
+        raise CheckpointError(f'{path}: not a torch checkpoint: the file is empty (0 bytes)')
+    try:
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f'checkpoint {str(path)!r} does not exist') from None
     except pickle.UnpicklingError as exc:
         # torch's own message runs to several lines and suggests weights_only=False, which
         # would run whatever code the file holds: name the refusal in one line instead.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _unpickler_reason(str(exc))
+        if 'Unsupported global' not in reason:  # an opcode no pickle of torch's would hold
+            try:
+                with open(path, 'rb') as stream:
+                    pickled = stream.read(1) == b'\x80'  # the protocol mark opening a pickle
+            except OSError:
+                pickled = False
+            what = 'a plain pickle' if pickled else 'random or damaged bytes'
+            raise CheckpointError(f'{path}: not a torch checkpoint ({what}: '
+                                  f'{reason[:200]})') from None
         raise CheckpointError(
             f'{path}: refused: it holds pickled objects beyond tensors and plain data, which '
-            f'could run code when loaded ({first[:200]}); save the model with '
+            f'could run code when loaded ({reason[:200]}); save the model with '
             'sparse_perception.models.checkpoints.save_checkpoint, or its state_dict') from None
     except Exception as exc:  # torch raises several types for corrupt files
-        raise CheckpointError(f'{path}: not a readable torch checkpoint ({exc})') from None
+        raise CheckpointError(f'{path}: not a readable torch checkpoint '
+                              f'({_torch_reason(exc)})') from None
     if isinstance(payload, dict) and payload.get('format') == CHECKPOINT_FORMAT:
         if payload.get('version') != CHECKPOINT_VERSION:
             raise CheckpointError(f'{path}: checkpoint version {payload.get("version")!r}; this '
@@ -125,8 +141,10 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
                                   '(architecture=...)')
         name, state, meta = architecture, payload, {}
     else:
-        raise CheckpointError(f'{path}: expected a {CHECKPOINT_FORMAT} file or a state_dict, '
-                              f'got {type(payload).__name__}')
+        got = ('an empty dict' if payload == {} else 'a dict of other things than tensors'
+               if isinstance(payload, dict) else f'a {type(payload).__name__}')
+        raise CheckpointError(f'{path}: expected a {CHECKPOINT_FORMAT} file or a state_dict '
+                              f'(a dict of tensors), got {got}')
     # First without memory (the meta device): a config edited to say 10**6 channels must not
     # allocate gigabytes before the weights are found not to fit it.
     try:
@@ -142,6 +160,24 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
     model = build_architecture(name, config)  # as large as the weights the file holds
     model.load_state_dict(state, strict=True)
     return model.eval(), meta
+
+
+def _unpickler_reason(text: str) -> str:
+    """Return the line of torch's weights-only error that says what it met."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if 'Unsupported' in line:  # torch's advice on allowing the object follows: left out
+            return line.split('WeightsUnpickler error:')[-1].split('. ')[0].strip()
+    return lines[0] if lines else 'no reason given'
+
+
+def _torch_reason(exc: Exception) -> str:
+    """Return torch's reason in one line, without its advice to load with weights_only=False."""
+    text = ' '.join(str(exc).split())
+    if 'legacy .tar format' in text:  # what torch makes of any file it cannot place
+        return 'random or damaged bytes, or the legacy .tar format, which is not read'
+    kept = [sentence for sentence in text.split('. ') if 'weights_only' not in sentence]
+    return ('. '.join(kept)[:200] or type(exc).__name__) if text else type(exc).__name__
 
 
 def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

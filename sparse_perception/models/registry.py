@@ -56,6 +56,9 @@ class DamagedModelError(ValueError):
 
 # The file `models fetch` writes beside the models: each file's sha256 and size.
 MANIFEST = 'manifest.json'
+# The file `models fetch` keeps beside the models while it replaces them: left behind by a
+# fetch cut short, it says that the files there may come from two versions.
+FETCH_MARKER = 'fetch-in-progress'
 
 
 @dataclass(frozen=True)
@@ -387,6 +390,9 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
         path = resolve(entry, models_dir)
     else:
         path = Path(text).expanduser()
+        if path.is_dir():
+            raise ModelNotFound(f'{text!r} is a folder; expected a model file (.tflite or a '
+                                'checkpoint) or a registered name')
         if not path.is_file():
             known = ', '.join(sorted(REGISTRY))
             raise ModelNotFound(f'{text!r} is neither a registered model ({known}) nor an '
@@ -401,10 +407,13 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
             raise ValueError(f'{entry.name} crops a rotated region around the person; '
                              f'resize={resize!r} does not apply to it')
         return _load_blazepose(path, entry, device, models_dir)
-    if path.suffix in CHECKPOINT_SUFFIXES:
+    # By content first: a TFLite file under a checkpoint's suffix is still a TFLite file.
+    head = _head(path)
+    if head[4:8] == b'TFL3' or (path.suffix == '.tflite' and head[:4] != ZIP_MAGIC):
+        model = _load_tflite_model(path, entry, device, fake_quant,
+                                   by_file_name=text not in REGISTRY)
+    elif path.suffix in CHECKPOINT_SUFFIXES or head[:4] == ZIP_MAGIC:
         model = _load_checkpoint_model(path, device)
-    elif path.suffix == '.tflite' or _is_tflite(path):
-        model = _load_tflite_model(path, entry, device, fake_quant)
     else:
         raise ValueError(f'{path}: unknown model format; expected .tflite or a checkpoint '
                          f'({", ".join(CHECKPOINT_SUFFIXES)})')
@@ -415,7 +424,7 @@ def load_model(name_or_path: str | os.PathLike, device: str = 'cpu', *,
 
 
 def _refetch_hint(path: Path) -> str:
-    if (path.parent / MANIFEST).is_file():
+    if (path.parent / MANIFEST).is_file() or (path.parent / FETCH_MARKER).exists():
         where = ('' if path.parent == cache_dir() / _MEDIAPIPE
                  else f' --cache-dir {path.parent.parent}')
         return f'fetch it again with `sparse-perception models fetch --force{where}`'
@@ -427,25 +436,53 @@ def verify_model_file(path: Path) -> None:
     Check a model file against the size and sha256 that ``models fetch`` recorded for it.
 
     Files without a manifest beside them (the shared folder, a user's own file) are not
-    checked here; a damaged one fails when it is read. Raises :class:`DamagedModelError`.
+    checked here; a damaged one fails when it is read. A folder that ``models fetch`` owns
+    (its manifest or its marker is there) serves no file it cannot vouch for: one left by a
+    fetch cut short, or beside a manifest that is not the one it writes. Raises
+    :class:`DamagedModelError`.
     """
     import hashlib
     import json
 
+    if (path.parent / FETCH_MARKER).exists():
+        raise DamagedModelError(
+            f'model file {path} is unverified: a `models fetch` into {path.parent} did not '
+            f'finish ({FETCH_MARKER} is still there), so its files may come from two '
+            f'versions; {_refetch_hint(path)}')
+    manifest_path = path.parent / MANIFEST
     try:
-        manifest = json.loads((path.parent / MANIFEST).read_text(encoding='utf-8'))
-        record = manifest['files'][path.name]
+        manifest = json.loads(manifest_path.read_text(encoding='utf-8'))
+    except (OSError, ValueError):
+        if not manifest_path.is_file():
+            return  # no manifest: not a folder that models fetch filled
+        manifest = None
+    files = manifest.get('files') if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise DamagedModelError(
+            f'model file {path} is unverified: {manifest_path} is damaged (not the manifest '
+            f'that `models fetch` writes); {_refetch_hint(path)}')
+    if path.name not in files:
+        return  # a file of the user's own beside the fetched ones
+    record = files[path.name]
+    try:
         expected_bytes, expected_sha = int(record['bytes']), str(record['sha256'])
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # no manifest, or not one that lists this file
+    except (ValueError, KeyError, TypeError):
+        raise DamagedModelError(
+            f'model file {path} is unverified: its record in {manifest_path} is damaged; '
+            f'{_refetch_hint(path)}') from None
+    digest, size = hashlib.sha256(), 0
     try:
-        data = path.read_bytes()
+        with open(path, 'rb') as stream:
+            # In pieces: a file grown huge (damaged, or not the model) must not fill memory.
+            for block in iter(lambda: stream.read(1 << 20), b''):
+                digest.update(block)
+                size += len(block)
     except OSError as exc:
         raise DamagedModelError(f'model file {path} cannot be read: {exc.strerror}') from None
-    digest = hashlib.sha256(data).hexdigest()
-    if len(data) != expected_bytes or digest != expected_sha:
+    digest = digest.hexdigest()
+    if size != expected_bytes or digest != expected_sha:
         raise DamagedModelError(
-            f'model file {path} is damaged: {len(data)} bytes with sha256 {digest[:16]}..., '
+            f'model file {path} is damaged: {size} bytes with sha256 {digest[:16]}..., '
             f'but {MANIFEST} recorded {expected_bytes} bytes with sha256 {expected_sha[:16]}... '
             f'when it was fetched; {_refetch_hint(path)}')
 
@@ -458,6 +495,12 @@ def _read_tflite(path: Path, *, fake_quant: str = 'none', outputs: Sequence[int]
     if fake_quant not in FAKE_QUANT_MODES:  # an argument, not the file: said before reading
         raise ValueError(f'fake_quant={fake_quant!r} is not one of '
                          f'{", ".join(FAKE_QUANT_MODES)}')
+    if _head(path)[4:8] != b'TFL3':  # said here, where the way to a good copy is known
+        size = path.stat().st_size
+        what = ('it is empty: 0 bytes' if size == 0
+                else f'{size} bytes, no TFL3 identifier at byte 4')
+        raise DamagedModelError(f'model file {path} is not a TFLite flatbuffer ({what}); '
+                                f'{_refetch_hint(path)}')
     try:
         return load_tflite(path, fake_quant=fake_quant, outputs=outputs)
     except (TFLiteImportError, ImportError):
@@ -470,9 +513,14 @@ def _read_tflite(path: Path, *, fake_quant: str = 'none', outputs: Sequence[int]
 
 
 def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
-                       fake_quant: str | None) -> LoadedModel:
+                       fake_quant: str | None, *, by_file_name: bool = False) -> LoadedModel:
     mode = fake_quant or (entry.fake_quant if entry else 'tail')
     net = _read_tflite(path, fake_quant=mode)
+    if by_file_name and entry is not None and not _outputs_fit(entry, net):
+        # Only the file name matched: the file is another model, decoded by what it holds.
+        entry = None
+        if mode != (fake_quant or 'tail'):
+            net = _read_tflite(path, fake_quant=fake_quant or 'tail')
     spec = net.info.inputs[0]
     _, height, width, channels = spec.shape
     if channels != 3:
@@ -542,6 +590,23 @@ def _tflite_normalise(spec) -> tuple[float, float]:
     return 1.0 / 255.0, 0.0  # float inputs: [0, 1], the common convention
 
 
+def _outputs_fit(entry: ModelEntry, net) -> bool:
+    """Say whether a TFLite network's outputs are what ``entry``'s decoder takes."""
+    height, width = net.info.inputs[0].shape[1:3]
+    if len(net.info.outputs) != 1:
+        return False
+    shape, dtype = tuple(net.info.outputs[0].shape), net.info.outputs[0].dtype
+    if entry.decoder == 'class_map':
+        return shape == (1, height, width) and 'int' in dtype
+    if entry.decoder == 'probability':
+        return shape == (1, height, width, 1) and dtype.startswith('float')
+    if entry.decoder == 'single_pose':
+        return shape == (1, 1, 17, 3)
+    if entry.decoder == 'class_scores':
+        return len(shape) == 4 and shape[:3] == (1, height, width)
+    return True
+
+
 def _guess_entry(path: Path, net) -> ModelEntry:
     """Describe an unregistered TFLite file from what its outputs look like."""
     inputs, outputs = net.info.inputs[0], net.info.outputs
@@ -585,10 +650,17 @@ def _load_checkpoint_model(path: Path, device: str) -> LoadedModel:
         details={'architecture': module.architecture, 'config': module.config_dict()})
 
 
-def _is_tflite(path: Path) -> bool:
-    with open(path, 'rb') as stream:
-        head = stream.read(8)
-    return head[4:8] == b'TFL3'
+# What torch.save writes: a zip archive.
+ZIP_MAGIC = b'PK\x03\x04'
+
+
+def _head(path: Path) -> bytes:
+    """Return the first 8 bytes of a model file, which tell its format."""
+    try:
+        with open(path, 'rb') as stream:
+            return stream.read(8)
+    except OSError as exc:
+        raise DamagedModelError(f'model file {path} cannot be read: {exc.strerror}') from None
 
 
 def _device(device: str) -> str:

@@ -194,11 +194,16 @@ def test_the_same_model_saves_to_the_same_bytes(tmp_path):
     assert save_checkpoint(_small_deeplab(), tmp_path / 'b.pt').read_bytes() == first
 
 
+def _fake_model(name):
+    """Return stand-in bytes for a model file: the TFLite identifier, then its name."""
+    return b'\0\0\0\0TFL3 fake ' + name.encode()
+
+
 def _fake_wheel(path, *, complete=True):
     with zipfile.ZipFile(path, 'w') as archive:
         for name, member in registry.MEDIAPIPE_FILES.items():
             if complete or 'pose' not in name:
-                archive.writestr(member, f'fake {name}'.encode())
+                archive.writestr(member, _fake_model(name))
         info = f'mediapipe-{registry.MEDIAPIPE_VERSION}.dist-info'
         archive.writestr(f'{info}/METADATA', 'Metadata-Version: 2.1\nName: mediapipe\n'
                          f'Version: {registry.MEDIAPIPE_VERSION}\n')
@@ -214,7 +219,7 @@ def test_fetch_extracts_the_files_from_a_wheel(tmp_path):
     assert sorted(files) == sorted(registry.MEDIAPIPE_FILES)
     manifest = json.loads((tmp_path / 'cache' / 'manifest.json').read_text())
     assert manifest['files']['pose_detection.tflite']['bytes'] == len(
-        b'fake pose_detection.tflite')
+        _fake_model('pose_detection.tflite'))
     with pytest.raises(FetchError, match='lacks'):
         fetch_mediapipe(tmp_path / 'other', wheel=str(_fake_wheel(tmp_path / 'part.whl',
                                                                   complete=False)))
@@ -263,7 +268,7 @@ def test_fetch_goes_through_pip_download(tmp_path):
     files = fetch_mediapipe(tmp_path / 'cache', log=lambda _: None,
                             pip_args=['--no-index', '--find-links', str(index)])
     assert (tmp_path / 'cache' / 'selfie_segmentation.tflite').read_bytes() == \
-        b'fake selfie_segmentation.tflite'
+        _fake_model('selfie_segmentation.tflite')
     assert len(files) == 4
     with pytest.raises(FetchError, match='could not download mediapipe==0.0.1'):
         fetch_mediapipe(tmp_path / 'cache', version='0.0.1', log=lambda _: None,
@@ -288,7 +293,7 @@ def test_fetch_skips_a_verified_cache_and_repairs_a_damaged_one(tmp_path):
         fetch_mediapipe(cache, log=lambda _: None,
                         pip_args=['--no-index', '--find-links', str(empty)])
     fetch_mediapipe(cache, log=lambda _: None, pip_args=['--no-index', '--find-links', str(index)])
-    assert (cache / 'pose_detection.tflite').read_bytes() == b'fake pose_detection.tflite'
+    assert (cache / 'pose_detection.tflite').read_bytes() == _fake_model('pose_detection.tflite')
 
 
 def test_models_command(tmp_path, capsys):
@@ -344,7 +349,7 @@ def _wheel_with(path, contents):
     """Write a mediapipe wheel whose model members hold ``contents`` (file name -> bytes)."""
     with zipfile.ZipFile(path, 'w') as archive:
         for name, member in registry.MEDIAPIPE_FILES.items():
-            archive.writestr(member, contents.get(name, f'fake {name}'.encode()))
+            archive.writestr(member, contents.get(name, _fake_model(name)))
     return path
 
 
@@ -377,7 +382,8 @@ def test_truncated_model_without_a_manifest_is_named(tmp_path):
 
 
 def test_damaged_wheel_leaves_nothing_half_extracted(tmp_path):
-    wheel = _wheel_with(tmp_path / 'mp.whl', {'pose_detection.tflite': bytes(5000)})
+    wheel = _wheel_with(tmp_path / 'mp.whl',
+                        {'pose_detection.tflite': _fake_model('x') + bytes(5000)})
     data = bytearray(wheel.read_bytes())
     start = data.index(b'pose_detection.tflite') + 40
     data[start:start + 8] = b'\xde\xad\xbe\xef' * 2  # inside the stored member
@@ -419,7 +425,8 @@ def test_unwritable_cache_is_one_line(tmp_path, capsys):
 
 def test_full_disk_leaves_no_partial_files_and_no_manifest(tmp_path):
     from limits import run_cli_limited
-    payload = np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes()
+    payload = _fake_model('x') + np.random.default_rng(0).integers(
+        0, 256, 50_000, np.uint8).tobytes()
     wheel = _wheel_with(tmp_path / 'mp.whl', {'pose_detection.tflite': payload})
     cache = tmp_path / 'cache'
     # Files cannot grow past 20 KB: the model of 50 KB fails midway, as on a full disk.

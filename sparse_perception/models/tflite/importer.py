@@ -120,18 +120,25 @@ def load_tflite(path: str | Path, *, fake_quant: str = 'none', name: str | None 
     'none' (plain float), 'tail' (the dense tail only: the trunk stays ordinary float layers,
     while decoding steps such as MoveNet's coarse distance weighting behave as in the integer
     model) or 'all'. It matters only for quantised models. ``name`` is used in error messages
-    (default: the file name). ``outputs`` keeps only these model outputs (indices into the
+    (default: the file's path). ``outputs`` keeps only these model outputs (indices into the
     model's output list, in the order given); what only the others need is left out of both
-    graphs. Raises :class:`UnsupportedOperatorError` naming the operator and the model when the
-    graph holds something the importer does not handle.
+    graphs. A file without the TFLite identifier is refused before it is read whole. Raises
+    :class:`UnsupportedOperatorError` naming the operator and the model when the graph holds
+    something the importer does not handle.
     """
     path = Path(path)
+    name = name or str(path)
     try:
-        data = path.read_bytes()
+        with open(path, 'rb') as stream:
+            # The identifier first: a large file that is no model must not be read into memory.
+            head = stream.read(8)
+            if head[4:8] != b'TFL3':
+                raise _not_tflite(name, len(head))
+            data = head + stream.read()
     except OSError as exc:
         raise TFLiteImportError(f'cannot read TFLite model {str(path)!r}: {exc}') from None
-    return import_tflite(data, fake_quant=fake_quant, name=name or path.name,
-                         source=str(path), outputs=outputs)
+    return import_tflite(data, fake_quant=fake_quant, name=name, source=str(path),
+                         outputs=outputs)
 
 
 def import_tflite(data: bytes, *, fake_quant: str = 'none', name: str = '<bytes>',
@@ -140,11 +147,14 @@ def import_tflite(data: bytes, *, fake_quant: str = 'none', name: str = '<bytes>
     if fake_quant not in FAKE_QUANT_MODES:
         raise ValueError(f'fake_quant={fake_quant!r} is not one of {", ".join(FAKE_QUANT_MODES)}')
     if len(data) < 8 or data[4:8] != b'TFL3':
-        raise TFLiteImportError(
-            f'{name} is not a TFLite flatbuffer (no TFL3 identifier at byte 4); expected a '
-            '.tflite file')
+        raise _not_tflite(name, len(data))
     return _Importer(FlatModel(data, name), source or name, fake_quant,
                      None if outputs is None else [int(i) for i in outputs]).run()
+
+
+def _not_tflite(name: str, size: int) -> TFLiteImportError:
+    what = 'it is empty: 0 bytes' if size == 0 else 'no TFL3 identifier at byte 4'
+    return TFLiteImportError(f'{name} is not a TFLite flatbuffer ({what})')
 
 
 @dataclass
@@ -242,9 +252,10 @@ class _Importer:
         if self.keep_outputs is not None:
             bad = [k for k in self.keep_outputs if not 0 <= k < len(outputs)]
             if bad or not self.keep_outputs:
-                raise ValueError(f'{self.name}: outputs={self.keep_outputs} must name some of the '
-                                 f"model's {len(outputs)} outputs by index (0 to "
-                                 f'{len(outputs) - 1})')
+                # The file is intact; it is not the model the caller took it for.
+                raise TFLiteImportError(f'{self.name}: outputs={self.keep_outputs} must name '
+                                        f"some of the model's {len(outputs)} outputs by index "
+                                        f'(0 to {len(outputs) - 1})')
             outputs = [outputs[k] for k in self.keep_outputs]
         if len(inputs) != 1:
             raise UnsupportedOperatorError(

@@ -25,6 +25,7 @@ custom operators) and tensor indices. Nothing here builds torch modules or dequa
 from __future__ import annotations
 
 from dataclasses import dataclass
+import math
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -43,6 +44,13 @@ INTEGER_TYPES = {2, 4}  # int32 and int64 stay integers (indices, shapes)
 SMALL_INT_RANGES = {3: (0, 255), 9: (-128, 127), 7: (-32768, 32767)}
 # SparseIndexVector union members -> the schema table holding the index values.
 _INDEX_VECTORS = {1: 'Int32Vector', 2: 'Uint16Vector', 3: 'Uint8Vector'}
+# A sparse tensor's dense size is bounded by what it stores: pruning keeps a few percent of
+# the weights at the least (TFLite's sparse kernels pay off from about 50%, pruning tools
+# stop around 90-95%), so 64 dense elements per stored value leaves a wide margin, and the
+# floor (4 MB of float32) covers small tensors. A shape far beyond that is not a model's:
+# a few hundred bytes could otherwise make densify allocate gigabytes.
+SPARSE_EXPANSION_LIMIT = 64
+SPARSE_DENSE_FLOOR = 1 << 20
 
 
 class TFLiteImportError(ValueError):
@@ -138,9 +146,15 @@ def densify(values: np.ndarray, shape: tuple[int, ...], traversal_order: list[in
                          f'with {len(block_map)} block dimensions and {len(levels)} levels')
     coords = np.zeros((1, 0), np.int64)  # (entries, levels so far)
     position = np.zeros(1, np.int64)  # each entry's position within its level
+    total = math.prod(shape)
     for level in levels:
         if level[0] == 'dense':
             size = int(level[1])
+            # A level can never address more entries than the tensor has: checked before the
+            # arrays for them are made.
+            if size < 0 or len(position) * size > total:
+                raise ValueError(f'a dense level of size {size} addresses more than the {total} '
+                                 f'positions of the shape {shape}')
             repeat = np.repeat(np.arange(len(position)), size)
             child = np.tile(np.arange(size, dtype=np.int64), len(position))
             position = position[repeat] * size + child
@@ -156,6 +170,9 @@ def densify(values: np.ndarray, shape: tuple[int, ...], traversal_order: list[in
         if (counts < 0).any() or (ends > len(indices)).any():
             raise ValueError('a CSR level has decreasing segment bounds or bounds past its '
                              f'{len(indices)} indices')
+        if int(counts.sum()) > total:
+            raise ValueError(f'a CSR level addresses {int(counts.sum())} entries, more than the '
+                             f'{total} positions of the shape {shape}')
         repeat = np.repeat(np.arange(len(position)), counts)
         first = np.repeat(np.cumsum(counts) - counts, counts)
         position = np.arange(int(counts.sum()), dtype=np.int64) - first + starts[repeat]
@@ -272,6 +289,14 @@ class FlatModel:
                 f'{_TYPE_NAMES.get(type_code, type_code)}, which the importer does not handle')
         array = np.frombuffer(raw, dtype=_NUMPY_TYPES[type_code])
         if t.Sparsity() is not None:  # pruned weights: expand them to the dense tensor
+            dense_size = math.prod(shape)
+            limit = max(SPARSE_DENSE_FLOOR, SPARSE_EXPANSION_LIMIT * array.size)
+            if dense_size > limit:
+                raise self.error(
+                    f'sparse tensor {name!r} of shape {shape} would expand {array.size} stored '
+                    f'values to {dense_size} elements, beyond the limit of {limit} for a pruned '
+                    f'tensor ({SPARSE_EXPANSION_LIMIT} per stored value, at least '
+                    f'{SPARSE_DENSE_FLOOR}); the file is damaged or not a model')
             try:
                 return densify(array, shape, *self._sparse_layout(t.Sparsity()))
             except ValueError as exc:

@@ -1,0 +1,164 @@
+# Copyright 2026 The sparse_perception authors
+#
+# Licensed under the Apache License, Version 2.0 (the "License");
+# you may not use this file except in compliance with the License.
+# You may obtain a copy of the License at
+#
+#     http://www.apache.org/licenses/LICENSE-2.0
+#
+# Unless required by applicable law or agreed to in writing, software
+# distributed under the License is distributed on an "AS IS" BASIS,
+# WITHOUT WARRANTIES OR CONDITIONS OF ANY KIND, either express or implied.
+# See the License for the specific language governing permissions and
+# limitations under the License.
+
+"""What loading a wrong model file says: the file's path and what it really is, in one line."""
+
+import numpy as np
+import pytest
+from sparse_perception import cli
+from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
+from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint
+from sparse_perception.models.registry import DamagedModelError, load_model, ModelNotFound
+from sparse_perception.models.tflite.importer import load_tflite
+from sparse_perception.models.tflite.reader import TFLiteImportError
+from tflite_writer import build, Op, T
+import torch
+
+
+def _tiny_tflite():
+    """Return a small float segmentation model: one 3x3 conv to one map (a probability)."""
+    rng = np.random.default_rng(0)
+    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, 1)),
+               T((1, 3, 3, 3), data=rng.standard_normal((1, 3, 3, 3)).astype(np.float32))]
+    return build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
+                              StrideW=1, StrideH=1, FusedActivationFunction=0,
+                              DilationWFactor=1, DilationHFactor=1)], [0], [1])
+
+
+def _one_line(caught) -> str:
+    text = str(caught.value)
+    assert '\n' not in text, text
+    return text
+
+
+def test_random_bytes_are_not_called_unsafe(tmp_path):
+    path = tmp_path / 'random.pt'
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 5000, np.uint8).tobytes())
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    text = _one_line(caught)
+    assert text.startswith(f'{path}: not a torch checkpoint (random or damaged bytes')
+    assert 'could run code' not in text and 'weights_only' not in text
+
+
+def test_an_unsafe_object_is_still_refused(tmp_path):
+    import datetime
+
+    path = tmp_path / 'object.pt'
+    torch.save({'when': datetime.date(2026, 1, 1)}, path)
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    text = _one_line(caught)
+    assert 'refused: it holds pickled objects' in text and 'datetime.date' in text
+    assert 'weights_only' not in text and 'add_safe_globals' not in text
+
+
+def test_an_empty_checkpoint_says_it_is_empty(tmp_path):
+    path = tmp_path / 'empty.pt'
+    path.write_bytes(b'')
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    assert _one_line(caught) == f'{path}: not a torch checkpoint: the file is empty (0 bytes)'
+
+
+def test_torchs_advice_to_drop_the_safety_is_never_passed_on(tmp_path):
+    path = tmp_path / 'zeros.pt'
+    with open(path, 'wb') as stream:
+        stream.truncate(1 << 20)
+    with pytest.raises(CheckpointError) as caught:
+        load_model(path)
+    text = _one_line(caught)
+    assert text.startswith(f'{path}: not a readable torch checkpoint (random or damaged bytes')
+    assert 'weights_only' not in text and 'arbitrary code' not in text
+
+
+def test_an_empty_dict_is_not_called_a_dict_of_the_wrong_kind(tmp_path):
+    path = tmp_path / 'empty_dict.pt'
+    torch.save({}, path)
+    with pytest.raises(CheckpointError, match=r'expected a sparse_perception.checkpoint file or '
+                       r'a state_dict \(a dict of tensors\), got an empty dict$'):
+        load_model(path)
+
+
+def test_a_tflite_file_under_a_checkpoint_suffix_loads_as_tflite(tmp_path):
+    path = tmp_path / 'model.pt'
+    path.write_bytes(_tiny_tflite())
+    model = load_model(path)
+    assert model.decoder == 'probability' and model.input_size == (16, 20)
+
+
+def test_a_checkpoint_under_another_suffix_loads_as_a_checkpoint(tmp_path):
+    from sparse_perception.models.checkpoints import save_checkpoint
+
+    torch.manual_seed(0)
+    net = DeepLabV3MobileNetV2(DeepLabConfig(num_classes=3, depth_multiplier=0.25,
+                                             aspp_channels=16)).eval()
+    path = save_checkpoint(net, tmp_path / 'tiny.pt', meta={'kind': 'segmentation',
+                                                            'decoder': 'class_map'})
+    renamed = path.rename(tmp_path / 'tiny.bin')
+    assert load_model(renamed).decoder == 'class_map'
+
+
+def test_a_folder_is_called_a_folder(tmp_path, capsys):
+    folder = tmp_path / 'models'
+    folder.mkdir()
+    with pytest.raises(ModelNotFound) as caught:
+        load_model(folder)
+    assert _one_line(caught).startswith(f'{str(folder)!r} is a folder; expected a model file')
+    assert cli.main(['models', 'fetch', '--wheel', str(folder), '--cache-dir',
+                     str(tmp_path / 'cache')]) == 1
+    assert capsys.readouterr().err == (
+        f'sparse-perception models fetch: error: wheel {str(folder)!r} is a folder; expected a '
+        'mediapipe wheel file\n')
+    assert not (tmp_path / 'cache').exists()
+
+
+@pytest.mark.parametrize('content, what', [
+    (b'', 'it is empty: 0 bytes'), (b'x' * 300, '300 bytes, no TFL3 identifier at byte 4')])
+def test_a_tflite_file_that_is_not_one_is_named_by_its_path(tmp_path, content, what):
+    path = tmp_path / 'sub' / 'model.tflite'
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(DamagedModelError) as caught:
+        load_model(path)
+    assert _one_line(caught) == (f'model file {path} is not a TFLite flatbuffer ({what}); '
+                                 'replace it with an intact copy')
+    with pytest.raises(TFLiteImportError) as caught:
+        load_tflite(path)
+    assert _one_line(caught).startswith(f'{path} is not a TFLite flatbuffer (')
+    assert 'expected a .tflite file' not in str(caught.value)
+
+
+def test_an_intact_model_of_another_kind_is_not_called_damaged(tmp_path):
+    # A one-output model saved under BlazePose's landmark file name (its detector beside it).
+    path = tmp_path / 'pose_landmark_full.tflite'
+    path.write_bytes(_tiny_tflite())
+    (tmp_path / 'pose_detection.tflite').write_bytes(_tiny_tflite())
+    with pytest.raises(ValueError) as caught:
+        load_model(path)
+    text = _one_line(caught)
+    assert not isinstance(caught.value, DamagedModelError) and 'damaged' not in text
+    assert text.startswith(f'{path}: outputs=[0, 1, 3] must name some of the model')
+
+
+def test_a_file_named_like_a_registered_model_is_decoded_by_what_it_holds(tmp_path):
+    # A one-map float model under the name of the 21-class DeepLab file: its outputs are no
+    # class map, so it is decoded from them, not as DeepLab.
+    path = tmp_path / 'deeplabv3_mnv2_pascal_quant.tflite'
+    path.write_bytes(_tiny_tflite())
+    model = load_model(path)
+    assert model.decoder == 'probability' and model.name == 'deeplabv3_mnv2_pascal_quant'
+    assert model.labels == ()
+    frame = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
+    assert model(frame).shape == (30, 50)
