@@ -29,6 +29,7 @@ its landmark network.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -630,24 +631,74 @@ def _guess_entry(path: Path, net) -> ModelEntry:
 
 
 def _load_checkpoint_model(path: Path, device: str) -> LoadedModel:
-    from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint
+    from sparse_perception.models.checkpoints import load_checkpoint
 
     module, meta = load_checkpoint(path)
-    kind = meta.get('kind')
-    decoder = meta.get('decoder')
+    fields = _checkpoint_meta(path, meta)
+    return LoadedModel(module=module, source=path, device=device, info=meta,
+                       details={'architecture': module.architecture,
+                                'config': module.config_dict()}, **fields)
+
+
+# The decoders a checkpoint may name for each kind ('blazepose' needs its detector's file).
+_CHECKPOINT_DECODERS = {'segmentation': ('class_map', 'class_scores', 'probability'),
+                        'pose': ('single_pose',)}
+
+
+def _checkpoint_meta(path: Path, meta: dict) -> dict[str, Any]:
+    """
+    Return the LoadedModel fields a checkpoint's meta gives, checked.
+
+    The meta is whatever the file's writer put there: a wrong value must be refused here,
+    naming the field, not fail as a traceback once frames run.
+    """
+    from sparse_perception.models.checkpoints import CheckpointError
+    from sparse_perception.models.transforms import RESIZE_MODES
+
+    def refuse(what: str) -> CheckpointError:
+        return CheckpointError(f'{path}: its meta {what}')
+
+    kind, decoder = meta.get('kind'), meta.get('decoder')
     if kind not in KINDS or decoder not in DECODERS:
-        raise CheckpointError(f'{path}: its meta must say kind (one of {KINDS}) and decoder '
-                              f'(one of {DECODERS}); got kind={kind!r}, decoder={decoder!r}')
-    input_size = meta.get('input_size')
+        raise refuse(f'must say kind (one of {KINDS}) and decoder (one of {DECODERS}); got '
+                     f'kind={kind!r}, decoder={decoder!r}')
+    if decoder not in _CHECKPOINT_DECODERS[kind]:
+        raise refuse(f'says decoder {decoder!r}, which a {kind} checkpoint cannot use (one of '
+                     f'{", ".join(_CHECKPOINT_DECODERS[kind])})')
+    size = meta.get('input_size')
+    if size is not None and not (isinstance(size, (list, tuple)) and len(size) == 2 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in size)):
+        raise refuse(f'input_size must be two positive whole numbers (height, width); got '
+                     f'{size!r}')
+    resize = meta.get('resize', 'resize')
+    if resize not in RESIZE_MODES:
+        raise refuse(f'resize must be one of {", ".join(RESIZE_MODES)}; got {resize!r}')
     normalise = meta.get('normalise', (1.0 / 255.0, 0.0))
-    return LoadedModel(
-        name=meta.get('name', path.stem), kind=kind, module=module, source=path,
-        decoder=decoder, input_size=tuple(input_size) if input_size else None,
-        resize=meta.get('resize', 'resize'),
-        normalise=(float(normalise[0]), float(normalise[1])), device=device,
-        labels=tuple(meta.get('labels', ())), joints=tuple(meta.get('joints', ())),
-        skeleton=tuple(tuple(e) for e in meta.get('skeleton', ())), info=meta,
-        details={'architecture': module.architecture, 'config': module.config_dict()})
+    if not (isinstance(normalise, (list, tuple)) and len(normalise) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+            for x in normalise)):
+        raise refuse(f'normalise must be two finite numbers (scale, offset); got {normalise!r}')
+    names = {}
+    for key in ('labels', 'joints'):
+        value = meta.get(key, ())
+        if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+            raise refuse(f'{key} must be a list of names; got {value!r}')
+        names[key] = tuple(value)
+    skeleton = meta.get('skeleton', ())
+    joints = len(names['joints']) or None  # without names, any index
+    if not (isinstance(skeleton, (list, tuple)) and all(
+            isinstance(e, (list, tuple)) and len(e) == 2
+            and all(isinstance(j, int) and 0 <= j < (joints or j + 1) for j in e)
+            for e in skeleton)):
+        raise refuse('skeleton must be a list of pairs of joint indices'
+                     + (f' (below {joints})' if joints else '') + f'; got {skeleton!r}')
+    name = meta.get('name', path.stem)
+    if not isinstance(name, str) or not name:
+        raise refuse(f'name must be a non-empty text; got {name!r}')
+    return {'name': name, 'kind': kind, 'decoder': decoder,
+            'input_size': tuple(size) if size else None, 'resize': resize,
+            'normalise': (float(normalise[0]), float(normalise[1])), **names,
+            'skeleton': tuple(tuple(e) for e in skeleton)}
 
 
 # What torch.save writes: a zip archive.

@@ -116,6 +116,33 @@ def _small_deeplab():
                                               aspp_channels=16)).eval()
 
 
+_GOOD_META = {'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['bg', 'a', 'b']}
+
+
+@pytest.mark.parametrize('change, refused', [
+    ({'labels': 5}, 'labels must be a list of names; got 5'),
+    ({'normalise': 5}, 'normalise must be two finite numbers'),
+    ({'normalise': [1.0]}, 'normalise must be two finite numbers'),
+    ({'normalise': 'ab'}, 'normalise must be two finite numbers'),
+    ({'skeleton': [1, 2]}, 'skeleton must be a list of pairs of joint indices'),
+    ({'decoder': 'blazepose'}, "says decoder 'blazepose', which a segmentation checkpoint"),
+    ({'decoder': 'single_pose'}, "says decoder 'single_pose', which a segmentation"),
+    ({'kind': 'pose', 'decoder': 'class_map'}, "says decoder 'class_map', which a pose"),
+    ({'resize': 'bogus'}, "resize must be one of resize, letterbox, none; got 'bogus'"),
+    ({'input_size': 'abc'}, 'input_size must be two positive whole numbers (height, width); '
+                            "got 'abc'"),
+    ({'input_size': [-5, 0]}, 'input_size must be two positive whole numbers'),
+    ({'name': 7}, 'name must be a non-empty text; got 7'),
+])
+def test_checkpoint_meta_is_checked_when_loaded(tmp_path, change, refused):
+    path = save_checkpoint(_small_deeplab(), tmp_path / 'tiny.pt', meta={**_GOOD_META, **change})
+    with pytest.raises(CheckpointError) as raised:
+        load_model(path)
+    assert str(raised.value).startswith(f'{path}: its meta {refused}')
+    assert save_checkpoint(_small_deeplab(), tmp_path / 'good.pt', meta=_GOOD_META)
+    assert load_model(tmp_path / 'good.pt').labels == ('bg', 'a', 'b')
+
+
 def test_checkpoint_round_trip(tmp_path):
     model = _small_deeplab()
     meta = {'kind': 'segmentation', 'decoder': 'class_map', 'labels': ['bg', 'a', 'b'],
