@@ -46,12 +46,12 @@ def register(subparsers) -> None:
                         help='rosbag2 storage [mcap]')
     parser.add_argument('--format', dest='fmt', choices=('jpeg', 'png', 'raw'), default='jpeg',
                         help='CompressedImage as JPEG or PNG, or raw Image [jpeg]')
-    parser.add_argument('--encoding', choices=('rgb8', 'bgr8', 'mono8'), default='rgb8',
-                        help='encoding of raw Images [rgb8]')
+    parser.add_argument('--encoding', choices=('rgb8', 'bgr8', 'mono8'),
+                        help='encoding of raw Images (--format raw only) [rgb8]')
     parser.add_argument('--quality', type=int,
-                        help='JPEG quality 1-100 or PNG compression 0-9 [OpenCV default]; JPEG '
-                        'and PNG files already in --format are stored byte for byte unless '
-                        'this is given')
+                        help='JPEG quality 1-100 or PNG compression 0-9 (jpeg and png only) '
+                        '[OpenCV default]; JPEG and PNG files already in --format are stored '
+                        'byte for byte unless this is given')
     parser.add_argument('--topic', help='topic name [/camera/image_raw, or '
                         '/camera/image_raw/compressed for JPEG and PNG]')
     parser.add_argument('--frame-id', default='camera', help='header frame_id [camera]')

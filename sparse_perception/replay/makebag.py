@@ -67,7 +67,7 @@ def default_topic(fmt: str) -> str:
 def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None = None,
              storage: str = 'mcap', fmt: str = 'jpeg', topic: str | None = None,
              frame_id: str = DEFAULT_FRAME_ID, quality: int | None = None,
-             encoding: str = 'rgb8', start_ns: int = 0, frames: FrameRange = FrameRange(),
+             encoding: str | None = None, start_ns: int = 0, frames: FrameRange = FrameRange(),
              overwrite: bool = False) -> MakeBagResult:
     """Write the frames of a video or image folder into a new rosbag2 folder ``output``."""
     from rosbags.rosbag2 import Writer
@@ -79,8 +79,23 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
 
     if fmt not in FORMATS:
         raise ReplayError(f'format {fmt!r} is not one of {", ".join(FORMATS)}')
+    # Options that the format would ignore are refused: the bag would not be what was asked.
+    if fmt != 'raw' and encoding is not None:
+        raise ReplayError(f'an encoding applies to raw Images; {fmt} images are stored in '
+                          'colour as cv_bridge writes them')
+    if fmt == 'raw' and quality is not None:
+        raise ReplayError('a quality applies to jpeg and png; raw Images are not compressed')
+    encoding = encoding or 'rgb8'
     if fmt == 'raw' and encoding not in RAW_ENCODINGS:
         raise ReplayError(f'encoding {encoding!r} is not one of {", ".join(RAW_ENCODINGS)}')
+    try:
+        frame_id.encode('utf-8')
+    except UnicodeEncodeError:  # a ROS string is UTF-8
+        raise ReplayError(f'frame_id {frame_id.encode("utf-8", "backslashreplace").decode()} '
+                          'is not UTF-8 text') from None
+    if not frame_id:
+        raise ReplayError("an empty frame_id names no TF frame; give the camera's frame "
+                          '(default: camera)')
     if storage not in ('mcap', 'sqlite3'):
         raise ReplayError(f'storage {storage!r} is not mcap or sqlite3')
     output = Path(output)

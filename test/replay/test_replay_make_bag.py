@@ -153,6 +153,12 @@ def test_corrupt_images_are_skipped_and_listed(folder, tmp_path, capsys):
     ('corrupt', ['--rate', '10'], 'no frame could be read (4 corrupt)'),
     ('missing', [], 'no such file or folder'),
     ('folder', ['--rate', '10', '--quality', '300'], 'jpeg quality must be an integer in 1..100'),
+    ('folder', ['--rate', '10', '--format', 'raw', '--quality', '90'],
+     'a quality applies to jpeg and png; raw Images are not compressed'),
+    ('folder', ['--rate', '10', '--encoding', 'mono8'], 'an encoding applies to raw Images'),
+    ('folder', ['--rate', '10', '--frame-id', ''], 'an empty frame_id names no TF frame'),
+    ('folder', ['--rate', '10', '--frame-id', 'cam\udcff'],
+     'frame_id cam\\udcff is not UTF-8 text'),
 ])
 def test_bad_input(folder, tmp_path, capsys, setup, args, message):
     out = tmp_path / 'out_bag'
