@@ -86,7 +86,7 @@ def fetch_mediapipe(target: str | os.PathLike | None = None, *, wheel: str | Non
                                                          pip_args or [], log)
         if not wheel_path.is_file():
             raise FetchError(f'wheel {str(wheel_path)!r} does not exist')
-        return _extract(wheel_path, target, log)
+        return _extract(wheel_path, target, log, version)
 
 
 def _verified(target: Path, version: str) -> dict[str, Path] | None:
@@ -100,7 +100,7 @@ def _verified(target: Path, version: str) -> dict[str, Path] | None:
     # A manifest edited by hand or cut short may parse as anything: only its own shape counts.
     if not isinstance(manifest, dict) or not isinstance(manifest.get('files'), dict):
         return None
-    if not str(manifest.get('wheel', '')).startswith(f'mediapipe-{version}-'):
+    if manifest.get('version', _name_version(str(manifest.get('wheel', '')))) != version:
         return None
     found = {}
     for filename in MEDIAPIPE_FILES:
@@ -138,7 +138,8 @@ def _download(version: str, folder: Path, pip_args: list[str], log) -> Path:
                      'wheel elsewhere and pass it with --wheel')
 
 
-def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
+def _extract(wheel_path: Path, target: Path, log, version: str = MEDIAPIPE_VERSION
+             ) -> dict[str, Path]:
     """
     Extract the model files: read and check every member, then write them all.
 
@@ -154,7 +155,12 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
             missing = [member for member in MEDIAPIPE_FILES.values() if member not in names]
             if missing:
                 raise FetchError(f'{wheel_path.name} lacks {", ".join(missing)}; expected a '
-                                 f'mediapipe {MEDIAPIPE_VERSION} wheel')
+                                 f'mediapipe {version} wheel')
+            held = _wheel_version(archive, wheel_path)
+            if held is not None and held != version:
+                raise FetchError(f'{wheel_path} holds mediapipe {held}, not {version}: the '
+                                 'model files differ between versions; pass a wheel of '
+                                 f'{version} (or --version {held})')
             contents = {filename: _read_member(archive, member, wheel_path)
                         for filename, member in MEDIAPIPE_FILES.items()}
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
@@ -168,7 +174,8 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
             raise FetchError(f'{target / filename} is a folder; remove it, or choose another '
                              f'cache with --cache-dir or ${CACHE_ENV}')
     _remove_stale_temporaries(target)
-    written, manifest = {}, {'wheel': wheel_path.name, 'files': {}}
+    # The version is recorded apart from the wheel's file name, which a download may change.
+    written, manifest = {}, {'wheel': wheel_path.name, 'version': version, 'files': {}}
     temporaries: dict[str, Path] = {}
     try:
         for filename, data in contents.items():
@@ -198,6 +205,23 @@ def _extract(wheel_path: Path, target: Path, log) -> dict[str, Path]:
         for temporary in temporaries.values():
             temporary.unlink(missing_ok=True)
     return written
+
+
+def _name_version(wheel_name: str) -> str | None:
+    """Return the version in a wheel's file name (mediapipe-0.10.21-...), None if none."""
+    match = re.match(r'mediapipe-([^-]+)-', wheel_name)
+    return match.group(1) if match else None
+
+
+def _wheel_version(archive: zipfile.ZipFile, wheel_path: Path) -> str | None:
+    """Return the version a mediapipe wheel declares (dist-info, else its file name)."""
+    for name in archive.namelist():
+        if re.fullmatch(r'mediapipe-[^/]+\.dist-info/METADATA', name):
+            with archive.open(name) as stream:
+                for line in stream.read(1 << 20).decode('utf-8', 'replace').splitlines():
+                    if line.startswith('Version:'):
+                        return line.split(':', 1)[1].strip()
+    return _name_version(wheel_path.name)
 
 
 def _read_member(archive: zipfile.ZipFile, member: str, wheel_path: Path) -> bytes:

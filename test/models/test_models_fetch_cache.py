@@ -232,3 +232,32 @@ def test_models_list_shows_damaged_files(tmp_path, monkeypatch, capsys):
     assert listing['selfie_segmentation']['device_reason'].startswith(
         f'model file {damaged} is damaged: 0 bytes')
     assert listing['selfie_segmentation_landscape']['available'] is True
+
+
+def _versioned_wheel(path, version):
+    """Write a wheel like _wheel's whose dist-info declares mediapipe ``version``."""
+    _wheel(path)
+    with zipfile.ZipFile(path, 'a') as archive:
+        archive.writestr(f'mediapipe-{version}.dist-info/METADATA',
+                         f'Metadata-Version: 2.1\nName: mediapipe\nVersion: {version}\n')
+    return path
+
+
+def test_the_version_is_the_wheels_not_its_file_name(tmp_path, monkeypatch):
+    cache = tmp_path / 'mediapipe'
+    renamed = _versioned_wheel(tmp_path / 'my-download.zip', registry.MEDIAPIPE_VERSION)
+    assert len(fetch_mediapipe(cache, wheel=str(renamed), log=_quiet)) == 4
+
+    def no_download(*args):
+        raise AssertionError('the cache holds the files already')
+    monkeypatch.setattr(fetch, '_download', no_download)
+    lines = []
+    assert len(fetch_mediapipe(cache, log=lines.append)) == 4
+    assert any('already present' in line for line in lines)
+    other = _versioned_wheel(tmp_path / 'mediapipe-0.10.20-py3-none-any.whl', '0.10.20')
+    with pytest.raises(FetchError, match=f'holds mediapipe 0.10.20, not '
+                       f'{registry.MEDIAPIPE_VERSION}: the model files differ'):
+        fetch_mediapipe(tmp_path / 'other', wheel=str(other), log=_quiet)
+    assert not (tmp_path / 'other' / 'selfie_segmentation.tflite').exists()
+    assert len(fetch_mediapipe(tmp_path / 'asked', wheel=str(other), version='0.10.20',
+                               log=_quiet)) == 4
