@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from sparse_perception import __version__
@@ -78,7 +79,14 @@ def main(argv: list[str] | None = None) -> int:
                                            and signal.getsignal(signum) is signal.SIG_IGN):
                 previous[signum] = signal.signal(signum, _terminate)
     try:
-        return int(args.func(args) or 0)
+        status = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a reader that went away is caught below
+        return status
+    except BrokenPipeError:
+        # Whoever read the output stopped early (`| head`): not the command's failure. The
+        # flush at exit would fail again, with a traceback, so stdout goes nowhere from now.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a program stopped by a closed pipe
     except KeyboardInterrupt:
         print(f'\nsparse-perception {args.command}: interrupted', file=sys.stderr)
         return 130

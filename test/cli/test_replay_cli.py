@@ -493,3 +493,15 @@ def test_console_script_exit_status(tmp_path):
         'expected a rosbag2 folder (mcap or sqlite3), a ROS 1 .bag file, a video file (.avi, '
         '.mp4, .mkv, .mov, .webm, .mpg, .mpeg, .m4v, .wmv) or a folder of images (.png, .jpg, '
         '.jpeg, .bmp, .tif, .tiff, .webp, .ppm, .pgm)']
+
+
+def test_console_script_whose_reader_stops_early(tmp_path):
+    # `sparse-perception models list | head -1`: the reader is gone before the table is out.
+    script = Path(sys.executable).with_name('sparse-perception')
+    command = [str(script)] if script.exists() else [sys.executable, '-m', 'sparse_perception.cli']
+    reader, writer = os.pipe()
+    os.close(reader)
+    with os.fdopen(writer, 'wb') as stdout:
+        run = subprocess.run(command + ['models', 'list', '--models-dir', str(tmp_path)],
+                             stdout=stdout, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    assert run.returncode == 141 and run.stderr == ''
