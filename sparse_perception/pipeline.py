@@ -455,8 +455,11 @@ class _IncrementalNet:
         from sparse_perception.engine import EngineConfig
 
         if self.gates is not None:
+            from sparse_perception.gates.learned import GateFileError
             try:  # first: a gate this model cannot take changes nothing
                 self.gates.reconfigure(settings)
+            except GateFileError as exc:  # the gate's file is at fault, not the model
+                raise ModelLoadError(f'sparsity.gate_model: {exc}') from exc
             except ValueError as exc:
                 raise ModelLoadError(f'{self.what}: {exc}') from exc
         self.config = EngineConfig.from_settings(settings)
@@ -1180,6 +1183,7 @@ class _Glance:
 
 def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> Any:
     """Return the gate maker of a network: segmentation, single-person pose, else None."""
+    from sparse_perception.gates.learned import GateFileError
     from sparse_perception.gates.maker import GateMaker, person_class
     from sparse_perception.gates.track import TrackGate
 
@@ -1192,6 +1196,8 @@ def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> An
         return GateMaker(settings.sparsity, settings.change.tile_size, model.decoder,
                          person_class(tuple(model.labels)), glance,
                          model=settings.model.segmentation)
+    except GateFileError as exc:  # the gate's file is at fault, not the model
+        raise ModelLoadError(f'sparsity.gate_model: {exc}') from exc
     except ValueError as exc:
         raise ModelLoadError(f'{what}: {exc}') from exc
 

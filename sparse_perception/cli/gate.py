@@ -39,6 +39,11 @@ gating (its Coral weights are read from the shared folder).
 """
 
 
+def _user_path(text: str) -> Path:
+    """Return a path argument with ``~`` expanded."""
+    return Path(text).expanduser()
+
+
 def register(subparsers) -> None:
     """Add the ``gate`` command group and its ``train`` command."""
     from sparse_perception.gates.training import TrainingOptions
@@ -53,14 +58,16 @@ def register(subparsers) -> None:
         'train', help='distil a gate from the segmentation model on unlabelled video',
         description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    train.add_argument('sources', nargs='+', type=Path, metavar='SOURCE',
+    # ~ expanded here, as settings' paths are: a shell leaves it in --out=~/gate.pt, and
+    # taken as it is, it would name a folder '~' in the current one.
+    train.add_argument('sources', nargs='+', type=_user_path, metavar='SOURCE',
                        help='rosbag2 folder, video file or folder of images')
     train.add_argument('--topic', help="a bag's image topic [its only one]")
-    train.add_argument('--out', type=Path, required=True, metavar='PATH',
+    train.add_argument('--out', type=_user_path, required=True, metavar='PATH',
                        help='the gate file to write (replaced atomically)')
     train.add_argument('--model', default=defaults.model_name,
                        help='segmentation model to distil from [%(default)s]')
-    train.add_argument('--models-dir', metavar='DIR',
+    train.add_argument('--models-dir', type=_user_path, metavar='DIR',
                        help='folder searched first for model files [the shared folder, the '
                        'models fetch cache]')
     train.add_argument('--tile-size', type=int, default=defaults.tile, metavar='PIXELS',

@@ -30,11 +30,20 @@ size it was trained for and the input scale, and a file that does not match is r
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import Any
 
 # A gate file holds about 30 KB; anything much larger is another file, read whole by torch.
 MAX_FILE_BYTES = 16 * 2 ** 20
+# How a file torch wrote begins: a zip archive (torch.save), or a pickle (its older format,
+# ``_use_new_zipfile_serialization=False``, whose records are read as they are stored); torch
+# reads any other pickle far enough to say what it holds.
+ZIP_START = b'PK\x03\x04'
+PICKLE_START = b'\x80'
+# Metadata nested deeper than this is no metadata training writes (and a report could not
+# write it out: JSON writers recurse).
+MAX_META_DEPTH = 16
 VERSION = 1
 CELLS = 4  # pixels per change tile edge in the gate's input (1/4 at 16-pixel tiles)
 WIDTH = 16  # channels of the tile-level features
@@ -159,14 +168,52 @@ def _same_model(meta: dict, model: str) -> bool:
         return model_key(meta['model']) == model_key(model)
 
 
-def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict]:
-    """
-    Return the gate network in a file (eval mode) and its metadata; refuse a bad file.
+def _not_plain(value: Any, depth: int = 0) -> str | None:
+    """Say what in ``value`` a JSON report cannot hold ('is of type Tensor'); None: nothing."""
+    if value is None or type(value) in (str, int, float, bool):
+        return None
+    if depth >= MAX_META_DEPTH:
+        return f'is nested deeper than {MAX_META_DEPTH} levels'
+    if type(value) is list:
+        items = value
+    elif type(value) is dict:
+        keys = [type(k).__name__ for k in value if type(k) is not str]
+        if keys:
+            return f'holds a key of type {keys[0]}'
+        items = list(value.values())
+    else:
+        kind = type(value).__name__
+        return f'holds a value of type {kind}' if depth else f'is of type {kind}'
+    for item in items:
+        found = _not_plain(item, depth + 1)
+        if found is not None:
+            return found
+    return None
 
-    ``model``: the segmentation model it is to gate (None: not checked). A gate learns the
-    person tiles of the model it was trained on, over that model's input: on another model
-    they would lie elsewhere.
-    """
+
+def _unpacked_size(path: Path, data: bytes) -> int:
+    """Return what a torch zip file's records take once read; refuse compressed ones."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            records = archive.infolist()
+    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+        raise GateFileError(f'{path} is not a gate file: torch cannot read it as saved '
+                            f'weights (not a whole zip archive: {exc})') from None
+    # torch.save stores every record as it is; torch.load would still inflate a compressed
+    # one, to any size: a small file could take gigabytes of memory.
+    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+    if packed:
+        raise GateFileError(f'{path} is not a gate file: its record {packed[0]!r} is '
+                            'compressed, which torch never writes (and which could unpack to '
+                            'far more memory than the file takes)')
+    return sum(r.file_size for r in records)
+
+
+def _read(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict, str]:
+    """Return the gate network in a file, its metadata and the SHA-256 of the bytes read."""
+    import hashlib
     import pickle
     import warnings
 
@@ -176,19 +223,41 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
     if path.is_dir():
         raise GateFileError(f'gate file {str(path)!r} is a folder; expected the file that '
                             '`sparse-perception gate train` wrote')
-    if not path.is_file():
+    if not path.exists():
         raise GateFileError(f'gate file {str(path)!r} does not exist (train one with '
                             '`sparse-perception gate train`)')
-    size = path.stat().st_size
+    if not path.is_file():  # a device or a pipe: reading it could wait for ever
+        raise GateFileError(f'gate file {str(path)!r} is not a regular file; expected the '
+                            'file that `sparse-perception gate train` wrote')
+    try:
+        # Read once: the bytes hashed for the report are the bytes loaded, even when the
+        # file is replaced meanwhile; at most one byte past the bound, should it grow.
+        with open(path, 'rb') as file:
+            size = os.fstat(file.fileno()).st_size
+            if size <= MAX_FILE_BYTES:
+                data = file.read(MAX_FILE_BYTES + 1)
+                size = len(data)
+    except OSError as exc:
+        raise GateFileError(f'gate file {str(path)!r} cannot be read: '
+                            f'{exc.strerror or exc}') from None
     if size == 0:
         raise GateFileError(f'{path} is not a gate file: it is empty')
     if size > MAX_FILE_BYTES:  # read whole by torch.load: refuse a wrong file before that
         raise GateFileError(f'{path} is not a gate file: it holds {size} bytes, and a gate '
                             f'file about 30 KB (at most {MAX_FILE_BYTES} bytes are read)')
+    if data.startswith(ZIP_START):
+        unpacked = _unpacked_size(path, data)
+        if unpacked > MAX_FILE_BYTES:
+            raise GateFileError(f'{path} is not a gate file: its records unpack to {unpacked} '
+                                f'bytes, and a gate file holds about 30 KB (at most '
+                                f'{MAX_FILE_BYTES} bytes are read)')
+    elif not data.startswith(PICKLE_START):
+        raise GateFileError(f'{path} is not a gate file: it is not a torch file at all (a gate '
+                            'file is what `sparse-perception gate train` writes)')
     try:
         with warnings.catch_warnings():  # torch's notes on a foreign pickle: the error says it
             warnings.simplefilter('ignore')
-            blob = torch.load(path, map_location='cpu', weights_only=True)
+            blob = torch.load(io.BytesIO(data), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError:
         # torch's message suggests loading it with weights_only=False, which runs whatever
         # code the file holds: not advice to pass on about a file that is not a gate.
@@ -204,6 +273,16 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
             or not isinstance(blob['meta'], dict):
         raise GateFileError(f'{path} is not a gate file (expected weights and metadata)')
     meta = blob['meta']
+    # A report holds the metadata as it is (JSON): a tensor or bytes there would stop the
+    # report from being written, after the whole run.
+    for key, value in meta.items():
+        found = (_not_plain(value) if type(key) is str
+                 else f'holds a key of type {type(key).__name__}')
+        if found is not None:
+            name = f' {key!r}' if type(key) is str else ''
+            raise GateFileError(f'{path} is not a gate file: its metadata{name} {found}; a gate '
+                                "file's metadata holds plain values only (text, numbers, "
+                                'true/false, none, and lists and mappings of those)')
     # Plain values, as training writes them: a tensor or a bool here is no gate's metadata.
     for key, kind in (('version', int), ('cells', int), ('tile', int), ('model', str),
                       ('model_sha256', str)):
@@ -233,9 +312,19 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
         raise GateFileError(f'{path}: trained for change tiles of {meta.get("tile")!r} '
                             f'pixels, but change.tile_size is {tile}; train it with that '
                             'tile size')
+    state = blob['state']
+    # load_state_dict casts any dtype into the float weights: integers would load as a
+    # gate of zeros, complex numbers lose their imaginary part.
+    wrong = [(k, v.dtype) for k, v in (state.items() if isinstance(state, dict) else ())
+             if isinstance(v, torch.Tensor) and not v.is_floating_point()]
+    if wrong:
+        name, dtype = wrong[0]
+        raise GateFileError(f'{path} is not a gate file: its weights {name!r} are '
+                            f'{str(dtype).removeprefix("torch.")}, not floating point (training '
+                            'writes float32)')
     net = network()
     try:
-        net.load_state_dict(blob['state'])
+        net.load_state_dict(state)
     except (RuntimeError, TypeError, AttributeError) as exc:
         raise GateFileError(f'{path}: weights do not fit the gate network: '
                             f'{" ".join(str(exc).split())[:200]}') from None
@@ -243,7 +332,30 @@ def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, di
                if p.is_floating_point()):
         raise GateFileError(f'{path}: holds weights that are not finite numbers (a training '
                             'that diverged); train it again')
-    return net.eval(), meta
+    return net.eval(), meta, hashlib.sha256(data).hexdigest()
+
+
+def load(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, dict]:
+    """
+    Return the gate network in a file (eval mode) and its metadata; refuse a bad file.
+
+    ``model``: the segmentation model it is to gate (None: not checked). A gate learns the
+    person tiles of the model it was trained on, over that model's input: on another model
+    they would lie elsewhere.
+    """
+    net, meta, _ = _read(path, tile, model)
+    return net, meta
+
+
+# The gate each path last gave a LearnedGate: (SHA-256 of the bytes read, metadata). The
+# reports are written at the end of a run, by code that holds no gate, and the file may have
+# been replaced since the run's gate was read from it.
+_IN_USE: dict[str, tuple[str, dict]] = {}
+
+
+def _use_key(path: str | Path) -> str:
+    """Return the key of ``path`` in :data:`_IN_USE`: absolute, with ``~`` expanded."""
+    return str(Path(path).expanduser().absolute())
 
 
 def describe(settings: Any) -> dict | None:
@@ -251,15 +363,18 @@ def describe(settings: Any) -> dict | None:
     Return what identifies the learned gate a run uses, for its report; None without one.
 
     The path alone does not: a gate trained again in place keeps it. The report holds the
-    file's SHA-256 and the metadata training wrote (None where the file cannot be read).
+    SHA-256 of the bytes the last gate taken from the path was read from, and the metadata
+    training wrote; a path no gate was taken from is read now (None where it cannot be).
     """
     sparsity = settings.sparsity
     if sparsity.gate != 'learned' or not sparsity.gate_model:
         return None
     path = Path(sparsity.gate_model).expanduser()
+    if _use_key(path) in _IN_USE:
+        digest, meta = _IN_USE[_use_key(path)]
+        return {'file': str(path), 'sha256': digest, 'meta': dict(meta)}
     try:
-        _, meta = load(path, settings.change.tile_size)  # (first: it bounds the file's size)
-        digest = file_sha256(path)
+        _, meta, digest = _read(path, settings.change.tile_size)
     except (OSError, GateFileError):
         return {'file': str(path), 'sha256': None, 'meta': None}
     return {'file': str(path), 'sha256': digest, 'meta': dict(meta)}
@@ -282,7 +397,8 @@ class LearnedGate:
         self.tile = tile
         self.stamp = file_stamp(path)  # before reading: a write meanwhile reads as a change
         self.unread: object = False  # the file's stamp (None: gone) when it last failed to read
-        self.net, self.meta = load(path, tile, model)
+        self.net, self.meta, self.sha256 = _read(path, tile, model)
+        _IN_USE[_use_key(path)] = (self.sha256, self.meta)
         self.reset()
 
     def reset(self) -> None:

@@ -165,7 +165,7 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
 
     And the number of frames read. A run is a stretch of consecutive frames (see frames_of,
     which fills ``tally`` if given). Raises :class:`TrainingError` when the model found no
-    person in any frame: a gate learns from the people it is shown.
+    person in any frame of a training pair: a gate learns from the people it is shown.
 
     ``model`` is a loaded segmentation model (models/registry.py) with a 'person' class.
     """
@@ -227,6 +227,14 @@ def distil(sources: Sequence[str | Path], model: Any, tile: int, *, margin: int 
         raise TrainingError(f'the model found no person in the {frames} frame(s) read, and a '
                             'gate learns where people are from them: give sources with people '
                             'in view (nothing was written)')
+    if samples and not any(bool(target.any()) for _, _, target in samples):
+        # The people were in frames no pair ends at or starts from (a one-frame source, a
+        # frame between damaged ones): the targets the gate would learn from are empty.
+        raise TrainingError(f'the model found people only in frames that make no training '
+                            f'pair (of the {frames} frame(s) read; a pair is two frames in a row '
+                            'from one source, of one size), and a gate learns where people are '
+                            'from the pairs: give sources with people in view (nothing was '
+                            'written)')
     if not samples and resized:
         raise TrainingError(f'{frames} frame(s), but every two in a row differ in size: the '
                             'gate learns from consecutive frames of one size')
@@ -331,11 +339,21 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError(f'--models-dir {models_dir}: no such folder')
     check_sources(sources, o.topic)
     model_file = _model_file(model_name, models_dir)
+    out = Path(out)
+    missing = [f for f in (out.parent, *out.parent.parents) if not f.exists()]  # deepest first
     try:  # before minutes of training: a path that cannot be written, or that is an input
         check_outputs([('--out', out)], [*sources, *([model_file] if model_file else [])],
                       create_folders=True)
     except OutputError as exc:
         raise TrainingError(str(exc)) from None
+    finally:
+        # The check made the missing folders to try a write there; save() makes them again,
+        # so that a training that fails or is stopped leaves none behind.
+        for folder in missing:
+            try:
+                folder.rmdir()
+            except OSError:  # not made by the check, or something was put there meanwhile
+                break
     try:
         model = load_model(model_name, 'cpu', models_dir=models_dir)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:

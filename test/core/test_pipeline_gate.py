@@ -111,6 +111,15 @@ def test_switching_the_gate_off_recomputes_what_it_left_stale(parkour, gate, gat
                                   dense.process(parkour[2]).segmentation.mask)
 
 
+def test_a_bad_gate_file_set_on_a_running_pipeline_is_blamed_on_the_setting(tmp_path):
+    settings = _settings(**{'sparsity.gate': 'previous'})
+    pipeline = Pipeline(settings, heads=('segmentation',))
+    with pytest.raises(ModelLoadError) as caught:
+        pipeline.update(st.replace(settings, {'sparsity.gate': 'learned',
+                                              'sparsity.gate_model': str(tmp_path / 'none.pt')}))
+    assert str(caught.value).startswith('sparsity.gate_model: gate file ')
+
+
 @pytest.fixture(scope='module')
 def jhmdb():
     """Four frames of the JHMDB clip: a goalkeeper filmed by a panning camera."""

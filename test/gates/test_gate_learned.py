@@ -217,7 +217,7 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
     for key, value in (('version', torch.tensor([VERSION])), ('version', True),
                        ('tile', torch.tensor(16)), ('model', 5)):
         save(state, dict(META, **{key: value}), tmp_path / 'odd.pt')
-        with pytest.raises(GateFileError, match=f'its metadata {key!r} is a'):
+        with pytest.raises(GateFileError, match=f'its metadata {key!r} is '):
             load(tmp_path / 'odd.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
     diverged = dict(state)
     diverged['tiles.4.bias'] = torch.full_like(state['tiles.4.bias'], float('nan'))
@@ -235,8 +235,12 @@ def test_a_wrong_gate_file_is_named_for_what_it_is(tmp_path, monkeypatch):
     with pytest.raises(GateFileError, match='it is empty'):
         load(tmp_path / 'empty.pt', 16)
     (tmp_path / 'bytes.pt').write_bytes(b'hello world ' * 10)  # torch raised a KeyError
-    with pytest.raises(GateFileError, match='torch cannot read it as saved weights'):
+    with pytest.raises(GateFileError, match='it is not a torch file'):
         load(tmp_path / 'bytes.pt', 16)
+    whole = save(network().state_dict(), META, tmp_path / 'whole.pt').read_bytes()
+    (tmp_path / 'cut.pt').write_bytes(whole[:len(whole) // 2])
+    with pytest.raises(GateFileError, match='torch cannot read it as saved weights'):
+        load(tmp_path / 'cut.pt', 16)
     (tmp_path / 'code.pt').write_bytes(pickle.dumps({'state': print}))
     with pytest.raises(GateFileError, match='objects other than weights') as caught:
         load(tmp_path / 'code.pt', 16)
