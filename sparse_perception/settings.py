@@ -663,6 +663,15 @@ def parse_heads(text: str) -> tuple[str, ...]:
     return tuple(head for head in HEADS if head in chosen)
 
 
+def unused_gate_file(settings: PerceptionSettings) -> str | None:
+    """Return a note when sparsity.gate_model is set but no gate reads it (None: it is read)."""
+    sparsity = settings.sparsity
+    if sparsity.gate_model and sparsity.gate != 'learned':
+        return (f'note: sparsity.gate_model {sparsity.gate_model} is not read: only '
+                f'sparsity.gate learned uses it, and sparsity.gate is {sparsity.gate!r}')
+    return None
+
+
 def execution_problem(backend: str, execution: str) -> str | None:
     """
     Return why ``model.execution`` cannot run with ``model.backend`` (None: it can).

@@ -205,6 +205,9 @@ def options_from_args(args: argparse.Namespace):
     from sparse_perception.replay.sources import FrameRange
 
     settings = settings_module.from_cli(args, accuracy.default_settings())
+    note = settings_module.unused_gate_file(settings)
+    if note:
+        print(note, file=sys.stderr)
     sections = tuple(s.strip() for s in args.sections.split(',') if s.strip())
     unknown = [s for s in sections if s not in accuracy.SECTIONS]
     if unknown or not sections:

@@ -196,6 +196,9 @@ def _job(args, settings_module):
         raise settings_module.SettingError(
             f'{exc} (the settings of --params {args.params} with the flags on the command '
             'line; a flag may give what the file leaves out)') from None
+    note = settings_module.unused_gate_file(settings)
+    if note:
+        print(note, file=sys.stderr)
     for name, value in (('--pck-alpha', args.pck_alpha), ('--pckh-alpha', args.pckh_alpha)):
         if not 0 < value <= 10:
             raise ReplayError(f'{name} {value} is out of range; expected 0 < value <= 10')

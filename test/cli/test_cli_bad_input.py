@@ -431,6 +431,15 @@ def test_staging_folders_of_killed_runs_are_named(folder, bag, tmp_path, capsys)
         capsys.readouterr().err
 
 
+def test_a_gate_file_no_gate_reads_is_noted(bag, tmp_path, capsys):
+    gate = tmp_path / 'gate.pt'
+    assert _replay(tmp_path / 'out', bag, '--sparsity.gate_model', gate) == 0
+    assert f'note: sparsity.gate_model {gate} is not read: only sparsity.gate learned uses ' \
+        "it, and sparsity.gate is 'none'" in capsys.readouterr().err
+    assert _replay(tmp_path / 'out', bag) == 0
+    assert 'gate_model' not in capsys.readouterr().err
+
+
 def test_a_full_disk_under_sqlite3_storage_is_one_line(folder, bag, tmp_path, capsys,
                                                        monkeypatch):
     import sqlite3

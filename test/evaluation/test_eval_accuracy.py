@@ -147,6 +147,15 @@ def test_bad_options_are_named(tmp_path, capsys, args, message):
     assert not (tmp_path / 'out.json').exists()
 
 
+def test_a_gate_file_no_gate_reads_is_noted(tmp_path, capsys):
+    require_shared('data/davis/DAVIS')
+    # (Stopped by a bad frame range, after the settings were read.)
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'davis', '--davis-frames',
+                 '5:2', '--sparsity.gate_model', tmp_path / 'gate.pt') == 1
+    assert f'note: sparsity.gate_model {tmp_path / "gate.pt"} is not read' in \
+        capsys.readouterr().err
+
+
 def test_bad_json_path_is_named(tmp_path, capsys):
     assert _eval('--json', tmp_path, '--sections', 'davis') == 1
     assert 'is a folder' in capsys.readouterr().err
