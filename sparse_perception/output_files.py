@@ -186,8 +186,9 @@ def write_together(items: Sequence[tuple[str | Path, str | bytes | Callable[[str
     Write each (path, data) of a set of files that belong together, all of them or none.
 
     Every file is written aside first (:func:`write_aside`); only when all of them are on
-    disk are they renamed over their paths, so a full disk leaves every path as it was, never
-    a new file beside an old one from another run. (A rename needs no space; one that fails
+    disk are they renamed over their paths, with interrupts held: a full disk leaves every
+    path as it was, a Ctrl-C every path as it was or all of them new, never a new file
+    beside an old one from another run. (A rename needs no space; one that fails
     all the same, say onto a folder made at a path since it was checked, leaves the files
     renamed before it.) An error names the path, and no temporary file is left.
     """
@@ -195,11 +196,12 @@ def write_together(items: Sequence[tuple[str | Path, str | bytes | Callable[[str
     try:
         for path, data in items:
             temporaries.append((write_aside(path, data), Path(path)))
-        while temporaries:
-            temp, path = temporaries[0]
-            with _removed_on_failure(temp, path):
-                os.replace(temp, path)
-            temporaries.pop(0)
+        with interrupts_held():  # a Ctrl-C between renames would pair new files with old
+            while temporaries:
+                temp, path = temporaries[0]
+                with _removed_on_failure(temp, path):
+                    os.replace(temp, path)
+                temporaries.pop(0)
     finally:
         for temp, _ in temporaries:
             temp.unlink(missing_ok=True)

@@ -117,14 +117,18 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
         raise ReplayError(f'{input_path} is already a bag; make-bag reads videos and image '
                           'folders (convert bags with `ros2 bag convert`)')
     store = get_typestore(Stores.LATEST)
+    # Folders made for the bag, deepest first: a run that writes no bag removes them again.
+    made = [f for f in (output.parent, *output.parent.parents) if not f.exists()]
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}.partial-', dir=output.parent))
     except OSError as exc:
         source.close()
+        _remove_empty(made)
         raise ReplayError(f'cannot write the bag {output} into {output.parent}: '
                           f'{exc.strerror or exc}') from None
     result = MakeBagResult(output, topic, msgtype, 0, rate_hz=source.rate_hz)
+    done = False
     try:
         # Written under the final folder name: rosbag2 names the storage file after it.
         with source, Writer(staging / output.name, version=BAG_VERSION,
@@ -152,12 +156,24 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
                               + (f' ({len(result.skipped)} corrupt)' if result.skipped
                                  else f' in the frame range {frames}'))
         _put_in_place(staging / output.name, output, staging)
+        done = True
         return result
     finally:
         # Also after a first Ctrl-C: a second one must not leave part of the folder behind.
         # (An old bag replaced goes with it; a large one holds Ctrl-C back for that long.)
         with interrupts_held():
             shutil.rmtree(staging, ignore_errors=True)
+            if not done:
+                _remove_empty(made)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (deepest first) while they are empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else was put there meanwhile
+            return
 
 
 def _put_in_place(bag: Path, output: Path, staging: Path) -> None:

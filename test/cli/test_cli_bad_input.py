@@ -341,6 +341,15 @@ def test_replay_interrupted_keeps_the_earlier_report(bag, tmp_path, capsys, monk
     assert (out / 'report.json').read_bytes() == earlier and not list(out.glob('.partial-*'))
 
 
+def test_make_bag_that_writes_nothing_leaves_no_folder_it_made(folder, tmp_path, capsys):
+    for path in folder.iterdir():
+        path.write_bytes(b'\x89PNG\r\n\x1a\n')  # every frame corrupt
+    out = tmp_path / 'new' / 'sub' / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10']) == 1
+    assert 'no frame could be read (4 corrupt)' in _one_line_error(capsys, 'make-bag')
+    assert not (tmp_path / 'new').exists()
+
+
 def _frames_in(bag):
     from rosbags.rosbag2 import Reader
     with Reader(bag) as reader:

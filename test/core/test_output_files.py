@@ -100,3 +100,31 @@ def test_interrupts_held_are_reported_not_acted_on(signal_name):
                 done.append(1)
     finally:
         signal.signal(signum, before)
+
+
+def test_files_written_together_are_not_split_by_a_ctrl_c(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    from sparse_perception import output_files
+
+    first, second = tmp_path / 'r.json', tmp_path / 'r.md'
+    first.write_text('old'), second.write_text('old')
+    replace = os.replace
+
+    def interrupted(source, target):
+        replace(source, target)
+        if target == first:  # Ctrl-C between the two renames
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def stop(number, frame):  # (not KeyboardInterrupt, which would stop the test run)
+        raise RuntimeError('interrupted')
+
+    monkeypatch.setattr(output_files.os, 'replace', interrupted)
+    before = signal.signal(signal.SIGINT, stop)
+    try:
+        output_files.write_together([(first, 'new'), (second, 'new')])
+    finally:
+        signal.signal(signal.SIGINT, before)
+    assert first.read_text() == second.read_text() == 'new'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['r.json', 'r.md']
