@@ -108,6 +108,10 @@ def run_command(args: argparse.Namespace) -> int:
         print(f'--heads {args.heads!r}: expected a comma-separated list from '
               f'{", ".join(HEAD_GROUPS)}', file=sys.stderr)
         return 2
+    twice = next((h for h in groups if groups.count(h) > 1), None)
+    if twice:  # it would be measured twice and reported as two sets of rows of one name
+        print(f'--heads {args.heads!r}: {twice} is given twice', file=sys.stderr)
+        return 2
     for flag, value, low in (('--frames', args.frames, 1), ('--passes', args.passes, 1),
                              ('--threads', args.threads, 0)):
         if value is not None and value < low:

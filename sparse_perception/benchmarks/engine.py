@@ -125,6 +125,13 @@ def run_command(args: argparse.Namespace) -> int:
     except OutputError as exc:
         print(f'bench engine: {exc}', file=sys.stderr)
         return 2
+    from sparse_perception.shared_data import shared_path, SharedDataMissing
+
+    try:  # the clip every measurement runs on, before any model is built
+        shared_path('data/vtest/vtest.avi')
+    except SharedDataMissing as exc:
+        print(f'bench engine: {exc}', file=sys.stderr)
+        return 1
     frames = 4 if args.quick else args.frames
     result = run(device=args.device, resolution=resolution, frames=frames,
                  warmup=1 if args.quick else args.warmup,

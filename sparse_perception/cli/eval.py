@@ -51,8 +51,10 @@ bundled vtest40 clip; record accuracy (against ground truth and against dense), 
 fraction, MACs saved and latency per point, and choose the point that saves the most MACs
 within the accuracy bounds. Each point is applied on top of the package defaults with
 change.threshold 0, change.min_pixels 1 and sparsity.scale 0; a point's change.threshold and
-change.min_pixels reach the pose head's own (pose.change_*) unless the point sets those. Without
---point or --axis the built-in points run (see sparse_perception/evaluation/sweep.py).
+change.min_pixels reach the pose head's own (pose.change_*) unless the point sets those. A point
+sets change and sparsity settings only (change.*, sparsity.*, pose.gate*, pose.change_*): every
+point runs the same models. Without --point or --axis the built-in points run (see
+sparse_perception/evaluation/sweep.py).
 """
 
 SWEEP_EPILOG = """\
@@ -218,6 +220,10 @@ def options_from_args(args: argparse.Namespace):
     if not sequences:
         raise accuracy.EvaluationError('--sequences is empty; name DAVIS sequences, e.g. '
                                        'parkour,breakdance')
+    twice = _twice(sequences)
+    if twice:  # it would run twice and be recorded once
+        raise accuracy.EvaluationError(f'--sequences {args.sequences!r}: {twice} is given '
+                                       'twice')
     if min(args.parity_frames) < 1:
         raise accuracy.EvaluationError(
             f'--parity-frames {args.parity_frames[0]} {args.parity_frames[1]}: both must be '
@@ -280,8 +286,8 @@ def summary(result: dict, path: Path) -> str:
         else:
             lines.append(f"parity {name}: median keypoint error {entry['median_px']:.2f} px")
     for name, entry in result.get('davis', {}).items():
-        lines.append(f"davis {name}: IoU dense {entry['dense_iou']:.4f}, incremental "
-                     f"{entry['incremental_iou']:.4f}, agreement "
+        lines.append(f"davis {name}: IoU dense {_fmt(entry['dense_iou'])}, incremental "
+                     f"{_fmt(entry['incremental_iou'])}, agreement "
                      f"{entry['agreement'] * 100:.3f}%, active {entry['active_fraction']:.3f}")
     jhmdb = result.get('jhmdb')
     for section, name, entry in accuracy.anchored(result):
@@ -293,8 +299,8 @@ def summary(result: dict, path: Path) -> str:
                      f'{_fmt(anchor[metric])}, incremental '
                      f"{_fmt(entry[f'incremental_{metric}'])}, speedup over it {speed}")
     if jhmdb:
-        lines.append(f"jhmdb: PCK dense {jhmdb['dense_pck']:.4f}, incremental "
-                     f"{jhmdb['incremental_pck']:.4f}, active {jhmdb['active_fraction']:.3f}")
+        lines.append(f"jhmdb: PCK dense {_fmt(jhmdb['dense_pck'])}, incremental "
+                     f"{_fmt(jhmdb['incremental_pck'])}, active {jhmdb['active_fraction']:.3f}")
     check = result.get('criteria')
     if check:
         lines.append('accuracy bounds: ' + ('met' if check['passed'] else
@@ -311,16 +317,31 @@ def points_from_args(args: argparse.Namespace) -> list[dict]:
     """Return the sweep's points: the --point ones, then the --axis grid (or the defaults)."""
     from sparse_perception.evaluation import accuracy, sweep
 
-    points = [dict(sweep.parse_assignment(text) for text in point) for point in args.point]
+    points = []
+    for point in args.point:
+        assignments = [sweep.parse_assignment(text) for text in point]
+        twice = _twice([name for name, _ in assignments])
+        if twice:  # one value would silently replace the other
+            raise accuracy.EvaluationError(f'--point {" ".join(point)}: {twice} is given twice')
+        points.append(dict(assignments))
     axes = []
     for axis in args.axis:
         if len(axis) < 2:
             raise accuracy.EvaluationError(f'--axis {" ".join(axis)}: expected a setting name '
                                            'and at least one value')
         axes.append((axis[0], [sweep.parse_value(axis[0], text)[1] for text in axis[1:]]))
+    twice = _twice([name for name, _ in axes])
+    if twice:  # the grid would take the last axis's values for both
+        raise accuracy.EvaluationError(f'--axis {twice} is given twice; give all its values '
+                                       'in one --axis')
     if axes:
         points += sweep.grid(axes)
     return points or [dict(p) for p in sweep.DEFAULT_POINTS]
+
+
+def _twice(items: list | tuple) -> object:
+    """Return the first item given more than once (None when each is given once)."""
+    return next((item for item in items if items.count(item) > 1), None)
 
 
 def run_sweep(args: argparse.Namespace) -> int:

@@ -311,8 +311,9 @@ def score(clip: Clip, frames: Sequence[Frame], truth: Any, incremental: HeadRun,
 
 def activity(incremental: HeadRun, dense: HeadRun) -> dict[str, Any]:
     """Active fraction, MACs saved and latency (frames after the first) of a run pair."""
-    inc = summarize(incremental.ms[1:] or incremental.ms)
-    den = summarize(dense.ms[1:] or dense.ms)
+    # The first frame runs dense in both: without frames after it there is no latency to give.
+    inc = summarize(incremental.ms[1:])
+    den = summarize(dense.ms[1:])
     return {
         'active_fraction': mean_or_none(incremental.active),
         'active_fraction_after_first': mean_or_none(incremental.active[1:]),
@@ -337,8 +338,8 @@ def anchor_score(clip: Clip, frames: Sequence[Frame], truth: Any, anchor: HeadRu
     """
     (summary,) = truth_scores(clip, frames, truth, [(anchor, names)])
     metric = 'iou' if clip.head == 'segmentation' else 'pck'
-    ours = summarize(incremental.ms[1:] or incremental.ms)
-    theirs = summarize(anchor.ms[1:] or anchor.ms)
+    ours = summarize(incremental.ms[1:])
+    theirs = summarize(anchor.ms[1:])
     return {'model': model, metric: summary[metric], 'latency_ms': theirs,
             'speedup': (theirs['p50'] / ours['p50']
                         if ours and theirs and ours['p50'] > 0 else None)}
@@ -406,15 +407,49 @@ class ClipData:
 def load_clips(sections: Sequence[str], davis_frames: FrameRange = FrameRange(),
                jhmdb_frames: FrameRange = FrameRange(),
                sequences: Sequence[str] = DAVIS_SEQUENCES) -> dict[str, list[ClipData]]:
-    """Read the clips of the ``davis`` and ``jhmdb`` sections (frames decoded in memory)."""
+    """
+    Read the clips of the ``davis`` and ``jhmdb`` sections (frames decoded in memory).
+
+    Raises EvaluationError where a range selects a single frame of a clip or none of its
+    annotated frames: before any pipeline runs, not after.
+    """
     out: dict[str, list[ClipData]] = {}
     if 'davis' in sections:
         clips = [davis_clip(name) for name in sequences]
-        out['davis'] = [ClipData(c, read_frames(c, davis_frames), load_truth(c)) for c in clips]
+        out['davis'] = [_scorable(c, read_frames(c, davis_frames), davis_frames)
+                        for c in clips]
     if 'jhmdb' in sections:
         clip = jhmdb_clip()
-        out['jhmdb'] = [ClipData(clip, read_frames(clip, jhmdb_frames), load_truth(clip))]
+        out['jhmdb'] = [_scorable(clip, read_frames(clip, jhmdb_frames), jhmdb_frames)]
     return out
+
+
+def _scorable(clip: Clip, frames: list[Frame], selected: FrameRange) -> ClipData:
+    """Return the clip's data, or raise where its frames cannot give the scores."""
+    if len(frames) < 2:
+        # The first frame of a stream runs dense: activity, MACs and latency are of the frames
+        # after it, and a single frame has none.
+        raise EvaluationError(
+            f'the frame range {selected} selects 1 frame of {clip.name} (frame '
+            f'{frames[0].index}); the incremental figures are of the frames after the first, '
+            'so at least 2 are needed')
+    truth = load_truth(clip)
+    annotated = _annotated(truth)
+    if annotated is not None and not any(f.index < annotated for f in frames):
+        raise EvaluationError(
+            f'{clip.name}: no ground truth for the frames {selected} (frames '
+            f'{frames[0].index}-{frames[-1].index}); its annotations cover frames 0-'
+            f'{annotated - 1} only')
+    return ClipData(clip, frames, truth)
+
+
+def _annotated(truth: Any) -> int | None:
+    """Return how many leading frames the annotations cover (matched by position), or None."""
+    if truth is None:
+        return None
+    # Both readers match by position: the n-th mask file or the n-th annotated frame.
+    covered = getattr(truth, 'files', None) or getattr(truth, 'frames', None)
+    return None if covered is None else len(covered)
 
 
 class Evaluator:
@@ -451,19 +486,21 @@ class Evaluator:
                 *([self._anchor[head]] if head in self._anchor else [])]
 
     def discard_incremental(self) -> None:
-        """Drop the incremental pipelines (after a failure); the next clip builds new ones."""
+        """Drop the incremental pipelines; the next clip builds new ones, as a new run would."""
         for pipeline in self._incremental.values():
             pipeline.close()
         self._incremental = {}
 
     def update(self, settings: PerceptionSettings) -> None:
         """Use new change and sparsity settings for the incremental runs from now on."""
-        model_changes = [s for s in ('segmentation', 'pose', 'device', 'precision', 'backend',
-                                     'models_dir')
-                         if getattr(settings.model, s) != getattr(self.settings.model, s)]
-        if model_changes:
-            raise EvaluationError(f'Evaluator.update changes only sparsity; model.'
-                                  f'{model_changes[0]} differs (make a new Evaluator)')
+        # The dense (and anchor) pipelines are kept, and only these settings leave a dense run
+        # as it was: any other change would compare the new incremental run with a stale one.
+        old, new = settings_module.flatten(self.settings), settings_module.flatten(settings)
+        others = [name for name in new if not name.startswith(SPARSITY_SECTIONS)
+                  and new[name] != old.get(name)]
+        if others:
+            raise EvaluationError(f'Evaluator.update changes only the change and sparsity '
+                                  f'settings; {others[0]} differs (make a new Evaluator)')
         for pipeline in self._incremental.values():
             pipeline.update(settings)
         self.settings = settings
@@ -521,43 +558,64 @@ def sparsity_values(settings: PerceptionSettings) -> dict[str, Any]:
 def criteria(davis: dict[str, Any], jhmdb: dict[str, Any] | None) -> dict[str, Any]:
     """Check the results against the accuracy bounds; list what fails."""
     failures = []
+    # A clip with nothing scored against the ground truth has shown no bound kept: it fails.
     for name, result in davis.items():
-        if result['iou_drop_points'] is not None and result['iou_drop_points'] > MAX_DROP_POINTS:
+        if result['iou_drop_points'] is None:
+            failures.append(f'davis/{name}: nothing scored against the ground truth')
+        elif result['iou_drop_points'] > MAX_DROP_POINTS:
             failures.append(f'davis/{name}: IoU drop {result["iou_drop_points"]:.3f} points '
                             f'> {MAX_DROP_POINTS}')
         if result['agreement'] is not None and result['agreement'] < MIN_AGREEMENT:
             failures.append(f'davis/{name}: agreement {result["agreement"] * 100:.3f}% < '
                             f'{MIN_AGREEMENT * 100:g}%')
-    if jhmdb and jhmdb['pck_drop_points'] is not None and \
-            jhmdb['pck_drop_points'] > MAX_DROP_POINTS:
+    if jhmdb and jhmdb['pck_drop_points'] is None:
+        failures.append('jhmdb: nothing scored against the ground truth')
+    elif jhmdb and jhmdb['pck_drop_points'] > MAX_DROP_POINTS:
         failures.append(f'jhmdb: PCK drop {jhmdb["pck_drop_points"]:.3f} points > '
                         f'{MAX_DROP_POINTS}')
     return {'max_drop_points': MAX_DROP_POINTS, 'min_agreement': MIN_AGREEMENT,
             'passed': not failures, 'failures': failures}
 
 
-def parity(models: Sequence[str], davis_frames: int, jhmdb_frames: int,
-           log: Callable[[str], None] = print) -> dict[str, Any]:
+def parity_frames(models: Sequence[str], davis_frames: int, jhmdb_frames: int,
+                  sequences: Sequence[str] = DAVIS_SEQUENCES) -> tuple[list[Path], list[Path]]:
     """
-    Each model against the TFLite interpreter, on real frames (see models.parity).
+    Return the image files parity runs on: (segmentation frames, pose frames).
 
-    Segmentation models run on ``davis_frames`` frames spread over each DAVIS sequence, pose
-    models on ``jhmdb_frames`` frames spread over the JHMDB clip. A MediaPipe model that the
-    ``models fetch`` cache lacks is reported as skipped, with the reason.
+    Segmentation models run on ``davis_frames`` frames spread over each of ``sequences``, pose
+    models on ``jhmdb_frames`` frames spread over the JHMDB clip; the data of a kind that no
+    model checks is not read. Raises EvaluationError for an unregistered model or missing data.
     """
-    require_interpreter()
-    from sparse_perception.models import parity as parity_module
-    from sparse_perception.models.registry import load_model, ModelNotFound, REGISTRY
+    from sparse_perception.models.registry import REGISTRY
     from sparse_perception.replay.sources import image_files
 
-    segmentation = [path for sequence in DAVIS_SEQUENCES
-                    for path in _spread(image_files(davis_clip(sequence).frames_dir),
-                                        davis_frames)]
-    pose = _spread(image_files(jhmdb_clip().frames_dir), jhmdb_frames)
     unknown = [name for name in models if name not in REGISTRY]
     if unknown:
         raise EvaluationError(f'parity models {unknown} are not registered; known: '
                               f'{", ".join(REGISTRY)}')
+    kinds = {REGISTRY[name].kind for name in models}
+    segmentation = [path for sequence in sequences
+                    for path in _spread(image_files(davis_clip(sequence).frames_dir),
+                                        davis_frames)] if 'segmentation' in kinds else []
+    pose = (_spread(image_files(jhmdb_clip().frames_dir), jhmdb_frames)
+            if 'pose' in kinds else [])
+    return segmentation, pose
+
+
+def parity(models: Sequence[str], davis_frames: int, jhmdb_frames: int,
+           log: Callable[[str], None] = print,
+           sequences: Sequence[str] = DAVIS_SEQUENCES) -> dict[str, Any]:
+    """
+    Each model against the TFLite interpreter, on real frames (see models.parity).
+
+    The frames are those of :func:`parity_frames`. A MediaPipe model that the ``models fetch``
+    cache lacks is reported as skipped, with the reason.
+    """
+    require_interpreter()
+    from sparse_perception.models import parity as parity_module
+    from sparse_perception.models.registry import load_model, ModelNotFound, REGISTRY
+
+    segmentation, pose = parity_frames(models, davis_frames, jhmdb_frames, sequences)
     out: dict[str, Any] = {}
     for name in models:
         started = time.perf_counter()
@@ -659,6 +717,8 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     result: dict[str, Any] = {'schema': SCHEMA}
     if 'parity' in options.sections:
         require_interpreter()  # before minutes of work, not after
+        parity_frames(options.parity_models, options.parity_davis_frames,
+                      options.parity_jhmdb_frames, options.sequences)
     anchors = anchor_heads(options.anchors, options.sections,  # before reading the clips
                            options.settings.model.models_dir or None)
     clips = load_clips(options.sections, options.davis_frames, options.jhmdb_frames,
@@ -678,7 +738,7 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
     if 'parity' in options.sections:  # last: the interpreter's threads never overlap a timing
         begin = time.perf_counter()
         result['parity'] = parity(options.parity_models, options.parity_davis_frames,
-                                  options.parity_jhmdb_frames, log)
+                                  options.parity_jhmdb_frames, log, options.sequences)
         timings['parity_s'] = time.perf_counter() - begin
     davis = result.get('davis', {})
     jhmdb = result.get('jhmdb')
@@ -702,10 +762,6 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
         'anchors': {head: {'name': name, 'network_input': network_input(
             settings_module.replace(options.settings, {f'model.{head}': name}), head)}
             for head, name in anchors.items()},
-        'davis_frames': str(options.davis_frames), 'jhmdb_frames': str(options.jhmdb_frames),
-        'davis_sequences': list(options.sequences),
-        'parity_frames': {'davis_per_sequence': options.parity_davis_frames,
-                          'jhmdb': options.parity_jhmdb_frames},
         'note': ('The frames of a range are processed in order as one stream (the '
                  'incremental pipeline sees a range with a step as a lower frame rate). '
                  f'By default DAVIS runs on every other frame ({DAVIS_FRAMES}, 12 fps) and '
@@ -716,6 +772,17 @@ def evaluate(options: AccuracyOptions, log: Callable[[str], None] = print) -> di
         'match_truth': 'by frame position in the sequence (as the replay does for a bag)',
         'gate_file': describe_gate(options.settings),
     }
+    # The conditions of the sections that ran only (as models and anchors).
+    if 'davis' in options.sections:
+        result['conditions']['davis_frames'] = str(options.davis_frames)
+    if 'jhmdb' in options.sections:
+        result['conditions']['jhmdb_frames'] = str(options.jhmdb_frames)
+    if 'davis' in options.sections or 'parity' in options.sections:  # parity's are DAVIS's
+        result['conditions']['davis_sequences'] = list(options.sequences)
+    if 'parity' in options.sections:
+        result['conditions']['parity_frames'] = {
+            'davis_per_sequence': options.parity_davis_frames,
+            'jhmdb': options.parity_jhmdb_frames}
     timings['total_s'] = time.perf_counter() - started
     result['timing'] = timings
     result['environment'] = environment(options.settings.model.device)
@@ -744,9 +811,15 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
     gate = conditions.get('gate_file')
     if gate:
         lines.append(f"- learned gate: {gate['file']}, SHA-256 {gate['sha256'] or 'unread'}")
-    lines.append(f'- frames: DAVIS {", ".join(conditions["davis_sequences"])} '
-                 f'[{conditions["davis_frames"]}], JHMDB [{conditions["jhmdb_frames"]}]; '
-                 f'ground truth matched {conditions["match_truth"]}')
+    frames = []  # of the sections that ran
+    if 'davis_frames' in conditions:
+        frames.append(f'DAVIS {", ".join(conditions["davis_sequences"])} '
+                      f'[{conditions["davis_frames"]}]')
+    if 'jhmdb_frames' in conditions:
+        frames.append(f'JHMDB [{conditions["jhmdb_frames"]}]')
+    if frames:
+        lines.append(f'- frames: {", ".join(frames)}; ground truth matched '
+                     f'{conditions["match_truth"]}')
     lines.append(f'- machine: {device.get("cpu")}, {device.get("cores")} cores, device '
                  f'{device.get("used")}, torch {versions.get("torch")} with '
                  f'{device.get("torch_threads")} threads, Python {versions.get("python")}, '
@@ -766,9 +839,11 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   '|---|---|---|---|---|---|---|---|---|---|---|']
         for name, r in result['davis'].items():
             lines.append(
-                f'| {name} | {r["frames"]} | {r["dense_iou"]:.4f} | '
-                f'{r["incremental_iou"]:.4f} | {r["iou_drop_points"]:+.3f} | '
-                f'{r["agreement"] * 100:.3f}% | {r["active_fraction_after_first"]:.3f} | '
+                f'| {name} | {r["frames"]} | {_fixed(r["dense_iou"], ".4f")} | '
+                f'{_fixed(r["incremental_iou"], ".4f")} | '
+                f'{_fixed(r["iou_drop_points"], "+.3f")} | '
+                f'{r["agreement"] * 100:.3f}% | '
+                f'{_fixed(r["active_fraction_after_first"], ".3f")} | '
                 f'{_ratio(r["macs_ratio"])} | {_ms(r, "dense")} | '
                 f'{_ms(r, "incremental")} | {_speedup(r)} |')
         lines.append('')
@@ -779,10 +854,12 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   '| clip | frames | dense PCK | incremental PCK | drop (points) | keypoints '
                   'vs dense | active | MACs / dense | dense ms | incremental ms | speedup |',
                   '|---|---|---|---|---|---|---|---|---|---|---|',
-                  f'| {jhmdb["clip"]} | {jhmdb["frames"]} | {jhmdb["dense_pck"]:.4f} | '
-                  f'{jhmdb["incremental_pck"]:.4f} | {jhmdb["pck_drop_points"]:+.3f} | '
+                  f'| {jhmdb["clip"]} | {jhmdb["frames"]} | '
+                  f'{_fixed(jhmdb["dense_pck"], ".4f")} | '
+                  f'{_fixed(jhmdb["incremental_pck"], ".4f")} | '
+                  f'{_fixed(jhmdb["pck_drop_points"], "+.3f")} | '
                   f'{jhmdb["agreement_keypoint_px"]:.2f} px | '
-                  f'{jhmdb["active_fraction_after_first"]:.3f} | '
+                  f'{_fixed(jhmdb["active_fraction_after_first"], ".3f")} | '
                   f'{_ratio(jhmdb["macs_ratio"])} | {_ms(jhmdb, "dense")} | '
                   f'{_ms(jhmdb, "incremental")} | {_speedup(jhmdb)} |', '']
     lines += _anchor_table(result)
@@ -857,6 +934,11 @@ def _score(value: float | None, metric: str) -> str:
 
 def _ratio(value: float | None) -> str:
     return '-' if value is None else f'{value:.3f}'
+
+
+def _fixed(value: float | None, spec: str) -> str:
+    """Format ``value`` with ``spec``; '-' where there is none (nothing to measure it on)."""
+    return '-' if value is None else format(value, spec)
 
 
 def _speedup(result: dict[str, Any]) -> str:

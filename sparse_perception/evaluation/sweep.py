@@ -16,7 +16,9 @@
 The sparsity sweep behind the package's default settings (``sparse-perception eval sweep``).
 
 Each *point* is a set of settings (``change.threshold``, ``change.min_pixels``,
-``sparsity.scale``, or any other setting by its public name) applied on top of the *base*:
+``sparsity.scale``, or any other change or sparsity setting by its public name: those of the
+sections ``change`` and ``sparsity``, and ``pose.gate*`` and ``pose.change_*``; the models and
+the dense reference are the same at every point) applied on top of the *base*:
 the package defaults with every swept knob at its exact value (threshold 0, one pixel, scale
 0), so that a point means the same whatever the defaults are when the sweep runs. A point's
 change threshold and min_pixels apply to the pose head too (its own ``pose.change_*``) unless
@@ -136,6 +138,11 @@ def _active(results: Mapping[str, dict]) -> float | None:
 def run_point(evaluator: accuracy.Evaluator, clips: Sequence[accuracy.ClipData],
               settings: Any) -> dict[str, dict]:
     """Run every clip at ``settings``; return the scores by clip (``davis/NAME``, ...)."""
+    # New incremental pipelines, as a run of the point alone would have: a pipeline's reset
+    # keeps what its path choice measured, so a point run on the pipelines of the points
+    # before it could start on the path they chose. (The dense ones are kept: a point
+    # changes nothing they read.)
+    evaluator.discard_incremental()
     evaluator.update(settings)
     return {clip_key(data): evaluator.clip(data) for data in clips}
 
@@ -174,6 +181,14 @@ def sweep(points: Sequence[Mapping[str, Any]],
     if not points:
         raise accuracy.EvaluationError('the sweep has no points')
     for point in points:  # a point whose settings or gate file are bad fails before any runs
+        other = next((name for name in point
+                      if not name.startswith(accuracy.SPARSITY_SECTIONS)), None)
+        if other is not None:
+            raise accuracy.EvaluationError(
+                f'point {label(point)}: {other}={point[other]}: a sweep point may set only '
+                'change and sparsity settings (change.*, sparsity.*, pose.gate*, '
+                'pose.change_*); the models and the dense reference are the same at every '
+                'point (evaluate other models with eval accuracy)')
         settings = point_settings(point)
         if settings.sparsity.gate == 'learned':
             try:
@@ -226,10 +241,9 @@ def sweep(points: Sequence[Mapping[str, Any]],
     document: dict[str, Any] = {
         'schema': SCHEMA,
         'base': {**BASE, 'note': 'package defaults, then these, then the point'},
-        # What the points ran (a point may name its own model): each head's, in point order.
-        'models': {head: ', '.join(dict.fromkeys(
-            getattr(point_settings(point).model, head) for point in points))
-            for head in ('segmentation', 'pose')},
+        # Every point runs the same models (a point may not set one).
+        'models': {head: getattr(point_settings({}).model, head)
+                   for head in ('segmentation', 'pose')},
         'conditions': {
             'davis': {'sequences': list(accuracy.DAVIS_SEQUENCES),
                       'frames': str(davis_frames)},
@@ -294,8 +308,12 @@ def _short(result: Mapping[str, Any]) -> str:
         parts.append(f'agree {result["agreement"] * 100:.2f}%')
     elif result.get('agreement_keypoint_px') is not None:
         parts.append(f'{result["agreement_keypoint_px"]:.2f} px')
-    parts.append(f'active {result["active_fraction_after_first"]:.2f}')
+    parts.append(f'active {_fraction(result["active_fraction_after_first"])}')
     return ' '.join(parts)
+
+
+def _fraction(value: float | None) -> str:
+    return '-' if value is None else f'{value:.2f}'
 
 
 def markdown(document: Mapping[str, Any], command: str = '') -> str:
@@ -390,7 +408,9 @@ def _accuracy_cell(result: Mapping[str, Any]) -> str:
 
 def _speed_cell(result: Mapping[str, Any]) -> str:
     speedup = result.get('speedup')
-    return (f'{result["active_fraction_after_first"]:.2f} / {result["macs_saved"] * 100:.0f}% '
+    saved = result['macs_saved']
+    return (f'{_fraction(result["active_fraction_after_first"])} / '
+            f'{"-" if saved is None else format(saved * 100, ".0f") + "%"} '
             f'/ {_p50(result, "incremental"):.0f} '
             f'({"-" if speedup is None else f"{speedup:.2f}x"})')
 
@@ -408,6 +428,7 @@ def _default_models_md(section: Mapping[str, Any] | None) -> list[str]:
     lines += ['| settings | ' + ' | '.join(clips) + ' |', '|---|' + '---|' * len(clips)]
     for name in ('exact', 'chosen'):
         cells = [f'{_accuracy_cell(section[name][c])}, active '
-                 f'{section[name][c]["active_fraction_after_first"]:.2f}' for c in clips]
+                 f'{_fraction(section[name][c]["active_fraction_after_first"])}'
+                 for c in clips]
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return lines + ['']

@@ -87,6 +87,15 @@ def test_bad_arguments_are_refused(capsys):
     assert '--passes 0: expected at least 1' in capsys.readouterr().err
 
 
+def test_a_head_group_given_twice_is_refused(capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(cpu, '_frames', never)
+    assert cli.main(['bench', 'cpu', '--frames', '2', '--passes', '1', '--no-contention',
+                     '--heads', 'pose,pose']) == 2
+    assert capsys.readouterr().err == "--heads 'pose,pose': pose is given twice\n"
+
+
 def test_the_busy_processes_are_stopped_even_when_a_pipeline_fails(monkeypatch):
     started = []
     popen = subprocess.Popen

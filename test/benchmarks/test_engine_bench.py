@@ -87,6 +87,23 @@ def test_bench_engine_outputs_are_checked_before_it_runs(tmp_path, capsys, monke
     assert 'lies inside the input' in capsys.readouterr().err and not clip.exists()
 
 
+@pytest.mark.parametrize('shared', ['empty', 'a_file'])
+def test_bench_engine_without_the_shared_clip_says_so(tmp_path, capsys, monkeypatch, shared):
+    from sparse_perception.benchmarks import engine
+    from sparse_perception.shared_data import SHARED_ENV
+
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(engine, 'run', never)
+    folder = tmp_path / shared
+    folder.mkdir() if shared == 'empty' else folder.write_text('not a folder')
+    monkeypatch.setenv(SHARED_ENV, str(folder))
+    assert cli.main(['bench', 'engine', '--quick']) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    assert err.startswith(f'bench engine: data/vtest/vtest.avi not found under {folder}; ')
+
+
 def test_bench_engine_cuda_without_cuda(capsys):
     import torch
     if torch.cuda.is_available():

@@ -55,7 +55,7 @@ def test_result_contract(short_run):
     assert {'parity', 'davis', 'jhmdb', 'settings'} <= set(result)
     seg = result['parity']['deeplabv3_mnv2_dm05_pascal']
     pose = result['parity']['movenet_lightning']
-    assert seg['frames'] == 2 and 0.9 < seg['agreement'] <= 1.0  # 1 frame per sequence
+    assert seg['frames'] == 1 and 0.9 < seg['agreement'] <= 1.0  # 1 of each --sequences
     assert pose['frames'] == 2 and 0.0 <= pose['median_px'] < 5.0
     parkour = result['davis']['parkour']
     for key in ('dense_iou', 'incremental_iou', 'agreement'):
@@ -130,6 +130,8 @@ def test_incomplete_shared_folder_is_named(tmp_path, monkeypatch, capsys):
     (['--sections', 'davis', '--davis-frames', '5:2'], "frame range '5:2' selects no frames"),
     (['--sections', 'davis', '--sequences', 'parkour', '--davis-frames', '500:600'],
      'selects none of its frames'),
+    (['--sections', 'davis', '--sequences', 'parkour,parkour', '--davis-frames', '0:2'],
+     "--sequences 'parkour,parkour': parkour is given twice"),
     (['--sections', 'davis', '--sequences', 'no_such_sequence'],
      "DAVIS has no sequence 'no_such_sequence'"),  # a typo, not a missing data folder
     (['--change.threshold', '-1'], 'change.threshold = -1.0 is out of range'),
@@ -408,3 +410,122 @@ def test_anchor_table_compares_each_anchored_clip():
             line.startswith('| breakdance')]
     assert rows == ['| parkour | a | IoU 0.8000 | IoU 0.7500 | -5.00 | 100 | 50 | 2.00x |']
     assert accuracy._anchor_table({'davis': {'parkour': {}}}) == []
+
+
+@pytest.mark.parametrize('section, frames', [('davis', '0:1'), ('davis', '0:200:150'),
+                                             ('jhmdb', '0:1')])
+def test_a_range_of_one_frame_is_refused(tmp_path, capsys, section, frames):
+    # The incremental figures are of the frames after the first: a single frame has none.
+    require_shared('data/davis/DAVIS')
+    require_shared('data/jhmdb/ReadJHMDBAnnotations')
+    assert _eval('--json', tmp_path / 'out.json', '--sections', section, '--sequences',
+                 'parkour', f'--{section}-frames', frames) == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    assert f'the frame range {frames} selects 1 frame of ' in err
+    assert 'so at least 2 are needed' in err
+    assert not (tmp_path / 'out.json').exists()
+
+
+def test_latency_without_frames_after_the_first_is_none():
+    incremental, dense = accuracy.HeadRun(ms=[80.0], active=[1.0]), accuracy.HeadRun(ms=[90.0])
+    figures = accuracy.activity(incremental, dense)
+    assert figures['latency_ms'] == {'dense': None, 'incremental': None}
+    assert figures['speedup'] is None and figures['active_fraction_after_first'] is None
+    clip = accuracy.Clip('a', 'pose', Path('.'), None, None)
+    anchor = accuracy.anchor_score(clip, [], None, accuracy.HeadRun(ms=[70.0]), incremental,
+                                   (), 'm')
+    assert anchor['latency_ms'] is None and anchor['speedup'] is None
+
+
+def _annotated_only_at_the_start(tmp_path):
+    """Return a shared folder whose parkour has all its frames but masks for frames 0-1."""
+    source = require_shared('data/davis/DAVIS')
+    frames = tmp_path / 'data/davis/DAVIS/JPEGImages/480p/parkour'
+    masks = tmp_path / 'data/davis/DAVIS/Annotations/480p/parkour'
+    frames.parent.mkdir(parents=True)
+    frames.symlink_to(source / 'JPEGImages/480p/parkour')
+    masks.mkdir(parents=True)
+    for name in ('00000.png', '00001.png'):
+        (masks / name).symlink_to(source / 'Annotations/480p/parkour' / name)
+    return tmp_path
+
+
+def test_frames_without_ground_truth_are_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(_annotated_only_at_the_start(tmp_path)))
+    out = tmp_path / 'out.json'
+    assert _eval('--json', out, '--markdown', tmp_path / 'out.md', '--sections', 'davis',
+                 '--sequences', 'parkour', '--davis-frames', '10:13') == 1
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1, err
+    assert ('parkour: no ground truth for the frames 10:13 (frames 10-12); its annotations '
+            'cover frames 0-1 only') in err
+    assert not out.exists()
+
+
+def test_nothing_scored_misses_the_bounds_and_is_shown_as_such():
+    davis = {'a': {'iou_drop_points': None, 'agreement': 1.0}}
+    check = accuracy.criteria(davis, {'pck_drop_points': None})
+    assert not check['passed']
+    assert check['failures'] == ['davis/a: nothing scored against the ground truth',
+                                 'jhmdb: nothing scored against the ground truth']
+    from sparse_perception.cli import eval as eval_command
+
+    result = {'davis': {'a': {'dense_iou': None, 'incremental_iou': None, 'agreement': 1.0,
+                              'active_fraction': 0.5}},
+              'jhmdb': {'clip': 'c', 'dense_pck': None, 'incremental_pck': None,
+                        'active_fraction': 0.5},
+              'criteria': check, 'timing': {'total_s': 1.0}}
+    text = eval_command.summary(result, Path('out.json'))
+    assert 'davis a: IoU dense -, incremental -, agreement 100.000%' in text
+    assert 'jhmdb: PCK dense -, incremental -' in text
+    assert 'accuracy bounds: MISSED: davis/a: nothing scored' in text
+
+
+def _parkour_only(tmp_path):
+    """Return a shared folder with the models, JHMDB and DAVIS's parkour, and nothing else."""
+    shared = tmp_path / 'shared'
+    davis = shared / 'data/davis/DAVIS'
+    for kind in ('JPEGImages', 'Annotations'):
+        (davis / kind / '480p').mkdir(parents=True)
+        (davis / kind / '480p/parkour').symlink_to(
+            require_shared(f'data/davis/DAVIS/{kind}/480p/parkour'))
+    (shared / 'data/jhmdb').symlink_to(require_shared('data/jhmdb'))
+    (shared / 'models').symlink_to(require_shared('models'))
+    return shared
+
+
+def test_parity_reads_only_the_sequences_and_data_it_is_given(tmp_path, monkeypatch):
+    pytest.importorskip('ai_edge_litert')
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(_parkour_only(tmp_path)))
+    out = tmp_path / 'out.json'
+    assert _eval('--json', out, '--sections', 'parity', '--sequences', 'parkour',
+                 '--parity-models', 'movenet_lightning', '--parity-frames', 1, 2) == 0
+    assert json.loads(out.read_text())['parity']['movenet_lightning']['frames'] == 2
+    # A pose model alone reads no DAVIS frames, of any sequence.
+    assert _eval('--json', out, '--sections', 'parity', '--sequences', 'breakdance',
+                 '--parity-models', 'movenet_lightning', '--parity-frames', 1, 2) == 0
+
+
+def test_parity_data_is_checked_before_the_other_sections_run(tmp_path, monkeypatch, capsys):
+    pytest.importorskip('ai_edge_litert')
+
+    def never(*args, **kwargs):
+        raise AssertionError('a section ran before the parity data was checked')
+    monkeypatch.setattr(accuracy, 'Evaluator', never)
+    monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(_parkour_only(tmp_path)))
+    assert _eval('--json', tmp_path / 'out.json', '--sections', 'jhmdb,parity', '--sequences',
+                 'breakdance', '--parity-models', 'deeplabv3_mnv2_dm05_pascal') == 1
+    assert "DAVIS has no sequence 'breakdance'" in capsys.readouterr().err
+
+
+def test_the_conditions_are_those_of_the_sections_that_ran(tmp_path):
+    require_shared('data/jhmdb/ReadJHMDBAnnotations')
+    out, md = tmp_path / 'out.json', tmp_path / 'out.md'
+    assert _eval('--json', out, '--markdown', md, '--sections', 'jhmdb',
+                 '--jhmdb-frames', '0:3') == 0
+    conditions = json.loads(out.read_text())['conditions']
+    assert conditions['jhmdb_frames'] == '0:3'
+    for key in ('davis_frames', 'davis_sequences', 'parity_frames'):
+        assert key not in conditions
+    assert '- frames: JHMDB [0:3]; ground truth matched by frame position' in md.read_text()

@@ -22,6 +22,9 @@ import pytest
 from sparse_perception import cli, settings as st
 from sparse_perception.cli import eval as eval_command
 from sparse_perception.evaluation import accuracy, sweep
+from sparse_perception.replay.sources import FrameRange
+from sparse_perception.scheduling import PathChoice
+from support import require_shared
 
 
 def test_assignments_take_the_settings_types():
@@ -82,6 +85,18 @@ def test_command_line_points():
         {'sparsity.scale': 0.0}, {'sparsity.scale': 0.05}]
     with pytest.raises(accuracy.EvaluationError, match='at least one value'):
         eval_command.points_from_args(_args('--axis', 'sparsity.scale'))
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['--point', 'change.threshold=2', 'change.threshold=4'],
+     '--point change.threshold=2 change.threshold=4: change.threshold is given twice'),
+    (['--axis', 'change.threshold', '0', '2', '--axis', 'change.threshold', '4'],
+     '--axis change.threshold is given twice; give all its values in one --axis'),
+])
+def test_a_setting_given_twice_is_refused(argv, message):
+    with pytest.raises(accuracy.EvaluationError) as error:
+        eval_command.points_from_args(_args(*argv))
+    assert str(error.value) == message
 
 
 def _clip(drop, agreement, macs, active):
@@ -195,13 +210,32 @@ def _runs_nothing(monkeypatch):
     monkeypatch.setattr(sweep, '_active', lambda scores: 1.0)
 
 
-def test_the_document_names_the_models_the_points_ran(monkeypatch):
+@pytest.mark.parametrize('name, value', [
+    ('model.segmentation', 'deeplabv3_mnv2_dm05_pascal_fcn'), ('model.device', 'cuda'),
+    ('pose.max_people', 2)])
+def test_a_point_that_sets_more_than_sparsity_is_refused_before_any_runs(monkeypatch, name,
+                                                                         value):
+    # The dense reference and the models are shared by every point: a point that changed
+    # them would be compared with a dense run of other settings, or never run.
+    def never(*args, **kwargs):
+        raise AssertionError('clips were read before every point was checked')
+    monkeypatch.setattr(accuracy, 'load_clips', never)
+    short = name.split('.')[-1]
+    with pytest.raises(accuracy.EvaluationError, match=(
+            f'point {short}={value}: {name}={value}: a sweep point may set only change and '
+            r'sparsity settings \(change.\*, sparsity.\*, pose.gate\*, pose.change_\*\)')):
+        sweep.sweep([{}, {name: value}], log=lambda _: None)
+    evaluator = accuracy.Evaluator(sweep.point_settings({}), log=lambda _: None)
+    with pytest.raises(accuracy.EvaluationError, match=f'{name} differs'):
+        evaluator.update(st.replace(sweep.point_settings({}), {name: value}))
+
+
+def test_the_document_names_the_models_every_point_ran(monkeypatch):
     _runs_nothing(monkeypatch)
-    document = sweep.sweep([{}, {'model.segmentation': 'deeplabv3_mnv2_dm05_pascal_fcn'}],
-                           vtest=False, default_models=False, log=lambda _: None)
-    assert document['models'] == {
-        'segmentation': 'deeplabv3_mnv2_pascal_fcn, deeplabv3_mnv2_dm05_pascal_fcn',
-        'pose': 'movenet_lightning'}
+    document = sweep.sweep([{}, {'change.threshold': 2.0}], vtest=False, default_models=False,
+                           log=lambda _: None)
+    assert document['models'] == {'segmentation': 'deeplabv3_mnv2_pascal_fcn',
+                                  'pose': 'movenet_lightning'}
 
 
 def test_a_learned_gate_point_names_its_file_by_content(monkeypatch, tmp_path):
@@ -250,3 +284,34 @@ def test_a_sweep_with_a_point_that_failed_to_run_exits_with_an_error(monkeypatch
     monkeypatch.setattr(sweep, 'run_point', lambda evaluator, clips, settings: {})
     assert cli.main(['eval', 'sweep', '--quiet', '--json', str(out), '--no-vtest',
                      '--no-default-models', '--point', 'change.threshold=2']) == 0
+
+
+class _FixedCosts(PathChoice):
+    """A path choice that times the engine at ten times the dense pass, whatever the load."""
+
+    def record(self, path, ms):
+        super().record(path, 10.0 if path == 'engine' else 1.0)
+
+
+def test_a_point_gives_the_figures_of_a_run_of_its_own(monkeypatch):
+    # A pipeline's reset keeps what its path choice measured (MoveNet's input size is fixed):
+    # a point must not start on the path the points before it chose.
+    require_shared('data/jhmdb/ReadJHMDBAnnotations')
+    from sparse_perception import scheduling
+
+    monkeypatch.setattr(scheduling, 'PathChoice', _FixedCosts)  # the same choice every run
+    load_clips = accuracy.load_clips
+    monkeypatch.setattr(accuracy, 'load_clips', lambda sections, davis, jhmdb: {
+        'davis': [], **load_clips(('jhmdb',), davis, jhmdb)})
+
+    def figures(*thresholds):
+        document = sweep.sweep([{'change.threshold': t} for t in thresholds],
+                               jhmdb_frames=FrameRange(0, 6), vtest=False,
+                               default_models=False, log=lambda _: None)
+        keys = ('active_fraction', 'active_fraction_after_first', 'macs_saved', 'macs_ratio',
+                'dense_frames', 'agreement_keypoint_px', 'incremental_pck')
+        return [{k: p['clips']['jhmdb'][k] for k in keys} for p in document['points']]
+
+    four, eight, four_again = figures(4.0, 8.0, 4.0)
+    assert four_again == four
+    assert figures(8.0, 4.0) == [eight, four]
