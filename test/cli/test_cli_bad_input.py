@@ -137,6 +137,14 @@ def test_make_bag_output_under_a_file(folder, tmp_path, capsys):
         _one_line_error(capsys, 'make-bag')
 
 
+def test_make_bag_output_that_is_a_dangling_link(folder, tmp_path, capsys):
+    link = tmp_path / 'bag'
+    link.symlink_to(tmp_path / 'gone')
+    assert cli.main(['make-bag', str(folder), str(link), '--rate', '10']) == 1
+    assert f'{link} exists already' in _one_line_error(capsys, 'make-bag')
+    assert link.is_symlink() and not list(tmp_path.glob('.*partial*'))
+
+
 def _limited_error(run, command):
     assert run.returncode == 1 and run.stdout == '', run.stderr
     assert run.stderr.startswith(f'sparse-perception {command}: error: '), run.stderr
