@@ -71,6 +71,9 @@ class _Window:
         self.span = span
         self._samples: collections.deque[tuple[float, float]] = collections.deque()
 
+    def clear(self) -> None:
+        self._samples.clear()
+
     def add(self, now: float, value: float = 1.0) -> None:
         self._samples.append((now, value))
         self.trim(now)
@@ -184,10 +187,20 @@ class HealthMonitor:
             self._fault = reason
 
     def restart(self, now: float) -> None:
-        """Start counting staleness from ``now`` (activation)."""
+        """
+        Start an activation at ``now``: staleness counts from it, and the windows start empty.
+
+        The totals go on counting. The windows' figures (rates, latency, bad frames) are of
+        the activation before, whose model and input may be gone: reported after a new
+        activation, they would describe a node that no longer runs.
+        """
         with self._lock:
             self._started = now
             self._last_processed = None
+            for window in (self._received, self._processed, self._latency, self._processing,
+                           self._active, self._dropped, self._failed, self._dense):
+                window.clear()
+            self._last_failure = ''
 
     def report(self, now: float, *, publishers: int | None = None,
                gpu_memory_bytes: int | None = None) -> HealthReport:

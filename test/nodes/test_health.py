@@ -135,6 +135,20 @@ def test_fault_is_an_error_until_cleared_and_levels_combine():
     assert monitor.report(now).level == Level.WARN
 
 
+def test_a_new_activation_reports_only_what_happened_since():
+    monitor, now = _running(latency_ms=700.0)  # slow, and then bad frames
+    for i in range(5):
+        monitor.failed(now + i * 0.1, 'cannot convert 16UC1 to rgb8')
+    before = monitor.report(now + 0.5)
+    assert before.level == Level.WARN and 'slow' in before.message and '16UC1' in before.message
+    monitor.restart(now + 1.0)  # deactivated, activated again: nothing arrived since
+    report = monitor.report(now + 1.5, publishers=1)
+    assert report.level == Level.OK and report.message == 'running'
+    assert report.value('input rate (Hz)') == '0.00' and report.value('latency p95 (ms)') == 'n/a'
+    assert report.value('bad frames (total)') == '5'  # the totals go on counting
+    assert report.value('processed frames (total)') == '30'
+
+
 def test_new_settings_apply_to_the_next_report():
     monitor, now = _running(latency_ms=150.0)
     assert monitor.report(now).level == Level.OK
