@@ -67,6 +67,7 @@ class FrameWorker:
         """Build the pipeline for ``settings``, loading its models; raise why it cannot."""
         self.pipeline = self._factory(settings, self._parameters.heads)
         self._in_force, self._unsettled = settings, False
+        self._health.set_fault(None)  # a new pipeline: a fault of the one before is gone
         self._parameters.loaded(settings)
 
     def warm_up(self, lifecycle: st.LifecycleSettings, going_on: Callable[[], bool]) -> bool:
@@ -199,10 +200,16 @@ class FrameWorker:
         """
         before, failed = st.flatten(old), st.flatten(rejected)
         everything = tuple(n for n in before if before[n] != failed[n])
+        logger = self._node.get_logger()
+        if not everything:  # the settings that ran, tried again after they could not be
+            self._unsettled = True
+            self._health.set_fault(f'settings could not be restored after a failed change: '
+                                   f'{exc}')
+            logger.error(f'could not restore the settings that ran, again: {exc}')
+            return
         kept, reverted = keep_reloads(old, rejected)
         attempts = [(kept, reverted)] if reverted and kept != old else []
         attempts.append((old, everything))
-        logger = self._node.get_logger()
         for settings, names in attempts:
             if settings is old and len(attempts) > 1:
                 said = [n for n in names if n not in reverted]

@@ -33,6 +33,7 @@ import pytest
 from rcl_interfaces.msg import Log
 import rclpy
 from rclpy.context import Context
+from rclpy.lifecycle import TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import qos_profile_sensor_data, QoSProfile, ReliabilityPolicy
@@ -288,6 +289,10 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
     _send_and_wait(harness, publisher, _raw(3), clouds)
     assert harness.spin_until(lambda: node.get_parameter('change.threshold').value == 5.0)
     assert node.health._fault and 'could not be restored' in node.health._fault
+    _send_and_wait(harness, publisher, _raw(9), clouds)  # the restored settings, tried again
+    errors = harness.log_lines(node, Log.ERROR)
+    assert not any('could not apply :' in e or e.endswith('keeping the previous ')
+                   for e in errors), errors  # every refusal names what it refused
     pipelines[0].everything = False
     assert _set(harness, client, change__threshold=5.0)[0].successful
     _send_and_wait(harness, publisher, _raw(4), clouds)
@@ -303,6 +308,14 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
     _send_and_wait(harness, publisher, _raw(6), clouds)
     assert harness.spin_until(lambda: node.get_parameter('pose.gate').value == 'none')
     assert node.health._fault is None and pipelines[0].settings.change.threshold == 7.0
+    # A fault of a pipeline goes with it: activated again, the node builds a new one.
+    pipelines[0].everything = True
+    assert _set(harness, client, change__threshold=8.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(7), clouds)
+    assert node.health._fault
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert len(pipelines) == 2 and node.health._fault is None
 
 
 def test_a_model_and_its_gate_file_that_fail_together_are_put_back_together(harness, tmp_path):
