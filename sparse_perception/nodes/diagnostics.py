@@ -27,7 +27,8 @@ from typing import Any, Callable
 
 from rclpy.clock import Clock
 from rclpy.lifecycle import LifecycleNode
-from sparse_perception.nodes.health import gpu_memory_bytes, HealthMonitor
+from sparse_perception.nodes.health import (gpu_memory_bytes, HealthMonitor, HealthReport,
+                                            Level)
 from sparse_perception.nodes.outputs import Outputs
 from sparse_perception.nodes.parameters import NodeParameters
 from sparse_perception.nodes.ros_interop import diagnostic_array
@@ -51,22 +52,39 @@ class DiagnosticsTimer:
         """Report every ``diagnostics.period`` seconds from now on."""
         self.timer = self._node.create_timer(self._period(), self._report, clock=self._clock)
 
-    def stop(self) -> None:
-        """Stop reporting."""
-        if self.timer is not None:
-            self._node.destroy_timer(self.timer)
-            self.timer = None
+    def stop(self, final: tuple[Level, str] | None = None) -> None:
+        """
+        Stop reporting; with ``final`` (level, message), after one last report that says why.
+
+        The reports come only while the node is active: without a last one, the last status
+        would stand for a node that stopped taking frames on purpose, or failed to, and a
+        monitor could tell neither from a node that died.
+        """
+        if self.timer is None:
+            return
+        self._node.destroy_timer(self.timer)
+        self.timer = None
+        if final is not None:
+            self._report(final)
 
     def _period(self) -> float:
         return self._parameters.settings.diagnostics.period
 
-    def _report(self) -> None:
+    def _report(self, final: tuple[Level, str] | None = None) -> None:
         settings = self._parameters.settings
         report = self._health.report(time.monotonic(), publishers=self._publishers(),
                                      gpu_memory_bytes=gpu_memory_bytes())
-        self._outputs.publish_diagnostics(diagnostic_array(
-            report, f'{self._node.get_fully_qualified_name()}: perception',
-            settings.model.device, self._node.get_clock().now().to_msg()))
+        if final is not None:
+            report = HealthReport(*final, report.values)
+        try:
+            self._outputs.publish_diagnostics(diagnostic_array(
+                report, f'{self._node.get_fully_qualified_name()}: perception',
+                settings.model.device, self._node.get_clock().now().to_msg()))
+        except Exception as exc:  # the context may be going down (Ctrl-C): not worth failing
+            if final is None:
+                raise
+            self._node.get_logger().debug(f'last /diagnostics report not sent: {exc}')
+            return
         period = self._period()
         if self.timer is not None and self.timer.timer_period_ns != int(period * 1e9):
             # Timers are remade, not changed in place: not every distribution's rclpy can

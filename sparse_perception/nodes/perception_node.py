@@ -55,7 +55,7 @@ from sparse_perception import settings as st
 from sparse_perception.nodes.diagnostics import DiagnosticsTimer
 from sparse_perception.nodes.frame_input import FrameInput
 from sparse_perception.nodes.frame_worker import FrameWorker
-from sparse_perception.nodes.health import HealthMonitor
+from sparse_perception.nodes.health import HealthMonitor, Level
 from sparse_perception.nodes.node_config import (
     make_pipeline, ModelCheck, NodeKind, PERCEPTION, pipeline_settings, PipelineFactory,
     registered_model_problem, startup_problems)
@@ -224,7 +224,7 @@ class PerceptionNode(LifecycleNode):
             self._start_frames()
         except Exception as exc:  # else rclpy's error transition would drop the reason
             self.get_logger().error(f'cannot activate: starting to take frames failed: {exc}')
-            self._stop_frames()
+            self._stop_frames((Level.ERROR, f'inactive: starting to take frames failed: {exc}'))
             self.worker.close()
             super().on_deactivate(state)  # the publishers go back to inactive too
             return FAILURE
@@ -235,7 +235,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Stop taking frames and free the models and GPU memory."""
-        self._stop_frames()
+        self._stop_frames((Level.OK, 'inactive: deactivated, taking no frames'))
         self.worker.close()
         self.get_logger().info('inactive: model released')
         return super().on_deactivate(state)
@@ -247,13 +247,13 @@ class PerceptionNode(LifecycleNode):
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything, from whichever state."""
-        self._release_all()
+        self._release_all((Level.OK, 'shutting down'))
         return SUCCESS
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Release everything and go back to unconfigured."""
         self.get_logger().error(f'error in state {state.label}: releasing everything')
-        self._release_all()
+        self._release_all((Level.ERROR, f'error in state {state.label}: released everything'))
         return SUCCESS
 
     def destroy_node(self) -> None:
@@ -272,13 +272,14 @@ class PerceptionNode(LifecycleNode):
         self.worker.start(slot)
         self.diagnostics.start()
 
-    def _stop_frames(self) -> None:
-        self.diagnostics.stop()
+    def _stop_frames(self, final: tuple[Level, str] | None = None) -> None:
+        """Stop taking frames; ``final``: the level and message of a last /diagnostics report."""
+        self.diagnostics.stop(final)
         self.input.stop()  # closes the slot, which ends the worker's thread
         self.worker.stop()
 
-    def _release_all(self) -> None:
-        self._stop_frames()
+    def _release_all(self, final: tuple[Level, str] | None = None) -> None:
+        self._stop_frames(final)
         self.worker.close()
         self.outputs.destroy()
 

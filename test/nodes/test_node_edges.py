@@ -20,7 +20,7 @@ that follows the publisher, remapping with the compressed transport, and what ac
 """
 
 import clip
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 import pipeline_double
@@ -216,6 +216,27 @@ def test_diagnostics_go_on_under_sim_time_without_a_clock(harness):
         return [float(v) for v in values if v != 'n/a']
     assert harness.spin_until(latency, timeout=5.0)
     assert 0.0 <= latency()[-1] < 10_000.0, latency()
+
+
+def test_a_last_report_says_the_node_stopped_taking_frames(harness):
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
+    name = f'{node.get_fully_qualified_name()}: perception'
+    diagnostics = harness.collect(DiagnosticArray, '/diagnostics')
+
+    def reports():
+        return [s for a in diagnostics for s in a.status if s.name == name]
+    assert harness.spin_until(lambda: len(reports()) >= 1, timeout=5.0)
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    # Inactive, the node reports no more: its last report must not say 'running'.
+    assert harness.spin_until(lambda: reports()[-1].message != 'running', timeout=5.0)
+    last = reports()[-1]
+    assert last.level == DiagnosticStatus.OK and last.message.startswith('inactive: deactivated')
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert harness.spin_until(lambda: reports()[-1].message != last.message, timeout=5.0)
+    count = len(reports())
+    assert node.trigger_shutdown() == TransitionCallbackReturn.SUCCESS
+    assert harness.spin_until(lambda: len(reports()) > count, timeout=5.0)
+    assert reports()[-1].message == 'shutting down'
 
 
 def _subscription_reliability(harness, topic):
