@@ -256,6 +256,17 @@ def build(tensors: list[T], ops: list[Operator], inputs: list[int], outputs: lis
     return bytes(b.Output())
 
 
+def conv_segmentation(channels: int = 1) -> bytes:
+    """Return a tiny float model: one 3x3 conv from a 16x20 RGB input to ``channels`` maps."""
+    rng = np.random.default_rng(0)
+    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, channels)),
+               T((channels, 3, 3, 3), data=rng.standard_normal((channels, 3, 3, 3))
+                 .astype(np.float32))]
+    return build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
+                              StrideW=1, StrideH=1, FusedActivationFunction=0,
+                              DilationWFactor=1, DilationHFactor=1)], [0], [1])
+
+
 def run_reference(model: bytes, inputs: list[np.ndarray], *,
                   builtin_only: bool = False) -> list[np.ndarray]:
     """

@@ -25,22 +25,12 @@ from sparse_perception import cli
 from sparse_perception.models import fetch, registry
 from sparse_perception.models.fetch import fetch_mediapipe, FetchError
 from sparse_perception.models.registry import DamagedModelError, load_model
-from tflite_writer import build, Op, T
-
-
-def _tiny_tflite():
-    """Return a small float segmentation model: one 3x3 conv to one map (a probability)."""
-    rng = np.random.default_rng(0)
-    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, 1)),
-               T((1, 3, 3, 3), data=rng.standard_normal((1, 3, 3, 3)).astype(np.float32))]
-    return build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
-                              StrideW=1, StrideH=1, FusedActivationFunction=0,
-                              DilationWFactor=1, DilationHFactor=1)], [0], [1])
+from tflite_writer import build, conv_segmentation, Op, T
 
 
 def _wheel(path, contents=None):
     """Write a mediapipe wheel whose model members hold ``contents`` (file name -> bytes)."""
-    model = _tiny_tflite()
+    model = conv_segmentation()
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
         for name, member in registry.MEDIAPIPE_FILES.items():
             archive.writestr(member, (contents or {}).get(name, model))
@@ -87,7 +77,7 @@ def test_an_empty_cache_dir_is_refused(tmp_path, monkeypatch, capsys):
 
 def _bomb_wheel(path, size):
     """Write a wheel whose selfie model member is ``size`` bytes (TFL3, then zeros)."""
-    model = _tiny_tflite()
+    model = conv_segmentation()
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as archive:
         for name, member in registry.MEDIAPIPE_FILES.items():
             if name != 'selfie_segmentation.tflite':
@@ -205,7 +195,7 @@ def test_files_of_an_interrupted_fetch_are_not_served(tmp_path, monkeypatch):
     # A folder of the user's own (no manifest, no marker) is served as it is.
     own = tmp_path / 'own'
     own.mkdir()
-    (own / 'selfie_segmentation.tflite').write_bytes(_tiny_tflite())
+    (own / 'selfie_segmentation.tflite').write_bytes(conv_segmentation())
     assert load_model(own / 'selfie_segmentation.tflite').decoder == 'probability'
 
 

@@ -22,18 +22,8 @@ from sparse_perception.models.checkpoints import CheckpointError, load_checkpoin
 from sparse_perception.models.registry import DamagedModelError, load_model, ModelNotFound
 from sparse_perception.models.tflite.importer import load_tflite
 from sparse_perception.models.tflite.reader import TFLiteImportError
-from tflite_writer import build, Op, T
+from tflite_writer import conv_segmentation
 import torch
-
-
-def _tiny_tflite():
-    """Return a small float segmentation model: one 3x3 conv to one map (a probability)."""
-    rng = np.random.default_rng(0)
-    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, 1)),
-               T((1, 3, 3, 3), data=rng.standard_normal((1, 3, 3, 3)).astype(np.float32))]
-    return build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
-                              StrideW=1, StrideH=1, FusedActivationFunction=0,
-                              DilationWFactor=1, DilationHFactor=1)], [0], [1])
 
 
 def _one_line(caught) -> str:
@@ -93,7 +83,7 @@ def test_an_empty_dict_is_not_called_a_dict_of_the_wrong_kind(tmp_path):
 
 def test_a_tflite_file_under_a_checkpoint_suffix_loads_as_tflite(tmp_path):
     path = tmp_path / 'model.pt'
-    path.write_bytes(_tiny_tflite())
+    path.write_bytes(conv_segmentation())
     model = load_model(path)
     assert model.decoder == 'probability' and model.input_size == (16, 20)
 
@@ -143,8 +133,8 @@ def test_a_tflite_file_that_is_not_one_is_named_by_its_path(tmp_path, content, w
 def test_an_intact_model_of_another_kind_is_not_called_damaged(tmp_path):
     # A one-output model saved under BlazePose's landmark file name (its detector beside it).
     path = tmp_path / 'pose_landmark_full.tflite'
-    path.write_bytes(_tiny_tflite())
-    (tmp_path / 'pose_detection.tflite').write_bytes(_tiny_tflite())
+    path.write_bytes(conv_segmentation())
+    (tmp_path / 'pose_detection.tflite').write_bytes(conv_segmentation())
     with pytest.raises(ValueError) as caught:
         load_model(path)
     text = _one_line(caught)
@@ -156,7 +146,7 @@ def test_a_file_named_like_a_registered_model_is_decoded_by_what_it_holds(tmp_pa
     # A one-map float model under the name of the 21-class DeepLab file: its outputs are no
     # class map, so it is decoded from them, not as DeepLab.
     path = tmp_path / 'deeplabv3_mnv2_pascal_quant.tflite'
-    path.write_bytes(_tiny_tflite())
+    path.write_bytes(conv_segmentation())
     model = load_model(path)
     assert model.decoder == 'probability' and model.name == 'deeplabv3_mnv2_pascal_quant'
     assert model.labels == ()

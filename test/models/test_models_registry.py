@@ -33,7 +33,7 @@ from sparse_perception.models.checkpoints import save_checkpoint
 from sparse_perception.models.fetch import fetch_mediapipe, FetchError
 from sparse_perception.models.registry import load_model, ModelNotFound, REGISTRY
 from support import require_shared
-from tflite_writer import build, Op, T
+from tflite_writer import build, conv_segmentation, Op, T
 import torch
 from torch import fx
 
@@ -79,15 +79,8 @@ def test_a_file_path_is_decoded_like_the_registered_model_of_that_name():
 
 def _segmentation_tflite(tmp_path, channels):
     """Write a tiny float model: one 3x3 conv to ``channels`` maps at the input's size."""
-    rng = np.random.default_rng(0)
-    tensors = [T((1, 16, 20, 3)), T((1, 16, 20, channels)),
-               T((channels, 3, 3, 3), data=rng.standard_normal((channels, 3, 3, 3))
-                 .astype(np.float32))]
-    model = build(tensors, [Op('CONV_2D', [0, 2, -1], [1], 'Conv2DOptions', Padding=0,
-                               StrideW=1, StrideH=1, FusedActivationFunction=0,
-                               DilationWFactor=1, DilationHFactor=1)], [0], [1])
     path = tmp_path / f'seg{channels}.tflite'
-    path.write_bytes(model)
+    path.write_bytes(conv_segmentation(channels))
     return path
 
 
