@@ -145,6 +145,20 @@ def test_make_bag_output_that_is_a_dangling_link(folder, tmp_path, capsys):
     assert link.is_symlink() and not list(tmp_path.glob('.*partial*'))
 
 
+def test_make_bag_names_the_output_when_its_folder_cannot_be_written(folder, tmp_path, capsys,
+                                                                     monkeypatch):
+    from sparse_perception.replay import makebag
+
+    def refused(prefix, **where):  # as in a folder that refuses new entries
+        raise PermissionError(13, 'Permission denied', f'{where["dir"]}/{prefix}x1y2z3')
+    monkeypatch.setattr(makebag.tempfile, 'mkdtemp', refused)
+    out = tmp_path / 'bag'
+    assert cli.main(['make-bag', str(folder), str(out), '--rate', '10']) == 1
+    assert _one_line_error(capsys, 'make-bag') == (
+        f'sparse-perception make-bag: error: cannot write the bag {out} into {tmp_path}: '
+        'Permission denied\n')
+
+
 def _limited_error(run, command):
     assert run.returncode == 1 and run.stdout == '', run.stderr
     assert run.stderr.startswith(f'sparse-perception {command}: error: '), run.stderr
