@@ -255,6 +255,41 @@ def interrupts_held() -> Iterator[list[int]]:
             signal.signal(signum, handler)
 
 
+def missing_folders(path: str | Path) -> list[Path]:
+    """Return the folders above ``path`` that do not exist yet, deepest first."""
+    parent = Path(path).parent
+    return [folder for folder in (parent, *parent.parents) if not folder.exists()]
+
+
+def remove_empty(folders: Iterable[Path]) -> None:
+    """
+    Remove ``folders`` (deepest first, as :func:`missing_folders` gives them) while empty.
+
+    For the folders a run made for an output it did not write: it leaves none behind.
+    """
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:  # not empty: something else was put there meanwhile
+            return
+
+
+def nearest_existing(path: str | Path) -> Path:
+    """Return ``path``, or the nearest path above it that exists (it decides if it can be made)."""
+    existing = Path(path)
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    return existing
+
+
+def staging_leftovers(folder: str | Path, pattern: str) -> list[Path]:
+    """Return the staging folders matching ``pattern`` in ``folder`` (of runs killed outright)."""
+    try:
+        return sorted(p for p in Path(folder).glob(pattern) if p.is_dir())
+    except OSError:
+        return []
+
+
 def new_file_mode() -> int:
     """Return the permissions a newly created file gets here (0o666 less the umask)."""
     return 0o666 & ~_umask()

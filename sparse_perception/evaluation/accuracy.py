@@ -839,12 +839,12 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   '|---|---|---|---|---|---|---|---|---|---|---|']
         for name, r in result['davis'].items():
             lines.append(
-                f'| {name} | {r["frames"]} | {_fixed(r["dense_iou"], ".4f")} | '
-                f'{_fixed(r["incremental_iou"], ".4f")} | '
-                f'{_fixed(r["iou_drop_points"], "+.3f")} | '
+                f'| {name} | {r["frames"]} | {figure(r["dense_iou"], ".4f")} | '
+                f'{figure(r["incremental_iou"], ".4f")} | '
+                f'{figure(r["iou_drop_points"], "+.3f")} | '
                 f'{r["agreement"] * 100:.3f}% | '
-                f'{_fixed(r["active_fraction_after_first"], ".3f")} | '
-                f'{_ratio(r["macs_ratio"])} | {_ms(r, "dense")} | '
+                f'{figure(r["active_fraction_after_first"], ".3f")} | '
+                f'{figure(r["macs_ratio"], ".3f")} | {_ms(r, "dense")} | '
                 f'{_ms(r, "incremental")} | {_speedup(r)} |')
         lines.append('')
     jhmdb = result.get('jhmdb')
@@ -855,12 +855,12 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                   'vs dense | active | MACs / dense | dense ms | incremental ms | speedup |',
                   '|---|---|---|---|---|---|---|---|---|---|---|',
                   f'| {jhmdb["clip"]} | {jhmdb["frames"]} | '
-                  f'{_fixed(jhmdb["dense_pck"], ".4f")} | '
-                  f'{_fixed(jhmdb["incremental_pck"], ".4f")} | '
-                  f'{_fixed(jhmdb["pck_drop_points"], "+.3f")} | '
+                  f'{figure(jhmdb["dense_pck"], ".4f")} | '
+                  f'{figure(jhmdb["incremental_pck"], ".4f")} | '
+                  f'{figure(jhmdb["pck_drop_points"], "+.3f")} | '
                   f'{jhmdb["agreement_keypoint_px"]:.2f} px | '
-                  f'{_fixed(jhmdb["active_fraction_after_first"], ".3f")} | '
-                  f'{_ratio(jhmdb["macs_ratio"])} | {_ms(jhmdb, "dense")} | '
+                  f'{figure(jhmdb["active_fraction_after_first"], ".3f")} | '
+                  f'{figure(jhmdb["macs_ratio"], ".3f")} | {_ms(jhmdb, "dense")} | '
                   f'{_ms(jhmdb, "incremental")} | {_speedup(jhmdb)} |', '']
     lines += _anchor_table(result)
     check = result.get('criteria')
@@ -932,11 +932,7 @@ def _score(value: float | None, metric: str) -> str:
     return '-' if value is None else f'{METRIC_NAMES[metric]} {value:.4f}'
 
 
-def _ratio(value: float | None) -> str:
-    return '-' if value is None else f'{value:.3f}'
-
-
-def _fixed(value: float | None, spec: str) -> str:
+def figure(value: float | None, spec: str) -> str:
     """Format ``value`` with ``spec``; '-' where there is none (nothing to measure it on)."""
     return '-' if value is None else format(value, spec)
 

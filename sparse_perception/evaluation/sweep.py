@@ -308,12 +308,8 @@ def _short(result: Mapping[str, Any]) -> str:
         parts.append(f'agree {result["agreement"] * 100:.2f}%')
     elif result.get('agreement_keypoint_px') is not None:
         parts.append(f'{result["agreement_keypoint_px"]:.2f} px')
-    parts.append(f'active {_fraction(result["active_fraction_after_first"])}')
+    parts.append(f'active {accuracy.figure(result["active_fraction_after_first"], ".2f")}')
     return ' '.join(parts)
-
-
-def _fraction(value: float | None) -> str:
-    return '-' if value is None else f'{value:.2f}'
 
 
 def markdown(document: Mapping[str, Any], command: str = '') -> str:
@@ -409,7 +405,7 @@ def _accuracy_cell(result: Mapping[str, Any]) -> str:
 def _speed_cell(result: Mapping[str, Any]) -> str:
     speedup = result.get('speedup')
     saved = result['macs_saved']
-    return (f'{_fraction(result["active_fraction_after_first"])} / '
+    return (f'{accuracy.figure(result["active_fraction_after_first"], ".2f")} / '
             f'{"-" if saved is None else format(saved * 100, ".0f") + "%"} '
             f'/ {_p50(result, "incremental"):.0f} '
             f'({"-" if speedup is None else f"{speedup:.2f}x"})')
@@ -428,7 +424,7 @@ def _default_models_md(section: Mapping[str, Any] | None) -> list[str]:
     lines += ['| settings | ' + ' | '.join(clips) + ' |', '|---|' + '---|' * len(clips)]
     for name in ('exact', 'chosen'):
         cells = [f'{_accuracy_cell(section[name][c])}, active '
-                 f'{_fraction(section[name][c]["active_fraction_after_first"])}'
+                 f'{accuracy.figure(section[name][c]["active_fraction_after_first"], ".2f")}'
                  for c in clips]
         lines.append(f'| {name} | ' + ' | '.join(cells) + ' |')
     return lines + ['']

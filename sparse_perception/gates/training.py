@@ -316,7 +316,8 @@ def train(sources: Sequence[str | Path], out: str | Path,
     import math
 
     from sparse_perception import settings as st
-    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.output_files import (check_outputs, missing_folders, OutputError,
+                                                remove_empty)
 
     o = options
     model_name = o.model_name
@@ -340,7 +341,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
     check_sources(sources, o.topic)
     model_file = _model_file(model_name, models_dir)
     out = Path(out)
-    missing = [f for f in (out.parent, *out.parent.parents) if not f.exists()]  # deepest first
+    missing = missing_folders(out)
     try:  # before minutes of training: a path that cannot be written, or that is an input
         check_outputs([('--out', out)], [*sources, *([model_file] if model_file else [])],
                       create_folders=True)
@@ -349,11 +350,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
     finally:
         # The check made the missing folders to try a write there; save() makes them again,
         # so that a training that fails or is stopped leaves none behind.
-        for folder in missing:
-            try:
-                folder.rmdir()
-            except OSError:  # not made by the check, or something was put there meanwhile
-                break
+        remove_empty(missing)
     try:
         model = load_model(model_name, 'cpu', models_dir=models_dir)
     except (OSError, ValueError, KeyError, RuntimeError, ImportError) as exc:

@@ -32,7 +32,7 @@ import time
 from typing import Any, Callable, Sequence
 
 from sparse_perception.evaluation.provenance import environment
-from sparse_perception.output_files import interrupts_held, overlap
+from sparse_perception.output_files import interrupts_held, nearest_existing, overlap
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
@@ -125,11 +125,7 @@ def _check_out(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = ()) ->
                                   'which it reads; move that file or choose another --out')
     if out.exists() and not out.is_dir():
         raise ReplayError(f'--out {out} is a file; expected a folder (it is created if absent)')
-    existing = out
-    while not existing.exists():  # the nearest folder that exists decides
-        if existing.parent == existing:
-            break
-        existing = existing.parent
+    existing = nearest_existing(out)
     if existing.exists() and not existing.is_dir():
         raise ReplayError(f'--out {out} lies under the file {existing}; expected a folder')
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):

@@ -37,7 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from sparse_perception.output_files import interrupts_held
+from sparse_perception.output_files import (interrupts_held, missing_folders, nearest_existing,
+                                            remove_empty, staging_leftovers)
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
     check_apart, COMPRESSED, DEFAULT_FRAME_ID, FrameRange, IMAGE, open_source, ros_header,
@@ -103,7 +104,9 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
     check_apart(output, [input_path], 'output')
     if (output.exists() or output.is_symlink()) and not overwrite:
         raise ReplayError(f'{output} exists already; choose another name or pass --overwrite')
-    _check_parent(output)
+    existing = nearest_existing(output.parent)
+    if existing.exists() and not existing.is_dir():
+        raise ReplayError(f'{output} lies under the file {existing}; expected a folder')
     if overwrite and (output.exists() or output.is_symlink()):
         _check_replaceable(output)
     if topic is not None:
@@ -118,13 +121,13 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
                           'folders (convert bags with `ros2 bag convert`)')
     store = get_typestore(Stores.LATEST)
     # Folders made for the bag, deepest first: a run that writes no bag removes them again.
-    made = [f for f in (output.parent, *output.parent.parents) if not f.exists()]
+    made = missing_folders(output)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f'.{output.name}.partial-', dir=output.parent))
     except OSError as exc:
         source.close()
-        _remove_empty(made)
+        remove_empty(made)
         raise ReplayError(f'cannot write the bag {output} into {output.parent}: '
                           f'{exc.strerror or exc}') from None
     result = MakeBagResult(output, topic, msgtype, 0, rate_hz=source.rate_hz)
@@ -164,16 +167,7 @@ def make_bag(input_path: str | Path, output: str | Path, *, rate: float | None =
         with interrupts_held():
             shutil.rmtree(staging, ignore_errors=True)
             if not done:
-                _remove_empty(made)
-
-
-def _remove_empty(folders: list[Path]) -> None:
-    """Remove ``folders`` (deepest first) while they are empty."""
-    for folder in folders:
-        try:
-            folder.rmdir()
-        except OSError:  # not empty: something else was put there meanwhile
-            return
+                remove_empty(made)
 
 
 def _put_in_place(bag: Path, output: Path, staging: Path) -> None:
@@ -199,19 +193,7 @@ def _put_in_place(bag: Path, output: Path, staging: Path) -> None:
 def leftovers(output: str | Path) -> list[Path]:
     """Return the staging folders of ``output`` that runs killed outright left behind."""
     output = Path(output)
-    try:
-        return sorted(p for p in output.parent.glob(f'.{output.name}.partial-*') if p.is_dir())
-    except OSError:
-        return []
-
-
-def _check_parent(output: Path) -> None:
-    """Refuse an output under a file, before any frame is read."""
-    existing = output.parent
-    while not existing.exists() and existing.parent != existing:
-        existing = existing.parent
-    if existing.exists() and not existing.is_dir():
-        raise ReplayError(f'{output} lies under the file {existing}; expected a folder')
+    return staging_leftovers(output.parent, f'.{output.name}.partial-*')
 
 
 # ROS 2 topic names (rcl's validation): '/'-separated tokens of letters, digits and

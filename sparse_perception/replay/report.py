@@ -35,7 +35,7 @@ import shutil
 import tempfile
 from typing import Any, Iterable, Sequence
 
-from sparse_perception.output_files import interrupts_held
+from sparse_perception.output_files import interrupts_held, staging_leftovers
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -98,10 +98,7 @@ class Staging:
 
 def leftovers(out: Path) -> list[Path]:
     """Return the staging folders in ``out`` that runs killed outright left behind."""
-    try:
-        return sorted(p for p in out.glob('.partial-*') if p.is_dir())
-    except OSError:
-        return []
+    return staging_leftovers(out, '.partial-*')
 
 
 def json_safe(value: Any) -> Any:
