@@ -216,10 +216,14 @@ def _original_data(source: Any, name: str, fmt: str, quality: int | None) -> Any
 
     if source.kind != 'folder' or fmt == 'raw' or quality is not None or not name:
         return None
-    data = np.fromfile(source.path / name, np.uint8)
     # The bytes decide, not the file's name: PNG data in a .jpg file, labelled jpeg, would be
-    # refused by the replay and by image_transport's decoders.
-    return data if sniff_codec(data) == fmt else None
+    # refused by the replay and by image_transport's decoders. Their first bytes tell, so a
+    # file that is encoded anew is not read a second time whole.
+    with open(source.path / name, 'rb') as stream:
+        if sniff_codec(np.frombuffer(stream.read(8), np.uint8)) != fmt:
+            return None
+        stream.seek(0)
+        return np.frombuffer(stream.read(), np.uint8)
 
 
 def _check_replaceable(output: Path) -> None:
