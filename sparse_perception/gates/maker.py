@@ -24,13 +24,15 @@ keeps its cached features and is recomputed once a gate covers it again. The gat
   refresh cells (below), which may miss them.
 - ``glance``: the same network, dense, on the frame scaled by ``sparsity.glance_scale`` (a
   sixteenth of the work at 1/4), gives this frame's person tiles; the gate is those plus the
-  previous ones, grown. When neither sees anybody, the glance's own output, scaled back up,
-  is the frame's result and the full-size pass is skipped (``sparsity.glance_exit``; never
-  on a stream's first frame, which must find the people the glance is too coarse for, nor
-  on more than ``sparsity.gate_refresh`` - 1 frames in a row (no bound at 0), so that
-  someone too small for the glance is still found; the next full pass runs ungated, as the
-  caches are older everywhere). Fully
-  convolutional networks only: a fixed-size network cannot run smaller.
+  previous ones, grown. While someone is followed the glance looks only at every
+  ``sparsity.glance_period``-th frame, and the frames between gate on the previous tiles
+  alone (someone who appears away from everyone seen waits for the next glance). When
+  neither sees anybody, the glance's own output, scaled back up, is the frame's result and
+  the full-size pass is skipped (``sparsity.glance_exit``; never on a stream's first frame,
+  which must find the people the glance is too coarse for, nor on more than
+  ``sparsity.gate_refresh`` - 1 frames in a row (no bound at 0), so that someone too small
+  for the glance is still found; the next full pass runs ungated, as the caches are older
+  everywhere). Fully convolutional networks only: a fixed-size network cannot run smaller.
 - ``learned``: a tiny tile-level network (gates/learned.py, file ``sparsity.gate_model``,
   trained by ``sparse-perception gate train``) gives the tiles where this frame's people are
   likely (probability at least ``sparsity.gate_threshold``); the gate is those plus the
@@ -278,6 +280,7 @@ class GateMaker:
         self.threshold = settings.gate_threshold
         self.margin = settings.gate_margin
         self.scale = settings.glance_scale
+        self.period = settings.glance_period
         self.refresh = settings.gate_refresh
         self.exit = settings.glance_exit
         self.dense_above = settings.gate_dense_above
@@ -316,6 +319,7 @@ class GateMaker:
             self.learned.reset()
         self.frames = 0
         self.exits = 0  # frames in a row the glance answered alone
+        self.unglanced = 0  # frames in a row that followed the last frame's people unglanced
         self.seen: Any = None  # this frame's glance tiles
 
     @property
@@ -341,6 +345,10 @@ class GateMaker:
         height, width = x.shape[-2:]
         if self._crowd(self.previous, height, width):
             return None  # the frame runs ungated: a glance would not change that
+        if self.unglanced < self.period - 1 and self._follows(height, width):
+            self.unglanced += 1
+            return None  # the gate follows the last frame's people alone (glance_period)
+        self.unglanced = 0
         if self.exit and self._nobody(self.previous) and not self._exits_left():
             # The glance answered gate_refresh - 1 frames in a row: the full pass is due, and
             # it runs ungated (its caches missed those frames), so the glance would not help.
@@ -422,6 +430,13 @@ class GateMaker:
         for part in parts:
             tiles |= part
         return bound(tiles, self.margin, self.dense_above, self.refresh, self.frames)
+
+    def _follows(self, height: int, width: int) -> bool:
+        """Whether the last frame's output, at this input size, showed somebody."""
+        shape = (-(-height // self.tile), -(-width // self.tile))
+        previous = self.previous
+        return (previous is not None and tuple(previous.shape) == shape
+                and bool(previous.any()))
 
     def _crowd(self, people: Any, height: int, width: int) -> bool:
         """Whether ``people`` (tiles of this input size), grown, cover most of the input."""

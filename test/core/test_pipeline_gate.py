@@ -74,6 +74,24 @@ def test_a_gate_computes_around_the_person_and_keeps_the_person(parkour, gate):
 
 
 @pytest.mark.slow
+def test_between_glances_the_gate_follows_the_last_frames_person(parkour):
+    settings = _settings(**{'sparsity.gate': 'glance', 'sparsity.glance_period': 2})
+    incremental = Pipeline(settings, heads=('segmentation',))
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    glanced = []
+    for i, frame in enumerate(parkour):
+        got, want = incremental.process(frame), dense.process(frame)
+        head = got.stats.heads['segmentation']
+        glanced.append('glance' in head.layers)
+        assert i == 0 or head.macs < 0.6 * head.dense_macs
+        person_got, person_want = got.segmentation.mask == PERSON, want.segmentation.mask == PERSON
+        iou = (person_got & person_want).sum() / (person_got | person_want).sum()
+        assert iou > 0.9, f'frame {i}: person IoU against dense {iou:.3f}'
+    # Counted where it ran: the first frame (nobody followed yet), then every other one.
+    assert glanced == [True, False, True, False]
+
+
+@pytest.mark.slow
 def test_gate_none_is_the_ungated_engine_bit_for_bit(parkour):
     _, rows = _run(_settings(), parkour[:3])
     for got, want, macs, dense_macs in rows:
@@ -327,7 +345,7 @@ def _maker(**changes):
         return torch.zeros(1, *small.shape[-2:], dtype=torch.int64)  # sees nobody
 
     values = {'sparsity.gate': 'glance', 'sparsity.gate_margin': 0,
-              'sparsity.gate_refresh': 0, **changes}
+              'sparsity.gate_refresh': 0, 'sparsity.glance_period': 1, **changes}
     sparsity = st.replace(st.PerceptionSettings(), values).sparsity
     return GateMaker(sparsity, 16, 'class_map', PERSON, glance_pass), calls
 
@@ -406,6 +424,32 @@ def test_the_glance_is_not_run_when_the_full_pass_is_due():
     assert len(calls) == 2
     assert maker.glance(x) is None and len(calls) == 2  # due: the frame runs ungated
     assert maker.glance(x) is not None and len(calls) == 3
+
+
+def test_while_people_are_followed_the_glance_runs_every_glance_period_frames():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, calls = _maker(**{'sparsity.glance_period': 3, 'sparsity.gate_refresh': 16})
+    looked = []
+    for frame in range(7):
+        maker.glance(x)
+        looked.append(maker.seen is not None)
+        # Between glances the gate is the last frame's people (and the refresh cell).
+        assert frame == 0 or maker.gate(64, 64)[1:3].all()
+        maker.observe(_people((1, 3)), 64, 64)
+    # The first frame (nobody followed yet), then every third.
+    assert looked == [True, False, False, True, False, False, True]
+    assert len(calls) == 3
+    # Nobody followed: the glance looks at every frame (it is what finds people).
+    maker.observe(_people((0, 0)), 64, 64)
+    for _ in range(3):
+        maker.glance(x)
+    assert len(calls) == 6
+    # Nor does a frame of another size follow the last frame's people unglanced.
+    maker.observe(_people((1, 3)), 64, 64)
+    maker.glance(torch.zeros(1, 3, 96, 64))
+    assert len(calls) == 7
 
 
 def test_a_glance_answer_stands_for_a_still_input_only_under_the_same_glance():
@@ -495,7 +539,7 @@ def test_a_gate_over_most_of_the_frame_runs_it_ungated_without_a_glance():
     # At 1 a gate is never dropped, however much it covers.
     maker.configure(st.replace(st.PerceptionSettings(), {
         'sparsity.gate': 'glance', 'sparsity.gate_margin': 0, 'sparsity.gate_refresh': 0,
-        'sparsity.gate_dense_above': 1.0}).sparsity)
+        'sparsity.gate_dense_above': 1.0, 'sparsity.glance_period': 1}).sparsity)
     maker.glance(x)
     assert len(calls) == 2 and maker.gate(64, 64).float().mean() == 0.75
 

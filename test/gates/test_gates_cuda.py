@@ -31,7 +31,7 @@ def test_the_glance_gate_of_cuda_outputs_is_a_cuda_tile_map(cuda):
         return ids
 
     values = {'sparsity.gate': 'glance', 'sparsity.gate_margin': 0,
-              'sparsity.gate_refresh': 0}
+              'sparsity.gate_refresh': 0, 'sparsity.glance_period': 1}
     sparsity = st.replace(st.PerceptionSettings(), values).sparsity
     maker = GateMaker(sparsity, 16, 'class_map', PERSON, glance_pass)
     x = torch.zeros(1, 3, 128, 128, device=cuda)
