@@ -203,10 +203,11 @@ class SparsitySettings:
     # is looked at again within them, though a cell computed amid stale features may miss
     # them still). Each cell costs 1/N of a frame (gates/maker.py: refresh_cell).
     # For the same bound the glance answers at most N - 1 frames in a row alone (glance_exit).
-    # With the glance on DAVIS, every fourth frame (bench/results/gates_sweep.md), 8 / 16 / 32
-    # ran parkour at 34% / 29% / 26% of dense MACs, losing 0.15 / 0.25 / 0.28 IoU points, and
-    # kept 99.90% / 99.66% / 99.78% of the static vtest40 clip's mask: 16 keeps a margin on
-    # both bounds with the tighter bound on staleness (32 kept them too).
+    # On every fourth DAVIS frame, glancing at each (bench/results/gates_sweep.md, from before
+    # glance_period), 8 / 16 / 32 ran parkour at 34% / 29% / 26% of dense MACs, losing 0.15 /
+    # 0.25 / 0.28 IoU points, and kept 99.90% / 99.66% / 99.78% of the static vtest40 clip's
+    # mask: 16 keeps a margin on both bounds with the tighter bound on staleness (32 kept them
+    # too).
     gate_refresh: int = setting(
         16, 'Recompute every position at least every N frames under a gate (0 = never)',
         low=0, high=10000)
