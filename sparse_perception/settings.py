@@ -190,14 +190,14 @@ class SparsitySettings:
     # While someone is followed, the frames between two glances gate on the last frame's
     # people alone: a sixteenth of a frame's work saved on each at scale 1/4, and someone
     # who appears away from everyone seen is found by the next glance, a frame or so later.
-    # While nobody is followed the glance runs on every frame: it is what finds people, and
-    # what answers alone (glance_exit). On DAVIS, every other frame
-    # (bench/results/gates_glance_period_sweep.md), 1 / 2 / 3 / 4 lost -0.12 / 0.12 / 0.17 /
-    # 0.70 IoU points on parkour: 2 keeps a margin on the bound of 0.5.
+    # Someone who moved farther than gate_margin in a frame may leave such a gate, so the
+    # next frame glances (gates/maker.py: GateMaker._outran). While nobody is followed the
+    # glance runs on every frame: it is what finds people, and what answers alone
+    # (glance_exit). The sweeps behind the default: bench/results/gates_glance_period_sweep*.md.
     glance_period: int = setting(
-        2, 'While people are followed, glance on every Nth frame; the '
-        "frames between gate on the last frame's people (sparsity.gate glance)",
-        low=1, high=10000)
+        2, 'While people are followed, glance on every Nth frame, and on a frame after '
+        'someone moved farther than sparsity.gate_margin; the frames between gate on the '
+        "last frame's people (sparsity.gate glance)", low=1, high=10000)
     # N about square cells of tiles split the frame, and the next one in reading order joins
     # every gate, so a position is never staler than N frames (and someone the gate missed
     # is looked at again within them, though a cell computed amid stale features may miss

@@ -87,8 +87,9 @@ def test_between_glances_the_gate_follows_the_last_frames_person(parkour):
         person_got, person_want = got.segmentation.mask == PERSON, want.segmentation.mask == PERSON
         iou = (person_got & person_want).sum() / (person_got | person_want).sum()
         assert iou > 0.9, f'frame {i}: person IoU against dense {iou:.3f}'
-    # Counted where it ran: the first frame (nobody followed yet), then every other one.
-    assert glanced == [True, False, True, False]
+    # Counted where it ran: the first frame (nobody followed yet), the second (no motion
+    # measured yet), then every other one.
+    assert glanced == [True, True, False, True]
 
 
 @pytest.mark.slow
@@ -438,8 +439,9 @@ def test_while_people_are_followed_the_glance_runs_every_glance_period_frames():
         # Between glances the gate is the last frame's people (and the refresh cell).
         assert frame == 0 or maker.gate(64, 64)[1:3].all()
         maker.observe(_people((1, 3)), 64, 64)
-    # The first frame (nobody followed yet), then every third.
-    assert looked == [True, False, False, True, False, False, True]
+    # The first frame (nobody followed yet), the second (no motion measured yet), then every
+    # third.
+    assert looked == [True, True, False, False, True, False, False]
     assert len(calls) == 3
     # Nobody followed: the glance looks at every frame (it is what finds people).
     maker.observe(_people((0, 0)), 64, 64)
@@ -450,6 +452,26 @@ def test_while_people_are_followed_the_glance_runs_every_glance_period_frames():
     maker.observe(_people((1, 3)), 64, 64)
     maker.glance(torch.zeros(1, 3, 96, 64))
     assert len(calls) == 7
+
+
+def test_people_who_outran_the_margin_are_glanced_at_on_the_next_frame():
+    import torch
+
+    x = torch.zeros(1, 3, 64, 64)
+    maker, calls = _maker(**{'sparsity.glance_period': 8, 'sparsity.gate_margin': 1,
+                             'sparsity.gate_refresh': 16})
+    maker.glance(x)  # the first frame
+    maker.observe(_people((0, 1)), 64, 64)
+    maker.glance(x)  # the second: the frame before showed nobody to measure from
+    maker.observe(_people((1, 2)), 64, 64)  # one tile row down: within the margin
+    maker.glance(x)
+    assert len(calls) == 2 and maker.seen is None
+    maker.observe(_people((3, 4)), 64, 64)  # two rows down: beyond it
+    maker.glance(x)
+    assert len(calls) == 3 and maker.seen is not None
+    maker.observe(_people((3, 4)), 64, 64)  # still
+    maker.glance(x)
+    assert len(calls) == 3
 
 
 def test_a_glance_answer_stands_for_a_still_input_only_under_the_same_glance():
