@@ -467,9 +467,10 @@ class GateMaker:
 
         People who moved that far in a frame may leave the next frame's gate, grown by the
         margin from where they are now, so the next frame glances, whatever glance_period
-        says. On DAVIS parkour at every fourth frame, a glance on every other frame without
-        this lost 2.74 IoU points, with it 0.47 (0.25 glancing at every frame), at 26.7% of
-        the dense MACs against 24.0% and 28.5% (hand-run, `eval accuracy --davis-frames ::4`).
+        says. On DAVIS parkour at every fourth frame a glance on every other frame lost 0.46
+        IoU points with this, 0.25 glancing at every frame
+        (bench/results/gates_glance_period_sweep_every4th.md), and 2.74 without this, at 24.0%
+        of the dense MACs against 26.7% with it (hand-run with `eval accuracy`).
         """
         if before is None or tuple(before.shape) != tuple(now.shape):
             return True
