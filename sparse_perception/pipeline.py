@@ -253,7 +253,7 @@ class _IncrementalNet:
                 self._count_learned(height, width)
             if glance and gates.mode == 'glance':
                 early = gates.glance(x)
-                if gates.seen is not None:  # it ran (not skipped for a crowd)
+                if gates.seen is not None:  # it ran (not skipped: crowd, between glances)
                     self._count_glance(x)
                 if early is not None:  # nobody, now or before: the glance is the answer
                     self.not_run()

@@ -191,7 +191,9 @@ class SparsitySettings:
     # people alone: a sixteenth of a frame's work saved on each at scale 1/4, and someone
     # who appears away from everyone seen is found by the next glance, a frame or so later.
     # Someone who moved farther than gate_margin in a frame may leave such a gate, so the
-    # next frame glances (gates/maker.py: GateMaker._outran). While nobody is followed the
+    # next frame glances (gates/maker.py: GateMaker._outran; a frame between two glances may
+    # hide such a move behind its own gate). Frames the network does not compute (nothing
+    # changed, or the path choice ran dense) do not count. While nobody is followed the
     # glance runs on every frame: it is what finds people, and what answers alone
     # (glance_exit). On parkour 1 / 2 / 3 / 4 lost -0.12 / -0.14 / -0.12 / -0.18 IoU points at
     # every other DAVIS frame (bench/results/gates_glance_period_sweep.md) and 0.25 / 0.46 /

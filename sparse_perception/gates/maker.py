@@ -253,6 +253,7 @@ class GateMaker:
         self.learned: Any = None  # the learned gate's network (gates.learned.LearnedGate)
         self.mode: str | None = None
         self.scale: float | None = None
+        self.period: int | None = None
         self.configure(settings)  # (a first gate starts from nothing seen: reset)
 
     def configure(self, settings: SparsitySettings, tile: int | None = None) -> None:
@@ -273,6 +274,8 @@ class GateMaker:
                              "size (use 'previous', or a model whose name ends in _fcn)")
         if settings.gate == 'learned':
             self._load_learned(settings.gate_model, tile)
+        if settings.glance_period != self.period:
+            self.moved = True  # not measured under a period of 1: glance first
         # (A glance at another scale may see someone the last one missed.)
         fresh = (settings.gate != self.mode or tile != self.tile
                  or (settings.gate == 'glance' and settings.glance_scale != self.scale))
@@ -457,7 +460,7 @@ class GateMaker:
             return
         people = person_map(outputs, self.decoder, self.person)
         tiles = to_tiles(people, height, width, self.tile)
-        if self.mode == 'glance':
+        if self.mode == 'glance' and self.period > 1:
             self.moved = self._outran(self.previous, tiles)
         self.previous = tiles
 
@@ -467,10 +470,12 @@ class GateMaker:
 
         People who moved that far in a frame may leave the next frame's gate, grown by the
         margin from where they are now, so the next frame glances, whatever glance_period
-        says. On DAVIS parkour at every fourth frame a glance on every other frame lost 0.46
-        IoU points with this, 0.25 glancing at every frame
-        (bench/results/gates_glance_period_sweep_every4th.md), and 2.74 without this, at 24.0%
-        of the dense MACs against 26.7% with it (hand-run with `eval accuracy`).
+        says. On DAVIS parkour at every fourth frame, a glance on every other frame lost 2.74
+        IoU points without this and 0.47 with it, at 24.0% and 26.7% of the dense MACs
+        (hand-run with `eval accuracy`, the path choice off; 0.46 in
+        bench/results/gates_glance_period_sweep_every4th.md, 0.25 glancing at every frame).
+        A frame between two glances computes only inside its gate, so it cannot show a move
+        beyond it: with a period above 2 such a move waits for the next scheduled glance.
         """
         if before is None or tuple(before.shape) != tuple(now.shape):
             return True

@@ -450,8 +450,11 @@ def test_while_people_are_followed_the_glance_runs_every_glance_period_frames():
     assert len(calls) == 6
     # Nor does a frame of another size follow the last frame's people unglanced.
     maker.observe(_people((1, 3)), 64, 64)
+    maker.glance(x)  # (after nobody: a move)
+    maker.observe(_people((1, 3)), 64, 64)
+    assert not maker.moved and len(calls) == 7
     maker.glance(torch.zeros(1, 3, 96, 64))
-    assert len(calls) == 7
+    assert len(calls) == 8
 
 
 def test_people_who_outran_the_margin_are_glanced_at_on_the_next_frame():
@@ -472,6 +475,25 @@ def test_people_who_outran_the_margin_are_glanced_at_on_the_next_frame():
     maker.observe(_people((3, 4)), 64, 64)  # still
     maker.glance(x)
     assert len(calls) == 3
+
+
+def test_a_move_made_under_a_period_of_1_is_not_taken_as_none():
+    import torch
+
+    def period(n):
+        values = {'sparsity.gate': 'glance', 'sparsity.gate_margin': 0,
+                  'sparsity.gate_refresh': 16, 'sparsity.glance_period': n}
+        return st.replace(st.PerceptionSettings(), values).sparsity
+
+    maker, calls = _maker(**{'sparsity.glance_period': 2, 'sparsity.gate_refresh': 16})
+    maker.observe(_people((0, 1)), 64, 64)
+    maker.observe(_people((0, 1)), 64, 64)  # still
+    assert not maker.moved
+    maker.configure(period(1))
+    maker.observe(_people((3, 4)), 64, 64)  # a jump, which a period of 1 does not measure
+    maker.configure(period(2))
+    maker.glance(torch.zeros(1, 3, 64, 64))
+    assert len(calls) == 1
 
 
 def test_a_glance_answer_stands_for_a_still_input_only_under_the_same_glance():
