@@ -94,6 +94,18 @@ def vtest_frames(count: int, size: tuple[int, int] | None = None, rgb: bool = Fa
     return frames
 
 
+def grey_video(path: Path, frames: int = 3, size: tuple[int, int] = (48, 64)) -> Path:
+    """Write ``frames`` flat grey frames of ``size`` (height, width) as an MJPG video."""
+    import cv2
+    import numpy as np
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*'MJPG'), 10, size[::-1])
+    for _ in range(frames):
+        writer.write(np.full((*size, 3), 90, np.uint8))
+    writer.release()
+    return path
+
+
 def with_pose_change(changes: dict) -> dict:
     """
     Return settings ``changes`` with their change threshold also given to the pose head.

@@ -404,7 +404,7 @@ class GateMaker:
         """Multiply-accumulates of the learned gate on an (height, width) input."""
         from sparse_perception.gates.learned import macs
 
-        return macs(-(-height // self.tile), -(-width // self.tile))
+        return macs(*self._tiles_of(height, width))
 
     def glance_size(self, height: int, width: int) -> tuple[int, int]:
         """Return the glance's input size for an (height, width) input."""
@@ -422,7 +422,7 @@ class GateMaker:
 
         if self.mode == 'none':
             return None
-        th, tw = -(-height // self.tile), -(-width // self.tile)
+        th, tw = self._tiles_of(height, width)
         parts = [part for part in (self.previous, self.seen)
                  if part is not None and tuple(part.shape) == (th, tw)]
         if self.previous is None or not any(bool(part.any()) for part in parts):
@@ -437,17 +437,19 @@ class GateMaker:
             tiles |= part
         return bound(tiles, self.margin, self.dense_above, self.refresh, self.frames)
 
+    def _tiles_of(self, height: int, width: int) -> tuple[int, int]:
+        """Rows and columns of change tiles over an (height, width) input."""
+        return -(-height // self.tile), -(-width // self.tile)
+
     def _follows(self, height: int, width: int) -> bool:
         """Whether the last frame's output, at this input size, showed somebody."""
-        shape = (-(-height // self.tile), -(-width // self.tile))
         previous = self.previous
-        return (previous is not None and tuple(previous.shape) == shape
+        return (previous is not None and tuple(previous.shape) == self._tiles_of(height, width)
                 and bool(previous.any()))
 
     def _crowd(self, people: Any, height: int, width: int) -> bool:
         """Whether ``people`` (tiles of this input size), grown, cover most of the input."""
-        shape = (-(-height // self.tile), -(-width // self.tile))
-        return (people is not None and tuple(people.shape) == shape
+        return (people is not None and tuple(people.shape) == self._tiles_of(height, width)
                 and self._covers_most(grow(people, self.margin)))
 
     def _covers_most(self, tiles: Any) -> bool:

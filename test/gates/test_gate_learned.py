@@ -25,7 +25,7 @@ from sparse_perception.cli import main
 from sparse_perception.gates.learned import (CELLS, GateFileError, LearnedGate, load,
                                              model_key, network, save, VERSION)
 from sparse_perception.gates.training import train, TrainingError, TrainingOptions
-from support import require_shared
+from support import grey_video, require_shared
 import torch
 
 META = {'version': VERSION, 'tile': 16, 'cells': CELLS}
@@ -341,11 +341,7 @@ def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path,
     def never(*args, **kwargs):
         raise AssertionError('the model was loaded')
     monkeypatch.setattr(registry, 'load_model', never)
-    video = tmp_path / 'in.avi'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
-    for _ in range(3):
-        writer.write(np.full((48, 64, 3), 90, np.uint8))
-    writer.release()
+    video = grey_video(tmp_path / 'in.avi')
     before = video.read_bytes()
     (tmp_path / 'folder.pt').mkdir()
     for options, out, message in (

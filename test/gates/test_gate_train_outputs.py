@@ -22,6 +22,7 @@ import pytest
 from sparse_perception.cli import main
 from sparse_perception.gates.learned import load
 from sparse_perception.gates.training import train, TrainingError, TrainingOptions
+from support import grey_video
 
 
 def test_people_only_in_frames_that_make_no_pair_give_no_gate(tiny_frames, tmp_path):
@@ -55,11 +56,7 @@ def test_a_training_that_fails_leaves_no_folder_for_out(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError('the model file is damaged')
     monkeypatch.setattr(registry, 'load_model', broken)
-    video = tmp_path / 'in.avi'
-    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*'MJPG'), 10, (64, 48))
-    for _ in range(3):
-        writer.write(np.full((48, 64, 3), 90, np.uint8))
-    writer.release()
+    video = grey_video(tmp_path / 'in.avi')
     with pytest.raises(TrainingError, match='cannot load the segmentation model'):
         train([video], tmp_path / 'made' / 'sub' / 'g.pt', TrainingOptions())
     assert not (tmp_path / 'made').exists()
