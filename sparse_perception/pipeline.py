@@ -48,7 +48,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Mapping, NamedTuple, Sequence
 
 import numpy as np
 
@@ -66,6 +66,66 @@ _DENSE = object()
 
 class ModelLoadError(ValueError):
     """A head's model cannot be loaded or run; the message names the model and the reason."""
+
+
+def own_thresholds(thresholds: Mapping[str, float], scope: str, known: Sequence[str],
+                   what: str) -> dict[str, float]:
+    """
+    Return one network's share of ``sparsity.layer_thresholds`` (parsed), by its layer names.
+
+    A bare name applies to every network with a layer of that name (imported models reuse
+    names such as ``op003_conv``); a name qualified by its network as the replay's report
+    lists it (``segmentation/NAME``, ``pose/NAME``, ``pose/detector/NAME``) to that network
+    alone, over a bare one. A qualified name this network lacks raises ModelLoadError; a bare
+    one is for the pipeline to check (:func:`check_thresholds_claimed`).
+    """
+    own, qualified = {}, {}
+    for key, value in thresholds.items():
+        where, _, name = key.rpartition('/')
+        if not where:
+            if key in known:
+                own[key] = value
+        elif where + '/' == scope:
+            if name not in known:
+                raise ModelLoadError(
+                    f'sparsity.layer_thresholds: {what} ({scope}) has no layer {name!r}; '
+                    f'its layers: {_some(known)}')
+            qualified[name] = value
+    own.update(qualified)
+    return own
+
+
+def check_thresholds_claimed(thresholds: Mapping[str, float], nets: Sequence[Any]) -> None:
+    """
+    Raise ModelLoadError for a per-layer threshold that no network of ``nets`` takes.
+
+    Each net has ``scope`` and ``engine.threshold_names()``. Nothing is checked without nets
+    (a dense pipeline has no layer thresholds to apply).
+    """
+    if not nets:
+        return
+    scopes = sorted({net.scope for net in nets})
+    for key in thresholds:
+        where, _, _ = key.rpartition('/')
+        if where:
+            if where + '/' not in scopes:
+                raise ModelLoadError(
+                    f'sparsity.layer_thresholds: {key!r} names no network of this pipeline; '
+                    f'its networks: {", ".join(scopes)}')
+        elif not any(key in net.engine.threshold_names() for net in nets):
+            named = {net.scope: net.engine.threshold_names() for net in nets}
+            raise ModelLoadError(
+                f'sparsity.layer_thresholds: no network of this pipeline has a layer named '
+                f'{key!r}; ' + '; '.join(f'{scope} {_some(names)}'
+                                         for scope, names in sorted(named.items())))
+
+
+def _some(names: Sequence[str], shown: int = 12) -> str:
+    """List the first ``shown`` of ``names``; say how many more."""
+    more = len(names) - shown
+    return ', '.join(names[:shown]) + (
+        f' and {more} more (the per-layer table of a replay report names them)'
+        if more > 0 else '')
 
 
 class _IncrementalNet:
@@ -98,12 +158,15 @@ class _IncrementalNet:
     """
 
     def __init__(self, trunk: Any, tail: Any, dense: Any, settings: PerceptionSettings,
-                 what: str, input_size: tuple[int, int] | None = None, gates: Any = None):
+                 what: str, scope: str, input_size: tuple[int, int] | None = None,
+                 gates: Any = None):
         from sparse_perception.change import ChangeDetector
         from sparse_perception.engine import EngineConfig, EngineError, IncrementalModel
 
         self.what = what
-        self.config = EngineConfig.from_settings(settings)
+        self.scope = scope  # how a per-layer threshold names it: 'pose/detector/', ...
+        # Per-layer thresholds wait for the engine, which knows the layers (_config).
+        self.config = EngineConfig.from_settings(settings, layer_thresholds={})
         self.trunk = trunk
         self.tail = tail
         self.dense = dense  # x -> the network's outputs in one dense pass
@@ -118,6 +181,8 @@ class _IncrementalNet:
             raise self._load_error(exc) from exc
         except ValueError as exc:
             raise ModelLoadError(f'{what} cannot run incrementally: {exc}') from exc
+        self.config = self._config(settings)
+        self.engine.reconfigure(self.config)
         self._log_fallback()
         self.state = self.engine.new_state()
         self.change = ChangeDetector(settings.change)
@@ -451,9 +516,16 @@ class _IncrementalNet:
             self.stats.append(stats)
             self._unread = False
 
-    def reconfigure(self, settings: PerceptionSettings) -> None:
+    def _config(self, settings: PerceptionSettings) -> Any:
+        """Return the engine settings: ``sparsity.*``, with this network's per-layer thresholds."""
         from sparse_perception.engine import EngineConfig
+        from sparse_perception.settings import parse_layer_thresholds
 
+        own = own_thresholds(parse_layer_thresholds(settings.sparsity.layer_thresholds),
+                             self.scope, self.engine.threshold_names(), self.what)
+        return EngineConfig.from_settings(settings, layer_thresholds=own)
+
+    def reconfigure(self, settings: PerceptionSettings) -> None:
         if self.gates is not None:
             from sparse_perception.gates.learned import GateFileError
             try:  # first: a gate this model cannot take changes nothing
@@ -462,7 +534,7 @@ class _IncrementalNet:
                 raise ModelLoadError(f'sparsity.gate_model: {exc}') from exc
             except ValueError as exc:
                 raise ModelLoadError(f'{self.what}: {exc}') from exc
-        self.config = EngineConfig.from_settings(settings)
+        self.config = self._config(settings)
         self.engine.reconfigure(self.config, self.state)
         _apply_change_settings(self.change, settings.change)
         if self.change.tile_size != settings.change.tile_size:
@@ -506,11 +578,11 @@ class _IncrementalDetector:
     """
 
     def __init__(self, detector: Any, dense: Any, settings: PerceptionSettings, what: str,
-                 input_size: tuple[int, int]):
+                 scope: str, input_size: tuple[int, int]):
         from sparse_perception.change import ResampledChange
 
         self.net = _IncrementalNet(detector.trunk, detector.tail, _dense_pass(dense), settings,
-                                   what, input_size)
+                                   what, scope, input_size)
         self.net.change = ResampledChange(settings.change.tile_size)
         self.net.own_share = True  # it runs on some frames only: see _IncrementalNet.scene
         self.input_size = input_size
@@ -591,7 +663,8 @@ class _Head:
                     size = self.model.detector_settings.input_size
                     detector = _IncrementalDetector(
                         self.model.detector, self.model.dense_detector, settings,
-                        f'the detector of {self.model_name!r}', (size, size))
+                        f'the detector of {self.model_name!r}', f'{self.kind}/detector/',
+                        (size, size))
                 except ModelLoadError as exc:  # it still runs, densely, as before
                     LOG.info('%s; it runs dense', exc)
                 else:
@@ -617,7 +690,7 @@ class _Head:
         what = f'{self.kind} model {self.model_name!r}'
         trunk, tail = engine_network(self.model.module)
         net = _IncrementalNet(trunk, tail, _dense_pass(self.model.dense_module),
-                              settings, what, self.model.input_size,
+                              settings, what, f'{self.kind}/', self.model.input_size,
                               _gates(self.kind, self.model, settings, what))
         if self.model.input_size is not None and self.model.resize != 'none':
             # A resampled input: its change map comes from the frame's (see ResampledChange);
@@ -933,6 +1006,7 @@ class Pipeline:
         _apply_threads(settings.model.threads)
         self._heads = {kind: _Head(kind, settings, self._device, incremental)
                        for kind in self._head_names}
+        self._check_thresholds(settings, self._heads)
         self._changes = self._new_detectors(settings)
         # Frames whose every network runs dense may go without a change map (see
         # scheduling.ChangeMapSchedule); after such frames the next map starts with a refresh.
@@ -944,6 +1018,13 @@ class Pipeline:
         self.keep_change_maps = False
         self._shape: tuple[int, ...] | None = None
         self._warn_unread_change(settings)
+
+    @staticmethod
+    def _check_thresholds(settings: PerceptionSettings, heads: dict) -> None:
+        from sparse_perception.settings import parse_layer_thresholds
+
+        check_thresholds_claimed(parse_layer_thresholds(settings.sparsity.layer_thresholds),
+                                 [net for head in heads.values() for net in head.nets])
 
     # -- the contract -----------------------------------------------------------------------
 
@@ -1040,6 +1121,7 @@ class Pipeline:
                       or settings.pose != old.pose):
                     reconfigured.append(heads[kind])
                     heads[kind].reconfigure(settings)
+            self._check_thresholds(settings, heads)
         except Exception as exc:
             # The old settings stay: a head reconfigured before the one that failed (or the
             # failed one, part way) takes them back. (What it remembered may go with it: a

@@ -138,9 +138,13 @@ class SparsitySettings:
     global_scale: float = setting(
         0.0, 'Threshold scale of global pooling outputs (SE, image pooling; 0 = exact)',
         low=0.0, high=100.0)
-    # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps).
+    # Overrides as 'layer_name=threshold' strings (ROS parameters cannot be maps). Imported
+    # models reuse layer names (op003_conv), hence the optional network prefix, as a replay
+    # report's per-layer table names them (pipeline.own_thresholds).
     layer_thresholds: tuple[str, ...] = setting(
-        (), "Per-layer output thresholds as 'layer=value' (override the scaled default)")
+        (), "Per-layer output thresholds as 'layer=value' (override the scaled default; every "
+            "network with that layer), or 'segmentation/layer=value', 'pose/layer=value', "
+            "'pose/detector/layer=value' (that network only)")
     # Above this active fraction a frame runs dense, which is then cheaper than sparse.
     dense_fallback: float = setting(
         1.0, 'Run the frame dense when more than this fraction is active', low=0.0, high=1.0)

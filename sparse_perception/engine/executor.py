@@ -350,12 +350,49 @@ class IncrementalModel:
         self._plans: collections.OrderedDict[tuple, Plan] = collections.OrderedDict()
         self._default_state: StreamState | None = None
         self._last: FrameStats | Callable[[], FrameStats] | None = None
+        self.check_layer_names(self.config)
         if self._placed:
             self.executor = self._choose()
         else:  # chosen at the first input, which says where the module runs (_check_input)
             from sparse_perception.engine import eager
 
             self.executor = eager.EagerExecutor(self)
+
+    def check_layer_names(self, config: EngineConfig) -> None:
+        """
+        Raise :class:`EngineError` if a per-layer threshold names no layer of the model.
+
+        Against each plan built so far, or, before the first frame builds one, against the
+        traced graph's node and module names (what a layer is named after): a misspelt name
+        is refused when it is set, not at the next frame.
+        """
+        if self._plans:
+            for plan in self._plans.values():
+                plan.check_layer_thresholds(config)
+            return
+        unknown = sorted(set(config.layer_thresholds) - set(self.threshold_names()))
+        if unknown:
+            modules = [n.target for n in self.graph.graph.nodes if n.op == 'call_module']
+            raise EngineError(
+                f"layer thresholds name unknown layers {unknown}; the model's layers are "
+                'named after its modules: ' + ', '.join(modules or ['(none)']))
+
+    def threshold_names(self) -> tuple[str, ...]:
+        """
+        Return the names a per-layer threshold may use, each layer's own name first, in order.
+
+        Those of the plan built last, or, before the first frame builds one, the traced
+        graph's module and node names (a layer is named after the nodes it fuses).
+        """
+        if self._plans:
+            plan = next(reversed(self._plans.values()))
+            own = [g.name for g in plan.layers]
+            aliases = [name for g in plan.layers for name in g.layer.names]
+        else:
+            nodes = self.graph.graph.nodes
+            own = [n.target for n in nodes if n.op == 'call_module']
+            aliases = [n.name for n in nodes]
+        return tuple(dict.fromkeys(['input', *own, *aliases]))
 
     # -- choosing the executor --------------------------------------------------------------
 
@@ -443,8 +480,7 @@ class IncrementalModel:
         every stream runs dense.
         """
         old = self.config
-        for plan in self._plans.values():  # raises before anything changes
-            plan.check_layer_thresholds(config)
+        self.check_layer_names(config)  # raises before anything changes
         if any(getattr(config, name) != getattr(old, name)
                for name in self.executor.plan_settings):
             self.config = config

@@ -428,6 +428,65 @@ def test_an_update_that_fails_for_one_head_changes_no_other(mediapipe_cache):
     assert segmentation.config == config and segmentation.gates.mode == 'none'
 
 
+def test_layer_thresholds_go_to_the_networks_that_have_those_layers(mediapipe_cache):
+    # The selfie network and BlazePose's networks share layer names (op003_conv): a bare name
+    # goes to each network that has the layer, a qualified one to that network alone; a name
+    # one network lacks is no error while another has it.
+    settings = _mediapipe_settings(mediapipe_cache, **{'sparsity.layer_thresholds': [
+        'op002_conv=0.5', 'op003_conv=0.25', 'pose/detector/op003_conv=0.75']})
+    pipeline = Pipeline(settings)
+    segmentation = pipeline._heads['segmentation'].nets[0]
+    landmarks, detector = pipeline._heads['pose'].nets
+    assert (segmentation.scope, landmarks.scope, detector.scope) == (
+        'segmentation/', 'pose/', 'pose/detector/')
+    assert segmentation.config.layer_thresholds == {'op002_conv': 0.5}
+    assert landmarks.config.layer_thresholds == {'op003_conv': 0.25}
+    assert detector.config.layer_thresholds == {'op003_conv': 0.75}
+    pipeline.process(np.full((96, 160, 3), 90, np.uint8))
+    state = segmentation.state
+    index = [g.name for g in state.plan.layers].index('op002_conv')
+    assert state.thresholds[index] == 0.5  # applied, not only accepted
+    pipeline.update(st.replace(settings, {'sparsity.layer_thresholds': ['pose/op003_conv=1']}))
+    assert segmentation.config.layer_thresholds == {} == detector.config.layer_thresholds
+    assert landmarks.config.layer_thresholds == {'op003_conv': 1.0}
+
+
+@pytest.mark.parametrize('names, message', [
+    (['nope=1'], "no network of this pipeline has a layer named 'nope'; pose/ input, op000_pad"),
+    (['pose/op002_conv=1'], r"pose model 'blazepose' \(pose/\) has no layer 'op002_conv'"),
+    (['camera/op003_conv=1'], "'camera/op003_conv' names no network of this pipeline; its "
+                              'networks: pose/, pose/detector/, segmentation/')])
+def test_a_layer_threshold_no_network_takes_is_refused_and_changes_nothing(
+        mediapipe_cache, names, message):
+    settings = _mediapipe_settings(mediapipe_cache)
+    with pytest.raises(ModelLoadError, match=f'sparsity.layer_thresholds: {message}'):
+        Pipeline(st.replace(settings, {'sparsity.layer_thresholds': names}))
+    pipeline = Pipeline(settings)
+    nets = [net for head in pipeline._heads.values() for net in head.nets]
+    configs = [net.config for net in nets]
+    with pytest.raises(ModelLoadError, match=f'sparsity.layer_thresholds: {message}'):
+        pipeline.update(st.replace(settings, {'sparsity.layer_thresholds': names,
+                                              'sparsity.scale': 0.5}))
+    assert pipeline.settings == settings
+    assert [net.config for net in nets] == configs
+
+
+def test_a_layer_threshold_of_a_network_of_any_size_is_checked_before_the_first_frame():
+    # A fully convolutional network has no plan before its first frame: its traced graph
+    # names its layers.
+    with pytest.raises(ModelLoadError, match="layer named 'nope'; segmentation/ input, "):
+        Pipeline(_settings(**{'sparsity.layer_thresholds': ['nope=1']}),
+                 heads=('segmentation',))
+    pipeline = Pipeline(_settings(**{'sparsity.layer_thresholds': ['blocks.1.expand.0=0.5']}),
+                        heads=('segmentation',))
+    net = pipeline._heads['segmentation'].nets[0]
+    assert not net.engine._plans and net.config.layer_thresholds == {'blocks.1.expand.0': 0.5}
+    pipeline.process(np.full((64, 96, 3), 90, np.uint8))
+    names = [g.layer.names for g in net.state.plan.layers]
+    index = next(i for i, layer in enumerate(names) if 'blocks.1.expand.0' in layer)
+    assert net.state.thresholds[index] == 0.5
+
+
 def test_a_missing_optional_package_is_a_model_load_error_naming_it(monkeypatch):
     import sys
 

@@ -801,10 +801,18 @@ def test_global_scale_applies_to_global_poolings_only():
 
 
 def test_unknown_layer_threshold_names_are_listed():
-    inc = IncrementalModel(nn.Sequential(nn.Conv2d(3, 2, 1)).eval(),
-                           EngineConfig(layer_thresholds={'nope': 0.1}))
+    # Before the first frame (no plan yet) against the traced graph, after it the plan's.
+    module = nn.Sequential(nn.Conv2d(3, 2, 1), nn.ReLU()).eval()
+    with pytest.raises(EngineError, match="unknown layers \\['nope'\\]; the model's layers "
+                                          'are named after its modules: 0, 1$'):
+        IncrementalModel(module, EngineConfig(layer_thresholds={'nope': 0.1}))
+    inc = IncrementalModel(module, EngineConfig(layer_thresholds={'1': 0.1}))
+    assert inc.threshold_names()[:3] == ('input', '0', '1')
+    inc(torch.randn(1, 3, 8, 8))
+    assert inc.threshold_names()[:2] == ('input', '0')  # the ReLU fused into the convolution
+    assert '1' in inc.threshold_names()
     with pytest.raises(EngineError, match="unknown layers \\['nope'\\]; layer names are: 0"):
-        inc(torch.randn(1, 3, 8, 8))
+        inc.reconfigure(EngineConfig(layer_thresholds={'nope': 0.1}))
 
 
 def test_config_from_settings_and_bad_values():
