@@ -26,7 +26,9 @@ pixels of a few neighbouring tiles. So a tile is changed when at least ``min_pix
 pixels changed (a *core* tile), or when it borders a core tile (8-neighbourhood) and at least
 ``neighbour_pixels`` of its pixels changed: the edges of a moving object, where only a few
 pixels of a tile change, go along with the object while the same few pixels elsewhere are
-treated as noise. The changed set is optionally grown by ``dilation`` tiles, and the
+treated as noise. A tile the frame cuts short (the last row or column of a frame whose
+size is no multiple of the tile) needs its share of those pixels, rounded up. The changed
+set is optionally grown by ``dilation`` tiles, and the
 reference is then updated in the changed tiles only. Slow drift therefore accumulates against
 the reference until it crosses the threshold, and is never lost.
 
@@ -118,6 +120,8 @@ class ChangeDetector:
         self._reference: torch.Tensor | None = None
         self._refresh_requested = False
         self._frame_index = 0
+        self._needs_key: tuple | None = None
+        self._needs: tuple[Any, Any] = (0, 0)
 
     def request_refresh(self) -> None:
         """Make the next frame a full refresh (every tile changed)."""
@@ -152,12 +156,36 @@ class ChangeDetector:
             tiles, pixel_fraction = self._update_torch(image, ref, tiles_h, tiles_w)
         return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
 
-    def _tile_rule(self, counts: torch.Tensor) -> torch.Tensor:
+    def _pixels_needed(self, height: int, width: int) -> tuple[Any, Any]:
+        """
+        Return the changed pixels a tile needs: to change (min_pixels), beside one (neighbours).
+
+        Ints, or where the frame ends inside the last tile row or column, (Ht, Wt) int64 arrays:
+        a partial tile needs its share of them (rounded up), so that a change confined to it
+        (a 1-pixel row of a 481-row frame) can still count.
+        """
+        t = self.tile_size
+        key = (height, width, t, self.min_pixels, self.neighbour_pixels)
+        if key != self._needs_key:
+            needs: tuple[Any, Any] = (self.min_pixels, self.neighbour_pixels)
+            if height % t or width % t:
+                rows = np.full(-(-height // t), t, np.int64)
+                rows[-1] = height - (len(rows) - 1) * t
+                columns = np.full(-(-width // t), t, np.int64)
+                columns[-1] = width - (len(columns) - 1) * t
+                area = rows[:, None] * columns[None, :]
+                needs = tuple(-(-n * area // (t * t)) for n in needs)  # full tiles: n
+            self._needs_key, self._needs = key, needs
+        return self._needs
+
+    def _tile_rule(self, counts: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Return the changed tiles for per-tile counts of changed pixels (core, neighbours)."""
-        tiles = counts >= self.min_pixels
+        core, near_need = (n if isinstance(n, int) else torch.from_numpy(n).to(counts.device)
+                           for n in self._pixels_needed(height, width))
+        tiles = counts >= core
         if self.neighbour_pixels < self.min_pixels and bool(tiles.any()):
             near = F.max_pool2d(tiles[None, None].float(), 3, 1, 1)[0, 0] > 0
-            tiles = tiles | (near & (counts >= self.neighbour_pixels))
+            tiles = tiles | (near & (counts >= near_need))
         if self.dilation > 0 and bool(tiles.any()):
             k = 2 * self.dilation + 1
             grown = F.max_pool2d(tiles[None, None].float(), k, 1, self.dilation)
@@ -173,7 +201,7 @@ class ChangeDetector:
         padded = F.pad(changed, (0, tiles_w * t - width, 0, tiles_h * t - height))
         counts = padded.view(tiles_h, t, tiles_w * t).sum(1, dtype=torch.int32)
         counts = counts.view(tiles_h, tiles_w, t).sum(2)  # rows of tiles, then columns
-        tiles = self._tile_rule(counts)
+        tiles = self._tile_rule(counts, height, width)
         mask = tiles.repeat_interleave(t, 0).repeat_interleave(t, 1)[:height, :width]
         torch.where(mask[..., None], image, ref, out=ref)
         return tiles, pixel_fraction
@@ -193,16 +221,17 @@ class ChangeDetector:
         counts = changed.reshape(tiles_h, t, tiles_w * t).sum(1, dtype=np.uint16)  # (Ht, W)
         counts = counts.reshape(tiles_h, tiles_w, t).sum(2, dtype=np.int64)  # (Ht, Wt)
         pixel_fraction = float(counts.sum()) / (height * width)
-        tiles = self._tile_rule_numpy(counts)
+        tiles = self._tile_rule_numpy(counts, height, width)
         if tiles.any():
             _copy_tiles(a, r, tiles, t)
         return torch.from_numpy(tiles), pixel_fraction
 
-    def _tile_rule_numpy(self, counts: np.ndarray) -> np.ndarray:
+    def _tile_rule_numpy(self, counts: np.ndarray, height: int, width: int) -> np.ndarray:
         """:meth:`_tile_rule` on numpy counts: torch's ops cost more than the map is worth."""
-        tiles = counts >= self.min_pixels
+        core, near_need = self._pixels_needed(height, width)
+        tiles = counts >= core
         if self.neighbour_pixels < self.min_pixels and tiles.any():
-            tiles = tiles | (_grown(tiles, 1) & (counts >= self.neighbour_pixels))
+            tiles = tiles | (_grown(tiles, 1) & (counts >= near_need))
         if self.dilation > 0 and tiles.any():
             tiles = _grown(tiles, self.dilation)
         return tiles
@@ -431,5 +460,8 @@ def _changed_pixels(image: torch.Tensor, ref: torch.Tensor, threshold: float) ->
         diff = torch.maximum(image, ref) - torch.minimum(image, ref)
         return diff.amax(-1) > threshold
     if image.dtype.is_floating_point:
-        return (image - ref).abs().amax(-1) > threshold / 255.0
+        # Written so that a NaN on one side counts as moved (a depth image's hole that fills,
+        # or opens); NaN on both sides is no change.
+        moved = ~((image - ref).abs() <= threshold / 255.0)
+        return (moved & ~(image.isnan() & ref.isnan())).any(-1)
     return (image.int() - ref.int()).abs().amax(-1) > threshold

@@ -1007,6 +1007,7 @@ class Pipeline:
         self._heads = {kind: _Head(kind, settings, self._device, incremental)
                        for kind in self._head_names}
         self._check_thresholds(settings, self._heads)
+        self._check_proposals(settings)
         self._changes = self._new_detectors(settings)
         # Frames whose every network runs dense may go without a change map (see
         # scheduling.ChangeMapSchedule); after such frames the next map starts with a refresh.
@@ -1081,6 +1082,18 @@ class Pipeline:
         return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
                            change.tile_size, stats)
 
+    def _check_proposals(self, settings: PerceptionSettings) -> None:
+        """Refuse mask proposals without OpenCV (its connected components find the people)."""
+        if settings.pose.mask_proposal_height == 0 or len(self._head_names) < 2:
+            return
+        try:
+            import cv2  # noqa: F401
+        except ImportError:
+            raise ModelLoadError(
+                'pose.mask_proposal_height needs OpenCV: on a robot `apt install python3-opencv` '
+                "(rosdep does this), with pip `pip install 'sparse_perception[opencv]'`; or set "
+                'it to 0') from None
+
     def _proposals(self, segmentation: Any) -> Callable[[], list] | None:
         """Return the person regions of this frame's mask for the pose head (None: none)."""
         height = self._settings.pose.mask_proposal_height
@@ -1122,6 +1135,7 @@ class Pipeline:
                     reconfigured.append(heads[kind])
                     heads[kind].reconfigure(settings)
             self._check_thresholds(settings, heads)
+            self._check_proposals(settings)
         except Exception as exc:
             # The old settings stay: a head reconfigured before the one that failed (or the
             # failed one, part way) takes them back. (What it remembered may go with it: a
@@ -1482,7 +1496,9 @@ def _apply_change_settings(detector: Any, change: Any) -> None:
 
 def _to_result(kind: str, model: Any, decoded: Any, ids: Sequence[int] | None = None) -> Any:
     if kind == 'segmentation':
-        return SegmentationResult(np.ascontiguousarray(decoded, dtype=np.uint8),
+        # A copy: a still frame answers with the mask decoded before, which a caller may
+        # have drawn on in an earlier result (each result owns its arrays).
+        return SegmentationResult(np.array(decoded, dtype=np.uint8, order='C'),
                                   tuple(model.labels))
     people = [[tuple(k) for k in person] for person in decoded]
     joints = len(model.joints)

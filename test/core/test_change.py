@@ -230,6 +230,46 @@ def test_uint8_difference_does_not_wrap_around():
     assert bool(det.update(frame(4, 4, 250)).tiles.any())
 
 
+def test_a_float_pixel_that_becomes_or_stops_being_nan_is_a_change():
+    # A depth image's hole: NaN on one side of the difference is a change, on both none.
+    det = ChangeDetector(threshold=0, tile_size=4, min_pixels=1)
+    hole = np.zeros((8, 8, 1), np.float32)
+    hole[5, 5] = np.nan
+    det.update(hole)
+    assert not bool(det.update(hole.copy()).tiles.any())
+    filled = np.zeros((8, 8, 1), np.float32)
+    assert det.update(filled).tiles.tolist() == [[False, False], [False, True]]
+    assert not bool(det.update(filled.copy()).tiles.any())
+    assert det.update(hole).tiles.tolist() == [[False, False], [False, True]]
+
+
+@pytest.mark.parametrize('opencv', [True, False])
+@pytest.mark.parametrize('dtype', [np.uint8, np.float32])
+def test_a_tile_the_frame_cuts_short_needs_its_share_of_min_pixels(opencv, dtype, monkeypatch):
+    # 481 rows: the last tile row is one pixel tall, 16 pixels of a 16 px tile. At
+    # min_pixels 32 it could never count; it needs 32 * 16 / 256 = 2 pixels.
+    from sparse_perception import change
+    if opencv:
+        pytest.importorskip('cv2')
+    else:
+        monkeypatch.setattr(change, '_CV2', [None])
+    scale = 255 if dtype == np.uint8 else 1
+    det = ChangeDetector(threshold=12, tile_size=16, min_pixels=32, neighbour_pixels=4)
+    det.update(np.zeros((481, 64, 3), dtype))
+    one = np.zeros((481, 64, 3), dtype)
+    one[480, 3] = scale  # one pixel of the short tile: below its share
+    assert not bool(det.update(one).tiles.any())
+    two = one.copy()
+    two[480, 4] = scale
+    tiles = det.update(two).tiles
+    assert bool(tiles[30, 0]) and int(tiles.sum()) == 1
+    whole = two.copy()
+    whole[0, :16] = whole[1, :15] = scale  # a whole tile still needs min_pixels: 31 are few
+    assert not bool(det.update(whole).tiles[0, 0])
+    whole[1, 15] = scale
+    assert bool(det.update(whole).tiles[0, 0])
+
+
 def test_pixel_mask_expands_tiles():
     det = ChangeDetector(threshold=1, tile_size=4, min_pixels=1)
     det.update(frame(6, 10))

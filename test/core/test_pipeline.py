@@ -56,6 +56,17 @@ def test_thresholds_zero_give_the_dense_result(frames):
     assert sparse_frames == len(frames) - 1  # only the first frame ran dense
 
 
+def test_a_result_owns_its_mask_when_a_still_frame_repeats_it(frames):
+    pipeline = Pipeline(_settings(), heads=('segmentation',))
+    first = pipeline.process(frames[0])
+    kept = first.segmentation.mask.copy()
+    second = pipeline.process(frames[0])  # the same picture: the last answer stands
+    assert np.array_equal(second.segmentation.mask, kept)
+    first.segmentation.mask[:] = 200  # a caller draws on an earlier result
+    assert np.array_equal(second.segmentation.mask, kept)
+    assert np.array_equal(pipeline.process(frames[0]).segmentation.mask, kept)
+
+
 def test_stats_and_change_map(frames):
     # A static camera's change settings, so that the second frame leaves some layers alone.
     static = _settings(**{'change.threshold': 12.0, 'change.min_pixels': 32})
@@ -493,6 +504,21 @@ def test_a_missing_optional_package_is_a_model_load_error_naming_it(monkeypatch)
     monkeypatch.setitem(sys.modules, 'tflite', None)  # as without the tflite extra
     with pytest.raises(ModelLoadError, match=r"segmentation model .*needs the 'tflite' package"):
         Pipeline(_settings(), heads=('segmentation',))
+
+
+def test_mask_proposals_without_opencv_are_refused_when_set(mediapipe_cache, monkeypatch):
+    import sys
+
+    settings = _mediapipe_settings(mediapipe_cache)
+    pipeline = Pipeline(settings)
+    monkeypatch.setitem(sys.modules, 'cv2', None)  # as without the opencv extra
+    proposals = st.replace(settings, {'pose.mask_proposal_height': 32})
+    with pytest.raises(ModelLoadError, match='pose.mask_proposal_height needs OpenCV'):
+        Pipeline(proposals)
+    with pytest.raises(ModelLoadError, match='pose.mask_proposal_height needs OpenCV'):
+        pipeline.update(proposals)
+    assert pipeline.settings == settings
+    Pipeline(proposals, heads=('pose',))  # no mask to propose from: nothing needs OpenCV
 
 
 def test_the_dense_pass_feeds_an_fp16_trunk_in_fp16():

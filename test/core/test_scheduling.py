@@ -274,20 +274,32 @@ class _SlowEngine:
         self.record(path, 1.5 * self.choice.estimates()['dense'] if path == 'engine' else ms)
 
 
-def _beside_dense(clip, keep_change_maps=False):
+def _beside_dense(clip, keep_change_maps=False, decodes=None):
     """
     Run ``clip`` through the incremental pipeline, its engine slower than dense, and dense.
 
     Every mask must equal dense's. Returns per frame (the incremental result, the dense
-    result, the path the network took).
+    result, the path the network took). ``decodes``, a list, gets the number of masks decoded
+    by each frame.
     """
     dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
     incremental = Pipeline(_coral_settings(), heads=('segmentation',))
     incremental.keep_change_maps = keep_change_maps
     net = incremental._heads['segmentation'].net
+    model = incremental._heads['segmentation'].model
+    decode, decoded = model.decode, [0]
+
+    def counted(*args, **kwargs):
+        decoded[0] += 1
+        return decode(*args, **kwargs)
+
+    model.decode = counted
     out = []
     for index, frame in enumerate(clip):
+        decoded[0] = 0
         got, want = incremental.process(frame), dense.process(frame)
+        if decodes is not None:
+            decodes.append(decoded[0])
         if index == 0:  # after the first frame's reset, which renews a size-bound choice
             net.choice.record = _SlowEngine(net.choice)
         np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
@@ -296,13 +308,16 @@ def _beside_dense(clip, keep_change_maps=False):
 
 
 def test_either_path_gives_the_dense_result_at_thresholds_zero(frames):
-    runs = _beside_dense(frames)
+    decodes = []
+    runs = _beside_dense(frames, decodes=decodes)
     paths = [path for _, _, path in runs]
     macs = [got.stats.heads['segmentation'].macs for got, _, _ in runs]
     masks = [got.segmentation.mask for got, _, _ in runs]
     measured = [got.stats.change_measured for got, _, _ in runs]
-    # A still frame is not even decoded again: the last result stands.
-    assert masks[4] is masks[3] and masks[5] is not masks[4]
+    # A still frame is not even decoded again: the last result stands (a copy: each result
+    # owns its mask).
+    assert decodes[3:6] == [1, 0, 1] and np.array_equal(masks[4], masks[3])
+    assert not np.shares_memory(masks[4], masks[3])
     # The first frame times both; three sparse engine frames lose to the dense pass (frame 4
     # changed nothing: the engine answers it, not a sample), which then runs every frame.
     assert paths[:5] == ['engine'] * 5 and set(paths[5:]) == {'dense'}
