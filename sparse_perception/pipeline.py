@@ -68,6 +68,15 @@ class ModelLoadError(ValueError):
     """A head's model cannot be loaded or run; the message names the model and the reason."""
 
 
+# Model settings every head is built anew for (Pipeline.update).
+RELOADING = ('device', 'precision', 'backend', 'execution', 'runtime', 'threads', 'models_dir')
+
+
+def reloads_every_head(old: PerceptionSettings, new: PerceptionSettings) -> bool:
+    """Whether :meth:`Pipeline.update` from ``old`` to ``new`` builds every head anew."""
+    return any(getattr(old.model, name) != getattr(new.model, name) for name in RELOADING)
+
+
 def own_thresholds(thresholds: Mapping[str, float], scope: str, known: Sequence[str],
                    what: str) -> dict[str, float]:
     """
@@ -1063,6 +1072,23 @@ class Pipeline:
                          self._shape[:2], image.shape[:2])
             self.reset()
             self._shape = image.shape
+        try:
+            changes, outputs, heads = self._run_heads(image)
+        except BaseException:
+            # The change maps took this frame in as propagated and a network may hold part
+            # of it: the next frame would be answered from what this one left. It starts
+            # afresh instead (dense, as after a size change), and nobody is followed.
+            self.reset()
+            raise
+        change = changes[self._head_names[0]]  # the segmentation head's when both run
+        tiles = change.tiles.cpu().numpy()
+        stats = PipelineStats(float(change.changed_fraction), heads,
+                              (time.perf_counter() - start) * 1e3, change.measured)
+        return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
+                           change.tile_size, stats)
+
+    def _run_heads(self, image: np.ndarray) -> tuple[dict, dict, dict[str, HeadStats]]:
+        """Return the frame's change maps and each head's outputs and statistics."""
         # The dense reference needs no change map: every tile of every frame is computed.
         made = time.perf_counter()
         changes = self._change_maps(image)
@@ -1070,17 +1096,12 @@ class Pipeline:
         for head in self._heads.values():
             for net in head.nets:
                 net.map_ms = map_ms
-        change = changes[self._head_names[0]]  # the segmentation head's when both run
         outputs: dict[str, Any] = {}
         heads: dict[str, HeadStats] = {}
         for kind, head in self._heads.items():
             outputs[kind], heads[kind] = head.run(image, changes[kind],
                                                   self._proposals(outputs.get('segmentation')))
-        tiles = change.tiles.cpu().numpy()
-        stats = PipelineStats(float(change.changed_fraction), heads,
-                              (time.perf_counter() - start) * 1e3, change.measured)
-        return FrameResult(outputs.get('segmentation'), outputs.get('pose'), tiles,
-                           change.tile_size, stats)
+        return changes, outputs, heads
 
     def _check_proposals(self, settings: PerceptionSettings) -> None:
         """Refuse mask proposals without OpenCV (its connected components find the people)."""
@@ -1114,13 +1135,7 @@ class Pipeline:
         heads share a map or stop sharing one (the new maps then start with a refresh).
         """
         old = self._settings
-        reload_all = (settings.model.device != old.model.device
-                      or settings.model.precision != old.model.precision
-                      or settings.model.backend != old.model.backend
-                      or settings.model.execution != old.model.execution
-                      or settings.model.runtime != old.model.runtime
-                      or settings.model.threads != old.model.threads
-                      or settings.model.models_dir != old.model.models_dir)
+        reload_all = reloads_every_head(old, settings)
         device = _device(settings.model.device)
         if settings.model.threads != old.model.threads:
             _apply_threads(settings.model.threads)  # the reloaded heads' LiteRT takes it too

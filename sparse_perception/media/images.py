@@ -790,11 +790,24 @@ def _decode_with_warnings(cv2: Any, data: np.ndarray) -> tuple[Any, str]:
     return image, ' '.join(line.strip() for line in warnings)
 
 
+# Bytes a camera may write after a JPEG's end-of-image marker (a line end, a short trailer).
+JPEG_TRAILER_BYTES = 64
+
+
 def _jpeg_is_complete(data: np.ndarray) -> bool:
-    """Whether the JPEG ends with its EOI marker (FF D9), allowing zero or FF padding."""
+    """
+    Whether the JPEG ends with its EOI marker (FF D9), allowing padding or a short trailer.
+
+    After the marker: zero or FF padding, or up to JPEG_TRAILER_BYTES without an FF (no JPEG
+    marker: a cut scan never holds FF D9, so a marker that close to the end is the image's).
+    """
     tail = data[-65536:].tobytes()
     end = tail.rfind(b'\xff\xd9')
-    return end >= 0 and not tail[end + 2:].strip(b'\x00\xff')
+    if end < 0:
+        return False
+    rest = tail[end + 2:]
+    return not rest.strip(b'\x00\xff') or (len(rest) <= JPEG_TRAILER_BYTES
+                                           and b'\xff' not in rest)
 
 
 def _cv2():

@@ -20,7 +20,7 @@ Per frame: decode the message, apply the settings changed since the last frame (
 model if one changed, and keeping the previous one if the new one does not load), reset the
 temporal state when the stream restarts, run the pipeline and publish the result with the
 input's header. A bad frame or a failing pipeline is logged once, counted, and the stream goes
-on.
+on (a pipeline that fails part way through a frame resets its temporal state itself).
 """
 
 from __future__ import annotations
@@ -175,10 +175,13 @@ class FrameWorker:
         if pending is None or (pending == self._in_force and not self._unsettled):
             return
         old = self._in_force
+        from sparse_perception.pipeline import reloads_every_head
+
         reloads = changed_models(old, pending, self._parameters.heads)
+        rebuilt = bool(reloads) or reloads_every_head(old, pending)
         try:
             self.pipeline.update(pending)
-            if reloads and self._warm_reloads:  # a new model compiles now, not mid-stream
+            if rebuilt and self._warm_reloads:  # new networks compile now, not mid-stream
                 self.pipeline.warm_up()
         except Exception as exc:  # ModelLoadError, or anything a bad model throws
             self._keep_previous_model(old, pending, exc)

@@ -67,6 +67,35 @@ def test_a_result_owns_its_mask_when_a_still_frame_repeats_it(frames):
     assert np.array_equal(pipeline.process(frames[0]).segmentation.mask, kept)
 
 
+def test_a_frame_that_fails_part_way_leaves_the_next_frames_exact(monkeypatch):
+    # The change map takes a frame in before the networks run: after a failure there (a
+    # CUDA out-of-memory, say) the same picture again must not count as unchanged.
+    import cv2
+    from sparse_perception import pipeline as module
+
+    folder = require_shared('data/davis/DAVIS/JPEGImages/480p/parkour')
+    paths = sorted(folder.glob('*.jpg'))
+    # Half size: the runner far from where he was, and the person class in both.
+    before, after = (cv2.resize(cv2.imread(str(paths[i]))[:, :, ::-1], (428, 240))
+                     for i in (10, 40))
+    incremental = Pipeline(_settings(), heads=('segmentation',))
+    dense = Pipeline(_settings(), heads=('segmentation',), incremental=False)
+    incremental.process(before)
+    run = module._Head.run
+
+    def fails(self, *args, **kwargs):
+        raise RuntimeError('out of memory')
+
+    monkeypatch.setattr(module._Head, 'run', fails)
+    with pytest.raises(RuntimeError, match='out of memory'):
+        incremental.process(after)
+    monkeypatch.setattr(module._Head, 'run', run)
+    want = dense.process(after).segmentation.mask
+    assert np.count_nonzero(want != dense.process(before).segmentation.mask) > 1000
+    for _ in range(2):
+        np.testing.assert_array_equal(incremental.process(after).segmentation.mask, want)
+
+
 def test_stats_and_change_map(frames):
     # A static camera's change settings, so that the second frame leaves some layers alone.
     static = _settings(**{'change.threshold': 12.0, 'change.min_pixels': 32})

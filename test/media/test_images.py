@@ -668,9 +668,16 @@ def test_bad_compressed_data_is_named(data, fmt, pattern):
         compressed_to_numpy(_compressed(data, fmt))
 
 
-def test_jpeg_with_trailing_padding_is_accepted():
-    padded = _jpeg_bytes() + bytes(16)
+@pytest.mark.parametrize('trailer', [bytes(16), b'\xff' * 7, b'\r\n', b'EXTRA', b'x' * 64])
+def test_jpeg_with_trailing_padding_or_a_short_trailer_is_accepted(trailer):
+    padded = _jpeg_bytes() + trailer
     assert compressed_to_numpy(_compressed(padded)).shape == (48, 64, 3)
+
+
+@pytest.mark.parametrize('trailer', [b'x' * 65, b'\r\n\xff\xd8'])
+def test_jpeg_with_more_after_its_end_is_refused(trailer):
+    with pytest.raises(ImageConversionError, match='truncated or corrupt'):
+        compressed_to_numpy(_compressed(_jpeg_bytes() + trailer))
 
 
 @pytest.mark.parametrize('kwargs, pattern', [

@@ -252,6 +252,26 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
     assert len(pipelines) == 1  # reloaded in place, never rebuilt
 
 
+def test_a_setting_that_rebuilds_every_network_warms_them_up(harness):
+    # model.threads (like the device, precision, backend, execution, runtime and models_dir)
+    # builds every head anew: the new networks compile before the next frame, not on it.
+    pipelines = []
+
+    def factory(settings, heads):
+        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
+        return pipelines[-1]
+
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    assert _set(harness, client, model__threads=2)[0].successful
+    _send_and_wait(harness, publisher, _raw(1), clouds)
+    assert pipelines[0].settings.model.threads == 2
+    assert pipelines[0].warm_ups == 2  # at activation, and for the rebuilt networks
+    assert _set(harness, client, change__threshold=3.0)[0].successful
+    _send_and_wait(harness, publisher, _raw(2), clouds)
+    assert pipelines[0].warm_ups == 2  # settings that keep the networks need none
+
+
 def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harness):
     class Refusing(pipeline_double.PipelineDouble):
         """A pose model that takes no track gate; and, while ``everything``, no change."""
