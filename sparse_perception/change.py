@@ -113,6 +113,9 @@ class ChangeDetector:
             if not low <= value <= high or value != value:
                 raise ValueError(f'ChangeDetector {name}={value!r} is out of range; expected '
                                  f'{low} to {high}')
+        if self.min_pixels > self.tile_size ** 2:
+            raise ValueError(f'ChangeDetector min_pixels={self.min_pixels} is more than the '
+                             f'{self.tile_size ** 2} pixels of a tile: no tile could change')
         self.reset()
 
     def reset(self) -> None:

@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import math
 import os
+import sys
 import typing
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -105,6 +107,9 @@ class ChangeSettings:
     # > 0. Frames without a map (every network on its dense pass) do not count: they drift not.
     refresh_period: int = setting(
         0, 'Full dense refresh every N change maps (0 = never)', low=0, high=1_000_000)
+
+    def __post_init__(self) -> None:
+        min_pixels_problem('change.min_pixels', self.min_pixels, self.tile_size)
 
 
 def parse_layer_thresholds(items: Any) -> dict[str, float]:
@@ -403,6 +408,10 @@ class PerceptionSettings:
     model: ModelSettings = field(default_factory=ModelSettings)
     pose: PoseSettings = field(default_factory=PoseSettings)
 
+    def __post_init__(self) -> None:
+        min_pixels_problem('pose.change_min_pixels', self.pose.change_min_pixels,
+                           self.change.tile_size)
+
     def change_for(self, head: str) -> ChangeSettings:
         """Return the change settings of one head: the pose head has its own threshold."""
         if head == 'pose':
@@ -545,12 +554,18 @@ def spec(name: str, settings_type: type = PerceptionSettings) -> SettingSpec:
     raise SettingError(f'unknown setting {name!r}; known settings: {known}')
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """Return ``repr(value)``, cut to ``limit`` characters (a value may be a whole file line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f'{text[:limit]}... ({len(text)} characters)'
+
+
 def validate(s: SettingSpec, value: Any) -> Any:
     """Return ``value`` converted to the setting's type, or raise :class:`SettingError`."""
     info = s.info
     if s.kind is bool:
         if not isinstance(value, bool):
-            raise SettingError(f'{s.name} must be true or false, got {value!r}')
+            raise SettingError(f'{s.name} must be true or false, got {_shown(value)}')
         return value
     if s.kind in (int, float):
         # bool is an int in Python; a YAML 'true' for a number is a mistake, not 1.
@@ -558,7 +573,7 @@ def validate(s: SettingSpec, value: Any) -> Any:
         if isinstance(value, bool) or not ok:
             raise SettingError(
                 f'{s.name} must be {"an integer" if s.kind is int else "a number"}, '
-                f'got {value!r}')
+                f'got {_shown(value)}')
         try:
             value = s.kind(value)
         except OverflowError:  # an integer of hundreds of digits for a float setting
@@ -573,14 +588,14 @@ def validate(s: SettingSpec, value: Any) -> Any:
         return value
     if s.kind is str:
         if not isinstance(value, str):
-            raise SettingError(f'{s.name} must be a string, got {value!r}')
+            raise SettingError(f'{s.name} must be a string, got {_shown(value)}')
         if info.choices is not None and value not in info.choices:
             raise SettingError(
                 f'{s.name} = {value!r} is not one of {", ".join(info.choices)}')
         return value
     if s.kind is tuple:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-            raise SettingError(f'{s.name} must be a list of strings, got {value!r}')
+            raise SettingError(f'{s.name} must be a list of strings, got {_shown(value)}')
         if info.choices is not None:
             unknown = [v for v in value if v not in info.choices]
             if unknown:
@@ -691,6 +706,14 @@ def unused_gate_file(settings: PerceptionSettings) -> str | None:
         return (f'note: sparsity.gate_model {sparsity.gate_model} is not read: only '
                 f'sparsity.gate learned uses it, and sparsity.gate is {sparsity.gate!r}')
     return None
+
+
+def min_pixels_problem(name: str, min_pixels: int, tile_size: int) -> None:
+    """Raise SettingError when a tile cannot hold ``min_pixels`` changed pixels."""
+    if min_pixels > tile_size * tile_size:
+        raise SettingError(
+            f'{name} = {min_pixels} is more than the {tile_size * tile_size} pixels of a '
+            f'change.tile_size {tile_size} tile: no tile could ever count as changed')
 
 
 def execution_problem(backend: str, execution: str) -> str | None:
@@ -806,17 +829,101 @@ def params_yaml_changes(path: str | os.PathLike, node_name: str | None = None,
 
 
 def _parameters_loader() -> type:
-    """Return a safe YAML loader refusing aliases (``*name``), as ROS 2's parser does."""
+    """
+    Return a safe YAML loader that reads a parameters file as ROS 2 (rcl) does.
+
+    Aliases (``*name``) are refused, as rcl refuses them, and values are typed by rcl's rules
+    (:func:`rcl_scalar`), not YAML 1.1's: ``1e1`` is a number and ``y`` true to a node, ``1_000``
+    and ``null`` strings; a quoted value is always a string. Keys stay strings.
+    """
     import yaml
 
+    def typed(node: Any) -> None:
+        if isinstance(node, yaml.ScalarNode) and node.style is None \
+                and node.tag == 'tag:yaml.org,2002:str':
+            node.tag = _RCL_VALUE_TAG
+
     class Loader(yaml.SafeLoader):
+        # Every scalar is composed as a string; values are typed when constructed.
+        yaml_implicit_resolvers: dict = {}
+
         def compose_node(self, parent, index):
             if self.check_event(yaml.AliasEvent):
                 raise yaml.composer.ComposerError(
                     None, None, 'aliases (*name) are not supported in ROS 2 parameter files',
                     self.peek_event().start_mark)
             return super().compose_node(parent, index)
+
+        def construct_mapping(self, node, deep=False):
+            for _, value in node.value:
+                typed(value)
+            return super().construct_mapping(node, deep)
+
+        def construct_sequence(self, node, deep=False):
+            for item in node.value:
+                typed(item)
+            return super().construct_sequence(node, deep)
+
+    Loader.add_constructor(_RCL_VALUE_TAG,
+                           lambda loader, node: rcl_scalar(loader.construct_scalar(node)))
     return Loader
+
+
+_RCL_VALUE_TAG = '!rcl_value'
+_RCL_TRUE = frozenset('Y y yes Yes YES true True TRUE on On ON'.split())
+_RCL_FALSE = frozenset('N n no No NO false False FALSE off Off OFF'.split())
+_YAML_SPECIAL = {f'{sign}.{word}': value for word in ('inf', 'Inf', 'INF')
+                 for sign, value in (('', math.inf), ('+', math.inf), ('-', -math.inf))}
+_YAML_SPECIAL.update({'.nan': math.nan, '.NaN': math.nan, '.NAN': math.nan})
+# C's strtol with base 0 and strtod, each required to read the whole text: leading
+# whitespace, a sign; integers 0x hexadecimal, 0 octal or decimal; doubles with a decimal or
+# 0x hexadecimal mantissa and an exponent, or inf, infinity, nan (any case).
+_C_INTEGER = r'\s*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)'
+_C_DECIMAL = r'\s*[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?'
+_C_HEXADECIMAL = r'\s*([+-]?)0[xX]([0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+)([pP][+-]?[0-9]+)?'
+_C_SPECIAL = r'\s*[+-]?(?:inf|infinity|nan(?:\([0-9a-zA-Z_]*\))?)'
+
+
+def rcl_scalar(text: str) -> Any:
+    """
+    Type an unquoted parameter value as rcl's parser does: bool, int64, double, else string.
+
+    An integer past int64 goes on to be a double, and a double past a double's range (C's
+    ERANGE) a string, as in rcl. An empty value is None, which no setting takes (rcl refuses
+    it: 'no value').
+    """
+    import re
+
+    if text == '':
+        return None
+    if text in _RCL_TRUE or text in _RCL_FALSE:
+        return text in _RCL_TRUE
+    integer = re.fullmatch(_C_INTEGER, text)
+    if integer and len(text) < 64:  # (longer: past int64 whatever its base)
+        sign, body = integer.groups()
+        value = int(body[2:], 16) if body[:2] in ('0x', '0X') else int(body, 8 if
+                                                                       body[0] == '0' else 10)
+        value = -value if sign == '-' else value
+        if -2 ** 63 <= value < 2 ** 63:
+            return value
+    if text in _YAML_SPECIAL:
+        return _YAML_SPECIAL[text]
+    hexadecimal = re.fullmatch(_C_HEXADECIMAL, text)
+    decimal = re.fullmatch(_C_DECIMAL, text)
+    if hexadecimal:
+        sign, mantissa, exponent = hexadecimal.groups()
+        value = float.fromhex(f'{sign}0x{mantissa}{exponent or "p0"}')
+        significant = mantissa.strip('0.')
+    elif decimal:
+        value = float(text)
+        significant = decimal.group(1).strip('0.')
+    elif re.fullmatch(_C_SPECIAL, text, re.IGNORECASE):
+        return float(text.split('(')[0])
+    else:
+        return text
+    if math.isinf(value) or (value == 0 and significant) or 0 < abs(value) < sys.float_info.min:
+        return text  # past a double's range: strtod's ERANGE
+    return value
 
 
 # Parameters every rclpy node has; a parameters file may set them.
@@ -900,4 +1007,7 @@ def _parse_bool(text: str) -> bool:
         return True
     if lowered in ('0', 'false', 'no', 'off'):
         return False
-    raise ValueError(f'expected true or false, got {text!r}')
+    import argparse  # an argparse type: its own error, which argparse prints as it is
+
+    raise argparse.ArgumentTypeError(
+        f'expected true or false (or yes/no, on/off, 1/0), got {text!r}')

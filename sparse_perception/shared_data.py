@@ -52,7 +52,7 @@ def shared_path(relative: str) -> Path:
     if not path.exists():
         raise SharedDataMissing(
             f'{relative} not found under {shared_root()}; set {SHARED_ENV} to the folder '
-            'that holds data/ and models/ (see README, "Evaluation data")')
+            'that holds data/ and models/ (see README, "Evaluation")')
     return path
 
 

@@ -51,6 +51,7 @@ import sys
 import time
 from typing import Any, Sequence
 
+from sparse_perception.cli import path_argument
 from sparse_perception.evaluation import loop, provenance
 from sparse_perception.evaluation.stats import median, percentile
 from sparse_perception.settings import HEADS
@@ -80,7 +81,7 @@ def register(subparsers: Any) -> None:
                         help='a rosbag2 folder, ROS 1 bag, video or image folder '
                         '[the bundled vtest40 clip]')
     parser.add_argument('--topic', help="the bag's image topic [its only one]")
-    parser.add_argument('--json', metavar='PATH',
+    parser.add_argument('--json', type=path_argument, metavar='PATH',
                         help='write the results here, and a markdown report beside them '
                         '(same name, .md)')
     parser.add_argument('--frames', type=int, default=None, metavar='N',
@@ -117,6 +118,13 @@ def run_command(args: argparse.Namespace) -> int:
         if value is not None and value < low:
             print(f'{flag} {value}: expected at least {low}', file=sys.stderr)
             return 2
+    from sparse_perception import settings as st
+    try:
+        if args.threads is not None:
+            st.check_flags([('--threads', 'model.threads', args.threads)])
+    except st.SettingError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     from sparse_perception.output_files import (check_outputs, OutputError, report_pair,
                                                 write_reports)
     from sparse_perception.pipeline import ModelLoadError

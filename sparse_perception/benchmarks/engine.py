@@ -44,6 +44,7 @@ import sys
 import time
 from typing import Any, Callable
 
+from sparse_perception.cli import path_argument
 from sparse_perception.evaluation import provenance
 from sparse_perception.evaluation.stats import median, percentile
 
@@ -60,8 +61,10 @@ def register(subparsers: Any) -> None:
         "caches' memory.")
     parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'),
                         help='device to run on [cpu]')
-    parser.add_argument('--json', metavar='PATH', help='write the results as JSON here')
-    parser.add_argument('--markdown', metavar='PATH', help='write a markdown table here')
+    parser.add_argument('--json', type=path_argument, metavar='PATH',
+                        help='write the results as JSON here')
+    parser.add_argument('--markdown', type=path_argument, metavar='PATH',
+                        help='write a markdown table here')
     parser.add_argument('--frames', type=int, default=40,
                         help='vtest frames timed per configuration [40]')
     parser.add_argument('--warmup', type=int, default=3, help='frames dropped first [3]')
@@ -159,8 +162,6 @@ FRAME_BUDGET_BYTES = 4 * 2**30
 
 def _argument_problem(args: argparse.Namespace, scales: tuple, resolution: tuple) -> str:
     """Return what is wrong with the arguments ('' when nothing), before any work."""
-    import math
-
     from sparse_perception import settings as st
 
     for flag, value, low in (('--frames', args.frames, 1), ('--warmup', args.warmup, 0),
@@ -178,9 +179,10 @@ def _argument_problem(args: argparse.Namespace, scales: tuple, resolution: tuple
                         ('--change-min-pixels', 'change.min_pixels', args.change_min_pixels)])
     except st.SettingError as exc:
         return str(exc)
-    if not scales or 0.0 not in scales or not all(math.isfinite(v) and v >= 0 for v in scales):
-        return (f'--scales {args.scales!r}: expected numbers of 0 or more, 0 among them (the '
-                'exact run the others are compared with)')
+    high = st.spec('sparsity.scale').info.high
+    if not scales or 0.0 not in scales or not all(0 <= v <= high for v in scales):
+        return (f'--scales {args.scales!r}: expected numbers from 0 to {high:g} (the range of '
+                'sparsity.scale), 0 among them (the exact run the others are compared with)')
     held = (args.frames + args.warmup) * resolution[0] * resolution[1] * 3 * 5
     if held > FRAME_BUDGET_BYTES:
         return (f'--frames {args.frames} at {resolution[0]}x{resolution[1]} would hold '

@@ -58,6 +58,7 @@ import sys
 import time
 from typing import Any, Callable, Sequence
 
+from sparse_perception.cli import path_argument
 from sparse_perception.evaluation import provenance
 from sparse_perception.evaluation.stats import percentiles
 
@@ -96,8 +97,10 @@ def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
         'gpu', help='incremental kernels vs dense cuDNN on CUDA',
         description=__doc__.split('\n\n')[0].split(': ', 1)[1] + ' CUDA only.')
-    parser.add_argument('--json', metavar='PATH', help='write the results as JSON here')
-    parser.add_argument('--markdown', metavar='PATH', help='write a markdown report here')
+    parser.add_argument('--json', type=path_argument, metavar='PATH',
+                        help='write the results as JSON here')
+    parser.add_argument('--markdown', type=path_argument, metavar='PATH',
+                        help='write a markdown report here')
     parser.add_argument('--frames', type=int, default=200,
                         help='frames timed per engine and resolution [200]')
     parser.add_argument('--warmup', type=int, default=5, help='frames dropped first [5]')

@@ -43,6 +43,46 @@ COMMANDS = (
 )
 
 
+def path_argument(text: str):
+    """
+    Take a path argument as a shell user means it: ``~`` expanded, never empty.
+
+    (An argparse ``type``.) Taken as it is, ``--out=~/x`` would name a folder '~' in the
+    current one (the shell expands ``~`` only at the start of a word), and an empty value, an
+    unset shell variable, the current folder.
+    """
+    from pathlib import Path
+
+    if not text:
+        raise argparse.ArgumentTypeError('is empty (an unset shell variable?); give a path')
+    return Path(text).expanduser()
+
+
+def frame_range_argument(text: str):
+    """Take ``START:STOP[:STEP]`` as a FrameRange (an argparse ``type``: errors name the flag)."""
+    from sparse_perception.replay.errors import ReplayError
+    from sparse_perception.replay.sources import FrameRange
+
+    try:
+        return FrameRange.parse(text)
+    except ReplayError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def rate_argument(text: str) -> float:
+    """Take a frame rate in Hz (an argparse ``type``), in the range stamps can be made from."""
+    from sparse_perception.replay.sources import MAX_RATE_HZ, MIN_RATE_HZ
+
+    try:
+        rate = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected a number of Hz, got {text!r}') from None
+    if not MIN_RATE_HZ <= rate <= MAX_RATE_HZ:  # also NaN
+        raise argparse.ArgumentTypeError(
+            f'{text} Hz is out of range; expected {MIN_RATE_HZ:g} to {MAX_RATE_HZ:g} Hz')
+    return rate
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='sparse-perception',
@@ -62,8 +102,12 @@ def _terminate(signum, frame) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    try:  # (building the parser imports a little: a Ctrl-C may come meanwhile)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+    except KeyboardInterrupt:
+        print('\nsparse-perception: interrupted', file=sys.stderr)
+        return 130
     if getattr(args, 'func', None) is None:
         parser.print_help()
         return 2

@@ -20,6 +20,8 @@ import argparse
 from pathlib import Path
 import sys
 
+from sparse_perception.cli import frame_range_argument, path_argument
+
 ACCURACY_DESCRIPTION = """\
 Measure what the sparsity settings cost in accuracy, on real footage with ground truth:
 parity of the models with the TFLite interpreter; DeepLabV3-MobileNetV2 on the DAVIS
@@ -81,15 +83,17 @@ def register(subparsers) -> None:
         'accuracy', help='parity, DAVIS IoU and JHMDB PCK, dense vs incremental',
         description=ACCURACY_DESCRIPTION, epilog=ACCURACY_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    acc.add_argument('--json', type=Path, required=True, metavar='PATH',
+    acc.add_argument('--json', type=path_argument, required=True, metavar='PATH',
                      help='where to write the result')
     acc.add_argument('--sections', default=','.join(accuracy.SECTIONS),
                      help='comma-separated sections to run [%(default)s]')
-    acc.add_argument('--davis-frames', default=accuracy.DAVIS_FRAMES,
+    acc.add_argument('--davis-frames', type=frame_range_argument,
+                     default=accuracy.DAVIS_FRAMES,
                      metavar='START:STOP[:STEP]', help='frames of each DAVIS sequence, a '
                      'Python slice [%(default)s: every other frame, to finish in 10 minutes '
                      'on 2 CPU cores]')
-    acc.add_argument('--jhmdb-frames', default=accuracy.JHMDB_FRAMES,
+    acc.add_argument('--jhmdb-frames', type=frame_range_argument,
+                     default=accuracy.JHMDB_FRAMES,
                      metavar='START:STOP[:STEP]', help='frames of the JHMDB clip, a Python '
                      'slice [%(default)s]')
     acc.add_argument('--sequences', default=','.join(accuracy.DAVIS_SEQUENCES),
@@ -100,7 +104,7 @@ def register(subparsers) -> None:
     acc.add_argument('--parity-models', nargs='+', default=list(accuracy.PARITY_MODELS),
                      metavar='MODEL', help='registered models to check against the '
                      'interpreter [all with a TFLite reference; MediaPipe ones when cached]')
-    acc.add_argument('--markdown', type=Path, metavar='PATH',
+    acc.add_argument('--markdown', type=path_argument, metavar='PATH',
                      help='also write the result as markdown tables here')
     acc.add_argument('--anchor', action='append', default=[], metavar='MODEL',
                      help='also run MODEL (a registered name or a file) dense on the clips of '
@@ -116,19 +120,21 @@ def register(subparsers) -> None:
         'sweep', help='sweep sparsity settings: accuracy and speed per point, the choice',
         description=SWEEP_DESCRIPTION, epilog=SWEEP_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_argument('--json', type=Path, required=True, metavar='PATH',
+    sweep.add_argument('--json', type=path_argument, required=True, metavar='PATH',
                        help='where to write the result')
-    sweep.add_argument('--markdown', type=Path, metavar='PATH',
+    sweep.add_argument('--markdown', type=path_argument, metavar='PATH',
                        help='also write the tables as markdown here')
     sweep.add_argument('--point', nargs='+', action='append', default=[],
                        metavar='NAME=VALUE', help='one point (repeatable)')
     sweep.add_argument('--axis', nargs='+', action='append', default=[],
                        metavar='NAME VALUE', help='an axis of a grid: a setting name, then '
                        'its values (repeatable; the grid is every combination)')
-    sweep.add_argument('--davis-frames', default=accuracy.DAVIS_FRAMES,
+    sweep.add_argument('--davis-frames', type=frame_range_argument,
+                       default=accuracy.DAVIS_FRAMES,
                        metavar='START:STOP[:STEP]', help='frames of each DAVIS sequence, a '
                        'Python slice [%(default)s, as eval accuracy]')
-    sweep.add_argument('--jhmdb-frames', default=accuracy.JHMDB_FRAMES,
+    sweep.add_argument('--jhmdb-frames', type=frame_range_argument,
+                       default=accuracy.JHMDB_FRAMES,
                        metavar='START:STOP[:STEP]', help='frames of the JHMDB clip, a Python '
                        'slice [%(default)s]')
     sweep.add_argument('--no-vtest', action='store_true',
@@ -204,7 +210,6 @@ def options_from_args(args: argparse.Namespace):
     """Turn the parsed flags into :class:`~.accuracy.AccuracyOptions` (may raise)."""
     from sparse_perception import settings as settings_module
     from sparse_perception.evaluation import accuracy
-    from sparse_perception.replay.sources import FrameRange
 
     settings = settings_module.from_cli(args, accuracy.default_settings())
     note = settings_module.unused_gate_file(settings)
@@ -236,8 +241,8 @@ def options_from_args(args: argparse.Namespace):
                                        f'known: {", ".join(REGISTRY)}')
     return accuracy.AccuracyOptions(
         settings=settings, sections=sections,
-        davis_frames=FrameRange.parse(args.davis_frames),
-        jhmdb_frames=FrameRange.parse(args.jhmdb_frames), sequences=sequences,
+        davis_frames=args.davis_frames,
+        jhmdb_frames=args.jhmdb_frames, sequences=sequences,
         parity_davis_frames=args.parity_frames[0], parity_jhmdb_frames=args.parity_frames[1],
         parity_models=tuple(args.parity_models), anchors=tuple(args.anchor))
 
@@ -349,7 +354,6 @@ def run_sweep(args: argparse.Namespace) -> int:
     from sparse_perception import settings as settings_module
     from sparse_perception.evaluation import accuracy, sweep
     from sparse_perception.replay.errors import ReplayError
-    from sparse_perception.replay.sources import FrameRange
 
     def log(text: str) -> None:
         if not args.quiet:
@@ -359,8 +363,8 @@ def run_sweep(args: argparse.Namespace) -> int:
         points = points_from_args(args)
         _check_outputs(args, [settings_module.flatten(accuracy.default_settings()), *points])
         document = sweep.sweep(
-            points, FrameRange.parse(args.davis_frames),
-            FrameRange.parse(args.jhmdb_frames), vtest=not args.no_vtest,
+            points, args.davis_frames,
+            args.jhmdb_frames, vtest=not args.no_vtest,
             default_models=not args.no_default_models, log=log)
         command = _command()
         document['command'] = command

@@ -17,8 +17,9 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import sys
+
+from sparse_perception.cli import path_argument
 
 TRAIN_DESCRIPTION = """\
 Run the segmentation model dense on every frame of the sources (rosbag2 folders, videos,
@@ -39,9 +40,15 @@ gating (its Coral weights are read from the shared folder).
 """
 
 
-def _user_path(text: str) -> Path:
-    """Return a path argument with ``~`` expanded."""
-    return Path(text).expanduser()
+def _seed(text: str) -> int:
+    """Take a seed torch's generator takes, each seed its own stream (an argparse ``type``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'expected an integer, got {text!r}') from None
+    if not 0 <= value < 2 ** 64:
+        raise argparse.ArgumentTypeError(f'{value} is out of range; expected 0 to 2**64 - 1')
+    return value
 
 
 def register(subparsers) -> None:
@@ -60,14 +67,14 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     # ~ expanded here, as settings' paths are: a shell leaves it in --out=~/gate.pt, and
     # taken as it is, it would name a folder '~' in the current one.
-    train.add_argument('sources', nargs='+', type=_user_path, metavar='SOURCE',
+    train.add_argument('sources', nargs='+', type=path_argument, metavar='SOURCE',
                        help='rosbag2 folder, video file or folder of images')
     train.add_argument('--topic', help="a bag's image topic [its only one]")
-    train.add_argument('--out', type=_user_path, required=True, metavar='PATH',
+    train.add_argument('--out', type=path_argument, required=True, metavar='PATH',
                        help='the gate file to write (replaced atomically)')
     train.add_argument('--model', default=defaults.model_name,
                        help='segmentation model to distil from [%(default)s]')
-    train.add_argument('--models-dir', type=_user_path, metavar='DIR',
+    train.add_argument('--models-dir', type=path_argument, metavar='DIR',
                        help='folder searched first for model files [the shared folder, the '
                        'models fetch cache]')
     train.add_argument('--tile-size', type=int, default=defaults.tile, metavar='PIXELS',
@@ -86,7 +93,8 @@ def register(subparsers) -> None:
     train.add_argument('--recall-weight', type=float, default=defaults.recall_weight, metavar='W',
                        help='weight of person tiles in the loss against the rest '
                        '[%(default)s]')
-    train.add_argument('--seed', type=int, default=defaults.seed, help='random seed [%(default)s]')
+    train.add_argument('--seed', type=_seed, default=defaults.seed,
+                       help='random seed, 0 to 2**64 - 1 [%(default)s]')
     train.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
     train.set_defaults(func=run_train)
 

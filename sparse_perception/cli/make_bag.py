@@ -17,9 +17,10 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 import sqlite3
 import sys
+
+from sparse_perception.cli import frame_range_argument, path_argument, rate_argument
 
 EPILOG = """\
 examples:
@@ -37,9 +38,9 @@ def register(subparsers) -> None:
         description='Write the frames of a video file or a folder of images into a new '
         'rosbag2 (mcap or sqlite3) as sensor_msgs/Image or CompressedImage, stamped at a '
         'fixed rate.', epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('input', type=Path, help='video file or folder of images')
-    parser.add_argument('output', type=Path, help='the rosbag2 folder to create')
-    parser.add_argument('--rate', type=float, metavar='HZ',
+    parser.add_argument('input', type=path_argument, help='video file or folder of images')
+    parser.add_argument('output', type=path_argument, help='the rosbag2 folder to create')
+    parser.add_argument('--rate', type=rate_argument, metavar='HZ',
                         help="frames per second (default: a video's own rate; required for "
                         'image folders)')
     parser.add_argument('--storage', choices=('mcap', 'sqlite3'), default='mcap',
@@ -57,7 +58,8 @@ def register(subparsers) -> None:
     parser.add_argument('--frame-id', default='camera', help='header frame_id [camera]')
     parser.add_argument('--start-time', type=float, default=0.0, metavar='SECONDS',
                         help='stamp of the first frame, seconds since the epoch [0]')
-    parser.add_argument('--frames', default=':', metavar='START:STOP[:STEP]',
+    parser.add_argument('--frames', type=frame_range_argument, default=':',
+                        metavar='START:STOP[:STEP]',
                         help='frame range as a Python slice [all]')
     parser.add_argument('--overwrite', action='store_true',
                         help='replace OUTPUT if it is an earlier bag (or a file)')
@@ -69,9 +71,13 @@ def run(args: argparse.Namespace) -> int:
     from sparse_perception.media.images import ImageConversionError
     from sparse_perception.replay.errors import ReplayError
     from sparse_perception.replay.makebag import leftovers, make_bag
-    from sparse_perception.replay.sources import FrameRange, MAX_STAMP_NS
+    from sparse_perception.replay.sources import MAX_STAMP_NS
 
     try:
+        low, high = (1, 100) if args.fmt == 'jpeg' else (0, 9)
+        if args.quality is not None and args.fmt != 'raw' and not low <= args.quality <= high:
+            raise ReplayError(f'--quality {args.quality} is out of range for {args.fmt}; '
+                              f'expected {low} to {high}')
         if not 0 <= args.start_time <= MAX_STAMP_NS / 1e9:  # also NaN and infinities
             raise ReplayError(
                 f'--start-time {args.start_time:g} is out of range; expected 0 to '
@@ -81,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             args.input, args.output, rate=args.rate, storage=args.storage, fmt=args.fmt,
             topic=args.topic, frame_id=args.frame_id, quality=args.quality,
             encoding=args.encoding, start_ns=round(args.start_time * 1e9),
-            frames=FrameRange.parse(args.frames), overwrite=args.overwrite)
+            frames=args.frames, overwrite=args.overwrite)
     except (ReplayError, ImageConversionError) as exc:
         print(f'sparse-perception make-bag: error: {exc}', file=sys.stderr)
         return 1

@@ -25,6 +25,8 @@ from pathlib import Path
 import sqlite3
 import sys
 
+from sparse_perception.cli import frame_range_argument, path_argument, rate_argument
+
 DESCRIPTION = """\
 Replay a recording through the incremental pipeline and its dense reference, frame by frame
 (every frame is processed, unlike `ros2 bag play`), and write into --out:
@@ -56,22 +58,24 @@ def register(subparsers) -> None:
         'replay', help='evaluate on a bag, video or image folder (the main job)',
         description=DESCRIPTION, epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument('input', nargs='?', type=Path,
+    parser.add_argument('input', nargs='?', type=path_argument,
                         help='rosbag2 folder, ROS 1 .bag, video or image folder '
                         '(default: the bundled vtest40 clip)')
-    parser.add_argument('--out', type=Path, required=True,
+    parser.add_argument('--out', type=path_argument, required=True,
                         help='folder for the report and outputs (created if absent)')
     group = parser.add_argument_group('input')
     group.add_argument('--topic', help="a bag's image topic (default: its only one)")
-    group.add_argument('--frames', default=':', metavar='START:STOP[:STEP]',
+    group.add_argument('--frames', type=frame_range_argument, default=':',
+                       metavar='START:STOP[:STEP]',
                        help='frame range as a Python slice of frame indices [all]')
-    group.add_argument('--rate', type=float, metavar='HZ',
+    group.add_argument('--rate', type=rate_argument, metavar='HZ',
                        help='frame rate giving videos and image folders their stamps '
                        "(default: a video's own rate; required for image folders)")
     group = parser.add_argument_group('what runs')
-    group.add_argument('--heads', type=_heads, default=settings.HEADS, metavar='HEADS',
+    group.add_argument('--heads', type=_heads, metavar='HEADS',
                        help='heads to run, as node.heads names them: segmentation, pose or '
-                       "segmentation,pose ('seg' and 'both' also work) [segmentation,pose]")
+                       "segmentation,pose ('seg' and 'both' also work) [the --params file's "
+                       'node.heads, else segmentation,pose]')
     group.add_argument('--no-dense', action='store_true',
                        help='skip the dense reference (no agreement, no speedup)')
     group.add_argument('--sweep', nargs='?', const=','.join(f'{s:g}' for s in _default_sweep()),
@@ -80,12 +84,12 @@ def register(subparsers) -> None:
                        'default %(const)s) for the speed vs accuracy curve of the engine: '
                        'each run with the path choice off, beside the dense reference '
                        'unless --no-dense')
-    group.add_argument('--params', type=Path, metavar='FILE',
+    group.add_argument('--params', type=path_argument, metavar='FILE',
                        help='node parameters YAML to read the settings from (flags override)')
     group.add_argument('--params-node', metavar='NAME',
                        help='which node of the parameters file (default: its only one)')
     group = parser.add_argument_group('ground truth')
-    group.add_argument('--gt', type=Path, action='append', default=[], metavar='PATH',
+    group.add_argument('--gt', type=path_argument, action='append', default=[], metavar='PATH',
                        help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
                        'JHMDB joint_positions.mat; repeat for masks and keypoints (matched to '
                        "an image folder's frames by file name, to a recording's by position)")
@@ -173,20 +177,38 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _file_heads(heads, path) -> tuple[str, ...]:
+    from sparse_perception import settings as settings_module
+    from sparse_perception.replay.errors import ReplayError
+
+    if not heads:  # as a node refuses it
+        raise ReplayError(f'--params {path}: node.heads is empty: list at least one of '
+                          f'{", ".join(settings_module.HEADS)}')
+    try:
+        return settings_module.parse_heads(','.join(heads))
+    except settings_module.SettingError as exc:
+        raise ReplayError(f'--params {path}: node.heads: {exc}') from None
+
+
 def _job(args, settings_module):
     from sparse_perception.replay.errors import ReplayError
     from sparse_perception.replay.job import ReplayJob
-    from sparse_perception.replay.sources import FrameRange
     from sparse_perception.shared_data import bundled_clip
 
-    from_file = None
+    from_file, heads = None, args.heads
     if args.params is None and args.params_node is not None:
         raise ReplayError(f'--params-node {args.params_node} needs --params: the node section '
                           'of which parameters file?')
     if args.params is not None:
         if not args.params.is_file():
             raise ReplayError(f'--params {args.params}: no such file')
-        from_file = settings_module.params_yaml_changes(args.params, args.params_node)
+        # Read as the node would: its own parameters are checked too, and its heads kept.
+        for_node = settings_module.params_yaml_changes(args.params, args.params_node,
+                                                       settings_module.NodeSettings)
+        known = {s.name for s in settings_module.specs(settings_module.PerceptionSettings)}
+        from_file = {name: value for name, value in for_node.items() if name in known}
+        if heads is None and 'node.heads' in for_node:
+            heads = _file_heads(for_node['node.heads'], args.params)
     try:
         settings = settings_module.from_cli(args, changes=from_file)
     except settings_module.SettingError as exc:
@@ -206,10 +228,10 @@ def _job(args, settings_module):
         raise ReplayError(f'--contact-sheet {args.contact_sheet} must be 0 or more')
     return ReplayJob(
         source=args.input if args.input is not None else bundled_clip(),
-        out=args.out, settings=settings, heads=args.heads, topic=args.topic,
-        rate=args.rate, frames=FrameRange.parse(args.frames), dense=not args.no_dense,
+        out=args.out, settings=settings, heads=heads or settings_module.HEADS, topic=args.topic,
+        rate=args.rate, frames=args.frames, dense=not args.no_dense,
         ground_truth=tuple(args.gt), gt_class=args.gt_class, pck_alpha=args.pck_alpha,
-        pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep else (),
+        pckh_alpha=args.pckh_alpha, sweep=_scales(args.sweep) if args.sweep is not None else (),
         bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
         contact_sheet=args.contact_sheet, video=args.video,
         progress=not args.quiet and sys.stderr.isatty(),

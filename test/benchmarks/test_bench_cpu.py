@@ -85,6 +85,8 @@ def test_bad_arguments_are_refused(capsys):
     assert "--heads 'segmentation,face'" in capsys.readouterr().err
     assert cli.main(['bench', 'cpu', '--passes', '0']) == 2
     assert '--passes 0: expected at least 1' in capsys.readouterr().err
+    assert cli.main(['bench', 'cpu', '--threads', '999']) == 2
+    assert '--threads: model.threads = 999 is out of range' in capsys.readouterr().err
 
 
 def test_a_head_group_given_twice_is_refused(capsys, monkeypatch):

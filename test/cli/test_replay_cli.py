@@ -325,6 +325,32 @@ def test_a_params_file_short_of_a_setting_names_itself_and_the_flags(bag, tmp_pa
     assert "'learned' needs sparsity.gate_model" in err and f'--params {params}' in err
 
 
+def test_a_params_file_is_read_as_the_node_reads_it(bag, tmp_path, capsys):
+    # Its node.heads chooses the heads unless --heads does; a value the node would refuse
+    # is refused here too.
+    params = tmp_path / 'params.yaml'
+    params.write_text('perception_node:\n  ros__parameters:\n    node:\n      heads: [pose]\n')
+    out = tmp_path / 'out'
+    assert _replay(out, bag, '--params', params) == 0
+    assert _report(out)['heads'] == ['pose']
+    assert _replay(out, bag, '--params', params, '--heads', 'both') == 0
+    assert _report(out)['heads'] == ['segmentation', 'pose']
+    params.write_text('perception_node:\n  ros__parameters:\n    input:\n      depth: lots\n')
+    assert _replay(out, bag, '--params', params) == 1
+    assert "input.depth must be an integer, got 'lots'" in capsys.readouterr().err
+
+
+def test_a_path_argument_has_its_tilde_expanded_and_is_never_empty(bag, tmp_path, monkeypatch,
+                                                                   capsys):
+    monkeypatch.setenv('HOME', str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    assert _replay('~/out', bag) == 0  # one word: the shell would not expand it
+    assert (tmp_path / 'out' / 'report.json').is_file() and not (tmp_path / '~').exists()
+    with pytest.raises(SystemExit):
+        _replay('', bag)
+    assert 'argument --out: is empty (an unset shell variable?)' in capsys.readouterr().err
+
+
 def test_corrupt_frames_are_reported(tmp_path):
     messages = [compressed_message(i, fmt='jpeg') for i in range(5)]
     messages[2].data = messages[2].data[:100]
@@ -351,10 +377,10 @@ def test_corrupt_frames_are_reported(tmp_path):
     (['{bag}', '--gt', '{masks}', '--gt-class', 'dog'], "class 'dog' is not one of"),
     (['{bag}', '--gt', '{masks}', '--heads', 'pose'], 'mask ground truth needs the '
                                                       'segmentation head'),
-    (['{bag}', '--frames', '5:2'], "frame range '5:2' selects no frames"),
     (['{bag}', '--frames', '100:'], r'no frame could be replayed \(it holds 8 frames; frame '
                                     r'range 100:\)'),
     (['{bag}', '--sweep', '0,x'], "--sweep '0,x' is not a comma-separated list"),
+    (['{bag}', '--sweep', ''], "--sweep '': expected sparsity scales from 0 to 100"),
     (['{bag}', '--params', '{missing}'], 'no such file'),
     (['{bag}', '--params-node', 'pose_node'], '--params-node pose_node needs --params'),
 ])
@@ -369,6 +395,34 @@ def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):
     assert err.count('\n') == 1 and err.startswith('sparse-perception replay: error: ')
     assert re.search(message, err), err
     assert not (out / 'report.json').exists() and not list(tmp_path.rglob('.partial-*'))
+
+
+@pytest.mark.parametrize('argv, said', [
+    (['replay', '--out', 'o', '--frames', '5:2'],
+     "argument --frames: frame range '5:2' selects no frames"),
+    (['replay', '--out', 'o', '--rate', '0'], 'argument --rate: 0 Hz is out of range'),
+    (['make-bag', 'in', 'out', '--rate', 'fast'],
+     "argument --rate: expected a number of Hz, got 'fast'"),
+    (['make-bag', 'in', 'out', '--frames=-1:'], "argument --frames: frame range '-1:'"),
+    (['eval', 'accuracy', '--json', 'x.json', '--davis-frames', '0:4', '--jhmdb-frames', '0:0'],
+     "argument --jhmdb-frames: frame range '0:0' selects no frames"),
+    (['eval', 'sweep', '--json', 'x.json', '--davis-frames', 'a:b'],
+     "argument --davis-frames: frame range 'a:b' is not START:STOP"),
+])
+def test_a_bad_flag_value_is_a_usage_error_naming_the_flag(argv, said, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    assert exit_info.value.code == 2
+    assert said in capsys.readouterr().err
+
+
+def test_a_ctrl_c_while_the_command_line_is_read_is_no_traceback(monkeypatch, capsys):
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, 'build_parser', interrupted)
+    assert cli.main(['replay', '--out', 'o']) == 130
+    assert capsys.readouterr().err == '\nsparse-perception: interrupted\n'
 
 
 def test_a_bag_namespace_that_makes_no_ros_topic_is_refused_before_running(bag, tmp_path,

@@ -80,3 +80,39 @@ def test_aliases_are_refused_like_rclpy(tmp_path):
         rclpy.init(context=context, args=['--ros-args', '--params-file', str(path)])
     with pytest.raises(st.SettingError, match='aliases'):
         st.from_params_yaml(path, 'perception_node')
+
+
+VALUES = ['1e1', 'y', 'n', 'Off', '1_000', '010', '08', '0x1F', '-12', '1.', '.5', '-.inf',
+          '.nan', 'inf', '1e999', '1e-400', '0x1p3', '99999999999999999999', 'null', '~',
+          '1:20', '2001-12-14', 'tRue', "'7'", '"yes"', 'abc']
+
+
+def test_values_are_typed_as_rclpy_types_them(tmp_path):
+    import math
+
+    import rclpy
+    from rclpy.context import Context
+    from rclpy.node import Node
+
+    path = tmp_path / 'params.yaml'
+    path.write_text('perception_node:\n  ros__parameters:\n' + ''.join(
+        f'    v{i}: {text}\n' for i, text in enumerate(VALUES)))
+    context = Context()
+    rclpy.init(context=context, args=['--ros-args', '--params-file', str(path)])
+    try:
+        node = Node('perception_node', context=context,
+                    automatically_declare_parameters_from_overrides=True)
+        theirs = [node.get_parameter(f'v{i}').value for i in range(len(VALUES))]
+        node.destroy_node()
+    finally:
+        rclpy.shutdown(context=context)
+        context.destroy()
+        gc.collect()
+    with open(path, encoding='utf-8') as stream:
+        import yaml
+        document = yaml.load(stream, Loader=st._parameters_loader())
+    ours = [document['perception_node']['ros__parameters'][f'v{i}'] for i in range(len(VALUES))]
+    for text, mine, rcl in zip(VALUES, ours, theirs):
+        same = (isinstance(rcl, float) and math.isnan(rcl) and math.isnan(mine)) or (
+            mine == rcl and type(mine) is type(rcl))
+        assert same, f'{text}: {mine!r} here, {rcl!r} for rclpy'

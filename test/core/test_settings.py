@@ -48,6 +48,17 @@ def test_bad_values_are_named(name, value, message):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize('changes, name', [
+    ({'change.min_pixels': 257}, 'change.min_pixels = 257 is more than the 256 pixels'),
+    ({'pose.change_min_pixels': 257}, 'pose.change_min_pixels = 257 is more than the 256'),
+    ({'change.tile_size': 3}, 'change.min_pixels = 16 is more than the 9 pixels of a '
+                              'change.tile_size 3 tile: no tile could ever count as changed')])
+def test_min_pixels_a_tile_cannot_hold_are_refused(changes, name):
+    with pytest.raises(st.SettingError, match=name):
+        st.replace(st.PerceptionSettings(), changes)
+    st.replace(st.PerceptionSettings(), {'change.min_pixels': 256, 'change.tile_size': 16})
+
+
 def test_replace_validates_all_before_applying():
     base = st.PerceptionSettings()
     original = base.change.threshold
@@ -133,24 +144,26 @@ def test_params_yaml_merges_sections_as_rclpy_does(tmp_path, sections, threshold
     ('perception_node: fast\n', r"section 'perception_node' must be a mapping with a "
      'ros__parameters mapping'),
     ('perception_node:\n  ros__parameters: 3\n', r'ros__parameters mapping, got'),
+    # Keys are names, as to rcl: never numbers.
     ('perception_node:\n  ros__parameters:\n    change:\n      1: 2.0\n',
-     r"has the key 1 under 'change.'; parameter names are strings"),
-    ('perception_node:\n  ros__parameters:\n    5: 2.0\n', r'has the key 5 under'),
+     r"unknown parameter 'change.1'"),
+    ('perception_node:\n  ros__parameters:\n    5: 2.0\n', r"unknown parameter '5'"),
     ('perception_node:\n  ros__parameters:\n    change:\n      threshhold: 5.0\n',
      r"unknown parameter 'change.threshhold'; did you mean 'change.threshold'\?"),
-    ('1: {}\n', r'node name 1 is not a string'),
+    ('1: {}\n', r"no parameters for node 'perception_node'; found \['1'\]"),
     ('- a\n- b\n', r'expected a mapping of node names'),
     # Bad values name the file; none escapes as another exception.
     ('perception_node:\n  ros__parameters:\n    change:\n      threshold: ' + '9' * 400 + '\n',
-     r'p.yaml: change.threshold = an integer of 1329 bits is out of range; expected 0.0 to'),
+     r"p.yaml: change.threshold must be a number, got '9{79}\.\.\. \(402 characters\)"),
     ('perception_node:\n  ros__parameters:\n    change:\n      threshold: 300.0\n',
      r'p.yaml: change.threshold = 300.0 is out of range'),
     ('perception_node:\n  ros__parameters:\n    sparsity:\n      layer_thresholds: 5\n',
      r'sparsity.layer_thresholds must be a list of strings, got 5'),
+    # Past a double's range, or no number to rcl either: strings, which a number refuses.
     ('perception_node:\n  ros__parameters:\n    change:\n      threshold: 2001-13-01\n',
-     r'not valid YAML: month must be in 1..12'),
+     r"change.threshold must be a number, got '2001-13-01'"),
     ('perception_node:\n  ros__parameters:\n    change:\n      threshold: ' + '1' * 5000
-     + '\n', r'not valid YAML: Exceeds the limit \(4300 digits\)'),
+     + '\n', r"change.threshold must be a number, got '1{79}\.\.\. \(5002 characters\)"),
     # rcl refuses aliases ('Will not support aliasing'); they also make exponential expansions.
     ('base: &b\n  ros__parameters:\n    change:\n      threshold: 5.0\nperception_node: *b\n',
      r'not valid YAML: aliases \(\*name\) are not supported in ROS 2 parameter files'),
@@ -194,6 +207,17 @@ def test_cli_flags():
         parser.parse_args(['--model.device', 'tpu'])
     gated = st.from_cli(parser.parse_args(['--pose.gate', 'track']))
     assert gated.pose.gate == 'track' and st.PerceptionSettings().pose.gate == 'none'
+
+
+def test_a_bad_boolean_flag_says_what_it_takes(capsys):
+    parser = argparse.ArgumentParser()
+    st.add_cli_flags(parser)
+    assert st.from_cli(parser.parse_args(['--sparsity.adaptive', 'off'])).sparsity.adaptive \
+        is False
+    with pytest.raises(SystemExit):
+        parser.parse_args(['--sparsity.adaptive', 'maybe'])
+    assert ('argument --sparsity.adaptive: expected true or false (or yes/no, on/off, 1/0), '
+            "got 'maybe'") in capsys.readouterr().err
 
 
 def test_backend_switch(monkeypatch):
@@ -250,7 +274,8 @@ def test_one_vocabulary_of_heads():
 
 
 @pytest.mark.parametrize('argv, heads', [
-    ([], ('segmentation', 'pose')), (['--heads', 'seg'], ('segmentation',)),
+    ([], None),  # (the --params file's node.heads, else both: see test_replay_cli)
+    (['--heads', 'seg'], ('segmentation',)),
     (['--heads', 'both'], ('segmentation', 'pose')), (['--heads', 'pose'], ('pose',)),
     (['--heads', 'segmentation,pose'], ('segmentation', 'pose')),
 ])

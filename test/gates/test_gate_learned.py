@@ -153,6 +153,19 @@ def test_frames_that_change_size_at_every_step_are_named_as_such(tiny_frames, tm
         train([folder], tmp_path / 'g.pt', TrainingOptions(epochs=1))
 
 
+@pytest.mark.parametrize('seed, said', [
+    ('-1', '-1 is out of range'),
+    (str(2 ** 64), f'{2 ** 64} is out of range; expected 0 to 2**64 - 1'),
+    ('one', "expected an integer, got 'one'")])
+def test_a_seed_torch_cannot_take_is_refused_before_any_work(tiny_frames, tmp_path, capsys,
+                                                             seed, said):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['gate', 'train', str(tiny_frames), '--out', str(tmp_path / 'g.pt'),
+              '--seed', seed])
+    assert exit_info.value.code == 2
+    assert f'argument --seed: {said}' in capsys.readouterr().err
+
+
 def test_the_summary_says_what_max_frames_left_unread(tiny_frames, tmp_path, capsys):
     out = tmp_path / 'g.pt'
     assert main(['gate', 'train', str(tiny_frames), str(tiny_frames), '--max-frames', '3',

@@ -152,7 +152,10 @@ def test_corrupt_images_are_skipped_and_listed(folder, tmp_path, capsys):
     ('bag', [], 'is already a bag; make-bag reads videos and image folders'),
     ('corrupt', ['--rate', '10'], 'no frame could be read (4 corrupt)'),
     ('missing', [], 'no such file or folder'),
-    ('folder', ['--rate', '10', '--quality', '300'], 'jpeg quality must be an integer in 1..100'),
+    ('folder', ['--rate', '10', '--quality', '300'], '--quality 300 is out of range for jpeg; '
+                                                     'expected 1 to 100'),
+    ('folder', ['--rate', '10', '--format', 'png', '--quality', '10'],
+     '--quality 10 is out of range for png; expected 0 to 9'),
     ('folder', ['--rate', '10', '--format', 'raw', '--quality', '90'],
      'a quality applies to jpeg and png; raw Images are not compressed'),
     ('folder', ['--rate', '10', '--encoding', 'mono8'], 'an encoding applies to raw Images'),
