@@ -121,10 +121,12 @@ def parse_layer_thresholds(items: Any) -> dict[str, float]:
             number = float(value)
         except ValueError:
             number = float('nan')
-        if not sep or not name.strip() or not number >= 0:
+        if not sep or not name.strip() or not 0 <= number < math.inf:
             raise SettingError(f'sparsity.layer_thresholds: {item!r} must look like '
-                               "'layer=value' with a number >= 0, e.g. "
+                               "'layer=value' with a finite number >= 0, e.g. "
                                'features.3.conv.1.0=0.05')
+        if name.strip() in out:  # which one should win?
+            raise SettingError(f'sparsity.layer_thresholds: {name.strip()!r} is given twice')
         out[name.strip()] = number
     return out
 
@@ -1001,13 +1003,16 @@ def from_cli(args: Any, base: Any = None, settings_type: type = PerceptionSettin
                    settings_type)
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ('1', 'true', 'yes', 'on'):
-        return True
-    if lowered in ('0', 'false', 'no', 'off'):
-        return False
-    import argparse  # an argparse type: its own error, which argparse prints as it is
+# The words a command line may give a boolean setting (any case).
+BOOL_WORDS = {'1': True, 'true': True, 'yes': True, 'on': True,
+              '0': False, 'false': False, 'no': False, 'off': False}
 
-    raise argparse.ArgumentTypeError(
-        f'expected true or false (or yes/no, on/off, 1/0), got {text!r}')
+
+def _parse_bool(text: str) -> bool:
+    value = BOOL_WORDS.get(text.strip().lower())
+    if value is None:
+        import argparse  # an argparse type: its own error, which argparse prints as it is
+
+        raise argparse.ArgumentTypeError(
+            f'expected true or false (or yes/no, on/off, 1/0), got {text!r}')
+    return value

@@ -201,7 +201,9 @@ def _job(args, settings_module):
                           'of which parameters file?')
     if args.params is not None:
         if not args.params.is_file():
-            raise ReplayError(f'--params {args.params}: no such file')
+            raise ReplayError(f'--params {args.params}: '
+                              + ('a folder, not a parameters file' if args.params.is_dir()
+                                 else 'no such file'))
         # Read as the node would: its own parameters are checked too, and its heads kept.
         for_node = settings_module.params_yaml_changes(args.params, args.params_node,
                                                        settings_module.NodeSettings)

@@ -83,7 +83,7 @@ def parse_value(name: str, text: str) -> tuple[str, Any]:
     spec = settings_module.spec(name)  # SettingError lists the known names
     try:
         if spec.kind is bool:
-            value: Any = {'true': True, 'false': False}[text.lower()]
+            value: Any = settings_module.BOOL_WORDS[text.lower()]
         elif spec.kind is tuple:
             value = tuple(part for part in text.split(';') if part)
         else:

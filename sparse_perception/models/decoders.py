@@ -119,6 +119,9 @@ def class_mask(output, transform: ImageTransform, *, min_score: float | None = N
             raise ValueError('class ids above 255 do not fit a uint8 mask')
         return mask.to(torch.uint8).cpu().numpy()
     scores = _squeeze_to(tensor, 3, 'class scores (C, h, w)')
+    if scores.shape[0] > UNLABELLED:  # ids 0..C-1, and 255 stays the unlabelled pixels'
+        raise ValueError(f'class scores of {scores.shape[0]} classes do not fit a uint8 mask '
+                         f'(at most {UNLABELLED}: {UNLABELLED} marks unlabelled pixels)')
     _check_spatial(scores.shape[1:], transform)
     crop = scores[:, top:bottom, left:right].float()[None]
     resized = F.interpolate(crop, size=(image_h, image_w), mode='bilinear',

@@ -382,6 +382,7 @@ def test_corrupt_frames_are_reported(tmp_path):
     (['{bag}', '--sweep', '0,x'], "--sweep '0,x' is not a comma-separated list"),
     (['{bag}', '--sweep', ''], "--sweep '': expected sparsity scales from 0 to 100"),
     (['{bag}', '--params', '{missing}'], 'no such file'),
+    (['{bag}', '--params', '{masks}'], 'masks: a folder, not a parameters file'),
     (['{bag}', '--params-node', 'pose_node'], '--params-node pose_node needs --params'),
 ])
 def test_bad_input_is_one_line(bag, tmp_path, capsys, args, message):

@@ -832,6 +832,11 @@ def test_config_from_settings_and_bad_values():
         st.replace(st.PerceptionSettings(), {'sparsity.layer_thresholds': ['conv1']})
     with pytest.raises(EngineError, match="'conv1=-1' must look like 'layer=value'"):
         parse_layer_thresholds(['conv1=-1'])
+    with pytest.raises(EngineError, match="'conv1=inf' must look like 'layer=value' with a "
+                                          'finite number'):
+        parse_layer_thresholds(['conv1=inf'])  # it would hold back every change there
+    with pytest.raises(EngineError, match="'conv1' is given twice"):
+        parse_layer_thresholds(['conv1=0.1', 'conv1=5'])
     with pytest.raises(EngineError, match='tile=0'):
         EngineConfig(tile=0)
 

@@ -32,6 +32,12 @@ def test_assignments_take_the_settings_types():
     assert sweep.parse_assignment('change.min_pixels=16') == ('change.min_pixels', 16)
     assert sweep.parse_assignment('sparsity.layer_thresholds=a=0.1;b=2') == (
         'sparsity.layer_thresholds', ('a=0.1', 'b=2'))
+    for word, value in (('true', True), ('Off', False), ('yes', True), ('0', False)):
+        # The words a settings flag takes.
+        assert sweep.parse_assignment(f'sparsity.adaptive={word}') == ('sparsity.adaptive',
+                                                                       value)
+    with pytest.raises(accuracy.EvaluationError, match="sparsity.adaptive='maybe': expected"):
+        sweep.parse_assignment('sparsity.adaptive=maybe')
     with pytest.raises(accuracy.EvaluationError, match='is not NAME=VALUE'):
         sweep.parse_assignment('change.threshold')
     with pytest.raises(accuracy.EvaluationError, match=r"change.min_pixels='2.5': expected int"):

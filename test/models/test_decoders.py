@@ -109,6 +109,11 @@ def test_class_ids_out_of_range_become_unlabelled():
         decoders.class_mask(labels * 10, transform)
     with pytest.raises(ValueError, match='network input was 4x4'):
         decoders.class_mask(torch.zeros(5, 4, dtype=torch.int64), transform)
+    scores = torch.zeros(256, 4, 4)
+    scores[255] = 1.0  # class 255 would read as unlabelled, class 256 as 0
+    with pytest.raises(ValueError, match='scores of 256 classes do not fit a uint8 mask'):
+        decoders.class_mask(scores, transform)
+    assert (decoders.class_mask(scores[:255], transform) == 0).all()
 
 
 def test_probability_mask():
