@@ -40,6 +40,10 @@ gating (its Coral weights are read from the shared folder).
 """
 
 
+# Below this share of its training frames' person tiles a gate is said to be weak.
+WEAK_RECALL = 0.9
+
+
 def _seed(text: str) -> int:
     """Take a seed torch's generator takes, each seed its own stream (an argparse ``type``)."""
     try:
@@ -122,6 +126,11 @@ def run_train(args: argparse.Namespace) -> int:
     print(f'wrote {args.out}: {report.frames} frames, {report.samples} training pairs; on '
           f'them the gate holds {report.recall:.1%} of the target tiles letting in '
           f'{report.gated:.1%} of all tiles (targets: {report.tiles_positive:.1%})')
+    if report.recall < WEAK_RECALL:  # said even with --quiet: the gate would shut people out
+        print(f'note: the gate misses {1 - report.recall:.1%} of the person tiles of its own '
+              'training frames; a frame recomputes what it misses only when a refresh cell '
+              f'passes: train longer (--epochs, {args.epochs} now) or weigh the person tiles '
+              f'more (--recall-weight, {args.recall_weight:g} now)')
     left = ([f'stopped reading {report.partly}'] if report.partly else []) + (
         [f'did not read {", ".join(report.unread)}'] if report.unread else [])
     if left:  # said even with --quiet: the gate learned from less than was given

@@ -166,6 +166,23 @@ def test_a_seed_torch_cannot_take_is_refused_before_any_work(tiny_frames, tmp_pa
     assert f'argument --seed: {said}' in capsys.readouterr().err
 
 
+def test_the_summary_says_when_the_gate_misses_person_tiles_it_was_trained_on(
+        tiny_frames, tmp_path, capsys, monkeypatch):
+    from sparse_perception.cli import gate
+
+    out = tmp_path / 'g.pt'
+    assert main(['gate', 'train', str(tiny_frames), '--epochs', '1', '--quiet', '--out',
+                 str(out)]) == 0
+    printed = capsys.readouterr().out
+    recall = float(printed.split('the gate holds ')[1].split('%')[0]) / 100
+    said = 'note: the gate misses' in printed and 'train longer (--epochs, 1 now)' in printed
+    assert said == (recall < gate.WEAK_RECALL)
+    monkeypatch.setattr(gate, 'WEAK_RECALL', 0.0 if said else 1.01)
+    assert main(['gate', 'train', str(tiny_frames), '--epochs', '1', '--quiet', '--out',
+                 str(out)]) == 0
+    assert ('note: the gate misses' in capsys.readouterr().out) != said
+
+
 def test_the_summary_says_what_max_frames_left_unread(tiny_frames, tmp_path, capsys):
     out = tmp_path / 'g.pt'
     assert main(['gate', 'train', str(tiny_frames), str(tiny_frames), '--max-frames', '3',
