@@ -27,9 +27,9 @@ pixels changed (a *core* tile), or when it borders a core tile (8-neighbourhood)
 ``neighbour_pixels`` of its pixels changed: the edges of a moving object, where only a few
 pixels of a tile change, go along with the object while the same few pixels elsewhere are
 treated as noise. A tile the frame cuts short (the last row or column of a frame whose
-size is no multiple of the tile) needs its share of those pixels, rounded up. The changed
-set is optionally grown by ``dilation`` tiles, and the
-reference is then updated in the changed tiles only. Slow drift therefore accumulates against
+size is no multiple of the tile) needs its share of those pixels, rounded up. The changed set
+is optionally grown by ``dilation`` tiles, and the reference is then updated in the changed
+tiles only. Slow drift therefore accumulates against
 the reference until it crosses the threshold, and is never lost.
 
 The first frame, every ``refresh_period``-th frame and the frame after
@@ -159,16 +159,16 @@ class ChangeDetector:
             tiles, pixel_fraction = self._update_torch(image, ref, tiles_h, tiles_w)
         return ChangeMap(tiles, False, float(tiles.float().mean()), pixel_fraction, t, index)
 
-    def _pixels_needed(self, height: int, width: int) -> tuple[Any, Any]:
+    def _pixels_needed(self, height: int, width: int, device: Any = None) -> tuple[Any, Any]:
         """
         Return the changed pixels a tile needs: to change (min_pixels), beside one (neighbours).
 
-        Ints, or where the frame ends inside the last tile row or column, (Ht, Wt) int64 arrays:
-        a partial tile needs its share of them (rounded up), so that a change confined to it
-        (a 1-pixel row of a 481-row frame) can still count.
+        Ints, or where the frame ends inside the last tile row or column, (Ht, Wt) int64 arrays
+        (tensors on ``device`` if given): a partial tile needs its share of them (rounded up),
+        so that a change confined to it (a 1-pixel row of a 481-row frame) can still count.
         """
         t = self.tile_size
-        key = (height, width, t, self.min_pixels, self.neighbour_pixels)
+        key = (height, width, t, self.min_pixels, self.neighbour_pixels, device)
         if key != self._needs_key:
             needs: tuple[Any, Any] = (self.min_pixels, self.neighbour_pixels)
             if height % t or width % t:
@@ -178,13 +178,14 @@ class ChangeDetector:
                 columns[-1] = width - (len(columns) - 1) * t
                 area = rows[:, None] * columns[None, :]
                 needs = tuple(-(-n * area // (t * t)) for n in needs)  # full tiles: n
+                if device is not None:
+                    needs = tuple(torch.from_numpy(n).to(device) for n in needs)
             self._needs_key, self._needs = key, needs
         return self._needs
 
     def _tile_rule(self, counts: torch.Tensor, height: int, width: int) -> torch.Tensor:
         """Return the changed tiles for per-tile counts of changed pixels (core, neighbours)."""
-        core, near_need = (n if isinstance(n, int) else torch.from_numpy(n).to(counts.device)
-                           for n in self._pixels_needed(height, width))
+        core, near_need = self._pixels_needed(height, width, counts.device)
         tiles = counts >= core
         if self.neighbour_pixels < self.min_pixels and bool(tiles.any()):
             near = F.max_pool2d(tiles[None, None].float(), 3, 1, 1)[0, 0] > 0

@@ -1058,7 +1058,12 @@ class Pipeline:
         return tuple(tuple(edge) for edge in head.model.skeleton) if head else ()
 
     def process(self, image: np.ndarray) -> FrameResult:
-        """Run every head on one frame, ``(H, W, 3)`` uint8 RGB."""
+        """
+        Run every head on one frame, ``(H, W, 3)`` uint8 RGB.
+
+        A frame that fails part way (an exception from a network) resets the temporal state
+        before the exception goes on: the next frame runs dense, and tracking starts afresh.
+        """
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
                 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(

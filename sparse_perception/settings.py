@@ -901,13 +901,15 @@ def rcl_scalar(text: str) -> Any:
     if text in _RCL_TRUE or text in _RCL_FALSE:
         return text in _RCL_TRUE
     integer = re.fullmatch(_C_INTEGER, text)
-    if integer and len(text) < 64:  # (longer: past int64 whatever its base)
+    if integer:
         sign, body = integer.groups()
-        value = int(body[2:], 16) if body[:2] in ('0x', '0X') else int(body, 8 if
-                                                                       body[0] == '0' else 10)
-        value = -value if sign == '-' else value
-        if -2 ** 63 <= value < 2 ** 63:
-            return value
+        base, digits = (16, body[2:]) if body[:2] in ('0x', '0X') else (
+            8 if body[0] == '0' else 10, body)
+        digits = digits.lstrip('0') or '0'
+        if len(digits) <= 22:  # (more: past int64 in any base, and slow to convert)
+            value = int(digits, base) * (-1 if sign == '-' else 1)
+            if -2 ** 63 <= value < 2 ** 63:
+                return value
     if text in _YAML_SPECIAL:
         return _YAML_SPECIAL[text]
     hexadecimal = re.fullmatch(_C_HEXADECIMAL, text)

@@ -84,7 +84,8 @@ def test_aliases_are_refused_like_rclpy(tmp_path):
 
 VALUES = ['1e1', 'y', 'n', 'Off', '1_000', '010', '08', '0x1F', '-12', '1.', '.5', '-.inf',
           '.nan', 'inf', '1e999', '1e-400', '0x1p3', '99999999999999999999', 'null', '~',
-          '1:20', '2001-12-14', 'tRue', "'7'", '"yes"', 'abc']
+          '1:20', '2001-12-14', 'tRue', "'7'", '"yes"', 'abc', '0x8000000000000000',
+          '-9223372036854775808', '0' * 30 + '17', '0x1.8p1', 'nan(1)']
 
 
 def test_values_are_typed_as_rclpy_types_them(tmp_path):
