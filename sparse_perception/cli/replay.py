@@ -92,7 +92,8 @@ def register(subparsers) -> None:
     group.add_argument('--gt', type=path_argument, action='append', default=[], metavar='PATH',
                        help='a folder of PNG masks (DAVIS layout), COCO-17 keypoint .json or '
                        'JHMDB joint_positions.mat; repeat for masks and keypoints (matched to '
-                       "an image folder's frames by file name, to a recording's by position)")
+                       "an image folder's frames by file name; to a recording's masks named by "
+                       'frame number by that number, anything else by position)')
     group.add_argument('--gt-class', default='person', metavar='NAME|ID',
                        help="segmentation class scored as the masks' foreground [person]")
     group.add_argument('--pck-alpha', type=float, default=metrics.PCK_ALPHA,
@@ -242,6 +243,8 @@ def _job(args, settings_module):
 
 def summary(report: dict, out: Path) -> str:
     """Return the few lines printed when a replay is done."""
+    from sparse_perception.replay.report import percent_text
+
     source = report['input']
     where = f" [{source['topic']}]" if source['kind'].startswith('rosbag') else ''
     lines = [f"replayed {report['frames']} frames ({report['skipped_frames']} skipped as "
@@ -260,7 +263,7 @@ def summary(report: dict, out: Path) -> str:
     if agreement:
         parts = []
         if agreement['mask_pixel'] is not None:
-            parts.append(f"mask {agreement['mask_pixel'] * 100:.2f}% of pixels")
+            parts.append(f"mask {percent_text(agreement['mask_pixel'])} of pixels")
         if agreement['keypoint_px'] is not None:
             parts.append(f"keypoints {agreement['keypoint_px']:.2f} px")
         if parts:

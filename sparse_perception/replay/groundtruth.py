@@ -69,13 +69,38 @@ class MaskTruth:
             raise ReplayError(f'{folder} holds no PNG masks; expected a DAVIS-style folder '
                               '(Annotations/480p/<sequence>/00000.png, ...)')
         self._by_stem = {p.stem: p for p in self.files}
+        # DAVIS names a mask by its frame's number in the sequence (00000.png, ...): a
+        # recording's frame i takes mask i, also where only some frames have one.
+        self._by_number = ({int(p.stem): p for p in self.files}
+                           if all(p.stem.isdigit() for p in self.files) else None)
+        self.matched_by = ''  # how the last frame found its mask (for the report)
+
+    @property
+    def numbered(self) -> bool:
+        """Whether every mask is named by a frame number."""
+        return self._by_number is not None
+
+    @property
+    def highest(self) -> int:
+        """Return the highest frame number a mask is named by (-1: not numbered)."""
+        return max(self._by_number) if self._by_number else -1
 
     def for_frame(self, index: int, name: str = '') -> np.ndarray | None:
-        """Foreground (H, W) bool of a frame, None when it has no mask."""
+        """
+        Foreground (H, W) bool of a frame, None when it has no mask.
+
+        A frame with a name (an image folder's) takes the mask of that name; a recording's
+        frame ``index`` the mask numbered ``index``, or where the masks are not numbered the
+        ``index``-th mask.
+        """
         if name:
-            path = self._by_stem.get(Path(name).stem)
+            path, self.matched_by = self._by_stem.get(Path(name).stem), 'file name'
+        elif self._by_number is not None:
+            path, self.matched_by = self._by_number.get(index), 'frame number'
         else:
             path = self.files[index] if index < len(self.files) else None
+            self.matched_by = 'position'
+
         if path is None:
             return None
         from sparse_perception.media.images import compressed_to_numpy, ImageConversionError
@@ -90,7 +115,8 @@ class MaskTruth:
 
     def describe(self) -> dict:
         """Describe the annotations for the report."""
-        return {'path': str(self.path), 'format': 'png masks', 'files': len(self.files)}
+        return {'path': str(self.path), 'format': 'png masks', 'files': len(self.files),
+                **({'matched_by': self.matched_by} if self.matched_by else {})}
 
 
 class KeypointTruth:
@@ -106,13 +132,16 @@ class KeypointTruth:
         self.scored_joints = scored
         self._by_stem = None if names is None else {
             Path(n).stem: i for i, n in enumerate(names)}
+        self.matched_by = ''  # how the last frame found its annotation (for the report)
 
     def for_frame(self, index: int, name: str = '') -> list[PersonTruth] | None:
         """Annotated people of a frame, None when the frame has no annotation."""
         if name and self._by_stem is not None:
-            position = self._by_stem.get(Path(name).stem)
+            position, self.matched_by = self._by_stem.get(Path(name).stem), 'file name'
         else:
             position = index if index < len(self.frames) else None
+            self.matched_by = 'position'
+
         return None if position is None else self.frames[position]
 
     @property
@@ -123,7 +152,8 @@ class KeypointTruth:
     def describe(self) -> dict:
         """Describe the annotations for the report."""
         return {'path': str(self.path), 'format': self.format, 'frames': len(self.frames),
-                'joints': list(self.scored_joints)}
+                'joints': list(self.scored_joints),
+                **({'matched_by': self.matched_by} if self.matched_by else {})}
 
 
 def _head_size(face: np.ndarray | None, neck: np.ndarray | None) -> float:

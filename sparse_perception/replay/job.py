@@ -267,13 +267,21 @@ def _warn_unmatched(scorer: Scorer, masks: Any, keypoints: Any, source: Any, log
             continue
         if not truth[name]['frames_scored']:
             log(f'warning: the ground-truth {name} in {given.path} matched no frame (frames '
-                'are matched by file name for image folders, by position otherwise)')
+                'are matched by file name for image folders; for recordings masks by the frame '
+                'number in their names, else by position)')
             continue
         # A recording keeps no file names: its i-th frame takes the i-th annotation, which is
         # right only if both start at the same frame. Different counts hint that they do not.
         count = given.describe()['files' if name == 'masks' else 'frames']
-        by_name = source.kind == 'folder' and (name == 'masks' or given.named)
-        if not by_name and source.length is not None and count != source.length:
+        if source.kind == 'folder' and (name == 'masks' or given.named):
+            continue  # matched by file name
+        if name == 'masks' and given.numbered:  # frame i takes the mask numbered i
+            if source.length is not None and given.highest >= source.length:
+                log(f'warning: {given.path} holds {count} annotated frames, numbered up to '
+                    f'{given.highest}, but the input {source.length}; they are matched by '
+                    'frame number (frame i of the input with the mask numbered i): check that '
+                    'both start at the same frame of one recording')
+        elif source.length is not None and count != source.length:
             log(f'warning: {given.path} holds {count} annotated frames but the input '
                 f'{source.length}; they are matched by position (frame i of the input with '
                 'annotation i): check that both start at the same frame of one recording')

@@ -147,6 +147,15 @@ def write_frames_csv(records: Iterable[Any], path: Path) -> None:
 # report.md
 # ---------------------------------------------------------------------------------------------
 
+def _matched(truth: dict) -> str:
+    """Say how frames found their annotations (a recording's by position is worth a look)."""
+    how = truth.get('matched_by')
+    if how == 'position':
+        return (', matched by position (frame i of the recording with annotation i: right '
+                'only if both start at the same frame and every frame is annotated)')
+    return f', matched by {how}' if how else ''
+
+
 def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return '-'
@@ -155,8 +164,16 @@ def _fmt(value: Any, digits: int = 2, percent: bool = False) -> str:
     if isinstance(value, int):
         return f'{value:,}'
     if isinstance(value, float):
-        return f'{value * 100:.{digits}f}%' if percent else f'{value:.{digits}f}'
+        return percent_text(value, digits) if percent else f'{value:.{digits}f}'
     return str(value)
+
+
+def percent_text(share: float, digits: int = 2) -> str:
+    """Return ``share`` in percent; never 100% short of all (99.998% to 2 digits: 99.99%)."""
+    value = share * 100
+    if share < 1:
+        value = min(value, 100 - 10 ** -digits)
+    return f'{value:.{digits}f}%'
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
@@ -178,6 +195,8 @@ def markdown(report: dict) -> str:
     latency = report['latency_ms']
     rows = [('frames processed', _fmt(report['frames'])),
             ('frames skipped (corrupt)', _fmt(report['skipped_frames'])),
+            *([('temporal state resets (a stamp went back: the input looped)',
+                _fmt(report['state_resets']))] if report.get('state_resets') else []),
             ('speedup (dense p50 / incremental p50)',
              '-' if report['speedup'] is None else f"{report['speedup']:.2f}x"),
             ('active fraction (mean over frames)', _fmt(report['active_fraction'], 3)),
@@ -202,9 +221,11 @@ def markdown(report: dict) -> str:
     lines += ['Latency is the pipeline-reported time per frame (`PipelineStats.ms`).', '']
     timing = report.get('timing')
     if timing:
+        dense_run = (f"dense reference {timing['dense_process_s']:.1f} s, "
+                     if latency.get('dense') else 'no dense reference (--no-dense), ')
         lines += [f"Run time {timing['total_s']:.1f} s: incremental pipeline "
-                  f"{timing['incremental_process_s']:.1f} s, dense reference "
-                  f"{timing['dense_process_s']:.1f} s, sweep {timing['sweep_s']:.1f} s, "
+                  f"{timing['incremental_process_s']:.1f} s, {dense_run}"
+                  f"sweep {timing['sweep_s']:.1f} s, "
                   'everything else (reading, decoding, scoring, outputs, plots) '
                   f"{timing['other_s']:.1f} s.", '']
     activity = report['activity']
@@ -243,24 +264,26 @@ def markdown(report: dict) -> str:
     truth = report.get('ground_truth')
     if truth:
         lines += ['## Ground truth', '']
-        dense = truth.get('dense', {})
+        dense = truth.get('dense')
         rows = []
         for key, label in (('iou', 'IoU (mean over frames)'), ('iou_global', 'IoU (all pixels)'),
                            ('miou', 'mIoU (foreground, background)'),
                            ('pck', f"PCK@{truth.get('keypoints', {}).get('pck_alpha', '')}"),
                            ('pckh', f"PCKh@{truth.get('keypoints', {}).get('pckh_alpha', '')}")):
             if key in truth:
-                rows.append((label, _fmt(truth[key], 4), _fmt(dense.get(key), 4)))
-        lines += _table(('score', 'incremental', 'dense'), rows)
+                rows.append((label, _fmt(truth[key], 4))
+                            + ((_fmt(dense.get(key), 4),) if dense is not None else ()))
+        lines += _table(('score', 'incremental') + (('dense',) if dense is not None else ()),
+                        rows)
         if 'masks' in truth:
             masks = truth['masks']
             lines += [f"Masks: `{masks['path']}`, class id {masks['class_id']} as foreground, "
-                      f"{masks['frames_scored']} frames scored.", '']
+                      f"{masks['frames_scored']} frames scored{_matched(masks)}.", '']
         if 'keypoints' in truth:
             points = truth['keypoints']
             lines += [f"Keypoints: `{points['path']}` ({points['format']}), "
                       f"{points['frames_scored']} frames, {points['joints_scored']} joints "
-                      f"scored ({', '.join(points['joints'])}).", '']
+                      f"scored ({', '.join(points['joints'])}){_matched(points)}.", '']
     if report['skipped']:
         lines += ['## Skipped frames', '']
         lines += _table(('frame', 'reason'), [(s['index'], s['reason'].replace('|', '/'))

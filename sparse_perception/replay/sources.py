@@ -497,6 +497,13 @@ class VideoSource(_Synthesised):
         self._capture = capture
         count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         self.length = count if count > 0 else None
+        # A container may hold slots that repeat the frame before (an AVI's empty chunks):
+        # the header counts them, the decoder skips them. Each frame's presentation time says
+        # which slot it fills, so that stamps keep the video's timing and the frames after the
+        # last decoded one are not taken for lost ones. (-1: no usable timing.)
+        native = capture.get(cv2.CAP_PROP_FPS)
+        self._native_fps = native if native and 0 < native <= 1000 else -1.0
+        self._skipped_slots = 0  # slots before the frame just read that held no frame
         from sparse_perception.media.images import default_max_pixels
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -523,6 +530,7 @@ class VideoSource(_Synthesised):
             if not ok:
                 yield from self._lost(index, damage or self._opening_notes)
                 return
+            self._place(index)
             if damage:
                 damaged = index
             elif intra:
@@ -539,6 +547,17 @@ class VideoSource(_Synthesised):
                                    'since)')
             else:
                 yield self._frame(index, np.ascontiguousarray(bgr[..., ::-1]))
+
+    def stamp(self, index: int) -> int:
+        """Stamp of frame ``index``: its slot in the video (see ``_skipped_slots``) / rate."""
+        return super().stamp(index + self._skipped_slots)
+
+    def _place(self, index: int) -> None:
+        """Note which slot the frame just read fills, from its presentation time."""
+        if self._native_fps <= 0:
+            return
+        slot = round(self._capture.get(_cv2().CAP_PROP_POS_MSEC) * self._native_fps / 1000)
+        self._skipped_slots = max(self._skipped_slots, slot - index)
 
     def _read(self, wanted: bool) -> tuple[bool, Any, str, bool]:
         """Decode the next frame: (ok, BGR image or None, damage reported, a key frame)."""
@@ -565,11 +584,15 @@ class VideoSource(_Synthesised):
 
     def _lost(self, index: int, why: str) -> Iterator[SkippedFrame]:
         """Frames the header promises from ``index`` on that cannot be read: skipped, counted."""
-        if self.length is None or index >= self.length:
+        slots = self.length
+        frames = None if slots is None else slots - self._skipped_slots  # the slots' frames
+        if frames is None or index >= frames:
+            if frames is not None:
+                self.length = index  # every frame read: the header counted empty slots too
             return  # the end of a video of unknown length, or the whole video read
-        reason = (f'the video ends after frame {index - 1} of the {self.length} its header '
+        reason = (f'the video ends after frame {index - 1} of the {frames} its header '
                   f'states (truncated or corrupt file){": " + why if why else ""}')
-        for lost in range(index, self.length):
+        for lost in range(index, frames):
             if self.frames.past(lost):
                 return
             if self.frames.wants(lost):

@@ -200,6 +200,27 @@ def test_ground_truth(bag, tmp_path):
     assert {row[column] for row in lines[1:]} == {'1.0'}
 
 
+def test_masks_for_some_frames_of_a_recording_go_to_those_frames(bag, tmp_path):
+    # DAVIS names each mask by its frame's number: masks for frames 0, 2 and 5 of a bag are
+    # scored against those frames, not the first three.
+    settings = replace(PerceptionSettings(), {'change.threshold': 40.0})
+    results = _direct(settings)
+    masks = tmp_path / 'masks'
+    masks.mkdir()
+    for index in (0, 2, 5):
+        cv2.imwrite(str(masks / f'{index:05d}.png'),
+                    (results[index][1].segmentation.mask == 1).astype(np.uint8) * 255)
+    out = tmp_path / 'out'
+    assert _replay(out, bag, '--change.threshold', '40', '--gt', masks) == 0
+    truth = _report(out)['ground_truth']
+    assert truth['masks']['frames_scored'] == 3 and truth['dense']['iou'] == 1.0
+    assert truth['masks']['matched_by'] == 'frame number'
+    assert truth['iou'] == pytest.approx(np.mean([
+        binary_iou(results[i][0].segmentation.mask == 1, results[i][1].segmentation.mask == 1)
+        for i in (0, 2, 5)]))
+    assert 'frames scored, matched by frame number.' in (out / 'report.md').read_text()
+
+
 def test_jhmdb_ground_truth(bag, tmp_path):
     results = _direct(PerceptionSettings())
     positions = np.zeros((2, 15, FRAMES))
@@ -495,20 +516,29 @@ def test_video_input_and_annotated_video(tmp_path):
 
 
 def test_annotations_matched_by_position_to_another_count_are_warned_of(bag, tmp_path, capsys):
-    # A recording keeps no file names: its frame i takes mask i. Masks of a whole sequence
-    # against a bag of some of its frames score the wrong pairs; the counts tell.
+    # A recording keeps no file names: its frame i takes the mask numbered i (or, where the
+    # masks are not numbered, the i-th). Masks of a whole sequence against a bag of some of
+    # its frames score the wrong pairs; the numbers (or the counts) tell.
     masks = tmp_path / 'masks'
     masks.mkdir()
     for index in range(FRAMES + 3):
         cv2.imwrite(str(masks / f'{index:05d}.png'), np.zeros((48, 64), np.uint8))
     assert _replay(tmp_path / 'out', bag, '--gt', masks) == 0
     said = capsys.readouterr()
-    assert f'holds {FRAMES + 3} annotated frames but the input {FRAMES}' in said.err, said
+    assert (f'holds {FRAMES + 3} annotated frames, numbered up to {FRAMES + 2}, but the input '
+            f'{FRAMES}; they are matched by frame number') in said.err, said
     for extra in sorted(masks.iterdir())[FRAMES:]:
         extra.unlink()
     assert _replay(tmp_path / 'out', bag, '--gt', masks) == 0
     said = capsys.readouterr()
     assert 'annotated frames' not in said.out + said.err
+    for index, path in enumerate(sorted(masks.iterdir())):  # names without numbers
+        path.rename(masks / f'frame_{index:05d}.png')
+    cv2.imwrite(str(masks / 'frame_extra.png'), np.zeros((48, 64), np.uint8))
+    assert _replay(tmp_path / 'out', bag, '--gt', masks) == 0
+    said = capsys.readouterr()
+    assert (f'holds {FRAMES + 1} annotated frames but the input {FRAMES}; they are matched by '
+            'position') in said.err, said
 
 
 def test_image_folder_input(tmp_path):

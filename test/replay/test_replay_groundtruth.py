@@ -166,10 +166,16 @@ def test_mask_folder(tmp_path):
     truth = load_truth(tmp_path)
     assert isinstance(truth, MaskTruth) and [p.name for p in truth.files] == [
         '0.png', '1.png', '2.png', '10.png', '11.png']
-    assert truth.for_frame(3).sum() == (10 % 6 + 1) * 2  # natural order: 3rd is 10.png
+    assert truth.numbered  # a recording's frame i takes mask i: DAVIS names them so
+    assert truth.for_frame(10).sum() == (10 % 6 + 1) * 2 and truth.matched_by == 'frame number'
     assert truth.for_frame(0, '2.jpg').sum() == 3 * 2  # by name where the frame has one
-    assert truth.for_frame(4).sum() == 1
-    assert truth.for_frame(5) is None and truth.for_frame(0, '7.jpg') is None
+    assert truth.matched_by == 'file name'
+    assert truth.for_frame(11).sum() == 1
+    assert truth.for_frame(3) is None and truth.for_frame(0, '7.jpg') is None
+    cv2.imwrite(str(tmp_path / 'x.png'), np.zeros((6, 8), np.uint8))
+    truth = load_truth(tmp_path)  # not every mask is numbered: by position (natural order)
+    assert not truth.numbered and truth.for_frame(3).sum() == (10 % 6 + 1) * 2
+    assert truth.matched_by == 'position' and truth.describe()['matched_by'] == 'position'
 
 
 def test_mask_folder_errors(tmp_path):

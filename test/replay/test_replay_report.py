@@ -99,6 +99,20 @@ def test_markdown_without_dense_or_ground_truth():
     assert '| scipy | not installed |' in text
 
 
+def test_markdown_without_dense_claims_no_dense_run():
+    truth = {'iou': 0.8, 'masks': {'path': 'm', 'class_id': 1, 'frames_scored': 3,
+                                   'matched_by': 'position'}}
+    timing = {'total_s': 2.0, 'incremental_process_s': 1.0, 'dense_process_s': 0.0,
+              'sweep_s': 0.0, 'other_s': 1.0}
+    text = markdown(_report(ground_truth=truth, timing=timing))
+    assert 'no dense reference (--no-dense)' in text and 'dense reference 0.0 s' not in text
+    assert '| score | incremental |\n' in text and '| IoU (mean over frames) | 0.8000 |\n' in text
+    assert '3 frames scored, matched by position (frame i of the recording' in text
+    assert 'state resets' not in text
+    assert '| temporal state resets (a stamp went back: the input looped) | 2 |' in markdown(
+        _report(state_resets=2))
+
+
 def test_markdown_with_ground_truth_and_sweep():
     truth = {'iou': 0.8, 'iou_global': 0.79, 'miou': 0.85, 'dense': {'iou': 0.81},
              'masks': {'path': 'm', 'class_id': 15, 'frames_scored': 3}}
@@ -232,3 +246,10 @@ def test_markdown_pose_section_holds_every_pose_figure():
                 '| keypoint error vs dense, mean (px) | 4.75 |',
                 '| frames whose person count differs from dense | 2 |'):
         assert row in text, row
+
+
+def test_a_share_short_of_all_never_reads_as_100_percent():
+    from sparse_perception.replay.report import percent_text
+
+    assert percent_text(0.99998) == '99.99%' and percent_text(0.99998, 3) == '99.998%'
+    assert percent_text(1.0) == '100.00%' and percent_text(0.5) == '50.00%'

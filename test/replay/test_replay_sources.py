@@ -25,6 +25,7 @@ from sparse_perception.media.images import compressed_to_numpy
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.sources import (
     Frame, FrameRange, input_kind, open_source, SkippedFrame)
+from support import require_shared
 
 TYPESTORE = get_typestore(Stores.LATEST)
 
@@ -203,6 +204,25 @@ def test_truncated_video_counts_the_frames_it_lost(tmp_path):
     assert lost[0].stamp_ns == len(read) * 100_000_000
     # A frame range stops the count where it stops.
     assert len(_frames(open_source(path, frames=FrameRange.parse(':15')))) == 15
+
+
+def test_a_video_with_empty_slots_keeps_its_timing_and_loses_nothing():
+    # This JHMDB clip's AVI index holds 48 slots for 40 frames: 8 empty chunks repeat the
+    # frame before, and the decoder skips them.
+    path = require_shared('data/jhmdb/ReadJHMDBAnnotations/data/'
+                          'Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2.avi')
+    source = open_source(path)
+    assert source.length == 48  # what its header says, before reading
+    items = _frames(source)
+    assert [type(i) for i in items] == [Frame] * 40 and source.length == 40
+    capture = cv2.VideoCapture(str(path))
+    shown = []  # each frame's presentation time, as the decoder gives it
+    while capture.read()[0]:
+        shown.append(round(capture.get(cv2.CAP_PROP_POS_MSEC) * 1e6))
+    assert [i.stamp_ns for i in items] == shown and shown[3] - shown[2] > 60_000_000  # a gap
+    # A range of it: the same stamps.
+    assert [i.stamp_ns for i in _frames(open_source(path, frames=FrameRange.parse('2:6')))] \
+        == shown[2:6]
 
 
 def test_whole_video_reports_nothing_lost(tmp_path):
