@@ -17,8 +17,8 @@ Launch one perception node on one camera: perception_node, segmentation_node or 
 
 Declarative only (the tests read this file without launch installed): arguments, then the
 parameters and one node in a scope of their own. Parameters come from params_file (its
-section for the chosen node); camera_topic, transport and heads override it where given, and
-leave what the file says (or the node's default) where not.
+section for the chosen node); camera_topic, transport, heads and use_sim_time override it
+where given, and leave what the file says (or the node's default) where not.
 
     ros2 launch sparse_perception perception.launch.py camera_topic:=/camera/image_raw
     ros2 launch sparse_perception perception.launch.py heads:='[segmentation]' namespace:=front
@@ -66,8 +66,9 @@ def generate_launch_description():
                 [FindPackageShare('sparse_perception'), 'config', 'perception.yaml']),
             description='ROS parameters file (node_name: ros__parameters:) for the node'),
         DeclareLaunchArgument(
-            'use_sim_time', default_value='false', choices=['true', 'false'],
-            description='Use the /clock topic (bag replay) instead of the system clock'),
+            'use_sim_time', default_value='', choices=['', 'true', 'false'],
+            description='Use the /clock topic (bag replay) instead of the system clock (empty: '
+                        "params_file's use_sim_time, else false)"),
         DeclareLaunchArgument(
             'log_level', default_value='info',
             choices=['debug', 'info', 'warn', 'error', 'fatal'],
@@ -89,12 +90,15 @@ def generate_launch_description():
                          ParameterValue(LaunchConfiguration('heads'), value_type=str),
                          condition=IfCondition(NotEqualsSubstitution(
                              LaunchConfiguration('heads'), ''))),
+            SetParameter('use_sim_time',
+                         ParameterValue(LaunchConfiguration('use_sim_time'), value_type=bool),
+                         condition=IfCondition(NotEqualsSubstitution(
+                             LaunchConfiguration('use_sim_time'), ''))),
             Node(
                 package='sparse_perception',
                 executable=LaunchConfiguration('node'),
                 name=LaunchConfiguration('node'),
                 namespace=LaunchConfiguration('namespace'),
-                parameters=[{'use_sim_time': LaunchConfiguration('use_sim_time')}],
                 arguments=['--ros-args', '--log-level', LaunchConfiguration('log_level')],
                 output='screen',
                 emulate_tty=True,

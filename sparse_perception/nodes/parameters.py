@@ -41,6 +41,11 @@ from sparse_perception.nodes.ros_interop import (
     descriptor, from_parameter_value, parameter_type, to_parameter_value)
 
 
+# Array types a command line's `[]` may arrive as.
+_ARRAYS = (Parameter.Type.BOOL_ARRAY, Parameter.Type.INTEGER_ARRAY, Parameter.Type.DOUBLE_ARRAY,
+           Parameter.Type.BYTE_ARRAY, Parameter.Type.STRING_ARRAY)
+
+
 class NodeParameters:
     """The settings of one node as its ROS parameters, and the changes not yet applied."""
 
@@ -66,7 +71,30 @@ class NodeParameters:
         self.settings = settings_from_parameters(self._kind, self._declare_settings())
         self.heads = heads_of(self._kind, self.settings)
         self._declare_model_info()
+        self._warn_undeclared()
         return self.settings
+
+    def _warn_undeclared(self) -> None:
+        """
+        Warn of values given for parameters this node does not have (a misspelt name).
+
+        rclpy keeps them unread. Not an error: a parameters file's ``/**`` section may hold
+        other nodes' parameters too.
+        """
+        import difflib
+
+        overrides = getattr(self._node, '_parameter_overrides', None)
+        if not isinstance(overrides, dict):
+            return
+        declared = {name for name in overrides if self._node.has_parameter(name)}
+        for name in sorted(set(overrides) - declared):
+            if name.startswith('qos_overrides.'):  # read by rclpy when a topic is made
+                continue
+            nearest = difflib.get_close_matches(name, sorted(self._specs), n=1, cutoff=0.75)
+            guess = f': did you mean {nearest[0]!r}?' if nearest else ''
+            self._node.get_logger().warning(
+                f'parameter {name!r} (from a parameters file or the command line) is not one '
+                f"of this node's; ignored{guess}")
 
     def _declare_settings(self) -> dict[str, Any]:
         self._take_integers_as_doubles()
@@ -81,8 +109,10 @@ class NodeParameters:
                     declared = self._node.declare_parameter(
                         spec.name, to_parameter_value(spec, spec.default), descriptor(spec))
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+                # (Integers are taken as doubles where rclpy lets them be: see below.)
                 hint = (' (a float needs a decimal point: 12.0, not 12)'
-                        if spec.kind is float else '')
+                        if spec.kind is float and not isinstance(
+                            getattr(self._node, '_parameter_overrides', None), dict) else '')
                 raise st.SettingError(
                     f'parameter {spec.name} must be {kind.name.lower()}: {exc}; fix the '
                     f'parameters file or command line{hint}') from None
@@ -141,6 +171,11 @@ class NodeParameters:
             if wanted == Parameter.Type.DOUBLE and parameter.type_ == Parameter.Type.INTEGER:
                 # `ros2 param set /node change.threshold 20` sends an integer; take it as 20.0.
                 parameter = Parameter(parameter.name, wanted, float(parameter.value))
+            elif (wanted == Parameter.Type.STRING_ARRAY and parameter.type_ in _ARRAYS
+                  and len(parameter.value) == 0):
+                # `ros2 param set /node sparsity.layer_thresholds []` sends an empty array of
+                # bools (the command line cannot say of what): the empty list, the default.
+                parameter = Parameter(parameter.name, wanted, [])
             elif parameter.type_ != wanted:
                 return [], wrong_type_problem(spec, parameter.value)
             checked.append(parameter)

@@ -292,7 +292,14 @@ def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> i
     # rclpy's own handler, installed by init() on top of this one, shuts the context down,
     # which ends the spin; Python's part of the signal has nothing left to do.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    rclpy.init(args=args)
+    try:
+        rclpy.init(args=args)
+    except Exception as exc:  # rclpy's RCLError: a bad --ros-args part, or its params file
+        # (Without rcl's source positions: ', at /project/src/rcl/arguments.c:415'.)
+        reason = re.sub(r',? at \S+\.c:\d+', '', ' '.join(str(exc).split()))
+        print(f'[FATAL] [{kind.name}]: the ROS arguments cannot be used: {reason}',
+              file=sys.stderr)
+        return 1
     # Made before the node: a Ctrl-C during a long activation (model load, warm-up) then
     # ends the spin cleanly instead of failing to create an executor on a shut-down context.
     executor = SingleThreadedExecutor()

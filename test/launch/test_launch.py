@@ -349,20 +349,29 @@ def test_pose_launch_under_sim_time_reports_without_a_clock(installed, harness, 
 
 
 @pytest.mark.slow
-def test_a_parameters_file_chooses_the_camera_unless_an_argument_is_given(installed, tmp_path):
+def test_a_parameters_file_chooses_the_camera_unless_an_argument_is_given(installed, harness,
+                                                                          tmp_path):
     path = tmp_path / 'camera.yaml'
-    path.write_text(f'/**:\n  ros__parameters:\n    input:\n      topic: /{RUN}_file/image\n'
+    path.write_text(f'/**:\n  ros__parameters:\n    use_sim_time: true\n    input:\n'
+                    f'      topic: /{RUN}_file/image\n'
                     '      transport: compressed\n    node:\n      heads: [segmentation]\n'
                     '      warmup_frames: 0\n')
-    for arguments, expected in (
-            ((), f'configured: heads segmentation; input /{RUN}_file/image/compressed'),
-            ((f'camera_topic:=/{RUN}_arg/image', 'transport:=raw', 'heads:=[pose]'),
-             f'configured: heads pose; input /{RUN}_arg/image ')):
+    namespace = f'{RUN}_file'
+    for arguments, expected, sim_time in (
+            ((), f'configured: heads segmentation; input /{RUN}_file/image/compressed', True),
+            ((f'camera_topic:=/{RUN}_arg/image', 'transport:=raw', 'heads:=[pose]',
+              'use_sim_time:=false'), f'configured: heads pose; input /{RUN}_arg/image ',
+             False)):
         running = Running(installed, 'launch', 'sparse_perception', 'perception.launch.py',
-                          f'params_file:={path}', *arguments)
+                          f'params_file:={path}', f'namespace:={namespace}', *arguments)
         try:
             running.wait_for('active after')
             assert expected in running.output, running.output
+            client = AsyncParameterClient(harness.node, f'/{namespace}/perception_node')
+            assert harness.spin_until(client.services_are_ready, timeout=10.0)
+            future = client.get_parameters(['use_sim_time'])
+            assert harness.spin_until(future.done, timeout=10.0)
+            assert future.result().values[0].bool_value is sim_time, arguments
             _stop_cleanly(running)
         finally:
             running.stop()

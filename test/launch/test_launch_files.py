@@ -112,8 +112,8 @@ def _overrides(tree):
     result = {}
     for call in _calls(tree, 'SetParameter'):
         value = call.args[1]
-        if getattr(value.func, 'id', '') == 'ParameterValue':  # kept as the string given
-            assert _keyword(value, 'value_type').id == 'str'
+        if getattr(value.func, 'id', '') == 'ParameterValue':  # of the type given
+            assert _keyword(value, 'value_type').id in ('str', 'bool')
             value = value.args[0]
         assert value.func.id == 'LaunchConfiguration'
         result[_constant(call.args[0])] = (_constant(value.args[0]), call)
@@ -126,16 +126,18 @@ def test_arguments_that_set_settings_set_them_only_when_given(launch_file):
     path, tree = launch_file
     arguments = {_constant(c.args[0]): c for c in _calls(tree, 'DeclareLaunchArgument')}
     overrides = _overrides(tree)
-    assert set(overrides) == {'input.topic', 'input.transport', 'node.heads'}, path.name
+    assert set(overrides) == {'input.topic', 'input.transport', 'node.heads',
+                              'use_sim_time'}, path.name
     for parameter, (name, call) in overrides.items():
-        st.spec(parameter, st.NodeSettings)  # a setting
         assert _constant(_keyword(arguments[name], 'default_value')) == '', (path.name, name)
         condition = _keyword(call, 'condition')
         assert condition.func.id == 'IfCondition', (path.name, name)
         (test,) = condition.args
         assert test.func.id == 'NotEqualsSubstitution', (path.name, name)
         assert _constant(test.args[0].args[0]) == name and _constant(test.args[1]) == ''
-        spec = st.spec(parameter, st.NodeSettings)
+        if parameter in ROS_PARAMETERS:
+            continue
+        spec = st.spec(parameter, st.NodeSettings)  # a setting
         choices = _keyword(arguments[name], 'choices')
         if spec.info.choices is not None and spec.kind is not tuple:
             assert choices is not None, f'{path.name}: {name} offers no choices'
@@ -179,8 +181,8 @@ def test_nodes_are_console_scripts_and_set_declared_parameters(launch_file):
         value = _keyword(node, keyword)
         assert value.func.id == 'LaunchConfiguration' and _constant(value.args[0]) == 'node'
     set_here = set(_overrides(tree))
-    for mapping in _keyword(node, 'parameters').elts:
-        set_here |= {_constant(k) for k in mapping.keys}
+    # (Parameters of the node itself would come after the file's and win over it.)
+    assert _keyword(node, 'parameters') is None
     for executable in choices:
         kind = node_config.NODE_KINDS[executable]
         declared = {s.name for s in node_config.parameter_specs(kind)}

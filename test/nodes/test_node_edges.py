@@ -146,6 +146,22 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
     assert _set(harness, client, change__threshold=5.0)[0].successful
 
 
+def test_an_empty_array_of_any_type_clears_a_list_parameter(harness):
+    # `ros2 param set /node sparsity.layer_thresholds []` sends an empty bool array.
+    node = harness.make(PERCEPTION, {**MODELS, **FAST})
+    client = _client(harness, node)
+    assert _set(harness, client, sparsity__layer_thresholds=['a=1'])[0].successful
+    assert node.get_parameter('sparsity.layer_thresholds').value == ['a=1']
+    future = client.set_parameters(
+        [Parameter('sparsity.layer_thresholds', Parameter.Type.BOOL_ARRAY, [])])
+    assert harness.spin_until(future.done)
+    assert future.result().results[0].successful, future.result().results[0].reason
+    assert list(node.get_parameter('sparsity.layer_thresholds').value) == []
+    assert node.parameters.settings.sparsity.layer_thresholds == ()
+    result, = _set(harness, client, sparsity__layer_thresholds=[True])  # not empty: refused
+    assert not result.successful and 'takes a string array' in result.reason, result.reason
+
+
 def test_the_registered_models_check_names_and_files(tmp_path, monkeypatch):
     from sparse_perception import settings as st
     from sparse_perception.nodes.node_config import registered_model_problem
@@ -312,6 +328,23 @@ def test_an_integer_for_a_double_parameter_starts_the_node_as_it_is_set_live(har
     assert threshold.type_ == Parameter.Type.DOUBLE and threshold.value == 12.0
     assert node.get_parameter('change.tile_size').value == 8  # integers stay integers
     assert node.parameters.settings.change.threshold == 12.0
+
+
+def test_a_parameter_the_node_does_not_have_is_warned_of_with_the_nearest_name(harness):
+    # rclpy keeps it unread: a misspelt name in a parameters file left the default running.
+    node = harness.make(SEGMENTATION, {**MODELS, **FAST, 'node.autostart': False,
+                                       'change.treshold': 7.0, 'camera_driver.gain': 3,
+                                       'qos_overrides./image.subscription.depth': 5})
+    said = ("parameter 'change.treshold' (from a parameters file or the command line) is not "
+            "one of this node's; ignored: did you mean 'change.threshold'?")
+    assert harness.spin_until(lambda: said in harness.log_lines(node, Log.WARN))
+    assert harness.spin_until(lambda: any(
+        line.startswith("parameter 'camera_driver.gain'") and line.endswith('ignored')
+        for line in harness.log_lines(node, Log.WARN)))
+    harness.spin_for(0.2)
+    warnings = harness.log_lines(node, Log.WARN)
+    assert not any('qos_overrides' in line for line in warnings)
+    assert node.get_parameter('change.threshold').value == 2.0
 
 
 def test_the_subscription_says_when_its_last_publisher_left(harness):

@@ -59,6 +59,23 @@ def _wait_active(harness, node_process, timeout=60.0):
     return False
 
 
+@pytest.mark.parametrize('arguments, said', [
+    (['--params-file', '/nonexistent/params.yaml'], "Couldn't parse params file: "
+                                                    "'--params-file /nonexistent/params.yaml'"),
+    (['--log-level', 'loud'], "Couldn't parse log level: '--log-level loud'"),
+    (['-r', 'image:=bad//name'], "Couldn't parse remap rule"),
+])
+def test_ros_arguments_rclpy_cannot_take_end_in_one_line_not_a_traceback(arguments, said):
+    done = subprocess.run(
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
+         *arguments], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1 and 'Traceback' not in done.stderr, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # (after rcl's own line, if it writes one)
+    assert last.startswith('[FATAL] [perception_node]: the ROS arguments cannot be used: '
+                           'failed to initialize rcl: ') and said in last, done.stderr
+    assert '.c:' not in last, last
+
+
 @pytest.mark.slow
 def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
