@@ -465,7 +465,7 @@ def _changed_pixels(image: torch.Tensor, ref: torch.Tensor, threshold: float) ->
         return diff.amax(-1) > threshold
     if image.dtype.is_floating_point:
         # Written so that a NaN on one side counts as moved (a depth image's hole that fills,
-        # or opens); NaN on both sides is no change.
-        moved = ~((image - ref).abs() <= threshold / 255.0)
+        # or opens); NaN on both sides is no change, nor the same infinity (out of range).
+        moved = ~((image - ref).abs() <= threshold / 255.0) & (image != ref)
         return (moved & ~(image.isnan() & ref.isnan())).any(-1)
     return (image.int() - ref.int()).abs().amax(-1) > threshold

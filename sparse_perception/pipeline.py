@@ -68,6 +68,10 @@ class ModelLoadError(ValueError):
     """A head's model cannot be loaded or run; the message names the model and the reason."""
 
 
+class LayerThresholdError(ModelLoadError):
+    """``sparsity.layer_thresholds`` names a layer no network (or not the one named) has."""
+
+
 # Model settings every head is built anew for (Pipeline.update).
 RELOADING = ('device', 'precision', 'backend', 'execution', 'runtime', 'threads', 'models_dir')
 
@@ -96,7 +100,7 @@ def own_thresholds(thresholds: Mapping[str, float], scope: str, known: Sequence[
                 own[key] = value
         elif where + '/' == scope:
             if name not in known:
-                raise ModelLoadError(
+                raise LayerThresholdError(
                     f'sparsity.layer_thresholds: {what} ({scope}) has no layer {name!r}; '
                     f'its layers: {_some(known)}')
             qualified[name] = value
@@ -118,12 +122,12 @@ def check_thresholds_claimed(thresholds: Mapping[str, float], nets: Sequence[Any
         where, _, _ = key.rpartition('/')
         if where:
             if where + '/' not in scopes:
-                raise ModelLoadError(
+                raise LayerThresholdError(
                     f'sparsity.layer_thresholds: {key!r} names no network of this pipeline; '
                     f'its networks: {", ".join(scopes)}')
         elif not any(key in net.engine.threshold_names() for net in nets):
             named = {net.scope: net.engine.threshold_names() for net in nets}
-            raise ModelLoadError(
+            raise LayerThresholdError(
                 f'sparsity.layer_thresholds: no network of this pipeline has a layer named '
                 f'{key!r}; ' + '; '.join(f'{scope} {_some(names)}'
                                          for scope, names in sorted(named.items())))
@@ -674,6 +678,8 @@ class _Head:
                         self.model.detector, self.model.dense_detector, settings,
                         f'the detector of {self.model_name!r}', f'{self.kind}/detector/',
                         (size, size))
+                except LayerThresholdError:
+                    raise  # the setting is at fault, not the network
                 except ModelLoadError as exc:  # it still runs, densely, as before
                     LOG.info('%s; it runs dense', exc)
                 else:
@@ -1031,6 +1037,7 @@ class Pipeline:
 
     @staticmethod
     def _check_thresholds(settings: PerceptionSettings, heads: dict) -> None:
+        """Refuse a per-layer threshold that no network of ``heads`` takes."""
         from sparse_perception.settings import parse_layer_thresholds
 
         check_thresholds_claimed(parse_layer_thresholds(settings.sparsity.layer_thresholds),

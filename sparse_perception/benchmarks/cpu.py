@@ -77,7 +77,7 @@ def register(subparsers: Any) -> None:
         'same frames, alternating frame by frame: dense torch, the engine own dense pass, '
         'the incremental pipeline at the defaults and the dense pipeline on LiteRT; then again '
         'under CPU contention. Run it on a quiet machine.')
-    parser.add_argument('input', nargs='?', metavar='BAG',
+    parser.add_argument('input', nargs='?', type=path_argument, metavar='BAG',
                         help='a rosbag2 folder, ROS 1 bag, video or image folder '
                         '[the bundled vtest40 clip]')
     parser.add_argument('--topic', help="the bag's image topic [its only one]")
@@ -154,7 +154,7 @@ def _command(args: argparse.Namespace) -> str:
     """Return the command line that repeats this run (from the parsed arguments)."""
     import shlex
 
-    words = ['sparse-perception', 'bench', 'cpu'] + ([args.input] if args.input else [])
+    words = ['sparse-perception', 'bench', 'cpu'] + ([str(args.input)] if args.input else [])
     for flag, value in (('--topic', args.topic), ('--frames', args.frames),
                         ('--passes', args.passes), ('--threads', args.threads),
                         ('--heads', args.heads), ('--json', args.json)):

@@ -177,6 +177,7 @@ def _argument_problem(args: argparse.Namespace, scales: tuple, resolution: tuple
         st.check_flags([('--tile-size', 'change.tile_size', args.tile_size),
                         ('--change-threshold', 'change.threshold', args.change_threshold),
                         ('--change-min-pixels', 'change.min_pixels', args.change_min_pixels)])
+        st.min_pixels_problem('--change-min-pixels', args.change_min_pixels, args.tile_size)
     except st.SettingError as exc:
         return str(exc)
     high = st.spec('sparsity.scale').info.high

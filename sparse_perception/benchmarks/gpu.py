@@ -155,6 +155,9 @@ def run_command(args: argparse.Namespace) -> int:
         try:
             st.check_flags([('--tile-size', 'change.tile_size', args.tile_size),
                             ('--change-threshold', 'change.threshold', args.change_threshold)])
+            # (The change map takes the default change.min_pixels: a tile must hold them.)
+            st.min_pixels_problem('--tile-size: change.min_pixels',
+                                  st.ChangeSettings().min_pixels, args.tile_size)
         except st.SettingError as exc:
             raise ValueError(str(exc)) from None
     except ValueError as exc:

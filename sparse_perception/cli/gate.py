@@ -69,8 +69,6 @@ def register(subparsers) -> None:
         'train', help='distil a gate from the segmentation model on unlabelled video',
         description=TRAIN_DESCRIPTION, epilog=TRAIN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    # ~ expanded here, as settings' paths are: a shell leaves it in --out=~/gate.pt, and
-    # taken as it is, it would name a folder '~' in the current one.
     train.add_argument('sources', nargs='+', type=path_argument, metavar='SOURCE',
                        help='rosbag2 folder, video file or folder of images')
     train.add_argument('--topic', help="a bag's image topic [its only one]")
@@ -123,14 +121,18 @@ def run_train(args: argparse.Namespace) -> int:
         print(f'sparse-perception gate train: error: cannot write {args.out}: '
               f'{exc.strerror or exc}', file=sys.stderr)
         return 1
+    from sparse_perception.replay.report import percent_text
+
     print(f'wrote {args.out}: {report.frames} frames, {report.samples} training pairs; on '
-          f'them the gate holds {report.recall:.1%} of the target tiles letting in '
-          f'{report.gated:.1%} of all tiles (targets: {report.tiles_positive:.1%})')
+          f'them the gate holds {percent_text(report.recall, 1)} of the target tiles letting '
+          f'in {percent_text(report.gated, 1)} of all tiles (targets: '
+          f'{percent_text(report.tiles_positive, 1)})')
     if report.recall < WEAK_RECALL:  # said even with --quiet: the gate would shut people out
-        print(f'note: the gate misses {1 - report.recall:.1%} of the person tiles of its own '
-              'training frames; a frame recomputes what it misses only when a refresh cell '
-              f'passes: train longer (--epochs, {args.epochs} now) or weigh the person tiles '
-              f'more (--recall-weight, {args.recall_weight:g} now)')
+        print(f'note: the gate misses {percent_text(1 - report.recall, 1)} of the target tiles '
+              '(people in a frame and the frame before) of its own training frames; a frame '
+              'recomputes what it misses only when a refresh cell passes: train longer '
+              f'(--epochs, {args.epochs} now) or weigh the person tiles more (--recall-weight, '
+              f'{args.recall_weight:g} now)')
     left = ([f'stopped reading {report.partly}'] if report.partly else []) + (
         [f'did not read {", ".join(report.unread)}'] if report.unread else [])
     if left:  # said even with --quiet: the gate learned from less than was given

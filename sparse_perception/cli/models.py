@@ -68,7 +68,7 @@ def register(subparsers) -> None:
 
 def _missing_models_dir(args, action: str) -> bool:
     """Say so when --models-dir names no folder (it would be passed over in silence)."""
-    if args.models_dir is not None and not Path(args.models_dir).is_dir():
+    if args.models_dir is not None and not Path(args.models_dir).expanduser().is_dir():
         print(f'sparse-perception models {action}: error: --models-dir {args.models_dir}: no '
               'such folder', file=sys.stderr)
         return True
@@ -150,9 +150,9 @@ def _fetch(args) -> int:
             print('sparse-perception models fetch: error: --cache-dir is empty; give a folder, '
                   'or leave the flag out for the default cache', file=sys.stderr)
             return 1
-        target = Path(args.cache_dir) / 'mediapipe'
+        target = Path(args.cache_dir).expanduser() / 'mediapipe'
     try:
-        files = fetch_mediapipe(target, wheel=args.wheel,
+        files = fetch_mediapipe(target, wheel=args.wheel and str(Path(args.wheel).expanduser()),
                                 version=args.version or MEDIAPIPE_VERSION,
                                 pip_args=args.pip_arg, force=args.force)
     except FetchError as exc:

@@ -191,6 +191,16 @@ def _file_heads(heads, path) -> tuple[str, ...]:
         raise ReplayError(f'--params {path}: node.heads: {exc}') from None
 
 
+def _node_heads(node: str | None, for_node: dict, path) -> tuple[str, ...] | None:
+    """Return the heads of the node a parameters file is read for (None: the default)."""
+    from sparse_perception.nodes.node_config import NODE_KINDS
+
+    kind = NODE_KINDS.get((node or '').rsplit('/', 1)[-1])
+    if kind is not None and not kind.heads_parameter:  # its one head, whatever the file says
+        return kind.heads
+    return _file_heads(for_node['node.heads'], path) if 'node.heads' in for_node else None
+
+
 def _job(args, settings_module):
     from sparse_perception.replay.errors import ReplayError
     from sparse_perception.replay.job import ReplayJob
@@ -210,8 +220,8 @@ def _job(args, settings_module):
                                                        settings_module.NodeSettings)
         known = {s.name for s in settings_module.specs(settings_module.PerceptionSettings)}
         from_file = {name: value for name, value in for_node.items() if name in known}
-        if heads is None and 'node.heads' in for_node:
-            heads = _file_heads(for_node['node.heads'], args.params)
+        if heads is None:
+            heads = _node_heads(args.params_node, for_node, args.params)
     try:
         settings = settings_module.from_cli(args, changes=from_file)
     except settings_module.SettingError as exc:

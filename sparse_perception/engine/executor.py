@@ -42,6 +42,7 @@ import collections
 from dataclasses import dataclass
 import enum
 import itertools
+import logging
 import time
 from typing import Any, Callable
 
@@ -57,6 +58,8 @@ from sparse_perception.engine.tracing import trace
 from sparse_perception.kernels.steps import Step
 import torch
 from torch import nn
+
+LOG = logging.getLogger(__name__)
 
 EXECUTIONS = ('auto', 'eager', 'device')
 # Plans kept per model, the most recently used: a plan holds its input size's index tables
@@ -217,12 +220,22 @@ class Plan:
         # Values whose cache no run reads or writes (see Positionwise.fold): a stream keeps a
         # placeholder of pad rows for them instead (34 MB for DeepLab's scores at 854x480).
         self.unkept: frozenset[int] = executor.unkept(self)
-        self.check_layer_thresholds(config)
 
-    def check_layer_thresholds(self, config: EngineConfig) -> None:
-        """Raise :class:`EngineError` if a per-layer threshold names no layer of this plan."""
+    def check_layer_thresholds(self, config: EngineConfig, graph_names: frozenset[str]) -> None:
+        """
+        Raise :class:`EngineError` if a per-layer threshold names no layer of this plan.
+
+        A name of the traced graph that lowering folded into another layer (a view, say) was
+        taken before the first frame: it is said in a warning and has no effect.
+        """
         known = {name for g in self.layers for name in g.layer.names} | {'input'}
         unknown = sorted(set(config.layer_thresholds) - known)
+        folded = [name for name in unknown if name in graph_names]
+        if folded:
+            LOG.warning('layer thresholds for %s have no effect: no layer of its own computes '
+                        'them (layer names are: %s)', folded,
+                        ', '.join(g.name for g in self.layers))
+        unknown = [name for name in unknown if name not in graph_names]
         if unknown:
             raise EngineError(
                 f'layer thresholds name unknown layers {unknown}; layer names are: '
@@ -368,7 +381,7 @@ class IncrementalModel:
         """
         if self._plans:
             for plan in self._plans.values():
-                plan.check_layer_thresholds(config)
+                plan.check_layer_thresholds(config, self._graph_names())
             return
         unknown = sorted(set(config.layer_thresholds) - set(self.threshold_names()))
         if unknown:
@@ -388,11 +401,15 @@ class IncrementalModel:
             plan = next(reversed(self._plans.values()))
             own = [g.name for g in plan.layers]
             aliases = [name for g in plan.layers for name in g.layer.names]
-        else:
-            nodes = self.graph.graph.nodes
-            own = [n.target for n in nodes if n.op == 'call_module']
-            aliases = [n.name for n in nodes]
-        return tuple(dict.fromkeys(['input', *own, *aliases]))
+            return tuple(dict.fromkeys(['input', *own, *aliases]))
+        nodes = self.graph.graph.nodes
+        own = [n.target for n in nodes if n.op == 'call_module']
+        return tuple(dict.fromkeys(['input', *own, *self._graph_names()]))
+
+    def _graph_names(self) -> frozenset[str]:
+        """Names of the traced graph's operations (its inputs, outputs and constants not)."""
+        return frozenset(n.name for n in self.graph.graph.nodes
+                         if n.op in ('call_module', 'call_function', 'call_method'))
 
     # -- choosing the executor --------------------------------------------------------------
 
@@ -456,6 +473,7 @@ class IncrementalModel:
             except EngineError as exc:  # UnsupportedOpError is one
                 self._fall_back(exc)
                 plan = self._plan(x)
+            plan.check_layer_thresholds(self.config, self._graph_names())
             self._plans[key] = plan
             while len(self._plans) > MAX_PLANS:
                 self._plans.popitem(last=False)  # a stream still on it keeps it until it moves

@@ -43,7 +43,8 @@ the evaluated one (size, weights, runtime), so there is no agreement with it.
 
 Frames are read with the replay's image-folder source and scored with the replay's metric
 classes (:mod:`sparse_perception.replay.metrics`) and ground-truth readers, and frames are
-matched to annotations by their position in the sequence, as the replay does for a bag.
+matched to annotations as the replay does for a bag: frame i of the sequence with the mask
+numbered i (DAVIS's names), with the i-th annotated frame of a joint_positions.mat.
 A replay of a bag made from the same frames (``sparse-perception make-bag``) with ``--gt``
 therefore reports the same ground-truth scores; ``test/replay/test_eval_replay.py`` checks it.
 
@@ -237,7 +238,8 @@ def truth_scores(clip: Clip, frames: Sequence[Frame], truth: Any,
     Score each run against the annotations: the IoU or PCK summary of each, in order.
 
     Each run comes with its model's class names (segmentation: the person class is looked up
-    in them) or joint names (pose); frames are matched to annotations by position.
+    in them) or joint names (pose); frames are matched to annotations by their index in the
+    sequence (a mask named by that number, the annotation at that position).
     """
     from sparse_perception.replay.runner import class_id, coco_view
 
@@ -245,7 +247,7 @@ def truth_scores(clip: Clip, frames: Sequence[Frame], truth: Any,
         persons = [class_id(tuple(names), GT_CLASS, PERSON_REMEDY) for _, names in runs]
         ious = [BinaryIou() for _ in runs]
         for i, frame in enumerate(frames):
-            mask = None if truth is None else truth.for_frame(frame.index)  # by position
+            mask = None if truth is None else truth.for_frame(frame.index)  # by number
             if mask is not None:
                 for iou, (run, _), person in zip(ious, runs, persons):
                     iou.add(run.masks[i] == person, mask)
@@ -444,10 +446,12 @@ def _scorable(clip: Clip, frames: list[Frame], selected: FrameRange) -> ClipData
 
 
 def _annotated(truth: Any) -> int | None:
-    """Return how many leading frames the annotations cover (matched by position), or None."""
+    """Return how many leading frames the annotations can cover, or None."""
     if truth is None:
         return None
-    # Both readers match by position: the n-th mask file or the n-th annotated frame.
+    if getattr(truth, 'numbered', False):  # masks named by frame number: up to the last
+        return truth.highest + 1
+    # By position: the n-th mask file or the n-th annotated frame.
     covered = getattr(truth, 'files', None) or getattr(truth, 'frames', None)
     return None if covered is None else len(covered)
 

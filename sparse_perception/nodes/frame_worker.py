@@ -174,9 +174,9 @@ class FrameWorker:
         pending = self._parameters.take_pending()
         if pending is None or (pending == self._in_force and not self._unsettled):
             return
-        old = self._in_force
-        from sparse_perception.pipeline import reloads_every_head
+        from sparse_perception.pipeline import reloads_every_head  # (torch: loaded lazily)
 
+        old = self._in_force
         reloads = changed_models(old, pending, self._parameters.heads)
         rebuilt = bool(reloads) or reloads_every_head(old, pending)
         try:

@@ -74,6 +74,15 @@ class NodeParameters:
         self._warn_undeclared()
         return self.settings
 
+    def _overrides(self) -> dict | None:
+        """
+        Return the values given for the node's parameters before it declares them, or None.
+
+        rclpy's Node keeps them in a private dict; another rclpy may not (then None).
+        """
+        overrides = getattr(self._node, '_parameter_overrides', None)
+        return overrides if isinstance(overrides, dict) else None
+
     def _warn_undeclared(self) -> None:
         """
         Warn of values given for parameters this node does not have (a misspelt name).
@@ -83,8 +92,8 @@ class NodeParameters:
         """
         import difflib
 
-        overrides = getattr(self._node, '_parameter_overrides', None)
-        if not isinstance(overrides, dict):
+        overrides = self._overrides()
+        if overrides is None:
             return
         declared = {name for name in overrides if self._node.has_parameter(name)}
         for name in sorted(set(overrides) - declared):
@@ -111,8 +120,7 @@ class NodeParameters:
             except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
                 # (Integers are taken as doubles where rclpy lets them be: see below.)
                 hint = (' (a float needs a decimal point: 12.0, not 12)'
-                        if spec.kind is float and not isinstance(
-                            getattr(self._node, '_parameter_overrides', None), dict) else '')
+                        if spec.kind is float and self._overrides() is None else '')
                 raise st.SettingError(
                     f'parameter {spec.name} must be {kind.name.lower()}: {exc}; fix the '
                     f'parameters file or command line{hint}') from None
@@ -133,8 +141,8 @@ class NodeParameters:
         given wait in the node's overrides until declared; without them (another rclpy) the
         refusal stands, with its hint.
         """
-        overrides = getattr(self._node, '_parameter_overrides', None)
-        if not isinstance(overrides, dict):
+        overrides = self._overrides()
+        if overrides is None:
             return
         for spec in self._specs.values():
             given = overrides.get(spec.name)

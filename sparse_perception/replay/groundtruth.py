@@ -71,8 +71,14 @@ class MaskTruth:
         self._by_stem = {p.stem: p for p in self.files}
         # DAVIS names a mask by its frame's number in the sequence (00000.png, ...): a
         # recording's frame i takes mask i, also where only some frames have one.
-        self._by_number = ({int(p.stem): p for p in self.files}
-                           if all(p.stem.isdigit() for p in self.files) else None)
+        self._by_number: dict[int, Path] | None = None
+        if all(p.stem.isascii() and p.stem.isdecimal() for p in self.files):
+            self._by_number = {}
+            for path in self.files:
+                other = self._by_number.setdefault(int(path.stem), path)
+                if other is not path:
+                    raise ReplayError(f'{folder}: {other.name} and {path.name} both name frame '
+                                      f'{int(path.stem)}; keep one')
         self.matched_by = ''  # how the last frame found its mask (for the report)
 
     @property

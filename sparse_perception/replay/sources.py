@@ -504,6 +504,7 @@ class VideoSource(_Synthesised):
         native = capture.get(cv2.CAP_PROP_FPS)
         self._native_fps = native if native and 0 < native <= 1000 else -1.0
         self._skipped_slots = 0  # slots before the frame just read that held no frame
+        self._origin_ms: float | None = None  # the first frame's presentation time
         from sparse_perception.media.images import default_max_pixels
         width = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH))
         height = int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
@@ -556,7 +557,10 @@ class VideoSource(_Synthesised):
         """Note which slot the frame just read fills, from its presentation time."""
         if self._native_fps <= 0:
             return
-        slot = round(self._capture.get(_cv2().CAP_PROP_POS_MSEC) * self._native_fps / 1000)
+        shown = self._capture.get(_cv2().CAP_PROP_POS_MSEC)
+        if self._origin_ms is None:  # (a video's first time need not be 0: MP4 edit lists)
+            self._origin_ms = shown
+        slot = round((shown - self._origin_ms) * self._native_fps / 1000)
         self._skipped_slots = max(self._skipped_slots, slot - index)
 
     def _read(self, wanted: bool) -> tuple[bool, Any, str, bool]:

@@ -49,6 +49,7 @@ def test_without_cuda_it_says_so_and_exits_2(monkeypatch, tmp_path, capsys):
     (['--resolutions', '16x16'], 'smaller than 32x32'),
     (['--frames', '0'], '--frames 0: expected at least 1'),
     (['--warmup', '-1'], '--warmup -1'),
+    (['--tile-size', '3'], '--tile-size: change.min_pixels = 16 is more than the 9 pixels'),
 ])
 def test_bad_arguments_exit_2_with_a_message(argv, message, capsys):
     assert cli.main(['bench', 'gpu'] + argv) == 2

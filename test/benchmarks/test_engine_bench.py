@@ -61,6 +61,8 @@ def test_bench_engine_writes_the_contract(tmp_path, capsys):
     (['--threads', '0'], '--threads 0: expected at least 1'),
     (['--tile-size', '0'], '--tile-size: change.tile_size = 0 is out of range'),
     (['--change-threshold', 'nan'], '--change-threshold: change.threshold must be a number'),
+    (['--tile-size', '4', '--change-min-pixels', '17'],
+     '--change-min-pixels = 17 is more than the 16 pixels of a change.tile_size 4 tile'),
     (['--frames', '100000'], 'GiB of frames'),
 ])
 def test_bench_engine_bad_arguments(argv, message, capsys, monkeypatch):

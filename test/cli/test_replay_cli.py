@@ -356,6 +356,12 @@ def test_a_params_file_is_read_as_the_node_reads_it(bag, tmp_path, capsys):
     assert _report(out)['heads'] == ['pose']
     assert _replay(out, bag, '--params', params, '--heads', 'both') == 0
     assert _report(out)['heads'] == ['segmentation', 'pose']
+    # A node of one head runs that head, whatever the file's node.heads says.
+    params.write_text('/**:\n  ros__parameters:\n    node:\n      heads: [segmentation, pose]\n')
+    assert _replay(out, bag, '--params', params, '--params-node', 'pose_node') == 0
+    assert _report(out)['heads'] == ['pose']
+    assert _replay(out, bag, '--params', params, '--params-node', 'perception_node') == 0
+    assert _report(out)['heads'] == ['segmentation', 'pose']
     params.write_text('perception_node:\n  ros__parameters:\n    input:\n      depth: lots\n')
     assert _replay(out, bag, '--params', params) == 1
     assert "input.depth must be an integer, got 'lots'" in capsys.readouterr().err

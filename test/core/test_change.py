@@ -241,6 +241,12 @@ def test_a_float_pixel_that_becomes_or_stops_being_nan_is_a_change():
     assert det.update(filled).tiles.tolist() == [[False, False], [False, True]]
     assert not bool(det.update(filled.copy()).tiles.any())
     assert det.update(hole).tiles.tolist() == [[False, False], [False, True]]
+    far = filled.copy()
+    far[1, 1] = np.inf  # out of range (a depth image's +Inf): the same on both sides is no change
+    assert det.update(far).tiles.tolist() == [[True, False], [False, True]]
+    assert not bool(det.update(far.copy()).tiles.any())
+    far[1, 1] = -np.inf
+    assert det.update(far).tiles.tolist() == [[True, False], [False, False]]
 
 
 @pytest.mark.parametrize('opencv', [True, False])

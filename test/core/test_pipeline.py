@@ -126,6 +126,8 @@ def test_settings_apply_on_the_next_frame_without_reload(frames):
     assert pipeline.process(frames[4]).stats.changed_fraction > 0.0
     pipeline.update(_settings(**{'change.threshold': 0.0, 'change.min_pixels': 256}))
     assert pipeline.process(frames[5]).stats.changed_fraction == 0.0  # no tile wholly changed
+    pipeline.update(_settings(**{'change.threshold': 0.0}))  # the same frame, at 16: some did
+    assert pipeline.process(frames[5]).stats.changed_fraction > 0.0
 
 
 def test_every_live_change_setting_reaches_the_change_detectors(frames):
@@ -494,7 +496,10 @@ def test_layer_thresholds_go_to_the_networks_that_have_those_layers(mediapipe_ca
     (['nope=1'], "no network of this pipeline has a layer named 'nope'; pose/ input, op000_pad"),
     (['pose/op002_conv=1'], r"pose model 'blazepose' \(pose/\) has no layer 'op002_conv'"),
     (['camera/op003_conv=1'], "'camera/op003_conv' names no network of this pipeline; its "
-                              'networks: pose/, pose/detector/, segmentation/')])
+                              'networks: pose/, pose/detector/, segmentation/'),
+    # (Not taken for a detector that cannot run in the engine, which would then run dense.)
+    (['pose/detector/op999_conv=1'], r"the detector of 'blazepose' \(pose/detector/\) has no "
+                                     "layer 'op999_conv'")])
 def test_a_layer_threshold_no_network_takes_is_refused_and_changes_nothing(
         mediapipe_cache, names, message):
     settings = _mediapipe_settings(mediapipe_cache)

@@ -815,6 +815,30 @@ def test_unknown_layer_threshold_names_are_listed():
         inc.reconfigure(EngineConfig(layer_thresholds={'nope': 0.1}))
 
 
+class _Pooled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 1)
+
+    def forward(self, x):
+        return self.conv(x).reshape(1, 2, -1).mean(-1)
+
+
+def test_a_graph_name_that_lowering_folds_is_said_not_fatal(caplog):
+    # Before the first frame the traced graph's operations stand for the layers; its output
+    # is none. One that lowering folds into another layer is said at the first frame.
+    module = _Pooled().eval()
+    with pytest.raises(EngineError, match=r"unknown layers \['output'\]"):
+        IncrementalModel(module, EngineConfig(layer_thresholds={'output': 0.1}))
+    inc = IncrementalModel(module, EngineConfig(layer_thresholds={'reshape': 0.1}))
+    with caplog.at_level('WARNING'):
+        inc(torch.randn(1, 3, 8, 8))  # (the reshape and the mean run in the dense tail)
+    assert [g.layer.names for g in inc.plan_for(torch.randn(1, 3, 8, 8)).layers] == [
+        ('conv', 'conv')]
+    assert any("layer thresholds for ['reshape'] have no effect" in r.getMessage()
+               for r in caplog.records), caplog.records
+
+
 def test_config_from_settings_and_bad_values():
     from sparse_perception import settings as st
     s = st.replace(st.PerceptionSettings(), {

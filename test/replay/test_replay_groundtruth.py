@@ -172,6 +172,10 @@ def test_mask_folder(tmp_path):
     assert truth.matched_by == 'file name'
     assert truth.for_frame(11).sum() == 1
     assert truth.for_frame(3) is None and truth.for_frame(0, '7.jpg') is None
+    cv2.imwrite(str(tmp_path / '02.png'), np.zeros((6, 8), np.uint8))
+    with pytest.raises(ReplayError, match='02.png and 2.png both name frame 2; keep one'):
+        load_truth(tmp_path)
+    (tmp_path / '02.png').unlink()
     cv2.imwrite(str(tmp_path / 'x.png'), np.zeros((6, 8), np.uint8))
     truth = load_truth(tmp_path)  # not every mask is numbered: by position (natural order)
     assert not truth.numbered and truth.for_frame(3).sum() == (10 % 6 + 1) * 2
