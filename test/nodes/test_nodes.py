@@ -224,11 +224,13 @@ def test_parameters_through_the_parameter_service(harness):
     assert node.get_parameter('model.pose').value == 'tiny-pose'
 
 
-def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
-    model = tmp_path / 'pose.json'
-    model.write_text('{"head": "pose", "seed": 7}')
-    broken = tmp_path / 'broken.json'
-    broken.write_text('{"head": "segmentation", "seed": 1}')  # a pose file of the wrong head
+def _streaming_pose_node(harness):
+    """
+    Make a streaming pose node on the pipeline double.
+
+    Returns the node, the pipelines it built (in order), a parameters client, the camera
+    publisher and the keypoint clouds received.
+    """
     pipelines = []
 
     def factory(settings, heads):
@@ -237,6 +239,15 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
 
     node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
     client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    return node, pipelines, client, publisher, clouds
+
+
+def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
+    model = tmp_path / 'pose.json'
+    model.write_text('{"head": "pose", "seed": 7}')
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"head": "segmentation", "seed": 1}')  # a pose file of the wrong head
+    node, pipelines, client, publisher, clouds = _streaming_pose_node(harness)
     assert _set(harness, client, model__pose=str(model))[0].successful
     _send_and_wait(harness, publisher, _raw(1), clouds)
     assert pipelines[0].settings.model.pose == str(model)
@@ -255,14 +266,7 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
 def test_a_setting_that_rebuilds_every_network_warms_them_up(harness):
     # model.threads (like the device, precision, backend, execution, runtime and models_dir)
     # builds every head anew: the new networks compile before the next frame, not on it.
-    pipelines = []
-
-    def factory(settings, heads):
-        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
-        return pipelines[-1]
-
-    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    _, pipelines, client, publisher, clouds = _streaming_pose_node(harness)
     assert _set(harness, client, model__threads=2)[0].successful
     _send_and_wait(harness, publisher, _raw(1), clouds)
     assert pipelines[0].settings.model.threads == 2
