@@ -87,7 +87,7 @@ class ChangeDetector:
                  tile_size: int | None = None, dilation: int | None = None,
                  refresh_period: int | None = None, min_pixels: int | None = None,
                  neighbour_pixels: int | None = None):
-        from sparse_perception.settings import ChangeSettings
+        from sparse_perception.settings import ChangeSettings, min_pixels_problem
 
         defaults = ChangeSettings()
 
@@ -113,9 +113,7 @@ class ChangeDetector:
             if not low <= value <= high or value != value:
                 raise ValueError(f'ChangeDetector {name}={value!r} is out of range; expected '
                                  f'{low} to {high}')
-        if self.min_pixels > self.tile_size ** 2:
-            raise ValueError(f'ChangeDetector min_pixels={self.min_pixels} is more than the '
-                             f'{self.tile_size ** 2} pixels of a tile: no tile could change')
+        min_pixels_problem('ChangeDetector min_pixels', self.min_pixels, self.tile_size)
         self.reset()
 
     def reset(self) -> None:

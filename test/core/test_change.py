@@ -295,7 +295,8 @@ def test_from_settings_and_overrides():
 
 @pytest.mark.parametrize('kwargs, message', [
     ({'tile_size': 0}, 'tile_size=0'), ({'threshold': -1}, 'threshold=-1'),
-    ({'tile_size': 4, 'min_pixels': 17}, 'min_pixels=17 is more than the 16 pixels of a tile'),
+    ({'tile_size': 4, 'min_pixels': 17}, 'min_pixels = 17 is more than the 16 pixels of a '
+                                         'change.tile_size 4 tile'),
     ({'min_pixels': 0}, 'min_pixels=0'), ({'threshold': float('nan')}, 'threshold=nan')])
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
