@@ -429,6 +429,11 @@ def _cv2() -> Any:
     return _CV2[0]
 
 
+# Pixel types whose differences the change map computes exactly (see _changed_pixels).
+_TENSOR_DTYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.float16,
+                  torch.bfloat16, torch.float32, torch.float64)
+
+
 def _as_hwc(frame: Any) -> torch.Tensor:
     """Return ``frame`` as an ``(H, W, C)`` tensor (a view where possible)."""
     if isinstance(frame, np.ndarray):
@@ -441,6 +446,11 @@ def _as_hwc(frame: Any) -> torch.Tensor:
         tensor = torch.from_numpy(frame)
         layout = 'numpy'
     elif isinstance(frame, torch.Tensor):
+        # An int32 or int64 difference would wrap, a complex one lose its imaginary part: a
+        # change missed without a word.
+        if frame.dtype not in _TENSOR_DTYPES:
+            raise TypeError(f'frame dtype {frame.dtype} is not supported; expected 8- or '
+                            '16-bit integers or float (convert the image first)')
         tensor = frame.detach()
         layout = 'tensor'
     else:

@@ -84,26 +84,6 @@ class PersonSlots:
         return [slot.net for slot in self.slots[1:]]
 
 
-def tiles_outside(tiles: np.ndarray, tile_size: int, boxes: list[np.ndarray]) -> bool:
-    """
-    Whether a changed tile lies outside every box.
-
-    ``tiles`` is a frame's (Ht, Wt) bool change map; ``boxes`` are (4, 2) frame corners of
-    rotated crops: a tile counts as inside when it meets a crop's bounding box.
-    """
-    outside = np.array(tiles, dtype=bool, copy=True)
-    if not outside.any():
-        return False
-    rows, cols = outside.shape
-    for corners in boxes:
-        (x0, y0), (x1, y1) = corners.min(0), corners.max(0)
-        c0, c1 = max(0, int(x0 // tile_size)), min(cols - 1, int(x1 // tile_size))
-        r0, r1 = max(0, int(y0 // tile_size)), min(rows - 1, int(y1 // tile_size))
-        if c0 <= c1 and r0 <= r1:
-            outside[r0:r1 + 1, c0:c1 + 1] = False
-    return bool(outside.any())
-
-
 def person_boxes(mask: np.ndarray, person: int, min_height: int) -> list[tuple[int, ...]]:
     """
     Return the boxes ``(x0, y0, x1, y1)`` of the person regions of a class-id mask, largest first.

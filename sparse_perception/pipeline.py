@@ -663,7 +663,7 @@ class _Head:
         # tracking with dense networks, so what differs from it is what sparsity did.
         self.detect_period = settings.pose.detect_period
         self._undetected = 0  # frames in a row with room for another person
-        self._moved = False  # the frame changed where nobody is followed since the detector ran
+        self._moved = False  # the frame changed since the detector last ran
         self._focused: tuple[Any, Any] | None = None  # pose.focus: (answer, its second look)
         self._settings = settings
         self._summaries: dict[tuple[str, int], tuple[Any, _RunSummary]] = {}  # see _summary
@@ -939,19 +939,14 @@ class _Head:
 
     def _detect_now(self, frame_change: Any) -> bool:
         """Whether a tracking model with room for another person may detect on this frame."""
-        from sparse_perception.person_crops import tiles_outside
-
         if self.net is None:  # dense: every frame counts as moved (no change map)
             return self._undetected % self.detect_period == 0
-        tracks = self.model.tracks
-        moved = frame_change.refresh or (
-            frame_change.changed_fraction > 0 and (not tracks or tiles_outside(
-                frame_change.tiles.cpu().numpy(), frame_change.tile_size,
-                [t.roi.corners() for t in tracks])))
-        self._moved = self._moved or moved
+        # Any change counts, inside the followed people's crops too: the detector sees the
+        # whole frame, and someone a followed person hid or outshone is found once they move.
+        self._moved = (self._moved or frame_change.refresh
+                       or frame_change.changed_fraction > 0)
         detect = self._undetected == 0 or (
-            # Nothing moved outside the crops since the detector last ran: it would find
-            # nobody new.
+            # Nothing changed since the detector last ran: it would find nobody new.
             self._moved and self._undetected % self.detect_period == 0)
         if detect:
             self._moved = False

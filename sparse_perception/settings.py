@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+import functools
 import math
 import os
 import sys
@@ -109,6 +110,7 @@ class ChangeSettings:
         0, 'Full dense refresh every N change maps (0 = never)', low=0, high=1_000_000)
 
     def __post_init__(self) -> None:
+        check_section(self, 'change')
         min_pixels_problem('change.min_pixels', self.min_pixels, self.tile_size)
 
 
@@ -215,7 +217,8 @@ class SparsitySettings:
         'someone moved farther than sparsity.gate_margin; the frames between gate on the '
         "last frame's people (sparsity.gate glance)", low=1, high=10000)
     # N about square cells of tiles split the frame, and the next one in reading order joins
-    # every gate, so a position is never staler than N frames (and someone the gate missed
+    # every gate, so a layer recomputes each position once in N frames (from its inputs as
+    # they are then: the output may take longer, see the README; and someone the gate missed
     # is looked at again within them, though a cell computed amid stale features may miss
     # them still). Each cell costs 1/N of a frame (gates/maker.py: refresh_cell).
     # For the same bound the glance answers at most N - 1 frames in a row alone (glance_exit).
@@ -225,7 +228,8 @@ class SparsitySettings:
     # mask: 16 keeps a margin on both bounds with the tighter bound on staleness (32 kept them
     # too).
     gate_refresh: int = setting(
-        16, 'Recompute every position at least every N frames under a gate (0 = never)',
+        16, 'Under a gate, every layer recomputes each position at least every N frames (0 = '
+        'never)',
         low=0, high=10000)
     # The learned gate (sparse_perception/gates/learned.py): the file that
     # `sparse-perception gate train` wrote, and the probability from which a tile is gated.
@@ -243,6 +247,7 @@ class SparsitySettings:
         reload=True)
 
     def __post_init__(self) -> None:
+        check_section(self, 'sparsity')
         parse_layer_thresholds(self.layer_thresholds)  # (the layers are a model's to know)
         if self.gate == 'learned' and not self.gate_model:
             raise SettingError("sparsity.gate 'learned' needs sparsity.gate_model: the file "
@@ -309,6 +314,7 @@ class ModelSettings:
         reload=True)
 
     def __post_init__(self) -> None:
+        check_section(self, 'model')
         # Only the explicit choice: a settings object does not depend on the environment (the
         # environment's backend is checked where a node takes parameters and an engine is built).
         if self.backend != 'auto':
@@ -400,6 +406,9 @@ class PoseSettings:
     focus_score: float = setting(
         0.5, 'Mean keypoint score under which pose.focus looks again', low=0.0, high=1.0)
 
+    def __post_init__(self) -> None:
+        check_section(self, 'pose')
+
 
 @dataclass(frozen=True)
 class PerceptionSettings:
@@ -461,6 +470,9 @@ class InputSettings:
         'frames are refused from their header before decoding', low=0.01, high=1024.0,
         read_only=True)
 
+    def __post_init__(self) -> None:
+        check_section(self, 'input')
+
 
 @dataclass(frozen=True)
 class OutputSettings:
@@ -472,6 +484,9 @@ class OutputSettings:
     # Markers live in the image's frame on the plane z = 0, image centre at the origin.
     marker_scale: float = setting(
         0.002, 'Size of one image pixel in the keypoint markers, in metres', low=1e-6, high=1.0)
+
+    def __post_init__(self) -> None:
+        check_section(self, 'output')
 
 
 @dataclass(frozen=True)
@@ -490,6 +505,9 @@ class LifecycleSettings:
     warmup_width: int = setting(640, 'Width of the warm-up frames in pixels', low=1, high=8192)
     warmup_height: int = setting(480, 'Height of the warm-up frames in pixels', low=1, high=8192)
 
+    def __post_init__(self) -> None:
+        check_section(self, 'node')
+
 
 @dataclass(frozen=True)
 class DiagnosticsSettings:
@@ -506,6 +524,9 @@ class DiagnosticsSettings:
     stale_after: float = setting(
         3.0, 'WARN when active and no frame was processed for this many seconds (ERROR after '
         'three times as long)', low=0.1, high=3600.0)
+
+    def __post_init__(self) -> None:
+        check_section(self, 'diagnostics')
 
 
 @dataclass(frozen=True)
@@ -605,6 +626,30 @@ def validate(s: SettingSpec, value: Any) -> Any:
                                    f'one of {", ".join(info.choices)}')
         return tuple(value)
     raise SettingError(f'{s.name} has unsupported type {s.kind!r}')  # a bug in this module
+
+
+def check_section(section: Any, name: str) -> None:
+    """
+    Raise :class:`SettingError` unless every field of a settings section is valid.
+
+    Each section calls it when built, so that one built directly (``PoseSettings(...)`` from
+    Python) is held to the ranges and types that :func:`replace`, parameters and flags are;
+    a value of another accepted form (an int for a float, a list for a tuple) is stored as
+    the setting's type.
+    """
+    for f, s in _section_specs(type(section), name):
+        value = getattr(section, f)
+        checked = validate(s, value)
+        if type(checked) is not type(value):
+            object.__setattr__(section, f, checked)  # (frozen: still being built)
+
+
+@functools.lru_cache(maxsize=None)
+def _section_specs(section_type: type, name: str) -> tuple[tuple[str, SettingSpec], ...]:
+    """Return (field, spec) of a section's settings (type hints are slow to read per call)."""
+    return tuple((f.name, SettingSpec(f'{name}.{f.name}', _field_type(section_type, f), None,
+                                      f.metadata['setting']))
+                 for f in dataclasses.fields(section_type))
 
 
 def check_flags(flags: Sequence[tuple[str, str, Any]]) -> None:

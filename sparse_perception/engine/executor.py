@@ -593,8 +593,14 @@ class IncrementalModel:
             spatial, whole = self._gate(plan, state, gate_map)
             tile = tile_size_of(tiles, tile_size, value.height, value.width)
         frame = Frame(x, None if dense else tiles, tile, dense, spatial, whole)
-        self._last, frontier_changed = self.executor.run(plan, state, frame)
-        output = self._output(plan, state, frontier_changed or frame.dense)
+        try:
+            self._last, frontier_changed = self.executor.run(plan, state, frame)
+            output = self._output(plan, state, frontier_changed or frame.dense)
+        except BaseException:
+            # The layers before the failure hold this frame, those after it the last one, and
+            # the input cache no longer differs from a retry: the next frame starts over.
+            state.refresh_requested = True
+            raise
         if state.frames == 0:
             self._calibrate(plan, state)
         state.frames += 1

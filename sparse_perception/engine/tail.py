@@ -27,6 +27,7 @@ from typing import Any, TYPE_CHECKING
 
 from sparse_perception.engine.canonical import is_convolution
 from sparse_perception.engine.errors import UnsupportedOpError
+from sparse_perception.engine.tracing import graph_module
 import torch
 from torch import fx
 
@@ -81,4 +82,4 @@ def build_tail(lo: Lowering) -> tuple[fx.GraphModule, list[int], bool]:
     for n in lo.tail_nodes:
         env[n] = graph.node_copy(n, lookup)
     graph.output(fx.map_arg(output_node.args[0], lookup))
-    return fx.GraphModule(lo.gm, graph), frontier, bool(lo.tail_nodes)
+    return graph_module(lo.gm, graph), frontier, bool(lo.tail_nodes)

@@ -24,7 +24,9 @@ its value, which lowering then uses as a constant.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import linecache
 from typing import Any
+import weakref
 
 from sparse_perception.engine.errors import EngineError
 from sparse_perception.engine.ops import argmax, depth_to_space
@@ -44,12 +46,48 @@ def trace(module: nn.Module) -> fx.GraphModule:
         # autowrap also keeps a model's own ``from ... import depth_to_space`` as one call.
         tracer = fx.Tracer(autowrap_functions=(argmax, depth_to_space))
         graph = tracer.trace(module)
-        return fx.GraphModule(tracer.root, graph, type(module).__name__)
+        return graph_module(tracer.root, graph, type(module).__name__)
     except Exception as exc:  # torch.fx raises many types for data-dependent control flow
         raise EngineError(
             f'torch.fx could not trace {type(module).__name__}: {exc}. The engine needs a '
             'traceable model: move data-dependent Python control flow out of forward(), or '
             'pass a torch.fx.GraphModule you traced yourself.') from exc
+
+
+def graph_module(root: Any, graph: fx.Graph, name: str = 'GraphModule') -> fx.GraphModule:
+    """Return ``fx.GraphModule(root, graph, name)`` whose generated source goes with it."""
+    return forget_source_when_gone(fx.GraphModule(root, graph, name))
+
+
+def recompile(module: fx.GraphModule) -> None:
+    """Recompile a graph module after its graph changed, dropping the source it had."""
+    old = _source_key(module)
+    module.recompile()
+    _forget_source(old)
+    forget_source_when_gone(module)
+
+
+# torch.fx keeps the source of every forward() it generates, for tracebacks (in linecache and
+# in its own loader), for good. The engine builds a module per plan (a plan per input size:
+# a stream whose frames keep changing size builds them without end) and per model load, so
+# each module takes its source along when it goes.
+def _source_key(module: fx.GraphModule) -> str | None:
+    code = getattr(type(module).forward, '__code__', None)
+    return code.co_filename if code is not None else None
+
+
+def _forget_source(key: str | None) -> None:
+    if key is None or not key.startswith('<eval_with_key>'):
+        return  # not a generated module's (a subclass's own forward, say)
+    linecache.cache.pop(key, None)
+    loader = getattr(fx.graph_module, '_loader', None)
+    getattr(loader, 'eval_cache', {}).pop(key, None)
+
+
+def forget_source_when_gone(module: fx.GraphModule) -> fx.GraphModule:
+    """Return ``module``, whose generated source torch.fx forgets once it is collected."""
+    weakref.finalize(module, _forget_source, _source_key(module))
+    return module
 
 
 @dataclass(frozen=True)

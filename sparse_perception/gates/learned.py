@@ -192,13 +192,17 @@ def _not_plain(value: Any, depth: int = 0) -> str | None:
 
 
 def _unpacked_size(path: Path, data: bytes) -> int:
-    """Return what a torch zip file's records take once read; refuse compressed ones."""
+    """Return what a torch zip file's records take once read; refuse compressed or damaged ones."""
     import zipfile
 
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             records = archive.infolist()
-    except (zipfile.BadZipFile, EOFError, ValueError) as exc:
+            # torch.load does not check the records' checksums: a flipped byte in a weight
+            # would load as a slightly different gate.
+            bad = archive.testzip() if not any(
+                r.compress_type != zipfile.ZIP_STORED for r in records) else None
+    except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as exc:
         raise GateFileError(f'{path} is not a gate file: torch cannot read it as saved '
                             f'weights (not a whole zip archive: {exc})') from None
     # torch.save stores every record as it is; torch.load would still inflate a compressed
@@ -208,6 +212,10 @@ def _unpacked_size(path: Path, data: bytes) -> int:
         raise GateFileError(f'{path} is not a gate file: its record {packed[0]!r} is '
                             'compressed, which torch never writes (and which could unpack to '
                             'far more memory than the file takes)')
+    if bad is not None:
+        raise GateFileError(f'{path} is a damaged gate file: its record {bad!r} does not '
+                            'match its checksum (changed or missing bytes); copy or train it '
+                            'again')
     return sum(r.file_size for r in records)
 
 

@@ -196,8 +196,9 @@ def bound(tiles: Any, margin: int, dense_above: float, refresh: int, frame: int)
 
     Returns None (the frame runs ungated: it recomputes every change and every stale
     position) when the grown tiles cover more than ``dense_above`` of the input. Otherwise
-    the refresh cell of frame number ``frame`` joins them, so that a position is never
-    staler than ``refresh`` frames (0: no cell). ``tiles`` may be changed in place.
+    the refresh cell of frame number ``frame`` joins them, so that every layer recomputes
+    each position at least once in ``refresh`` frames (0: no cell; from inputs that may be
+    stale themselves, see the README). ``tiles`` may be changed in place.
     """
     tiles = grow(tiles, margin)
     if covers_most(tiles, dense_above):

@@ -82,6 +82,8 @@ class TrainingReport:
 # tiles, in float32, about 1.2 MB per frame of 768x576): a long source at a small tile size
 # would otherwise grow them past the machine's memory.
 SAMPLE_BUDGET_BYTES = 4 * 2**30
+# The largest --recall-weight (the default is 4).
+MAX_RECALL_WEIGHT = 1000.0
 
 
 def frames_of(sources: Sequence[str | Path], max_frames: int, topic: str | None = None,
@@ -325,8 +327,11 @@ def train(sources: Sequence[str | Path], out: str | Path,
         raise TrainingError('--epochs must be at least 1 and --max-frames at least 2')
     if o.shift < 0:
         raise TrainingError('--shift must be at least 0')
-    if not (math.isfinite(o.recall_weight) and o.recall_weight > 0):
-        raise TrainingError(f'--recall-weight must be a number above 0, got {o.recall_weight}')
+    # (Above 1000 the person tiles are all the loss sees; far above, the float32 loss
+    # overflows and the training fails only at its end.)
+    if not (math.isfinite(o.recall_weight) and 0 < o.recall_weight <= MAX_RECALL_WEIGHT):
+        raise TrainingError(f'--recall-weight must be a number above 0 and at most '
+                            f'{MAX_RECALL_WEIGHT:g}, got {o.recall_weight:g}')
     # The settings the gate is made for bound these: a gate file no pipeline could load, or
     # a tile map of gigabytes, fails here.
     try:

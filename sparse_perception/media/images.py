@@ -844,9 +844,11 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
     Like cv_bridge's ``compressed_imgmsg_to_cv2``: with ``'passthrough'`` the array is what
     OpenCV decodes (``cv2.IMREAD_UNCHANGED``: grey ``(H, W)``, colour in BGR or BGRA order, 8 or
     16 bit). Any other ``desired_encoding`` converts from that decoded encoding (mono8, bgr8,
-    bgra8, or their 16-bit forms), so ``'rgb8'`` gives RGB whatever the format string says.
-    The original raw encoding image_transport records (``'rgb8; jpeg compressed bgr8'``) is
-    available from :func:`parse_compressed_format`.
+    bgra8, or their 16-bit forms) as image_transport reads its format string
+    (``'rgb8; jpeg compressed bgr8'``): channels in RGB order where it says ``compressed
+    rgb8``, and an encoding without colour (``'16UC1; png compressed '``, a Bayer mosaic)
+    converted as it is raw, so that asking it for a colour encoding is refused. The original
+    raw encoding is available from :func:`parse_compressed_format`.
 
     ``max_pixels`` (default :func:`default_max_pixels`, 64 megapixels) bounds width x height,
     read from the JPEG frame header or the PNG IHDR before anything is decoded.
@@ -902,7 +904,29 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
             f'header says {width}x{height}: corrupt')
     if desired_encoding == PASSTHROUGH:
         return image
-    return np.ascontiguousarray(convert_encoding(image, decoded_encoding(image), desired_encoding))
+    return np.ascontiguousarray(convert_encoding(image, _payload_encoding(image, fmt),
+                                                 desired_encoding))
+
+
+def _payload_encoding(image: np.ndarray, fmt: CompressedFormat) -> str:
+    """
+    Return the encoding of a decoded image, as image_transport reads its format string.
+
+    Its subscriber labels the decoded image with the encoding that was compressed: one without
+    colour (a depth map in a 16-bit PNG, a Bayer mosaic) converts as it would arrive raw, so
+    asking it for a colour encoding is refused, not answered with a grey picture. It takes the
+    decoded channels as BGR only when the format says ``compressed bgr...``; one that says
+    ``compressed rgb8`` holds them in RGB order.
+    """
+    decoded = decoded_encoding(image)
+    original = _ENCODINGS.get(fmt.encoding or '')
+    if original is not None and original.color is None:  # no colour, whatever the codec held
+        return _generic_name(image.dtype, 1 if image.ndim == 2 else image.shape[2])
+    if original is not None and original.color == 'bayer':
+        return original.name
+    if decoded.startswith('bgr') and (fmt.payload_encoding or '').lower().startswith('rgb'):
+        return 'rgb' + decoded[3:]
+    return decoded
 
 
 def numpy_to_compressed(image: np.ndarray, fmt: str = 'jpeg', header: Any = None, *,

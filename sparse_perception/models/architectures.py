@@ -139,7 +139,7 @@ def with_class_argmax(trunk: nn.Module) -> fx.GraphModule:
     arg-max becomes the engine's last layer, run only where the class scores changed (over a
     whole 854x480 frame it takes about 15 ms on one CPU thread).
     """
-    from sparse_perception.engine.tracing import trace
+    from sparse_perception.engine.tracing import recompile, trace
 
     graph_module = trace(trunk)
     graph = graph_module.graph
@@ -148,7 +148,7 @@ def with_class_argmax(trunk: nn.Module) -> fx.GraphModule:
     with graph.inserting_before(output):
         ids = graph.call_function(ops.argmax, (scores, 1))
     output.args = ((ids,),)
-    graph_module.recompile()
+    recompile(graph_module)
     return graph_module
 
 

@@ -95,6 +95,7 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
         empty = False  # torch.load says what is wrong
     if empty:
         raise CheckpointError(f'{path}: not a torch checkpoint: the file is empty (0 bytes)')
+    _check_records(path)
     try:
         payload = torch.load(path, map_location='cpu', weights_only=True)
     except FileNotFoundError:
@@ -103,7 +104,7 @@ def load_checkpoint(path: str | os.PathLike, *, architecture: str | None = None,
         # torch's own message runs to several lines and suggests weights_only=False, which
         # would run whatever code the file holds: name the refusal in one line instead.
         reason = _unpickler_reason(str(exc))
-        if 'Unsupported global' not in reason:  # an opcode no pickle of torch's would hold
+        if 'unsupported global' not in reason.lower():  # an opcode no torch pickle holds
             try:
                 with open(path, 'rb') as stream:
                     pickled = stream.read(1) == b'\x80'  # the protocol mark opening a pickle
@@ -166,9 +167,33 @@ def _unpickler_reason(text: str) -> str:
     """Return the line of torch's weights-only error that says what it met."""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
     for line in lines:
-        if 'Unsupported' in line:  # torch's advice on allowing the object follows: left out
+        # "Unsupported global: ..." or "Trying to load unsupported GLOBAL posix.system whose
+        # module posix is blocked": torch's advice on allowing the object follows, left out.
+        if 'unsupported' in line.lower():
             return line.split('WeightsUnpickler error:')[-1].split('. ')[0].strip()
-    return lines[0] if lines else 'no reason given'
+    # Never torch's opening advice to load with weights_only=False (it would run the code).
+    kept = [line for line in lines
+            if 'weights_only' not in line and 'Weights only load failed' not in line]
+    return kept[0] if kept else 'no reason given'
+
+
+def _check_records(path: Path) -> None:
+    """
+    Raise CheckpointError if a record of a zip checkpoint does not match its checksum.
+
+    torch.load does not look at the zip's checksums: a flipped byte in the weights would load
+    as a slightly different network, and answer wrongly without a word.
+    """
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
+        return  # not a readable zip (the legacy format, or damaged): torch.load says what
+    if bad is not None:
+        raise CheckpointError(f'{path}: damaged checkpoint: its record {bad!r} does not match '
+                              'its checksum (changed or missing bytes); copy or save it again')
 
 
 def _torch_reason(exc: Exception) -> str:
@@ -195,3 +220,11 @@ def _check_state(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -
             raise CheckpointError(f'{path}: {key} has shape {tuple(value.shape)}, the '
                                   f'architecture expects {tuple(own[key].shape)}; check the '
                                   'config (e.g. depth_multiplier, num_classes)')
+        # load_state_dict would cast integers into float weights, and copy NaNs: either way
+        # a network that runs and answers wrongly.
+        if own[key].is_floating_point() and not value.is_floating_point():
+            raise CheckpointError(f'{path}: {key} holds {value.dtype} values where the '
+                                  f'architecture has {own[key].dtype} weights; save it again')
+        if value.is_floating_point() and not bool(value.isfinite().all()):
+            raise CheckpointError(f'{path}: {key} holds NaN or infinite values; the weights '
+                                  'are damaged or the training diverged')

@@ -517,6 +517,13 @@ def _load_tflite_model(path: Path, entry: ModelEntry | None, device: str,
                        fake_quant: str | None, *, by_file_name: bool = False) -> LoadedModel:
     mode = fake_quant or (entry.fake_quant if entry else 'tail')
     net = _read_tflite(path, fake_quant=mode)
+    if not by_file_name and entry is not None and not _outputs_fit(entry, net):
+        # Found under a registered model's file name (model.models_dir): another model's file
+        # would run, and be decoded as this one, wrongly.
+        shapes = [tuple(o.shape) for o in net.info.outputs]
+        raise DamagedModelError(f'model file {path} does not hold {entry.name!r}: its outputs '
+                                f'{shapes} are not what its {entry.decoder} decoder takes; '
+                                f'{_refetch_hint(path)}')
     if by_file_name and entry is not None and not _outputs_fit(entry, net):
         # Only the file name matched: the file is another model, decoded by what it holds.
         entry = None
@@ -734,4 +741,8 @@ def _nhwc_to_nchw(outputs):
 def _as_graph(module):
     from torch import fx
 
-    return module if isinstance(module, fx.GraphModule) else fx.symbolic_trace(module)
+    from sparse_perception.engine.tracing import forget_source_when_gone
+
+    if isinstance(module, fx.GraphModule):
+        return module
+    return forget_source_when_gone(fx.symbolic_trace(module))

@@ -206,6 +206,8 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
         for sink in sinks:
             sink.close()
         _warn_unmatched(result.scorer, masks, keypoints, source, job.log)
+        if getattr(source, 'index_note', None):
+            job.log(f'note: {source.index_note}')
         if bag is not None:
             outputs['bag'] = bag.describe()
         if job.contact_sheet > 0 and (staging.path / CONTACT_SHEET).exists():

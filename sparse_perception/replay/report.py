@@ -35,7 +35,8 @@ import shutil
 import tempfile
 from typing import Any, Iterable, Sequence
 
-from sparse_perception.output_files import interrupts_held, staging_leftovers
+from sparse_perception.output_files import interrupts_held, missing_folders, remove_empty, \
+    staging_leftovers
 
 REPORT_JSON = 'report.json'
 REPORT_MD = 'report.md'
@@ -48,6 +49,9 @@ class Staging:
 
     def __init__(self, out: Path):
         self.out = out
+        # The folders made for ``out``, deepest first: a run that ends without output leaves
+        # none of them behind.
+        self.made = ([] if out.exists() else [out]) + missing_folders(out)
         out.mkdir(parents=True, exist_ok=True)
         self.path = Path(tempfile.mkdtemp(prefix='.partial-', dir=out))
         self.committed = False
@@ -91,9 +95,10 @@ class Staging:
         return moved
 
     def abort(self) -> None:
-        """Remove the staging folder and whatever it holds."""
+        """Remove the staging folder and whatever it holds, and the folders made for it."""
         if not self.committed:
             shutil.rmtree(self.path, ignore_errors=True)
+            remove_empty(self.made)
 
 
 def leftovers(out: Path) -> list[Path]:

@@ -229,17 +229,30 @@ class BagSource(FrameSource):
     def __init__(self, path: Path, frames: FrameRange, topic: str | None = None,
                  keep_messages: bool = False):
         super().__init__(path, frames)
-        self.kind = 'rosbag1' if path.suffix == '.bag' else 'rosbag2'
+        # A rosbag2 recording is a folder, whatever its name ends with.
+        self.kind = 'rosbag2' if path.is_dir() else 'rosbag1'
         self.keep_messages = keep_messages
+        self._reader = None
+        self._link_folder: str | None = None
+        opened = path
         if self.kind == 'rosbag2':
             self.storage = _rosbag2_storage(path)
+            if path.suffix == '.bag':
+                # rosbags takes any path ending in .bag for a ROS 1 file: open the folder
+                # through a link named otherwise.
+                import tempfile
+
+                self._link_folder = tempfile.mkdtemp(prefix='sparse-perception-bag-')
+                opened = Path(self._link_folder) / 'rosbag2'
+                opened.symlink_to(path.resolve(), target_is_directory=True)
         from rosbags.highlevel import AnyReader
         try:
-            self._reader = AnyReader([path], default_typestore=_typestore())
+            self._reader = AnyReader([opened], default_typestore=_typestore())
             self._reader.open()
         except Exception as exc:  # rosbags raises several kinds for broken bags
+            self.close()
             raise ReplayError(f'{path}: cannot open the bag (truncated or corrupt?): '
-                              f'{_one_line(exc)}') from None
+                              f'{_one_line(exc).replace(str(opened), str(path))}') from None
         try:
             self._check_index()
             self._connections = self._select(topic)
@@ -249,6 +262,7 @@ class BagSource(FrameSource):
         self.topic = self._connections[0].topic
         self.msgtype = self._connections[0].msgtype
         self.length = sum(c.msgcount for c in self._connections)
+        self.index_length: int | None = None  # what the index said, where it undercounted
         self._output_typestore = _typestore() if keep_messages and self.kind == 'rosbag1' \
             else None
 
@@ -293,10 +307,33 @@ class BagSource(FrameSource):
                               'this a merged bag?')
         return chosen
 
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        if self.index_length is not None:
+            info['index_length'] = self.index_length
+        return info
+
+    @property
+    def index_note(self) -> str | None:
+        """Say where the bag's index counted fewer messages than the storage held."""
+        if self.index_length is None:
+            return None
+        return (f'{self.path}: its index (metadata.yaml) lists {self.index_length} messages on '
+                f'{self.topic}, but the storage holds more ({self.length} read); the index '
+                'does not describe this storage')
+
     def close(self) -> None:
         if self._reader is not None:
-            self._reader.close()
+            try:
+                self._reader.close()
+            except Exception:  # never opened (a broken bag): nothing to close
+                pass
             self._reader = None
+        if self._link_folder is not None:
+            import shutil
+
+            shutil.rmtree(self._link_folder, ignore_errors=True)  # the link, not the bag
+            self._link_folder = None
 
     def __iter__(self) -> Iterator[Frame | SkippedFrame]:
         index = -1
@@ -311,6 +348,12 @@ class BagSource(FrameSource):
             if item is None:
                 break
             index += 1
+            if index >= self.length:
+                # The index undercounts (an edited metadata.yaml): the messages are read all
+                # the same; the report counts them and says what the index claimed.
+                if self.index_length is None:
+                    self.index_length = self.length
+                self.length = index + 1
             if self.frames.past(index):
                 return  # stopped early on purpose: no completeness check
             if not self.frames.wants(index):

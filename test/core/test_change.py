@@ -307,6 +307,10 @@ def test_bad_parameters_are_named(kwargs, message):
     ('not a frame', 'numpy array or a torch tensor'),
     (np.zeros((2, 3, 4, 5), np.uint8), r'\(H, W\) or \(H, W, C\)'),
     (np.zeros((4, 4), np.int32), 'dtype int32'),
+    # A tensor's pixels too: an int32 difference wraps, a complex one drops its imaginary part.
+    (torch.zeros(4, 4, dtype=torch.int32), 'dtype torch.int32'),
+    (torch.zeros(4, 4, dtype=torch.int64), 'dtype torch.int64'),
+    (torch.zeros(4, 4, dtype=torch.complex64), 'dtype torch.complex64'),
 ])
 def test_bad_frames_are_named(bad, message):
     with pytest.raises((TypeError, ValueError), match=message):

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sparse_perception import settings as st
-from sparse_perception.person_crops import person_boxes, PersonSlots, tiles_outside
+from sparse_perception.person_crops import person_boxes, PersonSlots
 from sparse_perception.pipeline import Pipeline
 from support import require_shared, with_pose_change
 
@@ -38,15 +38,6 @@ def test_slots_are_kept_per_person_reused_and_made_on_first_need():
     assert slots.nets == ['net1']
     slots.forget()
     assert all(s.person is None for s in slots.slots)
-
-
-def test_tiles_outside_every_crop():
-    tiles = np.zeros((4, 4), bool)
-    tiles[1, 1] = True
-    box = np.array([[16.0, 16.0], [30.0, 16.0], [30.0, 30.0], [16.0, 30.0]])
-    assert not tiles_outside(tiles, 16, [box])
-    assert tiles_outside(tiles, 16, [box + 32])
-    assert not tiles_outside(np.zeros((4, 4), bool), 16, [])
 
 
 def test_person_boxes_are_the_tall_enough_person_regions_largest_first():
@@ -309,3 +300,25 @@ def test_the_segmentation_mask_finds_pedestrians_the_detector_misses(mediapipe_c
         x, y = np.median(person[:, 0]), np.median(person[:, 1])
         assert any(x0 - 10 <= x <= x1 + 10 and y0 - 10 <= y <= y1 + 10
                    for x0, y0, x1, y1 in boxes), (x, y, boxes)
+
+
+def test_a_change_inside_a_followed_person_s_crop_keeps_the_detector_s_schedule(
+        mediapipe_cache):
+    # The detector sees the whole frame: someone a followed person hides is found once the
+    # followed person moves on, though all that changed lay inside their crop. So the
+    # incremental pipeline looks for another person on the frames the dense reference does.
+    person = _coco('000000000785')
+    image = np.ascontiguousarray(np.concatenate([person, np.full_like(person, 128)], 1))
+    changes = {'pose.max_people': 2, 'pose.detect_period': 2}
+    incremental = Pipeline(_settings(mediapipe_cache, **changes), heads=('pose',))
+    dense = Pipeline(_settings(mediapipe_cache, **changes), heads=('pose',), incremental=False)
+    first = incremental.process(image).pose
+    assert first.people == dense.process(image).pose.people == 1
+    x, y = np.round(first.keypoints[0, :, :2].mean(0)).astype(int)
+    for step in range(6):
+        frame = image.copy()
+        frame[y - 20:y + 20, x - 20:x + 20] = 255 * (step % 2)  # inside the crop only
+        incremental.process(frame)
+        dense.process(frame)
+    runs = [p._heads['pose'].model.counters['detector_runs'] for p in (incremental, dense)]
+    assert runs[0] == runs[1] == 4  # the first frame, then every second one

@@ -48,6 +48,25 @@ def test_bad_values_are_named(name, value, message):
     assert name in str(info.value)
 
 
+@pytest.mark.parametrize('section, values, message', [
+    (st.PoseSettings, {'detect_period': 0}, 'pose.detect_period = 0 is out of range'),
+    (st.PoseSettings, {'max_people': 2.0}, 'pose.max_people must be an integer'),
+    (st.SparsitySettings, {'gate': 'glanse'}, "sparsity.gate = 'glanse' is not one of"),
+    (st.ChangeSettings, {'threshold': float('nan')}, 'change.threshold must be a number'),
+    (st.ModelSettings, {'threads': -1}, 'model.threads = -1 is out of range'),
+    (st.InputSettings, {'depth': 0}, 'input.depth = 0 is out of range'),
+    (st.LifecycleSettings, {'heads': ('pose', 'face')}, 'node.heads'),
+    (st.DiagnosticsSettings, {'period': True}, 'diagnostics.period must be a number')])
+def test_a_section_built_directly_is_held_to_the_same_rules(section, values, message):
+    # From Python a section may be built without replace(): a bad value must not wait for
+    # the first frame (detect_period 0 failed there with a bare ZeroDivisionError).
+    with pytest.raises(st.SettingError, match=message):
+        section(**values)
+    pose = st.PoseSettings(focus_score=1, max_people=2)
+    assert pose.focus_score == 1.0 and isinstance(pose.focus_score, float)
+    assert st.SparsitySettings(layer_thresholds=['a=1']).layer_thresholds == ('a=1',)
+
+
 @pytest.mark.parametrize('changes, name', [
     ({'change.min_pixels': 257}, 'change.min_pixels = 257 is more than the 256 pixels'),
     ({'pose.change_min_pixels': 257}, 'pose.change_min_pixels = 257 is more than the 256'),

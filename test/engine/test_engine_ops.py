@@ -674,6 +674,51 @@ def test_a_stream_of_ever_new_sizes_keeps_few_plans_and_stays_exact():
     assert sum(ref() is not None for ref in plans) <= MAX_PLANS
 
 
+@torch.no_grad()
+def test_dropped_plans_take_torch_fx_s_generated_source_along():
+    # torch.fx keeps each generated forward's source for good unless its module says so: a
+    # plan per input size (its dense tail's module) would grow it on every rebuild.
+    import linecache
+
+    model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(4, 2, 3, 2)), 5).eval()
+    inc = IncrementalModel(model)
+    sizes = [(16 + 8 * i, 24) for i in range(MAX_PLANS + 2)]  # each comes back after dropped
+    counts = []
+    for _ in range(3):
+        for height, width in sizes:
+            inc(torch.randn(1, 3, height, width))
+        gc.collect()
+        counts.append(len(linecache.cache))
+    assert counts[0] == counts[1] == counts[2]
+
+
+@torch.no_grad()
+def test_a_frame_that_fails_part_way_leaves_the_next_frame_exact():
+    model = randomize(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+                                    nn.Conv2d(4, 2, 3, padding=1)), 7).eval()
+    inc = IncrementalModel(model, EngineConfig(tile=4))
+    state = inc.new_state()
+    x = torch.randn(1, 3, 16, 16)
+    inc(x, None, state)
+    tiles = torch.zeros(4, 4, dtype=torch.bool)
+    tiles[1:3, 1:3] = True
+    x2 = x.clone()
+    x2[..., 4:12, 4:12] += 1
+    run = state.plan.runs[-1]
+
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError('out of memory')
+
+    run.step = out_of_memory  # the last layer fails: those before it took the frame
+    with pytest.raises(RuntimeError, match='out of memory'):
+        inc(x2, tiles, state)
+    del run.step
+    # The camera kept still since: the change map sees nothing new, yet the answer is x2's.
+    assert_close(inc(x2, torch.zeros(4, 4, dtype=torch.bool), state), model(x2))
+
+
 def test_output_is_a_view_of_the_cache_until_the_next_frame():
     model = randomize(nn.Sequential(nn.Conv2d(3, 2, 1)), 0).eval()
     inc = IncrementalModel(model)

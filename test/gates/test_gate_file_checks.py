@@ -90,6 +90,22 @@ def test_a_zip_that_unpacks_to_more_than_a_gate_is_refused_before_torch_reads_it
         load(tmp_path / 'lying.pt', 16)
 
 
+def _flip_a_weight_byte(data):
+    """Return a torch zip file's bytes with one byte of its largest record flipped."""
+    info = max((info for info, _ in _zip_records(data)), key=lambda info: info.file_size)
+    at = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 5
+    return data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:], info.filename
+
+
+def test_a_gate_with_a_changed_byte_is_refused_not_run(tmp_path):
+    # torch.load reads a record without its checksum: the gate would load, a little off.
+    flipped, record = _flip_a_weight_byte(_gate(tmp_path / 'gate.pt').read_bytes())
+    (tmp_path / 'flipped.pt').write_bytes(flipped)
+    with pytest.raises(GateFileError, match=f"is a damaged gate file: its record '{record}' "
+                       'does not match its checksum'):
+        load(tmp_path / 'flipped.pt', 16)
+
+
 def test_what_is_not_a_torch_file_or_not_a_regular_file_is_named_so(tmp_path):
     (tmp_path / 'noise.pt').write_bytes(bytes(range(1, 256)) * 20)
     (tmp_path / 'text.pt').write_text('sparsity:\n  gate: learned\n')

@@ -556,6 +556,32 @@ def test_png_of_16uc1_depth_is_lossless():
     np.testing.assert_array_equal(compressed_to_numpy(msg), depth)
 
 
+def test_a_compressed_image_converts_as_the_encoding_its_format_names():
+    # image_transport labels the decoded image with the encoding that was compressed: a depth
+    # map or a Bayer mosaic is not a grey picture, compressed or raw.
+    depth = np.full((4, 4), 1500, np.uint16)
+    mosaic = np.zeros((4, 4), np.uint8)
+    mosaic[0::2, 0::2] = 255  # all red in an RGGB mosaic
+    for pixels, encoding, said in ((depth, '16UC1', '16UC1 carries no colour information'),
+                                   (mosaic, 'bayer_rggb8', 'no demosaicing here')):
+        raw = numpy_to_image(pixels, encoding, HEADER, msg_type=Image)
+        packed = numpy_to_compressed(pixels, 'png', HEADER, msg_type=CompressedImage,
+                                     encoding=encoding)
+        for msg, decode in ((raw, image_to_numpy), (packed, compressed_to_numpy)):
+            with pytest.raises(ImageConversionError, match=said):
+                decode(msg, 'rgb8')
+        np.testing.assert_array_equal(compressed_to_numpy(packed), pixels)
+    np.testing.assert_array_equal(compressed_to_numpy(packed, 'bayer_rggb8'), mosaic)
+    # A payload the format says is in RGB order is not swapped as OpenCV's BGR would be.
+    red = np.zeros((4, 4, 3), np.uint8)
+    red[..., 0] = 255
+    rgb_payload = cv2.imencode('.png', red)[1].tobytes()  # written without a BGR swap
+    for fmt, first in (('rgb8; png compressed rgb8', [255, 0, 0]),
+                       ('rgb8; png compressed bgr8', [0, 0, 255])):
+        got = compressed_to_numpy(_compressed(rgb_payload, fmt), 'rgb8')
+        assert got[0, 0].tolist() == first
+
+
 def test_rgb_jpeg_decodes_to_rgb_and_grey():
     rgb = _smooth_bgr()[..., ::-1].copy()
     msg = _cdr_round_trip(numpy_to_compressed(rgb, 'jpeg', HEADER, msg_type=CompressedImage,

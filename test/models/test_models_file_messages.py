@@ -18,7 +18,8 @@ import numpy as np
 import pytest
 from sparse_perception import cli
 from sparse_perception.models.architectures import DeepLabConfig, DeepLabV3MobileNetV2
-from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint
+from sparse_perception.models.checkpoints import CheckpointError, load_checkpoint, \
+    save_checkpoint
 from sparse_perception.models.registry import DamagedModelError, load_model, ModelNotFound
 from sparse_perception.models.tflite.importer import load_tflite
 from sparse_perception.models.tflite.reader import TFLiteImportError
@@ -52,6 +53,74 @@ def test_an_unsafe_object_is_still_refused(tmp_path):
     text = _one_line(caught)
     assert 'refused: it holds pickled objects' in text and 'datetime.date' in text
     assert 'weights_only' not in text and 'add_safe_globals' not in text
+
+
+class _System:
+    """A pickled call of os.system: the loader must refuse it, and say why."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ('true',)
+
+
+@pytest.mark.parametrize('form', ['zip', 'legacy', 'pickle'])
+def test_a_pickle_that_calls_code_is_called_so_in_every_form(tmp_path, form):
+    import pickle
+
+    path = tmp_path / f'{form}.pt'
+    if form == 'pickle':
+        path.write_bytes(pickle.dumps(_System(), protocol=2))
+    else:
+        torch.save({'state_dict': _System()}, path, _use_new_zipfile_serialization=form == 'zip')
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(path)
+    text = _one_line(caught)
+    assert 'refused: it holds pickled objects' in text and 'system' in text
+    assert 'weights_only' not in text and 'damaged' not in text
+
+
+def _saved_deeplab(path, change=None):
+    """Save a small DeepLab checkpoint, its state_dict first passed through ``change``."""
+    save_checkpoint(DeepLabV3MobileNetV2(DeepLabConfig(depth_multiplier=0.5, num_classes=3)),
+                    path)
+    if change is not None:
+        payload = torch.load(path, weights_only=True)
+        payload['state_dict'] = change(payload['state_dict'])
+        torch.save(payload, path)
+    return path
+
+
+def test_weights_that_would_load_and_answer_wrongly_are_refused(tmp_path):
+    def nan(state):
+        state = dict(state)
+        key = next(k for k, v in state.items() if v.is_floating_point())
+        state[key] = state[key].clone().fill_(float('nan'))
+        return state
+
+    def integers(state):
+        return {k: v.long() for k, v in state.items()}
+
+    with pytest.raises(CheckpointError, match='holds NaN or infinite values'):
+        load_checkpoint(_saved_deeplab(tmp_path / 'nan.pt', nan))
+    with pytest.raises(CheckpointError, match='holds torch.int64 values where the '
+                       'architecture has torch.float32 weights'):
+        load_checkpoint(_saved_deeplab(tmp_path / 'int.pt', integers))
+    good = _saved_deeplab(tmp_path / 'good.pt')
+    load_checkpoint(good)
+    # One changed byte in the weights: torch.load does not look at the zip's checksums.
+    import zipfile
+
+    data = good.read_bytes()
+    with zipfile.ZipFile(good) as archive:
+        info = max(archive.infolist(), key=lambda info: info.file_size)
+    at = info.header_offset + 30 + len(info.filename.encode()) + len(info.extra) + 1001
+    (tmp_path / 'flipped.pt').write_bytes(data[:at] + bytes([data[at] ^ 0x40]) + data[at + 1:])
+    with pytest.raises(CheckpointError) as caught:
+        load_checkpoint(tmp_path / 'flipped.pt')
+    assert _one_line(caught) == (
+        f"{tmp_path / 'flipped.pt'}: damaged checkpoint: its record {info.filename!r} does not "
+        'match its checksum (changed or missing bytes); copy or save it again')
 
 
 def test_an_empty_checkpoint_says_it_is_empty(tmp_path):
@@ -152,3 +221,16 @@ def test_a_file_named_like_a_registered_model_is_decoded_by_what_it_holds(tmp_pa
     assert model.labels == ()
     frame = np.random.default_rng(1).integers(0, 256, (30, 50, 3), dtype=np.uint8)
     assert model(frame).shape == (30, 50)
+
+
+def test_another_model_found_under_a_registered_name_is_refused_naming_the_file(tmp_path):
+    # By name, a model's file is looked for in model.models_dir: another model's file there
+    # would run and be decoded as the named one (a 256-class mask of a one-map model).
+    path = tmp_path / 'deeplabv3_mnv2_pascal_quant.tflite'
+    path.write_bytes(conv_segmentation())
+    for name in ('deeplabv3_mnv2_pascal', 'deeplabv3_mnv2_pascal_fcn'):
+        with pytest.raises(DamagedModelError) as caught:
+            load_model(name, models_dir=tmp_path)
+        assert _one_line(caught).startswith(
+            f"model file {path} does not hold '{name}': its outputs [(1, 16, 20, 1)] are not "
+            'what its class_map decoder takes')

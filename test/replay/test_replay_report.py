@@ -63,6 +63,20 @@ def test_staging_abort_keeps_the_previous_report(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ['report.json']
 
 
+def test_a_run_that_ends_without_output_leaves_no_folder_it_made(tmp_path):
+    (tmp_path / 'kept').mkdir()
+    for out in (tmp_path / 'new' / 'run', tmp_path / 'kept' / 'run'):
+        staging = Staging(out)
+        (staging.path / 'report.md').write_text('half')
+        staging.abort()  # a failure or a Ctrl-C before the commit
+        assert sorted(p.name for p in tmp_path.iterdir()) == ['kept']  # it was there before
+        assert list((tmp_path / 'kept').iterdir()) == []
+    staging = Staging(tmp_path / 'new' / 'run')  # a committed run keeps them, of course
+    (staging.path / 'report.json').write_text('{}')
+    staging.commit()
+    assert (tmp_path / 'new' / 'run' / 'report.json').is_file()
+
+
 def test_json_has_no_nan(tmp_path):
     path = tmp_path / 'r.json'
     write_json({'a': math.nan, 'b': [1.0, math.inf, {'c': -math.inf}], 'd': 'x'}, path)

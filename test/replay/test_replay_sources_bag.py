@@ -59,6 +59,16 @@ def test_rosbag2(tmp_path, storage, msgtype):
         assert item.message.data == bytes(TYPESTORE.serialize_cdr(messages[index], msgtype))
 
 
+def test_a_rosbag2_folder_named_like_a_ros1_file_is_read_as_rosbag2(tmp_path):
+    messages = [image_message(i) for i in range(3)]
+    bag = write_bag(tmp_path / 'bag', {'/camera/image': (IMAGE, messages)})
+    named = bag.rename(tmp_path / 'session.bag')
+    source, items = _items(named)
+    assert (source.kind, source.storage, source.length) == ('rosbag2', 'mcap', 3)
+    assert [i.stamp_ns for i in items] == [START_NS + i * PERIOD_NS for i in range(3)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['session.bag']  # nothing beside
+
+
 def test_rosbag2_encodings(tmp_path):
     messages = [image_message(0, encoding='bgr8'), image_message(1, encoding='mono8')]
     bag = write_bag(tmp_path / 'bag', {'/camera/image': (IMAGE, messages)})
@@ -212,6 +222,19 @@ def test_bag_shorter_than_its_index(tmp_path):
                                           r'be read: .*truncated or corrupt, or the index '
                                           r'\(metadata.yaml\) does not describe this storage'):
         _items(bag)
+
+
+def test_bag_longer_than_its_index_is_read_whole_and_said(tmp_path):
+    bag = write_bag(tmp_path / 'bag', {'/c': (IMAGE, [image_message(i) for i in range(4)])})
+    document = _metadata(bag)
+    document['rosbag2_bagfile_information']['topics_with_message_count'][0][
+        'message_count'] = 2
+    (bag / 'metadata.yaml').write_text(yaml.safe_dump(document))
+    source, items = _items(bag)
+    assert len(items) == 4 and source.length == 4
+    assert source.describe()['length'] == 4 and source.describe()['index_length'] == 2
+    assert source.index_note.endswith('lists 2 messages on /c, but the storage holds more '
+                                      '(4 read); the index does not describe this storage')
 
 
 def test_damaged_chunk_in_a_real_bag(tmp_path):

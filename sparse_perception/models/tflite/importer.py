@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
+from sparse_perception.engine.tracing import graph_module, recompile
 from sparse_perception.models.layers import FakeQuantize
 from sparse_perception.models.tflite.converters import CONVERTERS, per_channel
 from sparse_perception.models.tflite.converters import supported_operators
@@ -283,7 +284,7 @@ class _Importer:
         tail_outputs = [self.use(self.values[i], self.tail, 'tf') for i in outputs]
         self.tail.graph.output(tail_outputs[0] if len(tail_outputs) == 1
                                else tuple(tail_outputs))
-        tail = fx.GraphModule(self.tail.root, self.tail.graph, class_name='TFLiteTail')
+        tail = graph_module(self.tail.root, self.tail.graph, 'TFLiteTail')
         tail.graph.eliminate_dead_code()
         # Trunk maps that only dropped outputs (or nothing) read leave both graphs.
         kept = []
@@ -295,12 +296,12 @@ class _Importer:
         self.trunk_outputs = kept
         self.trunk.graph.output(tuple(v.node for v in self.trunk_outputs))
 
-        trunk = fx.GraphModule(self.trunk.root, self.trunk.graph, class_name='TFLiteTrunk')
+        trunk = graph_module(self.trunk.root, self.trunk.graph, 'TFLiteTrunk')
         for module in (trunk, tail):  # operators whose results nothing reads
             module.graph.eliminate_dead_code()
             module.delete_all_unused_submodules()
             module.graph.lint()
-            module.recompile()
+            recompile(module)
         live = {node.name for node in trunk.graph.nodes}
         live_nodes = set(trunk.graph.nodes) | set(tail.graph.nodes)
         counts = {'trunk': collections.Counter(), 'tail': collections.Counter()}
