@@ -261,6 +261,17 @@ def missing_folders(path: str | Path) -> list[Path]:
     return [folder for folder in (parent, *parent.parents) if not folder.exists()]
 
 
+def missing_folders_of(outputs: Sequence[tuple[str, str | Path | None]]) -> list[list[Path]]:
+    """Return the missing folders of each output given a path (as :func:`check_outputs`)."""
+    return [missing_folders(path) for _, path in outputs if path is not None]
+
+
+def remove_made(made: Iterable[Sequence[Path]]) -> None:
+    """Remove the folders of :func:`missing_folders_of` while empty (a run that wrote nothing)."""
+    for folders in made:
+        remove_empty(folders)
+
+
 def remove_empty(folders: Iterable[Path]) -> None:
     """
     Remove ``folders`` (deepest first, as :func:`missing_folders` gives them) while empty.

@@ -125,8 +125,8 @@ def run_command(args: argparse.Namespace) -> int:
     except st.SettingError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from sparse_perception.output_files import (check_outputs, OutputError, report_pair,
-                                                write_reports)
+    from sparse_perception.output_files import (check_outputs, missing_folders_of, OutputError,
+                                                remove_made, report_pair, write_reports)
     from sparse_perception.pipeline import ModelLoadError
     from sparse_perception.replay.sources import ReplayError
     from sparse_perception.shared_data import bundled_clip
@@ -135,19 +135,26 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         path = Path(args.json)
         outputs = [('--json', path), ('the report beside --json', report_pair(path)[1])]
+    made, status = missing_folders_of(outputs), 1
     try:
-        # Before minutes of measuring: a path that cannot be written, or that is the input.
-        check_outputs(outputs, [args.input if args.input else bundled_clip()],
-                      create_folders=True)
-        result = run(args.input, topic=args.topic, frames=args.frames, passes=args.passes,
-                     threads=args.threads, contention=not args.no_contention, groups=groups,
-                     command=_command(args))
-    except (ModelLoadError, ReplayError, OutputError, OSError) as exc:
-        print(f'bench cpu: {exc}', file=sys.stderr)
-        return 1
-    report = markdown(result)
-    print(report)  # first: a failed write below loses no result
-    return write_reports(outputs, (json.dumps(result, indent=2) + '\n', report), 'bench cpu')
+        try:
+            # Before minutes of measuring: a path that cannot be written, or that is the input.
+            check_outputs(outputs, [args.input if args.input else bundled_clip()],
+                          create_folders=True)
+            result = run(args.input, topic=args.topic, frames=args.frames, passes=args.passes,
+                         threads=args.threads, contention=not args.no_contention,
+                         groups=groups, command=_command(args))
+        except (ModelLoadError, ReplayError, OutputError, OSError) as exc:
+            print(f'bench cpu: {exc}', file=sys.stderr)
+            return 1
+        report = markdown(result)
+        print(report)  # first: a failed write below loses no result
+        status = write_reports(outputs, (json.dumps(result, indent=2) + '\n', report),
+                               'bench cpu')
+        return status
+    finally:
+        if status != 0:  # failed or interrupted: no folder made for the outputs stays
+            remove_made(made)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -207,8 +214,8 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
                 'mean_ms': _round(statistics.fmean(m['ms'])),
                 'contended_p50_ms': _round(percentile(contended[engine], 50))
                 if contended else None,
-                'macs_ratio': _ratio(m['macs'], m['dense_macs'], dense=engine in (
-                    'dense_torch', 'litert')),
+                'macs_ratio': None if engine in ('dense_torch', 'litert') else
+                _ratio(m['macs'], m['dense_macs']),
                 'agreement': m['agreement'],
                 'keypoint_px_p50': m['keypoint_px_p50'],
                 'count_mismatch_frames': m['count_mismatch_frames'],
@@ -412,9 +419,7 @@ def _contended(pipelines: dict, clip: list) -> dict:
 
 # -- helpers --------------------------------------------------------------------------------
 
-def _ratio(macs: int, dense_macs: int, dense: bool) -> float | None:
-    if dense:
-        return 1.0  # a dense pipeline runs every network in full (the engine counts none)
+def _ratio(macs: int, dense_macs: int) -> float | None:
     return round(macs / dense_macs, 4) if dense_macs else None
 
 
@@ -486,9 +491,11 @@ def markdown(result: dict) -> str:
         '`pose.detect_period`-th frame while nobody is tracked, never twice on a picture a '
         'change map saw unchanged); litert: the dense reference pipeline with '
         '`model.runtime: litert`. '
-        'MACs / dense is what the networks executed over what a dense pass executes (1 for '
-        'the dense pipelines; a network not run counts its dense MACs as saved, a detector '
-        'the schedule skipped included); active: the share of positions recomputed, '
+        'MACs / dense is what the networks executed over what a dense pass of every network '
+        'on every frame executes (a network not run counts its dense MACs as saved, a '
+        'detector the schedule skipped included); the dense pipelines count no MACs ("-"): '
+        'they skip the detector on the same frames, so that part of the saving is theirs too; '
+        'active: the share of positions recomputed, '
         'weighted by dense MACs. Mask agreement, keypoint error (all keypoints of the persons '
         'both found, paired nearest first) and person count mismatches are against '
         'dense_torch on the same frame of the same pass. Contended: one pass with '

@@ -120,21 +120,35 @@ def run_command(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print('--device cuda: CUDA is not available here', file=sys.stderr)
             return 2
-    from sparse_perception.output_files import check_outputs, OutputError, write_reports
-
-    outputs = [('--json', args.json), ('--markdown', args.markdown)]
-    try:  # before minutes of measuring
-        check_outputs(outputs, _inputs(), create_folders=True)
-    except OutputError as exc:
-        print(f'bench engine: {exc}', file=sys.stderr)
-        return 2
+    from sparse_perception.output_files import (check_outputs, missing_folders_of, OutputError,
+                                                remove_made)
     from sparse_perception.shared_data import shared_path, SharedDataMissing
 
-    try:  # the clip every measurement runs on, before any model is built
-        shared_path('data/vtest/vtest.avi')
-    except SharedDataMissing as exc:
-        print(f'bench engine: {exc}', file=sys.stderr)
-        return 1
+    outputs = [('--json', args.json), ('--markdown', args.markdown)]
+    made, status = missing_folders_of(outputs), 1
+    try:
+        try:  # before minutes of measuring
+            check_outputs(outputs, _inputs(), create_folders=True)
+        except OutputError as exc:
+            print(f'bench engine: {exc}', file=sys.stderr)
+            return 2
+        try:  # the clip every measurement runs on, before any model is built
+            shared_path('data/vtest/vtest.avi')
+        except SharedDataMissing as exc:
+            print(f'bench engine: {exc}', file=sys.stderr)
+            return 1
+        status = _measure(args, resolution, scales, outputs)
+        return status
+    finally:
+        if status != 0:  # failed or interrupted: no folder made for the outputs stays
+            remove_made(made)
+
+
+def _measure(args: argparse.Namespace, resolution: tuple[int, int],
+             scales: tuple[float, ...], outputs: list) -> int:
+    """Measure, print the report and write the outputs; return the exit status."""
+    from sparse_perception.output_files import write_reports
+
     frames = 4 if args.quick else args.frames
     result = run(device=args.device, resolution=resolution, frames=frames,
                  warmup=1 if args.quick else args.warmup,

@@ -43,7 +43,8 @@ examples:
   sparse-perception eval accuracy --json g.json --sections davis --sparsity.gate glance \
       --anchor deeplabv3_mnv2_pascal
 exit status: 0 done (also when an accuracy bound is missed: see criteria in the JSON),
-1 missing data or a model that cannot load (one line on stderr), 2 usage.
+1 a bad value, missing data or a model that cannot load (one line on stderr), 2 a flag the
+command line does not take.
 """
 
 
@@ -52,11 +53,12 @@ Run the incremental pipelines over sparsity settings (points) on DAVIS, JHMDB an
 bundled vtest40 clip; record accuracy (against ground truth and against dense), active
 fraction, MACs saved and latency per point, and choose the point that saves the most MACs
 within the accuracy bounds. Each point is applied on top of the package defaults with
-change.threshold 0, change.min_pixels 1 and sparsity.scale 0; a point's change.threshold and
-change.min_pixels reach the pose head's own (pose.change_*) unless the point sets those. A point
-sets change and sparsity settings only (change.*, sparsity.*, pose.gate*, pose.change_*): every
-point runs the same models. Without --point or --axis the built-in points run (see
-sparse_perception/evaluation/sweep.py).
+change.threshold 0, change.min_pixels 1, sparsity.scale 0 and sparsity.adaptive false (the
+path choice off: its dense passes follow the machine's load, the MACs would too); a point's
+change.threshold and change.min_pixels reach the pose head's own (pose.change_*) unless the
+point sets those. A point sets change and sparsity settings only (change.*, sparsity.*,
+pose.gate*, pose.change_*): every point runs the same models. Without --point or --axis the
+built-in points run (see sparse_perception/evaluation/sweep.py).
 """
 
 SWEEP_EPILOG = """\
@@ -293,7 +295,8 @@ def summary(result: dict, path: Path) -> str:
     for name, entry in result.get('davis', {}).items():
         lines.append(f"davis {name}: IoU dense {_fmt(entry['dense_iou'])}, incremental "
                      f"{_fmt(entry['incremental_iou'])}, agreement "
-                     f"{entry['agreement'] * 100:.3f}%, active {entry['active_fraction']:.3f}")
+                     f"{entry['agreement'] * 100:.3f}%, active "
+                     f"{_fmt(entry['active_fraction_after_first'], '.3f')}")
     jhmdb = result.get('jhmdb')
     for section, name, entry in accuracy.anchored(result):
         label = f'davis {name}' if section == 'davis' else section
@@ -305,7 +308,8 @@ def summary(result: dict, path: Path) -> str:
                      f"{_fmt(entry[f'incremental_{metric}'])}, speedup over it {speed}")
     if jhmdb:
         lines.append(f"jhmdb: PCK dense {_fmt(jhmdb['dense_pck'])}, incremental "
-                     f"{_fmt(jhmdb['incremental_pck'])}, active {jhmdb['active_fraction']:.3f}")
+                     f"{_fmt(jhmdb['incremental_pck'])}, active "
+                     f"{_fmt(jhmdb['active_fraction_after_first'], '.3f')}")
     check = result.get('criteria')
     if check:
         lines.append('accuracy bounds: ' + ('met' if check['passed'] else
@@ -314,8 +318,8 @@ def summary(result: dict, path: Path) -> str:
     return '\n'.join(lines)
 
 
-def _fmt(value: float | None) -> str:
-    return '-' if value is None else f'{value:.4f}'
+def _fmt(value: float | None, spec: str = '.4f') -> str:
+    return '-' if value is None else f'{value:{spec}}'
 
 
 def points_from_args(args: argparse.Namespace) -> list[dict]:

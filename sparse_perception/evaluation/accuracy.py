@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 import json
 from pathlib import Path
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -549,7 +549,7 @@ def _brief(result: dict[str, Any]) -> str:
         parts.append(f"agreement {result['agreement'] * 100:.3f}%")
     else:
         parts.append(f"keypoints {result['agreement_keypoint_px']:.2f} px from dense")
-    return ', '.join(parts + [f"active {result['active_fraction']:.3f}"])
+    return ', '.join(parts + [f"active {figure(result['active_fraction_after_first'], '.3f')}"])
 
 
 def sparsity_values(settings: PerceptionSettings) -> dict[str, Any]:
@@ -800,6 +800,15 @@ def describe_gate(settings: PerceptionSettings) -> dict | None:
     return describe(settings)
 
 
+def source_lines(env: Mapping[str, Any]) -> list[str]:
+    """Return the results file's line naming the commit that ran, if it was recorded."""
+    source = env.get('source') or {}
+    if not source.get('commit'):
+        return []
+    return [f'- source: commit {source["commit"][:12]}'
+            + (' with modified files' if source.get('tracked_files_modified') else '')]
+
+
 def markdown(result: dict[str, Any], command: str = '') -> str:
     """Render an ``eval accuracy`` result as markdown tables."""
     env = result['environment']
@@ -830,10 +839,7 @@ def markdown(result: dict[str, Any], command: str = '') -> str:
                  f'C allocator {device.get("allocator", "not recorded")}')
     if command:
         lines.append(f'- command: `{command}`, {result["timing"]["total_s"]:.0f} s')
-    source = env.get('source') or {}
-    if source.get('commit'):
-        lines.append(f'- source: commit {source["commit"][:12]}'
-                     + (' with modified files' if source.get('tracked_files_modified') else ''))
+    lines += source_lines(env)
     lines.append('')
     if result.get('davis'):
         model = next(iter(result['davis'].values())).get('model', 'segmentation model')

@@ -35,9 +35,10 @@ each point's speedup is measured side by side under the same load and caches. A 
 drop <= 0.5 points, mask agreement >= 99.5%); among the passing points the one that saves the
 most multiply-accumulates (mean over the clips, vtest40 included; ties: the lower active
 fraction) is *chosen*. MACs, not wall time, decide, because they do not depend on the
-machine's load; the measured speed is recorded beside them. Finally the package's own default
-models (MediaPipe) are run at the exact base and at the chosen point, to show what the
-chosen settings do to them.
+machine's load (so the path choice, whose dense passes follow the timings, is off in the
+base); the measured speed, of the engine on every frame, is recorded beside them. Finally
+the package's own default models (MediaPipe) are run at the exact base and at the chosen
+point, to show what the chosen settings do to them.
 """
 
 from __future__ import annotations
@@ -53,7 +54,10 @@ from sparse_perception.replay.sources import FrameRange
 
 SCHEMA = 'sparse_perception.eval.sweep/1'
 # Every point starts from these (on top of the package defaults), then sets its own values.
-BASE = {'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.scale': 0.0}
+# The path choice is off: which frames it runs dense follows the timings, and so the machine's
+# load, and the MACs that decide would follow them too (a point may turn it on).
+BASE = {'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.scale': 0.0,
+        'sparsity.adaptive': False}
 # The default points: the input change threshold alone, with noise suppression (min_pixels,
 # which also turns on the neighbour rule for the edges of moving objects), and the engine's
 # per-layer and global-pooling thresholds alone and with a small input threshold.
@@ -344,6 +348,7 @@ def markdown(document: Mapping[str, Any], command: str = '') -> str:
     ]
     if command:
         lines.append(f'- command: `{command}`, {document["wall_s"]:.0f} s')
+    lines += accuracy.source_lines(env)
     chosen = document.get('chosen')
     lines += ['', '**Chosen: ' + (chosen['label'] if chosen else 'none passes') + '**', '',
               '## Accuracy', '',

@@ -106,6 +106,10 @@ def test_bench_engine_without_the_shared_clip_says_so(tmp_path, capsys, monkeypa
     err = capsys.readouterr().err
     assert err.count('\n') == 1, err
     assert err.startswith(f'bench engine: data/vtest/vtest.avi not found under {folder}; ')
+    # The folders made for its outputs go with the run that wrote nothing.
+    out = tmp_path / 'new' / 'deeper' / 'r.json'
+    assert cli.main(['bench', 'engine', '--quick', '--json', str(out)]) == 1
+    assert not (tmp_path / 'new').exists()
 
 
 def test_bench_engine_cuda_without_cuda(capsys):

@@ -471,14 +471,15 @@ def test_nothing_scored_misses_the_bounds_and_is_shown_as_such():
                                  'jhmdb: nothing scored against the ground truth']
     from sparse_perception.cli import eval as eval_command
 
+    # The active fraction printed is the markdown's: over the frames after the first.
     result = {'davis': {'a': {'dense_iou': None, 'incremental_iou': None, 'agreement': 1.0,
-                              'active_fraction': 0.5}},
+                              'active_fraction': 0.5, 'active_fraction_after_first': 0.25}},
               'jhmdb': {'clip': 'c', 'dense_pck': None, 'incremental_pck': None,
-                        'active_fraction': 0.5},
+                        'active_fraction': 0.5, 'active_fraction_after_first': None},
               'criteria': check, 'timing': {'total_s': 1.0}}
     text = eval_command.summary(result, Path('out.json'))
-    assert 'davis a: IoU dense -, incremental -, agreement 100.000%' in text
-    assert 'jhmdb: PCK dense -, incremental -' in text
+    assert 'davis a: IoU dense -, incremental -, agreement 100.000%, active 0.250' in text
+    assert 'jhmdb: PCK dense -, incremental -, active -' in text
     assert 'accuracy bounds: MISSED: davis/a: nothing scored' in text
 
 

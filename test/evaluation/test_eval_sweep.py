@@ -63,6 +63,10 @@ def test_points_start_from_the_exact_base_whatever_the_defaults():
     assert (settings.pose.change_threshold, settings.pose.change_min_pixels) == (12.0, 32)
     settings = sweep.point_settings({'change.threshold': 12.0, 'pose.change_threshold': 2.0})
     assert (settings.change.threshold, settings.pose.change_threshold) == (12.0, 2.0)
+    # The path choice is off unless a point turns it on: its dense passes follow the timings,
+    # and the MACs that choose the point must not.
+    assert not settings.sparsity.adaptive and st.PerceptionSettings().sparsity.adaptive
+    assert sweep.point_settings({'sparsity.adaptive': True}).sparsity.adaptive
 
 
 def test_grid_and_labels():
@@ -144,8 +148,10 @@ def test_markdown_tables():
         'conditions': {'davis': {'sequences': ['a'], 'frames': ':'},
                        'jhmdb': {'frames': ':'}, 'vtest40': 'not run', 'timing': 't',
                        'choice': 'c'},
-        'environment': {'versions': {'torch': '2.13.0'}, 'device': {'cpu': 'X', 'cores': 2}}}
+        'environment': {'versions': {'torch': '2.13.0'}, 'device': {'cpu': 'X', 'cores': 2},
+                        'source': {'commit': 'abcdef0123456789', 'tracked_files_modified': 1}}}
     text = sweep.markdown(document, 'sparse-perception eval sweep --json s.json')
+    assert '- source: commit abcdef012345 with modified files' in text
     assert '**Chosen: good**' in text
     assert '| good | +0.40 / 99.60% | +0.00 / 0.10 px | **yes** |' in text
     assert '| exact | +0.00 / 100.00% | +0.00 / 0.10 px | yes |' in text
