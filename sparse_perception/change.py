@@ -429,28 +429,33 @@ def _cv2() -> Any:
     return _CV2[0]
 
 
-# Pixel types whose differences the change map computes exactly (see _changed_pixels).
-_TENSOR_DTYPES = (torch.uint8, torch.int8, torch.uint16, torch.int16, torch.float16,
-                  torch.bfloat16, torch.float32, torch.float64)
+# The pixel types a change map reads (see _changed_pixels): integers of 8 and 16 bits, widened
+# so that no difference wraps, and floats, compared in their own precision. A wider integer
+# would wrap, a complex number lose its imaginary part: a change missed without a word.
+_PIXEL_TYPES = ('uint8', 'int8', 'uint16', 'int16', 'float16', 'float32', 'float64')
+_TENSOR_DTYPES = (*(getattr(torch, name) for name in _PIXEL_TYPES), torch.bfloat16)
+
+
+def _pixel_type_error(dtype: Any) -> TypeError:
+    return TypeError(f'frame dtype {dtype} is not supported; expected 8- or 16-bit integers or '
+                     'float (convert the image first)')
 
 
 def _as_hwc(frame: Any) -> torch.Tensor:
     """Return ``frame`` as an ``(H, W, C)`` tensor (a view where possible)."""
     if isinstance(frame, np.ndarray):
-        if frame.dtype not in (np.uint8, np.uint16, np.float32, np.float64, np.float16):
-            raise TypeError(f'frame dtype {frame.dtype} is not supported; expected uint8, '
-                            'uint16 or float (convert the image first)')
+        if frame.dtype.name not in _PIXEL_TYPES:
+            raise _pixel_type_error(frame.dtype)
+        if not frame.dtype.isnative:  # big-endian pixels (a message's): torch reads native
+            frame = frame.astype(frame.dtype.newbyteorder('='))
         frame = np.ascontiguousarray(frame)
         if not frame.flags.writeable:  # a message's buffer: torch wraps only writable arrays
             frame = frame.copy()
         tensor = torch.from_numpy(frame)
         layout = 'numpy'
     elif isinstance(frame, torch.Tensor):
-        # An int32 or int64 difference would wrap, a complex one lose its imaginary part: a
-        # change missed without a word.
         if frame.dtype not in _TENSOR_DTYPES:
-            raise TypeError(f'frame dtype {frame.dtype} is not supported; expected 8- or '
-                            '16-bit integers or float (convert the image first)')
+            raise _pixel_type_error(frame.dtype)
         tensor = frame.detach()
         layout = 'tensor'
     else:

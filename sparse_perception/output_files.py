@@ -31,7 +31,7 @@ from pathlib import Path
 import signal
 import tempfile
 import threading
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 
 class OutputError(ValueError):
@@ -261,15 +261,25 @@ def missing_folders(path: str | Path) -> list[Path]:
     return [folder for folder in (parent, *parent.parents) if not folder.exists()]
 
 
-def missing_folders_of(outputs: Sequence[tuple[str, str | Path | None]]) -> list[list[Path]]:
-    """Return the missing folders of each output given a path (as :func:`check_outputs`)."""
-    return [missing_folders(path) for _, path in outputs if path is not None]
+class FoldersMade:
+    """
+    The folders that outputs ((flag, path) pairs, as :func:`check_outputs` takes) will need.
 
+    Taken before they are made; on leaving the ``with`` block without ``written`` set (a
+    failure, an interrupt), those still empty go: a run that wrote nothing leaves none.
+    """
 
-def remove_made(made: Iterable[Sequence[Path]]) -> None:
-    """Remove the folders of :func:`missing_folders_of` while empty (a run that wrote nothing)."""
-    for folders in made:
-        remove_empty(folders)
+    def __init__(self, outputs: Sequence[tuple[str, str | Path | None]]):
+        self.made = [missing_folders(path) for _, path in outputs if path is not None]
+        self.written = False
+
+    def __enter__(self) -> 'FoldersMade':
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if not self.written:
+            for folders in self.made:
+                remove_empty(folders)
 
 
 def remove_empty(folders: Iterable[Path]) -> None:

@@ -339,7 +339,8 @@ class PoseSettings:
     # How many people a tracking pose model follows at once, each in a still crop with an
     # engine state of its own (the landmark network runs once per person: a person costs
     # what one person costs). While fewer are followed, the detector looks for more on every
-    # detect_period-th frame on which something changed outside the followed people's crops.
+    # detect_period-th frame, if anything changed since it last ran (inside the followed
+    # people's crops too: someone a followed person hid is found once they move on).
     # 1 follows the best detection only, as MediaPipe's pose graph does.
     max_people: int = setting(
         1, 'How many people a tracking pose model (BlazePose) follows at once', low=1, high=64)

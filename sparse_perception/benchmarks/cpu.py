@@ -125,8 +125,8 @@ def run_command(args: argparse.Namespace) -> int:
     except st.SettingError as exc:
         print(exc, file=sys.stderr)
         return 2
-    from sparse_perception.output_files import (check_outputs, missing_folders_of, OutputError,
-                                                remove_made, report_pair, write_reports)
+    from sparse_perception.output_files import (check_outputs, FoldersMade, OutputError,
+                                                report_pair, write_reports)
     from sparse_perception.pipeline import ModelLoadError
     from sparse_perception.replay.sources import ReplayError
     from sparse_perception.shared_data import bundled_clip
@@ -135,8 +135,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.json:
         path = Path(args.json)
         outputs = [('--json', path), ('the report beside --json', report_pair(path)[1])]
-    made, status = missing_folders_of(outputs), 1
-    try:
+    with FoldersMade(outputs) as folders:
         try:
             # Before minutes of measuring: a path that cannot be written, or that is the input.
             check_outputs(outputs, [args.input if args.input else bundled_clip()],
@@ -151,10 +150,8 @@ def run_command(args: argparse.Namespace) -> int:
         print(report)  # first: a failed write below loses no result
         status = write_reports(outputs, (json.dumps(result, indent=2) + '\n', report),
                                'bench cpu')
+        folders.written = status == 0
         return status
-    finally:
-        if status != 0:  # failed or interrupted: no folder made for the outputs stays
-            remove_made(made)
 
 
 def _command(args: argparse.Namespace) -> str:

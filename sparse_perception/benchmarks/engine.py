@@ -120,13 +120,11 @@ def run_command(args: argparse.Namespace) -> int:
         if not torch.cuda.is_available():
             print('--device cuda: CUDA is not available here', file=sys.stderr)
             return 2
-    from sparse_perception.output_files import (check_outputs, missing_folders_of, OutputError,
-                                                remove_made)
+    from sparse_perception.output_files import check_outputs, FoldersMade, OutputError
     from sparse_perception.shared_data import shared_path, SharedDataMissing
 
     outputs = [('--json', args.json), ('--markdown', args.markdown)]
-    made, status = missing_folders_of(outputs), 1
-    try:
+    with FoldersMade(outputs) as folders:
         try:  # before minutes of measuring
             check_outputs(outputs, _inputs(), create_folders=True)
         except OutputError as exc:
@@ -138,10 +136,8 @@ def run_command(args: argparse.Namespace) -> int:
             print(f'bench engine: {exc}', file=sys.stderr)
             return 1
         status = _measure(args, resolution, scales, outputs)
+        folders.written = status == 0
         return status
-    finally:
-        if status != 0:  # failed or interrupted: no folder made for the outputs stays
-            remove_made(made)
 
 
 def _measure(args: argparse.Namespace, resolution: tuple[int, int],

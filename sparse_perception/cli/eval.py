@@ -43,8 +43,9 @@ examples:
   sparse-perception eval accuracy --json g.json --sections davis --sparsity.gate glance \
       --anchor deeplabv3_mnv2_pascal
 exit status: 0 done (also when an accuracy bound is missed: see criteria in the JSON),
-1 a bad value, missing data or a model that cannot load (one line on stderr), 2 a flag the
-command line does not take.
+1 a setting or choice refused once read (out of range, unknown), missing data or a model that
+cannot load (one line on stderr), 2 a flag or value the command line cannot read, 130
+interrupted.
 """
 
 

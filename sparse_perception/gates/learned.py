@@ -195,19 +195,19 @@ def _unpacked_size(path: Path, data: bytes) -> int:
     """Return what a torch zip file's records take once read; refuse compressed or damaged ones."""
     import zipfile
 
+    from sparse_perception.models.checkpoints import unmatched_record
+
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             records = archive.infolist()
-            # torch.load does not check the records' checksums: a flipped byte in a weight
-            # would load as a slightly different gate.
-            bad = archive.testzip() if not any(
-                r.compress_type != zipfile.ZIP_STORED for r in records) else None
+        # (A compressed record is refused below before it is inflated.)
+        packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
+        bad = None if packed else unmatched_record(io.BytesIO(data))
     except (zipfile.BadZipFile, EOFError, ValueError, RuntimeError) as exc:
         raise GateFileError(f'{path} is not a gate file: torch cannot read it as saved '
                             f'weights (not a whole zip archive: {exc})') from None
     # torch.save stores every record as it is; torch.load would still inflate a compressed
     # one, to any size: a small file could take gigabytes of memory.
-    packed = [r.filename for r in records if r.compress_type != zipfile.ZIP_STORED]
     if packed:
         raise GateFileError(f'{path} is not a gate file: its record {packed[0]!r} is '
                             'compressed, which torch never writes (and which could unpack to '

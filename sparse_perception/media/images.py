@@ -842,8 +842,9 @@ def compressed_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
     Decode a ``sensor_msgs/CompressedImage`` (JPEG or PNG) into a new numpy array.
 
     Like cv_bridge's ``compressed_imgmsg_to_cv2``: with ``'passthrough'`` the array is what
-    OpenCV decodes (``cv2.IMREAD_UNCHANGED``: grey ``(H, W)``, colour in BGR or BGRA order, 8 or
-    16 bit). Any other ``desired_encoding`` converts from that decoded encoding (mono8, bgr8,
+    OpenCV decodes (``cv2.IMREAD_UNCHANGED``: grey ``(H, W)``, colour in the channel order the
+    payload was written in, BGR or BGRA from image_transport and cv_bridge, 8 or 16 bit). Any
+    other ``desired_encoding`` converts from that decoded encoding (mono8, bgr8,
     bgra8, or their 16-bit forms) as image_transport reads its format string
     (``'rgb8; jpeg compressed bgr8'``): channels in RGB order where it says ``compressed
     rgb8``, and an encoding without colour (``'16UC1; png compressed '``, a Bayer mosaic)

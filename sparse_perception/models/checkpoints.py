@@ -177,18 +177,26 @@ def _unpickler_reason(text: str) -> str:
     return kept[0] if kept else 'no reason given'
 
 
-def _check_records(path: Path) -> None:
+def unmatched_record(file: Any) -> str | None:
     """
-    Raise CheckpointError if a record of a zip checkpoint does not match its checksum.
+    Return the name of a record of a torch zip file that fails its checksum, else None.
 
-    torch.load does not look at the zip's checksums: a flipped byte in the weights would load
-    as a slightly different network, and answer wrongly without a word.
+    ``file`` is a path or a binary stream. torch.load does not look at the checksums: a flipped
+    byte in the weights would load as a slightly different network, and answer wrongly without
+    a word. Raises zipfile.BadZipFile (or OSError) for what is no readable zip archive.
     """
     import zipfile
 
+    with zipfile.ZipFile(file) as archive:
+        return archive.testzip()
+
+
+def _check_records(path: Path) -> None:
+    """Raise CheckpointError if a record of a zip checkpoint fails its checksum."""
+    import zipfile
+
     try:
-        with zipfile.ZipFile(path) as archive:
-            bad = archive.testzip()
+        bad = unmatched_record(path)
     except (OSError, zipfile.BadZipFile, EOFError, ValueError, RuntimeError):
         return  # not a readable zip (the legacy format, or damaged): torch.load says what
     if bad is not None:

@@ -233,17 +233,21 @@ class BagSource(FrameSource):
         self.kind = 'rosbag2' if path.is_dir() else 'rosbag1'
         self.keep_messages = keep_messages
         self._reader = None
-        self._link_folder: str | None = None
+        self._unlink: Any = None  # removes the link folder below, once (close, or collected)
         opened = path
         if self.kind == 'rosbag2':
             self.storage = _rosbag2_storage(path)
             if path.suffix == '.bag':
                 # rosbags takes any path ending in .bag for a ROS 1 file: open the folder
                 # through a link named otherwise.
+                import shutil
                 import tempfile
+                import weakref
 
-                self._link_folder = tempfile.mkdtemp(prefix='sparse-perception-bag-')
-                opened = Path(self._link_folder) / 'rosbag2'
+                folder = tempfile.mkdtemp(prefix='sparse-perception-bag-')
+                # (rmtree removes the link, not the bag it points to.)
+                self._unlink = weakref.finalize(self, shutil.rmtree, folder, True)
+                opened = Path(folder) / 'rosbag2'
                 opened.symlink_to(path.resolve(), target_is_directory=True)
         from rosbags.highlevel import AnyReader
         try:
@@ -329,11 +333,8 @@ class BagSource(FrameSource):
             except Exception:  # never opened (a broken bag): nothing to close
                 pass
             self._reader = None
-        if self._link_folder is not None:
-            import shutil
-
-            shutil.rmtree(self._link_folder, ignore_errors=True)  # the link, not the bag
-            self._link_folder = None
+        if self._unlink is not None:
+            self._unlink()
 
     def __iter__(self) -> Iterator[Frame | SkippedFrame]:
         index = -1

@@ -317,6 +317,18 @@ def test_bad_frames_are_named(bad, message):
         ChangeDetector().update(bad)
 
 
+def test_every_byte_order_and_sign_of_a_16_bit_frame_reads_alike():
+    frame = np.random.default_rng(3).integers(0, 30000, (16, 16)).astype(np.uint16)
+    moved = frame.copy()
+    moved[4, 9] += 500
+    maps = []
+    for dtype in (np.uint16, np.dtype('>u2'), np.int16):
+        detector = ChangeDetector(tile_size=8, min_pixels=1)
+        detector.update(frame.astype(dtype))
+        maps.append(detector.update(moved.astype(dtype)).tiles)
+    assert maps[0].sum() == 1 and all(torch.equal(maps[0], m) for m in maps)
+
+
 def test_a_read_only_frame_is_taken_without_a_warning():
     import warnings
 

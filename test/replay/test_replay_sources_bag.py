@@ -19,6 +19,8 @@ Every bag here is a real file written with rosbags; the bad ones are damaged the
 interrupted recordings and other tools damage them.
 """
 
+import gc
+from pathlib import Path
 import re
 import shutil
 
@@ -63,10 +65,19 @@ def test_a_rosbag2_folder_named_like_a_ros1_file_is_read_as_rosbag2(tmp_path):
     messages = [image_message(i) for i in range(3)]
     bag = write_bag(tmp_path / 'bag', {'/camera/image': (IMAGE, messages)})
     named = bag.rename(tmp_path / 'session.bag')
-    source, items = _items(named)
+    with open_source(named) as source:
+        # Opened through a link in a temporary folder, which goes with the source.
+        link = Path(source._unlink.peek()[2][0])
+        assert link.is_dir() and (link / 'rosbag2').resolve() == named.resolve()
+        items = list(source)
     assert (source.kind, source.storage, source.length) == ('rosbag2', 'mcap', 3)
     assert [i.stamp_ns for i in items] == [START_NS + i * PERIOD_NS for i in range(3)]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['session.bag']  # nothing beside
+    assert not link.exists() and named.is_dir()
+    dropped = open_source(named)  # never closed: collected, it takes its link along
+    link = Path(dropped._unlink.peek()[2][0])
+    del dropped
+    gc.collect()
+    assert not link.exists() and named.is_dir()
 
 
 def test_rosbag2_encodings(tmp_path):
