@@ -305,6 +305,7 @@ class _IncrementalNet:
             start = self._clock()
             self.dense(x)
             choice.record('dense', (self._clock() - start) * 1e3)
+            self._count_samples(x, 2)
         self.path, self._outputs = 'engine', None
         return outputs
 
@@ -381,6 +382,19 @@ class _IncrementalNet:
             macs = self.gates.learned_macs(height, width)
             stats = self._keep_glance_stat(key, FrameStats(layers=[LayerStats(
                 'learned_gate', 'gate', tiles, 'full', 0, tiles, 0, macs, 0.0)]))
+        self.stats.append(stats)
+
+    def _count_samples(self, x: Any, passes: int) -> None:
+        """Add the path choice's timing passes to this frame's MACs (no dense MACs: extra)."""
+        from sparse_perception.engine.stats import FrameStats, LayerStats
+
+        self._collect()
+        macs = self.engine.dense_macs(x) * passes
+        key = ('samples', macs)
+        stats = self._glance_stats.get(key)
+        if stats is None:
+            stats = self._keep_glance_stat(key, FrameStats(layers=[LayerStats(
+                'path_choice_samples', 'samples', 0, 'full', 0, 0, 0, macs, 0.0)]))
         self.stats.append(stats)
 
     def _glance_stat(self, glance: Any) -> Any:
@@ -804,9 +818,10 @@ class _Head:
         windows = model.counters['window_runs']
         crops = model.locate_people(frame, detect=detect, proposals=boxes)
         if isinstance(detector, _IncrementalDetector):
-            if free and not detect:
-                # The dense reference detects on this frame (in its windows too, with room
-                # left): count what skipping it saved.
+            if free and not detect and self._undetected % self.detect_period == 0:
+                # The dense reference detects on this frame (in its windows too): nothing
+                # changed since the detector last ran, so skipping it is sparsity's saving.
+                # (Between the period's frames neither pipeline detects: nothing to count.)
                 for _ in range(1 + len(detection_windows(frame.shape[:2],
                                                          model.detect_windows))):
                     detector.net.not_run()

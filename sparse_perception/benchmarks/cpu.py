@@ -488,11 +488,11 @@ def markdown(result: dict) -> str:
         '`pose.detect_period`-th frame while nobody is tracked, never twice on a picture a '
         'change map saw unchanged); litert: the dense reference pipeline with '
         '`model.runtime: litert`. '
-        'MACs / dense is what the networks executed over what a dense pass of every network '
-        'on every frame executes (a network not run counts its dense MACs as saved, a '
-        'detector the schedule skipped included); the dense pipelines count no MACs ("-"): '
-        'they skip the detector on the same frames, so that part of the saving is theirs too; '
-        'active: the share of positions recomputed, '
+        "MACs / dense is what the networks executed (the path choice's timing passes "
+        "included) over what the dense reference's passes execute on the same frames (a "
+        'network not run where the reference runs it counts its dense MACs as saved; the '
+        'detector between its scheduled frames counts on neither side); the dense pipelines '
+        'count no MACs of their own ("-"); active: the share of positions recomputed, '
         'weighted by dense MACs. Mask agreement, keypoint error (all keypoints of the persons '
         'both found, paired nearest first) and person count mismatches are against '
         'dense_torch on the same frame of the same pass. Contended: one pass with '

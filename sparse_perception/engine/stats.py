@@ -24,7 +24,8 @@ class LayerStats:
     """What one layer did in one frame."""
 
     name: str
-    kind: str  # the core: a Kind or ConvForm member ('glance', 'gate': a gate's own pass)
+    kind: str  # the core: a Kind or ConvForm member ('glance', 'gate': a gate's own pass;
+    # 'samples': the path choice's timing passes)
     positions: int  # output positions of the layer (H * W)
     mode: str = 'skip'  # 'skip' (nothing changed), 'sparse', 'dense' (fallback), 'full' frame
     active: int = 0  # positions whose inputs changed (the receptive-field image)

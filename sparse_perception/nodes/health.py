@@ -94,11 +94,19 @@ class _Window:
         return len(self._samples)
 
 
-def event_rate(times: np.ndarray) -> float:
-    """Return events per second from sorted event times (0 with fewer than two events)."""
-    if len(times) < 2 or times[-1] <= times[0]:
+def event_rate(times: np.ndarray, now: float) -> float:
+    """
+    Return events per second from sorted event times up to ``now`` (0 with fewer than two).
+
+    A wait since the last event longer than the mean interval counts: once the events stop
+    the rate falls at once, rather than holding the last stream's rate until the window empties.
+    """
+    intervals = len(times) - 1
+    span = float(times[-1] - times[0]) if intervals > 0 else 0.0
+    if span <= 0:
         return 0.0
-    return (len(times) - 1) / float(times[-1] - times[0])
+    late = max(0.0, now - float(times[-1]) - span / intervals)
+    return intervals / (span + late)
 
 
 class HealthMonitor:
@@ -197,6 +205,8 @@ class HealthMonitor:
         with self._lock:
             self._started = now
             self._last_processed = None
+            # The last frame's figures too: they are the activation before's.
+            self._last_stats = self._last_changed = self._last_stamp_ns = None
             for window in (self._received, self._processed, self._latency, self._processing,
                            self._active, self._dropped, self._failed, self._dense):
                 window.clear()
@@ -264,8 +274,8 @@ class HealthMonitor:
         last = self._last_stats
         stamp = self._last_stamp_ns
         return (
-            ('input rate (Hz)', number(event_rate(self._received.times(now)), 2)),
-            ('processed rate (Hz)', number(event_rate(self._processed.times(now)), 2)),
+            ('input rate (Hz)', number(event_rate(self._received.times(now), now), 2)),
+            ('processed rate (Hz)', number(event_rate(self._processed.times(now), now), 2)),
             ('latency p50 (ms)', number(p50)),
             ('latency p95 (ms)', number(p95)),
             ('processing p50 (ms)', number(percentile(self._processing.values(now), 50))),

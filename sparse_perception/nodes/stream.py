@@ -142,14 +142,15 @@ def reason_key(category: str, reason: str) -> str:
     Return a throttling key for a problem: its category and text with the values blanked.
 
     Numbers vary from frame to frame of one problem: a key per value would log every frame.
-    So, for bad input images, do runs of hex bytes (what a corrupt message starts with) and
+    So, for bad input images, do hex bytes and runs of them (what a corrupt message holds) and
     quoted values (an encoding or format string, one word): a publisher sends what it likes.
     Elsewhere quoted text is the message of an error, and two errors must stay two problems.
     """
     text = reason
     if category == 'input':
         text = re.sub(r"(?<!\w)'[^'\s]*'", "'_'", re.sub(r'(?<!\w)"[^"\s]*"', '"_"', text))
-        text = re.sub(r'\b[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})+\b', '#', text)
+        # (One byte too: "expected a marker at byte 612, found a0".)
+        text = re.sub(r'\b[0-9a-fA-F]{2}(?: [0-9a-fA-F]{2})*\b', '#', text)
     return category + ':' + re.sub(r'\d+(\.\d+)?', '#', text)
 
 

@@ -156,10 +156,24 @@ def test_new_settings_apply_to_the_next_report():
     assert monitor.report(now).level == Level.WARN
 
 
+def test_rates_fall_once_frames_stop_and_a_new_activation_shows_no_old_frame():
+    monitor, now = _running(frames=50, rate=10.0, settings=DiagnosticsSettings(window=10.0))
+    rates = [float(monitor.report(now + gap).value('input rate (Hz)')) for gap in (0.05, 3, 7)]
+    assert rates[0] == 10.0 and rates[0] > rates[1] > rates[2] > 0
+    monitor.restart(now + 8)  # deactivated, activated again: nothing arrived since
+    report = monitor.report(now + 8.5)
+    for name in ('last frame stamp', 'active fraction (last frame)',
+                 'changed fraction (last change map)'):
+        assert report.value(name) == 'n/a', name
+
+
 def test_rate_helper():
-    assert health.event_rate(np.array([])) == 0.0
-    assert health.event_rate(np.array([1.0, 1.0])) == 0.0
-    assert health.event_rate(np.array([0.0, 0.5, 1.0])) == pytest.approx(2.0)
+    assert health.event_rate(np.array([]), 1.0) == 0.0
+    assert health.event_rate(np.array([1.0, 1.0]), 1.0) == 0.0
+    assert health.event_rate(np.array([0.0, 0.5, 1.0]), 1.0) == pytest.approx(2.0)
+    assert health.event_rate(np.array([0.0, 0.5, 1.0]), 1.4) == pytest.approx(2.0)
+    # Events that stopped: a wait past the mean interval counts, and the rate falls at once.
+    assert health.event_rate(np.array([0.0, 0.5, 1.0]), 4.0) == pytest.approx(2 / 3.5)
 
 
 def test_gpu_helpers_never_import_torch(monkeypatch):

@@ -104,6 +104,9 @@ def test_reason_key_ignores_the_bytes_and_quoted_values_of_bad_messages():
     b = reason_key('input', 'CompressedImage data is corrupt or not JPEG/PNG: it starts with '
                             '1c 2b ee e9 (JPEG starts ff d8 ff, PNG 89 50 4e 47)')
     assert a == b
+    # One byte too: a corrupt JPEG's segments name the byte found where a marker should be.
+    said = 'CompressedImage JPEG is corrupt: expected a marker at byte 612, found {}'
+    assert len({reason_key('input', said.format(f'{v:02x}')) for v in range(256)}) == 1
     assert (reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
             == reason_key('input', "unknown image encoding 'bayer_xx'; supported: rgb8"))
     assert a != reason_key('input', "unknown image encoding 'rgb17'; supported: rgb8")
