@@ -34,20 +34,15 @@ import dataclasses
 import json
 from pathlib import Path
 import sys
-import time
 
 import cv2
 import numpy as np
 
 from sparse_perception.evaluation import accuracy
-from sparse_perception.evaluation.provenance import environment
-from sparse_perception.evaluation.sweep import parse_assignment
+from sparse_perception.evaluation.sweep import finish_script, script_setup
 from sparse_perception.gates.maker import person_class
-from sparse_perception.output_files import check_outputs, OutputError, write_atomic
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.sources import FrameRange
-from sparse_perception.settings import PerceptionSettings, replace, SettingError
-from sparse_perception.shared_data import shared_root
 
 SEEN = 500  # person pixels of the dense mask from which the runner counts as visible
 
@@ -80,17 +75,9 @@ def main(argv):
         parser.error('--scale must be in (0, 1] and --frames at least 1')
     changes = {'model.segmentation': accuracy.SEGMENTATION_MODEL, 'model.pose': '',
                'sparsity.adaptive': False, 'sparsity.gate': 'glance'}
-    try:  # NAME=VALUE typed by the setting, as eval sweep's --point
-        changes.update(parse_assignment(item) for item in args.set)
-        settings = replace(PerceptionSettings(), changes)
-    except (ValueError, SettingError) as exc:
-        parser.error(f'--set: {exc}')
-    md = args.out.with_suffix('.md') if args.out else None
-    try:  # before the measuring; never over the shared data
-        check_outputs([('--out', args.out), ('markdown', md)],
-                      [shared_root() / 'data', shared_root() / 'models'])
-    except OutputError as exc:
-        parser.error(str(exc))
+    # The settings (--set NAME=VALUE typed as eval sweep's --point) and the outputs, checked
+    # before the measuring and never over the shared data.
+    settings, md, changes = script_setup(parser, changes, args.set, args.out)
     frames = scene(args.scale, args.frames)
     pipelines = [Pipeline(settings, heads=('segmentation',), incremental=incremental)
                  for incremental in (True, False)]
@@ -98,17 +85,12 @@ def main(argv):
     person = person_class(pipelines[0].class_names)
     pixels = [[int((mask == person).sum()) for mask in run.masks] for run in runs]
     missed = [i for i, (got, want) in enumerate(zip(*pixels)) if want > SEEN and got == 0]
-    env = environment('cpu')
-    result = {'scale': args.scale, 'frames': len(frames), 'settings': changes,
-              'person_pixels': {'incremental': pixels[0], 'dense': pixels[1]},
-              'visible_frames': sum(want > SEEN for want in pixels[1]),
-              'missed_frames': missed,
-              'command': 'bench/gate_newcomer.py ' + ' '.join(argv),
-              'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), **env}
-    print(json.dumps({k: result[k] for k in ('visible_frames', 'missed_frames')}))
-    if args.out:
-        write_atomic(args.out, json.dumps(result, indent=2) + '\n')
-        write_atomic(md, markdown(result))
+    visible = sum(want > SEEN for want in pixels[1])
+    print(json.dumps({'visible_frames': visible, 'missed_frames': missed}))
+    finish_script('gate_newcomer', argv, {
+        'scale': args.scale, 'frames': len(frames), 'settings': changes,
+        'person_pixels': {'incremental': pixels[0], 'dense': pixels[1]},
+        'visible_frames': visible, 'missed_frames': missed}, args.out, md, markdown)
     return 0
 
 

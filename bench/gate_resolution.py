@@ -33,20 +33,15 @@ import dataclasses
 import json
 from pathlib import Path
 import sys
-import time
 
 import cv2
 import numpy as np
 
 from sparse_perception.evaluation import accuracy
-from sparse_perception.evaluation.provenance import environment
-from sparse_perception.evaluation.sweep import parse_assignment
+from sparse_perception.evaluation.sweep import finish_script, script_setup
 from sparse_perception.gates.maker import person_class
-from sparse_perception.output_files import check_outputs, OutputError, write_together
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.sources import FrameRange
-from sparse_perception.settings import PerceptionSettings, replace, SettingError
-from sparse_perception.shared_data import shared_root
 
 
 class _ResizedTruth:
@@ -106,17 +101,9 @@ def main(argv):
     args = parser.parse_args(argv)
     changes = {'model.segmentation': accuracy.SEGMENTATION_MODEL, 'model.pose': '',
                'sparsity.adaptive': False, 'sparsity.gate': 'glance'}
-    try:  # NAME=VALUE typed by the setting, as eval sweep's --point
-        changes.update(parse_assignment(item) for item in args.set)
-        settings = replace(PerceptionSettings(), changes)
-    except (ValueError, SettingError) as exc:
-        parser.error(f'--set: {exc}')
-    md = args.out.with_suffix('.md') if args.out else None
-    try:  # before the measuring; never over the shared data
-        check_outputs([('--out', args.out), ('markdown', md)],
-                      [shared_root() / 'data', shared_root() / 'models'])
-    except OutputError as exc:
-        parser.error(str(exc))
+    # The settings (--set NAME=VALUE typed as eval sweep's --point) and the outputs, checked
+    # before the measuring and never over the shared data.
+    settings, md, changes = script_setup(parser, changes, args.set, args.out)
     clip = accuracy.davis_clip(args.sequence)
     frames = accuracy.read_frames(clip, FrameRange.parse(accuracy.DAVIS_FRAMES))
     truth = accuracy.load_truth(clip)
@@ -128,13 +115,9 @@ def main(argv):
                                               'macs_ratio', 'speedup')}
                          | {'person_iou_vs_dense': row['person_iou_vs_dense']['mean']}),
               flush=True)
-    result = {'sequence': args.sequence, 'frames': accuracy.DAVIS_FRAMES, 'settings': changes,
-              'sizes': rows, 'command': 'bench/gate_resolution.py ' + ' '.join(argv),
-              'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-              **environment('cpu')}
-    if args.out:
-        write_together([(args.out, json.dumps(accuracy.json_safe(result), indent=2) + '\n'),
-                        (md, markdown(result))])
+    finish_script('gate_resolution', argv, {
+        'sequence': args.sequence, 'frames': accuracy.DAVIS_FRAMES, 'settings': changes,
+        'sizes': rows}, args.out, md, markdown)
     return 0
 
 

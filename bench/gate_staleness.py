@@ -33,18 +33,14 @@ import argparse
 import json
 from pathlib import Path
 import sys
-import time
 
 import numpy as np
 
 from sparse_perception.evaluation import accuracy
-from sparse_perception.evaluation.provenance import environment
-from sparse_perception.evaluation.sweep import parse_assignment
-from sparse_perception.output_files import check_outputs, OutputError, write_together
+from sparse_perception.evaluation.sweep import finish_script, script_setup
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.replay.sources import FrameRange
-from sparse_perception.settings import PerceptionSettings, replace, SettingError
-from sparse_perception.shared_data import shared_root
+from sparse_perception.settings import PerceptionSettings
 
 # The still frames reported: the first, each round of 16 cells and the one after it, the end.
 REPORTED = (1, 8, 16, 17, 24, 32, 48, 64, 96)
@@ -83,29 +79,16 @@ def main(argv):
     changes = {'model.segmentation': accuracy.SEGMENTATION_MODEL, 'model.pose': '',
                'sparsity.adaptive': False, 'sparsity.gate': args.gate,
                'change.threshold': 0.0, 'change.min_pixels': 1}
-    try:  # NAME=VALUE typed by the setting, as eval sweep's --point
-        changes.update(parse_assignment(item) for item in args.set)
-        settings = replace(PerceptionSettings(), changes)
-    except (ValueError, SettingError) as exc:
-        parser.error(f'--set: {exc}')
-    md = args.out.with_suffix('.md') if args.out else None
-    try:  # before the measuring; never over the shared data
-        check_outputs([('--out', args.out), ('markdown', md)],
-                      [shared_root() / 'data', shared_root() / 'models'])
-    except OutputError as exc:
-        parser.error(str(exc))
+    # The settings (--set NAME=VALUE typed as eval sweep's --point) and the outputs, checked
+    # before the measuring and never over the shared data.
+    settings, md, changes = script_setup(parser, changes, args.set, args.out)
     clip = accuracy.davis_clip('parkour')
     span = f'10:{10 + 2 * args.moving}:2'
     frames = accuracy.read_frames(clip, FrameRange.parse(span))
     rows = measure(frames, settings, args.still)
-    result = {'sequence': 'parkour', 'moving_frames': span, 'still_frames': args.still,
-              'settings': changes, 'rows': rows,
-              'command': 'bench/gate_staleness.py ' + ' '.join(argv),
-              'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
-              **environment('cpu')}
-    if args.out:
-        write_together([(args.out, json.dumps(accuracy.json_safe(result), indent=2) + '\n'),
-                        (md, markdown(result))])
+    finish_script('gate_staleness', argv, {
+        'sequence': 'parkour', 'moving_frames': span, 'still_frames': args.still,
+        'settings': changes, 'rows': rows}, args.out, md, markdown)
     return 0
 
 

@@ -82,6 +82,57 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return parse_value(name.strip(), value.strip())
 
 
+def script_setup(parser: Any, changes: Mapping[str, Any], assignments: Sequence[str],
+                 out: Any) -> tuple[Any, Any, dict[str, Any]]:
+    """
+    Return the settings, the markdown path and the changes made, of a script under ``bench/``.
+
+    The settings are the package defaults with ``changes``, then the ``--set`` NAME=VALUE
+    ``assignments`` (typed as a ``--point``'s): the changes returned are both, for the results
+    to record. The markdown goes beside ``out`` (a JSON path, or None). Both outputs are
+    checked, before any measuring, to be writable and apart from the shared data. A bad value
+    or output ends the script through ``parser.error``.
+    """
+    from sparse_perception.output_files import check_outputs, OutputError
+    from sparse_perception.shared_data import shared_root
+
+    changes = dict(changes)
+    try:
+        changes.update(parse_assignment(item) for item in assignments)
+        settings = settings_module.replace(settings_module.PerceptionSettings(), changes)
+    except (ValueError, settings_module.SettingError) as exc:
+        parser.error(f'--set: {exc}')
+    markdown_path = out.with_suffix('.md') if out else None
+    try:
+        check_outputs([('--out', out), ('markdown', markdown_path)],
+                      [shared_root() / 'data', shared_root() / 'models'])
+    except OutputError as exc:
+        parser.error(str(exc))
+    return settings, markdown_path, changes
+
+
+def finish_script(name: str, argv: Sequence[str], fields: Mapping[str, Any], out: Any,
+                  markdown_path: Any, render: Callable[[dict], str]) -> dict[str, Any]:
+    """
+    Return a ``bench/`` script's result: ``fields``, its command, the time and the provenance.
+
+    With ``out`` (see :func:`script_setup`) it is written there as JSON, with ``render``'s
+    markdown beside it, both or neither.
+    """
+    import json
+
+    from sparse_perception.evaluation.provenance import environment
+    from sparse_perception.output_files import write_together
+
+    result = {**fields, 'command': f'bench/{name}.py ' + ' '.join(argv),
+              'when': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+              **environment('cpu')}
+    if out:
+        write_together([(out, json.dumps(accuracy.json_safe(result), indent=2) + '\n'),
+                        (markdown_path, render(result))])
+    return result
+
+
 def parse_value(name: str, text: str) -> tuple[str, Any]:
     """Convert ``text`` to the type of setting ``name``; raise naming both when it is bad."""
     spec = settings_module.spec(name)  # SettingError lists the known names
