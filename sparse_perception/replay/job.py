@@ -206,7 +206,7 @@ def run_job(job: ReplayJob) -> dict[str, Any]:
         for sink in sinks:
             sink.close()
         _warn_unmatched(result.scorer, masks, keypoints, source, job.log)
-        if getattr(source, 'index_note', None):
+        if source.index_note:
             job.log(f'note: {source.index_note}')
         if bag is not None:
             outputs['bag'] = bag.describe()

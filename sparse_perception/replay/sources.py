@@ -155,6 +155,7 @@ class FrameSource:
     """Base of every source: a context manager and an iterator of frames in the range."""
 
     kind = ''  # 'rosbag2', 'rosbag1', 'video' or 'folder'
+    index_note: str | None = None  # what a bag's index got wrong, once read (see BagSource)
 
     def __init__(self, path: Path, frames: FrameRange):
         self.path = path
