@@ -268,17 +268,13 @@ class _IncrementalNet:
                 return self._outputs
             # The glance answered gate_refresh - 1 frames in a row: the full pass is due.
             still = self.repeated = False
-        if self._recomputes_all():
-            # New settings or frames the engine missed: its outputs on a still input differ
-            # from what was shown, so they are not a repeat either.
-            self.repeated = False
         if choice is None:
-            return self._engine_outputs(x, change, glance=not still)
+            return self._engine_frame(x, change, glance=not still)
         if still:
             # Nothing changed: the last outputs stand, whichever path made them (the engine
             # finds that out in a few microseconds and keeps its caches in step).
             if self.path == 'engine':
-                return self._engine_outputs(x, change)
+                return self._engine_frame(x, change)
             if self._outputs is not None:
                 self._skipped()
                 return self._outputs
@@ -291,7 +287,7 @@ class _IncrementalNet:
             self.state.request_refresh()
             if callable(change):
                 self.change.request_refresh()
-        outputs = self._engine_outputs(x, _made(change), glance=True)
+        outputs = self._engine_frame(x, _made(change), glance=True)
         # The frame's change map counts too: the dense path may go without one.
         ms = (self._clock() - start) * 1e3 + self.map_ms
         if self.path == 'glance':
@@ -321,6 +317,15 @@ class _IncrementalNet:
         """Whether its next run may read its input's change map (on the engine's path)."""
         choice = self.choice
         return choice is None or self.path != 'dense' or choice.wants_engine()
+
+    def _engine_frame(self, x: Any, change: Any, glance: bool = False) -> Any:
+        """Return the engine's outputs on ``x``; not a repeat if it recomputes everything."""
+        if self._recomputes_all():
+            # New settings or frames the engine missed: its outputs on a still input differ
+            # from what was shown, so they are not a repeat either. (The last outputs of the
+            # dense path, which a still input returns as they are, are one.)
+            self.repeated = False
+        return self._engine_outputs(x, change, glance)
 
     def _engine_outputs(self, x: Any, change: Any, glance: bool = False) -> Any:
         gates = self._active_gates()

@@ -274,16 +274,18 @@ class _SlowEngine:
         self.record(path, 1.5 * self.choice.estimates()['dense'] if path == 'engine' else ms)
 
 
-def _beside_dense(clip, keep_change_maps=False, decodes=None):
+def _beside_dense(clip, keep_change_maps=False, decodes=None, reset_at=None, settings=None):
     """
     Run ``clip`` through the incremental pipeline, its engine slower than dense, and dense.
 
     Every mask must equal dense's. Returns per frame (the incremental result, the dense
     result, the path the network took). ``decodes``, a list, gets the number of masks decoded
-    by each frame.
+    by each frame. Both pipelines are reset before frame ``reset_at``. ``settings``: the
+    fully convolutional Coral DeepLab's by default.
     """
-    dense = Pipeline(_coral_settings(), heads=('segmentation',), incremental=False)
-    incremental = Pipeline(_coral_settings(), heads=('segmentation',))
+    settings = settings if settings is not None else _coral_settings()
+    dense = Pipeline(settings, heads=('segmentation',), incremental=False)
+    incremental = Pipeline(settings, heads=('segmentation',))
     incremental.keep_change_maps = keep_change_maps
     net = incremental._heads['segmentation'].net
     model = incremental._heads['segmentation'].model
@@ -297,6 +299,9 @@ def _beside_dense(clip, keep_change_maps=False, decodes=None):
     out = []
     for index, frame in enumerate(clip):
         decoded[0] = 0
+        if index == reset_at:
+            incremental.reset()
+            dense.reset()
         got, want = incremental.process(frame), dense.process(frame)
         if decodes is not None:
             decodes.append(decoded[0])
@@ -342,6 +347,23 @@ def test_a_picture_that_holds_still_is_noticed_while_the_dense_pass_runs(frames)
     still = [i for i in range(10, len(clip)) if macs[i] == 0]
     assert still and still[0] <= 10 + 32 + 2 and still == list(range(still[0], len(clip)))
     assert all(measured[still[0]:])
+
+
+def test_a_still_picture_after_a_reset_on_the_dense_path_is_not_decoded_again(
+        frames, mediapipe_cache):
+    # A reset empties the engine's caches but keeps the path choice of a network with a
+    # fixed input size: the dense pass's last mask stands for a still picture as it is,
+    # however much the engine would recompute.
+    settings = _coral_settings(**{
+        'model.segmentation': 'selfie_segmentation_landscape', 'model.runtime': 'torch',
+        'model.models_dir': str(mediapipe_cache)})
+    clip = frames[:9] + [frames[10]] * 40
+    decodes = []
+    runs = _beside_dense(clip, decodes=decodes, reset_at=9, settings=settings)
+    macs = [got.stats.heads['segmentation'].macs for got, _, _ in runs]
+    still = [i for i in range(10, len(clip)) if macs[i] == 0]
+    assert runs[8][2] == runs[-1][2] == 'dense' and still
+    assert decodes[still[0]:] == [0] * (len(clip) - still[0])
 
 
 def test_adaptive_false_always_runs_the_engine(frames):
