@@ -87,6 +87,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument('--frames', type=int, default=None, metavar='N',
                         help='use the first N frames [all; at most 4 GiB of them decoded, '
                         'all held in memory]')
+    parser.add_argument('--size', type=_size, default=None, metavar='WxH',
+                        help='resize every frame to this size first (bilinear), to stand for '
+                        'a camera of that size [as decoded]')
     parser.add_argument('--passes', type=int, default=3, metavar='N',
                         help='timed passes over the frames, each from a reset [3]')
     parser.add_argument('--threads', type=int, default=None, metavar='N',
@@ -142,7 +145,7 @@ def run_command(args: argparse.Namespace) -> int:
                           create_folders=True)
             result = run(args.input, topic=args.topic, frames=args.frames, passes=args.passes,
                          threads=args.threads, contention=not args.no_contention,
-                         groups=groups, command=_command(args))
+                         groups=groups, command=_command(args), size=args.size)
         except (ModelLoadError, ReplayError, OutputError, OSError) as exc:
             print(f'bench cpu: {exc}', file=sys.stderr)
             return 1
@@ -159,7 +162,8 @@ def _command(args: argparse.Namespace) -> str:
     import shlex
 
     words = ['sparse-perception', 'bench', 'cpu'] + ([str(args.input)] if args.input else [])
-    for flag, value in (('--topic', args.topic), ('--frames', args.frames),
+    size = f'{args.size[0]}x{args.size[1]}' if args.size else None
+    for flag, value in (('--topic', args.topic), ('--frames', args.frames), ('--size', size),
                         ('--passes', args.passes), ('--threads', args.threads),
                         ('--heads', args.heads), ('--json', args.json)):
         if value is not None:
@@ -174,7 +178,7 @@ def _command(args: argparse.Namespace) -> str:
 def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
         frames: int | None = None, passes: int = 3, threads: int | None = None,
         contention: bool = True, groups: Sequence[str] = tuple(HEAD_GROUPS),
-        command: str = '') -> dict:
+        command: str = '', size: tuple[int, int] | None = None) -> dict:
     """Run the benchmark and return the result dict (see the module docstring)."""
     import torch
 
@@ -182,7 +186,7 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
 
     started = time.perf_counter()
     load_before = provenance.load_average()
-    clip, input_label = _frames(source, topic, frames)
+    clip, input_label = _frames(source, topic, frames, size)
     changes: dict[str, Any] = {'model.device': 'cpu'}  # the CPU benchmark, GPU or not
     if threads is not None:
         changes['model.threads'] = threads
@@ -260,8 +264,25 @@ def run(source: str | os.PathLike | None = None, *, topic: str | None = None,
     }
 
 
-def _frames(source, topic, count) -> tuple[list, str]:
-    """Decode the frames once: (the decoded frames, a label of the input)."""
+def _size(text: str) -> tuple[int, int]:
+    """Parse ``--size``: WIDTHxHEIGHT, each from 32 to 8192 pixels."""
+    width, _, height = text.partition('x')
+    try:
+        size = int(width), int(height)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f'{text!r}: expected WIDTHxHEIGHT, e.g. 1920x1080') \
+            from None
+    if not all(32 <= side <= 8192 for side in size):
+        raise argparse.ArgumentTypeError(f'{text!r}: each side from 32 to 8192 pixels')
+    return size
+
+
+def _frames(source, topic, count, size=None) -> tuple[list, str]:
+    """Decode the frames once (resized to ``size``): (the frames, a label of the input)."""
+    import dataclasses
+
+    import cv2
+
     from sparse_perception.replay.sources import Frame, input_kind, open_source, ReplayError
     from sparse_perception.shared_data import bundled_clip
 
@@ -273,6 +294,9 @@ def _frames(source, topic, count) -> tuple[list, str]:
     with open_source(path, topic=topic, rate=rate) as opened:
         for item in opened:
             if isinstance(item, Frame):
+                if size is not None and item.image.shape[1::-1] != size:
+                    item = dataclasses.replace(
+                        item, image=cv2.resize(item.image, size, interpolation=cv2.INTER_LINEAR))
                 frames.append(item)
                 held += item.image.nbytes
                 if count is not None and len(frames) >= count:
@@ -289,6 +313,8 @@ def _frames(source, topic, count) -> tuple[list, str]:
         raise ReplayError(f'{path}: frames of several sizes {sorted(shapes)}; the benchmark '
                           'needs one size (a size change resets the pipelines)')
     label = f'{path.name} ({"bundled clip" if source is None else str(path)})'
+    if size is not None:
+        label += f', resized to {size[0]}x{size[1]} (bilinear)'
     return frames, label
 
 

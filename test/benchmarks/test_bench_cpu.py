@@ -38,7 +38,7 @@ def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_p
     monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))  # the default models, fetched
     out = tmp_path / 'out' / 'cpu.json'
     assert cli.main(['bench', 'cpu', '--frames', '3', '--passes', '1', '--no-contention',
-                     '--heads', 'segmentation', '--json', str(out)]) == 0
+                     '--heads', 'segmentation', '--size', '384x288', '--json', str(out)]) == 0
     result = json.loads(out.read_text())
     assert {'machine', 'torch', 'commit', 'threads', 'runs', 'speedup_vs_dense',
             'speedup_vs_litert'} <= set(result)
@@ -66,10 +66,12 @@ def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_p
     # The speedups are those of both heads together, which this run did not measure.
     assert result['speedup_vs_dense'] is None and result['speedup_vs_litert'] is None
     assert result['details']['frames'] == 3 and result['details']['passes'] == 1
+    assert result['details']['frame_size'] == [288, 384]  # --size, from the clip's 768x576
     assert len(result['commit'] or 'x' * 40) == 40
     report = out.with_suffix('.md').read_text()
     assert '| segmentation | incremental |' in report and result['machine']['cpu'] in report
-    assert 'bench cpu --frames 3 --passes 1 --heads segmentation' in report
+    assert 'bench cpu --frames 3 --size 384x288 --passes 1 --heads segmentation' in report
+    assert 'resized to 384x288 (bilinear)' in report
     assert '--no-contention' in report and '## Settings' in report
     assert report in capsys.readouterr().out
 
@@ -81,6 +83,29 @@ def test_an_image_folder_needs_no_frame_rate(tmp_path):
         cv2.imwrite(str(tmp_path / f'{index:03d}.png'), picture)
     frames, label = cpu._frames(str(tmp_path), None, None)
     assert [f.image[0, 0, 0] for f in frames] == [0, 40, 80] and str(tmp_path) in label
+
+
+def test_frames_are_resized_to_the_size_asked(tmp_path):
+    cv2 = pytest.importorskip('cv2')
+    for index in range(2):
+        cv2.imwrite(str(tmp_path / f'{index:03d}.png'), np.full((48, 64, 3), 90, np.uint8))
+    frames, label = cpu._frames(str(tmp_path), None, None, (96, 40))
+    assert [f.image.shape for f in frames] == [(40, 96, 3)] * 2
+    assert label.endswith('resized to 96x40 (bilinear)')
+    assert (frames[0].image == 90).all()  # the picture, not a crop or a border
+
+
+@pytest.mark.parametrize('size, message', [
+    ('1920', "'1920': expected WIDTHxHEIGHT"), ('axb', "'axb': expected WIDTHxHEIGHT"),
+    ('16x16', "'16x16': each side from 32 to 8192 pixels"),
+    ('100000x1080', "'100000x1080': each side from 32 to 8192 pixels")])
+def test_a_bad_size_is_refused_before_any_work(capsys, monkeypatch, size, message):
+    def never(*args, **kwargs):
+        raise AssertionError('the benchmark ran')
+    monkeypatch.setattr(cpu, '_frames', never)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(['bench', 'cpu', '--size', size])
+    assert exited.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_bad_arguments_are_refused(capsys):
