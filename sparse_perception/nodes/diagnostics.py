@@ -52,25 +52,28 @@ class DiagnosticsTimer:
         """Report every ``diagnostics.period`` seconds from now on."""
         self.timer = self._node.create_timer(self._period(), self._report, clock=self._clock)
 
-    def stop(self, final: tuple[Level, str] | None = None) -> None:
+    def stop(self, final: tuple[Level, str] | None = None) -> bool:
         """
         Stop reporting; with ``final`` (level, message), after one last report that says why.
 
         The reports come only while the node is active: without a last one, the last status
         would stand for a node that stopped taking frames on purpose, or failed to, and a
-        monitor could tell neither from a node that died.
+        monitor could tell neither from a node that died. Returns whether a last report was
+        sent (not when reports had stopped already).
         """
         if self.timer is None:
-            return
+            return False
         self._node.destroy_timer(self.timer)
         self.timer = None
         if final is not None:
-            self._report(final)
+            return self._report(final)
+        return False
 
     def _period(self) -> float:
         return self._parameters.settings.diagnostics.period
 
-    def _report(self, final: tuple[Level, str] | None = None) -> None:
+    def _report(self, final: tuple[Level, str] | None = None) -> bool:
+        """Publish a report (the timer's callback); return whether it was published."""
         settings = self._parameters.settings
         report = self._health.report(time.monotonic(), publishers=self._publishers(),
                                      gpu_memory_bytes=gpu_memory_bytes())
@@ -84,10 +87,11 @@ class DiagnosticsTimer:
             if final is None:
                 raise
             self._node.get_logger().debug(f'last /diagnostics report not sent: {exc}')
-            return
+            return False
         period = self._period()
         if self.timer is not None and self.timer.timer_period_ns != int(period * 1e9):
             # Timers are remade, not changed in place: not every distribution's rclpy can
             # change a timer's period.
             self.stop()
             self.timer = self._node.create_timer(period, self._report, clock=self._clock)
+        return True

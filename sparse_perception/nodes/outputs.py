@@ -73,6 +73,14 @@ class Outputs:
         """Publish a health report on /diagnostics."""
         self.publishers['diagnostics'].publish(array)
 
+    def flush_diagnostics(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` until /diagnostics subscribers acknowledged every report."""
+        from rclpy.duration import Duration
+
+        publisher = self.publishers.get('diagnostics')
+        return publisher is None or publisher.wait_for_all_acked(
+            Duration(nanoseconds=int(timeout_s * 1e9)))
+
     def publish_result(self, header: Any, image: Any, result: Any,
                        output: st.OutputSettings) -> None:
         """Publish what ``result`` (of ``image``, (H, W, 3) RGB) becomes, with ``header``."""

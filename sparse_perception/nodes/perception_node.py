@@ -69,8 +69,11 @@ from sparse_perception.nodes.stream import ThrottledLogger
 SUCCESS = TransitionCallbackReturn.SUCCESS
 FAILURE = TransitionCallbackReturn.FAILURE
 
-# Longest wait of the executable's spin for anything to do; see run().
+# Longest wait of the executable's spin for anything to do (and for a stop signal to be
+# seen); see run().
 _SPIN_WAIT_SECONDS = 0.5
+# How long a node stopped by a signal waits for its last /diagnostics report to be received.
+_REPORT_FLUSH_SECONDS = 1.0
 
 
 class PerceptionNode(LifecycleNode):
@@ -256,6 +259,16 @@ class PerceptionNode(LifecycleNode):
         self._release_all((Level.ERROR, f'error in state {state.label}: released everything'))
         return SUCCESS
 
+    def report_stop(self, reason: str) -> None:
+        """
+        Send the last /diagnostics report, saying ``reason``, if reports are being sent.
+
+        It waits (up to a second) for reliable subscribers to acknowledge it: the process may
+        end right after, and a report still queued would be lost with it.
+        """
+        if self.diagnostics.stop((Level.OK, reason)):
+            self.outputs.flush_diagnostics(_REPORT_FLUSH_SECONDS)
+
     def destroy_node(self) -> None:
         """Stop the frame worker and free the model before the node goes."""
         starter = self._autostarter
@@ -284,16 +297,40 @@ class PerceptionNode(LifecycleNode):
         self.outputs.destroy()
 
 
+class _StopSignals:
+    """
+    Takes SIGINT and SIGTERM in place of rclpy: the first one ends the spin, and no more.
+
+    rclpy's own handlers shut the context down at once, from the signal, after which the node
+    cannot publish the last /diagnostics report that says why its reports stop. Ctrl-C in a
+    terminal also reaches the node twice (from the terminal, and from `ros2 launch` passing
+    it on), and Python's default SIGINT raises KeyboardInterrupt wherever the main thread is,
+    as in the middle of freeing the model. So a signal here only records its name: the spin
+    (a bounded wait) sees it, the node reports, and the context is shut down after that.
+    """
+
+    def __init__(self) -> None:
+        self.name: str | None = None
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._take)
+
+    def _take(self, signum: int, frame: Any) -> None:
+        if self.name is None:
+            self.name = signal.Signals(signum).name
+
+    def ignore(self) -> None:
+        """Ignore both from now on: Python restores the default handlers as it exits."""
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, signal.SIG_IGN)
+
+
 def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> int:
     """Run a perception node of ``kind`` until shutdown (the body of each executable)."""
-    # Ctrl-C in a terminal reaches the node twice (from the terminal, and from `ros2 launch`
-    # passing it on), and each SIGINT would raise KeyboardInterrupt wherever the main thread
-    # is, as in the middle of freeing the model, or kill the process while Python exits.
-    # rclpy's own handler, installed by init() on top of this one, shuts the context down,
-    # which ends the spin; Python's part of the signal has nothing left to do.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = _StopSignals()
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except Exception as exc:  # rclpy's RCLError: a bad --ros-args part, or its params file
         # (Without rcl's source positions: ', at /project/src/rcl/arguments.c:415'.)
         reason = re.sub(r',? at \S+\.c:\d+', '', ' '.join(str(exc).split()))
@@ -308,16 +345,20 @@ def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> i
         node = PerceptionNode(kind, defer_autostart=True, **node_options)
         executor.add_node(node)
         node.start_autostart()
-        # Not executor.spin(), which waits without a timeout: on SIGINT rclpy's signal thread
-        # first wakes the executor, then shuts the context down. A wake-up used up by the wait
-        # before the shutdown lets the spin start one more wait on a context no one will wake
-        # again, and the process hangs (seen under load). A bounded wait sees the shutdown.
-        while executor.context.ok():
+        # Not executor.spin(), which waits without a timeout: a bounded wait sees a stop
+        # signal (whose handler runs only once the wait returns) and a context shut down
+        # from elsewhere.
+        while executor.context.ok() and stop.name is None:
             executor.spin_once(timeout_sec=_SPIN_WAIT_SECONDS)
+        if stop.name is not None:
+            node.report_stop(f'shutting down: {stop.name} received')
+            # From here on the context says so to whatever still runs: a warm-up under way
+            # stops early, and a frame that fails to publish is no error.
+            rclpy.try_shutdown()
     except st.SettingError as exc:
         get_logger(kind.name).fatal(str(exc))
         return 1
-    except (KeyboardInterrupt, ExternalShutdownException):
+    except ExternalShutdownException:
         pass
     except Exception:
         if rclpy.ok():
@@ -329,6 +370,7 @@ def run(kind: NodeKind, args: list[str] | None = None, **node_options: Any) -> i
             node.destroy_node()
         executor.shutdown(timeout_sec=1.0)
         rclpy.try_shutdown()
+        stop.ignore()
     return 0
 
 

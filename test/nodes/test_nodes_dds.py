@@ -28,6 +28,7 @@ import threading
 import time
 
 import clip
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import State
 from lifecycle_msgs.srv import GetState
 import pytest
@@ -46,8 +47,8 @@ def _stamp(msg):
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
-def _wait_active(harness, node_process, timeout=60.0):
-    client = harness.node.create_client(GetState, f'{NODE}/get_state')
+def _wait_active(harness, node_process, timeout=60.0, node=NODE):
+    client = harness.node.create_client(GetState, f'{node}/get_state')
     end = time.monotonic() + timeout
     while time.monotonic() < end and node_process.poll() is None:
         if client.service_is_ready():
@@ -253,3 +254,37 @@ def test_the_node_answers_get_state_while_it_warms_up(harness):
             process.kill()
             output, _ = process.communicate()
     assert process.returncode == 0 and 'Traceback' not in output, output
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('signal_name', ['SIGINT', 'SIGTERM'])
+def test_a_node_stopped_by_a_signal_says_so_in_a_last_report(harness, signal_name):
+    # Without it the last report would still say the node runs, as from a node that died.
+    namespace = f'/stop_{os.getpid()}_{signal_name.lower()}'
+    node = f'{namespace}/perception_node'
+    reports = harness.collect(DiagnosticArray, '/diagnostics',
+                              QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+    process = subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
+         '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
+         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
+         '-p', 'node.warmup_height:=48', '-p', 'diagnostics.period:=0.2'],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def mine():
+        return [s for array in reports for s in array.status
+                if s.name == f'{node}: perception']
+    try:
+        assert _wait_active(harness, process, node=node), 'the node never became active'
+        assert harness.spin_until(mine, timeout=10.0), 'no report while active'
+        process.send_signal(getattr(signal, signal_name))
+        output, _ = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            output, _ = process.communicate()
+    assert process.returncode == 0 and 'Traceback' not in output, output
+    harness.spin_for(0.5)  # what arrived while this process waited
+    last = mine()[-1]
+    assert last.message == f'shutting down: {signal_name} received', [s.message for s in mine()]
+    assert last.level == DiagnosticStatus.OK
