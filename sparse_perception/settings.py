@@ -259,9 +259,10 @@ class ModelSettings:
     """Which networks run, where, and how."""
 
     # The defaults are the MediaPipe models that `sparse-perception models fetch` puts in the
-    # model cache (the Coral ones need the shared folder). The landscape selfie model: on 10
-    # DAVIS frames (854x480) its person mask scored mean IoU 0.48 against 0.35 for the square
-    # one, on 44% fewer network pixels.
+    # model cache (the Coral ones need the shared folder). The landscape selfie model: on
+    # every other DAVIS frame (854x480) its dense person mask scored IoU 0.646 on parkour and
+    # 0.176 on breakdance, the square one 0.637 and 0.122 (bench/results/gates_none_selfie.md,
+    # selfie_square_davis.md), on 44% fewer network pixels.
     segmentation: str = setting(
         'selfie_segmentation_landscape',
         'Segmentation model: a registered name or a file path (empty only where the '
