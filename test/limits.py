@@ -19,10 +19,10 @@ Resource limits for the hostile-input tests: full disks, peak memory.
   (RLIMIT_FSIZE): every write past it fails with EFBIG, at whatever point of the program it
   happens, as on a disk that fills up midway. Root is not exempt, unlike permission bits.
 - :func:`probe_memory` runs a snippet in a child process and returns the peak resident memory
-  it added (ru_maxrss after the snippet minus before it) under an address-space limit
-  (RLIMIT_AS), so that a memory bomb shows up either as a peak over the bound or as a failed
-  allocation, and never takes the test machine down. OpenCV's allocations are invisible to
-  tracemalloc; the kernel's accounting sees them.
+  it added (the high-water mark VmHWM, reset after setup, minus the resident size then) under
+  an address-space limit (RLIMIT_AS), so that a memory bomb shows up either as a peak over the
+  bound or as a failed allocation, and never takes the test machine down. OpenCV's
+  allocations are invisible to tracemalloc; the kernel's accounting sees them.
 - :class:`PeakMemory` measures the peak resident memory of this process over a block
   (Linux: ``/proc/self/clear_refs`` resets the high-water mark), for the in-process fuzz tests.
 """
@@ -74,15 +74,18 @@ setup, snippet, headroom = sys.argv[1], sys.argv[2], int(sys.argv[3])
 scope = {}
 exec(setup, scope)
 def resident():
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    # The peak that clear_refs resets (VmHWM), not ru_maxrss: a child starts with its
+    # parent's ru_maxrss (exec keeps it), so a large pytest process would hide the snippet.
+    with open('/proc/self/status') as stream:
+        return next(int(line.split()[1]) * 1024 for line in stream
+                    if line.startswith('VmHWM:'))
 def mapped():
     with open('/proc/self/statm') as stream:
         return int(stream.read().split()[0]) * resource.getpagesize()
-try:  # the high-water mark of setup's own allocations must not hide the snippet's
-    with open('/proc/self/clear_refs', 'w') as stream:
-        stream.write('5')
-except OSError:
-    pass
+# The high-water mark of setup's own allocations must not hide the snippet's (Linux 4.0+;
+# elsewhere the probe fails, saying so).
+with open('/proc/self/clear_refs', 'w') as stream:
+    stream.write('5')
 before = resident()
 resource.setrlimit(resource.RLIMIT_AS, (mapped() + headroom, resource.RLIM_INFINITY))
 try:

@@ -14,8 +14,10 @@
 
 """Helpers shared by the test tiers (importable as ``support``: pytest.ini adds test/)."""
 
+import importlib
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +35,22 @@ def require_shared(relative: str) -> Path:
         if IN_CI:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
+
+
+def require_module(name: str, reason: str | None = None) -> Any:
+    """
+    Import a module a test needs: skip without it, but fail under CI.
+
+    The test command installs every package the tests import (the test extras), so under CI
+    a missing one is a broken set-up, not a reason to skip. Works at module level too.
+    """
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        message = f'{name} cannot be imported' + (f' ({reason})' if reason else '') + f': {exc}'
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message, allow_module_level=True)
 
 
 def fetch_mediapipe_models(cache: Path) -> Path:

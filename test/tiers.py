@@ -76,8 +76,19 @@ def _is_ros_module(name: str) -> bool:
     return root in ('rclpy', 'rcl_interfaces') or root.endswith('_msgs')
 
 
+def _called(func: ast.expr) -> str | None:
+    """Return the name a call calls: ``f`` of ``f(...)`` and of ``module.f(...)``."""
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return func.id if isinstance(func, ast.Name) else None
+
+
 def ros_imports(tree: ast.Module) -> list:
-    """Return the ROS modules the module imports anywhere (``pytest.importorskip`` included)."""
+    """
+    Return the ROS modules the module imports anywhere.
+
+    ``pytest.importorskip`` and ``support.require_module`` calls included.
+    """
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
@@ -85,10 +96,10 @@ def ros_imports(tree: ast.Module) -> list:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             if _is_ros_module(node.module):
                 found.append(node.module)
-        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-              and node.func.attr == 'importorskip' and node.args
-              and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)
-              and _is_ros_module(node.args[0].value)):
+        elif (isinstance(node, ast.Call)
+              and _called(node.func) in ('importorskip', 'require_module') and node.args
+              and isinstance(node.args[0], ast.Constant)
+              and isinstance(node.args[0].value, str) and _is_ros_module(node.args[0].value)):
             found.append(node.args[0].value)
     return sorted(set(found))
 

@@ -357,17 +357,22 @@ class _DryRun(_Cuda):
 
 
 def run_entry(engine: str, resolution: Sequence[int], times_ms: Sequence[float],
-              dense_graph_ms: float | None, active_fraction: float | None,
-              max_rel_diff: float | None) -> dict:
-    """One element of ``runs`` in the result contract."""
+              active_fraction: float | None, max_rel_diff: float | None) -> dict:
+    """One element of ``runs`` in the result contract (its speedup: :func:`add_speedups`)."""
     s = summarize(times_ms)
-    speedup = None
-    if dense_graph_ms and s['median_ms']:
-        speedup = dense_graph_ms / s['median_ms']
     return {'engine': engine, 'resolution': [int(resolution[0]), int(resolution[1])],
             'median_ms': s['median_ms'], 'p90_ms': s['p90_ms'],
-            'speedup_vs_dense_graph': speedup, 'active_fraction': active_fraction,
+            'speedup_vs_dense_graph': None, 'active_fraction': active_fraction,
             'max_rel_diff': max_rel_diff, 'frames': len(times_ms)}
+
+
+def add_speedups(entries: Sequence[dict]) -> None:
+    """Set each entry's ``speedup_vs_dense_graph``: the dense_graph entry's p50 over its own."""
+    dense_graph_ms = next((e['median_ms'] for e in entries if e['engine'] == 'dense_graph'),
+                          None)
+    for entry in entries:
+        entry['speedup_vs_dense_graph'] = (dense_graph_ms / entry['median_ms']
+                                           if dense_graph_ms and entry['median_ms'] else None)
 
 
 # -- the measurement (CUDA) ---------------------------------------------------------------------
@@ -582,7 +587,6 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
     entries, info = [], {'change_detector_ms': summarize(detect_ms[warmup:])['median_ms'],
                          'tiles_changed_fraction': statistics.fmean(fractions[warmup:])
                          if count > warmup else None}
-    dense_graph_ms = None
     for name in ENGINES:
         engine, state = engines[name]
         diffs, active = [], []
@@ -604,12 +608,10 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
         frames = min(count, warmup + REFERENCE_FRAMES) if name == 'incremental_reference' \
             else count
         times = time_frames(call, frames, warmup, m.timer, after)
-        entry = run_entry(name, resolution, times, None,
+        entry = run_entry(name, resolution, times,
                           statistics.fmean(active) if active else (1.0 if not incremental
                                                                    else None),
                           max(diffs) if diffs else None)
-        if name == 'dense_graph':
-            dense_graph_ms = entry['median_ms']
         entries.append(entry)
         _progress(started, f'{resolution[0]}x{resolution[1]} {name}: p50 '
                            f"{_fmt(entry['median_ms'], '.3f')} ms, max rel diff "
@@ -617,9 +619,7 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
         if name == 'incremental_kernels_graph':
             info['graph_captured'] = (bool(state.executor_state.graphs)
                                       and not state.executor_state.graph_failed)
-    for entry in entries:
-        if dense_graph_ms and entry['median_ms']:
-            entry['speedup_vs_dense_graph'] = dense_graph_ms / entry['median_ms']
+    add_speedups(entries)
     del engines
     m.empty_cache()
     return entries, info

@@ -28,11 +28,13 @@ from dataclasses import dataclass, field
 import os
 from pathlib import Path
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Sequence
 
 from sparse_perception.evaluation.provenance import environment
-from sparse_perception.output_files import interrupts_held, nearest_existing, overlap
+from sparse_perception.output_files import (interrupts_held, missing_folders, nearest_existing,
+                                            overlap, remove_empty)
 from sparse_perception.replay import report as report_module
 from sparse_perception.replay.errors import ReplayError
 from sparse_perception.replay.groundtruth import KeypointTruth, load_truth, MaskTruth
@@ -130,6 +132,18 @@ def _check_out(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = ()) ->
         raise ReplayError(f'--out {out} lies under the file {existing}; expected a folder')
     if existing.exists() and not os.access(existing, os.W_OK | os.X_OK):
         raise ReplayError(f'--out {out}: {existing} is not writable; choose another folder')
+    # Try it: permissions alone do not tell (root, read-only file systems, /proc).
+    made = ([] if out.exists() else [out]) + missing_folders(out)  # deepest first
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix='.probe-', dir=out)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ReplayError(f'--out {out}: cannot write there: {exc.strerror}; choose another '
+                          'folder') from None
+    finally:
+        remove_empty(made)
 
 
 def _files_of(settings: Any) -> list[Path]:

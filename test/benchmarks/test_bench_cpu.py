@@ -27,6 +27,7 @@ from sparse_perception import cli
 from sparse_perception.benchmarks import cpu
 from sparse_perception.models.registry import CACHE_ENV
 from sparse_perception.replay.sources import Frame
+from support import require_module
 
 RUN_KEYS = {'engine', 'head', 'p50_ms', 'p90_ms', 'mean_ms', 'contended_p50_ms', 'macs_ratio',
             'agreement', 'keypoint_px_p50', 'count_mismatch_frames', 'unchanged_p50_ms'}
@@ -34,7 +35,7 @@ RUN_KEYS = {'engine', 'head', 'p50_ms', 'p90_ms', 'mean_ms', 'contended_p50_ms',
 
 def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_path,
                                                           monkeypatch, capsys):
-    pytest.importorskip('ai_edge_litert')
+    require_module('ai_edge_litert')
     monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))  # the default models, fetched
     out = tmp_path / 'out' / 'cpu.json'
     assert cli.main(['bench', 'cpu', '--frames', '3', '--passes', '1', '--no-contention',
@@ -77,7 +78,7 @@ def test_a_tiny_run_writes_the_result_schema_and_a_report(mediapipe_cache, tmp_p
 
 
 def test_an_image_folder_needs_no_frame_rate(tmp_path):
-    cv2 = pytest.importorskip('cv2')
+    cv2 = require_module('cv2')
     for index in range(3):
         picture = np.full((48, 64, 3), 40 * index, np.uint8)
         cv2.imwrite(str(tmp_path / f'{index:03d}.png'), picture)
@@ -86,7 +87,7 @@ def test_an_image_folder_needs_no_frame_rate(tmp_path):
 
 
 def test_frames_are_resized_to_the_size_asked(tmp_path):
-    cv2 = pytest.importorskip('cv2')
+    cv2 = require_module('cv2')
     for index in range(2):
         cv2.imwrite(str(tmp_path / f'{index:03d}.png'), np.full((48, 64, 3), 90, np.uint8))
     frames, label = cpu._frames(str(tmp_path), None, None, (96, 40))

@@ -26,7 +26,7 @@ import os
 import pytest
 from sparse_perception import cli
 from sparse_perception.benchmarks import gpu
-from support import require_shared
+from support import require_module, require_shared
 import torch
 
 
@@ -83,7 +83,6 @@ class FakeTimer:
 
 def test_result_contract_from_a_fake_timing_source(tmp_path):
     runs = []
-    dense_graph = None
     for engine, times in (('dense_eager', [9.0, 4.0, 4.2, 3.8]),
                           ('dense_graph', [9.0, 2.0, 2.1, 1.9]),
                           ('incremental_reference', [9.0, 8.0, 8.0, 8.0]),
@@ -94,12 +93,12 @@ def test_result_contract_from_a_fake_timing_source(tmp_path):
         measured = gpu.time_frames(lambda i: i, 4, 1, FakeTimer,
                                    lambda i, out: seen.append(out))
         assert seen == [0, 1, 2, 3] and measured == times[1:]
-        if engine == 'dense_graph':
-            dense_graph = gpu.summarize(measured)['median_ms']
-        runs.append(gpu.run_entry(engine, (1080, 1920), measured, None,
+        runs.append(gpu.run_entry(engine, (1080, 1920), measured,
                                   0.05 if engine.startswith('inc') else 1.0, 0.001))
-    for r in runs:
-        r['speedup_vs_dense_graph'] = dense_graph / r['median_ms']
+    gpu.add_speedups(runs)
+    # dense_graph's p50 (2.0 ms) over each one's: slower engines below 1.
+    assert [r['speedup_vs_dense_graph'] for r in runs] == pytest.approx(
+        [2.0 / 4.0, 1.0, 2.0 / 8.0, 2.0, 4.0])
     result = {'gpu': 'fake', 'torch': torch.__version__, 'triton': 'x', 'runs': runs,
               'layers': [{'layer': 'conv1x1 fake', 'kind': 'conv1x1', 'input_hw': [8, 8],
                           'cin': 3, 'cout': 5, 'stride': 1, 'dense_us': 10.0,
@@ -128,7 +127,7 @@ def test_result_contract_from_a_fake_timing_source(tmp_path):
 def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
     """Every code path but CUDA graphs and events, tiny sizes; the figures mean nothing."""
     require_shared('data/vtest/vtest.avi')
-    pytest.importorskip('cv2')
+    require_module('cv2')
     layers = [('conv1x1 tiny', 'conv1x1', (16, 24), 5, 7, 1),
               ('depthwise3x3 tiny', 'depthwise3x3', (16, 24), 6, 6, 2),
               ('conv3x3 tiny', 'conv3x3', (16, 24), 4, 5, 1)]
@@ -144,8 +143,10 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
         [(5, 0, 0), (5, 2, 0), (5, 2, 1), (5, 2, 2), (5, 2, 3)]
     assert not any(p['complete'] for p in saved) and result['complete']
     assert [r['engine'] for r in result['runs']] == list(gpu.ENGINES)
+    dense_graph = result['runs'][list(gpu.ENGINES).index('dense_graph')]['median_ms']
     for r in result['runs']:
         assert r['frames'] == 2 and r['median_ms'] > 0 and r['max_rel_diff'] is not None
+        assert r['speedup_vs_dense_graph'] == pytest.approx(dense_graph / r['median_ms'])
         assert r['max_rel_diff'] <= 1e-4, r  # every engine agrees with dense
     assert [s['engine'] for s in result['sweep']] == list(gpu.SWEEP_ENGINES)
     assert [c['layer'] for c in result['layers']] == [spec[0] for spec in layers]
@@ -159,7 +160,7 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
 
 def test_a_fixed_size_network_is_refused_at_any_other_resolution(mediapipe_cache, monkeypatch):
     require_shared('data/vtest/vtest.avi')
-    pytest.importorskip('cv2')
+    require_module('cv2')
     from sparse_perception.models.registry import CACHE_ENV
 
     monkeypatch.setenv(CACHE_ENV, str(mediapipe_cache))

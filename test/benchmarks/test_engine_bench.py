@@ -22,9 +22,9 @@ import json
 
 import pytest
 from sparse_perception import cli
-from support import require_shared
+from support import require_module, require_shared
 
-pytest.importorskip('cv2', reason='OpenCV (the opencv extra) reads vtest.avi')
+require_module('cv2', reason='OpenCV (the opencv extra) reads vtest.avi')
 
 CONTRACT = ('device', 'model', 'resolution', 'frames', 'dense_ms', 'incremental_ms', 'speedup',
             'active_fraction', 'max_rel_diff', 'sweep')
@@ -43,7 +43,9 @@ def test_bench_engine_writes_the_contract(tmp_path, capsys):
     assert [s['p'] for s in result['sweep']] == [0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0]
     assert all(s['ratio'] > 0 for s in result['sweep'])
     assert result['max_rel_diff'] <= 1e-4  # thresholds 0: exact against dense
-    assert 0 < result['active_fraction'] <= 1 and result['speedup'] > 0
+    assert 0 < result['active_fraction'] <= 1
+    # Dense over incremental (whatever the machine made of them: no time is asserted).
+    assert result['speedup'] == pytest.approx(result['dense_ms'] / result['incremental_ms'])
     assert result['details']['cache_bytes']['720x1280'] > 0
     assert 'Threshold scale sweep' in md.read_text()
     assert 'speedup' in capsys.readouterr().out.lower()

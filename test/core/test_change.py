@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from sparse_perception import settings as st
 from sparse_perception.change import ChangeDetector
+from support import require_module
 import torch
 
 
@@ -118,7 +119,7 @@ def test_neighbour_rule_takes_the_edges_of_a_changed_tile_only():
 def test_uint8_fast_path_matches_the_torch_path(shape, tile, dilation, opencv, monkeypatch):
     from sparse_perception import change
     if opencv:
-        pytest.importorskip('cv2')
+        require_module('cv2')
     else:
         monkeypatch.setattr(change, '_CV2', [None])
     rng = np.random.default_rng(0)
@@ -145,7 +146,7 @@ def test_uint8_fast_path_matches_the_torch_path(shape, tile, dilation, opencv, m
 def test_one_channel_one_level_past_the_threshold_is_a_change(threshold, opencv, monkeypatch):
     from sparse_perception import change
     if opencv:
-        pytest.importorskip('cv2')
+        require_module('cv2')
     else:
         monkeypatch.setattr(change, '_CV2', [None])
     level = int(threshold)  # grey levels are whole: 12.5 acts as 12
@@ -256,7 +257,7 @@ def test_a_tile_the_frame_cuts_short_needs_its_share_of_min_pixels(opencv, dtype
     # min_pixels 32 it could never count; it needs 32 * 16 / 256 = 2 pixels.
     from sparse_perception import change
     if opencv:
-        pytest.importorskip('cv2')
+        require_module('cv2')
     else:
         monkeypatch.setattr(change, '_CV2', [None])
     scale = 255 if dtype == np.uint8 else 1

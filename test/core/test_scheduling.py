@@ -21,7 +21,7 @@ from sparse_perception import settings as st
 from sparse_perception.pipeline import Pipeline
 from sparse_perception.scheduling import (ChangeMapSchedule, finished_clock, measurable,
                                           PathChoice, warmup_frames)
-from support import require_shared, vtest_frames
+from support import require_module, require_shared, vtest_frames
 
 
 def _engine_frames(choice, ms, count):
@@ -401,7 +401,7 @@ def test_live_settings_of_the_schedule_and_threads_take_effect(frames):
 
 def test_auto_runtime_falls_back_to_torch_where_litert_fails(mediapipe_cache, monkeypatch,
                                                              caplog):
-    pytest.importorskip('ai_edge_litert')
+    require_module('ai_edge_litert')
     from sparse_perception.models.tflite import litert
     from sparse_perception.pipeline import ModelLoadError
 
@@ -454,7 +454,7 @@ def test_the_detector_runs_on_every_nth_personless_frame_and_never_on_a_still_on
 
 @pytest.mark.slow
 def test_auto_runtime_takes_litert_for_tflite_models_on_the_cpu(frames, mediapipe_cache):
-    pytest.importorskip('ai_edge_litert')
+    require_module('ai_edge_litert')
     from sparse_perception.models.tflite.litert import LiteRTNet
 
     settings = st.replace(st.PerceptionSettings(), {

@@ -28,10 +28,10 @@ from sparse_perception.change import ChangeDetector
 from sparse_perception.engine import EngineConfig, IncrementalModel
 from sparse_perception.models.benchmark_network import (
     calibrate_batchnorm, mobilenet_v2_deeplabv3)
-from support import require_shared, vtest_frames
+from support import require_module, require_shared, vtest_frames
 import torch
 
-cv2 = pytest.importorskip('cv2', reason='OpenCV (the opencv extra) reads the clips')
+cv2 = require_module('cv2', reason='OpenCV (the opencv extra) reads the clips')
 
 TOLERANCE = 1e-4
 

@@ -22,9 +22,10 @@ references in test/kernels/test_kernels_cuda.py.
 """
 
 import pytest
+from support import require_module
 import torch
 
-ops = pytest.importorskip('sparse_perception.kernels.ops', reason='the ops need Triton')
+ops = require_module('sparse_perception.kernels.ops', reason='the ops need Triton')
 CL = torch.channels_last
 
 

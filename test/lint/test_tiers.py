@@ -42,10 +42,12 @@ def test_ros_imports_are_found_wherever_they_are():
     source = ('import rclpy.node\nfrom sensor_msgs.msg import Image\n'
               'def f():\n    from rcl_interfaces.msg import Log\n'
               'm = pytest.importorskip("lifecycle_msgs.msg")\n'
+              'd = require_module("diagnostic_msgs.msg")\n'
               'from rosbags.typesys import Stores\nfrom . import rclpy_like\n'
               'text = "import std_msgs"\n')
     assert tiers.ros_imports(_tree(source)) == [
-        'lifecycle_msgs.msg', 'rcl_interfaces.msg', 'rclpy.node', 'sensor_msgs.msg']
+        'diagnostic_msgs.msg', 'lifecycle_msgs.msg', 'rcl_interfaces.msg', 'rclpy.node',
+        'sensor_msgs.msg']
 
 
 def test_bag_uses_are_found():

@@ -24,18 +24,17 @@ import time
 
 import numpy as np
 import pytest
-
-rclpy = pytest.importorskip('rclpy')
-serialization = pytest.importorskip('rclpy.serialization')
-sensor_msgs = pytest.importorskip('sensor_msgs.msg')
-std_msgs = pytest.importorskip('std_msgs.msg')
-builtin_interfaces = pytest.importorskip('builtin_interfaces.msg')
-
-from rosbags.typesys import get_typestore, Stores  # noqa: E402 (after the skips)
-
-from sparse_perception.media.images import (  # noqa: E402
+from rosbags.typesys import get_typestore, Stores
+from sparse_perception.media.images import (
     compressed_to_numpy, encoding_info, ENCODINGS, image_to_numpy, ImageConversionError,
     numpy_to_compressed, numpy_to_image)
+from support import require_module
+
+rclpy = require_module('rclpy')
+serialization = require_module('rclpy.serialization')
+sensor_msgs = require_module('sensor_msgs.msg')
+std_msgs = require_module('std_msgs.msg')
+builtin_interfaces = require_module('builtin_interfaces.msg')
 
 pytestmark = pytest.mark.ros
 

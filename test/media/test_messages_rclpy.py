@@ -16,16 +16,16 @@
 
 import numpy as np
 import pytest
-
-serialization = pytest.importorskip('rclpy.serialization')
-sensor_msgs = pytest.importorskip('sensor_msgs.msg')
-std_msgs = pytest.importorskip('std_msgs.msg')
-builtin_interfaces = pytest.importorskip('builtin_interfaces.msg')
-
-from sparse_perception.media.images import image_to_numpy  # noqa: E402 (after the skips)
-from sparse_perception.media.messages import (  # noqa: E402
+from sparse_perception.media.images import image_to_numpy
+from sparse_perception.media.messages import (
     cloud_to_keypoints, keypoints_to_cloud, mask_to_image)
-from sparse_perception.results import PoseResult, SegmentationResult  # noqa: E402
+from sparse_perception.results import PoseResult, SegmentationResult
+from support import require_module
+
+serialization = require_module('rclpy.serialization')
+sensor_msgs = require_module('sensor_msgs.msg')
+std_msgs = require_module('std_msgs.msg')
+builtin_interfaces = require_module('builtin_interfaces.msg')
 
 pytestmark = pytest.mark.ros
 

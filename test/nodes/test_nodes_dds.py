@@ -134,8 +134,12 @@ def test_bag_replayed_by_another_process_every_output_matched_by_stamp(harness):
     assert all((m.height, m.width, m.encoding) == (576, 768, 'mono8') for m in masks)
 
 
-def _run_executable(module, *ros_args, until=None, timeout=30.0):
-    """Run a node's console-script entry point; stop it with SIGINT once ``until`` is printed."""
+def _run_executable(module, *ros_args, until=None, timeout=30.0, alive=None):
+    """
+    Run a node's console-script entry point; stop it with SIGINT once ``until`` is printed.
+
+    ``alive``, a list, gets whether the process still ran 2 s after ``until`` was printed.
+    """
     # A node that does not exit dumps every thread's stack on SIGABRT (faulthandler), so a
     # hang shows where it hangs instead of only an exit code of -9.
     process = subprocess.Popen([sys.executable, '-m', module, '--ros-args', *ros_args],
@@ -154,6 +158,9 @@ def _run_executable(module, *ros_args, until=None, timeout=30.0):
     try:
         if until is not None:
             seen.wait(timeout)
+            if alive is not None:
+                time.sleep(2.0)
+                alive.append(process.poll() is None)
             process.send_signal(signal.SIGINT)
         process.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -178,10 +185,12 @@ def test_a_bad_parameter_stops_the_executable_with_the_reason():
 def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
     # Through the real factory: without sparse_perception.pipeline (or with it, for a model
     # name nobody registered) activation fails with the reason and the node keeps running.
+    alive = []
     code, output = _run_executable(
         'sparse_perception.nodes.segmentation_node', '-r', f'__ns:=/exe_{os.getpid()}',
-        '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate')
-    assert code == 0, output
+        '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate',
+        alive=alive)
+    assert alive == [True] and code == 0, output
     assert 'cannot activate' in output, output
 
 

@@ -26,6 +26,7 @@ from sparse_perception.replay.metrics import (
     binary_iou, BinaryIou, KeypointAgreement, MaskAgreement, match_people, Pck, PersonTruth)
 from sparse_perception.replay.runner import class_id, coco_view
 from sparse_perception.replay.sources import FrameRange, natural_key
+from support import require_module
 
 
 def test_mask_agreement_by_hand():
@@ -228,7 +229,7 @@ def test_frames_without_a_change_map_do_not_count_in_the_changed_fraction(tmp_pa
     rows = (tmp_path / 'frames.csv').read_text().splitlines()
     column = rows[0].split(',').index('changed_fraction')
     assert [row.split(',')[column] for row in rows[1:]] == ['0.2', '', '0.4']
-    pytest.importorskip('matplotlib')
+    require_module('matplotlib')
     activity_plot(scorer.records, tmp_path / 'activity.png')  # a gap, not a failure
     assert (tmp_path / 'activity.png').stat().st_size > 0
 

@@ -25,17 +25,17 @@ ROS 2 node) accepts for the recorded type.
 import numpy as np
 from pipeline_double import PipelineDouble
 import pytest
-
-serialization = pytest.importorskip('rclpy.serialization')
-sensor_msgs = pytest.importorskip('sensor_msgs.msg')
-
-from replay_helpers import (  # noqa: E402 (after the skips)
+from replay_helpers import (
     compressed_message, frame_picture, PERIOD_NS, START_NS, write_bag)
-from rosbags.rosbag2 import Reader  # noqa: E402
-from sparse_perception.media.images import compressed_to_numpy, image_to_numpy  # noqa: E402
-from sparse_perception.media.messages import cloud_to_keypoints  # noqa: E402
-from sparse_perception.replay.job import ReplayJob, run_job  # noqa: E402
-from sparse_perception.settings import PerceptionSettings  # noqa: E402
+from rosbags.rosbag2 import Reader
+from sparse_perception.media.images import compressed_to_numpy, image_to_numpy
+from sparse_perception.media.messages import cloud_to_keypoints
+from sparse_perception.replay.job import ReplayJob, run_job
+from sparse_perception.settings import PerceptionSettings
+from support import require_module
+
+serialization = require_module('rclpy.serialization')
+sensor_msgs = require_module('sensor_msgs.msg')
 
 pytestmark = pytest.mark.ros
 

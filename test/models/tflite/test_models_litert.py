@@ -31,10 +31,10 @@ from sparse_perception import settings as st
 from sparse_perception.models.parity import read_rgb
 from sparse_perception.models.registry import load_model
 from sparse_perception.pipeline import ModelLoadError, Pipeline
-from support import require_shared
+from support import require_module, require_shared
 from torch import fx
 
-pytest.importorskip('ai_edge_litert')
+require_module('ai_edge_litert')
 
 DAVIS = 'data/davis/DAVIS/JPEGImages/480p'
 JHMDB = 'data/jhmdb/ReadJHMDBAnnotations/data/Goal_Keeping_Tips_catch_f_cm_np1_fr_med_2'
