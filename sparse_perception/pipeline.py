@@ -55,7 +55,7 @@ import numpy as np
 from sparse_perception.results import (FrameResult, HeadStats, PipelineStats, PoseResult,
                                        SegmentationResult)
 from sparse_perception.scheduling import ChangeMapSchedule
-from sparse_perception.settings import HEADS, PerceptionSettings
+from sparse_perception.settings import HEADS, PerceptionSettings, specs
 
 LOG = logging.getLogger(__name__)
 
@@ -72,8 +72,11 @@ class LayerThresholdError(ModelLoadError):
     """``sparsity.layer_thresholds`` names a layer no network (or not the one named) has."""
 
 
-# Model settings every head is built anew for (Pipeline.update).
-RELOADING = ('device', 'precision', 'backend', 'execution', 'runtime', 'threads', 'models_dir')
+# Model settings every head is built anew for (Pipeline.update): those that reload (the
+# settings say which), but for the models themselves, each of which rebuilds its own head.
+RELOADING = tuple(s.name.split('.', 1)[1] for s in specs(PerceptionSettings)
+                  if s.name.startswith('model.') and s.info.reload
+                  and s.name not in ('model.segmentation', 'model.pose'))
 
 
 def reloads_every_head(old: PerceptionSettings, new: PerceptionSettings) -> bool:

@@ -1017,14 +1017,22 @@ def _check_parameter_names(params: Mapping[str, Any], path: Any, known: set[str]
             + ' (the parameters are listed in config/perception.yaml)')
 
 
-def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings) -> None:
-    """Add one ``--section.field`` flag per setting to an argparse parser."""
+def add_cli_flags(parser: Any, settings_type: type = PerceptionSettings,
+                  base: Any = None) -> None:
+    """
+    Add one ``--section.field`` flag per setting to an argparse parser.
+
+    ``base``: the settings the command starts from, whose values the help shows as defaults
+    (the settings' own defaults when None).
+    """
+    shown = flatten(base) if base is not None else {}
     group = parser.add_argument_group(
         'settings (same names as the node parameters; default in brackets)')
     for s in specs(settings_type):
+        default = shown.get(s.name, s.default)
         kwargs: dict[str, Any] = {'dest': 'setting:' + s.name, 'default': None,
                                   'metavar': s.name.rsplit('.', 1)[1].upper(),
-                                  'help': f'{s.info.description} [{s.default!r}]'}
+                                  'help': f'{s.info.description} [{default!r}]'}
         if s.kind is bool:
             kwargs['type'] = _parse_bool
             kwargs['metavar'] = 'true|false'

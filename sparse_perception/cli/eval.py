@@ -116,7 +116,7 @@ def register(subparsers) -> None:
                      'instead, e.g. deeplabv3_mnv2_pascal on LiteRT (one per head; '
                      'repeatable)')
     acc.add_argument('--quiet', action='store_true', help='no progress lines on stderr')
-    settings.add_cli_flags(acc)
+    settings.add_cli_flags(acc, base=accuracy.default_settings())  # its own models
     acc.set_defaults(func=run_accuracy)
 
     sweep = actions.add_parser(

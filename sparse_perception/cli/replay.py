@@ -149,8 +149,12 @@ def _scales(text: str) -> tuple[float, ...]:
         scales = tuple(float(part) for part in text.split(',') if part.strip())
     except ValueError:
         raise ReplayError(f'--sweep {text!r} is not a comma-separated list of numbers') from None
-    if not scales or any(not 0 <= s <= 100 for s in scales):
-        raise ReplayError(f'--sweep {text!r}: expected sparsity scales from 0 to 100')
+    from sparse_perception.settings import spec
+
+    info = spec('sparsity.scale').info  # the range of the setting each point sets
+    if not scales or any(not info.low <= s <= info.high for s in scales):
+        raise ReplayError(f'--sweep {text!r}: expected sparsity scales from {info.low:g} to '
+                          f'{info.high:g}')
     return scales
 
 

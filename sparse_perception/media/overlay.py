@@ -60,9 +60,19 @@ def draw_segmentation(image: np.ndarray, segmentation: SegmentationResult,
     return np.where(labelled[..., None], blended, image)
 
 
-def draw_pose(image: np.ndarray, pose: PoseResult, min_score: float = 0.3) -> np.ndarray:
-    """Draw bones and joints whose scores reach ``min_score`` on a copy of ``image``."""
+def _min_score(min_score: float | None) -> float:
+    """``min_score``, or the default of output.min_score (the one source of defaults)."""
+    from sparse_perception.settings import NodeSettings, spec
+
+    return spec('output.min_score', NodeSettings).default if min_score is None else min_score
+
+
+def draw_pose(image: np.ndarray, pose: PoseResult, min_score: float | None = None
+              ) -> np.ndarray:
+    """Draw bones and joints scoring ``min_score`` (output.min_score) on a copy of ``image``."""
     import cv2
+
+    min_score = _min_score(min_score)
 
     out = np.ascontiguousarray(image.copy())
     scale = max(1, round(max(image.shape[:2]) / 400))
@@ -102,15 +112,20 @@ def draw_change(image: np.ndarray, tiles: np.ndarray, tile_size: int) -> np.ndar
     return out
 
 
-def draw_result(image: np.ndarray, result: FrameResult, show_change: bool = False) -> np.ndarray:
-    """Draw everything a frame result holds on a copy of ``image`` (H, W, 3) uint8 RGB."""
+def draw_result(image: np.ndarray, result: FrameResult, show_change: bool = False,
+                min_score: float | None = None) -> np.ndarray:
+    """
+    Draw everything a frame result holds on a copy of ``image`` (H, W, 3) uint8 RGB.
+
+    Keypoints scoring at least ``min_score`` (output.min_score) are drawn.
+    """
     out = image
     if show_change and result.stats.change_measured:  # no map: nothing to draw
         out = draw_change(out, result.change_tiles, result.tile_size)
     if result.segmentation is not None:
         out = draw_segmentation(out, result.segmentation)
     if result.pose is not None:
-        out = draw_pose(out, result.pose)
+        out = draw_pose(out, result.pose, min_score)
     return out if out is not image else image.copy()
 
 

@@ -25,6 +25,7 @@ on (a pipeline that fails part way through a frame resets its temporal state its
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from typing import Any, Callable
@@ -197,9 +198,10 @@ class FrameWorker:
     def _keep_previous_model(self, old: st.PerceptionSettings, rejected: st.PerceptionSettings,
                              exc: Exception) -> None:
         """
-        Go back to the model and gates that ran, keeping every other change made meanwhile.
+        Go back as little as makes the pipeline take the settings, keeping the other changes.
 
-        Should the pipeline refuse that too, every setting goes back to what ran.
+        First the settings the error names go back, then the models and gates that ran, and
+        should the pipeline refuse that too, every setting goes back to what ran.
         """
         before, failed = st.flatten(old), st.flatten(rejected)
         everything = tuple(n for n in before if before[n] != failed[n])
@@ -210,18 +212,32 @@ class FrameWorker:
                                    f'{exc}')
             logger.error(f'could not restore the settings that ran, again: {exc}')
             return
-        kept, reverted = keep_reloads(old, rejected)
-        attempts = [(kept, reverted)] if reverted and kept != old else []
-        attempts.append((old, everything))
-        for settings, names in attempts:
-            if settings is old and len(attempts) > 1:
-                said = [n for n in names if n not in reverted]
-                head = 'could not apply the other changes either, '
-            else:
-                said, head = names, 'could not apply '
-            logger.error(head + ', '.join(f'{n} = {failed[n]!r}' for n in said)
+        # Going back step by step, each step taking back more: first the settings the error
+        # names (a layer threshold no network has, while a new model loads fine), then
+        # what may fail to load (the models and gates: a model that failed takes its gates
+        # back with it, as a gate is made for a model), then everything.
+        named = tuple(n for n in everything
+                      if re.search(rf'(?<![\w.]){re.escape(n)}(?!\w)', str(exc)))
+        _, reloads = keep_reloads(old, rejected)
+        if set(named) & set(reloads):
+            named += reloads
+        attempts, taken = [], ()
+        for step in (named, reloads, everything):
+            names = taken + tuple(n for n in step if n not in taken)
+            if names == taken:
+                continue
+            try:
+                settings = old if len(names) == len(everything) else st.build(
+                    st.PerceptionSettings, {**failed, **{n: before[n] for n in names}})
+            except st.SettingError:  # a mix that does not hold together: go further back
+                continue
+            attempts.append((settings, names, names[len(taken):]))
+            taken = names
+        for index, (settings, names, new) in enumerate(attempts):
+            head = 'could not apply the other changes either, ' if index else 'could not apply '
+            logger.error(head + ', '.join(f'{n} = {failed[n]!r}' for n in new)
                          + f': {exc}; keeping the previous '
-                         + ', '.join(f'{n} = {before[n]!r}' for n in names))
+                         + ', '.join(f'{n} = {before[n]!r}' for n in new))
             try:
                 self.pipeline.update(settings)
             except Exception as again:

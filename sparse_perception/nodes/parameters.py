@@ -36,7 +36,8 @@ from rclpy.parameter import Parameter
 from sparse_perception import settings as st
 from sparse_perception.nodes.node_config import (
     change_problem, GATE_PARAMETERS, gate_problem, heads_of, MODEL_INFO_PARAMETERS, ModelCheck,
-    NodeKind, parameter_specs, pipeline_settings, settings_from_parameters, wrong_type_problem)
+    NODE_KINDS, NodeKind, parameter_specs, pipeline_settings, settings_from_parameters,
+    wrong_type_problem)
 from sparse_perception.nodes.ros_interop import (
     descriptor, from_parameter_value, parameter_type, to_parameter_value)
 
@@ -117,7 +118,17 @@ class NodeParameters:
                 else:
                     declared = self._node.declare_parameter(
                         spec.name, to_parameter_value(spec, spec.default), descriptor(spec))
-            except (InvalidParameterTypeException, InvalidParameterValueException) as exc:
+            except InvalidParameterValueException as exc:  # out of range: say so, as st does
+                given = (self._overrides() or {}).get(spec.name)
+                try:
+                    st.validate(spec, given.value if isinstance(given, Parameter) else None)
+                except st.SettingError as problem:
+                    reason = str(problem)
+                else:  # (a refusal the settings would not make: rclpy's words)
+                    reason = f'{spec.name}: {exc}'
+                raise st.SettingError(f'parameter {reason}; fix the parameters file or command '
+                                      'line') from None
+            except InvalidParameterTypeException as exc:
                 # (Integers are taken as doubles where rclpy lets them be: see below.)
                 hint = (' (a float needs a decimal point: 12.0, not 12)'
                         if spec.kind is float and self._overrides() is None else '')
@@ -152,6 +163,7 @@ class NodeParameters:
                                                  float(given.value))
 
     def _declare_model_info(self) -> None:
+        empty = []
         for head in self.heads:
             for name, description in MODEL_INFO_PARAMETERS[head]:
                 kind = (Parameter.Type.INTEGER_ARRAY if name == 'skeleton'
@@ -159,6 +171,14 @@ class NodeParameters:
                 self._node.declare_parameter(name, kind, ParameterDescriptor(
                     description=description + ' (set by the node when the model loads)',
                     read_only=True))
+                empty.append(Parameter(name, kind, []))
+        # Empty, not unset, until a model loads: rclpy's get_parameters service answers
+        # nothing at all for a request that names an unset parameter, so `ros2 param dump`
+        # of a node that has not loaded its model would show no parameter.
+        try:
+            _set_own_read_only(self._node, empty)
+        except (AttributeError, TypeError):  # another rclpy: left unset
+            pass
 
     def check_types(self, parameters: list[Parameter]) -> tuple[list[Parameter], str | None]:
         """
@@ -171,6 +191,9 @@ class NodeParameters:
         checked = []
         for parameter in parameters:
             spec = self._specs.get(parameter.name)
+            if spec is None and not self._node.has_parameter(parameter.name):
+                # rclpy's own refusal names no parameter ("undeclared parameter(s): []").
+                return [], self._undeclared_problem(parameter.name)
             if (spec is None or parameter.type_ == Parameter.Type.NOT_SET
                     or self._node.describe_parameter(parameter.name).read_only):
                 checked.append(parameter)  # rclpy's own checks say what is wrong
@@ -188,6 +211,20 @@ class NodeParameters:
                 return [], wrong_type_problem(spec, parameter.value)
             checked.append(parameter)
         return checked, None
+
+    def _undeclared_problem(self, name: str) -> str:
+        """Say that this node has no parameter ``name``, and which node kinds do."""
+        import difflib
+
+        owners = [kind.name for kind in NODE_KINDS.values()
+                  if any(spec.name == name for spec in parameter_specs(kind))]
+        if owners:
+            return (f'{self._node.get_name()} has no parameter {name}: only '
+                    f'{" and ".join(owners)} {"runs" if len(owners) == 1 else "run"} what it '
+                    'sets')
+        nearest = difflib.get_close_matches(name, sorted(self._specs), n=1, cutoff=0.75)
+        guess = f'; did you mean {nearest[0]!r}?' if nearest else ''
+        return f'{self._node.get_name()} has no parameter {name!r}{guess}'
 
     def accept(self, parameters: list[Parameter],
                on_change: Callable[[st.NodeSettings], None]) -> SetParametersResult:

@@ -26,7 +26,7 @@ from sparse_perception.evaluation import accuracy
 from sparse_perception.replay.metrics import PersonTruth
 from sparse_perception.replay.sources import Frame
 from sparse_perception.settings import PerceptionSettings
-from support import require_shared
+from support import require_module, require_shared
 
 
 def _eval(*args):
@@ -104,6 +104,18 @@ def test_markdown_names_every_section(short_run):
     for heading in ('## DAVIS', '## JHMDB', '## Parity', 'parkour', 'movenet_lightning',
                     '## Beside an anchor', '| parkour | deeplabv3_mnv2_dm05_pascal | IoU '):
         assert heading in text
+
+
+@pytest.mark.parametrize('command, models', [
+    (['eval', 'accuracy'], (accuracy.SEGMENTATION_MODEL, accuracy.POSE_MODEL)),
+    (['replay'], (PerceptionSettings().model.segmentation, PerceptionSettings().model.pose))])
+def test_the_help_shows_the_models_the_command_runs_by_default(capsys, command, models):
+    with pytest.raises(SystemExit):
+        cli.main(command + ['--help'])
+    text = ' '.join(capsys.readouterr().out.split())
+    for flag, model in zip(('--model.segmentation', '--model.pose'), models):
+        described = text.split(f'{flag} ', 2)[2]  # the flag's own line, after the usage
+        assert described.split(' --', 1)[0].endswith(f'[{model!r}]'), (flag, described[:200])
 
 
 def test_missing_shared_folder_is_named(tmp_path, monkeypatch, capsys):
@@ -497,7 +509,7 @@ def _parkour_only(tmp_path):
 
 
 def test_parity_reads_only_the_sequences_and_data_it_is_given(tmp_path, monkeypatch):
-    pytest.importorskip('ai_edge_litert')
+    require_module('ai_edge_litert')
     monkeypatch.setenv('SPARSE_PERCEPTION_SHARED', str(_parkour_only(tmp_path)))
     out = tmp_path / 'out.json'
     assert _eval('--json', out, '--sections', 'parity', '--sequences', 'parkour',
@@ -509,7 +521,7 @@ def test_parity_reads_only_the_sequences_and_data_it_is_given(tmp_path, monkeypa
 
 
 def test_parity_data_is_checked_before_the_other_sections_run(tmp_path, monkeypatch, capsys):
-    pytest.importorskip('ai_edge_litert')
+    require_module('ai_edge_litert')
 
     def never(*args, **kwargs):
         raise AssertionError('a section ran before the parity data was checked')

@@ -53,6 +53,10 @@ def test_skeleton_drawn_between_confident_joints():
     assert not out[40, 30].any()
     keypoints[0, 1, 2] = 0.1  # weak joint: no bone
     assert not draw_result(image, _result(keypoints=keypoints))[10, 30].any()
+    # The threshold is output.min_score (0.3 by default), as the node's debug image has it.
+    keypoints[0, 1, 2] = 0.5
+    assert draw_result(image, _result(keypoints=keypoints))[10, 30].any()
+    assert not draw_result(image, _result(keypoints=keypoints), min_score=0.6)[10, 30].any()
 
 
 def test_change_tint_and_mismatch():

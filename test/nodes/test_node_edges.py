@@ -146,6 +146,22 @@ def test_bad_values_are_refused_when_set_with_the_reason(harness):
     assert _set(harness, client, change__threshold=5.0)[0].successful
 
 
+def test_a_parameter_the_node_lacks_is_named_when_set(harness):
+    # rclpy's own refusal reads "Invalid access to undeclared parameter(s): []".
+    node = harness.make(SEGMENTATION, {**FAST, 'model.segmentation': 'tiny-seg',
+                                       'node.autostart': False})
+    client = _client(harness, node)
+    result, = _set(harness, client, node__heads=['pose'])
+    assert not result.successful
+    assert result.reason == (f'{node.get_name()} has no parameter node.heads: only '
+                             'perception_node runs what it sets'), result.reason
+    result, = _set(harness, client, model__pose='tiny-pose')
+    assert result.reason.endswith('only perception_node and pose_node run what it sets')
+    result, = _set(harness, client, change__treshold=5.0)
+    assert result.reason == (f"{node.get_name()} has no parameter 'change.treshold'; did "
+                             "you mean 'change.threshold'?"), result.reason
+
+
 def test_an_empty_array_of_any_type_clears_a_list_parameter(harness):
     # `ros2 param set /node sparsity.layer_thresholds []` sends an empty bool array.
     node = harness.make(PERCEPTION, {**MODELS, **FAST})

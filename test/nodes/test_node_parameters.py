@@ -71,6 +71,50 @@ def test_yaml_parameters_are_declared_with_matching_type_and_range(ros_context, 
         for head in node_config.heads_of(kind, st.NodeSettings()):
             for info_name, _ in node_config.MODEL_INFO_PARAMETERS[head]:
                 assert node.describe_parameter(info_name).read_only
+                # Empty until a model loads, not unset: rclpy's get_parameters service (and
+                # so `ros2 param dump`) answers nothing for a request naming an unset one.
+                assert node.get_parameter(info_name).value == [], info_name
+    finally:
+        node.destroy_node()
+
+
+def _other_value(spec):
+    """Return a valid value other than a number or flag setting's default (None: none)."""
+    info, default = spec.info, spec.default
+    if spec.kind is bool:
+        return not default
+    if spec.kind is int and info.low is not None:
+        return default + 1 if info.high is None or default + 1 <= info.high else default - 1
+    if spec.kind is float and info.low is not None:
+        high = info.high if info.high is not None else default + 2.0
+        return (default + high) / 2 if high > default else (default + info.low) / 2
+    return None
+
+
+@pytest.mark.parametrize('kind', node_config.NODE_KINDS.values(), ids=lambda k: k.name)
+def test_the_node_takes_the_values_of_a_parameters_file(ros_context, kind, tmp_path):
+    # config/perception.yaml holds the defaults, which a node would have without the file
+    # too: a copy with every number and flag changed shows that the file's values are taken.
+    document = yaml.safe_load(CONFIG.read_text())
+    section = document[f'/**/{kind.name}']['ros__parameters']
+    specs = {s.name: s for s in node_config.parameter_specs(kind)}
+    changed = {name: _other_value(specs[name]) for name in st.unnest(section)
+               if name != 'node.autostart' and _other_value(specs[name]) is not None}
+    assert len(changed) > 40, sorted(changed)  # most settings are numbers or flags
+    for name, value in changed.items():
+        place = section
+        *parents, leaf = name.split('.')
+        for parent in parents:
+            place = place[parent]
+        place[leaf] = value
+    other = tmp_path / 'other.yaml'
+    other.write_text(yaml.safe_dump(document))
+    node = PerceptionNode(kind, context=ros_context,
+                          cli_args=['--ros-args', '--params-file', str(other)],
+                          parameter_overrides=[Parameter('node.autostart', value=False)])
+    try:
+        for name, value in changed.items():
+            assert node.get_parameter(name).value == pytest.approx(value), name
     finally:
         node.destroy_node()
 
@@ -85,3 +129,14 @@ def test_a_bad_value_in_a_parameters_file_is_named(ros_context, tmp_path):
     with pytest.raises(st.SettingError, match="model.device = 'tpu'"):
         PerceptionNode(node_config.POSE, context=ros_context,
                        cli_args=['--ros-args', '--params-file', str(bad)])
+    # Out of range is not a wrong type: the words of the settings, as the replay's --params.
+    for text, said in (('change:\n      threshold: 300.0',
+                        'parameter change.threshold = 300.0 is out of range; expected 0.0 to '
+                        '255.0; fix'),
+                       ('model:\n      threads: 999',
+                        'parameter model.threads = 999 is out of range; expected 0 to 256; fix')):
+        bad.write_text(f'/**/pose_node:\n  ros__parameters:\n    {text}\n')
+        with pytest.raises(st.SettingError) as refused:
+            PerceptionNode(node_config.POSE, context=ros_context,
+                           cli_args=['--ros-args', '--params-file', str(bad)])
+        assert str(refused.value).startswith(said), refused.value

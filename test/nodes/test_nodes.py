@@ -263,6 +263,40 @@ def test_a_model_change_reloads_it_on_the_next_frame(harness, tmp_path):
     assert len(pipelines) == 1  # reloaded in place, never rebuilt
 
 
+def test_a_change_the_pipeline_refuses_goes_back_alone_when_the_error_names_it(
+        harness, tmp_path):
+    # A layer name is checked against the networks at the next frame; set together with a
+    # model that loads fine, only the threshold goes back, and the log blames it alone.
+    class NoSuchLayer(pipeline_double.PipelineDouble):
+        def update(self, settings):
+            if settings.sparsity.layer_thresholds:
+                raise ValueError('sparsity.layer_thresholds: no network of this pipeline has '
+                                 "a layer named 'nosuchlayer'")
+            super().update(settings)
+
+    model = tmp_path / 'pose.json'
+    model.write_text('{"head": "pose", "seed": 7}')
+    pipelines = []
+
+    def factory(settings, heads):
+        pipelines.append(NoSuchLayer(settings, heads=heads))
+        return pipelines[-1]
+
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    assert all(r.successful for r in _set(harness, client, model__pose=str(model),
+                                          sparsity__layer_thresholds=['nosuchlayer=0.1']))
+    _send_and_wait(harness, publisher, _raw(1), clouds)
+    assert harness.spin_until(
+        lambda: node.get_parameter('sparsity.layer_thresholds').value == [])
+    assert pipelines[0].settings.model.pose == str(model)  # the model change stands
+    assert node.get_parameter('model.pose').value == str(model)
+    errors = [e for e in harness.log_lines(node, Log.ERROR) if 'could not apply' in e]
+    assert len(errors) == 1 and 'model.pose' not in errors[0], errors
+    assert errors[0].startswith("could not apply sparsity.layer_thresholds = ('nosuchlayer=0.1"
+                                "',): sparsity.layer_thresholds: no network"), errors
+
+
 def test_a_setting_that_rebuilds_every_network_warms_them_up(harness):
     # model.threads (like the device, precision, backend, execution, runtime and models_dir)
     # builds every head anew: the new networks compile before the next frame, not on it.
