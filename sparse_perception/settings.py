@@ -529,6 +529,11 @@ class DiagnosticsSettings:
 
     def __post_init__(self) -> None:
         check_section(self, 'diagnostics')
+        if self.latency_warn_ms > self.latency_error_ms:  # else ERROR would come before WARN
+            raise SettingError(
+                f'diagnostics.latency_warn_ms = {self.latency_warn_ms!r} is above '
+                f'diagnostics.latency_error_ms = {self.latency_error_ms!r}: a latency turns '
+                'WARN before ERROR (set both together, or the ERROR bound first)')
 
 
 @dataclass(frozen=True)

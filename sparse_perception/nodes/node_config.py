@@ -289,12 +289,20 @@ def keep_reloads(old: st.PerceptionSettings,
     return st.build(st.PerceptionSettings, merged), reverted
 
 
-def startup_problems(kind: NodeKind, settings: st.NodeSettings) -> list[str]:
-    """Return every reason the node cannot be configured with ``settings`` (empty: it can)."""
+def startup_problems(kind: NodeKind, settings: st.NodeSettings,
+                     check_model: ModelCheck | None = None) -> list[str]:
+    """
+    Return every reason the node cannot be configured with ``settings`` (empty: it can).
+
+    ``check_model`` (the node's, e.g. :func:`registered_model_problem`) says why a model
+    cannot load as far as that is known without loading it; without it only
+    :func:`model_problem`'s checks apply.
+    """
     heads = heads_of(kind, settings)
     if not heads:
         return [f'node.heads is empty: list at least one of {", ".join(kind.heads)}']
-    problems = [model_problem(head, getattr(settings.model, head)) for head in heads]
+    problems = [check_model(head, getattr(settings.model, head), settings) if check_model
+                else model_problem(head, getattr(settings.model, head)) for head in heads]
     problems.append(st.execution_problem(settings.model.backend, settings.model.execution))
     problems.append(gate_problem(settings, heads))
     return [p for p in problems if p]

@@ -54,7 +54,7 @@ class NodeParameters:
         """Hold the parameters of ``node`` (declared by :meth:`declare`)."""
         self._node = node
         self._kind = kind
-        self._check_model = model_check
+        self.check_model = model_check  # why a model cannot load, as far as known unloaded
         self._specs = {spec.name: spec for spec in parameter_specs(kind)}
         self._lock = threading.Lock()  # guards settings and _pending between threads
         self._restoring: int | None = None  # the thread putting back what runs (put_back)
@@ -246,7 +246,7 @@ class NodeParameters:
             # What runs, put back by the frame thread, is taken as it is: its checks read files
             # (a gate file) that may have gone bad since they were loaded.
             if self._restoring != threading.get_ident():
-                problem = change_problem(self.settings, new, self.heads, self._check_model)
+                problem = change_problem(self.settings, new, self.heads, self.check_model)
                 if not problem and GATE_PARAMETERS.intersection(changes):
                     # Set again, even to the same file: say what is wrong with it now.
                     problem = gate_problem(new, self.heads)

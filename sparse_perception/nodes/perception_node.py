@@ -173,7 +173,7 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Check the model settings and create the publishers."""
         settings = self.parameters.settings
-        problems = startup_problems(self.kind, settings)
+        problems = startup_problems(self.kind, settings, self.parameters.check_model)
         for problem in problems:
             self.get_logger().error(f'cannot configure: {problem}')
         if problems:

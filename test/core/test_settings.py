@@ -56,7 +56,9 @@ def test_bad_values_are_named(name, value, message):
     (st.ModelSettings, {'threads': -1}, 'model.threads = -1 is out of range'),
     (st.InputSettings, {'depth': 0}, 'input.depth = 0 is out of range'),
     (st.LifecycleSettings, {'heads': ('pose', 'face')}, 'node.heads'),
-    (st.DiagnosticsSettings, {'period': True}, 'diagnostics.period must be a number')])
+    (st.DiagnosticsSettings, {'period': True}, 'diagnostics.period must be a number'),
+    (st.DiagnosticsSettings, {'latency_warn_ms': 5000.0},
+     'diagnostics.latency_warn_ms = 5000.0 is above diagnostics.latency_error_ms = 1000.0')])
 def test_a_section_built_directly_is_held_to_the_same_rules(section, values, message):
     # From Python a section may be built without replace(): a bad value must not wait for
     # the first frame (detect_period 0 failed there with a bare ZeroDivisionError).

@@ -488,11 +488,22 @@ def test_missing_model_file_leaves_the_node_unconfigured(harness):
                                           harness.log_lines(node, Log.ERROR)))
 
 
-def test_a_model_that_fails_to_load_leaves_the_node_inactive(harness):
-    node = harness.make(POSE, {**FAST, 'model.pose': 'unheard-of-model'})
+def test_a_model_that_fails_to_load_leaves_the_node_inactive(harness, tmp_path):
+    broken = tmp_path / 'broken.json'
+    broken.write_text('{"head": "segmentation", "seed": 1}')  # found, but of the wrong head
+    node = harness.make(POSE, {**FAST, 'model.pose': str(broken)})
     assert _state(harness, node) == State.PRIMARY_STATE_INACTIVE
     assert harness.spin_until(lambda: any(
-        'cannot activate' in line and 'unheard-of-model' in line
+        'cannot activate' in line and 'broken.json' in line
+        for line in harness.log_lines(node, Log.ERROR)))
+
+
+def test_a_model_nobody_registered_leaves_the_node_unconfigured(harness):
+    # Known without loading anything: the node says so when configured, not later.
+    node = harness.make(POSE, {**FAST, 'model.pose': 'unheard-of-model'})
+    assert _state(harness, node) == State.PRIMARY_STATE_UNCONFIGURED
+    assert harness.spin_until(lambda: any(
+        "cannot configure: model.pose = 'unheard-of-model'" in line
         for line in harness.log_lines(node, Log.ERROR)))
 
 

@@ -183,15 +183,16 @@ def test_a_bad_parameter_stops_the_executable_with_the_reason():
 
 @pytest.mark.slow
 def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
-    # Through the real factory: without sparse_perception.pipeline (or with it, for a model
-    # name nobody registered) activation fails with the reason and the node keeps running.
+    # Through the real factory and model check: a model name nobody registered leaves the
+    # node unconfigured with the reason, and the node keeps running.
     alive = []
     code, output = _run_executable(
         'sparse_perception.nodes.segmentation_node', '-r', f'__ns:=/exe_{os.getpid()}',
-        '-p', 'model.segmentation:=no-such-registered-model', until='cannot activate',
+        '-p', 'model.segmentation:=no-such-registered-model', until='cannot configure',
         alive=alive)
     assert alive == [True] and code == 0, output
-    assert 'cannot activate' in output, output
+    assert ("cannot configure: model.segmentation = 'no-such-registered-model' is neither a "
+            'registered model') in output, output
 
 
 @pytest.mark.slow
