@@ -60,10 +60,15 @@ MODEL_INFO_PARAMETERS = {
               '[a0, b0, a1, b1, ...]')),
 }
 
-# Settings that only matter for one head (left out of nodes that lack it).
+# Settings that only matter for one head (left out of nodes that lack it): a parameter
+# that a node declares but never reads would take a set and do nothing. (The gates' margin,
+# refresh and crowd bound serve the pose head's track gate too.)
 _HEAD_SETTINGS = {
-    'segmentation': ('model.segmentation',),
-    'pose': ('model.pose', 'output.min_score', 'output.marker_scale'),
+    'segmentation': ('model.segmentation', 'sparsity.gate', 'sparsity.glance_scale',
+                     'sparsity.glance_period', 'sparsity.gate_model', 'sparsity.gate_threshold',
+                     'sparsity.glance_exit'),
+    'pose': ('model.pose', 'output.min_score', 'output.marker_scale',
+             *(s.name for s in st.specs(st.PoseSettings, 'pose.'))),
 }
 
 # Suffixes that make a model setting a file path rather than a registered model name.

@@ -100,7 +100,7 @@ def test_the_node_takes_the_values_of_a_parameters_file(ros_context, kind, tmp_p
     specs = {s.name: s for s in node_config.parameter_specs(kind)}
     changed = {name: _other_value(specs[name]) for name in st.unnest(section)
                if name != 'node.autostart' and _other_value(specs[name]) is not None}
-    assert len(changed) > 40, sorted(changed)  # most settings are numbers or flags
+    assert len(changed) > len(specs) // 2, sorted(changed)  # most are numbers or flags
     for name, value in changed.items():
         place = section
         *parents, leaf = name.split('.')
