@@ -729,9 +729,10 @@ class _Head:
         net = _IncrementalNet(trunk, tail, _dense_pass(self.model.dense_module),
                               settings, what, f'{self.kind}/', self.model.input_size,
                               _gates(self.kind, self.model, settings, what))
-        if self.model.input_size is not None and self.model.resize != 'none':
+        if self.model.input_size is None or self.model.resize != 'none':
             # A resampled input: its change map comes from the frame's (see ResampledChange);
-            # a network fed the frame itself shares the frame's map.
+            # a network fed the frame itself shares the frame's map (a fully convolutional
+            # one is, up to model.fcn_max_megapixels).
             net.change = ResampledChange(settings.change.tile_size)
         return net
 
@@ -775,6 +776,8 @@ class _Head:
         if self.kind == 'pose' and self.net is not None:  # first: a bad gate changes nothing
             _check_pose_gate(self.model, settings, f'pose model {self.model_name!r}')
         self._settings = settings
+        if hasattr(self.model, 'max_pixels'):  # a frame above it now gets a smaller input
+            self.model.max_pixels = _max_pixels(settings)
         for net in self.nets:
             net.reconfigure(settings)
         self.detect_period = settings.pose.detect_period
@@ -1176,7 +1179,8 @@ class Pipeline:
                 if reload_all or getattr(settings.model, kind) != getattr(old.model, kind):
                     heads[kind] = _Head(kind, settings, device, self.incremental)
                 elif (settings.sparsity != old.sparsity or settings.change != old.change
-                      or settings.pose != old.pose):
+                      or settings.pose != old.pose or settings.model.fcn_max_megapixels
+                      != old.model.fcn_max_megapixels):
                     reconfigured.append(heads[kind])
                     heads[kind].reconfigure(settings)
             self._check_thresholds(settings, heads)
@@ -1486,6 +1490,11 @@ def _apply_threads(threads: int) -> None:
     torch.set_num_threads(threads if threads > 0 else _TORCH_DEFAULT_THREADS[0])
 
 
+def _max_pixels(settings: PerceptionSettings) -> int:
+    """Return the largest input of a fully convolutional model, in pixels."""
+    return int(settings.model.fcn_max_megapixels * 1e6)
+
+
 def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
           incremental: bool):
     from sparse_perception.models.registry import load_model
@@ -1501,6 +1510,7 @@ def _load(kind: str, name: str, settings: PerceptionSettings, device: str,
         raise ModelLoadError(f'cannot load the {kind} model {name!r}: {exc}') from exc
     if model.kind != kind:
         raise ModelLoadError(f'model {name!r} is a {model.kind} model, not a {kind} model')
+    model.max_pixels = _max_pixels(settings)
     model.dense_module, model.dense_detector = model.module, getattr(model, 'detector', None)
     runtime = _dense_runtime(settings.model.runtime, model, device)
     if runtime == 'litert':

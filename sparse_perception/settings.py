@@ -313,6 +313,14 @@ class ModelSettings:
     threads: int = setting(
         1, 'CPU threads for the networks (0 = torch default: all cores)', low=0, high=256,
         reload=True)
+    # A fully convolutional model (a name ending in _fcn) runs at the frame's own size, and
+    # its engine caches grow with it (DeepLab's: 639 MiB per stream at 720x1280,
+    # bench/results/engine_cpu.md), without bound but this. Larger frames are scaled down to
+    # this many megapixels, keeping their aspect ratio, and the outputs mapped back to the
+    # frame, as for a fixed-size model; 2.1 keeps 1920x1080 at its own size.
+    fcn_max_megapixels: float = setting(
+        2.1, 'Largest input of a fully convolutional model in megapixels; a larger frame is '
+        'scaled down to it', low=0.01, high=64.0)
 
     def __post_init__(self) -> None:
         check_section(self, 'model')

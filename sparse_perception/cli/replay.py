@@ -224,6 +224,15 @@ def _job(args, settings_module):
                                                        settings_module.NodeSettings)
         known = {s.name for s in settings_module.specs(settings_module.PerceptionSettings)}
         from_file = {name: value for name, value in for_node.items() if name in known}
+        # The node's own sections must hold together too, as the node builds them (the rest
+        # is checked with the flags below, which may complete it).
+        node_only = {name: value for name, value in for_node.items() if name not in known}
+        node_type = settings_module.NodeSettings
+        try:
+            settings_module.build(node_type, {**settings_module.flatten(node_type()),
+                                              **node_only})
+        except settings_module.SettingError as exc:
+            raise settings_module.SettingError(f'{args.params}: {exc}') from None
         if heads is None:
             heads = _node_heads(args.params_node, for_node, args.params)
     try:

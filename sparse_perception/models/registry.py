@@ -200,6 +200,20 @@ def resolve(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> P
                         f'{hint}')
 
 
+def fcn_input_size(image_size: tuple[int, int],
+                   max_pixels: int | None) -> tuple[int, int] | None:
+    """
+    Return the input size of a fully convolutional model for a frame (None: the frame's own).
+
+    A frame of more than ``max_pixels`` is scaled down, its aspect ratio kept, to fit.
+    """
+    h, w = (int(v) for v in image_size)
+    if max_pixels is None or h * w <= max_pixels:
+        return None
+    scale = math.sqrt(max_pixels / (h * w))
+    return max(1, int(h * scale)), max(1, int(w * scale))
+
+
 @dataclass
 class LoadedModel:
     """
@@ -223,6 +237,9 @@ class LoadedModel:
     skeleton: tuple[tuple[int, int], ...] = ()
     info: Any = None  # TFLiteInfo for imported models, checkpoint meta otherwise
     details: dict[str, Any] = field(default_factory=dict)
+    # The largest input of a fully convolutional model, in pixels (model.fcn_max_megapixels;
+    # None: any size): a larger frame is scaled down to it.
+    max_pixels: int | None = None
 
     @property
     def fully_convolutional(self) -> bool:
@@ -230,8 +247,10 @@ class LoadedModel:
 
     def transform(self, image_size: tuple[int, int]) -> ImageTransform:
         """Return how a frame of ``image_size`` (H, W) is placed in this model's input."""
-        return ImageTransform.fit(image_size, self.input_size,
-                                  'none' if self.input_size is None else self.resize)
+        if self.input_size is None:
+            return ImageTransform.fit(image_size, fcn_input_size(image_size, self.max_pixels),
+                                      'resize')
+        return ImageTransform.fit(image_size, self.input_size, self.resize)
 
     def prepare(self, image: np.ndarray) -> tuple[np.ndarray, ImageTransform]:
         """Resize/letterbox an (H, W, 3) uint8 RGB frame to the network's uint8 input."""

@@ -337,6 +337,18 @@ def test_an_output_never_replaces_the_parameters_file_the_run_reads(bag, tmp_pat
     assert kept.read_text() == text and _report(out)['settings']['change.threshold'] == 3.0
 
 
+def test_node_settings_of_a_params_file_that_do_not_hold_together_are_refused(bag, tmp_path,
+                                                                              capsys):
+    # As the node would refuse the file, so does the replay that reads it as the node would.
+    params = tmp_path / 'params.yaml'
+    params.write_text('segmentation_node:\n  ros__parameters:\n    diagnostics:\n'
+                      '      latency_warn_ms: 5000.0\n')
+    assert _replay(tmp_path / 'out', bag, '--params', params) == 1
+    assert (f'{params}: diagnostics.latency_warn_ms = 5000.0 is above '
+            'diagnostics.latency_error_ms = 1000.0') in capsys.readouterr().err
+    assert not (tmp_path / 'out').exists()
+
+
 def test_a_params_file_short_of_a_setting_names_itself_and_the_flags(bag, tmp_path, capsys):
     params = tmp_path / 'params.yaml'
     params.write_text('segmentation_node:\n  ros__parameters:\n    sparsity:\n'

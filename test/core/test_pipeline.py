@@ -56,6 +56,35 @@ def test_thresholds_zero_give_the_dense_result(frames):
     assert sparse_frames == len(frames) - 1  # only the first frame ran dense
 
 
+def test_a_fully_convolutional_model_scales_a_frame_above_its_limit_down(frames):
+    # Its caches grow with its input: model.fcn_max_megapixels bounds that input. Below the
+    # bound nothing changes; above it the frame is scaled down, the mask mapped back, and the
+    # engine stays exact against the dense reference, which scales the same way.
+    exact = {'change.threshold': 0.0, 'change.min_pixels': 1, 'sparsity.scale': 0.0,
+             'model.fcn_max_megapixels': 0.01}  # 10000 pixels: 144x192 is 27648
+    incremental = Pipeline(_settings(**exact), heads=('segmentation',))
+    dense = Pipeline(_settings(**exact), heads=('segmentation',), incremental=False)
+    model = incremental._heads['segmentation'].model
+    assert model.transform((144, 192)).input_size == (86, 115)  # 9890 pixels, 3:4 kept
+    assert model.transform((96, 100)).input_size == (96, 100)  # 9600: its own size
+    sparse_frames = 0
+    for frame in frames[:4]:
+        got, want = incremental.process(frame), dense.process(frame)
+        assert got.segmentation.mask.shape == (144, 192)
+        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+        sparse_frames += not got.stats.dense
+    assert sparse_frames == 3
+    small = got.stats.heads['segmentation'].dense_macs
+    # Live: a larger bound gives the frame its own size again (a new input size: dense).
+    bound = _settings(**{**exact, 'model.fcn_max_megapixels': 1.0})
+    incremental.update(bound)
+    dense.update(bound)
+    got, want = incremental.process(frames[4]), dense.process(frames[4])
+    np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+    assert model.transform((144, 192)).input_size == (144, 192)
+    assert got.stats.heads['segmentation'].dense_macs > 2 * small
+
+
 def test_a_result_owns_its_mask_when_a_still_frame_repeats_it(frames):
     pipeline = Pipeline(_settings(), heads=('segmentation',))
     first = pipeline.process(frames[0])
