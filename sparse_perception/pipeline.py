@@ -594,6 +594,8 @@ class _IncrementalNet:
         if self.gates is not None:
             self.gates.reset()
         self.path, self._outputs, self._missed = 'engine', None, False
+        # What a frame that failed part way ran is not the next frame's work.
+        self.stats, self._unread = [], False
         if self.input_size is None:
             self.choice, self._dense_stats, self._pass_stats = self._new_choice(), None, {}
 

@@ -125,6 +125,27 @@ def test_a_frame_that_fails_part_way_leaves_the_next_frames_exact(monkeypatch):
         np.testing.assert_array_equal(incremental.process(after).segmentation.mask, want)
 
 
+def test_the_frame_after_one_that_failed_part_way_counts_only_its_own_work(frames):
+    # The decoder fails after the engine ran: that run is not the next frame's.
+    incremental = Pipeline(_settings(), heads=('segmentation',))
+    for frame in frames[:2]:
+        incremental.process(frame)
+    model = incremental._heads['segmentation'].model
+    decode = model.decode
+
+    def fails_once(*args, **kwargs):
+        model.decode = decode
+        raise RuntimeError('the decoder failed once')
+
+    model.decode = fails_once
+    with pytest.raises(RuntimeError, match='failed once'):
+        incremental.process(frames[2])
+    got = incremental.process(frames[3]).stats.heads['segmentation']
+    fresh = Pipeline(_settings(), heads=('segmentation',)).process(frames[3])
+    want = fresh.stats.heads['segmentation']
+    assert (got.macs, got.dense_macs) == (want.macs, want.dense_macs) != (0, 0)
+
+
 def test_stats_and_change_map(frames):
     # A static camera's change settings, so that the second frame leaves some layers alone.
     static = _settings(**{'change.threshold': 12.0, 'change.min_pixels': 32})
