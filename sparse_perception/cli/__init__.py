@@ -83,6 +83,18 @@ def rate_argument(text: str) -> float:
     return rate
 
 
+# The arguments main() is running (for running_command), as given to it.
+_RUNNING: list[list[str]] = []
+
+
+def running_command() -> str:
+    """Return the command line that is running, for the record in what it writes."""
+    import shlex
+
+    arguments = _RUNNING[-1] if _RUNNING else sys.argv[1:]
+    return shlex.join(['sparse-perception', *map(str, arguments)])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog='sparse-perception',
@@ -122,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             if signum is not None and not (name == 'SIGHUP'
                                            and signal.getsignal(signum) is signal.SIG_IGN):
                 previous[signum] = signal.signal(signum, _terminate)
+    _RUNNING.append(list(sys.argv[1:] if argv is None else argv))
     try:
         status = int(args.func(args) or 0)
         sys.stdout.flush()  # here, where a reader that went away is caught below
@@ -135,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f'\nsparse-perception {args.command}: interrupted', file=sys.stderr)
         return 130
     finally:
+        _RUNNING.pop()
         for signum, handler in previous.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 

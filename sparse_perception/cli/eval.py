@@ -20,7 +20,7 @@ import argparse
 from pathlib import Path
 import sys
 
-from sparse_perception.cli import frame_range_argument, path_argument
+from sparse_perception.cli import frame_range_argument, path_argument, running_command
 
 ACCURACY_DESCRIPTION = """\
 Measure what the sparsity settings cost in accuracy, on real footage with ground truth:
@@ -194,16 +194,6 @@ def _write(args: argparse.Namespace, json_text: str, markdown: str | None) -> No
     write_together(outputs)
 
 
-def _command() -> str:
-    """Return the command line that is running, for the record."""
-    import shlex
-
-    program = sys.argv[0]
-    if Path(program).name in ('sparse-perception', '__main__.py'):
-        program = 'sparse-perception'
-    return ' '.join(shlex.quote(a) for a in [program] + sys.argv[1:])
-
-
 def _error(message: str) -> int:
     print(f'sparse-perception eval accuracy: error: {message}', file=sys.stderr)
     return 1
@@ -268,7 +258,7 @@ def run_accuracy(args: argparse.Namespace) -> int:
                                 for m in options.anchors)])
         result = accuracy.evaluate(options, log)
         _write(args, accuracy.json_text(result),
-               accuracy.markdown(result, _command()) + '\n' if args.markdown else None)
+               accuracy.markdown(result, running_command()) + '\n' if args.markdown else None)
     except (accuracy.EvaluationError, ReplayError, settings_module.SettingError) as exc:
         return _error(str(exc))
     except OSError as exc:  # a disk that filled up while writing
@@ -371,7 +361,7 @@ def run_sweep(args: argparse.Namespace) -> int:
             points, args.davis_frames,
             args.jhmdb_frames, vtest=not args.no_vtest,
             default_models=not args.no_default_models, log=log)
-        command = _command()
+        command = running_command()
         document['command'] = command
         _write(args, accuracy.json_text(document),
                sweep.markdown(document, command) + '\n' if args.markdown else None)

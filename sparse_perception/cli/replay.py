@@ -25,7 +25,8 @@ from pathlib import Path
 import sqlite3
 import sys
 
-from sparse_perception.cli import frame_range_argument, path_argument, rate_argument
+from sparse_perception.cli import (frame_range_argument, path_argument, rate_argument,
+                                   running_command)
 
 DESCRIPTION = """\
 Replay a recording through the incremental pipeline and its dense reference, frame by frame
@@ -261,7 +262,7 @@ def _job(args, settings_module):
         bag=not args.no_bag, bag_storage=args.bag_storage, bag_namespace=args.bag_namespace,
         contact_sheet=args.contact_sheet, video=args.video,
         progress=not args.quiet and sys.stderr.isatty(),
-        reads=(args.params,) if args.params is not None else ())
+        reads=(args.params,) if args.params is not None else (), command=running_command())
 
 
 def summary(report: dict, out: Path) -> str:

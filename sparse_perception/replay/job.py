@@ -76,6 +76,8 @@ class ReplayJob:
     progress: bool = False
     # Other files the run reads (the parameters file): none of its outputs may replace them.
     reads: Sequence[Path] = ()
+    # The command line that started the run, for the report ('' when not run from one).
+    command: str = ''
     # Builds the pipelines, with the signature of Pipeline; None: the package's Pipeline.
     pipeline: Callable[..., Any] | None = None
     log: Callable[[str], None] = field(default=lambda text: print(text, file=sys.stderr))
@@ -314,6 +316,7 @@ def _assemble(job: ReplayJob, source: Any, summary: dict, result: Any, points: l
         'schema': report_module.SCHEMA,
         'input': source.describe(),
         'pipeline': f'{factory.__module__}:{factory.__qualname__}',
+        'command': job.command or None,
         'heads': list(job.heads),
         'frames': summary['frames'],
         'skipped_frames': len(result.skipped),

@@ -196,6 +196,8 @@ def markdown(report: dict) -> str:
               + f"), frames {source['frame_range']}. Heads: {', '.join(report['heads'])}. "
               f"Device: {report['environment']['device'].get('used', '?')}. "
               f"Wall time {report['wall_s']:.1f} s.", '']
+    if report.get('command'):
+        lines += [f"Command: `{report['command']}`", '']
     lines += ['## Summary', '']
     latency = report['latency_ms']
     rows = [('frames processed', _fmt(report['frames'])),

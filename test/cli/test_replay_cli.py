@@ -87,6 +87,9 @@ def test_report_contract(bag, tmp_path, capsys):
     assert report['environment']['versions']['rosbags'] and report['environment']['device']
     assert report['input']['kind'] == 'rosbag2' and report['input']['storage'] == 'mcap'
     assert report['pipeline'] == 'pipeline_double:PipelineDouble'  # what built the pipelines
+    assert report['command'] == (f'sparse-perception replay --quiet {bag} --change.threshold 40 '
+                                 f'--out {out}')  # as run (here by cli.main)
+    assert f"Command: `{report['command']}`" in (out / 'report.md').read_text()
 
     # The figures are those of the same pipelines run here on the same frames.
     settings = replace(PerceptionSettings(), {'change.threshold': 40.0})
