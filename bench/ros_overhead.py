@@ -139,6 +139,7 @@ def measure(frames: int, warmup: int) -> dict:
             result = _result(width, height, rng)
             node = PerceptionNode(
                 pipeline_factory=lambda settings, heads: FixedPipeline(result),
+                model_check=lambda head, value, settings: None,  # it loads no model
                 context=context, namespace='/bench', parameter_overrides=[
                     Parameter('model.segmentation', value='fixed'),
                     Parameter('model.pose', value='fixed'),
