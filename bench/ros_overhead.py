@@ -239,7 +239,8 @@ def _markdown(report: dict) -> str:
         f"Measured {report['date']} on {report['machine']['cpu']} "
         f"({report['machine']['cores']} cores visible, load average before/after "
         f"{report['machine']['load_before']} / {report['machine']['load_after']}), "
-        f"{report['frames']} frames per figure after {report['warmup']} warm-up frames.", '',
+        f"{report['frames']} frames per figure after {report['warmup']} warm-up frames, "
+        f"commit {report['machine'].get('commit') or 'unknown'}.", '',
         'Target: total below 2 ms. Median (p90) in ms; the model is left out.', '',
         '| stage | ' + ' | '.join(report['results']) + ' |',
         '|---|' + '---|' * len(report['results']),
