@@ -779,7 +779,13 @@ class _Head:
             _check_pose_gate(self.model, settings, f'pose model {self.model_name!r}')
         self._settings = settings
         if hasattr(self.model, 'max_pixels'):  # a frame above it now gets a smaller input
-            self.model.max_pixels = _max_pixels(settings)
+            bound = _max_pixels(settings)
+            if bound != self.model.max_pixels and self.model.input_size is None:
+                # The input size may change with it, and what a fully convolutional network
+                # costs follows its input size: the path choice starts afresh (reset).
+                for net in self.nets:
+                    net.reset()
+            self.model.max_pixels = bound
         for net in self.nets:
             net.reconfigure(settings)
         self.detect_period = settings.pose.detect_period
@@ -1494,7 +1500,7 @@ def _apply_threads(threads: int) -> None:
 
 def _max_pixels(settings: PerceptionSettings) -> int:
     """Return the largest input of a fully convolutional model, in pixels."""
-    return int(settings.model.fcn_max_megapixels * 1e6)
+    return round(settings.model.fcn_max_megapixels * 1e6)  # (0.064896 is 64896 pixels)
 
 
 def _load(kind: str, name: str, settings: PerceptionSettings, device: str,

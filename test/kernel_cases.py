@@ -250,7 +250,7 @@ def check_store(device: str, dtype: torch.dtype, seed: int, test: bool, threshol
     else:  # rows near the threshold may flip with rounding: compare the rest
         assert len(set(got_rows.tolist()) ^ set(want.tolist())) <= max(1, n // 10)
     if want_old and exact:
-        assert torch.equal(old[sel], ref_old if ref_old is not None else ref_old)
+        assert ref_old is not None and torch.equal(old[sel], ref_old)
 
 
 # -- masks ------------------------------------------------------------------------------------

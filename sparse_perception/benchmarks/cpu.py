@@ -281,8 +281,6 @@ def _frames(source, topic, count, size=None) -> tuple[list, str]:
     """Decode the frames once (resized to ``size``): (the frames, a label of the input)."""
     import dataclasses
 
-    import cv2
-
     from sparse_perception.replay.sources import Frame, input_kind, open_source, ReplayError
     from sparse_perception.shared_data import bundled_clip
 
@@ -295,8 +293,7 @@ def _frames(source, topic, count, size=None) -> tuple[list, str]:
         for item in opened:
             if isinstance(item, Frame):
                 if size is not None and item.image.shape[1::-1] != size:
-                    item = dataclasses.replace(
-                        item, image=cv2.resize(item.image, size, interpolation=cv2.INTER_LINEAR))
+                    item = dataclasses.replace(item, image=_resized(item.image, size))
                 frames.append(item)
                 held += item.image.nbytes
                 if count is not None and len(frames) >= count:
@@ -316,6 +313,17 @@ def _frames(source, topic, count, size=None) -> tuple[list, str]:
     if size is not None:
         label += f', resized to {size[0]}x{size[1]} (bilinear)'
     return frames, label
+
+
+def _resized(image, size: tuple[int, int]):
+    """Return ``image`` resized to ``size`` (width, height), bilinear (OpenCV: --size)."""
+    from sparse_perception.replay.sources import ReplayError
+
+    try:
+        import cv2
+    except ImportError as exc:
+        raise ReplayError(f'--size needs OpenCV (the opencv extra): {exc}') from None
+    return cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
 
 
 def _pipelines(base, variants: dict, heads: tuple[str, ...]) -> dict:

@@ -963,7 +963,8 @@ def network_input(settings: PerceptionSettings, head: str) -> str:
     name = getattr(settings.model, head)
     model = load_model(name, models_dir=settings.model.models_dir or None)
     if model.input_size is None:
-        return 'the frame size (fully convolutional)'
+        return (f'the frame size, up to {settings.model.fcn_max_megapixels:g} megapixels '
+                '(fully convolutional)')
     fit = REGISTRY[name].resize if name in REGISTRY else 'resize'
     return f'{model.input_size[1]}x{model.input_size[0]} ({fit})'
 

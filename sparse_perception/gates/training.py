@@ -364,7 +364,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
     # The network input the pipeline would give a frame: a large one is scaled down.
-    model.max_pixels = int(st.spec('model.fcn_max_megapixels').default * 1e6)
+    model.max_pixels = round(st.spec('model.fcn_max_megapixels').default * 1e6)
     tally: dict = {}
     samples, frames = distil(sources, model, o.tile, margin=o.margin, max_frames=o.max_frames,
                              shift=o.shift, seed=o.seed, topic=o.topic, progress=progress,

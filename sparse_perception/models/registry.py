@@ -108,7 +108,8 @@ REGISTRY: dict[str, ModelEntry] = {entry.name: entry for entry in (
                'shared', _CORAL, 'class_map', resize='none', convert='deeplab',
                labels=decoders.PASCAL_VOC_LABELS,
                description='The same weights in the own DeepLabV3MobileNetV2 architecture: '
-               "fully convolutional, runs at the frame's own size", licence=_CORAL_NOTE),
+               "fully convolutional, runs at the frame's own size (up to "
+               'model.fcn_max_megapixels)', licence=_CORAL_NOTE),
     ModelEntry('deeplabv3_mnv2_dm05_pascal_fcn', 'segmentation',
                'deeplabv3_mnv2_dm05_pascal_quant.tflite', 'shared', _CORAL, 'class_map',
                resize='none', convert='deeplab', labels=decoders.PASCAL_VOC_LABELS,
@@ -200,6 +201,23 @@ def resolve(entry: ModelEntry, models_dir: str | os.PathLike | None = None) -> P
                         f'{hint}')
 
 
+_SCALED_SAID: list[tuple] = []  # the last frame size scaled down that a warning named
+
+
+def _say_scaled(name: str, transform: ImageTransform, max_pixels: int | None) -> None:
+    """Warn once per frame size that a fully convolutional model scales frames down."""
+    import logging
+
+    key = (name, transform.image_size, transform.input_size)
+    if _SCALED_SAID[-1:] == [key]:
+        return
+    _SCALED_SAID[:] = [key]
+    (h, w), (net_h, net_w) = transform.image_size, transform.input_size
+    logging.getLogger(__name__).warning(
+        'the model %r runs %dx%d frames at %dx%d: model.fcn_max_megapixels is %g (its memory '
+        'grows with its input)', name, w, h, net_w, net_h, (max_pixels or 0) / 1e6)
+
+
 def fcn_input_size(image_size: tuple[int, int],
                    max_pixels: int | None) -> tuple[int, int] | None:
     """
@@ -211,7 +229,9 @@ def fcn_input_size(image_size: tuple[int, int],
     if max_pixels is None or h * w <= max_pixels:
         return None
     scale = math.sqrt(max_pixels / (h * w))
-    return max(1, int(h * scale)), max(1, int(w * scale))
+    # (Each side clamped so that the product stays within: a frame a pixel or two across.)
+    height = max(1, min(int(h * scale), max_pixels))
+    return height, max(1, min(int(w * scale), max_pixels // height))
 
 
 @dataclass
@@ -256,6 +276,8 @@ class LoadedModel:
         """Resize/letterbox an (H, W, 3) uint8 RGB frame to the network's uint8 input."""
         check_frame(image)
         transform = self.transform(image.shape[:2])
+        if self.input_size is None and transform.mode != 'none':
+            _say_scaled(self.name, transform, self.max_pixels)
         return resize_image(image, transform), transform
 
     def to_tensor(self, pixels: np.ndarray):

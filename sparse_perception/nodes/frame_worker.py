@@ -220,21 +220,29 @@ class FrameWorker:
                       if re.search(rf'(?<![\w.]){re.escape(n)}(?!\w)', str(exc)))
         _, reloads = keep_reloads(old, rejected)
         if set(named) & set(reloads):
-            named += reloads
+            named = tuple(dict.fromkeys(named + reloads))
+        # Each step takes back what the steps before it did too (also one whose settings
+        # did not hold together, and so was not tried).
         attempts, taken = [], ()
         for step in (named, reloads, everything):
-            names = taken + tuple(n for n in step if n not in taken)
+            names = tuple(dict.fromkeys(taken + tuple(step)))
             if names == taken:
                 continue
+            taken = names
+            if set(names) >= set(everything):
+                attempts.append((old, everything))
+                break
             try:
-                settings = old if len(names) == len(everything) else st.build(
-                    st.PerceptionSettings, {**failed, **{n: before[n] for n in names}})
+                settings = st.build(st.PerceptionSettings,
+                                    {**failed, **{n: before[n] for n in names}})
             except st.SettingError:  # a mix that does not hold together: go further back
                 continue
-            attempts.append((settings, names, names[len(taken):]))
-            taken = names
-        for index, (settings, names, new) in enumerate(attempts):
-            head = 'could not apply the other changes either, ' if index else 'could not apply '
+            attempts.append((settings, names))
+        said: set[str] = set()
+        for settings, names in attempts:
+            new = [n for n in names if n not in said]
+            head = 'could not apply the other changes either, ' if said else 'could not apply '
+            said.update(names)
             logger.error(head + ', '.join(f'{n} = {failed[n]!r}' for n in new)
                          + f': {exc}; keeping the previous '
                          + ', '.join(f'{n} = {before[n]!r}' for n in new))

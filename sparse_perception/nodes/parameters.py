@@ -176,9 +176,15 @@ class NodeParameters:
         # nothing at all for a request that names an unset parameter, so `ros2 param dump`
         # of a node that has not loaded its model would show no parameter.
         try:
-            _set_own_read_only(self._node, empty)
-        except (AttributeError, TypeError):  # another rclpy: left unset
-            pass
+            result = _set_own_read_only(self._node, empty)
+        except (AttributeError, TypeError) as exc:  # another rclpy: left unset
+            self._node.get_logger().warning(
+                f'this rclpy cannot set the read-only model parameters ({exc!r}); '
+                f'{", ".join(p.name for p in empty)} stay unset until a model loads')
+            return
+        if not result.successful:
+            self._node.get_logger().warning(
+                f'could not set the model names to empty: {result.reason}')
 
     def check_types(self, parameters: list[Parameter]) -> tuple[list[Parameter], str | None]:
         """

@@ -142,8 +142,8 @@ def _check_out(out: Path, inputs: Sequence[Path], reads: Sequence[Path] = ()) ->
         os.close(handle)
         os.unlink(probe)
     except OSError as exc:
-        raise ReplayError(f'--out {out}: cannot write there: {exc.strerror}; choose another '
-                          'folder') from None
+        raise ReplayError(f'--out {out}: cannot write there ({exc.filename or out}: '
+                          f'{exc.strerror or exc}); choose another folder') from None
     finally:
         remove_empty(made)
 

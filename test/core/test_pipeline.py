@@ -56,7 +56,7 @@ def test_thresholds_zero_give_the_dense_result(frames):
     assert sparse_frames == len(frames) - 1  # only the first frame ran dense
 
 
-def test_a_fully_convolutional_model_scales_a_frame_above_its_limit_down(frames):
+def test_a_fully_convolutional_model_scales_a_frame_above_its_limit_down(frames, caplog):
     # Its caches grow with its input: model.fcn_max_megapixels bounds that input. Below the
     # bound nothing changes; above it the frame is scaled down, the mask mapped back, and the
     # engine stays exact against the dense reference, which scales the same way.
@@ -68,17 +68,25 @@ def test_a_fully_convolutional_model_scales_a_frame_above_its_limit_down(frames)
     assert model.transform((144, 192)).input_size == (86, 115)  # 9890 pixels, 3:4 kept
     assert model.transform((96, 100)).input_size == (96, 100)  # 9600: its own size
     sparse_frames = 0
-    for frame in frames[:4]:
-        got, want = incremental.process(frame), dense.process(frame)
-        assert got.segmentation.mask.shape == (144, 192)
-        np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
-        sparse_frames += not got.stats.dense
+    with caplog.at_level('WARNING', logger='sparse_perception.models.registry'):
+        for frame in frames[:4]:
+            got, want = incremental.process(frame), dense.process(frame)
+            assert got.segmentation.mask.shape == (144, 192)
+            np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
+            sparse_frames += not got.stats.dense
     assert sparse_frames == 3
+    # Said once, not per frame: the user learns the network does not see the whole frame.
+    said = [r.getMessage() for r in caplog.records if 'fcn_max_megapixels' in r.getMessage()]
+    assert said == [f'the model {SEGMENTATION!r} runs 192x144 frames at 115x86: '
+                    'model.fcn_max_megapixels is 0.01 (its memory grows with its input)']
     small = got.stats.heads['segmentation'].dense_macs
     # Live: a larger bound gives the frame its own size again (a new input size: dense).
     bound = _settings(**{**exact, 'model.fcn_max_megapixels': 1.0})
+    net = incremental._heads['segmentation'].net
+    choice = net.choice = object()  # (a path choice measured at the old input size)
     incremental.update(bound)
     dense.update(bound)
+    assert net.choice is not choice  # renewed: the costs it measured were the old size's
     got, want = incremental.process(frames[4]), dense.process(frames[4])
     np.testing.assert_array_equal(got.segmentation.mask, want.segmentation.mask)
     assert model.transform((144, 192)).input_size == (144, 192)

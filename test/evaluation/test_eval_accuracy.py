@@ -78,7 +78,7 @@ def test_result_contract(short_run):
     assert 0.0 < settings['active_fraction']['davis/parkour'] <= 1.0
     assert result['conditions']['davis_frames'] == '0:3'
     assert result['conditions']['models']['segmentation']['network_input'] == \
-        'the frame size (fully convolutional)'
+        'the frame size, up to 2.1 megapixels (fully convolutional)'
     assert result['environment']['versions']['torch']
     # The anchor: a fixed-size model run dense on the same frames, scored on its own labels.
     anchor = parkour['anchor']

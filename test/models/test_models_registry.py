@@ -456,3 +456,17 @@ def test_full_disk_leaves_no_partial_files_and_no_manifest(tmp_path):
                                  f'models into {cache / "mediapipe"}: File too large; no '
                                  'manifest was written')
     assert sorted(p.name for p in (cache / 'mediapipe').iterdir()) == []
+
+
+@pytest.mark.parametrize('size, bound, want', [
+    ((1080, 1920), 2_100_000, None),  # within the bound: the frame's own size
+    ((2160, 3840), 2_100_000, (1086, 1932)),
+    ((1, 5_000_000), 2_100_000, (1, 2_100_000)),  # a line of pixels stays within it too
+    ((5_000, 3), 100, (100, 1)),
+    ((480, 854), None, None)])
+def test_a_fully_convolutional_input_stays_within_its_bound(size, bound, want):
+    got = registry.fcn_input_size(size, bound)
+    assert got == want
+    if got is not None:
+        assert got[0] * got[1] <= bound
+        assert abs(got[0] / got[1] - size[0] / size[1]) < 0.01 or min(got) == 1  # aspect kept

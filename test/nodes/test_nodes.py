@@ -297,6 +297,33 @@ def test_a_change_the_pipeline_refuses_goes_back_alone_when_the_error_names_it(
                                 "',): sparsity.layer_thresholds: no network"), errors
 
 
+def test_a_refused_gate_the_error_names_goes_back_without_the_other_change(harness):
+    # The error names a setting that goes back with the models and gates anyway: only those
+    # go back, and the other change stands, in the pipeline and in its parameter alike.
+    class NoTrackGate(pipeline_double.PipelineDouble):
+        def update(self, settings):
+            if settings.pose.gate != 'none':
+                raise ValueError(f'pose.gate {settings.pose.gate!r}: not for this model')
+            super().update(settings)
+
+    pipelines = []
+
+    def factory(settings, heads):
+        pipelines.append(NoTrackGate(settings, heads=heads))
+        return pipelines[-1]
+
+    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
+    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    assert all(r.successful for r in _set(harness, client, pose__gate='track',
+                                          change__threshold=9.0))
+    _send_and_wait(harness, publisher, _raw(1), clouds)
+    assert harness.spin_until(lambda: node.get_parameter('pose.gate').value == 'none')
+    assert pipelines[0].settings.change.threshold == 9.0
+    assert node.get_parameter('change.threshold').value == 9.0
+    errors = [e for e in harness.log_lines(node, Log.ERROR) if 'could not apply' in e]
+    assert len(errors) == 1 and errors[0].count('pose.gate = ') == 2, errors  # once each
+
+
 def test_a_setting_that_rebuilds_every_network_warms_them_up(harness):
     # model.threads (like the device, precision, backend, execution, runtime and models_dir)
     # builds every head anew: the new networks compile before the next frame, not on it.
