@@ -175,16 +175,7 @@ class NodeParameters:
         # Empty, not unset, until a model loads: rclpy's get_parameters service answers
         # nothing at all for a request that names an unset parameter, so `ros2 param dump`
         # of a node that has not loaded its model would show no parameter.
-        try:
-            result = _set_own_read_only(self._node, empty)
-        except (AttributeError, TypeError) as exc:  # another rclpy: left unset
-            self._node.get_logger().warning(
-                f'this rclpy cannot set the read-only model parameters ({exc!r}); '
-                f'{", ".join(p.name for p in empty)} stay unset until a model loads')
-            return
-        if not result.successful:
-            self._node.get_logger().warning(
-                f'could not set the model names to empty: {result.reason}')
+        self._set_model_info(empty)
 
     def check_types(self, parameters: list[Parameter]) -> tuple[list[Parameter], str | None]:
         """
@@ -312,6 +303,10 @@ class NodeParameters:
                                     list(pipeline.joint_names)))
             values.append(Parameter('skeleton', Parameter.Type.INTEGER_ARRAY,
                                     [int(j) for bone in pipeline.skeleton for j in bone]))
+        self._set_model_info(values)
+
+    def _set_model_info(self, values: list[Parameter]) -> None:
+        """Set the read-only model parameters ``values``; warn (only) when that fails."""
         try:
             result = _set_own_read_only(self._node, values)
         except (AttributeError, TypeError) as exc:

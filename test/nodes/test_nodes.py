@@ -224,9 +224,9 @@ def test_parameters_through_the_parameter_service(harness):
     assert node.get_parameter('model.pose').value == 'tiny-pose'
 
 
-def _streaming_pose_node(harness):
+def _streaming_pose_node(harness, pipeline_class=pipeline_double.PipelineDouble):
     """
-    Make a streaming pose node on the pipeline double.
+    Make a streaming pose node on the pipeline double (or a ``pipeline_class`` made from it).
 
     Returns the node, the pipelines it built (in order), a parameters client, the camera
     publisher and the keypoint clouds received.
@@ -234,7 +234,7 @@ def _streaming_pose_node(harness):
     pipelines = []
 
     def factory(settings, heads):
-        pipelines.append(pipeline_double.PipelineDouble(settings, heads=heads))
+        pipelines.append(pipeline_class(settings, heads=heads))
         return pipelines[-1]
 
     node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
@@ -276,14 +276,7 @@ def test_a_change_the_pipeline_refuses_goes_back_alone_when_the_error_names_it(
 
     model = tmp_path / 'pose.json'
     model.write_text('{"head": "pose", "seed": 7}')
-    pipelines = []
-
-    def factory(settings, heads):
-        pipelines.append(NoSuchLayer(settings, heads=heads))
-        return pipelines[-1]
-
-    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    node, pipelines, client, publisher, clouds = _streaming_pose_node(harness, NoSuchLayer)
     assert all(r.successful for r in _set(harness, client, model__pose=str(model),
                                           sparsity__layer_thresholds=['nosuchlayer=0.1']))
     _send_and_wait(harness, publisher, _raw(1), clouds)
@@ -306,14 +299,7 @@ def test_a_refused_gate_the_error_names_goes_back_without_the_other_change(harne
                 raise ValueError(f'pose.gate {settings.pose.gate!r}: not for this model')
             super().update(settings)
 
-    pipelines = []
-
-    def factory(settings, heads):
-        pipelines.append(NoTrackGate(settings, heads=heads))
-        return pipelines[-1]
-
-    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    node, pipelines, client, publisher, clouds = _streaming_pose_node(harness, NoTrackGate)
     assert all(r.successful for r in _set(harness, client, pose__gate='track',
                                           change__threshold=9.0))
     _send_and_wait(harness, publisher, _raw(1), clouds)
@@ -348,14 +334,7 @@ def test_a_change_that_fails_at_the_next_frame_never_blocks_the_later_ones(harne
                 raise ValueError('refused by the model')
             super().update(settings)
 
-    pipelines = []
-
-    def factory(settings, heads):
-        pipelines.append(Refusing(settings, heads=heads))
-        return pipelines[-1]
-
-    node = harness.make(POSE, {**FAST, 'model.pose': 'tiny-pose'}, factory=factory)
-    client, publisher, clouds = _streaming(harness, node, PointCloud2, 'keypoints')
+    node, pipelines, client, publisher, clouds = _streaming_pose_node(harness, Refusing)
     # Accepted when set (the model is not registered: it says so when it takes the gate).
     assert all(r.successful for r in _set(harness, client, pose__gate='track',
                                           change__threshold=9.0))

@@ -47,6 +47,17 @@ def _stamp(msg):
     return msg.header.stamp.sec, msg.header.stamp.nanosec
 
 
+def _node_process(namespace, *parameters):
+    """Start node_process.py (the tiny models) in ``namespace`` with ``-p`` ``parameters``."""
+    arguments = ['-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
+                 '-p', 'model.pose:=tiny-pose']
+    for parameter in parameters:
+        arguments += ['-p', parameter]
+    return subprocess.Popen(
+        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
+         *arguments], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
 def _wait_active(harness, node_process, timeout=60.0, node=NODE):
     client = harness.node.create_client(GetState, f'{node}/get_state')
     end = time.monotonic() + timeout
@@ -199,12 +210,8 @@ def test_the_executable_reports_a_model_it_cannot_load_and_stays_up():
 def test_ctrl_c_twice_while_shutting_down_exits_cleanly():
     # A terminal's Ctrl-C reaches the node from the terminal and again from `ros2 launch`; the
     # second one lands while the node frees its model. Keep signalling until it has exited.
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
-         '-r', f'__ns:=/sigint_{os.getpid()}', '-p', 'model.segmentation:=tiny-seg',
-         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
-         '-p', 'node.warmup_height:=48'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = _node_process(f'/sigint_{os.getpid()}', 'node.warmup_width:=64',
+                            'node.warmup_height:=48')
     lines, active = [], threading.Event()
 
     def read():
@@ -236,12 +243,8 @@ def test_the_node_answers_get_state_while_it_warms_up(harness):
     # A long warm-up (the most frames, large ones: a few seconds, so that the state is seen
     # while it lasts however fast a frame is): the executor must spin meanwhile.
     namespace = f'/warm_{os.getpid()}'
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
-         '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
-         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_frames:=100',
-         '-p', 'node.warmup_width:=1920', '-p', 'node.warmup_height:=1080'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = _node_process(namespace, 'node.warmup_frames:=100', 'node.warmup_width:=1920',
+                            'node.warmup_height:=1080')
     client = harness.node.create_client(GetState, f'{namespace}/perception_node/get_state')
     seen = []
     try:
@@ -274,12 +277,8 @@ def test_a_node_stopped_by_a_signal_says_so_in_a_last_report(harness, signal_nam
     node = f'{namespace}/perception_node'
     reports = harness.collect(DiagnosticArray, '/diagnostics',
                               QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
-    process = subprocess.Popen(
-        [sys.executable, str(REPO / 'test' / 'nodes' / 'node_process.py'), '--ros-args',
-         '-r', f'__ns:={namespace}', '-p', 'model.segmentation:=tiny-seg',
-         '-p', 'model.pose:=tiny-pose', '-p', 'node.warmup_width:=64',
-         '-p', 'node.warmup_height:=48', '-p', 'diagnostics.period:=0.2'],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = _node_process(namespace, 'node.warmup_width:=64', 'node.warmup_height:=48',
+                            'diagnostics.period:=0.2')
 
     def mine():
         return [s for array in reports for s in array.status
