@@ -389,6 +389,11 @@ def _yaml_scalar(value: Any) -> str:
     raise TypeError(f'cannot write {value!r} to the config YAML')
 
 
+# What a parameters file, `ros2 param describe` and the command line's help say of a setting
+# whose change loads the models again (and warms them up): a pause of seconds on a CPU.
+RELOADS = 'a change reloads the model'
+
+
 def _describe(spec: st.SettingSpec) -> str:
     info = spec.info
     parts = [info.description]
@@ -399,6 +404,8 @@ def _describe(spec: st.SettingSpec) -> str:
         parts.append('one of ' + ', '.join(info.choices))
     if info.read_only:
         parts.append('read-only')
+    elif info.reload:
+        parts.append(RELOADS)
     return '; '.join(parts)
 
 

@@ -32,6 +32,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sparse_perception.nodes.health import HealthReport
 from sparse_perception.nodes.markers import PersonMarkers
+from sparse_perception.nodes.node_config import RELOADS
 from sparse_perception.nodes.stream import PublisherInfo
 from sparse_perception.settings import SettingSpec
 from std_msgs.msg import ColorRGBA
@@ -57,8 +58,10 @@ def descriptor(spec: SettingSpec) -> ParameterDescriptor:
     result = ParameterDescriptor(
         name=spec.name, type=parameter_type(spec).value, description=info.description,
         read_only=info.read_only)
-    if info.choices:
-        result.additional_constraints = 'one of: ' + ', '.join(info.choices)
+    constraints = (['one of: ' + ', '.join(info.choices)] if info.choices else []) + (
+        [RELOADS] if info.reload and not info.read_only else [])
+    if constraints:  # (`ros2 param describe` shows them as Constraints)
+        result.additional_constraints = '; '.join(constraints)
     if spec.kind is float and info.low is not None and info.high is not None:
         result.floating_point_range = [FloatingPointRange(
             from_value=float(info.low), to_value=float(info.high), step=0.0)]

@@ -53,6 +53,9 @@ def test_yaml_parameters_are_declared_with_matching_type_and_range(ros_context, 
             spec = specs[name]
             assert descriptor.read_only == spec.info.read_only, name
             assert descriptor.description == spec.info.description, name
+            # `ros2 param describe` tells which settings load the models again.
+            reloads = 'a change reloads the model' in descriptor.additional_constraints
+            assert reloads == (spec.info.reload and not spec.info.read_only), name
             if spec.kind is float and spec.info.low is not None:
                 bounds, = descriptor.floating_point_range
                 assert (bounds.from_value, bounds.to_value) == (spec.info.low, spec.info.high)
