@@ -35,7 +35,7 @@ from sparse_perception import settings as st
 from sparse_perception.media.images import compressed_to_numpy, image_to_numpy
 from sparse_perception.nodes.health import HealthMonitor, release_device_memory
 from sparse_perception.nodes.node_config import (
-    changed_models, keep_reloads, PipelineFactory, warmup_images)
+    changed_models, changed_reloads, PipelineFactory, warmup_images)
 from sparse_perception.nodes.outputs import Outputs
 from sparse_perception.nodes.parameters import NodeParameters
 from sparse_perception.nodes.stream import (
@@ -218,7 +218,7 @@ class FrameWorker:
         # back with it, as a gate is made for a model), then everything.
         named = tuple(n for n in everything
                       if re.search(rf'(?<![\w.]){re.escape(n)}(?!\w)', str(exc)))
-        _, reloads = keep_reloads(old, rejected)
+        reloads = changed_reloads(old, rejected)
         if set(named) & set(reloads):
             named = tuple(dict.fromkeys(named + reloads))
         # Each step takes back what the steps before it did too (also one whose settings

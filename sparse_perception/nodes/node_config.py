@@ -278,20 +278,17 @@ def gate_problem(settings: st.PerceptionSettings, heads: Sequence[str]) -> str |
 _MAY_FAIL = ('sparsity.gate', 'sparsity.gate_model', 'pose.gate')
 
 
-def keep_reloads(old: st.PerceptionSettings,
-                 new: st.PerceptionSettings) -> tuple[st.PerceptionSettings, tuple[str, ...]]:
+def changed_reloads(old: st.PerceptionSettings, new: st.PerceptionSettings) -> tuple[str, ...]:
     """
-    Return ``new`` with the settings that may fail to apply taken from ``old``, and their names.
+    Return the names of the settings changed from ``old`` to ``new`` that may fail to apply.
 
-    When a model fails to load, only what made it load goes back, with the gates (a model may
+    When a model fails to load, what made it load goes back, with the gates (a model may
     refuse one, and a gate file may have gone bad since it was set); every other change stands.
     """
     reloads = {s.name for s in st.specs(st.PerceptionSettings) if s.info.reload}
     reloads.update(_MAY_FAIL)
     before, after = st.flatten(old), st.flatten(new)
-    reverted = tuple(n for n in before if n in reloads and before[n] != after[n])
-    merged = {**after, **{n: before[n] for n in reverted}}
-    return st.build(st.PerceptionSettings, merged), reverted
+    return tuple(n for n in before if n in reloads and before[n] != after[n])
 
 
 def startup_problems(kind: NodeKind, settings: st.NodeSettings,
