@@ -472,13 +472,15 @@ class InputSettings:
     no_message_warning: float = setting(
         5.0, 'Warn (naming the likely QoS or type mismatch) when the topic has publishers but '
         'no image arrived for this many seconds', low=0.5, high=3600.0)
-    # Width x height of a compressed frame, read from its JPEG or PNG header, above which the
-    # frame is refused before decoding: a few hundred corrupt or hostile bytes can otherwise
-    # claim gigabytes. 64 megapixels holds two 8K frames (7680x4320 is 33 megapixels).
+    # Width x height of a frame above which it is refused: a compressed one from its JPEG or
+    # PNG header, before decoding (a few hundred corrupt or hostile bytes can otherwise claim
+    # gigabytes), a raw one from its message's size fields, before conversion (its pixels have
+    # arrived, but the conversion and the networks' caches would grow with them). 64
+    # megapixels holds two 8K frames (7680x4320 is 33 megapixels).
     max_megapixels: float = setting(
-        64.0, 'Largest compressed image decoded, in megapixels (width x height / 1e6); larger '
-        'frames are refused from their header before decoding', low=0.01, high=1024.0,
-        read_only=True)
+        64.0, 'Largest input image, in megapixels (width x height / 1e6); a larger compressed '
+        'frame is refused from its header before decoding, a larger raw one before conversion',
+        low=0.01, high=1024.0, read_only=True)
 
     def __post_init__(self) -> None:
         check_section(self, 'input')

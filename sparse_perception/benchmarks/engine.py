@@ -22,8 +22,8 @@ One run, one process, the same weights and frames:
    the incremental engine at thresholds 0; the engine's outputs against the dense model on
    the same input;
 2. a sweep of the global threshold scale: speed against agreement with dense;
-3. a synthetic sweep of the changed fraction p (random 16-pixel tiles): time relative to
-   dense;
+3. a synthetic sweep of the changed fraction p (random tiles of ``--tile-size`` pixels):
+   time relative to dense;
 4. the extra memory of the caches (at that resolution, and at 720p for a network that takes
    any input size; a registered network of fixed input size runs at that size only).
 
@@ -255,7 +255,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
     per_layer = _per_layer(model, clip[:warmup + 10], inputs, warmup, detector_cfg)
 
     # 3. Synthetic sweep of the changed fraction.
-    sweep = _synthetic_sweep(model, dense_model, inputs[0], sweep_frames, device)
+    sweep = _synthetic_sweep(model, dense_model, inputs[0], sweep_frames, device, tile_size)
 
     # 4. Memory of the caches.
     memory = {'%dx%d' % resolution: exact['cache_bytes'] if exact else None}
@@ -293,6 +293,7 @@ def run(device: str = 'cpu', resolution: tuple[int, int] = (576, 768), frames: i
                 'scale', 'frames', 'dense_ms', 'median_ms', 'speedup', 'active_fraction',
                 'mac_fraction', 'max_rel_diff', 'class_agreement')} for r in runs],
             'synthetic_sweep': sweep,
+            'synthetic_sweep_tile_size': tile_size,
             'cache_bytes': memory,
             'per_layer_ms': per_layer,
             'max_rel_diff_meaning': 'max abs difference between the incremental output and '
@@ -534,9 +535,9 @@ def _first_tensor(y: Any):
     return y.float()
 
 
-def _synthetic_sweep(model, dense_model, x0, frames: int, device: str) -> list:
+def _synthetic_sweep(model, dense_model, x0, frames: int, device: str, tile: int) -> list:
     """
-    Per p: frames where a random share p of 16-pixel tiles changes (noise added).
+    Per p: frames where a random share p of ``tile``-pixel tiles changes (noise added).
 
     Each frame is also run by the dense model (in alternation); the ratio is the median
     incremental time over the median dense time.
@@ -546,7 +547,6 @@ def _synthetic_sweep(model, dense_model, x0, frames: int, device: str) -> list:
     from sparse_perception.engine import EngineConfig, IncrementalModel
 
     _, _, h, w = x0.shape
-    tile = 16
     th, tw = -(-h // tile), -(-w // tile)
     g = torch.Generator().manual_seed(0)
     out = []
@@ -672,8 +672,10 @@ def markdown(result: dict) -> str:
                      f"{r['median_ms']:.1f} | {r['speedup']:.2f}x | "
                      f"{r['active_fraction']:.1%} | {r['mac_fraction']:.1%} | "
                      f"{r['max_rel_diff']:.2g} | {agree} |")
-    lines += ['', '## Synthetic sweep of the changed fraction (random 16 px tiles)', '',
-              '| p | dense ms | incremental ms | incremental / dense | active |',
+    # Results written before the sweep followed --tile-size used 16-pixel tiles.
+    sweep_tile = d.get('synthetic_sweep_tile_size', 16)
+    lines += ['', f'## Synthetic sweep of the changed fraction (random {sweep_tile} px tiles)',
+              '', '| p | dense ms | incremental ms | incremental / dense | active |',
               '|---|---|---|---|---|']
     for s in d['synthetic_sweep']:
         lines.append(f"| {s['p']:.0%} | {s['dense_ms']:.1f} | {s['incremental_ms']:.1f} | "

@@ -32,8 +32,8 @@ and resized to 1080x1920), through the change detector:
   - ``incremental_kernels``: the sync-free device mode, kernels launched eagerly;
   - ``incremental_kernels_graph``: the device mode replayed as a CUDA graph;
 
-- ``sweep``: synthetic frames where a share p of 16-pixel tiles changes (1 to 100%), at the
-  largest resolution, time relative to ``dense_graph``;
+- ``sweep``: synthetic frames where a share p of tiles (``--tile-size`` pixels) changes (1 to
+  100%), at the largest resolution, time relative to ``dense_graph``;
 - ``layers``: single-layer curves (1x1, depthwise 3x3, dense 3x3 at 1080p-pyramid shapes):
   the layer's own launches in the device mode (candidates and compute, captured as a CUDA
   graph and replayed) against the dense fp16 layer (cuDNN, BatchNorm folded, CUDA graph), by
@@ -431,7 +431,7 @@ def run(resolutions: Sequence[tuple[int, int]] = RESOLUTIONS, frames: int = 200,
                            and r['resolution'] == list(largest)), None)
     first = _to_input(_vtest(1, tuple(largest))[0], normalise, m.device, torch.float32)
     sweep += _synthetic_sweep(m, model32, largest, dtype, sweep_frames, dense_graph_ms, first,
-                              sweep_p, min(2, warmup))
+                              tile_size, sweep_p, min(2, warmup))
     _progress(started, f'changed-fraction sweep done ({len(sweep)} points)')
     save()
     for spec in layers:
@@ -626,14 +626,13 @@ def _real_frames(m: _Cuda, model32: Any, clip: list, resolution: Sequence[int], 
 
 
 def _synthetic_sweep(m: _Cuda, model32: Any, resolution: Sequence[int], dtype: Any, frames: int,
-                     dense_graph_ms: float | None, first: Any,
+                     dense_graph_ms: float | None, first: Any, tile: int,
                      fractions: Sequence[float] = SWEEP_P, warmup: int = 2) -> list:
-    """Random 16-pixel tiles changing with share p; time per engine and p."""
+    """Random ``tile``-pixel tiles changing with share p; time per engine and p."""
     import torch
 
     device = m.device
     h, w = resolution
-    tile = 16
     th, tw = -(-h // tile), -(-w // tile)
     g = torch.Generator().manual_seed(0)
     model = copy.deepcopy(model32).to(dtype)
@@ -665,7 +664,7 @@ def _synthetic_sweep(m: _Cuda, model32: Any, resolution: Sequence[int], dtype: A
 
             times = time_frames(call, len(batch), warmup, m.timer, after)
             s = summarize(times)
-            out.append({'engine': name, 'resolution': [h, w], 'p': p, **s,
+            out.append({'engine': name, 'resolution': [h, w], 'p': p, 'tile_size': tile, **s,
                         'ratio_vs_dense_graph': s['median_ms'] / dense_graph_ms
                         if dense_graph_ms and s['median_ms'] else None,
                         'active_fraction': statistics.fmean(active) if active else None})
@@ -767,7 +766,9 @@ def markdown(result: dict) -> str:
                      f"{_fmt(r['speedup_vs_dense_graph'], '.2f')} | "
                      f"{_fmt(r['active_fraction'], '.1%')} | {_fmt(r['max_rel_diff'], '.2g')} |")
     if result.get('sweep'):
-        lines += ['', '## Synthetic sweep of the changed fraction (random 16 px tiles)', '',
+        # Results written before the sweep followed --tile-size used 16-pixel tiles.
+        tile = result['sweep'][0].get('tile_size', 16)
+        lines += ['', f'## Synthetic sweep of the changed fraction (random {tile} px tiles)', '',
                   '| engine | resolution | p | median ms | / dense graph | active |',
                   '|---|---|---|---|---|---|']
         for s in result['sweep']:

@@ -381,7 +381,7 @@ def _check_copy(copy: Any) -> None:
 # ---------------------------------------------------------------------------------------------
 
 def image_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
-                   copy: bool | None = None) -> np.ndarray:
+                   copy: bool | None = None, max_pixels: int | None = None) -> np.ndarray:
     """
     Return the pixels of a ``sensor_msgs/Image`` as a C-contiguous numpy array.
 
@@ -396,9 +396,13 @@ def image_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
     copies. ``False`` shares whenever the layout allows (no padding, native byte order, no
     conversion), even a mutable buffer: fastest, but the array changes if the message does.
 
-    Raises :class:`ImageConversionError` for an unknown encoding, zero width or height, a
-    ``step`` shorter than a row, data shorter or longer than ``step * height``, or an
-    impossible conversion.
+    ``max_pixels`` (default None: no bound) bounds width x height, checked before anything is
+    converted: the message holds its pixels already, but what follows it (a conversion, the
+    networks' caches) grows with them.
+
+    Raises :class:`ImageConversionError` for an unknown encoding, zero width or height, an
+    image larger than ``max_pixels``, a ``step`` shorter than a row, data shorter or longer
+    than ``step * height``, or an impossible conversion.
     """
     _check_copy(copy)
     encoding = _field(msg, 'encoding')
@@ -408,6 +412,11 @@ def image_to_numpy(msg: Any, desired_encoding: str = PASSTHROUGH, *,
         raise ImageConversionError(
             f'Image has zero size ({width}x{height}, width x height): there are no pixels to '
             'convert; check the publisher')
+    if max_pixels is not None and width * height > max_pixels:
+        raise ImageConversionError(
+            f'Image is {width}x{height} (width x height), {width * height / 1e6:.1f} '
+            f'megapixels, more than the limit of {max_pixels / 1e6:g} (input.max_megapixels); '
+            'refused before conversion. Raise the limit if frames this large are expected')
     row_bytes = width * info.pixel_bytes
     if step < row_bytes:
         raise ImageConversionError(
@@ -613,7 +622,7 @@ def sniff_codec(data: np.ndarray) -> str | None:
 
 
 def default_max_pixels() -> int:
-    """Largest image decoded from a compressed message: the ``input.max_megapixels`` default."""
+    """Largest input image (compressed or raw): the ``input.max_megapixels`` default."""
     from sparse_perception.settings import InputSettings
     return int(InputSettings().max_megapixels * 1_000_000)
 

@@ -131,9 +131,10 @@ class FrameWorker:
     def decode(self, msg: Any) -> Any:
         """Return the image of an input message as (H, W, 3) uint8 RGB; raise why not."""
         cfg = self._parameters.settings.input
+        max_pixels = int(cfg.max_megapixels * 1e6)
         if cfg.transport == 'raw':
-            return image_to_numpy(msg, 'rgb8')
-        return compressed_to_numpy(msg, 'rgb8', max_pixels=int(cfg.max_megapixels * 1e6))
+            return image_to_numpy(msg, 'rgb8', max_pixels=max_pixels)
+        return compressed_to_numpy(msg, 'rgb8', max_pixels=max_pixels)
 
     def _process(self, msg: Any, received: float) -> None:
         header = msg.header

@@ -370,6 +370,7 @@ class BagSource(FrameSource):
                 'index (metadata.yaml) does not describe this storage')
 
     def _decode(self, index: int, msgtype: str, log_time: int, raw: Any) -> Frame | SkippedFrame:
+        from sparse_perception.media.images import default_max_pixels  # read when called
         try:
             msg = self._reader.deserialize(raw, msgtype)
         except Exception as exc:
@@ -378,7 +379,7 @@ class BagSource(FrameSource):
         try:
             if msgtype == IMAGE:
                 _check_raw_encoding(msg.encoding)
-                image = image_to_numpy(msg, 'rgb8')
+                image = image_to_numpy(msg, 'rgb8', max_pixels=default_max_pixels())
             else:
                 _check_compressed_format(msg.format)
                 image = compressed_to_numpy(msg, 'rgb8')

@@ -134,6 +134,7 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
     saved = []  # what a run stopped at a time limit would have left, step by step
     result = gpu.run(resolutions=[(32, 48)], frames=2, warmup=1,
                      model_name='kernel_networks:tiny_segmenter', dtype_name='fp32',
+                     tile_size=8,
                      sweep_frames=1, layer_repeats=1, diff_every=1, device='cpu',
                      layers=layers, sweep_p=(0.5,), layer_p=(0.0, 0.25, 1.0),
                      checkpoint=lambda partial: saved.append(json.loads(json.dumps(partial))))
@@ -149,13 +150,15 @@ def test_dry_run_on_the_cpu_goes_through_every_part(tmp_path):
         assert r['speedup_vs_dense_graph'] == pytest.approx(dense_graph / r['median_ms'])
         assert r['max_rel_diff'] <= 1e-4, r  # every engine agrees with dense
     assert [s['engine'] for s in result['sweep']] == list(gpu.SWEEP_ENGINES)
+    assert {s['tile_size'] for s in result['sweep']} == {8}  # --tile-size reaches the sweep
     assert [c['layer'] for c in result['layers']] == [spec[0] for spec in layers]
     for curve in result['layers']:
         assert [c['p'] for c in curve['curve']] == [0.0, 0.25, 1.0]
         assert curve['curve'][0]['active_fraction'] == 0.0
         assert curve['curve'][-1]['active_fraction'] == 1.0
-    gpu.write_outputs(result, str(tmp_path / 'dry.json'), None)
+    gpu.write_outputs(result, str(tmp_path / 'dry.json'), str(tmp_path / 'dry.md'))
     assert json.loads((tmp_path / 'dry.json').read_text())['runs']
+    assert 'changed fraction (random 8 px tiles)' in (tmp_path / 'dry.md').read_text()
 
 
 def test_a_fixed_size_network_is_refused_at_any_other_resolution(mediapipe_cache, monkeypatch):

@@ -35,7 +35,7 @@ def test_bench_engine_writes_the_contract(tmp_path, capsys):
     require_shared('data/vtest/vtest.avi')
     out, md = tmp_path / 'r.json', tmp_path / 'r.md'
     rc = cli.main(['bench', 'engine', '--quick', '--resolution', '96x128', '--json', str(out),
-                   '--markdown', str(md), '--threads', '1'])
+                   '--markdown', str(md), '--threads', '1', '--tile-size', '8'])
     assert rc == 0
     result = json.loads(out.read_text())
     assert all(key in result for key in CONTRACT)
@@ -48,6 +48,10 @@ def test_bench_engine_writes_the_contract(tmp_path, capsys):
     assert result['speedup'] == pytest.approx(result['dense_ms'] / result['incremental_ms'])
     assert result['details']['cache_bytes']['720x1280'] > 0
     assert 'Threshold scale sweep' in md.read_text()
+    # The synthetic sweep changes tiles of --tile-size too.
+    assert result['details']['change_detector']['tile_size'] == 8
+    assert result['details']['synthetic_sweep_tile_size'] == 8
+    assert 'changed fraction (random 8 px tiles)' in md.read_text()
     assert 'speedup' in capsys.readouterr().out.lower()
 
 

@@ -443,6 +443,21 @@ def test_bad_messages_are_named(overrides, pattern):
         image_to_numpy(_bad(**overrides))
 
 
+def test_a_raw_image_over_max_pixels_is_refused_before_its_data_is_read():
+    fits = _bad()  # 5x4
+    assert image_to_numpy(fits, 'rgb8', max_pixels=20).shape == (4, 5, 3)
+    with pytest.raises(ImageConversionError,
+                       match=r'Image is 5x4 \(width x height\), 0.0 megapixels, more than the '
+                       r'limit of 1.9e-05 \(input.max_megapixels\); refused before conversion'):
+        image_to_numpy(fits, 'rgb8', max_pixels=19)
+    # A message claiming 20000x20000 over a few bytes names its size, not its short data.
+    claims = _bad(width=20000, height=20000, step=60000)
+    with pytest.raises(ImageConversionError, match=r'20000x20000 .*400.0 megapixels'):
+        image_to_numpy(claims, max_pixels=64_000_000)
+    with pytest.raises(ImageConversionError, match=r'truncated'):
+        image_to_numpy(claims)  # no bound: as cv_bridge, the data is checked
+
+
 def test_not_a_message():
     with pytest.raises(ImageConversionError, match=r"no field 'encoding'.*sensor_msgs/Image"):
         image_to_numpy(object())

@@ -592,6 +592,9 @@ def _bad_raw(kind):
         msg = _raw(0)
         msg.step = msg.step - 3
         return msg
+    if kind == 'raw over the size limit':
+        return numpy_to_image(np.zeros((1200, 1600, 3), np.uint8), 'bgr8', good.header,
+                              msg_type=Image)
     raise ValueError(kind)
 
 
@@ -601,6 +604,7 @@ def _bad_raw(kind):
     ('mismatched step', 'step'),
     ('corrupt jpeg', 'truncated or corrupt'),
     ('over the size limit', 'input.max_megapixels'),
+    ('raw over the size limit', 'input.max_megapixels'),
 ])
 def test_bad_input_is_logged_once_and_the_next_good_frame_runs(harness, kind, words):
     transport = 'compressed' if kind in ('corrupt jpeg', 'over the size limit') else 'raw'

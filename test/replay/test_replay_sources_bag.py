@@ -198,6 +198,17 @@ def test_raw_image_with_wrong_length_is_skipped(tmp_path):
     assert isinstance(items[2], SkippedFrame) and 'Image data is truncated' in items[2].reason
 
 
+def test_raw_image_over_the_size_limit_is_skipped(tmp_path, monkeypatch):
+    from sparse_perception.media import images
+    messages = [image_message(0), image_message(1, shape=(48, 80)), image_message(2)]
+    bag = write_bag(tmp_path / 'bag', {'/c': (IMAGE, messages)})
+    monkeypatch.setattr(images, 'default_max_pixels', lambda: 64 * 48)  # the first size fits
+    _, items = _items(bag)
+    assert [isinstance(item, SkippedFrame) for item in items] == [False, True, False]
+    assert 'Image is 80x48' in items[1].reason
+    assert 'refused before conversion' in items[1].reason
+
+
 def _metadata(bag):
     return yaml.safe_load((bag / 'metadata.yaml').read_text())
 
