@@ -1348,7 +1348,9 @@ def _gates(kind: str, model: Any, settings: PerceptionSettings, what: str) -> An
     try:
         return GateMaker(settings.sparsity, settings.change.tile_size, model.decoder,
                          person_class(tuple(model.labels)), glance,
-                         model=settings.model.segmentation)
+                         model=settings.model.segmentation,
+                         max_megapixels=(settings.model.fcn_max_megapixels
+                                         if model.fully_convolutional else None))
     except GateFileError as exc:  # the gate's file is at fault, not the model
         raise ModelLoadError(f'sparsity.gate_model: {exc}') from exc
     except ValueError as exc:

@@ -81,6 +81,9 @@ def register(subparsers) -> None:
                        'models fetch cache]')
     train.add_argument('--tile-size', type=int, default=defaults.tile, metavar='PIXELS',
                        help='change.tile_size the gate is for [%(default)s]')
+    train.add_argument('--fcn-max-megapixels', type=float, default=defaults.fcn_max_megapixels,
+                       metavar='MP', help='model.fcn_max_megapixels the gate is for: a larger '
+                       'frame is scaled down to it, as the pipeline does [%(default)s]')
     train.add_argument('--epochs', type=int, default=defaults.epochs,
                        help='passes over the frames [%(default)s]')
     train.add_argument('--max-frames', type=int, default=defaults.max_frames, metavar='N',
@@ -110,7 +113,8 @@ def run_train(args: argparse.Namespace) -> int:
     options = TrainingOptions(
         model_name=args.model, tile=args.tile_size, epochs=args.epochs,
         max_frames=args.max_frames, seed=args.seed, margin=args.margin, shift=args.shift,
-        recall_weight=args.recall_weight, topic=args.topic)
+        recall_weight=args.recall_weight, topic=args.topic,
+        fcn_max_megapixels=args.fcn_max_megapixels)
     try:
         report = train(args.sources, args.out, options, models_dir=args.models_dir,
                        progress=progress)

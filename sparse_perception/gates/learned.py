@@ -293,7 +293,7 @@ def _read(path: str | Path, tile: int, model: str | None = None) -> tuple[Any, d
                                 'true/false, none, and lists and mappings of those)')
     # Plain values, as training writes them: a tensor or a bool here is no gate's metadata.
     for key, kind in (('version', int), ('cells', int), ('tile', int), ('model', str),
-                      ('model_sha256', str)):
+                      ('model_sha256', str), ('fcn_max_megapixels', float)):
         if meta.get(key) is not None and type(meta[key]) is not kind:
             raise GateFileError(f'{path} is not a gate file: its metadata {key!r} is a '
                                 f'{type(meta[key]).__name__}, not {kind.__name__}')

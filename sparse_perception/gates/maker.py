@@ -245,9 +245,13 @@ class GateMaker:
     """
 
     def __init__(self, settings: SparsitySettings, tile: int, decoder: str, person: int | None,
-                 glance_pass: Callable[[Any], Any] | None = None, model: str | None = None):
+                 glance_pass: Callable[[Any], Any] | None = None, model: str | None = None,
+                 max_megapixels: float | None = None):
         self.tile = tile
         self.model = model  # model.segmentation: a learned gate must be made for it
+        # model.fcn_max_megapixels where it scales the network input (None: a fixed size)
+        self.max_megapixels = max_megapixels
+        self._told_scale: tuple | None = None  # the gate file and bounds last warned of
         self.decoder = decoder
         self.person = person
         self.glance_pass = glance_pass  # x -> outputs, dense (torch), any input size
@@ -275,6 +279,7 @@ class GateMaker:
                              "size (use 'previous', or a model whose name ends in _fcn)")
         if settings.gate == 'learned':
             self._load_learned(settings.gate_model, tile)
+            self._check_scale()
         if settings.glance_period != self.period:
             self.moved = True  # not measured under a period of 1: glance first
         # (A glance at another scale may see someone the last one missed.)
@@ -294,7 +299,23 @@ class GateMaker:
 
     def reconfigure(self, settings: PerceptionSettings) -> None:
         """Take a pipeline's new settings from the next frame on (see :meth:`configure`)."""
+        if self.max_megapixels is not None:
+            self.max_megapixels = settings.model.fcn_max_megapixels
         self.configure(settings.sparsity, settings.change.tile_size)
+
+    def _check_scale(self) -> None:
+        """Warn once when the learned gate was trained for another frame-size bound."""
+        trained = self.learned.meta.get('fcn_max_megapixels')  # (older files: not recorded)
+        if trained is None or self.max_megapixels is None or trained == self.max_megapixels:
+            return
+        told = (self.learned.path, self.learned.sha256, trained, self.max_megapixels)
+        if told != self._told_scale:
+            self._told_scale = told
+            LOG.warning('the learned gate %s was trained with model.fcn_max_megapixels %g and '
+                        'this pipeline has %g: a frame above the smaller of the two reaches '
+                        'the gate at another scale than it learned; train it with '
+                        '--fcn-max-megapixels %g', self.learned.path, trained,
+                        self.max_megapixels, self.max_megapixels)
 
     def _load_learned(self, path: str, tile: int) -> None:
         from sparse_perception.gates.learned import file_stamp, GateFileError, LearnedGate

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from sparse_perception.settings import ChangeSettings
+from sparse_perception.settings import ChangeSettings, ModelSettings
 
 
 class TrainingError(ValueError):
@@ -61,6 +61,9 @@ class TrainingOptions:
     shift: int = 8  # quarter tiles a shifted copy of the last frame moves, as a moving camera
     recall_weight: float = 4.0  # of person tiles in the loss against the rest
     topic: str | None = None  # a bag's image topic (None: its only one)
+    # The model.fcn_max_megapixels the gate is for: a larger frame reaches the network, and
+    # the gate, scaled down to it.
+    fcn_max_megapixels: float = ModelSettings().fcn_max_megapixels
 
 
 @dataclass
@@ -336,7 +339,9 @@ def train(sources: Sequence[str | Path], out: str | Path,
     # a tile map of gigabytes, fails here.
     try:
         st.check_flags([('--tile-size', 'change.tile_size', o.tile),
-                        ('--margin', 'sparsity.gate_margin', o.margin)])
+                        ('--margin', 'sparsity.gate_margin', o.margin),
+                        ('--fcn-max-megapixels', 'model.fcn_max_megapixels',
+                         o.fcn_max_megapixels)])
     except st.SettingError as exc:
         raise TrainingError(str(exc)) from None
     if not sources:
@@ -364,7 +369,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
     if model.kind != 'segmentation':
         raise TrainingError(f'{model_name!r} is a {model.kind} model, not a segmentation model')
     # The network input the pipeline would give a frame: a large one is scaled down.
-    model.max_pixels = round(st.spec('model.fcn_max_megapixels').default * 1e6)
+    model.max_pixels = round(o.fcn_max_megapixels * 1e6)
     tally: dict = {}
     samples, frames = distil(sources, model, o.tile, margin=o.margin, max_frames=o.max_frames,
                              shift=o.shift, seed=o.seed, topic=o.topic, progress=progress,
@@ -378,6 +383,7 @@ def train(sources: Sequence[str | Path], out: str | Path,
     report.meta = {'version': VERSION, 'tile': o.tile, 'cells': CELLS,
                    'model': model_key(model_name), 'model_sha256': model_digest(model_name),
                    'margin': o.margin, 'shift': o.shift, 'seed': o.seed, 'epochs': o.epochs,
-                   'samples': len(samples), 'recall_weight': o.recall_weight}
+                   'samples': len(samples), 'recall_weight': o.recall_weight,
+                   'fcn_max_megapixels': float(o.fcn_max_megapixels)}
     save(state, report.meta, out)
     return report

@@ -14,6 +14,8 @@
 
 """Spatial gates in the pipeline, on the Coral DeepLab and a moving camera (DAVIS parkour)."""
 
+from pathlib import Path
+
 import cv2
 import numpy as np
 import pytest
@@ -137,6 +139,21 @@ def test_a_bad_gate_file_set_on_a_running_pipeline_is_blamed_on_the_setting(tmp_
         pipeline.update(st.replace(settings, {'sparsity.gate': 'learned',
                                               'sparsity.gate_model': str(tmp_path / 'none.pt')}))
     assert str(caught.value).startswith('sparsity.gate_model: gate file ')
+
+
+def test_a_pipeline_says_when_its_bound_is_not_the_learned_gates(gate_file, caplog):
+    from sparse_perception.gates.learned import load, save
+
+    state, meta = load(gate_file, 16)
+    path = str(Path(gate_file).with_name('bound.pt'))
+    save(state.state_dict(), dict(meta, fcn_max_megapixels=2.1), path)
+    settings = _settings(**{'sparsity.gate': 'learned', 'sparsity.gate_model': path})
+    with caplog.at_level('WARNING'):
+        pipeline = Pipeline(settings, heads=('segmentation',))
+        assert not [r for r in caplog.records if 'another scale' in r.getMessage()]
+        pipeline.update(st.replace(settings, {'model.fcn_max_megapixels': 1.5}))
+    said = [r.getMessage() for r in caplog.records if 'another scale' in r.getMessage()]
+    assert len(said) == 1 and 'model.fcn_max_megapixels 2.1 and this pipeline has 1.5' in said[0]
 
 
 @pytest.fixture(scope='module')

@@ -41,6 +41,7 @@ def test_training_twice_with_one_seed_gives_the_same_loadable_weights(tiny_frame
     b, _ = load(tmp_path / 'b.pt', 16)
     c, _ = load(tmp_path / 'c.pt', 16)
     assert meta['model'] == 'deeplabv3_mnv2_pascal_fcn' and meta['seed'] == 3
+    assert meta['fcn_max_megapixels'] == st.ModelSettings().fcn_max_megapixels
     for name, value in a.state_dict().items():
         assert torch.equal(value, b.state_dict()[name]), name
     assert any(not torch.equal(v, c.state_dict()[k]) for k, v in a.state_dict().items())
@@ -183,6 +184,24 @@ def test_the_summary_says_when_the_gate_misses_person_tiles_it_was_trained_on(
     assert ('note: the gate misses' in capsys.readouterr().out) != said
 
 
+def test_gate_train_scales_frames_to_the_bound_it_is_given(tiny_frames, tmp_path,
+                                                           monkeypatch):
+    from sparse_perception.gates import training
+
+    bounds = []
+    distil = training.distil
+
+    def watched(sources, model, *args, **kwargs):
+        bounds.append(model.max_pixels)  # the input the network sees for each frame
+        return distil(sources, model, *args, **kwargs)
+    monkeypatch.setattr(training, 'distil', watched)
+    out = tmp_path / 'g.pt'
+    assert main(['gate', 'train', str(tiny_frames), '--fcn-max-megapixels', '0.02',
+                 '--max-frames', '5', '--epochs', '1', '--quiet', '--out', str(out)]) == 0
+    assert bounds == [20000]  # 128x224 frames reach the network at 106x187
+    assert load(out, 16)[1]['fcn_max_megapixels'] == 0.02
+
+
 def test_the_summary_says_what_max_frames_left_unread(tiny_frames, tmp_path, capsys):
     out = tmp_path / 'g.pt'
     assert main(['gate', 'train', str(tiny_frames), str(tiny_frames), '--max-frames', '3',
@@ -245,7 +264,8 @@ def test_a_file_that_is_not_a_matching_gate_is_refused(tmp_path):
     save(state, dict(META, model=model_key(str(tmp_path / 'm.tflite'))), tmp_path / 'file.pt')
     load(tmp_path / 'file.pt', 16, str(tmp_path / '.' / 'm.tflite'))
     for key, value in (('version', torch.tensor([VERSION])), ('version', True),
-                       ('tile', torch.tensor(16)), ('model', 5)):
+                       ('tile', torch.tensor(16)), ('model', 5),
+                       ('fcn_max_megapixels', '2.1')):
         save(state, dict(META, **{key: value}), tmp_path / 'odd.pt')
         with pytest.raises(GateFileError, match=f'its metadata {key!r} is '):
             load(tmp_path / 'odd.pt', 16, 'deeplabv3_mnv2_pascal_fcn')
@@ -335,6 +355,35 @@ def test_a_gate_file_trained_again_in_place_is_read_again(tmp_path, caplog):
         maker.configure(dataclasses.replace(settings.sparsity, gate_model=str(tmp_path / 'x')))
 
 
+def test_a_gate_trained_for_another_frame_size_bound_is_said_once(tmp_path, caplog):
+    from sparse_perception.gates.maker import GateMaker
+
+    meta = dict(META, model='deeplabv3_mnv2_pascal_fcn')
+    save(network().state_dict(), dict(meta, fcn_max_megapixels=2.1), tmp_path / 'g.pt')
+    save(network().state_dict(), meta, tmp_path / 'older.pt')  # recorded no bound
+    settings = st.replace(st.PerceptionSettings(), {
+        'sparsity.gate': 'learned', 'sparsity.gate_model': str(tmp_path / 'g.pt'),
+        'model.fcn_max_megapixels': 1.0})
+
+    def said():
+        return [r.getMessage() for r in caplog.records if 'another scale' in r.getMessage()]
+    with caplog.at_level('WARNING'):
+        maker = GateMaker(settings.sparsity, 16, 'class_map', 15, None,
+                          model='deeplabv3_mnv2_pascal_fcn', max_megapixels=1.0)
+        maker.reconfigure(st.replace(settings, {'sparsity.gate_margin': 3}))
+        assert said() == ['the learned gate ' + str(tmp_path / 'g.pt') + ' was trained with '
+                          'model.fcn_max_megapixels 2.1 and this pipeline has 1: a frame above '
+                          'the smaller of the two reaches the gate at another scale than it '
+                          'learned; train it with --fcn-max-megapixels 1']
+        maker.reconfigure(st.replace(settings, {'model.fcn_max_megapixels': 2.1}))
+        maker.reconfigure(st.replace(settings, {
+            'sparsity.gate_model': str(tmp_path / 'older.pt')}))
+        # A fixed-size model's input is never scaled by the bound.
+        GateMaker(settings.sparsity, 16, 'class_map', 15, None,
+                  model='deeplabv3_mnv2_pascal_fcn', max_megapixels=None)
+    assert len(said()) == 1
+
+
 def test_a_gate_that_cannot_be_written_is_an_os_error(tmp_path):
     import subprocess
     import sys
@@ -382,6 +431,8 @@ def test_training_refuses_what_would_be_lost_or_useless_before_reading(tmp_path,
             (TrainingOptions(recall_weight=4e38), tmp_path / 'g.pt', 'at most 1000, got 4e'),
             (TrainingOptions(tile=1000), tmp_path / 'g.pt', '--tile-size: change.tile_size'),
             (TrainingOptions(margin=-3), tmp_path / 'g.pt', '--margin: sparsity.gate_margin'),
+            (TrainingOptions(fcn_max_megapixels=0.0), tmp_path / 'g.pt',
+             '--fcn-max-megapixels: model.fcn_max_megapixels = 0.0 is out of range'),
             (TrainingOptions(), tmp_path, 'contains the input'),
             (TrainingOptions(), tmp_path / 'folder.pt', 'is a folder')):
         with pytest.raises(TrainingError, match=message):
