@@ -660,7 +660,9 @@ class IncrementalModel:
             return Gate(whole, max(value.height, value.width), value.height, value.width), True
         tile_size, _, tiles = gate
         tile = tile_size_of(tiles, tile_size, value.height, value.width)
-        tiles = torch.as_tensor(tiles, device=self.device)
+        # A gate made on the host (the pose gate's) goes over without the host waiting, as a
+        # change map does: a blocking copy would wait for the frames queued before it.
+        tiles = torch.as_tensor(tiles).to(self.device, non_blocking=True)
         return Gate(tiles, tile, value.height, value.width), False
 
     def _calibrate(self, plan: Plan, state: StreamState) -> None:

@@ -286,7 +286,10 @@ class LoadedModel:
 
         # A frame straight from a message's buffer is read-only, which torch warns about
         # even for a tensor only read (as here: .float() copies); a copy then, once per frame.
-        tensor = torch.from_numpy(np.require(pixels, requirements=('C', 'W'))).to(self.device)
+        # To a GPU without waiting for the work queued there (from pageable memory the driver
+        # stages the bytes before the call returns, so the array may go at once).
+        tensor = torch.from_numpy(np.require(pixels, requirements=('C', 'W'))).to(
+            self.device, non_blocking=True)
         tensor = tensor.permute(2, 0, 1)[None].float()
         scale, offset = self.normalise
         return tensor * scale + offset if (scale, offset) != (1.0, 0.0) else tensor

@@ -253,3 +253,26 @@ def test_incremental_frames_do_not_synchronise(cuda, name):
         torch.cuda.set_sync_debug_mode('default')
     stats = engine.last_stats  # reading the counters is allowed once the frame is done
     assert stats is not None and not stats.dense
+
+
+def test_host_change_maps_and_gates_do_not_synchronise(cuda):
+    # As the pipeline gives them: change maps from the host's detector, and the pose gate's
+    # tile map, made on the host.
+    model = kn.build('mobile', seed=6).to(cuda)
+    engine = IncrementalModel(model, EngineConfig(threshold_scale=0.1), execution='device',
+                              graph=False)
+    state = engine.new_state()
+    sequence = [(x.to(cuda), tiles) for x, tiles in kn.frames(3, 64, 96, 6, seed=4, tile=8)]
+    gate = torch.zeros(8, 12, dtype=torch.bool)
+    gate[2:6, 3:9] = True
+    for x, tiles in sequence[:3]:  # dense frame, calibration, kernel compilation
+        engine(x, tiles, state, gate=None if tiles is None else gate)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode('error')
+    try:
+        for x, tiles in sequence[3:]:
+            engine(x, tiles, state, gate=gate)
+    finally:
+        torch.cuda.set_sync_debug_mode('default')
+    stats = engine.last_stats
+    assert stats is not None and not stats.dense
