@@ -30,8 +30,9 @@ output position sums its own taps (no scatter, no atomics) and only changed tile
 from __future__ import annotations
 
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
-from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
-                                               launch, tile_rows, tl, triton, work_count)
+from sparse_perception.kernels.runtime import (bias_vector, block, cdiv, check_device,
+                                               check_dot, check_float, KernelError, launch,
+                                               tile_rows, tl, triton, work_count)
 from sparse_perception.kernels.window import (channels_last_rows, Geometry, patch_geometry,
                                               patch_tile, rows_as_nchw)
 import torch
@@ -155,6 +156,8 @@ def conv_args(x: torch.Tensor, w_gemm: torch.Tensor, bias: torch.Tensor | None,
                           f'{groups} groups and input channels {x.shape[1]} do not match')
     if x.dtype != w_gemm.dtype:
         raise KernelError(f'convolution: input is {x.dtype}, weights {w_gemm.dtype}')
+    check_dot(x.dtype, 'convolution')
+    bias = bias_vector(bias, cout, 'convolution')
     cout_g = cout // groups
     block_n, block_k = block(cout_g, 16, 64), block(cin_g, 16, 32)
     n_blocks = cdiv(cout_g, block_n)

@@ -30,8 +30,9 @@ fp32 runs with IEEE products (no TF32) so that fp32 stays exact against the dens
 from __future__ import annotations
 
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
-from sparse_perception.kernels.runtime import (block, cdiv, check_device, check_float, KernelError,
-                                               launch, tile_rows, tl, triton, work_count)
+from sparse_perception.kernels.runtime import (bias_vector, block, cdiv, check_device,
+                                               check_dot, check_float, KernelError, launch,
+                                               tile_rows, tl, triton, work_count)
 import torch
 
 
@@ -92,6 +93,7 @@ def _check(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None) -
                           f'{tuple(weight_t.shape)} must be (n, Cin) and contiguous (Cin, Cout)')
     if x.dtype != weight_t.dtype:
         raise KernelError(f'1x1 convolution: rows are {x.dtype}, weights {weight_t.dtype}')
+    check_dot(x.dtype, '1x1 convolution')
     if x.stride(1) != 1:
         raise KernelError('1x1 convolution: rows must have unit channel stride')
 
@@ -102,6 +104,7 @@ def linear_rows(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor |
     _check(rows, weight_t, bias)
     n, cin = rows.shape
     cout = weight_t.shape[1]
+    bias = bias_vector(bias, cout, '1x1 convolution')
     if out is None:
         out = torch.empty(n, cout, dtype=rows.dtype, device=rows.device)
     elif out.shape != (n, cout) or out.stride(1) != 1:
@@ -147,6 +150,7 @@ def conv1x1_tiles_args(x: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tens
     """
     _check(x, weight_t, bias)
     cin, cout = weight_t.shape
+    bias = bias_vector(bias, cout, '1x1 convolution')
     block_n, block_k = _blocks(cin, cout)
     args = (x, x.stride(0), weight_t, bias if bias is not None else weight_t, out,
             out.stride(0), cand if cand is not None else out, tiles,

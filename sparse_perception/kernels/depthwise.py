@@ -24,8 +24,9 @@ channel ``c`` reads input channel ``c // multiplier`` (``groups == Cin``).
 from __future__ import annotations
 
 from sparse_perception.kernels.epilogue import Epilogue, NO_EPILOGUE, sink
-from sparse_perception.kernels.runtime import (check_device, check_float, KernelError, launch,
-                                               tile_rows, tl, triton, work_count)
+from sparse_perception.kernels.runtime import (bias_vector, check_device, check_float,
+                                               KernelError, launch, tile_rows, tl, triton,
+                                               work_count)
 from sparse_perception.kernels.window import (channel_block, channels_last_rows, Geometry,
                                               patch_geometry, patch_tile, rows_as_nchw)
 import torch
@@ -103,6 +104,7 @@ def depthwise_args(x: torch.Tensor, w_taps: torch.Tensor, bias: torch.Tensor | N
     kh, kw = geometry.kernel
     if w_taps.shape[0] != kh * kw:
         raise KernelError(f'depthwise: weight has {w_taps.shape[0]} taps, kernel {kh}x{kw}')
+    bias = bias_vector(bias, cout, 'depthwise')
     block_c = channel_block(cout)
     args = (x, x.stride(0), w_taps, bias if bias is not None else w_taps, out, out.stride(0),
             cand if cand is not None else out, tiles, count if count is not None else tiles,

@@ -47,7 +47,12 @@ def _gather_rows_kernel(src_ptr, ld_src, index_ptr, out_ptr, n, C,
 
 
 def gather_rows(src: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """Rows ``src[index]`` (see :func:`gather_rows_ref`)."""
+    """
+    Rows ``src[index]`` (see :func:`gather_rows_ref`).
+
+    The indices are not checked against the rows (that would wait for the GPU): the engine's
+    come from its own position lists.
+    """
     check_device(src, index)
     if src.dim() != 2 or src.stride(1) != 1:
         raise KernelError(f'gather: src must be (rows, channels) row-major, got '
@@ -142,6 +147,9 @@ def copy_tiles_args(x: torch.Tensor, out: torch.Tensor, out_hw: tuple[int, int],
     if shuffle is not None:
         strides = shuffle_strides(channels, *shuffle)
         channels //= strides[0] ** 2
+    if col0 < 0 or col0 + channels > out.shape[1]:
+        raise KernelError(f'copy: {channels} channels written from column {col0} do not fit '
+                          f'the {out.shape[1]} channels of out')
     block_c = block(channels, 16, 64)
     rows, cols = table if table is not None else (tiles, tiles)
     args = (x, x.stride(0), rows, cols, out, out.stride(0),

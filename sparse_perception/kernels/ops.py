@@ -76,6 +76,7 @@ from torch import Tensor
 _CL = torch.channels_last
 _BINARY = ('add', 'sub', 'mul', 'div')
 _TOKEN = re.compile(r'^\s*([a-z_0-9]+)\s*(?:\(([^)]*)\))?\s*$')
+_STEP_COMMA = re.compile(r',(?![^(]*\))')  # a comma between steps, not inside name(params)
 
 
 def parse_epilogue(spec: str, operand: Optional[Tensor]) -> tuple[list, dict]:
@@ -89,12 +90,16 @@ def parse_epilogue(spec: str, operand: Optional[Tensor]) -> tuple[list, dict]:
     """
     steps: list = []
     operands: dict = {}
-    for token in [t for t in spec.split(',') if t.strip()] if spec else []:
+    for token in [t for t in _STEP_COMMA.split(spec) if t.strip()] if spec else []:
         match = _TOKEN.match(token)
         if match is None:
             raise ValueError(f'epilogue step {token!r}: expected name or name(params)')
         name, params = match.group(1), match.group(2)
-        values = tuple(float(p) for p in params.split(',')) if params else ()
+        try:
+            values = tuple(float(p) for p in params.split(',')) if params else ()
+        except ValueError:
+            raise ValueError(f'epilogue step {token!r}: its parameters must be numbers') \
+                from None
         if name in _BINARY:
             if operand is None:
                 raise ValueError(f'epilogue step {name!r} needs the operand tensor')

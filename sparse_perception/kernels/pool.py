@@ -116,6 +116,9 @@ def pool_args(x: torch.Tensor, out: torch.Tensor, mode: str, geometry: Geometry,
     check_float(x, out)
     if mode not in ('max', 'avg'):
         raise KernelError(f'pooling mode {mode!r}; expected max or avg')
+    if mode == 'avg' and tuple(geometry.dilation) != (1, 1):
+        raise KernelError(f'average pooling with dilation {tuple(geometry.dilation)}: '
+                          'average pooling has no dilation (as in torch)')
     channels = x.shape[1]
     block_c = channel_block(channels)
     kh, kw = geometry.kernel

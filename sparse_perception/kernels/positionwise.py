@@ -101,6 +101,10 @@ def positionwise_args(x: torch.Tensor, out: torch.Tensor, fn: str, out_hw: tuple
     if fn not in FUNCTIONS:
         raise KernelError(f'positionwise function {fn!r}; expected one of {sorted(FUNCTIONS)}')
     channels = x.shape[1]
+    wanted = 1 if fn == 'argmax' else channels
+    if out.dim() != 2 or out.shape[1] != wanted:
+        raise KernelError(f'positionwise {fn}: out {tuple(out.shape)} must have {wanted} '
+                          f'channel(s) for an input of {channels}')
     args = (x, x.stride(0), out, out.stride(0), cand if cand is not None else out, tiles,
             count if count is not None else tiles, tiles.numel(), out_hw[0], out_hw[1],
             channels)

@@ -143,6 +143,32 @@ def check_float(*tensors: torch.Tensor) -> None:
                               'bfloat16 (other dtypes run on the reference backend)')
 
 
+def check_dot(dtype: torch.dtype, what: str) -> None:
+    """Refuse what Triton's interpreter gets wrong: a bfloat16 matrix product."""
+    # Triton 3.6's interpreter multiplies bfloat16 operands as the integers that store them
+    # (errors of 1e9 and more); elementwise bfloat16 arithmetic is right there.
+    if INTERPRETED and dtype == torch.bfloat16:
+        raise KernelError(f"{what}: Triton's interpreter (TRITON_INTERPRET=1) computes "
+                          'bfloat16 matrix products wrongly; run bfloat16 on CUDA, or on the '
+                          'reference backend on the CPU')
+
+
+def bias_vector(bias: torch.Tensor | None, channels: int, what: str) -> torch.Tensor | None:
+    """
+    Return ``bias`` as the kernels read it: (channels,) contiguous (None stays None).
+
+    The kernels read the bias at ``b_ptr + channel``: a strided view (``b[::2]``, which a
+    model may pass to ``F.conv2d``) is copied, and a bias of another length is refused rather
+    than read past its end.
+    """
+    if bias is None:
+        return None
+    if bias.dim() != 1 or bias.shape[0] != channels:
+        raise KernelError(f'{what}: bias {tuple(bias.shape)} must be ({channels},), one per '
+                          'output channel')
+    return bias.contiguous()
+
+
 # -- helpers used inside kernels ----------------------------------------------------------------
 
 @triton.jit

@@ -80,6 +80,33 @@ def model_channels(model):
     return next(m for m in model.modules() if isinstance(m, nn.Conv2d)).in_channels
 
 
+class _StridedBiases(nn.Module):
+    """Convolutions (KxK, depthwise, 1x1) whose biases are strided views of one parameter."""
+
+    def __init__(self):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w1 = nn.Parameter(torch.randn(8, 3, 3, 3, generator=g) / 5)
+        self.w2 = nn.Parameter(torch.randn(8, 1, 3, 3, generator=g) / 3)
+        self.w3 = nn.Parameter(torch.randn(4, 8, 1, 1, generator=g) / 3)
+        self.b = nn.Parameter(torch.randn(16, generator=g))
+
+    def forward(self, x):
+        x = torch.relu(nn.functional.conv2d(x, self.w1, self.b[::2], padding=1))
+        x = torch.relu(nn.functional.conv2d(x, self.w2, self.b[1::2], padding=1, groups=8))
+        return nn.functional.conv2d(x, self.w3, self.b[:8][::2])
+
+
+@pytest.mark.slow
+def test_biases_that_are_strided_views_are_read_as_they_are():
+    model = _StridedBiases().eval()
+    sequence = kn.frames(3, 11, 13, 3, seed=1)
+    expected = dense_outputs(model, sequence)
+    for engine in (IncrementalModel(model, EngineConfig(backend='kernels')),
+                   IncrementalModel(model, execution='device', graph=False)):
+        assert worst(run(engine, sequence), expected) <= 1e-4  # were off by 1 to 3
+
+
 @pytest.mark.slow
 def test_switch_flips_the_backend_and_results_agree(monkeypatch):
     model = kn.build('branches', seed=3)

@@ -120,6 +120,16 @@ def test_store_rows_reports_what_moved_past_the_threshold():
     assert dst[1, 0] == 1.0
 
 
+def test_epilogue_steps_with_two_parameters_are_parsed():
+    steps, _ = ops.parse_epilogue('relu, hardtanh(0, 6),clamp(-1,1)', None)
+    assert [(step.op, step.params) for step in steps] == [
+        ('relu', ()), ('hardtanh', (0.0, 6.0)), ('clamp', (-1.0, 1.0))]
+    with pytest.raises(ValueError, match=r"'clamp\(a,1\)': its parameters must be numbers"):
+        ops.parse_epilogue('clamp(a,1)', None)
+    with pytest.raises(ValueError, match=r'expected hardtanh\(low,high\)'):
+        ops.parse_epilogue('hardtanh(1)', None)
+
+
 def test_an_unknown_epilogue_step_is_named():
     with pytest.raises(ValueError, match="epilogue step 'swish' is not known"):
         ops.parse_epilogue('relu,swish', None)
