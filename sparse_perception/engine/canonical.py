@@ -91,10 +91,16 @@ def convert(lo: Lowering, n: fx.Node) -> None:
     """Emit the IR of node ``n`` with the converter its table holds for it."""
     if n.op == 'call_module':
         mod = lo.modules[n.target]
-        converter = MODULE_EXACT.get(type(mod)) or next(
-            (MODULES[t] for t in type(mod).__mro__ if t in MODULES), None)
+        converter = MODULE_EXACT.get(type(mod))
         if converter is None:
-            raise lo.unsupported(n, 'this module type is not supported')
+            base = next((t for t in type(mod).__mro__ if t in MODULES), None)
+            if base is None:
+                raise lo.unsupported(n, 'this module type is not supported')
+            # A subclass that computes otherwise (a QAT convolution's fake quantisation) is
+            # not its base.
+            if type(mod).forward is not base.forward:
+                raise lo.unsupported(n, f'a subclass of {base.__name__} with its own forward()')
+            converter = MODULES[base]
     elif n.op == 'call_function':
         converter = FUNCTIONS.get(n.target)
         if converter is None:
@@ -131,6 +137,25 @@ def _reshape_arg(lo: Lowering, n: fx.Node) -> None:
     _reshape_global(lo, n, n.args[0])
 
 
+def _getitem(lo: Lowering, n: fx.Node) -> None:
+    """Indexing that only adds or drops dimensions of size 1 (``v[..., None, None]``)."""
+    x, index = n.args
+    v = lo.value(x)
+    if v is None:
+        raise lo.unsupported(n, 'indexing a non-tensor')
+    # An index that picks or reorders elements ([:, [1, 0]], [:, :2]) is no reshape: find out
+    # on the positions of the elements themselves.
+    shape = lo.results[x].shape
+    probe = torch.arange(int(torch.Size(shape).numel())).reshape(shape)
+    try:
+        picked = probe[lo.const(index)]
+    except (IndexError, KeyError, RuntimeError, TypeError, ValueError):
+        raise lo.unsupported(n, 'an index computed from the image') from None
+    if not torch.equal(picked.reshape(-1), probe.reshape(-1)):
+        raise lo.unsupported(n, 'an index that selects or reorders elements')
+    _reshape_global(lo, n, x)
+
+
 def _activation_call(lo: Lowering, n: fx.Node) -> None:
     pointwise(lo, n, n.args[0], Step('act', *_call_activation(lo, n)))
 
@@ -140,6 +165,9 @@ def _binary_call(lo: Lowering, n: fx.Node) -> None:
     args = lo.args(n, ['a', 'b'], {})
     if args.get('alpha', 1) != 1:
         raise lo.unsupported(n, 'add/sub with alpha != 1 is not supported')
+    if args.get('rounding_mode') is not None:
+        raise lo.unsupported(n, f"division with rounding_mode {args['rounding_mode']!r} is not "
+                                'supported')
     binary(lo, n, op, args['a'], args['b'])
 
 
@@ -417,8 +445,8 @@ FUNCTIONS: dict[Any, Converter] = _table(
     (_SHUFFLE_FUNCTIONS, _shuffle_call),
     ((F.linear,), _linear_call),
     ((F.batch_norm,), _batch_norm_call),
-    ((torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze, operator.getitem),
-     _reshape_arg),
+    ((torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze), _reshape_arg),
+    ((operator.getitem,), _getitem),
     ((F.dropout, F.dropout2d), _dropout_call),
 )
 METHODS: dict[str, Converter] = _table(
@@ -518,6 +546,10 @@ def _resample(lo: Lowering, n: fx.Node, x: Any, args: dict) -> None:
     _, _, ho, wo = lo.results[n].shape
     if args.get('mode') not in ('nearest', 'nearest-exact', 'bilinear', 'bicubic', 'area'):
         raise lo.unsupported(n, f'resampling mode {args.get("mode")!r}')
+    if args.get('antialias'):
+        # The weights below are probed one axis at a time on inputs one row or column
+        # across; antialiased, torch gives another result there than on a whole frame.
+        raise lo.unsupported(n, 'antialiased resampling (antialias=True) is not supported')
     # The separable weight matrices come from the real F.interpolate on probes, so every
     # mode and option behaves exactly as torch does.
     try:

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 import enum
 import itertools
 import logging
+import math
 import time
 from typing import Any, Callable
 
@@ -157,9 +158,11 @@ def compute_tile(out_hw: tuple[int, int], tiling: Tiling,
     t = tiling.edge
     while t > 2 and -(-height // t) * -(-width // t) < 64:
         t //= 2
-    t = max(1, t, *stride)
-    t = -(-t // stride[0]) * stride[0]
-    t = -(-t // stride[1]) * stride[1]
+    # A multiple of both strides (their least common multiple): rounding up to one and then
+    # to the other left a tile of 4 under strides (4, 3), whose patches differ in geometry.
+    step = math.lcm(*stride)
+    t = max(1, t, step)
+    t = -(-t // step) * step
     return t, t
 
 

@@ -66,6 +66,13 @@ def pointwise(lo: Lowering, n: fx.Node, x: Any, step: Step) -> None:
     v = lo.main_input(n, x)
     if lo.values[v].view == 'nchw':
         lo.check_nchw_result(n)
+    dtype, result = lo.values[v].dtype, lo.results[n].dtype
+    if not dtype.is_floating_point:
+        raise lo.unsupported(n, f'arithmetic on a {dtype} tensor (the classes of an arg-max) '
+                                'is not supported')
+    if result != dtype:
+        raise lo.unsupported(n, f'its result is {result} where its input is {dtype} (type '
+                                'promotion, e.g. by a float64 constant)')
     if step.operand is not None:
         check_operand(lo, n, v, step.operand)
     if fusable(lo, v):
@@ -151,7 +158,10 @@ def binary(lo: Lowering, n: fx.Node, op: str, a: Any, b: Any) -> None:
     except RuntimeError:
         raise lo.unsupported(n, f'constant of shape {tuple(const.shape)} does not '
                                 'broadcast to the tensor') from None
-    spatial = const.dim() >= 2 and const.shape[-1] * const.shape[-2] > 1
+    # Whether it varies over the positions: broadcasting aligns the last dimensions, so a 1-D
+    # constant runs along the width (not the channels).
+    spatial = const.dim() >= 1 and (const.shape[-1] > 1
+                                    or (const.dim() >= 2 and const.shape[-2] > 1))
     rows = full[0].permute(1, 2, 0).reshape(-1, value.channels) if spatial else \
         full[0, :, 0, 0].reshape(1, -1)
     step = Step('binary', op, const=rows.contiguous(), reverse=reverse)

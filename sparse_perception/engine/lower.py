@@ -38,10 +38,22 @@ from sparse_perception.engine.tracing import dependent_nodes, Meta, node_args, O
 from sparse_perception.kernels.steps import Step
 import torch
 from torch import fx
+import torch.nn as nn
 import torch.nn.functional as F
 
 _IN_PLACE_FUNCTIONS = (operator.iadd, operator.isub, operator.imul, operator.itruediv,
                        torch.relu_, F.relu_)
+# Ops whose result may be the very tensor they read, or a view of it (in eager PyTorch): an
+# in-place op on one changes the others.
+_SHARING_MODULES = (nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.AlphaDropout,
+                    nn.Flatten)
+_SHARING_METHODS = ('contiguous', 'detach', 'to', 'float', 'view', 'view_as', 'reshape',
+                    'flatten', 'squeeze', 'unsqueeze', 'expand', 'expand_as', 'permute',
+                    'transpose')
+_SHARING_FUNCTIONS = (torch.flatten, torch.reshape, torch.squeeze, torch.unsqueeze,
+                      operator.getitem, F.dropout, F.dropout1d, F.dropout2d)
+# Tensor methods that hand a tensor's values to Python (a frame's values, on a traced graph).
+_DATA_READS = ('item', 'tolist', 'numpy', '__bool__', '__int__', '__float__', '__index__')
 
 
 def lower(gm: fx.GraphModule, example: torch.Tensor, allow_dense_tail: bool = True) -> Program:
@@ -82,10 +94,20 @@ class Lowering:
         x = self.new_value(self.input_node, 'input')
         self.add_layer(Layer('input', ('input',), Kind.INPUT, [], x, order=0))
 
+        data: set = set()  # Python values read from the image's tensors, and their results
         for n in graph.nodes:
             if n.op in ('placeholder', 'output') or n not in self.dependent:
                 continue
             result = self.results[n]
+            if self._reads_data(n) or (not isinstance(result, (Meta, Opaque))
+                                       and any(a in data for a in node_args(n))):
+                # Its value is this frame's: kept as a constant it would be wrong on the next
+                # (so is a Python value computed from it).
+                data.add(n)
+                self.errors[n] = self.unsupported(
+                    n, 'it reads values of a tensor computed from the image into Python')
+                self.tail_nodes.append(n)
+                continue
             if not isinstance(result, (Meta, Opaque)):
                 continue  # static (shapes and sizes): evaluated, used as constants
             self._check_mutation(n)  # never tolerated, not even in a dense tail
@@ -106,18 +128,25 @@ class Lowering:
                        tuple(self.describe(n) for n in self.tail_nodes),
                        any(self.mutates_input(n) for n in self.tail_nodes))
 
+    def _reads_data(self, n: fx.Node) -> bool:
+        """Whether ``n`` turns an image-dependent tensor's values into Python values."""
+        return (n.op == 'call_method' and n.target in _DATA_READS
+                and any(isinstance(self.results.get(a), (Meta, Opaque)) for a in node_args(n)))
+
     @property
     def tail_set(self) -> set:
         return set(self.tail_nodes)
 
     def _count_uses(self) -> None:
-        # Uses per node after alias resolution, counting only tensor consumers (shape reads
-        # like x.shape are static and do not need the value).
+        # Uses per node after alias resolution, counting only the consumers that read the
+        # tensor (shape reads like x.shape are static and do not need the value); one whose
+        # result is several tensors (x.max(1), x.chunk(2)) reads it too, and a pointwise op
+        # fused into x's producer would change what it reads.
         self.node_uses: dict[fx.Node, int] = {}
         for n in self.gm.graph.nodes:
             for a in node_args(n):
                 if a in self.dependent and isinstance(self.results.get(a), Meta):
-                    if n.op == 'output' or isinstance(self.results.get(n), Meta):
+                    if n.op == 'output' or isinstance(self.results.get(n), (Meta, Opaque)):
                         self.node_uses[a] = self.node_uses.get(a, 0) + 1
 
     # -- values and layers --------------------------------------------------------------------
@@ -240,13 +269,35 @@ class Lowering:
         if not n.args or not isinstance(n.args[0], fx.Node) or not self.mutates_input(n):
             return
         target = n.args[0]
-        later = [u for u in target.users if u is not n
+        # Every tensor that is the same one or a view of it: back to the first that is not
+        # (nn.Identity returns its input itself), then forward through the others.
+        root = target
+        while self._shares_storage(root) and root.args and isinstance(root.args[0], fx.Node):
+            root = root.args[0]
+        group, todo = {root}, [root]
+        while todo:
+            for u in todo.pop().users:
+                if u not in group and u is not n and self._shares_storage(u) \
+                        and u.args and u.args[0] in group:
+                    group.add(u)
+                    todo.append(u)
+        later = [u for g in group for u in g.users if u is not n and u not in group
                  and self.node_order[u] > self.node_order[n]]
+        later += [g for g in group if self.node_order[g] > self.node_order[n]]
         if later:
+            later.sort(key=self.node_order.get)
             raise self.unsupported(
                 n, f'it changes {target.name!r} in place, which {later[0].name!r} reads '
                 'afterwards (eager PyTorch and the traced graph disagree there); use the '
                 'out-of-place op')
+
+    def _shares_storage(self, n: fx.Node) -> bool:
+        """Whether eager PyTorch may return the tensor ``n`` reads, or a view of it."""
+        if n.op == 'call_module':
+            return isinstance(self.modules[n.target], _SHARING_MODULES)
+        if n.op == 'call_method':
+            return n.target in _SHARING_METHODS
+        return n.op == 'call_function' and n.target in _SHARING_FUNCTIONS
 
     def describe(self, n: fx.Node) -> str:
         if n.op == 'call_module':

@@ -39,6 +39,7 @@ def trace(module: nn.Module) -> fx.GraphModule:
     """Trace ``module`` with torch.fx, with an error that says what to do when it fails."""
     if isinstance(module, fx.GraphModule):
         return module
+    _check_hooks(module)
     if fx.Tracer().is_leaf_module(module, ''):
         module = nn.Sequential(module)  # a bare torch.nn layer: trace it as a call
     try:
@@ -52,6 +53,22 @@ def trace(module: nn.Module) -> fx.GraphModule:
             f'torch.fx could not trace {type(module).__name__}: {exc}. The engine needs a '
             'traceable model: move data-dependent Python control flow out of forward(), or '
             'pass a torch.fx.GraphModule you traced yourself.') from exc
+
+
+def _check_hooks(module: nn.Module) -> None:
+    """Refuse forward hooks: torch.fx traces forward() alone, so the graph would skip them."""
+    from torch.nn.modules import module as module_hooks
+
+    if module_hooks._global_forward_hooks or module_hooks._global_forward_pre_hooks:
+        raise EngineError('forward hooks are registered for every module '
+                          '(nn.modules.module.register_module_forward_hook); torch.fx does not '
+                          'trace hooks, so the engine would compute without them: remove them')
+    for name, m in module.named_modules():
+        if m._forward_hooks or m._forward_pre_hooks:
+            raise EngineError(f'module {name or type(module).__name__!r} '
+                              f'({type(m).__name__}) has forward hooks; torch.fx does not trace '
+                              'hooks, so the engine would compute without them: remove them or '
+                              'do their work in forward()')
 
 
 def graph_module(root: Any, graph: fx.Graph, name: str = 'GraphModule') -> fx.GraphModule:

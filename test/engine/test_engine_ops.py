@@ -103,7 +103,9 @@ def test_conv2d_padding_modes(mode):
 
 @pytest.mark.parametrize('kernel, stride, padding, output_padding, dilation, groups', [
     (2, 2, 0, 0, 1, 1), (3, 2, 1, 1, 1, 1), (4, 2, 1, 0, 1, 3), (3, 1, 1, 0, 2, 1),
-    (1, 2, 0, 1, 1, 1), (5, 3, 2, 2, 1, 1)])
+    (1, 2, 0, 1, 1, 1), (5, 3, 2, 2, 1, 1),
+    # Strides unequal across axes: tiles are a multiple of both (their least common multiple)
+    ((4, 3), (4, 3), 0, 0, 1, 1), ((3, 2), (3, 2), 1, 0, 1, 1)])
 def test_conv_transpose2d(kernel, stride, padding, output_padding, dilation, groups):
     model = nn.Sequential(nn.ConvTranspose2d(3, 6, kernel, stride, padding, output_padding,
                                              groups, True, dilation))
@@ -533,6 +535,93 @@ def test_in_place_ops_on_tensors_read_again_are_refused():
     # The usual in-place activations in a chain are fine.
     run_and_compare(nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(inplace=True),
                                   nn.Conv2d(4, 2, 1), nn.Hardswish(inplace=True)))
+
+
+def test_in_place_ops_through_an_alias_are_refused():
+    class ThroughAlias(nn.Module):
+        def __init__(self, alias):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.alias = alias
+            self.act = nn.ReLU(inplace=True)
+
+        def forward(self, x):
+            y = self.conv(x)
+            return self.act(self.alias(y)) + y  # eager: 2 * relu(y), as alias(y) is y
+
+    for alias in (nn.Identity(), nn.Dropout(0.1)):
+        with pytest.raises(UnsupportedOpError, match="changes 'alias' in place, which 'add'"):
+            IncrementalModel(ThroughAlias(alias).eval())(torch.randn(1, 3, 8, 8))
+
+
+class _Head(nn.Module):
+    """A convolution, then ``fn`` of its output (what the cases below vary)."""
+
+    def __init__(self, fn, channels=4):
+        super().__init__()
+        self.conv = nn.Conv2d(3, channels, 3, padding=1)
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(self, self.conv(x))
+
+
+@pytest.mark.parametrize('fn', [
+    # The tuple a max(dim) or chunk gives reads the convolution's output; fusing the ReLU
+    # into the convolution made them read relu(y) (off by 0.1 and 1.0).
+    lambda m, y: (torch.relu(y), y.max(1)[0]),
+    lambda m, y: (torch.relu(y), y.chunk(2, 1)[1]),
+    # A 1-D constant runs along the width; it was taken per channel (off by 0.2).
+    lambda m, y: y + torch.linspace(-1, 1, 26),
+    # Division with rounding (ignored: off by 0.03), antialiased resampling (off by 1.2).
+    lambda m, y: torch.div(y, 0.3, rounding_mode='floor'),
+    lambda m, y: F.interpolate(y, scale_factor=0.5, mode='bilinear', antialias=True),
+    # An index that reorders channels is no reshape (off by 1.1).
+    lambda m, y: y * y.mean((2, 3), keepdim=True)[:, [1, 0, 3, 2]],
+    # A float64 constant makes the result float64 (failed inside index_copy_), and an
+    # arg-max's classes plus one failed in the epilogue: both run in the dense tail now.
+    lambda m, y: y * torch.ones(1, 4, 1, 1, dtype=torch.float64),
+    lambda m, y: y.argmax(1, keepdim=True) + 1,
+], ids=['max', 'chunk', 'width constant', 'floor division', 'antialias', 'reordering index',
+        'float64 constant', 'argmax plus one'])
+def test_ops_the_engine_cannot_compute_exactly_run_in_the_dense_tail(fn):
+    run_and_compare(_Head(fn))
+
+
+def test_values_read_into_python_are_not_kept_as_constants():
+    class Normalised(nn.Module):
+        def __init__(self, then_conv):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.conv2 = nn.Conv2d(4, 2, 1) if then_conv else None
+
+        def forward(self, x):
+            y = self.conv(x)
+            y = y / (y.abs().amax().item() + 1e-6)  # this frame's maximum, every frame
+            return y if self.conv2 is None else self.conv2(y)
+
+    run_and_compare(Normalised(False))  # the division runs densely (was off by 0.03)
+    with pytest.raises(UnsupportedOpError, match=r"module 'conv2' \(Conv2d\)"):
+        IncrementalModel(Normalised(True).eval())(torch.randn(1, 3, 8, 8))
+
+
+def test_forward_hooks_and_subclasses_with_their_own_forward_are_refused():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.Conv2d(4, 2, 1)).eval()
+    handle = model[0].register_forward_hook(lambda module, args, out: torch.relu(out))
+    with pytest.raises(EngineError, match=r"module '0' \(Conv2d\) has forward hooks"):
+        IncrementalModel(model)
+    handle.remove()
+    IncrementalModel(model)
+
+    # A QAT convolution (a leaf for torch.fx, as torch's own modules are) computes with
+    # fake-quantised weights; it ran as a float convolution (off by 0.006).
+    from torch.ao.nn import qat
+    from torch.ao.quantization import get_default_qat_qconfig
+
+    fake = qat.Conv2d(3, 4, 3, padding=1, qconfig=get_default_qat_qconfig('fbgemm'))
+    inc = IncrementalModel(nn.Sequential(fake, nn.Conv2d(4, 2, 1)).eval())
+    with pytest.raises(UnsupportedOpError, match='a subclass of Conv2d with its own forward'):
+        inc(torch.randn(1, 3, 8, 8))
 
 
 def test_unsupported_tail_raises_when_tails_are_disallowed():
