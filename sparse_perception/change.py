@@ -47,6 +47,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -97,13 +98,14 @@ class ChangeDetector:
             return getattr(settings if settings is not None else defaults, name,
                            getattr(defaults, name))
 
-        self.threshold = float(pick('threshold', threshold))
-        self.tile_size = int(pick('tile_size', tile_size))
-        self.dilation = int(pick('dilation', dilation))
-        self.refresh_period = int(pick('refresh_period', refresh_period))
-        self.min_pixels = int(pick('min_pixels', min_pixels))
+        self.threshold = _number('threshold', pick('threshold', threshold))
+        self.tile_size = _whole('tile_size', pick('tile_size', tile_size))
+        self.dilation = _whole('dilation', pick('dilation', dilation))
+        self.refresh_period = _whole('refresh_period', pick('refresh_period', refresh_period))
+        self.min_pixels = _whole('min_pixels', pick('min_pixels', min_pixels))
         # At or above min_pixels the neighbour rule has no effect.
-        self.neighbour_pixels = int(pick('neighbour_pixels', neighbour_pixels))
+        self.neighbour_pixels = _whole('neighbour_pixels',
+                                       pick('neighbour_pixels', neighbour_pixels))
         checks = (('threshold', self.threshold, 0.0, 255.0),
                   ('tile_size', self.tile_size, 1, 4096), ('dilation', self.dilation, 0, 4096),
                   ('refresh_period', self.refresh_period, 0, math.inf),
@@ -441,6 +443,21 @@ def _pixel_type_error(dtype: Any) -> TypeError:
                      'float (convert the image first)')
 
 
+def _number(name: str, value: Any) -> float:
+    """Return a real number argument as a float (not a flag, nor a text that converts)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f'ChangeDetector {name}={value!r} must be a number')
+    return float(value)
+
+
+def _whole(name: str, value: Any) -> int:
+    """Return a whole number argument as an int: 16.9 is refused rather than read as 16."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) \
+            or not float(value).is_integer():
+        raise ValueError(f'ChangeDetector {name}={value!r} must be a whole number')
+    return int(value)
+
+
 def _as_hwc(frame: Any) -> torch.Tensor:
     """Return ``frame`` as an ``(H, W, C)`` tensor (a view where possible)."""
     if isinstance(frame, np.ndarray):
@@ -460,14 +477,23 @@ def _as_hwc(frame: Any) -> torch.Tensor:
         layout = 'tensor'
     else:
         raise TypeError(f'frame must be a numpy array or a torch tensor, got {type(frame)!r}')
-    if tensor.dim() == 2:
-        return tensor[..., None]
-    if tensor.dim() == 3:
-        return tensor
-    if tensor.dim() == 4 and layout == 'tensor' and tensor.shape[0] == 1:
-        return tensor[0].permute(1, 2, 0)
     expected = '(H, W) or (H, W, C)' + (' or (1, C, H, W)' if layout == 'tensor' else '')
-    raise ValueError(f'frame has shape {tuple(tensor.shape)}; expected {expected}')
+    shape = tuple(tensor.shape)
+    if tensor.dim() == 2:
+        hwc = tensor[..., None]
+    elif tensor.dim() == 3:
+        # (3, H, W) is a channel-first image, not one 3 pixels high with H x W channels.
+        if shape[0] in (1, 3, 4) and shape[2] not in (1, 2, 3, 4):
+            raise ValueError(f'frame has shape {shape}, channels first; expected {expected}')
+        hwc = tensor
+    elif tensor.dim() == 4 and layout == 'tensor' and tensor.shape[0] == 1:
+        hwc = tensor[0].permute(1, 2, 0)
+    else:
+        raise ValueError(f'frame has shape {shape}; expected {expected}')
+    if 0 in hwc.shape:
+        raise ValueError(f'frame has shape {shape}: no pixels (height, width and channels must '
+                         'be at least 1)')
+    return hwc
 
 
 def _changed_pixels(image: torch.Tensor, ref: torch.Tensor, threshold: float) -> torch.Tensor:

@@ -1062,6 +1062,7 @@ class Pipeline:
         # change_map topic has a subscriber).
         self.keep_change_maps = False
         self._shape: tuple[int, ...] | None = None
+        self._closed = False
         self._warn_unread_change(settings)
 
     @staticmethod
@@ -1100,6 +1101,7 @@ class Pipeline:
         A frame that fails part way (an exception from a network) resets the temporal state
         before the exception goes on: the next frame runs dense, and tracking starts afresh.
         """
+        self._check_open()
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
                 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(
@@ -1175,6 +1177,7 @@ class Pipeline:
         caches; a new change threshold keeps the change map's reference, unless it makes two
         heads share a map or stop sharing one (the new maps then start with a refresh).
         """
+        self._check_open()
         old = self._settings
         reload_all = reloads_every_head(old, settings)
         device = _device(settings.model.device)
@@ -1240,19 +1243,26 @@ class Pipeline:
         Frames alone reach only the networks they run: a pose landmark network waits for
         somebody to be in view. Outputs and temporal state are unchanged.
         """
+        self._check_open()
         for head in self._heads.values():
             for net in head.nets:
                 net.warm_up()
 
     def close(self) -> None:
-        """Release the networks and the GPU memory they held."""
+        """Release the networks and the GPU memory they held; the pipeline runs no more."""
         self._heads = {}
+        self._closed = True
         if self._device.startswith('cuda'):
             import torch
 
             torch.cuda.empty_cache()
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError('the pipeline is closed (its networks were released): make a '
+                               'new one')
 
     def _change_maps(self, image: np.ndarray) -> dict[str, Any]:
         """Return each head's change map of ``image``: one map per distinct change settings."""

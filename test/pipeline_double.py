@@ -176,6 +176,7 @@ class PipelineDouble:
 
     def process(self, image: np.ndarray) -> FrameResult:
         """Run every head on one frame, ``(H, W, 3)`` uint8 RGB."""
+        self._check_open()
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 \
                 or image.dtype != np.uint8 or 0 in image.shape:
             raise ValueError(
@@ -224,6 +225,7 @@ class PipelineDouble:
 
     def update(self, settings: PerceptionSettings) -> None:
         """Apply new settings from the next frame on (a model that fails to load: no change)."""
+        self._check_open()
         nets = dict(self._nets)
         for head in self._head_names:
             name = getattr(settings.model, head)
@@ -249,6 +251,7 @@ class PipelineDouble:
 
     def warm_up(self) -> None:
         """Pay the networks' one-time costs: the tiny nets have none; counted only."""
+        self._check_open()
         self.warm_ups += 1
 
     def close(self) -> None:
@@ -257,6 +260,11 @@ class PipelineDouble:
         self.closed = True
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise RuntimeError('the pipeline is closed (its networks were released): make a '
+                               'new one')
 
     def _forget(self) -> None:
         self._change.reset()

@@ -41,6 +41,7 @@ from __future__ import annotations
 import collections
 from dataclasses import dataclass
 import enum
+import functools
 import itertools
 import logging
 import math
@@ -341,7 +342,8 @@ class IncrementalModel:
     (for tests).
 
     The returned tensors are views of the state's caches (channels_last for 4-D outputs): they
-    are overwritten by the next frame of the same state; clone them to keep them.
+    are overwritten by the next frame of the same state; clone them to keep them, and never
+    write on them (``y.sigmoid_()``): the next frames would start from what was written.
     """
 
     def __init__(self, module: nn.Module, config: EngineConfig | None = None,
@@ -593,8 +595,11 @@ class IncrementalModel:
         value = plan.input
         tile, spatial, whole = 1, None, False
         if not dense:
-            spatial, whole = self._gate(plan, state, gate_map)
             tile = tile_size_of(tiles, tile_size, value.height, value.width)
+            if gate_map is not None and gate_map[0] is None \
+                    and tuple(gate_map[2].shape) == tuple(tiles.shape):
+                gate_map = (tile, *gate_map[1:])  # a plain gate on the change map's tiles
+            spatial, whole = self._gate(plan, state, gate_map)
         frame = Frame(x, None if dense else tiles, tile, dense, spatial, whole)
         try:
             self._last, frontier_changed = self.executor.run(plan, state, frame)
@@ -623,6 +628,9 @@ class IncrementalModel:
         if x.dim() != 4 or x.shape[0] != 1:
             raise EngineError(f'x has shape {tuple(x.shape)}; expected (1, C, H, W) (batch 1: '
                               'serve several streams with one state each)')
+        if 0 in x.shape:
+            raise EngineError(f'x has shape {tuple(x.shape)}: no pixels (channels, height and '
+                              'width must be at least 1)')
         if not self._placed:
             self._placed = True
             self.device = x.device
@@ -763,7 +771,9 @@ def tile_size_of(tiles: torch.Tensor, tile_size: int | None, height: int, width:
 
     Without a tile size (a plain tensor rather than a ChangeMap) this is the smallest edge t
     with (ceil(H / t), ceil(W / t)) == (Ht, Wt): the tile size of a detector whose tiles
-    divide the frame.
+    divide the frame. Where t does not divide the frame and a larger edge fits too, a warning
+    says so (once per map and frame size): a 7x7 map over a 100x100 frame may be of 15- or
+    16-pixel tiles, and taking the wrong one misplaces changes.
     """
     th, tw = tiles.shape
     if tile_size is not None:
@@ -776,4 +786,12 @@ def tile_size_of(tiles: torch.Tensor, tile_size: int | None, height: int, width:
     if (-(-height // t), -(-width // t)) != (th, tw):
         raise EngineError(f'a {th}x{tw} tile map does not match a {height}x{width} frame; '
                           'expected (ceil(H / t), ceil(W / t)) tiles for a tile size t')
+    if (height % t or width % t) and (-(-height // (t + 1)), -(-width // (t + 1))) == (th, tw):
+        _warn_ambiguous_tiles(th, tw, height, width, t)
     return t
+
+
+@functools.lru_cache(maxsize=64)  # once per map and frame size (a few at a time)
+def _warn_ambiguous_tiles(th: int, tw: int, height: int, width: int, t: int) -> None:
+    LOG.warning('a %dx%d tile map over a %dx%d frame fits tiles of %d pixels and more; taking '
+                '%d: pass the ChangeMap, which names its tile size', th, tw, height, width, t, t)

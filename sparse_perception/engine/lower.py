@@ -87,7 +87,12 @@ class Lowering:
                               'models with exactly one image tensor input')
         self.input_node = placeholders[0]
         self.dependent = dependent_nodes(self.gm, self.input_node)
-        self.results = record(self.gm, self.dependent, example)
+        try:
+            self.results = record(self.gm, self.dependent, example)
+        except Exception as exc:  # the model itself fails on this input (channels, size)
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            raise EngineError(f'the model fails on an input of shape {tuple(example.shape)}: '
+                              f'{reason}') from exc
         self.node_order = {n: i for i, n in enumerate(graph.nodes)}
         self._count_uses()
 

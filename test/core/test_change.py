@@ -298,7 +298,12 @@ def test_from_settings_and_overrides():
     ({'tile_size': 0}, 'tile_size=0'), ({'threshold': -1}, 'threshold=-1'),
     ({'tile_size': 4, 'min_pixels': 17}, 'min_pixels = 17 is more than the 16 pixels of a '
                                          'change.tile_size 4 tile'),
-    ({'min_pixels': 0}, 'min_pixels=0'), ({'threshold': float('nan')}, 'threshold=nan')])
+    ({'min_pixels': 0}, 'min_pixels=0'), ({'threshold': float('nan')}, 'threshold=nan'),
+    # Read as 16, 2 and a threshold of 1 before:
+    ({'tile_size': 16.9}, 'tile_size=16.9 must be a whole number'),
+    ({'min_pixels': 2.5}, 'min_pixels=2.5 must be a whole number'),
+    ({'threshold': True}, 'threshold=True must be a number'),
+    ({'tile_size': '16'}, "tile_size='16' must be a whole number")])
 def test_bad_parameters_are_named(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ChangeDetector(**kwargs)
@@ -312,6 +317,12 @@ def test_bad_parameters_are_named(kwargs, message):
     (torch.zeros(4, 4, dtype=torch.int32), 'dtype torch.int32'),
     (torch.zeros(4, 4, dtype=torch.int64), 'dtype torch.int64'),
     (torch.zeros(4, 4, dtype=torch.complex64), 'dtype torch.complex64'),
+    # No pixels (an OpenCV assertion, a ZeroDivisionError or NaN fractions before).
+    (np.zeros((0, 64, 3), np.uint8), r'shape \(0, 64, 3\): no pixels'),
+    (np.zeros((0, 64), np.uint8), 'no pixels'),
+    (np.zeros((16, 16, 0), np.float32), 'no pixels'),
+    # Channels first: read as an image 3 pixels high before.
+    (torch.zeros(3, 48, 64, dtype=torch.uint8), r'\(3, 48, 64\), channels first'),
 ])
 def test_bad_frames_are_named(bad, message):
     with pytest.raises((TypeError, ValueError), match=message):

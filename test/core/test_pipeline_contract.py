@@ -208,6 +208,11 @@ def test_close_releases_the_heads(make):
     pipeline.process(_frames(1)[0])
     pipeline.close()
     assert pipeline.class_names == ()
+    # Afterwards it says so (it answered frames with no outputs at all before).
+    for call in (lambda: pipeline.process(_frames(1)[0]), pipeline.warm_up,
+                 lambda: pipeline.update(pipeline.settings)):
+        with pytest.raises(RuntimeError, match='the pipeline is closed'):
+            call()
 
 
 def test_observed_attributes_count_what_happened():

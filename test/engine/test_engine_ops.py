@@ -633,6 +633,25 @@ def test_unsupported_tail_raises_when_tails_are_disallowed():
         inc(torch.randn(1, 4, 8, 8))
 
 
+def test_inputs_the_model_cannot_take_are_named(caplog):
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1)).eval()
+    inc = IncrementalModel(model)
+    with pytest.raises(EngineError, match=r'x has shape \(1, 3, 0, 10\): no pixels'):
+        inc(torch.zeros(1, 3, 0, 10))
+    # torch's own message, without the graph it ran (a node dump before).
+    with pytest.raises(EngineError, match=r'the model fails on an input of shape \(1, 4, 8, 8\)'
+                                          r': .*to have 3 channels, but got 4'):
+        inc(torch.zeros(1, 4, 8, 8))
+    # A bare 7x7 map over 100x100 may be of 15- or 16-pixel tiles: the engine takes 15 and
+    # says so (a 16-pixel detector's change at row 95 was missed without a word).
+    state = inc.new_state()
+    inc(torch.zeros(1, 3, 100, 100), None, state)
+    with caplog.at_level('WARNING'):
+        inc(torch.zeros(1, 3, 100, 100), torch.ones(7, 7, dtype=torch.bool), state)
+    assert any('a 7x7 tile map over a 100x100 frame fits tiles of 15 pixels and more' in
+               r.getMessage() for r in caplog.records)
+
+
 def test_training_mode_and_untraceable_models_are_refused():
     with pytest.raises(EngineError, match='training mode'):
         IncrementalModel(nn.Sequential(nn.Conv2d(3, 3, 1), nn.BatchNorm2d(3)))
