@@ -143,6 +143,8 @@ def _getitem(lo: Lowering, n: fx.Node) -> None:
     v = lo.value(x)
     if v is None:
         raise lo.unsupported(n, 'indexing a non-tensor')
+    if not lo.is_global(v):  # (before the probe below: a frame's map has millions of values)
+        raise lo.unsupported(n, 'indexing a spatial tensor')
     # An index that picks or reorders elements ([:, [1, 0]], [:, :2]) is no reshape: find out
     # on the positions of the elements themselves.
     shape = lo.results[x].shape
