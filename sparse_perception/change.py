@@ -298,9 +298,10 @@ class ResampledChange:
     """
 
     def __init__(self, tile_size: int):
+        tile_size = _whole('tile_size', tile_size, 'ResampledChange')
         if tile_size < 1:
             raise ValueError(f'ResampledChange tile_size={tile_size!r} must be at least 1')
-        self.tile_size = int(tile_size)
+        self.tile_size = tile_size
         self._footprints: tuple[Any, Any] | None = None  # (transform key, tile index boxes)
         self.reset()
 
@@ -318,7 +319,7 @@ class ResampledChange:
 
     def add(self, frame_change: ChangeMap) -> None:
         """Take one frame's change map into what changed since the network last ran."""
-        tiles = frame_change.tiles.cpu().numpy()
+        tiles = frame_change.tiles.cpu().numpy().astype(bool, copy=False)
         shape = tuple(tiles.shape)
         if (frame_change.refresh or shape != self._frame_tiles
                 or frame_change.tile_size != self._frame_tile_size):
@@ -347,6 +348,15 @@ class ResampledChange:
                 self._pending[:] = False
             return ChangeMap(torch.ones(tiles_h, tiles_w, dtype=torch.bool), True, 1.0, 1.0, t,
                              index)
+        image = getattr(transform, 'image_size', None)
+        frame_tiles = None if image is None else tuple(-(-int(v) // self._frame_tile_size)
+                                                       for v in image)
+        if frame_tiles is not None and frame_tiles != self._frame_tiles:
+            # Its boxes would sample another frame's tiles: changes missed or misplaced.
+            raise ValueError(f'the transform is made for a {image[1]}x{image[0]} frame, whose '
+                             f'{self._frame_tile_size}-pixel tiles are {frame_tiles[0]}x'
+                             f'{frame_tiles[1]}; the change maps have {self._frame_tiles[0]}x'
+                             f'{self._frame_tiles[1]}')
         boxes = self._tile_boxes(transform, tiles_h, tiles_w)
         integral = np.zeros((self._pending.shape[0] + 1, self._pending.shape[1] + 1), np.int32)
         integral[1:, 1:] = self._pending.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)
@@ -443,18 +453,18 @@ def _pixel_type_error(dtype: Any) -> TypeError:
                      'float (convert the image first)')
 
 
-def _number(name: str, value: Any) -> float:
+def _number(name: str, value: Any, owner: str = 'ChangeDetector') -> float:
     """Return a real number argument as a float (not a flag, nor a text that converts)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ValueError(f'ChangeDetector {name}={value!r} must be a number')
+        raise ValueError(f'{owner} {name}={value!r} must be a number')
     return float(value)
 
 
-def _whole(name: str, value: Any) -> int:
+def _whole(name: str, value: Any, owner: str = 'ChangeDetector') -> int:
     """Return a whole number argument as an int: 16.9 is refused rather than read as 16."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real) \
             or not float(value).is_integer():
-        raise ValueError(f'ChangeDetector {name}={value!r} must be a whole number')
+        raise ValueError(f'{owner} {name}={value!r} must be a whole number')
     return int(value)
 
 

@@ -382,6 +382,26 @@ def test_resampled_input_starts_with_a_refresh_and_then_follows_the_frame_map():
     assert tiles[2, 3] and int(tiles.sum()) <= 2  # that tile (and at most a neighbour)
 
 
+def test_resampled_input_refuses_a_transform_made_for_another_frame():
+    from sparse_perception.change import ChangeMap, ResampledChange
+    from sparse_perception.models.transforms import ImageTransform
+
+    frames = ChangeDetector(threshold=0, tile_size=16, min_pixels=1)
+    resampled = ResampledChange(16)
+    resampled.add(frames.update(frame(96, 128)))
+    resampled.update(ImageTransform.fit((96, 128), (48, 64), 'resize'))
+    moved = frame(96, 128)
+    moved[90, 120] = 0
+    change = frames.update(moved)
+    # The map of a uint8 tile map is taken as its truth values (numpy refused the |= before).
+    resampled.add(ChangeMap(change.tiles.to(torch.uint8), False, 0.1, 0.1, 16, 1))
+    with pytest.raises(ValueError, match='the transform is made for a 64x48 frame, whose '
+                                         '16-pixel tiles are 3x4; the change maps have 6x8'):
+        resampled.update(ImageTransform.fit((48, 64), (48, 64), 'resize'))  # (missed it)
+    with pytest.raises(ValueError, match='ResampledChange tile_size=1.7 must be a whole number'):
+        ResampledChange(1.7)
+
+
 def test_a_small_change_in_the_frame_reaches_a_shrunk_input():
     # The regression behind a tracked pose that parted from dense at change.threshold 12 and
     # min_pixels 32: a walking pedestrian changes about 40 camera pixels of a tile, a change
