@@ -353,10 +353,10 @@ class ResampledChange:
                                                        for v in image)
         if frame_tiles is not None and frame_tiles != self._frame_tiles:
             # Its boxes would sample another frame's tiles: changes missed or misplaced.
-            raise ValueError(f'the transform is made for a {image[1]}x{image[0]} frame, whose '
-                             f'{self._frame_tile_size}-pixel tiles are {frame_tiles[0]}x'
-                             f'{frame_tiles[1]}; the change maps have {self._frame_tiles[0]}x'
-                             f'{self._frame_tiles[1]}')
+            raise ValueError(f'the transform is made for a frame of {image[0]}x{image[1]} '
+                             f'pixels (height x width), {frame_tiles[0]}x{frame_tiles[1]} tiles '
+                             f'of {self._frame_tile_size} pixels; the change maps have '
+                             f'{self._frame_tiles[0]}x{self._frame_tiles[1]}')
         boxes = self._tile_boxes(transform, tiles_h, tiles_w)
         integral = np.zeros((self._pending.shape[0] + 1, self._pending.shape[1] + 1), np.int32)
         integral[1:, 1:] = self._pending.cumsum(0, dtype=np.int32).cumsum(1, dtype=np.int32)

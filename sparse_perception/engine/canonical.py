@@ -150,9 +150,13 @@ def _getitem(lo: Lowering, n: fx.Node) -> None:
     shape = lo.results[x].shape
     probe = torch.arange(int(torch.Size(shape).numel())).reshape(shape)
     try:
-        picked = probe[lo.const(index)]
-    except (IndexError, KeyError, RuntimeError, TypeError, ValueError):
+        index = _static_index(lo, index)
+    except KeyError:
         raise lo.unsupported(n, 'an index computed from the image') from None
+    try:
+        picked = probe[index]
+    except (IndexError, RuntimeError, TypeError, ValueError) as exc:
+        raise lo.unsupported(n, f'an index torch refuses here ({exc})') from None
     if not torch.equal(picked.reshape(-1), probe.reshape(-1)):
         raise lo.unsupported(n, 'an index that selects or reorders elements')
     _reshape_global(lo, n, x)
@@ -627,6 +631,15 @@ def _linear(lo: Lowering, n: fx.Node, x: Any, weight: Any, bias: Any) -> None:
     w = weight.detach()[:, :, None, None]
     lo.emit(n, Kind.CONV, [v], out,
             ConvAttrs(w, _opt(bias), (1, 1), NO_PADDING, (1, 1), 1, (1, 1)))
+
+
+def _static_index(lo: Lowering, index: Any) -> Any:
+    """Evaluate an index whose parts are static, slice bounds included (KeyError if not)."""
+    if isinstance(index, slice):
+        return slice(*(lo.const(v) for v in (index.start, index.stop, index.step)))
+    if isinstance(index, (list, tuple)):
+        return type(index)(_static_index(lo, part) for part in index)
+    return lo.const(index)
 
 
 def _reshape_global(lo: Lowering, n: fx.Node, x: Any) -> None:

@@ -145,13 +145,14 @@ class Lowering:
     def _count_uses(self) -> None:
         # Uses per node after alias resolution, counting only the consumers that read the
         # tensor (shape reads like x.shape are static and do not need the value); one whose
-        # result is several tensors (x.max(1), x.chunk(2)) reads it too, and a pointwise op
-        # fused into x's producer would change what it reads.
+        # result is several tensors (x.max(1), x.chunk(2)) or a Python value (x.item()) reads
+        # it too, and a pointwise op fused into x's producer would change what it reads.
         self.node_uses: dict[fx.Node, int] = {}
         for n in self.gm.graph.nodes:
             for a in node_args(n):
                 if a in self.dependent and isinstance(self.results.get(a), Meta):
-                    if n.op == 'output' or isinstance(self.results.get(n), (Meta, Opaque)):
+                    if n.op == 'output' or isinstance(self.results.get(n), (Meta, Opaque)) \
+                            or self._reads_data(n):
                         self.node_uses[a] = self.node_uses.get(a, 0) + 1
 
     # -- values and layers --------------------------------------------------------------------
@@ -302,6 +303,9 @@ class Lowering:
             return isinstance(self.modules[n.target], _SHARING_MODULES)
         if n.op == 'call_method':
             return n.target in _SHARING_METHODS
+        if n.op == 'call_function' and n.target is operator.getitem:
+            # An item of a tuple (max's values and indices, chunks) is a tensor of its own.
+            return isinstance(self.results.get(n.args[0]), Meta)
         return n.op == 'call_function' and n.target in _SHARING_FUNCTIONS
 
     def describe(self, n: fx.Node) -> str:

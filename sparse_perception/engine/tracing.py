@@ -37,9 +37,9 @@ import torch.nn as nn
 
 def trace(module: nn.Module) -> fx.GraphModule:
     """Trace ``module`` with torch.fx, with an error that says what to do when it fails."""
+    _check_hooks(module)  # (a GraphModule's submodules run as calls too: hooks skipped)
     if isinstance(module, fx.GraphModule):
         return module
-    _check_hooks(module)
     if fx.Tracer().is_leaf_module(module, ''):
         module = nn.Sequential(module)  # a bare torch.nn layer: trace it as a call
     try:

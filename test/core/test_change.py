@@ -395,8 +395,9 @@ def test_resampled_input_refuses_a_transform_made_for_another_frame():
     change = frames.update(moved)
     # The map of a uint8 tile map is taken as its truth values (numpy refused the |= before).
     resampled.add(ChangeMap(change.tiles.to(torch.uint8), False, 0.1, 0.1, 16, 1))
-    with pytest.raises(ValueError, match='the transform is made for a 64x48 frame, whose '
-                                         '16-pixel tiles are 3x4; the change maps have 6x8'):
+    with pytest.raises(ValueError, match=r'the transform is made for a frame of 48x64 pixels '
+                                         r'\(height x width\), 3x4 tiles of 16 pixels; the '
+                                         'change maps have 6x8'):
         resampled.update(ImageTransform.fit((48, 64), (48, 64), 'resize'))  # (missed it)
     with pytest.raises(ValueError, match='ResampledChange tile_size=1.7 must be a whole number'):
         ResampledChange(1.7)
