@@ -576,18 +576,30 @@ class _Head(nn.Module):
     # Division with rounding (ignored: off by 0.03), antialiased resampling (off by 1.2).
     lambda m, y: torch.div(y, 0.3, rounding_mode='floor'),
     lambda m, y: F.interpolate(y, scale_factor=0.5, mode='bilinear', antialias=True),
-    # An index that reorders channels is no reshape (off by 1.1); one whose bounds come from
-    # a shape is static (and was refused as computed from the image).
+    # An index that reorders channels is no reshape (off by 1.1).
     lambda m, y: y * y.mean((2, 3), keepdim=True)[:, [1, 0, 3, 2]],
-    lambda m, y: y * y.mean((2, 3), keepdim=True)[:, :y.shape[1]],
     # A float64 constant makes the result float64 (failed inside index_copy_), and an
     # arg-max's classes plus one failed in the epilogue: both run in the dense tail now.
     lambda m, y: y * torch.ones(1, 4, 1, 1, dtype=torch.float64),
     lambda m, y: y.argmax(1, keepdim=True) + 1,
 ], ids=['max', 'chunk', 'width constant', 'floor division', 'antialias', 'reordering index',
-        'index from a shape', 'float64 constant', 'argmax plus one'])
+        'float64 constant', 'argmax plus one'])
 def test_ops_run_in_the_engine_or_in_the_dense_tail_are_exact(fn):
     run_and_compare(_Head(fn))
+
+
+def test_an_index_whose_bounds_come_from_a_shape_runs_in_the_engine():
+    class Sliced(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+            self.fc = nn.Conv2d(4, 2, 1)
+
+        def forward(self, x):
+            v = F.adaptive_avg_pool2d(self.conv(x), 1)
+            return self.fc(v[:, :v.shape[1]])  # refused as an index from the image before
+
+    run_and_compare(Sliced())
 
 
 def test_values_read_into_python_are_not_kept_as_constants():
