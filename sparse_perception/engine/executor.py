@@ -793,9 +793,12 @@ def tile_size_of(tiles: torch.Tensor, tile_size: int | None, height: int, width:
 
 @functools.lru_cache(maxsize=64)  # once per map and frame size (a few at a time)
 def _warn_ambiguous_tiles(th: int, tw: int, height: int, width: int, t: int) -> None:
-    largest = t + 1  # the edges that fit form one run
-    while (-(-height // (largest + 1)), -(-width // (largest + 1))) == (th, tw):
+    # The edges that fit form one run; past the frame's larger side every edge fits.
+    largest, side = t + 1, max(height, width)
+    while largest < side and (-(-height // (largest + 1)),
+                              -(-width // (largest + 1))) == (th, tw):
         largest += 1
-    LOG.warning('a %dx%d tile map over a %dx%d frame fits tiles of %d to %d pixels; taking %d: '
-                'pass the ChangeMap, which names its tile size', th, tw, height, width, t,
-                largest, t)
+    more = ' or more' if largest >= side else ''
+    LOG.warning('a %dx%d tile map over a %dx%d frame fits tiles of %d to %d%s pixels; taking '
+                '%d: pass the ChangeMap, which names its tile size', th, tw, height, width, t,
+                largest, more, t)
